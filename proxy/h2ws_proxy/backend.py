@@ -1,0 +1,160 @@
+"""Reach a backend and do the HTTP/1.1 WebSocket upgrade with it.
+
+This is the one place where backend-side OS, trio and h11 exceptions become
+:mod:`h2ws_proxy.errors` (httpcore's ``map_exceptions`` idea):
+
+* connect refused, unreachable, reset → :class:`BackendUnavailable` (502, at once: no
+  retry loop, since a browser waiting on a socket is worse off than one told "no");
+* no connection or no complete answer within the limit → :class:`BackendTimeout` (504);
+* an answer that is not HTTP, or a ``101`` that fails verification →
+  :class:`BackendProtocolError` (502);
+* any other final answer → :class:`BackendRejected`, carrying it to go back as it came.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import h11
+import trio
+
+from h2ws_proxy.config import BackendAddress, Limits
+from h2ws_proxy.errors import (
+    BackendProtocolError,
+    BackendRejected,
+    BackendTimeout,
+    BackendUnavailable,
+)
+from h2ws_proxy.handshake import (
+    BackendAccepted,
+    WebSocketRequest,
+    check_backend_accept,
+    end_to_end_response_headers,
+)
+
+#: How much to ask the kernel for per read on a backend socket.
+READ_SIZE = 65536
+
+ConnectBackend = Callable[[BackendAddress], Awaitable[trio.abc.HalfCloseableStream]]
+
+
+async def open_backend_stream(address: BackendAddress) -> trio.abc.HalfCloseableStream:
+    """Open a TCP or unix stream to ``address``; OS errors become BackendUnavailable."""
+    try:
+        if address.scheme == "unix":
+            return await trio.open_unix_socket(address.unix_path)
+        return await trio.open_tcp_stream(address.host, address.port)
+    except OSError as error:
+        raise BackendUnavailable(
+            f"cannot connect to backend {address}: {error.strerror or error}"
+        ) from error
+
+
+@dataclass(frozen=True, slots=True)
+class BackendUpgraded:
+    """A backend that switched to WebSocket, ready to be tunnelled."""
+
+    stream: trio.abc.HalfCloseableStream
+    accepted: BackendAccepted
+    #: Bytes the backend sent right behind its 101 (h11's trailing data): they go to the
+    #: client before anything else (h2o#1272 lost them).
+    leftover: bytes
+
+
+async def connect_and_upgrade(
+    address: BackendAddress,
+    upgrade: h11.Request,
+    key: bytes,
+    request: WebSocketRequest,
+    limits: Limits,
+    connect: ConnectBackend = open_backend_stream,
+) -> BackendUpgraded:
+    """Connect to ``address`` and upgrade; the caller owns the returned stream.
+
+    Raises BackendUnavailable, BackendTimeout, BackendProtocolError or BackendRejected;
+    on any of them the backend stream is already closed.
+    """
+    with trio.move_on_after(limits.connect_timeout_s) as connect_scope:
+        stream = await connect(address)
+    if connect_scope.cancelled_caught:
+        raise BackendTimeout(f"backend {address} did not accept within {limits.connect_timeout_s}s")
+    try:
+        with trio.fail_after(limits.handshake_timeout_s):
+            accepted, leftover = await _upgrade(stream, upgrade, key, request, limits)
+    except trio.TooSlowError:
+        await trio.aclose_forcefully(stream)
+        raise BackendTimeout(
+            f"backend {address} did not answer the upgrade within {limits.handshake_timeout_s}s"
+        ) from None
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return BackendUpgraded(stream=stream, accepted=accepted, leftover=leftover)
+
+
+async def _upgrade(
+    stream: trio.abc.HalfCloseableStream,
+    upgrade: h11.Request,
+    key: bytes,
+    request: WebSocketRequest,
+    limits: Limits,
+) -> tuple[BackendAccepted, bytes]:
+    connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=limits.max_header_list_bytes)
+    try:
+        await stream.send_all(connection.send(upgrade) + connection.send(h11.EndOfMessage()))
+        while True:
+            event = await _next_event(connection, stream)
+            if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                accepted = check_backend_accept(event, key, request)
+                leftover, _closed = connection.trailing_data
+                return accepted, bytes(leftover)
+            if isinstance(event, h11.Response):
+                await _raise_rejection(connection, stream, event, limits)
+            # Other 1xx (100, 103) are informational only: keep reading.
+    except h11.ProtocolError as error:
+        raise BackendProtocolError(f"backend's answer is not valid HTTP/1.1: {error}") from error
+    except (trio.BrokenResourceError, OSError) as error:
+        raise BackendUnavailable(f"backend connection broke during the upgrade: {error}") from error
+
+
+async def _next_event(connection: h11.Connection, stream: trio.abc.ReceiveStream) -> h11.Event:
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(READ_SIZE)
+            if not data and connection.their_state is h11.SEND_RESPONSE:
+                raise BackendUnavailable("backend closed the connection without answering")
+            connection.receive_data(bytes(data))
+            continue
+        if event is h11.PAUSED:
+            raise BackendProtocolError("backend switched protocols without a valid 101")
+        assert not isinstance(event, type)
+        return event
+
+
+async def _raise_rejection(
+    connection: h11.Connection,
+    stream: trio.abc.ReceiveStream,
+    response: h11.Response,
+    limits: Limits,
+) -> None:
+    """Read the body of a non-101 answer (bounded) and raise it as BackendRejected."""
+    body = bytearray()
+    while True:
+        event = await _next_event(connection, stream)
+        if isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > limits.max_rejection_body_bytes:
+                raise BackendProtocolError(
+                    f"backend's {response.status_code} answer has a body over "
+                    f"max_rejection_body_bytes={limits.max_rejection_body_bytes}"
+                )
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            break
+    headers = [(name.lower(), value) for name, value in response.headers]
+    raise BackendRejected(
+        response.status_code,
+        list(end_to_end_response_headers(headers, drop=frozenset({b"content-length"}))),
+        bytes(body),
+    )

@@ -1,0 +1,119 @@
+"""The ``h2ws-proxy`` command: load the config, run the server, map failures to exit codes.
+
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT drain), 2 for a configuration problem
+(the one-line message names the file, key and line), 1 for anything unexpected.
+A second SIGTERM/SIGINT while draining stops at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from h2ws_proxy import __version__
+from h2ws_proxy.config import ProxyConfig, load_config
+from h2ws_proxy.demo import serve_demo_backend
+from h2ws_proxy.errors import ConfigError
+from h2ws_proxy.log import configure_logging
+from h2ws_proxy.server import serve
+
+logger = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="h2ws-proxy",
+        description="WebSocket over HTTP/2 (RFC 8441) in front of HTTP/1.1 WebSocket backends.",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML configuration (see config/example.toml)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="validate the config, print what it serves, exit"
+    )
+    parser.add_argument(
+        "--demo-backend",
+        action="store_true",
+        help="also run a demo WebSocket echo server on every http:// backend address",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser.add_argument("--version", action="version", version=f"h2ws-proxy {__version__}")
+    return parser
+
+
+def describe(config: ProxyConfig) -> str:
+    """A human summary of what ``config`` serves (printed by ``--check``)."""
+    lines = [f"config {config.source} is valid"]
+    for listener in config.listeners:
+        mode = (
+            "TLS (ALPN h2, http/1.1)"
+            if listener.tls
+            else "cleartext (h2c prior knowledge + HTTP/1.1)"
+        )
+        advertised = "advertises" if listener.enable_connect_protocol else "does not advertise"
+        lines.append(
+            f"listener {listener.bind}: {mode}; {advertised} SETTINGS_ENABLE_CONNECT_PROTOCOL"
+        )
+    for route in sorted(config.routes, key=lambda r: r.path):
+        lines.append(f"route {route.path} -> {route.backend}")
+    if config.admin:
+        lines.append(f"admin {config.admin.bind}: /healthz")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.config:
+        print(
+            "h2ws-proxy: error: --config FILE is required (try config/example.toml)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"h2ws-proxy: error: {error.message}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(describe(config))
+        return 0
+    configure_logging(args.log_level, args.log_format)
+    try:
+        trio.run(_run, config, args.demo_backend)
+    except ConfigError as error:
+        print(f"h2ws-proxy: error: {error.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+async def _run(config: ProxyConfig, demo_backend: bool) -> None:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        if demo_backend:
+            addresses = {route.backend for route in config.routes}
+            for address in sorted(addresses, key=str):
+                await nursery.start(serve_demo_backend, address)
+        nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope)
+        await serve(config, shutdown=shutdown)
+        nursery.cancel_scope.cancel()
+
+
+async def _watch_signals(shutdown: trio.Event, scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if shutdown.is_set():
+                logger.warning("second %s: stopping now", signal.Signals(signum).name)
+                scope.cancel()
+                return
+            logger.info("%s: draining (send it again to stop at once)", signal.Signals(signum).name)
+            shutdown.set()

@@ -1,0 +1,103 @@
+"""Decide which frontend serves a new client connection. No protocol logic lives here.
+
+With TLS, the handshake runs under the client handshake timeout and ALPN decides: ``h2``
+gets the HTTP/2 frontend, anything else (``http/1.1`` or no ALPN) the HTTP/1.1 one.
+Without TLS one port takes both: the first bytes are compared with the HTTP/2 client
+preface (RFC 9113 §3.4) as they arrive; a mismatch means HTTP/1.1 (h11 then judges the
+request head and answers 400 to garbage), and a client that sends nothing in time is
+dropped. The bytes read while sniffing are handed to the chosen frontend.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+import trio
+
+from h2ws_proxy.context import ClientInfo, ServerContext
+from h2ws_proxy.h1_frontend import H1Frontend
+from h2ws_proxy.h2_frontend import H2Frontend
+from h2ws_proxy.log import log_event
+
+logger = logging.getLogger(__name__)
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+async def sniff_h2_preface(stream: trio.abc.ReceiveStream) -> tuple[bool, bytes]:
+    """Read until the bytes are the HTTP/2 preface or cannot be; (is_h2, bytes read)."""
+    received = b""
+    while len(received) < len(H2_PREFACE):
+        data = await stream.receive_some(len(H2_PREFACE) - len(received))
+        if not data:
+            return False, received
+        received += data
+        if not H2_PREFACE.startswith(received):
+            return False, received
+    return True, received
+
+
+async def handle_client(
+    stream: trio.abc.Stream,
+    server: ServerContext,
+    info: ClientInfo,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
+    """Serve one client connection to its end; never raises for client behaviour."""
+    try:
+        await _serve(stream, server, info, ssl_context)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+        log_event(
+            logger,
+            logging.DEBUG,
+            "client.connection_lost",
+            conn=info.connection_id,
+            error=str(error),
+        )
+    except Exception:
+        # A bug: log it once with its traceback and keep the server running.
+        logger.exception("unexpected error serving connection %d", info.connection_id)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _serve(
+    stream: trio.abc.Stream,
+    server: ServerContext,
+    info: ClientInfo,
+    ssl_context: ssl.SSLContext | None,
+) -> None:
+    timeout_s = server.config.limits.client_handshake_timeout_s
+    if ssl_context is not None:
+        tls_stream = trio.SSLStream(stream, ssl_context, server_side=True)
+        with trio.move_on_after(timeout_s) as scope:
+            try:
+                await tls_stream.do_handshake()
+            except trio.BrokenResourceError as error:
+                log_event(
+                    logger,
+                    logging.INFO,
+                    "tls.handshake_failed",
+                    conn=info.connection_id,
+                    error=str(error.__cause__ or error),
+                )
+                return
+        if scope.cancelled_caught:
+            log_event(logger, logging.INFO, "tls.handshake_timeout", conn=info.connection_id)
+            return
+        if tls_stream.selected_alpn_protocol() == "h2":
+            await H2Frontend(tls_stream, server, info).run()
+        else:
+            await H1Frontend(tls_stream, server, info).run()
+        return
+    with trio.move_on_after(timeout_s) as scope:
+        is_h2, received = await sniff_h2_preface(stream)
+    if scope.cancelled_caught:
+        log_event(logger, logging.INFO, "client.preface_timeout", conn=info.connection_id)
+        return
+    if is_h2:
+        await H2Frontend(stream, server, info, initial_data=received).run()
+    elif received:
+        await H1Frontend(stream, server, info, initial_data=received).run()

@@ -1,0 +1,94 @@
+"""The proxy's error tree.
+
+Every error the proxy raises on purpose derives from :class:`ProxyError` and carries the
+answer the client should get (``status_hint``, in the style of h11's ``error_status_hint``).
+Library and OS exceptions are translated into these once, at the edge where they arise
+(``backend.py`` for backend sockets, the frontends for client protocol errors), so the
+code that decides never has to know which library failed.
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    """Root of the tree; never raised directly."""
+
+    status_hint: int = 502
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(ProxyError):
+    """The configuration is unusable. The message names the file, key path and line."""
+
+    status_hint = 500
+
+
+class ClientProtocolError(ProxyError):
+    """The client's request is malformed or not something we proxy.
+
+    ``extra_headers`` go into the error response (``sec-websocket-version: 13`` for a
+    version mismatch, RFC 6455 §4.4). ``stream_error`` marks a malformed request (RFC 9113
+    §8.1.1): the HTTP/2 frontend resets the stream with PROTOCOL_ERROR after answering.
+    """
+
+    status_hint = 400
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_hint: int = 400,
+        extra_headers: tuple[tuple[bytes, bytes], ...] = (),
+        stream_error: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status_hint = status_hint
+        self.extra_headers = extra_headers
+        self.stream_error = stream_error
+
+
+class RouteNotFound(ProxyError):
+    """No route's prefix matches the request path."""
+
+    status_hint = 404
+
+
+class BackendUnavailable(ProxyError):
+    """The backend could not be reached (refused, unreachable, reset during handshake)."""
+
+    status_hint = 502
+
+
+class BackendTimeout(ProxyError):
+    """The backend did not connect or answer within the configured timeout."""
+
+    status_hint = 504
+
+
+class BackendProtocolError(ProxyError):
+    """The backend answered, but its answer cannot be used (bad accept, unoffered subprotocol)."""
+
+    status_hint = 502
+
+
+class BackendRejected(ProxyError):
+    """The backend answered the upgrade with something other than 101.
+
+    The answer goes back to the client as it came: ``status``, end-to-end ``headers`` and
+    the ``body`` bytes read so far (bounded by the response size limit).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> None:
+        super().__init__(f"backend answered {status} instead of 101")
+        self.status_hint = status
+        self.status = status
+        self.headers = headers
+        self.body = body

@@ -1,0 +1,235 @@
+"""The HTTP/1.1 frontend: a classic ``Upgrade: websocket`` client on the same port and routes.
+
+Browsers often open WebSockets over HTTP/1.1 even where HTTP/2 is on offer (Chromium does
+unless an HTTP/2 connection to the origin is already open), so the same listener and route
+serve them too. The flow: read one request head with h11 (bounded in size and time), check
+the client's handshake, do our own fresh-nonce handshake with the backend (the same checks
+as for HTTP/2), answer ``101`` with the accept for the *client's* key, then hand both raw
+streams to the tunnel; the bytes the client sent behind its request head go first.
+
+A request that is not a WebSocket upgrade gets 501 for now: ordinary HTTP proxying lands
+with its own module. Any answer other than our 101 closes the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import h11
+import trio
+
+from h2ws_proxy.backend import READ_SIZE, connect_and_upgrade
+from h2ws_proxy.context import ClientInfo, ServerContext
+from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError, RouteNotFound
+from h2ws_proxy.handshake import (
+    build_backend_upgrade,
+    h1_switching_headers,
+    new_websocket_key,
+    parse_h1_upgrade,
+    split_header_list,
+)
+from h2ws_proxy.log import log_event
+from h2ws_proxy.tunnel import run_tunnel
+
+logger = logging.getLogger(__name__)
+
+Header = tuple[bytes, bytes]
+
+
+class _NoHalfClose(trio.abc.HalfCloseableStream):
+    """A TLS client stream in a tunnel: TLS has no half-close, so EOF closes it whole.
+
+    When the backend ends its side we close the client connection (close_notify), as the
+    backend's full close would; the tunnel then sees a clean EOF from the client side.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._closed_by_us = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._closed_by_us:
+            await trio.lowlevel.checkpoint()
+            return b""
+        try:
+            return await self._stream.receive_some(max_bytes)
+        except trio.ClosedResourceError:
+            if self._closed_by_us:
+                return b""
+            raise
+
+    async def send_eof(self) -> None:
+        self._closed_by_us = True
+        await self._stream.aclose()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _is_websocket_upgrade(request: h11.Request) -> bool:
+    upgrade = [value for name, value in request.headers if name == b"upgrade"]
+    return b"websocket" in {item.lower() for item in split_header_list(upgrade)}
+
+
+class H1Frontend:
+    """Serve one HTTP/1.1 client connection: one WebSocket upgrade, then the tunnel."""
+
+    def __init__(
+        self,
+        client: trio.abc.Stream,
+        server: ServerContext,
+        info: ClientInfo,
+        initial_data: bytes = b"",
+    ) -> None:
+        self._client = client
+        self._server = server
+        self._info = info
+        self._limits = server.config.limits
+        self._conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._limits.max_header_list_bytes
+        )
+        self._conn.receive_data(initial_data)
+
+    async def run(self) -> None:
+        try:
+            with trio.fail_after(self._limits.client_handshake_timeout_s):
+                request = await self._read_request()
+        except trio.TooSlowError:
+            await self._send_error(408, "the request head did not arrive in time")
+            return
+        except h11.RemoteProtocolError as error:
+            await self._send_error(error.error_status_hint, f"bad request: {error}")
+            return
+        if request is None:
+            return
+        await self._serve(request)
+
+    async def _read_request(self) -> h11.Request | None:
+        """Read one request head and its (empty) body; None if the client left first."""
+        request: h11.Request | None = None
+        while True:
+            event = self._conn.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await self._client.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return None
+                self._conn.receive_data(bytes(data))
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                raise h11.RemoteProtocolError(
+                    "a request body is not supported here", error_status_hint=400
+                )
+            elif event is h11.PAUSED or isinstance(event, h11.EndOfMessage):
+                return request
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+
+    async def _serve(self, request: h11.Request) -> None:
+        started = trio.current_time()
+        try:
+            if not _is_websocket_upgrade(request):
+                raise ClientProtocolError(
+                    "ordinary HTTP requests are not proxied yet; open a WebSocket", status_hint=501
+                )
+            ws_request, client_key = parse_h1_upgrade(request, tls=self._info.tls)
+            route = self._server.router.match(ws_request.path)
+            if route is None:
+                raise RouteNotFound(f"no route for {ws_request.path.decode('ascii', 'replace')}")
+            key = new_websocket_key()
+            upgrade = build_backend_upgrade(ws_request, route, key, self._info.address)
+            upgraded = await connect_and_upgrade(
+                route.backend, upgrade, key, ws_request, self._limits, self._server.connect_backend
+            )
+        except BackendRejected as rejection:
+            await self._send_response(rejection.status, rejection.headers, rejection.body)
+            self._log_refused(request, rejection.status, rejection.message, started)
+            return
+        except ProxyError as error:
+            extra = error.extra_headers if isinstance(error, ClientProtocolError) else ()
+            await self._send_error(error.status_hint, error.message, extra)
+            self._log_refused(request, error.status_hint, error.message, started)
+            return
+        try:
+            answer = h11.InformationalResponse(
+                status_code=101, headers=h1_switching_headers(upgraded.accepted, client_key)
+            )
+            await self._client.send_all(self._conn.send(answer))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await trio.aclose_forcefully(upgraded.stream)
+            return
+        client_leftover, _ = self._conn.trailing_data
+        client: trio.abc.HalfCloseableStream = (
+            self._client
+            if isinstance(self._client, trio.abc.HalfCloseableStream)
+            else _NoHalfClose(self._client)
+        )
+        stats = await run_tunnel(
+            client,
+            upgraded.stream,
+            client_leftover=bytes(client_leftover),
+            backend_leftover=upgraded.leftover,
+            idle_timeout_s=self._limits.idle_timeout_s,
+        )
+        log_event(
+            logger,
+            logging.INFO,
+            "tunnel.closed",
+            conn=self._info.connection_id,
+            front="h1",
+            path=ws_request.path,
+            route=route.path,
+            backend=str(route.backend),
+            status=101,
+            bytes_up=stats.bytes_up,
+            bytes_down=stats.bytes_down,
+            duration_s=round(trio.current_time() - started, 6),
+            end=stats.end.value,
+        )
+
+    def _log_refused(self, request: h11.Request, status: int, reason: str, started: float) -> None:
+        log_event(
+            logger,
+            logging.INFO,
+            "tunnel.refused",
+            conn=self._info.connection_id,
+            front="h1",
+            path=request.target,
+            status=status,
+            duration_s=round(trio.current_time() - started, 6),
+            error=reason,
+        )
+
+    async def _send_error(self, status: int, reason: str, extra: tuple[Header, ...] = ()) -> None:
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), *extra]
+        await self._send_response(status, headers, (reason + "\n").encode("utf-8", "replace"))
+
+    async def _send_response(
+        self, status: int, headers: list[Header] | tuple[Header, ...], body: bytes
+    ) -> None:
+        """Send a complete answer and close: after a refused upgrade the connection ends."""
+        all_headers = [
+            *headers,
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        try:
+            data = self._conn.send(h11.Response(status_code=status, headers=all_headers))
+            if body:
+                data += self._conn.send(h11.Data(data=body))
+            data += self._conn.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            # The backend's answer cannot be expressed to this client (h11 refuses it).
+            return
+        try:
+            await self._client.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return

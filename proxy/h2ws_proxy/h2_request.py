@@ -1,0 +1,152 @@
+"""Validate an HTTP/2 request header block (RFC 9113 §8.2-8.3), strictly. Pure, no I/O.
+
+The h2 library can validate inbound headers itself, but a violation there is a connection
+error that takes down every tunnel on the connection. RFC 9113 §8.1.1 makes a malformed
+request a *stream* error, so the frontend turns h2's validation off and calls
+:func:`parse_h2_request_head` instead: a bad request fails only its own stream.
+
+Rules enforced (each violation raises :class:`ClientProtocolError` with status 400 and
+``stream_error`` set, so the frontend answers 400 and resets the stream PROTOCOL_ERROR):
+
+1. Field names are non-empty lowercase tokens; values carry no NUL, CR or LF and no
+   leading or trailing whitespace (§8.2.1). Names with upper case are malformed (§8.2).
+2. Pseudo-headers are the request ones only, each at most once, all before regular
+   fields (§8.3).
+3. Connection-specific fields (``connection``, ``keep-alive``, ``proxy-connection``,
+   ``transfer-encoding``, ``upgrade``) are malformed; ``te`` may only be ``trailers``
+   (§8.2.2). This is what keeps an HTTP/2 request from smuggling framing into HTTP/1.1.
+4. ``:authority`` has no userinfo (§8.3.1) and agrees with ``host`` when both are sent.
+5. ``:path`` is visible ASCII only (no spaces or controls: they would split the HTTP/1.1
+   request line) and starts with ``/`` (or is ``*`` for OPTIONS).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from h2ws_proxy.errors import ClientProtocolError
+
+Header = tuple[bytes, bytes]
+
+_REQUEST_PSEUDO_HEADERS = frozenset({b":method", b":scheme", b":path", b":authority", b":protocol"})
+# RFC 9113 §8.2.2
+_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+# RFC 9110 §5.6.2 tchar, lowercase only (RFC 9113 §8.2: upper case is malformed).
+_LOWER_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
+_METHOD_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FORBIDDEN_IN_VALUE = re.compile(rb"[\x00\r\n]")
+_VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+\Z")
+# reg-name / IPv4 / [IPv6] with optional port; no userinfo, no whitespace (RFC 3986 §3.2).
+_AUTHORITY = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(:[0-9]*)?\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class H2RequestHead:
+    """A request header block that passed every rule above."""
+
+    method: bytes
+    scheme: bytes | None
+    authority: bytes | None
+    path: bytes | None
+    protocol: bytes | None
+    #: Regular fields in arrival order, names lowercase, ``host`` removed (it is
+    #: rebuilt from ``authority`` on the way to HTTP/1.1).
+    headers: tuple[Header, ...]
+
+    def get(self, name: bytes) -> bytes | None:
+        """The first value of regular field ``name`` (lowercase), or None."""
+        for field_name, value in self.headers:
+            if field_name == name:
+                return value
+        return None
+
+    def get_all(self, name: bytes) -> list[bytes]:
+        """Every value of regular field ``name``, in order."""
+        return [value for field_name, value in self.headers if field_name == name]
+
+
+def malformed(reason: str) -> ClientProtocolError:
+    """The error for a malformed request: 400 and a PROTOCOL_ERROR stream reset."""
+    return ClientProtocolError(f"malformed request: {reason}", status_hint=400, stream_error=True)
+
+
+def parse_h2_request_head(headers: list[Header]) -> H2RequestHead:
+    """Check ``headers`` (as decoded by h2, bytes) against RFC 9113 and split them.
+
+    Raises :class:`ClientProtocolError` (400, stream error) on the first violation.
+    """
+    pseudo: dict[bytes, bytes] = {}
+    regular: list[Header] = []
+    host: bytes | None = None
+    for name, value in headers:
+        _check_value(name, value)
+        if name.startswith(b":"):
+            if regular:
+                raise malformed(f"pseudo-header {name!r} after a regular field")
+            if name not in _REQUEST_PSEUDO_HEADERS:
+                raise malformed(f"pseudo-header {name!r} is not a request pseudo-header")
+            if name in pseudo:
+                raise malformed(f"pseudo-header {name!r} repeated")
+            pseudo[name] = value
+            continue
+        _check_regular_field(name, value)
+        if name == b"host":
+            if host is not None:
+                raise malformed("host repeated")
+            host = value
+        else:
+            regular.append((name, value))
+    return _build_head(pseudo, regular, host)
+
+
+def _check_value(name: bytes, value: bytes) -> None:
+    if _FORBIDDEN_IN_VALUE.search(value):
+        raise malformed(f"NUL, CR or LF in the value of {name!r}")
+    if value[:1] in (b" ", b"\t") or value[-1:] in (b" ", b"\t"):
+        raise malformed(f"leading or trailing whitespace in the value of {name!r}")
+
+
+def _check_regular_field(name: bytes, value: bytes) -> None:
+    if not _LOWER_TOKEN.match(name):
+        raise malformed(f"field name {name!r} is empty, not a token or not lowercase")
+    if name in _CONNECTION_SPECIFIC:
+        raise malformed(f"connection-specific field {name.decode()!r}")
+    if name == b"te" and value.lower() != b"trailers":
+        raise malformed("te other than 'trailers'")
+
+
+def _build_head(
+    pseudo: dict[bytes, bytes], regular: list[Header], host: bytes | None
+) -> H2RequestHead:
+    method = pseudo.get(b":method")
+    if method is None or not _METHOD_TOKEN.match(method):
+        raise malformed(":method missing or not a token")
+    authority = pseudo.get(b":authority")
+    if authority is not None:
+        if not _AUTHORITY.match(authority):
+            raise malformed(
+                ":authority is not host[:port] (userinfo and whitespace are not allowed)"
+            )
+        if host is not None and host.lower() != authority.lower():
+            raise malformed("host disagrees with :authority")
+    elif host is not None:
+        if not _AUTHORITY.match(host):
+            raise malformed("host is not host[:port]")
+        authority = host
+    path = pseudo.get(b":path")
+    if path is not None:
+        if not _VISIBLE_ASCII.match(path):
+            raise malformed(":path is empty or has spaces, controls or non-ASCII bytes")
+        if not path.startswith(b"/") and not (path == b"*" and method == b"OPTIONS"):
+            raise malformed(":path does not start with '/'")
+    return H2RequestHead(
+        method=method,
+        scheme=pseudo.get(b":scheme"),
+        authority=authority,
+        path=path,
+        protocol=pseudo.get(b":protocol"),
+        headers=tuple(regular),
+    )

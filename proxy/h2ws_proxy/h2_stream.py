@@ -1,0 +1,167 @@
+"""One HTTP/2 stream seen as a ``trio.abc.HalfCloseableStream``, with h2 flow control as
+its backpressure.
+
+Rules:
+
+* The frontend's reader only *appends* to the inbound buffer and sets events (it never
+  awaits a stream, so a slow stream cannot hold up the others). The buffer is bounded by
+  the stream window we advertise: the peer may not send more than that unacknowledged.
+* Credit for received bytes goes back one call late: ``receive_some`` acknowledges the
+  bytes it handed out *on the previous call*, that is after the caller (the tunnel) wrote
+  them onward. So the window tracks bytes that really moved, not bytes we hold. Padding is
+  acknowledged at once: it is not data anyone consumes.
+* ``send_all`` sends only what the peer's windows allow and waits for WINDOW_UPDATE
+  otherwise, then waits until the connection's outbound buffer is below its bound: a client
+  that does not read holds its backend back through us instead of filling our memory.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from h2ws_proxy.h2_frontend import H2Frontend
+
+
+class H2TunnelStream(trio.abc.HalfCloseableStream):
+    """The client end of a tunnel on HTTP/2 stream ``stream_id`` of ``frontend``."""
+
+    def __init__(self, frontend: H2Frontend, stream_id: int) -> None:
+        self._frontend = frontend
+        self.stream_id = stream_id
+        #: Cancels everything done for this stream (backend dial, tunnel) at once.
+        self.scope = trio.CancelScope()
+        self._inbound: deque[bytes] = deque()
+        self._inbound_bytes = 0
+        self._consumed_unacknowledged = 0
+        self._remote_ended = False
+        self._local_ended = False
+        #: Set when the peer reset the stream or the connection went away.
+        self.broken_reason: str | None = None
+        self.reset_by_peer = False
+        #: True once our 200 went out: DATA before it is a protocol violation.
+        self.opened = False
+        self._readable = trio.Event()
+        self._writable = trio.Event()
+        self._receiving = False
+
+    # ---- called by the frontend's reader (synchronous, never blocks) ----
+
+    def feed_data(self, data: bytes, flow_controlled_length: int) -> None:
+        """Buffer ``data`` from a DATA frame; padding's credit goes back immediately."""
+        padding = flow_controlled_length - len(data)
+        if padding:
+            self._frontend.acknowledge(self.stream_id, padding)
+        if data:
+            self._inbound.append(data)
+            self._inbound_bytes += len(data)
+            self._readable.set()
+
+    def feed_eof(self) -> None:
+        self._remote_ended = True
+        self._readable.set()
+
+    def break_stream(self, reason: str, *, by_peer: bool) -> None:
+        """The stream is unusable (peer reset, connection lost): wake every waiter."""
+        if self.broken_reason is None:
+            self.broken_reason = reason
+            self.reset_by_peer = by_peer
+        self._readable.set()
+        self._writable.set()
+
+    def wake_writer(self) -> None:
+        """The peer's window may have grown (WINDOW_UPDATE, SETTINGS)."""
+        self._writable.set()
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._inbound_bytes
+
+    @property
+    def remote_ended(self) -> bool:
+        return self._remote_ended
+
+    @property
+    def local_ended(self) -> bool:
+        return self._local_ended
+
+    # ---- trio.abc.HalfCloseableStream ----
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+        try:
+            self._acknowledge_consumed()
+            while not self._inbound:
+                if self.broken_reason is not None:
+                    raise trio.BrokenResourceError(self.broken_reason)
+                if self._remote_ended:
+                    await trio.lowlevel.checkpoint()
+                    return b""
+                await self._readable.wait()
+                self._readable = trio.Event()
+            chunk = self._take(max_bytes)
+            self._consumed_unacknowledged += len(chunk)
+            await trio.lowlevel.checkpoint()
+            return chunk
+        finally:
+            self._receiving = False
+
+    def _take(self, max_bytes: int | None) -> bytes:
+        chunk = self._inbound.popleft()
+        if max_bytes is not None and len(chunk) > max_bytes:
+            self._inbound.appendleft(chunk[max_bytes:])
+            chunk = chunk[:max_bytes]
+        self._inbound_bytes -= len(chunk)
+        return chunk
+
+    def _acknowledge_consumed(self) -> None:
+        if self._consumed_unacknowledged:
+            self._frontend.acknowledge(self.stream_id, self._consumed_unacknowledged)
+            self._consumed_unacknowledged = 0
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while True:
+            if self.broken_reason is not None:
+                raise trio.BrokenResourceError(self.broken_reason)
+            if self._local_ended:
+                raise trio.ClosedResourceError("the stream was ended")
+            sent = self._frontend.send_data_nowait(self.stream_id, view)
+            view = view[sent:]
+            if not view:
+                break
+            if not sent:
+                await self._writable.wait()
+                self._writable = trio.Event()
+        await self._frontend.wait_outbound_drained()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._frontend.wait_outbound_drained()
+
+    async def send_eof(self) -> None:
+        if self.broken_reason is not None:
+            raise trio.BrokenResourceError(self.broken_reason)
+        if not self._local_ended:
+            self._local_ended = True
+            self._frontend.end_stream_nowait(self.stream_id)
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        """Reset the stream (CANCEL) unless both sides already ended it cleanly."""
+        self.reset(cancel=True)
+        await trio.lowlevel.checkpoint()
+
+    def reset(self, *, cancel: bool = False) -> None:
+        """Reset with CANCEL (we gave up) or CONNECT_ERROR (the backend failed), if still open.
+
+        A stream that both sides ended is left alone: a reset after END_STREAM in both
+        directions makes browsers stop using WebSocket over HTTP/2 (aspnetcore#42328).
+        """
+        if self.broken_reason is None and not (self._local_ended and self._remote_ended):
+            self._frontend.reset_stream_nowait(self.stream_id, cancel=cancel)
+        self.break_stream("reset by the proxy", by_peer=False)

@@ -1,0 +1,326 @@
+"""Translate WebSocket opening handshakes between the client's protocol and RFC 6455. Pure.
+
+Theory of operation:
+
+* A frontend turns the client's request into a protocol-neutral :class:`WebSocketRequest`:
+  :func:`parse_extended_connect` for an RFC 8441 extended CONNECT (HTTP/2),
+  :func:`parse_h1_upgrade` for a classic ``GET`` + ``Upgrade: websocket`` (HTTP/1.1).
+* :func:`build_backend_upgrade` makes the HTTP/1.1 upgrade request toward the backend with
+  a fresh ``Sec-WebSocket-Key`` of our own (RFC 8441 §5: HTTP/2 carries no nonce, so the
+  proxy must make one), the client's end-to-end headers and X-Forwarded-*.
+* :func:`check_backend_accept` verifies the backend's ``101``: the accept token must match
+  our key, and the subprotocol and extensions it picked must have been offered by the client
+  (a browser fails the socket with no useful error otherwise).
+* :func:`h2_success_headers` / :func:`h1_switching_headers` build the answer to the client.
+
+Rules: header names are lowercase ``bytes``. Hop-by-hop fields never cross the proxy in
+either direction (RFC 9110 §7.6.1), and the backend gets no field we did not mean to send.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from dataclasses import dataclass
+
+import h11
+from wsproto.utilities import generate_accept_token
+
+from h2ws_proxy.config import RouteConfig
+from h2ws_proxy.errors import BackendProtocolError, ClientProtocolError
+from h2ws_proxy.h2_request import H2RequestHead
+
+Header = tuple[bytes, bytes]
+
+WEBSOCKET_VERSION = b"13"  # RFC 6455 §4.1
+_VERSION_HEADER: tuple[Header, ...] = ((b"sec-websocket-version", WEBSOCKET_VERSION),)
+
+# RFC 9110 §7.6.1 plus the de-facto ones; also any field listed in Connection.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Fields the proxy owns on the backend leg: it sets them itself, so the client's copies go.
+_REPLACED_TOWARD_BACKEND = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-accept",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    }
+)
+# Fields of the backend's 101 that describe the handshake itself and stop at the proxy.
+_HANDSHAKE_ONLY = frozenset({b"sec-websocket-accept", b"content-length"})
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketRequest:
+    """A client's request to open a WebSocket, whatever protocol it came in on."""
+
+    #: ``b"h2"`` or ``b"h1"``: which frontend took it (for logs and metrics).
+    front: str
+    #: ``b"https"`` when the client reached us over TLS, else ``b"http"``.
+    scheme: bytes
+    authority: bytes | None
+    path: bytes
+    #: Subprotocols offered, in the client's order of preference.
+    subprotocols: tuple[bytes, ...]
+    #: Extension names offered (parameters are the backend's business).
+    extension_names: tuple[bytes, ...]
+    #: End-to-end fields to forward, hop-by-hop and proxy-owned ones already removed.
+    headers: tuple[Header, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendAccepted:
+    """What the backend agreed to in its ``101``."""
+
+    subprotocol: bytes | None
+    extensions: bytes | None
+    #: End-to-end fields of the 101 to pass to the client (set-cookie, the sec-websocket-*
+    #: choices); hop-by-hop ones and the accept token removed.
+    headers: tuple[Header, ...]
+
+
+def split_header_list(values: list[bytes]) -> tuple[bytes, ...]:
+    """Split comma-separated field values into trimmed, non-empty items."""
+    items: list[bytes] = []
+    for value in values:
+        items.extend(item.strip() for item in value.split(b","))
+    return tuple(item for item in items if item)
+
+
+def _extension_names(values: list[bytes]) -> tuple[bytes, ...]:
+    return tuple(item.split(b";", 1)[0].strip().lower() for item in split_header_list(values))
+
+
+def parse_extended_connect(
+    head: H2RequestHead, *, connect_protocol_enabled: bool, tls: bool
+) -> WebSocketRequest:
+    """Check an HTTP/2 CONNECT request that carries ``:protocol`` (RFC 8441 §4).
+
+    ``head`` already passed :func:`h2_request.parse_h2_request_head`. Raises
+    :class:`ClientProtocolError` with the status to answer (400, 501).
+    """
+    if not connect_protocol_enabled:
+        # RFC 8441 §3: a client MUST NOT send :protocol unless we advertised it; h2 lets it
+        # through, so refusing it is our job.
+        raise ClientProtocolError(
+            "malformed request: :protocol sent but SETTINGS_ENABLE_CONNECT_PROTOCOL is off "
+            "on this listener",
+            stream_error=True,
+        )
+    if head.method != b"CONNECT":
+        raise ClientProtocolError(
+            "malformed request: :protocol on a non-CONNECT request", stream_error=True
+        )
+    if head.scheme is None or head.path is None or head.authority is None:
+        raise ClientProtocolError(
+            "malformed request: extended CONNECT needs :scheme, :path and :authority",
+            stream_error=True,
+        )
+    if head.get(b"content-length") is not None:
+        raise ClientProtocolError(
+            "malformed request: content-length on extended CONNECT", stream_error=True
+        )
+    assert head.protocol is not None
+    if head.protocol.lower() != b"websocket":
+        raise ClientProtocolError(
+            f"unsupported :protocol {head.protocol.decode('ascii', 'replace')!r}; only "
+            "'websocket' is proxied",
+            status_hint=501,
+        )
+    if head.get(b"sec-websocket-version") != WEBSOCKET_VERSION:
+        raise ClientProtocolError(
+            "sec-websocket-version must be 13", status_hint=400, extra_headers=_VERSION_HEADER
+        )
+    return WebSocketRequest(
+        front="h2",
+        scheme=b"https" if tls else b"http",
+        authority=head.authority,
+        path=head.path,
+        subprotocols=split_header_list(head.get_all(b"sec-websocket-protocol")),
+        extension_names=_extension_names(head.get_all(b"sec-websocket-extensions")),
+        headers=end_to_end_request_headers(head.headers),
+    )
+
+
+def end_to_end_request_headers(headers: tuple[Header, ...] | list[Header]) -> tuple[Header, ...]:
+    """The client's fields worth forwarding: no hop-by-hop, none the proxy sets itself."""
+    listed = _connection_listed(headers)
+    return tuple(
+        (name, value)
+        for name, value in headers
+        if name not in HOP_BY_HOP and name not in _REPLACED_TOWARD_BACKEND and name not in listed
+    )
+
+
+def _connection_listed(headers: tuple[Header, ...] | list[Header]) -> frozenset[bytes]:
+    values = [value for name, value in headers if name == b"connection"]
+    return frozenset(item.lower() for item in split_header_list(values))
+
+
+def parse_h1_upgrade(request: h11.Request, *, tls: bool) -> tuple[WebSocketRequest, bytes]:
+    """Check a classic HTTP/1.1 WebSocket upgrade (RFC 6455 §4.2.1).
+
+    Returns the request and the client's ``Sec-WebSocket-Key`` (needed for our 101).
+    Raises :class:`ClientProtocolError` (400, or 426 for a wrong version).
+    """
+    headers = [(name.lower(), value) for name, value in request.headers]
+
+    def values(name: bytes) -> list[bytes]:
+        return [value for field, value in headers if field == name]
+
+    if request.method != b"GET":
+        raise ClientProtocolError("a WebSocket upgrade must be a GET")
+    if values(b"content-length") or values(b"transfer-encoding"):
+        raise ClientProtocolError("a WebSocket upgrade request carries no body")
+    if b"websocket" not in {item.lower() for item in split_header_list(values(b"upgrade"))}:
+        raise ClientProtocolError("upgrade: websocket is missing")
+    if b"upgrade" not in {item.lower() for item in split_header_list(values(b"connection"))}:
+        raise ClientProtocolError("connection: upgrade is missing")
+    if values(b"sec-websocket-version") != [WEBSOCKET_VERSION]:
+        raise ClientProtocolError(
+            "sec-websocket-version must be 13", status_hint=426, extra_headers=_VERSION_HEADER
+        )
+    key = _valid_client_key(values(b"sec-websocket-key"))
+    hosts = values(b"host")
+    return (
+        WebSocketRequest(
+            front="h1",
+            scheme=b"https" if tls else b"http",
+            authority=hosts[0] if hosts else None,
+            path=request.target,
+            subprotocols=split_header_list(values(b"sec-websocket-protocol")),
+            extension_names=_extension_names(values(b"sec-websocket-extensions")),
+            headers=end_to_end_request_headers(headers),
+        ),
+        key,
+    )
+
+
+def _valid_client_key(keys: list[bytes]) -> bytes:
+    if len(keys) != 1:
+        raise ClientProtocolError("exactly one sec-websocket-key is required")
+    try:
+        decoded = base64.b64decode(keys[0], validate=True)
+    except binascii.Error:
+        decoded = b""
+    if len(decoded) != 16:  # RFC 6455 §4.1: a base64-encoded 16-byte nonce
+        raise ClientProtocolError("sec-websocket-key is not a base64-encoded 16-byte value")
+    return keys[0]
+
+
+def new_websocket_key() -> bytes:
+    """A fresh random nonce for ``Sec-WebSocket-Key`` (RFC 6455 §4.1 item 7)."""
+    return base64.b64encode(secrets.token_bytes(16))
+
+
+def build_backend_upgrade(
+    request: WebSocketRequest,
+    route: RouteConfig,
+    key: bytes,
+    client_address: str | None,
+) -> h11.Request:
+    """The HTTP/1.1 upgrade to send to ``route``'s backend, with our own ``key``."""
+    host = request.authority or route.backend.host_header.encode("ascii")
+    headers: list[Header] = [
+        (b"host", host),
+        (b"upgrade", b"websocket"),
+        (b"connection", b"Upgrade"),
+        (b"sec-websocket-key", key),
+        (b"sec-websocket-version", WEBSOCKET_VERSION),
+    ]
+    forwarded_for: bytes | None = client_address.encode("ascii") if client_address else None
+    for name, value in request.headers:
+        if name == b"x-forwarded-for" and route.x_forwarded and forwarded_for is not None:
+            # Append ourselves to the chain the client brought (nginx/HAProxy practice).
+            forwarded_for = value + b", " + forwarded_for
+            continue
+        headers.append((name, value))
+    if route.x_forwarded:
+        if forwarded_for is not None:
+            headers.append((b"x-forwarded-for", forwarded_for))
+        headers.append((b"x-forwarded-proto", request.scheme))
+        if request.authority is not None:
+            headers.append((b"x-forwarded-host", request.authority))
+    return h11.Request(method=b"GET", target=request.path, headers=headers)
+
+
+def check_backend_accept(
+    response: h11.InformationalResponse, key: bytes, request: WebSocketRequest
+) -> BackendAccepted:
+    """Verify the backend's ``101`` against our ``key`` and the client's offers.
+
+    Raises :class:`BackendProtocolError` (answered 502) with a message saying what was wrong.
+    """
+    headers = [(name.lower(), value) for name, value in response.headers]
+
+    def values(name: bytes) -> list[bytes]:
+        return [value for field, value in headers if field == name]
+
+    upgrade = {item.lower() for item in split_header_list(values(b"upgrade"))}
+    if b"websocket" not in upgrade:
+        raise BackendProtocolError("backend's 101 lacks 'upgrade: websocket'")
+    accept = values(b"sec-websocket-accept")
+    if accept != [generate_accept_token(key)]:
+        raise BackendProtocolError("backend's sec-websocket-accept does not match our key")
+    protocols = split_header_list(values(b"sec-websocket-protocol"))
+    if len(protocols) > 1 or (protocols and protocols[0] not in request.subprotocols):
+        raise BackendProtocolError(
+            f"backend chose subprotocol {b', '.join(protocols).decode('ascii', 'replace')!r} "
+            f"that the client did not offer"
+        )
+    chosen_extensions = _extension_names(values(b"sec-websocket-extensions"))
+    unoffered = [name for name in chosen_extensions if name not in request.extension_names]
+    if unoffered:
+        raise BackendProtocolError(
+            f"backend chose extension {unoffered[0].decode('ascii', 'replace')!r} "
+            "that the client did not offer"
+        )
+    extensions = values(b"sec-websocket-extensions")
+    return BackendAccepted(
+        subprotocol=protocols[0] if protocols else None,
+        extensions=b", ".join(extensions) if extensions else None,
+        headers=end_to_end_response_headers(headers, drop=_HANDSHAKE_ONLY),
+    )
+
+
+def end_to_end_response_headers(
+    headers: list[Header], *, drop: frozenset[bytes] = frozenset()
+) -> tuple[Header, ...]:
+    """A backend answer's fields fit to relay: hop-by-hop and ``drop`` removed."""
+    listed = _connection_listed(headers)
+    return tuple(
+        (name, value)
+        for name, value in headers
+        if name not in HOP_BY_HOP and name not in listed and name not in drop
+    )
+
+
+def h2_success_headers(accepted: BackendAccepted) -> list[Header]:
+    """The HTTP/2 ``:status 200`` that opens the tunnel (RFC 8441 §5)."""
+    return [(b":status", b"200"), *accepted.headers]
+
+
+def h1_switching_headers(accepted: BackendAccepted, client_key: bytes) -> list[Header]:
+    """The fields of our own ``101`` to an HTTP/1.1 client, with the accept for its key."""
+    return [
+        (b"upgrade", b"websocket"),
+        (b"connection", b"Upgrade"),
+        (b"sec-websocket-accept", generate_accept_token(client_key)),
+        *accepted.headers,
+    ]

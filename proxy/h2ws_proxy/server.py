@@ -1,0 +1,136 @@
+"""Run the proxy: bind every listener and the admin port, serve, drain on shutdown.
+
+``serve`` is what the CLI runs and what tests start with ``nursery.start``: it reports the
+bound addresses through ``task_status`` (port 0 gets a real port), serves until the
+``shutdown`` event is set, then stops accepting, lets frontends send GOAWAY and finish
+their tunnels, and cancels what is left after ``graceful_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import ssl
+from dataclasses import dataclass
+
+import trio
+
+from h2ws_proxy.admin import handle_admin
+from h2ws_proxy.backend import ConnectBackend, open_backend_stream
+from h2ws_proxy.config import ListenerConfig, ProxyConfig, SocketAddress, build_server_ssl_context
+from h2ws_proxy.connection import handle_client
+from h2ws_proxy.context import ClientInfo, ServerContext
+from h2ws_proxy.errors import ConfigError
+from h2ws_proxy.log import log_event, next_connection_id
+from h2ws_proxy.routing import Router
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundAddresses:
+    """Where the running server actually listens (ports resolved)."""
+
+    listeners: tuple[SocketAddress, ...]
+    admin: SocketAddress | None
+
+
+async def _bind(address: SocketAddress, what: str) -> list[trio.SocketListener]:
+    try:
+        return await trio.open_tcp_listeners(address.port, host=address.host)
+    except OSError as error:
+        raise ConfigError(f"{what} {address}: cannot listen: {error.strerror or error}") from error
+
+
+def _bound(listeners: list[trio.SocketListener]) -> SocketAddress:
+    host, port = listeners[0].socket.getsockname()[:2]
+    return SocketAddress(host=host, port=port)
+
+
+def _peer_address(stream: trio.abc.Stream) -> str | None:
+    if isinstance(stream, trio.SocketStream):
+        try:
+            return str(stream.socket.getpeername()[0])
+        except OSError:
+            return None
+    return None
+
+
+async def _serve_client(
+    stream: trio.abc.Stream,
+    *,
+    server: ServerContext,
+    listener: ListenerConfig,
+    ssl_context: ssl.SSLContext | None,
+) -> None:
+    info = ClientInfo(
+        connection_id=next_connection_id(),
+        listener=listener,
+        address=_peer_address(stream),
+        tls=ssl_context is not None,
+    )
+    await handle_client(stream, server, info, ssl_context=ssl_context)
+
+
+async def serve(
+    config: ProxyConfig,
+    *,
+    shutdown: trio.Event | None = None,
+    connect_backend: ConnectBackend = open_backend_stream,
+    task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``config`` until ``shutdown`` is set, then drain.
+
+    Raises ConfigError when a listener cannot bind.
+    """
+    server = ServerContext(
+        config=config,
+        router=Router(config.routes),
+        shutdown=shutdown if shutdown is not None else trio.Event(),
+        connect_backend=connect_backend,
+    )
+    contexts = [build_server_ssl_context(lc.tls) if lc.tls else None for lc in config.listeners]
+    bound = [await _bind(lc.bind, f"listener {lc.bind}") for lc in config.listeners]
+    admin = await _bind(config.admin.bind, "admin") if config.admin else None
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as acceptors:
+            for listener_config, listeners, ssl_context in zip(
+                config.listeners, bound, contexts, strict=True
+            ):
+                handler = functools.partial(
+                    _serve_client, server=server, listener=listener_config, ssl_context=ssl_context
+                )
+                acceptors.start_soon(
+                    functools.partial(
+                        trio.serve_listeners, handler, listeners, handler_nursery=connections
+                    )
+                )
+            if admin is not None:
+                admin_handler = functools.partial(handle_admin, server=server)
+                acceptors.start_soon(
+                    functools.partial(
+                        trio.serve_listeners, admin_handler, admin, handler_nursery=connections
+                    )
+                )
+            addresses = BoundAddresses(
+                listeners=tuple(_bound(listeners) for listeners in bound),
+                admin=_bound(admin) if admin else None,
+            )
+            log_event(
+                logger,
+                logging.INFO,
+                "server.listening",
+                listeners=",".join(map(str, addresses.listeners)),
+                admin=addresses.admin,
+            )
+            task_status.started(addresses)
+            await server.shutdown.wait()
+            log_event(
+                logger,
+                logging.INFO,
+                "server.draining",
+                graceful_timeout_s=config.limits.graceful_timeout_s,
+            )
+            acceptors.cancel_scope.cancel()
+        connections.cancel_scope.deadline = trio.current_time() + config.limits.graceful_timeout_s
+    log_event(logger, logging.INFO, "server.stopped")

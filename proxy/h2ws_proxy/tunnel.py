@@ -1,0 +1,189 @@
+"""Move bytes both ways between a client stream and a backend stream, unchanged.
+
+The tunnel knows nothing of HTTP/2, HTTP/1.1 or WebSocket: both ends are
+``trio.abc.HalfCloseableStream``. The HTTP/2 side is an :class:`H2TunnelStream`, whose
+``receive_some`` returns flow-control credit only when the tunnel comes back for more, that
+is after the previous chunk was written to the backend; so memory per tunnel is bounded by
+the stream window plus one read, whatever the peers do.
+
+Flow:
+
+1. Bytes the backend sent behind its 101 go to the client first, and bytes the client sent
+   behind its request go to the backend first (classic lost-bytes bugs).
+2. Two pumps run: ``receive_some`` → ``send_all`` until EOF, then ``send_eof`` on the other
+   side (half-close is carried: END_STREAM ↔ TCP FIN).
+3. The tunnel ends when both pumps finished (clean: no reset follows the END_STREAMs), or
+   when one side breaks: the other side is then aborted at once (client reset → backend
+   socket closed; backend reset → the client stream is reset with CONNECT_ERROR).
+4. With an idle timeout, a tunnel that moved no byte either way for that long is aborted.
+
+Once the backend has ended its side, a failure to write the client's last bytes to it is
+no longer an error worth resetting the client for: those bytes (typically the echo of the
+WebSocket Close) cannot be delivered anyway, and browsers that see a reset after a clean
+close stop using WebSocket over HTTP/2 for the origin (aspnetcore#42328).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import trio
+
+#: Largest read from either side. 64 KiB matches the common socket buffer and h2's window.
+READ_SIZE = 65536
+
+
+class TunnelEnd(enum.Enum):
+    """How a tunnel ended, for its log line and metrics."""
+
+    #: Both sides ended their stream; nothing was reset.
+    CLEAN = "clean"
+    #: The client reset its stream or its connection went away.
+    CLIENT_ABORTED = "client_aborted"
+    #: The backend reset or failed mid-tunnel.
+    BACKEND_ABORTED = "backend_aborted"
+    #: No bytes either way for the idle timeout.
+    IDLE_TIMEOUT = "idle_timeout"
+    #: The proxy cancelled it (shutdown, connection error).
+    CANCELLED = "cancelled"
+
+
+@dataclass(slots=True)
+class TunnelStats:
+    """Counters a tunnel keeps while it runs."""
+
+    bytes_up: int = 0  # client → backend
+    bytes_down: int = 0  # backend → client
+    end: TunnelEnd = TunnelEnd.CANCELLED
+    last_activity: float = 0.0
+
+
+class _SideBroke(Exception):
+    """One side of the tunnel failed; ``side`` is ``"client"`` or ``"backend"``."""
+
+    def __init__(self, side: str) -> None:
+        super().__init__(side)
+        self.side = side
+
+
+@dataclass(slots=True)
+class _Relay:
+    """The state both pumps share: one cancel scope for the whole tunnel."""
+
+    client: trio.abc.HalfCloseableStream
+    backend: trio.abc.HalfCloseableStream
+    stats: TunnelStats
+    scope: trio.CancelScope
+    backend_ended: bool = False
+
+    def fail(self, side: str) -> None:
+        if self.stats.end is TunnelEnd.CANCELLED:
+            self.stats.end = (
+                TunnelEnd.CLIENT_ABORTED if side == "client" else TunnelEnd.BACKEND_ABORTED
+            )
+        self.scope.cancel()
+
+
+async def run_tunnel(
+    client: trio.abc.HalfCloseableStream,
+    backend: trio.abc.HalfCloseableStream,
+    *,
+    client_leftover: bytes = b"",
+    backend_leftover: bytes = b"",
+    idle_timeout_s: float = 0.0,
+) -> TunnelStats:
+    """Relay until both sides are done or one breaks; always closes the backend stream.
+
+    Never raises for peer behaviour: how it ended is in the returned stats. The caller's
+    cancellation (shutdown) ends it as CANCELLED. The caller closes the client stream,
+    choosing how from ``stats.end`` (an HTTP/2 stream is reset with a code that says why).
+    """
+    stats = TunnelStats(last_activity=trio.current_time())
+    try:
+        async with trio.open_nursery() as nursery:
+            relay = _Relay(client, backend, stats, nursery.cancel_scope)
+            if idle_timeout_s > 0:
+                nursery.start_soon(_watch_idle, relay, idle_timeout_s)
+            async with trio.open_nursery() as pumps:
+                pumps.start_soon(_pump_up, relay, client_leftover)
+                pumps.start_soon(_pump_down, relay, backend_leftover)
+            if stats.end is TunnelEnd.CANCELLED:
+                stats.end = TunnelEnd.CLEAN
+            nursery.cancel_scope.cancel()  # stops the idle watcher
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(backend)
+    return stats
+
+
+async def _pump_down(relay: _Relay, leftover: bytes) -> None:
+    """Backend → client; END_STREAM (send_eof) when the backend ends its side."""
+    try:
+        if leftover:
+            await _send(relay.client, leftover, "client")
+            relay.stats.bytes_down += len(leftover)
+        while data := await _receive(relay.backend, "backend"):
+            relay.stats.last_activity = trio.current_time()
+            await _send(relay.client, data, "client")
+            relay.stats.bytes_down += len(data)
+        relay.backend_ended = True
+        try:
+            await relay.client.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise _SideBroke("client") from None
+    except _SideBroke as broke:
+        relay.fail(broke.side)
+
+
+async def _pump_up(relay: _Relay, leftover: bytes) -> None:
+    """Client → backend; a FIN to the backend when the client ends its side."""
+    try:
+        try:
+            if leftover:
+                await _send(relay.backend, leftover, "backend")
+                relay.stats.bytes_up += len(leftover)
+            while data := await _receive(relay.client, "client"):
+                relay.stats.last_activity = trio.current_time()
+                await _send(relay.backend, data, "backend")
+                relay.stats.bytes_up += len(data)
+            await _send_eof(relay.backend)
+        except _SideBroke as broke:
+            if broke.side == "client" or not relay.backend_ended:
+                raise
+            # The backend already ended its side: drain the client until it ends too.
+            while await _receive(relay.client, "client"):
+                relay.stats.last_activity = trio.current_time()
+    except _SideBroke as broke:
+        relay.fail(broke.side)
+
+
+async def _send_eof(stream: trio.abc.HalfCloseableStream) -> None:
+    try:
+        await stream.send_eof()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        raise _SideBroke("backend") from None
+
+
+async def _receive(stream: trio.abc.ReceiveStream, side: str) -> bytes | bytearray:
+    try:
+        return await stream.receive_some(READ_SIZE)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        raise _SideBroke(side) from None
+
+
+async def _send(stream: trio.abc.SendStream, data: bytes | bytearray, side: str) -> None:
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        raise _SideBroke(side) from None
+
+
+async def _watch_idle(relay: _Relay, idle_timeout_s: float) -> None:
+    while True:
+        deadline = relay.stats.last_activity + idle_timeout_s
+        if trio.current_time() >= deadline:
+            relay.stats.end = TunnelEnd.IDLE_TIMEOUT
+            relay.scope.cancel()
+            return
+        await trio.sleep_until(deadline)
