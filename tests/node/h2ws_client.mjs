@@ -25,21 +25,32 @@
 //  * How a stream ended: `stream.rstCode` (valid after 'close') is the
 //    RST_STREAM code, but it is 0 (NGHTTP2_NO_ERROR) BOTH for a clean close
 //    (END_STREAM in both directions, no RST_STREAM at all) AND for a received
-//    RST_STREAM(NO_ERROR). Before 'close' the getter also already reads 0.
-//    To tell them apart we observe the readable side's EOF: Node calls
-//    stream.push(null) synchronously from the END_STREAM (DATA or HEADERS)
-//    handler while `stream.closed` is still false; when the stream is closed
-//    by RST_STREAM, Node first marks it closed (closeStream) and only then
-//    pushes null. So "ended_by_server" = EOF seen while not yet closed, and
-//    "rst" = the stream closed without the server's END_STREAM (RST received,
-//    or sent by us, see "local_reset").
+//    RST_STREAM(NO_ERROR); before 'close' the getter already reads 0. Worse,
+//    an RST_STREAM that arrives after the stream is already closed in
+//    nghttp2's eyes (server sent END_STREAM, we sent END_STREAM, then the
+//    server adds RST_STREAM(CANCEL)) is dropped silently: no event, rstCode
+//    stays 0. A Node http2 *server* doing stream.close(code) does exactly that
+//    (END_STREAM then RST_STREAM). So the Node API alone cannot prove "no
+//    RST_STREAM". This client therefore taps the raw HTTP/2 byte stream in
+//    both directions (the socket is wrapped in a pass-through Duplex that
+//    parses frame headers) and reports per stream the RST_STREAM codes
+//    received/sent and whether the server set END_STREAM ("wire" facts).
+//    --no-tap turns the tap off (native socket path, a bit faster); then
+//    "ended_by_server"/"rst" fall back to a heuristic: Node calls
+//    stream.push(null) synchronously from the END_STREAM handler while
+//    `stream.closed` is still false, whereas for a stream closed by
+//    RST_STREAM it first marks it closed (closeStream) and only then pushes
+//    null; so EOF seen while not yet closed = END_STREAM from the server.
 //  * A received RST_STREAM with a code other than NO_ERROR/CANCEL also emits
 //    'error' (ERR_HTTP2_STREAM_ERROR) on the stream; CANCEL (8) does not, it
 //    only emits 'aborted' if our writable side was still open.
 
 import http2 from 'node:http2';
 import fs from 'node:fs';
+import net from 'node:net';
+import tlsMod from 'node:tls';
 import crypto from 'node:crypto';
+import { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 
 const { NGHTTP2_CANCEL } = http2.constants;
@@ -98,6 +109,7 @@ function parseArgs(argv) {
     forceProtocol: false,
     timeoutMs: 20000,
     window: null,
+    tap: true,
   };
   const int = (name, v, min = 0) => {
     const n = Number(v);
@@ -139,6 +151,7 @@ function parseArgs(argv) {
       case '--force-protocol': o.forceProtocol = true; break;
       case '--timeout-ms': o.timeoutMs = int(a, next(), 1); break;
       case '--window': o.window = int(a, next(), 65535); break;
+      case '--no-tap': o.tap = false; break;
       default: throw new Error(`unknown argument: ${a}`);
     }
   }
@@ -300,6 +313,144 @@ class Inbox {
 }
 
 // --------------------------------------------------------------------------
+// HTTP/2 frame tap (passive: only reads frame headers, RST_STREAM and GOAWAY)
+
+const FRAME_TYPES = ['DATA', 'HEADERS', 'PRIORITY', 'RST_STREAM', 'SETTINGS',
+  'PUSH_PROMISE', 'PING', 'GOAWAY', 'WINDOW_UPDATE', 'CONTINUATION'];
+
+class FrameTap {
+  constructor(skip) {
+    this.skip = skip; // the 24-byte client preface on the outbound side
+    this.hdr = Buffer.alloc(9);
+    this.hdrFill = 0;
+    this.cur = null;
+    this.counts = {};
+    this.streams = new Map(); // id -> {end_stream, rst: [codes], data_bytes}
+    this.goaway = [];
+  }
+
+  stream(id) {
+    let s = this.streams.get(id);
+    if (!s) {
+      s = { end_stream: false, rst: [], data_bytes: 0 };
+      this.streams.set(id, s);
+    }
+    return s;
+  }
+
+  frameDone(f) {
+    const name = FRAME_TYPES[f.type] || `type_${f.type}`;
+    this.counts[name] = (this.counts[name] || 0) + 1;
+    if (f.type === 0 || f.type === 1) { // DATA, HEADERS
+      const s = this.stream(f.sid);
+      if (f.type === 0) s.data_bytes += f.length;
+      if (f.flags & 0x1) s.end_stream = true;
+    } else if (f.type === 3 && f.gotLen >= 4) {
+      this.stream(f.sid).rst.push(Buffer.concat(f.got).readUInt32BE(0));
+    } else if (f.type === 7) {
+      const b = Buffer.concat(f.got);
+      if (b.length >= 8) {
+        this.goaway.push({ last_stream_id: b.readUInt32BE(0) & 0x7fffffff, error_code: b.readUInt32BE(4) });
+      }
+    }
+  }
+
+  feed(chunk) {
+    let i = 0;
+    const n = chunk.length;
+    while (i < n) {
+      if (this.skip > 0) {
+        const k = Math.min(this.skip, n - i);
+        this.skip -= k;
+        i += k;
+        continue;
+      }
+      if (this.cur === null) {
+        const k = Math.min(9 - this.hdrFill, n - i);
+        chunk.copy(this.hdr, this.hdrFill, i, i + k);
+        this.hdrFill += k;
+        i += k;
+        if (this.hdrFill < 9) break;
+        this.hdrFill = 0;
+        const h = this.hdr;
+        const length = h.readUIntBE(0, 3);
+        const type = h[3];
+        this.cur = {
+          length,
+          type,
+          flags: h[4],
+          sid: h.readUInt32BE(5) & 0x7fffffff,
+          left: length,
+          want: type === 3 ? 4 : type === 7 ? 8 : 0,
+          got: [],
+          gotLen: 0,
+        };
+      }
+      const c = this.cur;
+      const k = Math.min(c.left, n - i);
+      if (c.gotLen < c.want && k > 0) {
+        const take = Math.min(k, c.want - c.gotLen);
+        c.got.push(Buffer.from(chunk.subarray(i, i + take)));
+        c.gotLen += take;
+      }
+      c.left -= k;
+      i += k;
+      if (c.left === 0) {
+        this.cur = null;
+        this.frameDone(c);
+      }
+    }
+  }
+}
+
+// Pass-through Duplex around the real socket that feeds both directions to
+// FrameTaps. Node's http2 wraps it in a JSStreamSocket internally.
+class TapSocket extends Duplex {
+  constructor(sock, inTap, outTap) {
+    super({ allowHalfOpen: true });
+    this.sock = sock;
+    this.inTap = inTap;
+    this.outTap = outTap;
+    sock.on('data', (d) => {
+      inTap.feed(d);
+      if (!this.push(d)) sock.pause();
+    });
+    sock.on('end', () => this.push(null));
+    sock.on('error', (err) => this.destroy(err));
+    sock.on('close', () => { if (!this.destroyed) this.destroy(); });
+  }
+
+  _read() { this.sock.resume(); }
+
+  _write(chunk, enc, cb) {
+    if (this.sock.destroyed) { cb(); return; } // never reaches the wire
+    this.outTap.feed(chunk);
+    this.sock.write(chunk, cb);
+  }
+
+  _writev(chunks, cb) {
+    if (this.sock.destroyed) { cb(); return; }
+    for (const { chunk } of chunks) {
+      this.outTap.feed(chunk);
+      this.sock.write(chunk);
+    }
+    this.sock.write(Buffer.alloc(0), cb);
+  }
+
+  _final(cb) {
+    this.sock.end();
+    cb();
+  }
+
+  _destroy(err, cb) {
+    this.sock.destroy();
+    cb(err);
+  }
+
+  setNoDelay() { this.sock.setNoDelay?.(true); return this; }
+}
+
+// --------------------------------------------------------------------------
 // main
 
 let opts;
@@ -322,11 +473,31 @@ const result = {
   mb_per_s: null,
 };
 let session = null;
+let tapIn = null;
+let tapOut = null;
 const tStart = performance.now();
 let tRun = null;
 
-function summarize() {
-  const end = performance.now();
+// Overwrite the per-stream END_STREAM/RST facts with what the tap saw.
+function fillWire() {
+  if (!tapIn) return;
+  for (const t of tunnels) {
+    if (t.stream_id === null || t.stream_id === undefined) continue;
+    const i = tapIn.streams.get(t.stream_id);
+    const o = tapOut.streams.get(t.stream_id);
+    t.rst_received = i ? [...i.rst] : [];
+    t.rst_sent = o ? [...o.rst] : [];
+    t.ended_by_server = i ? i.end_stream : false;
+    t.end_stream_sent = o ? o.end_stream : false;
+    t.rst = t.rst_received.length > 0;
+  }
+  result.frames = { received: { ...tapIn.counts }, sent: { ...tapOut.counts } };
+  result.goaway_frames = { received: [...tapIn.goaway], sent: [...tapOut.goaway] };
+}
+
+function summarize(endTime) {
+  fillWire();
+  const end = endTime ?? performance.now();
   const elapsed = tRun === null ? end - tStart : end - tRun;
   result.elapsed_ms = Math.round(elapsed * 1000) / 1000;
   let msgs = 0;
@@ -346,8 +517,8 @@ if (opts) {
     result.ok = false;
     result.error = `timeout after ${opts.timeoutMs} ms`;
     for (const t of tunnels) if (!t.done && !t.error) t.error = 'timeout';
+    emit(result, 1); // serializes synchronously, before the teardown below
     if (session) session.destroy();
-    emit(result, 1);
   }, opts.timeoutMs).unref();
   main().catch((err) => fail(err, 2, { tunnels }));
 }
@@ -378,17 +549,50 @@ async function main() {
     throw new Error(`unsupported URL scheme: ${url.protocol}`);
   }
   const tls = url.protocol === 'https:';
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  const portNum = Number(url.port || (tls ? 443 : 80));
+
+  // Open the transport ourselves so connect/TLS errors are clean and the
+  // negotiated ALPN can be checked before HTTP/2 starts.
+  let sock;
+  if (tls) {
+    const tlsOpts = { host, port: portNum, ALPNProtocols: ['h2'] };
+    if (opts.ca) tlsOpts.ca = fs.readFileSync(opts.ca);
+    if (opts.insecure) tlsOpts.rejectUnauthorized = false;
+    const sni = opts.servername ?? (net.isIP(host) ? undefined : host);
+    if (sni) tlsOpts.servername = sni;
+    sock = tlsMod.connect(tlsOpts);
+    await new Promise((resolve, reject) => {
+      sock.once('secureConnect', resolve);
+      sock.once('error', reject);
+    });
+    result.alpn = sock.alpnProtocol || null;
+    if (sock.alpnProtocol !== 'h2') {
+      sock.destroy();
+      throw new Error(`ALPN did not select h2 (got ${JSON.stringify(sock.alpnProtocol)})`);
+    }
+  } else {
+    sock = net.connect({ host, port: portNum });
+    await new Promise((resolve, reject) => {
+      sock.once('connect', resolve);
+      sock.once('error', reject);
+    });
+  }
+  sock.setNoDelay(true);
+  result.connect_ms = Math.round((performance.now() - tStart) * 1000) / 1000;
+
+  let transport = sock;
+  if (opts.tap) {
+    tapIn = new FrameTap(0);
+    tapOut = new FrameTap(24);
+    transport = new TapSocket(sock, tapIn, tapOut);
+  }
   const connectOpts = {
     settings: { enablePush: false },
-    maxSessionMemory: 4096, // MB; default 10 is too tight for 100 x 1 MiB
+    maxSessionMemory: 4096, // MB; the default 10 is too tight for 100 x 1 MiB
+    createConnection: () => transport,
   };
   if (opts.window) connectOpts.settings.initialWindowSize = opts.window;
-  if (tls) {
-    if (opts.ca) connectOpts.ca = fs.readFileSync(opts.ca);
-    if (opts.insecure) connectOpts.rejectUnauthorized = false;
-    if (opts.servername) connectOpts.servername = opts.servername;
-    connectOpts.ALPNProtocols = ['h2'];
-  }
 
   session = http2.connect(url.origin, connectOpts);
   let sessionError = null;
@@ -415,7 +619,6 @@ async function main() {
       resolve();
     });
   });
-  if (tls && session.socket) result.alpn = session.socket.alpnProtocol || null;
   result.remote_settings = settingsSubset(session.remoteSettings);
   if (opts.window) {
     try {
@@ -456,7 +659,22 @@ async function main() {
   tRun = performance.now();
   for (let i = 0; i < opts.tunnels; i++) tunnels.push(newTunnelRecord(i));
   await Promise.all(tunnels.map((t) => runTunnel(t, baseHeaders)));
-  summarize();
+  const tDone = performance.now();
+
+  // PING round trip as a barrier: every frame the server sent before it saw
+  // our last END_STREAM/PING (e.g. a trailing RST_STREAM) is in the tap then.
+  if (!opts.noClose && !session.destroyed && !session.closed) {
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, 1000);
+      try {
+        session.ping(() => { clearTimeout(timer); resolve(); });
+      } catch {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+  summarize(tDone);
 
   if (opts.forceProtocol && tunnels.some((t) => t.error && t.error.startsWith('client-refused'))) {
     result.error = 'client-refused';
@@ -464,6 +682,8 @@ async function main() {
 
   // Tear down the connection.
   if (opts.noClose) {
+    // Drop the connection abruptly (TCP close, no GOAWAY/RST_STREAM frames).
+    sock.destroy();
     session.destroy();
   } else if (!session.destroyed) {
     await new Promise((resolve) => {
@@ -478,6 +698,7 @@ async function main() {
     });
   }
 
+  fillWire(); // again: frames that arrived during the teardown
   const allOk = tunnels.every((t) => t.ok);
   result.ok = allOk && !result.error;
   if (sessionError && !result.session_error) result.session_error = `${sessionError.code || ''} ${sessionError.message}`.trim();
@@ -502,7 +723,10 @@ function newTunnelRecord(index) {
     close_initiator: null,
     rst_code: null,
     rst: null,
+    rst_received: null,
+    rst_sent: null,
     ended_by_server: false,
+    end_stream_sent: null,
     local_reset: false,
     aborted: false,
     stream_error: null,
@@ -541,6 +765,7 @@ async function tunnelBody(t, headers) {
     t.error = `client-refused: ${err.code || ''} ${err.message}`.trim();
     return;
   }
+  if (stream.id !== undefined) t.stream_id = stream.id;
 
   const parser = new FrameParser();
   const inbox = new Inbox();
@@ -549,6 +774,7 @@ async function tunnelBody(t, headers) {
   let weEnded = false;
   let eofSeen = false;
   let fragments = null; // {opcode, parts, size}
+  let parseFailed = false;
 
   // Detect END_STREAM from the server vs close by RST_STREAM (see top).
   const origPush = stream.push;
@@ -562,6 +788,7 @@ async function tunnelBody(t, headers) {
 
   const closed = new Promise((resolve) => {
     stream.on('close', () => {
+      if (t.stream_id === null && stream.id !== undefined) t.stream_id = stream.id;
       t.rst_code = stream.rstCode ?? null;
       t.rst = !t.ended_by_server;
       resolve();
@@ -633,11 +860,12 @@ async function tunnelBody(t, headers) {
       bodyChunks.push(chunk);
       return;
     }
-    if (inbox.ended) return;
+    if (inbox.ended || parseFailed) return;
     parser.push(chunk);
     try {
       for (let f = parser.next(); f; f = parser.next()) onFrame(f);
     } catch (err) {
+      parseFailed = true; // the byte stream can't be trusted any more
       inbox.put({ type: 'error', error: err });
     }
   });

@@ -15,6 +15,8 @@
 //                            "headers" (req.headers), "rawHeaders",
 //                            "protocol" (negotiated subprotocol), "extensions"};
 //   * text "__close__"    -> the server closes with code 1000, reason "bye";
+//   * an upgrade request for path /__status/NNN is refused with HTTP status NNN
+//     (body "backend status NNN") instead of being upgraded;
 //   * text "__after_eof__" or "__after_eof__:N" -> replies text "armed"; later,
 //                            when the TCP peer half-closes (EOF) without a Close
 //                            frame, the server first writes one unmasked binary
@@ -88,6 +90,13 @@ const wss = new WebSocketServer({
   server,
   perMessageDeflate: opts.perMessageDeflate,
   clientTracking: true,
+  // Upgrade requests for /__status/NNN are refused with HTTP status NNN, so
+  // tests can check how the proxy maps a failed backend handshake.
+  verifyClient: ({ req }, done) => {
+    const m = /^\/__status\/(\d{3})(?:[/?]|$)/.exec(req.url || '');
+    if (m) done(false, Number(m[1]), `backend status ${m[1]}`);
+    else done(true);
+  },
   handleProtocols: (offered /* Set<string> */) => {
     for (const p of offered) {
       if (opts.protocols.includes(p)) return p;
