@@ -93,6 +93,7 @@ class H2Frontend:
         self._outbound_ready = trio.Event()
         self._drained = trio.Event()
         self._reader_done = False
+        self._writer_done = trio.Event()
         self._draining = False
         self._nursery: trio.Nursery | None = None
 
@@ -116,8 +117,12 @@ class H2Frontend:
             for stream in list(self._streams.values()):
                 stream.break_stream("client connection closed", by_peer=True)
                 stream.scope.cancel()
+            # Let the writer flush what is queued (a GOAWAY), then end: bounded, since a
+            # client that stopped reading may never take it.
             self._outbound_ready.set()
-            nursery.cancel_scope.deadline = trio.current_time() + _FINAL_FLUSH_S
+            with trio.move_on_after(_FINAL_FLUSH_S):
+                await self._writer_done.wait()
+            nursery.cancel_scope.cancel()
 
     def _start_connection(self) -> None:
         limits = self._limits
@@ -171,6 +176,12 @@ class H2Frontend:
         return True
 
     async def _write_loop(self) -> None:
+        try:
+            await self._write_until_done()
+        finally:
+            self._writer_done.set()
+
+    async def _write_until_done(self) -> None:
         while True:
             if not self._outbound:
                 if self._reader_done:

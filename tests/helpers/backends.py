@@ -63,9 +63,9 @@ def websockets_backend(subprotocols: list[str] | None = None) -> Iterator[int]:
 
 @dataclass
 class BackendConnection:
-    """One accepted connection of a :class:`ScriptedBackend`."""
+    """One backend connection (a :class:`ScriptedBackend`'s, or an in-memory one)."""
 
-    stream: trio.SocketStream
+    stream: trio.SocketStream | trio.abc.HalfCloseableStream
     received: bytearray = field(default_factory=bytearray)
     closed: trio.Event = field(default_factory=trio.Event)
     _buffer: bytearray = field(default_factory=bytearray)
@@ -87,6 +87,8 @@ class BackendConnection:
             if event is h11.NEED_DATA:
                 conn.receive_data(await self.receive())
                 continue
+            if isinstance(event, h11.ConnectionClosed):
+                raise trio.ClosedResourceError("the proxy closed before sending its upgrade")
             if isinstance(event, h11.Request):
                 request = event
             if event is h11.PAUSED or isinstance(event, h11.EndOfMessage):

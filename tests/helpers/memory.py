@@ -1,0 +1,75 @@
+"""Run one proxied client connection entirely in memory (no sockets), for MockClock tests.
+
+The client side is one end of a ``memory_stream_pair``; ``handle_client`` serves the other.
+Backends are reached through an injected ``connect_backend`` that hands the proxy one end
+of another pair and runs ``behaviour`` on the other end, so a test can script a backend
+that stalls, rejects or echoes, and time can be jumped with ``autojump_clock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+import trio.testing
+
+from h2ws_proxy.config import BackendAddress, ProxyConfig
+from h2ws_proxy.connection import handle_client
+from h2ws_proxy.context import ClientInfo, ServerContext
+from h2ws_proxy.routing import Router
+
+MemoryBackend = Callable[[trio.abc.HalfCloseableStream], Awaitable[None]]
+
+
+@dataclass
+class MemoryNet:
+    """The in-memory world of one test: its backends and what happened to them."""
+
+    nursery: trio.Nursery
+    behaviour: MemoryBackend
+    #: Seconds ``connect`` takes before it answers (None: it never answers).
+    connect_delay_s: float | None = 0.0
+    dials: int = 0
+    dials_cancelled: int = 0
+    backend_closed: list[trio.Event] = field(default_factory=list)
+
+    async def connect(self, address: BackendAddress) -> trio.abc.HalfCloseableStream:
+        self.dials += 1
+        try:
+            if self.connect_delay_s is None:
+                await trio.sleep_forever()
+            await trio.sleep(self.connect_delay_s)
+        except trio.Cancelled:
+            self.dials_cancelled += 1
+            raise
+        proxy_side, backend_side = trio.testing.memory_stream_pair()
+        closed = trio.Event()
+        self.backend_closed.append(closed)
+        self.nursery.start_soon(self._run_backend, backend_side, closed)
+        return proxy_side
+
+    async def _run_backend(self, stream: trio.abc.HalfCloseableStream, closed: trio.Event) -> None:
+        try:
+            await self.behaviour(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            closed.set()
+            await trio.aclose_forcefully(stream)
+
+
+async def open_memory_client(
+    nursery: trio.Nursery, config: ProxyConfig, net: MemoryNet, *, shutdown: trio.Event | None = None
+) -> trio.abc.HalfCloseableStream:
+    """Start serving one in-memory client connection; returns the client's end."""
+    server = ServerContext(
+        config=config,
+        router=Router(config.routes),
+        shutdown=shutdown if shutdown is not None else trio.Event(),
+        connect_backend=net.connect,
+    )
+    client_side, proxy_side = trio.testing.memory_stream_pair()
+    info = ClientInfo(connection_id=1, listener=config.listeners[0], address="127.0.0.1", tls=False)
+    nursery.start_soon(handle_client, proxy_side, server, info)
+    return client_side

@@ -1,0 +1,166 @@
+"""Timeouts, cancellation and protocol violations, in memory with a jumping MockClock.
+
+No test here waits in real time: ``autojump_clock`` jumps to the next deadline whenever
+every task is blocked, so "10 seconds" of handshake timeout take microseconds, and the
+assertions check the exact virtual time at which the proxy acted.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from tests.helpers.backends import BackendConnection
+from tests.helpers.h2_client import open_h2_client
+from tests.helpers.memory import MemoryNet, open_memory_client
+from tests.helpers.setup import make_config
+
+PROTOCOL_ERROR, CANCEL = 0x1, 0x8
+CONNECT_HEADERS = [
+    (b":method", b"CONNECT"),
+    (b":protocol", b"websocket"),
+    (b":scheme", b"https"),
+    (b":path", b"/"),
+    (b":authority", b"proxy.test"),
+    (b"sec-websocket-version", b"13"),
+]
+
+
+async def echo_backend(stream: trio.abc.HalfCloseableStream) -> None:
+    """Accepts the upgrade, then echoes raw bytes (not frames) until EOF."""
+    conn = BackendConnection(stream)
+    await conn.accept(await conn.read_upgrade())
+    await conn.echo_until_eof()
+
+
+async def silent_backend(stream: trio.abc.HalfCloseableStream) -> None:
+    """Reads the upgrade, never answers; returns when the proxy closes the connection."""
+    conn = BackendConnection(stream)
+    await conn.read_upgrade()
+    assert await conn.receive() == b""
+
+
+CONFIG = make_config(("/", "http://127.0.0.1:9"), handshake_timeout_s=10.0, connect_timeout_s=3.0)
+
+
+async def test_backend_that_never_answers_gives_504_at_the_handshake_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, silent_backend)
+    async with open_h2_client(await open_memory_client(nursery, CONFIG, net)) as client:
+        started = trio.current_time()
+        state = await client.finished(await client.request(CONNECT_HEADERS))
+        assert state.status == 504
+        assert trio.current_time() - started == 10.0
+        await net.backend_closed[0].wait()
+
+
+async def test_backend_that_never_accepts_gives_504_at_the_connect_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, echo_backend, connect_delay_s=None)
+    async with open_h2_client(await open_memory_client(nursery, CONFIG, net)) as client:
+        started = trio.current_time()
+        state = await client.finished(await client.request(CONNECT_HEADERS))
+        assert state.status == 504
+        assert trio.current_time() - started == 3.0
+        assert net.dials_cancelled == 1
+
+
+async def test_client_reset_during_backend_dial_leaves_no_backend_connection(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, echo_backend, connect_delay_s=1.0)
+    async with open_h2_client(await open_memory_client(nursery, CONFIG, net)) as client:
+        state = await client.request(CONNECT_HEADERS)
+        await trio.testing.wait_all_tasks_blocked()
+        assert net.dials == 1
+        await client.reset(state, CANCEL)
+        await trio.sleep(5)  # virtual: far past the 1 s dial, had it not been cancelled
+        assert net.dials_cancelled == 1
+        assert net.backend_closed == []
+
+
+async def test_idle_tunnel_is_closed_at_the_idle_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(("/", "http://127.0.0.1:9"), idle_timeout_s=60.0)
+    net = MemoryNet(nursery, echo_backend)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        ws = await client.websocket("/")
+        assert ws.status == 200
+        await trio.sleep(59)
+        # Activity restarts the idle clock (the backend echoes raw bytes).
+        await client.send_data(ws.state, b"still here")
+        await client.wait_for(lambda: bytes(ws.state.data) == b"still here")
+        active = trio.current_time()
+        await client.wait_for(lambda: ws.state.reset_code is not None)
+        assert ws.state.reset_code == CANCEL
+        assert trio.current_time() - active == 60.0
+        await net.backend_closed[0].wait()
+
+
+async def test_data_before_the_200_is_a_stream_error_and_reaches_no_backend(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    received: list[bytes] = []
+
+    async def recording_backend(stream: trio.abc.HalfCloseableStream) -> None:
+        conn = BackendConnection(stream)
+        try:
+            await trio.sleep(1)  # answers late: the client's DATA arrives first
+            await conn.accept(await conn.read_upgrade())
+            await conn.echo_until_eof()
+        finally:
+            received.append(bytes(conn.received))
+
+    net = MemoryNet(nursery, recording_backend)
+    async with open_h2_client(await open_memory_client(nursery, CONFIG, net)) as client:
+        early = await client.request(CONNECT_HEADERS)
+        await client.send_data(early, b"GET /smuggled HTTP/1.1\r\n\r\n")
+        await client.wait_for(lambda: early.reset_code is not None)
+        assert early.reset_code == PROTOCOL_ERROR
+        await trio.sleep(5)
+        assert all(b"smuggled" not in data for data in received)
+        ws = await client.websocket("/")  # the connection is still fine
+        assert ws.status == 200
+
+
+async def test_shutdown_sends_goaway_and_open_tunnels_keep_working(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    shutdown = trio.Event()
+    net = MemoryNet(nursery, echo_backend)
+    client_stream = await open_memory_client(nursery, CONFIG, net, shutdown=shutdown)
+    async with open_h2_client(client_stream) as client:
+        ws = await client.websocket("/")
+        shutdown.set()
+        await client.wait_for(lambda: client.terminated is not None)
+        assert client.terminated is not None and client.terminated.error_code == 0
+        # The open tunnel keeps working while the server drains.
+        await client.send_data(ws.state, b"draining")
+        await client.wait_for(lambda: bytes(ws.state.data) == b"draining")
+
+
+async def test_cleartext_client_that_sends_nothing_is_dropped(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(("/", "http://127.0.0.1:9"), client_handshake_timeout_s=5.0)
+    client = await open_memory_client(nursery, config, MemoryNet(nursery, echo_backend))
+    started = trio.current_time()
+    assert await client.receive_some() == b""
+    assert trio.current_time() - started == 5.0
+
+
+async def test_slow_http1_request_head_is_answered_408_and_closed(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(("/", "http://127.0.0.1:9"), client_handshake_timeout_s=5.0)
+    client = await open_memory_client(nursery, config, MemoryNet(nursery, echo_backend))
+    started = trio.current_time()
+    await client.send_all(b"GET / HTTP/1.1\r\nHost: proxy.test\r\n")  # never finished
+    answer = b""
+    while data := await client.receive_some():
+        answer += data
+    assert trio.current_time() - started == 5.0
+    assert answer.startswith(b"HTTP/1.1 408 ")
