@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 Header = tuple[bytes, bytes]
 
+_LINGER_S = 2.0
+_LINGER_MAX_BYTES = 256 * 1024
+
 
 class _NoHalfClose(trio.abc.HalfCloseableStream):
     """A TLS client stream in a tunnel: TLS has no half-close, so EOF closes it whole.
@@ -72,6 +75,13 @@ class _NoHalfClose(trio.abc.HalfCloseableStream):
         await self._stream.aclose()
 
 
+def _has_body(request: h11.Request) -> bool:
+    for name, value in request.headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
 def _is_websocket_upgrade(request: h11.Request) -> bool:
     upgrade = [value for name, value in request.headers if name == b"upgrade"]
     return b"websocket" in {item.lower() for item in split_header_list(upgrade)}
@@ -94,7 +104,8 @@ class H1Frontend:
         self._conn = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self._limits.max_header_list_bytes
         )
-        self._conn.receive_data(initial_data)
+        if initial_data:  # h11 reads b"" as end of stream
+            self._conn.receive_data(initial_data)
 
     async def run(self) -> None:
         try:
@@ -123,10 +134,16 @@ class H1Frontend:
                 self._conn.receive_data(bytes(data))
                 continue
             if isinstance(event, h11.Request):
+                if _has_body(event):
+                    # Only upgrades are served here, and they carry no body; refusing
+                    # before reading one also refuses CL+TE smuggling (RFC 9112 §6.3).
+                    raise h11.RemoteProtocolError(
+                        "a request body is not accepted here", error_status_hint=400
+                    )
                 request = event
             elif isinstance(event, h11.Data):
                 raise h11.RemoteProtocolError(
-                    "a request body is not supported here", error_status_hint=400
+                    "a request body is not accepted here", error_status_hint=400
                 )
             elif event is h11.PAUSED or isinstance(event, h11.EndOfMessage):
                 return request
@@ -160,7 +177,9 @@ class H1Frontend:
             return
         try:
             answer = h11.InformationalResponse(
-                status_code=101, headers=h1_switching_headers(upgraded.accepted, client_key)
+                status_code=101,
+                headers=h1_switching_headers(upgraded.accepted, client_key),
+                reason=b"Switching Protocols",
             )
             await self._client.send_all(self._conn.send(answer))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -231,5 +250,23 @@ class H1Frontend:
             return
         try:
             await self._client.send_all(data)
+            await self._linger()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return
+
+    async def _linger(self) -> None:
+        """Read and drop what the client still sends for a moment before closing.
+
+        Closing a socket with unread input makes the kernel send a reset, which can destroy
+        the answer we just wrote before the client reads it (nginx's lingering_close).
+        Bounded in bytes and time.
+        """
+        if isinstance(self._client, trio.abc.HalfCloseableStream):
+            await self._client.send_eof()
+        budget = _LINGER_MAX_BYTES
+        with trio.move_on_after(_LINGER_S):
+            while budget > 0:
+                data = await self._client.receive_some(READ_SIZE)
+                if not data:
+                    return
+                budget -= len(data)

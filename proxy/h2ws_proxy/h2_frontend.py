@@ -33,6 +33,7 @@ import h2.exceptions
 import h2.settings
 import trio
 from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
 
 from h2ws_proxy.backend import connect_and_upgrade
 from h2ws_proxy.config import RouteConfig
@@ -206,10 +207,18 @@ class H2Frontend:
         self._nursery.cancel_scope.cancel()
 
     async def _drain_on_shutdown(self) -> None:
+        """On server shutdown: GOAWAY(NO_ERROR), refuse new streams, let open ones finish.
+
+        h2's ``close_connection`` moves its state machine to CLOSED, after which it refuses
+        to send anything, which would kill every open tunnel. So the GOAWAY is written here
+        as a bare frame, between whole frames of h2's output, and h2 stays OPEN.
+        """
         await self._server.shutdown.wait()
         self._draining = True
-        self._conn.close_connection(error_code=ErrorCodes.NO_ERROR)
         self._flush()
+        goaway = GoAwayFrame(0, last_stream_id=self._conn.highest_inbound_stream_id, error_code=0)
+        self._outbound += goaway.serialize()
+        self._outbound_ready.set()
 
     # ---- used by H2TunnelStream (synchronous, R2) ----
 
@@ -299,7 +308,7 @@ class H2Frontend:
         try:
             request, route = self._accept_request(list(event.headers))
         except ProxyError as error:
-            self._refuse(stream_id, error, client_ended=event.stream_ended is not None)
+            self._refuse(stream_id, error)
             return
         stream = H2TunnelStream(self, stream_id)
         if event.stream_ended is not None:
@@ -330,7 +339,7 @@ class H2Frontend:
             raise RouteNotFound(f"no route for {request.path.decode('ascii', 'replace')}")
         return request, route
 
-    def _refuse(self, stream_id: int, error: ProxyError, *, client_ended: bool) -> None:
+    def _refuse(self, stream_id: int, error: ProxyError) -> None:
         extra = error.extra_headers if isinstance(error, ClientProtocolError) else ()
         self._respond_nowait(stream_id, error.status_hint, error.message, extra)
         stream_error = isinstance(error, ClientProtocolError) and error.stream_error
@@ -345,9 +354,10 @@ class H2Frontend:
         )
         if stream_error:
             self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 §8.1.1
-        elif not client_ended:
-            # RFC 9113 §8.1: the answer is complete; ask the client to stop sending.
-            self._reset(stream_id, ErrorCodes.NO_ERROR)
+        # Otherwise the answer ends our side and the client ends its own. RFC 9113 §8.1
+        # allows RST_STREAM(NO_ERROR) here, but h2 then answers the client's late
+        # END_STREAM with RST_STREAM(STREAM_CLOSED): noise a browser may count against
+        # WebSocket over HTTP/2. Late DATA on such a stream is acknowledged and dropped.
 
     def _respond_nowait(
         self, stream_id: int, status: int, reason: str, extra: tuple[Header, ...] = ()
@@ -430,8 +440,8 @@ class H2Frontend:
         error_text = ""
         with stream.scope:
             key = new_websocket_key()
-            upgrade = build_backend_upgrade(request, route, key, self._info.address)
             try:
+                upgrade = build_backend_upgrade(request, route, key, self._info.address)
                 upgraded = await connect_and_upgrade(
                     route.backend, upgrade, key, request, self._limits, self._server.connect_backend
                 )
@@ -440,7 +450,7 @@ class H2Frontend:
                 await self._relay_rejection(stream, rejection)
             except ProxyError as error:
                 status, error_text = error.status_hint, error.message
-                self._refuse(stream.stream_id, error, client_ended=stream.remote_ended)
+                self._refuse(stream.stream_id, error)
             else:
                 status = 200
                 self._send_headers_nowait(stream.stream_id, h2_success_headers(upgraded.accepted))
@@ -466,7 +476,6 @@ class H2Frontend:
             self._refuse(
                 stream.stream_id,
                 ProxyError("backend answer cannot be relayed"),
-                client_ended=stream.remote_ended,
             )
             return
         if rejection.body:
@@ -475,8 +484,6 @@ class H2Frontend:
                 await stream.send_eof()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
-        if not stream.remote_ended:
-            self._reset(stream.stream_id, ErrorCodes.NO_ERROR)
 
     def _send_headers_nowait(
         self, stream_id: int, headers: list[Header], *, end_stream: bool = False

@@ -38,9 +38,10 @@ _CONNECTION_SPECIFIC = frozenset(
 _LOWER_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
 _METHOD_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _FORBIDDEN_IN_VALUE = re.compile(rb"[\x00\r\n]")
+_HAS_PORT = re.compile(rb":[0-9]+\Z")
 _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+\Z")
 # reg-name / IPv4 / [IPv6] with optional port; no userinfo, no whitespace (RFC 3986 §3.2).
-_AUTHORITY = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(:[0-9]*)?\Z")
+AUTHORITY_PATTERN = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(:[0-9]*)?\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +50,20 @@ class H2RequestHead:
 
     method: bytes
     scheme: bytes | None
+    #: ``:authority`` as sent (None when absent: ``host`` is then in :attr:`host`).
     authority: bytes | None
     path: bytes | None
     protocol: bytes | None
+    #: The ``host`` field, if sent; it equals ``authority`` (case-insensitively) when both are.
+    host: bytes | None
     #: Regular fields in arrival order, names lowercase, ``host`` removed (it is
     #: rebuilt from ``authority`` on the way to HTTP/1.1).
     headers: tuple[Header, ...]
+
+    @property
+    def target_authority(self) -> bytes | None:
+        """``:authority``, else ``host`` (RFC 9113 §8.3.1): what ``Host`` becomes on HTTP/1.1."""
+        return self.authority if self.authority is not None else self.host
 
     def get(self, name: bytes) -> bytes | None:
         """The first value of regular field ``name`` (lowercase), or None."""
@@ -81,10 +90,11 @@ def parse_h2_request_head(headers: list[Header]) -> H2RequestHead:
     pseudo: dict[bytes, bytes] = {}
     regular: list[Header] = []
     host: bytes | None = None
+    seen_regular = False
     for name, value in headers:
         _check_value(name, value)
         if name.startswith(b":"):
-            if regular:
+            if seen_regular:
                 raise malformed(f"pseudo-header {name!r} after a regular field")
             if name not in _REQUEST_PSEUDO_HEADERS:
                 raise malformed(f"pseudo-header {name!r} is not a request pseudo-header")
@@ -92,6 +102,7 @@ def parse_h2_request_head(headers: list[Header]) -> H2RequestHead:
                 raise malformed(f"pseudo-header {name!r} repeated")
             pseudo[name] = value
             continue
+        seen_regular = True
         _check_regular_field(name, value)
         if name == b"host":
             if host is not None:
@@ -125,17 +136,14 @@ def _build_head(
     if method is None or not _METHOD_TOKEN.match(method):
         raise malformed(":method missing or not a token")
     authority = pseudo.get(b":authority")
-    if authority is not None:
-        if not _AUTHORITY.match(authority):
-            raise malformed(
-                ":authority is not host[:port] (userinfo and whitespace are not allowed)"
-            )
-        if host is not None and host.lower() != authority.lower():
-            raise malformed("host disagrees with :authority")
-    elif host is not None:
-        if not _AUTHORITY.match(host):
+    if authority is not None and not AUTHORITY_PATTERN.match(authority):
+        raise malformed(":authority is not host[:port] (userinfo and whitespace are not allowed)")
+    if host is not None:
+        if not AUTHORITY_PATTERN.match(host):
             raise malformed("host is not host[:port]")
-        authority = host
+        if authority is not None and host.lower() != authority.lower():
+            raise malformed("host disagrees with :authority")
+    _check_pseudo_set(method, pseudo)
     path = pseudo.get(b":path")
     if path is not None:
         if not _VISIBLE_ASCII.match(path):
@@ -148,5 +156,21 @@ def _build_head(
         authority=authority,
         path=path,
         protocol=pseudo.get(b":protocol"),
+        host=host,
         headers=tuple(regular),
     )
+
+
+def _check_pseudo_set(method: bytes, pseudo: dict[bytes, bytes]) -> None:
+    """Which pseudo-headers each kind of request must and must not carry (RFC 9113 §8.3, §8.5)."""
+    if b":protocol" in pseudo and method != b"CONNECT":
+        raise malformed(":protocol on a non-CONNECT request")  # RFC 8441 §4
+    if method == b"CONNECT" and b":protocol" not in pseudo:
+        if b":scheme" in pseudo or b":path" in pseudo:
+            raise malformed("plain CONNECT must not carry :scheme or :path")
+        if not _HAS_PORT.search(pseudo.get(b":authority", b"")):
+            # RFC 9110 §9.3.6: there is no default port; the client MUST send one.
+            raise malformed("CONNECT without :authority host:port")
+        return
+    if b":scheme" not in pseudo or b":path" not in pseudo:
+        raise malformed(":scheme and :path are required")

@@ -29,7 +29,7 @@ from wsproto.utilities import generate_accept_token
 
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import BackendProtocolError, ClientProtocolError
-from h2ws_proxy.h2_request import H2RequestHead
+from h2ws_proxy.h2_request import AUTHORITY_PATTERN, H2RequestHead
 
 Header = tuple[bytes, bytes]
 
@@ -58,10 +58,10 @@ _REPLACED_TOWARD_BACKEND = frozenset(
         b"sec-websocket-key",
         b"sec-websocket-version",
         b"sec-websocket-accept",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
     }
 )
+# With ``x_forwarded`` on, the proxy owns these: the client's claims are not trusted.
+_FORWARDED_FIELDS = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 # Fields of the backend's 101 that describe the handshake itself and stop at the proxy.
 _HANDSHAKE_ONLY = frozenset({b"sec-websocket-accept", b"content-length"})
 
@@ -127,6 +127,7 @@ def parse_extended_connect(
         raise ClientProtocolError(
             "malformed request: :protocol on a non-CONNECT request", stream_error=True
         )
+    # RFC 8441 §4: :authority itself, not a host field, names the target.
     if head.scheme is None or head.path is None or head.authority is None:
         raise ClientProtocolError(
             "malformed request: extended CONNECT needs :scheme, :path and :authority",
@@ -143,7 +144,7 @@ def parse_extended_connect(
             "'websocket' is proxied",
             status_hint=501,
         )
-    if head.get(b"sec-websocket-version") != WEBSOCKET_VERSION:
+    if head.get_all(b"sec-websocket-version") != [WEBSOCKET_VERSION]:
         raise ClientProtocolError(
             "sec-websocket-version must be 13", status_hint=400, extra_headers=_VERSION_HEADER
         )
@@ -198,11 +199,14 @@ def parse_h1_upgrade(request: h11.Request, *, tls: bool) -> tuple[WebSocketReque
         )
     key = _valid_client_key(values(b"sec-websocket-key"))
     hosts = values(b"host")
+    # RFC 9112 §3.2: exactly one Host, and a valid one, or 400.
+    if len(hosts) != 1 or not AUTHORITY_PATTERN.match(hosts[0]):
+        raise ClientProtocolError("exactly one valid host field is required")
     return (
         WebSocketRequest(
             front="h1",
             scheme=b"https" if tls else b"http",
-            authority=hosts[0] if hosts else None,
+            authority=hosts[0],
             path=request.target,
             subprotocols=split_header_list(values(b"sec-websocket-protocol")),
             extension_names=_extension_names(values(b"sec-websocket-extensions")),
@@ -235,7 +239,14 @@ def build_backend_upgrade(
     key: bytes,
     client_address: str | None,
 ) -> h11.Request:
-    """The HTTP/1.1 upgrade to send to ``route``'s backend, with our own ``key``."""
+    """The HTTP/1.1 upgrade to send to ``route``'s backend, with our own ``key``.
+
+    With ``route.x_forwarded`` the proxy appends the client's address to the
+    ``X-Forwarded-For`` chain the client brought (nginx/HAProxy practice; several field
+    lines are joined in order, RFC 9110 §5.3) and replaces ``X-Forwarded-Proto`` and
+    ``-Host`` with what it saw. Without it, the client's own X-Forwarded-* pass unchanged
+    (for a proxy behind another one that sets them).
+    """
     host = request.authority or route.backend.host_header.encode("ascii")
     headers: list[Header] = [
         (b"host", host),
@@ -244,20 +255,30 @@ def build_backend_upgrade(
         (b"sec-websocket-key", key),
         (b"sec-websocket-version", WEBSOCKET_VERSION),
     ]
-    forwarded_for: bytes | None = client_address.encode("ascii") if client_address else None
-    for name, value in request.headers:
-        if name == b"x-forwarded-for" and route.x_forwarded and forwarded_for is not None:
-            # Append ourselves to the chain the client brought (nginx/HAProxy practice).
-            forwarded_for = value + b", " + forwarded_for
-            continue
-        headers.append((name, value))
-    if route.x_forwarded:
-        if forwarded_for is not None:
-            headers.append((b"x-forwarded-for", forwarded_for))
-        headers.append((b"x-forwarded-proto", request.scheme))
-        if request.authority is not None:
-            headers.append((b"x-forwarded-host", request.authority))
-    return h11.Request(method=b"GET", target=request.path, headers=headers)
+    if not route.x_forwarded:
+        headers.extend(request.headers)
+        return _h11_request(request.path, headers)
+    headers.extend(
+        (name, value) for name, value in request.headers if name not in _FORWARDED_FIELDS
+    )
+    chain = [value for name, value in request.headers if name == b"x-forwarded-for"]
+    if client_address:
+        chain.append(client_address.encode("ascii"))
+    if chain:
+        headers.append((b"x-forwarded-for", b", ".join(chain)))
+    headers.append((b"x-forwarded-proto", request.scheme))
+    if request.authority is not None:
+        headers.append((b"x-forwarded-host", request.authority))
+    return _h11_request(request.path, headers)
+
+
+def _h11_request(target: bytes, headers: list[Header]) -> h11.Request:
+    # The frontends' checks make this unreachable; h11 is the last line of defence
+    # against anything that would split the HTTP/1.1 request.
+    try:
+        return h11.Request(method=b"GET", target=target, headers=headers)
+    except h11.LocalProtocolError as error:
+        raise ClientProtocolError(f"request cannot be expressed in HTTP/1.1: {error}") from error
 
 
 def check_backend_accept(
@@ -275,6 +296,9 @@ def check_backend_accept(
     upgrade = {item.lower() for item in split_header_list(values(b"upgrade"))}
     if b"websocket" not in upgrade:
         raise BackendProtocolError("backend's 101 lacks 'upgrade: websocket'")
+    connection = {item.lower() for item in split_header_list(values(b"connection"))}
+    if b"upgrade" not in connection:  # RFC 6455 §4.1: the client MUST fail otherwise
+        raise BackendProtocolError("backend's 101 lacks 'connection: upgrade'")
     accept = values(b"sec-websocket-accept")
     if accept != [generate_accept_token(key)]:
         raise BackendProtocolError("backend's sec-websocket-accept does not match our key")

@@ -60,7 +60,11 @@ class MemoryNet:
 
 
 async def open_memory_client(
-    nursery: trio.Nursery, config: ProxyConfig, net: MemoryNet, *, shutdown: trio.Event | None = None
+    nursery: trio.Nursery,
+    config: ProxyConfig,
+    net: MemoryNet,
+    *,
+    shutdown: trio.Event | None = None,
 ) -> trio.abc.HalfCloseableStream:
     """Start serving one in-memory client connection; returns the client's end."""
     server = ServerContext(

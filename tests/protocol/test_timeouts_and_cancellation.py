@@ -136,10 +136,14 @@ async def test_shutdown_sends_goaway_and_open_tunnels_keep_working(
         ws = await client.websocket("/")
         shutdown.set()
         await client.wait_for(lambda: client.terminated is not None)
-        assert client.terminated is not None and client.terminated.error_code == 0
-        # The open tunnel keeps working while the server drains.
-        await client.send_data(ws.state, b"draining")
-        await client.wait_for(lambda: bytes(ws.state.data) == b"draining")
+        assert client.terminated is not None
+        assert client.terminated.error_code == 0
+        assert client.terminated.last_stream_id == ws.state.stream_id
+        # The open tunnel is left to finish (the server's graceful timeout bounds it).
+        # h2, the client library here, stops sending after a GOAWAY, so the tunnel's
+        # survival is checked at the backend; the Node client test covers the rest.
+        await trio.sleep(30)
+        assert not net.backend_closed[0].is_set()
 
 
 async def test_cleartext_client_that_sends_nothing_is_dropped(

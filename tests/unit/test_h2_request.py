@@ -36,7 +36,9 @@ def block(*regular: Header, **replace: bytes | None) -> list[Header]:
     return [*pseudo.items(), *regular]
 
 
-def assert_malformed(headers: list[Header]) -> ClientProtocolError:
+def assert_malformed(headers: list[Header], reason: str | None = None) -> ClientProtocolError:
+    """``headers`` must be refused as malformed; ``reason``, if given, must be in the message
+    (for the tests where another rule could otherwise refuse the block for the wrong reason)."""
     with pytest.raises(ClientProtocolError) as info:
         parse_h2_request_head(headers)
     error = info.value
@@ -44,6 +46,8 @@ def assert_malformed(headers: list[Header]) -> ClientProtocolError:
     assert error.stream_error is True
     assert error.extra_headers == ()
     assert error.message.startswith("malformed request")
+    if reason is not None:
+        assert reason in error.message
     return error
 
 
@@ -64,6 +68,8 @@ def test_extended_connect_head_fields() -> None:
     assert head.protocol == b"websocket"
     assert head.scheme == b"https"
     assert head.authority == b"example.com"
+    assert head.host is None
+    assert head.target_authority == b"example.com"
     assert head.path == b"/chat?room=1"
     assert head.headers == (
         (b"sec-websocket-version", b"13"),
@@ -87,6 +93,8 @@ def test_plain_get_head_fields() -> None:
     assert head.protocol is None
     assert head.scheme == b"http"
     assert head.authority == b"example.com:8080"
+    assert head.host is None
+    assert head.target_authority == b"example.com:8080"
     assert head.path == b"/"
     assert head.headers == ((b"accept", b"*/*"),)
 
@@ -306,7 +314,7 @@ def test_repeated_pseudo_header_identical_adjacent(name: bytes) -> None:
 def test_pseudo_after_regular(name: bytes) -> None:
     # RFC 9113 §8.3: all pseudo-header fields MUST appear before all regular field lines.
     without = block(**{name.decode()[1:]: None})
-    assert_malformed([*without, (b"x-custom", b"1"), (name, PSEUDO[name])])
+    assert_malformed([*without, (b"x-custom", b"1"), (name, PSEUDO[name])], "after a regular")
 
 
 @pytest.mark.parametrize("name", PSEUDO_NAMES)
@@ -315,12 +323,14 @@ def test_pseudo_after_host(name: bytes) -> None:
     # the request malformed. (The parser keeps host out of its list of regular fields, so
     # it must still count it as one here.)
     without = block(**{name.decode()[1:]: None})
-    assert_malformed([*without, (b"host", b"example.com"), (name, PSEUDO[name])])
+    assert_malformed(
+        [*without, (b"host", b"example.com"), (name, PSEUDO[name])], "after a regular field"
+    )
 
 
 def test_pseudo_after_host_first_in_block() -> None:
     # RFC 9113 §8.3: host as the very first field line, pseudo-headers after it.
-    assert_malformed([(b"host", b"example.com"), *block()])
+    assert_malformed([(b"host", b"example.com"), *block()], "after a regular field")
 
 
 @pytest.mark.parametrize("order", [PSEUDO_NAMES, list(reversed(PSEUDO_NAMES))])
@@ -330,19 +340,89 @@ def test_pseudo_header_order_among_themselves_is_free(order: list[bytes]) -> Non
     assert head.path == b"/chat?room=1"
 
 
-@pytest.mark.parametrize("missing", ["scheme", "path"])
-def test_non_connect_request_missing_mandatory_pseudo(missing: str) -> None:
+@pytest.mark.parametrize("method", [b"GET", b"POST", b"OPTIONS", b"connect"])
+@pytest.mark.parametrize("missing", [("scheme",), ("path",), ("scheme", "path")])
+def test_non_connect_request_missing_mandatory_pseudo(
+    method: bytes, missing: tuple[str, ...]
+) -> None:
     # RFC 9113 §8.3.1: every request other than CONNECT MUST include exactly one :method,
     # :scheme and :path; "An HTTP request that omits mandatory pseudo-header fields is
-    # malformed."
-    assert_malformed(block(method=b"GET", protocol=None, **{missing: None}))
+    # malformed." (Methods are case-sensitive, RFC 9110 §9.1: "connect" is not CONNECT.)
+    drop: dict[str, bytes | None] = dict.fromkeys(missing)
+    assert_malformed(block(method=method, protocol=None, **drop), ":scheme and :path are required")
 
 
-@pytest.mark.parametrize("missing", ["scheme", "path", "authority", "protocol"])
-def test_connect_may_omit_pseudo_headers_here(missing: str) -> None:
-    # CONNECT's own requirements (RFC 9113 §8.5, RFC 8441 §4) are handshake.py's business.
-    head = parse_h2_request_head(block(**{missing: None}))
-    assert getattr(head, missing) is None
+@pytest.mark.parametrize("missing", [("scheme",), ("path",), ("scheme", "path")])
+def test_extended_connect_missing_scheme_or_path(missing: tuple[str, ...]) -> None:
+    # RFC 8441 §4: on an extended CONNECT, ":scheme and :path pseudo-header fields MUST be
+    # included"; RFC 9113 §8.1.1: omitting mandatory pseudo-headers is malformed.
+    drop: dict[str, bytes | None] = dict.fromkeys(missing)
+    assert_malformed(block(**drop), ":scheme and :path are required")
+
+
+def test_extended_connect_without_authority_is_left_to_handshake() -> None:
+    # The header-block parser lets an extended CONNECT without :authority through (RFC 8441
+    # §4 defers to the ordinary §8.3.1 rules here); handshake.py refuses it.
+    head = parse_h2_request_head(block(authority=None))
+    assert head.method == b"CONNECT"
+    assert head.protocol == b"websocket"
+    assert head.authority is None
+    assert head.host is None
+    assert head.target_authority is None
+
+
+@pytest.mark.parametrize("authority", [b"example.com:443", b"[::1]:8443", b"127.0.0.1:80"])
+def test_plain_connect_head_fields(authority: bytes) -> None:
+    # RFC 9113 §8.5: plain CONNECT is :method and :authority only.
+    head = parse_h2_request_head(
+        [(b":method", b"CONNECT"), (b":authority", authority), (b"x-a", b"1")]
+    )
+    assert head.method == b"CONNECT"
+    assert head.authority == authority
+    assert head.target_authority == authority
+    assert head.scheme is None
+    assert head.path is None
+    assert head.protocol is None
+    assert head.host is None
+    assert head.headers == ((b"x-a", b"1"),)
+
+
+@pytest.mark.parametrize("present", [("scheme", "path"), ("scheme",), ("path",)])
+def test_plain_connect_with_scheme_or_path(present: tuple[str, ...]) -> None:
+    # RFC 9113 §8.5: "The :scheme and :path pseudo-header fields MUST be omitted"; "A
+    # CONNECT request that does not conform to these restrictions is malformed".
+    drop: dict[str, bytes | None] = {
+        name: None for name in ("scheme", "path") if name not in present
+    }
+    assert_malformed(
+        block(protocol=None, authority=b"example.com:443", **drop),
+        "plain CONNECT must not carry :scheme or :path",
+    )
+
+
+@pytest.mark.parametrize("regular", [(), ((b"host", b"example.com:443"),)])
+def test_plain_connect_without_authority(regular: tuple[Header, ...]) -> None:
+    # RFC 9113 §8.5: the :authority pseudo-header names the tunnel target; a host field
+    # does not stand in for it.
+    assert_malformed(
+        block(*regular, protocol=None, scheme=None, path=None, authority=None),
+        "CONNECT without :authority",
+    )
+
+
+@pytest.mark.parametrize("authority", [b"example.com", b"[::1]", b"127.0.0.1"])
+def test_plain_connect_authority_without_port(authority: bytes) -> None:
+    # RFC 9113 §8.5: a plain CONNECT's :authority "contains the host and port to connect
+    # to" (authority-form, RFC 9112 §3.2.3); RFC 9110 §9.3.6: "There is no default port; a
+    # client MUST send the port number". A CONNECT that does not conform is malformed.
+    assert_malformed(block(protocol=None, scheme=None, path=None, authority=authority))
+
+
+@pytest.mark.parametrize("method", [b"GET", b"POST", b"OPTIONS", b"connect", b"Connect"])
+def test_protocol_on_non_connect(method: bytes) -> None:
+    # RFC 8441 §4: :protocol is only for CONNECT; a request that carries it otherwise is
+    # malformed (methods are case-sensitive, RFC 9110 §9.1).
+    assert_malformed(block(method=method), ":protocol on a non-CONNECT request")
 
 
 # ---- rule 3: connection-specific fields --------------------------------------------------
@@ -448,8 +528,10 @@ def test_good_authority(authority: bytes) -> None:
 )
 def test_host_equal_to_authority(authority: bytes, host: bytes) -> None:
     head = parse_h2_request_head(block((b"x-a", b"1"), (b"host", host), authority=authority))
-    # :authority is authoritative; host is removed from the regular fields.
+    # :authority is authoritative; host is kept apart and removed from the regular fields.
     assert head.authority == authority
+    assert head.host == host
+    assert head.target_authority == authority
     assert head.get(b"host") is None
     assert head.headers == ((b"x-a", b"1"),)
 
@@ -473,11 +555,31 @@ def test_host_different_from_authority(authority: bytes, host: bytes) -> None:
 
 
 @pytest.mark.parametrize("host", [b"example.com", b"example.com:8443", b"[::1]:8443"])
-def test_host_used_as_authority_when_authority_absent(host: bytes) -> None:
+def test_host_is_target_authority_when_authority_absent(host: bytes) -> None:
+    # :authority stays None (it is only the pseudo-header); host is kept apart and is the
+    # target authority (RFC 9113 §8.3.1).
     head = parse_h2_request_head(block((b"origin", b"x"), (b"host", host), authority=None))
-    assert head.authority == host
+    assert head.authority is None
+    assert head.host == host
+    assert head.target_authority == host
     assert head.get(b"host") is None
     assert head.headers == ((b"origin", b"x"),)
+
+
+def test_host_without_authority_on_get() -> None:
+    head = parse_h2_request_head(
+        [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":path", b"/"),
+            (b"host", b"Example.com:8443"),
+            (b"accept", b"*/*"),
+        ]
+    )
+    assert head.authority is None
+    assert head.host == b"Example.com:8443"
+    assert head.target_authority == b"Example.com:8443"
+    assert head.headers == ((b"accept", b"*/*"),)
 
 
 @pytest.mark.parametrize(
@@ -496,6 +598,8 @@ def test_host_repeated() -> None:
 def test_no_authority_and_no_host() -> None:
     head = parse_h2_request_head(block(authority=None))
     assert head.authority is None
+    assert head.host is None
+    assert head.target_authority is None
 
 
 # ---- rule 5: :path -----------------------------------------------------------------------
@@ -558,7 +662,11 @@ def test_asterisk_path_with_options() -> None:
 @pytest.mark.parametrize("method", [b"GET", b"CONNECT", b"POST", b"options", b"HEAD"])
 def test_asterisk_path_only_with_options(method: bytes) -> None:
     # RFC 9113 §8.3.1: "*" only for OPTIONS; anything else must start with "/".
-    assert_malformed(block(method=method, path=b"*"))
+    # (:protocol only on CONNECT, so that the :path rule is the one that refuses.)
+    protocol = PSEUDO[b":protocol"] if method == b"CONNECT" else None
+    assert_malformed(
+        block(method=method, path=b"*", protocol=protocol), ":path does not start with '/'"
+    )
 
 
 @pytest.mark.parametrize("path", [b"**", b"*/", b"*x"])
@@ -595,8 +703,11 @@ def test_method_not_a_token(method: bytes) -> None:
     "method", [b"GET", b"CONNECT", b"OPTIONS", b"PATCH", b"get", b"M-SEARCH", b"X!#$%&'*+.^_`|~"]
 )
 def test_method_token(method: bytes) -> None:
-    head = parse_h2_request_head(block(method=method))
+    # :protocol is only for CONNECT (RFC 8441 §4), so the other methods go without it.
+    protocol = PSEUDO[b":protocol"] if method == b"CONNECT" else None
+    head = parse_h2_request_head(block(method=method, protocol=protocol))
     assert head.method == method
+    assert head.protocol == protocol
 
 
 # ---- first violation wins, but every violation is a 400 stream error ---------------------

@@ -7,6 +7,7 @@ in RFC 6455 §1.3.
 from __future__ import annotations
 
 import base64
+import dataclasses
 
 import h11
 import pytest
@@ -46,8 +47,8 @@ def route(*, x_forwarded: bool = True, backend: str = "http://127.0.0.1:9000") -
     return RouteConfig(path="/", backend=parse_backend(backend), x_forwarded=x_forwarded)
 
 
-def h2_head(*regular: Header, **replace: bytes | None) -> H2RequestHead:
-    """An RFC 8441 extended CONNECT, through the real header-block parser."""
+def h2_block(*regular: Header, **replace: bytes | None) -> list[Header]:
+    """An RFC 8441 extended CONNECT header block, exactly the ``regular`` fields given."""
     pseudo: dict[bytes, bytes] = {
         b":method": b"CONNECT",
         b":protocol": b"websocket",
@@ -61,9 +62,14 @@ def h2_head(*regular: Header, **replace: bytes | None) -> H2RequestHead:
             pseudo.pop(name, None)
         else:
             pseudo[name] = value
+    return [*pseudo.items(), *regular]
+
+
+def h2_head(*regular: Header, **replace: bytes | None) -> H2RequestHead:
+    """An RFC 8441 extended CONNECT, through the real header-block parser."""
     if not any(name == b"sec-websocket-version" for name, _ in regular):
         regular = ((b"sec-websocket-version", b"13"), *regular)
-    return parse_h2_request_head([*pseudo.items(), *regular])
+    return parse_h2_request_head(h2_block(*regular, **replace))
 
 
 def connect(head: H2RequestHead, *, enabled: bool = True, tls: bool = True) -> WebSocketRequest:
@@ -224,6 +230,7 @@ def test_extended_connect_happy_path(tls: bool, scheme: bytes) -> None:
         # The :scheme the client sends does not decide `scheme`; the listener does.
         scheme=b"https" if not tls else b"http",
     )
+    assert head.authority == b"example.com"
     request = connect(head, tls=tls)
     assert request.front == "h2"
     assert request.scheme == scheme
@@ -239,6 +246,9 @@ def test_extended_connect_happy_path(tls: bool, scheme: bytes) -> None:
         (b"sec-websocket-extensions", b"X-Custom-Ext; a=1, Foo"),
         (b"cookie", b"a=1; b=2"),
         (b"user-agent", b"test/1"),
+        # Kept here: build_backend_upgrade decides about X-Forwarded-* (route.x_forwarded).
+        (b"x-forwarded-proto", b"gopher"),
+        (b"x-forwarded-host", b"evil.example"),
         (b"x-custom", b"1"),
     )
 
@@ -263,14 +273,26 @@ def test_extended_connect_minimal() -> None:
         b"sec-websocket-key",
         b"sec-websocket-version",
         b"sec-websocket-accept",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
     ],
 )
 def test_extended_connect_drops_hop_by_hop_and_proxy_owned(name: bytes) -> None:
     value = b"trailers" if name == b"te" else b"13"
     request = connect(h2_head((name, value), (b"x-keep", b"1")))
     assert request.headers == ((b"x-keep", b"1"),)
+
+
+def test_extended_connect_keeps_client_x_forwarded() -> None:
+    # The client's X-Forwarded-* reach build_backend_upgrade unchanged and in order: it
+    # replaces them or passes them on depending on route.x_forwarded.
+    client = (
+        (b"x-forwarded-proto", b"gopher"),
+        (b"x-forwarded-for", b"198.51.100.1"),
+        (b"x-keep", b"1"),
+        (b"x-forwarded-host", b"evil.example"),
+        (b"x-forwarded-for", b"192.0.2.9"),
+    )
+    request = connect(h2_head(*client))
+    assert request.headers == client
 
 
 def test_extended_connect_advertisement_off() -> None:
@@ -285,8 +307,14 @@ def test_extended_connect_advertisement_off() -> None:
 @pytest.mark.parametrize("method", [b"GET", b"POST", b"OPTIONS", b"connect"])
 def test_protocol_on_non_connect(method: bytes) -> None:
     # RFC 8441 §4: :protocol is only for CONNECT; otherwise the request is malformed.
+    # The header-block parser refuses it first ...
     with pytest.raises(ClientProtocolError) as info:
         connect(h2_head(method=method))
+    assert info.value.status_hint == 400
+    assert info.value.stream_error is True
+    # ... and parse_extended_connect refuses it on its own too.
+    with pytest.raises(ClientProtocolError) as info:
+        connect(dataclasses.replace(h2_head(), method=method))
     assert info.value.status_hint == 400
     assert info.value.stream_error is True
 
@@ -296,6 +324,37 @@ def test_extended_connect_missing_pseudo(missing: str) -> None:
     # RFC 8441 §4: :scheme and :path MUST be included; RFC 9113 §8.5: CONNECT's :authority.
     with pytest.raises(ClientProtocolError) as info:
         connect(h2_head(**{missing: None}))
+    assert info.value.status_hint == 400
+    assert info.value.stream_error is True
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        dataclasses.replace(h2_head(), scheme=None),
+        dataclasses.replace(h2_head(), path=None),
+        dataclasses.replace(h2_head(), authority=None),
+    ],
+    ids=["scheme", "path", "authority"],
+)
+def test_extended_connect_missing_pseudo_checked_here_too(head: H2RequestHead) -> None:
+    # The header-block parser refuses a missing :scheme or :path first; parse_extended_connect
+    # must refuse a head without them (or without :authority) on its own too.
+    with pytest.raises(ClientProtocolError) as info:
+        connect(head)
+    assert info.value.status_hint == 400
+    assert info.value.stream_error is True
+
+
+@pytest.mark.parametrize("host", [b"example.com", b"example.com:443"])
+def test_extended_connect_host_field_is_not_authority(host: bytes) -> None:
+    # RFC 8441 §4: the :authority pseudo-header names the target; a host field alone is not
+    # enough.
+    head = h2_head((b"host", host), authority=None)
+    assert head.host == host
+    assert head.target_authority == host
+    with pytest.raises(ClientProtocolError) as info:
+        connect(head)
     assert info.value.status_hint == 400
     assert info.value.stream_error is True
 
@@ -322,20 +381,26 @@ def test_extended_connect_protocol_case_insensitive(protocol: bytes) -> None:
     assert request.path == b"/chat?room=1"
 
 
-@pytest.mark.parametrize("version", [None, b"8", b"12", b"14", b"", b"13, 8", b"013"])
-def test_extended_connect_bad_version(version: bytes | None) -> None:
+@pytest.mark.parametrize(
+    "versions",
+    [
+        [],
+        [b"8"],
+        [b"12"],
+        [b"14"],
+        [b""],
+        [b"13, 8"],
+        [b"013"],
+        # Exactly one sec-websocket-version, and it is 13.
+        [b"13", b"8"],
+        [b"8", b"13"],
+        [b"13", b"13"],
+    ],
+)
+def test_extended_connect_bad_version(versions: list[bytes]) -> None:
     # RFC 6455 §4.4 (RFC 8441 §5): answer with the version we speak.
-    regular = () if version is None else ((b"sec-websocket-version", version),)
-    head = h2_head(*regular)
-    if version is None:
-        head = H2RequestHead(
-            method=head.method,
-            scheme=head.scheme,
-            authority=head.authority,
-            path=head.path,
-            protocol=head.protocol,
-            headers=tuple(h for h in head.headers if h[0] != b"sec-websocket-version"),
-        )
+    head = parse_h2_request_head(h2_block(*[(b"sec-websocket-version", v) for v in versions]))
+    assert head.get_all(b"sec-websocket-version") == versions
     with pytest.raises(ClientProtocolError) as info:
         connect(head)
     assert info.value.status_hint == 400
@@ -500,7 +565,7 @@ def test_h1_upgrade_drops_connection_listed_fields() -> None:
     assert request.headers == ((b"x-end", b"3"),)
 
 
-def test_h1_upgrade_drops_proxy_owned_fields() -> None:
+def test_h1_upgrade_drops_proxy_owned_fields_keeps_x_forwarded() -> None:
     request, _ = parse_h1_upgrade(
         h1_request(
             (b"X-Forwarded-Proto", b"gopher"),
@@ -510,14 +575,68 @@ def test_h1_upgrade_drops_proxy_owned_fields() -> None:
         ),
         tls=True,
     )
-    # x-forwarded-for is kept here: build_backend_upgrade appends to it.
-    assert request.headers == ((b"x-forwarded-for", b"198.51.100.1"),)
+    # X-Forwarded-* are kept here, in order: build_backend_upgrade replaces or passes them
+    # depending on route.x_forwarded.
+    assert request.headers == (
+        (b"x-forwarded-proto", b"gopher"),
+        (b"x-forwarded-host", b"evil.example"),
+        (b"x-forwarded-for", b"198.51.100.1"),
+    )
 
 
 def test_h1_upgrade_without_host_is_refused_by_h11() -> None:
     # RFC 9112 §3.2: HTTP/1.1 requests carry Host; h11 enforces it before we see them.
     with pytest.raises(h11.LocalProtocolError):
         h1_request(drop=(b"host",))
+
+
+def test_h1_upgrade_without_host_http10() -> None:
+    # h11 lets an HTTP/1.0 request without Host through; parse_h1_upgrade still needs one.
+    headers = [(n, v) for n, v in H1_BASE if n.lower() != b"host"]
+    request = h11.Request(method=b"GET", target=b"/chat", headers=headers, http_version=b"1.0")
+    with pytest.raises(ClientProtocolError) as info:
+        parse_h1_upgrade(request, tls=False)
+    assert info.value.status_hint == 400
+
+
+def test_h1_upgrade_two_hosts() -> None:
+    # RFC 9112 §3.2: more than one Host is a 400. h11 refuses it on construction, so the
+    # second one is slipped in behind its back to test parse_h1_upgrade's own check.
+    request = h1_request()
+    object.__setattr__(request, "headers", [*request.headers, (b"host", b"example.com")])
+    with pytest.raises(ClientProtocolError) as info:
+        parse_h1_upgrade(request, tls=False)
+    assert info.value.status_hint == 400
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        b"",
+        b"user@example.com",
+        b"exa mple.com",
+        b"example.com/chat",
+        b"example.com:abc",
+        b"example.com:443:1",
+        b"[::1",
+        b"a:b:c",
+    ],
+)
+def test_h1_upgrade_invalid_host(host: bytes) -> None:
+    # RFC 9112 §3.2: a Host with an invalid value is a 400.
+    request = h1_request((b"Host", host), drop=(b"host",))
+    with pytest.raises(ClientProtocolError) as info:
+        parse_h1_upgrade(request, tls=False)
+    assert info.value.status_hint == 400
+
+
+@pytest.mark.parametrize(
+    "host", [b"example.com:8443", b"EXAMPLE.com", b"127.0.0.1", b"[::1]:8443", b"localhost"]
+)
+def test_h1_upgrade_authority_is_the_host(host: bytes) -> None:
+    request, _ = parse_h1_upgrade(h1_request((b"Host", host), drop=(b"host",)), tls=False)
+    assert request.authority == host
+    assert request.headers == ()
 
 
 # ---- build_backend_upgrade ---------------------------------------------------------------
@@ -567,6 +686,15 @@ def test_backend_host_when_no_authority(backend: str, host: bytes) -> None:
     # Nothing to say about the original host, so no x-forwarded-host.
     assert values(list(upgrade.headers), b"x-forwarded-host") == []
     serialize(upgrade)
+
+
+def test_client_x_forwarded_host_dropped_when_no_authority() -> None:
+    # With x_forwarded on the client's X-Forwarded-Host is replaced; with no authority known
+    # there is nothing to replace it with, so none goes out.
+    request = ws_request((b"x-forwarded-host", b"evil.example"), authority=None)
+    upgrade = build_backend_upgrade(request, route(), OUR_KEY, CLIENT_ADDRESS)
+    assert values(list(upgrade.headers), b"x-forwarded-host") == []
+    assert values(list(upgrade.headers), b"x-forwarded-proto") == [b"https"]
 
 
 @pytest.mark.parametrize("authority", [b"example.com", b"example.com:8443", b"[::1]:8443"])
@@ -641,6 +769,13 @@ def test_x_forwarded_for_without_client_address() -> None:
     assert values(list(upgrade.headers), b"x-forwarded-proto") == [b"https"]
 
 
+def test_x_forwarded_for_client_chain_without_client_address() -> None:
+    # The client's lines are still joined in order (RFC 9110 §5.3); nothing to append.
+    request = ws_request((b"x-forwarded-for", b"198.51.100.1"), (b"x-forwarded-for", b"b"))
+    upgrade = build_backend_upgrade(request, route(), OUR_KEY, None)
+    assert values(list(upgrade.headers), b"x-forwarded-for") == [b"198.51.100.1, b"]
+
+
 @pytest.mark.parametrize(("tls", "proto"), [(True, b"https"), (False, b"http")])
 def test_x_forwarded_proto_and_host_replace_client_values_h1(tls: bool, proto: bytes) -> None:
     request, _ = parse_h1_upgrade(
@@ -685,24 +820,29 @@ def test_x_forwarded_off_sends_none_of_ours() -> None:
     assert not names & {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
 
 
-def test_x_forwarded_off_with_client_supplied_values() -> None:
-    # What the code does today (see the report): with x_forwarded off, the client's own
-    # x-forwarded-proto/-host are still dropped (proxy-owned), but the client's
-    # x-forwarded-for is forwarded untouched, without our address appended.
-    request, _ = parse_h1_upgrade(
-        h1_request(
-            (b"X-Forwarded-For", b"198.51.100.1"),
-            (b"X-Forwarded-Proto", b"gopher"),
-            (b"X-Forwarded-Host", b"evil.example"),
-        ),
-        tls=True,
+CLIENT_X_FORWARDED: tuple[Header, ...] = (
+    (b"x-forwarded-for", b"198.51.100.1"),
+    (b"x-forwarded-proto", b"gopher"),
+    (b"x-forwarded-host", b"evil.example"),
+    (b"x-forwarded-for", b"192.0.2.9"),
+)
+
+
+@pytest.mark.parametrize("front", ["h1", "h2"])
+def test_x_forwarded_off_with_client_supplied_values(front: str) -> None:
+    # With x_forwarded off, all the client's X-Forwarded-* pass through unchanged (separate
+    # lines, same order, same values) and none of ours is added or appended.
+    if front == "h1":
+        request, _ = parse_h1_upgrade(h1_request(*CLIENT_X_FORWARDED), tls=True)
+    else:
+        request = connect(h2_head(*CLIENT_X_FORWARDED))
+    data = serialize(
+        build_backend_upgrade(request, route(x_forwarded=False), OUR_KEY, CLIENT_ADDRESS)
     )
-    _, wire = wire_headers(
-        serialize(build_backend_upgrade(request, route(x_forwarded=False), OUR_KEY, CLIENT_ADDRESS))
-    )
-    assert values(wire, b"x-forwarded-for") == [b"198.51.100.1"]
-    assert values(wire, b"x-forwarded-proto") == []
-    assert values(wire, b"x-forwarded-host") == []
+    _, wire = wire_headers(data)
+    assert CLIENT_ADDRESS.encode() not in data
+    assert [(n, v) for n, v in wire if n.startswith(b"x-forwarded-")] == list(CLIENT_X_FORWARDED)
+    assert wire[-len(CLIENT_X_FORWARDED) :] == list(CLIENT_X_FORWARDED)
 
 
 def test_backend_upgrade_forwards_end_to_end_in_order() -> None:
@@ -746,6 +886,7 @@ def test_h2_injection_attempt_never_reaches_backend(value: bytes) -> None:
         h2_head(path=b"/chat" + value)
 
 
+@pytest.mark.parametrize("x_forwarded", [True, False])
 @pytest.mark.parametrize(
     "request_",
     [
@@ -756,9 +897,15 @@ def test_h2_injection_attempt_never_reaches_backend(value: bytes) -> None:
         ws_request(authority=b"example.com\r\nx-injected: 1"),
     ],
 )
-def test_h11_refuses_injection_as_a_last_line_of_defence(request_: WebSocketRequest) -> None:
-    with pytest.raises(h11.LocalProtocolError):
-        serialize(build_backend_upgrade(request_, route(), OUR_KEY, CLIENT_ADDRESS))
+def test_h11_refuses_injection_as_a_last_line_of_defence(
+    request_: WebSocketRequest, x_forwarded: bool
+) -> None:
+    # h11 refuses to build the request; build_backend_upgrade turns that into a client
+    # error (400), never an h11 exception escaping to the caller.
+    with pytest.raises(ClientProtocolError) as info:
+        build_backend_upgrade(request_, route(x_forwarded=x_forwarded), OUR_KEY, CLIENT_ADDRESS)
+    assert info.value.status_hint == 400
+    assert isinstance(info.value.__cause__, h11.LocalProtocolError)
 
 
 def test_serialized_upgrade_has_one_field_per_line() -> None:
@@ -829,7 +976,10 @@ def test_backend_accept_upgrade_case_insensitive(upgrade: bytes) -> None:
     assert accept(headers).headers == ()
 
 
-@pytest.mark.parametrize("connection_values", [[], [b"keep-alive"], [b"close"], [b"upgrades"]])
+@pytest.mark.parametrize(
+    "connection_values",
+    [[], [b"keep-alive"], [b"close"], [b"upgrades"], [b""], [b"keep-alive, upgrade2"]],
+)
 def test_backend_accept_without_connection_upgrade(connection_values: list[bytes]) -> None:
     # RFC 6455 §4.1 (client requirements on the server's response, item 3): "If the
     # response lacks a |Connection| header field or the |Connection| header field doesn't
@@ -841,10 +991,14 @@ def test_backend_accept_without_connection_upgrade(connection_values: list[bytes
         accept(headers)
 
 
-@pytest.mark.parametrize("connection", [b"Upgrade", b"upgrade", b"keep-alive, UPGRADE"])
-def test_backend_accept_connection_variants(connection: bytes) -> None:
+@pytest.mark.parametrize(
+    "connection_values",
+    [[b"Upgrade"], [b"upgrade"], [b"keep-alive, UPGRADE"], [b"keep-alive", b"Upgrade"]],
+)
+def test_backend_accept_connection_variants(connection_values: list[bytes]) -> None:
     headers = [(n, v) for n, v in backend_101() if n != b"Connection"]
-    assert accept([*headers, (b"Connection", connection)]).subprotocol is None
+    headers += [(b"Connection", v) for v in connection_values]
+    assert accept(headers).subprotocol is None
 
 
 OFFERED = ws_request(
@@ -971,12 +1125,16 @@ def test_end_to_end_request_headers_drop_hop_by_hop(name: bytes) -> None:
         b"sec-websocket-key",
         b"sec-websocket-version",
         b"sec-websocket-accept",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
     ],
 )
 def test_end_to_end_request_headers_drop_proxy_owned(name: bytes) -> None:
     assert end_to_end_request_headers(((name, b"x"), (b"x-end", b"1"))) == ((b"x-end", b"1"),)
+
+
+def test_end_to_end_request_headers_keep_x_forwarded() -> None:
+    # X-Forwarded-* are build_backend_upgrade's business (it depends on route.x_forwarded).
+    headers = ((b"x-forwarded-proto", b"x"), (b"x-end", b"1"), *CLIENT_X_FORWARDED)
+    assert end_to_end_request_headers(headers) == headers
 
 
 def test_end_to_end_request_headers_drop_connection_listed() -> None:
