@@ -103,7 +103,7 @@ class BackendConnection:
         accept: bytes | None = None,
         headers: bytes = b"",
     ) -> None:
-        """Answer 101 with the right accept (or ``accept``), plus ``extra`` bytes in the same write."""
+        """Answer 101 with the right accept (or ``accept``) and ``extra`` bytes, in one write."""
         key = dict((k.lower(), v) for k, v in request.headers)[b"sec-websocket-key"]
         token = accept if accept is not None else generate_accept_token(key)
         await self.stream.send_all(

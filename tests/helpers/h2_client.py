@@ -234,7 +234,7 @@ class WebSocketStream:
                 raise ConnectionError(f"stream ended (reset={self.state.reset_code})")
             before = len(self.state.data)
             await self.client.wait_for(
-                lambda: (
+                lambda before=before: (
                     len(self.state.data) > before
                     or self.state.ended
                     or self.state.reset_code is not None
@@ -259,7 +259,7 @@ class WebSocketStream:
                 if server_code is None:
                     before = len(self.state.data)
                     await self.client.wait_for(
-                        lambda: (
+                        lambda before=before: (
                             len(self.state.data) > before
                             or self.state.ended
                             or self.state.reset_code is not None
