@@ -28,7 +28,7 @@ from h2ws_proxy.handshake import (
     parse_h1_upgrade,
     split_header_list,
 )
-from h2ws_proxy.log import log_event
+from h2ws_proxy.record import TunnelRecord
 from h2ws_proxy.tunnel import run_tunnel
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,20 @@ class H1Frontend:
                 return None
 
     async def _serve(self, request: h11.Request) -> None:
-        started = trio.current_time()
+        record = TunnelRecord(
+            front="h1",
+            connection_id=self._info.connection_id,
+            stream_id=None,
+            path=request.target,
+            route="-",
+            backend="-",
+        )
+        try:
+            await self._upgrade_and_run(request, record)
+        finally:
+            record.log()
+
+    async def _upgrade_and_run(self, request: h11.Request, record: TunnelRecord) -> None:
         try:
             if not _is_websocket_upgrade(request):
                 raise ClientProtocolError(
@@ -161,19 +174,20 @@ class H1Frontend:
             route = self._server.router.match(ws_request.path)
             if route is None:
                 raise RouteNotFound(f"no route for {ws_request.path.decode('ascii', 'replace')}")
+            record.route, record.backend = route.path, str(route.backend)
             key = new_websocket_key()
             upgrade = build_backend_upgrade(ws_request, route, key, self._info.address)
             upgraded = await connect_and_upgrade(
                 route.backend, upgrade, key, ws_request, self._limits, self._server.connect_backend
             )
         except BackendRejected as rejection:
+            record.status = rejection.status
             await self._send_response(rejection.status, rejection.headers, rejection.body)
-            self._log_refused(request, rejection.status, rejection.message, started)
             return
         except ProxyError as error:
+            record.status, record.error = error.status_hint, error.message
             extra = error.extra_headers if isinstance(error, ClientProtocolError) else ()
             await self._send_error(error.status_hint, error.message, extra)
-            self._log_refused(request, error.status_hint, error.message, started)
             return
         try:
             answer = h11.InformationalResponse(
@@ -185,46 +199,20 @@ class H1Frontend:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             await trio.aclose_forcefully(upgraded.stream)
             return
+        record.status, record.opened = 101, True
         client_leftover, _ = self._conn.trailing_data
         client: trio.abc.HalfCloseableStream = (
             self._client
             if isinstance(self._client, trio.abc.HalfCloseableStream)
             else _NoHalfClose(self._client)
         )
-        stats = await run_tunnel(
+        await run_tunnel(
             client,
             upgraded.stream,
             client_leftover=bytes(client_leftover),
             backend_leftover=upgraded.leftover,
             idle_timeout_s=self._limits.idle_timeout_s,
-        )
-        log_event(
-            logger,
-            logging.INFO,
-            "tunnel.closed",
-            conn=self._info.connection_id,
-            front="h1",
-            path=ws_request.path,
-            route=route.path,
-            backend=str(route.backend),
-            status=101,
-            bytes_up=stats.bytes_up,
-            bytes_down=stats.bytes_down,
-            duration_s=round(trio.current_time() - started, 6),
-            end=stats.end.value,
-        )
-
-    def _log_refused(self, request: h11.Request, status: int, reason: str, started: float) -> None:
-        log_event(
-            logger,
-            logging.INFO,
-            "tunnel.refused",
-            conn=self._info.connection_id,
-            front="h1",
-            path=request.target,
-            status=status,
-            duration_s=round(trio.current_time() - started, 6),
-            error=reason,
+            stats=record.stats,
         )
 
     async def _send_error(self, status: int, reason: str, extra: tuple[Header, ...] = ()) -> None:

@@ -49,7 +49,8 @@ from h2ws_proxy.handshake import (
     parse_extended_connect,
 )
 from h2ws_proxy.log import log_event
-from h2ws_proxy.tunnel import TunnelEnd, TunnelStats, run_tunnel
+from h2ws_proxy.record import TunnelRecord
+from h2ws_proxy.tunnel import TunnelEnd, run_tunnel
 
 logger = logging.getLogger(__name__)
 
@@ -434,34 +435,51 @@ class H2Frontend:
     async def _serve_tunnel(
         self, stream: H2TunnelStream, request: WebSocketRequest, route: RouteConfig
     ) -> None:
-        started = trio.current_time()
-        status: int | None = None
-        stats: TunnelStats | None = None
-        error_text = ""
-        with stream.scope:
-            key = new_websocket_key()
-            try:
-                upgrade = build_backend_upgrade(request, route, key, self._info.address)
-                upgraded = await connect_and_upgrade(
-                    route.backend, upgrade, key, request, self._limits, self._server.connect_backend
-                )
-            except BackendRejected as rejection:
-                status = rejection.status
-                await self._relay_rejection(stream, rejection)
-            except ProxyError as error:
-                status, error_text = error.status_hint, error.message
-                self._refuse(stream.stream_id, error)
-            else:
-                status = 200
-                self._send_headers_nowait(stream.stream_id, h2_success_headers(upgraded.accepted))
-                stream.opened = True
-                stats = await run_tunnel(
-                    stream,
-                    upgraded.stream,
-                    backend_leftover=upgraded.leftover,
-                    idle_timeout_s=self._limits.idle_timeout_s,
-                )
-        self._finish_tunnel(stream, request, route, status, stats, started, error_text)
+        record = TunnelRecord(
+            front="h2",
+            connection_id=self._info.connection_id,
+            stream_id=stream.stream_id,
+            path=request.path,
+            route=route.path,
+            backend=str(route.backend),
+        )
+        try:
+            with stream.scope:
+                await self._open_and_run_tunnel(stream, request, route, record)
+        finally:
+            self._finish_tunnel(stream, record)
+
+    async def _open_and_run_tunnel(
+        self,
+        stream: H2TunnelStream,
+        request: WebSocketRequest,
+        route: RouteConfig,
+        record: TunnelRecord,
+    ) -> None:
+        key = new_websocket_key()
+        try:
+            upgrade = build_backend_upgrade(request, route, key, self._info.address)
+            upgraded = await connect_and_upgrade(
+                route.backend, upgrade, key, request, self._limits, self._server.connect_backend
+            )
+        except BackendRejected as rejection:
+            record.status = rejection.status
+            await self._relay_rejection(stream, rejection)
+            return
+        except ProxyError as error:
+            record.status, record.error = error.status_hint, error.message
+            self._refuse(stream.stream_id, error)
+            return
+        record.status = 200
+        self._send_headers_nowait(stream.stream_id, h2_success_headers(upgraded.accepted))
+        stream.opened = record.opened = True
+        await run_tunnel(
+            stream,
+            upgraded.stream,
+            backend_leftover=upgraded.leftover,
+            idle_timeout_s=self._limits.idle_timeout_s,
+            stats=record.stats,
+        )
 
     async def _relay_rejection(self, stream: H2TunnelStream, rejection: BackendRejected) -> None:
         """Pass the backend's non-101 answer back as it came (status, headers, body)."""
@@ -491,38 +509,11 @@ class H2Frontend:
         self._conn.send_headers(stream_id, headers, end_stream=end_stream)
         self._flush()
 
-    def _finish_tunnel(
-        self,
-        stream: H2TunnelStream,
-        request: WebSocketRequest,
-        route: RouteConfig,
-        status: int | None,
-        stats: TunnelStats | None,
-        started: float,
-        error_text: str,
-    ) -> None:
-        end = stats.end if stats is not None else None
+    def _finish_tunnel(self, stream: H2TunnelStream, record: TunnelRecord) -> None:
+        """Reset the stream unless it ended cleanly, forget it, and log the record."""
         if stream.reset_by_peer:
-            end = TunnelEnd.CLIENT_ABORTED
-        if stats is not None and end is not TunnelEnd.CLEAN:
-            stream.reset(cancel=end is not TunnelEnd.BACKEND_ABORTED)
+            record.stats.end = TunnelEnd.CLIENT_ABORTED
+        if record.opened and record.stats.end is not TunnelEnd.CLEAN:
+            stream.reset(cancel=record.stats.end is not TunnelEnd.BACKEND_ABORTED)
         self._streams.pop(stream.stream_id, None)
-        log_event(
-            logger,
-            logging.INFO,
-            "tunnel.closed" if stats is not None else "tunnel.refused",
-            conn=self._info.connection_id,
-            front="h2",
-            stream=stream.stream_id,
-            path=request.path,
-            route=route.path,
-            backend=str(route.backend),
-            status=status if status is not None else "-",
-            bytes_up=stats.bytes_up if stats else 0,
-            bytes_down=stats.bytes_down if stats else 0,
-            duration_s=round(trio.current_time() - started, 6),
-            end=end.value
-            if end is not None
-            else ("client_aborted" if status is None else "refused"),
-            error=error_text or None,
-        )
+        record.log()

@@ -92,6 +92,7 @@ async def run_tunnel(
     client_leftover: bytes = b"",
     backend_leftover: bytes = b"",
     idle_timeout_s: float = 0.0,
+    stats: TunnelStats | None = None,
 ) -> TunnelStats:
     """Relay until both sides are done or one breaks; always closes the backend stream.
 
@@ -99,7 +100,9 @@ async def run_tunnel(
     cancellation (shutdown) ends it as CANCELLED. The caller closes the client stream,
     choosing how from ``stats.end`` (an HTTP/2 stream is reset with a code that says why).
     """
-    stats = TunnelStats(last_activity=trio.current_time())
+    # The caller may pass ``stats`` so that counters survive its own cancellation.
+    stats = stats if stats is not None else TunnelStats()
+    stats.last_activity = trio.current_time()
     try:
         async with trio.open_nursery() as nursery:
             relay = _Relay(client, backend, stats, nursery.cancel_scope)

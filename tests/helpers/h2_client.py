@@ -56,6 +56,7 @@ class H2TestClient:
         self.remote_settings_received = trio.Event()
         self.terminated: h2.events.ConnectionTerminated | None = None
         self.closed = trio.Event()
+        self.ping_acks = 0
         self._changed = trio.Event()
         self._send_lock = trio.Lock()
 
@@ -93,6 +94,8 @@ class H2TestClient:
             self.remote_settings_received.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.terminated = event
+        elif isinstance(event, h2.events.PingAckReceived):
+            self.ping_acks += 1
         stream_id = getattr(event, "stream_id", None)
         state = self.streams.get(stream_id) if stream_id else None
         if state is not None:
@@ -156,6 +159,13 @@ class H2TestClient:
         if end_stream:
             self.conn.end_stream(state.stream_id)
             await self.flush()
+
+    async def ping(self) -> None:
+        """A PING round trip: everything sent before it has been processed by the peer."""
+        expected = self.ping_acks + 1
+        self.conn.ping(b"h2wstest")
+        await self.flush()
+        await self.wait_for(lambda: self.ping_acks >= expected)
 
     async def end_stream(self, state: StreamState) -> None:
         self.conn.end_stream(state.stream_id)

@@ -1,0 +1,64 @@
+"""One record per WebSocket request, written as one structured log line when it ends.
+
+Both frontends fill a :class:`TunnelRecord` as the request goes (status, counters, how it
+ended) and call :meth:`TunnelRecord.log` exactly once, also when the tunnel is cancelled, so
+every request leaves a line naming its front protocol (``h2``/``h1``), stream, route,
+backend, status, bytes each way, duration and ending.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from h2ws_proxy.log import log_event
+from h2ws_proxy.tunnel import TunnelEnd, TunnelStats
+
+logger = logging.getLogger("h2ws_proxy.tunnel")
+
+
+@dataclass(slots=True)
+class TunnelRecord:
+    """What one WebSocket request did, from its request head to its end."""
+
+    front: str
+    connection_id: int
+    stream_id: int | None
+    path: bytes
+    route: str
+    backend: str
+    started: float = field(default_factory=trio.current_time)
+    #: The status the client got (200 or 101 opens a tunnel); None if it got none.
+    status: int | None = None
+    error: str | None = None
+    #: True once the tunnel opened; ``stats`` is then meaningful.
+    opened: bool = False
+    stats: TunnelStats = field(default_factory=TunnelStats)
+
+    def ending(self) -> str:
+        if self.opened:
+            return self.stats.end.value
+        if self.status is None:
+            return "client_aborted" if self.stats.end is TunnelEnd.CLIENT_ABORTED else "cancelled"
+        return "refused"
+
+    def log(self) -> None:
+        log_event(
+            logger,
+            logging.INFO,
+            "tunnel.closed" if self.opened else "tunnel.refused",
+            conn=self.connection_id,
+            front=self.front,
+            stream=self.stream_id if self.stream_id is not None else "-",
+            path=self.path,
+            route=self.route,
+            backend=self.backend,
+            status=self.status if self.status is not None else "-",
+            bytes_up=self.stats.bytes_up,
+            bytes_down=self.stats.bytes_down,
+            duration_s=round(trio.current_time() - self.started, 6),
+            end=self.ending(),
+            error=self.error,
+        )

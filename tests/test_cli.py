@@ -1,0 +1,139 @@
+"""The ``h2ws-proxy`` command as a user runs it: a real process, real signals, real sockets."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from websockets.sync.client import connect as ws_connect
+
+from h2ws_proxy import __version__
+from tests.helpers.h2_client import open_h2_client
+
+REPO = Path(__file__).resolve().parent.parent
+COMMAND = [sys.executable, "-m", "h2ws_proxy"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"h2ws-proxy {__version__}"
+
+
+def test_check_prints_what_the_example_config_serves() -> None:
+    result = run_cli("--config", str(REPO / "config" / "example.toml"), "--check")
+    assert result.returncode == 0, result.stderr
+    assert "listener 127.0.0.1:8080: cleartext" in result.stdout
+    assert "advertises SETTINGS_ENABLE_CONNECT_PROTOCOL" in result.stdout
+    assert "route / -> http://127.0.0.1:9000" in result.stdout
+
+
+def test_config_error_names_file_key_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        '[[listener]]\nbind = "127.0.0.1:0"\n\n[[route]]\npath = "/"\nbacknd = "http://127.0.0.1:1"\n'
+    )
+    result = run_cli("--config", str(config))
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert message.count("\n") == 0, "one line"
+    assert "proxy.toml:6:" in message
+    assert "route[0].backnd" in message
+    assert "did you mean 'backend'" in message
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["--config", "/nonexistent/proxy.toml"]], ids=["no-config", "missing-file"]
+)
+def test_missing_config_exits_2(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert "error" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class OutputWatcher:
+    """Reads a process's output as it comes; ``expect`` finds the next match of a pattern."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.text = ""
+        self._position = 0
+
+    async def expect(self, pattern: str) -> re.Match[str]:
+        compiled = re.compile(pattern)
+        with trio.fail_after(20):
+            while (match := compiled.search(self.text, self._position)) is None:
+                data = await self.stream.receive_some(4096)
+                if not data:
+                    raise AssertionError(f"output ended without {pattern!r}: {self.text!r}")
+                self.text += data.decode()
+        self._position = match.end()
+        return match
+
+
+def _h1_echo(port: int) -> str:
+    with ws_connect(f"ws://127.0.0.1:{port}/demo", open_timeout=10) as ws:
+        ws.send("through the real command")
+        return str(ws.recv(timeout=10))
+
+
+@pytest.mark.socket
+async def test_runs_with_demo_backend_serves_both_protocols_and_drains_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        '[[listener]]\nbind = "127.0.0.1:0"\n\n'
+        f'[[route]]\npath = "/"\nbackend = "http://127.0.0.1:{_free_port()}"\n\n'
+        '[admin]\nbind = "127.0.0.1:0"\n\n[limits]\ngraceful_timeout_s = 5.0\n'
+    )
+    process = await trio.lowlevel.open_process(
+        [*COMMAND, "--config", str(config), "--demo-backend"], stderr=subprocess.PIPE
+    )
+    assert process.stderr is not None
+    output = OutputWatcher(process.stderr)
+    try:
+        listening = await output.expect(
+            r"server.listening listeners=127\.0\.0\.1:(\d+) admin=127\.0\.0\.1:(\d+)"
+        )
+        port, admin_port = int(listening[1]), int(listening[2])
+        assert await trio.to_thread.run_sync(_h1_echo, port) == "through the real command"
+        async with open_h2_client(await trio.open_tcp_stream("127.0.0.1", port)) as client:
+            ws = await client.websocket("/demo", subprotocols=["demo.v1"])
+            assert ws.status == 200
+            assert ws.state.header(b"sec-websocket-protocol") == b"demo.v1"
+            await ws.send(b"over http/2")
+            assert await ws.receive() == b"over http/2"
+            assert (await ws.close())[0] == 1000
+            await client.ping()  # the proxy has seen our END_STREAM: the tunnel ended clean
+        health = await trio.open_tcp_stream("127.0.0.1", admin_port)
+        await health.send_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+        assert (await health.receive_some(4096)).startswith(b"HTTP/1.1 200 ")
+        await health.aclose()
+        await output.expect(r"tunnel.closed .*front=h2 .*end=clean")
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+        await output.expect(r"server.stopped")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
