@@ -21,6 +21,9 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
+from h2.errors import ErrorCodes
+
+from h2ws_proxy.h2_session import StreamUnusable
 
 if TYPE_CHECKING:
     from h2ws_proxy.h2_frontend import H2Frontend
@@ -54,7 +57,7 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         """Buffer ``data`` from a DATA frame; padding's credit goes back immediately."""
         padding = flow_controlled_length - len(data)
         if padding:
-            self._frontend.acknowledge(self.stream_id, padding)
+            self._frontend.session.acknowledge(self.stream_id, padding)
         if data:
             self._inbound.append(data)
             self._inbound_bytes += len(data)
@@ -121,8 +124,19 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
 
     def _acknowledge_consumed(self) -> None:
         if self._consumed_unacknowledged:
-            self._frontend.acknowledge(self.stream_id, self._consumed_unacknowledged)
+            self._frontend.session.acknowledge(self.stream_id, self._consumed_unacknowledged)
             self._consumed_unacknowledged = 0
+
+    def release_unconsumed(self) -> int:
+        """Drop what the tunnel never took; returns the bytes whose credit is still owed."""
+        owed = self._inbound_bytes + self._consumed_unacknowledged
+        self._inbound.clear()
+        self._inbound_bytes = self._consumed_unacknowledged = 0
+        return owed
+
+    def mark_ended_locally(self) -> None:
+        """Our side was ended by a complete answer sent around this object (a refusal)."""
+        self._local_ended = True
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -131,7 +145,10 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
                 raise trio.BrokenResourceError(self.broken_reason)
             if self._local_ended:
                 raise trio.ClosedResourceError("the stream was ended")
-            sent = self._frontend.send_data_nowait(self.stream_id, view)
+            try:
+                sent = self._frontend.session.send_data(self.stream_id, view)
+            except StreamUnusable as error:
+                raise trio.BrokenResourceError(str(error)) from error
             view = view[sent:]
             if not view:
                 break
@@ -148,7 +165,10 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
             raise trio.BrokenResourceError(self.broken_reason)
         if not self._local_ended:
             self._local_ended = True
-            self._frontend.end_stream_nowait(self.stream_id)
+            try:
+                self._frontend.session.end_stream(self.stream_id)
+            except StreamUnusable as error:
+                raise trio.BrokenResourceError(str(error)) from error
         await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
@@ -163,5 +183,6 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         directions makes browsers stop using WebSocket over HTTP/2 (aspnetcore#42328).
         """
         if self.broken_reason is None and not (self._local_ended and self._remote_ended):
-            self._frontend.reset_stream_nowait(self.stream_id, cancel=cancel)
+            code = ErrorCodes.CANCEL if cancel else ErrorCodes.CONNECT_ERROR
+            self._frontend.session.reset(self.stream_id, code)
         self.break_stream("reset by the proxy", by_peer=False)

@@ -1,0 +1,207 @@
+"""The HTTP/2 state of one client connection and its outbound bytes. Synchronous, no I/O.
+
+:class:`H2Session` wraps h2's ``H2Connection`` with what the proxy needs around it:
+
+* our first SETTINGS (RFC 8441's ENABLE_CONNECT_PROTOCOL when the listener enables it) and a
+  connection window big enough for every stream's window;
+* an outbound buffer that every mutation appends to, with a callback so the frontend's
+  writer task wakes up (R2: mutate, then flush, before any ``await``);
+* h2's exceptions for streams that can no longer be written (reset, closed, connection
+  going away) become one :class:`StreamUnusable`, so callers handle a single case;
+* a GOAWAY from the client does not close h2's state machine (see
+  :class:`_GracefulH2Connection`), and our own drain GOAWAY is written by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from hyperframe.frame import Frame, GoAwayFrame
+
+from h2ws_proxy.config import Limits
+
+Header = tuple[bytes, bytes]
+
+_MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
+_MAX_ERROR_BODY = 16384  # one frame at the default SETTINGS_MAX_FRAME_SIZE
+
+
+class StreamUnusable(Exception):
+    """The stream can no longer carry frames from us (reset, closed, or the connection is)."""
+
+
+class _GracefulH2Connection(h2.connection.H2Connection):
+    """h2's connection, except that a GOAWAY from the client leaves it open.
+
+    RFC 9113 §6.8: streams up to the GOAWAY's last-stream-id may still complete. h2 4.x
+    moves its state machine to CLOSED on any GOAWAY it receives (python-hyper/h2#1181) and
+    then refuses to send anything, so every open tunnel would die when a client (Node's
+    ``session.close()``, a browser retiring a connection) says goodbye politely. Here the
+    event is reported and h2's state left alone; the frontend takes no new streams and
+    closes once the open ones have ended.
+    """
+
+    def _receive_goaway_frame(
+        self, frame: GoAwayFrame
+    ) -> tuple[list[Frame], list[h2.events.Event]]:
+        event = h2.events.ConnectionTerminated()
+        try:
+            event.error_code = ErrorCodes(frame.error_code)
+        except ValueError:  # RFC 9113 §7: unknown codes are allowed, and mean INTERNAL_ERROR
+            event.error_code = frame.error_code
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+
+class H2Session:
+    """h2 state plus outbound bytes for one client connection."""
+
+    def __init__(
+        self, limits: Limits, *, connect_protocol_enabled: bool, on_output: Callable[[], None]
+    ) -> None:
+        self._limits = limits
+        self._connect_protocol_enabled = connect_protocol_enabled
+        self._on_output = on_output
+        self.outbound = bytearray()
+        self.conn = _GracefulH2Connection(
+            config=h2.config.H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                # h2's own checks make a malformed request a connection error; ours
+                # (h2_request) make it a stream error, as RFC 9113 §8.1.1 asks.
+                validate_inbound_headers=False,
+                normalize_inbound_headers=True,  # joins cookie crumbs (RFC 9113 §8.2.3)
+            )
+        )
+        self.goaway_sent = False
+
+    def start(self) -> None:
+        """Queue the connection preface: our SETTINGS and a raised connection window."""
+        limits = self._limits
+        settings = {
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.stream_window_bytes,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_bytes,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+        }
+        if self._connect_protocol_enabled:
+            # RFC 8441 §3. Browsers take this as "WebSocket over HTTP/2 works here".
+            settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
+        self.conn.local_settings = h2.settings.Settings(client=False, initial_values=settings)
+        self.conn.initiate_connection()
+        # One stalled stream may hold its whole window unacknowledged; give the connection
+        # room for every stream's window so the others keep moving.
+        target = min(limits.max_concurrent_streams * limits.stream_window_bytes, _MAX_WINDOW)
+        increment = target - self.conn.inbound_flow_control_window
+        if increment > 0:
+            self.conn.increment_flow_control_window(increment)
+        self.flush()
+
+    def receive(self, data: bytes) -> list[h2.events.Event]:
+        """Feed client bytes to h2. On ``h2.exceptions.ProtocolError`` a GOAWAY is queued."""
+        try:
+            return self.conn.receive_data(data)
+        finally:
+            self.flush()
+
+    def flush(self) -> None:
+        """Move h2's pending output into :attr:`outbound` and tell the writer."""
+        data = self.conn.data_to_send()
+        if data:
+            self.outbound += data
+            self._on_output()
+
+    def take_outbound(self) -> bytearray:
+        data, self.outbound = self.outbound, bytearray()
+        return data
+
+    # ---- stream operations ----
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """Return ``size`` bytes of credit (the connection's too, even if the stream is gone)."""
+        if size > 0:
+            self.conn.acknowledge_received_data(size, stream_id)
+            self.flush()
+
+    def send_data(self, stream_id: int, data: memoryview) -> int:
+        """Send as much of ``data`` as the peer's windows allow; returns how much went."""
+        try:
+            allowed = min(self.conn.local_flow_control_window(stream_id), len(data))
+            frame_size = self.conn.max_outbound_frame_size
+            sent = 0
+            while sent < allowed:
+                size = min(frame_size, allowed - sent)
+                self.conn.send_data(stream_id, bytes(data[sent : sent + size]))
+                sent += size
+        except h2.exceptions.ProtocolError as error:  # StreamClosedError is one
+            raise StreamUnusable(str(error)) from error
+        finally:
+            self.flush()
+        return sent
+
+    def send_headers(
+        self, stream_id: int, headers: list[Header], *, end_stream: bool = False
+    ) -> None:
+        try:
+            self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+        except h2.exceptions.ProtocolError as error:
+            raise StreamUnusable(str(error)) from error
+        self.flush()
+
+    def end_stream(self, stream_id: int) -> None:
+        try:
+            self.conn.end_stream(stream_id)
+        except h2.exceptions.ProtocolError as error:
+            raise StreamUnusable(str(error)) from error
+        self.flush()
+
+    def reset(self, stream_id: int, code: ErrorCodes) -> None:
+        """Reset ``stream_id`` with ``code`` unless it is already closed."""
+        try:
+            self.conn.reset_stream(stream_id, code)
+        except h2.exceptions.ProtocolError:
+            return
+        self.flush()
+
+    def respond(
+        self, stream_id: int, status: int, reason: str, extra: tuple[Header, ...] = ()
+    ) -> None:
+        """A complete short answer: ``reason`` as text (dropped if the window cannot take it)."""
+        body = (reason + "\n").encode("utf-8", "replace")
+        try:
+            window = self.conn.local_flow_control_window(stream_id)
+            if len(body) > min(window, _MAX_ERROR_BODY):
+                body = b""
+            headers = [
+                (b":status", str(status).encode()),
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ]
+            self.conn.send_headers(stream_id, headers, end_stream=not body)
+            if body:
+                self.conn.send_data(stream_id, body, end_stream=True)
+        except h2.exceptions.ProtocolError:
+            pass
+        self.flush()
+
+    def send_goaway(self) -> None:
+        """GOAWAY(NO_ERROR) for a drain, written by hand between whole frames.
+
+        h2's ``close_connection`` would move its state machine to CLOSED, after which it
+        refuses to send anything and every open tunnel would die.
+        """
+        if self.goaway_sent:
+            return
+        self.goaway_sent = True
+        self.flush()
+        goaway = GoAwayFrame(0, last_stream_id=self.conn.highest_inbound_stream_id, error_code=0)
+        self.outbound += goaway.serialize()
+        self._on_output()
