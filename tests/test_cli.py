@@ -137,3 +137,20 @@ async def test_runs_with_demo_backend_serves_both_protocols_and_drains_on_sigter
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_a_port_in_use_exits_2_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "proxy.toml"
+        config.write_text(
+            f'[[listener]]\nbind = "127.0.0.1:{port}"\n[[route]]\npath = "/"\n'
+            'backend = "http://127.0.0.1:1"\n'
+        )
+        result = run_cli("--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"h2ws-proxy: error: listener 127.0.0.1:{port}: cannot listen: Address already in use"
+    )

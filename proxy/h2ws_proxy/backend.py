@@ -152,6 +152,12 @@ async def _raise_rejection(
                 )
         elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
             break
+    if 200 <= response.status_code < 300:
+        # A 2xx to an extended CONNECT means "tunnel open" (RFC 9113 §8.5): relaying the
+        # backend's page as one would feed HTML to the client as WebSocket frames.
+        raise BackendProtocolError(
+            f"backend answered {response.status_code} without switching to WebSocket"
+        )
     headers = [(name.lower(), value) for name, value in response.headers]
     raise BackendRejected(
         response.status_code,

@@ -88,12 +88,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format)
     try:
         trio.run(_run, config, args.demo_backend)
-    except ConfigError as error:
-        print(f"h2ws-proxy: error: {error.message}", file=sys.stderr)
+    except (ConfigError, BaseExceptionGroup) as error:
+        # A bind failure surfaces from inside the nursery, wrapped in an ExceptionGroup.
+        problems = _config_errors(error)
+        if not problems:
+            raise
+        for problem in problems:
+            print(f"h2ws-proxy: error: {problem.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _config_errors(error: BaseException) -> list[ConfigError]:
+    """The ConfigErrors in ``error`` when that is all it holds, else an empty list."""
+    if isinstance(error, ConfigError):
+        return [error]
+    if isinstance(error, BaseExceptionGroup):
+        matched, rest = error.split(ConfigError)
+        if matched is not None and rest is None:
+            return [leaf for inner in matched.exceptions for leaf in _config_errors(inner)]
+    return []
 
 
 async def _run(config: ProxyConfig, demo_backend: bool) -> None:

@@ -61,7 +61,9 @@ _REPLACED_TOWARD_BACKEND = frozenset(
     }
 )
 # With ``x_forwarded`` on, the proxy owns these: the client's claims are not trusted.
-_FORWARDED_FIELDS = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+_FORWARDED_FIELDS = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
+)
 # Fields of the backend's 101 that describe the handshake itself and stop at the proxy.
 _HANDSHAKE_ONLY = frozenset({b"sec-websocket-accept", b"content-length"})
 
@@ -241,10 +243,11 @@ def build_backend_upgrade(
 ) -> h11.Request:
     """The HTTP/1.1 upgrade to send to ``route``'s backend, with our own ``key``.
 
-    With ``route.x_forwarded`` the proxy appends the client's address to the
-    ``X-Forwarded-For`` chain the client brought (nginx/HAProxy practice; several field
-    lines are joined in order, RFC 9110 §5.3) and replaces ``X-Forwarded-Proto`` and
-    ``-Host`` with what it saw. Without it, the client's own X-Forwarded-* pass unchanged
+    With ``route.x_forwarded`` the proxy is the edge: whatever forwarding fields the client
+    sent (``X-Forwarded-*``, ``Forwarded``, ``X-Real-IP``) are dropped, since a backend that
+    reads the left-most X-Forwarded-For entry would otherwise take a client's word for its
+    address; ``X-Forwarded-For`` becomes the client's address, ``-Proto`` and ``-Host`` what
+    the proxy saw. Without it, the client's own fields pass unchanged and none are added
     (for a proxy behind another one that sets them).
     """
     host = request.authority or route.backend.host_header.encode("ascii")
@@ -261,11 +264,8 @@ def build_backend_upgrade(
     headers.extend(
         (name, value) for name, value in request.headers if name not in _FORWARDED_FIELDS
     )
-    chain = [value for name, value in request.headers if name == b"x-forwarded-for"]
     if client_address:
-        chain.append(client_address.encode("ascii"))
-    if chain:
-        headers.append((b"x-forwarded-for", b", ".join(chain)))
+        headers.append((b"x-forwarded-for", client_address.encode("ascii")))
     headers.append((b"x-forwarded-proto", request.scheme))
     if request.authority is not None:
         headers.append((b"x-forwarded-host", request.authority))

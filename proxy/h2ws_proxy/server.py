@@ -90,7 +90,7 @@ async def serve(
         connect_backend=connect_backend,
     )
     contexts = [build_server_ssl_context(lc.tls) if lc.tls else None for lc in config.listeners]
-    bound = [await _bind(lc.bind, f"listener {lc.bind}") for lc in config.listeners]
+    bound = [await _bind(lc.bind, "listener") for lc in config.listeners]
     admin = await _bind(config.admin.bind, "admin") if config.admin else None
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as acceptors:

@@ -17,10 +17,12 @@ Flow:
    socket closed; backend reset → the client stream is reset with CONNECT_ERROR).
 4. With an idle timeout, a tunnel that moved no byte either way for that long is aborted.
 
-Once the backend has ended its side, a failure to write the client's last bytes to it is
-no longer an error worth resetting the client for: those bytes (typically the echo of the
-WebSocket Close) cannot be delivered anyway, and browsers that see a reset after a clean
-close stop using WebSocket over HTTP/2 for the origin (aspnetcore#42328).
+A failed write to the backend does not end the tunnel by itself: the backend may have
+closed after sending its last bytes (its WebSocket Close), which are still on their way to
+a slow client. The upward pump then only drains the client, and the downward pump decides:
+the backend's EOF ends the tunnel cleanly, a reset aborts it. Resetting the client after a
+clean close would also make browsers stop using WebSocket over HTTP/2 for the origin
+(aspnetcore#42328).
 """
 
 from __future__ import annotations
@@ -75,7 +77,6 @@ class _Relay:
     backend: trio.abc.HalfCloseableStream
     stats: TunnelStats
     scope: trio.CancelScope
-    backend_ended: bool = False
 
     def fail(self, side: str) -> None:
         if self.stats.end is TunnelEnd.CANCELLED:
@@ -130,7 +131,6 @@ async def _pump_down(relay: _Relay, leftover: bytes) -> None:
             relay.stats.last_activity = trio.current_time()
             await _send(relay.client, data, "client")
             relay.stats.bytes_down += len(data)
-        relay.backend_ended = True
         try:
             await relay.client.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -142,23 +142,32 @@ async def _pump_down(relay: _Relay, leftover: bytes) -> None:
 async def _pump_up(relay: _Relay, leftover: bytes) -> None:
     """Client → backend; a FIN to the backend when the client ends its side."""
     try:
-        try:
-            if leftover:
-                await _send(relay.backend, leftover, "backend")
-                relay.stats.bytes_up += len(leftover)
-            while data := await _receive(relay.client, "client"):
-                relay.stats.last_activity = trio.current_time()
-                await _send(relay.backend, data, "backend")
-                relay.stats.bytes_up += len(data)
-            await _send_eof(relay.backend)
-        except _SideBroke as broke:
-            if broke.side == "client" or not relay.backend_ended:
-                raise
-            # The backend already ended its side: drain the client until it ends too.
+        if not await _forward_up(relay, leftover):
+            # The backend takes no more bytes (it closed or reset). What it already sent is
+            # still delivered by the other pump, which also decides how the tunnel ended;
+            # meanwhile the client's bytes have nowhere to go: drain them until it ends.
             while await _receive(relay.client, "client"):
                 relay.stats.last_activity = trio.current_time()
     except _SideBroke as broke:
         relay.fail(broke.side)
+
+
+async def _forward_up(relay: _Relay, leftover: bytes) -> bool:
+    """Copy until the client's EOF, then FIN: True; False if the backend stopped taking bytes."""
+    try:
+        if leftover:
+            await _send(relay.backend, leftover, "backend")
+            relay.stats.bytes_up += len(leftover)
+        while data := await _receive(relay.client, "client"):
+            relay.stats.last_activity = trio.current_time()
+            await _send(relay.backend, data, "backend")
+            relay.stats.bytes_up += len(data)
+        await _send_eof(relay.backend)
+    except _SideBroke as broke:
+        if broke.side == "client":
+            raise
+        return False
+    return True
 
 
 async def _send_eof(stream: trio.abc.HalfCloseableStream) -> None:

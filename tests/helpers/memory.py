@@ -30,6 +30,9 @@ class MemoryNet:
     behaviour: MemoryBackend
     #: Seconds ``connect`` takes before it answers (None: it never answers).
     connect_delay_s: float | None = 0.0
+    #: Backend streams with no buffering at all (a backend that does not read blocks the
+    #: proxy's writes), instead of trio's unbounded in-memory buffer.
+    lockstep: bool = False
     dials: int = 0
     dials_cancelled: int = 0
     backend_closed: list[trio.Event] = field(default_factory=list)
@@ -43,7 +46,10 @@ class MemoryNet:
         except trio.Cancelled:
             self.dials_cancelled += 1
             raise
-        proxy_side, backend_side = trio.testing.memory_stream_pair()
+        pair = (
+            trio.testing.lockstep_stream_pair if self.lockstep else trio.testing.memory_stream_pair
+        )
+        proxy_side, backend_side = pair()
         closed = trio.Event()
         self.backend_closed.append(closed)
         self.nursery.start_soon(self._run_backend, backend_side, closed)
