@@ -66,7 +66,7 @@ async def test_credit_of_bytes_a_tunnel_never_consumed_comes_back(
         await open_memory_client(nursery, config, net), connection_window=window
     ) as client:
         # Four times: fill a stuck tunnel's whole window, then give up on it. Without the
-        # credit coming back, the proxy's connection window (4 × 65535) would be gone.
+        # credit coming back, the proxy's connection window (4 x 65535) would be gone.
         for _ in range(4):
             stuck = await client.websocket("/stuck")
             await client.send_data(stuck.state, b"s" * window)
