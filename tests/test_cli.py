@@ -79,12 +79,14 @@ class OutputWatcher:
 
     async def expect(self, pattern: str) -> re.Match[str]:
         compiled = re.compile(pattern)
-        with trio.fail_after(20):
+        with trio.move_on_after(20):
             while (match := compiled.search(self.text, self._position)) is None:
                 data = await self.stream.receive_some(4096)
                 if not data:
-                    raise AssertionError(f"output ended without {pattern!r}: {self.text!r}")
+                    break
                 self.text += data.decode()
+        if match is None:
+            raise AssertionError(f"no {pattern!r} in the output: {self.text[self._position :]!r}")
         self._position = match.end()
         return match
 

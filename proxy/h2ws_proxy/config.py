@@ -138,6 +138,16 @@ class Limits:
     max_header_list_bytes: int = 65536
     max_rejection_body_bytes: int = 65536
     graceful_timeout_s: float = 10.0
+    #: An HTTP/2 connection with no open stream for this long is closed; 0 disables.
+    idle_connection_timeout_s: float = 300.0
+    #: A client that takes none of our bytes for this long is disconnected.
+    send_timeout_s: float = 60.0
+    #: Client connections per listener; past it the listener stops accepting for a while.
+    max_connections: int = 10000
+    #: Streams a client may cancel or have refused within ``stream_reset_window_s`` before
+    #: its connection is closed with ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).
+    max_stream_resets: int = 200
+    stream_reset_window_s: float = 10.0
 
 
 #: Inclusive ranges of the integer limits; the other limits are seconds.
@@ -146,7 +156,11 @@ _INT_LIMITS: dict[str, tuple[int, int]] = {
     "stream_window_bytes": (65535, 2**31 - 1),  # RFC 9113 §6.9.1 window bounds
     "max_header_list_bytes": (1024, 16 * MIB),
     "max_rejection_body_bytes": (0, 16 * MIB),
+    "max_connections": (1, 1_000_000),
+    "max_stream_resets": (1, 1_000_000),
 }
+#: Second-valued limits where 0 means "disabled".
+_ZERO_DISABLES = frozenset({"idle_timeout_s", "idle_connection_timeout_s"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,9 +492,9 @@ def _limit_value(table: _Table, name: str) -> float | int:
         raise table.error(name, f"must be a number of seconds, not {_describe(value)}; {example}")
     if not math.isfinite(value):
         raise table.error(name, f"must be a finite number of seconds; {example}")
-    if name == "idle_timeout_s" and value < 0:
+    if name in _ZERO_DISABLES and value < 0:
         raise table.error(name, "must not be negative; use 0 to disable the idle timeout")
-    if name != "idle_timeout_s" and value <= 0:
+    if name not in _ZERO_DISABLES and value <= 0:
         raise table.error(name, f"must be greater than 0 seconds; {example}")
     return float(value)
 

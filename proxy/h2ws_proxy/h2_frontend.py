@@ -29,6 +29,7 @@ once its last tunnel has ended.
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 import h2.events
 import h2.exceptions
@@ -96,6 +97,11 @@ class H2Frontend:
         self._closing = False
         self._read_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
+        #: When streams were cancelled or refused, for the rapid-reset budget.
+        self._reset_times: deque[float] = deque()
+        #: Since when the connection has had no stream (None while it has some).
+        self._idle_since: float | None = trio.current_time()
+        self._became_idle = trio.Event()
 
     # ---- lifetime ----
 
@@ -106,12 +112,17 @@ class H2Frontend:
             self._nursery = nursery
             nursery.start_soon(self._write_loop)
             nursery.start_soon(self._drain_on_shutdown)
+            if self._limits.idle_connection_timeout_s > 0:
+                nursery.start_soon(self._close_when_idle)
             with self._read_scope:
                 if not self._initial_data or self._receive(self._initial_data):
                     await self._read_loop()
             self._reader_done = True
             for stream in list(self._streams.values()):
-                stream.break_stream("client connection closed", by_peer=True)
+                # A stream both sides had ended was done, not aborted, whatever its task
+                # had got round to.
+                done = stream.local_ended and stream.remote_ended
+                stream.break_stream("client connection closed", by_peer=not done)
                 stream.scope.cancel()
             # Let the writer flush what is queued (a GOAWAY), then end: bounded, since a
             # client that stopped reading may never take it.
@@ -154,13 +165,18 @@ class H2Frontend:
                 data = self.session.take_outbound()
                 self._in_flight = len(data)
                 try:
-                    await self._client.send_all(data)
+                    with trio.move_on_after(self._limits.send_timeout_s) as timeout:
+                        await self._client.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    timeout = None
+                finally:
+                    self._in_flight = 0
+                if timeout is None or timeout.cancelled_caught:
+                    if timeout is not None:
+                        self._log("client.send_timeout", send_timeout_s=self._limits.send_timeout_s)
                     assert self._nursery is not None
                     self._nursery.cancel_scope.cancel()
                     return
-                finally:
-                    self._in_flight = 0
                 self._drained.set()
                 self._drained = trio.Event()
         finally:
@@ -178,7 +194,45 @@ class H2Frontend:
 
     def _end_if_idle(self) -> None:
         """After a GOAWAY either way, the connection ends with its last tunnel."""
-        if self._closing and not self._streams:
+        if self._streams:
+            return
+        if self._idle_since is None:
+            self._idle_since = trio.current_time()
+            self._became_idle.set()
+            self._became_idle = trio.Event()
+        if self._closing:
+            self._read_scope.cancel()
+
+    async def _close_when_idle(self) -> None:
+        """A connection with no stream for ``idle_connection_timeout_s`` gets GOAWAY."""
+        timeout_s = self._limits.idle_connection_timeout_s
+        while True:
+            idle_since = self._idle_since
+            if idle_since is None:
+                await self._became_idle.wait()
+                continue
+            await trio.sleep_until(idle_since + timeout_s)
+            if self._idle_since == idle_since:
+                self._log("h2.idle_connection_closed", idle_connection_timeout_s=timeout_s)
+                self.session.send_goaway()
+                self._closing = True
+                self._end_if_idle()
+                return
+
+    def _count_reset(self) -> None:
+        """A stream cancelled by the client or refused by us: the rapid-reset budget.
+
+        Past ``max_stream_resets`` within ``stream_reset_window_s`` the connection is
+        closed with ENHANCE_YOUR_CALM (CVE-2023-44487): each such stream costs us work
+        (and possibly a backend dial) while costing the client almost nothing.
+        """
+        now = trio.current_time()
+        self._reset_times.append(now)
+        while self._reset_times[0] < now - self._limits.stream_reset_window_s:
+            self._reset_times.popleft()
+        if len(self._reset_times) > self._limits.max_stream_resets:
+            self._log("h2.rapid_reset", resets=len(self._reset_times))
+            self.session.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
             self._read_scope.cancel()
 
     # ---- backpressure, used by H2TunnelStream ----
@@ -231,8 +285,14 @@ class H2Frontend:
         stream_id = event.stream_id
         assert stream_id is not None
         assert event.headers is not None
-        if self._closing:
+        if (
+            self._closing
+            or self.session.conn.open_inbound_streams > self._limits.max_concurrent_streams
+        ):
+            # RFC 9113 §5.1.2: over the limit (or draining) the stream is refused, not the
+            # connection; the client may retry it.
             self.session.reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._count_reset()
             return
         try:
             request, route = self._accept_request(list(event.headers))
@@ -243,6 +303,7 @@ class H2Frontend:
         if event.stream_ended is not None:
             stream.feed_eof()
         self._streams[stream_id] = stream
+        self._idle_since = None
         assert self._nursery is not None
         self._nursery.start_soon(self._serve_tunnel, stream, request, route)
 
@@ -308,6 +369,7 @@ class H2Frontend:
             stream.scope.cancel()
 
     def _on_reset(self, event: h2.events.StreamReset) -> None:
+        self._count_reset()
         stream = self._streams.get(event.stream_id or 0)
         if stream is not None:
             stream.break_stream(f"client reset the stream ({event.error_code!r})", by_peer=True)
@@ -409,6 +471,15 @@ class H2Frontend:
         """Reset the stream unless it ended cleanly, return its credit, forget it, log it."""
         if stream.reset_by_peer:
             record.stats.end = TunnelEnd.CLIENT_ABORTED
+        elif (
+            record.stats.end is TunnelEnd.CANCELLED
+            and stream.local_ended
+            and stream.remote_ended
+            and not stream.buffered_bytes
+        ):
+            # Cancelled (the connection closed) after both sides had ended and every byte
+            # had moved on: that tunnel had finished.
+            record.stats.end = TunnelEnd.CLEAN
         if record.opened and record.stats.end is not TunnelEnd.CLEAN:
             stream.reset(cancel=record.stats.end is not TunnelEnd.BACKEND_ABORTED)
         elif not record.opened and not stream.local_ended:

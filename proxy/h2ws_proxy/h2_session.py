@@ -60,6 +60,24 @@ class _GracefulH2Connection(h2.connection.H2Connection):
         return [], [event]
 
 
+class _AdvertisedSettings(h2.settings.Settings):
+    """Our SETTINGS, except that h2 does not enforce MAX_CONCURRENT_STREAMS itself.
+
+    h2 treats one stream over the advertised limit as a connection error that takes down
+    every tunnel. RFC 9113 §5.1.2 lets us refuse just that stream with REFUSED_STREAM,
+    which the frontend does. The value sent to the client is unchanged (it comes from the
+    mapping); only h2's own check reads this property.
+    """
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return _MAX_WINDOW
+
+    @max_concurrent_streams.setter
+    def max_concurrent_streams(self, value: int) -> None:
+        self[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = value
+
+
 class H2Session:
     """h2 state plus outbound bytes for one client connection."""
 
@@ -94,7 +112,7 @@ class H2Session:
         if self._connect_protocol_enabled:
             # RFC 8441 §3. Browsers take this as "WebSocket over HTTP/2 works here".
             settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
-        self.conn.local_settings = h2.settings.Settings(client=False, initial_values=settings)
+        self.conn.local_settings = _AdvertisedSettings(client=False, initial_values=settings)
         self.conn.initiate_connection()
         # One stalled stream may hold its whole window unacknowledged; give the connection
         # room for every stream's window so the others keep moving.
@@ -191,6 +209,13 @@ class H2Session:
         except h2.exceptions.ProtocolError:
             pass
         self.flush()
+
+    def close_connection(self, code: ErrorCodes) -> None:
+        """GOAWAY with ``code``; nothing more will be sent on this connection."""
+        if not self.goaway_sent:
+            self.goaway_sent = True
+            self.conn.close_connection(error_code=code)
+            self.flush()
 
     def send_goaway(self) -> None:
         """GOAWAY(NO_ERROR) for a drain, written by hand between whole frames.

@@ -8,9 +8,11 @@ their tunnels, and cancels what is left after ``graceful_timeout_s``.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -72,6 +74,47 @@ async def _serve_client(
     await handle_client(stream, server, info, ssl_context=ssl_context)
 
 
+#: errno values that mean "out of descriptors or memory for now", not a broken listener.
+_ACCEPT_RETRY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_ACCEPT_RETRY_S = 0.1
+
+
+async def _accept_loop(
+    listener: trio.SocketListener,
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    connections: trio.Nursery,
+    slots: trio.Semaphore,
+) -> None:
+    """Accept while a connection slot is free (``max_connections``); else leave clients in
+    the kernel's backlog, as HAProxy's maxconn does, rather than accept and drop them."""
+    while True:
+        await slots.acquire()
+        try:
+            stream = await listener.accept()
+        except OSError as error:
+            slots.release()
+            if error.errno not in _ACCEPT_RETRY_ERRNOS:
+                raise
+            log_event(logger, logging.WARNING, "server.accept_failed", error=str(error))
+            await trio.sleep(_ACCEPT_RETRY_S)
+            continue
+        except BaseException:
+            slots.release()
+            raise
+        connections.start_soon(_run_and_release, handler, stream, slots)
+
+
+async def _run_and_release(
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    stream: trio.SocketStream,
+    slots: trio.Semaphore,
+) -> None:
+    try:
+        await handler(stream)
+    finally:
+        slots.release()
+
+
 async def serve(
     config: ProxyConfig,
     *,
@@ -100,11 +143,10 @@ async def serve(
                 handler = functools.partial(
                     _serve_client, server=server, listener=listener_config, ssl_context=ssl_context
                 )
-                acceptors.start_soon(
-                    functools.partial(
-                        trio.serve_listeners, handler, listeners, handler_nursery=connections
-                    )
-                )
+                # One cap per listener, shared by its sockets (IPv4 and IPv6 of one name).
+                slots = trio.Semaphore(config.limits.max_connections)
+                for listener in listeners:
+                    acceptors.start_soon(_accept_loop, listener, handler, connections, slots)
             if admin is not None:
                 admin_handler = functools.partial(handle_admin, server=server)
                 acceptors.start_soon(

@@ -96,6 +96,11 @@ def test_limits_defaults() -> None:
         max_header_list_bytes=65536,
         max_rejection_body_bytes=65536,
         graceful_timeout_s=10.0,
+        idle_connection_timeout_s=300.0,
+        send_timeout_s=60.0,
+        max_connections=10000,
+        max_stream_resets=200,
+        stream_reset_window_s=10.0,
     )
 
 
@@ -589,6 +594,8 @@ def test_boolean_keys_reject_strings(tmp_path: Path) -> None:
         "handshake_timeout_s",
         "client_handshake_timeout_s",
         "graceful_timeout_s",
+        "send_timeout_s",
+        "stream_reset_window_s",
     ],
 )
 @pytest.mark.parametrize("value", ["0", "-1.5"])
@@ -658,7 +665,8 @@ def test_error_lines_with_dotted_keys_and_quotes(tmp_path: Path) -> None:
         ":10: limits.limits_x: unknown key; known keys: connect_timeout_s, handshake_timeout_s, "
         "client_handshake_timeout_s, idle_timeout_s, max_concurrent_streams, "
         "stream_window_bytes, max_header_list_bytes, max_rejection_body_bytes, "
-        "graceful_timeout_s"
+        "graceful_timeout_s, idle_connection_timeout_s, send_timeout_s, max_connections, "
+        "max_stream_resets, stream_reset_window_s"
     )
 
 

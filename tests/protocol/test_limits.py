@@ -1,0 +1,157 @@
+"""Per-connection limits: excess streams refused, rapid reset, idle connections, a client
+that never reads. In memory, on a jumping clock; a real-socket test for the connection cap."""
+
+from __future__ import annotations
+
+import h2.config
+import h2.connection
+import h2.settings
+import pytest
+import trio
+import trio.testing
+
+from tests.conftest import StartProxy
+from tests.helpers.backends import BackendConnection
+from tests.helpers.h2_client import open_h2_client
+from tests.helpers.memory import MemoryNet, open_memory_client
+from tests.helpers.setup import make_config
+
+REFUSED_STREAM, ENHANCE_YOUR_CALM, CANCEL = 0x7, 0xB, 0x8
+
+
+async def echo_backend(stream: trio.abc.HalfCloseableStream) -> None:
+    conn = BackendConnection(stream)
+    await conn.accept(await conn.read_upgrade())
+    await conn.echo_until_eof()
+
+
+async def test_streams_over_the_limit_are_refused_and_the_connection_lives(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(("/", "http://127.0.0.1:9"), max_concurrent_streams=2)
+    net = MemoryNet(nursery, echo_backend)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        assert client.conn.remote_settings.max_concurrent_streams == 2  # as advertised
+        first = await client.websocket("/")
+        second = await client.websocket("/")
+        # h2 (the client library) honours the limit; lift it to act as a client that doesn't.
+        client.conn.remote_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 100
+        client.conn.remote_settings.acknowledge()
+        third = await client.websocket("/")
+        assert third.state.reset_code == REFUSED_STREAM
+        for ws in (first, second):
+            assert ws.status == 200
+            await client.send_data(ws.state, b"alive")
+            await client.wait_for(lambda ws=ws: bytes(ws.state.data) == b"alive")
+
+
+async def test_rapid_reset_closes_the_connection_with_enhance_your_calm(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(
+        ("/", "http://127.0.0.1:9"), max_stream_resets=20, stream_reset_window_s=10.0
+    )
+    net = MemoryNet(nursery, echo_backend, connect_delay_s=0.5)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        headers = [
+            (b":method", b"CONNECT"),
+            (b":protocol", b"websocket"),
+            (b":scheme", b"http"),
+            (b":path", b"/"),
+            (b":authority", b"proxy.test"),
+            (b"sec-websocket-version", b"13"),
+        ]
+        for _ in range(25):
+            state = await client.request(headers)
+            await client.reset(state, CANCEL)
+            if client.terminated is not None:
+                break
+        await client.wait_for(lambda: client.terminated is not None)
+        assert client.terminated is not None
+        assert client.terminated.error_code == ENHANCE_YOUR_CALM
+        await client.closed.wait()
+    await trio.sleep(5)
+    # Every dial that was started was cancelled or closed: nothing left at the backends.
+    assert net.dials_cancelled + len(net.backend_closed) == net.dials
+    assert all(closed.is_set() for closed in net.backend_closed)
+
+
+async def test_a_browser_closing_a_few_sockets_is_not_rapid_reset(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(
+        ("/", "http://127.0.0.1:9"), max_stream_resets=20, stream_reset_window_s=10.0
+    )
+    net = MemoryNet(nursery, echo_backend)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        for _ in range(10):
+            ws = await client.websocket("/")
+            await client.reset(ws.state, CANCEL)
+            await trio.sleep(1)
+        ws = await client.websocket("/")
+        assert ws.status == 200
+        assert client.terminated is None
+
+
+async def test_idle_connection_gets_goaway_and_is_closed(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(("/", "http://127.0.0.1:9"), idle_connection_timeout_s=30.0)
+    net = MemoryNet(nursery, echo_backend)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        ws = await client.websocket("/")
+        await trio.sleep(100)  # a stream is open: not idle
+        assert client.terminated is None
+        await client.end_stream(ws.state)
+        await client.finished(ws.state)
+        ended = trio.current_time()
+        await client.closed.wait()
+        assert client.terminated is not None
+        assert client.terminated.error_code == 0
+        assert trio.current_time() - ended == pytest.approx(30.0)
+
+
+async def test_client_that_never_reads_is_disconnected_after_the_send_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    from h2ws_proxy.connection import handle_client
+    from h2ws_proxy.context import ClientInfo, ServerContext
+    from h2ws_proxy.routing import Router
+
+    config = make_config(("/", "http://127.0.0.1:9"), send_timeout_s=60.0)
+    server = ServerContext(
+        config, Router(config.routes), trio.Event(), MemoryNet(nursery, echo_backend).connect
+    )
+    client_side, proxy_side = trio.testing.lockstep_stream_pair()  # no buffer at all
+    info = ClientInfo(1, config.listeners[0], "127.0.0.1", tls=False)
+    nursery.start_soon(handle_client, proxy_side, server, info)
+    h2_client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    h2_client.initiate_connection()
+    await client_side.send_all(h2_client.data_to_send())
+    await trio.sleep(61)  # we never read: the proxy's first write cannot complete
+    # It gave up and closed: reading now finds at most what it had offered, then the end.
+    # (Had it not given up, it would go on serving and never close.)
+    with trio.fail_after(1):
+        while await client_side.receive_some():
+            pass
+
+
+@pytest.mark.socket
+async def test_listener_stops_accepting_at_max_connections(start_proxy: StartProxy) -> None:
+    address = await start_proxy(make_config(("/", "http://127.0.0.1:9"), max_connections=2))
+    first = await trio.open_tcp_stream(address.host, address.port)
+    second = await trio.open_tcp_stream(address.host, address.port)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    for stream in (first, second):
+        await stream.send_all(preface)
+        assert await stream.receive_some(9)  # served: the proxy's SETTINGS arrive
+    third = await trio.open_tcp_stream(address.host, address.port)  # the backlog takes it
+    await third.send_all(preface)
+    with trio.move_on_after(0.5) as waited:
+        await third.receive_some(9)
+    assert waited.cancelled_caught, "a third connection was served past max_connections"
+    await first.aclose()
+    with trio.fail_after(10):
+        assert await third.receive_some(9)  # a slot freed: now it is served
+    await second.aclose()
+    await third.aclose()
