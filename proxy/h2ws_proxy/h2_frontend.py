@@ -102,6 +102,7 @@ class H2Frontend:
         #: Since when the connection has had no stream (None while it has some).
         self._idle_since: float | None = trio.current_time()
         self._became_idle = trio.Event()
+        self._settings_received = trio.Event()
 
     # ---- lifetime ----
 
@@ -112,6 +113,7 @@ class H2Frontend:
             self._nursery = nursery
             nursery.start_soon(self._write_loop)
             nursery.start_soon(self._drain_on_shutdown)
+            nursery.start_soon(self._require_settings)
             if self._limits.idle_connection_timeout_s > 0:
                 nursery.start_soon(self._close_when_idle)
             with self._read_scope:
@@ -192,6 +194,20 @@ class H2Frontend:
         self._closing = True
         self._end_if_idle()
 
+    async def _require_settings(self) -> None:
+        """The client's preface ends with its SETTINGS: no SETTINGS in time, no connection.
+
+        Without this, a client that completes TLS and then sends nothing (slowloris on the
+        preface) would hold the connection until the idle timeout.
+        """
+        with trio.move_on_after(self._limits.client_handshake_timeout_s):
+            await self._settings_received.wait()
+            return
+        self._log(
+            "h2.preface_timeout", client_handshake_timeout_s=self._limits.client_handshake_timeout_s
+        )
+        self._read_scope.cancel()
+
     def _end_if_idle(self) -> None:
         """After a GOAWAY either way, the connection ends with its last tunnel."""
         if self._streams:
@@ -265,6 +281,8 @@ class H2Frontend:
         elif isinstance(event, h2.events.StreamReset):
             self._on_reset(event)
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                self._settings_received.set()
             self._on_window_change(getattr(event, "stream_id", 0) or 0)
         elif isinstance(event, h2.events.TrailersReceived):
             self._fail_stream(event.stream_id or 0, "trailers on a tunnel stream")

@@ -155,3 +155,15 @@ async def test_listener_stops_accepting_at_max_connections(start_proxy: StartPro
         assert await third.receive_some(9)  # a slot freed: now it is served
     await second.aclose()
     await third.aclose()
+
+
+async def test_http2_client_that_stops_after_the_preface_is_dropped(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(("/", "http://127.0.0.1:9"), client_handshake_timeout_s=5.0)
+    client = await open_memory_client(nursery, config, MemoryNet(nursery, echo_backend))
+    started = trio.current_time()
+    await client.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # the preface, but no SETTINGS
+    while await client.receive_some():  # our SETTINGS, then the close
+        pass
+    assert trio.current_time() - started == pytest.approx(5.0)

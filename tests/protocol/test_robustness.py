@@ -131,3 +131,28 @@ async def test_backend_close_while_its_last_bytes_wait_for_a_slow_client_is_clea
         await client.end_stream(ws.state)
         await client.ping()
         assert ws.state.reset_code is None
+
+
+async def test_huge_backend_response_head_is_a_502_and_bounded(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    sent = 0
+
+    async def endless_head(stream: trio.abc.HalfCloseableStream) -> None:
+        nonlocal sent
+        conn = BackendConnection(stream)
+        await conn.read_upgrade()
+        await stream.send_all(b"HTTP/1.1 101 Switching Protocols\r\n")
+        line = b"X-Filler: " + b"f" * 1000 + b"\r\n"
+        while sent < 10 * 1024 * 1024:  # stops by itself; the proxy should stop it sooner
+            await stream.send_all(line)
+            sent += len(line)
+
+    net = MemoryNet(nursery, endless_head, lockstep=True)
+    config = make_config(("/", "http://127.0.0.1:9"), max_header_list_bytes=16384)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        ws = await client.websocket("/")
+        await client.finished(ws.state)
+        assert ws.status == 502
+        # The proxy read at most the head limit plus one read before giving up.
+        assert sent <= 16384 + 65536 + 2000
