@@ -1,11 +1,15 @@
 """The admin endpoint: a tiny HTTP/1.1 server for health checks.
 
 ``GET /healthz`` answers 200 while the proxy serves and 503 once it drains (so a load
-balancer stops sending new clients before the process goes). ``/metrics`` and
-``/readyz`` come later. One request per connection, bounded in size and time.
+balancer stops sending new clients before the process goes). ``GET /stats`` answers live
+counters as JSON (connections, tunnels, trio tasks, unexpected errors), for soak runs and
+debugging. ``/metrics`` and ``/readyz`` come later. One request per connection, bounded in
+size and time.
 """
 
 from __future__ import annotations
+
+import json
 
 import h11
 import trio
@@ -59,4 +63,27 @@ def _answer(request: h11.Request, server: ServerContext) -> tuple[int, bytes]:
         if server.shutdown.is_set():
             return 503, b"draining\n"
         return 200, b"ok\n"
-    return 404, b"not found; try /healthz\n"
+    if path == b"/stats":
+        stats = server.stats
+        body = {
+            "connections": stats.connections,
+            "tunnels": stats.tunnels,
+            "tasks": _count_tasks(),
+            "unexpected_errors": stats.unexpected_errors,
+        }
+        return 200, json.dumps(body).encode() + b"\n"
+    return 404, b"not found; try /healthz or /stats\n"
+
+
+def _count_tasks() -> int:
+    """Every task alive in this trio run (a leak check for soak runs)."""
+    pending = [trio.lowlevel.current_root_task()]
+    count = 0
+    while pending:
+        task = pending.pop()
+        if task is None:
+            continue
+        count += 1
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return count

@@ -47,7 +47,8 @@ async def handle_client(
 ) -> None:
     """Serve one client connection to its end; never raises for client behaviour."""
     try:
-        await _serve(stream, server, info, ssl_context)
+        with server.stats.count_connection():
+            await _serve(stream, server, info, ssl_context)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
         log_event(
             logger,
@@ -58,6 +59,7 @@ async def handle_client(
         )
     except Exception:
         # A bug: log it once with its traceback and keep the server running.
+        server.stats.unexpected_errors += 1
         logger.exception("unexpected error serving connection %d", info.connection_id)
     finally:
         await trio.aclose_forcefully(stream)

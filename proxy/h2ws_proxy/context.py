@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import trio
 
 from h2ws_proxy.backend import ConnectBackend, open_backend_stream
 from h2ws_proxy.config import ListenerConfig, ProxyConfig
 from h2ws_proxy.routing import Router
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """Live counters of one server, for the admin endpoint, soak runs and tests."""
+
+    connections: int = 0
+    tunnels: int = 0
+    #: Bugs caught at a connection boundary (logged with a traceback). Should stay 0.
+    unexpected_errors: int = 0
+
+    @contextlib.contextmanager
+    def count_connection(self) -> Iterator[None]:
+        self.connections += 1
+        try:
+            yield
+        finally:
+            self.connections -= 1
+
+    @contextlib.contextmanager
+    def count_tunnel(self) -> Iterator[None]:
+        self.tunnels += 1
+        try:
+            yield
+        finally:
+            self.tunnels -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +49,7 @@ class ServerContext:
     shutdown: trio.Event
     #: How to reach a backend; tests inject an in-memory one.
     connect_backend: ConnectBackend = open_backend_stream
+    stats: ServerStats = field(default_factory=ServerStats)
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,14 +206,15 @@ class H1Frontend:
             if isinstance(self._client, trio.abc.HalfCloseableStream)
             else _NoHalfClose(self._client)
         )
-        await run_tunnel(
-            client,
-            upgraded.stream,
-            client_leftover=bytes(client_leftover),
-            backend_leftover=upgraded.leftover,
-            idle_timeout_s=self._limits.idle_timeout_s,
-            stats=record.stats,
-        )
+        with self._server.stats.count_tunnel():
+            await run_tunnel(
+                client,
+                upgraded.stream,
+                client_leftover=bytes(client_leftover),
+                backend_leftover=upgraded.leftover,
+                idle_timeout_s=self._limits.idle_timeout_s,
+                stats=record.stats,
+            )
 
     async def _send_error(self, status: int, reason: str, extra: tuple[Header, ...] = ()) -> None:
         headers = [(b"content-type", b"text/plain; charset=utf-8"), *extra]

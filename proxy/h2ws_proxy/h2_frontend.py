@@ -456,13 +456,14 @@ class H2Frontend:
             return
         record.status = 200
         stream.opened = record.opened = True
-        await run_tunnel(
-            stream,
-            upgraded.stream,
-            backend_leftover=upgraded.leftover,
-            idle_timeout_s=self._limits.idle_timeout_s,
-            stats=record.stats,
-        )
+        with self._server.stats.count_tunnel():
+            await run_tunnel(
+                stream,
+                upgraded.stream,
+                backend_leftover=upgraded.leftover,
+                idle_timeout_s=self._limits.idle_timeout_s,
+                stats=record.stats,
+            )
 
     async def _relay_rejection(self, stream: H2TunnelStream, rejection: BackendRejected) -> None:
         """Pass the backend's non-101 answer back as it came (status, headers, body)."""
