@@ -1,0 +1,162 @@
+"""Property-based fuzzing of the frontends with random and mutated input.
+
+Hypothesis feeds each frontend bytes no client should send: random HTTP/2 frames (any
+type, flags, stream id and payload, after a valid preface), mutations of a valid extended
+CONNECT, and random HTTP/1.1 request heads. Whatever comes in, the proxy must
+
+* never hit an unexpected error (``ServerStats.unexpected_errors`` stays 0),
+* end the connection once the client goes away, leaving no task behind it,
+* leave no backend connection open,
+* and keep a healthy tunnel on another connection of the same server echoing.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import hpack
+import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from h2ws_proxy.connection import handle_client
+from h2ws_proxy.context import ClientInfo, ServerContext
+from h2ws_proxy.routing import Router
+from tests.helpers.backends import BackendConnection
+from tests.helpers.h2_client import open_h2_client
+from tests.helpers.memory import MemoryNet
+from tests.helpers.setup import make_config
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+CONFIG = make_config(("/", "http://127.0.0.1:9"), max_concurrent_streams=8)
+FUZZ = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def frame(frame_type: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(payload))[1:]
+        + bytes([frame_type, flags])
+        + struct.pack(">I", stream_id)
+        + payload
+    )
+
+
+def connect_block(path: bytes = b"/") -> bytes:
+    return hpack.Encoder().encode(
+        [
+            (b":method", b"CONNECT"),
+            (b":protocol", b"websocket"),
+            (b":scheme", b"https"),
+            (b":path", path),
+            (b":authority", b"proxy.test"),
+            (b"sec-websocket-version", b"13"),
+        ]
+    )
+
+
+SETTINGS_FRAME = frame(0x4, 0, 0, b"")
+random_frames = st.lists(
+    st.builds(
+        frame,
+        frame_type=st.one_of(st.integers(0, 9), st.integers(0, 255)),
+        flags=st.integers(0, 255),
+        stream_id=st.sampled_from([0, 1, 2, 3, 5, 7, 101, 2**31 - 1]),
+        payload=st.one_of(
+            st.binary(max_size=48),
+            st.just(connect_block()),
+            st.builds(lambda n: struct.pack(">I", n), st.integers(0, 2**32 - 1)),
+        ),
+    ),
+    max_size=25,
+)
+
+
+async def echo_backend(stream: trio.abc.HalfCloseableStream) -> None:
+    conn = BackendConnection(stream)
+    await conn.accept(await conn.read_upgrade())
+    await conn.echo_until_eof()
+
+
+async def run_with_healthy_neighbour(attack: bytes) -> None:
+    """Serve ``attack`` on one connection while a tunnel on another keeps echoing."""
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            net = MemoryNet(nursery, echo_backend)
+            server = ServerContext(CONFIG, Router(CONFIG.routes), trio.Event(), net.connect)
+            healthy_side, proxy_side = trio.testing.memory_stream_pair()
+            info = ClientInfo(1, CONFIG.listeners[0], "127.0.0.1", tls=False)
+            nursery.start_soon(handle_client, proxy_side, server, info)
+            async with open_h2_client(healthy_side) as healthy:
+                ws = await healthy.websocket("/")
+                assert ws.status == 200
+                await serve_attack(server, attack)
+                await healthy.send_data(ws.state, b"still echoing")
+                await healthy.wait_for(lambda: bytes(ws.state.data).endswith(b"still echoing"))
+                assert server.stats.unexpected_errors == 0
+                assert server.stats.connections == 1  # only the healthy one is left
+                assert server.stats.tunnels == 1
+                # Every backend connection the attack caused is closed again.
+                assert sum(not closed.is_set() for closed in net.backend_closed) == 1
+            nursery.cancel_scope.cancel()
+
+
+async def serve_attack(server: ServerContext, attack: bytes) -> None:
+    client_side, proxy_side = trio.testing.memory_stream_pair()
+    info = ClientInfo(2, CONFIG.listeners[0], "127.0.0.1", tls=False)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handle_client, proxy_side, server, info)
+        try:
+            await client_side.send_all(attack)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the proxy already closed on us: fine
+        await trio.testing.wait_all_tasks_blocked()
+        await client_side.aclose()  # the client goes away: handle_client must end
+
+
+@FUZZ
+@given(frames=random_frames)
+async def test_random_http2_frames(frames: list[bytes]) -> None:
+    await run_with_healthy_neighbour(PREFACE + SETTINGS_FRAME + b"".join(frames))
+
+
+@FUZZ
+@given(
+    path=st.binary(min_size=0, max_size=20),
+    flips=st.lists(st.tuples(st.integers(0, 200), st.integers(1, 255)), max_size=4),
+    data=st.binary(max_size=64),
+    end_stream=st.booleans(),
+)
+async def test_mutated_extended_connect(
+    path: bytes, flips: list[tuple[int, int]], data: bytes, end_stream: bool
+) -> None:
+    block = bytearray(connect_block(b"/" + path))
+    for position, mask in flips:
+        if block:
+            block[position % len(block)] ^= mask
+    headers = frame(0x1, 0x4 | (0x1 if end_stream else 0), 1, bytes(block))
+    await run_with_healthy_neighbour(PREFACE + SETTINGS_FRAME + headers + frame(0x0, 0, 1, data))
+
+
+@FUZZ
+@given(
+    head=st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda method, target, extra: (
+                method + b" " + target + b" HTTP/1.1\r\nHost: proxy.test\r\n"
+                b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" + extra + b"\r\n"
+            ),
+            st.sampled_from([b"GET", b"POST", b"get", b"CONNECT", b"G\x00T"]),
+            st.sampled_from([b"/", b"/x?y", b"*", b"http://a/", b"/\r\n", b"/ /"]),
+            st.binary(max_size=80),
+        ),
+    )
+)
+async def test_random_http11_heads(head: bytes) -> None:
+    if head.startswith(PREFACE[:1]) and PREFACE.startswith(head[: len(PREFACE)]):
+        head = b"X" + head  # keep this one on the HTTP/1.1 path
+    await run_with_healthy_neighbour(head)
