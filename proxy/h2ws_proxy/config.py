@@ -148,6 +148,8 @@ class Limits:
     #: its connection is closed with ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).
     max_stream_resets: int = 200
     stream_reset_window_s: float = 10.0
+    #: Empty DATA frames (no payload, no END_STREAM) a client may send in that window.
+    max_empty_frames: int = 1000
 
 
 #: Inclusive ranges of the integer limits; the other limits are seconds.
@@ -158,6 +160,7 @@ _INT_LIMITS: dict[str, tuple[int, int]] = {
     "max_rejection_body_bytes": (0, 16 * MIB),
     "max_connections": (1, 1_000_000),
     "max_stream_resets": (1, 1_000_000),
+    "max_empty_frames": (1, 1_000_000),
 }
 #: Second-valued limits where 0 means "disabled".
 _ZERO_DISABLES = frozenset({"idle_timeout_s", "idle_connection_timeout_s"})

@@ -29,7 +29,6 @@ once its last tunnel has ended.
 from __future__ import annotations
 
 import logging
-from collections import deque
 
 import h2.events
 import h2.exceptions
@@ -37,6 +36,7 @@ import trio
 from h2.errors import ErrorCodes
 
 from h2ws_proxy.backend import connect_and_upgrade
+from h2ws_proxy.budget import SlidingWindowBudget
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.context import ClientInfo, ServerContext
 from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError, RouteNotFound
@@ -97,8 +97,11 @@ class H2Frontend:
         self._closing = False
         self._read_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
-        #: When streams were cancelled or refused, for the rapid-reset budget.
-        self._reset_times: deque[float] = deque()
+        limits = self._limits
+        self._resets = SlidingWindowBudget(limits.max_stream_resets, limits.stream_reset_window_s)
+        self._empty_frames = SlidingWindowBudget(
+            limits.max_empty_frames, limits.stream_reset_window_s
+        )
         #: Since when the connection has had no stream (None while it has some).
         self._idle_since: float | None = trio.current_time()
         self._became_idle = trio.Event()
@@ -242,14 +245,18 @@ class H2Frontend:
         closed with ENHANCE_YOUR_CALM (CVE-2023-44487): each such stream costs us work
         (and possibly a backend dial) while costing the client almost nothing.
         """
-        now = trio.current_time()
-        self._reset_times.append(now)
-        while self._reset_times[0] < now - self._limits.stream_reset_window_s:
-            self._reset_times.popleft()
-        if len(self._reset_times) > self._limits.max_stream_resets:
-            self._log("h2.rapid_reset", resets=len(self._reset_times))
-            self.session.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
-            self._read_scope.cancel()
+        if self._resets.spend(trio.current_time()):
+            self._calm_down("h2.rapid_reset", resets=len(self._resets))
+
+    def _count_empty_frame(self) -> None:
+        """An empty DATA frame that ends nothing: it costs us work and carries nothing."""
+        if self._empty_frames.spend(trio.current_time()):
+            self._calm_down("h2.empty_frame_flood", frames=len(self._empty_frames))
+
+    def _calm_down(self, event: str, **fields: object) -> None:
+        self._log(event, **fields)
+        self.session.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+        self._read_scope.cancel()
 
     # ---- backpressure, used by H2TunnelStream ----
 
@@ -367,6 +374,8 @@ class H2Frontend:
     def _on_data(self, event: h2.events.DataReceived) -> None:
         stream_id = event.stream_id or 0
         length = event.flow_controlled_length or 0
+        if not length and event.stream_ended is None:
+            self._count_empty_frame()
         stream = self._streams.get(stream_id)
         if stream is None:
             # A stream we already answered or reset: return the credit, drop the bytes.

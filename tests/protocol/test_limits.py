@@ -167,3 +167,47 @@ async def test_http2_client_that_stops_after_the_preface_is_dropped(
     while await client.receive_some():  # our SETTINGS, then the close
         pass
     assert trio.current_time() - started == pytest.approx(5.0)
+
+
+async def test_empty_data_frame_flood_closes_the_connection(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(("/", "http://127.0.0.1:9"), max_empty_frames=50)
+    net = MemoryNet(nursery, echo_backend)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        ws = await client.websocket("/")
+        for _ in range(60):
+            client.conn.send_data(ws.state.stream_id, b"")
+        await client.flush()
+        await client.wait_for(lambda: client.terminated is not None)
+        assert client.terminated is not None
+        assert client.terminated.error_code == ENHANCE_YOUR_CALM
+
+
+async def test_ping_flood_from_a_client_that_never_reads_stays_bounded(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    from h2ws_proxy.connection import handle_client
+    from h2ws_proxy.context import ClientInfo, ServerContext
+    from h2ws_proxy.routing import Router
+
+    config = make_config(("/", "http://127.0.0.1:9"))
+    server = ServerContext(
+        config, Router(config.routes), trio.Event(), MemoryNet(nursery, echo_backend).connect
+    )
+    client_side, proxy_side = trio.testing.lockstep_stream_pair()  # the proxy's writes block
+    nursery.start_soon(
+        handle_client, proxy_side, server, ClientInfo(1, config.listeners[0], None, tls=False)
+    )
+    h2_client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    h2_client.initiate_connection()
+    await client_side.send_all(h2_client.data_to_send())
+    ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"  # 17 bytes, ACK is 17 too
+    accepted = 0
+    with trio.move_on_after(30):  # virtual time; the proxy stops reading long before
+        while accepted < 20 * 1024 * 1024:
+            await client_side.send_all(ping * 1000)
+            accepted += len(ping) * 1000
+    # The proxy read (and queued ACKs for) about 1 MiB, plus one read, then stopped
+    # reading because we take none of its output: its memory for us stayed bounded.
+    assert accepted <= 1024 * 1024 + 65536 + 17 * 1000

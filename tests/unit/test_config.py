@@ -101,6 +101,7 @@ def test_limits_defaults() -> None:
         max_connections=10000,
         max_stream_resets=200,
         stream_reset_window_s=10.0,
+        max_empty_frames=1000,
     )
 
 
@@ -666,7 +667,7 @@ def test_error_lines_with_dotted_keys_and_quotes(tmp_path: Path) -> None:
         "client_handshake_timeout_s, idle_timeout_s, max_concurrent_streams, "
         "stream_window_bytes, max_header_list_bytes, max_rejection_body_bytes, "
         "graceful_timeout_s, idle_connection_timeout_s, send_timeout_s, max_connections, "
-        "max_stream_resets, stream_reset_window_s"
+        "max_stream_resets, stream_reset_window_s, max_empty_frames"
     )
 
 
