@@ -218,3 +218,19 @@ async def test_tls_handshake_failure_does_not_hurt_the_server(
     async with open_h2_client(stream) as client:
         ws = await client.websocket("/", scheme="https")
         assert ws.status == 200
+
+
+async def test_tls_slowloris_is_dropped_at_the_client_handshake_timeout(
+    start_proxy: StartProxy, ws_backend: WebSocketsBackend, tls_config: TLSConfig
+) -> None:
+    config = make_config(
+        ("/", backend_url(ws_backend())), tls=tls_config, client_handshake_timeout_s=0.5
+    )
+    address = await start_proxy(config)
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    await stream.send_all(b"\x16\x03\x01")  # the start of a ClientHello, and then nothing
+    started = trio.current_time()
+    with trio.fail_after(10):
+        assert await stream.receive_some(1024) == b""  # closed, not hanging
+    assert 0.4 <= trio.current_time() - started < 5
+    await stream.aclose()

@@ -1,0 +1,219 @@
+"""Hostile HTTP/2 clients, byte for byte: what reaches the backend, what the client gets.
+
+Header blocks are HPACK-encoded by hand, so no client library's own checks stand between
+the attack and the proxy. A backend that records every byte proves that nothing malformed
+(and no smuggled second request) ever reached it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import hpack
+import pytest
+import trio
+import trio.testing
+
+from tests.helpers.backends import BackendConnection
+from tests.helpers.h2_client import open_h2_client
+from tests.helpers.memory import MemoryNet, open_memory_client
+from tests.helpers.setup import make_config
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+HEADERS, CONTINUATION, SETTINGS, GOAWAY, RST_STREAM = 0x1, 0x9, 0x4, 0x7, 0x3
+END_STREAM, END_HEADERS = 0x1, 0x4
+PROTOCOL_ERROR = 0x1
+
+Header = tuple[bytes, bytes]
+GOOD: list[Header] = [
+    (b":method", b"CONNECT"),
+    (b":protocol", b"websocket"),
+    (b":scheme", b"https"),
+    (b":path", b"/chat"),
+    (b":authority", b"proxy.test"),
+    (b"sec-websocket-version", b"13"),
+]
+
+
+def frame(frame_type: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    header = struct.pack(">I", len(payload))[1:] + bytes([frame_type, flags])
+    return header + struct.pack(">I", stream_id) + payload
+
+
+def replace(name: bytes, value: bytes | None) -> list[Header]:
+    """GOOD with ``name`` set to ``value`` (None removes it)."""
+    headers = [(n, v) for n, v in GOOD if n != name]
+    if value is not None:
+        index = next((i for i, (n, _) in enumerate(GOOD) if n == name), len(GOOD))
+        headers.insert(index, (name, value))
+    return headers
+
+
+MALFORMED: dict[str, list[Header]] = {
+    "cr-in-value": [*GOOD, (b"x-a", b"a\rb")],
+    "lf-in-value": [*GOOD, (b"x-a", b"a\nGET /smuggled HTTP/1.1")],
+    "nul-in-value": [*GOOD, (b"x-a", b"a\x00b")],
+    "space-in-name": [*GOOD, (b"x a", b"1")],
+    "colon-in-name": [*GOOD, (b"x:a", b"1")],
+    "upper-case-name": [*GOOD, (b"X-Upper", b"1")],
+    "empty-name": [*GOOD, (b"", b"1")],
+    "path-with-space": replace(b":path", b"/chat HTTP/1.1\r\nX: y"),
+    "path-with-crlf": replace(b":path", b"/chat\r\nHost: evil"),
+    "path-without-slash": replace(b":path", b"chat"),
+    "no-authority-no-host": replace(b":authority", None),
+    "host-disagrees": [*GOOD, (b"host", b"evil.test")],
+    "protocol-on-get": replace(b":method", b"GET"),
+    "content-length": [*GOOD, (b"content-length", b"5")],
+    "connection": [*GOOD, (b"connection", b"keep-alive")],
+    "upgrade": [*GOOD, (b"upgrade", b"websocket")],
+    "keep-alive": [*GOOD, (b"keep-alive", b"timeout=5")],
+    "transfer-encoding": [*GOOD, (b"transfer-encoding", b"chunked")],
+    "te-gzip": [*GOOD, (b"te", b"gzip")],
+    "duplicate-path": [*GOOD[:4], (b":path", b"/other"), *GOOD[4:]],
+    "pseudo-after-regular": [*GOOD[:2], (b"x-a", b"1"), *GOOD[2:]],
+    "status-in-request": [*GOOD, (b":status", b"200")],
+}
+
+
+async def recording_backend(stream: trio.abc.HalfCloseableStream) -> None:
+    conn = BackendConnection(stream)
+    await conn.accept(await conn.read_upgrade())
+    await conn.echo_until_eof()
+
+
+async def raw_client(
+    nursery: trio.Nursery, net: MemoryNet, **limits: float
+) -> trio.abc.HalfCloseableStream:
+    stream = await open_memory_client(
+        nursery, make_config(("/", "http://127.0.0.1:9"), **limits), net
+    )
+    await stream.send_all(PREFACE + frame(SETTINGS, 0, 0, b""))
+    return stream
+
+
+async def read_frames_until(
+    stream: trio.abc.ReceiveStream, wanted: set[int]
+) -> list[tuple[int, int, int, bytes]]:
+    """Read frames (type, flags, stream, payload) until one of type ``wanted`` or EOF."""
+    buffer, frames = b"", []
+    while True:
+        while len(buffer) >= 9:
+            length = int.from_bytes(buffer[:3], "big")
+            if len(buffer) < 9 + length:
+                break
+            kind, flags, stream_id = buffer[3], buffer[4], int.from_bytes(buffer[5:9], "big")
+            frames.append((kind, flags, stream_id, buffer[9 : 9 + length]))
+            buffer = buffer[9 + length :]
+            if kind in wanted:
+                return frames
+        data = await stream.receive_some()
+        if not data:
+            return frames
+        buffer += data
+
+
+@pytest.mark.parametrize("headers", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_request_reaches_no_backend_and_fails_its_stream(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, headers: list[Header]
+) -> None:
+    net = MemoryNet(nursery, recording_backend)
+    client = await raw_client(nursery, net)
+    block = hpack.Encoder().encode(headers)
+    await client.send_all(frame(HEADERS, END_HEADERS, 1, block))
+    frames = await read_frames_until(client, {RST_STREAM, GOAWAY})
+    kinds = [(kind, stream_id) for kind, _, stream_id, _ in frames]
+    assert (RST_STREAM, 1) in kinds, kinds  # a stream error, not a connection error
+    reset = next(payload for kind, _, sid, payload in frames if kind == RST_STREAM and sid == 1)
+    assert int.from_bytes(reset, "big") == PROTOCOL_ERROR
+    assert (GOAWAY, 0) not in kinds
+    assert net.dials == 0  # nothing at all reached a backend
+    # The same connection still serves a good request.
+    await client.send_all(frame(HEADERS, END_HEADERS, 3, hpack.Encoder().encode(GOOD)))
+    frames = await read_frames_until(client, {HEADERS})
+    assert frames[-1][0] == HEADERS
+    assert frames[-1][2] == 3
+
+
+async def test_oversized_header_list_closes_only_that_connection(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, recording_backend)
+    config = make_config(("/", "http://127.0.0.1:9"), max_header_list_bytes=4096)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as neighbour:
+        ws = await neighbour.websocket("/")
+        attacker = await raw_client(nursery, net, max_header_list_bytes=4096)
+        block = hpack.Encoder().encode([*GOOD, (b"cookie", b"c" * 70_000)])
+        await attacker.send_all(frame(HEADERS, END_HEADERS, 1, block))
+        frames = await read_frames_until(attacker, {GOAWAY, RST_STREAM})
+        assert frames[-1][0] in (GOAWAY, RST_STREAM)
+        assert net.dials == 1  # only the neighbour's tunnel
+        await neighbour.send_data(ws.state, b"fine")
+        await neighbour.wait_for(lambda: bytes(ws.state.data) == b"fine")
+
+
+async def test_hpack_bomb_is_refused_without_decoding_it_all(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, recording_backend)
+    attacker = await raw_client(nursery, net)
+    encoder = hpack.Encoder()
+    # One 4 KiB entry into the dynamic table, then thousands of one-byte references to it:
+    # a small block that decodes to megabytes.
+    first = encoder.encode([*GOOD, (b"x-bomb", b"b" * 4000)])
+    reference = encoder.encode([(b"x-bomb", b"b" * 4000)])
+    assert len(reference) <= 2
+    await attacker.send_all(frame(HEADERS, END_HEADERS | END_STREAM, 1, first))
+    await attacker.send_all(frame(HEADERS, END_HEADERS, 3, encoder.encode(GOOD) + reference * 5000))
+    frames = await read_frames_until(attacker, {GOAWAY})
+    assert frames[-1][0] == GOAWAY
+    assert net.dials <= 1
+
+
+async def test_continuation_flood_is_a_connection_error(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, recording_backend)
+    attacker = await raw_client(nursery, net)
+    block = hpack.Encoder().encode(GOOD)
+    await attacker.send_all(frame(HEADERS, 0, 1, block[:3]))  # no END_HEADERS
+    flood = frame(CONTINUATION, 0, 1, b"") * 10_000  # empty CONTINUATIONs, forever
+    with trio.move_on_after(10):
+        await attacker.send_all(flood)
+    frames = await read_frames_until(attacker, {GOAWAY})
+    assert frames[-1][0] == GOAWAY
+    assert net.dials == 0
+
+
+async def test_data_dribble_with_one_byte_windows_stays_bounded(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    pushed = 0
+
+    async def pusher(stream: trio.abc.HalfCloseableStream) -> None:
+        nonlocal pushed
+        conn = BackendConnection(stream)
+        request = await conn.read_upgrade()
+        await conn.accept(request)
+        if request.target == b"/echo":
+            await conn.echo_until_eof()
+            return
+        while pushed < 64 * 1024 * 1024:  # bounded; the proxy must hold it back long before
+            await stream.send_all(b"p" * 65536)
+            pushed += 65536
+
+    net = MemoryNet(nursery, pusher, lockstep=True)
+    config = make_config(("/", "http://127.0.0.1:9"))
+    # The client's windows are one byte, and it returns credit one byte at a time.
+    async with open_h2_client(
+        await open_memory_client(nursery, config, net), settings={0x4: 1}
+    ) as client:
+        dribble = await client.websocket("/push", auto_ack=False)
+        for _ in range(200):
+            await client.wait_for(lambda: dribble.state.unacked > 0)
+            await client.ack(dribble.state)
+        assert len(dribble.state.data) >= 200
+        echo = await client.websocket("/echo")
+        await client.send_data(echo.state, b"x")
+        await client.wait_for(lambda: bytes(echo.state.data) == b"x")
+    # What the backend got to push: what the client took plus one read held by the proxy.
+    assert pushed <= 3 * 65536
