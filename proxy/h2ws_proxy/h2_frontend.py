@@ -59,10 +59,13 @@ logger = logging.getLogger(__name__)
 Header = tuple[bytes, bytes]
 
 _READ_SIZE = 65536
+_SEND_SLICE = 16384  # small enough that a slow but live reader makes progress per slice
 _PRODUCER_HIGH_WATER = 256 * 1024
 _READER_HIGH_WATER = 1024 * 1024
 #: How long the writer may take to flush a final GOAWAY to a client that stopped reading.
 _FINAL_FLUSH_S = 5.0
+_LINGER_S = 2.0
+_LINGER_MAX_BYTES = 256 * 1024
 #: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
 _NO_LENGTH_STATUSES = frozenset({204, 304})
 
@@ -106,6 +109,10 @@ class H2Frontend:
         self._idle_since: float | None = trio.current_time()
         self._became_idle = trio.Event()
         self._settings_received = trio.Event()
+        #: Closed with ENHANCE_YOUR_CALM: nothing more from this client is acted on.
+        self._calmed = False
+        #: The writer found the client gone (broken, or no progress within the send timeout).
+        self._client_gone = False
 
     # ---- lifetime ----
 
@@ -134,7 +141,27 @@ class H2Frontend:
             self._wake_writer()
             with trio.move_on_after(_FINAL_FLUSH_S):
                 await self._writer_done.wait()
+                if not self._client_gone:
+                    await self._linger()
             nursery.cancel_scope.cancel()
+
+    async def _linger(self) -> None:
+        """Read and drop what the client still sends for a moment before closing.
+
+        Closing with unread input makes the kernel send a reset, which can destroy our
+        GOAWAY before the client reads it: the client would see a reset connection instead
+        of a clean, retryable refusal. Bounded in bytes and time (nginx's lingering_close).
+        """
+        budget = _LINGER_MAX_BYTES
+        with trio.move_on_after(_LINGER_S):
+            while budget > 0:
+                try:
+                    data = await self._client.receive_some(_READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return
+                if not data:
+                    return
+                budget -= len(data)
 
     async def _read_loop(self) -> None:
         while True:
@@ -155,6 +182,8 @@ class H2Frontend:
             self._log("h2.connection_error", error=str(error))
             return False
         for event in events:
+            if self._calmed:
+                return False  # the connection is being closed: the rest is not our business
             self._handle_event(event)
         return True
 
@@ -170,22 +199,37 @@ class H2Frontend:
                 data = self.session.take_outbound()
                 self._in_flight = len(data)
                 try:
-                    with trio.move_on_after(self._limits.send_timeout_s) as timeout:
-                        await self._client.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    timeout = None
+                    sent = await self._send_with_progress(data)
                 finally:
                     self._in_flight = 0
-                if timeout is None or timeout.cancelled_caught:
-                    if timeout is not None:
-                        self._log("client.send_timeout", send_timeout_s=self._limits.send_timeout_s)
-                    assert self._nursery is not None
-                    self._nursery.cancel_scope.cancel()
+                if not sent:
+                    # The client is gone or takes nothing: end the connection as if it had
+                    # closed it (its tunnels end as aborted by the client).
+                    self._client_gone = True
+                    self._read_scope.cancel()
                     return
                 self._drained.set()
                 self._drained = trio.Event()
         finally:
             self._writer_done.set()
+
+    async def _send_with_progress(self, data: bytearray) -> bool:
+        """Send ``data``; False if the client broke or took no slice within the send timeout.
+
+        The timeout is per slice, so a slow but live client is never cut off for the size
+        of the batch, only for taking none of our bytes for ``send_timeout_s``.
+        """
+        view = memoryview(data)
+        try:
+            for start in range(0, len(view), _SEND_SLICE):
+                with trio.move_on_after(self._limits.send_timeout_s) as timeout:
+                    await self._client.send_all(view[start : start + _SEND_SLICE])
+                if timeout.cancelled_caught:
+                    self._log("client.send_timeout", send_timeout_s=self._limits.send_timeout_s)
+                    return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return False
+        return True
 
     def _wake_writer(self) -> None:
         self._outbound_ready.set()
@@ -254,6 +298,9 @@ class H2Frontend:
             self._calm_down("h2.empty_frame_flood", frames=len(self._empty_frames))
 
     def _calm_down(self, event: str, **fields: object) -> None:
+        if self._calmed:
+            return
+        self._calmed = True
         self._log(event, **fields)
         self.session.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
         self._read_scope.cancel()
@@ -317,7 +364,8 @@ class H2Frontend:
             # RFC 9113 §5.1.2: over the limit (or draining) the stream is refused, not the
             # connection; the client may retry it.
             self.session.reset(stream_id, ErrorCodes.REFUSED_STREAM)
-            self._count_reset()
+            if not self._closing:
+                self._count_reset()
             return
         try:
             request, route = self._accept_request(list(event.headers))
@@ -374,8 +422,8 @@ class H2Frontend:
     def _on_data(self, event: h2.events.DataReceived) -> None:
         stream_id = event.stream_id or 0
         length = event.flow_controlled_length or 0
-        if not length and event.stream_ended is None:
-            self._count_empty_frame()
+        if not event.data and event.stream_ended is None:
+            self._count_empty_frame()  # padding does not make a frame less empty
         stream = self._streams.get(stream_id)
         if stream is None:
             # A stream we already answered or reset: return the credit, drop the bytes.
@@ -396,8 +444,11 @@ class H2Frontend:
             stream.scope.cancel()
 
     def _on_reset(self, event: h2.events.StreamReset) -> None:
-        self._count_reset()
         stream = self._streams.get(event.stream_id or 0)
+        if stream is not None and not stream.local_ended:
+            # Only work in progress counts: a client cancelling its half of a stream we
+            # already answered (say a 502 while a backend restarts) is not an attack.
+            self._count_reset()
         if stream is not None:
             stream.break_stream(f"client reset the stream ({event.error_code!r})", by_peer=True)
             # Close the backend at once, even if no pump is waiting on the client side.

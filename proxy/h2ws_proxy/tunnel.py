@@ -34,6 +34,9 @@ import trio
 
 #: Largest read from either side. 64 KiB matches the common socket buffer and h2's window.
 READ_SIZE = 65536
+#: After a failed write to the backend, how long the tunnel waits for the backend's end
+#: (its EOF, after its last bytes reach a slow client) before calling it a failure.
+BACKEND_GONE_LINGER_S = 10.0
 
 
 class TunnelEnd(enum.Enum):
@@ -77,6 +80,8 @@ class _Relay:
     backend: trio.abc.HalfCloseableStream
     stats: TunnelStats
     scope: trio.CancelScope
+    #: The backend ended its side cleanly (EOF) and everything it sent was delivered.
+    backend_done: bool = False
 
     def fail(self, side: str) -> None:
         if self.stats.end is TunnelEnd.CANCELLED:
@@ -131,6 +136,7 @@ async def _pump_down(relay: _Relay, leftover: bytes) -> None:
             relay.stats.last_activity = trio.current_time()
             await _send(relay.client, data, "client")
             relay.stats.bytes_down += len(data)
+        relay.backend_done = True
         try:
             await relay.client.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -143,13 +149,27 @@ async def _pump_up(relay: _Relay, leftover: bytes) -> None:
     """Client → backend; a FIN to the backend when the client ends its side."""
     try:
         if not await _forward_up(relay, leftover):
-            # The backend takes no more bytes (it closed or reset). What it already sent is
-            # still delivered by the other pump, which also decides how the tunnel ended;
-            # meanwhile the client's bytes have nowhere to go: drain them until it ends.
-            while await _receive(relay.client, "client"):
-                relay.stats.last_activity = trio.current_time()
+            await _drain_client(relay)
     except _SideBroke as broke:
         relay.fail(broke.side)
+
+
+async def _drain_client(relay: _Relay) -> None:
+    """The backend takes no more bytes (it closed or reset); drain the client until it ends.
+
+    What the backend already sent is still delivered by the other pump, which also decides
+    how the tunnel ended. Draining is not activity (the idle timeout still runs), and it is
+    bounded: if the backend's end has not shown up by then, the backend failed.
+    """
+    with trio.move_on_after(BACKEND_GONE_LINGER_S) as linger:
+        while await _receive(relay.client, "client"):
+            pass
+    if not linger.cancelled_caught:
+        return
+    if not relay.backend_done:
+        raise _SideBroke("backend")
+    while await _receive(relay.client, "client"):  # the idle timeout bounds this one
+        pass
 
 
 async def _forward_up(relay: _Relay, leftover: bytes) -> bool:

@@ -217,3 +217,22 @@ async def test_data_dribble_with_one_byte_windows_stays_bounded(
         await client.wait_for(lambda: bytes(echo.state.data) == b"x")
     # What the backend got to push: what the client took plus one read held by the proxy.
     assert pushed <= 3 * 65536
+
+
+async def test_rapid_reset_in_one_write_stops_at_the_budget(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, recording_backend, connect_delay_s=1.0)
+    attacker = await raw_client(nursery, net, max_stream_resets=20)
+    encoder = hpack.Encoder()
+    burst = b"".join(
+        frame(HEADERS, END_HEADERS, stream_id, encoder.encode(GOOD))
+        + frame(RST_STREAM, 0, stream_id, (0x8).to_bytes(4, "big"))
+        for stream_id in range(1, 1001, 2)
+    )
+    await attacker.send_all(burst)  # 500 streams opened and cancelled, in one read
+    frames = await read_frames_until(attacker, {GOAWAY})
+    assert frames[-1][0] == GOAWAY
+    assert int.from_bytes(frames[-1][3][4:8], "big") == 0xB  # ENHANCE_YOUR_CALM
+    # Nothing past the budget was acted on: no more dials than streams within it.
+    assert net.dials <= 21
