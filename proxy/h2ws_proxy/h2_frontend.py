@@ -430,7 +430,8 @@ class H2Frontend:
             self.session.acknowledge(stream_id, length)
         elif not stream.opened:
             self.session.acknowledge(stream_id, length)
-            self._fail_stream(stream_id, "DATA on an extended CONNECT before its 200")
+            if event.data and not stream.answered:
+                self._fail_stream(stream_id, "DATA on an extended CONNECT before its 200")
         else:
             stream.feed_data(event.data or b"", length)
 
@@ -500,10 +501,12 @@ class H2Frontend:
             )
         except BackendRejected as rejection:
             record.status = rejection.status
+            stream.answered = True
             await self._relay_rejection(stream, rejection)
             return
         except ProxyError as error:
             record.status, record.error = error.status_hint, error.message
+            stream.answered = True
             self._refuse(stream.stream_id, error)
             stream.mark_ended_locally()
             return

@@ -47,6 +47,9 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         self.reset_by_peer = False
         #: True once our 200 went out: DATA before it is a protocol violation.
         self.opened = False
+        #: True once a final answer other than 200 started (a refusal or relayed rejection):
+        #: the client's late DATA is then dropped, not an error.
+        self.answered = False
         self._readable = trio.Event()
         self._writable = trio.Event()
         self._receiving = False
@@ -100,11 +103,13 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         try:
             self._acknowledge_consumed()
             while not self._inbound:
-                if self.broken_reason is not None:
-                    raise trio.BrokenResourceError(self.broken_reason)
+                # The client's END_STREAM came first: its side is complete, whatever
+                # happened to the stream after (a closed connection is not an abort then).
                 if self._remote_ended:
                     await trio.lowlevel.checkpoint()
                     return b""
+                if self.broken_reason is not None:
+                    raise trio.BrokenResourceError(self.broken_reason)
                 await self._readable.wait()
                 self._readable = trio.Event()
             chunk = self._take(max_bytes)

@@ -17,6 +17,14 @@ from tests.helpers.memory import MemoryNet, open_memory_client
 from tests.helpers.setup import make_config
 
 CANCEL = 0x8
+CONNECT_HEADERS = [
+    (b":method", b"CONNECT"),
+    (b":protocol", b"websocket"),
+    (b":scheme", b"https"),
+    (b":path", b"/"),
+    (b":authority", b"proxy.test"),
+    (b"sec-websocket-version", b"13"),
+]
 
 
 async def echo_backend(stream: trio.abc.HalfCloseableStream) -> None:
@@ -156,3 +164,30 @@ async def test_huge_backend_response_head_is_a_502_and_bounded(
         assert ws.status == 502
         # The proxy read at most the head limit plus one read before giving up.
         assert sent <= 16384 + 65536 + 2000
+
+
+async def test_client_data_while_a_rejection_is_relayed_is_dropped_not_an_error(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    body = b"r" * 150_000  # more than the client's window: the relay is still running
+
+    async def rejects(stream: trio.abc.HalfCloseableStream) -> None:
+        conn = BackendConnection(stream)
+        await conn.read_upgrade()
+        await stream.send_all(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+
+    net = MemoryNet(nursery, rejects)
+    config = make_config(("/", "http://127.0.0.1:9"), max_rejection_body_bytes=200_000)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        state = await client.response(await client.request(CONNECT_HEADERS))
+        assert state.status == 403
+        await client.send_data(state, b"late bytes", end_stream=True)  # the client gives up
+        await client.finished(state)
+        await client.ping()
+        assert state.reset_code is None
+        assert bytes(state.data) == body
