@@ -283,7 +283,7 @@ class H2Frontend:
                 return
 
     def _count_reset(self) -> None:
-        """A stream cancelled by the client or refused by us: the rapid-reset budget.
+        """A stream cancelled by the client, refused, or reset as malformed: the budget.
 
         Past ``max_stream_resets`` within ``stream_reset_window_s`` the connection is
         closed with ENHANCE_YOUR_CALM (CVE-2023-44487): each such stream costs us work
@@ -418,6 +418,7 @@ class H2Frontend:
         )
         if isinstance(error, ClientProtocolError) and error.stream_error:
             self.session.reset(stream_id, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 §8.1.1
+            self._count_reset()  # a flood of malformed (or empty) HEADERS spends the budget
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
         stream_id = event.stream_id or 0
@@ -439,6 +440,7 @@ class H2Frontend:
         """A protocol violation on one stream: reset it PROTOCOL_ERROR, end its tunnel."""
         self._log("h2.stream_error", stream=stream_id, reason=reason)
         self.session.reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
+        self._count_reset()
         stream = self._streams.get(stream_id)
         if stream is not None:
             stream.break_stream(reason, by_peer=True)

@@ -236,3 +236,19 @@ async def test_rapid_reset_in_one_write_stops_at_the_budget(
     assert int.from_bytes(frames[-1][3][4:8], "big") == 0xB  # ENHANCE_YOUR_CALM
     # Nothing past the budget was acted on: no more dials than streams within it.
     assert net.dials <= 21
+
+
+async def test_flood_of_empty_header_blocks_spends_the_reset_budget(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, recording_backend)
+    attacker = await raw_client(nursery, net, max_stream_resets=20)
+    # HEADERS with an empty block: each is malformed (no pseudo-headers) and cheap to send.
+    flood = b"".join(frame(HEADERS, END_HEADERS, sid, b"") for sid in range(1, 601, 2))
+    await attacker.send_all(flood)
+    frames = await read_frames_until(attacker, {GOAWAY})
+    assert frames[-1][0] == GOAWAY
+    assert int.from_bytes(frames[-1][3][4:8], "big") == 0xB  # ENHANCE_YOUR_CALM
+    resets = [f for f in frames if f[0] == RST_STREAM]
+    assert len(resets) <= 21  # nothing past the budget was answered
+    assert net.dials == 0
