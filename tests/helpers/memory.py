@@ -18,8 +18,26 @@ from h2ws_proxy.config import BackendAddress, ProxyConfig
 from h2ws_proxy.connection import handle_client
 from h2ws_proxy.context import ClientInfo, ServerContext
 from h2ws_proxy.routing import Router
+from tests.helpers.backends import BackendConnection
 
 MemoryBackend = Callable[[trio.abc.HalfCloseableStream], Awaitable[None]]
+
+#: A valid RFC 8441 extended CONNECT for "/", as a browser sends it.
+CONNECT_HEADERS = [
+    (b":method", b"CONNECT"),
+    (b":protocol", b"websocket"),
+    (b":scheme", b"https"),
+    (b":path", b"/"),
+    (b":authority", b"proxy.test"),
+    (b"sec-websocket-version", b"13"),
+]
+
+
+async def echo_backend(stream: trio.abc.HalfCloseableStream) -> None:
+    """Accepts the upgrade, then echoes raw bytes (not frames) until EOF."""
+    conn = BackendConnection(stream)
+    await conn.accept(await conn.read_upgrade())
+    await conn.echo_until_eof()
 
 
 @dataclass

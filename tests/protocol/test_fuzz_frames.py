@@ -24,9 +24,8 @@ from hypothesis import strategies as st
 from h2ws_proxy.connection import handle_client
 from h2ws_proxy.context import ClientInfo, ServerContext
 from h2ws_proxy.routing import Router
-from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import open_h2_client
-from tests.helpers.memory import MemoryNet
+from tests.helpers.memory import MemoryNet, echo_backend
 from tests.helpers.setup import make_config
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -73,12 +72,6 @@ random_frames = st.lists(
     ),
     max_size=25,
 )
-
-
-async def echo_backend(stream: trio.abc.HalfCloseableStream) -> None:
-    conn = BackendConnection(stream)
-    await conn.accept(await conn.read_upgrade())
-    await conn.echo_until_eof()
 
 
 async def run_with_healthy_neighbour(attack: bytes) -> None:

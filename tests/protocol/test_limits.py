@@ -11,18 +11,11 @@ import trio
 import trio.testing
 
 from tests.conftest import StartProxy
-from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import open_h2_client
-from tests.helpers.memory import MemoryNet, open_memory_client
+from tests.helpers.memory import MemoryNet, echo_backend, open_memory_client
 from tests.helpers.setup import make_config
 
 REFUSED_STREAM, ENHANCE_YOUR_CALM, CANCEL = 0x7, 0xB, 0x8
-
-
-async def echo_backend(stream: trio.abc.HalfCloseableStream) -> None:
-    conn = BackendConnection(stream)
-    await conn.accept(await conn.read_upgrade())
-    await conn.echo_until_eof()
 
 
 async def test_streams_over_the_limit_are_refused_and_the_connection_lives(

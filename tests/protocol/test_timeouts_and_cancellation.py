@@ -12,25 +12,10 @@ import trio.testing
 
 from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import open_h2_client
-from tests.helpers.memory import MemoryNet, open_memory_client
+from tests.helpers.memory import CONNECT_HEADERS, MemoryNet, echo_backend, open_memory_client
 from tests.helpers.setup import make_config
 
 PROTOCOL_ERROR, CANCEL = 0x1, 0x8
-CONNECT_HEADERS = [
-    (b":method", b"CONNECT"),
-    (b":protocol", b"websocket"),
-    (b":scheme", b"https"),
-    (b":path", b"/"),
-    (b":authority", b"proxy.test"),
-    (b"sec-websocket-version", b"13"),
-]
-
-
-async def echo_backend(stream: trio.abc.HalfCloseableStream) -> None:
-    """Accepts the upgrade, then echoes raw bytes (not frames) until EOF."""
-    conn = BackendConnection(stream)
-    await conn.accept(await conn.read_upgrade())
-    await conn.echo_until_eof()
 
 
 async def silent_backend(stream: trio.abc.HalfCloseableStream) -> None:
