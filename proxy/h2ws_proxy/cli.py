@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import trio
 
 from h2ws_proxy import __version__
-from h2ws_proxy.config import ProxyConfig, load_config
+from h2ws_proxy.config import ProxyConfig, advertises_connect_protocol, load_config
 from h2ws_proxy.demo import serve_demo_backend
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import configure_logging
@@ -58,14 +58,18 @@ def describe(config: ProxyConfig) -> str:
             if listener.tls
             else "cleartext (h2c prior knowledge + HTTP/1.1)"
         )
-        advertised = "advertises" if listener.enable_connect_protocol else "does not advertise"
+        advertised = (
+            "advertises" if advertises_connect_protocol(config, listener) else "does not advertise"
+        )
+        why = " (auto)" if listener.enable_connect_protocol == "auto" else ""
         lines.append(
-            f"listener {listener.bind}: {mode}; {advertised} SETTINGS_ENABLE_CONNECT_PROTOCOL"
+            f"listener {listener.bind}: {mode}; {advertised} SETTINGS_ENABLE_CONNECT_PROTOCOL{why}"
         )
     for route in sorted(config.routes, key=lambda r: r.path):
-        lines.append(f"route {route.path} -> {route.backend}")
+        kind = "" if route.websocket else " (websocket = false)"
+        lines.append(f"route {route.path} -> {route.backend}{kind}")
     if config.admin:
-        lines.append(f"admin {config.admin.bind}: /healthz")
+        lines.append(f"admin {config.admin.bind}: /healthz, /stats")
     return "\n".join(lines)
 
 

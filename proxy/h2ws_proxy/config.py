@@ -52,6 +52,7 @@ __all__ = [
     "RouteConfig",
     "SocketAddress",
     "TLSConfig",
+    "advertises_connect_protocol",
     "build_server_ssl_context",
     "load_config",
     "parse_backend",
@@ -90,7 +91,9 @@ class TLSConfig:
 class ListenerConfig:
     bind: SocketAddress
     tls: TLSConfig | None = None
-    enable_connect_protocol: bool = True  #: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3)
+    #: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3): True, False, or "auto" (advertise
+    #: only when a route can take WebSockets; see :func:`advertises_connect_protocol`).
+    enable_connect_protocol: bool | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,7 @@ class RouteConfig:
     path: str
     backend: BackendAddress
     x_forwarded: bool = True  #: add X-Forwarded-For/-Proto/-Host toward the backend
+    websocket: bool = True  #: the backend takes WebSocket upgrades on this route
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,7 +451,30 @@ def _parse_listener(table: _Table) -> ListenerConfig:
     bind = table.address("bind", 'bind = "127.0.0.1:8443"')
     tls_table = table.table("tls")
     tls = None if tls_table is None else _parse_tls(tls_table)
-    return ListenerConfig(bind, tls, table.boolean("enable_connect_protocol", True))
+    return ListenerConfig(bind, tls, _connect_protocol_setting(table))
+
+
+def _connect_protocol_setting(table: _Table) -> bool | Literal["auto"]:
+    value = table.data.get("enable_connect_protocol", "auto")
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise table.error(
+        "enable_connect_protocol",
+        f'must be "auto", true or false, not {_describe(value)}; write e.g. '
+        'enable_connect_protocol = "auto"',
+    )
+
+
+def advertises_connect_protocol(config: ProxyConfig, listener: ListenerConfig) -> bool:
+    """Whether ``listener`` sends SETTINGS_ENABLE_CONNECT_PROTOCOL = 1.
+
+    Browsers read the setting as "WebSocket over HTTP/2 works here" and do not fall back to
+    HTTP/1.1 when the extended CONNECT then fails, so "auto" advertises it only when some
+    route can take WebSockets.
+    """
+    if listener.enable_connect_protocol == "auto":
+        return any(route.websocket for route in config.routes)
+    return bool(listener.enable_connect_protocol)
 
 
 def _parse_tls(table: _Table) -> TLSConfig:
@@ -458,7 +485,7 @@ def _parse_tls(table: _Table) -> TLSConfig:
 
 
 def _parse_route(table: _Table) -> RouteConfig:
-    table.check_keys(("path", "backend", "x_forwarded"))
+    table.check_keys(("path", "backend", "x_forwarded", "websocket"))
     path = table.string("path", 'path = "/"')
     if not path.startswith("/"):
         raise table.error("path", f'must start with "/"; write path = "/{path}"')
@@ -473,7 +500,9 @@ def _parse_route(table: _Table) -> RouteConfig:
     if backend.scheme == "unix" and not os.path.isabs(backend.unix_path):
         unix_path = os.path.abspath(table.ctx.base_dir / backend.unix_path)
         backend = BackendAddress("unix", unix_path=unix_path)
-    return RouteConfig(path, backend, table.boolean("x_forwarded", True))
+    return RouteConfig(
+        path, backend, table.boolean("x_forwarded", True), table.boolean("websocket", True)
+    )
 
 
 def _parse_admin(table: _Table) -> AdminConfig:

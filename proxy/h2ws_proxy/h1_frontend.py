@@ -20,7 +20,7 @@ import trio
 
 from h2ws_proxy.backend import READ_SIZE, connect_and_upgrade
 from h2ws_proxy.context import ClientInfo, ServerContext
-from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError, RouteNotFound
+from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError
 from h2ws_proxy.handshake import (
     build_backend_upgrade,
     h1_switching_headers,
@@ -29,6 +29,7 @@ from h2ws_proxy.handshake import (
     split_header_list,
 )
 from h2ws_proxy.record import TunnelRecord
+from h2ws_proxy.routing import websocket_route
 from h2ws_proxy.tunnel import run_tunnel
 
 logger = logging.getLogger(__name__)
@@ -171,9 +172,7 @@ class H1Frontend:
                     "ordinary HTTP requests are not proxied yet; open a WebSocket", status_hint=501
                 )
             ws_request, client_key = parse_h1_upgrade(request, tls=self._info.tls)
-            route = self._server.router.match(ws_request.path)
-            if route is None:
-                raise RouteNotFound(f"no route for {ws_request.path.decode('ascii', 'replace')}")
+            route = websocket_route(self._server.router, ws_request.path)
             record.route, record.backend = route.path, str(route.backend)
             key = new_websocket_key()
             upgrade = build_backend_upgrade(ws_request, route, key, self._info.address)

@@ -37,9 +37,9 @@ from h2.errors import ErrorCodes
 
 from h2ws_proxy.backend import connect_and_upgrade
 from h2ws_proxy.budget import SlidingWindowBudget
-from h2ws_proxy.config import RouteConfig
+from h2ws_proxy.config import RouteConfig, advertises_connect_protocol
 from h2ws_proxy.context import ClientInfo, ServerContext
-from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError, RouteNotFound
+from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError
 from h2ws_proxy.h2_request import parse_h2_request_head
 from h2ws_proxy.h2_session import H2Session, StreamUnusable
 from h2ws_proxy.h2_stream import H2TunnelStream
@@ -52,6 +52,7 @@ from h2ws_proxy.handshake import (
 )
 from h2ws_proxy.log import log_event
 from h2ws_proxy.record import TunnelRecord
+from h2ws_proxy.routing import websocket_route
 from h2ws_proxy.tunnel import TunnelEnd, run_tunnel
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class H2Frontend:
         self._initial_data = initial_data
         self.session = H2Session(
             self._limits,
-            connect_protocol_enabled=info.listener.enable_connect_protocol,
+            connect_protocol_enabled=advertises_connect_protocol(server.config, info.listener),
             on_output=self._wake_writer,
         )
         self._streams: dict[int, H2TunnelStream] = {}
@@ -396,13 +397,10 @@ class H2Frontend:
             )
         request = parse_extended_connect(
             head,
-            connect_protocol_enabled=self._info.listener.enable_connect_protocol,
+            connect_protocol_enabled=self.session.connect_protocol_enabled,
             tls=self._info.tls,
         )
-        route = self._server.router.match(request.path)
-        if route is None:
-            raise RouteNotFound(f"no route for {request.path.decode('ascii', 'replace')}")
-        return request, route
+        return request, websocket_route(self._server.router, request.path)
 
     def _refuse(self, stream_id: int, error: ProxyError) -> None:
         """Answer ``error``'s status. The answer ends our side; the client ends its own.

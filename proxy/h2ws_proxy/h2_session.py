@@ -85,7 +85,7 @@ class H2Session:
         self, limits: Limits, *, connect_protocol_enabled: bool, on_output: Callable[[], None]
     ) -> None:
         self._limits = limits
-        self._connect_protocol_enabled = connect_protocol_enabled
+        self.connect_protocol_enabled = connect_protocol_enabled
         self._on_output = on_output
         self.outbound = bytearray()
         self.conn = _GracefulH2Connection(
@@ -109,7 +109,7 @@ class H2Session:
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_bytes,
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
         }
-        if self._connect_protocol_enabled:
+        if self.connect_protocol_enabled:
             # RFC 8441 §3. Browsers take this as "WebSocket over HTTP/2 works here".
             settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
         self.conn.local_settings = _AdvertisedSettings(client=False, initial_values=settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from h2ws_proxy.config import RouteConfig
+from h2ws_proxy.errors import ClientProtocolError, RouteNotFound
 
 
 class Router:
@@ -34,3 +35,22 @@ def _prefix_matches(prefix: str, path: str) -> bool:
     if prefix.endswith("/") or len(path) == len(prefix):
         return True
     return path[len(prefix)] in "/?#"
+
+
+def websocket_route(router: Router, path: bytes) -> RouteConfig:
+    """The route for a WebSocket request to ``path``.
+
+    Raises RouteNotFound (404), or ClientProtocolError (501) when the route exists but its
+    backend does not take WebSockets (``websocket = false``).
+    """
+    route = router.match(path)
+    shown = path.decode("ascii", "replace")
+    if route is None:
+        raise RouteNotFound(f"no route for {shown}")
+    if not route.websocket:
+        raise ClientProtocolError(
+            f"route {route.path} does not take WebSockets (websocket = false); {shown} "
+            "cannot be opened as one",
+            status_hint=501,
+        )
+    return route

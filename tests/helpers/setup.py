@@ -23,7 +23,7 @@ Route = tuple[str, str]
 def make_config(
     *routes: Route,
     tls: TLSConfig | None = None,
-    enable_connect_protocol: bool = True,
+    enable_connect_protocol: bool | str = True,
     x_forwarded: bool = True,
     **limits: float,
 ) -> ProxyConfig:

@@ -176,3 +176,36 @@ async def test_client_data_while_a_rejection_is_relayed_is_dropped_not_an_error(
         await client.ping()
         assert state.reset_code is None
         assert bytes(state.data) == body
+
+
+async def test_route_without_websocket_refuses_both_protocols_and_auto_does_not_advertise(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    import dataclasses
+
+    from h2ws_proxy.config import advertises_connect_protocol
+
+    base = make_config(("/", "http://127.0.0.1:9"), enable_connect_protocol="auto")  # type: ignore[arg-type]
+    plain_http_only = dataclasses.replace(base.routes[0], websocket=False)
+    config = dataclasses.replace(base, routes=(plain_http_only,))
+    assert not advertises_connect_protocol(config, config.listeners[0])
+    net = MemoryNet(nursery, echo_backend)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        assert client.conn.remote_settings.enable_connect_protocol == 0
+    forced = dataclasses.replace(
+        config, listeners=(dataclasses.replace(config.listeners[0], enable_connect_protocol=True),)
+    )
+    async with open_h2_client(await open_memory_client(nursery, forced, net)) as client:
+        state = await client.finished(await client.request(CONNECT_HEADERS))
+        assert state.status == 501
+        assert b"websocket = false" in bytes(state.data)
+    h1 = await open_memory_client(nursery, config, net)
+    await h1.send_all(
+        b"GET / HTTP/1.1\r\nHost: proxy.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    answer = b""
+    while data := await h1.receive_some():
+        answer += data
+    assert answer.startswith(b"HTTP/1.1 501 ")
+    assert net.dials == 0

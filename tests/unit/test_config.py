@@ -80,7 +80,7 @@ def test_minimal_config_gets_the_defaults(tmp_path: Path) -> None:
     )
     assert config.admin is None
     assert config.limits == Limits()
-    assert config.listeners[0].enable_connect_protocol is True
+    assert config.listeners[0].enable_connect_protocol == "auto"
     assert config.listeners[0].tls is None
     assert config.routes[0].x_forwarded is True
 
@@ -125,7 +125,7 @@ def test_example_toml_tls_block_works_when_uncommented(
         text = text.replace(f"# {line}", line, 1)
     config = load_config(write(tmp_path, text))
     assert config.listeners[0].tls == TLSConfig(*tls_files)
-    assert config.listeners[0].enable_connect_protocol is True
+    assert config.listeners[0].enable_connect_protocol == "auto"
 
 
 def test_minimal_toml_parses() -> None:
@@ -413,7 +413,7 @@ def test_unknown_limits_key_with_suggestion(tmp_path: Path) -> None:
 def test_unknown_sub_table(tmp_path: Path) -> None:
     text = MINIMAL + "\n[route.headers]\nx = 1\n"
     assert load_error(tmp_path, text) == (
-        ":8: route[0].headers: unknown key; known keys: path, backend, x_forwarded"
+        ":8: route[0].headers: unknown key; known keys: path, backend, x_forwarded, websocket"
     )
 
 
@@ -846,3 +846,47 @@ def test_build_server_ssl_context_refuses_encrypted_key(
     )
     with pytest.raises(ConfigError, match=r"the TLS private key is encrypted"):
         build_server_ssl_context(TLSConfig(tls_files[0], encrypted))
+
+
+@pytest.mark.parametrize(
+    ("written", "parsed"), [('"auto"', "auto"), ("true", True), ("false", False)]
+)
+def test_enable_connect_protocol_values(tmp_path: Path, written: str, parsed: object) -> None:
+    text = f'[[listener]]\nbind = "127.0.0.1:0"\nenable_connect_protocol = {written}\n'
+    text += '[[route]]\npath = "/"\nbackend = "http://127.0.0.1:1"\n'
+    config = load_config(write(tmp_path, text))
+    assert config.listeners[0].enable_connect_protocol == parsed
+
+
+def test_enable_connect_protocol_rejects_other_values(tmp_path: Path) -> None:
+    text = '[[listener]]\nbind = "127.0.0.1:0"\nenable_connect_protocol = "yes"\n'
+    text += '[[route]]\npath = "/"\nbackend = "http://127.0.0.1:1"\n'
+    assert load_error(tmp_path, text) == (
+        ':3: listener[0].enable_connect_protocol: must be "auto", true or false, not a string; '
+        'write e.g. enable_connect_protocol = "auto"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "websocket_routes", "advertised"),
+    [
+        ("auto", [True, False], True),
+        ("auto", [False, False], False),
+        (True, [False], True),
+        (False, [True], False),
+    ],
+)
+def test_advertisement_policy(
+    setting: object, websocket_routes: list[bool], advertised: bool
+) -> None:
+    from h2ws_proxy.config import advertises_connect_protocol
+
+    listener = ListenerConfig(
+        bind=parse_socket_address("127.0.0.1:0"), enable_connect_protocol=setting
+    )  # type: ignore[arg-type]
+    routes = tuple(
+        RouteConfig(path=f"/r{i}", backend=parse_backend("http://127.0.0.1:1"), websocket=flag)
+        for i, flag in enumerate(websocket_routes)
+    )
+    config = ProxyConfig(listeners=(listener,), routes=routes)
+    assert advertises_connect_protocol(config, listener) is advertised
