@@ -129,18 +129,9 @@ async def run_tunnel(
 async def _pump_down(relay: _Relay, leftover: bytes) -> None:
     """Backend → client; END_STREAM (send_eof) when the backend ends its side."""
     try:
-        if leftover:
-            await _send(relay.client, leftover, "client")
-            relay.stats.bytes_down += len(leftover)
-        while data := await _receive(relay.backend, "backend"):
-            relay.stats.last_activity = trio.current_time()
-            await _send(relay.client, data, "client")
-            relay.stats.bytes_down += len(data)
+        await _copy(relay, leftover, upward=False)
         relay.backend_done = True
-        try:
-            await relay.client.send_eof()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise _SideBroke("client") from None
+        await _send_eof(relay.client, "client")
     except _SideBroke as broke:
         relay.fail(broke.side)
 
@@ -175,14 +166,8 @@ async def _drain_client(relay: _Relay) -> None:
 async def _forward_up(relay: _Relay, leftover: bytes) -> bool:
     """Copy until the client's EOF, then FIN: True; False if the backend stopped taking bytes."""
     try:
-        if leftover:
-            await _send(relay.backend, leftover, "backend")
-            relay.stats.bytes_up += len(leftover)
-        while data := await _receive(relay.client, "client"):
-            relay.stats.last_activity = trio.current_time()
-            await _send(relay.backend, data, "backend")
-            relay.stats.bytes_up += len(data)
-        await _send_eof(relay.backend)
+        await _copy(relay, leftover, upward=True)
+        await _send_eof(relay.backend, "backend")
     except _SideBroke as broke:
         if broke.side == "client":
             raise
@@ -190,11 +175,31 @@ async def _forward_up(relay: _Relay, leftover: bytes) -> bool:
     return True
 
 
-async def _send_eof(stream: trio.abc.HalfCloseableStream) -> None:
+async def _copy(relay: _Relay, leftover: bytes, *, upward: bool) -> None:
+    """Send ``leftover``, then copy one direction until its source's EOF, counting bytes."""
+    if upward:
+        source, sink, source_side, sink_side = relay.client, relay.backend, "client", "backend"
+    else:
+        source, sink, source_side, sink_side = relay.backend, relay.client, "backend", "client"
+    data: bytes | bytearray = leftover
+    while True:
+        if data:
+            await _send(sink, data, sink_side)
+            if upward:
+                relay.stats.bytes_up += len(data)
+            else:
+                relay.stats.bytes_down += len(data)
+        data = await _receive(source, source_side)
+        if not data:
+            return
+        relay.stats.last_activity = trio.current_time()
+
+
+async def _send_eof(stream: trio.abc.HalfCloseableStream, side: str) -> None:
     try:
         await stream.send_eof()
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        raise _SideBroke("backend") from None
+        raise _SideBroke(side) from None
 
 
 async def _receive(stream: trio.abc.ReceiveStream, side: str) -> bytes | bytearray:
