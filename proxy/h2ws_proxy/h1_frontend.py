@@ -28,6 +28,7 @@ from h2ws_proxy.handshake import (
     parse_h1_upgrade,
     split_header_list,
 )
+from h2ws_proxy.lingering import linger_before_close
 from h2ws_proxy.record import TunnelRecord
 from h2ws_proxy.routing import websocket_route
 from h2ws_proxy.tunnel import run_tunnel
@@ -35,9 +36,6 @@ from h2ws_proxy.tunnel import run_tunnel
 logger = logging.getLogger(__name__)
 
 Header = tuple[bytes, bytes]
-
-_LINGER_S = 2.0
-_LINGER_MAX_BYTES = 256 * 1024
 
 
 class _NoHalfClose(trio.abc.HalfCloseableStream):
@@ -238,23 +236,6 @@ class H1Frontend:
             return
         try:
             await self._client.send_all(data)
-            await self._linger()
+            await linger_before_close(self._client, half_close=True)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return
-
-    async def _linger(self) -> None:
-        """Read and drop what the client still sends for a moment before closing.
-
-        Closing a socket with unread input makes the kernel send a reset, which can destroy
-        the answer we just wrote before the client reads it (nginx's lingering_close).
-        Bounded in bytes and time.
-        """
-        if isinstance(self._client, trio.abc.HalfCloseableStream):
-            await self._client.send_eof()
-        budget = _LINGER_MAX_BYTES
-        with trio.move_on_after(_LINGER_S):
-            while budget > 0:
-                data = await self._client.receive_some(READ_SIZE)
-                if not data:
-                    return
-                budget -= len(data)

@@ -50,6 +50,7 @@ from h2ws_proxy.handshake import (
     new_websocket_key,
     parse_extended_connect,
 )
+from h2ws_proxy.lingering import linger_before_close
 from h2ws_proxy.log import log_event
 from h2ws_proxy.record import TunnelRecord
 from h2ws_proxy.routing import websocket_route
@@ -65,8 +66,6 @@ _PRODUCER_HIGH_WATER = 256 * 1024
 _READER_HIGH_WATER = 1024 * 1024
 #: How long the writer may take to flush a final GOAWAY to a client that stopped reading.
 _FINAL_FLUSH_S = 5.0
-_LINGER_S = 2.0
-_LINGER_MAX_BYTES = 256 * 1024
 #: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
 _NO_LENGTH_STATUSES = frozenset({204, 304})
 
@@ -143,26 +142,9 @@ class H2Frontend:
             with trio.move_on_after(_FINAL_FLUSH_S):
                 await self._writer_done.wait()
                 if not self._client_gone:
-                    await self._linger()
+                    # Don't let a reset eat our GOAWAY (see lingering.py).
+                    await linger_before_close(self._client, half_close=False)
             nursery.cancel_scope.cancel()
-
-    async def _linger(self) -> None:
-        """Read and drop what the client still sends for a moment before closing.
-
-        Closing with unread input makes the kernel send a reset, which can destroy our
-        GOAWAY before the client reads it: the client would see a reset connection instead
-        of a clean, retryable refusal. Bounded in bytes and time (nginx's lingering_close).
-        """
-        budget = _LINGER_MAX_BYTES
-        with trio.move_on_after(_LINGER_S):
-            while budget > 0:
-                try:
-                    data = await self._client.receive_some(_READ_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    return
-                if not data:
-                    return
-                budget -= len(data)
 
     async def _read_loop(self) -> None:
         while True:

@@ -1,0 +1,31 @@
+"""Lingering close: read and drop what a client still sends for a moment before closing.
+
+Closing a socket with unread input makes the kernel send a reset, which can destroy the
+last thing we wrote (an error answer, a GOAWAY) before the client reads it (nginx's
+lingering_close). Bounded in bytes and time, so a client cannot keep us here.
+"""
+
+from __future__ import annotations
+
+import trio
+
+LINGER_S = 2.0
+LINGER_MAX_BYTES = 256 * 1024
+_READ_SIZE = 65536
+
+
+async def linger_before_close(stream: trio.abc.Stream, *, half_close: bool) -> None:
+    """Drain ``stream`` until EOF or the time/byte bound; with ``half_close``, send our EOF
+    first where the stream can (not over TLS)."""
+    budget = LINGER_MAX_BYTES
+    try:
+        if half_close and isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+        with trio.move_on_after(LINGER_S):
+            while budget > 0:
+                data = await stream.receive_some(_READ_SIZE)
+                if not data:
+                    return
+                budget -= len(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        return
