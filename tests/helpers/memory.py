@@ -89,15 +89,21 @@ async def open_memory_client(
     net: MemoryNet,
     *,
     shutdown: trio.Event | None = None,
+    lockstep: bool = False,
 ) -> trio.abc.HalfCloseableStream:
-    """Start serving one in-memory client connection; returns the client's end."""
+    """Start serving one in-memory client connection; returns the client's end.
+
+    With ``lockstep`` the client's end has no buffer at all: the proxy's writes complete
+    only as the test reads (a client that does not read blocks them).
+    """
     server = ServerContext(
         config=config,
         router=Router(config.routes),
         shutdown=shutdown if shutdown is not None else trio.Event(),
         connect_backend=net.connect,
     )
-    client_side, proxy_side = trio.testing.memory_stream_pair()
+    pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+    client_side, proxy_side = pair()
     info = ClientInfo(connection_id=1, listener=config.listeners[0], address="127.0.0.1", tls=False)
     nursery.start_soon(handle_client, proxy_side, server, info)
     return client_side

@@ -109,17 +109,9 @@ async def test_idle_connection_gets_goaway_and_is_closed(
 async def test_client_that_never_reads_is_disconnected_after_the_send_timeout(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    from h2ws_proxy.connection import handle_client
-    from h2ws_proxy.context import ClientInfo, ServerContext
-    from h2ws_proxy.routing import Router
-
     config = make_config(("/", "http://127.0.0.1:9"), send_timeout_s=60.0)
-    server = ServerContext(
-        config, Router(config.routes), trio.Event(), MemoryNet(nursery, echo_backend).connect
-    )
-    client_side, proxy_side = trio.testing.lockstep_stream_pair()  # no buffer at all
-    info = ClientInfo(1, config.listeners[0], "127.0.0.1", tls=False)
-    nursery.start_soon(handle_client, proxy_side, server, info)
+    net = MemoryNet(nursery, echo_backend)
+    client_side = await open_memory_client(nursery, config, net, lockstep=True)  # no buffer
     h2_client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     h2_client.initiate_connection()
     await client_side.send_all(h2_client.data_to_send())
@@ -184,18 +176,9 @@ async def test_empty_data_frame_flood_closes_the_connection(
 async def test_ping_flood_from_a_client_that_never_reads_stays_bounded(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    from h2ws_proxy.connection import handle_client
-    from h2ws_proxy.context import ClientInfo, ServerContext
-    from h2ws_proxy.routing import Router
-
     config = make_config(("/", "http://127.0.0.1:9"))
-    server = ServerContext(
-        config, Router(config.routes), trio.Event(), MemoryNet(nursery, echo_backend).connect
-    )
-    client_side, proxy_side = trio.testing.lockstep_stream_pair()  # the proxy's writes block
-    nursery.start_soon(
-        handle_client, proxy_side, server, ClientInfo(1, config.listeners[0], None, tls=False)
-    )
+    net = MemoryNet(nursery, echo_backend)
+    client_side = await open_memory_client(nursery, config, net, lockstep=True)  # writes block
     h2_client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     h2_client.initiate_connection()
     await client_side.send_all(h2_client.data_to_send())
