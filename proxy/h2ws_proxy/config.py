@@ -154,6 +154,14 @@ class Limits:
     stream_reset_window_s: float = 10.0
     #: Empty DATA frames (no payload, no END_STREAM) a client may send in that window.
     max_empty_frames: int = 1000
+    #: An ordinary HTTP request with no byte moving either way this long is ended (504
+    #: before the backend's answer began, an abort after).
+    http_idle_timeout_s: float = 60.0
+    #: How long an idle keep-alive connection to a backend is kept for reuse; 0 disables
+    #: reuse. Below Node's 5 s keep-alive default, so we close first, not the backend.
+    backend_keepalive_s: float = 4.0
+    #: Idle keep-alive connections kept per backend (0 disables reuse).
+    backend_max_idle: int = 32
 
 
 #: Inclusive ranges of the integer limits; the other limits are seconds.
@@ -165,9 +173,10 @@ _INT_LIMITS: dict[str, tuple[int, int]] = {
     "max_connections": (1, 1_000_000),
     "max_stream_resets": (1, 1_000_000),
     "max_empty_frames": (1, 1_000_000),
+    "backend_max_idle": (0, 100_000),
 }
 #: Second-valued limits where 0 means "disabled".
-_ZERO_DISABLES = frozenset({"idle_timeout_s", "idle_connection_timeout_s"})
+_ZERO_DISABLES = frozenset({"idle_timeout_s", "idle_connection_timeout_s", "backend_keepalive_s"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,7 +534,7 @@ def _limit_value(table: _Table, name: str) -> float | int:
     if not math.isfinite(value):
         raise table.error(name, f"must be a finite number of seconds; {example}")
     if name in _ZERO_DISABLES and value < 0:
-        raise table.error(name, "must not be negative; use 0 to disable the idle timeout")
+        raise table.error(name, "must not be negative; use 0 to disable it")
     if name not in _ZERO_DISABLES and value <= 0:
         raise table.error(name, f"must be greater than 0 seconds; {example}")
     return float(value)

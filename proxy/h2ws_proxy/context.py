@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import trio
 
 from h2ws_proxy.backend import ConnectBackend, open_backend_stream
+from h2ws_proxy.backend_pool import BackendPool
 from h2ws_proxy.config import ListenerConfig, ProxyConfig
 from h2ws_proxy.routing import Router
 
@@ -19,6 +20,8 @@ class ServerStats:
 
     connections: int = 0
     tunnels: int = 0
+    #: Ordinary HTTP requests in progress.
+    requests: int = 0
     #: Bugs caught at a connection boundary (logged with a traceback). Should stay 0.
     unexpected_errors: int = 0
 
@@ -38,6 +41,14 @@ class ServerStats:
         finally:
             self.tunnels -= 1
 
+    @contextlib.contextmanager
+    def count_request(self) -> Iterator[None]:
+        self.requests += 1
+        try:
+            yield
+        finally:
+            self.requests -= 1
+
 
 @dataclass(frozen=True, slots=True)
 class ServerContext:
@@ -50,6 +61,11 @@ class ServerContext:
     #: How to reach a backend; tests inject an in-memory one.
     connect_backend: ConnectBackend = open_backend_stream
     stats: ServerStats = field(default_factory=ServerStats)
+    #: Keep-alive connections for ordinary requests (tunnels always dial their own).
+    pool: BackendPool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pool", BackendPool(self.config.limits, self.connect_backend))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ with its own module. Any answer other than our 101 closes the connection.
 from __future__ import annotations
 
 import logging
+import math
 
 import h11
 import trio
@@ -21,6 +22,13 @@ import trio
 from h2ws_proxy.backend import READ_SIZE, connect_and_upgrade
 from h2ws_proxy.context import ClientInfo, ServerContext
 from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError
+from h2ws_proxy.exchange import (
+    EXCHANGE_ABORT_ENDS,
+    ExchangeAborted,
+    ExchangeResult,
+    forward_exchange,
+)
+from h2ws_proxy.h1_client_side import H1ClientSide
 from h2ws_proxy.handshake import (
     build_backend_upgrade,
     h1_switching_headers,
@@ -28,10 +36,11 @@ from h2ws_proxy.handshake import (
     parse_h1_upgrade,
     split_header_list,
 )
+from h2ws_proxy.http_message import request_from_h1
 from h2ws_proxy.lingering import linger_before_close
 from h2ws_proxy.record import TunnelRecord
-from h2ws_proxy.routing import websocket_route
-from h2ws_proxy.tunnel import run_tunnel
+from h2ws_proxy.routing import http_route, websocket_route
+from h2ws_proxy.tunnel import TunnelEnd, run_tunnel
 
 logger = logging.getLogger(__name__)
 
@@ -74,20 +83,13 @@ class _NoHalfClose(trio.abc.HalfCloseableStream):
         await self._stream.aclose()
 
 
-def _has_body(request: h11.Request) -> bool:
-    for name, value in request.headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
-
-
 def _is_websocket_upgrade(request: h11.Request) -> bool:
     upgrade = [value for name, value in request.headers if name == b"upgrade"]
     return b"websocket" in {item.lower() for item in split_header_list(upgrade)}
 
 
 class H1Frontend:
-    """Serve one HTTP/1.1 client connection: one WebSocket upgrade, then the tunnel."""
+    """Serve one HTTP/1.1 client connection: ordinary requests (kept alive), or one upgrade."""
 
     def __init__(
         self,
@@ -107,47 +109,90 @@ class H1Frontend:
             self._conn.receive_data(initial_data)
 
     async def run(self) -> None:
-        try:
-            with trio.fail_after(self._limits.client_handshake_timeout_s):
-                request = await self._read_request()
-        except trio.TooSlowError:
-            await self._send_error(408, "the request head did not arrive in time")
-            return
-        except h11.RemoteProtocolError as error:
-            await self._send_error(error.error_status_hint, f"bad request: {error}")
-            return
-        if request is None:
-            return
-        await self._serve(request)
+        first = True
+        while True:
+            if not first and not await self._wait_for_next_request():
+                return
+            try:
+                with trio.fail_after(self._limits.client_handshake_timeout_s):
+                    request = await self._read_request_head()
+            except trio.TooSlowError:
+                if first:
+                    await self._send_error(408, "the request head did not arrive in time")
+                return
+            except h11.RemoteProtocolError as error:
+                await self._send_error(error.error_status_hint, f"bad request: {error}")
+                return
+            if request is None:
+                return
+            first = False
+            if _is_websocket_upgrade(request):
+                await self._serve(request)
+                return  # a tunnel, or a refused upgrade: either way the connection ends
+            if not await self._serve_http(request):
+                return
+            self._conn.start_next_cycle()
 
-    async def _read_request(self) -> h11.Request | None:
-        """Read one request head and its (empty) body; None if the client left first."""
-        request: h11.Request | None = None
+    async def _wait_for_next_request(self) -> bool:
+        """Between requests: wait for the next one's first bytes, or the end.
+
+        False when the client left, stayed idle past ``idle_connection_timeout_s``, or the
+        server is draining (an idle keep-alive connection is simply closed then).
+        """
+        if self._conn.trailing_data[0]:
+            return not self._server.shutdown.is_set()  # a pipelined request is waiting
+        idle_s = self._limits.idle_connection_timeout_s or math.inf
+        got_bytes = False
+        async with trio.open_nursery() as nursery:
+
+            async def read_some() -> None:
+                nonlocal got_bytes
+                got_bytes = await self._receive_into_h11()
+                nursery.cancel_scope.cancel()
+
+            async def stop_on_shutdown() -> None:
+                await self._server.shutdown.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(read_some)
+            nursery.start_soon(stop_on_shutdown)
+            nursery.cancel_scope.deadline = trio.current_time() + idle_s
+        return got_bytes
+
+    async def _receive_into_h11(self) -> bool:
+        """Read once from the client into h11; False if it closed or broke."""
+        try:
+            data = await self._client.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return False
+        self._conn.receive_data(bytes(data))
+        return bool(data)
+
+    async def _read_request_head(self) -> h11.Request | None:
+        """Read one request head; None if the client left first. The body stays unread."""
         while True:
             event = self._conn.next_event()
             if event is h11.NEED_DATA:
-                try:
-                    data = await self._client.receive_some(READ_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    return None
-                self._conn.receive_data(bytes(data))
+                if not await self._receive_into_h11():
+                    self._conn.receive_data(b"")
                 continue
             if isinstance(event, h11.Request):
-                if _has_body(event):
-                    # Only upgrades are served here, and they carry no body; refusing
-                    # before reading one also refuses CL+TE smuggling (RFC 9112 §6.3).
-                    raise h11.RemoteProtocolError(
-                        "a request body is not accepted here", error_status_hint=400
-                    )
-                request = event
-            elif isinstance(event, h11.Data):
-                raise h11.RemoteProtocolError(
-                    "a request body is not accepted here", error_status_hint=400
-                )
-            elif event is h11.PAUSED or isinstance(event, h11.EndOfMessage):
-                return request
-            elif isinstance(event, h11.ConnectionClosed):
+                return event
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return None
+
+    async def _finish_upgrade_request(self) -> bool:
+        """Read up to the end of an upgrade request (it has no body); False if the client left."""
+        while True:
+            event = self._conn.next_event()
+            if event is h11.NEED_DATA:
+                if not await self._receive_into_h11():
+                    return False
+                continue
+            if event is h11.PAUSED or isinstance(event, h11.EndOfMessage):
+                return True
+            if isinstance(event, h11.ConnectionClosed):
+                return False
 
     async def _serve(self, request: h11.Request) -> None:
         record = TunnelRecord(
@@ -165,12 +210,10 @@ class H1Frontend:
 
     async def _upgrade_and_run(self, request: h11.Request, record: TunnelRecord) -> None:
         try:
-            if not _is_websocket_upgrade(request):
-                raise ClientProtocolError(
-                    "ordinary HTTP requests are not proxied yet; open a WebSocket", status_hint=501
-                )
             ws_request, client_key = parse_h1_upgrade(request, tls=self._info.tls)
             route = websocket_route(self._server.router, ws_request.path)
+            if not await self._finish_upgrade_request():
+                return
             record.route, record.backend = route.path, str(route.backend)
             key = new_websocket_key()
             upgrade = build_backend_upgrade(ws_request, route, key, self._info.address)
@@ -212,6 +255,64 @@ class H1Frontend:
                 idle_timeout_s=self._limits.idle_timeout_s,
                 stats=record.stats,
             )
+
+    async def _serve_http(self, request: h11.Request) -> bool:
+        """Forward one ordinary request; True if the connection may carry another."""
+        record = TunnelRecord(
+            front="h1",
+            connection_id=self._info.connection_id,
+            stream_id=None,
+            path=request.target,
+            route="-",
+            backend="-",
+            kind="request",
+            method=request.method,
+        )
+        result = ExchangeResult()
+        try:
+            with self._server.stats.count_request():
+                return await self._forward(request, record, result)
+        finally:
+            record.status = record.status or result.status
+            record.opened = result.head_sent
+            record.log()
+
+    async def _forward(
+        self, request: h11.Request, record: TunnelRecord, result: ExchangeResult
+    ) -> bool:
+        try:
+            http_request = request_from_h1(request, tls=self._info.tls)
+            route = http_route(self._server.router, http_request.target)
+            record.route, record.backend = route.path, str(route.backend)
+            await forward_exchange(
+                http_request,
+                route,
+                H1ClientSide(self._client, self._conn, self._server, self._limits),
+                self._server.pool,
+                self._limits,
+                self._info.address,
+                record.stats,
+                result,
+            )
+        except ProxyError as error:
+            record.status, record.error = error.status_hint, error.message
+            if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                extra = error.extra_headers if isinstance(error, ClientProtocolError) else ()
+                await self._send_error(error.status_hint, error.message, extra)
+            return False
+        except ExchangeAborted as abort:
+            # Half an answer went out: only dropping the connection tells the client.
+            record.error = abort.reason
+            record.stats.end = EXCHANGE_ABORT_ENDS[abort.side]
+            await trio.aclose_forcefully(self._client)
+            return False
+        record.stats.end = TunnelEnd.CLEAN
+        if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
+            return True
+        # The backend answered before the request body ended (or someone asked to close):
+        # close, politely, so the client still reads the answer.
+        await linger_before_close(self._client, half_close=True)
+        return False
 
     async def _send_error(self, status: int, reason: str, extra: tuple[Header, ...] = ()) -> None:
         headers = [(b"content-type", b"text/plain; charset=utf-8"), *extra]

@@ -40,9 +40,15 @@ from h2ws_proxy.budget import SlidingWindowBudget
 from h2ws_proxy.config import RouteConfig, advertises_connect_protocol
 from h2ws_proxy.context import ClientInfo, ServerContext
 from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError
-from h2ws_proxy.h2_request import parse_h2_request_head
+from h2ws_proxy.exchange import (
+    EXCHANGE_ABORT_ENDS,
+    ExchangeAborted,
+    ExchangeResult,
+    forward_exchange,
+)
+from h2ws_proxy.h2_request import H2RequestHead, parse_h2_request_head
 from h2ws_proxy.h2_session import H2Session, StreamUnusable
-from h2ws_proxy.h2_stream import H2TunnelStream
+from h2ws_proxy.h2_stream import H2ClientSide, H2TunnelStream
 from h2ws_proxy.handshake import (
     WebSocketRequest,
     build_backend_upgrade,
@@ -50,10 +56,11 @@ from h2ws_proxy.handshake import (
     new_websocket_key,
     parse_extended_connect,
 )
+from h2ws_proxy.http_message import BodyFraming, HttpRequest, request_from_h2
 from h2ws_proxy.lingering import linger_before_close
 from h2ws_proxy.log import log_event
 from h2ws_proxy.record import TunnelRecord
-from h2ws_proxy.routing import websocket_route
+from h2ws_proxy.routing import http_route, websocket_route
 from h2ws_proxy.tunnel import TunnelEnd, run_tunnel
 
 logger = logging.getLogger(__name__)
@@ -312,9 +319,7 @@ class H2Frontend:
         elif isinstance(event, h2.events.DataReceived):
             self._on_data(event)
         elif isinstance(event, h2.events.StreamEnded):
-            stream = self._streams.get(event.stream_id or 0)
-            if stream is not None:
-                stream.feed_eof()
+            self._on_stream_ended(event.stream_id or 0)
         elif isinstance(event, h2.events.StreamReset):
             self._on_reset(event)
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
@@ -322,7 +327,7 @@ class H2Frontend:
                 self._settings_received.set()
             self._on_window_change(getattr(event, "stream_id", 0) or 0)
         elif isinstance(event, h2.events.TrailersReceived):
-            self._fail_stream(event.stream_id or 0, "trailers on a tunnel stream")
+            self._on_trailers(event)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._on_goaway(event)
 
@@ -350,31 +355,41 @@ class H2Frontend:
             if not self._closing:
                 self._count_reset()
             return
+        ended = event.stream_ended is not None
         try:
-            request, route = self._accept_request(list(event.headers))
+            head = parse_h2_request_head(list(event.headers))
+            if head.method == b"CONNECT" or head.protocol is not None:
+                request, route = self._accept_websocket(head)
+            else:
+                http_request, route = self._accept_http(head, ended=ended)
         except ProxyError as error:
             self._refuse(stream_id, error)
             return
         stream = H2TunnelStream(self, stream_id)
-        if event.stream_ended is not None:
+        if ended:
             stream.feed_eof()
         self._streams[stream_id] = stream
         self._idle_since = None
         assert self._nursery is not None
-        self._nursery.start_soon(self._serve_tunnel, stream, request, route)
+        if head.method == b"CONNECT" or head.protocol is not None:
+            self._nursery.start_soon(self._serve_tunnel, stream, request, route)
+            return
+        stream.exchange = stream.opened = True  # its DATA is the request body
+        if http_request.framing is BodyFraming.NONE:
+            stream.declared_length = 0
+        elif http_request.framing is BodyFraming.LENGTH:
+            stream.declared_length = http_request.content_length
+        self._nursery.start_soon(self._serve_exchange, stream, http_request, route)
 
-    def _accept_request(self, headers: list[Header]) -> tuple[WebSocketRequest, RouteConfig]:
-        head = parse_h2_request_head(headers)
+    def _accept_http(self, head: H2RequestHead, *, ended: bool) -> tuple[HttpRequest, RouteConfig]:
+        request = request_from_h2(head, tls=self._info.tls, end_stream=ended)
+        return request, http_route(self._server.router, request.target)
+
+    def _accept_websocket(self, head: H2RequestHead) -> tuple[WebSocketRequest, RouteConfig]:
         if head.protocol is None:
-            if head.method == b"CONNECT":
-                raise ClientProtocolError(
-                    "plain CONNECT (a TCP tunnel to host:port) is not offered here; "
-                    "only extended CONNECT with :protocol websocket",
-                    status_hint=501,
-                )
             raise ClientProtocolError(
-                "ordinary HTTP requests are not proxied yet; open a WebSocket "
-                "(extended CONNECT with :protocol websocket)",
+                "plain CONNECT (a TCP tunnel to host:port) is not offered here; "
+                "only extended CONNECT with :protocol websocket",
                 status_hint=501,
             )
         request = parse_extended_connect(
@@ -414,7 +429,30 @@ class H2Frontend:
             if event.data and not stream.answered:
                 self._fail_stream(stream_id, "DATA on an extended CONNECT before its 200")
         else:
+            problem = stream.count_body(len(event.data or b"")) if stream.exchange else None
+            if problem is not None:
+                self.session.acknowledge(stream_id, length)
+                self._fail_stream(stream_id, f"malformed request: {problem}")
+                return
             stream.feed_data(event.data or b"", length)
+
+    def _on_stream_ended(self, stream_id: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        problem = stream.count_body(0, ended=True) if stream.exchange else None
+        if problem is not None:
+            self._fail_stream(stream_id, f"malformed request: {problem}")
+            return
+        stream.feed_eof()
+
+    def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
+        stream_id = event.stream_id or 0
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.exchange:
+            self._fail_stream(stream_id, "trailers on a tunnel stream")
+            return
+        stream.trailers = list(event.headers or [])
 
     def _fail_stream(self, stream_id: int, reason: str) -> None:
         """A protocol violation on one stream: reset it PROTOCOL_ERROR, end its tunnel."""
@@ -549,6 +587,85 @@ class H2Frontend:
         elif not record.opened and not stream.local_ended:
             stream.reset(cancel=True)  # cancelled, or an answer cut short: say so
         # Bytes the tunnel never consumed still hold connection window: give it back.
+        self.session.acknowledge(stream.stream_id, stream.release_unconsumed())
+        self._streams.pop(stream.stream_id, None)
+        record.log()
+        self._end_if_idle()
+
+    # ---- one ordinary request ----
+
+    async def _serve_exchange(
+        self, stream: H2TunnelStream, request: HttpRequest, route: RouteConfig
+    ) -> None:
+        record = TunnelRecord(
+            front="h2",
+            connection_id=self._info.connection_id,
+            stream_id=stream.stream_id,
+            path=request.target,
+            route=route.path,
+            backend=str(route.backend),
+            kind="request",
+            method=request.method,
+        )
+        result = ExchangeResult()
+        try:
+            with stream.scope, self._server.stats.count_request():
+                await self._forward(stream, request, route, record, result)
+        finally:
+            self._finish_exchange(stream, record, result)
+
+    async def _forward(
+        self,
+        stream: H2TunnelStream,
+        request: HttpRequest,
+        route: RouteConfig,
+        record: TunnelRecord,
+        result: ExchangeResult,
+    ) -> None:
+        try:
+            await forward_exchange(
+                request,
+                route,
+                H2ClientSide(stream),
+                self._server.pool,
+                self._limits,
+                self._info.address,
+                record.stats,
+                result,
+            )
+        except ProxyError as error:
+            # Nothing of the answer went out yet: answer the error ourselves.
+            record.status, record.error = error.status_hint, error.message
+            self._refuse(stream.stream_id, error)
+            stream.mark_ended_locally()
+            return
+        except ExchangeAborted as abort:
+            record.error = abort.reason
+            record.stats.end = EXCHANGE_ABORT_ENDS[abort.side]
+            return
+        record.stats.end = TunnelEnd.CLEAN
+
+    def _finish_exchange(
+        self, stream: H2TunnelStream, record: TunnelRecord, result: ExchangeResult
+    ) -> None:
+        """Reset what did not end cleanly, return credit, forget the stream, log it."""
+        record.status = record.status or result.status
+        record.opened = result.head_sent
+        if stream.reset_by_peer:
+            record.stats.end = TunnelEnd.CLIENT_ABORTED
+        if stream.broken_reason is None:
+            if not stream.local_ended:
+                # An answer cut short: the client must not take it for a whole one.
+                code = (
+                    ErrorCodes.INTERNAL_ERROR
+                    if record.stats.end is TunnelEnd.BACKEND_ABORTED
+                    else ErrorCodes.CANCEL
+                )
+                self.session.reset(stream.stream_id, code)
+            elif not stream.remote_ended:
+                # RFC 9113 §8.1: the answer is complete; the client may stop sending.
+                self.session.reset(stream.stream_id, ErrorCodes.NO_ERROR)
+            stream.break_stream("the exchange ended", by_peer=False)
         self.session.acknowledge(stream.stream_id, stream.release_unconsumed())
         self._streams.pop(stream.stream_id, None)
         record.log()

@@ -21,6 +21,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 from h2.errors import ErrorCodes
 from hyperframe.frame import Frame, GoAwayFrame
 
@@ -36,6 +37,10 @@ class StreamUnusable(Exception):
     """The stream can no longer carry frames from us (reset, closed, or the connection is)."""
 
 
+def _ignore_content_length(headers: object) -> None:
+    """Stands in for h2's content-length tracking (see ``_begin_new_stream``)."""
+
+
 class _GracefulH2Connection(h2.connection.H2Connection):
     """h2's connection, except that a GOAWAY from the client leaves it open.
 
@@ -46,6 +51,20 @@ class _GracefulH2Connection(h2.connection.H2Connection):
     event is reported and h2's state left alone; the frontend takes no new streams and
     closes once the open ones have ended.
     """
+
+    def _begin_new_stream(
+        self, stream_id: int, allowed_ids: h2.connection.AllowedStreamIDs
+    ) -> h2.stream.H2Stream:
+        """A new stream whose content-length h2 does not police.
+
+        h2 checks a request's ``content-length`` against its DATA and makes a mismatch (or a
+        non-numeric value) a *connection* error, ending every tunnel of the connection.
+        RFC 9113 §8.1.1 makes it a malformed request: a stream error. The frontend checks
+        it per stream instead (see ``H2TunnelStream.count_body``).
+        """
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        stream._initialize_content_length = _ignore_content_length  # type: ignore[method-assign]
+        return stream
 
     def _receive_goaway_frame(
         self, frame: GoAwayFrame

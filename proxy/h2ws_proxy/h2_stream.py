@@ -28,6 +28,9 @@ from h2ws_proxy.h2_session import StreamUnusable
 if TYPE_CHECKING:
     from h2ws_proxy.h2_frontend import H2Frontend
 
+#: Largest request-body chunk handed to the exchange at once.
+_BODY_READ_SIZE = 65536
+
 
 class H2TunnelStream(trio.abc.HalfCloseableStream):
     """The client end of a tunnel on HTTP/2 stream ``stream_id`` of ``frontend``."""
@@ -53,6 +56,12 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         self._readable = trio.Event()
         self._writable = trio.Event()
         self._receiving = False
+        #: For ordinary requests: the body length the client declared (None: unknown) and
+        #: what arrived so far; trailers, if the client sent any.
+        self.exchange = False
+        self.declared_length: int | None = None
+        self.received_length = 0
+        self.trailers: list[tuple[bytes, bytes]] = []
 
     # ---- called by the frontend's reader (synchronous, never blocks) ----
 
@@ -65,6 +74,22 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
             self._inbound.append(data)
             self._inbound_bytes += len(data)
             self._readable.set()
+
+    def count_body(self, size: int, *, ended: bool = False) -> str | None:
+        """Hold an ordinary request's DATA to its declared length (RFC 9113 §8.1.1).
+
+        Returns what is wrong, or None. With no declared length anything goes (h11 frames it
+        as chunked toward the backend).
+        """
+        self.received_length += size
+        declared = self.declared_length
+        if declared is None:
+            return None
+        if self.received_length > declared:
+            return f"more DATA than its content-length {declared}"
+        if ended and self.received_length != declared:
+            return f"DATA ended at {self.received_length} bytes, content-length said {declared}"
+        return None
 
     def feed_eof(self) -> None:
         self._remote_ended = True
@@ -191,3 +216,57 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
             code = ErrorCodes.CANCEL if cancel else ErrorCodes.CONNECT_ERROR
             self._frontend.session.reset(self.stream_id, code)
         self.break_stream("reset by the proxy", by_peer=False)
+
+
+class H2ClientSide:
+    """An ordinary request's HTTP/2 stream as the exchange's :class:`ClientSide`."""
+
+    for_h2 = True
+
+    def __init__(self, stream: H2TunnelStream) -> None:
+        self._stream = stream
+        self._session = stream._frontend.session
+
+    async def receive_body(self) -> bytes:
+        # Credit for each chunk goes back on the next call, after the exchange wrote it on.
+        return await self._stream.receive_some(_BODY_READ_SIZE)
+
+    def request_trailers(self) -> list[tuple[bytes, bytes]]:
+        return self._stream.trailers
+
+    async def wait_gone(self) -> None:
+        # A reset or a lost connection cancels the stream's scope; nothing to watch here.
+        await trio.sleep_forever()
+
+    async def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self._send_headers([(b":status", str(status).encode()), *headers], end=False)
+        await trio.lowlevel.checkpoint()
+
+    async def send_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], *, has_body: bool
+    ) -> None:
+        self._send_headers([(b":status", str(status).encode()), *headers], end=not has_body)
+        await self._stream._frontend.wait_outbound_drained()
+
+    async def send_body(self, data: bytes) -> None:
+        await self._stream.send_all(data)
+
+    async def end(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        if self._stream.local_ended:
+            await trio.lowlevel.checkpoint()
+        elif trailers:
+            self._send_headers(trailers, end=True)
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._stream.send_eof()
+
+    def _send_headers(self, headers: list[tuple[bytes, bytes]], *, end: bool) -> None:
+        stream = self._stream
+        if stream.broken_reason is not None:
+            raise trio.BrokenResourceError(stream.broken_reason)
+        try:
+            self._session.send_headers(stream.stream_id, headers, end_stream=end)
+        except StreamUnusable as error:
+            raise trio.BrokenResourceError(str(error)) from error
+        if end:
+            stream.mark_ended_locally()

@@ -258,18 +258,35 @@ def build_backend_upgrade(
         (b"sec-websocket-key", key),
         (b"sec-websocket-version", WEBSOCKET_VERSION),
     ]
-    if not route.x_forwarded:
-        headers.extend(request.headers)
-        return _h11_request(request.path, headers)
     headers.extend(
-        (name, value) for name, value in request.headers if name not in _FORWARDED_FIELDS
+        with_forwarding_fields(
+            request.headers, route, client_address, request.scheme, request.authority
+        )
     )
-    if client_address:
-        headers.append((b"x-forwarded-for", client_address.encode("ascii")))
-    headers.append((b"x-forwarded-proto", request.scheme))
-    if request.authority is not None:
-        headers.append((b"x-forwarded-host", request.authority))
     return _h11_request(request.path, headers)
+
+
+def with_forwarding_fields(
+    headers: tuple[Header, ...],
+    route: RouteConfig,
+    client_address: str | None,
+    scheme: bytes,
+    authority: bytes | None,
+) -> list[Header]:
+    """``headers`` with X-Forwarded-* applied as ``route.x_forwarded`` says.
+
+    With it the proxy is the edge: the client's forwarding claims go and ours are added.
+    Without it the client's fields pass unchanged and none are added.
+    """
+    if not route.x_forwarded:
+        return list(headers)
+    result = [(name, value) for name, value in headers if name not in _FORWARDED_FIELDS]
+    if client_address:
+        result.append((b"x-forwarded-for", client_address.encode("ascii")))
+    result.append((b"x-forwarded-proto", scheme))
+    if authority is not None:
+        result.append((b"x-forwarded-host", authority))
+    return result
 
 
 def _h11_request(target: bytes, headers: list[Header]) -> h11.Request:

@@ -1,9 +1,10 @@
-"""One record per WebSocket request, written as one structured log line when it ends.
+"""One record per WebSocket tunnel or ordinary request, one structured log line when it ends.
 
 Both frontends fill a :class:`TunnelRecord` as the request goes (status, counters, how it
-ended) and call :meth:`TunnelRecord.log` exactly once, also when the tunnel is cancelled, so
-every request leaves a line naming its front protocol (``h2``/``h1``), stream, route,
-backend, status, bytes each way, duration and ending.
+ended) and call :meth:`TunnelRecord.log` exactly once, also when it is cancelled, so every
+tunnel and request leaves a line naming its front protocol (``h2``/``h1``), stream, route,
+backend, status, bytes each way, duration and ending. Tunnels log ``tunnel.closed`` (or
+``tunnel.refused`` when no tunnel opened), ordinary requests ``request.closed``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class TunnelRecord:
     #: True once the tunnel opened; ``stats`` is then meaningful.
     opened: bool = False
     stats: TunnelStats = field(default_factory=TunnelStats)
+    #: ``"tunnel"`` for a WebSocket, ``"request"`` for an ordinary HTTP request.
+    kind: str = "tunnel"
+    method: bytes | None = None
 
     def ending(self) -> str:
         if self.opened:
@@ -45,12 +49,17 @@ class TunnelRecord:
         return "refused"
 
     def log(self) -> None:
+        if self.kind == "request":
+            event = "request.closed"
+        else:
+            event = "tunnel.closed" if self.opened else "tunnel.refused"
         log_event(
             logger,
             logging.INFO,
-            "tunnel.closed" if self.opened else "tunnel.refused",
+            event,
             conn=self.connection_id,
             front=self.front,
+            **({"method": self.method} if self.method is not None else {}),
             stream=self.stream_id if self.stream_id is not None else "-",
             path=self.path,
             route=self.route,

@@ -54,3 +54,11 @@ def websocket_route(router: Router, path: bytes) -> RouteConfig:
             status_hint=501,
         )
     return route
+
+
+def http_route(router: Router, target: bytes) -> RouteConfig:
+    """The route for an ordinary request to ``target``; raises RouteNotFound (404)."""
+    route = router.match(target)
+    if route is None:
+        raise RouteNotFound(f"no route for {target.decode('ascii', 'replace')}")
+    return route

@@ -135,6 +135,22 @@ async def serve(
     contexts = [build_server_ssl_context(lc.tls) if lc.tls else None for lc in config.listeners]
     bound = [await _bind(lc.bind, "listener") for lc in config.listeners]
     admin = await _bind(config.admin.bind, "admin") if config.admin else None
+    async with trio.open_nursery() as background:
+        background.start_soon(server.pool.reap)
+        await _serve_until_drained(server, bound, contexts, admin, task_status)
+        background.cancel_scope.cancel()
+    await server.pool.aclose()
+    log_event(logger, logging.INFO, "server.stopped")
+
+
+async def _serve_until_drained(
+    server: ServerContext,
+    bound: list[list[trio.SocketListener]],
+    contexts: list[ssl.SSLContext | None],
+    admin: list[trio.SocketListener] | None,
+    task_status: trio.TaskStatus[BoundAddresses],
+) -> None:
+    config = server.config
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as acceptors:
             for listener_config, listeners, ssl_context in zip(
@@ -175,4 +191,3 @@ async def serve(
             )
             acceptors.cancel_scope.cancel()
         connections.cancel_scope.deadline = trio.current_time() + config.limits.graceful_timeout_s
-    log_event(logger, logging.INFO, "server.stopped")

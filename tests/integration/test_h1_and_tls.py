@@ -95,7 +95,11 @@ async def test_client_bytes_behind_the_request_head_reach_the_backend_first(
 @pytest.mark.parametrize(
     ("request_bytes", "status", "needle"),
     [
-        (b"GET / HTTP/1.1\r\nHost: proxy.test\r\n\r\n", 501, b"not proxied yet"),
+        (
+            b"GET / HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 5\r\n\r\nhello",
+            400,
+            b"with a body",
+        ),
         (
             UPGRADE.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"short") + b"\r\n",
             400,
@@ -110,7 +114,7 @@ async def test_client_bytes_behind_the_request_head_reach_the_backend_first(
         (b"\x16\x03\x01garbage that is not http\r\n\r\n", 400, b""),
         (UPGRADE + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400, b""),
     ],
-    ids=["plain-get", "bad-key", "old-version", "no-host", "garbage", "cl-and-te"],
+    ids=["get-with-body", "bad-key", "old-version", "no-host", "garbage", "cl-and-te"],
 )
 async def test_http11_requests_that_are_refused(
     start_proxy: StartProxy,

@@ -611,7 +611,7 @@ def test_idle_timeout_zero_disables_but_negative_is_an_error(tmp_path: Path) -> 
     assert config.limits.idle_timeout_s == 0.0
     text = MINIMAL + "\n[limits]\nidle_timeout_s = -1\n"
     assert load_error(tmp_path, text) == (
-        ":9: limits.idle_timeout_s: must not be negative; use 0 to disable the idle timeout"
+        ":9: limits.idle_timeout_s: must not be negative; use 0 to disable it"
     )
 
 
@@ -667,7 +667,8 @@ def test_error_lines_with_dotted_keys_and_quotes(tmp_path: Path) -> None:
         "client_handshake_timeout_s, idle_timeout_s, max_concurrent_streams, "
         "stream_window_bytes, max_header_list_bytes, max_rejection_body_bytes, "
         "graceful_timeout_s, idle_connection_timeout_s, send_timeout_s, max_connections, "
-        "max_stream_resets, stream_reset_window_s, max_empty_frames"
+        "max_stream_resets, stream_reset_window_s, max_empty_frames, http_idle_timeout_s, "
+        "backend_keepalive_s, backend_max_idle"
     )
 
 

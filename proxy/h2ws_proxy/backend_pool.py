@@ -1,0 +1,165 @@
+"""Keep-alive connections to backends for ordinary HTTP requests: a bounded pool.
+
+WebSocket tunnels always get a connection of their own (it is upgraded and never comes
+back). Ordinary requests borrow one from here and give it back only when the exchange
+ended in a state where the next request cannot be misread:
+
+* both messages complete (h11 ``DONE`` on both sides) and neither side asked to close;
+* no byte from the backend beyond its answer (a backend that sent more than its framing
+  said, say a body on a 204, would have those bytes read as the *next* client's answer:
+  response-queue poisoning, the mirror image of request smuggling);
+* on the way out again, a non-blocking peek finds the socket quiet: no EOF (the backend
+  closed it while it sat idle), no unsolicited bytes.
+
+Bounds: at most ``backend_max_idle`` idle connections per backend, each kept at most
+``backend_keepalive_s`` (below the usual backend keep-alive, so we close first and rarely
+send a request into a connection the backend is closing). :meth:`BackendPool.reap` closes
+expired ones; the server runs it in the background.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+
+import h11
+import trio
+
+from h2ws_proxy.backend import ConnectBackend
+from h2ws_proxy.config import BackendAddress, Limits
+from h2ws_proxy.errors import BackendTimeout
+
+
+@dataclass(slots=True, eq=False)
+class BackendConnection:
+    """One HTTP/1.1 connection to a backend with its h11 state (we are the client)."""
+
+    address: BackendAddress
+    stream: trio.abc.HalfCloseableStream
+    h11: h11.Connection
+    #: True for a connection that already served a request (a stale one may be retried).
+    reused: bool = False
+    idle_since: float = field(default=0.0)
+
+    def reusable(self) -> bool:
+        """Both messages are complete, keep-alive holds, and no extra byte arrived."""
+        if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+            return False
+        leftover, closed = self.h11.trailing_data
+        return not leftover and not closed
+
+
+class BackendPool:
+    """Idle keep-alive connections per backend address, bounded in count and age."""
+
+    def __init__(self, limits: Limits, connect: ConnectBackend) -> None:
+        self._limits = limits
+        self._connect = connect
+        self._idle: dict[BackendAddress, deque[BackendConnection]] = {}
+        self._changed = trio.Event()
+
+    @property
+    def idle_count(self) -> int:
+        return sum(len(queue) for queue in self._idle.values())
+
+    async def acquire(self, address: BackendAddress) -> BackendConnection:
+        """An idle connection that still looks alive, else a new one (bounded in time).
+
+        Raises BackendUnavailable or BackendTimeout as :func:`backend.open_backend_stream`.
+        """
+        queue = self._idle.get(address)
+        now = trio.current_time()
+        while queue:
+            connection = queue.pop()  # most recently used first: the least likely stale
+            if now - connection.idle_since < self._limits.backend_keepalive_s and _quiet(
+                connection.stream
+            ):
+                connection.reused = True
+                return connection
+            await trio.aclose_forcefully(connection.stream)
+        return await self.connect(address)
+
+    async def connect(self, address: BackendAddress) -> BackendConnection:
+        """A new connection to ``address``."""
+        limits = self._limits
+        with trio.move_on_after(limits.connect_timeout_s) as scope:
+            stream = await self._connect(address)
+        if scope.cancelled_caught:
+            raise BackendTimeout(
+                f"backend {address} did not accept within {limits.connect_timeout_s}s"
+            )
+        connection = h11.Connection(
+            h11.CLIENT, max_incomplete_event_size=limits.max_header_list_bytes
+        )
+        return BackendConnection(address=address, stream=stream, h11=connection)
+
+    async def release(self, connection: BackendConnection) -> None:
+        """Keep ``connection`` for the next request if it is fit for one, else close it."""
+        limits = self._limits
+        queue = self._idle.setdefault(connection.address, deque())
+        if (
+            limits.backend_keepalive_s > 0
+            and len(queue) < limits.backend_max_idle
+            and connection.reusable()
+        ):
+            connection.h11.start_next_cycle()
+            connection.idle_since = trio.current_time()
+            queue.append(connection)
+            self._changed.set()
+            await trio.lowlevel.checkpoint()
+            return
+        await trio.aclose_forcefully(connection.stream)
+
+    async def reap(self) -> None:
+        """Close idle connections as they expire; runs until cancelled."""
+        while True:
+            expired, deadline = self._take_expired()
+            for connection in expired:
+                await trio.aclose_forcefully(connection.stream)
+            with trio.move_on_at(deadline):
+                await self._changed.wait()
+                self._changed = trio.Event()
+
+    def _take_expired(self) -> tuple[list[BackendConnection], float]:
+        """Remove expired idle connections; returns them and when the next one expires."""
+        keepalive = self._limits.backend_keepalive_s
+        now = trio.current_time()
+        expired: list[BackendConnection] = []
+        next_expiry = float("inf")
+        for address, queue in list(self._idle.items()):
+            while queue and now - queue[0].idle_since >= keepalive:
+                expired.append(queue.popleft())
+            if queue:
+                next_expiry = min(next_expiry, queue[0].idle_since + keepalive)
+            else:
+                del self._idle[address]
+        return expired, next_expiry
+
+    async def aclose(self) -> None:
+        """Close every idle connection (server shutdown)."""
+        for queue in self._idle.values():
+            for connection in queue:
+                await trio.aclose_forcefully(connection.stream)
+        self._idle.clear()
+
+
+def _quiet(stream: trio.abc.Stream) -> bool:
+    """True if an idle connection has neither EOF nor unsolicited bytes waiting.
+
+    A non-blocking ``MSG_PEEK`` on the raw socket: the common stale case (the backend closed
+    its idle connection; its FIN is already here) costs one syscall instead of a failed
+    request. Streams that are not sockets (tests' in-memory ones) are taken as quiet.
+    """
+    if not isinstance(stream, trio.SocketStream):
+        return True
+    raw = socket.socket(fileno=stream.socket.fileno())
+    try:
+        raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # reset while idle
+    finally:
+        raw.detach()
+    return False  # b"": the backend closed it; anything else: bytes nobody asked for

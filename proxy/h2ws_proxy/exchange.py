@@ -1,0 +1,380 @@
+"""Forward one ordinary HTTP request to its backend and the answer back, streaming both ways.
+
+The exchange knows nothing of the client's protocol: the frontend hands it a
+:class:`ClientSide` (an HTTP/2 stream or an HTTP/1.1 connection) and an
+:class:`~h2ws_proxy.http_message.HttpRequest`. The backend side is one HTTP/1.1
+connection from the :class:`~h2ws_proxy.backend_pool.BackendPool`, driven with h11.
+
+Flow and rules:
+
+1. Borrow a connection, send the request head. The request body is pumped by its own task
+   (client → backend), chunk by chunk: the next chunk is read from the client only after the
+   previous one was written to the backend, so the HTTP/2 window (whose credit goes back one
+   read late) or the client's TCP window is the backpressure. Nothing is buffered whole.
+2. This task reads the answer: 1xx go to the client as they come (100-continue works end to
+   end), then the head, then the body chunk by chunk (a client that reads slowly slows the
+   backend read, through the same rule), then the trailers.
+3. Before the head went out, a failure is a :class:`ProxyError` (the frontend answers
+   502/504 with a reason); after it, :class:`ExchangeAborted` (the frontend resets the
+   stream or drops the connection, since a half-sent answer cannot be made whole).
+4. A reused connection that fails before any byte of the answer (the backend closed it as
+   we sent) is retried once on a new connection, if the request had no body to resend.
+5. No byte either way for ``http_idle_timeout_s``: 504 before the head, an abort after.
+6. The connection goes back to the pool only if both messages completed cleanly.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Protocol
+
+import h11
+import trio
+
+from h2ws_proxy.backend import READ_SIZE
+from h2ws_proxy.backend_pool import BackendConnection, BackendPool
+from h2ws_proxy.config import Limits, RouteConfig
+from h2ws_proxy.errors import (
+    BackendProtocolError,
+    BackendTimeout,
+    BackendUnavailable,
+    ProxyError,
+)
+from h2ws_proxy.http_message import (
+    BodyFraming,
+    HttpRequest,
+    build_backend_request,
+    response_fields,
+    trailer_fields,
+)
+from h2ws_proxy.tunnel import TunnelEnd, TunnelStats
+
+Header = tuple[bytes, bytes]
+
+
+class ClientSide(Protocol):
+    """What the exchange needs from the client's end; each frontend provides one."""
+
+    #: True when the client speaks HTTP/2 (response fields differ slightly).
+    for_h2: bool
+
+    async def receive_body(self) -> bytes:
+        """The next chunk of the request body; ``b""`` once it is complete.
+
+        Raises trio.BrokenResourceError if the client broke off or broke the framing.
+        """
+
+    def request_trailers(self) -> list[Header]:
+        """Trailer fields of the request, once :meth:`receive_body` returned ``b""``."""
+
+    async def wait_gone(self) -> None:
+        """Return if the client goes away while it waits for the answer; else never."""
+
+    async def send_informational(self, status: int, headers: list[Header]) -> None: ...
+
+    async def send_head(self, status: int, headers: list[Header], *, has_body: bool) -> None: ...
+
+    async def send_body(self, data: bytes) -> None: ...
+
+    async def end(self, trailers: list[Header]) -> None:
+        """The answer is complete (with ``trailers`` if the client's protocol carries them)."""
+
+
+class Side(enum.Enum):
+    CLIENT = "client"
+    BACKEND = "backend"
+    TIMEOUT = "timeout"
+
+
+#: How an aborted exchange ends, in the words of the log record.
+EXCHANGE_ABORT_ENDS = {
+    Side.CLIENT: TunnelEnd.CLIENT_ABORTED,
+    Side.BACKEND: TunnelEnd.BACKEND_ABORTED,
+    Side.TIMEOUT: TunnelEnd.IDLE_TIMEOUT,
+}
+
+
+class ExchangeAborted(Exception):
+    """The exchange failed after the answer's head had gone to the client."""
+
+    def __init__(self, side: Side, reason: str) -> None:
+        super().__init__(reason)
+        self.side = side
+        self.reason = reason
+
+
+class _Retry(Exception):
+    """A reused connection failed before any answer: try once more on a new one."""
+
+
+@dataclass(slots=True)
+class ExchangeResult:
+    """What happened, for the frontend's decisions and the log record."""
+
+    status: int | None = None
+    #: True once the answer's head went to the client.
+    head_sent: bool = False
+    #: True once the whole answer went to the client.
+    response_complete: bool = False
+    #: True once the whole request body reached the backend.
+    request_complete: bool = False
+
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+async def forward_exchange(
+    request: HttpRequest,
+    route: RouteConfig,
+    client: ClientSide,
+    pool: BackendPool,
+    limits: Limits,
+    client_address: str | None,
+    stats: TunnelStats,
+    result: ExchangeResult,
+) -> None:
+    """Forward ``request`` and relay the answer; see the module rules for what it raises."""
+    backend_request = build_backend_request(request, route, client_address)
+    connection = await pool.acquire(route.backend)
+    try:
+        await _exchange_once(connection, backend_request, request, client, limits, stats, result)
+    except _Retry:
+        await trio.aclose_forcefully(connection.stream)
+        connection = await pool.connect(route.backend)
+        try:
+            await _exchange_once(
+                connection, backend_request, request, client, limits, stats, result
+            )
+        except _Retry as error:
+            raise BackendUnavailable(str(error)) from None
+        except BaseException:
+            await trio.aclose_forcefully(connection.stream)
+            raise
+    except BaseException:
+        await trio.aclose_forcefully(connection.stream)
+        raise
+    if result.request_complete:
+        await pool.release(connection)
+    else:
+        await trio.aclose_forcefully(connection.stream)
+
+
+@dataclass(slots=True)
+class _Run:
+    """The state one attempt's two tasks share."""
+
+    connection: BackendConnection
+    request: HttpRequest
+    client: ClientSide
+    limits: Limits
+    stats: TunnelStats
+    result: ExchangeResult
+    idle: trio.CancelScope
+    #: True once any byte of the answer arrived (a retry is no longer safe).
+    answer_started: bool = False
+    #: The first failure of either task; raised once both have stopped.
+    failure: Exception | None = None
+
+    def progress(self) -> None:
+        self.idle.deadline = trio.current_time() + self.limits.http_idle_timeout_s
+
+
+async def _exchange_once(
+    connection: BackendConnection,
+    backend_request: h11.Request,
+    request: HttpRequest,
+    client: ClientSide,
+    limits: Limits,
+    stats: TunnelStats,
+    result: ExchangeResult,
+) -> None:
+    run = _Run(connection, request, client, limits, stats, result, trio.CancelScope())
+    run.progress()
+    with run.idle:
+        async with trio.open_nursery() as nursery:
+            # Failures are kept in ``run.failure`` rather than raised inside the nursery,
+            # so the caller sees one plain exception, not an exception group.
+            await _guarded(
+                run, nursery.cancel_scope, _send_and_relay(run, backend_request, nursery)
+            )
+    if run.failure is not None:
+        raise run.failure
+    if run.idle.cancelled_caught:
+        reason = f"no byte moved either way for {limits.http_idle_timeout_s}s"
+        if result.head_sent:
+            raise ExchangeAborted(Side.TIMEOUT, reason)
+        raise BackendTimeout(f"backend {connection.address} did not answer: {reason}")
+
+
+async def _guarded(run: _Run, scope: trio.CancelScope, operation: Awaitable[None]) -> None:
+    """Run one of the exchange's tasks; its failure ends the other one too."""
+    try:
+        await operation
+    except (ProxyError, ExchangeAborted, _Retry) as error:
+        if run.failure is None:
+            run.failure = error
+        scope.cancel()
+
+
+async def _send_and_relay(run: _Run, backend_request: h11.Request, nursery: trio.Nursery) -> None:
+    h11_conn = run.connection.h11
+    await _send(run, h11_conn.send(backend_request))
+    if run.request.framing is BodyFraming.NONE:
+        await _send(run, h11_conn.send(h11.EndOfMessage()))
+        run.result.request_complete = True
+        nursery.start_soon(_guarded, run, nursery.cancel_scope, _watch_client(run))
+    else:
+        nursery.start_soon(_guarded, run, nursery.cancel_scope, _pump_request_body(run))
+    await _relay_answer(run)
+    nursery.cancel_scope.cancel()  # the answer is complete: stop the upload if any
+
+
+async def _send(run: _Run, data: bytes) -> None:
+    """Write to the backend; a failure before any answer on a reused connection retries."""
+    try:
+        await run.connection.stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+        raise _backend_failed(run, f"backend connection broke while sending: {error}") from error
+    run.progress()
+
+
+def _backend_failed(run: _Run, reason: str) -> Exception:
+    if run.result.head_sent:
+        return ExchangeAborted(Side.BACKEND, reason)
+    if run.connection.reused and not run.answer_started and run.request.framing is BodyFraming.NONE:
+        return _Retry(reason)
+    return BackendUnavailable(reason)
+
+
+async def _pump_request_body(run: _Run) -> None:
+    """Client → backend, one chunk in flight; stops quietly if the backend stops taking it."""
+    h11_conn = run.connection.h11
+    while True:
+        try:
+            chunk = await run.client.receive_body()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            # The client broke off or broke its framing: nothing more can be done.
+            raise ExchangeAborted(Side.CLIENT, str(error)) from error
+        if not chunk:
+            break
+        run.stats.bytes_up += len(chunk)
+        try:
+            data = h11_conn.send(h11.Data(data=chunk))
+        except h11.LocalProtocolError as error:  # more bytes than the declared length
+            raise ExchangeAborted(Side.CLIENT, f"request body: {error}") from error
+        if not await _send_body_bytes(run, data):
+            return
+    try:
+        data = h11_conn.send(h11.EndOfMessage(headers=_request_trailers(run)))
+    except h11.LocalProtocolError as error:  # fewer bytes than the declared length
+        raise ExchangeAborted(Side.CLIENT, f"request body: {error}") from error
+    if await _send_body_bytes(run, data):
+        run.result.request_complete = True
+        await _watch_client(run)
+
+
+def _request_trailers(run: _Run) -> list[Header]:
+    if run.request.framing is not BodyFraming.CHUNKED:
+        return []  # HTTP/1.1 carries trailers only in chunked bodies
+    return trailer_fields(run.client.request_trailers())
+
+
+async def _send_body_bytes(run: _Run, data: bytes) -> bool:
+    """False if the backend stopped taking the body (it may be answering early: keep reading)."""
+    try:
+        await run.connection.stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        return False
+    run.progress()
+    return True
+
+
+async def _watch_client(run: _Run) -> None:
+    """While the answer is awaited: a client that leaves cancels the backend request."""
+    await run.client.wait_gone()
+    raise ExchangeAborted(Side.CLIENT, "the client went away before the answer ended")
+
+
+async def _relay_answer(run: _Run) -> None:
+    client = run.client
+    while True:
+        event = await _next_event(run)
+        run.answer_started = True
+        if isinstance(event, h11.InformationalResponse):
+            if event.status_code == 101:
+                raise _protocol_error(run, "backend switched protocols on an ordinary request")
+            await _to_client(run, client.send_informational(event.status_code, list(event.headers)))
+        elif isinstance(event, h11.Response):
+            await _relay_head(run, event)
+        elif isinstance(event, h11.Data):
+            run.stats.bytes_down += len(event.data)
+            await _to_client(run, client.send_body(bytes(event.data)))
+        elif isinstance(event, h11.EndOfMessage):
+            await _to_client(run, client.end(trailer_fields(list(event.headers))))
+            run.result.response_complete = True
+            return
+        elif isinstance(event, h11.ConnectionClosed):
+            raise _backend_failed(run, "backend closed the connection mid-answer")
+
+
+async def _relay_head(run: _Run, response: h11.Response) -> None:
+    status = response.status_code
+    has_body = not (run.request.is_head or status in _NO_BODY_STATUSES)
+    if has_body:
+        lengths = [value for name, value in response.headers if name == b"content-length"]
+        has_body = lengths != [b"0"]
+    fields = response_fields(response, for_h2=run.client.for_h2)
+    run.result.status = status
+    await _to_client(run, run.client.send_head(status, fields, has_body=has_body))
+    run.result.head_sent = True
+
+
+async def _to_client(run: _Run, operation: Awaitable[None]) -> None:
+    """Await a write to the client; a client that broke off aborts the exchange."""
+    try:
+        await operation
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+        raise ExchangeAborted(Side.CLIENT, f"client went away: {error}") from error
+    run.progress()
+
+
+async def _next_event(run: _Run) -> h11.Event:
+    h11_conn = run.connection.h11
+    while True:
+        try:
+            event = h11_conn.next_event()
+        except h11.RemoteProtocolError as error:
+            raise _protocol_error(run, f"backend's answer is not valid HTTP/1.1: {error}") from None
+        if event is h11.NEED_DATA:
+            try:
+                data = await run.connection.stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+                raise _backend_failed(run, f"backend connection broke: {error}") from error
+            if not data and h11_conn.their_state is h11.SEND_RESPONSE:
+                raise _backend_failed(run, "backend closed the connection without answering")
+            h11_conn.receive_data(bytes(data))
+            run.progress()
+            continue
+        if event is h11.PAUSED:
+            raise _protocol_error(run, "backend switched protocols on an ordinary request")
+        assert not isinstance(event, type)
+        return event
+
+
+def _protocol_error(run: _Run, reason: str) -> Exception:
+    if run.result.head_sent:
+        return ExchangeAborted(Side.BACKEND, reason)
+    return BackendProtocolError(reason)
+
+
+__all__ = [
+    "EXCHANGE_ABORT_ENDS",
+    "ClientSide",
+    "ExchangeAborted",
+    "ExchangeResult",
+    "ProxyError",
+    "Side",
+    "forward_exchange",
+]

@@ -1,0 +1,121 @@
+"""An HTTP/1.1 client connection as the exchange's :class:`~h2ws_proxy.exchange.ClientSide`.
+
+The frontend owns the connection and its h11 state; while a request is being forwarded this
+object reads the request body from it and writes the answer to it. Reading and writing run
+in different tasks, which trio's streams allow (one receiver and one sender at a time).
+"""
+
+from __future__ import annotations
+
+import http
+
+import h11
+import trio
+
+from h2ws_proxy.backend import READ_SIZE
+from h2ws_proxy.config import Limits
+from h2ws_proxy.context import ServerContext
+
+Header = tuple[bytes, bytes]
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+class H1ClientSide:
+    """Request body in, answer out, over one h11 server connection."""
+
+    for_h2 = False
+
+    def __init__(
+        self,
+        client: trio.abc.Stream,
+        conn: h11.Connection,
+        server: ServerContext,
+        limits: Limits,
+    ) -> None:
+        self._client = client
+        self._conn = conn
+        self._server = server
+        self._limits = limits
+        self._trailers: list[Header] = []
+
+    async def receive_body(self) -> bytes:
+        while True:
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as error:
+                raise trio.BrokenResourceError(f"request body: {error}") from error
+            if event is h11.NEED_DATA:
+                await self._read_into_h11()
+                continue
+            if isinstance(event, h11.Data):
+                return bytes(event.data)
+            if isinstance(event, h11.EndOfMessage):
+                self._trailers = list(event.headers)
+                return b""
+            raise trio.BrokenResourceError(f"unexpected {event!r} in a request body")
+
+    async def _read_into_h11(self) -> None:
+        try:
+            data = await self._client.receive_some(READ_SIZE)
+        except (trio.ClosedResourceError, OSError) as error:
+            raise trio.BrokenResourceError(str(error)) from error
+        self._conn.receive_data(bytes(data))  # b"" marks the end: h11 then reports it
+
+    def request_trailers(self) -> list[Header]:
+        return self._trailers
+
+    async def wait_gone(self) -> None:
+        """Keep reading after the request: EOF means the client left (it cancels the backend
+        request); bytes are a pipelined next request, kept in h11 for later (bounded)."""
+        budget = self._limits.max_header_list_bytes
+        while budget > 0:
+            try:
+                data = await self._client.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+            if not data:
+                return
+            self._conn.receive_data(bytes(data))
+            budget -= len(data)
+        await trio.sleep_forever()
+
+    async def send_informational(self, status: int, headers: list[Header]) -> None:
+        await self._send(h11.InformationalResponse(status_code=status, headers=headers))
+
+    async def send_head(self, status: int, headers: list[Header], *, has_body: bool) -> None:
+        if self._server.shutdown.is_set():
+            headers = [*headers, (b"connection", b"close")]  # draining: this is the last one
+        await self._send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+
+    async def send_body(self, data: bytes) -> None:
+        await self._send(h11.Data(data=data))
+
+    async def end(self, trailers: list[Header]) -> None:
+        try:
+            data = self._conn.send(h11.EndOfMessage(headers=trailers))
+        except h11.LocalProtocolError:
+            # Trailers need chunked framing; with a content-length (or HTTP/1.0) they go.
+            data = self._conn.send(h11.EndOfMessage())
+        await self._send_bytes(data)
+
+    async def _send(self, event: h11.Event) -> None:
+        try:
+            data = self._conn.send(event)
+        except h11.LocalProtocolError as error:
+            raise trio.BrokenResourceError(
+                f"answer cannot be sent over HTTP/1.1: {error}"
+            ) from error
+        await self._send_bytes(data or b"")
+
+    async def _send_bytes(self, data: bytes) -> None:
+        try:
+            with trio.fail_after(self._limits.send_timeout_s):
+                await self._client.send_all(data)
+        except (trio.TooSlowError, trio.ClosedResourceError, OSError) as error:
+            raise trio.BrokenResourceError(f"client stopped reading: {error}") from error

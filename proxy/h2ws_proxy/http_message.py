@@ -1,0 +1,235 @@
+"""Translate ordinary HTTP requests and responses between the client's protocol and HTTP/1.1.
+Pure, no I/O.
+
+A frontend turns the client's request head into a protocol-neutral :class:`HttpRequest`
+(:func:`request_from_h2` or :func:`request_from_h1`); :func:`build_backend_request` makes
+the HTTP/1.1 request for the backend; :func:`response_fields` filters the backend's answer
+for the way back.
+
+Framing rules, which are what keeps one client's bytes from being read by the backend as a
+second request (request smuggling, RFC 9112 §6.3 and §11.2):
+
+* The backend request's framing is always ours: ``Content-Length`` when the length is known
+  (the client declared it, and the frontend holds the client to it), else
+  ``Transfer-Encoding: chunked`` re-encoded by h11, never the client's own chunking.
+* An HTTP/1.1 request with both ``Content-Length`` and ``Transfer-Encoding`` is refused
+  (400), not resolved: RFC 9112 §6.1 allows that, and a proxy and a backend that resolve it
+  differently are the classic CL.TE desync. h11 already refuses conflicting
+  ``Content-Length`` values and any transfer coding but ``chunked``.
+* ``GET``, ``HEAD``, ``DELETE``, ``OPTIONS`` and ``TRACE`` requests with a body are
+  refused (400): backends disagree on whether to read such a body, and one that does not
+  would take it for the next request on a kept-alive connection. Browsers never send one.
+* Names are lowercase; values carry no CR, LF or NUL (h2_request and h11 check that).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+import h11
+
+from h2ws_proxy.config import RouteConfig
+from h2ws_proxy.errors import ClientProtocolError
+from h2ws_proxy.h2_request import AUTHORITY_PATTERN, H2RequestHead, malformed
+from h2ws_proxy.handshake import (
+    HOP_BY_HOP,
+    end_to_end_response_headers,
+    split_header_list,
+    with_forwarding_fields,
+)
+
+Header = tuple[bytes, bytes]
+
+#: Methods whose requests must not carry a body here (see the module rules).
+BODILESS_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
+#: Fields the proxy sets itself toward the backend; the client's copies go.
+_OWNED_TOWARD_BACKEND = frozenset({b"host", b"content-length", *HOP_BY_HOP})
+_DIGITS = re.compile(rb"[0-9]{1,18}\Z")
+_ABSOLUTE_FORM = re.compile(rb"(?i)(https?)://([^/?#]*)(.*)\Z")
+
+
+class BodyFraming(enum.Enum):
+    """How the request body travels to the backend."""
+
+    NONE = "none"  #: no body
+    LENGTH = "length"  #: Content-Length: n
+    CHUNKED = "chunked"  #: Transfer-Encoding: chunked (length unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """An ordinary HTTP request, whatever protocol the client spoke."""
+
+    method: bytes
+    #: The request target in origin-form (``/path?query``), or ``*``.
+    target: bytes
+    authority: bytes
+    #: ``b"https"`` when the client reached us over TLS, else ``b"http"``.
+    scheme: bytes
+    #: End-to-end fields: hop-by-hop, ``host`` and ``content-length`` removed.
+    headers: tuple[Header, ...]
+    framing: BodyFraming
+    content_length: int | None = None
+
+    @property
+    def is_head(self) -> bool:
+        return self.method == b"HEAD"
+
+
+def _content_length(values: list[bytes], *, h2: bool) -> int | None:
+    """The one length all ``content-length`` values agree on, or None if there is none."""
+    items = {item.strip() for value in values for item in value.split(b",")}
+    if not items:
+        return None
+    if len(items) != 1 or not _DIGITS.match(next(iter(items))):
+        reason = "content-length is not one non-negative integer"
+        raise malformed(reason) if h2 else ClientProtocolError(f"bad request: {reason}")
+    return int(items.pop())
+
+
+def request_from_h2(head: H2RequestHead, *, tls: bool, end_stream: bool) -> HttpRequest:
+    """An ordinary (not CONNECT) HTTP/2 request; ``end_stream`` if HEADERS ended the stream.
+
+    Raises :class:`ClientProtocolError` (400 with a stream error when malformed).
+    """
+    authority = head.target_authority
+    if authority is None:
+        raise malformed(":authority or host is required")  # RFC 9113 §8.3.1
+    assert head.path is not None  # parse_h2_request_head requires it without CONNECT
+    length = _content_length(head.get_all(b"content-length"), h2=True)
+    if end_stream:
+        if length:
+            raise malformed(f"content-length {length} on a request that has no DATA")
+        framing = BodyFraming.NONE
+    elif length is not None:
+        framing = BodyFraming.LENGTH if length else BodyFraming.NONE
+    else:
+        # No declared length: the body is whatever DATA comes. A bodiless method gets no
+        # framing at all; the frontend resets the stream if DATA with bytes arrives.
+        framing = BodyFraming.NONE if head.method in BODILESS_METHODS else BodyFraming.CHUNKED
+    if framing is not BodyFraming.NONE and head.method in BODILESS_METHODS:
+        raise _body_on_bodiless(head.method, h2=True)
+    return HttpRequest(
+        method=head.method,
+        target=head.path,
+        authority=authority,
+        scheme=b"https" if tls else b"http",
+        headers=_end_to_end(head.headers),
+        framing=framing,
+        content_length=length if framing is BodyFraming.LENGTH else None,
+    )
+
+
+def request_from_h1(request: h11.Request, *, tls: bool) -> HttpRequest:
+    """An ordinary HTTP/1.1 request as parsed by h11 (which checked names and values).
+
+    Raises :class:`ClientProtocolError` (400) for what must not be forwarded.
+    """
+    headers = [(name.lower(), value) for name, value in request.headers]
+
+    def values(name: bytes) -> list[bytes]:
+        return [value for field, value in headers if field == name]
+
+    chunked = bool(values(b"transfer-encoding"))
+    length = _content_length(values(b"content-length"), h2=False)
+    if chunked and length is not None:
+        raise ClientProtocolError(
+            "bad request: both content-length and transfer-encoding (RFC 9112 §6.1)"
+        )
+    target, authority = _origin_form(request.target, values(b"host"))
+    if chunked:
+        framing = BodyFraming.CHUNKED
+    elif length:
+        framing = BodyFraming.LENGTH
+    else:
+        framing = BodyFraming.NONE
+    if framing is not BodyFraming.NONE and request.method in BODILESS_METHODS:
+        raise _body_on_bodiless(request.method, h2=False)
+    return HttpRequest(
+        method=request.method,
+        target=target,
+        authority=authority,
+        scheme=b"https" if tls else b"http",
+        headers=_end_to_end(headers),
+        framing=framing,
+        content_length=length if framing is BodyFraming.LENGTH else None,
+    )
+
+
+def _origin_form(target: bytes, hosts: list[bytes]) -> tuple[bytes, bytes]:
+    """The origin-form target and the authority (RFC 9112 §3.2, §3.3)."""
+    if len(hosts) != 1 or not AUTHORITY_PATTERN.match(hosts[0]):
+        raise ClientProtocolError("bad request: exactly one valid host field is required")
+    if target.startswith(b"/") or target == b"*":
+        return target, hosts[0]
+    absolute = _ABSOLUTE_FORM.match(target)
+    if absolute is None or not AUTHORITY_PATTERN.match(absolute.group(2)):
+        raise ClientProtocolError("bad request: the request target is not a path or an URL")
+    # RFC 9112 §3.2.2: with an absolute-form target, its authority wins over Host.
+    path = absolute.group(3) or b"/"
+    if not path.startswith(b"/"):
+        path = b"/" + path
+    return path, absolute.group(2)
+
+
+def _body_on_bodiless(method: bytes, *, h2: bool) -> ClientProtocolError:
+    reason = (
+        f"a {method.decode('ascii', 'replace')} request with a body is not forwarded "
+        "(backends disagree on reading it)"
+    )
+    return malformed(reason) if h2 else ClientProtocolError(f"bad request: {reason}")
+
+
+def _end_to_end(headers: tuple[Header, ...] | list[Header]) -> tuple[Header, ...]:
+    connection_listed = {
+        item.lower()
+        for item in split_header_list([value for name, value in headers if name == b"connection"])
+    }
+    return tuple(
+        (name, value)
+        for name, value in headers
+        if name not in _OWNED_TOWARD_BACKEND and name not in connection_listed
+    )
+
+
+def build_backend_request(
+    request: HttpRequest, route: RouteConfig, client_address: str | None
+) -> h11.Request:
+    """The HTTP/1.1 request for ``route``'s backend, with our own framing."""
+    headers: list[Header] = [(b"host", request.authority)]
+    headers.extend(
+        with_forwarding_fields(
+            request.headers, route, client_address, request.scheme, request.authority
+        )
+    )
+    if request.framing is BodyFraming.LENGTH:
+        headers.append((b"content-length", str(request.content_length).encode()))
+    elif request.framing is BodyFraming.CHUNKED:
+        headers.append((b"transfer-encoding", b"chunked"))
+    try:
+        return h11.Request(method=request.method, target=request.target, headers=headers)
+    except h11.LocalProtocolError as error:
+        raise ClientProtocolError(f"request cannot be expressed in HTTP/1.1: {error}") from error
+
+
+def response_fields(response: h11.Response, *, for_h2: bool) -> list[Header]:
+    """The backend answer's fields to relay: hop-by-hop removed, names lowercase.
+
+    ``content-length`` stays (h11 held the backend to it, and HEAD answers need it), except
+    on a 204 toward HTTP/2, where RFC 9110 §8.6 forbids it.
+    """
+    headers = [(name.lower(), value) for name, value in response.headers]
+    drop = frozenset({b"content-length"}) if for_h2 and response.status_code == 204 else frozenset()
+    return list(end_to_end_response_headers(headers, drop=drop))
+
+
+def trailer_fields(headers: list[Header] | tuple[Header, ...]) -> list[Header]:
+    """Trailer fields fit to relay: names lowercase, no framing or hop-by-hop fields."""
+    lowered = [(name.lower(), value) for name, value in headers]
+    return [
+        (name, value)
+        for name, value in lowered
+        if name not in _OWNED_TOWARD_BACKEND and not name.startswith(b":")
+    ]
