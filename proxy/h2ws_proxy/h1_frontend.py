@@ -36,7 +36,7 @@ from h2ws_proxy.handshake import (
     parse_h1_upgrade,
     split_header_list,
 )
-from h2ws_proxy.http_message import request_from_h1
+from h2ws_proxy.http_message import BodyFraming, request_from_h1
 from h2ws_proxy.lingering import linger_before_close
 from h2ws_proxy.record import TunnelRecord
 from h2ws_proxy.routing import http_route, websocket_route
@@ -282,6 +282,10 @@ class H1Frontend:
     ) -> bool:
         try:
             http_request = request_from_h1(request, tls=self._info.tls)
+            if http_request.framing is BodyFraming.NONE:
+                # h11 ends a bodiless request at once; take that end so the next cycle can start.
+                end = self._conn.next_event()
+                assert isinstance(end, h11.EndOfMessage), end
             route = http_route(self._server.router, http_request.target)
             record.route, record.backend = route.path, str(route.backend)
             await forward_exchange(

@@ -31,6 +31,8 @@ class StreamState:
     reset_code: int | None = None
     auto_ack: bool = True
     unacked: int = 0
+    informational: list[list[Header]] = field(default_factory=list)
+    trailers: list[Header] | None = None
     changed: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -104,6 +106,10 @@ class H2TestClient:
             ):
                 if isinstance(event, h2.events.ResponseReceived):
                     state.headers = list(event.headers)  # type: ignore[arg-type]
+                else:
+                    state.informational.append(list(event.headers))  # type: ignore[arg-type]
+            elif isinstance(event, h2.events.TrailersReceived):
+                state.trailers = list(event.headers)  # type: ignore[arg-type]
             elif isinstance(event, h2.events.DataReceived):
                 state.data += event.data or b""
                 if state.auto_ack:

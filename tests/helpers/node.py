@@ -32,6 +32,7 @@ NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 NODE_MODULES = NODE_DIR / "node_modules"
 BACKEND_SCRIPT = NODE_DIR / "ws_echo_backend.mjs"
 CLIENT_SCRIPT = NODE_DIR / "h2ws_client.mjs"
+HTTP_BACKEND_SCRIPT = NODE_DIR / "http_backend.mjs"
 INSTALL_HINT = "run `npm --prefix tests/node ci` (needs Node >= 20 on PATH)"
 
 #: How long a backend may take to print its address line.
@@ -70,7 +71,9 @@ async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
     return bytes(data.split(b"\n", 1)[0])
 
 
-async def start_node_backend(nursery: trio.Nursery, *args: str) -> int | str:
+async def start_node_backend(
+    nursery: trio.Nursery, *args: str, script: Path = BACKEND_SCRIPT
+) -> int | str:
     """Start ``ws_echo_backend.mjs`` with ``args`` in ``nursery``.
 
     Returns the TCP port, or the socket path with ``--unix``. Readiness is the address
@@ -79,7 +82,7 @@ async def start_node_backend(nursery: trio.Nursery, *args: str) -> int | str:
     ``nursery`` terminates the process (``trio.run_process``: SIGTERM, then SIGKILL).
     """
     node = require_node()
-    command = [node, str(BACKEND_SCRIPT), *args]
+    command = [node, str(script), *args]
     process: trio.Process = await nursery.start(
         functools.partial(
             trio.run_process,
