@@ -1,0 +1,191 @@
+"""Ordinary HTTP exchanges in memory, with a jumping MockClock: timeouts, the keep-alive
+pool's rules, and backpressure on a download the client does not read.
+
+Backends here are scripted with h11 on the far end of an in-memory stream, so each test
+controls exactly when and what a backend answers.
+"""
+
+from __future__ import annotations
+
+import h11
+import trio
+import trio.testing
+
+from tests.helpers.h2_client import H2TestClient, StreamState, open_h2_client
+from tests.helpers.memory import MemoryNet, open_memory_client
+from tests.helpers.setup import make_config
+
+CANCEL = 0x8
+Header = tuple[bytes, bytes]
+
+
+def get(path: bytes = b"/") -> list[Header]:
+    return [
+        (b":method", b"GET"),
+        (b":scheme", b"http"),
+        (b":path", path),
+        (b":authority", b"proxy.test"),
+    ]
+
+
+async def read_request(stream: trio.abc.ReceiveStream, conn: h11.Connection) -> h11.Request | None:
+    """The next request (its body read and dropped); None when the proxy closed."""
+    request: h11.Request | None = None
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.EndOfMessage):
+            return request
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
+
+
+async def answer(stream: trio.abc.SendStream, conn: h11.Connection, body: bytes) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    data = conn.send(h11.Response(status_code=200, headers=headers))
+    data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+    await stream.send_all(data)
+    conn.start_next_cycle()
+
+
+async def keep_alive_backend(stream: trio.abc.HalfCloseableStream) -> None:
+    """Answers every request with its own path, keeping the connection open."""
+    conn = h11.Connection(h11.SERVER)
+    while (request := await read_request(stream, conn)) is not None:
+        await answer(stream, conn, request.target)
+
+
+async def answer_once_then_close(stream: trio.abc.HalfCloseableStream) -> None:
+    """Keeps the connection alive by its headers, then closes it right after answering (a
+    backend whose keep-alive timer fired while the proxy held the connection idle)."""
+    conn = h11.Connection(h11.SERVER)
+    request = await read_request(stream, conn)
+    assert request is not None
+    await answer(stream, conn, request.target)
+
+
+async def until_closed(stream: trio.abc.ReceiveStream) -> None:
+    while await stream.receive_some(65536):
+        pass
+
+
+async def silent_backend(stream: trio.abc.HalfCloseableStream) -> None:
+    """Reads the request, never answers; returns when the proxy closes the connection."""
+    conn = h11.Connection(h11.SERVER)
+    await read_request(stream, conn)
+    await until_closed(stream)
+
+
+async def head_then_silence(stream: trio.abc.HalfCloseableStream) -> None:
+    conn = h11.Connection(h11.SERVER)
+    await read_request(stream, conn)
+    await stream.send_all(conn.send(h11.Response(status_code=200, headers=[])) + b"5\r\nfirst\r\n")
+    await until_closed(stream)
+
+
+async def fetch(client: H2TestClient, path: bytes = b"/") -> StreamState:
+    return await client.finished(await client.request(get(path), end_stream=True))
+
+
+CONFIG = make_config(("/", "http://127.0.0.1:9"), http_idle_timeout_s=7.0, backend_keepalive_s=4.0)
+
+
+async def test_backend_that_never_answers_gives_504_at_the_idle_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, silent_backend)
+    async with open_h2_client(await open_memory_client(nursery, CONFIG, net)) as client:
+        started = trio.current_time()
+        state = await fetch(client)
+        assert state.status == 504
+        assert trio.current_time() - started == 7.0
+        await net.backend_closed[0].wait()
+
+
+async def test_backend_that_stalls_mid_answer_is_cut_off_and_the_stream_reset(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, head_then_silence)
+    async with open_h2_client(await open_memory_client(nursery, CONFIG, net)) as client:
+        state = await fetch(client)
+        assert state.status == 200
+        assert bytes(state.data) == b"first"
+        assert state.reset_code == CANCEL  # half an answer must not look whole
+        await net.backend_closed[0].wait()
+
+
+async def test_connections_are_reused_within_the_keepalive_and_closed_after(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, keep_alive_backend)
+    async with open_h2_client(await open_memory_client(nursery, CONFIG, net)) as client:
+        assert bytes((await fetch(client, b"/one")).data) == b"/one"
+        await trio.sleep(3.9)
+        assert bytes((await fetch(client, b"/two")).data) == b"/two"
+        assert net.dials == 1
+        await trio.sleep(4.0)  # idle for the whole keep-alive: not reused
+        assert bytes((await fetch(client, b"/three")).data) == b"/three"
+        assert net.dials == 2
+        await net.backend_closed[0].wait()
+
+
+async def test_a_stale_connection_is_retried_once_on_a_new_one(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, answer_once_then_close)
+    async with open_h2_client(await open_memory_client(nursery, CONFIG, net)) as client:
+        assert bytes((await fetch(client, b"/one")).data) == b"/one"
+        # The pooled connection's backend is gone; the proxy finds out when it sends.
+        second = await fetch(client, b"/two")
+        assert second.status == 200
+        assert bytes(second.data) == b"/two"
+        assert net.dials == 2
+
+
+async def test_reuse_can_be_turned_off(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(("/", "http://127.0.0.1:9"), backend_max_idle=0)
+    net = MemoryNet(nursery, keep_alive_backend)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        for path in (b"/a", b"/b", b"/c"):
+            assert bytes((await fetch(client, path)).data) == path
+        assert net.dials == 3
+
+
+async def test_a_download_the_client_does_not_read_holds_the_backend_back(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Flow control is the backpressure: with the client's window shut, the proxy stops
+    reading the backend, whose writes then block (lockstep streams have no buffer)."""
+    written = 0
+    total = 32 * 1024 * 1024
+
+    async def big_download(stream: trio.abc.HalfCloseableStream) -> None:
+        nonlocal written
+        conn = h11.Connection(h11.SERVER)
+        await read_request(stream, conn)
+        head = h11.Response(status_code=200, headers=[(b"content-length", str(total).encode())])
+        await stream.send_all(conn.send(head))
+        chunk = b"x" * 16384
+        while written < total:
+            await stream.send_all(conn.send(h11.Data(data=chunk)))
+            written += len(chunk)
+
+    net = MemoryNet(nursery, big_download, lockstep=True)
+    async with open_h2_client(await open_memory_client(nursery, CONFIG, net)) as client:
+        state = await client.request(get(), end_stream=True, auto_ack=False)
+        await client.wait_for(lambda: state.unacked >= 65535)  # the default window is full
+        await trio.testing.wait_all_tasks_blocked()
+        stalled_at = written
+        await trio.sleep(5.0)  # virtual time: nothing moves while the window stays shut
+        assert written == stalled_at
+        assert written < 1024 * 1024  # window + one read + outbound bound, not the body
+        await client.ack(state)  # open the window: the download moves again
+        await client.wait_for(lambda: state.unacked > 0)
+        assert written > stalled_at
+        await client.reset(state, CANCEL)
+        await net.backend_closed[0].wait()
