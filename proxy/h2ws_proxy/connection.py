@@ -73,7 +73,9 @@ async def _serve(
 ) -> None:
     timeout_s = server.config.limits.client_handshake_timeout_s
     if ssl_context is not None:
-        tls_stream = trio.SSLStream(stream, ssl_context, server_side=True)
+        # https_compatible: browsers and other HTTP clients often close without TLS
+        # close_notify; that is an end of stream, not an attack (RFC 9112 §9.8).
+        tls_stream = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
         with trio.move_on_after(timeout_s) as scope:
             try:
                 await tls_stream.do_handshake()

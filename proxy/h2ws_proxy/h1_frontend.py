@@ -1,18 +1,25 @@
-"""The HTTP/1.1 frontend: a classic ``Upgrade: websocket`` client on the same port and routes.
+"""The HTTP/1.1 frontend: ordinary requests (kept alive) and classic ``Upgrade: websocket``.
 
 Browsers often open WebSockets over HTTP/1.1 even where HTTP/2 is on offer (Chromium does
-unless an HTTP/2 connection to the origin is already open), so the same listener and route
-serve them too. The flow: read one request head with h11 (bounded in size and time), check
-the client's handshake, do our own fresh-nonce handshake with the backend (the same checks
-as for HTTP/2), answer ``101`` with the accept for the *client's* key, then hand both raw
-streams to the tunnel; the bytes the client sent behind its request head go first.
+unless an HTTP/2 connection to the origin is already open), so the same listener and routes
+serve them too.
 
-A request that is not a WebSocket upgrade gets 501 for now: ordinary HTTP proxying lands
-with its own module. Any answer other than our 101 closes the connection.
+* Ordinary requests are forwarded by :mod:`h2ws_proxy.exchange`, one after another on a
+  kept-alive connection (pipelined requests wait in h11's buffer, bounded). Between requests
+  the connection may idle for ``idle_connection_timeout_s``; a draining server closes idle
+  connections and marks the last answer ``connection: close``. Framing that could smuggle
+  a request (CL+TE, conflicting lengths, bodies on GET...) is refused before anything
+  reaches a backend (see :mod:`h2ws_proxy.http_message`).
+* A WebSocket upgrade: check the client's handshake, do our own fresh-nonce handshake with
+  the backend (the same checks as for HTTP/2), answer ``101`` with the accept for the
+  *client's* key, then hand both raw streams to the tunnel; the bytes the client sent
+  behind its request head go first. The connection ends with the tunnel, or after any
+  answer other than our 101.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 
@@ -81,6 +88,14 @@ class _NoHalfClose(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+class _After(enum.Enum):
+    """What becomes of the connection after an ordinary request."""
+
+    KEEP_ALIVE = "keep-alive"
+    LINGER = "linger"  #: answered, but the connection cannot carry another request
+    CLOSED = "closed"
 
 
 def _is_websocket_upgrade(request: h11.Request) -> bool:
@@ -271,15 +286,20 @@ class H1Frontend:
         result = ExchangeResult()
         try:
             with self._server.stats.count_request():
-                return await self._forward(request, record, result)
+                after = await self._forward(request, record, result)
         finally:
             record.status = record.status or result.status
             record.opened = result.head_sent
             record.log()
+        if after is _After.LINGER:
+            # The backend answered before the request body ended (or someone asked to
+            # close): close politely, so that the client still reads the answer.
+            await linger_before_close(self._client, half_close=True)
+        return after is _After.KEEP_ALIVE
 
     async def _forward(
         self, request: h11.Request, record: TunnelRecord, result: ExchangeResult
-    ) -> bool:
+    ) -> _After:
         try:
             http_request = request_from_h1(request, tls=self._info.tls)
             if http_request.framing is BodyFraming.NONE:
@@ -303,20 +323,17 @@ class H1Frontend:
             if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 extra = error.extra_headers if isinstance(error, ClientProtocolError) else ()
                 await self._send_error(error.status_hint, error.message, extra)
-            return False
+            return _After.CLOSED
         except ExchangeAborted as abort:
             # Half an answer went out: only dropping the connection tells the client.
             record.error = abort.reason
             record.stats.end = EXCHANGE_ABORT_ENDS[abort.side]
             await trio.aclose_forcefully(self._client)
-            return False
+            return _After.CLOSED
         record.stats.end = TunnelEnd.CLEAN
         if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
-            return True
-        # The backend answered before the request body ended (or someone asked to close):
-        # close, politely, so the client still reads the answer.
-        await linger_before_close(self._client, half_close=True)
-        return False
+            return _After.KEEP_ALIVE
+        return _After.LINGER
 
     async def _send_error(self, status: int, reason: str, extra: tuple[Header, ...] = ()) -> None:
         headers = [(b"content-type", b"text/plain; charset=utf-8"), *extra]

@@ -1,0 +1,321 @@
+#!/usr/bin/env node
+// HTTP/1.1 web backend for the real-browser tests of h2ws-proxy.
+//
+// Usage:
+//   node web_backend.mjs [--port 0] [--host 127.0.0.1] [--ignore-stdin]
+//
+// It serves, over plain HTTP/1.1 (the proxy terminates TLS and HTTP/2):
+//   GET  /            an HTML page whose script opens wss://<location.host>/ws, runs the
+//                     echo checks below and reports how it went (twice, see "Reports");
+//   GET  /favicon.ico 204, so the browser's automatic request does not fail;
+//   POST /report      the page's final report (JSON body), answered 204;
+//   WS   /ws          echoes every message with its type; the text "__report__:<json>"
+//                     is the page's report over the WebSocket itself (answered
+//                     "__report_ack__", not echoed);
+//   anything else     404 (an upgrade to another path is refused with 404 too).
+//
+// stdout carries JSON lines only (logs go to stderr):
+//   {"port": N}                                      once, when listening (first line);
+//   {"event": "request", "method", "url", "httpVersion"}  per ordinary request;
+//   {"event": "report", "via": "ws", "ok", "ua", "details", "backend": {...}}
+//       the page's report as it came over the WebSocket, plus what this backend saw on
+//       that WebSocket connection ("backend": messages and bytes it echoed, the path and
+//       the upgrade request's x-forwarded-proto). It can only exist if the WebSocket
+//       worked end to end;
+//   {"event": "report", "via": "http", "ok", "ua", "details"}
+//       the page's final report, POSTed after it closed the WebSocket (also when the
+//       WebSocket failed: then ok is false and details say what happened).
+//
+// The page's checks: a short text, a non-ASCII text, a 16-byte binary message and a
+// 100 KiB binary message, each sent and its echo awaited and compared (type and
+// content), then the report over the WebSocket, a Close(1000), then POST /report.
+// Every wait in the page is bounded (PAGE_STEP_TIMEOUT_MS), so a failure is reported
+// rather than hanging.
+//
+// Exits on SIGTERM/SIGINT and when stdin reaches EOF (spawn it with stdin=PIPE);
+// --ignore-stdin keeps it running with stdin at /dev/null (by hand).
+
+import http from 'node:http';
+import { WebSocketServer } from 'ws';
+
+function parseArgs(argv) {
+  const opts = { port: 0, host: '127.0.0.1', ignoreStdin: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = () => {
+      if (i + 1 >= argv.length) throw new Error(`missing value for ${a}`);
+      return argv[++i];
+    };
+    switch (a) {
+      case '--port': opts.port = Number.parseInt(next(), 10); break;
+      case '--host': opts.host = next(); break;
+      case '--ignore-stdin': opts.ignoreStdin = true; break;
+      default: throw new Error(`unknown argument: ${a}`);
+    }
+  }
+  if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
+    throw new Error('bad --port');
+  }
+  return opts;
+}
+
+let opts;
+try {
+  opts = parseArgs(process.argv.slice(2));
+} catch (err) {
+  process.stderr.write(`web_backend: ${err.message}\n`);
+  process.exit(64);
+}
+
+const log = (...parts) => process.stderr.write(`web_backend: ${parts.join(' ')}\n`);
+const emit = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
+
+const MAX_REPORT_BYTES = 1024 * 1024;
+
+// The page. Kept free of anything the browser would fetch besides itself (no external
+// scripts, styles or images), so the only requests are the page, the favicon, the
+// WebSocket and the report.
+const PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>h2ws-proxy browser test: running</title></head>
+<body><pre id="log"></pre>
+<script>
+"use strict";
+const PAGE_STEP_TIMEOUT_MS = 8000;
+const steps = [];
+const note = (text) => {
+  steps.push(text);
+  document.getElementById("log").textContent += text + "\\n";
+};
+const pattern = (n, seed) => {
+  const bytes = new Uint8Array(n);
+  for (let i = 0; i < n; i++) bytes[i] = (i * 31 + seed) & 255;
+  return bytes;
+};
+const sameBytes = (a, b) => {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+};
+const withTimeout = (promise, what) => Promise.race([
+  promise,
+  new Promise((_, reject) => setTimeout(
+    () => reject(new Error("timeout: " + what)), PAGE_STEP_TIMEOUT_MS)),
+]);
+
+// Messages, and the next one, as promises; errors and closes reject the waiter.
+function open(url) {
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  const queue = [];
+  let waiter = null;
+  let ended = null;
+  const settle = () => {
+    if (!waiter) return;
+    if (queue.length) { const w = waiter; waiter = null; w.resolve(queue.shift()); }
+    else if (ended) { const w = waiter; waiter = null; w.reject(ended); }
+  };
+  ws.onmessage = (event) => { queue.push(event.data); settle(); };
+  const closed = new Promise((resolve) => {
+    ws.onclose = (event) => {
+      ended = ended || new Error("closed: code " + event.code + " " + event.reason);
+      settle();
+      resolve({ code: event.code, reason: event.reason, wasClean: event.wasClean });
+    };
+  });
+  ws.onerror = () => { ended = ended || new Error("websocket error event"); settle(); };
+  const opened = new Promise((resolve, reject) => {
+    ws.onopen = () => resolve();
+    closed.then((c) => reject(new Error("closed before open: code " + c.code)));
+  });
+  const next = () => new Promise((resolve, reject) => {
+    waiter = { resolve, reject };
+    settle();
+  });
+  return { ws, opened, closed, next };
+}
+
+async function echoChecks(conn, details) {
+  const messages = [
+    ["text", "hello through the proxy"],
+    ["text", "h\\u00e9llo \\u2713 \\ud83d\\ude80"],
+    ["binary", pattern(16, 1)],
+    ["binary", pattern(100 * 1024, 7)],
+  ];
+  for (const [kind, payload] of messages) {
+    const label = kind + "/" + payload.length;
+    conn.ws.send(payload);
+    const reply = await withTimeout(conn.next(), "echo of " + label);
+    const ok = kind === "text"
+      ? typeof reply === "string" && reply === payload
+      : reply instanceof ArrayBuffer && sameBytes(new Uint8Array(reply), payload);
+    if (!ok) throw new Error("echo mismatch for " + label);
+    details.echoed.push(label);
+    note("echoed " + label);
+  }
+}
+
+async function main() {
+  const details = {
+    url: location.href, ws_url: "wss://" + location.host + "/ws", echoed: [],
+    ws_report_acked: false, close: null, error: null, steps,
+  };
+  let ok = false;
+  try {
+    const conn = open(details.ws_url);
+    await withTimeout(conn.opened, "websocket open");
+    note("open, protocol=" + JSON.stringify(conn.ws.protocol)
+         + " extensions=" + JSON.stringify(conn.ws.extensions));
+    await echoChecks(conn, details);
+    const summary = { ok: true, ua: navigator.userAgent, details: { echoed: details.echoed } };
+    conn.ws.send("__report__:" + JSON.stringify(summary));
+    const ack = await withTimeout(conn.next(), "report ack");
+    if (ack !== "__report_ack__") throw new Error("unexpected report ack " + String(ack));
+    details.ws_report_acked = true;
+    conn.ws.close(1000, "done");
+    details.close = await withTimeout(conn.closed, "close");
+    note("closed " + JSON.stringify(details.close));
+    ok = details.close.code === 1000;
+  } catch (error) {
+    details.error = String(error && error.message || error);
+    note("error: " + details.error);
+  }
+  const report = { ok, ua: navigator.userAgent, details };
+  try {
+    const answer = await withTimeout(fetch("/report", {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify(report),
+    }), "POST /report");
+    note("report posted: " + answer.status);
+  } catch (error) {
+    note("report not posted: " + error);
+  }
+  document.title = "h2ws-proxy browser test: " + (ok ? "ok" : "FAILED");
+}
+main();
+</script></body></html>
+`;
+
+function readBody(req, limit) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (chunk) => {
+      size += chunk.length;
+      if (size > limit) {
+        reject(new Error('body too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function parseReport(text) {
+  try {
+    const value = JSON.parse(text);
+    return value !== null && typeof value === 'object' ? value : { ok: false, details: value };
+  } catch (err) {
+    return { ok: false, details: { unparsable: text.slice(0, 200), error: err.message } };
+  }
+}
+
+async function handle(req, res) {
+  emit({ event: 'request', method: req.method, url: req.url, httpVersion: req.httpVersion });
+  const path = (req.url || '/').split('?', 1)[0];
+  if (req.method === 'GET' && (path === '/' || path === '/index.html')) {
+    const body = Buffer.from(PAGE, 'utf8');
+    res.writeHead(200, {
+      'content-type': 'text/html; charset=utf-8',
+      'content-length': body.length,
+      'cache-control': 'no-store',
+    });
+    res.end(body);
+  } else if (req.method === 'GET' && path === '/favicon.ico') {
+    res.writeHead(204, { 'cache-control': 'max-age=3600' });
+    res.end();
+  } else if (req.method === 'POST' && path === '/report') {
+    const body = await readBody(req, MAX_REPORT_BYTES);
+    const report = parseReport(body.toString('utf8'));
+    emit({ ...report, event: 'report', via: 'http' });
+    res.writeHead(204);
+    res.end();
+  } else {
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found\n');
+  }
+}
+
+const server = http.createServer((req, res) => {
+  handle(req, res).catch((err) => {
+    log('request failed:', err.message);
+    if (!res.headersSent) res.writeHead(400);
+    res.end();
+  });
+});
+
+const wss = new WebSocketServer({
+  server,
+  perMessageDeflate: false,
+  maxPayload: 16 * 1024 * 1024,
+  verifyClient: ({ req }, done) => {
+    if ((req.url || '').split('?', 1)[0] === '/ws') done(true);
+    else done(false, 404, 'no websocket here');
+  },
+});
+
+wss.on('connection', (ws, req) => {
+  const seen = {
+    path: req.url,
+    x_forwarded_proto: req.headers['x-forwarded-proto'] || null,
+    messages: 0,
+    bytes: 0,
+  };
+  ws.on('message', (data, isBinary) => {
+    if (!isBinary) {
+      const text = data.toString('utf8');
+      if (text.startsWith('__report__:')) {
+        const report = parseReport(text.slice('__report__:'.length));
+        emit({ ...report, event: 'report', via: 'ws', backend: { ...seen } });
+        ws.send('__report_ack__');
+        return;
+      }
+    }
+    seen.messages += 1;
+    seen.bytes += data.length;
+    ws.send(data, { binary: isBinary });
+  });
+  ws.on('error', (err) => log('websocket error:', err.message));
+});
+
+wss.on('error', (err) => log('server error:', err.message));
+
+let shuttingDown = false;
+function shutdown(why) {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  log('shutting down:', why);
+  for (const ws of wss.clients) ws.terminate();
+  wss.close();
+  server.closeAllConnections();
+  server.close(() => process.exit(0));
+  setTimeout(() => process.exit(0), 1000).unref();
+}
+
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
+if (!opts.ignoreStdin) {
+  process.stdin.on('end', () => shutdown('stdin closed'));
+  process.stdin.on('close', () => shutdown('stdin closed'));
+  process.stdin.on('error', () => shutdown('stdin error'));
+  process.stdin.resume();
+}
+
+server.on('error', (err) => {
+  log('listen error:', err.message);
+  process.exit(1);
+});
+
+server.listen(opts.port, opts.host, () => emit({ port: server.address().port }));
