@@ -162,6 +162,9 @@ class Limits:
     backend_keepalive_s: float = 4.0
     #: Idle keep-alive connections kept per backend (0 disables reuse).
     backend_max_idle: int = 32
+    #: After one side of a tunnel ended, how long the other may stay silent without ending
+    #: too; 0 disables.
+    half_closed_timeout_s: float = 10.0
 
 
 #: Inclusive ranges of the integer limits; the other limits are seconds.
@@ -176,7 +179,14 @@ _INT_LIMITS: dict[str, tuple[int, int]] = {
     "backend_max_idle": (0, 100_000),
 }
 #: Second-valued limits where 0 means "disabled".
-_ZERO_DISABLES = frozenset({"idle_timeout_s", "idle_connection_timeout_s", "backend_keepalive_s"})
+_ZERO_DISABLES = frozenset(
+    {
+        "idle_timeout_s",
+        "idle_connection_timeout_s",
+        "backend_keepalive_s",
+        "half_closed_timeout_s",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

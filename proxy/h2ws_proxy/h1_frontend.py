@@ -268,6 +268,7 @@ class H1Frontend:
                 client_leftover=bytes(client_leftover),
                 backend_leftover=upgraded.leftover,
                 idle_timeout_s=self._limits.idle_timeout_s,
+                half_closed_timeout_s=self._limits.half_closed_timeout_s,
                 stats=record.stats,
             )
 

@@ -545,6 +545,7 @@ class H2Frontend:
                 upgraded.stream,
                 backend_leftover=upgraded.leftover,
                 idle_timeout_s=self._limits.idle_timeout_s,
+                half_closed_timeout_s=self._limits.half_closed_timeout_s,
                 stats=record.stats,
             )
 
@@ -582,7 +583,11 @@ class H2Frontend:
             # Cancelled (the connection closed) after both sides had ended and every byte
             # had moved on: that tunnel had finished.
             record.stats.end = TunnelEnd.CLEAN
-        if record.opened and record.stats.end is not TunnelEnd.CLEAN:
+        if record.stats.end is TunnelEnd.HALF_CLOSED_TIMEOUT and stream.local_ended:
+            # Our side is complete; RFC 9113 §8.1: NO_ERROR tells the client to stop.
+            self.session.reset(stream.stream_id, ErrorCodes.NO_ERROR)
+            stream.break_stream("half-closed timeout", by_peer=False)
+        elif record.opened and record.stats.end is not TunnelEnd.CLEAN:
             stream.reset(cancel=record.stats.end is not TunnelEnd.BACKEND_ABORTED)
         elif not record.opened and not stream.local_ended:
             stream.reset(cancel=True)  # cancelled, or an answer cut short: say so

@@ -16,6 +16,9 @@ Flow:
    when one side breaks: the other side is then aborted at once (client reset → backend
    socket closed; backend reset → the client stream is reset with CONNECT_ERROR).
 4. With an idle timeout, a tunnel that moved no byte either way for that long is aborted.
+5. Once one side has ended, the other gets ``half_closed_timeout_s`` of silence to end too
+   (HAProxy's ``timeout client-fin``/``server-fin``): a WebSocket is over once its closing
+   handshake is done and the backend closed, but some clients never end their side.
 
 A failed write to the backend does not end the tunnel by itself: the backend may have
 closed after sending its last bytes (its WebSocket Close), which are still on their way to
@@ -50,6 +53,9 @@ class TunnelEnd(enum.Enum):
     BACKEND_ABORTED = "backend_aborted"
     #: No bytes either way for the idle timeout.
     IDLE_TIMEOUT = "idle_timeout"
+    #: One side had ended; the other sent nothing more and did not end within the
+    #: half-closed timeout (Firefox leaves its CONNECT stream open after a WebSocket close).
+    HALF_CLOSED_TIMEOUT = "half_closed_timeout"
     #: The proxy cancelled it (shutdown, connection error).
     CANCELLED = "cancelled"
 
@@ -80,8 +86,17 @@ class _Relay:
     backend: trio.abc.HalfCloseableStream
     stats: TunnelStats
     scope: trio.CancelScope
+    nursery: trio.Nursery
+    half_closed_timeout_s: float = 0.0
     #: The backend ended its side cleanly (EOF) and everything it sent was delivered.
     backend_done: bool = False
+    half_closed_watch: bool = False
+
+    def half_closed(self) -> None:
+        """One direction ended cleanly: from now on the other one is on a timer."""
+        if self.half_closed_timeout_s > 0 and not self.half_closed_watch:
+            self.half_closed_watch = True
+            self.nursery.start_soon(_watch_half_closed, self, self.half_closed_timeout_s)
 
     def fail(self, side: str) -> None:
         if self.stats.end is TunnelEnd.CANCELLED:
@@ -98,6 +113,7 @@ async def run_tunnel(
     client_leftover: bytes = b"",
     backend_leftover: bytes = b"",
     idle_timeout_s: float = 0.0,
+    half_closed_timeout_s: float = 0.0,
     stats: TunnelStats | None = None,
 ) -> TunnelStats:
     """Relay until both sides are done or one breaks; always closes the backend stream.
@@ -111,7 +127,9 @@ async def run_tunnel(
     stats.last_activity = trio.current_time()
     try:
         async with trio.open_nursery() as nursery:
-            relay = _Relay(client, backend, stats, nursery.cancel_scope)
+            relay = _Relay(
+                client, backend, stats, nursery.cancel_scope, nursery, half_closed_timeout_s
+            )
             if idle_timeout_s > 0:
                 nursery.start_soon(_watch_idle, relay, idle_timeout_s)
             async with trio.open_nursery() as pumps:
@@ -132,6 +150,7 @@ async def _pump_down(relay: _Relay, leftover: bytes) -> None:
         await _copy(relay, leftover, upward=False)
         relay.backend_done = True
         await _send_eof(relay.client, "client")
+        relay.half_closed()
     except _SideBroke as broke:
         relay.fail(broke.side)
 
@@ -139,7 +158,9 @@ async def _pump_down(relay: _Relay, leftover: bytes) -> None:
 async def _pump_up(relay: _Relay, leftover: bytes) -> None:
     """Client → backend; a FIN to the backend when the client ends its side."""
     try:
-        if not await _forward_up(relay, leftover):
+        if await _forward_up(relay, leftover):
+            relay.half_closed()
+        else:
             await _drain_client(relay)
     except _SideBroke as broke:
         relay.fail(broke.side)
@@ -214,6 +235,17 @@ async def _send(stream: trio.abc.SendStream, data: bytes | bytearray, side: str)
         await stream.send_all(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         raise _SideBroke(side) from None
+
+
+async def _watch_half_closed(relay: _Relay, timeout_s: float) -> None:
+    since = trio.current_time()
+    while True:
+        deadline = max(since, relay.stats.last_activity) + timeout_s
+        if trio.current_time() >= deadline:
+            relay.stats.end = TunnelEnd.HALF_CLOSED_TIMEOUT
+            relay.scope.cancel()
+            return
+        await trio.sleep_until(deadline)
 
 
 async def _watch_idle(relay: _Relay, idle_timeout_s: float) -> None:

@@ -15,7 +15,7 @@ from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import CONNECT_HEADERS, MemoryNet, echo_backend, open_memory_client
 from tests.helpers.setup import make_config
 
-PROTOCOL_ERROR, CANCEL = 0x1, 0x8
+PROTOCOL_ERROR, CANCEL, NO_ERROR = 0x1, 0x8, 0x0
 
 
 async def silent_backend(stream: trio.abc.HalfCloseableStream) -> None:
@@ -83,6 +83,36 @@ async def test_idle_tunnel_is_closed_at_the_idle_timeout(
         assert ws.state.reset_code == CANCEL
         assert trio.current_time() - active == 60.0
         await net.backend_closed[0].wait()
+
+
+async def test_a_client_that_never_ends_its_side_is_cut_off_after_the_backend_ended(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Firefox leaves its CONNECT stream open after a WebSocket's closing handshake; once
+    the backend has closed, the stream gets half_closed_timeout_s, then RST(NO_ERROR)."""
+
+    async def bye_backend(stream: trio.abc.HalfCloseableStream) -> None:
+        conn = BackendConnection(stream)
+        await conn.accept(await conn.read_upgrade())
+        await stream.send_all(b"bye")
+        await stream.send_eof()
+        while await stream.receive_some(65536):
+            pass
+
+    config = make_config(("/", "http://127.0.0.1:9"), half_closed_timeout_s=10.0)
+    net = MemoryNet(nursery, bye_backend)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        ws = await client.websocket("/")
+        await client.wait_for(lambda: ws.state.ended)  # the backend's end became END_STREAM
+        ended = trio.current_time()
+        await trio.sleep(9)
+        await client.send_data(ws.state, b"late")  # activity restarts the clock
+        active = trio.current_time()
+        await client.wait_for(lambda: ws.state.reset_code is not None)
+        assert ws.state.reset_code == NO_ERROR
+        assert trio.current_time() - active == 10.0
+        assert active - ended == 9.0
+        assert bytes(ws.state.data) == b"bye"
 
 
 async def test_data_before_the_200_is_a_stream_error_and_reaches_no_backend(

@@ -668,7 +668,7 @@ def test_error_lines_with_dotted_keys_and_quotes(tmp_path: Path) -> None:
         "stream_window_bytes, max_header_list_bytes, max_rejection_body_bytes, "
         "graceful_timeout_s, idle_connection_timeout_s, send_timeout_s, max_connections, "
         "max_stream_resets, stream_reset_window_s, max_empty_frames, http_idle_timeout_s, "
-        "backend_keepalive_s, backend_max_idle"
+        "backend_keepalive_s, backend_max_idle, half_closed_timeout_s"
     )
 
 
