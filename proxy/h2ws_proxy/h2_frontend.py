@@ -658,6 +658,9 @@ class H2Frontend:
         record.opened = result.head_sent
         if stream.reset_by_peer:
             record.stats.end = TunnelEnd.CLIENT_ABORTED
+        elif record.stats.end is TunnelEnd.CANCELLED and result.head_sent and stream.local_ended:
+            # Cancelled (the connection closed) after the whole answer was queued: done.
+            record.stats.end = TunnelEnd.CLEAN
         if stream.broken_reason is None:
             if not stream.local_ended:
                 # An answer cut short: the client must not take it for a whole one.
