@@ -4,7 +4,8 @@
 ``http://`` backend address of the config, then the proxy in front of them. It speaks only
 the classic RFC 6455 handshake, like the legacy servers the proxy is for. It picks the
 first subprotocol a client offers, echoes every message, answers pings and closes cleanly.
-A plain GET gets a short page saying what it is.
+A plain GET gets a small page that opens a WebSocket back to it (through the proxy, when
+the page was loaded through it).
 """
 
 from __future__ import annotations
@@ -29,10 +30,24 @@ from h2ws_proxy.log import log_event
 
 logger = logging.getLogger(__name__)
 
+_HTML = b"""<!doctype html>
+<meta charset="utf-8"><title>h2ws-proxy demo</title>
+<h1>h2ws-proxy demo</h1>
+<p>This page came through the proxy from its demo backend, which echoes WebSocket messages.
+<p><input id="text" value="hello"> <button id="send">send</button>
+<pre id="log"></pre>
+<script>
+const log = (line) => { document.getElementById("log").textContent += line + "\\n"; };
+const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/");
+ws.onopen = () => log("open");
+ws.onmessage = (event) => log("echo: " + event.data);
+ws.onclose = (event) => log("closed " + event.code);
+document.getElementById("send").onclick = () => ws.send(document.getElementById("text").value);
+</script>
+"""
 _PAGE = (
-    b"HTTP/1.1 426 Upgrade Required\r\nupgrade: websocket\r\nconnection: close\r\n"
-    b"content-type: text/plain\r\ncontent-length: 58\r\n\r\n"
-    b"h2ws-proxy demo echo backend: open a WebSocket to any path\n"
+    b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: text/html; charset=utf-8\r\n"
+    b"content-length: " + str(len(_HTML)).encode() + b"\r\n\r\n" + _HTML
 )
 
 

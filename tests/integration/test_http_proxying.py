@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -442,38 +442,56 @@ async def test_h1_early_answer_closes_the_connection(
 # ---- a misbehaving backend ----
 
 
-async def no_content_with_a_body(connection: BackendConnection) -> None:
-    """Answers every request with a 204 that carries a body: a fake second response."""
-    stream = connection.stream
-    fake = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"
-    request = bytearray()
-    while True:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            return
-        request += chunk
-        while b"\r\n\r\n" in request:
-            _, request = request.split(b"\r\n\r\n", 1)
-            await stream.send_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n" + fake)
+FAKE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"
+BODILESS_ANSWERS = {
+    "204": (b"GET", b"HTTP/1.1 204 No Content\r\n\r\n" + FAKE_RESPONSE),
+    "304": (b"GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n\r\n" + FAKE_RESPONSE),
+    "head": (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned" + FAKE_RESPONSE),
+}
 
 
-async def test_extra_bytes_after_a_204_never_reach_the_next_client(
-    nursery: trio.Nursery, start_proxy: StartProxy
+def answering_with_a_body(answer: bytes) -> Callable[[BackendConnection], Awaitable[None]]:
+    """A backend whose bodiless answers carry bytes anyway: a fake next response."""
+
+    async def behaviour(connection: BackendConnection) -> None:
+        request = bytearray()
+        while chunk := await connection.stream.receive_some(65536):
+            request += chunk
+            while b"\r\n\r\n" in request:
+                _, request = request.split(b"\r\n\r\n", 1)
+                await connection.stream.send_all(answer)
+
+    return behaviour
+
+
+@pytest.mark.parametrize("kind", sorted(BODILESS_ANSWERS))
+async def test_bytes_after_a_bodiless_answer_never_reach_the_next_client(
+    nursery: trio.Nursery, start_proxy: StartProxy, kind: str
 ) -> None:
-    backend = ScriptedBackend(no_content_with_a_body)
+    method, answer = BODILESS_ANSWERS[kind]
+    status = int(answer.split(b" ")[1])
+    backend = ScriptedBackend(answering_with_a_body(answer))
     port = await nursery.start(backend.run)
     address = await start_proxy(make_config(("/", backend_url(port))))
     async with open_h2_client(await open_h2(address)) as client:
-        first = await h2_get(client, b"/a")
-        second = await h2_get(client, b"/b")
-    for state in (first, second):
-        assert state.status == 204
+        states = []
+        for path in (b"/a", b"/b"):
+            state = await client.request(request_headers(method, path), end_stream=True)
+            with trio.fail_after(10):
+                states.append(await client.finished(state))
+    for state in states:
+        assert state.status == status
         assert bytes(state.data) == b""
-        assert state.header(b"content-length") is None  # not on a 204 (RFC 9110 §8.6)
+        assert state.reset_code is None
+        if status == 204:
+            assert state.header(b"content-length") is None  # not on a 204 (RFC 9110 §8.6)
     h1 = await raw_exchange(
         address,
-        b"HEAD /c HTTP/1.1\r\nHost: p\r\n\r\n"
-        b"GET /d HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+        method
+        + b" /c HTTP/1.1\r\nHost: p\r\n\r\n"
+        + method
+        + b" /d HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
     )
     assert b"poisoned" not in h1
-    assert h1.count(b"HTTP/1.1 204 ") == 2
+    assert h1.count(f"HTTP/1.1 {status} ".encode()) == 2
+    assert len(backend.connections) == 4  # a connection that over-sent is never reused
