@@ -80,7 +80,8 @@ class _Slot:
     control: ControlChannel | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
     restarts: int = 0
-    exit_code: int | None = None
+    #: How the slot's worker ended its drain (None: no worker was running at the drain).
+    drain_exit_code: int | None = None
 
 
 class Supervisor:
@@ -118,7 +119,8 @@ class Supervisor:
                 log_event(logger, logging.INFO, "workers.draining", graceful_timeout_s=grace)
                 nursery.start_soon(self._kill_after, grace + _KILL_MARGIN_S)
             nursery.cancel_scope.cancel()
-        code = 0 if all(slot.exit_code == 0 for slot in self._slots) else 1
+        clean = all(slot.drain_exit_code in (None, 0) for slot in self._slots)
+        code = 0 if clean else 1
         log_event(logger, logging.INFO, "workers.stopped", code=code)
         return code
 
@@ -152,18 +154,21 @@ class Supervisor:
                     started = True
                     task_status.started()
             code = await process.wait()
-            slot.process, slot.control, slot.exit_code = None, None, code
+            slot.process, slot.control = None, None
             if control is not None:
                 await control.aclose()
-            if not started:
-                raise WorkerFailedToStart(f"worker {slot.index} exited with code {code} at start")
             draining = self._draining.is_set()
+            if not started:
+                if not draining:
+                    raise WorkerFailedToStart(f"worker {slot.index} exited with {code} at start")
+                task_status.started()  # a signal came while the workers were starting
             next_start = started_at + interval
             healthy = trio.current_time() - started_at >= _STABLE_AFTER_S
             interval = (
                 _MIN_RESTART_INTERVAL_S if healthy else min(interval * 2, _MAX_RESTART_INTERVAL_S)
             )
             if draining:
+                slot.drain_exit_code = code
                 log_event(
                     logger,
                     logging.INFO,
