@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import subprocess
@@ -15,6 +14,7 @@ from websockets.sync.client import connect as ws_connect
 
 from h2ws_proxy import __version__
 from tests.helpers.h2_client import open_h2_client
+from tests.helpers.process import OutputWatcher, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 COMMAND = [sys.executable, "-m", "h2ws_proxy"]
@@ -63,34 +63,6 @@ def test_missing_config_exits_2(args: list[str]) -> None:
     assert "error" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class OutputWatcher:
-    """Reads a process's output as it comes; ``expect`` finds the next match of a pattern."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self.stream = stream
-        self.text = ""
-        self._position = 0
-
-    async def expect(self, pattern: str) -> re.Match[str]:
-        compiled = re.compile(pattern)
-        with trio.move_on_after(20):
-            while (match := compiled.search(self.text, self._position)) is None:
-                data = await self.stream.receive_some(4096)
-                if not data:
-                    break
-                self.text += data.decode()
-        if match is None:
-            raise AssertionError(f"no {pattern!r} in the output: {self.text[self._position :]!r}")
-        self._position = match.end()
-        return match
-
-
 def _h1_echo(port: int) -> str:
     with ws_connect(f"ws://127.0.0.1:{port}/demo", open_timeout=10) as ws:
         ws.send("through the real command")
@@ -104,7 +76,7 @@ async def test_runs_with_demo_backend_serves_both_protocols_and_drains_on_sigter
     config = tmp_path / "proxy.toml"
     config.write_text(
         '[[listener]]\nbind = "127.0.0.1:0"\n\n'
-        f'[[route]]\npath = "/"\nbackend = "http://127.0.0.1:{_free_port()}"\n\n'
+        f'[[route]]\npath = "/"\nbackend = "http://127.0.0.1:{free_port()}"\n\n'
         '[admin]\nbind = "127.0.0.1:0"\n\n[limits]\ngraceful_timeout_s = 5.0\n'
     )
     process = await trio.lowlevel.open_process(

@@ -2,32 +2,51 @@
 
 ``GET /healthz`` answers 200 while the proxy serves and 503 once it drains (so a load
 balancer stops sending new clients before the process goes). ``GET /stats`` answers live
-counters as JSON (connections, tunnels, trio tasks, unexpected errors), for soak runs and
+counters as JSON (connections, tunnels, ordinary requests in progress,
+trio tasks, unexpected errors), for soak runs and
 debugging. ``/metrics`` and ``/readyz`` come later. One request per connection, bounded in
 size and time.
+
+With ``workers > 1`` the supervisor serves the admin port with its own answers (health of
+the worker set, stats summed over the workers): :func:`answer_admin_request` takes the
+function that answers a path.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Awaitable, Callable
 
 import h11
 import trio
 
-from h2ws_proxy.context import ServerContext
+from h2ws_proxy.context import ServerContext, ServerStats
 
 _MAX_HEAD_BYTES = 8192
 _TIMEOUT_S = 5.0
 
 
+#: Answers a GET for a path (the target without its query): status and body.
+AdminAnswer = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+
+
 async def handle_admin(stream: trio.abc.Stream, server: ServerContext) -> None:
-    """Answer one admin request and close."""
+    """Answer one admin request about ``server`` and close."""
+    await answer_admin_request(stream, functools.partial(_answer, server))
+
+
+async def answer_admin_request(stream: trio.abc.Stream, answer: AdminAnswer) -> None:
+    """Read one request from ``stream``, answer GET/HEAD with ``answer``, and close."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD_BYTES)
     try:
         with trio.move_on_after(_TIMEOUT_S):
             request = await _read_request(conn, stream)
             if request is not None:
-                status, body = _answer(request, server)
+                if request.method in (b"GET", b"HEAD"):
+                    status, body = await answer(request.target.split(b"?", 1)[0])
+                else:
+                    status, body = 405, b"only GET and HEAD\n"
                 headers = [
                     (b"content-type", b"text/plain; charset=utf-8"),
                     (b"content-length", str(len(body)).encode()),
@@ -55,24 +74,28 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Re
         return None
 
 
-def _answer(request: h11.Request, server: ServerContext) -> tuple[int, bytes]:
-    path = request.target.split(b"?", 1)[0]
-    if request.method not in (b"GET", b"HEAD"):
-        return 405, b"only GET and HEAD\n"
+NOT_FOUND = (404, b"not found; try /healthz or /stats\n")
+
+
+async def _answer(server: ServerContext, path: bytes) -> tuple[int, bytes]:
     if path == b"/healthz":
         if server.shutdown.is_set():
             return 503, b"draining\n"
         return 200, b"ok\n"
     if path == b"/stats":
-        stats = server.stats
-        body = {
-            "connections": stats.connections,
-            "tunnels": stats.tunnels,
-            "tasks": _count_tasks(),
-            "unexpected_errors": stats.unexpected_errors,
-        }
-        return 200, json.dumps(body).encode() + b"\n"
-    return 404, b"not found; try /healthz or /stats\n"
+        return 200, json.dumps(server_stats(server.stats)).encode() + b"\n"
+    return NOT_FOUND
+
+
+def server_stats(stats: ServerStats) -> dict[str, int]:
+    """The ``/stats`` counters of a server; call it from inside its trio run."""
+    return {
+        "connections": stats.connections,
+        "tunnels": stats.tunnels,
+        "requests": stats.requests,
+        "tasks": _count_tasks(),
+        "unexpected_errors": stats.unexpected_errors,
+    }
 
 
 def _count_tasks() -> int:

@@ -3,24 +3,29 @@
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT drain), 2 for a configuration problem
 (the one-line message names the file, key and line), 1 for anything unexpected.
 A second SIGTERM/SIGINT while draining stops at once.
+
+With ``workers`` > 1 (config or ``--workers``) this process becomes the supervisor
+(``supervisor.py``); ``--worker-fd`` is how the supervisor starts a worker (``worker.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
 import trio
 
 from h2ws_proxy import __version__
-from h2ws_proxy.config import ProxyConfig, advertises_connect_protocol, load_config
+from h2ws_proxy.config import ProxyConfig, advertises_connect_protocol, load_config, parse_workers
 from h2ws_proxy.demo import serve_demo_backend
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import configure_logging
-from h2ws_proxy.server import serve
+from h2ws_proxy.server import drain_on_signals, serve
+from h2ws_proxy.supervisor import supervise
+from h2ws_proxy.worker import run_worker
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run a demo WebSocket echo server on every http:// backend address",
     )
+    parser.add_argument(
+        "--workers",
+        metavar="N",
+        help='worker processes, overriding the config\'s workers ("auto": one per CPU)',
+    )
+    parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # supervisor.py
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -70,11 +81,15 @@ def describe(config: ProxyConfig) -> str:
         lines.append(f"route {route.path} -> {route.backend}{kind}")
     if config.admin:
         lines.append(f"admin {config.admin.bind}: /healthz, /stats")
+    if config.workers > 1:
+        lines.append(f"workers {config.workers}: a supervisor and {config.workers} processes")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.worker_fd is not None:
+        return run_worker(args.worker_fd)
     if not args.config:
         print(
             "h2ws-proxy: error: --config FILE is required (try config/example.toml)",
@@ -83,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         config = load_config(args.config)
+        if args.workers is not None:
+            config = dataclasses.replace(config, workers=_workers_option(args.workers))
     except ConfigError as error:
         print(f"h2ws-proxy: error: {error.message}", file=sys.stderr)
         return 2
@@ -91,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     configure_logging(args.log_level, args.log_format)
     try:
-        trio.run(_run, config, args.demo_backend)
+        return trio.run(_run, config, args.demo_backend, args.log_level, args.log_format)
     except (ConfigError, BaseExceptionGroup) as error:
         # A bind failure surfaces from inside the nursery, wrapped in an ExceptionGroup.
         problems = _config_errors(error)
@@ -102,7 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
-    return 0
+
+
+def _workers_option(value: str) -> int:
+    """``--workers N`` or ``--workers auto``; raise ConfigError."""
+    try:
+        return parse_workers(value if value == "auto" else int(value))
+    except ValueError as error:
+        problem = str(error) if value.strip().isdigit() else 'write a number or "auto"'
+        raise ConfigError(f"--workers {value}: {problem}") from None
 
 
 def _config_errors(error: BaseException) -> list[ConfigError]:
@@ -116,24 +141,18 @@ def _config_errors(error: BaseException) -> list[ConfigError]:
     return []
 
 
-async def _run(config: ProxyConfig, demo_backend: bool) -> None:
+async def _run(config: ProxyConfig, demo_backend: bool, log_level: str, log_format: str) -> int:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         if demo_backend:
             addresses = {route.backend for route in config.routes}
             for address in sorted(addresses, key=str):
                 await nursery.start(serve_demo_backend, address)
-        nursery.start_soon(_watch_signals, shutdown, nursery.cancel_scope)
+        if config.workers > 1:
+            code = await supervise(config, log_level=log_level, log_format=log_format)
+            nursery.cancel_scope.cancel()
+            return code
+        nursery.start_soon(drain_on_signals, shutdown, nursery.cancel_scope)
         await serve(config, shutdown=shutdown)
         nursery.cancel_scope.cancel()
-
-
-async def _watch_signals(shutdown: trio.Event, scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if shutdown.is_set():
-                logger.warning("second %s: stopping now", signal.Signals(signum).name)
-                scope.cancel()
-                return
-            logger.info("%s: draining (send it again to stop at once)", signal.Signals(signum).name)
-            shutdown.set()
+    return 0

@@ -2,9 +2,10 @@
 
 Rules:
 
-* Four top-level keys: ``[[listener]]`` and ``[[route]]`` (arrays of tables, at least one
-  of each), ``[admin]`` and ``[limits]`` (optional tables). Any other key, at any level, is
-  an error, with a "did you mean" suggestion when a known key is close.
+* Five top-level keys: ``workers`` (optional integer, or ``"auto"``), ``[[listener]]`` and
+  ``[[route]]`` (arrays of tables, at least one of each), ``[admin]`` and ``[limits]``
+  (optional tables). Any other key, at any level, is an error, with a "did you mean"
+  suggestion when a known key is close.
 * Types are exact: a boolean is not a number and a number is not a string. Timeouts take
   integers or floats (stored as ``float``); the other limits take integers only.
 * Socket addresses are ``host:port``, IPv6 literals in brackets (``[::1]:8443``). Port 0
@@ -58,11 +59,15 @@ __all__ = [
     "parse_backend",
     "parse_config",
     "parse_socket_address",
+    "parse_workers",
 ]
 
 KeyPath = tuple[str | int, ...]
 
 MIB = 1024 * 1024
+#: Upper bound of ``workers``: far past any useful count on one machine (the supervisor
+#: holds one pipe and one process per worker), low enough to catch a typo like 800.
+MAX_WORKERS = 64
 #: ALPN protocols offered on TLS listeners, in order of preference (RFC 7301, RFC 9113 §3.2).
 ALPN_PROTOCOLS = ("h2", "http/1.1")
 BACKEND_FORMS = "write http://host:port or unix:/path/to.sock"
@@ -196,6 +201,8 @@ class ProxyConfig:
     admin: AdminConfig | None = None
     limits: Limits = field(default_factory=Limits)
     source: str = "<memory>"  #: the file name, for messages
+    #: Worker processes sharing the listening sockets (``supervisor.py``); 1 = no supervisor.
+    workers: int = 1
 
 
 # --- addresses ------------------------------------------------------------------------
@@ -459,14 +466,18 @@ class _Table:
 
 # --- the sections ---------------------------------------------------------------------
 
-_TOP_KEYS = ("listener", "route", "admin", "limits")
+_TOP_KEYS = ("workers", "listener", "route", "admin", "limits")
+#: ``workers = 2`` written below a table header lands in that table (TOML's rule).
+_TOP_LEVEL_HINTS = {
+    "workers": "is a top-level key; move it above the first [table] or [[table]] of the file"
+}
 _MOVED_TO_LISTENER = {
     "enable_connect_protocol": "belongs to the [[listener]] table; move it above [listener.tls]"
 }
 
 
 def _parse_listener(table: _Table) -> ListenerConfig:
-    table.check_keys(("bind", "tls", "enable_connect_protocol"))
+    table.check_keys(("bind", "tls", "enable_connect_protocol"), hints=_TOP_LEVEL_HINTS)
     bind = table.address("bind", 'bind = "127.0.0.1:8443"')
     tls_table = table.table("tls")
     tls = None if tls_table is None else _parse_tls(tls_table)
@@ -504,7 +515,7 @@ def _parse_tls(table: _Table) -> TLSConfig:
 
 
 def _parse_route(table: _Table) -> RouteConfig:
-    table.check_keys(("path", "backend", "x_forwarded", "websocket"))
+    table.check_keys(("path", "backend", "x_forwarded", "websocket"), hints=_TOP_LEVEL_HINTS)
     path = table.string("path", 'path = "/"')
     if not path.startswith("/"):
         raise table.error("path", f'must start with "/"; write path = "/{path}"')
@@ -525,8 +536,28 @@ def _parse_route(table: _Table) -> RouteConfig:
 
 
 def _parse_admin(table: _Table) -> AdminConfig:
-    table.check_keys(("bind",))
+    table.check_keys(("bind",), hints=_TOP_LEVEL_HINTS)
     return AdminConfig(table.address("bind", 'bind = "127.0.0.1:9901"'))
+
+
+def parse_workers(value: object) -> int:
+    """``workers``: an integer from 1 to :data:`MAX_WORKERS`, or ``"auto"`` (one per CPU,
+    capped at :data:`MAX_WORKERS`); raise ValueError with a readable reason."""
+    if value == "auto":
+        return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+    if isinstance(value, bool) or not isinstance(value, int):
+        problem = f'must be an integer or "auto", not {_describe(value)}; write e.g. workers = 2'
+        raise ValueError(problem)  # noqa: TRY004 (as parse_backend: the caller adds the key)
+    if not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f"{value} is out of range; use a value from 1 to {MAX_WORKERS}")
+    return value
+
+
+def _workers_setting(root: _Table) -> int:
+    try:
+        return parse_workers(root.data.get("workers", 1))
+    except ValueError as exc:
+        raise root.error("workers", str(exc)) from None
 
 
 def _limit_value(table: _Table, name: str) -> float | int:
@@ -552,7 +583,7 @@ def _limit_value(table: _Table, name: str) -> float | int:
 
 def _parse_limits(table: _Table) -> Limits:
     names = [limit.name for limit in fields(Limits)]
-    table.check_keys(names)
+    table.check_keys(names, hints=_TOP_LEVEL_HINTS)
     values: dict[str, Any] = {
         name: _limit_value(table, name) for name in names if name in table.data
     }
@@ -608,6 +639,7 @@ def parse_config(
     ctx = _Context(source, _Locator(text), base_dir if base_dir is not None else Path.cwd())
     root = _Table(ctx, data, ())
     root.check_keys(_TOP_KEYS)
+    workers = _workers_setting(root)
     listeners = tuple(_parse_listener(table) for table in root.tables("listener"))
     routes = tuple(_parse_route(table) for table in root.tables("route"))
     admin_table, limits_table = root.table("admin"), root.table("limits")
@@ -615,7 +647,7 @@ def parse_config(
     limits = Limits() if limits_table is None else _parse_limits(limits_table)
     _check_binds(ctx, listeners, admin)
     _check_paths(ctx, routes)
-    return ProxyConfig(listeners, routes, admin, limits, source)
+    return ProxyConfig(listeners, routes, admin, limits, source, workers)
 
 
 # --- files ----------------------------------------------------------------------------

@@ -38,7 +38,8 @@ _HTML = b"""<!doctype html>
 <pre id="log"></pre>
 <script>
 const log = (line) => { document.getElementById("log").textContent += line + "\\n"; };
-const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/");
+const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+const ws = new WebSocket(scheme + location.host + "/");
 ws.onopen = () => log("open");
 ws.onmessage = (event) => log("echo: " + event.data);
 ws.onclose = (event) => log("closed " + event.code);

@@ -2,7 +2,9 @@
 
 Call :func:`log_event`; the formatter renders fields as ``key=value`` (quoted when they
 contain spaces) or, with ``--log-format json``, as one JSON object per line. Fields that
-identify where a line comes from go first: ``conn`` (connection id) and ``stream``.
+identify where a line comes from go first: the process's own fields (``worker=<i>
+pid=<pid>`` in a worker process, see :func:`set_process_fields`), then ``conn``
+(connection id) and ``stream``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ import time
 from collections.abc import Mapping
 
 _connection_ids = itertools.count(1)
+#: Fields put on every line this process logs (a worker's index and pid).
+_process_fields: dict[str, object] = {}
+
+
+def set_process_fields(**fields: object) -> None:
+    """Put ``fields`` first on every later log line of this process (``worker=1 pid=42``)."""
+    _process_fields.clear()
+    _process_fields.update(fields)
 
 
 def next_connection_id() -> int:
@@ -30,7 +40,8 @@ def log_event(logger: logging.Logger, level: int, event: str, **fields: object) 
 
 def _fields(record: logging.LogRecord) -> Mapping[str, object]:
     fields = getattr(record, "fields", None)
-    return fields if isinstance(fields, Mapping) else {}
+    own = fields if isinstance(fields, Mapping) else {}
+    return {**_process_fields, **own} if _process_fields else own
 
 
 def _render_value(value: object) -> str:

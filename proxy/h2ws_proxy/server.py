@@ -4,6 +4,9 @@
 bound addresses through ``task_status`` (port 0 gets a real port), serves until the
 ``shutdown`` event is set, then stops accepting, lets frontends send GOAWAY and finish
 their tunnels, and cancels what is left after ``graceful_timeout_s``.
+
+With ``workers > 1`` the supervisor binds once (:func:`bind_sockets`) and each worker
+process passes the inherited sockets to ``serve`` (``supervisor.py``, ``worker.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +25,7 @@ from h2ws_proxy.admin import handle_admin
 from h2ws_proxy.backend import ConnectBackend, open_backend_stream
 from h2ws_proxy.config import ListenerConfig, ProxyConfig, SocketAddress, build_server_ssl_context
 from h2ws_proxy.connection import handle_client
-from h2ws_proxy.context import ClientInfo, ServerContext
+from h2ws_proxy.context import ClientInfo, ServerContext, ServerStats
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import log_event, next_connection_id
 from h2ws_proxy.routing import Router
@@ -37,6 +41,22 @@ class BoundAddresses:
     admin: SocketAddress | None
 
 
+@dataclass(frozen=True, slots=True)
+class BoundSockets:
+    """Listening sockets, bound and listening: one list per ``config.listeners`` entry (a
+    host name can give an IPv4 and an IPv6 socket), and the admin server's."""
+
+    listeners: tuple[list[trio.SocketListener], ...]
+    admin: list[trio.SocketListener] | None
+
+
+async def bind_sockets(config: ProxyConfig) -> BoundSockets:
+    """Bind every listener and the admin port; raise ConfigError naming the one that fails."""
+    listeners = tuple([await _bind(lc.bind, "listener") for lc in config.listeners])
+    admin = await _bind(config.admin.bind, "admin") if config.admin else None
+    return BoundSockets(listeners, admin)
+
+
 async def _bind(address: SocketAddress, what: str) -> list[trio.SocketListener]:
     try:
         return await trio.open_tcp_listeners(address.port, host=address.host)
@@ -44,7 +64,8 @@ async def _bind(address: SocketAddress, what: str) -> list[trio.SocketListener]:
         raise ConfigError(f"{what} {address}: cannot listen: {error.strerror or error}") from error
 
 
-def _bound(listeners: list[trio.SocketListener]) -> SocketAddress:
+def bound_address(listeners: list[trio.SocketListener]) -> SocketAddress:
+    """The address ``listeners`` (from one config entry) actually listen on."""
     host, port = listeners[0].socket.getsockname()[:2]
     return SocketAddress(host=host, port=port)
 
@@ -120,24 +141,29 @@ async def serve(
     *,
     shutdown: trio.Event | None = None,
     connect_backend: ConnectBackend = open_backend_stream,
+    sockets: BoundSockets | None = None,
+    stats: ServerStats | None = None,
     task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``config`` until ``shutdown`` is set, then drain.
 
-    Raises ConfigError when a listener cannot bind.
+    ``sockets``: already bound sockets to serve on (a worker's inherited ones); by default
+    ``serve`` binds them itself. ``stats``: the counters to keep (a worker reports them to
+    its supervisor). Raises ConfigError when a listener cannot bind.
     """
     server = ServerContext(
         config=config,
         router=Router(config.routes),
         shutdown=shutdown if shutdown is not None else trio.Event(),
         connect_backend=connect_backend,
+        stats=stats if stats is not None else ServerStats(),
     )
     contexts = [build_server_ssl_context(lc.tls) if lc.tls else None for lc in config.listeners]
-    bound = [await _bind(lc.bind, "listener") for lc in config.listeners]
-    admin = await _bind(config.admin.bind, "admin") if config.admin else None
+    if sockets is None:
+        sockets = await bind_sockets(config)
     async with trio.open_nursery() as background:
         background.start_soon(server.pool.reap)
-        await _serve_until_drained(server, bound, contexts, admin, task_status)
+        await _serve_until_drained(server, sockets, contexts, task_status)
         background.cancel_scope.cancel()
     await server.pool.aclose()
     log_event(logger, logging.INFO, "server.stopped")
@@ -145,12 +171,12 @@ async def serve(
 
 async def _serve_until_drained(
     server: ServerContext,
-    bound: list[list[trio.SocketListener]],
+    sockets: BoundSockets,
     contexts: list[ssl.SSLContext | None],
-    admin: list[trio.SocketListener] | None,
     task_status: trio.TaskStatus[BoundAddresses],
 ) -> None:
     config = server.config
+    bound, admin = sockets.listeners, sockets.admin
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as acceptors:
             for listener_config, listeners, ssl_context in zip(
@@ -171,8 +197,8 @@ async def _serve_until_drained(
                     )
                 )
             addresses = BoundAddresses(
-                listeners=tuple(_bound(listeners) for listeners in bound),
-                admin=_bound(admin) if admin else None,
+                listeners=tuple(bound_address(listeners) for listeners in bound),
+                admin=bound_address(admin) if admin else None,
             )
             log_event(
                 logger,
@@ -191,3 +217,15 @@ async def _serve_until_drained(
             )
             acceptors.cancel_scope.cancel()
         connections.cancel_scope.deadline = trio.current_time() + config.limits.graceful_timeout_s
+
+
+async def drain_on_signals(shutdown: trio.Event, scope: trio.CancelScope) -> None:
+    """First SIGTERM/SIGINT: set ``shutdown`` (drain). Second: cancel ``scope`` (stop now)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if shutdown.is_set():
+                logger.warning("second %s: stopping now", signal.Signals(signum).name)
+                scope.cancel()
+                return
+            logger.info("%s: draining (send it again to stop at once)", signal.Signals(signum).name)
+            shutdown.set()

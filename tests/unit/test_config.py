@@ -360,7 +360,7 @@ def test_unknown_top_level_key_with_suggestion(tmp_path: Path) -> None:
 def test_unknown_top_level_key_without_suggestion(tmp_path: Path) -> None:
     text = "debug = true\n" + MINIMAL
     assert load_error(tmp_path, text) == (
-        ":1: debug: unknown key; known keys: listener, route, admin, limits"
+        ":1: debug: unknown key; known keys: workers, listener, route, admin, limits"
     )
 
 
@@ -891,3 +891,62 @@ def test_advertisement_policy(
     )
     config = ProxyConfig(listeners=(listener,), routes=routes)
     assert advertises_connect_protocol(config, listener) is advertised
+
+
+# --- workers --------------------------------------------------------------------------
+
+
+def test_workers_default_to_one(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).workers == 1
+
+
+def test_workers_take_an_integer(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "workers = 4\n" + MINIMAL)).workers == 4
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(2, 2), (None, 1), (200, 64)])
+def test_workers_auto_is_one_per_cpu_up_to_64(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int | None, workers: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    assert load_config(write(tmp_path, 'workers = "auto"\n' + MINIMAL)).workers == workers
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("0", "0 is out of range; use a value from 1 to 64"),
+        ("65", "65 is out of range; use a value from 1 to 64"),
+        ("-2", "-2 is out of range; use a value from 1 to 64"),
+        ("true", 'must be an integer or "auto", not a boolean; write e.g. workers = 2'),
+        ('"4"', 'must be an integer or "auto", not a string; write e.g. workers = 2'),
+        ("2.0", 'must be an integer or "auto", not a float; write e.g. workers = 2'),
+        ('"all"', 'must be an integer or "auto", not a string; write e.g. workers = 2'),
+    ],
+)
+def test_bad_workers(tmp_path: Path, value: str, problem: str) -> None:
+    text = "# proxy\n" + f"workers = {value}\n" + MINIMAL
+    assert load_error(tmp_path, text) == f":2: workers: {problem}"
+
+
+def test_workers_as_a_table_is_refused(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[workers]\ncount = 2\n"
+    assert load_error(tmp_path, text) == (
+        ':8: workers: must be an integer or "auto", not a table; write e.g. workers = 2'
+    )
+
+
+@pytest.mark.parametrize("table", ["[limits]", "[admin]", "[[route]]", "[[listener]]"])
+def test_workers_below_a_table_header_get_a_hint(tmp_path: Path, table: str) -> None:
+    # The usual TOML trap: a top-level key written after a header lands in that table.
+    text = MINIMAL + f"\n{table}\nworkers = 2\n"
+    key = {"[[route]]": "route[1]", "[[listener]]": "listener[1]"}.get(table, table[1:-1])
+    assert load_error(tmp_path, text) == (
+        f":9: {key}.workers: is a top-level key; move it above the first [table] or [[table]] "
+        "of the file"
+    )
+
+
+def test_workers_typo_gets_a_suggestion(tmp_path: Path) -> None:
+    text = "worker = 2\n" + MINIMAL
+    assert load_error(tmp_path, text) == ":1: worker: unknown key; did you mean 'workers'?"

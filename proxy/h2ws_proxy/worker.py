@@ -1,0 +1,173 @@
+"""One worker process of ``workers = N`` (N > 1): serve on sockets the supervisor bound.
+
+The supervisor (``supervisor.py``) starts ``python -m h2ws_proxy --worker-fd FD``. FD is the
+worker's end of a socket pair, the *control channel*, which carries one message per line:
+
+* supervisor → worker, first: the :class:`WorkerSpec` (index, the supervisor's validated
+  config, the descriptor numbers of the inherited listening sockets, log settings). A
+  restarted worker gets the same spec, so it never re-reads a config file edited since.
+  The worker puts ``worker=<i> pid=<pid>`` on every log line, serves with
+  :func:`server.serve` on the inherited sockets, and answers ``ready`` once it accepts.
+* supervisor → worker: ``stats <id>``; worker → supervisor: ``{"id": <id>, ...}``, its
+  ``/stats`` counters as JSON (the supervisor sums them on the admin port).
+* End of file: the supervisor is gone (killed, crashed). The worker drains as on SIGTERM,
+  so it never outlives its supervisor by more than ``graceful_timeout_s``. A socket's EOF
+  tells this on every POSIX system, unlike Linux's ``PR_SET_PDEATHSIG``.
+
+Signals: SIGTERM drains, a second one stops at once, as in the single process
+(:func:`server.drain_on_signals`). Workers run in their own process group, so a terminal's
+Ctrl-C reaches only the supervisor, which passes it on once.
+
+``limits.max_connections`` is per worker, as every other limit: the proxy as a whole
+accepts up to ``workers x max_connections`` connections per listener.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+import os
+import pickle
+import socket
+import sys
+from dataclasses import dataclass
+
+import trio
+
+from h2ws_proxy.admin import server_stats
+from h2ws_proxy.config import ProxyConfig
+from h2ws_proxy.context import ServerStats
+from h2ws_proxy.errors import ConfigError
+from h2ws_proxy.log import configure_logging, log_event, set_process_fields
+from h2ws_proxy.server import BoundAddresses, BoundSockets, drain_on_signals, serve
+
+logger = logging.getLogger(__name__)
+
+#: A control line longer than this is a bug; the channel is then treated as closed.
+_MAX_LINE_BYTES = 16 * 1024 * 1024
+READY = b"ready"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What the supervisor tells a worker it starts."""
+
+    index: int
+    config: ProxyConfig
+    #: Inherited descriptors of the listening sockets, one tuple per ``config.listeners``.
+    listener_fds: tuple[tuple[int, ...], ...]
+    log_level: str
+    log_format: str
+
+    def encode(self) -> bytes:
+        # pickle between two processes of one installation, over a private socket pair.
+        return base64.b64encode(pickle.dumps(self))
+
+    @staticmethod
+    def decode(line: bytes) -> WorkerSpec:
+        spec = pickle.loads(base64.b64decode(line))  # our own supervisor wrote it
+        if not isinstance(spec, WorkerSpec):
+            raise TypeError(f"expected a WorkerSpec, got {type(spec).__name__}")
+        return spec
+
+
+class ControlChannel:
+    """The supervisor's line-per-message link with one worker (either end)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        self._buffer = bytearray()
+
+    async def send(self, message: bytes) -> None:
+        """Send one line; raises trio.BrokenResourceError when the peer is gone."""
+        await self._stream.send_all(message + b"\n")
+
+    async def receive(self) -> bytes | None:
+        """The next line without its newline; None at end of file or on a broken link."""
+        while (end := self._buffer.find(b"\n")) < 0:
+            if len(self._buffer) > _MAX_LINE_BYTES:
+                return None
+            try:
+                data = await self._stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if not data:
+                return None
+            self._buffer += data
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return line
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def run_worker(control_fd: int) -> int:
+    """The ``--worker-fd`` entry point: the process's exit code (0 after a drain)."""
+    try:
+        return trio.run(_worker_main, control_fd)
+    except ConfigError as error:  # e.g. a TLS file removed since the supervisor checked it
+        print(f"h2ws-proxy: error: {error.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+def _listener(fd: int) -> trio.SocketListener:
+    return trio.SocketListener(trio.socket.from_stdlib_socket(socket.socket(fileno=fd)))
+
+
+async def _worker_main(control_fd: int) -> int:
+    control = ControlChannel(socket.socket(fileno=control_fd))
+    line = await control.receive()
+    if line is None:
+        return 1  # the supervisor went away before it told us what to do
+    spec = WorkerSpec.decode(line)
+    configure_logging(spec.log_level, spec.log_format)
+    set_process_fields(worker=spec.index, pid=os.getpid())
+    sockets = BoundSockets(
+        listeners=tuple([_listener(fd) for fd in fds] for fds in spec.listener_fds), admin=None
+    )
+    shutdown, stats = trio.Event(), ServerStats()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain_on_signals, shutdown, nursery.cancel_scope)
+        run_server = functools.partial(
+            _serve_then_stop, spec.config, shutdown, sockets, stats, nursery.cancel_scope
+        )
+        await nursery.start(run_server)
+        nursery.start_soon(_answer_supervisor, control, shutdown, stats)
+    return 0
+
+
+async def _serve_then_stop(
+    config: ProxyConfig,
+    shutdown: trio.Event,
+    sockets: BoundSockets,
+    stats: ServerStats,
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until drained, then stop the worker's other tasks."""
+    await serve(config, shutdown=shutdown, sockets=sockets, stats=stats, task_status=task_status)
+    scope.cancel()
+
+
+async def _answer_supervisor(
+    control: ControlChannel, shutdown: trio.Event, stats: ServerStats
+) -> None:
+    """Say ``ready``, answer ``stats`` requests, and drain when the supervisor is gone."""
+    try:
+        await control.send(READY)
+        while (message := await control.receive()) is not None:
+            command, _, request_id = message.partition(b" ")
+            if command == b"stats":
+                answer = {"id": request_id.decode("ascii", "replace"), **server_stats(stats)}
+                await control.send(json.dumps(answer).encode())
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    if not shutdown.is_set():
+        log_event(logger, logging.WARNING, "worker.orphaned", problem="the supervisor is gone")
+        shutdown.set()
