@@ -189,3 +189,52 @@ async def test_a_download_the_client_does_not_read_holds_the_backend_back(
         assert written > stalled_at
         await client.reset(state, CANCEL)
         await net.backend_closed[0].wait()
+
+
+async def read_until_eof(stream: trio.abc.ReceiveStream) -> bytes:
+    data = bytearray()
+    while chunk := await stream.receive_some(65536):
+        data += chunk
+    return bytes(data)
+
+
+async def test_an_idle_http11_keep_alive_connection_is_closed(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = make_config(("/", "http://127.0.0.1:9"), idle_connection_timeout_s=30.0)
+    net = MemoryNet(nursery, keep_alive_backend)
+    client = await open_memory_client(nursery, config, net)
+    await client.send_all(b"GET /one HTTP/1.1\r\nHost: p\r\n\r\n")
+    answered = trio.current_time()
+    answer = await read_until_eof(client)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"/one")
+    assert trio.current_time() - answered == 30.0
+
+
+async def test_draining_closes_idle_http11_connections_and_ends_busy_ones_after_the_answer(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def slow_backend(stream: trio.abc.HalfCloseableStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        while (request := await read_request(stream, conn)) is not None:
+            await trio.sleep(5)
+            await answer(stream, conn, request.target)
+
+    shutdown = trio.Event()
+    net = MemoryNet(nursery, slow_backend)
+    idle = await open_memory_client(nursery, CONFIG, net, shutdown=shutdown)
+    busy = await open_memory_client(nursery, CONFIG, net, shutdown=shutdown)
+    await idle.send_all(b"GET /idle HTTP/1.1\r\nHost: p\r\n\r\n")
+    await trio.sleep(6)  # answered; the connection now idles between requests
+    await busy.send_all(b"GET /busy HTTP/1.1\r\nHost: p\r\n\r\n")
+    await trio.sleep(1)
+    shutdown.set()
+    drained = trio.current_time()
+    idle_answer = await read_until_eof(idle)
+    assert trio.current_time() == drained  # closed at once
+    assert idle_answer.endswith(b"/idle")
+    busy_answer = await read_until_eof(busy)
+    assert trio.current_time() - drained == 4.0  # after its answer, not before
+    assert b"connection: close" in busy_answer.lower()
+    assert busy_answer.endswith(b"/busy")
