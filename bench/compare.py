@@ -493,22 +493,38 @@ def print_tables(
         print(row)
     print(
         f"\nMedians of {rounds} round(s). CPU in cores over the measured interval (medians), "
-        "proxy / client / backend:\n"
+        "proxy / client / backend; then the work done per second of proxy CPU (medians of "
+        "each run's rate / proxy cores), which other load on the machine distorts less:\n"
     )
-    print(f"| scenario | {' | '.join(names)} |")
-    print(f"|---|{'---|' * len(names)}")
+    proxied = [p for p in proxies if p != "direct"]
+    per_cpu = [f"{LABELS[p]} per CPU-s" for p in proxied]
+    extra = [*per_cpu, "ours / HAProxy per CPU-s"] if ratio else per_cpu
+    print(f"| scenario | {' | '.join(names + extra)} |")
+    print(f"|---|{'---|' * (len(names) + len(extra))}")
     for scenario in SCENARIOS:
         if scenario.key not in results or scenario.kind == "idle":
             continue
-        cells = []
-        for p in proxies:
-            runs = [m for m in results[scenario.key][p] if m.cores]
-            parts = [
-                statistics.median(m.cores[k] for m in runs) if runs and k in runs[0].cores else None
-                for k in ("proxy", "client", "backend")
-            ]
-            cells.append(" / ".join("-" if v is None else f"{v:.2f}" for v in parts))
+        cells = [_cores_cell(results[scenario.key][p]) for p in proxies]
+        efficiency = {p: _per_proxy_cpu_s(results[scenario.key][p]) for p in proxied}
+        cells += [fmt(efficiency[p]) for p in proxied]
+        if ratio:
+            ours, theirs = efficiency["h2ws"], efficiency["haproxy"]
+            cells.append(f"{ours / theirs:.2f}x" if ours and theirs else "-")
         print(f"| {scenario.title} | {' | '.join(cells)} |")
+
+
+def _cores_cell(runs: list[Measure]) -> str:
+    runs = [m for m in runs if m.cores]
+    parts = [
+        statistics.median(m.cores[k] for m in runs) if runs and k in runs[0].cores else None
+        for k in ("proxy", "client", "backend")
+    ]
+    return " / ".join("-" if v is None else f"{v:.2f}" for v in parts)
+
+
+def _per_proxy_cpu_s(runs: list[Measure]) -> float | None:
+    rates = [m.value / m.cores["proxy"] for m in runs if m.value and m.cores.get("proxy")]
+    return statistics.median(rates) if rates else None
 
 
 def check_tools(proxies: list[str], scenarios: list[Scenario]) -> list[str]:
@@ -606,7 +622,7 @@ def main() -> None:
                     print(
                         f"round {round_no + 1} {scenario.key:12} {name:8} "
                         f"{fmt(got.value) if got.value is not None else got.note} "
-                        f"{scenario.unit}",
+                        f"{scenario.unit} (load {os.getloadavg()[0]:.1f})",
                         file=sys.stderr,
                         flush=True,
                     )
