@@ -1,0 +1,676 @@
+"""Side by side: h2ws-proxy, HAProxy and a direct baseline, on the same backend and load client.
+
+Every process is its own, on 127.0.0.1: the echo backend (``bench/node/echo_backend.mjs``:
+HTTP/1.1 WebSocket echo and GET, plus its own RFC 8441 endpoint), h2ws-proxy
+(``python -m h2ws_proxy --config``), HAProxy (the Debian package; this script writes its
+config) and the load client (``bench/node/h2_load.mjs``: Node's built-in ``http2``, nghttp2
+underneath) or ``h2load`` for plain GETs. "direct" is the load client talking RFC 8441 to the
+backend's own HTTP/2 listener: the same client and echo code with no proxy and no HTTP/1.1
+hop, i.e. what the client and backend cost on their own.
+
+For each run it reports the client's own CPU (``process.cpuUsage``), the proxy's and the
+backend's (``/proc/PID/stat``) over the measured interval, in cores, so a reader can see who
+saturates. Rounds alternate between proxies (round-robin within each round, the order rotated
+each round); the table gives medians and ours / HAProxy. Everything is bounded by counts and
+seconds, and each client process has a hard timeout.
+
+    .venv/bin/python bench/compare.py                    # full run, under 10 minutes
+    .venv/bin/python bench/compare.py --smoke            # a few seconds (CI)
+    .venv/bin/python bench/compare.py --only echo256,bulk --proxies h2ws,haproxy --rounds 5
+    .venv/bin/python bench/compare.py --only echo256 --proxies h2ws --py-spy /tmp/prof.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+BENCH = Path(__file__).resolve().parent
+CLIENT = BENCH / "node" / "h2_load.mjs"
+BACKEND = BENCH / "node" / "echo_backend.mjs"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROXIES = ("h2ws", "haproxy", "direct")
+LABELS = {"h2ws": "h2ws-proxy", "haproxy": "HAProxy", "direct": "direct"}
+CLIENT_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    kind: str  # "load" (h2_load.mjs echo/open), "idle" (RSS per tunnel) or "get" (h2load)
+    unit: str
+    full: str  # the client's arguments for a full run
+    smoke: str  # ... and for --smoke
+    tls: bool = False
+
+
+def _with_tls(*scenarios: Scenario) -> list[Scenario]:
+    plain = list(scenarios)
+    return plain + [
+        Scenario(f"{s.key}-tls", f"{s.title}, TLS", s.kind, s.unit, s.full, s.smoke, tls=True)
+        for s in plain
+    ]
+
+
+SCENARIOS = (
+    *_with_tls(
+        Scenario(
+            "echo256",
+            "64 B echo, 256 tunnels on 4 connections",
+            "load",
+            "msg/s",
+            "--mode echo --size 64 --connections 4 --tunnels 256 --seconds 3 --messages 3000000",
+            "--mode echo --size 64 --connections 2 --tunnels 8 --seconds 0.2 --messages 500",
+        ),
+        Scenario(
+            "pingpong",
+            "one tunnel ping-pong, 64 B",
+            "load",
+            "msg/s",
+            "--mode echo --size 64 --seconds 3 --messages 300000",
+            "--mode echo --size 64 --seconds 0.2 --messages 100",
+        ),
+        Scenario(
+            "bulk",
+            "64 KiB bulk, one tunnel, 8 in flight",
+            "load",
+            "MB/s echoed",
+            "--mode echo --size 65536 --depth 8 --seconds 3 --messages 100000",
+            "--mode echo --size 65536 --depth 8 --seconds 0.2 --messages 50",
+        ),
+        Scenario(
+            "open",
+            "new tunnels (open, 200, one echo, close), 4 conns x 16",
+            "load",
+            "tunnels/s",
+            "--mode open --connections 4 --concurrency 16 --tunnels 100000 --seconds 3",
+            "--mode open --connections 2 --concurrency 2 --tunnels 20 --seconds 1",
+        ),
+    ),
+    Scenario(
+        "idle1k",
+        "RSS per idle tunnel, 1k tunnels on 10 conns",
+        "idle",
+        "KiB/tunnel",
+        "--mode idle --connections 10 --tunnels 1000 --seconds 60",
+        "--mode idle --connections 2 --tunnels 20 --seconds 10",
+    ),
+    Scenario(
+        "idle10k",
+        "RSS per idle tunnel, 10k tunnels on 100 conns",
+        "idle",
+        "KiB/tunnel",
+        "--mode idle --connections 100 --tunnels 10000 --seconds 90",
+        "--mode idle --connections 2 --tunnels 40 --seconds 10",
+    ),
+    Scenario(
+        "get",
+        "plain GET / over h2c, h2load -c 4 -m 16",
+        "get",
+        "req/s",
+        "-c 4 -m 16 -D 3",
+        "-c 1 -m 4 -n 50",
+    ),
+)
+#: For these, lower is better; the ratio column still reads ours / HAProxy.
+LOWER_IS_BETTER = {"KiB/tunnel"}
+
+
+class MeasureError(Exception):
+    """One run went wrong: reported in the table and in the exit status, the rest goes on."""
+
+
+@dataclass
+class Measure:
+    value: float | None = None
+    note: str = ""
+    cores: dict[str, float] = field(default_factory=dict)  # "proxy", "client", "backend"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with status {proc.returncode} before listening")
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {HOST}:{port} within 15 s")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / CLK_TCK
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        match = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+        total += int(match.group(1)) if match else 0
+    return total
+
+
+@dataclass
+class Certs:
+    ca: Path
+    cert: Path  # leaf + chain
+    key: Path
+    combined: Path  # cert + key, for HAProxy's crt
+
+    @classmethod
+    def make(cls, directory: Path) -> Certs:
+        import trustme  # the test extra; only needed here
+
+        ca = trustme.CA()
+        leaf = ca.issue_cert(HOST, "localhost")
+        certs = cls(
+            directory / "ca.pem",
+            directory / "cert.pem",
+            directory / "key.pem",
+            directory / "haproxy.pem",
+        )
+        ca.cert_pem.write_to_path(str(certs.ca))
+        leaf.private_key_pem.write_to_path(str(certs.key))
+        chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+        certs.cert.write_bytes(chain)
+        certs.combined.write_bytes(chain + leaf.private_key_pem.bytes())
+        return certs
+
+
+@dataclass
+class Target:
+    """One thing the client talks to: its URLs and the processes whose CPU/RSS count."""
+
+    name: str
+    h2c_url: str
+    tls_url: str
+    pids: list[int]
+    proc: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class Backend:
+    proc: subprocess.Popen[bytes]
+    port: int
+    h2_port: int
+    tls_port: int
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every measurement shares."""
+
+    backend: Backend
+    certs: Certs
+    settle_s: float  # before reading a proxy's RSS
+
+
+@contextmanager
+def start_backend(certs: Certs) -> Iterator[Backend]:
+    proc = subprocess.Popen(
+        [
+            "node",
+            str(BACKEND),
+            "--tls-port",
+            "0",
+            "--cert",
+            str(certs.cert),
+            "--key",
+            str(certs.key),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        ports = json.loads(proc.stdout.readline())
+        yield Backend(proc, ports["port"], ports["h2_port"], ports["tls_port"])
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+H2WS_CONFIG = """\
+[[listener]]
+bind = "{host}:{h2c}"
+
+[[listener]]
+bind = "{host}:{tls}"
+[listener.tls]
+cert = "{cert}"
+key = "{key}"
+
+[[route]]
+path = "/"
+backend = "http://{host}:{backend}"
+"""
+
+# HAProxy 2.6 advertises SETTINGS_ENABLE_CONNECT_PROTOCOL on h2 frontends unless the global
+# h2-workaround-bogus-websocket-clients is set, and relays a websocket stream to an HTTP/1.1
+# server as an Upgrade (server "ws auto"). Defaults otherwise (threads = CPUs, h2 windows).
+HAPROXY_CONFIG = """\
+global
+    maxconn 9000
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 300s
+
+frontend bench
+    bind {host}:{h2c} proto h2
+    bind {host}:{tls} ssl crt {pem} alpn h2
+    default_backend echo
+
+backend echo
+    server echo {host}:{backend}
+"""
+
+
+@contextmanager
+def start_target(
+    name: str, backend: Backend, certs: Certs, work: Path, log_level: str
+) -> Iterator[Target]:
+    if name == "direct":
+        yield Target(
+            name, f"http://{HOST}:{backend.h2_port}", f"https://{HOST}:{backend.tls_port}", []
+        )
+        return
+    h2c, tls = free_port(), free_port()
+    if name == "h2ws":
+        config = work / "h2ws.toml"
+        config.write_text(
+            H2WS_CONFIG.format(
+                host=HOST, h2c=h2c, tls=tls, cert=certs.cert, key=certs.key, backend=backend.port
+            )
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "h2ws_proxy",
+            "--config",
+            str(config),
+            "--log-level",
+            log_level,
+        ]
+    else:
+        config = work / "haproxy.cfg"
+        config.write_text(
+            HAPROXY_CONFIG.format(
+                host=HOST, h2c=h2c, tls=tls, pem=certs.combined, backend=backend.port
+            )
+        )
+        command = ["haproxy", "-db", "-f", str(config)]
+    log = (work / f"{name}.log").open("wb")
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        wait_port(h2c, proc, LABELS[name])
+        wait_port(tls, proc, LABELS[name])
+        yield Target(name, f"http://{HOST}:{h2c}", f"https://{HOST}:{tls}", [proc.pid], proc)
+    finally:
+        stop(proc)
+        log.close()
+
+
+def run_client(
+    target: Target,
+    run: Run,
+    scenario: Scenario,
+    args: tuple[str, ...],
+    on_opened: float | None = None,
+) -> tuple[dict[str, object], Measure]:
+    """Runs h2_load.mjs; samples CPU at its start/stop lines, RSS around "opened"."""
+    url = target.tls_url if scenario.tls else target.h2c_url
+    command = ["node", str(CLIENT), "--url", url, "--ca", str(run.certs.ca), *args]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    killer = threading.Timer(CLIENT_TIMEOUT_S, proc.kill)
+    killer.start()
+    measure = Measure()
+    samples: list[tuple[float, float, float]] = []
+    result: dict[str, object] = {"ok": False, "error": "no result line"}
+    try:
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        for raw in proc.stdout:
+            line = json.loads(raw)
+            event = line.get("event")
+            if event in ("start", "stop"):
+                samples.append(
+                    (
+                        time.monotonic(),
+                        cpu_seconds(target.pids),
+                        cpu_seconds([run.backend.proc.pid]),
+                    )
+                )
+            elif event == "opened" and on_opened is not None:
+                time.sleep(run.settle_s)  # let the proxy settle before reading its RSS
+                measure.value = (rss_kib(target.pids) - on_opened) / float(line["tunnels"])
+                proc.stdin.write(b"\n")
+                proc.stdin.flush()
+            elif event == "result":
+                result = line
+        proc.wait()
+    finally:
+        killer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if len(samples) == 2 and result.get("ok"):
+        (t0, p0, b0), (t1, p1, b1) = samples
+        wall = t1 - t0
+        if target.pids:
+            measure.cores["proxy"] = (p1 - p0) / wall
+        measure.cores["backend"] = (b1 - b0) / wall
+        measure.cores["client"] = float(result["client_cpu_s"]) / wall  # type: ignore[arg-type]
+    return result, measure
+
+
+def measure_load(target: Target, run: Run, scenario: Scenario, args: tuple[str, ...]) -> Measure:
+    result, measure = run_client(target, run, scenario, args)
+    if not result.get("ok"):
+        raise MeasureError(f"{scenario.key} via {target.name}: client failed: {result}")
+    if result.get("connect_protocol") is not True:
+        raise MeasureError(f"{target.name} did not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL")
+    key = {"msg/s": "messages_per_s", "MB/s echoed": "mb_per_s"}.get(scenario.unit, "tunnels_per_s")
+    measure.value = float(result[key])  # type: ignore[arg-type]
+    return measure
+
+
+def measure_idle(target: Target, run: Run, scenario: Scenario, args: tuple[str, ...]) -> Measure:
+    if not target.pids:
+        return Measure(note="-")
+    time.sleep(run.settle_s)
+    result, measure = run_client(target, run, scenario, args, on_opened=rss_kib(target.pids))
+    if not result.get("ok") or measure.value is None:
+        raise MeasureError(f"{scenario.key} via {target.name}: client failed: {result}")
+    return measure
+
+
+def measure_get(target: Target, run: Run, scenario: Scenario, args: tuple[str, ...]) -> Measure:
+    probe = Scenario("probe", "", "load", "", "--mode probe", "")
+    result, _ = run_client(target, run, probe, ("--mode", "probe"))
+    if result.get("status") != 200:
+        return Measure(note=f"n/a (proxy answered {result.get('status', result.get('error'))})")
+    pids = [*target.pids, run.backend.proc.pid]
+    t0, c0 = time.monotonic(), [cpu_seconds([pid]) for pid in pids]
+    proc = subprocess.Popen(
+        ["h2load", *args, f"{target.h2c_url}/"], stdout=subprocess.PIPE, text=True
+    )
+    killer = threading.Timer(CLIENT_TIMEOUT_S, proc.kill)
+    killer.start()
+    try:
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        killer.cancel()
+    wall = time.monotonic() - t0
+    c1 = [cpu_seconds([pid]) for pid in pids]
+    rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", output)
+    # In a timed run a response may land after the clock stopped: counted as a 2xx, not as
+    # "succeeded". So: no failure of any kind, and nothing but 2xx.
+    clean = re.search(r"\d+ succeeded, 0 failed, 0 errored, 0 timeout", output)
+    codes = re.search(r"status codes: \d+ 2xx, 0 3xx, 0 4xx, 0 5xx", output)
+    if not (rate and clean and codes):
+        raise MeasureError(f"h2load via {target.name} failed:\n{output}")
+    cores = {
+        "client": (usage.ru_utime + usage.ru_stime) / wall,
+        "backend": (c1[-1] - c0[-1]) / wall,
+    }
+    if target.pids:
+        cores["proxy"] = (c1[0] - c0[0]) / wall
+    return Measure(float(rate.group(1)), cores=cores)
+
+
+MEASURES = {"load": measure_load, "idle": measure_idle, "get": measure_get}
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def median_of(runs: list[Measure]) -> tuple[float | None, str]:
+    values = [m.value for m in runs if m.value is not None]
+    if values:
+        return statistics.median(values), ""
+    return None, runs[0].note if runs else ""
+
+
+def print_tables(
+    results: dict[str, dict[str, list[Measure]]], proxies: list[str], rounds: int
+) -> None:
+    names = [LABELS[p] for p in proxies]
+    ratio = "h2ws" in proxies and "haproxy" in proxies
+    print(f"\n| scenario | unit | {' | '.join(names)} |{' ours / HAProxy |' if ratio else ''}")
+    print(f"|---|---|{'---|' * len(names)}{'---|' if ratio else ''}")
+    for scenario in SCENARIOS:
+        if scenario.key not in results:
+            continue
+        medians = {p: median_of(results[scenario.key][p]) for p in proxies}
+        cells = [fmt(v) if v is not None else (note or "-") for v, note in medians.values()]
+        row = f"| {scenario.title} | {scenario.unit} | {' | '.join(cells)} |"
+        if ratio:
+            ours, theirs = medians["h2ws"][0], medians["haproxy"][0]
+            row += f" {ours / theirs:.2f}x |" if ours and theirs else " - |"
+        print(row)
+    print(
+        f"\nMedians of {rounds} round(s). CPU in cores over the measured interval (medians), "
+        "proxy / client / backend; then the work done per second of proxy CPU (medians of "
+        "each run's rate / proxy cores), which other load on the machine distorts less:\n"
+    )
+    proxied = [p for p in proxies if p != "direct"]
+    per_cpu = [f"{LABELS[p]} per CPU-s" for p in proxied]
+    extra = [*per_cpu, "ours / HAProxy per CPU-s"] if ratio else per_cpu
+    print(f"| scenario | {' | '.join(names + extra)} |")
+    print(f"|---|{'---|' * (len(names) + len(extra))}")
+    for scenario in SCENARIOS:
+        if scenario.key not in results or scenario.kind == "idle":
+            continue
+        cells = [_cores_cell(results[scenario.key][p]) for p in proxies]
+        efficiency = {p: _per_proxy_cpu_s(results[scenario.key][p]) for p in proxied}
+        cells += [fmt(efficiency[p]) for p in proxied]
+        if ratio:
+            ours, theirs = efficiency["h2ws"], efficiency["haproxy"]
+            cells.append(f"{ours / theirs:.2f}x" if ours and theirs else "-")
+        print(f"| {scenario.title} | {' | '.join(cells)} |")
+
+
+def _cores_cell(runs: list[Measure]) -> str:
+    runs = [m for m in runs if m.cores]
+    parts = [
+        statistics.median(m.cores[k] for m in runs) if runs and k in runs[0].cores else None
+        for k in ("proxy", "client", "backend")
+    ]
+    return " / ".join("-" if v is None else f"{v:.2f}" for v in parts)
+
+
+def _per_proxy_cpu_s(runs: list[Measure]) -> float | None:
+    rates = [m.value / m.cores["proxy"] for m in runs if m.value and m.cores.get("proxy")]
+    return statistics.median(rates) if rates else None
+
+
+def check_tools(proxies: list[str], scenarios: list[Scenario]) -> list[str]:
+    ci = os.environ.get("CI") == "true"
+    needed = {"haproxy": "haproxy"} if "haproxy" in proxies else {}
+    if any(s.kind == "get" for s in scenarios):
+        needed["h2load"] = "nghttp2-client"
+    for tool, package in needed.items():
+        if shutil.which(tool) is None:
+            if ci:
+                raise SystemExit(f"CI: {tool} is not installed (apt-get install {package})")
+            print(
+                f"NOTE: {tool} not installed (apt-get install {package}); skipping it",
+                file=sys.stderr,
+            )
+            if tool == "haproxy":
+                proxies = [p for p in proxies if p != "haproxy"]
+    if shutil.which("haproxy") and "haproxy" in proxies:
+        version = subprocess.run(["haproxy", "-v"], capture_output=True, text=True, check=False)
+        print(f"# {version.stdout.splitlines()[0]}")
+    return proxies
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(
+        f"# RLIMIT_NOFILE {hard}; {os.cpu_count()} CPUs; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny counts, one round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--only", help="comma-separated scenario keys: " + ",".join(s.key for s in SCENARIOS)
+    )
+    parser.add_argument("--proxies", default=",".join(PROXIES))
+    parser.add_argument(
+        "--proxy-log-level",
+        default="warning",
+        help="h2ws-proxy --log-level (HAProxy logs nothing here)",
+    )
+    parser.add_argument(
+        "--py-spy", metavar="FILE", help="record a py-spy profile (raw folded stacks) of h2ws-proxy"
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    options = parse_args()
+    started = time.monotonic()
+    keys = options.only.split(",") if options.only else [s.key for s in SCENARIOS]
+    unknown = set(keys) - {s.key for s in SCENARIOS}
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    scenarios = [s for s in SCENARIOS if s.key in keys]
+    proxies = [p for p in options.proxies.split(",") if p]
+    if set(proxies) - set(PROXIES):
+        raise SystemExit(f"--proxies takes {','.join(PROXIES)}")
+    raise_nofile()
+    proxies = check_tools(proxies, scenarios)
+    rounds = 1 if options.smoke else options.rounds
+    failures = 0
+    results: dict[str, dict[str, list[Measure]]] = {
+        s.key: {p: [] for p in proxies} for s in scenarios
+    }
+    with tempfile.TemporaryDirectory(prefix="h2ws-compare-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        certs = Certs.make(work)
+        backend = stack.enter_context(start_backend(certs))
+        run = Run(backend, certs, settle_s=0.05 if options.smoke else 0.5)
+        targets = {
+            p: stack.enter_context(start_target(p, backend, certs, work, options.proxy_log_level))
+            for p in proxies
+        }
+        if options.py_spy and "h2ws" in targets:
+            stack.enter_context(py_spy(targets["h2ws"].pids[0], options.py_spy))
+        for round_no in range(rounds):
+            order = proxies[round_no % len(proxies) :] + proxies[: round_no % len(proxies)]
+            for scenario in scenarios:
+                args = tuple((scenario.smoke if options.smoke else scenario.full).split())
+                for name in order:
+                    measure = MEASURES[scenario.kind]
+                    try:
+                        if scenario.kind == "idle":  # a fresh proxy: RSS starts from nothing
+                            with start_target(
+                                name, backend, certs, work, options.proxy_log_level
+                            ) as fresh:
+                                got = measure(fresh, run, scenario, args)
+                        else:
+                            got = measure(targets[name], run, scenario, args)
+                    except MeasureError as error:
+                        print(f"ERROR: {error}", file=sys.stderr)
+                        failures += 1
+                        got = Measure(note="error (see stderr)")
+                    results[scenario.key][name].append(got)
+                    print(
+                        f"round {round_no + 1} {scenario.key:12} {name:8} "
+                        f"{fmt(got.value) if got.value is not None else got.note} "
+                        f"{scenario.unit} (load {os.getloadavg()[0]:.1f})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    print_tables(results, proxies, rounds)
+    print(
+        f"\nwall time {time.monotonic() - started:.0f} s; load average now "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    if failures:
+        raise SystemExit(f"{failures} run(s) failed")
+
+
+@contextmanager
+def py_spy(pid: int, output: str) -> Iterator[None]:
+    proc = subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--output",
+            output,
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
