@@ -153,7 +153,10 @@ def _quiet(stream: trio.abc.Stream) -> bool:
     """
     if not isinstance(stream, trio.SocketStream):
         return True
-    raw = socket.socket(fileno=stream.socket.fileno())
+    sock = stream.socket
+    # Family, type and protocol given: socket.socket would otherwise ask the kernel for them
+    # (getsockopt, getsockname) on every reuse.
+    raw = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
     try:
         raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:

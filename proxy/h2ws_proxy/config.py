@@ -165,8 +165,9 @@ class Limits:
     #: How long an idle keep-alive connection to a backend is kept for reuse; 0 disables
     #: reuse. Below Node's 5 s keep-alive default, so we close first, not the backend.
     backend_keepalive_s: float = 4.0
-    #: Idle keep-alive connections kept per backend (0 disables reuse).
-    backend_max_idle: int = 32
+    #: Idle keep-alive connections kept per backend (0 disables reuse). Above the streams
+    #: of a busy connection, so a burst of concurrent requests does not reconnect.
+    backend_max_idle: int = 256
     #: After one side of a tunnel ended, how long the other may stay silent without ending
     #: too; 0 disables.
     half_closed_timeout_s: float = 10.0

@@ -59,6 +59,9 @@ class ClientSide(Protocol):
 
     #: True when the client speaks HTTP/2 (response fields differ slightly).
     for_h2: bool
+    #: True if :meth:`wait_gone` can tell that the client left (an HTTP/2 stream cannot,
+    #: and need not: a reset cancels the exchange directly, so no watcher task is spawned).
+    watches_disconnect: bool
 
     async def receive_body(self) -> bytes:
         """The next chunk of the request body; ``b""`` once it is complete.
@@ -178,7 +181,17 @@ class _Run:
     failure: Exception | None = None
 
     def progress(self) -> None:
-        self.idle.deadline = trio.current_time() + self.limits.http_idle_timeout_s
+        """Bytes moved: the idle deadline moves on.
+
+        Moving a trio deadline costs a heap update, and this runs per chunk; so the deadline
+        is only pushed once it lags by ``slack``. It then fires between ``timeout`` and
+        ``timeout + 2 * slack`` after the last byte moved: never early.
+        """
+        timeout = self.limits.http_idle_timeout_s
+        slack = min(1.0, timeout / 10)
+        wanted = trio.current_time() + timeout
+        if wanted - self.idle.deadline >= slack:
+            self.idle.deadline = wanted + slack
 
 
 async def _exchange_once(
@@ -190,8 +203,8 @@ async def _exchange_once(
     stats: TunnelStats,
     result: ExchangeResult,
 ) -> None:
-    run = _Run(connection, request, client, limits, stats, result, trio.CancelScope())
-    run.progress()
+    idle = trio.CancelScope(deadline=trio.current_time() + limits.http_idle_timeout_s)
+    run = _Run(connection, request, client, limits, stats, result, idle)
     with run.idle:
         async with trio.open_nursery() as nursery:
             # Failures are kept in ``run.failure`` rather than raised inside the nursery,
@@ -224,7 +237,8 @@ async def _send_and_relay(run: _Run, backend_request: h11.Request, nursery: trio
     if run.request.framing is BodyFraming.NONE:
         await _send(run, h11_conn.send(h11.EndOfMessage()))
         run.result.request_complete = True
-        nursery.start_soon(_guarded, run, nursery.cancel_scope, _watch_client(run))
+        if run.client.watches_disconnect:
+            nursery.start_soon(_guarded, run, nursery.cancel_scope, _watch_client(run))
     else:
         nursery.start_soon(_guarded, run, nursery.cancel_scope, _pump_request_body(run))
     await _relay_answer(run)
@@ -272,7 +286,8 @@ async def _pump_request_body(run: _Run) -> None:
         raise ExchangeAborted(Side.CLIENT, f"request body: {error}") from error
     if await _send_body_bytes(run, data):
         run.result.request_complete = True
-        await _watch_client(run)
+        if run.client.watches_disconnect:
+            await _watch_client(run)
 
 
 def _request_trailers(run: _Run) -> list[Header]:

@@ -30,6 +30,7 @@ class H1ClientSide:
     """Request body in, answer out, over one h11 server connection."""
 
     for_h2 = False
+    watches_disconnect = True
 
     def __init__(
         self,

@@ -222,6 +222,7 @@ class H2ClientSide:
     """An ordinary request's HTTP/2 stream as the exchange's :class:`ClientSide`."""
 
     for_h2 = True
+    watches_disconnect = False
 
     def __init__(self, stream: H2TunnelStream) -> None:
         self._stream = stream
