@@ -146,15 +146,20 @@ async def run_page(
     make_command: MakeCommand,
     *,
     ends_its_stream: bool,
+    half_closed_timeout_s: float = 10.0,
 ) -> PageRun:
     """Serve the page through the proxy, let the browser run it, collect what happened.
 
-    ``ends_its_stream``: the browser ends the WebSocket's stream by itself after the
-    closing handshake, so the tunnel's record must appear while it still runs; otherwise
-    the record is awaited after the browser was killed (its connection then drops).
+    ``ends_its_stream``: the WebSocket's stream ends while the browser still runs (the
+    browser ends it after the closing handshake, or the proxy's ``half_closed_timeout_s``
+    does), so the tunnel's record must appear then; otherwise the record is awaited after
+    the browser was killed (its connection then drops).
     """
     peer = await start_node_peer(nursery, WEB_BACKEND_SCRIPT)
-    address = await start_proxy(make_config(("/", backend_url(peer.port)), tls=tls_config))
+    config = make_config(
+        ("/", backend_url(peer.port)), tls=tls_config, half_closed_timeout_s=half_closed_timeout_s
+    )
+    address = await start_proxy(config)
     await check_page_is_proxied(address, ca)
     command = await make_command(tmp_path, ca_file, f"https://127.0.0.1:{address.port}/")
     async with running_browser(command):
@@ -247,9 +252,12 @@ async def test_firefox_websocket_over_http2(
     tmp_path: Path,
     proxy_records: ProxyRecords,
 ) -> None:
+    # Firefox never ends its side of the stream after the closing handshake; the proxy's
+    # half-closed timeout ends the tunnel while the page is still open.
     run = await run_page(
         nursery, start_proxy, tls_config, ca, ca_file, tmp_path, proxy_records,
-        firefox_command, ends_its_stream=False,
+        firefox_command, ends_its_stream=True, half_closed_timeout_s=1.0,
     )  # fmt: skip
     assert_page_ok(run, "Firefox/")
     assert_front(proxy_records, run.tunnel, "h2")
+    assert run.tunnel.get("end") in ("clean", "half_closed_timeout"), run.tunnel
