@@ -395,7 +395,6 @@ __all__ = [
     "ClientSide",
     "ExchangeAborted",
     "ExchangeResult",
-    "ProxyError",
     "Side",
     "forward_exchange",
 ]
