@@ -14,6 +14,7 @@ import logging
 
 import trio
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -22,7 +23,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
-from wsproto.utilities import RemoteProtocolError
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from h2ws_proxy.config import BackendAddress
 from h2ws_proxy.errors import ConfigError
@@ -86,6 +87,9 @@ async def _echo_connection(stream: trio.SocketStream) -> None:
         await stream.send_all(_PAGE)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
+    except LocalProtocolError as error:
+        # A bug here must not take the proxy (same process) down with it.
+        log_event(logger, logging.WARNING, "demo_backend.error", error=str(error))
     finally:
         await trio.aclose_forcefully(stream)
 
@@ -104,5 +108,7 @@ def _respond(ws: WSConnection, event: object) -> tuple[bytes, bool]:
     if isinstance(event, Ping):
         return ws.send(event.response()), False
     if isinstance(event, CloseConnection):
+        if ws.state is not ConnectionState.REMOTE_CLOSING:
+            return b"", True  # the peer vanished (wsproto reports 1006): nothing to answer
         return ws.send(event.response()), True
     return b"", False
