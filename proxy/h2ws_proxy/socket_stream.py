@@ -1,16 +1,19 @@
-"""A backend socket as a trio stream that costs fewer scheduler trips per message.
+"""A plain socket as a trio stream that costs fewer scheduler trips per message.
 
 ``trio.SocketStream`` makes every ``send_all`` and ``receive_some`` a full checkpoint: a
 successful send still yields to the scheduler, and every receive first tries ``recv``
 (usually ``EAGAIN`` in ping-pong traffic) before it waits. A tunnel forwards each
 WebSocket message with one send and one receive per direction, so those trips and
 syscalls are a large share of the proxy's CPU per message (bench/cpu_per_message.py).
+Used for backend connections of WebSocket upgrades and for plain-TCP client connections
+(TLS keeps trio's SSLStream over trio's SocketStream).
 
 Rules this stream keeps instead:
 
 * ``receive_some`` is always a checkpoint: it either waits for the socket, or, when data
-  was already there, yields once. Every loop that sends to a backend also receives (the
-  tunnel pumps, the upgrade, the exchange), so each of its iterations still yields.
+  was already there, yields once. Every loop that sends on such a stream also receives
+  or waits (the tunnel pumps, the upgrade, the exchange, the HTTP/2 writer's wait for
+  output), so each of its iterations still yields.
 * ``send_all`` waits (``wait_writable``) only when the kernel's buffer is full; when the
   kernel takes everything at once it checks for cancellation but does not yield. This is
   the one departure from trio's "every async call is a schedule point".
@@ -50,7 +53,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed or self._eof_sent:
-            raise trio.ClosedResourceError("the backend stream was closed or ended")
+            raise trio.ClosedResourceError("the stream was closed or ended")
         await trio.lowlevel.checkpoint_if_cancelled()
         with memoryview(data) as view:
             remaining = view
@@ -69,7 +72,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._closed:
-            raise trio.ClosedResourceError("the backend stream was closed")
+            raise trio.ClosedResourceError("the stream was closed")
         size = DEFAULT_RECEIVE_SIZE if max_bytes is None else max_bytes
         if size < 1:
             raise ValueError("max_bytes must be >= 1")
@@ -97,12 +100,12 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._closed:
-            raise trio.ClosedResourceError("the backend stream was closed")
+            raise trio.ClosedResourceError("the stream was closed")
         await trio.lowlevel.wait_writable(self._sock)
 
     async def send_eof(self) -> None:
         if self._closed:
-            raise trio.ClosedResourceError("the backend stream was closed")
+            raise trio.ClosedResourceError("the stream was closed")
         await trio.lowlevel.checkpoint()
         if self._eof_sent:
             return
@@ -122,5 +125,5 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
 
     def _broken(self, error: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
         if self._closed:
-            return trio.ClosedResourceError("the backend stream was closed")
-        return trio.BrokenResourceError(f"backend socket error: {error}")
+            return trio.ClosedResourceError("the stream was closed")
+        return trio.BrokenResourceError(f"socket error: {error}")
