@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.socket_stream import LeanSocketStream
+from h2ws_proxy.socket_stream import LeanSocketStream, is_ip_literal, open_tcp_to_ip
 
 pytestmark = pytest.mark.socket
 
@@ -106,3 +106,23 @@ async def test_close_wakes_a_waiting_receiver() -> None:
             await trio.testing.wait_all_tasks_blocked()
             await stream.aclose()
     assert len(errors) == 1
+
+
+async def test_open_tcp_to_ip_connects_and_reports_refusal() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        stream = await open_tcp_to_ip("127.0.0.1", port)
+        assert stream._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        accepted, _ = listener.accept()
+        with accepted:
+            await stream.send_all(b"ping")
+            assert accepted.recv(10) == b"ping"
+        await stream.aclose()
+    # The listener is closed: nothing listens on that port any more.
+    with pytest.raises(ConnectionRefusedError):
+        await open_tcp_to_ip("127.0.0.1", port)
+    assert is_ip_literal("::1")
+    assert is_ip_literal("127.0.0.1")
+    assert not is_ip_literal("localhost")
