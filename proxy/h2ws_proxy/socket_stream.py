@@ -34,6 +34,9 @@ import trio
 
 #: Default read size when the caller gives none (trio's SocketStream uses 64 KiB too).
 DEFAULT_RECEIVE_SIZE = 65536
+#: Unsent bytes the kernel holds before the socket stops being writable: trio.SocketStream's
+#: value (trio issue #72), so a stalled backend holds back its tunnel as before.
+NOTSENT_LOWAT_BYTES = 16384
 
 
 class LeanSocketStream(trio.abc.HalfCloseableStream):
@@ -155,7 +158,12 @@ async def open_tcp_to_ip(host: str, port: int) -> LeanSocketStream:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as trio.SocketStream
+        # The options trio.SocketStream sets. TCP_NOTSENT_LOWAT matters for backpressure:
+        # without it the kernel's growing send buffer takes far more of a stalled
+        # backend's bytes (memory per tunnel) before send() says EAGAIN.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)
         try:
             sock.connect((host, port))
         except BlockingIOError:

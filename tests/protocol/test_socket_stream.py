@@ -8,7 +8,12 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.socket_stream import LeanSocketStream, is_ip_literal, open_tcp_to_ip
+from h2ws_proxy.socket_stream import (
+    NOTSENT_LOWAT_BYTES,
+    LeanSocketStream,
+    is_ip_literal,
+    open_tcp_to_ip,
+)
 
 pytestmark = pytest.mark.socket
 
@@ -115,6 +120,9 @@ async def test_open_tcp_to_ip_connects_and_reports_refusal() -> None:
         port = listener.getsockname()[1]
         stream = await open_tcp_to_ip("127.0.0.1", port)
         assert stream._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        # As trio.SocketStream: the kernel's unsent backlog stays bounded (backpressure).
+        lowat = stream._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+        assert lowat == NOTSENT_LOWAT_BYTES
         accepted, _ = listener.accept()
         with accepted:
             await stream.send_all(b"ping")
