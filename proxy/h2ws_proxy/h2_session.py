@@ -144,6 +144,9 @@ class H2Session:
             )
         )
         self.goaway_sent = False
+        #: Consumed bytes a stream may hold before returning their credit (see
+        #: ``H2TunnelStream._acknowledge_consumed``): a quarter of its window.
+        self.ack_batch_bytes = max(1, limits.stream_window_bytes // 4)
 
     def start(self) -> None:
         """Queue the connection preface: our SETTINGS and a raised connection window."""

@@ -163,7 +163,10 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         return chunk
 
     def _acknowledge_consumed(self) -> None:
-        if self._consumed_unacknowledged:
+        # In batches of a quarter window: one h2 call per batch instead of per message
+        # (h2 itself only sends WINDOW_UPDATE past half a window). The peer never stalls
+        # on it: at most a quarter (ours) plus a half (h2's) of the window is withheld.
+        if self._consumed_unacknowledged >= self._frontend.session.ack_batch_bytes:
             self._frontend.session.acknowledge(self.stream_id, self._consumed_unacknowledged)
             self._consumed_unacknowledged = 0
 
