@@ -32,6 +32,7 @@ from h2ws_proxy.handshake import (
     check_backend_accept,
     end_to_end_response_headers,
 )
+from h2ws_proxy.socket_stream import LeanSocketStream, is_ip_literal, open_tcp_to_ip
 
 #: How much to ask the kernel for per read on a backend socket.
 READ_SIZE = 65536
@@ -44,6 +45,8 @@ async def open_backend_stream(address: BackendAddress) -> trio.abc.HalfCloseable
     try:
         if address.scheme == "unix":
             return await trio.open_unix_socket(address.unix_path)
+        if is_ip_literal(address.host):
+            return await open_tcp_to_ip(address.host, address.port)
         return await trio.open_tcp_stream(address.host, address.port)
     except OSError as error:
         raise BackendUnavailable(
@@ -79,6 +82,9 @@ async def connect_and_upgrade(
         stream = await connect(address)
     if connect_scope.cancelled_caught:
         raise BackendTimeout(f"backend {address} did not accept within {limits.connect_timeout_s}s")
+    if isinstance(stream, trio.SocketStream):
+        # A tunnel makes one send and one receive per message: see socket_stream.py.
+        stream = LeanSocketStream.from_socket_stream(stream)
     try:
         with trio.fail_after(limits.handshake_timeout_s):
             accepted, leftover = await _upgrade(stream, upgrade, key, request, limits)

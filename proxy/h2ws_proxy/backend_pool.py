@@ -29,6 +29,7 @@ import trio
 from h2ws_proxy.backend import ConnectBackend
 from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.errors import BackendTimeout
+from h2ws_proxy.socket_stream import LeanSocketStream
 
 
 @dataclass(slots=True, eq=False)
@@ -151,6 +152,8 @@ def _quiet(stream: trio.abc.Stream) -> bool:
     its idle connection; its FIN is already here) costs one syscall instead of a failed
     request. Streams that are not sockets (tests' in-memory ones) are taken as quiet.
     """
+    if isinstance(stream, LeanSocketStream):
+        return stream.is_quiet()
     if not isinstance(stream, trio.SocketStream):
         return True
     sock = stream.socket

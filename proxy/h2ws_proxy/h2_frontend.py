@@ -311,6 +311,17 @@ class H2Frontend:
         else:
             await trio.lowlevel.checkpoint()
 
+    async def wait_outbound_drained_lean(self) -> None:
+        """As :meth:`wait_outbound_drained`, but no yield when there is room.
+
+        For ``H2TunnelStream.send_all``: its callers receive next, which yields, so a
+        second trip through the scheduler per message only costs CPU.
+        """
+        if self._outbound_bytes() > _PRODUCER_HIGH_WATER:
+            await self._wait_outbound_below(_PRODUCER_HIGH_WATER)
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+
     # ---- h2 events (reader only) ----
 
     def _handle_event(self, event: h2.events.Event) -> None:

@@ -13,6 +13,11 @@ Rules:
 * ``send_all`` sends only what the peer's windows allow and waits for WINDOW_UPDATE
   otherwise, then waits until the connection's outbound buffer is below its bound: a client
   that does not read holds its backend back through us instead of filling our memory.
+* Checkpoints cost a trip through trio's scheduler per message, so ``receive_some`` makes
+  exactly one (its wait, or one yield when data was there) and ``send_all`` yields only
+  when it has to wait (window, outbound bound); otherwise it only checks for cancellation.
+  Every caller receives between sends (the tunnel pumps, the exchange), like with
+  ``socket_stream.LeanSocketStream``.
 """
 
 from __future__ import annotations
@@ -127,6 +132,7 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         self._receiving = True
         try:
             self._acknowledge_consumed()
+            waited = False
             while not self._inbound:
                 # The client's END_STREAM came first: its side is complete, whatever
                 # happened to the stream after (a closed connection is not an abort then).
@@ -137,9 +143,13 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
                     raise trio.BrokenResourceError(self.broken_reason)
                 await self._readable.wait()
                 self._readable = trio.Event()
+                waited = True
             chunk = self._take(max_bytes)
             self._consumed_unacknowledged += len(chunk)
-            await trio.lowlevel.checkpoint()
+            if not waited:
+                # Having blocked above was this call's checkpoint; a second one would
+                # only cost a trip through the scheduler per message.
+                await trio.lowlevel.checkpoint()
             return chunk
         finally:
             self._receiving = False
@@ -153,7 +163,10 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         return chunk
 
     def _acknowledge_consumed(self) -> None:
-        if self._consumed_unacknowledged:
+        # In batches of a quarter window: one h2 call per batch instead of per message
+        # (h2 itself only sends WINDOW_UPDATE past half a window). The peer never stalls
+        # on it: at most a quarter (ours) plus a half (h2's) of the window is withheld.
+        if self._consumed_unacknowledged >= self._frontend.session.ack_batch_bytes:
             self._frontend.session.acknowledge(self.stream_id, self._consumed_unacknowledged)
             self._consumed_unacknowledged = 0
 
@@ -185,7 +198,8 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
             if not sent:
                 await self._writable.wait()
                 self._writable = trio.Event()
-        await self._frontend.wait_outbound_drained()
+        # Not a schedule point when the client keeps up (see the module docstring).
+        await self._frontend.wait_outbound_drained_lean()
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._frontend.wait_outbound_drained()

@@ -1,0 +1,189 @@
+"""A plain socket as a trio stream that costs fewer scheduler trips per message.
+
+``trio.SocketStream`` makes every ``send_all`` and ``receive_some`` a full checkpoint: a
+successful send still yields to the scheduler, and every receive first tries ``recv``
+(usually ``EAGAIN`` in ping-pong traffic) before it waits. A tunnel forwards each
+WebSocket message with one send and one receive per direction, so those trips and
+syscalls are a large share of the proxy's CPU per message (bench/cpu_per_message.py).
+Used for backend connections of WebSocket upgrades and for plain-TCP client connections
+(TLS keeps trio's SSLStream over trio's SocketStream).
+
+Rules this stream keeps instead:
+
+* ``receive_some`` is always a checkpoint: it either waits for the socket, or, when data
+  was already there, yields once. Every loop that sends on such a stream also receives
+  or waits (the tunnel pumps, the upgrade, the exchange, the HTTP/2 writer's wait for
+  output), so each of its iterations still yields.
+* ``send_all`` waits (``wait_writable``) only when the kernel's buffer is full; when the
+  kernel takes everything at once it checks for cancellation but does not yield. This is
+  the one departure from trio's "every async call is a schedule point".
+* After a short read the socket is known to be drained, so the next receive waits for
+  readability first instead of spending a failing ``recv`` syscall; after a full read it
+  tries ``recv`` first (bulk transfers usually have more queued).
+* OS errors become ``trio.BrokenResourceError`` and use after ``aclose`` becomes
+  ``trio.ClosedResourceError``, as with ``trio.SocketStream``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+import trio
+
+#: Default read size when the caller gives none (trio's SocketStream uses 64 KiB too).
+DEFAULT_RECEIVE_SIZE = 65536
+#: Unsent bytes the kernel holds before the socket stops being writable: trio.SocketStream's
+#: value (trio issue #72), so a stalled backend holds back its tunnel as before.
+NOTSENT_LOWAT_BYTES = 16384
+
+
+class LeanSocketStream(trio.abc.HalfCloseableStream):
+    """A connected, non-blocking stdlib socket (TCP or unix) as a half-closeable stream."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._closed = False
+        self._eof_sent = False
+        #: The last read returned less than asked: the kernel's queue was empty then.
+        self._drained = False
+
+    @classmethod
+    def from_socket_stream(cls, stream: trio.SocketStream) -> LeanSocketStream:
+        """Take over ``stream``'s socket (``stream`` must not be used afterwards)."""
+        family, kind, proto = stream.socket.family, stream.socket.type, stream.socket.proto
+        return cls(socket.socket(family, kind, proto, fileno=stream.socket.detach()))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed or self._eof_sent:
+            raise trio.ClosedResourceError("the stream was closed or ended")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        with memoryview(data) as view:
+            remaining = view
+            try:
+                while remaining:
+                    try:
+                        sent = self._sock.send(remaining)
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(self._sock)
+                        continue
+                    remaining = remaining[sent:]
+            except OSError as error:
+                raise self._broken(error) from error
+            finally:
+                remaining.release()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        size = DEFAULT_RECEIVE_SIZE if max_bytes is None else max_bytes
+        if size < 1:
+            raise ValueError("max_bytes must be >= 1")
+        try:
+            if not self._drained:
+                try:
+                    data = self._sock.recv(size)
+                except BlockingIOError:
+                    pass
+                else:
+                    self._drained = len(data) < size
+                    await trio.lowlevel.checkpoint()
+                    return data
+            while True:
+                # Waiting is this call's checkpoint.
+                await trio.lowlevel.wait_readable(self._sock)
+                try:
+                    data = self._sock.recv(size)
+                except BlockingIOError:
+                    continue
+                self._drained = len(data) < size
+                return data
+        except OSError as error:
+            raise self._broken(error) from error
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        await trio.lowlevel.wait_writable(self._sock)
+
+    async def send_eof(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        await trio.lowlevel.checkpoint()
+        if self._eof_sent:
+            return
+        self._eof_sent = True
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as error:
+            raise self._broken(error) from error
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            # Wake any task still waiting on this socket (it sees ClosedResourceError).
+            trio.lowlevel.notify_closing(self._sock)
+            self._sock.close()
+        await trio.lowlevel.checkpoint()
+
+    def is_quiet(self) -> bool:
+        """True if nothing waits to be read: no EOF, no bytes (a non-blocking peek)."""
+        try:
+            self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False  # b"": the peer closed; anything else: bytes nobody asked for
+
+    def fileno(self) -> int:
+        """The socket's descriptor (for a non-consuming peek, as the backend pool does)."""
+        return self._sock.fileno()
+
+    def _broken(self, error: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+        if self._closed:
+            return trio.ClosedResourceError("the stream was closed")
+        return trio.BrokenResourceError(f"socket error: {error}")
+
+
+def is_ip_literal(host: str) -> bool:
+    """True for ``127.0.0.1``, ``::1`` and the like (no name to resolve)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def open_tcp_to_ip(host: str, port: int) -> LeanSocketStream:
+    """Connect to an IP address literal; OS errors propagate as ``OSError``.
+
+    ``trio.open_tcp_stream`` resolves the name and races addresses (happy eyeballs) in a
+    nursery of its own: a task, cancel scopes and a ``getaddrinfo`` per connection, about
+    a tenth of the proxy's CPU per new tunnel (py-spy). An IP literal needs none of it.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        # The options trio.SocketStream sets. TCP_NOTSENT_LOWAT matters for backpressure:
+        # without it the kernel's growing send buffer takes far more of a stalled
+        # backend's bytes (memory per tunnel) before send() says EAGAIN.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)
+        try:
+            sock.connect((host, port))
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise OSError(code, os.strerror(code)) from None
+        else:
+            await trio.lowlevel.checkpoint()
+    except BaseException:
+        sock.close()
+        raise
+    return LeanSocketStream(sock)

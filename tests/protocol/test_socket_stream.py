@@ -1,0 +1,136 @@
+"""LeanSocketStream on a real socketpair: bytes, EOF, backpressure, errors, closing."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+from h2ws_proxy.socket_stream import (
+    NOTSENT_LOWAT_BYTES,
+    LeanSocketStream,
+    is_ip_literal,
+    open_tcp_to_ip,
+)
+
+pytestmark = pytest.mark.socket
+
+
+def _pair() -> tuple[LeanSocketStream, socket.socket]:
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    return LeanSocketStream(ours), theirs
+
+
+async def test_bytes_both_ways_and_eof() -> None:
+    stream, peer = _pair()
+    with peer:
+        await stream.send_all(b"hello")
+        await trio.lowlevel.wait_readable(peer)
+        assert peer.recv(100) == b"hello"
+        peer.send(b"world")
+        assert await stream.receive_some(100) == b"world"
+        # The read was short, so the next one waits for readability first: it must still
+        # see bytes that arrive while it waits.
+        async with trio.open_nursery() as nursery:
+
+            async def send_later() -> None:
+                await trio.testing.wait_all_tasks_blocked()
+                peer.send(b"later")
+
+            nursery.start_soon(send_later)
+            assert await stream.receive_some(100) == b"later"
+        await stream.send_eof()
+        await stream.send_eof()  # idempotent
+        await trio.lowlevel.wait_readable(peer)
+        assert peer.recv(100) == b""
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.send_all(b"after eof")
+        peer.shutdown(socket.SHUT_WR)
+        assert await stream.receive_some(100) == b""
+        await stream.aclose()
+
+
+async def test_receive_checkpoints_when_data_was_waiting() -> None:
+    stream, peer = _pair()
+    with peer:
+        peer.send(b"x" * 10)
+        with trio.testing.assert_checkpoints():
+            assert await stream.receive_some(4) == b"xxxx"  # a full read: tries recv first
+        with trio.testing.assert_checkpoints():
+            assert await stream.receive_some(100) == b"x" * 6
+        await stream.aclose()
+
+
+async def test_send_all_waits_for_a_full_buffer() -> None:
+    stream, peer = _pair()
+    payload = b"y" * (4 * 1024 * 1024)  # far more than a socketpair buffers
+    received = bytearray()
+
+    async def drain() -> None:
+        while len(received) < len(payload):
+            await trio.lowlevel.wait_readable(peer)
+            received.extend(peer.recv(1 << 20))
+
+    with peer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            await stream.send_all(payload)
+        assert received == payload
+        await stream.aclose()
+
+
+async def test_peer_reset_is_broken_and_close_is_closed() -> None:
+    stream, peer = _pair()
+    peer.close()
+    with pytest.raises(trio.BrokenResourceError):
+        await stream.send_all(b"z" * 65536)  # a unix socketpair fails at once (EPIPE)
+    await stream.aclose()
+    await stream.aclose()  # idempotent
+    with pytest.raises(trio.ClosedResourceError):
+        await stream.receive_some(10)
+    with pytest.raises(trio.ClosedResourceError):
+        await stream.send_all(b"z")
+
+
+async def test_close_wakes_a_waiting_receiver() -> None:
+    stream, peer = _pair()
+    errors: list[BaseException] = []
+
+    async def receive() -> None:
+        try:
+            await stream.receive_some(10)
+        except trio.ClosedResourceError as error:
+            errors.append(error)
+
+    with peer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            await stream.aclose()
+    assert len(errors) == 1
+
+
+async def test_open_tcp_to_ip_connects_and_reports_refusal() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        stream = await open_tcp_to_ip("127.0.0.1", port)
+        assert stream._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        # As trio.SocketStream: the kernel's unsent backlog stays bounded (backpressure).
+        lowat = stream._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+        assert lowat == NOTSENT_LOWAT_BYTES
+        accepted, _ = listener.accept()
+        with accepted:
+            await stream.send_all(b"ping")
+            assert accepted.recv(10) == b"ping"
+        await stream.aclose()
+    # The listener is closed: nothing listens on that port any more.
+    with pytest.raises(ConnectionRefusedError):
+        await open_tcp_to_ip("127.0.0.1", port)
+    assert is_ip_literal("::1")
+    assert is_ip_literal("127.0.0.1")
+    assert not is_ip_literal("localhost")
