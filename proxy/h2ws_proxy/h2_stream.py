@@ -155,10 +155,22 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
             self._receiving = False
 
     def _take(self, max_bytes: int | None) -> bytes:
+        """Up to ``max_bytes`` of what is buffered, joining DATA frames.
+
+        A bulk sender's 16 KiB frames queue up while the tunnel writes; taking them
+        together makes one write to the backend (one syscall) instead of one per frame.
+        """
+        limit = _BODY_READ_SIZE if max_bytes is None else max_bytes
         chunk = self._inbound.popleft()
-        if max_bytes is not None and len(chunk) > max_bytes:
-            self._inbound.appendleft(chunk[max_bytes:])
-            chunk = chunk[:max_bytes]
+        if len(chunk) < limit and self._inbound:
+            parts, size = [chunk], len(chunk)
+            while self._inbound and size < limit:
+                parts.append(self._inbound.popleft())
+                size += len(parts[-1])
+            chunk = b"".join(parts)
+        if len(chunk) > limit:
+            self._inbound.appendleft(chunk[limit:])
+            chunk = chunk[:limit]
         self._inbound_bytes -= len(chunk)
         return chunk
 
