@@ -31,12 +31,16 @@ clean close would also make browsers stop using WebSocket over HTTP/2 for the or
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import trio
 
 #: Largest read from either side. 64 KiB matches the common socket buffer and h2's window.
 READ_SIZE = 65536
+#: How late the idle and half-closed timeouts may fire (see ``_Relay``): the price of not
+#: moving a trio deadline on every message.
+TIMER_SLACK_S = 0.5
 #: After a failed write to the backend, how long the tunnel waits for the backend's end
 #: (its EOF, after its last bytes reach a slow client) before calling it a failure.
 BACKEND_GONE_LINGER_S = 10.0
@@ -80,23 +84,54 @@ class _SideBroke(Exception):
 
 @dataclass(slots=True)
 class _Relay:
-    """The state both pumps share: one cancel scope for the whole tunnel."""
+    """The state both pumps share: one cancel scope for the whole tunnel.
+
+    The idle and half-closed timeouts are that scope's deadline, moved on as bytes flow,
+    rather than watcher tasks: a task and its frames cost more memory per idle tunnel than
+    anything else here. Moving a trio deadline is a heap operation, though, and doing it per
+    message cost a quarter of the proxy's CPU per message (bench/cpu_per_message.py); so the
+    deadline moves only once the last activity is ``slack`` past the last move, and is set
+    ``slack`` late. A timer thus fires between its timeout and timeout + slack after the
+    last byte moved: never early, at most ``TIMER_SLACK_S`` late.
+    """
 
     client: trio.abc.HalfCloseableStream
     backend: trio.abc.HalfCloseableStream
     stats: TunnelStats
     scope: trio.CancelScope
-    nursery: trio.Nursery
+    idle_timeout_s: float = 0.0
     half_closed_timeout_s: float = 0.0
     #: The backend ended its side cleanly (EOF) and everything it sent was delivered.
     backend_done: bool = False
-    half_closed_watch: bool = False
+    #: Since when one direction has ended (None while both are open).
+    half_closed_since: float | None = None
+    #: How the tunnel ends if the scope's deadline is what stops it.
+    timer_end: TunnelEnd = TunnelEnd.IDLE_TIMEOUT
+    #: ``stats.last_activity`` when the deadline was last set.
+    armed_at: float = -math.inf
+
+    def activity(self) -> None:
+        """Bytes moved: both timers start over (the deadline follows within the slack)."""
+        now = self.stats.last_activity = trio.current_time()
+        if now - self.armed_at >= TIMER_SLACK_S:
+            self._arm()
 
     def half_closed(self) -> None:
         """One direction ended cleanly: from now on the other one is on a timer."""
-        if self.half_closed_timeout_s > 0 and not self.half_closed_watch:
-            self.half_closed_watch = True
-            self.nursery.start_soon(_watch_half_closed, self, self.half_closed_timeout_s)
+        if self.half_closed_since is None:
+            self.half_closed_since = trio.current_time()
+            self._arm()
+
+    def _arm(self) -> None:
+        self.armed_at = self.stats.last_activity
+        deadline, end = math.inf, TunnelEnd.IDLE_TIMEOUT
+        if self.idle_timeout_s > 0:
+            deadline = self.stats.last_activity + self.idle_timeout_s
+        if self.half_closed_since is not None and self.half_closed_timeout_s > 0:
+            since = max(self.half_closed_since, self.stats.last_activity)
+            if since + self.half_closed_timeout_s < deadline:
+                deadline, end = since + self.half_closed_timeout_s, TunnelEnd.HALF_CLOSED_TIMEOUT
+        self.scope.deadline, self.timer_end = deadline + TIMER_SLACK_S, end
 
     def fail(self, side: str) -> None:
         if self.stats.end is TunnelEnd.CANCELLED:
@@ -124,20 +159,22 @@ async def run_tunnel(
     """
     # The caller may pass ``stats`` so that counters survive its own cancellation.
     stats = stats if stats is not None else TunnelStats()
-    stats.last_activity = trio.current_time()
     try:
-        async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as pumps:
             relay = _Relay(
-                client, backend, stats, nursery.cancel_scope, nursery, half_closed_timeout_s
+                client,
+                backend,
+                stats,
+                pumps.cancel_scope,
+                idle_timeout_s=idle_timeout_s,
+                half_closed_timeout_s=half_closed_timeout_s,
             )
-            if idle_timeout_s > 0:
-                nursery.start_soon(_watch_idle, relay, idle_timeout_s)
-            async with trio.open_nursery() as pumps:
-                pumps.start_soon(_pump_up, relay, client_leftover)
-                pumps.start_soon(_pump_down, relay, backend_leftover)
-            if stats.end is TunnelEnd.CANCELLED:
-                stats.end = TunnelEnd.CLEAN
-            nursery.cancel_scope.cancel()  # stops the idle watcher
+            relay.activity()
+            pumps.start_soon(_pump_up, relay, client_leftover)
+            pumps.start_soon(_pump_down, relay, backend_leftover)
+        if stats.end is TunnelEnd.CANCELLED:
+            # Not a failure (that sets the end): both pumps finished, or a timer fired.
+            stats.end = relay.timer_end if pumps.cancel_scope.cancelled_caught else TunnelEnd.CLEAN
     finally:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(backend)
@@ -213,7 +250,7 @@ async def _copy(relay: _Relay, leftover: bytes, *, upward: bool) -> None:
         data = await _receive(source, source_side)
         if not data:
             return
-        relay.stats.last_activity = trio.current_time()
+        relay.activity()
 
 
 async def _send_eof(stream: trio.abc.HalfCloseableStream, side: str) -> None:
@@ -235,24 +272,3 @@ async def _send(stream: trio.abc.SendStream, data: bytes | bytearray, side: str)
         await stream.send_all(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         raise _SideBroke(side) from None
-
-
-async def _watch_half_closed(relay: _Relay, timeout_s: float) -> None:
-    since = trio.current_time()
-    while True:
-        deadline = max(since, relay.stats.last_activity) + timeout_s
-        if trio.current_time() >= deadline:
-            relay.stats.end = TunnelEnd.HALF_CLOSED_TIMEOUT
-            relay.scope.cancel()
-            return
-        await trio.sleep_until(deadline)
-
-
-async def _watch_idle(relay: _Relay, idle_timeout_s: float) -> None:
-    while True:
-        deadline = relay.stats.last_activity + idle_timeout_s
-        if trio.current_time() >= deadline:
-            relay.stats.end = TunnelEnd.IDLE_TIMEOUT
-            relay.scope.cancel()
-            return
-        await trio.sleep_until(deadline)
