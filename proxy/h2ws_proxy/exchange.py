@@ -119,8 +119,6 @@ class ExchangeResult:
     status: int | None = None
     #: True once the answer's head went to the client.
     head_sent: bool = False
-    #: True once the whole answer went to the client.
-    response_complete: bool = False
     #: True once the whole request body reached the backend.
     request_complete: bool = False
 
@@ -334,7 +332,6 @@ async def _relay_answer(run: _Run) -> None:
             await _to_client(run, client.send_body(bytes(event.data)))
         elif isinstance(event, h11.EndOfMessage):
             await _to_client(run, client.end(trailer_fields(list(event.headers))))
-            run.result.response_complete = True
             return
         elif isinstance(event, h11.ConnectionClosed):
             raise _backend_failed(run, "backend closed the connection mid-answer")

@@ -13,7 +13,6 @@ import h11
 import trio
 
 from h2ws_proxy.backend import READ_SIZE
-from h2ws_proxy.config import Limits
 from h2ws_proxy.context import ServerContext
 
 Header = tuple[bytes, bytes]
@@ -33,16 +32,12 @@ class H1ClientSide:
     watches_disconnect = True
 
     def __init__(
-        self,
-        client: trio.abc.Stream,
-        conn: h11.Connection,
-        server: ServerContext,
-        limits: Limits,
+        self, client: trio.abc.Stream, conn: h11.Connection, server: ServerContext
     ) -> None:
         self._client = client
         self._conn = conn
         self._server = server
-        self._limits = limits
+        self._limits = server.config.limits
         self._trailers: list[Header] = []
 
     async def receive_body(self) -> bytes:

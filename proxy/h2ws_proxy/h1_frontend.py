@@ -312,7 +312,7 @@ class H1Frontend:
             await forward_exchange(
                 http_request,
                 route,
-                H1ClientSide(self._client, self._conn, self._server, self._limits),
+                H1ClientSide(self._client, self._conn, self._server),
                 self._server.pool,
                 self._limits,
                 self._info.address,

@@ -161,13 +161,18 @@ def parse_extended_connect(
     )
 
 
-def end_to_end_request_headers(headers: tuple[Header, ...] | list[Header]) -> tuple[Header, ...]:
-    """The client's fields worth forwarding: no hop-by-hop, none the proxy sets itself."""
+def end_to_end_request_headers(
+    headers: tuple[Header, ...] | list[Header],
+    *,
+    replaced: frozenset[bytes] = _REPLACED_TOWARD_BACKEND,
+) -> tuple[Header, ...]:
+    """The client's fields worth forwarding: no hop-by-hop, none the proxy sets itself
+    (``replaced``: by default those of a WebSocket upgrade)."""
     listed = _connection_listed(headers)
     return tuple(
         (name, value)
         for name, value in headers
-        if name not in HOP_BY_HOP and name not in _REPLACED_TOWARD_BACKEND and name not in listed
+        if name not in HOP_BY_HOP and name not in replaced and name not in listed
     )
 
 

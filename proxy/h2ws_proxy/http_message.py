@@ -35,8 +35,8 @@ from h2ws_proxy.errors import ClientProtocolError
 from h2ws_proxy.h2_request import AUTHORITY_PATTERN, H2RequestHead, malformed
 from h2ws_proxy.handshake import (
     HOP_BY_HOP,
+    end_to_end_request_headers,
     end_to_end_response_headers,
-    split_header_list,
     with_forwarding_fields,
 )
 
@@ -45,7 +45,9 @@ Header = tuple[bytes, bytes]
 #: Methods whose requests must not carry a body here (see the module rules).
 BODILESS_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
 #: Fields the proxy sets itself toward the backend; the client's copies go.
-_OWNED_TOWARD_BACKEND = frozenset({b"host", b"content-length", *HOP_BY_HOP})
+_SET_BY_PROXY = frozenset({b"host", b"content-length"})
+#: What never travels as a trailer field.
+_NOT_TRAILERS = frozenset({*_SET_BY_PROXY, *HOP_BY_HOP})
 _DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 _ABSOLUTE_FORM = re.compile(rb"(?i)(https?)://([^/?#]*)(.*)\Z")
 
@@ -84,8 +86,7 @@ def _content_length(values: list[bytes], *, h2: bool) -> int | None:
     if not items:
         return None
     if len(items) != 1 or not _DIGITS.match(next(iter(items))):
-        reason = "content-length is not one non-negative integer"
-        raise malformed(reason) if h2 else ClientProtocolError(f"bad request: {reason}")
+        raise _refusal("content-length is not one non-negative integer", h2=h2)
     return int(items.pop())
 
 
@@ -116,7 +117,7 @@ def request_from_h2(head: H2RequestHead, *, tls: bool, end_stream: bool) -> Http
         target=head.path,
         authority=authority,
         scheme=b"https" if tls else b"http",
-        headers=_end_to_end(head.headers),
+        headers=end_to_end_request_headers(head.headers, replaced=_SET_BY_PROXY),
         framing=framing,
         content_length=length if framing is BodyFraming.LENGTH else None,
     )
@@ -152,7 +153,7 @@ def request_from_h1(request: h11.Request, *, tls: bool) -> HttpRequest:
         target=target,
         authority=authority,
         scheme=b"https" if tls else b"http",
-        headers=_end_to_end(headers),
+        headers=end_to_end_request_headers(headers, replaced=_SET_BY_PROXY),
         framing=framing,
         content_length=length if framing is BodyFraming.LENGTH else None,
     )
@@ -175,23 +176,16 @@ def _origin_form(target: bytes, hosts: list[bytes]) -> tuple[bytes, bytes]:
 
 
 def _body_on_bodiless(method: bytes, *, h2: bool) -> ClientProtocolError:
-    reason = (
+    return _refusal(
         f"a {method.decode('ascii', 'replace')} request with a body is not forwarded "
-        "(backends disagree on reading it)"
+        "(backends disagree on reading it)",
+        h2=h2,
     )
+
+
+def _refusal(reason: str, *, h2: bool) -> ClientProtocolError:
+    """400: on HTTP/2 a malformed request (a stream error too), on HTTP/1.1 a bad one."""
     return malformed(reason) if h2 else ClientProtocolError(f"bad request: {reason}")
-
-
-def _end_to_end(headers: tuple[Header, ...] | list[Header]) -> tuple[Header, ...]:
-    connection_listed = {
-        item.lower()
-        for item in split_header_list([value for name, value in headers if name == b"connection"])
-    }
-    return tuple(
-        (name, value)
-        for name, value in headers
-        if name not in _OWNED_TOWARD_BACKEND and name not in connection_listed
-    )
 
 
 def build_backend_request(
@@ -231,5 +225,5 @@ def trailer_fields(headers: list[Header] | tuple[Header, ...]) -> list[Header]:
     return [
         (name, value)
         for name, value in lowered
-        if name not in _OWNED_TOWARD_BACKEND and not name.startswith(b":")
+        if name not in _NOT_TRAILERS and not name.startswith(b":")
     ]
