@@ -46,6 +46,7 @@ from h2ws_proxy.exchange import (
     ExchangeResult,
     forward_exchange,
 )
+from h2ws_proxy.h2_direct import DirectData
 from h2ws_proxy.h2_request import H2RequestHead, parse_h2_request_head
 from h2ws_proxy.h2_session import H2Session, StreamUnusable
 from h2ws_proxy.h2_stream import H2ClientSide, H2TunnelStream
@@ -174,7 +175,10 @@ class H2Frontend:
         for event in events:
             if self._calmed:
                 return False  # the connection is being closed: the rest is not our business
-            self._handle_event(event)
+            if isinstance(event, DirectData):
+                self._on_direct_data(event)
+            else:
+                self._handle_event(event)
         return True
 
     async def _write_loop(self) -> None:
@@ -386,6 +390,8 @@ class H2Frontend:
             self._nursery.start_soon(self._serve_tunnel, stream, request, route)
             return
         stream.exchange = stream.opened = True  # its DATA is the request body
+        if not ended:
+            self.session.direct_streams.add(stream_id)
         if http_request.framing is BodyFraming.NONE:
             stream.declared_length = 0
         elif http_request.framing is BodyFraming.LENGTH:
@@ -440,12 +446,24 @@ class H2Frontend:
             if event.data and not stream.answered:
                 self._fail_stream(stream_id, "DATA on an extended CONNECT before its 200")
         else:
-            problem = stream.count_body(len(event.data or b"")) if stream.exchange else None
-            if problem is not None:
-                self.session.acknowledge(stream_id, length)
-                self._fail_stream(stream_id, f"malformed request: {problem}")
-                return
-            stream.feed_data(event.data or b"", length)
+            self._deliver(stream, event.data or b"", length)
+
+    def _on_direct_data(self, item: DirectData) -> None:
+        """DATA of an open tunnel or a request body, read without h2 (see h2_direct)."""
+        stream = self._streams.get(item.stream_id)
+        if stream is None:  # not expected: direct streams are forgotten with their stream
+            self.session.acknowledge(item.stream_id, len(item.data))
+        else:
+            self._deliver(stream, item.data, len(item.data))
+
+    def _deliver(self, stream: H2TunnelStream, data: bytes, length: int) -> None:
+        """Hand DATA of an opened stream to its consumer (a request body: within its length)."""
+        problem = stream.count_body(len(data)) if stream.exchange else None
+        if problem is not None:
+            self.session.acknowledge(stream.stream_id, length)
+            self._fail_stream(stream.stream_id, f"malformed request: {problem}")
+            return
+        stream.feed_data(data, length)
 
     def _on_stream_ended(self, stream_id: int) -> None:
         stream = self._streams.get(stream_id)
@@ -550,6 +568,7 @@ class H2Frontend:
             return
         record.status = 200
         stream.opened = record.opened = True
+        self.session.direct_streams.add(stream.stream_id)
         backend, leftover = upgraded.stream, upgraded.leftover
         # This frame lives as long as the tunnel: keep no handshake objects alive in it
         # (about 1 KiB per idle tunnel).
@@ -608,6 +627,7 @@ class H2Frontend:
             stream.reset(cancel=True)  # cancelled, or an answer cut short: say so
         # Bytes the tunnel never consumed still hold connection window: give it back.
         self.session.acknowledge(stream.stream_id, stream.release_unconsumed())
+        self.session.direct_streams.discard(stream.stream_id)
         self._streams.pop(stream.stream_id, None)
         record.log()
         self._end_if_idle()
@@ -690,6 +710,7 @@ class H2Frontend:
                 self.session.reset(stream.stream_id, ErrorCodes.NO_ERROR)
             stream.break_stream("the exchange ended", by_peer=False)
         self.session.acknowledge(stream.stream_id, stream.release_unconsumed())
+        self.session.direct_streams.discard(stream.stream_id)
         self._streams.pop(stream.stream_id, None)
         record.log()
         self._end_if_idle()

@@ -9,7 +9,9 @@
 * h2's exceptions for streams that can no longer be written (reset, closed, connection
   going away) become one :class:`StreamUnusable`, so callers handle a single case;
 * a GOAWAY from the client does not close h2's state machine (see
-  :class:`_GracefulH2Connection`), and our own drain GOAWAY is written by hand.
+  :class:`_GracefulH2Connection`), and our own drain GOAWAY is written by hand;
+* DATA frames of open tunnels (and of request bodies being read) bypass h2's per-frame
+  work both ways (:mod:`h2ws_proxy.h2_direct`); everything else is h2's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 
 from h2ws_proxy.config import Limits
+from h2ws_proxy.h2_direct import DirectData, InboundFrames, send_direct, sendable_stream
 
 Header = tuple[bytes, bytes]
 
@@ -143,6 +146,10 @@ class H2Session:
                 normalize_inbound_headers=True,  # joins cookie crumbs (RFC 9113 §8.2.3)
             )
         )
+        self._inbound = InboundFrames(self.conn)
+        #: Streams whose DATA bypasses h2 (see h2_direct): the frontend adds a tunnel once
+        #: its 200 went out and an ordinary request while its body is read.
+        self.direct_streams = self._inbound.direct_streams
         self.goaway_sent = False
         #: Consumed bytes a stream may hold before returning their credit (see
         #: ``H2TunnelStream._acknowledge_consumed``): a quarter of its window.
@@ -170,10 +177,13 @@ class H2Session:
             self.conn.increment_flow_control_window(increment)
         self.flush()
 
-    def receive(self, data: bytes) -> list[h2.events.Event]:
-        """Feed client bytes to h2. On ``h2.exceptions.ProtocolError`` a GOAWAY is queued."""
+    def receive(self, data: bytes) -> list[h2.events.Event | DirectData]:
+        """Client bytes to events, in order: h2's, and DATA of direct streams.
+
+        On ``h2.exceptions.ProtocolError`` a GOAWAY is queued.
+        """
         try:
-            return self.conn.receive_data(data)
+            return self._inbound.receive(data)
         finally:
             self.flush()
 
@@ -198,6 +208,18 @@ class H2Session:
 
     def send_data(self, stream_id: int, data: memoryview) -> int:
         """Send as much of ``data`` as the peer's windows allow; returns how much went."""
+        stream = sendable_stream(self.conn, stream_id)
+        if stream is None:
+            return self._send_data_through_h2(stream_id, data)
+        # h2's own output is always flushed into ``outbound`` (every method here ends with
+        # ``flush``), so these frames go out after everything queued before them.
+        sent = send_direct(self.conn, stream, data, self.outbound)
+        if sent:
+            self._on_output()
+        return sent
+
+    def _send_data_through_h2(self, stream_id: int, data: memoryview) -> int:
+        """``send_data`` for a stream h2 must judge (it raises for a closed one)."""
         try:
             allowed = min(self.conn.local_flow_control_window(stream_id), len(data))
             frame_size = self.conn.max_outbound_frame_size

@@ -58,6 +58,7 @@ def connect_block(path: bytes = b"/") -> bytes:
 
 
 SETTINGS_FRAME = frame(0x4, 0, 0, b"")
+OPEN_TUNNEL_ON_STREAM_1 = PREFACE + SETTINGS_FRAME + frame(0x1, 0x4, 1, connect_block())
 random_frames = st.lists(
     st.builds(
         frame,
@@ -74,8 +75,13 @@ random_frames = st.lists(
 )
 
 
-async def run_with_healthy_neighbour(attack: bytes) -> None:
-    """Serve ``attack`` on one connection while a tunnel on another keeps echoing."""
+async def run_with_healthy_neighbour(attack: bytes, *, after_open_tunnel: bool = False) -> None:
+    """Serve ``attack`` on one connection while a tunnel on another keeps echoing.
+
+    With ``after_open_tunnel`` the attack connection first opens a tunnel on stream 1 and
+    the attack starts once its 200 went out: its DATA then takes the direct path
+    (h2_direct) instead of h2's.
+    """
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             net = MemoryNet(nursery, echo_backend)
@@ -86,7 +92,7 @@ async def run_with_healthy_neighbour(attack: bytes) -> None:
             async with open_h2_client(healthy_side) as healthy:
                 ws = await healthy.websocket("/")
                 assert ws.status == 200
-                await serve_attack(server, attack)
+                await serve_attack(server, attack, after_open_tunnel=after_open_tunnel)
                 await healthy.send_data(ws.state, b"still echoing")
                 await healthy.wait_for(lambda: bytes(ws.state.data).endswith(b"still echoing"))
                 assert server.stats.unexpected_errors == 0
@@ -97,11 +103,17 @@ async def run_with_healthy_neighbour(attack: bytes) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def serve_attack(server: ServerContext, attack: bytes) -> None:
+async def serve_attack(
+    server: ServerContext, attack: bytes, *, after_open_tunnel: bool = False
+) -> None:
     client_side, proxy_side = trio.testing.memory_stream_pair()
     info = ClientInfo(2, CONFIG.listeners[0], "127.0.0.1", tls=False)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handle_client, proxy_side, server, info)
+        if after_open_tunnel:
+            await client_side.send_all(OPEN_TUNNEL_ON_STREAM_1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.stats.tunnels == 2  # the healthy one and this one
         # The proxy may close on us half-way through: fine.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await client_side.send_all(attack)
@@ -113,6 +125,27 @@ async def serve_attack(server: ServerContext, attack: bytes) -> None:
 @given(frames=random_frames)
 async def test_random_http2_frames(frames: list[bytes]) -> None:
     await run_with_healthy_neighbour(PREFACE + SETTINGS_FRAME + b"".join(frames))
+
+
+tunnel_frames = st.lists(
+    st.one_of(
+        st.builds(
+            frame,
+            frame_type=st.just(0x0),
+            flags=st.sampled_from([0, 0, 0, 0x1, 0x8, 0x9]),
+            stream_id=st.sampled_from([1, 1, 1, 3, 0]),
+            payload=st.one_of(st.binary(max_size=48), st.builds(bytes, st.integers(0, 70_000))),
+        ),
+        random_frames.map(b"".join),
+    ),
+    max_size=12,
+)
+
+
+@FUZZ
+@given(frames=tunnel_frames)
+async def test_random_frames_on_a_connection_with_an_open_tunnel(frames: list[bytes]) -> None:
+    await run_with_healthy_neighbour(b"".join(frames), after_open_tunnel=True)
 
 
 @FUZZ

@@ -1,0 +1,244 @@
+"""DATA frames read and written around h2 (h2_direct) do exactly what h2 would have done.
+
+The inbound tests are differential: the same client bytes, cut into the same random pieces,
+go to a session with direct streams and to one without; the events (a direct DATA counted as h2's
+silent DataReceived), the errors, the flow-control windows, the stream states and the bytes
+queued for the client must all agree.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import pytest
+from h2.errors import ErrorCodes
+from hyperframe.frame import Frame, GoAwayFrame, WindowUpdateFrame
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from h2ws_proxy.config import Limits
+from h2ws_proxy.h2_direct import DirectData
+from h2ws_proxy.h2_session import H2Session, StreamUnusable
+
+LIMITS = Limits(stream_window_bytes=1000)
+#: Streams the client opens (extended CONNECTs); the server answers 200 on them.
+OPEN_STREAMS = (1, 3, 5)
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    header = struct.pack(">I", len(payload))[1:] + bytes([kind, flags])
+    return header + struct.pack(">I", stream_id) + payload
+
+
+def new_client() -> h2.connection.H2Connection:
+    return h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+
+
+def client_opening() -> bytes:
+    """Preface, SETTINGS and three extended CONNECT streams, as one client writes them."""
+    client = new_client()
+    client.initiate_connection()
+    for stream_id in OPEN_STREAMS:
+        client.send_headers(
+            stream_id,
+            [
+                (":method", "CONNECT"),
+                (":protocol", "websocket"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "proxy.test"),
+                ("sec-websocket-version", "13"),
+            ],
+        )
+    return client.data_to_send()
+
+
+def opened_session(*, direct: bool) -> H2Session:
+    """A server session whose streams 1, 3 and 5 got their 200 (direct ones registered)."""
+    session = H2Session(LIMITS, connect_protocol_enabled=True, on_output=lambda: None)
+    session.start()
+    session.receive(client_opening())
+    for stream_id in OPEN_STREAMS:
+        session.send_headers(stream_id, [(b":status", b"200")])
+        if direct:
+            session.direct_streams.add(stream_id)
+    session.receive(frame(0x4, 0x1, 0, b""))  # the client acknowledges our SETTINGS
+    session.take_outbound()
+    return session
+
+
+def normalized(items: list[h2.events.Event | DirectData]) -> list[object]:
+    """Events as comparable values; a DATA h2 took without a word equals a direct one."""
+    out: list[object] = []
+    for item in items:
+        if isinstance(item, DirectData) or (
+            isinstance(item, h2.events.DataReceived)
+            and item.stream_ended is None
+            and item.data
+            and item.flow_controlled_length == len(item.data)
+        ):
+            out.append(("data", item.stream_id, item.data))
+        else:
+            out.append(repr(item))
+    return out
+
+
+def state_of(session: H2Session) -> object:
+    conn = session.conn
+    streams = {
+        stream_id: (
+            stream.state_machine.state,
+            stream._inbound_window_manager.current_window_size,
+            stream.outbound_flow_control_window,
+        )
+        for stream_id, stream in conn.streams.items()
+    }
+    windows = (
+        conn._inbound_flow_control_window_manager.current_window_size,
+        conn.outbound_flow_control_window,
+    )
+    return conn.state_machine.state, windows, streams
+
+
+def feed(session: H2Session, pieces: list[bytes]) -> tuple[list[object], str | None]:
+    events: list[h2.events.Event | DirectData] = []
+    for piece in pieces:
+        try:
+            events += session.receive(piece)
+        except h2.exceptions.ProtocolError as error:
+            return normalized(events), type(error).__name__
+    return normalized(events), None
+
+
+def cut(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+frames = st.lists(
+    st.one_of(
+        # Mostly DATA, with any flags (padding, END_STREAM) and sizes around the windows.
+        st.builds(
+            frame,
+            kind=st.just(0x0),
+            flags=st.sampled_from([0, 0, 0, 0x1, 0x8, 0x9, 0x20]),
+            stream_id=st.sampled_from([0, 1, 1, 3, 5, 7, 9]),
+            payload=st.one_of(st.binary(max_size=40), st.builds(bytes, st.integers(0, 1100))),
+        ),
+        st.builds(
+            frame,
+            kind=st.sampled_from([0x1, 0x3, 0x6, 0x8, 0x9, 0x2, 0xFA]),  # HEADERS, RST, PING...
+            flags=st.sampled_from([0, 0x1, 0x4, 0x5]),
+            stream_id=st.sampled_from([0, 1, 3, 5, 7]),
+            payload=st.one_of(st.binary(max_size=12), st.just(struct.pack(">I", 8))),
+        ),
+    ),
+    max_size=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=frames, cuts=st.lists(st.integers(0, 10_000), max_size=8))
+def test_same_outcome_as_h2_alone(frames: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(frames)
+    direct, reference = opened_session(direct=True), opened_session(direct=False)
+    pieces = cut(data, cuts)
+    assert feed(direct, pieces) == feed(reference, pieces)
+    assert state_of(direct) == state_of(reference)
+    assert direct.take_outbound() == reference.take_outbound()
+
+
+def test_direct_data_and_events_keep_their_order() -> None:
+    session = opened_session(direct=True)
+    session.direct_streams.discard(3)
+    data = (
+        frame(0x0, 0, 1, b"one")
+        + frame(0x0, 0, 3, b"h2's")  # not direct: an event from h2
+        + frame(0x6, 0, 0, b"12345678")  # PING
+        + frame(0x0, 0, 1, b"two")
+        + frame(0x0, 0x1, 1, b"end")  # END_STREAM: h2 decides
+    )
+    items = session.receive(data)
+    kinds = [type(item).__name__ for item in items]
+    assert kinds == [
+        "DirectData",
+        "DataReceived",
+        "PingReceived",
+        "DirectData",
+        "DataReceived",
+        "StreamEnded",
+    ]
+    assert [item.data for item in items if isinstance(item, DirectData)] == [b"one", b"two"]
+
+
+def test_a_frame_split_byte_by_byte_arrives_once_whole() -> None:
+    session = opened_session(direct=True)
+    data = frame(0x0, 0, 5, bytes(range(200)))
+    items: list[h2.events.Event | DirectData] = []
+    for i in range(len(data)):
+        items += session.receive(data[i : i + 1])
+    assert items == [DirectData(5, bytes(range(200)))]
+
+
+def test_credit_for_direct_data_goes_back_through_h2() -> None:
+    session = opened_session(direct=True)
+    assert session.receive(frame(0x0, 0, 1, bytes(600))) == [DirectData(1, bytes(600))]
+    assert session.conn.streams[1]._inbound_window_manager.current_window_size == 400
+    session.acknowledge(1, 600)  # past half the 1000-byte window: h2 sends WINDOW_UPDATE
+    update = Frame.parse_frame_header(memoryview(session.take_outbound()[:9]))[0]
+    assert isinstance(update, WindowUpdateFrame)
+    assert update.stream_id == 1
+    assert session.conn.streams[1]._inbound_window_manager.current_window_size == 1000
+
+
+def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
+    session = opened_session(direct=True)
+    header = struct.pack(">I", 16385)[1:] + bytes([0x0, 0]) + struct.pack(">I", 1)
+    with pytest.raises(h2.exceptions.FrameTooLargeError):
+        session.receive(header + bytes(100))  # the rest of the frame never needs to come
+    goaway = Frame.parse_frame_header(memoryview(session.take_outbound()[:9]))[0]
+    assert isinstance(goaway, GoAwayFrame)
+
+
+def test_data_past_the_stream_window_is_h2s_flow_control_error() -> None:
+    session = opened_session(direct=True)
+    with pytest.raises(h2.exceptions.FlowControlError):
+        session.receive(frame(0x0, 0, 1, bytes(1001)))
+
+
+def test_data_inside_a_header_block_is_h2s_protocol_error() -> None:
+    session = opened_session(direct=True)
+    open_block = frame(0x1, 0, 7, b"")  # HEADERS without END_HEADERS
+    with pytest.raises(h2.exceptions.ProtocolError):
+        session.receive(open_block + frame(0x0, 0, 1, b"sneaky"))
+
+
+def test_data_on_a_reset_direct_stream_is_h2s_business() -> None:
+    session = opened_session(direct=True)
+    session.reset(1, ErrorCodes.CANCEL)
+    session.take_outbound()
+    items = session.receive(frame(0x0, 0, 1, b"late"))
+    assert not any(isinstance(item, DirectData) for item in items)
+
+
+@pytest.mark.parametrize("size", [0, 1, 16384, 16385, 70000])
+def test_direct_send_writes_what_h2_writes(size: int) -> None:
+    direct, reference = opened_session(direct=True), opened_session(direct=False)
+    data = memoryview(bytes(range(256)) * 300)[:size]
+    sent = direct.send_data(1, data)
+    # The client's window is h2's default 65,535 bytes: both stop there.
+    assert sent == reference._send_data_through_h2(1, data) == min(size, 65535)
+    assert direct.take_outbound() == reference.take_outbound()
+    assert state_of(direct) == state_of(reference)
+
+
+def test_direct_send_on_a_closed_stream_raises_as_h2_does() -> None:
+    session = opened_session(direct=True)
+    session.reset(3, ErrorCodes.CANCEL)
+    with pytest.raises(StreamUnusable):
+        session.send_data(3, memoryview(b"x"))
