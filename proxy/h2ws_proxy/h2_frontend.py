@@ -10,7 +10,8 @@ Concurrency rules (STYLE §2.4):
 * R3. The reader never awaits a stream's consumer: it appends to per-stream buffers and
   sets events, so one slow tunnel cannot hold up the others.
 * R4. Events with several waiters are replaced by the *setter* (``set`` then a new
-  ``Event``); single-waiter events are replaced by their waiter.
+  ``Event``); a single waiter (the writer, a stream's reader or sender) waits on a
+  reusable :class:`~h2ws_proxy.wakeup.Wakeup` and re-checks its condition after it.
 * R5. Tunnel tasks live in this connection's nursery; each has its own cancel scope
   (``H2TunnelStream.scope``) so a client reset cancels a backend dial at once.
 
@@ -62,7 +63,9 @@ from h2ws_proxy.lingering import linger_before_close
 from h2ws_proxy.log import log_event
 from h2ws_proxy.record import TunnelRecord
 from h2ws_proxy.routing import http_route, websocket_route
+from h2ws_proxy.socket_stream import LeanSocketStream
 from h2ws_proxy.tunnel import TunnelEnd, run_tunnel
+from h2ws_proxy.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ class H2Frontend:
         )
         self._streams: dict[int, H2TunnelStream] = {}
         self._in_flight = 0
-        self._outbound_ready = trio.Event()
+        self._outbound_ready = Wakeup()  # only the writer waits on it
         self._drained = trio.Event()
         self._reader_done = False
         self._writer_done = trio.Event()
@@ -188,7 +191,7 @@ class H2Frontend:
                     if self._reader_done:
                         return
                     await self._outbound_ready.wait()
-                    self._outbound_ready = trio.Event()
+                    self._outbound_ready = Wakeup()  # only the writer waits on it
                     continue
                 data = self.session.take_outbound()
                 self._in_flight = len(data)
@@ -215,6 +218,9 @@ class H2Frontend:
         """
         view = memoryview(data)
         try:
+            if isinstance(self._client, LeanSocketStream):
+                # Usually the kernel takes it all at once: then no timer is needed.
+                view = view[self._client.send_nowait(view) :]
             for start in range(0, len(view), _SEND_SLICE):
                 with trio.move_on_after(self._limits.send_timeout_s) as timeout:
                     await self._client.send_all(view[start : start + _SEND_SLICE])

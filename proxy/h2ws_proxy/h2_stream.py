@@ -29,6 +29,7 @@ import trio
 from h2.errors import ErrorCodes
 
 from h2ws_proxy.h2_session import StreamUnusable
+from h2ws_proxy.wakeup import Wakeup
 
 if TYPE_CHECKING:
     from h2ws_proxy.h2_frontend import H2Frontend
@@ -58,8 +59,10 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         #: True once a final answer other than 200 started (a refusal or relayed rejection):
         #: the client's late DATA is then dropped, not an error.
         self.answered = False
-        self._readable = trio.Event()
-        self._writable = trio.Event()
+        #: Bytes, the end or a break arrived (for ``receive_some``); the window may have
+        #: grown or the stream broke (for ``send_all``).
+        self._readable = Wakeup()
+        self._writable = Wakeup()
         self._receiving = False
         #: For ordinary requests: the body length the client declared (None: unknown) and
         #: what arrived so far; trailers, if the client sent any.
@@ -142,7 +145,6 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
                 if self.broken_reason is not None:
                     raise trio.BrokenResourceError(self.broken_reason)
                 await self._readable.wait()
-                self._readable = trio.Event()
                 waited = True
             chunk = self._take(max_bytes)
             self._consumed_unacknowledged += len(chunk)
@@ -209,7 +211,6 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
                 break
             if not sent:
                 await self._writable.wait()
-                self._writable = trio.Event()
         # Not a schedule point when the client keeps up (see the module docstring).
         await self._frontend.wait_outbound_drained_lean()
 

@@ -75,6 +75,21 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             finally:
                 remaining.release()
 
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Send what the kernel takes right now, without waiting; returns how much.
+
+        For a writer that times out stalled peers: it needs a timer (a cancel scope with a
+        deadline, which costs a heap operation) only for what is left after this.
+        """
+        if self._closed or self._eof_sent:
+            raise trio.ClosedResourceError("the stream was closed or ended")
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as error:
+            raise self._broken(error) from error
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._closed:
             raise trio.ClosedResourceError("the stream was closed")

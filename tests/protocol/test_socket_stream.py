@@ -134,3 +134,23 @@ async def test_open_tcp_to_ip_connects_and_reports_refusal() -> None:
     assert is_ip_literal("::1")
     assert is_ip_literal("127.0.0.1")
     assert not is_ip_literal("localhost")
+
+
+async def test_send_nowait_takes_what_fits_and_reports_errors() -> None:
+    stream, peer = _pair()
+    with peer:
+        assert stream.send_nowait(b"abc") == 3
+        await trio.lowlevel.wait_readable(peer)
+        assert peer.recv(10) == b"abc"
+        # Fill the kernel's buffer: a short count, then 0, never a wait or an exception.
+        total = 0
+        while (sent := stream.send_nowait(bytes(65536))) > 0:
+            total += sent
+        assert total > 0
+        assert stream.send_nowait(b"more") == 0
+        peer.close()
+        with pytest.raises(trio.BrokenResourceError):
+            stream.send_nowait(b"x")  # a unix socketpair: EPIPE at once
+        await stream.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            stream.send_nowait(b"x")

@@ -1,0 +1,50 @@
+"""A reusable wake-up signal for one waiting task: the cheap form of "new trio.Event per wait".
+
+The HTTP/2 streams and the frontend's writer wait for "something changed" many times per
+second per tunnel (bytes arrived, the window grew, output is queued) and re-check their
+condition after each wake-up. With ``trio.Event`` that is a new event object, with a set of
+waiting tasks, per wait: CPU per message and memory per idle tunnel. :class:`Wakeup` is one
+object for the life of its owner, with two slots.
+
+Rules: at most one task waits at a time (the owner's single reader or writer; a second
+waiter is a bug and raises). A :meth:`set` with nobody waiting is remembered, so the next
+:meth:`wait` returns at once: a wake-up is never lost, and a spurious one only costs the
+waiter a re-check of its condition, which every caller makes anyway. :meth:`wait` is a
+checkpoint either way, like ``trio.Event.wait``.
+"""
+
+from __future__ import annotations
+
+import trio
+
+
+class Wakeup:
+    """Wake the one task that waits, or remember that it should not wait next time."""
+
+    __slots__ = ("_pending", "_task")
+
+    def __init__(self) -> None:
+        self._task: trio.lowlevel.Task | None = None
+        self._pending = False
+
+    def set(self) -> None:
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+        else:
+            self._pending = True
+
+    async def wait(self) -> None:
+        if self._pending:
+            self._pending = False
+            await trio.lowlevel.checkpoint()
+            return
+        if self._task is not None:
+            raise trio.BusyResourceError("another task is already waiting on this wake-up")
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED

@@ -1,0 +1,54 @@
+"""Wakeup: one waiter, never a lost wake-up, cancellable, and a second waiter is refused."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from h2ws_proxy.wakeup import Wakeup
+
+
+async def test_set_wakes_the_waiter() -> None:
+    wakeup, woken = Wakeup(), []
+    async with trio.open_nursery() as nursery:
+
+        async def waiter() -> None:
+            await wakeup.wait()
+            woken.append(True)
+
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not woken
+        wakeup.set()
+    assert woken == [True]
+
+
+async def test_a_set_before_the_wait_is_remembered_once() -> None:
+    wakeup = Wakeup()
+    wakeup.set()
+    wakeup.set()
+    with trio.testing.assert_checkpoints():
+        await wakeup.wait()  # returns at once, still a checkpoint
+    with trio.move_on_after(0.01) as timeout:
+        await wakeup.wait()  # the two sets were one wake-up
+    assert timeout.cancelled_caught
+
+
+async def test_a_cancelled_wait_leaves_it_usable() -> None:
+    wakeup = Wakeup()
+    with trio.move_on_after(0.01):
+        await wakeup.wait()
+    wakeup.set()
+    with trio.fail_after(1):
+        await wakeup.wait()
+
+
+async def test_a_second_waiter_is_a_bug() -> None:
+    wakeup = Wakeup()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wakeup.wait)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await wakeup.wait()
+        wakeup.set()
