@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import trio
 
+from h2ws_proxy.socket_stream import LeanSocketStream
+
 #: Largest read from either side. 64 KiB matches the common socket buffer and h2's window.
 READ_SIZE = 65536
 #: How late the idle and half-closed timeouts may fire (see ``_Relay``): the price of not
@@ -223,6 +225,7 @@ async def _drain_client(relay: _Relay) -> None:
 
 async def _forward_up(relay: _Relay, leftover: bytes) -> bool:
     """Copy until the client's EOF, then FIN: True; False if the backend stopped taking bytes."""
+    forwards = _offer_forwarder(relay)
     try:
         await _copy(relay, leftover, upward=True)
         await _send_eof(relay.backend, "backend")
@@ -230,6 +233,38 @@ async def _forward_up(relay: _Relay, leftover: bytes) -> bool:
         if broke.side == "client":
             raise
         return False
+    finally:
+        if forwards:
+            relay.client.set_forwarder(None)  # type: ignore[attr-defined]
+    return True
+
+
+def _offer_forwarder(relay: _Relay) -> bool:
+    """Let a client stream fed by another task forward to the backend itself (see below).
+
+    An HTTP/2 stream's bytes arrive in the frontend's reader task; handing them to the
+    backend socket right there, while this pump waits anyway, saves a task wake-up per
+    message. The forwarder only sends what the kernel takes at once; the pump still does
+    everything else (the rest of a message, waiting for the backend, EOF, errors). A send
+    error is left for the pump to meet on its own next send.
+    """
+    set_forwarder = getattr(relay.client, "set_forwarder", None)
+    backend = relay.backend
+    if set_forwarder is None or not isinstance(backend, LeanSocketStream):
+        return False
+    stats = relay.stats
+
+    def forward(data: bytes) -> int:
+        try:
+            sent = backend.send_nowait(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return 0
+        if sent:
+            stats.bytes_up += sent
+            relay.activity()
+        return sent
+
+    set_forwarder(forward)
     return True
 
 
