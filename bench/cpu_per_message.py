@@ -7,6 +7,10 @@ level ``warning`` unless ``--log-level`` says otherwise), reads the proxy's utim
 from ``/proc/<pid>/stat`` around each run of the Node HTTP/2 client, and divides by the
 messages echoed (or the tunnels opened). Three rounds per scenario, medians.
 
+The ``get`` scenario (plain GETs over h2c) is driven by ``h2load -n N -c 4 -m 16`` (Debian
+``nghttp2-client``) through a second route, ``/get``, to ``bench/node/echo_backend.mjs``
+(200 with a 29-byte body, keep-alive), and divides by the requests answered.
+
     .venv/bin/python bench/cpu_per_message.py               # about a minute
     .venv/bin/python bench/cpu_per_message.py --only bulk   # scenarios whose name has "bulk"
     .venv/bin/python bench/cpu_per_message.py --smoke       # a few seconds
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -48,9 +53,11 @@ class Scenario:
     name: str
     #: One client run's arguments; ``runs`` client processes run one after another.
     args: tuple[str, ...]
-    #: What the CPU time is divided by: ``"message"`` or ``"tunnel"``.
+    #: What the CPU time is divided by: ``"message"``, ``"tunnel"`` or ``"request"``.
     unit: str
     runs: int = 1
+    #: ``"node"`` (tests/node/h2ws_client.mjs) or ``"h2load"`` (plain GETs, see above).
+    client: str = "node"
 
 
 SCENARIOS = (
@@ -68,16 +75,19 @@ SCENARIOS = (
     ),
     # 100 at once stays under the default max_concurrent_streams (128); 5 clients in a row.
     Scenario("new tunnels (1 echo each)", ("--tunnels", "100", "--messages", "1"), "tunnel", 5),
+    Scenario(
+        "get: plain GETs over h2c", ("-n", "10000", "-c", "4", "-m", "16"), "request", 1, "h2load"
+    ),
 )
 
 
 def _shrink(scenario: Scenario) -> Scenario:
     """The smoke version: same shape, a few seconds in all."""
     args = list(scenario.args)
-    for flag, small in (("--messages", "20"), ("--tunnels", "4")):
+    for flag, small in (("--messages", "20"), ("--tunnels", "4"), ("-n", "200")):
         if flag in args and int(args[args.index(flag) + 1]) > int(small):
             args[args.index(flag) + 1] = small
-    return Scenario(scenario.name, tuple(args), scenario.unit, 1)
+    return Scenario(scenario.name, tuple(args), scenario.unit, 1, scenario.client)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -93,9 +103,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _start_backend() -> tuple[subprocess.Popen[str], int]:
+def _start_backend(script: Path) -> tuple[subprocess.Popen[str], int]:
     backend = subprocess.Popen(
-        ["node", str(NODE_DIR / "ws_echo_backend.mjs"), "--port", "0"],
+        ["node", str(script), "--port", "0"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -105,7 +115,7 @@ def _start_backend() -> tuple[subprocess.Popen[str], int]:
 
 
 def _start_proxy(
-    backend_port: int, config_dir: Path, log_level: str, source: Path | None = None
+    backend_ports: tuple[int, int], config_dir: Path, log_level: str, source: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start the proxy (from ``source``'s ``proxy/`` if given, else the installed one)."""
     # At level warning the proxy does not log its port, so pick one for it.
@@ -113,7 +123,8 @@ def _start_proxy(
     config = config_dir / f"cpu_bench_{port}.toml"
     config.write_text(
         f'[[listener]]\nbind = "127.0.0.1:{port}"\n\n'
-        f'[[route]]\npath = "/"\nbackend = "http://127.0.0.1:{backend_port}"\n\n'
+        f'[[route]]\npath = "/"\nbackend = "http://127.0.0.1:{backend_ports[0]}"\n\n'
+        f'[[route]]\npath = "/get"\nbackend = "http://127.0.0.1:{backend_ports[1]}"\n\n'
         "[limits]\nstream_window_bytes = 1048576\n"
     )
     proxy = subprocess.Popen(
@@ -169,8 +180,28 @@ def _run_client(port: int, args: tuple[str, ...], out_dir: Path) -> dict[str, ob
     return report
 
 
+def _run_h2load(port: int, args: tuple[str, ...]) -> float:
+    """One h2load run of plain GETs; its req/s. Every request must have had a 2xx."""
+    done = subprocess.run(
+        ["h2load", *args, f"http://127.0.0.1:{port}/get/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        timeout=CLIENT_TIMEOUT_S,
+        check=False,
+    )
+    rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", done.stdout)
+    clean = re.search(r"\d+ succeeded, 0 failed, 0 errored, 0 timeout", done.stdout)
+    codes = re.search(r"status codes: \d+ 2xx, 0 3xx, 0 4xx, 0 5xx", done.stdout)
+    if not (rate and clean and codes):
+        raise SystemExit(f"h2load failed:\n{done.stdout}")
+    return float(rate.group(1))
+
+
 def _units(scenario: Scenario) -> int:
     args = scenario.args
+    if scenario.client == "h2load":
+        return int(args[args.index("-n") + 1]) * scenario.runs
     tunnels = int(args[args.index("--tunnels") + 1]) if "--tunnels" in args else 1
     messages = int(args[args.index("--messages") + 1])
     per_run = tunnels if scenario.unit == "tunnel" else tunnels * messages
@@ -182,7 +213,10 @@ def _measure(scenario: Scenario, proxy_pid: int, port: int, out_dir: Path) -> tu
     before = _cpu_seconds(proxy_pid)
     rate = 0.0
     for _ in range(scenario.runs):
-        rate = float(_run_client(port, scenario.args, out_dir)["messages_per_s"])  # type: ignore[arg-type]
+        if scenario.client == "h2load":
+            rate = _run_h2load(port, scenario.args)
+        else:
+            rate = float(_run_client(port, scenario.args, out_dir)["messages_per_s"])  # type: ignore[arg-type]
     used = _cpu_seconds(proxy_pid) - before
     return used / _units(scenario) * 1e6, rate
 
@@ -201,14 +235,16 @@ def main() -> None:
     scenarios = [s for s in SCENARIOS if options.only in s.name]
     if options.smoke:
         scenarios = [_shrink(s) for s in scenarios]
-    backend, backend_port = _start_backend()
+    backend, ws_port = _start_backend(NODE_DIR / "ws_echo_backend.mjs")
+    get_backend, get_port = _start_backend(REPO / "bench" / "node" / "echo_backend.mjs")
+    ports = (ws_port, get_port)
     proxies: list[tuple[subprocess.Popen[bytes], int]] = []
     with tempfile.TemporaryDirectory() as work_dir:
         try:
-            proxies.append(_start_proxy(backend_port, Path(work_dir), options.log_level))
+            proxies.append(_start_proxy(ports, Path(work_dir), options.log_level))
             if options.compare:
                 proxies.append(
-                    _start_proxy(backend_port, Path(work_dir), options.log_level, options.compare)
+                    _start_proxy(ports, Path(work_dir), options.log_level, options.compare)
                 )
             _print_header(compare=options.compare is not None)
             for scenario in scenarios:
@@ -222,8 +258,9 @@ def main() -> None:
             for proxy, _port in proxies:
                 proxy.terminate()
                 proxy.wait(timeout=15)
-            backend.terminate()
-            backend.wait(timeout=15)
+            for node in (backend, get_backend):
+                node.terminate()
+                node.wait(timeout=15)
 
 
 def _print_header(*, compare: bool) -> None:

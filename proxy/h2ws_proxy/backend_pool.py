@@ -2,9 +2,10 @@
 
 WebSocket tunnels always get a connection of their own (it is upgraded and never comes
 back). Ordinary requests borrow one from here and give it back only when the exchange
-ended in a state where the next request cannot be misread:
+ended in a state where the next request cannot be misread (the exchange asks its
+:class:`~h2ws_proxy.h1_backend.H1BackendWire`, and gives back only what passes):
 
-* both messages complete (h11 ``DONE`` on both sides) and neither side asked to close;
+* both messages complete and neither side asked to close;
 * no byte from the backend beyond its answer (a backend that sent more than its framing
   said, say a body on a 204, would have those bytes read as the *next* client's answer:
   response-queue poisoning, the mirror image of request smuggling);
@@ -23,7 +24,6 @@ import socket
 from collections import deque
 from dataclasses import dataclass, field
 
-import h11
 import trio
 
 from h2ws_proxy.backend import ConnectBackend
@@ -34,21 +34,13 @@ from h2ws_proxy.socket_stream import LeanSocketStream
 
 @dataclass(slots=True, eq=False)
 class BackendConnection:
-    """One HTTP/1.1 connection to a backend with its h11 state (we are the client)."""
+    """One HTTP/1.1 connection to a backend, between requests (we are the client)."""
 
     address: BackendAddress
     stream: trio.abc.HalfCloseableStream
-    h11: h11.Connection
     #: True for a connection that already served a request (a stale one may be retried).
     reused: bool = False
     idle_since: float = field(default=0.0)
-
-    def reusable(self) -> bool:
-        """Both messages are complete, keep-alive holds, and no extra byte arrived."""
-        if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
-            return False
-        leftover, closed = self.h11.trailing_data
-        return not leftover and not closed
 
 
 class BackendPool:
@@ -90,25 +82,18 @@ class BackendPool:
             raise BackendTimeout(
                 f"backend {address} did not accept within {limits.connect_timeout_s}s"
             )
-        connection = h11.Connection(
-            h11.CLIENT, max_incomplete_event_size=limits.max_header_list_bytes
-        )
-        return BackendConnection(address=address, stream=stream, h11=connection)
+        return BackendConnection(address=address, stream=stream)
 
     async def release(self, connection: BackendConnection) -> None:
-        """Keep ``connection`` for the next request if it is fit for one, else close it."""
+        """Keep ``connection`` (its last cycle ended cleanly) if there is room, else close it."""
         limits = self._limits
         queue = self._idle.setdefault(connection.address, deque())
-        if (
-            limits.backend_keepalive_s > 0
-            and len(queue) < limits.backend_max_idle
-            and connection.reusable()
-        ):
-            connection.h11.start_next_cycle()
+        if limits.backend_keepalive_s > 0 and len(queue) < limits.backend_max_idle:
             connection.idle_since = trio.current_time()
             queue.append(connection)
             self._changed.set()
-            await trio.lowlevel.checkpoint()
+            # The exchange that gave it back yielded on its reads; a trip here only costs.
+            await trio.lowlevel.checkpoint_if_cancelled()
             return
         await trio.aclose_forcefully(connection.stream)
 

@@ -3,7 +3,8 @@
 The exchange knows nothing of the client's protocol: the frontend hands it a
 :class:`ClientSide` (an HTTP/2 stream or an HTTP/1.1 connection) and an
 :class:`~h2ws_proxy.http_message.HttpRequest`. The backend side is one HTTP/1.1
-connection from the :class:`~h2ws_proxy.backend_pool.BackendPool`, driven with h11.
+connection from the :class:`~h2ws_proxy.backend_pool.BackendPool`, driven by an
+:class:`~h2ws_proxy.h1_backend.H1BackendWire` per request.
 
 Flow and rules:
 
@@ -42,7 +43,9 @@ from h2ws_proxy.errors import (
     BackendUnavailable,
     ProxyError,
 )
+from h2ws_proxy.h1_backend import AnswerEnd, BodyData, Event, H1BackendWire, Need, ResponseHead
 from h2ws_proxy.http_message import (
+    BackendRequest,
     BodyFraming,
     HttpRequest,
     build_backend_request,
@@ -121,6 +124,8 @@ class ExchangeResult:
     head_sent: bool = False
     #: True once the whole request body reached the backend.
     request_complete: bool = False
+    #: True if the backend connection may serve the next request (see backend_pool).
+    reusable: bool = False
 
 
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -156,7 +161,7 @@ async def forward_exchange(
     except BaseException:
         await trio.aclose_forcefully(connection.stream)
         raise
-    if result.request_complete:
+    if result.request_complete and result.reusable:
         await pool.release(connection)
     else:
         await trio.aclose_forcefully(connection.stream)
@@ -167,6 +172,7 @@ class _Run:
     """The state one attempt's two tasks share."""
 
     connection: BackendConnection
+    wire: H1BackendWire
     request: HttpRequest
     client: ClientSide
     limits: Limits
@@ -194,7 +200,7 @@ class _Run:
 
 async def _exchange_once(
     connection: BackendConnection,
-    backend_request: h11.Request,
+    backend_request: BackendRequest,
     request: HttpRequest,
     client: ClientSide,
     limits: Limits,
@@ -202,16 +208,21 @@ async def _exchange_once(
     result: ExchangeResult,
 ) -> None:
     idle = trio.CancelScope(deadline=trio.current_time() + limits.http_idle_timeout_s)
-    run = _Run(connection, request, client, limits, stats, result, idle)
+    wire = H1BackendWire(backend_request, max_head_bytes=limits.max_header_list_bytes)
+    run = _Run(connection, wire, request, client, limits, stats, result, idle)
     with run.idle:
-        async with trio.open_nursery() as nursery:
-            # Failures are kept in ``run.failure`` rather than raised inside the nursery,
-            # so the caller sees one plain exception, not an exception group.
-            await _guarded(
-                run, nursery.cancel_scope, _send_and_relay(run, backend_request, nursery)
-            )
+        if request.framing is BodyFraming.NONE and not client.watches_disconnect:
+            # Nothing to run beside the answer (no upload, no watcher): no nursery, which
+            # costs a cancel scope and two scheduler calls per request.
+            await _guarded(run, run.idle, _send_and_relay(run, None))
+        else:
+            async with trio.open_nursery() as nursery:
+                # Failures are kept in ``run.failure`` rather than raised inside the nursery,
+                # so the caller sees one plain exception, not an exception group.
+                await _guarded(run, nursery.cancel_scope, _send_and_relay(run, nursery))
     if run.failure is not None:
         raise run.failure
+    result.reusable = wire.reusable()
     if run.idle.cancelled_caught:
         reason = f"no byte moved either way for {limits.http_idle_timeout_s}s"
         if result.head_sent:
@@ -229,18 +240,23 @@ async def _guarded(run: _Run, scope: trio.CancelScope, operation: Awaitable[None
         scope.cancel()
 
 
-async def _send_and_relay(run: _Run, backend_request: h11.Request, nursery: trio.Nursery) -> None:
-    h11_conn = run.connection.h11
-    await _send(run, h11_conn.send(backend_request))
+async def _send_and_relay(run: _Run, nursery: trio.Nursery | None) -> None:
+    """Send the request head, start the upload or the watcher (in ``nursery``, which is
+    None only when there is neither), then relay the answer."""
+    wire = run.wire
     if run.request.framing is BodyFraming.NONE:
-        await _send(run, h11_conn.send(h11.EndOfMessage()))
+        await _send(run, wire.request_head() + wire.end_request([]))
         run.result.request_complete = True
         if run.client.watches_disconnect:
+            assert nursery is not None
             nursery.start_soon(_guarded, run, nursery.cancel_scope, _watch_client(run))
     else:
+        await _send(run, wire.request_head())
+        assert nursery is not None
         nursery.start_soon(_guarded, run, nursery.cancel_scope, _pump_request_body(run))
     await _relay_answer(run)
-    nursery.cancel_scope.cancel()  # the answer is complete: stop the upload if any
+    if nursery is not None:
+        nursery.cancel_scope.cancel()  # the answer is complete: stop the upload if any
 
 
 async def _send(run: _Run, data: bytes) -> None:
@@ -262,7 +278,7 @@ def _backend_failed(run: _Run, reason: str) -> Exception:
 
 async def _pump_request_body(run: _Run) -> None:
     """Client → backend, one chunk in flight; stops quietly if the backend stops taking it."""
-    h11_conn = run.connection.h11
+    wire = run.wire
     while True:
         try:
             chunk = await run.client.receive_body()
@@ -273,13 +289,13 @@ async def _pump_request_body(run: _Run) -> None:
             break
         run.stats.bytes_up += len(chunk)
         try:
-            data = h11_conn.send(h11.Data(data=chunk))
+            data = wire.send_body(chunk)
         except h11.LocalProtocolError as error:  # more bytes than the declared length
             raise ExchangeAborted(Side.CLIENT, f"request body: {error}") from error
         if not await _send_body_bytes(run, data):
             return
     try:
-        data = h11_conn.send(h11.EndOfMessage(headers=_request_trailers(run)))
+        data = wire.end_request(_request_trailers(run))
     except h11.LocalProtocolError as error:  # fewer bytes than the declared length
         raise ExchangeAborted(Side.CLIENT, f"request body: {error}") from error
     if await _send_body_bytes(run, data):
@@ -321,29 +337,30 @@ async def _relay_answer(run: _Run) -> None:
     while True:
         event = await _next_event(run)
         run.answer_started = True
-        if isinstance(event, h11.InformationalResponse):
-            if event.status_code == 101:
-                raise _protocol_error(run, "backend switched protocols on an ordinary request")
-            await _to_client(run, client.send_informational(event.status_code, list(event.headers)))
-        elif isinstance(event, h11.Response):
-            await _relay_head(run, event)
-        elif isinstance(event, h11.Data):
+        if isinstance(event, BodyData):
             run.stats.bytes_down += len(event.data)
-            await _to_client(run, client.send_body(bytes(event.data)))
-        elif isinstance(event, h11.EndOfMessage):
-            await _to_client(run, client.end(trailer_fields(list(event.headers))))
+            await _to_client(run, client.send_body(event.data))
+        elif isinstance(event, ResponseHead):
+            if event.status == 101:
+                raise _protocol_error(run, "backend switched protocols on an ordinary request")
+            if event.status < 200:
+                await _to_client(run, client.send_informational(event.status, event.headers))
+            else:
+                await _relay_head(run, event)
+        elif isinstance(event, AnswerEnd):
+            await _to_client(run, client.end(trailer_fields(event.trailers)))
             return
-        elif isinstance(event, h11.ConnectionClosed):
+        else:  # BackendClosed
             raise _backend_failed(run, "backend closed the connection mid-answer")
 
 
-async def _relay_head(run: _Run, response: h11.Response) -> None:
-    status = response.status_code
+async def _relay_head(run: _Run, response: ResponseHead) -> None:
+    status = response.status
     has_body = not (run.request.is_head or status in _NO_BODY_STATUSES)
     if has_body:
         lengths = [value for name, value in response.headers if name == b"content-length"]
         has_body = lengths != [b"0"]
-    fields = response_fields(response, for_h2=run.client.for_h2)
+    fields = response_fields(status, response.headers, for_h2=run.client.for_h2)
     run.result.status = status
     await _to_client(run, run.client.send_head(status, fields, has_body=has_body))
     run.result.head_sent = True
@@ -358,26 +375,25 @@ async def _to_client(run: _Run, operation: Awaitable[None]) -> None:
     run.progress()
 
 
-async def _next_event(run: _Run) -> h11.Event:
-    h11_conn = run.connection.h11
+async def _next_event(run: _Run) -> Event:
+    wire = run.wire
     while True:
         try:
-            event = h11_conn.next_event()
+            event = wire.next_event()
         except h11.RemoteProtocolError as error:
             raise _protocol_error(run, f"backend's answer is not valid HTTP/1.1: {error}") from None
-        if event is h11.NEED_DATA:
+        if event is Need.DATA:
             try:
                 data = await run.connection.stream.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
                 raise _backend_failed(run, f"backend connection broke: {error}") from error
-            if not data and h11_conn.their_state is h11.SEND_RESPONSE:
+            if not data and wire.awaiting_head:
                 raise _backend_failed(run, "backend closed the connection without answering")
-            h11_conn.receive_data(bytes(data))
+            wire.receive_data(bytes(data))
             run.progress()
             continue
-        if event is h11.PAUSED:
+        if event is Need.SWITCHED:
             raise _protocol_error(run, "backend switched protocols on an ordinary request")
-        assert not isinstance(event, type)
         return event
 
 

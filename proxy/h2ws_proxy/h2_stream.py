@@ -305,19 +305,31 @@ class H2ClientSide:
         self, status: int, headers: list[tuple[bytes, bytes]], *, has_body: bool
     ) -> None:
         self._send_headers([(b":status", str(status).encode()), *headers], end=not has_body)
-        await self._stream._frontend.wait_outbound_drained()
+        # The exchange reads the backend next, which yields: no second trip here.
+        await self._stream._frontend.wait_outbound_drained_lean()
 
     async def send_body(self, data: bytes) -> None:
         await self._stream.send_all(data)
 
     async def end(self, trailers: list[tuple[bytes, bytes]]) -> None:
         if self._stream.local_ended:
-            await trio.lowlevel.checkpoint()
+            pass
         elif trailers:
             self._send_headers(trailers, end=True)
-            await trio.lowlevel.checkpoint()
         else:
-            await self._stream.send_eof()
+            self._end_stream()
+        # The exchange ends right after; its task already yielded reading the backend.
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _end_stream(self) -> None:
+        stream = self._stream
+        if stream.broken_reason is not None:
+            raise trio.BrokenResourceError(stream.broken_reason)
+        stream.mark_ended_locally()
+        try:
+            self._session.end_stream(stream.stream_id)
+        except StreamUnusable as error:
+            raise trio.BrokenResourceError(str(error)) from error
 
     def _send_headers(self, headers: list[tuple[bytes, bytes]], *, end: bool) -> None:
         stream = self._stream

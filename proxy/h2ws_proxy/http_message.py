@@ -50,6 +50,12 @@ _SET_BY_PROXY = frozenset({b"host", b"content-length"})
 _NOT_TRAILERS = frozenset({*_SET_BY_PROXY, *HOP_BY_HOP})
 _DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 _ABSOLUTE_FORM = re.compile(rb"(?i)(https?)://([^/?#]*)(.*)\Z")
+# h11 0.14's grammar (h11/_abnf.py) for what h11.Request accepts: checked here first, since
+# building h11's event costs more than the rest of the request.
+TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+_TOKEN = re.compile(TOKEN)
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
 
 
 class BodyFraming(enum.Enum):
@@ -188,10 +194,33 @@ def _refusal(reason: str, *, h2: bool) -> ClientProtocolError:
     return malformed(reason) if h2 else ClientProtocolError(f"bad request: {reason}")
 
 
+@dataclass(frozen=True, slots=True)
+class BackendRequest:
+    """The HTTP/1.1 request for the backend, valid for h11: ``host`` first, our framing."""
+
+    method: bytes
+    target: bytes
+    headers: list[Header]
+    framing: BodyFraming
+
+    def head_bytes(self) -> bytes:
+        """The request line and fields, byte for byte as h11 writes them."""
+        lines = [b"%s %s HTTP/1.1" % (self.method, self.target)]
+        lines.extend([b"%s: %s" % field for field in self.headers])
+        lines.append(b"\r\n")
+        return b"\r\n".join(lines)
+
+    def h11_event(self) -> h11.Request:
+        return h11.Request(method=self.method, target=self.target, headers=self.headers)
+
+
 def build_backend_request(
     request: HttpRequest, route: RouteConfig, client_address: str | None
-) -> h11.Request:
-    """The HTTP/1.1 request for ``route``'s backend, with our own framing."""
+) -> BackendRequest:
+    """The HTTP/1.1 request for ``route``'s backend, with our own framing.
+
+    Raises :class:`ClientProtocolError` (400) for what h11 would not send.
+    """
     headers: list[Header] = [(b"host", request.authority)]
     headers.extend(
         with_forwarding_fields(
@@ -202,20 +231,40 @@ def build_backend_request(
         headers.append((b"content-length", str(request.content_length).encode()))
     elif request.framing is BodyFraming.CHUNKED:
         headers.append((b"transfer-encoding", b"chunked"))
-    try:
-        return h11.Request(method=request.method, target=request.target, headers=headers)
-    except h11.LocalProtocolError as error:
-        raise ClientProtocolError(f"request cannot be expressed in HTTP/1.1: {error}") from error
+    backend_request = BackendRequest(request.method, request.target, headers, request.framing)
+    if not _valid_for_h11(backend_request):
+        try:
+            backend_request.h11_event()  # for h11's own words about what is wrong
+        except h11.LocalProtocolError as error:
+            raise ClientProtocolError(
+                f"request cannot be expressed in HTTP/1.1: {error}"
+            ) from error
+    return backend_request
 
 
-def response_fields(response: h11.Response, *, for_h2: bool) -> list[Header]:
-    """The backend answer's fields to relay: hop-by-hop removed, names lowercase.
+def _valid_for_h11(request: BackendRequest) -> bool:
+    """What ``h11.Request`` checks, for a request with one ``host`` and our own framing."""
+    return (
+        _TOKEN.fullmatch(request.method) is not None
+        and _TARGET.fullmatch(request.target) is not None
+        and all(
+            _TOKEN.fullmatch(name) is not None and _FIELD_VALUE.fullmatch(value) is not None
+            for name, value in request.headers
+        )
+    )
 
-    ``content-length`` stays (h11 held the backend to it, and HEAD answers need it), except
+
+_NO_DROP: frozenset[bytes] = frozenset()
+_DROP_LENGTH = frozenset({b"content-length"})
+
+
+def response_fields(status: int, headers: list[Header], *, for_h2: bool) -> list[Header]:
+    """The backend answer's fields (names lowercase) to relay: hop-by-hop removed.
+
+    ``content-length`` stays (the backend was held to it, and HEAD answers need it), except
     on a 204 toward HTTP/2, where RFC 9110 §8.6 forbids it.
     """
-    headers = [(name.lower(), value) for name, value in response.headers]
-    drop = frozenset({b"content-length"}) if for_h2 and response.status_code == 204 else frozenset()
+    drop = _DROP_LENGTH if for_h2 and status == 204 else _NO_DROP
     return list(end_to_end_response_headers(headers, drop=drop))
 
 

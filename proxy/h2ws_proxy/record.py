@@ -49,6 +49,8 @@ class TunnelRecord:
         return "refused"
 
     def log(self) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return  # once per request: at level warning, build none of the line's fields
         if self.kind == "request":
             event = "request.closed"
         else:

@@ -1,0 +1,279 @@
+"""One ordinary request on a backend's HTTP/1.1 connection: our request out, its answer in.
+Pure, no I/O: the exchange moves the bytes.
+
+h11 is the reference, and it costs about a fifth of the proxy's CPU per plain GET (py-spy).
+So the common case is read and written here, by h11's own grammar, and everything else is
+left to h11 itself:
+
+* A request without a body is written here: its head is the bytes h11 would write (the
+  request line, ``host`` first, then the other fields), and :func:`~h2ws_proxy.http_message
+  .build_backend_request` already checked it against h11's patterns. A request with a body
+  goes through h11 from its first byte (h11 holds the body to its framing).
+* A *plain* answer is read here: the whole head in hand, ending in CRLF CRLF with no bare LF,
+  ``HTTP/1.1``, a final status, every field line matching h11's pattern, no
+  ``transfer-encoding``, at most one ``content-length`` (digits only) and, unless the
+  request was HEAD or the status 204/304, exactly one. It gives the events h11 would give
+  (names lowercased, the body as it arrives, then the end) and keeps its keep-alive rule
+  (``connection: close`` ends reuse).
+* Anything else (a 1xx, a chunked or close-delimited body, HTTP/1.0, obs-fold, a bare LF,
+  an odd ``content-length``, a head still incomplete past the size limit or starting with
+  a byte h11 rejects at once) goes to a fresh h11 client connection from the first byte of
+  the answer, after our request was replayed into it: h11 then judges, reads and refuses
+  exactly as it does on its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+import h11
+
+from h2ws_proxy.http_message import TOKEN, BackendRequest, BodyFraming
+
+Header = tuple[bytes, bytes]
+
+# h11 0.14's grammar (h11/_abnf.py), compiled the same way: a line is valid here only where
+# it is valid for h11.
+_FIELD_CONTENT = rb"[^\x00\s]+(?:[ \t]+[^\x00\s]+)*"
+_HEADER_LINE = re.compile(rb"(" + TOKEN + rb"):[ \t]*((?:" + _FIELD_CONTENT + rb")?)[ \t]*")
+#: Only HTTP/1.1 and final statuses are plain; the reason is h11's ``reason_phrase``.
+_PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: (?:[ \t]|[^\x00\s])*)?")
+#: Where h11 finds the end of a head (h11/_receivebuffer.py).
+_BLANK_LINE = re.compile(rb"\n\r?\n", re.MULTILINE)
+_DIGITS = re.compile(rb"[0-9]{1,20}")  # h11: [0-9]+, at most CONTENT_LENGTH_MAX_DIGITS
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """The answer's head (``status`` < 200: an informational one, more follow)."""
+
+    status: int
+    #: Names lowercased, as h11 gives them.
+    headers: list[Header]
+
+
+@dataclass(frozen=True, slots=True)
+class BodyData:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerEnd:
+    trailers: list[Header]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendClosed:
+    """The backend closed the connection where h11 allows it (an answer that was
+    delimited by the close ends with :class:`AnswerEnd` first)."""
+
+
+Event = ResponseHead | BodyData | AnswerEnd | BackendClosed
+
+
+class Need(enum.Enum):
+    DATA = "need data"  #: feed :meth:`H1BackendWire.receive_data` first
+    SWITCHED = "switched"  #: h11's PAUSED: the backend switched protocols
+
+
+class _Stage(enum.Enum):
+    HEAD = "head"
+    BODY = "body"
+    DONE = "done"
+
+
+class H1BackendWire:
+    """Our side of one request/answer cycle; a new one per request on a kept connection.
+
+    Errors in the answer raise ``h11.RemoteProtocolError`` (the exchange's 502 or abort);
+    ``h11.LocalProtocolError`` from :meth:`send_body` / :meth:`end_request` means the
+    client's body broke its declared length.
+    """
+
+    def __init__(self, request: BackendRequest, *, max_head_bytes: int) -> None:
+        self._max_head_bytes = max_head_bytes
+        self._is_head = request.method == b"HEAD"
+        self._request = request
+        self._h11: h11.Connection | None = None
+        self._buffer = bytearray()
+        self._eof = False
+        self._stage = _Stage.HEAD
+        self._remaining = 0
+        self._received = 0
+        self._keep_alive = True
+        if request.framing is not BodyFraming.NONE:
+            self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
+
+    # ---- our request ----
+
+    def request_head(self) -> bytes:
+        if self._h11 is None:
+            return self._request.head_bytes()
+        return self._h11.send(self._request.h11_event()) or b""
+
+    def send_body(self, chunk: bytes) -> bytes:
+        assert self._h11 is not None, "only requests with a body have one"
+        return self._h11.send(h11.Data(data=chunk)) or b""
+
+    def end_request(self, trailers: list[Header]) -> bytes:
+        if self._h11 is None:
+            return b""  # a bodiless request's head is the whole request
+        return self._h11.send(h11.EndOfMessage(headers=trailers)) or b""
+
+    # ---- the answer ----
+
+    @property
+    def awaiting_head(self) -> bool:
+        """No final answer head yet (an EOF now means the backend did not answer)."""
+        if self._h11 is not None:
+            return self._h11.their_state is h11.SEND_RESPONSE
+        return self._stage is _Stage.HEAD
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the backend; ``b""`` for its EOF."""
+        if self._h11 is not None:
+            self._h11.receive_data(data)
+        elif data:
+            self._buffer += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> Event | Need:
+        if self._h11 is not None:
+            return _from_h11(self._h11.next_event())
+        if self._stage is _Stage.HEAD:
+            return self._read_head()
+        if self._stage is _Stage.BODY:
+            return self._read_body()
+        raise RuntimeError("the answer is complete")  # the exchange stops at AnswerEnd
+
+    def reusable(self) -> bool:
+        """Both messages are complete, keep-alive holds, and no extra byte arrived."""
+        if self._h11 is not None:
+            conn = self._h11
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return False
+            leftover, closed = conn.trailing_data
+            return not leftover and not closed
+        return (
+            self._stage is _Stage.DONE and self._keep_alive and not self._buffer and not self._eof
+        )
+
+    def _read_head(self) -> Event | Need:
+        buffer = self._buffer
+        end = _BLANK_LINE.search(buffer)
+        if end is None:
+            if len(buffer) > self._max_head_bytes or (buffer and buffer[0] < 0x21):
+                return self._to_h11()  # h11 refuses these: let it say so
+            return Need.DATA
+        head = bytes(buffer[: end.end()])
+        parsed = _parse_plain_head(head, is_head=self._is_head)
+        if parsed is None:
+            return self._to_h11()
+        event, length, keep_alive = parsed
+        del buffer[: end.end()]
+        self._keep_alive = keep_alive
+        self._remaining = length
+        self._stage = _Stage.BODY
+        return event
+
+    def _read_body(self) -> Event | Need:
+        if not self._remaining:
+            self._stage = _Stage.DONE
+            return AnswerEnd([])
+        buffer = self._buffer
+        if buffer:
+            size = min(self._remaining, len(buffer))
+            data = bytes(buffer[:size]) if size < len(buffer) else bytes(buffer)
+            del buffer[:size]
+            self._remaining -= size
+            self._received += size
+            return BodyData(data)
+        if self._eof:
+            expected = self._received + self._remaining
+            raise h11.RemoteProtocolError(  # h11's words (ContentLengthReader.read_eof)
+                "peer closed connection without sending complete message body "
+                f"(received {self._received} bytes, expected {expected})"
+            )
+        return Need.DATA
+
+    def _to_h11(self) -> Event | Need:
+        """Not a plain answer: h11 reads it from its first byte."""
+        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_head_bytes)
+        conn.send(self._request.h11_event())
+        conn.send(h11.EndOfMessage())
+        conn.receive_data(bytes(self._buffer))
+        if self._eof:
+            conn.receive_data(b"")
+        self._buffer.clear()
+        self._h11 = conn
+        return self.next_event()
+
+
+def _parse_plain_head(head: bytes, *, is_head: bool) -> tuple[ResponseHead, int, bool] | None:
+    """(event, body length, keep-alive) for a plain head (see the module rules), else None."""
+    if not head.endswith(b"\r\n\r\n") or head.count(b"\n") != head.count(b"\r\n"):
+        return None
+    lines = head[:-4].split(b"\r\n")
+    status_line = _PLAIN_STATUS_LINE.fullmatch(lines[0])
+    if status_line is None:
+        return None
+    status = int(status_line.group(1))
+    headers: list[Header] = []
+    lengths: list[bytes] = []
+    keep_alive = True
+    for line in lines[1:]:
+        field = _HEADER_LINE.fullmatch(line)
+        if field is None:
+            return None
+        name, value = field.group(1).lower(), field.group(2)
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            return None
+        elif name == b"connection" and b"close" in _comma_items(value):
+            keep_alive = False
+        headers.append((name, value))
+    if len(lengths) > 1 or (lengths and not _DIGITS.fullmatch(lengths[0])):
+        return None
+    if is_head or status in _NO_BODY_STATUSES:
+        length = 0
+    elif lengths:
+        length = int(lengths[0])
+    else:
+        return None  # delimited by the close: h11 reads that
+    return ResponseHead(status, headers), length, keep_alive
+
+
+def _comma_items(value: bytes) -> list[bytes]:
+    """As h11's ``get_comma_header``: lowercased, split at commas, stripped."""
+    return [item.strip() for item in value.lower().split(b",")]
+
+
+def _from_h11(event: h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]) -> Event | Need:
+    if event is h11.NEED_DATA:
+        return Need.DATA
+    if event is h11.PAUSED:
+        return Need.SWITCHED
+    if isinstance(event, h11.InformationalResponse | h11.Response):
+        return ResponseHead(event.status_code, list(event.headers))
+    if isinstance(event, h11.Data):
+        return BodyData(bytes(event.data))
+    if isinstance(event, h11.EndOfMessage):
+        return AnswerEnd(list(event.headers))
+    assert isinstance(event, h11.ConnectionClosed), event
+    return BackendClosed()
+
+
+__all__ = [
+    "AnswerEnd",
+    "BackendClosed",
+    "BodyData",
+    "Event",
+    "H1BackendWire",
+    "Need",
+    "ResponseHead",
+]

@@ -1,0 +1,192 @@
+"""H1BackendWire reads plain answers itself and must give exactly what h11 gives.
+
+Each answer is fed in pieces, split at every point, both to the wire and to a bare h11 client
+connection (the reference); the events, the error (if any) and reusability must match.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import h11
+import pytest
+
+from h2ws_proxy.h1_backend import (
+    AnswerEnd,
+    BackendClosed,
+    BodyData,
+    Event,
+    H1BackendWire,
+    Need,
+    ResponseHead,
+)
+from h2ws_proxy.http_message import BackendRequest, BodyFraming
+
+MAX_HEAD = 200
+GET = BackendRequest(b"GET", b"/x", [(b"host", b"example"), (b"accept", b"*/*")], BodyFraming.NONE)
+HEAD = BackendRequest(b"HEAD", b"/x", [(b"host", b"example")], BodyFraming.NONE)
+
+ANSWERS = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloEXTRA",
+    b"HTTP/1.1 200\r\ncontent-length: 0\r\n\r\n",
+    b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nConnection: keep-alive, Close\r\n\r\nno!",
+    b"HTTP/1.1 204 No Content\r\nX-A:  spaced  value \t\r\n\r\n",
+    b"HTTP/1.1 304 Not Modified\r\nContent-Length: 12\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\nbody-on-a-204",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\nabcd",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 123456789012345678901\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n\r\nclose-delimited",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+    b"HTTP/1.1 200 OK\nContent-Length: 2\n\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX-Ctl: a\x01b\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX-Nul: a\x00b\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX-Cr: a\rb\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX-Obs: caf\xc3\xa9\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\x7f\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1  200 OK\r\nContent-Length: 2\r\n\r\nhi",
+    b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+    b" HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 300 + b"\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+    b"garbage",
+    b"",
+]
+
+
+def _chunks(answer: bytes, split: int) -> list[bytes]:
+    return [piece for piece in (answer[:split], answer[split:]) if piece]
+
+
+class Reader(Protocol):
+    @property
+    def awaiting_head(self) -> bool: ...
+
+    def receive_data(self, data: bytes) -> None: ...
+
+    def next_event(self) -> Event | Need: ...
+
+
+def _drive(reader: Reader, chunks: list[bytes]) -> list[object]:
+    """Feed ``chunks`` then EOF as the exchange does; the events, or where it stopped."""
+    seen: list[object] = []
+    pending = list(chunks)
+    for _ in range(100):
+        try:
+            event = reader.next_event()
+        except h11.RemoteProtocolError as error:
+            seen.append(("error", str(error)))
+            return seen
+        if event is Need.DATA:
+            data = pending.pop(0) if pending else b""
+            if not data and reader.awaiting_head:
+                seen.append("closed without answering")
+                return seen
+            reader.receive_data(data)
+            continue
+        seen.append(event)
+        if event is Need.SWITCHED or isinstance(event, AnswerEnd | BackendClosed):
+            return seen
+    raise AssertionError("no end")
+
+
+class BareH11:
+    """The reference: h11 on its own, with the wire's interface."""
+
+    def __init__(self, request: BackendRequest) -> None:
+        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self.conn.send(request.h11_event())
+        self.conn.send(h11.EndOfMessage())
+
+    @property
+    def awaiting_head(self) -> bool:
+        return self.conn.their_state is h11.SEND_RESPONSE
+
+    def receive_data(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+
+    def next_event(self) -> Event | Need:
+        event = self.conn.next_event()
+        if event is h11.NEED_DATA:
+            return Need.DATA
+        if event is h11.PAUSED:
+            return Need.SWITCHED
+        if isinstance(event, h11.InformationalResponse | h11.Response):
+            return ResponseHead(event.status_code, list(event.headers))
+        if isinstance(event, h11.Data):
+            return BodyData(bytes(event.data))
+        if isinstance(event, h11.EndOfMessage):
+            return AnswerEnd(list(event.headers))
+        return BackendClosed()
+
+
+def _reference(request: BackendRequest, chunks: list[bytes]) -> tuple[list[object], bool]:
+    bare = BareH11(request)
+    seen = _drive(bare, chunks)
+    conn = bare.conn
+    leftover, closed = conn.trailing_data
+    reusable = (
+        conn.our_state is h11.DONE and conn.their_state is h11.DONE and not leftover and not closed
+    )
+    return seen, reusable
+
+
+@pytest.mark.parametrize("request_", [GET, HEAD], ids=["GET", "HEAD"])
+@pytest.mark.parametrize("answer", ANSWERS)
+def test_the_wire_reads_every_answer_as_h11_does(request_: BackendRequest, answer: bytes) -> None:
+    for split in range(len(answer) + 1):
+        chunks = _chunks(answer, split)
+        wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
+        seen = _drive(wire, chunks)
+        reusable = wire.reusable() if seen and isinstance(seen[-1], AnswerEnd) else False
+        expected, expected_reusable = _reference(request_, chunks)
+        expected_reusable = expected_reusable if isinstance(expected[-1], AnswerEnd) else False
+        assert (_coalesced(seen), reusable) == (_coalesced(expected), expected_reusable), split
+
+
+def _coalesced(events: list[object]) -> list[object]:
+    """Body data joined: how the bytes are cut is not part of the answer."""
+    out: list[object] = []
+    for event in events:
+        if isinstance(event, BodyData) and out and isinstance(out[-1], BodyData):
+            out[-1] = BodyData(out[-1].data + event.data)
+        else:
+            out.append(event)
+    return out
+
+
+def test_a_bodiless_request_is_written_as_h11_writes_it() -> None:
+    request = BackendRequest(
+        b"GET",
+        b"/a?b=c",
+        [(b"host", b"example:8080"), (b"x-forwarded-for", b"10.0.0.1"), (b"accept", b"*/*")],
+        BodyFraming.NONE,
+    )
+    conn = h11.Connection(h11.CLIENT)
+    expected = (conn.send(request.h11_event()) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+    wire = H1BackendWire(request, max_head_bytes=MAX_HEAD)
+    assert wire.request_head() + wire.end_request([]) == expected
+
+
+def test_a_request_with_a_body_goes_through_h11() -> None:
+    request = BackendRequest(
+        b"POST", b"/", [(b"host", b"h"), (b"content-length", b"3")], BodyFraming.LENGTH
+    )
+    wire = H1BackendWire(request, max_head_bytes=MAX_HEAD)
+    assert wire.request_head() == b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\n\r\n"
+    assert wire.send_body(b"abc") == b"abc"
+    with pytest.raises(h11.LocalProtocolError):
+        wire.send_body(b"d")
