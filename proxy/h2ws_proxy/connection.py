@@ -20,6 +20,7 @@ from h2ws_proxy.h1_frontend import H1Frontend
 from h2ws_proxy.h2_frontend import H2Frontend
 from h2ws_proxy.log import log_event
 from h2ws_proxy.socket_stream import LeanSocketStream
+from h2ws_proxy.tls_stream import LeanTLSStream
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,12 @@ async def handle_client(
     ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve one client connection to its end; never raises for client behaviour."""
-    if ssl_context is None and isinstance(stream, trio.SocketStream):
-        # Plain TCP: fewer scheduler trips per read and write (see socket_stream.py).
-        stream = LeanSocketStream.from_socket_stream(stream)
+    if isinstance(stream, trio.SocketStream):
+        # Fewer scheduler trips per read and write (see socket_stream.py, tls_stream.py).
+        if ssl_context is None:
+            stream = LeanSocketStream.from_socket_stream(stream)
+        else:
+            stream = LeanTLSStream.from_socket_stream(stream, ssl_context)
     try:
         with server.stats.count_connection():
             await _serve(stream, server, info, ssl_context)
@@ -79,7 +83,13 @@ async def _serve(
     if ssl_context is not None:
         # https_compatible: browsers and other HTTP clients often close without TLS
         # close_notify; that is an end of stream, not an attack (RFC 9112 §9.8).
-        tls_stream = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
+        tls_stream: LeanTLSStream | trio.SSLStream[trio.abc.Stream]
+        if isinstance(stream, LeanTLSStream):
+            tls_stream = stream  # a real socket: OpenSSL works on it directly
+        else:  # an in-memory stream in tests
+            tls_stream = trio.SSLStream(
+                stream, ssl_context, server_side=True, https_compatible=True
+            )
         with trio.move_on_after(timeout_s) as scope:
             try:
                 await tls_stream.do_handshake()

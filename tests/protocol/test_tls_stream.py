@@ -1,0 +1,108 @@
+"""LeanTLSStream on a real socketpair against trio's own TLS client: the same bytes, ends
+and errors a client sees from trio.SSLStream, whatever OpenSSL asks to wait for."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+import pytest
+import trio
+import trio.testing
+import trustme
+
+from h2ws_proxy.tls_stream import LeanTLSStream
+
+pytestmark = pytest.mark.socket
+
+
+def _contexts(ca: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("proxy.test").configure_cert(server)
+    server.set_alpn_protocols(["h2", "http/1.1"])
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    client.set_alpn_protocols(["h2"])
+    return server, client
+
+
+async def _connected(
+    ca: trustme.CA,
+) -> tuple[LeanTLSStream, trio.SSLStream[trio.SocketStream]]:
+    server_context, client_context = _contexts(ca)
+    ours, theirs = socket.socketpair()
+    server = LeanTLSStream(ours, server_context)
+    client = trio.SSLStream(
+        trio.SocketStream(trio.socket.from_stdlib_socket(theirs)),
+        client_context,
+        server_hostname="proxy.test",
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        nursery.start_soon(client.do_handshake)
+    return server, client
+
+
+async def test_handshake_alpn_and_bytes_both_ways(ca: trustme.CA) -> None:
+    server, client = await _connected(ca)
+    assert server.selected_alpn_protocol() == "h2"
+    await client.send_all(b"hello")
+    assert await server.receive_some(100) == b"hello"
+    # Far more than the socket buffers hold: the writer must wait for the reader.
+    big = bytes(range(256)) * 16384  # 4 MiB
+    received = bytearray()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.send_all, big)
+        while len(received) < len(big):
+            received += await client.receive_some(65536)
+    assert received == big
+    await server.aclose()
+    assert await client.receive_some(100) == b""  # our close_notify
+
+
+async def test_receive_checkpoints_when_openssl_had_bytes(ca: trustme.CA) -> None:
+    server, client = await _connected(ca)
+    await client.send_all(b"x" * 100)
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.testing.assert_checkpoints():
+        assert await server.receive_some(10) == b"x" * 10
+    with trio.testing.assert_checkpoints():
+        assert await server.receive_some(100) == b"x" * 90
+
+
+async def test_close_notify_and_a_bare_close_both_end_the_stream(ca: trustme.CA) -> None:
+    server, client = await _connected(ca)
+    await client.aclose()  # trio sends close_notify
+    assert await server.receive_some(100) == b""
+    server, client = await _connected(ca)
+    client.transport_stream.socket.close()  # no close_notify, as browsers do
+    assert await server.receive_some(100) == b""
+
+
+async def test_failed_handshake_is_broken_with_its_cause() -> None:
+    server_context, _ = _contexts(trustme.CA())
+    ours, theirs = socket.socketpair()
+    with theirs:
+        theirs.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # plaintext to a TLS port
+        server = LeanTLSStream(ours, server_context)
+        with pytest.raises(trio.BrokenResourceError) as raised:
+            await server.do_handshake()
+        assert isinstance(raised.value.__cause__, ssl.SSLError)
+        await server.aclose()
+        theirs.settimeout(5)
+        theirs.recv(65536)  # an alert or EOF, not a reset: our unread input was dropped
+
+
+async def test_close_wakes_a_waiting_receiver(ca: trustme.CA) -> None:
+    server, _client = await _connected(ca)
+    async with trio.open_nursery() as nursery:
+
+        async def receive() -> None:
+            with pytest.raises(trio.ClosedResourceError):
+                await server.receive_some(100)
+
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        await server.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await server.send_all(b"x")
