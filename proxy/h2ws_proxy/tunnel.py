@@ -44,6 +44,8 @@ TIMER_SLACK_S = 0.5
 #: After a failed write to the backend, how long the tunnel waits for the backend's end
 #: (its EOF, after its last bytes reach a slow client) before calling it a failure.
 BACKEND_GONE_LINGER_S = 10.0
+#: The downward pump task's name (trio's task tree, py-spy).
+_PUMP_DOWN_NAME = "h2ws_proxy.tunnel.pump_down"
 
 
 class TunnelEnd(enum.Enum):
@@ -170,7 +172,8 @@ async def run_tunnel(
                 half_closed_timeout_s=half_closed_timeout_s,
             )
             relay.activity()
-            pumps.start_soon(_pump, relay, backend_leftover, False)
+            # A constant name: trio would otherwise build one string per task.
+            pumps.start_soon(_pump, relay, backend_leftover, False, name=_PUMP_DOWN_NAME)
             # The upward pump runs in this task rather than a third one: an idle tunnel
             # then costs two parked tasks, not three (a task is ~1.5 KiB with its frames).
             await _pump(relay, client_leftover, True)
@@ -209,6 +212,8 @@ async def _pump(relay: _Relay, leftover: bytes, upward: bool) -> None:
                     relay.stats.bytes_up += len(data)
                 else:
                     relay.stats.bytes_down += len(data)
+                # Don't hold the last chunk (up to READ_SIZE) while the tunnel idles.
+                data = b""
             try:
                 data = await source.receive_some(READ_SIZE)
             except _STREAM_ERRORS:
