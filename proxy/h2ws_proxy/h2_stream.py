@@ -206,6 +206,15 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         self._inbound_bytes = self._consumed_unacknowledged = 0
         return owed
 
+    def adopt_scope(self, scope: trio.CancelScope) -> None:
+        """From now on ``scope`` (the running tunnel's) is what cancels this stream's work.
+
+        A cancel already requested on the old scope carries over to the new one.
+        """
+        if self.scope.cancel_called:
+            scope.cancel()
+        self.scope = scope
+
     def mark_ended_locally(self) -> None:
         """Our side was ended by a complete answer sent around this object (a refusal)."""
         self._local_ended = True
