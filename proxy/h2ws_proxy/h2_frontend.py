@@ -36,7 +36,7 @@ import h2.exceptions
 import trio
 from h2.errors import ErrorCodes
 
-from h2ws_proxy.backend import connect_and_upgrade
+from h2ws_proxy.backend import BackendUpgraded, connect_and_upgrade
 from h2ws_proxy.budget import SlidingWindowBudget
 from h2ws_proxy.config import RouteConfig, advertises_connect_protocol
 from h2ws_proxy.context import ClientInfo, ServerContext
@@ -536,18 +536,36 @@ class H2Frontend:
             backend=str(route.backend),
         )
         try:
+            upgraded = None
             with stream.scope:
-                await self._open_and_run_tunnel(stream, request, route, record)
+                upgraded = await self._open_tunnel(stream, request, route, record)
+            if upgraded is None:
+                return
+            # This frame lives as long as the tunnel: keep no handshake objects alive in
+            # it, and no cancel scope of its own (run_tunnel hands its scope to the stream).
+            backend, leftover = upgraded.stream, upgraded.leftover
+            del upgraded, request
+            with self._server.stats.count_tunnel():
+                await run_tunnel(
+                    stream,
+                    backend,
+                    backend_leftover=leftover,
+                    idle_timeout_s=self._limits.idle_timeout_s,
+                    half_closed_timeout_s=self._limits.half_closed_timeout_s,
+                    stats=record.stats,
+                    on_start=stream.adopt_scope,
+                )
         finally:
             self._finish_tunnel(stream, record)
 
-    async def _open_and_run_tunnel(
+    async def _open_tunnel(
         self,
         stream: H2TunnelStream,
         request: WebSocketRequest,
         route: RouteConfig,
         record: TunnelRecord,
-    ) -> None:
+    ) -> BackendUpgraded | None:
+        """Dial and upgrade the backend, answer the client; the upgraded backend, or None."""
         key = new_websocket_key()
         try:
             upgrade = build_backend_upgrade(request, route, key, self._info.address)
@@ -558,36 +576,24 @@ class H2Frontend:
             record.status = rejection.status
             stream.answered = True
             await self._relay_rejection(stream, rejection)
-            return
+            return None
         except ProxyError as error:
             record.status, record.error = error.status_hint, error.message
             stream.answered = True
             self._refuse(stream.stream_id, error)
             stream.mark_ended_locally()
-            return
+            return None
         try:
             self.session.send_headers(stream.stream_id, h2_success_headers(upgraded.accepted))
         except StreamUnusable as error:
             # The client reset the stream while the backend was answering.
             record.error = str(error)
             await trio.aclose_forcefully(upgraded.stream)
-            return
+            return None
         record.status = 200
         stream.opened = record.opened = True
         self.session.direct_streams.add(stream.stream_id)
-        backend, leftover = upgraded.stream, upgraded.leftover
-        # This frame lives as long as the tunnel: keep no handshake objects alive in it
-        # (about 1 KiB per idle tunnel).
-        del upgrade, upgraded
-        with self._server.stats.count_tunnel():
-            await run_tunnel(
-                stream,
-                backend,
-                backend_leftover=leftover,
-                idle_timeout_s=self._limits.idle_timeout_s,
-                half_closed_timeout_s=self._limits.half_closed_timeout_s,
-                stats=record.stats,
-            )
+        return upgraded
 
     async def _relay_rejection(self, stream: H2TunnelStream, rejection: BackendRejected) -> None:
         """Pass the backend's non-101 answer back as it came (status, headers, body)."""

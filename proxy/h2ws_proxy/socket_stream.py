@@ -42,6 +42,9 @@ NOTSENT_LOWAT_BYTES = 16384
 class LeanSocketStream(trio.abc.HalfCloseableStream):
     """A connected, non-blocking stdlib socket (TCP or unix) as a half-closeable stream."""
 
+    # One per tunnel: no instance dict (trio's stream ABCs have empty __slots__).
+    __slots__ = ("_closed", "_drained", "_eof_sent", "_sock")
+
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self._sock = sock

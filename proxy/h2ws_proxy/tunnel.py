@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -46,6 +47,8 @@ TIMER_SLACK_S = 0.5
 #: After a failed write to the backend, how long the tunnel waits for the backend's end
 #: (its EOF, after its last bytes reach a slow client) before calling it a failure.
 BACKEND_GONE_LINGER_S = 10.0
+#: The downward pump task's name (trio's task tree, py-spy).
+_PUMP_DOWN_NAME = "h2ws_proxy.tunnel.pump_down"
 
 
 class TunnelEnd(enum.Enum):
@@ -152,12 +155,17 @@ async def run_tunnel(
     idle_timeout_s: float = 0.0,
     half_closed_timeout_s: float = 0.0,
     stats: TunnelStats | None = None,
+    on_start: Callable[[trio.CancelScope], object] | None = None,
 ) -> TunnelStats:
     """Relay until both sides are done or one breaks; always closes the backend stream.
 
     Never raises for peer behaviour: how it ended is in the returned stats. The caller's
     cancellation (shutdown) ends it as CANCELLED. The caller closes the client stream,
     choosing how from ``stats.end`` (an HTTP/2 stream is reset with a code that says why).
+
+    ``on_start`` gets the tunnel's cancel scope before anything runs: cancelling it also
+    ends the tunnel as CANCELLED, and spares the caller a scope of its own around the
+    call (each entered scope costs an idle tunnel about 0.6 KiB).
     """
     # The caller may pass ``stats`` so that counters survive its own cancellation.
     stats = stats if stats is not None else TunnelStats()
@@ -172,71 +180,72 @@ async def run_tunnel(
                 half_closed_timeout_s=half_closed_timeout_s,
             )
             relay.activity()
-            pumps.start_soon(_pump_up, relay, client_leftover)
-            pumps.start_soon(_pump_down, relay, backend_leftover)
+            if on_start is not None:
+                on_start(pumps.cancel_scope)
+            # A constant name: trio would otherwise build one string per task.
+            pumps.start_soon(_pump, relay, backend_leftover, False, name=_PUMP_DOWN_NAME)
+            # The upward pump runs in this task rather than a third one: an idle tunnel
+            # then costs two parked tasks, not three (a task is ~1.5 KiB with its frames).
+            await _pump(relay, client_leftover, True)
         if stats.end is TunnelEnd.CANCELLED:
-            # Not a failure (that sets the end): both pumps finished, or a timer fired.
-            stats.end = relay.timer_end if pumps.cancel_scope.cancelled_caught else TunnelEnd.CLEAN
+            # Not a failure (that sets the end): both pumps finished, a timer fired, or
+            # the caller cancelled the scope it got from ``on_start`` (stays CANCELLED).
+            if not pumps.cancel_scope.cancelled_caught:
+                stats.end = TunnelEnd.CLEAN
+            elif trio.current_time() >= pumps.cancel_scope.deadline:
+                stats.end = relay.timer_end
     finally:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(backend)
     return stats
 
 
-async def _pump_down(relay: _Relay, leftover: bytes) -> None:
-    """Backend → client; END_STREAM (send_eof) when the backend ends its side."""
-    try:
-        await _copy(relay, leftover, upward=False)
-        relay.backend_done = True
-        await _send_eof(relay.client, "client")
-        relay.half_closed()
-    except _SideBroke as broke:
-        relay.fail(broke.side)
+#: What a stream raises when its peer or its transport is gone.
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
-async def _pump_up(relay: _Relay, leftover: bytes) -> None:
-    """Client → backend; a FIN to the backend when the client ends its side."""
-    try:
-        if await _forward_up(relay, leftover):
-            relay.half_closed()
-        else:
-            await _drain_client(relay)
-    except _SideBroke as broke:
-        relay.fail(broke.side)
+async def _pump(relay: _Relay, leftover: bytes, upward: bool) -> None:
+    """One direction: send ``leftover``, copy until the source's EOF, then end the sink.
 
-
-async def _drain_client(relay: _Relay) -> None:
-    """The backend takes no more bytes (it closed or reset); drain the client until it ends.
-
-    What the backend already sent is still delivered by the other pump, which also decides
-    how the tunnel ended. Draining is not activity (the idle timeout still runs), and it is
-    bounded: if the backend's end has not shown up by then, the backend failed.
+    The copy loop is inline, not in helpers: a parked pump's chain of coroutine frames is
+    most of an idle tunnel's memory, so the wait for the next read is one frame deep here.
     """
-    with trio.move_on_after(BACKEND_GONE_LINGER_S) as linger:
-        while await _receive(relay.client, "client"):
-            pass
-    if not linger.cancelled_caught:
-        return
-    if not relay.backend_done:
-        raise _SideBroke("backend")
-    while await _receive(relay.client, "client"):  # the idle timeout bounds this one
-        pass
-
-
-async def _forward_up(relay: _Relay, leftover: bytes) -> bool:
-    """Copy until the client's EOF, then FIN: True; False if the backend stopped taking bytes."""
-    forwards = _offer_forwarder(relay)
+    if upward:
+        source, sink, source_side, sink_side = relay.client, relay.backend, "client", "backend"
+    else:
+        source, sink, source_side, sink_side = relay.backend, relay.client, "backend", "client"
+    data: bytes | bytearray = leftover
+    forwards = upward and _offer_forwarder(relay)
     try:
-        await _copy(relay, leftover, upward=True)
-        await _send_eof(relay.backend, "backend")
+        try:
+            while True:
+                if data:
+                    try:
+                        await sink.send_all(data)
+                    except _STREAM_ERRORS:
+                        raise _SideBroke(sink_side) from None
+                    if upward:
+                        relay.stats.bytes_up += len(data)
+                    else:
+                        relay.stats.bytes_down += len(data)
+                    # Don't hold the last chunk (up to READ_SIZE) while the tunnel idles.
+                    data = b""
+                try:
+                    data = await source.receive_some(READ_SIZE)
+                except _STREAM_ERRORS:
+                    raise _SideBroke(source_side) from None
+                if not data:
+                    break
+                relay.activity()
+        finally:
+            if forwards:
+                relay.client.set_forwarder(None)  # type: ignore[attr-defined]
+        await (_end_up if upward else _end_down)(relay)
     except _SideBroke as broke:
-        if broke.side == "client":
-            raise
-        return False
-    finally:
-        if forwards:
-            relay.client.set_forwarder(None)  # type: ignore[attr-defined]
-    return True
+        if upward and broke.side == "backend":
+            await _backend_stopped_taking(relay)
+        else:
+            relay.fail(broke.side)
 
 
 def _offer_forwarder(relay: _Relay) -> bool:
@@ -268,42 +277,57 @@ def _offer_forwarder(relay: _Relay) -> bool:
     return True
 
 
-async def _copy(relay: _Relay, leftover: bytes, *, upward: bool) -> None:
-    """Send ``leftover``, then copy one direction until its source's EOF, counting bytes."""
-    if upward:
-        source, sink, source_side, sink_side = relay.client, relay.backend, "client", "backend"
-    else:
-        source, sink, source_side, sink_side = relay.backend, relay.client, "backend", "client"
-    data: bytes | bytearray = leftover
-    while True:
-        if data:
-            await _send(sink, data, sink_side)
-            if upward:
-                relay.stats.bytes_up += len(data)
-            else:
-                relay.stats.bytes_down += len(data)
-        data = await _receive(source, source_side)
-        if not data:
-            return
-        relay.activity()
+async def _end_down(relay: _Relay) -> None:
+    """The backend ended its side: END_STREAM to the client."""
+    relay.backend_done = True
+    await _send_eof(relay.client, "client")
+    relay.half_closed()
+
+
+async def _end_up(relay: _Relay) -> None:
+    """The client ended its side: a FIN to the backend."""
+    try:
+        await _send_eof(relay.backend, "backend")
+    except _SideBroke:
+        await _backend_stopped_taking(relay)
+        return
+    relay.half_closed()
+
+
+async def _backend_stopped_taking(relay: _Relay) -> None:
+    try:
+        await _drain_client(relay)
+    except _SideBroke as broke:
+        relay.fail(broke.side)
+
+
+async def _drain_client(relay: _Relay) -> None:
+    """The backend takes no more bytes (it closed or reset); drain the client until it ends.
+
+    What the backend already sent is still delivered by the other pump, which also decides
+    how the tunnel ended. Draining is not activity (the idle timeout still runs), and it is
+    bounded: if the backend's end has not shown up by then, the backend failed.
+    """
+    with trio.move_on_after(BACKEND_GONE_LINGER_S) as linger:
+        while await _receive(relay.client, "client"):
+            pass
+    if not linger.cancelled_caught:
+        return
+    if not relay.backend_done:
+        raise _SideBroke("backend")
+    while await _receive(relay.client, "client"):  # the idle timeout bounds this one
+        pass
 
 
 async def _send_eof(stream: trio.abc.HalfCloseableStream, side: str) -> None:
     try:
         await stream.send_eof()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+    except _STREAM_ERRORS:
         raise _SideBroke(side) from None
 
 
 async def _receive(stream: trio.abc.ReceiveStream, side: str) -> bytes | bytearray:
     try:
         return await stream.receive_some(READ_SIZE)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        raise _SideBroke(side) from None
-
-
-async def _send(stream: trio.abc.SendStream, data: bytes | bytearray, side: str) -> None:
-    try:
-        await stream.send_all(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+    except _STREAM_ERRORS:
         raise _SideBroke(side) from None
