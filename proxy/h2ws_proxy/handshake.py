@@ -8,9 +8,11 @@ Theory of operation:
 * :func:`build_backend_upgrade` makes the HTTP/1.1 upgrade request toward the backend with
   a fresh ``Sec-WebSocket-Key`` of our own (RFC 8441 §5: HTTP/2 carries no nonce, so the
   proxy must make one), the client's end-to-end headers and X-Forwarded-*.
-* :func:`check_backend_accept` verifies the backend's ``101``: the accept token must match
+  Its bytes are written by :mod:`h2ws_proxy.upgrade_wire` (h11 judges what that cannot pass).
+* :func:`check_backend_101` verifies the backend's ``101``: the accept token must match
   our key, and the subprotocol and extensions it picked must have been offered by the client
-  (a browser fails the socket with no useful error otherwise).
+  (a browser fails the socket with no useful error otherwise). :func:`check_backend_accept`
+  does the same for an h11 event.
 * :func:`h2_success_headers` / :func:`h1_switching_headers` build the answer to the client.
 
 Rules: header names are lowercase ``bytes``. Hop-by-hop fields never cross the proxy in
@@ -30,6 +32,7 @@ from wsproto.utilities import generate_accept_token
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import BackendProtocolError, ClientProtocolError
 from h2ws_proxy.h2_request import AUTHORITY_PATTERN, H2RequestHead
+from h2ws_proxy.upgrade_wire import UpgradeRequest, upgrade_request
 
 Header = tuple[bytes, bytes]
 
@@ -245,7 +248,7 @@ def build_backend_upgrade(
     route: RouteConfig,
     key: bytes,
     client_address: str | None,
-) -> h11.Request:
+) -> UpgradeRequest:
     """The HTTP/1.1 upgrade to send to ``route``'s backend, with our own ``key``.
 
     With ``route.x_forwarded`` the proxy is the edge: whatever forwarding fields the client
@@ -268,7 +271,7 @@ def build_backend_upgrade(
             request.headers, route, client_address, request.scheme, request.authority
         )
     )
-    return _h11_request(request.path, headers)
+    return _backend_request(request.path, headers)
 
 
 def with_forwarding_fields(
@@ -294,23 +297,37 @@ def with_forwarding_fields(
     return result
 
 
-def _h11_request(target: bytes, headers: list[Header]) -> h11.Request:
+def _backend_request(target: bytes, headers: list[Header]) -> UpgradeRequest:
+    request = upgrade_request(target, headers)
+    if request is not None:
+        return request
     # The frontends' checks make this unreachable; h11 is the last line of defence
-    # against anything that would split the HTTP/1.1 request.
+    # against anything that would split the HTTP/1.1 request, and its verdict stands.
     try:
-        return h11.Request(method=b"GET", target=target, headers=headers)
+        h11_request = h11.Request(method=b"GET", target=target, headers=headers)
     except h11.LocalProtocolError as error:
         raise ClientProtocolError(f"request cannot be expressed in HTTP/1.1: {error}") from error
+    data = h11.Connection(h11.CLIENT).send(h11_request)
+    return UpgradeRequest(target=target, headers=tuple(headers), data=data)
 
 
 def check_backend_accept(
     response: h11.InformationalResponse, key: bytes, request: WebSocketRequest
 ) -> BackendAccepted:
-    """Verify the backend's ``101`` against our ``key`` and the client's offers.
+    """:func:`check_backend_101` for the ``101`` as an h11 event."""
+    return check_backend_101(
+        [(name.lower(), value) for name, value in response.headers], key, request
+    )
+
+
+def check_backend_101(
+    headers: list[Header], key: bytes, request: WebSocketRequest
+) -> BackendAccepted:
+    """Verify the backend's ``101`` (``headers``: lowercase names) against our ``key`` and
+    the client's offers.
 
     Raises :class:`BackendProtocolError` (answered 502) with a message saying what was wrong.
     """
-    headers = [(name.lower(), value) for name, value in response.headers]
 
     def values(name: bytes) -> list[bytes]:
         return [value for field, value in headers if field == name]
