@@ -328,14 +328,18 @@ def check_backend_101(
 
     Raises :class:`BackendProtocolError` (answered 502) with a message saying what was wrong.
     """
+    # One pass over the fields, not one per name asked about (this runs per new tunnel).
+    fields: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        fields.setdefault(name, []).append(value)
 
     def values(name: bytes) -> list[bytes]:
-        return [value for field, value in headers if field == name]
+        return fields.get(name, [])
 
     upgrade = {item.lower() for item in split_header_list(values(b"upgrade"))}
     if b"websocket" not in upgrade:
         raise BackendProtocolError("backend's 101 lacks 'upgrade: websocket'")
-    connection = {item.lower() for item in split_header_list(values(b"connection"))}
+    connection = frozenset(item.lower() for item in split_header_list(values(b"connection")))
     if b"upgrade" not in connection:  # RFC 6455 §4.1: the client MUST fail otherwise
         raise BackendProtocolError("backend's 101 lacks 'connection: upgrade'")
     accept = values(b"sec-websocket-accept")
@@ -358,7 +362,7 @@ def check_backend_101(
     return BackendAccepted(
         subprotocol=protocols[0] if protocols else None,
         extensions=b", ".join(extensions) if extensions else None,
-        headers=end_to_end_response_headers(headers, drop=_HANDSHAKE_ONLY),
+        headers=_relayable(headers, connection, _HANDSHAKE_ONLY),
     )
 
 
@@ -366,7 +370,13 @@ def end_to_end_response_headers(
     headers: list[Header], *, drop: frozenset[bytes] = frozenset()
 ) -> tuple[Header, ...]:
     """A backend answer's fields fit to relay: hop-by-hop and ``drop`` removed."""
-    listed = _connection_listed(headers)
+    return _relayable(headers, _connection_listed(headers), drop)
+
+
+def _relayable(
+    headers: list[Header], listed: frozenset[bytes], drop: frozenset[bytes]
+) -> tuple[Header, ...]:
+    """``headers`` without hop-by-hop fields, those ``listed`` in Connection, and ``drop``."""
     return tuple(
         (name, value)
         for name, value in headers

@@ -49,6 +49,8 @@ class TunnelRecord:
         return "refused"
 
     def log(self) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return  # at level warning, per tunnel: build none of the fields below
         if self.kind == "request":
             event = "request.closed"
         else:

@@ -28,14 +28,18 @@ from typing import ClassVar, Final
 
 Header = tuple[bytes, bytes]
 
-# h11's grammar (h11/_abnf.py), so that nothing passes here that h11 would refuse.
+# h11's grammar (h11/_abnf.py), so that nothing passes here that h11 would refuse. Its
+# classes are spelled out (``\s`` is ``[\t\n\x0b\x0c\r ]`` for bytes): the same sets, but
+# literal ones match several times faster.
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
-_FIELD_VALUE = rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?"
+_FIELD_VCHAR = rb"[^\x00\t\n\x0b\x0c\r ]"  # [^\x00\s]
+_FIELD_VALUE = rb"(?:" + _FIELD_VCHAR + rb"+(?:[ \t]+" + _FIELD_VCHAR + rb"+)*)?"
 _NAME_RE = re.compile(_TOKEN)
 _VALUE_RE = re.compile(_FIELD_VALUE)
 _TARGET_RE = re.compile(rb"[\x21-\x7e]+")
 _HEADER_LINE_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*")
-_STATUS_LINE_RE = re.compile(rb"HTTP/[0-9]\.[0-9] (1[0-9][0-9])(?: (?:[ \t]|[^\x00\s])*)?")
+# The reason phrase is ([ \t] | [^\x00\s])*, one class here.
+_STATUS_LINE_RE = re.compile(rb"HTTP/[0-9]\.[0-9] (1[0-9][0-9])(?: [^\x00\n\x0b\x0c\r]*)?")
 # Where h11 ends a head (h11/_receivebuffer.py).
 _BLANK_LINE_RE = re.compile(rb"\n\r?\n")
 # Fields h11 normalises (Content-Length values are trimmed, Transfer-Encoding lowered).
