@@ -34,8 +34,8 @@ Header = tuple[bytes, bytes]
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _FIELD_VCHAR = rb"[^\x00\t\n\x0b\x0c\r ]"  # [^\x00\s]
 _FIELD_VALUE = rb"(?:" + _FIELD_VCHAR + rb"+(?:[ \t]+" + _FIELD_VCHAR + rb"+)*)?"
-_NAME_RE = re.compile(_TOKEN)
-_VALUE_RE = re.compile(_FIELD_VALUE)
+_NAMES_RE = re.compile(_TOKEN + rb"(?:\n" + _TOKEN + rb")*")
+_VALUES_RE = re.compile(_FIELD_VALUE + rb"(?:\n" + _FIELD_VALUE + rb")*")
 _TARGET_RE = re.compile(rb"[\x21-\x7e]+")
 _HEADER_LINE_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*")
 # The reason phrase is ([ \t] | [^\x00\s])*, one class here.
@@ -62,19 +62,27 @@ def upgrade_request(target: bytes, headers: list[Header]) -> UpgradeRequest | No
     """The request as h11 would write it, or None when h11 must judge it (see above)."""
     if not _TARGET_RE.fullmatch(target):
         return None
-    host_lines: list[bytes] = []
-    other_lines: list[bytes] = []
-    for name, value in headers:
-        if not _NAME_RE.fullmatch(name) or not _VALUE_RE.fullmatch(value):
-            return None
-        lower = name.lower()
-        if lower in _FRAMING_FIELDS:
-            return None
-        # h11 writes Host first, whatever its place in the list.
-        (host_lines if lower == b"host" else other_lines).append(b"%s: %s\r\n" % (name, value))
-    if len(host_lines) != 1:
+    # All names, then all values, checked in one match each: "\n" is in neither grammar, so
+    # when a joined string matches "item (\n item)*" and holds one "\n" fewer than there are
+    # fields, its "\n"s are exactly the separators and every field passed on its own.
+    names = b"\n".join([name for name, _ in headers])
+    values = b"\n".join([value for _, value in headers])
+    separators = len(headers) - 1
+    if (
+        names.count(b"\n") != separators
+        or values.count(b"\n") != separators
+        or not _NAMES_RE.fullmatch(names)
+        or not _VALUES_RE.fullmatch(values)
+    ):
         return None
-    data = b"".join([b"GET %s HTTP/1.1\r\n" % target, *host_lines, *other_lines, b"\r\n"])
+    lower = names.lower().split(b"\n")
+    if lower.count(b"host") != 1 or not _FRAMING_FIELDS.isdisjoint(lower):
+        return None
+    host = lower.index(b"host")
+    # h11 writes Host first, whatever its place in the list.
+    ordered = [headers[host], *headers[:host], *headers[host + 1 :]]
+    fields = b"".join([b"%s: %s\r\n" % field for field in ordered])
+    data = b"GET %s HTTP/1.1\r\n%s\r\n" % (target, fields)
     return UpgradeRequest(target=target, headers=tuple(headers), data=data)
 
 

@@ -114,14 +114,18 @@ def test_request_with_framing_fields_is_left_to_h11(name: bytes) -> None:
     assert upgrade_request(b"/", [*BASE_HEADERS, (name, b" 0")]) is None
 
 
+FUZZ_NAMES = [b"host", b"Host", b"x-a", b"X-B", b"bad name", b"", b"x\x00", b"x:y", b"a: b"]
+FUZZ_NAMES += [b"a\nb", b"a\r\nb", b"x\n", b"content-length"]
+
+
 @given(
-    target=st.binary(max_size=12),
+    target=st.one_of(st.binary(max_size=12), st.sampled_from([b"/", b"/chat?room=1"])),
     headers=st.lists(
         st.tuples(
-            st.sampled_from([b"host", b"x-a", b"X-B", b"bad name", b"", b"x\x00", b"x:y"]),
-            st.binary(max_size=8),
+            st.sampled_from(FUZZ_NAMES),
+            st.one_of(st.binary(max_size=8), st.sampled_from([b"a\nb", b"\n", b"a b", b" "])),
         ),
-        max_size=4,
+        max_size=5,
     ),
 )
 def test_request_agrees_with_h11(target: bytes, headers: list[Header]) -> None:
@@ -131,7 +135,11 @@ def test_request_agrees_with_h11(target: bytes, headers: list[Header]) -> None:
     except h11.LocalProtocolError:
         assert request is None
         return
-    assert request is None or request.data == expected
+    if any(name.lower() == b"content-length" for name, _ in headers):
+        assert request is None  # h11 rewrites it: h11 writes it
+    else:
+        assert request is not None
+        assert request.data == expected
 
 
 # ---- the backend's 1xx heads --------------------------------------------------------------
