@@ -138,7 +138,11 @@ def parse_extended_connect(
             "malformed request: extended CONNECT needs :scheme, :path and :authority",
             stream_error=True,
         )
-    if head.get(b"content-length") is not None:
+    # One pass over the fields, not one per name asked about (this runs per new tunnel).
+    fields: dict[bytes, list[bytes]] = {}
+    for name, value in head.headers:
+        fields.setdefault(name, []).append(value)
+    if b"content-length" in fields:
         raise ClientProtocolError(
             "malformed request: content-length on extended CONNECT", stream_error=True
         )
@@ -149,7 +153,7 @@ def parse_extended_connect(
             "'websocket' is proxied",
             status_hint=501,
         )
-    if head.get_all(b"sec-websocket-version") != [WEBSOCKET_VERSION]:
+    if fields.get(b"sec-websocket-version") != [WEBSOCKET_VERSION]:
         raise ClientProtocolError(
             "sec-websocket-version must be 13", status_hint=400, extra_headers=_VERSION_HEADER
         )
@@ -158,8 +162,8 @@ def parse_extended_connect(
         scheme=b"https" if tls else b"http",
         authority=head.authority,
         path=head.path,
-        subprotocols=split_header_list(head.get_all(b"sec-websocket-protocol")),
-        extension_names=_extension_names(head.get_all(b"sec-websocket-extensions")),
+        subprotocols=split_header_list(fields.get(b"sec-websocket-protocol", [])),
+        extension_names=_extension_names(fields.get(b"sec-websocket-extensions", [])),
         headers=end_to_end_request_headers(head.headers),
     )
 
