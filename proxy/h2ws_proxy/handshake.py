@@ -104,8 +104,10 @@ def split_header_list(values: list[bytes]) -> tuple[bytes, ...]:
     """Split comma-separated field values into trimmed, non-empty items."""
     items: list[bytes] = []
     for value in values:
-        items.extend(item.strip() for item in value.split(b","))
-    return tuple(item for item in items if item)
+        for item in value.split(b","):
+            if item := item.strip():
+                items.append(item)
+    return tuple(items)
 
 
 def _extension_names(values: list[bytes]) -> tuple[bytes, ...]:
