@@ -13,6 +13,7 @@ This is the one place where backend-side OS, trio and h11 exceptions become
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -41,13 +42,17 @@ READ_SIZE = 65536
 
 ConnectBackend = Callable[[BackendAddress], Awaitable[trio.abc.HalfCloseableStream]]
 
+#: ``is_ip_literal`` remembered per host: the configuration names a few backend hosts, and
+#: parsing one with ``ipaddress`` on every new tunnel showed in profiles.
+_is_ip_literal = functools.lru_cache(maxsize=256)(is_ip_literal)
+
 
 async def open_backend_stream(address: BackendAddress) -> trio.abc.HalfCloseableStream:
     """Open a TCP or unix stream to ``address``; OS errors become BackendUnavailable."""
     try:
         if address.scheme == "unix":
             return await trio.open_unix_socket(address.unix_path)
-        if is_ip_literal(address.host):
+        if _is_ip_literal(address.host):
             return await open_tcp_to_ip(address.host, address.port)
         return await trio.open_tcp_stream(address.host, address.port)
     except OSError as error:
