@@ -13,6 +13,7 @@ This is the one place where backend-side OS, trio and h11 exceptions become
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -29,15 +30,21 @@ from h2ws_proxy.errors import (
 from h2ws_proxy.handshake import (
     BackendAccepted,
     WebSocketRequest,
+    check_backend_101,
     check_backend_accept,
     end_to_end_response_headers,
 )
 from h2ws_proxy.socket_stream import LeanSocketStream, is_ip_literal, open_tcp_to_ip
+from h2ws_proxy.upgrade_wire import InterimHead, UpgradeRequest, read_interim_head
 
 #: How much to ask the kernel for per read on a backend socket.
 READ_SIZE = 65536
 
 ConnectBackend = Callable[[BackendAddress], Awaitable[trio.abc.HalfCloseableStream]]
+
+#: ``is_ip_literal`` remembered per host: the configuration names a few backend hosts, and
+#: parsing one with ``ipaddress`` on every new tunnel showed in profiles.
+_is_ip_literal = functools.lru_cache(maxsize=256)(is_ip_literal)
 
 
 async def open_backend_stream(address: BackendAddress) -> trio.abc.HalfCloseableStream:
@@ -45,7 +52,7 @@ async def open_backend_stream(address: BackendAddress) -> trio.abc.HalfCloseable
     try:
         if address.scheme == "unix":
             return await trio.open_unix_socket(address.unix_path)
-        if is_ip_literal(address.host):
+        if _is_ip_literal(address.host):
             return await open_tcp_to_ip(address.host, address.port)
         return await trio.open_tcp_stream(address.host, address.port)
     except OSError as error:
@@ -67,7 +74,7 @@ class BackendUpgraded:
 
 async def connect_and_upgrade(
     address: BackendAddress,
-    upgrade: h11.Request,
+    upgrade: UpgradeRequest,
     key: bytes,
     request: WebSocketRequest,
     limits: Limits,
@@ -78,37 +85,79 @@ async def connect_and_upgrade(
     Raises BackendUnavailable, BackendTimeout, BackendProtocolError or BackendRejected;
     on any of them the backend stream is already closed.
     """
-    with trio.move_on_after(limits.connect_timeout_s) as connect_scope:
+    # One cancel scope for both limits, its deadline moved once connected: a second scope
+    # (and fail_after's generator) per tunnel cost as much as the dial's own Python code.
+    stream: trio.abc.HalfCloseableStream | None = None
+    with trio.CancelScope(deadline=trio.current_time() + limits.connect_timeout_s) as scope:
         stream = await connect(address)
-    if connect_scope.cancelled_caught:
-        raise BackendTimeout(f"backend {address} did not accept within {limits.connect_timeout_s}s")
-    if isinstance(stream, trio.SocketStream):
-        # A tunnel makes one send and one receive per message: see socket_stream.py.
-        stream = LeanSocketStream.from_socket_stream(stream)
-    try:
-        with trio.fail_after(limits.handshake_timeout_s):
+        if isinstance(stream, trio.SocketStream):
+            # A tunnel makes one send and one receive per message: see socket_stream.py.
+            stream = LeanSocketStream.from_socket_stream(stream)
+        scope.deadline = trio.current_time() + limits.handshake_timeout_s
+        try:
             accepted, leftover = await _upgrade(stream, upgrade, key, request, limits)
-    except trio.TooSlowError:
-        await trio.aclose_forcefully(stream)
-        raise BackendTimeout(
-            f"backend {address} did not answer the upgrade within {limits.handshake_timeout_s}s"
-        ) from None
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    return BackendUpgraded(stream=stream, accepted=accepted, leftover=leftover)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return BackendUpgraded(stream=stream, accepted=accepted, leftover=leftover)
+    # Only this scope's deadline ends up here.
+    if stream is None:
+        raise BackendTimeout(f"backend {address} did not accept within {limits.connect_timeout_s}s")
+    raise BackendTimeout(
+        f"backend {address} did not answer the upgrade within {limits.handshake_timeout_s}s"
+    ) from None
 
 
 async def _upgrade(
     stream: trio.abc.HalfCloseableStream,
-    upgrade: h11.Request,
+    upgrade: UpgradeRequest,
     key: bytes,
     request: WebSocketRequest,
     limits: Limits,
 ) -> tuple[BackendAccepted, bytes]:
+    """Send the upgrade, read the answer; a plain ``101`` (after any other ``1xx``) is read
+    here, everything else by h11 (see upgrade_wire.py)."""
+    try:
+        await stream.send_all(upgrade.data)
+        buffer = bytearray()
+        searched = 0  # how far the buffer holds no head's end (a slow sender costs O(n))
+        while True:
+            head = read_interim_head(buffer, limits.max_header_list_bytes, searched)
+            if head is None:
+                searched = max(0, len(buffer) - 2)
+                data = await stream.receive_some(READ_SIZE)
+                if not data:
+                    raise BackendUnavailable("backend closed the connection without answering")
+                buffer += data
+                continue
+            if isinstance(head, InterimHead):
+                del buffer[: head.size]
+                searched = 0
+                if head.status == 101:
+                    return check_backend_101(head.headers, key, request), bytes(buffer)
+                continue  # other 1xx (100, 103) are informational only
+            return await _upgrade_with_h11(stream, upgrade, bytes(buffer), key, request, limits)
+    except (trio.BrokenResourceError, OSError) as error:
+        raise BackendUnavailable(f"backend connection broke during the upgrade: {error}") from error
+
+
+async def _upgrade_with_h11(
+    stream: trio.abc.HalfCloseableStream,
+    upgrade: UpgradeRequest,
+    received: bytes,
+    key: bytes,
+    request: WebSocketRequest,
+    limits: Limits,
+) -> tuple[BackendAccepted, bytes]:
+    """Let h11 read the answer from ``received`` on: a rejection, or a head it must judge."""
     connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=limits.max_header_list_bytes)
     try:
-        await stream.send_all(connection.send(upgrade) + connection.send(h11.EndOfMessage()))
+        # The request went out already; h11 needs to have "sent" it to expect the answer.
+        connection.send(
+            h11.Request(method=b"GET", target=upgrade.target, headers=list(upgrade.headers))
+        )
+        connection.send(h11.EndOfMessage())
+        connection.receive_data(received)
         while True:
             event = await _next_event(connection, stream)
             if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
@@ -120,8 +169,6 @@ async def _upgrade(
             # Other 1xx (100, 103) are informational only: keep reading.
     except h11.ProtocolError as error:
         raise BackendProtocolError(f"backend's answer is not valid HTTP/1.1: {error}") from error
-    except (trio.BrokenResourceError, OSError) as error:
-        raise BackendUnavailable(f"backend connection broke during the upgrade: {error}") from error
 
 
 async def _next_event(connection: h11.Connection, stream: trio.abc.ReceiveStream) -> h11.Event:

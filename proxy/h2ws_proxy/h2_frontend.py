@@ -366,10 +366,7 @@ class H2Frontend:
         stream_id = event.stream_id
         assert stream_id is not None
         assert event.headers is not None
-        if (
-            self._closing
-            or self.session.conn.open_inbound_streams > self._limits.max_concurrent_streams
-        ):
+        if self._closing or self._over_stream_limit():
             # RFC 9113 §5.1.2: over the limit (or draining) the stream is refused, not the
             # connection; the client may retry it.
             self.session.reset(stream_id, ErrorCodes.REFUSED_STREAM)
@@ -403,6 +400,15 @@ class H2Frontend:
         elif http_request.framing is BodyFraming.LENGTH:
             stream.declared_length = http_request.content_length
         self._nursery.start_soon(self._serve_exchange, stream, http_request, route)
+
+    def _over_stream_limit(self) -> bool:
+        """More inbound streams open than ``max_concurrent_streams`` (this one counted)?"""
+        conn = self.session.conn
+        if len(conn.streams) <= self._limits.max_concurrent_streams:
+            # h2 counts open streams by walking its whole stream table, per new stream; the
+            # table's size bounds that count, so under the limit the walk can be skipped.
+            return False
+        return conn.open_inbound_streams > self._limits.max_concurrent_streams
 
     def _accept_http(self, head: H2RequestHead, *, ended: bool) -> tuple[HttpRequest, RouteConfig]:
         request = request_from_h2(head, tls=self._info.tls, end_stream=ended)

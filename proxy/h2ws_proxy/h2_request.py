@@ -38,6 +38,8 @@ _CONNECTION_SPECIFIC = frozenset(
 _LOWER_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
 _METHOD_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _FORBIDDEN_IN_VALUE = re.compile(rb"[\x00\r\n]")
+# Every value breaking rule 1 matches this (one search per field, per new stream).
+_SUSPECT_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
 _HAS_PORT = re.compile(rb":[0-9]+\Z")
 _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+\Z")
 # reg-name / IPv4 / [IPv6] with optional port; no userinfo, no whitespace (RFC 3986 §3.2).
@@ -92,7 +94,8 @@ def parse_h2_request_head(headers: list[Header]) -> H2RequestHead:
     host: bytes | None = None
     seen_regular = False
     for name, value in headers:
-        _check_value(name, value)
+        if _SUSPECT_VALUE.search(value):
+            _check_value(name, value)  # raises, saying which rule the value broke
         if name.startswith(b":"):
             if seen_regular:
                 raise malformed(f"pseudo-header {name!r} after a regular field")

@@ -8,9 +8,11 @@ Theory of operation:
 * :func:`build_backend_upgrade` makes the HTTP/1.1 upgrade request toward the backend with
   a fresh ``Sec-WebSocket-Key`` of our own (RFC 8441 §5: HTTP/2 carries no nonce, so the
   proxy must make one), the client's end-to-end headers and X-Forwarded-*.
-* :func:`check_backend_accept` verifies the backend's ``101``: the accept token must match
+  Its bytes are written by :mod:`h2ws_proxy.upgrade_wire` (h11 judges what that cannot pass).
+* :func:`check_backend_101` verifies the backend's ``101``: the accept token must match
   our key, and the subprotocol and extensions it picked must have been offered by the client
-  (a browser fails the socket with no useful error otherwise).
+  (a browser fails the socket with no useful error otherwise). :func:`check_backend_accept`
+  does the same for an h11 event.
 * :func:`h2_success_headers` / :func:`h1_switching_headers` build the answer to the client.
 
 Rules: header names are lowercase ``bytes``. Hop-by-hop fields never cross the proxy in
@@ -30,6 +32,7 @@ from wsproto.utilities import generate_accept_token
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import BackendProtocolError, ClientProtocolError
 from h2ws_proxy.h2_request import AUTHORITY_PATTERN, H2RequestHead
+from h2ws_proxy.upgrade_wire import UpgradeRequest, upgrade_request
 
 Header = tuple[bytes, bytes]
 
@@ -101,8 +104,10 @@ def split_header_list(values: list[bytes]) -> tuple[bytes, ...]:
     """Split comma-separated field values into trimmed, non-empty items."""
     items: list[bytes] = []
     for value in values:
-        items.extend(item.strip() for item in value.split(b","))
-    return tuple(item for item in items if item)
+        for item in value.split(b","):
+            if item := item.strip():
+                items.append(item)
+    return tuple(items)
 
 
 def _extension_names(values: list[bytes]) -> tuple[bytes, ...]:
@@ -135,7 +140,11 @@ def parse_extended_connect(
             "malformed request: extended CONNECT needs :scheme, :path and :authority",
             stream_error=True,
         )
-    if head.get(b"content-length") is not None:
+    # One pass over the fields, not one per name asked about (this runs per new tunnel).
+    fields: dict[bytes, list[bytes]] = {}
+    for name, value in head.headers:
+        fields.setdefault(name, []).append(value)
+    if b"content-length" in fields:
         raise ClientProtocolError(
             "malformed request: content-length on extended CONNECT", stream_error=True
         )
@@ -146,7 +155,7 @@ def parse_extended_connect(
             "'websocket' is proxied",
             status_hint=501,
         )
-    if head.get_all(b"sec-websocket-version") != [WEBSOCKET_VERSION]:
+    if fields.get(b"sec-websocket-version") != [WEBSOCKET_VERSION]:
         raise ClientProtocolError(
             "sec-websocket-version must be 13", status_hint=400, extra_headers=_VERSION_HEADER
         )
@@ -155,8 +164,8 @@ def parse_extended_connect(
         scheme=b"https" if tls else b"http",
         authority=head.authority,
         path=head.path,
-        subprotocols=split_header_list(head.get_all(b"sec-websocket-protocol")),
-        extension_names=_extension_names(head.get_all(b"sec-websocket-extensions")),
+        subprotocols=split_header_list(fields.get(b"sec-websocket-protocol", [])),
+        extension_names=_extension_names(fields.get(b"sec-websocket-extensions", [])),
         headers=end_to_end_request_headers(head.headers),
     )
 
@@ -245,7 +254,7 @@ def build_backend_upgrade(
     route: RouteConfig,
     key: bytes,
     client_address: str | None,
-) -> h11.Request:
+) -> UpgradeRequest:
     """The HTTP/1.1 upgrade to send to ``route``'s backend, with our own ``key``.
 
     With ``route.x_forwarded`` the proxy is the edge: whatever forwarding fields the client
@@ -268,7 +277,7 @@ def build_backend_upgrade(
             request.headers, route, client_address, request.scheme, request.authority
         )
     )
-    return _h11_request(request.path, headers)
+    return _backend_request(request.path, headers)
 
 
 def with_forwarding_fields(
@@ -294,31 +303,49 @@ def with_forwarding_fields(
     return result
 
 
-def _h11_request(target: bytes, headers: list[Header]) -> h11.Request:
+def _backend_request(target: bytes, headers: list[Header]) -> UpgradeRequest:
+    request = upgrade_request(target, headers)
+    if request is not None:
+        return request
     # The frontends' checks make this unreachable; h11 is the last line of defence
-    # against anything that would split the HTTP/1.1 request.
+    # against anything that would split the HTTP/1.1 request, and its verdict stands.
     try:
-        return h11.Request(method=b"GET", target=target, headers=headers)
+        h11_request = h11.Request(method=b"GET", target=target, headers=headers)
     except h11.LocalProtocolError as error:
         raise ClientProtocolError(f"request cannot be expressed in HTTP/1.1: {error}") from error
+    data = h11.Connection(h11.CLIENT).send(h11_request)
+    return UpgradeRequest(target=target, headers=tuple(headers), data=data)
 
 
 def check_backend_accept(
     response: h11.InformationalResponse, key: bytes, request: WebSocketRequest
 ) -> BackendAccepted:
-    """Verify the backend's ``101`` against our ``key`` and the client's offers.
+    """:func:`check_backend_101` for the ``101`` as an h11 event."""
+    return check_backend_101(
+        [(name.lower(), value) for name, value in response.headers], key, request
+    )
+
+
+def check_backend_101(
+    headers: list[Header], key: bytes, request: WebSocketRequest
+) -> BackendAccepted:
+    """Verify the backend's ``101`` (``headers``: lowercase names) against our ``key`` and
+    the client's offers.
 
     Raises :class:`BackendProtocolError` (answered 502) with a message saying what was wrong.
     """
-    headers = [(name.lower(), value) for name, value in response.headers]
+    # One pass over the fields, not one per name asked about (this runs per new tunnel).
+    fields: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        fields.setdefault(name, []).append(value)
 
     def values(name: bytes) -> list[bytes]:
-        return [value for field, value in headers if field == name]
+        return fields.get(name, [])
 
     upgrade = {item.lower() for item in split_header_list(values(b"upgrade"))}
     if b"websocket" not in upgrade:
         raise BackendProtocolError("backend's 101 lacks 'upgrade: websocket'")
-    connection = {item.lower() for item in split_header_list(values(b"connection"))}
+    connection = frozenset(item.lower() for item in split_header_list(values(b"connection")))
     if b"upgrade" not in connection:  # RFC 6455 §4.1: the client MUST fail otherwise
         raise BackendProtocolError("backend's 101 lacks 'connection: upgrade'")
     accept = values(b"sec-websocket-accept")
@@ -341,7 +368,7 @@ def check_backend_accept(
     return BackendAccepted(
         subprotocol=protocols[0] if protocols else None,
         extensions=b", ".join(extensions) if extensions else None,
-        headers=end_to_end_response_headers(headers, drop=_HANDSHAKE_ONLY),
+        headers=_relayable(headers, connection, _HANDSHAKE_ONLY),
     )
 
 
@@ -349,7 +376,13 @@ def end_to_end_response_headers(
     headers: list[Header], *, drop: frozenset[bytes] = frozenset()
 ) -> tuple[Header, ...]:
     """A backend answer's fields fit to relay: hop-by-hop and ``drop`` removed."""
-    listed = _connection_listed(headers)
+    return _relayable(headers, _connection_listed(headers), drop)
+
+
+def _relayable(
+    headers: list[Header], listed: frozenset[bytes], drop: frozenset[bytes]
+) -> tuple[Header, ...]:
+    """``headers`` without hop-by-hop fields, those ``listed`` in Connection, and ``drop``."""
     return tuple(
         (name, value)
         for name, value in headers

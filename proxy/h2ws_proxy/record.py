@@ -50,7 +50,7 @@ class TunnelRecord:
 
     def log(self) -> None:
         if not logger.isEnabledFor(logging.INFO):
-            return  # once per request: at level warning, build none of the line's fields
+            return  # at level warning: build none of the line's fields (one per tunnel or request)
         if self.kind == "request":
             event = "request.closed"
         else:

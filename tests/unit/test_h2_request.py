@@ -7,6 +7,8 @@ Every violation must be a ClientProtocolError with status 400 and ``stream_error
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from h2ws_proxy.errors import ClientProtocolError
 from h2ws_proxy.h2_request import H2RequestHead, parse_h2_request_head
@@ -724,3 +726,17 @@ def test_method_token(method: bytes) -> None:
 )
 def test_every_violation_is_a_stream_error(headers: list[Header]) -> None:
     assert_malformed(headers)
+
+
+@given(st.binary(max_size=6), st.sampled_from([b"", b" ", b"\t", b"\r", b"\n", b"\x00", b"a"]))
+def test_suspect_value_screen_catches_every_bad_value(middle: bytes, edge: bytes) -> None:
+    # parse_h2_request_head runs the detailed value checks only on values the screen flags.
+    from h2ws_proxy import h2_request
+
+    for value in (middle, edge + middle, middle + edge, edge + middle + edge):
+        try:
+            h2_request._check_value(b"x", value)
+            broken = False
+        except ClientProtocolError:
+            broken = True
+        assert broken == bool(h2_request._SUSPECT_VALUE.search(value)), value

@@ -31,6 +31,7 @@ from h2ws_proxy.handshake import (
     parse_h1_upgrade,
     split_header_list,
 )
+from h2ws_proxy.upgrade_wire import UpgradeRequest
 
 Header = tuple[bytes, bytes]
 
@@ -116,10 +117,15 @@ def ws_request(
     )
 
 
-def serialize(request: h11.Request) -> bytes:
-    """The bytes h11 would put on the wire (it validates the request on the way)."""
-    data = h11.Connection(h11.CLIENT).send(request)
+def serialize(request: UpgradeRequest) -> bytes:
+    """The bytes the proxy puts on the wire, checked to be those h11 would write (h11
+    validates the request on the way)."""
+    as_h11 = h11.Request(
+        method=request.method, target=request.target, headers=list(request.headers)
+    )
+    data = h11.Connection(h11.CLIENT).send(as_h11)
     assert data is not None
+    assert request.data == data
     return data
 
 
