@@ -30,6 +30,7 @@ once its last tunnel has ended.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import h2.events
 import h2.exceptions
@@ -37,6 +38,7 @@ import trio
 from h2.errors import ErrorCodes
 
 from h2ws_proxy.backend import BackendUpgraded, connect_and_upgrade
+from h2ws_proxy.backend_poller import BackendPoller
 from h2ws_proxy.budget import SlidingWindowBudget
 from h2ws_proxy.config import RouteConfig, advertises_connect_protocol
 from h2ws_proxy.context import ClientInfo, ServerContext
@@ -77,6 +79,7 @@ _PRODUCER_HIGH_WATER = 256 * 1024
 _READER_HIGH_WATER = 1024 * 1024
 #: How long the writer may take to flush a final GOAWAY to a client that stopped reading.
 _FINAL_FLUSH_S = 5.0
+_POLLER_NAME = "h2ws_proxy.h2_frontend.backend_poller"
 #: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
 _NO_LENGTH_STATUSES = frozenset({204, 304})
 
@@ -111,6 +114,10 @@ class H2Frontend:
         self._closing = False
         self._read_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
+        #: Producers without a task (tunnels driven by backend readiness) waiting for the
+        #: client to take our output (see ``call_when_drained``).
+        self._drain_callbacks: list[Callable[[], None]] = []
+        self._poller: BackendPoller | None = None
         limits = self._limits
         self._resets = SlidingWindowBudget(limits.max_stream_resets, limits.stream_reset_window_s)
         self._empty_frames = SlidingWindowBudget(
@@ -207,6 +214,7 @@ class H2Frontend:
                     return
                 self._drained.set()
                 self._drained = trio.Event()
+                self._call_drain_callbacks()
         finally:
             self._writer_done.set()
 
@@ -309,6 +317,27 @@ class H2Frontend:
 
     def _outbound_bytes(self) -> int:
         return len(self.session.outbound) + self._in_flight
+
+    def backlogged(self) -> bool:
+        """Producers should stop adding output until :meth:`call_when_drained` calls back."""
+        return self._outbound_bytes() > _PRODUCER_HIGH_WATER
+
+    def call_when_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` from the writer once output is below the producers' bound."""
+        self._drain_callbacks.append(callback)
+
+    def _call_drain_callbacks(self) -> None:
+        if self._drain_callbacks and not self.backlogged():
+            callbacks, self._drain_callbacks = self._drain_callbacks, []
+            for callback in callbacks:
+                callback()
+
+    def _backend_poller(self) -> BackendPoller | None:
+        """The connection's watcher of its tunnels' backend sockets, started on first use."""
+        if self._poller is None and BackendPoller.available() and self._nursery is not None:
+            self._poller = BackendPoller()
+            self._nursery.start_soon(self._poller.run, name=_POLLER_NAME)
+        return self._poller
 
     async def _wait_outbound_below(self, limit: int) -> None:
         while self._outbound_bytes() > limit:
@@ -560,6 +589,7 @@ class H2Frontend:
                     half_closed_timeout_s=self._limits.half_closed_timeout_s,
                     stats=record.stats,
                     on_start=stream.adopt_scope,
+                    poller=self._backend_poller(),
                 )
         finally:
             self._finish_tunnel(stream, record)

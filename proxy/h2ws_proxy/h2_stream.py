@@ -68,6 +68,8 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         self._reader_waiting = False
         #: Set by a tunnel while it copies this stream upward (see ``set_forwarder``).
         self._forward_now: Callable[[bytes], int] | None = None
+        #: Set by a tunnel that sends with ``send_now`` (see ``set_on_writable``).
+        self._on_writable: Callable[[], None] | None = None
         self._receiving = False
         #: For ordinary requests: the body length the client declared (None: unknown) and
         #: what arrived so far; trailers, if the client sent any.
@@ -136,11 +138,13 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
             self.broken_reason = reason
             self.reset_by_peer = by_peer
         self._readable.set()
-        self._writable.set()
+        self.wake_writer()
 
     def wake_writer(self) -> None:
-        """The peer's window may have grown (WINDOW_UPDATE, SETTINGS)."""
+        """The peer's window may have grown (WINDOW_UPDATE, SETTINGS), or the stream broke."""
         self._writable.set()
+        if self._on_writable is not None:
+            self._on_writable()
 
     @property
     def buffered_bytes(self) -> int:
@@ -256,6 +260,48 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
                 await self._writable.wait()
         # Not a schedule point when the client keeps up (see the module docstring).
         await self._frontend.wait_outbound_drained_lean()
+
+    # ---- synchronous sending, for a tunnel driven by backend readiness ----
+
+    def send_now(self, data: memoryview) -> int:
+        """Queue as much of ``data`` as the client's windows allow; how much (no waiting).
+
+        Raises like ``send_all``. The caller waits for ``set_on_writable``'s callback when
+        it got less than it gave, and for :meth:`call_when_drained` when
+        :meth:`backlogged` says the client is behind.
+        """
+        if self.broken_reason is not None:
+            raise trio.BrokenResourceError(self.broken_reason)
+        if self._local_ended:
+            raise trio.ClosedResourceError("the stream was ended")
+        try:
+            return self._frontend.session.send_data(self.stream_id, data)
+        except StreamUnusable as error:
+            raise trio.BrokenResourceError(str(error)) from error
+
+    def end_now(self) -> None:
+        """``send_eof`` without the checkpoint."""
+        if self.broken_reason is not None:
+            raise trio.BrokenResourceError(self.broken_reason)
+        if not self._local_ended:
+            self._local_ended = True
+            try:
+                self._frontend.session.end_stream(self.stream_id)
+            except StreamUnusable as error:
+                raise trio.BrokenResourceError(str(error)) from error
+
+    def set_on_writable(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback()`` (synchronously) when the window may have grown or the stream
+        broke; None stops it."""
+        self._on_writable = callback
+
+    def backlogged(self) -> bool:
+        """The connection has more output queued for the client than producers may add to."""
+        return self._frontend.backlogged()
+
+    def call_when_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the connection's output is below its bound again."""
+        self._frontend.call_when_drained(callback)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._frontend.wait_outbound_drained()

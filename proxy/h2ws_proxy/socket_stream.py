@@ -93,6 +93,21 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         except OSError as error:
             raise self._broken(error) from error
 
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """What the kernel has now, without waiting: ``None`` if nothing, ``b""`` at EOF.
+
+        For a caller told by a readiness watcher that the socket is readable
+        (backend_poller.py); it is not a checkpoint.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        try:
+            return self._sock.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as error:
+            raise self._broken(error) from error
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._closed:
             raise trio.ClosedResourceError("the stream was closed")

@@ -4,10 +4,16 @@ The client side is one end of a ``memory_stream_pair``; ``handle_client`` serves
 Backends are reached through an injected ``connect_backend`` that hands the proxy one end
 of another pair and runs ``behaviour`` on the other end, so a test can script a backend
 that stalls, rejects or echoes, and time can be jumped with ``autojump_clock``.
+
+With ``backend_sockets`` (or :data:`SOCKET_BACKENDS` set by a test module's fixture) the
+backend pair is a real unix socketpair instead: the proxy then gets the
+``LeanSocketStream`` it gets for a real backend, and HTTP/2 tunnels run their downward
+direction on the connection's backend poller, as in production.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +24,11 @@ from h2ws_proxy.config import BackendAddress, ProxyConfig
 from h2ws_proxy.connection import handle_client
 from h2ws_proxy.context import ClientInfo, ServerContext
 from h2ws_proxy.routing import Router
+from h2ws_proxy.socket_stream import LeanSocketStream
 from tests.helpers.backends import BackendConnection
+
+#: The default for ``MemoryNet.backend_sockets`` (a fixture may flip it for a module).
+SOCKET_BACKENDS = False
 
 MemoryBackend = Callable[[trio.abc.HalfCloseableStream], Awaitable[None]]
 
@@ -51,6 +61,8 @@ class MemoryNet:
     #: Backend streams with no buffering at all (a backend that does not read blocks the
     #: proxy's writes), instead of trio's unbounded in-memory buffer.
     lockstep: bool = False
+    #: A socketpair per backend instead of in-memory streams (ignored with ``lockstep``).
+    backend_sockets: bool | None = None
     dials: int = 0
     dials_cancelled: int = 0
     backend_closed: list[trio.Event] = field(default_factory=list)
@@ -64,10 +76,20 @@ class MemoryNet:
         except trio.Cancelled:
             self.dials_cancelled += 1
             raise
-        pair = (
-            trio.testing.lockstep_stream_pair if self.lockstep else trio.testing.memory_stream_pair
-        )
-        proxy_side, backend_side = pair()
+        sockets = SOCKET_BACKENDS if self.backend_sockets is None else self.backend_sockets
+        proxy_side: trio.abc.HalfCloseableStream
+        backend_side: trio.abc.HalfCloseableStream
+        if sockets and not self.lockstep:
+            ours, theirs = socket.socketpair()
+            proxy_side = LeanSocketStream(ours)
+            backend_side = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
+        else:
+            pair = (
+                trio.testing.lockstep_stream_pair
+                if self.lockstep
+                else trio.testing.memory_stream_pair
+            )
+            proxy_side, backend_side = pair()
         closed = trio.Event()
         self.backend_closed.append(closed)
         self.nursery.start_soon(self._run_backend, backend_side, closed)

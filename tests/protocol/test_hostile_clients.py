@@ -19,6 +19,8 @@ from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, open_memory_client
 from tests.helpers.setup import make_config
 
+pytestmark = pytest.mark.usefixtures("both_backend_kinds")
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 HEADERS, CONTINUATION, SETTINGS, GOAWAY, RST_STREAM = 0x1, 0x9, 0x4, 0x7, 0x3
 END_STREAM, END_HEADERS = 0x1, 0x4

@@ -15,6 +15,8 @@ from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, echo_backend, open_memory_client
 from tests.helpers.setup import make_config
 
+pytestmark = pytest.mark.usefixtures("both_backend_kinds")
+
 REFUSED_STREAM, ENHANCE_YOUR_CALM, CANCEL = 0x7, 0xB, 0x8
 
 

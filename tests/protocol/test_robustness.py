@@ -7,6 +7,7 @@ and a backend that closes while its last bytes are still on their way to a slow 
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 from hyperframe.frame import GoAwayFrame
@@ -15,6 +16,8 @@ from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import CONNECT_HEADERS, MemoryNet, echo_backend, open_memory_client
 from tests.helpers.setup import make_config
+
+pytestmark = pytest.mark.usefixtures("both_backend_kinds")
 
 CANCEL = 0x8
 

@@ -7,6 +7,7 @@ assertions check the exact virtual time at which the proxy acted.
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -15,6 +16,8 @@ from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import CONNECT_HEADERS, MemoryNet, echo_backend, open_memory_client
 from tests.helpers.setup import make_config
+
+pytestmark = pytest.mark.usefixtures("both_backend_kinds")
 
 PROTOCOL_ERROR, CANCEL, NO_ERROR = 0x1, 0x8, 0x0
 

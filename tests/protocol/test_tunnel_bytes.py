@@ -7,6 +7,7 @@ at the edges (bytes behind the 101, the last bytes before END_STREAM / FIN).
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +17,8 @@ from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, open_memory_client
 from tests.helpers.setup import make_config
+
+pytestmark = pytest.mark.usefixtures("both_backend_kinds")
 
 CONFIG = make_config(("/", "http://127.0.0.1:9"), stream_window_bytes=65535)
 

@@ -19,6 +19,8 @@ from tests.helpers.memory import MemoryNet, open_memory_client
 from tests.helpers.records import capture_proxy_records
 from tests.helpers.setup import make_config
 
+pytestmark = pytest.mark.usefixtures("both_backend_kinds")
+
 CANCEL = 0x8
 
 

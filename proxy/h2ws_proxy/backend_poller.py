@@ -1,0 +1,103 @@
+"""One readiness watcher for the backend sockets of one client connection's tunnels.
+
+A trio task waiting on a socket costs a task (with its frames: most of an idle tunnel's
+memory), an ``epoll_ctl`` per wait and a trip through the scheduler per wake-up. The
+backend → client direction of an HTTP/2 tunnel needs none of that: the bytes it reads are
+handed on synchronously (into the connection's HTTP/2 output). So the connection keeps one
+``epoll`` of its own, level-triggered, with every such backend socket registered once; one
+task waits for *that* descriptor to become readable (Linux lets an epoll be watched like a
+socket) and then calls the handler of every ready backend. With many tunnels on a
+connection, one wake-up serves all the backends that became readable together.
+
+Rules:
+
+* A handler is a plain function: it must not block, and it reads at most one chunk per
+  call (the descriptor stays ready if more is queued, so tunnels take turns).
+* A handler pauses its socket (:meth:`BackendPoller.pause`) when its client cannot take
+  more (flow-control window, output backlog) and resumes it when it can: so, as with the
+  task-based pump, a backend is read only as fast as its client takes the bytes.
+* A handler must not raise; an unexpected exception is logged and the handler is dropped
+  (its tunnel then sees nothing more from its backend and ends on its timers), so one bug
+  cannot stop the others.
+* Linux only (``select.epoll``); :func:`BackendPoller.available` says whether it works
+  here, and callers fall back to the task-based pump otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+from collections.abc import Callable
+
+import trio
+
+logger = logging.getLogger(__name__)
+
+#: Ready sockets handled per ``epoll.poll`` call (more are handled on the next round).
+_MAX_EVENTS = 256
+
+
+class BackendPoller:
+    """The backend sockets of one client connection, watched together."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._handlers: dict[int, Callable[[], None]] = {}
+        #: Descriptors in the epoll set now. A paused one is taken out rather than given an
+        #: empty event mask: epoll reports a hang-up or an error whatever the mask, and a
+        #: paused tunnel must not be told its backend ended before it delivered the rest.
+        self._watching: set[int] = set()
+        self._closed = False
+
+    @staticmethod
+    def available() -> bool:
+        return hasattr(select, "epoll")
+
+    def register(self, fd: int, handler: Callable[[], None], *, paused: bool = False) -> None:
+        """Call ``handler()`` whenever ``fd`` is readable (has bytes, EOF or an error)."""
+        self._handlers[fd] = handler
+        if not paused:
+            self.resume(fd)
+
+    def pause(self, fd: int) -> None:
+        if fd in self._watching:
+            self._watching.discard(fd)
+            # Already closed: the kernel dropped it from the set.
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+
+    def resume(self, fd: int) -> None:
+        if fd in self._handlers and fd not in self._watching and not self._closed:
+            self._epoll.register(fd, select.EPOLLIN)
+            self._watching.add(fd)
+
+    def unregister(self, fd: int) -> None:
+        """Forget ``fd`` (call before closing it); unknown descriptors are ignored."""
+        self.pause(fd)
+        self._handlers.pop(fd, None)
+
+    async def run(self) -> None:
+        """Dispatch readiness until cancelled (the connection's nursery owns this task)."""
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self._epoll.fileno())
+                for fd, _events in self._epoll.poll(0, _MAX_EVENTS):
+                    handler = self._handlers.get(fd)
+                    if handler is None:
+                        continue
+                    try:
+                        handler()
+                    except Exception:
+                        logger.exception("backend readiness handler failed (fd %d)", fd)
+                        self.unregister(fd)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._handlers.clear()
+            self._watching.clear()
+            trio.lowlevel.notify_closing(self._epoll.fileno())
+            self._epoll.close()
