@@ -41,7 +41,15 @@ _MAX_EVENTS = 256
 class BackendPoller:
     """The backend sockets of one client connection, watched together."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        on_round_start: Callable[[], None] | None = None,
+        on_round_end: Callable[[], None] | None = None,
+    ) -> None:
+        #: Called around each round of handlers (the frontend batches its output there).
+        self._on_round_start = on_round_start
+        self._on_round_end = on_round_end
         self._epoll = select.epoll()
         self._handlers: dict[int, Callable[[], None]] = {}
         #: Descriptors in the epoll set now. A paused one is taken out rather than given an
@@ -82,17 +90,26 @@ class BackendPoller:
         try:
             while True:
                 await trio.lowlevel.wait_readable(self._epoll.fileno())
-                for fd, _events in self._epoll.poll(0, _MAX_EVENTS):
-                    handler = self._handlers.get(fd)
-                    if handler is None:
-                        continue
-                    try:
-                        handler()
-                    except Exception:
-                        logger.exception("backend readiness handler failed (fd %d)", fd)
-                        self.unregister(fd)
+                if self._on_round_start is not None:
+                    self._on_round_start()
+                try:
+                    self._run_handlers()
+                finally:
+                    if self._on_round_end is not None:
+                        self._on_round_end()
         finally:
             self.close()
+
+    def _run_handlers(self) -> None:
+        for fd, _events in self._epoll.poll(0, _MAX_EVENTS):
+            handler = self._handlers.get(fd)
+            if handler is None:
+                continue
+            try:
+                handler()
+            except Exception:
+                logger.exception("backend readiness handler failed (fd %d)", fd)
+                self.unregister(fd)
 
     def close(self) -> None:
         if not self._closed:
