@@ -154,12 +154,17 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             raise self._broken(error) from error
 
     async def aclose(self) -> None:
+        self.close_now()
+        await trio.lowlevel.checkpoint()
+
+    def close_now(self) -> None:
+        """``aclose`` without the checkpoint: closing a socket never waits, so a caller that
+        must close even when cancelled needs no shielded cancel scope for it."""
         if not self._closed:
             self._closed = True
             # Wake any task still waiting on this socket (it sees ClosedResourceError).
             trio.lowlevel.notify_closing(self._sock)
             self._sock.close()
-        await trio.lowlevel.checkpoint()
 
     def is_quiet(self) -> bool:
         """True if nothing waits to be read: no EOF, no bytes (a non-blocking peek)."""

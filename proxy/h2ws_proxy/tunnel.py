@@ -220,8 +220,11 @@ async def run_tunnel(
             elif trio.current_time() >= pumps.cancel_scope.deadline:
                 stats.end = relay.timer_end
     finally:
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(backend)
+        if isinstance(backend, LeanSocketStream):
+            backend.close_now()  # two cancel scopes fewer per tunnel than the line below
+        else:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(backend)
     return stats
 
 
