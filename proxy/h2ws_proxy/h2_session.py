@@ -79,7 +79,30 @@ class _GracefulH2Connection(h2.connection.H2Connection):
     ``session.close()``, a browser retiring a connection) says goodbye politely. Here the
     event is reported and h2's state left alone; the frontend takes no new streams and
     closes once the open ones have ended.
+
+    It also counts open streams less often than h2 would (see :attr:`open_inbound_streams`).
     """
+
+    #: Our advertised MAX_CONCURRENT_STREAMS (set by :class:`H2Session`).
+    stream_limit = 0
+
+    @property
+    def open_inbound_streams(self) -> int:
+        """The client's open streams, exact once the stream table outgrows the limit.
+
+        h2 asks on every new stream, only to compare with a limit that
+        :class:`_AdvertisedSettings` lifts, and counts by walking its whole stream table
+        (dropping closed entries as it goes): with 100 tunnels open that walk was the
+        largest part of reading a new stream's HEADERS. The table's size bounds the count,
+        so while it is within the advertised limit that size is returned and the walk
+        waits. Past the limit (where the frontend needs the exact count to refuse a
+        stream) every call walks, as h2 does, and the walk keeps the table near the limit:
+        closed streams linger at most until then.
+        """
+        size = len(self.streams)
+        if size <= self.stream_limit:
+            return size
+        return self._open_streams(1)  # h2's walk; client-initiated stream ids are odd
 
     def _begin_new_stream(
         self, stream_id: int, allowed_ids: h2.connection.AllowedStreamIDs
@@ -146,6 +169,7 @@ class H2Session:
                 normalize_inbound_headers=True,  # joins cookie crumbs (RFC 9113 §8.2.3)
             )
         )
+        self.conn.stream_limit = limits.max_concurrent_streams
         self._inbound = InboundFrames(self.conn)
         #: Streams whose DATA bypasses h2 (see h2_direct): the frontend adds a tunnel once
         #: its 200 went out and an ordinary request while its body is read.
