@@ -79,33 +79,73 @@ async def connect_and_upgrade(
     request: WebSocketRequest,
     limits: Limits,
     connect: ConnectBackend = open_backend_stream,
+    *,
+    scope: trio.CancelScope | None = None,
 ) -> BackendUpgraded:
     """Connect to ``address`` and upgrade; the caller owns the returned stream.
 
     Raises BackendUnavailable, BackendTimeout, BackendProtocolError or BackendRejected;
     on any of them the backend stream is already closed.
+
+    ``scope``: the caller's active cancel scope, with no deadline of its own, that this
+    call may hold its deadlines on instead of opening a scope of its own (a cancel scope
+    per tunnel cost as much as the dial's own Python code). After a timeout that scope
+    stays cancelled, as trio cancels for good: the caller answers without awaiting in it.
     """
-    # One cancel scope for both limits, its deadline moved once connected: a second scope
-    # (and fail_after's generator) per tunnel cost as much as the dial's own Python code.
+    if scope is not None:
+        return await _connect_and_upgrade(address, upgrade, key, request, limits, connect, scope)
+    with trio.CancelScope() as own_scope:
+        return await _connect_and_upgrade(
+            address, upgrade, key, request, limits, connect, own_scope
+        )
+    # Only the scope's own deadline cancels it, and that ends in BackendTimeout.
+    raise AssertionError("connect_and_upgrade's scope swallowed its result")  # pragma: no cover
+
+
+async def _connect_and_upgrade(
+    address: BackendAddress,
+    upgrade: UpgradeRequest,
+    key: bytes,
+    request: WebSocketRequest,
+    limits: Limits,
+    connect: ConnectBackend,
+    scope: trio.CancelScope,
+) -> BackendUpgraded:
+    """:func:`connect_and_upgrade` with both limits on ``scope``'s deadline, in turn."""
+    previous_deadline = scope.deadline
+    deadline = scope.deadline = trio.current_time() + limits.connect_timeout_s
     stream: trio.abc.HalfCloseableStream | None = None
-    with trio.CancelScope(deadline=trio.current_time() + limits.connect_timeout_s) as scope:
+    try:
         stream = await connect(address)
         if isinstance(stream, trio.SocketStream):
             # A tunnel makes one send and one receive per message: see socket_stream.py.
             stream = LeanSocketStream.from_socket_stream(stream)
-        scope.deadline = trio.current_time() + limits.handshake_timeout_s
+        deadline = scope.deadline = trio.current_time() + limits.handshake_timeout_s
         try:
             accepted, leftover = await _upgrade(stream, upgrade, key, request, limits)
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
         return BackendUpgraded(stream=stream, accepted=accepted, leftover=leftover)
-    # Only this scope's deadline ends up here.
+    except BaseException as error:
+        # Only our own deadline becomes a timeout; any other cancellation (a client reset,
+        # a shutdown) goes on to the scope that was cancelled.
+        if not (_only_cancelled(error) and trio.current_time() >= deadline):
+            raise
+    finally:
+        scope.deadline = previous_deadline
     if stream is None:
         raise BackendTimeout(f"backend {address} did not accept within {limits.connect_timeout_s}s")
     raise BackendTimeout(
         f"backend {address} did not answer the upgrade within {limits.handshake_timeout_s}s"
-    ) from None
+    )
+
+
+def _only_cancelled(error: BaseException) -> bool:
+    """``trio.Cancelled``, or a group of nothing else (a nursery's, as a cancel scope sees it)."""
+    if isinstance(error, trio.Cancelled):
+        return True
+    return isinstance(error, BaseExceptionGroup) and error.split(trio.Cancelled)[1] is None
 
 
 async def _upgrade(
