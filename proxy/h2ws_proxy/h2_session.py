@@ -11,7 +11,9 @@
 * a GOAWAY from the client does not close h2's state machine (see
   :class:`_GracefulH2Connection`), and our own drain GOAWAY is written by hand;
 * DATA frames of open tunnels (and of request bodies being read) bypass h2's per-frame
-  work both ways (:mod:`h2ws_proxy.h2_direct`); everything else is h2's.
+  work both ways (:mod:`h2ws_proxy.h2_direct`); everything else is h2's;
+* per new stream, h2 neither counts the open streams nor decodes a header block it has
+  just decoded while neither can change the result (see :class:`_GracefulH2Connection`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
+import hpack
 from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 
@@ -70,6 +73,43 @@ def _ignore_content_length(headers: object) -> None:
     """Stands in for h2's content-length tracking (see ``_begin_new_stream``)."""
 
 
+class _RepeatedBlockDecoder(hpack.Decoder):
+    """hpack's decoder, which remembers the last header block that left its table alone.
+
+    A client opens tunnel after tunnel with the same request fields, and once the first
+    request has put them in the dynamic table HPACK sends each of them as one byte, an
+    index: the same bytes every time, decoding to the same list, the table untouched.
+    Decoding them again was the largest part of reading a new stream's HEADERS. Such a
+    block (every byte has the high bit set: only one-byte indexed fields, which neither
+    add to the table nor resize it) is kept with its result; the same bytes next time
+    get a copy of that result, as long as nothing that decoding depends on changed in
+    between: any other block is decoded (and may change the table) by hpack, which drops
+    the kept one, and the table's size and the header list limit are compared too.
+    """
+
+    def __init__(self, max_header_list_size: int) -> None:
+        super().__init__(max_header_list_size=max_header_list_size)
+        self._kept_block = b""
+        self._kept_headers: tuple[hpack.HeaderTuple, ...] = ()
+        self._kept_under = (0, 0)  # (header_table_size, max_header_list_size) then
+
+    def decode(self, data: bytes, raw: bool = False) -> list[hpack.HeaderTuple]:
+        if (
+            raw
+            and data == self._kept_block
+            and self._kept_under == (self.header_table_size, self.max_header_list_size)
+        ):
+            self._assert_valid_table_size()  # hpack's check after every block
+            return list(self._kept_headers)
+        self._kept_block = b""
+        headers = list(super().decode(data, raw))
+        if raw and data and min(data) >= 0x80:
+            self._kept_block = bytes(data)
+            self._kept_headers = tuple(headers)
+            self._kept_under = (self.header_table_size, self.max_header_list_size)
+        return headers
+
+
 class _GracefulH2Connection(h2.connection.H2Connection):
     """h2's connection, except that a GOAWAY from the client leaves it open.
 
@@ -80,11 +120,20 @@ class _GracefulH2Connection(h2.connection.H2Connection):
     event is reported and h2's state left alone; the frontend takes no new streams and
     closes once the open ones have ended.
 
-    It also counts open streams less often than h2 would (see :attr:`open_inbound_streams`).
+    It also counts open streams less often than h2 would (see :attr:`open_inbound_streams`),
+    and its HPACK decoder keeps the last block of indexed fields (see
+    :class:`_RepeatedBlockDecoder`).
     """
 
     #: Our advertised MAX_CONCURRENT_STREAMS (set by :class:`H2Session`).
     stream_limit = 0
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        decoder = _RepeatedBlockDecoder(self.decoder.max_header_list_size)
+        decoder.max_allowed_table_size = self.decoder.max_allowed_table_size
+        decoder.header_table_size = self.decoder.header_table_size
+        self.decoder = decoder
 
     @property
     def open_inbound_streams(self) -> int:

@@ -1,13 +1,18 @@
-"""H2Session's own rules around h2: the stream table's bounds and the count of open streams."""
+"""H2Session's own rules around h2: the stream table's bounds, the count of open streams, and
+the HPACK decoder that keeps a repeated block."""
 
 from __future__ import annotations
 
 import h2.config
 import h2.connection
 import h2.settings
+import hpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from h2ws_proxy.config import Limits
-from h2ws_proxy.h2_session import H2Session
+from h2ws_proxy.h2_session import H2Session, _RepeatedBlockDecoder
 
 LIMIT = 4
 REQUEST = [
@@ -67,3 +72,68 @@ def test_open_streams_are_counted_exactly_past_the_limit() -> None:
         count = session.conn.open_inbound_streams
         # Within the limit the table's size stands in; past it the count is exact.
         assert count == expected
+
+
+# ---- the HPACK decoder that keeps the last block of indexed fields ----
+
+POOL = [
+    (b":method", b"CONNECT"),
+    (b":protocol", b"websocket"),
+    (b":path", b"/"),
+    (b":authority", b"proxy.test"),
+    (b"sec-websocket-version", b"13"),
+    (b"origin", b"https://proxy.test"),
+    (b"cookie", b"a=" + b"x" * 40),
+]
+#: A header list (indexes into POOL), or a new table size for the client's encoder.
+STEP = st.one_of(
+    st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=5),
+    st.sampled_from([0, 64, 256, 4096]),
+)
+
+
+def decoded(decoder: hpack.Decoder, block: bytes) -> object:
+    try:
+        return [tuple(header) for header in decoder.decode(block, raw=True)]
+    except hpack.HPACKError as error:
+        return type(error)
+
+
+@given(st.lists(STEP, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_kept_blocks_decode_as_hpack_decodes_them(steps: list[list[int] | int]) -> None:
+    encoder = hpack.Encoder()
+    ours = _RepeatedBlockDecoder(max_header_list_size=300)
+    theirs = hpack.Decoder(max_header_list_size=300)
+    for step in steps:
+        if isinstance(step, int):
+            encoder.header_table_size = step  # announced in the next block
+            continue
+        block = encoder.encode([POOL[index] for index in step])
+        for _ in range(2):  # the second time, the same bytes again
+            assert decoded(ours, block) == decoded(theirs, block)
+            assert list(ours.header_table.dynamic_entries) == list(
+                theirs.header_table.dynamic_entries
+            )
+
+
+def test_a_kept_block_is_decoded_again_under_a_lower_limit() -> None:
+    encoder = hpack.Encoder()
+    decoder = _RepeatedBlockDecoder(max_header_list_size=65536)
+    fields = [(b":authority", b"proxy.test"), (b"origin", b"https://proxy.test")]
+    decoder.decode(encoder.encode(fields), raw=True)  # as literals, into the table
+    block = encoder.encode(fields)
+    assert min(block) >= 0x80  # indexed fields only: this one is kept
+    first = decoder.decode(block, raw=True)
+    assert decoder.decode(block, raw=True) == first
+    decoder.max_header_list_size = 10
+    with pytest.raises(hpack.OversizedHeaderListError):
+        decoder.decode(block, raw=True)
+
+
+def test_connections_use_the_keeping_decoder_with_h2s_limits() -> None:
+    _client, session = connected_pair()
+    decoder = session.conn.decoder
+    assert isinstance(decoder, _RepeatedBlockDecoder)
+    # Our SETTINGS were acknowledged: h2 gave the decoder our header list limit.
+    assert decoder.max_header_list_size == Limits().max_header_list_bytes
