@@ -12,13 +12,15 @@
   :class:`_GracefulH2Connection`), and our own drain GOAWAY is written by hand;
 * DATA frames of open tunnels (and of request bodies being read) bypass h2's per-frame
   work both ways (:mod:`h2ws_proxy.h2_direct`); everything else is h2's;
-* per new stream, h2 neither counts the open streams nor decodes a header block it has
-  just decoded while neither can change the result (see :class:`_GracefulH2Connection`).
+* per new stream, h2 neither counts the open streams nor decodes (or encodes) a header
+  block it has just decoded (encoded) while nothing can change the result (see
+  :class:`_GracefulH2Connection`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -110,6 +112,45 @@ class _RepeatedBlockDecoder(hpack.Decoder):
         return headers
 
 
+class _RepeatedBlockEncoder(hpack.Encoder):
+    """hpack's encoder, which remembers the last header list it sent as indexed fields only.
+
+    The answer that opens a tunnel is the same list every time (usually ``:status 200``
+    alone, a static table entry), and hpack spends far more Python on it than the one
+    byte it produces. A list whose block holds only one-byte indexed fields (which
+    neither add to the dynamic table nor resize it) is kept with its block; the same list
+    next time gets the same block, unless a table size change waits to be announced or
+    the table's size changed. Any other list is hpack's, which drops the kept one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kept_fields: list[object] = []
+        self._kept_block = b""
+        self._kept_under = (0, False)  # (header_table_size, huffman) then
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        if isinstance(headers, dict):
+            self._kept_block = b""
+            return super().encode(headers, huffman)
+        fields = list(headers)
+        table = self.header_table
+        if (
+            self._kept_block
+            and fields == self._kept_fields
+            and not table.resized
+            and self._kept_under == (table.maxsize, huffman)
+        ):
+            return self._kept_block
+        self._kept_block = b""
+        block = super().encode(fields, huffman)
+        if block and min(block) >= 0x80:
+            self._kept_fields = fields
+            self._kept_block = block
+            self._kept_under = (table.maxsize, huffman)
+        return block
+
+
 class _GracefulH2Connection(h2.connection.H2Connection):
     """h2's connection, except that a GOAWAY from the client leaves it open.
 
@@ -121,8 +162,8 @@ class _GracefulH2Connection(h2.connection.H2Connection):
     closes once the open ones have ended.
 
     It also counts open streams less often than h2 would (see :attr:`open_inbound_streams`),
-    and its HPACK decoder keeps the last block of indexed fields (see
-    :class:`_RepeatedBlockDecoder`).
+    and its HPACK decoder and encoder keep the last block of indexed fields (see
+    :class:`_RepeatedBlockDecoder` and :class:`_RepeatedBlockEncoder`).
     """
 
     #: Our advertised MAX_CONCURRENT_STREAMS (set by :class:`H2Session`).
@@ -134,6 +175,7 @@ class _GracefulH2Connection(h2.connection.H2Connection):
         decoder.max_allowed_table_size = self.decoder.max_allowed_table_size
         decoder.header_table_size = self.decoder.header_table_size
         self.decoder = decoder
+        self.encoder = _RepeatedBlockEncoder()
 
     @property
     def open_inbound_streams(self) -> int:

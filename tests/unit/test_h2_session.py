@@ -1,5 +1,5 @@
 """H2Session's own rules around h2: the stream table's bounds, the count of open streams, and
-the HPACK decoder that keeps a repeated block."""
+the HPACK decoder and encoder that keep a repeated block."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from h2ws_proxy.config import Limits
-from h2ws_proxy.h2_session import H2Session, _RepeatedBlockDecoder
+from h2ws_proxy.h2_session import H2Session, _RepeatedBlockDecoder, _RepeatedBlockEncoder
 
 LIMIT = 4
 REQUEST = [
@@ -137,3 +137,34 @@ def test_connections_use_the_keeping_decoder_with_h2s_limits() -> None:
     assert isinstance(decoder, _RepeatedBlockDecoder)
     # Our SETTINGS were acknowledged: h2 gave the decoder our header list limit.
     assert decoder.max_header_list_size == Limits().max_header_list_bytes
+    assert isinstance(session.conn.encoder, _RepeatedBlockEncoder)
+
+
+@given(st.lists(STEP, max_size=40), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_kept_lists_encode_as_hpack_encodes_them(
+    steps: list[list[int] | int], sensitive: bool
+) -> None:
+    ours, theirs = _RepeatedBlockEncoder(), hpack.Encoder()
+    for step in steps:
+        if isinstance(step, int):
+            ours.header_table_size = theirs.header_table_size = step
+            continue
+        fields = [POOL[index] for index in step]
+        if sensitive:  # as h2 marks authorization and short cookies
+            fields = [hpack.NeverIndexedHeaderTuple(*fields[0]), *fields[1:]]
+        for _ in range(2):  # the second time, the same list again
+            assert ours.encode(iter(fields)) == theirs.encode(iter(fields))
+            assert list(ours.header_table.dynamic_entries) == list(
+                theirs.header_table.dynamic_entries
+            )
+
+
+def test_a_kept_list_is_encoded_again_after_a_table_size_change() -> None:
+    encoder = _RepeatedBlockEncoder()
+    status = [(b":status", b"200")]
+    assert encoder.encode(status) == b"\x88"  # static index 8: kept
+    assert encoder.encode(status) == b"\x88"
+    encoder.header_table_size = 0  # to be announced in the next block
+    assert encoder.encode(status) == b"\x20\x88"
+    assert encoder.encode(status) == b"\x88"
