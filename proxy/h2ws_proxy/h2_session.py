@@ -39,6 +39,9 @@ Header = tuple[bytes, bytes]
 
 _MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
 _MAX_ERROR_BODY = 16384  # one frame at the default SETTINGS_MAX_FRAME_SIZE
+#: A response h2's outbound normalization leaves as it is (one lowercase pseudo-header,
+#: nothing to strip or to keep out of the HPACK table) and its validation passes.
+_PLAIN_200: list[Header] = [(b":status", b"200")]
 
 
 #: hyperframe's reprs show at most this many bytes of a frame body (as hex).
@@ -258,6 +261,9 @@ class H2Session:
                 # (h2_request) make it a stream error, as RFC 9113 §8.1.1 asks.
                 validate_inbound_headers=False,
                 normalize_inbound_headers=True,  # joins cookie crumbs (RFC 9113 §8.2.3)
+                # Skipped only for a plain 200, and put back (see ``send_headers``).
+                validate_outbound_headers=True,
+                normalize_outbound_headers=True,
             )
         )
         self.conn.stream_limit = limits.max_concurrent_streams
@@ -352,11 +358,25 @@ class H2Session:
     def send_headers(
         self, stream_id: int, headers: list[Header], *, end_stream: bool = False
     ) -> None:
+        # h2 runs every outbound list through its normalization and validation: for the
+        # plain 200 that opens most tunnels that is a third of the send, and a no-op.
+        plain = headers == _PLAIN_200 and self._expects_response(stream_id)
+        config = self.conn.config
+        if plain:
+            config.normalize_outbound_headers = config.validate_outbound_headers = False
         try:
             self.conn.send_headers(stream_id, headers, end_stream=end_stream)
         except h2.exceptions.ProtocolError as error:
             raise StreamUnusable(str(error)) from error
+        finally:
+            if plain:
+                config.normalize_outbound_headers = config.validate_outbound_headers = True
         self.flush()
+
+    def _expects_response(self, stream_id: int) -> bool:
+        """True if headers sent on ``stream_id`` now would be its response (not trailers)."""
+        stream = self.conn.streams.get(stream_id)
+        return stream is not None and not stream.state_machine.headers_sent
 
     def end_stream(self, stream_id: int) -> None:
         try:
