@@ -114,14 +114,37 @@ def _extension_names(values: list[bytes]) -> tuple[bytes, ...]:
     return tuple(item.split(b";", 1)[0].strip().lower() for item in split_header_list(values))
 
 
+#: Requests that passed lately, by head and flags (see ``h2_request._PASSED``): small ones,
+#: a few, the map emptied when full.
+_PASSED: dict[tuple[H2RequestHead, bool, bool], WebSocketRequest] = {}
+_PASSED_MAX_REQUESTS = 32
+_PASSED_MAX_BYTES = 2048
+
+
 def parse_extended_connect(
     head: H2RequestHead, *, connect_protocol_enabled: bool, tls: bool
 ) -> WebSocketRequest:
     """Check an HTTP/2 CONNECT request that carries ``:protocol`` (RFC 8441 §4).
 
     ``head`` already passed :func:`h2_request.parse_h2_request_head`. Raises
-    :class:`ClientProtocolError` with the status to answer (400, 501).
+    :class:`ClientProtocolError` with the status to answer (400, 501). The result depends
+    on the arguments alone: a request that passed is remembered, as its head is.
     """
+    key = (head, connect_protocol_enabled, tls)
+    request = _PASSED.get(key)
+    if request is None:
+        request = _check_extended_connect(head, connect_protocol_enabled, tls)
+        if sum([len(name) + len(value) for name, value in head.headers]) <= _PASSED_MAX_BYTES:
+            if len(_PASSED) >= _PASSED_MAX_REQUESTS:
+                _PASSED.clear()
+            _PASSED[key] = request
+    return request
+
+
+def _check_extended_connect(
+    head: H2RequestHead, connect_protocol_enabled: bool, tls: bool
+) -> WebSocketRequest:
+    """:func:`parse_extended_connect` without the memory."""
     if not connect_protocol_enabled:
         # RFC 8441 §3: a client MUST NOT send :protocol unless we advertised it; h2 lets it
         # through, so refusing it is our job.
