@@ -1284,3 +1284,42 @@ def test_an_extended_connect_that_passed_is_remembered_per_listener_kind() -> No
     for index in range(3 * handshake._PASSED_MAX_REQUESTS):
         connect(h2_head((b"x-memo", str(index).encode())))
         assert len(handshake._PASSED) <= handshake._PASSED_MAX_REQUESTS
+
+
+@pytest.mark.parametrize("x_forwarded", [True, False])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (),
+        ((b"origin", b"https://example.com"),),
+        # The stand-in key's bytes elsewhere in the request: that one is never kept.
+        ((b"x-token", b"A" * 22 + b"=="),),
+        # A value h11 must judge: never kept either.
+        ((b"x-odd", b"a\x00b"),),
+    ],
+)
+def test_kept_upgrade_requests_are_written_as_without_keeping(
+    x_forwarded: bool, extra: tuple[Header, ...]
+) -> None:
+    request = ws_request(*extra)
+    backend = route(x_forwarded=x_forwarded)
+    for key in (new_websocket_key(), new_websocket_key(), OUR_KEY, b"not a key"):
+        for address in ("192.0.2.7", None):
+            made = _reference_upgrade(request, backend, key, address)
+            for _ in range(2):
+                try:
+                    built: object = build_backend_upgrade(request, backend, key, address)
+                except ClientProtocolError:
+                    built = ClientProtocolError
+                assert built == made
+    assert len(handshake._TEMPLATES) <= handshake._TEMPLATES_MAX
+
+
+def _reference_upgrade(
+    request: WebSocketRequest, backend: RouteConfig, key: bytes, address: str | None
+) -> UpgradeRequest | type[ClientProtocolError]:
+    fields = handshake._upgrade_fields(request, backend, key, address)
+    try:
+        return handshake._backend_request(request.path, fields)
+    except ClientProtocolError:
+        return ClientProtocolError
