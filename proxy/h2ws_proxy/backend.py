@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import h11
 import trio
+from wsproto.utilities import generate_accept_token
 
 from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.errors import (
@@ -79,37 +80,78 @@ async def connect_and_upgrade(
     request: WebSocketRequest,
     limits: Limits,
     connect: ConnectBackend = open_backend_stream,
+    *,
+    scope: trio.CancelScope | None = None,
 ) -> BackendUpgraded:
     """Connect to ``address`` and upgrade; the caller owns the returned stream.
 
     Raises BackendUnavailable, BackendTimeout, BackendProtocolError or BackendRejected;
     on any of them the backend stream is already closed.
+
+    ``scope``: the caller's active cancel scope, with no deadline of its own, that this
+    call may hold its deadlines on instead of opening a scope of its own (a cancel scope
+    per tunnel cost as much as the dial's own Python code). After a timeout that scope
+    stays cancelled, as trio cancels for good: the caller answers without awaiting in it.
     """
-    # One cancel scope for both limits, its deadline moved once connected: a second scope
-    # (and fail_after's generator) per tunnel cost as much as the dial's own Python code.
+    if scope is not None:
+        return await _connect_and_upgrade(address, upgrade, key, request, limits, connect, scope)
+    with trio.CancelScope() as own_scope:
+        return await _connect_and_upgrade(
+            address, upgrade, key, request, limits, connect, own_scope
+        )
+    # Only the scope's own deadline cancels it, and that ends in BackendTimeout.
+    raise AssertionError("connect_and_upgrade's scope swallowed its result")  # pragma: no cover
+
+
+async def _connect_and_upgrade(
+    address: BackendAddress,
+    upgrade: UpgradeRequest,
+    key: bytes,
+    request: WebSocketRequest,
+    limits: Limits,
+    connect: ConnectBackend,
+    scope: trio.CancelScope,
+) -> BackendUpgraded:
+    """:func:`connect_and_upgrade` with both limits on ``scope``'s deadline, in turn."""
+    previous_deadline = scope.deadline
+    deadline = scope.deadline = trio.current_time() + limits.connect_timeout_s
     stream: trio.abc.HalfCloseableStream | None = None
-    with trio.CancelScope(deadline=trio.current_time() + limits.connect_timeout_s) as scope:
+    try:
         stream = await connect(address)
         if isinstance(stream, trio.SocketStream):
             # A tunnel makes one send and one receive per message: see socket_stream.py.
             stream = LeanSocketStream.from_socket_stream(stream)
-        scope.deadline = trio.current_time() + limits.handshake_timeout_s
+        deadline = scope.deadline = trio.current_time() + limits.handshake_timeout_s
         try:
-            accepted, leftover = await _upgrade(stream, upgrade, key, request, limits)
+            accepted, leftover = await _upgrade(stream, address, upgrade, key, request, limits)
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
         return BackendUpgraded(stream=stream, accepted=accepted, leftover=leftover)
-    # Only this scope's deadline ends up here.
+    except BaseException as error:
+        # Only our own deadline becomes a timeout; any other cancellation (a client reset,
+        # a shutdown) goes on to the scope that was cancelled.
+        if not (_only_cancelled(error) and trio.current_time() >= deadline):
+            raise
+    finally:
+        scope.deadline = previous_deadline
     if stream is None:
         raise BackendTimeout(f"backend {address} did not accept within {limits.connect_timeout_s}s")
     raise BackendTimeout(
         f"backend {address} did not answer the upgrade within {limits.handshake_timeout_s}s"
-    ) from None
+    )
+
+
+def _only_cancelled(error: BaseException) -> bool:
+    """``trio.Cancelled``, or a group of nothing else (a nursery's, as a cancel scope sees it)."""
+    if isinstance(error, trio.Cancelled):
+        return True
+    return isinstance(error, BaseExceptionGroup) and error.split(trio.Cancelled)[1] is None
 
 
 async def _upgrade(
     stream: trio.abc.HalfCloseableStream,
+    address: BackendAddress,
     upgrade: UpgradeRequest,
     key: bytes,
     request: WebSocketRequest,
@@ -121,7 +163,11 @@ async def _upgrade(
         await stream.send_all(upgrade.data)
         buffer = bytearray()
         searched = 0  # how far the buffer holds no head's end (a slow sender costs O(n))
+        known = _known_101s.get(address)
+        first = True  # no head read yet
         while True:
+            if known is not None and first and (answer := known.match(buffer, key, request)):
+                return answer
             head = read_interim_head(buffer, limits.max_header_list_bytes, searched)
             if head is None:
                 searched = max(0, len(buffer) - 2)
@@ -131,14 +177,75 @@ async def _upgrade(
                 buffer += data
                 continue
             if isinstance(head, InterimHead):
+                if head.status == 101:
+                    accepted = check_backend_101(head.headers, key, request)
+                    if first:
+                        _remember_101(address, bytes(buffer[: head.size]), key, request, accepted)
+                    return accepted, bytes(buffer[head.size :])
                 del buffer[: head.size]
                 searched = 0
-                if head.status == 101:
-                    return check_backend_101(head.headers, key, request), bytes(buffer)
+                first = False
                 continue  # other 1xx (100, 103) are informational only
             return await _upgrade_with_h11(stream, upgrade, bytes(buffer), key, request, limits)
     except (trio.BrokenResourceError, OSError) as error:
         raise BackendUnavailable(f"backend connection broke during the upgrade: {error}") from error
+
+
+@dataclass(frozen=True, slots=True)
+class _Known101:
+    """A plain ``101`` a backend sent as its first answer, split around its accept token.
+
+    A backend answers tunnel after tunnel with the same head but for that token (our key's).
+    The same bytes with the token for a new key, to a request with the same offers, are
+    the same answer: :func:`read_interim_head` would split them into the same fields (the
+    token holds no line end, and appeared once), :func:`check_backend_101` would find
+    every check as before and the token right, and build the same :class:`BackendAccepted`
+    (the token is not relayed). Reading and checking them again cost more than the rest
+    of the upgrade's Python.
+    """
+
+    before: bytes
+    after: bytes  #: to the end of the head, its blank line included
+    offers: tuple[tuple[bytes, ...], tuple[bytes, ...]]
+    accepted: BackendAccepted
+
+    def match(
+        self, buffer: bytearray, key: bytes, request: WebSocketRequest
+    ) -> tuple[BackendAccepted, bytes] | None:
+        """This answer again at the start of ``buffer`` (and what trails it), or None."""
+        if not buffer.startswith(self.before) or self.offers != _offers(request):
+            return None
+        token = generate_accept_token(key)
+        end = len(self.before) + len(token)
+        if buffer[len(self.before) : end] != token or not buffer.startswith(self.after, end):
+            return None
+        return self.accepted, bytes(buffer[end + len(self.after) :])
+
+
+#: The last plain 101 per backend (the configured backends bound it; emptied when full).
+_known_101s: dict[BackendAddress, _Known101] = {}
+_KNOWN_101S_MAX = 64
+
+
+def _remember_101(
+    address: BackendAddress,
+    head: bytes,
+    key: bytes,
+    request: WebSocketRequest,
+    accepted: BackendAccepted,
+) -> None:
+    token = generate_accept_token(key)
+    if head.count(token) != 1:
+        return
+    before, after = head.split(token)
+    if len(_known_101s) >= _KNOWN_101S_MAX:
+        _known_101s.clear()
+    _known_101s[address] = _Known101(before, after, _offers(request), accepted)
+
+
+def _offers(request: WebSocketRequest) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """What of the request :func:`check_backend_101` reads besides the key."""
+    return request.subprotocols, request.extension_names
 
 
 async def _upgrade_with_h11(

@@ -648,12 +648,21 @@ class H2Frontend:
         route: RouteConfig,
         record: TunnelRecord,
     ) -> BackendUpgraded | None:
-        """Dial and upgrade the backend, answer the client; the upgraded backend, or None."""
+        """Dial and upgrade the backend, answer the client; the upgraded backend, or None.
+
+        Runs inside ``stream.scope``, which holds the dial's deadlines.
+        """
         key = new_websocket_key()
         try:
             upgrade = build_backend_upgrade(request, route, key, self._info.address)
             upgraded = await connect_and_upgrade(
-                route.backend, upgrade, key, request, self._limits, self._server.connect_backend
+                route.backend,
+                upgrade,
+                key,
+                request,
+                self._limits,
+                self._server.connect_backend,
+                scope=stream.scope,
             )
         except BackendRejected as rejection:
             record.status = rejection.status

@@ -84,11 +84,35 @@ def malformed(reason: str) -> ClientProtocolError:
     return ClientProtocolError(f"malformed request: {reason}", status_hint=400, stream_error=True)
 
 
+#: Heads that passed lately, by their fields: a client opens stream after stream with the
+#: same ones, and checking them again cost more than the rest of taking a new stream.
+#: Small heads only, and a few of them (the map is emptied when full): memory stays bounded
+#: whatever a client sends.
+_PASSED: dict[tuple[Header, ...], H2RequestHead] = {}
+_PASSED_MAX_HEADS = 32
+_PASSED_MAX_BYTES = 2048
+
+
 def parse_h2_request_head(headers: list[Header]) -> H2RequestHead:
     """Check ``headers`` (as decoded by h2, bytes) against RFC 9113 and split them.
 
-    Raises :class:`ClientProtocolError` (400, stream error) on the first violation.
+    Raises :class:`ClientProtocolError` (400, stream error) on the first violation. The
+    result depends on nothing but ``headers``, so a head that passed is remembered (see
+    ``_PASSED``); one that fails is checked again every time.
     """
+    fields = tuple(headers)
+    head = _PASSED.get(fields)
+    if head is None:
+        head = _check_head(headers)
+        if sum([len(name) + len(value) for name, value in fields]) <= _PASSED_MAX_BYTES:
+            if len(_PASSED) >= _PASSED_MAX_HEADS:
+                _PASSED.clear()
+            _PASSED[fields] = head
+    return head
+
+
+def _check_head(headers: list[Header]) -> H2RequestHead:
+    """:func:`parse_h2_request_head` without the memory."""
     pseudo: dict[bytes, bytes] = {}
     regular: list[Header] = []
     host: bytes | None = None

@@ -11,12 +11,16 @@
 * a GOAWAY from the client does not close h2's state machine (see
   :class:`_GracefulH2Connection`), and our own drain GOAWAY is written by hand;
 * DATA frames of open tunnels (and of request bodies being read) bypass h2's per-frame
-  work both ways (:mod:`h2ws_proxy.h2_direct`); everything else is h2's.
+  work both ways (:mod:`h2ws_proxy.h2_direct`); everything else is h2's;
+* per new stream, h2 neither counts the open streams nor decodes (or encodes) a header
+  block it has just decoded (encoded) while nothing can change the result (see
+  :class:`_GracefulH2Connection`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -24,6 +28,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
+import hpack
 from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 
@@ -34,6 +39,9 @@ Header = tuple[bytes, bytes]
 
 _MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
 _MAX_ERROR_BODY = 16384  # one frame at the default SETTINGS_MAX_FRAME_SIZE
+#: A response h2's outbound normalization leaves as it is (one lowercase pseudo-header,
+#: nothing to strip or to keep out of the HPACK table) and its validation passes.
+_PLAIN_200: list[Header] = [(b":status", b"200")]
 
 
 #: hyperframe's reprs show at most this many bytes of a frame body (as hex).
@@ -70,6 +78,82 @@ def _ignore_content_length(headers: object) -> None:
     """Stands in for h2's content-length tracking (see ``_begin_new_stream``)."""
 
 
+class _RepeatedBlockDecoder(hpack.Decoder):
+    """hpack's decoder, which remembers the last header block that left its table alone.
+
+    A client opens tunnel after tunnel with the same request fields, and once the first
+    request has put them in the dynamic table HPACK sends each of them as one byte, an
+    index: the same bytes every time, decoding to the same list, the table untouched.
+    Decoding them again was the largest part of reading a new stream's HEADERS. Such a
+    block (every byte has the high bit set: only one-byte indexed fields, which neither
+    add to the table nor resize it) is kept with its result; the same bytes next time
+    get a copy of that result, as long as nothing that decoding depends on changed in
+    between: any other block is decoded (and may change the table) by hpack, which drops
+    the kept one, and the table's size and the header list limit are compared too.
+    """
+
+    def __init__(self, max_header_list_size: int) -> None:
+        super().__init__(max_header_list_size=max_header_list_size)
+        self._kept_block = b""
+        self._kept_headers: tuple[hpack.HeaderTuple, ...] = ()
+        self._kept_under = (0, 0)  # (header_table_size, max_header_list_size) then
+
+    def decode(self, data: bytes, raw: bool = False) -> list[hpack.HeaderTuple]:
+        if (
+            raw
+            and data == self._kept_block
+            and self._kept_under == (self.header_table_size, self.max_header_list_size)
+        ):
+            self._assert_valid_table_size()  # hpack's check after every block
+            return list(self._kept_headers)
+        self._kept_block = b""
+        headers = list(super().decode(data, raw))
+        if raw and data and min(data) >= 0x80:
+            self._kept_block = bytes(data)
+            self._kept_headers = tuple(headers)
+            self._kept_under = (self.header_table_size, self.max_header_list_size)
+        return headers
+
+
+class _RepeatedBlockEncoder(hpack.Encoder):
+    """hpack's encoder, which remembers the last header list it sent as indexed fields only.
+
+    The answer that opens a tunnel is the same list every time (usually ``:status 200``
+    alone, a static table entry), and hpack spends far more Python on it than the one
+    byte it produces. A list whose block holds only one-byte indexed fields (which
+    neither add to the dynamic table nor resize it) is kept with its block; the same list
+    next time gets the same block, unless a table size change waits to be announced or
+    the table's size changed. Any other list is hpack's, which drops the kept one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kept_fields: list[object] = []
+        self._kept_block = b""
+        self._kept_under = (0, False)  # (header_table_size, huffman) then
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        if isinstance(headers, dict):
+            self._kept_block = b""
+            return super().encode(headers, huffman)
+        fields = list(headers)
+        table = self.header_table
+        if (
+            self._kept_block
+            and fields == self._kept_fields
+            and not table.resized
+            and self._kept_under == (table.maxsize, huffman)
+        ):
+            return self._kept_block
+        self._kept_block = b""
+        block = super().encode(fields, huffman)
+        if block and min(block) >= 0x80:
+            self._kept_fields = fields
+            self._kept_block = block
+            self._kept_under = (table.maxsize, huffman)
+        return block
+
+
 class _GracefulH2Connection(h2.connection.H2Connection):
     """h2's connection, except that a GOAWAY from the client leaves it open.
 
@@ -79,7 +163,40 @@ class _GracefulH2Connection(h2.connection.H2Connection):
     ``session.close()``, a browser retiring a connection) says goodbye politely. Here the
     event is reported and h2's state left alone; the frontend takes no new streams and
     closes once the open ones have ended.
+
+    It also counts open streams less often than h2 would (see :attr:`open_inbound_streams`),
+    and its HPACK decoder and encoder keep the last block of indexed fields (see
+    :class:`_RepeatedBlockDecoder` and :class:`_RepeatedBlockEncoder`).
     """
+
+    #: Our advertised MAX_CONCURRENT_STREAMS (set by :class:`H2Session`).
+    stream_limit = 0
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        decoder = _RepeatedBlockDecoder(self.decoder.max_header_list_size)
+        decoder.max_allowed_table_size = self.decoder.max_allowed_table_size
+        decoder.header_table_size = self.decoder.header_table_size
+        self.decoder = decoder
+        self.encoder = _RepeatedBlockEncoder()
+
+    @property
+    def open_inbound_streams(self) -> int:
+        """The client's open streams, exact once the stream table outgrows the limit.
+
+        h2 asks on every new stream, only to compare with a limit that
+        :class:`_AdvertisedSettings` lifts, and counts by walking its whole stream table
+        (dropping closed entries as it goes): with 100 tunnels open that walk was the
+        largest part of reading a new stream's HEADERS. The table's size bounds the count,
+        so while it is within the advertised limit that size is returned and the walk
+        waits. Past the limit (where the frontend needs the exact count to refuse a
+        stream) every call walks, as h2 does, and the walk keeps the table near the limit:
+        closed streams linger at most until then.
+        """
+        size = len(self.streams)
+        if size <= self.stream_limit:
+            return size
+        return self._open_streams(1)  # h2's walk; client-initiated stream ids are odd
 
     def _begin_new_stream(
         self, stream_id: int, allowed_ids: h2.connection.AllowedStreamIDs
@@ -144,8 +261,12 @@ class H2Session:
                 # (h2_request) make it a stream error, as RFC 9113 §8.1.1 asks.
                 validate_inbound_headers=False,
                 normalize_inbound_headers=True,  # joins cookie crumbs (RFC 9113 §8.2.3)
+                # Skipped only for a plain 200, and put back (see ``send_headers``).
+                validate_outbound_headers=True,
+                normalize_outbound_headers=True,
             )
         )
+        self.conn.stream_limit = limits.max_concurrent_streams
         self._inbound = InboundFrames(self.conn)
         #: Streams whose DATA bypasses h2 (see h2_direct): the frontend adds a tunnel once
         #: its 200 went out and an ordinary request while its body is read.
@@ -237,11 +358,25 @@ class H2Session:
     def send_headers(
         self, stream_id: int, headers: list[Header], *, end_stream: bool = False
     ) -> None:
+        # h2 runs every outbound list through its normalization and validation: for the
+        # plain 200 that opens most tunnels that is a third of the send, and a no-op.
+        plain = headers == _PLAIN_200 and self._expects_response(stream_id)
+        config = self.conn.config
+        if plain:
+            config.normalize_outbound_headers = config.validate_outbound_headers = False
         try:
             self.conn.send_headers(stream_id, headers, end_stream=end_stream)
         except h2.exceptions.ProtocolError as error:
             raise StreamUnusable(str(error)) from error
+        finally:
+            if plain:
+                config.normalize_outbound_headers = config.validate_outbound_headers = True
         self.flush()
+
+    def _expects_response(self, stream_id: int) -> bool:
+        """True if headers sent on ``stream_id`` now would be its response (not trailers)."""
+        stream = self.conn.streams.get(stream_id)
+        return stream is not None and not stream.state_machine.headers_sent
 
     def end_stream(self, stream_id: int) -> None:
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -114,14 +115,37 @@ def _extension_names(values: list[bytes]) -> tuple[bytes, ...]:
     return tuple(item.split(b";", 1)[0].strip().lower() for item in split_header_list(values))
 
 
+#: Requests that passed lately, by head and flags (see ``h2_request._PASSED``): small ones,
+#: a few, the map emptied when full.
+_PASSED: dict[tuple[H2RequestHead, bool, bool], WebSocketRequest] = {}
+_PASSED_MAX_REQUESTS = 32
+_PASSED_MAX_BYTES = 2048
+
+
 def parse_extended_connect(
     head: H2RequestHead, *, connect_protocol_enabled: bool, tls: bool
 ) -> WebSocketRequest:
     """Check an HTTP/2 CONNECT request that carries ``:protocol`` (RFC 8441 §4).
 
     ``head`` already passed :func:`h2_request.parse_h2_request_head`. Raises
-    :class:`ClientProtocolError` with the status to answer (400, 501).
+    :class:`ClientProtocolError` with the status to answer (400, 501). The result depends
+    on the arguments alone: a request that passed is remembered, as its head is.
     """
+    key = (head, connect_protocol_enabled, tls)
+    request = _PASSED.get(key)
+    if request is None:
+        request = _check_extended_connect(head, connect_protocol_enabled, tls)
+        if sum([len(name) + len(value) for name, value in head.headers]) <= _PASSED_MAX_BYTES:
+            if len(_PASSED) >= _PASSED_MAX_REQUESTS:
+                _PASSED.clear()
+            _PASSED[key] = request
+    return request
+
+
+def _check_extended_connect(
+    head: H2RequestHead, connect_protocol_enabled: bool, tls: bool
+) -> WebSocketRequest:
+    """:func:`parse_extended_connect` without the memory."""
     if not connect_protocol_enabled:
         # RFC 8441 §3: a client MUST NOT send :protocol unless we advertised it; h2 lets it
         # through, so refusing it is our job.
@@ -263,7 +287,64 @@ def build_backend_upgrade(
     address; ``X-Forwarded-For`` becomes the client's address, ``-Proto`` and ``-Host`` what
     the proxy saw. Without it, the client's own fields pass unchanged and none are added
     (for a proxy behind another one that sets them).
+
+    The key is the only part that changes from one tunnel of a client to the next, so the
+    request is written once around a stand-in key of the same shape (which passes every
+    check exactly when a real key does) and remembered, small ones and a few, as the
+    bytes before and after the key.
     """
+    if not _KEY_SHAPE.fullmatch(key):
+        return _backend_request(request.path, _upgrade_fields(request, route, key, client_address))
+    template_key = (request, route, client_address)
+    template = _TEMPLATES.get(template_key)
+    if template is None:
+        template = _upgrade_template(request, route, client_address)
+        if template is None:
+            return _backend_request(
+                request.path, _upgrade_fields(request, route, key, client_address)
+            )
+        if len(_TEMPLATES) >= _TEMPLATES_MAX:
+            _TEMPLATES.clear()
+        _TEMPLATES[template_key] = template
+    before, after, stand_in_fields = template
+    headers = list(stand_in_fields)
+    headers[_KEY_FIELD] = (b"sec-websocket-key", key)
+    return UpgradeRequest(target=request.path, headers=tuple(headers), data=before + key + after)
+
+
+#: Written upgrade requests by (request, route, client address): the bytes before the key,
+#: after it, and the fields with the stand-in key (see ``build_backend_upgrade``).
+_TEMPLATES: dict[
+    tuple[WebSocketRequest, RouteConfig, str | None], tuple[bytes, bytes, tuple[Header, ...]]
+] = {}
+_TEMPLATES_MAX = 32
+_TEMPLATE_MAX_BYTES = 4096
+#: What ``new_websocket_key`` makes (base64 of 16 bytes), and a stand-in of that shape.
+_KEY_SHAPE = re.compile(rb"[A-Za-z0-9+/]{22}==")
+_STAND_IN_KEY = b"A" * 22 + b"=="
+_KEY_FIELD = 3  # the key's place in ``_upgrade_fields``
+
+
+def _upgrade_template(
+    request: WebSocketRequest, route: RouteConfig, client_address: str | None
+) -> tuple[bytes, bytes, tuple[Header, ...]] | None:
+    """The request's bytes around the key, or None when it cannot be kept (h11 must write
+    it, it is large, or the stand-in key's bytes also occur elsewhere in it)."""
+    fields = _upgrade_fields(request, route, _STAND_IN_KEY, client_address)
+    written = upgrade_request(request.path, fields)
+    if (
+        written is None
+        or len(written.data) > _TEMPLATE_MAX_BYTES
+        or written.data.count(_STAND_IN_KEY) != 1
+    ):
+        return None
+    before, after = written.data.split(_STAND_IN_KEY)
+    return before, after, written.headers
+
+
+def _upgrade_fields(
+    request: WebSocketRequest, route: RouteConfig, key: bytes, client_address: str | None
+) -> list[Header]:
     host = request.authority or route.backend.host_header.encode("ascii")
     headers: list[Header] = [
         (b"host", host),
@@ -277,7 +358,7 @@ def build_backend_upgrade(
             request.headers, route, client_address, request.scheme, request.authority
         )
     )
-    return _backend_request(request.path, headers)
+    return headers
 
 
 def with_forwarding_fields(

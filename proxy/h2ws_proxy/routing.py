@@ -44,16 +44,16 @@ def websocket_route(router: Router, path: bytes) -> RouteConfig:
     backend does not take WebSockets (``websocket = false``).
     """
     route = router.match(path)
+    if route is not None and route.websocket:
+        return route
     shown = path.decode("ascii", "replace")
     if route is None:
         raise RouteNotFound(f"no route for {shown}")
-    if not route.websocket:
-        raise ClientProtocolError(
-            f"route {route.path} does not take WebSockets (websocket = false); {shown} "
-            "cannot be opened as one",
-            status_hint=501,
-        )
-    return route
+    raise ClientProtocolError(
+        f"route {route.path} does not take WebSockets (websocket = false); {shown} "
+        "cannot be opened as one",
+        status_hint=501,
+    )
 
 
 def http_route(router: Router, target: bytes) -> RouteConfig:

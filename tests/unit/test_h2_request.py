@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from h2ws_proxy import h2_request
 from h2ws_proxy.errors import ClientProtocolError
 from h2ws_proxy.h2_request import H2RequestHead, parse_h2_request_head
 
@@ -740,3 +741,25 @@ def test_suspect_value_screen_catches_every_bad_value(middle: bytes, edge: bytes
         except ClientProtocolError:
             broken = True
         assert broken == bool(h2_request._SUSPECT_VALUE.search(value)), value
+
+
+# ---- heads that passed are remembered, within bounds ----
+
+
+def test_a_head_that_passed_is_remembered_and_a_bad_one_is_checked_every_time() -> None:
+    first = parse_h2_request_head(block((b"x-memo", b"1")))
+    again = parse_h2_request_head(block((b"x-memo", b"1")))
+    assert again is first
+    assert again == h2_request._check_head(block((b"x-memo", b"1")))
+    for _ in range(2):
+        with pytest.raises(ClientProtocolError):
+            parse_h2_request_head(block((b"x-memo", b"1"), (b"connection", b"close")))
+
+
+def test_the_memory_of_heads_stays_bounded() -> None:
+    for index in range(3 * h2_request._PASSED_MAX_HEADS):
+        parse_h2_request_head(block((b"x-memo", str(index).encode())))
+        assert len(h2_request._PASSED) <= h2_request._PASSED_MAX_HEADS
+    big = block((b"x-big", b"b" * h2_request._PASSED_MAX_BYTES))
+    parse_h2_request_head(big)
+    assert tuple(big) not in h2_request._PASSED

@@ -13,6 +13,7 @@ import h11
 import pytest
 from wsproto.utilities import generate_accept_token
 
+from h2ws_proxy import handshake
 from h2ws_proxy.config import RouteConfig, parse_backend
 from h2ws_proxy.errors import BackendProtocolError, ClientProtocolError
 from h2ws_proxy.h2_request import H2RequestHead, parse_h2_request_head
@@ -1269,3 +1270,56 @@ def test_new_websocket_key_round_trip_through_accept() -> None:
     key = new_websocket_key()
     accepted = check_backend_accept(response(backend_101(key=key)), key, ws_request())
     assert accepted.headers == ()
+
+
+def test_an_extended_connect_that_passed_is_remembered_per_listener_kind() -> None:
+    head = h2_head((b"x-memo", b"1"))
+    first = connect(head, tls=True)
+    assert connect(head, tls=True) is first
+    assert connect(head, tls=False).scheme == b"http"  # the flags are part of the key
+    assert connect(head, tls=True) == handshake._check_extended_connect(head, True, True)
+    for _ in range(2):  # a refusal is decided again every time
+        with pytest.raises(ClientProtocolError):
+            connect(head, enabled=False)
+    for index in range(3 * handshake._PASSED_MAX_REQUESTS):
+        connect(h2_head((b"x-memo", str(index).encode())))
+        assert len(handshake._PASSED) <= handshake._PASSED_MAX_REQUESTS
+
+
+@pytest.mark.parametrize("x_forwarded", [True, False])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (),
+        ((b"origin", b"https://example.com"),),
+        # The stand-in key's bytes elsewhere in the request: that one is never kept.
+        ((b"x-token", b"A" * 22 + b"=="),),
+        # A value h11 must judge: never kept either.
+        ((b"x-odd", b"a\x00b"),),
+    ],
+)
+def test_kept_upgrade_requests_are_written_as_without_keeping(
+    x_forwarded: bool, extra: tuple[Header, ...]
+) -> None:
+    request = ws_request(*extra)
+    backend = route(x_forwarded=x_forwarded)
+    for key in (new_websocket_key(), new_websocket_key(), OUR_KEY, b"not a key"):
+        for address in ("192.0.2.7", None):
+            made = _reference_upgrade(request, backend, key, address)
+            for _ in range(2):
+                try:
+                    built: object = build_backend_upgrade(request, backend, key, address)
+                except ClientProtocolError:
+                    built = ClientProtocolError
+                assert built == made
+    assert len(handshake._TEMPLATES) <= handshake._TEMPLATES_MAX
+
+
+def _reference_upgrade(
+    request: WebSocketRequest, backend: RouteConfig, key: bytes, address: str | None
+) -> UpgradeRequest | type[ClientProtocolError]:
+    fields = handshake._upgrade_fields(request, backend, key, address)
+    try:
+        return handshake._backend_request(request.path, fields)
+    except ClientProtocolError:
+        return ClientProtocolError
