@@ -16,9 +16,9 @@ Rules:
 * A handler pauses its socket (:meth:`BackendPoller.pause`) when its client cannot take
   more (flow-control window, output backlog) and resumes it when it can: so, as with the
   task-based pump, a backend is read only as fast as its client takes the bytes.
-* A handler must not raise; an unexpected exception is logged and the handler is dropped
-  (its tunnel then sees nothing more from its backend and ends on its timers), so one bug
-  cannot stop the others.
+* A handler must not raise. An unexpected exception is logged, the descriptor dropped and
+  its ``on_error`` called (the tunnel fails), so one bug cannot stop the others; so is a
+  descriptor the kernel refuses to watch again (``resume``: out of memory or watches).
 * Linux only (``select.epoll``); :func:`BackendPoller.available` says whether it works
   here, and callers fall back to the task-based pump otherwise.
 """
@@ -52,6 +52,7 @@ class BackendPoller:
         self._on_round_end = on_round_end
         self._epoll = select.epoll()
         self._handlers: dict[int, Callable[[], None]] = {}
+        self._on_error: dict[int, Callable[[], None]] = {}
         #: Descriptors in the epoll set now. A paused one is taken out rather than given an
         #: empty event mask: epoll reports a hang-up or an error whatever the mask, and a
         #: paused tunnel must not be told its backend ended before it delivered the rest.
@@ -62,9 +63,18 @@ class BackendPoller:
     def available() -> bool:
         return hasattr(select, "epoll")
 
-    def register(self, fd: int, handler: Callable[[], None], *, paused: bool = False) -> None:
-        """Call ``handler()`` whenever ``fd`` is readable (has bytes, EOF or an error)."""
+    def register(
+        self,
+        fd: int,
+        handler: Callable[[], None],
+        *,
+        on_error: Callable[[], None],
+        paused: bool = False,
+    ) -> None:
+        """Call ``handler()`` whenever ``fd`` is readable (has bytes, EOF or an error), and
+        ``on_error()`` if ``fd`` cannot be served any more (see the module docstring)."""
         self._handlers[fd] = handler
+        self._on_error[fd] = on_error
         if not paused:
             self.resume(fd)
 
@@ -77,13 +87,26 @@ class BackendPoller:
 
     def resume(self, fd: int) -> None:
         if fd in self._handlers and fd not in self._watching and not self._closed:
-            self._epoll.register(fd, select.EPOLLIN)
+            try:
+                self._epoll.register(fd, select.EPOLLIN)
+            except OSError:
+                logger.exception("cannot watch backend socket (fd %d) again", fd)
+                self._drop(fd)
+                return
             self._watching.add(fd)
+
+    def _drop(self, fd: int) -> None:
+        """Stop serving ``fd`` and tell its owner."""
+        on_error = self._on_error.get(fd)
+        self.unregister(fd)
+        if on_error is not None:
+            on_error()
 
     def unregister(self, fd: int) -> None:
         """Forget ``fd`` (call before closing it); unknown descriptors are ignored."""
         self.pause(fd)
         self._handlers.pop(fd, None)
+        self._on_error.pop(fd, None)
 
     async def run(self) -> None:
         """Dispatch readiness until cancelled (the connection's nursery owns this task)."""
@@ -109,12 +132,13 @@ class BackendPoller:
                 handler()
             except Exception:
                 logger.exception("backend readiness handler failed (fd %d)", fd)
-                self.unregister(fd)
+                self._drop(fd)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._handlers.clear()
+            self._on_error.clear()
             self._watching.clear()
             trio.lowlevel.notify_closing(self._epoll.fileno())
             self._epoll.close()

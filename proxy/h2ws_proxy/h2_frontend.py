@@ -380,10 +380,17 @@ class H2Frontend:
     def _backend_poller(self) -> BackendPoller | None:
         """The connection's watcher of its tunnels' backend sockets, started on first use."""
         if self._poller is None and BackendPoller.available() and self._nursery is not None:
-            self._poller = BackendPoller(
-                on_round_start=self.begin_output_batch, on_round_end=self.end_output_batch
-            )
-            self._nursery.start_soon(self._poller.run, name=_POLLER_NAME)
+            try:
+                poller = BackendPoller(
+                    on_round_start=self.begin_output_batch, on_round_end=self.end_output_batch
+                )
+            except OSError as error:
+                # Out of descriptors or memory: this tunnel runs on pump tasks instead,
+                # and the next one tries again.
+                self._log("h2.backend_poller_unavailable", error=str(error))
+                return None
+            self._poller = poller
+            self._nursery.start_soon(poller.run, name=_POLLER_NAME)
         return self._poller
 
     async def _wait_outbound_below(self, limit: int) -> None:
@@ -546,6 +553,11 @@ class H2Frontend:
 
     def _deliver(self, stream: H2TunnelStream, data: bytes, length: int) -> None:
         """Hand DATA of an opened stream to its consumer (a request body: within its length)."""
+        if stream.broken_reason is not None:
+            # Reset already (say as malformed) while later frames of the same read still
+            # come: their credit goes back; they are not a second violation to count.
+            self.session.acknowledge(stream.stream_id, length)
+            return
         problem = stream.count_body(len(data)) if stream.exchange else None
         if problem is not None:
             self.session.acknowledge(stream.stream_id, length)

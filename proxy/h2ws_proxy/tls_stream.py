@@ -34,6 +34,8 @@ import ssl
 import trio
 
 DEFAULT_RECEIVE_SIZE = 65536
+#: How often a task asked to wait for the other task's direction retries (see _wait_for).
+_CROSSED_WAIT_POLL_S = 0.001
 #: After a failed handshake, at most this many 64 KiB reads are dropped before closing.
 _DISCARD_READS = 4
 
@@ -160,11 +162,20 @@ class LeanTLSStream(trio.abc.Stream):
     # ---- internals ----
 
     async def _wait_for(self, want: ssl.SSLError) -> None:
-        """Wait until the socket can do what OpenSSL asked for (waiting is a checkpoint)."""
-        if isinstance(want, ssl.SSLWantWriteError):
-            await trio.lowlevel.wait_writable(self._tls)
-        else:
-            await trio.lowlevel.wait_readable(self._tls)
+        """Wait until the socket can do what OpenSSL asked for (waiting is a checkpoint).
+
+        The reader waits for readability and the writer for writability; should OpenSSL
+        ever ask one of them for the other's direction (renegotiation is off, TLS 1.3
+        key updates do not), trio refuses a second waiter on it: then this polls briefly
+        instead, and the call is repeated as usual.
+        """
+        try:
+            if isinstance(want, ssl.SSLWantWriteError):
+                await trio.lowlevel.wait_writable(self._tls)
+            else:
+                await trio.lowlevel.wait_readable(self._tls)
+        except trio.BusyResourceError:
+            await trio.sleep(_CROSSED_WAIT_POLL_S)
         self._check_open()
 
     def _check_open(self) -> None:

@@ -331,7 +331,9 @@ class _PolledDownward:
 
     def start(self) -> None:
         self._client.set_on_writable(self._resume)
-        self._poller.register(self._fd, self._on_readable, paused=True)
+        self._poller.register(
+            self._fd, self._on_readable, on_error=lambda: self._fail("backend"), paused=True
+        )
         self._resume()  # the backend's leftover first, then its socket
 
     def stop(self) -> None:
@@ -480,6 +482,8 @@ def _offer_forwarder(relay: _Relay) -> bool:
     stats = relay.stats
 
     def forward(data: bytes) -> int:
+        if relay.scope.cancel_called:
+            return 0  # a timer fired or a side failed: the pump decides, and it is ending
         try:
             sent = backend.send_nowait(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 
+import hpack
 import pytest
 import trio
 
@@ -393,6 +395,73 @@ async def test_client_that_stops_reading_holds_back_only_its_backend(
         # what sockets and one proxy read can hold, not an unbounded amount.
         assert len(pusher.state.data) <= window
         assert pushed < 16 * 1024 * 1024
+
+
+async def test_client_that_stops_reading_its_socket_holds_back_only_its_backend(
+    nursery: trio.Nursery, start_proxy: StartProxy
+) -> None:
+    """Windows wide open, but the client stops reading its TCP socket: the proxy's output
+    for it piles up to its bound, and then the backend is no longer read (the backend
+    poller pauses it) instead of our memory growing; a neighbour connection is unaffected."""
+    pushed = 0
+    push_over = trio.Event()
+
+    async def pusher_or_echo(conn: BackendConnection) -> None:
+        nonlocal pushed
+        request = await conn.read_upgrade()
+        await conn.accept(request)
+        if request.target == b"/push":
+            chunk = b"y" * 65536
+            with trio.move_on_after(3):  # the backend pushes for 3 s, as fast as it may
+                while True:
+                    await conn.stream.send_all(chunk)
+                    pushed += len(chunk)
+            push_over.set()
+            return
+        await conn.echo_until_eof()
+
+    backend = ScriptedBackend(pusher_or_echo)
+    await nursery.start(backend.run)
+    address = await start_proxy(make_config(("/", backend.url)))
+    stalled = await h2_connect(address)
+    wide_open = 2**31 - 1
+    settings = struct.pack(">HI", 0x4, wide_open)  # SETTINGS_INITIAL_WINDOW_SIZE
+    connect = hpack.Encoder().encode(
+        [
+            (b":method", b"CONNECT"),
+            (b":protocol", b"websocket"),
+            (b":scheme", b"http"),
+            (b":path", b"/push"),
+            (b":authority", b"proxy.test"),
+            (b"sec-websocket-version", b"13"),
+        ]
+    )
+    await stalled.send_all(
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        + _frame(0x4, 0, 0, settings)
+        + _frame(0x8, 0, 0, struct.pack(">I", wide_open - 65535))  # connection window
+        + _frame(0x1, 0x4, 1, connect)  # HEADERS, END_HEADERS
+    )
+    received = b""
+    with trio.fail_after(10):
+        while b"\x01\x04\x00\x00\x00\x01" not in received:  # our HEADERS on stream 1
+            received += await stalled.receive_some(65536)
+    # From here on the client reads nothing.
+    with trio.fail_after(10):
+        await push_over.wait()
+    async with open_h2_client(await h2_connect(address)) as client:
+        echo = await client.websocket("/echo")
+        await client.send_data(echo.state, b"neighbour")
+        await client.wait_for(lambda: bytes(echo.state.data) == b"neighbour")
+    # Held back: what the proxy queues (256 KiB) plus one read, plus what the kernel's
+    # socket buffers on both sides take, not everything the backend could push in 3 s.
+    assert pushed < 16 * 1024 * 1024
+    await stalled.aclose()
+
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    header = struct.pack(">I", len(payload))[1:] + bytes([kind, flags])
+    return header + struct.pack(">I", stream_id) + payload
 
 
 async def test_protocol_refused_on_listener_that_does_not_advertise_it(

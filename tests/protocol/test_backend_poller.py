@@ -3,6 +3,8 @@ silent even when its peer hangs up, and a failing handler cannot stop the others
 
 from __future__ import annotations
 
+import errno
+import select
 import socket
 
 import pytest
@@ -10,6 +12,9 @@ import trio
 import trio.testing
 
 from h2ws_proxy.backend_poller import BackendPoller
+from tests.helpers.h2_client import open_h2_client
+from tests.helpers.memory import MemoryNet, echo_backend, open_memory_client
+from tests.helpers.setup import make_config
 
 pytestmark = pytest.mark.socket
 
@@ -26,7 +31,7 @@ async def test_ready_paused_resumed_and_unregistered() -> None:
                 if not calls[-1]:
                     poller.pause(ours.fileno())  # EOF stays readable: a handler stops there
 
-            poller.register(ours.fileno(), read)
+            poller.register(ours.fileno(), read, on_error=lambda: calls.append(b"error"))
             theirs.send(b"one")
             await trio.testing.wait_all_tasks_blocked()
             assert calls == [b"one"]
@@ -48,7 +53,7 @@ async def test_ready_paused_resumed_and_unregistered() -> None:
 async def test_a_failing_handler_is_dropped_and_the_others_go_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    poller, calls = BackendPoller(), []
+    poller, calls, errors = BackendPoller(), [], []
     bad, bad_peer = socket.socketpair()
     good, good_peer = socket.socketpair()
     with bad, bad_peer, good, good_peer:
@@ -58,13 +63,42 @@ async def test_a_failing_handler_is_dropped_and_the_others_go_on(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(poller.run)
-            poller.register(bad.fileno(), explode)
-            poller.register(good.fileno(), lambda: calls.append(good.recv(100)))
+            poller.register(bad.fileno(), explode, on_error=lambda: errors.append("bad"))
+            poller.register(
+                good.fileno(),
+                lambda: calls.append(good.recv(100)),
+                on_error=lambda: errors.append("good"),
+            )
             bad_peer.send(b"x")
             good_peer.send(b"y")
             await trio.testing.wait_all_tasks_blocked()
             good_peer.send(b"z")
             await trio.testing.wait_all_tasks_blocked()
             assert b"".join(calls) == b"yz"
+            assert errors == ["bad"]  # its owner (the tunnel) is told, once
             nursery.cancel_scope.cancel()
     assert "backend readiness handler failed" in caplog.text
+
+
+async def test_no_epoll_to_be_had_means_pump_tasks_not_a_dead_connection(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of descriptors when the first tunnel wants the connection's poller: that tunnel
+    runs on pump tasks, and the next one gets the poller."""
+    real_epoll, failures = select.epoll, [OSError(errno.EMFILE, "Too many open files")]
+
+    def epoll_or_emfile() -> select.epoll:
+        if failures:
+            raise failures.pop()
+        return real_epoll()
+
+    monkeypatch.setattr(select, "epoll", epoll_or_emfile)
+    net = MemoryNet(nursery, echo_backend, backend_sockets=True)
+    config = make_config(("/", "http://127.0.0.1:9"))
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        for text in (b"first, on pumps", b"second, on the poller"):
+            ws = await client.websocket("/")
+            assert ws.status == 200
+            await client.send_data(ws.state, text)
+            await client.wait_for(lambda ws=ws, text=text: bytes(ws.state.data) == text)
+    assert not failures

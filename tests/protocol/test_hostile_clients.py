@@ -254,3 +254,29 @@ async def test_flood_of_empty_header_blocks_spends_the_reset_budget(
     resets = [f for f in frames if f[0] == RST_STREAM]
     assert len(resets) <= 21  # nothing past the budget was answered
     assert net.dials == 0
+
+
+async def test_a_body_over_its_length_is_one_stream_error_however_many_frames_follow(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Later DATA frames of the same read find the stream already reset: their credit goes
+    back, but they are not each a new violation spending the connection's reset budget."""
+    caplog.set_level("INFO", logger="h2ws_proxy")
+    net = MemoryNet(nursery, recording_backend)
+    client = await raw_client(nursery, net, max_stream_resets=3)
+    post = [
+        (b":method", b"POST"),
+        (b":scheme", b"https"),
+        (b":path", b"/upload"),
+        (b":authority", b"proxy.test"),
+        (b"content-length", b"1"),
+    ]
+    data_frames = b"".join(frame(0x0, 0, 1, b"xx") for _ in range(8))
+    await client.send_all(
+        frame(HEADERS, END_HEADERS, 1, hpack.Encoder().encode(post)) + data_frames
+    )
+    frames = await read_frames_until(client, {RST_STREAM, GOAWAY})
+    assert (RST_STREAM, 0, 1, struct.pack(">I", PROTOCOL_ERROR)) in frames
+    await trio.testing.wait_all_tasks_blocked()
+    assert caplog.text.count("h2.stream_error") == 1
+    assert "h2.rapid_reset" not in caplog.text  # 8 frames did not spend a budget of 3
