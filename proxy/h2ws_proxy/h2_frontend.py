@@ -123,6 +123,8 @@ class H2Frontend:
         #: client to take our output (see ``call_when_drained``).
         self._drain_callbacks: list[Callable[[], None]] = []
         self._poller: BackendPoller | None = None
+        #: Streams that found a flow-control window shut (see ``_on_window_change``).
+        self._window_waiters: set[H2TunnelStream] = set()
         limits = self._limits
         self._resets = SlidingWindowBudget(limits.max_stream_resets, limits.stream_reset_window_s)
         self._empty_frames = SlidingWindowBudget(
@@ -605,13 +607,26 @@ class H2Frontend:
             stream.scope.cancel()
 
     def _on_window_change(self, stream_id: int) -> None:
+        """Wake the sender(s) the new credit may unblock.
+
+        A connection-wide change (WINDOW_UPDATE on stream 0, a new initial window) wakes
+        only the streams that found a window shut (``wait_for_window``), not every stream:
+        clients send those updates all the time, and a hostile one may send them by the
+        million.
+        """
         if stream_id:
             stream = self._streams.get(stream_id)
             if stream is not None:
+                self._window_waiters.discard(stream)
                 stream.wake_writer()
             return
-        for stream in self._streams.values():
+        waiters, self._window_waiters = self._window_waiters, set()
+        for stream in waiters:
             stream.wake_writer()
+
+    def wait_for_window(self, stream: H2TunnelStream) -> None:
+        """``stream`` could not send all it had: wake it when credit arrives."""
+        self._window_waiters.add(stream)
 
     def _log(self, event: str, **fields: object) -> None:
         log_event(logger, logging.INFO, event, conn=self._info.connection_id, **fields)
@@ -744,6 +759,7 @@ class H2Frontend:
         # Bytes the tunnel never consumed still hold connection window: give it back.
         self.session.acknowledge(stream.stream_id, stream.release_unconsumed())
         self.session.direct_streams.discard(stream.stream_id)
+        self._window_waiters.discard(stream)
         self._streams.pop(stream.stream_id, None)
         record.log()
         self._end_if_idle()
@@ -827,6 +843,7 @@ class H2Frontend:
             stream.break_stream("the exchange ended", by_peer=False)
         self.session.acknowledge(stream.stream_id, stream.release_unconsumed())
         self.session.direct_streams.discard(stream.stream_id)
+        self._window_waiters.discard(stream)
         self._streams.pop(stream.stream_id, None)
         record.log()
         self._end_if_idle()

@@ -257,6 +257,7 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
             if not view:
                 break
             if not sent:
+                self._frontend.wait_for_window(self)
                 await self._writable.wait()
         # Not a schedule point when the client keeps up (see the module docstring).
         await self._frontend.wait_outbound_drained_lean()
@@ -275,9 +276,12 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         if self._local_ended:
             raise trio.ClosedResourceError("the stream was ended")
         try:
-            return self._frontend.session.send_data(self.stream_id, data)
+            sent = self._frontend.session.send_data(self.stream_id, data)
         except StreamUnusable as error:
             raise trio.BrokenResourceError(str(error)) from error
+        if sent < len(data):
+            self._frontend.wait_for_window(self)
+        return sent
 
     def end_now(self) -> None:
         """``send_eof`` without the checkpoint."""

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from h2ws_proxy.h2_stream import H2TunnelStream
 from tests.conftest import StartProxy
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, echo_backend, open_memory_client
@@ -193,3 +194,30 @@ async def test_ping_flood_from_a_client_that_never_reads_stays_bounded(
     # The proxy read (and queued ACKs for) about 1 MiB, plus one read, then stopped
     # reading because we take none of its output: its memory for us stayed bounded.
     assert accepted <= 1024 * 1024 + 65536 + 17 * 1000
+
+
+async def test_connection_window_updates_wake_only_streams_waiting_for_window(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients send WINDOW_UPDATE on stream 0 all the time (a hostile one by the million):
+    each wakes only the senders that found a window shut, not every stream."""
+    wakes: list[int] = []
+    real_wake = H2TunnelStream.wake_writer
+
+    def counting_wake(self: H2TunnelStream) -> None:
+        wakes.append(self.stream_id)
+        real_wake(self)
+
+    monkeypatch.setattr(H2TunnelStream, "wake_writer", counting_wake)
+    net = MemoryNet(nursery, echo_backend)
+    config = make_config(("/", "http://127.0.0.1:9"))
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        tunnels = [await client.websocket("/") for _ in range(10)]
+        for _ in range(200):
+            client.conn.increment_flow_control_window(1)
+        await client.flush()
+        await client.ping()  # the updates were handled
+        assert wakes == []
+        ws = tunnels[0]
+        await client.send_data(ws.state, b"still echoing")
+        await client.wait_for(lambda: bytes(ws.state.data) == b"still echoing")
