@@ -27,7 +27,8 @@ Flow and rules:
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable
+import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -126,6 +127,9 @@ class ExchangeResult:
     request_complete: bool = False
     #: True if the backend connection may serve the next request (see backend_pool).
     reusable: bool = False
+    #: True if the scope handed to ``on_start`` was cancelled (the caller decides what
+    #: that means); the exchange then raised nothing.
+    cancelled: bool = False
 
 
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -140,27 +144,53 @@ async def forward_exchange(
     client_address: str | None,
     stats: TunnelStats,
     result: ExchangeResult,
+    *,
+    on_start: Callable[[trio.CancelScope], object] | None = None,
 ) -> None:
-    """Forward ``request`` and relay the answer; see the module rules for what it raises."""
+    """Forward ``request`` and relay the answer; see the module rules for what it raises.
+
+    ``on_start`` gets the exchange's cancel scope before anything runs (as ``run_tunnel``'s
+    does): cancelling it ends the exchange with ``result.cancelled`` set and nothing raised,
+    and spares the caller a scope of its own around the call. The idle timeout is that
+    scope's deadline, armed while an attempt runs (dials keep ``connect_timeout_s``).
+    """
     backend_request = build_backend_request(request, route, client_address)
-    connection = await pool.acquire(route.backend)
+    scope = trio.CancelScope()
+    if on_start is not None:
+        on_start(scope)
+    connection: BackendConnection | None = None
     try:
-        await _exchange_once(connection, backend_request, request, client, limits, stats, result)
-    except _Retry:
-        await trio.aclose_forcefully(connection.stream)
-        connection = await pool.connect(route.backend)
-        try:
-            await _exchange_once(
-                connection, backend_request, request, client, limits, stats, result
-            )
-        except _Retry as error:
-            raise BackendUnavailable(str(error)) from None
-        except BaseException:
-            await trio.aclose_forcefully(connection.stream)
-            raise
+        with scope:
+            connection = await pool.acquire(route.backend)
+            try:
+                await _exchange_once(
+                    scope, connection, backend_request, request, client, limits, stats, result
+                )
+            except _Retry:
+                await trio.aclose_forcefully(connection.stream)
+                connection = None
+                scope.deadline = math.inf
+                connection = await pool.connect(route.backend)
+                try:
+                    await _exchange_once(
+                        scope, connection, backend_request, request, client, limits, stats, result
+                    )
+                except _Retry as error:
+                    raise BackendUnavailable(str(error)) from None
     except BaseException:
-        await trio.aclose_forcefully(connection.stream)
+        if connection is not None:
+            await trio.aclose_forcefully(connection.stream)
         raise
+    assert connection is not None  # only a cancel ends the scope before it is set
+    if scope.cancelled_caught:
+        await trio.aclose_forcefully(connection.stream)
+        if trio.current_time() < scope.deadline:
+            result.cancelled = True  # through ``on_start``'s scope: not a timeout
+            return
+        reason = f"no byte moved either way for {limits.http_idle_timeout_s}s"
+        if result.head_sent:
+            raise ExchangeAborted(Side.TIMEOUT, reason)
+        raise BackendTimeout(f"backend {connection.address} did not answer: {reason}")
     if result.request_complete and result.reusable:
         await pool.release(connection)
     else:
@@ -178,6 +208,7 @@ class _Run:
     limits: Limits
     stats: TunnelStats
     result: ExchangeResult
+    #: The exchange's scope: its deadline is the idle timer.
     idle: trio.CancelScope
     #: True once any byte of the answer arrived (a retry is no longer safe).
     answer_started: bool = False
@@ -199,6 +230,7 @@ class _Run:
 
 
 async def _exchange_once(
+    scope: trio.CancelScope,
     connection: BackendConnection,
     backend_request: BackendRequest,
     request: HttpRequest,
@@ -207,27 +239,22 @@ async def _exchange_once(
     stats: TunnelStats,
     result: ExchangeResult,
 ) -> None:
-    idle = trio.CancelScope(deadline=trio.current_time() + limits.http_idle_timeout_s)
+    """One attempt on ``connection``, with the idle timer (``scope``'s deadline) armed."""
+    scope.deadline = trio.current_time() + limits.http_idle_timeout_s
     wire = H1BackendWire(backend_request, max_head_bytes=limits.max_header_list_bytes)
-    run = _Run(connection, wire, request, client, limits, stats, result, idle)
-    with run.idle:
-        if request.framing is BodyFraming.NONE and not client.watches_disconnect:
-            # Nothing to run beside the answer (no upload, no watcher): no nursery, which
-            # costs a cancel scope and two scheduler calls per request.
-            await _guarded(run, run.idle, _send_and_relay(run, None))
-        else:
-            async with trio.open_nursery() as nursery:
-                # Failures are kept in ``run.failure`` rather than raised inside the nursery,
-                # so the caller sees one plain exception, not an exception group.
-                await _guarded(run, nursery.cancel_scope, _send_and_relay(run, nursery))
-    if run.failure is not None:
-        raise run.failure
+    run = _Run(connection, wire, request, client, limits, stats, result, scope)
+    if request.framing is BodyFraming.NONE and not client.watches_disconnect:
+        # Nothing to run beside the answer (no upload, no watcher): no nursery, which
+        # costs a cancel scope and two scheduler calls per request; failures just rise.
+        await _send_and_relay(run, None)
+    else:
+        async with trio.open_nursery() as nursery:
+            # Failures are kept in ``run.failure`` rather than raised inside the nursery,
+            # so the caller sees one plain exception, not an exception group.
+            await _guarded(run, nursery.cancel_scope, _send_and_relay(run, nursery))
+        if run.failure is not None:
+            raise run.failure
     result.reusable = wire.reusable()
-    if run.idle.cancelled_caught:
-        reason = f"no byte moved either way for {limits.http_idle_timeout_s}s"
-        if result.head_sent:
-            raise ExchangeAborted(Side.TIMEOUT, reason)
-        raise BackendTimeout(f"backend {connection.address} did not answer: {reason}")
 
 
 async def _guarded(run: _Run, scope: trio.CancelScope, operation: Awaitable[None]) -> None:
