@@ -34,12 +34,18 @@ from h2ws_proxy.http_message import TOKEN, BackendRequest, BodyFraming
 
 Header = tuple[bytes, bytes]
 
-# h11 0.14's grammar (h11/_abnf.py), compiled the same way: a line is valid here only where
-# it is valid for h11.
-_FIELD_CONTENT = rb"[^\x00\s]+(?:[ \t]+[^\x00\s]+)*"
-_HEADER_LINE = re.compile(rb"(" + TOKEN + rb"):[ \t]*((?:" + _FIELD_CONTENT + rb")?)[ \t]*")
-#: Only HTTP/1.1 and final statuses are plain; the reason is h11's ``reason_phrase``.
-_PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: (?:[ \t]|[^\x00\s])*)?")
+# h11 0.14's grammar (h11/_abnf.py), compiled the same way: a head is plain here only where
+# each of its lines is valid for h11. A field line matches ``_FIELD`` from the LF before it
+# to its CR (neither grammar admits a CR or LF inside a line), so a head whose lines all end
+# in CRLF is valid exactly when ``_FIELD`` matches once per line after the status line.
+# h11's classes are spelled out (``\s`` is ``[\t\n\x0b\x0c\r ]`` for bytes): the same sets,
+# but literal ones match several times faster.
+_FIELD_VCHAR = rb"[^\x00\t\n\x0b\x0c\r ]"  # [^\x00\s]
+_FIELD_CONTENT = _FIELD_VCHAR + rb"+(?:[ \t]+" + _FIELD_VCHAR + rb"+)*"
+_FIELD = re.compile(rb"\n(" + TOKEN + rb"):[ \t]*((?:" + _FIELD_CONTENT + rb")?)[ \t]*\r(?=\n)")
+#: Only HTTP/1.1 and final statuses are plain; the reason is h11's ``reason_phrase``,
+#: ``([ \t] | [^\x00\s])*``, as one class.
+_PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: [^\x00\n\x0b\x0c\r]*)?\r\n")
 #: Where h11 finds the end of a head (h11/_receivebuffer.py).
 _BLANK_LINE = re.compile(rb"\n\r?\n", re.MULTILINE)
 _DIGITS = re.compile(rb"[0-9]{1,20}")  # h11: [0-9]+, at most CONTENT_LENGTH_MAX_DIGITS
@@ -98,7 +104,10 @@ class H1BackendWire:
         self._is_head = request.method == b"HEAD"
         self._request = request
         self._h11: h11.Connection | None = None
-        self._buffer = bytearray()
+        #: Received bytes not yet handed out start at ``_pos`` (kept as they came: the
+        #: common answer arrives in one read and is cut out of it without a copy).
+        self._data = b""
+        self._pos = 0
         self._eof = False
         self._stage = _Stage.HEAD
         self._remaining = 0
@@ -136,10 +145,12 @@ class H1BackendWire:
         """Bytes from the backend; ``b""`` for its EOF."""
         if self._h11 is not None:
             self._h11.receive_data(data)
-        elif data:
-            self._buffer += data
-        else:
+        elif not data:
             self._eof = True
+        elif self._pos == len(self._data):
+            self._data, self._pos = data, 0
+        else:
+            self._data, self._pos = self._data[self._pos :] + data, 0
 
     def next_event(self) -> Event | Need:
         if self._h11 is not None:
@@ -159,22 +170,24 @@ class H1BackendWire:
             leftover, closed = conn.trailing_data
             return not leftover and not closed
         return (
-            self._stage is _Stage.DONE and self._keep_alive and not self._buffer and not self._eof
+            self._stage is _Stage.DONE
+            and self._keep_alive
+            and self._pos == len(self._data)
+            and not self._eof
         )
 
     def _read_head(self) -> Event | Need:
-        buffer = self._buffer
-        end = _BLANK_LINE.search(buffer)
+        data, pos = self._data, self._pos
+        end = _BLANK_LINE.search(data, pos)
         if end is None:
-            if len(buffer) > self._max_head_bytes or (buffer and buffer[0] < 0x21):
+            if len(data) - pos > self._max_head_bytes or (len(data) > pos and data[pos] < 0x21):
                 return self._to_h11()  # h11 refuses these: let it say so
             return Need.DATA
-        head = bytes(buffer[: end.end()])
-        parsed = _parse_plain_head(head, is_head=self._is_head)
+        parsed = _parse_plain_head(data, pos, end.end(), is_head=self._is_head)
         if parsed is None:
             return self._to_h11()
         event, length, keep_alive = parsed
-        del buffer[: end.end()]
+        self._pos = end.end()
         self._keep_alive = keep_alive
         self._remaining = length
         self._stage = _Stage.BODY
@@ -184,11 +197,12 @@ class H1BackendWire:
         if not self._remaining:
             self._stage = _Stage.DONE
             return AnswerEnd([])
-        buffer = self._buffer
-        if buffer:
-            size = min(self._remaining, len(buffer))
-            data = bytes(buffer[:size]) if size < len(buffer) else bytes(buffer)
-            del buffer[:size]
+        data, pos = self._data, self._pos
+        if pos < len(data):
+            size = min(self._remaining, len(data) - pos)
+            self._pos = pos + size
+            if pos or size < len(data):
+                data = data[pos : pos + size]
             self._remaining -= size
             self._received += size
             return BodyData(data)
@@ -205,47 +219,44 @@ class H1BackendWire:
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_head_bytes)
         conn.send(self._request.h11_event())
         conn.send(h11.EndOfMessage())
-        conn.receive_data(bytes(self._buffer))
+        conn.receive_data(self._data[self._pos :])
         if self._eof:
             conn.receive_data(b"")
-        self._buffer.clear()
+        self._data, self._pos = b"", 0
         self._h11 = conn
         return self.next_event()
 
 
-def _parse_plain_head(head: bytes, *, is_head: bool) -> tuple[ResponseHead, int, bool] | None:
-    """(event, body length, keep-alive) for a plain head (see the module rules), else None."""
-    if not head.endswith(b"\r\n\r\n") or head.count(b"\n") != head.count(b"\r\n"):
-        return None
-    lines = head[:-4].split(b"\r\n")
-    status_line = _PLAIN_STATUS_LINE.fullmatch(lines[0])
+def _parse_plain_head(
+    data: bytes, start: int, end: int, *, is_head: bool
+) -> tuple[ResponseHead, int, bool] | None:
+    """(event, body length, keep-alive) for the plain head ``data[start:end]`` (see the
+    module rules), else None. ``end`` is just past its blank line."""
+    status_line = _PLAIN_STATUS_LINE.match(data, start, end)
     if status_line is None:
         return None
+    fields = _FIELD.findall(data, start, end)
+    line_ends = data.count(b"\r\n", start, end)
+    if line_ends != len(fields) + 2 or data.count(b"\n", start, end) != line_ends:
+        return None  # a line that is not a valid field, or a bare LF
     status = int(status_line.group(1))
-    headers: list[Header] = []
-    lengths: list[bytes] = []
+    headers = [(name.lower(), value) for name, value in fields]
+    length: bytes | None = None
     keep_alive = True
-    for line in lines[1:]:
-        field = _HEADER_LINE.fullmatch(line)
-        if field is None:
-            return None
-        name, value = field.group(1).lower(), field.group(2)
+    for name, value in headers:
         if name == b"content-length":
-            lengths.append(value)
+            if length is not None or not _DIGITS.fullmatch(value):
+                return None
+            length = value
         elif name == b"transfer-encoding":
             return None
         elif name == b"connection" and b"close" in _comma_items(value):
             keep_alive = False
-        headers.append((name, value))
-    if len(lengths) > 1 or (lengths and not _DIGITS.fullmatch(lengths[0])):
-        return None
     if is_head or status in _NO_BODY_STATUSES:
-        length = 0
-    elif lengths:
-        length = int(lengths[0])
-    else:
+        return ResponseHead(status, headers), 0, keep_alive
+    if length is None:
         return None  # delimited by the close: h11 reads that
-    return ResponseHead(status, headers), length, keep_alive
+    return ResponseHead(status, headers), int(length), keep_alive
 
 
 def _comma_items(value: bytes) -> list[bytes]:

@@ -62,6 +62,11 @@ ANSWERS = [
     b" HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
     b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 300 + b"\r\nContent-Length: 2\r\n\r\nhi",
     b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+    b"HTTP/1.1 200 OK\r\nNoColon\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\n: empty-name\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX-Empty:\r\nX-Tabs:\t\ta\tb\t\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200\r\nContent-Length: 13\r\n\r\n\r\nX-In-Body: 1",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
     b"garbage",
     b"",
 ]
