@@ -208,25 +208,38 @@ class _Run:
     limits: Limits
     stats: TunnelStats
     result: ExchangeResult
-    #: The exchange's scope: its deadline is the idle timer.
+    #: The exchange's scope: its deadline is the idle timer (see :meth:`arm`).
     idle: trio.CancelScope
     #: True once any byte of the answer arrived (a retry is no longer safe).
     answer_started: bool = False
     #: The first failure of either task; raised once both have stopped.
     failure: Exception | None = None
+    #: From when on :meth:`progress` moves the deadline.
+    push_at: float = 0.0
+
+    def arm(self) -> None:
+        """Start the idle timer: it fires ``http_idle_timeout_s`` from now unless bytes move."""
+        self.idle.deadline = trio.current_time() + self.limits.http_idle_timeout_s
+        self._next_push()
 
     def progress(self) -> None:
         """Bytes moved: the idle deadline moves on.
 
-        Moving a trio deadline costs a heap update, and this runs per chunk; so the deadline
-        is only pushed once it lags by ``slack``. It then fires between ``timeout`` and
-        ``timeout + 2 * slack`` after the last byte moved: never early.
+        Moving a trio deadline costs a heap update, and this runs several times per request;
+        so the deadline is only pushed once it lags ``timeout`` by ``slack``, to ``slack``
+        past it. It then fires between ``timeout - slack`` and ``timeout + slack`` after the
+        last byte moved (``slack`` is a tenth of the timeout, at most a second).
         """
+        now = trio.current_time()
+        if now >= self.push_at:
+            timeout = self.limits.http_idle_timeout_s
+            self.idle.deadline = now + timeout + min(1.0, timeout / 10)
+            self._next_push()
+
+    def _next_push(self) -> None:
         timeout = self.limits.http_idle_timeout_s
-        slack = min(1.0, timeout / 10)
-        wanted = trio.current_time() + timeout
-        if wanted - self.idle.deadline >= slack:
-            self.idle.deadline = wanted + slack
+        # When ``now + timeout`` is ``slack`` past the deadline.
+        self.push_at = self.idle.deadline - timeout + min(1.0, timeout / 10)
 
 
 async def _exchange_once(
@@ -240,9 +253,9 @@ async def _exchange_once(
     result: ExchangeResult,
 ) -> None:
     """One attempt on ``connection``, with the idle timer (``scope``'s deadline) armed."""
-    scope.deadline = trio.current_time() + limits.http_idle_timeout_s
     wire = H1BackendWire(backend_request, max_head_bytes=limits.max_header_list_bytes)
     run = _Run(connection, wire, request, client, limits, stats, result, scope)
+    run.arm()
     if request.framing is BodyFraming.NONE and not client.watches_disconnect:
         # Nothing to run beside the answer (no upload, no watcher): no nursery, which
         # costs a cancel scope and two scheduler calls per request; failures just rise.
@@ -360,25 +373,39 @@ async def _watch_client(run: _Run) -> None:
 
 
 async def _relay_answer(run: _Run) -> None:
-    client = run.client
+    try:
+        await _relay_events(run)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+        # Only writes to the client raise these here (backend reads translate their own).
+        raise ExchangeAborted(Side.CLIENT, f"client went away: {error}") from error
+
+
+async def _relay_events(run: _Run) -> None:
+    """The answer's events to the client, in order; each write to the client is progress."""
+    client, wire = run.client, run.wire
     while True:
-        event = await _next_event(run)
+        event = _next_event_nowait(run, wire)
+        if event is Need.DATA:
+            await _receive(run, wire)
+            continue
         run.answer_started = True
         if isinstance(event, BodyData):
             run.stats.bytes_down += len(event.data)
-            await _to_client(run, client.send_body(event.data))
+            await client.send_body(event.data)
         elif isinstance(event, ResponseHead):
             if event.status == 101:
                 raise _protocol_error(run, "backend switched protocols on an ordinary request")
             if event.status < 200:
-                await _to_client(run, client.send_informational(event.status, event.headers))
+                await client.send_informational(event.status, event.headers)
             else:
                 await _relay_head(run, event)
         elif isinstance(event, AnswerEnd):
-            await _to_client(run, client.end(trailer_fields(event.trailers)))
+            await client.end(trailer_fields(event.trailers) if event.trailers else [])
+            run.progress()
             return
         else:  # BackendClosed
             raise _backend_failed(run, "backend closed the connection mid-answer")
+        run.progress()
 
 
 async def _relay_head(run: _Run, response: ResponseHead) -> None:
@@ -389,39 +416,31 @@ async def _relay_head(run: _Run, response: ResponseHead) -> None:
         has_body = lengths != [b"0"]
     fields = response_fields(status, response.headers, for_h2=run.client.for_h2)
     run.result.status = status
-    await _to_client(run, run.client.send_head(status, fields, has_body=has_body))
+    await run.client.send_head(status, fields, has_body=has_body)
     run.result.head_sent = True
 
 
-async def _to_client(run: _Run, operation: Awaitable[None]) -> None:
-    """Await a write to the client; a client that broke off aborts the exchange."""
+def _next_event_nowait(run: _Run, wire: H1BackendWire) -> Event | Need:
+    """The wire's next event, or Need.DATA; Need.SWITCHED and errors raised as ours."""
     try:
-        await operation
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
-        raise ExchangeAborted(Side.CLIENT, f"client went away: {error}") from error
+        event = wire.next_event()
+    except h11.RemoteProtocolError as error:
+        raise _protocol_error(run, f"backend's answer is not valid HTTP/1.1: {error}") from None
+    if event is Need.SWITCHED:
+        raise _protocol_error(run, "backend switched protocols on an ordinary request")
+    return event
+
+
+async def _receive(run: _Run, wire: H1BackendWire) -> None:
+    """Read from the backend into the wire."""
+    try:
+        data = await run.connection.stream.receive_some(READ_SIZE)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+        raise _backend_failed(run, f"backend connection broke: {error}") from error
+    if not data and wire.awaiting_head:
+        raise _backend_failed(run, "backend closed the connection without answering")
+    wire.receive_data(bytes(data))
     run.progress()
-
-
-async def _next_event(run: _Run) -> Event:
-    wire = run.wire
-    while True:
-        try:
-            event = wire.next_event()
-        except h11.RemoteProtocolError as error:
-            raise _protocol_error(run, f"backend's answer is not valid HTTP/1.1: {error}") from None
-        if event is Need.DATA:
-            try:
-                data = await run.connection.stream.receive_some(READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-                raise _backend_failed(run, f"backend connection broke: {error}") from error
-            if not data and wire.awaiting_head:
-                raise _backend_failed(run, "backend closed the connection without answering")
-            wire.receive_data(bytes(data))
-            run.progress()
-            continue
-        if event is Need.SWITCHED:
-            raise _protocol_error(run, "backend switched protocols on an ordinary request")
-        return event
 
 
 def _protocol_error(run: _Run, reason: str) -> Exception:
