@@ -155,13 +155,18 @@ async def forward_exchange(
     scope's deadline, armed while an attempt runs (dials keep ``connect_timeout_s``).
     """
     backend_request = build_backend_request(request, route, client_address)
-    scope = trio.CancelScope()
+    timeout = limits.http_idle_timeout_s
+    connection = await pool.take_idle(route.backend)
+    # With a kept connection (no dial) the idle timer starts now, with the scope: moving
+    # the deadline of an entered scope costs about as much as entering it.
+    scope = trio.CancelScope(deadline=trio.current_time() + timeout if connection else math.inf)
     if on_start is not None:
         on_start(scope)
-    connection: BackendConnection | None = None
     try:
         with scope:
-            connection = await pool.acquire(route.backend)
+            if connection is None:
+                connection = await pool.connect(route.backend)
+                scope.deadline = trio.current_time() + timeout
             try:
                 await _exchange_once(
                     scope, connection, backend_request, request, client, limits, stats, result
@@ -171,6 +176,7 @@ async def forward_exchange(
                 connection = None
                 scope.deadline = math.inf
                 connection = await pool.connect(route.backend)
+                scope.deadline = trio.current_time() + timeout
                 try:
                     await _exchange_once(
                         scope, connection, backend_request, request, client, limits, stats, result
@@ -181,16 +187,17 @@ async def forward_exchange(
         if connection is not None:
             await trio.aclose_forcefully(connection.stream)
         raise
-    assert connection is not None  # only a cancel ends the scope before it is set
     if scope.cancelled_caught:
-        await trio.aclose_forcefully(connection.stream)
+        if connection is not None:  # None: cancelled while dialing
+            await trio.aclose_forcefully(connection.stream)
         if trio.current_time() < scope.deadline:
             result.cancelled = True  # through ``on_start``'s scope: not a timeout
             return
-        reason = f"no byte moved either way for {limits.http_idle_timeout_s}s"
+        reason = f"no byte moved either way for {timeout}s"
         if result.head_sent:
             raise ExchangeAborted(Side.TIMEOUT, reason)
-        raise BackendTimeout(f"backend {connection.address} did not answer: {reason}")
+        raise BackendTimeout(f"backend {route.backend} did not answer: {reason}")
+    assert connection is not None  # the scope ended normally: an attempt ran
     if result.request_complete and result.reusable:
         await pool.release(connection)
     else:
@@ -208,7 +215,7 @@ class _Run:
     limits: Limits
     stats: TunnelStats
     result: ExchangeResult
-    #: The exchange's scope: its deadline is the idle timer (see :meth:`arm`).
+    #: The exchange's scope: its deadline is the idle timer.
     idle: trio.CancelScope
     #: True once any byte of the answer arrived (a retry is no longer safe).
     answer_started: bool = False
@@ -217,9 +224,7 @@ class _Run:
     #: From when on :meth:`progress` moves the deadline.
     push_at: float = 0.0
 
-    def arm(self) -> None:
-        """Start the idle timer: it fires ``http_idle_timeout_s`` from now unless bytes move."""
-        self.idle.deadline = trio.current_time() + self.limits.http_idle_timeout_s
+    def __post_init__(self) -> None:
         self._next_push()
 
     def progress(self) -> None:
@@ -252,10 +257,9 @@ async def _exchange_once(
     stats: TunnelStats,
     result: ExchangeResult,
 ) -> None:
-    """One attempt on ``connection``, with the idle timer (``scope``'s deadline) armed."""
+    """One attempt on ``connection``; the idle timer (``scope``'s deadline) was just armed."""
     wire = H1BackendWire(backend_request, max_head_bytes=limits.max_header_list_bytes)
     run = _Run(connection, wire, request, client, limits, stats, result, scope)
-    run.arm()
     if request.framing is BodyFraming.NONE and not client.watches_disconnect:
         # Nothing to run beside the answer (no upload, no watcher): no nursery, which
         # costs a cancel scope and two scheduler calls per request; failures just rise.
