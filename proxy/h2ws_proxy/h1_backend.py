@@ -34,21 +34,23 @@ from h2ws_proxy.http_message import TOKEN, BackendRequest, BodyFraming
 
 Header = tuple[bytes, bytes]
 
-# h11 0.14's grammar (h11/_abnf.py), compiled the same way: a head is plain here only where
-# each of its lines is valid for h11. A field line matches ``_FIELD`` from the LF before it
-# to its CR (neither grammar admits a CR or LF inside a line), so a head whose lines all end
-# in CRLF is valid exactly when ``_FIELD`` matches once per line after the status line.
-# h11's classes are spelled out (``\s`` is ``[\t\n\x0b\x0c\r ]`` for bytes): the same sets,
-# but literal ones match several times faster.
-_FIELD_VCHAR = rb"[^\x00\t\n\x0b\x0c\r ]"  # [^\x00\s]
-_FIELD_CONTENT = _FIELD_VCHAR + rb"+(?:[ \t]+" + _FIELD_VCHAR + rb"+)*"
-_FIELD = re.compile(rb"\n(" + TOKEN + rb"):[ \t]*((?:" + _FIELD_CONTENT + rb")?)[ \t]*\r(?=\n)")
-#: Only HTTP/1.1 and final statuses are plain; the reason is h11's ``reason_phrase``,
-#: ``([ \t] | [^\x00\s])*``, as one class.
-_PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: [^\x00\n\x0b\x0c\r]*)?\r\n")
+# h11's grammar (h11/_abnf.py): a head is plain here only where each of its lines is valid
+# for h11. A field line is ``token ":" OWS field-value OWS`` with ``field-value`` runs of
+# ``[^\x00\s]`` joined by ``[ \t]+``: so, in a line that holds no CR or LF, exactly a token,
+# a colon and then no NUL, VT or FF (any mix of the other bytes, spaces and tabs parses,
+# the value being what is left once spaces and tabs are stripped off both ends). The
+# status line's reason phrase, ``([ \t] | [^\x00\s])*``, excludes the same bytes. Hence:
+# one look for NUL, VT and FF in the whole head; ``_FIELD`` matches a field line from the
+# LF before it to its CR, so a head whose line ends are all CRLF is valid exactly when
+# ``_FIELD`` matches once per line after the status line. (Simple classes: Python's regex
+# engine runs them several times faster than h11's nested pattern.)
+_FIELD = re.compile(rb"\n(" + TOKEN + rb"):([^\r\n]*)\r(?=\n)")
+#: Only HTTP/1.1 and final statuses are plain.
+_PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: [^\r\n]*)?\r\n")
 #: Where h11 finds the end of a head (h11/_receivebuffer.py).
 _BLANK_LINE = re.compile(rb"\n\r?\n", re.MULTILINE)
-_DIGITS = re.compile(rb"[0-9]{1,20}")  # h11: [0-9]+, at most CONTENT_LENGTH_MAX_DIGITS
+#: h11's CONTENT_LENGTH_MAX_DIGITS (its pattern is [0-9]+; bytes.isdigit is ASCII only).
+_MAX_LENGTH_DIGITS = 20
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -233,24 +235,24 @@ def _parse_plain_head(
     """(event, body length, keep-alive) for the plain head ``data[start:end]`` (see the
     module rules), else None. ``end`` is just past its blank line."""
     status_line = _PLAIN_STATUS_LINE.match(data, start, end)
-    if status_line is None:
+    if status_line is None or _has_forbidden_byte(data, start, end):
         return None
     fields = _FIELD.findall(data, start, end)
     line_ends = data.count(b"\r\n", start, end)
     if line_ends != len(fields) + 2 or data.count(b"\n", start, end) != line_ends:
         return None  # a line that is not a valid field, or a bare LF
     status = int(status_line.group(1))
-    headers = [(name.lower(), value) for name, value in fields]
+    headers = [(name.lower(), value.strip(b" \t")) for name, value in fields]
     length: bytes | None = None
     keep_alive = True
     for name, value in headers:
         if name == b"content-length":
-            if length is not None or not _DIGITS.fullmatch(value):
+            if length is not None or not (len(value) <= _MAX_LENGTH_DIGITS and value.isdigit()):
                 return None
             length = value
         elif name == b"transfer-encoding":
             return None
-        elif name == b"connection" and b"close" in _comma_items(value):
+        elif name == b"connection" and b"close" in value.lower() and _lists_close(value):
             keep_alive = False
     if is_head or status in _NO_BODY_STATUSES:
         return ResponseHead(status, headers), 0, keep_alive
@@ -259,9 +261,18 @@ def _parse_plain_head(
     return ResponseHead(status, headers), int(length), keep_alive
 
 
-def _comma_items(value: bytes) -> list[bytes]:
-    """As h11's ``get_comma_header``: lowercased, split at commas, stripped."""
-    return [item.strip() for item in value.lower().split(b",")]
+def _has_forbidden_byte(data: bytes, start: int, end: int) -> bool:
+    """NUL, VT or FF in ``data[start:end]`` (three memchr scans beat one regex search)."""
+    return (
+        data.find(b"\x00", start, end) >= 0
+        or data.find(b"\x0b", start, end) >= 0
+        or data.find(b"\x0c", start, end) >= 0
+    )
+
+
+def _lists_close(value: bytes) -> bool:
+    """As h11's ``get_comma_header``: ``close`` among the lowercased, stripped items."""
+    return b"close" in [item.strip() for item in value.lower().split(b",")]
 
 
 def _from_h11(event: h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]) -> Event | Need:

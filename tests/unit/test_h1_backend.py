@@ -10,6 +10,8 @@ from typing import Protocol
 
 import h11
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from h2ws_proxy.h1_backend import (
     AnswerEnd,
@@ -63,6 +65,12 @@ ANSWERS = [
     b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 300 + b"\r\nContent-Length: 2\r\n\r\nhi",
     b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
     b"HTTP/1.1 200 OK\r\nNoColon\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX-Vt: a\x0bb\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 O\x0cK\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: closed\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: x, CLOSE \r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Length:  2 \r\n\r\nhi",
     b"HTTP/1.1 200 OK\r\n: empty-name\r\nContent-Length: 2\r\n\r\nhi",
     b"HTTP/1.1 200 OK\r\nX-Empty:\r\nX-Tabs:\t\ta\tb\t\r\nContent-Length: 2\r\n\r\nhi",
     b"HTTP/1.1 200\r\nContent-Length: 13\r\n\r\n\r\nX-In-Body: 1",
@@ -195,3 +203,37 @@ def test_a_request_with_a_body_goes_through_h11() -> None:
     assert wire.send_body(b"abc") == b"abc"
     with pytest.raises(h11.LocalProtocolError):
         wire.send_body(b"d")
+
+
+_FIELD_NAMES = [b"Content-Length", b"content-length", b"Connection", b"X-A", b"Bad Name", b""]
+_VALUE_BYTES = b"ab09 \t\x00\x0b\x0c\r\n\x7f\x80,:"
+
+
+@settings(max_examples=300)
+@given(
+    status_line=st.sampled_from(
+        [b"HTTP/1.1 200 OK", b"HTTP/1.1 204", b"HTTP/1.1 200 \tO\x80K", b"HTTP/1.0 200 OK"]
+    ),
+    fields=st.lists(
+        st.tuples(
+            st.sampled_from(_FIELD_NAMES),
+            st.one_of(
+                st.sampled_from([b"2", b" 2 ", b"close", b"x,Close", b""]),
+                st.lists(st.sampled_from(list(_VALUE_BYTES)), max_size=6).map(bytes),
+            ),
+        ),
+        max_size=4,
+    ),
+    request_=st.sampled_from([GET, HEAD]),
+)
+def test_random_heads_are_read_as_h11_reads_them(
+    status_line: bytes, fields: list[tuple[bytes, bytes]], request_: BackendRequest
+) -> None:
+    head = status_line + b"\r\n" + b"".join(b"%s:%s\r\n" % field for field in fields)
+    chunks = [head + b"\r\nhi"]
+    wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
+    seen = _drive(wire, chunks)
+    reusable = wire.reusable() if seen and isinstance(seen[-1], AnswerEnd) else False
+    expected, expected_reusable = _reference(request_, chunks)
+    expected_reusable = expected_reusable if isinstance(expected[-1], AnswerEnd) else False
+    assert (_coalesced(seen), reusable) == (_coalesced(expected), expected_reusable)
