@@ -36,7 +36,7 @@ from h2ws_proxy.h2_request import AUTHORITY_PATTERN, H2RequestHead, malformed
 from h2ws_proxy.handshake import (
     HOP_BY_HOP,
     end_to_end_request_headers,
-    end_to_end_response_headers,
+    split_header_list,
     with_forwarding_fields,
 )
 
@@ -290,7 +290,15 @@ def response_fields(status: int, headers: list[Header], *, for_h2: bool) -> list
     on a 204 toward HTTP/2, where RFC 9110 §8.6 forbids it.
     """
     drop = _DROP_LENGTH if for_h2 and status == 204 else _NO_DROP
-    return list(end_to_end_response_headers(headers, drop=drop))
+    listed: list[bytes] = []
+    for name, value in headers:
+        if name == b"connection":
+            listed.extend(split_header_list([value.lower()]))
+    if not listed and not drop:
+        return [field for field in headers if field[0] not in HOP_BY_HOP]
+    # As end_to_end_response_headers: hop-by-hop, Connection-listed and ``drop`` removed.
+    dropped = HOP_BY_HOP.union(listed, drop)
+    return [field for field in headers if field[0] not in dropped]
 
 
 def trailer_fields(headers: list[Header] | tuple[Header, ...]) -> list[Header]:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from h2ws_proxy.config import RouteConfig, parse_backend
 from h2ws_proxy.errors import ClientProtocolError
-from h2ws_proxy.handshake import end_to_end_request_headers
+from h2ws_proxy.handshake import end_to_end_request_headers, end_to_end_response_headers
 from h2ws_proxy.http_message import (
     BackendRequest,
     BodyFraming,
@@ -18,6 +18,7 @@ from h2ws_proxy.http_message import (
     _forwarded_fields,
     _valid_for_h11,
     build_backend_request,
+    response_fields,
 )
 
 Header = tuple[bytes, bytes]
@@ -78,3 +79,24 @@ def test_a_request_h11_refuses_is_refused_with_h11s_words() -> None:
     route = RouteConfig(path="/", backend=parse_backend("http://127.0.0.1:9"))
     with pytest.raises(ClientProtocolError, match=r"cannot be expressed in HTTP/1\.1"):
         build_backend_request(request, route, None)
+
+
+@pytest.mark.parametrize("status", [200, 204])
+@pytest.mark.parametrize("for_h2", [True, False])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"content-type", b"text/plain"), (b"content-length", b"0"), (b"date", b"d")],
+        [(b"connection", b"keep-alive"), (b"keep-alive", b"timeout=5"), (b"x-a", b"1")],
+        [(b"connection", b" X-A ,, close"), (b"x-a", b"1"), (b"x-b", b"2"), (b"close", b"c")],
+        [(b"transfer-encoding", b"chunked"), (b"trailer", b"x"), (b"upgrade", b"u")],
+        [(b"connection", b""), (b"content-length", b"3")],
+        [],
+    ],
+)
+def test_response_fields_are_the_end_to_end_ones(
+    status: int, for_h2: bool, headers: list[Header]
+) -> None:
+    drop = frozenset({b"content-length"}) if for_h2 and status == 204 else frozenset()
+    expected = list(end_to_end_response_headers(headers, drop=drop))
+    assert response_fields(status, headers, for_h2=for_h2) == expected
