@@ -10,16 +10,19 @@ left to h11 itself:
   .build_backend_request` already checked it against h11's patterns. A request with a body
   goes through h11 from its first byte (h11 holds the body to its framing).
 * A *plain* answer is read here: the whole head in hand, ending in CRLF CRLF with no bare LF,
-  ``HTTP/1.1``, a final status, every field line matching h11's pattern, no
-  ``transfer-encoding``, at most one ``content-length`` (digits only) and, unless the
-  request was HEAD or the status 204/304, exactly one. It gives the events h11 would give
-  (names lowercased, the body as it arrives, then the end) and keeps its keep-alive rule
-  (``connection: close`` ends reuse).
-* Anything else (a 1xx, a chunked or close-delimited body, HTTP/1.0, obs-fold, a bare LF,
-  an odd ``content-length``, a head still incomplete past the size limit or starting with
-  a byte h11 rejects at once) goes to a fresh h11 client connection from the first byte of
-  the answer, after our request was replayed into it: h11 then judges, reads and refuses
-  exactly as it does on its own.
+  ``HTTP/1.1``, a final status, every field line matching h11's pattern, and, unless the
+  request was HEAD or the status 204/304 (then neither), either exactly one
+  ``content-length`` (digits only) or exactly one ``transfer-encoding: chunked`` (as
+  written, lowercase). It gives the events h11 would give (names lowercased, the body as it
+  arrives, then the end) and keeps its keep-alive rule (``connection: close`` ends reuse).
+  A chunked body is read as h11's ChunkedReader reads it, with its errors and words (chunk
+  header pattern, CRLF after each chunk, buffer limit, EOF); trailer fields, if any, are
+  handed to h11 behind a made-up head and last chunk that bring it to the same point.
+* Anything else (a 1xx, a close-delimited body, HTTP/1.0, obs-fold, a bare LF, an odd
+  ``content-length`` or ``transfer-encoding``, both, a head still incomplete past the size
+  limit or starting with a byte h11 rejects at once) goes to a fresh h11 client connection
+  from the first byte of the answer, after our request was replayed into it: h11 then
+  judges, reads and refuses exactly as it does on its own.
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ _FIELD = re.compile(rb"\n(" + TOKEN + rb"):([^\r\n]*)\r(?=\n)")
 _PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: [^\r\n]*)?\r\n")
 #: Where h11 finds the end of a head (h11/_receivebuffer.py).
 _BLANK_LINE = re.compile(rb"\n\r?\n", re.MULTILINE)
+#: h11's chunk header (h11/_abnf.py ``chunk_header``), extensions read and dropped as h11 does.
+_CHUNK_HEADER = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r\n")
+#: A trailer section h11 must read, after a head that says as much as the real one did.
+_TRAILER_PREFIX = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n"
+#: ``_parse_plain_head``'s body length for a chunked body.
+_CHUNKED = -1
 #: h11's CONTENT_LENGTH_MAX_DIGITS (its pattern is [0-9]+; bytes.isdigit is ASCII only).
 _MAX_LENGTH_DIGITS = 20
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -90,6 +99,8 @@ class Need(enum.Enum):
 class _Stage(enum.Enum):
     HEAD = "head"
     BODY = "body"
+    CHUNKED = "chunked"
+    TRAILERS = "trailers"
     DONE = "done"
 
 
@@ -115,6 +126,9 @@ class H1BackendWire:
         self._remaining = 0
         self._received = 0
         self._keep_alive = True
+        #: Chunked bodies: what remains of the current chunk, and of the CRLF after it.
+        self._chunk_left = 0
+        self._footer = b""
         if request.framing is not BodyFraming.NONE:
             self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
 
@@ -161,6 +175,10 @@ class H1BackendWire:
             return self._read_head()
         if self._stage is _Stage.BODY:
             return self._read_body()
+        if self._stage is _Stage.CHUNKED:
+            return self._read_chunked()
+        if self._stage is _Stage.TRAILERS:
+            return self._read_trailers()
         raise RuntimeError("the answer is complete")  # the exchange stops at AnswerEnd
 
     def reusable(self) -> bool:
@@ -168,6 +186,8 @@ class H1BackendWire:
         if self._h11 is not None:
             conn = self._h11
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return False
+            if not self._keep_alive:  # said by a head read here (see _trailers_to_h11)
                 return False
             leftover, closed = conn.trailing_data
             return not leftover and not closed
@@ -191,8 +211,11 @@ class H1BackendWire:
         event, length, keep_alive = parsed
         self._pos = end.end()
         self._keep_alive = keep_alive
-        self._remaining = length
-        self._stage = _Stage.BODY
+        if length == _CHUNKED:
+            self._stage = _Stage.CHUNKED
+        else:
+            self._remaining = length
+            self._stage = _Stage.BODY
         return event
 
     def _read_body(self) -> Event | Need:
@@ -216,17 +239,89 @@ class H1BackendWire:
             )
         return Need.DATA
 
+    def _read_chunked(self) -> Event | Need:
+        """The next piece of a chunked body, as h11's ChunkedReader reads it."""
+        data, pos = self._data, self._pos
+        if self._footer:
+            got = data[pos : pos + len(self._footer)]
+            if got != self._footer[: len(got)]:
+                raise h11.RemoteProtocolError(  # h11's words
+                    f"malformed chunk footer: {bytearray(got)!r} (expected {self._footer!r})"
+                )
+            self._footer = self._footer[len(got) :]
+            pos = self._pos = pos + len(got)
+            if self._footer:
+                return self._chunked_need_data()
+        if not self._chunk_left:
+            line_end = data.find(b"\r\n", pos)
+            if line_end < 0:
+                return self._chunked_need_data()
+            line = data[pos : line_end + 2]
+            header = _CHUNK_HEADER.fullmatch(line)
+            if header is None:
+                raise h11.RemoteProtocolError(f"illegal chunk header: {bytearray(line)!r}")
+            pos = self._pos = line_end + 2
+            self._chunk_left = int(header.group(1), 16)
+            if not self._chunk_left:
+                self._stage = _Stage.TRAILERS
+                return self._read_trailers()
+        size = min(self._chunk_left, len(data) - pos)
+        if not size:
+            return self._chunked_need_data()
+        self._pos = pos + size
+        self._chunk_left -= size
+        if not self._chunk_left:
+            self._footer = b"\r\n"
+        return BodyData(data if size == len(data) else data[pos : pos + size])
+
+    def _read_trailers(self) -> Event | Need:
+        """After the last chunk: no trailer fields ends here; any goes to h11."""
+        rest = self._data[self._pos : self._pos + 2]
+        if rest[:1] == b"\n" or rest == b"\r\n":
+            self._pos += 1 if rest[:1] == b"\n" else 2
+            self._stage = _Stage.DONE
+            return AnswerEnd([])
+        if rest in (b"", b"\r"):
+            return self._chunked_need_data()
+        return self._trailers_to_h11()
+
+    def _trailers_to_h11(self) -> Event | Need:
+        """Trailer fields: h11 reads them, after a head and last chunk made up to bring it to
+        the same point (keep-alive stays ours: the made-up head does not say close)."""
+        conn = self._hand_to_h11(_TRAILER_PREFIX + self._data[self._pos :])
+        assert isinstance(conn.next_event(), h11.Response)
+        return self.next_event()
+
+    def _chunked_need_data(self) -> Need:
+        """Need.DATA, or the error h11 raises instead at this point."""
+        unconsumed = len(self._data) - self._pos
+        if unconsumed > self._max_head_bytes:
+            raise h11.RemoteProtocolError("Receive buffer too long")
+        if self._eof:
+            if not unconsumed:
+                raise h11.RemoteProtocolError(  # ChunkedReader.read_eof
+                    "peer closed connection without sending complete message body "
+                    "(incomplete chunked read)"
+                )
+            raise h11.RemoteProtocolError("peer unexpectedly closed connection")
+        return Need.DATA
+
     def _to_h11(self) -> Event | Need:
         """Not a plain answer: h11 reads it from its first byte."""
+        self._hand_to_h11(self._data[self._pos :])
+        return self.next_event()
+
+    def _hand_to_h11(self, answer: bytes) -> h11.Connection:
+        """From now on h11 reads, from ``answer`` on, with our request replayed into it."""
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_head_bytes)
         conn.send(self._request.h11_event())
         conn.send(h11.EndOfMessage())
-        conn.receive_data(self._data[self._pos :])
+        conn.receive_data(answer)
         if self._eof:
             conn.receive_data(b"")
         self._data, self._pos = b"", 0
         self._h11 = conn
-        return self.next_event()
+        return conn
 
 
 def _parse_plain_head(
@@ -244,6 +339,7 @@ def _parse_plain_head(
     status = int(status_line.group(1))
     headers = [(name.lower(), value.strip(b" \t")) for name, value in fields]
     length: bytes | None = None
+    chunked = False
     keep_alive = True
     for name, value in headers:
         if name == b"content-length":
@@ -251,11 +347,19 @@ def _parse_plain_head(
                 return None
             length = value
         elif name == b"transfer-encoding":
-            return None
+            if chunked or value != b"chunked":
+                return None  # h11 lowercases, refuses other codings and repeats
+            chunked = True
         elif name == b"connection" and b"close" in value.lower() and _lists_close(value):
             keep_alive = False
     if is_head or status in _NO_BODY_STATUSES:
+        if chunked:
+            return None
         return ResponseHead(status, headers), 0, keep_alive
+    if chunked:
+        if length is not None:
+            return None  # h11 lets transfer-encoding win; left to it
+        return ResponseHead(status, headers), _CHUNKED, keep_alive
     if length is None:
         return None  # delimited by the close: h11 reads that
     return ResponseHead(status, headers), int(length), keep_alive

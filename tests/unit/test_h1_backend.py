@@ -43,6 +43,29 @@ ANSWERS = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 123456789012345678901\r\n\r\nabc",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1 \r\nhello\r\n000A\r\n0123456789"
+    b"\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nConnection: close\r\n\r\n0\r\nX: 1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nEXTRA",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nZ\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3 ;x\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n123456789012345678901\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\nX: a\r\n b\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\nX: 1\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\nBad Name: 1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;" + b"x" * 300 + b"\r\nhello\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\n\r\nclose-delimited",
     b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
@@ -205,7 +228,15 @@ def test_a_request_with_a_body_goes_through_h11() -> None:
         wire.send_body(b"d")
 
 
-_FIELD_NAMES = [b"Content-Length", b"content-length", b"Connection", b"X-A", b"Bad Name", b""]
+_FIELD_NAMES = [
+    b"Content-Length",
+    b"content-length",
+    b"Connection",
+    b"X-A",
+    b"Bad Name",
+    b"",
+    b"Transfer-Encoding",
+]
 _VALUE_BYTES = b"ab09 \t\x00\x0b\x0c\r\n\x7f\x80,:"
 
 
@@ -218,7 +249,7 @@ _VALUE_BYTES = b"ab09 \t\x00\x0b\x0c\r\n\x7f\x80,:"
         st.tuples(
             st.sampled_from(_FIELD_NAMES),
             st.one_of(
-                st.sampled_from([b"2", b" 2 ", b"close", b"x,Close", b""]),
+                st.sampled_from([b"2", b" 2 ", b"close", b"x,Close", b"", b"chunked"]),
                 st.lists(st.sampled_from(list(_VALUE_BYTES)), max_size=6).map(bytes),
             ),
         ),
@@ -235,5 +266,42 @@ def test_random_heads_are_read_as_h11_reads_them(
     seen = _drive(wire, chunks)
     reusable = wire.reusable() if seen and isinstance(seen[-1], AnswerEnd) else False
     expected, expected_reusable = _reference(request_, chunks)
+    expected_reusable = expected_reusable if isinstance(expected[-1], AnswerEnd) else False
+    assert (_coalesced(seen), reusable) == (_coalesced(expected), expected_reusable)
+
+
+_CHUNKED_PIECES = [
+    b"3\r\n",
+    b"abc",
+    b"\r\n",
+    b"0\r\n",
+    b"X: 1\r\n",
+    b"\n",
+    b"5;e\r\n",
+    b"hello",
+    b"Z",
+    b"\r",
+    b" ",
+]
+
+
+@settings(max_examples=300)
+@given(
+    pieces=st.lists(st.sampled_from(_CHUNKED_PIECES), max_size=8),
+    splits=st.lists(st.integers(min_value=0, max_value=80), max_size=2),
+    close=st.booleans(),
+)
+def test_random_chunked_bodies_are_read_as_h11_reads_them(
+    pieces: list[bytes], splits: list[int], close: bool
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n"
+    answer = head + (b"connection: close\r\n" if close else b"") + b"\r\n" + b"".join(pieces)
+    cuts = sorted({min(split, len(answer)) for split in splits})
+    chunks = [answer[a:b] for a, b in zip([0, *cuts], [*cuts, len(answer)], strict=True)]
+    chunks = [chunk for chunk in chunks if chunk]
+    wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
+    seen = _drive(wire, chunks)
+    reusable = wire.reusable() if seen and isinstance(seen[-1], AnswerEnd) else False
+    expected, expected_reusable = _reference(GET, chunks)
     expected_reusable = expected_reusable if isinstance(expected[-1], AnswerEnd) else False
     assert (_coalesced(seen), reusable) == (_coalesced(expected), expected_reusable)
