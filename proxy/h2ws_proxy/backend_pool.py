@@ -61,7 +61,15 @@ class BackendPool:
 
         Raises BackendUnavailable or BackendTimeout as :func:`backend.open_backend_stream`.
         """
+        connection = await self.take_idle(address)
+        return connection if connection is not None else await self.connect(address)
+
+    async def take_idle(self, address: BackendAddress) -> BackendConnection | None:
+        """An idle connection that still looks alive, or None; never waits for the network
+        (stale connections met on the way are closed, which yields)."""
         queue = self._idle.get(address)
+        if not queue:
+            return None
         now = trio.current_time()
         while queue:
             connection = queue.pop()  # most recently used first: the least likely stale
@@ -71,7 +79,7 @@ class BackendPool:
                 connection.reused = True
                 return connection
             await trio.aclose_forcefully(connection.stream)
-        return await self.connect(address)
+        return None
 
     async def connect(self, address: BackendAddress) -> BackendConnection:
         """A new connection to ``address``."""

@@ -38,13 +38,10 @@ class ServerStats:
         # frame, and a suspended generator with its wrapper is ~270 B per idle tunnel.
         return _TunnelCount(self)
 
-    @contextlib.contextmanager
-    def count_request(self) -> Iterator[None]:
-        self.requests += 1
-        try:
-            yield
-        finally:
-            self.requests -= 1
+    def count_request(self) -> _RequestCount:
+        # Not a generator-based context manager: creating and driving one costs about 1-2%
+        # of the proxy's CPU per plain GET (py-spy).
+        return _RequestCount(self)
 
 
 class _TunnelCount:
@@ -60,6 +57,21 @@ class _TunnelCount:
 
     def __exit__(self, *exc_info: object) -> None:
         self._stats.tunnels -= 1
+
+
+class _RequestCount:
+    """``with stats.count_request():`` counts the block as an ordinary request in progress."""
+
+    __slots__ = ("_stats",)
+
+    def __init__(self, stats: ServerStats) -> None:
+        self._stats = stats
+
+    def __enter__(self) -> None:
+        self._stats.requests += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stats.requests -= 1
 
 
 @dataclass(frozen=True, slots=True)

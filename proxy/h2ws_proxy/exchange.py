@@ -27,7 +27,8 @@ Flow and rules:
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable
+import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -126,6 +127,9 @@ class ExchangeResult:
     request_complete: bool = False
     #: True if the backend connection may serve the next request (see backend_pool).
     reusable: bool = False
+    #: True if the scope handed to ``on_start`` was cancelled (the caller decides what
+    #: that means); the exchange then raised nothing.
+    cancelled: bool = False
 
 
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -140,27 +144,60 @@ async def forward_exchange(
     client_address: str | None,
     stats: TunnelStats,
     result: ExchangeResult,
+    *,
+    on_start: Callable[[trio.CancelScope], object] | None = None,
 ) -> None:
-    """Forward ``request`` and relay the answer; see the module rules for what it raises."""
+    """Forward ``request`` and relay the answer; see the module rules for what it raises.
+
+    ``on_start`` gets the exchange's cancel scope before anything runs (as ``run_tunnel``'s
+    does): cancelling it ends the exchange with ``result.cancelled`` set and nothing raised,
+    and spares the caller a scope of its own around the call. The idle timeout is that
+    scope's deadline, armed while an attempt runs (dials keep ``connect_timeout_s``).
+    """
     backend_request = build_backend_request(request, route, client_address)
-    connection = await pool.acquire(route.backend)
+    timeout = limits.http_idle_timeout_s
+    connection = await pool.take_idle(route.backend)
+    # With a kept connection (no dial) the idle timer starts now, with the scope: moving
+    # the deadline of an entered scope costs about as much as entering it.
+    scope = trio.CancelScope(deadline=trio.current_time() + timeout if connection else math.inf)
+    if on_start is not None:
+        on_start(scope)
     try:
-        await _exchange_once(connection, backend_request, request, client, limits, stats, result)
-    except _Retry:
-        await trio.aclose_forcefully(connection.stream)
-        connection = await pool.connect(route.backend)
-        try:
-            await _exchange_once(
-                connection, backend_request, request, client, limits, stats, result
-            )
-        except _Retry as error:
-            raise BackendUnavailable(str(error)) from None
-        except BaseException:
-            await trio.aclose_forcefully(connection.stream)
-            raise
+        with scope:
+            if connection is None:
+                connection = await pool.connect(route.backend)
+                scope.deadline = trio.current_time() + timeout
+            try:
+                await _exchange_once(
+                    scope, connection, backend_request, request, client, limits, stats, result
+                )
+            except _Retry:
+                await trio.aclose_forcefully(connection.stream)
+                connection = None
+                scope.deadline = math.inf
+                connection = await pool.connect(route.backend)
+                scope.deadline = trio.current_time() + timeout
+                try:
+                    await _exchange_once(
+                        scope, connection, backend_request, request, client, limits, stats, result
+                    )
+                except _Retry as error:
+                    raise BackendUnavailable(str(error)) from None
     except BaseException:
-        await trio.aclose_forcefully(connection.stream)
+        if connection is not None:
+            await trio.aclose_forcefully(connection.stream)
         raise
+    if scope.cancelled_caught:
+        if connection is not None:  # None: cancelled while dialing
+            await trio.aclose_forcefully(connection.stream)
+        if trio.current_time() < scope.deadline:
+            result.cancelled = True  # through ``on_start``'s scope: not a timeout
+            return
+        reason = f"no byte moved either way for {timeout}s"
+        if result.head_sent:
+            raise ExchangeAborted(Side.TIMEOUT, reason)
+        raise BackendTimeout(f"backend {route.backend} did not answer: {reason}")
+    assert connection is not None  # the scope ended normally: an attempt ran
     if result.request_complete and result.reusable:
         await pool.release(connection)
     else:
@@ -178,27 +215,40 @@ class _Run:
     limits: Limits
     stats: TunnelStats
     result: ExchangeResult
+    #: The exchange's scope: its deadline is the idle timer.
     idle: trio.CancelScope
     #: True once any byte of the answer arrived (a retry is no longer safe).
     answer_started: bool = False
     #: The first failure of either task; raised once both have stopped.
     failure: Exception | None = None
+    #: From when on :meth:`progress` moves the deadline.
+    push_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._next_push()
 
     def progress(self) -> None:
         """Bytes moved: the idle deadline moves on.
 
-        Moving a trio deadline costs a heap update, and this runs per chunk; so the deadline
-        is only pushed once it lags by ``slack``. It then fires between ``timeout`` and
-        ``timeout + 2 * slack`` after the last byte moved: never early.
+        Moving a trio deadline costs a heap update, and this runs several times per request;
+        so the deadline is only pushed once it lags ``timeout`` by ``slack``, to ``slack``
+        past it. It then fires between ``timeout - slack`` and ``timeout + slack`` after the
+        last byte moved (``slack`` is a tenth of the timeout, at most a second).
         """
+        now = trio.current_time()
+        if now >= self.push_at:
+            timeout = self.limits.http_idle_timeout_s
+            self.idle.deadline = now + timeout + min(1.0, timeout / 10)
+            self._next_push()
+
+    def _next_push(self) -> None:
         timeout = self.limits.http_idle_timeout_s
-        slack = min(1.0, timeout / 10)
-        wanted = trio.current_time() + timeout
-        if wanted - self.idle.deadline >= slack:
-            self.idle.deadline = wanted + slack
+        # When ``now + timeout`` is ``slack`` past the deadline.
+        self.push_at = self.idle.deadline - timeout + min(1.0, timeout / 10)
 
 
 async def _exchange_once(
+    scope: trio.CancelScope,
     connection: BackendConnection,
     backend_request: BackendRequest,
     request: HttpRequest,
@@ -207,27 +257,21 @@ async def _exchange_once(
     stats: TunnelStats,
     result: ExchangeResult,
 ) -> None:
-    idle = trio.CancelScope(deadline=trio.current_time() + limits.http_idle_timeout_s)
+    """One attempt on ``connection``; the idle timer (``scope``'s deadline) was just armed."""
     wire = H1BackendWire(backend_request, max_head_bytes=limits.max_header_list_bytes)
-    run = _Run(connection, wire, request, client, limits, stats, result, idle)
-    with run.idle:
-        if request.framing is BodyFraming.NONE and not client.watches_disconnect:
-            # Nothing to run beside the answer (no upload, no watcher): no nursery, which
-            # costs a cancel scope and two scheduler calls per request.
-            await _guarded(run, run.idle, _send_and_relay(run, None))
-        else:
-            async with trio.open_nursery() as nursery:
-                # Failures are kept in ``run.failure`` rather than raised inside the nursery,
-                # so the caller sees one plain exception, not an exception group.
-                await _guarded(run, nursery.cancel_scope, _send_and_relay(run, nursery))
-    if run.failure is not None:
-        raise run.failure
+    run = _Run(connection, wire, request, client, limits, stats, result, scope)
+    if request.framing is BodyFraming.NONE and not client.watches_disconnect:
+        # Nothing to run beside the answer (no upload, no watcher): no nursery, which
+        # costs a cancel scope and two scheduler calls per request; failures just rise.
+        await _send_and_relay(run, None)
+    else:
+        async with trio.open_nursery() as nursery:
+            # Failures are kept in ``run.failure`` rather than raised inside the nursery,
+            # so the caller sees one plain exception, not an exception group.
+            await _guarded(run, nursery.cancel_scope, _send_and_relay(run, nursery))
+        if run.failure is not None:
+            raise run.failure
     result.reusable = wire.reusable()
-    if run.idle.cancelled_caught:
-        reason = f"no byte moved either way for {limits.http_idle_timeout_s}s"
-        if result.head_sent:
-            raise ExchangeAborted(Side.TIMEOUT, reason)
-        raise BackendTimeout(f"backend {connection.address} did not answer: {reason}")
 
 
 async def _guarded(run: _Run, scope: trio.CancelScope, operation: Awaitable[None]) -> None:
@@ -333,25 +377,39 @@ async def _watch_client(run: _Run) -> None:
 
 
 async def _relay_answer(run: _Run) -> None:
-    client = run.client
+    try:
+        await _relay_events(run)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+        # Only writes to the client raise these here (backend reads translate their own).
+        raise ExchangeAborted(Side.CLIENT, f"client went away: {error}") from error
+
+
+async def _relay_events(run: _Run) -> None:
+    """The answer's events to the client, in order; each write to the client is progress."""
+    client, wire = run.client, run.wire
     while True:
-        event = await _next_event(run)
+        event = _next_event_nowait(run, wire)
+        if event is Need.DATA:
+            await _receive(run, wire)
+            continue
         run.answer_started = True
         if isinstance(event, BodyData):
             run.stats.bytes_down += len(event.data)
-            await _to_client(run, client.send_body(event.data))
+            await client.send_body(event.data)
         elif isinstance(event, ResponseHead):
             if event.status == 101:
                 raise _protocol_error(run, "backend switched protocols on an ordinary request")
             if event.status < 200:
-                await _to_client(run, client.send_informational(event.status, event.headers))
+                await client.send_informational(event.status, event.headers)
             else:
                 await _relay_head(run, event)
         elif isinstance(event, AnswerEnd):
-            await _to_client(run, client.end(trailer_fields(event.trailers)))
+            await client.end(trailer_fields(event.trailers) if event.trailers else [])
+            run.progress()
             return
         else:  # BackendClosed
             raise _backend_failed(run, "backend closed the connection mid-answer")
+        run.progress()
 
 
 async def _relay_head(run: _Run, response: ResponseHead) -> None:
@@ -362,39 +420,31 @@ async def _relay_head(run: _Run, response: ResponseHead) -> None:
         has_body = lengths != [b"0"]
     fields = response_fields(status, response.headers, for_h2=run.client.for_h2)
     run.result.status = status
-    await _to_client(run, run.client.send_head(status, fields, has_body=has_body))
+    await run.client.send_head(status, fields, has_body=has_body)
     run.result.head_sent = True
 
 
-async def _to_client(run: _Run, operation: Awaitable[None]) -> None:
-    """Await a write to the client; a client that broke off aborts the exchange."""
+def _next_event_nowait(run: _Run, wire: H1BackendWire) -> Event | Need:
+    """The wire's next event, or Need.DATA; Need.SWITCHED and errors raised as ours."""
     try:
-        await operation
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
-        raise ExchangeAborted(Side.CLIENT, f"client went away: {error}") from error
+        event = wire.next_event()
+    except h11.RemoteProtocolError as error:
+        raise _protocol_error(run, f"backend's answer is not valid HTTP/1.1: {error}") from None
+    if event is Need.SWITCHED:
+        raise _protocol_error(run, "backend switched protocols on an ordinary request")
+    return event
+
+
+async def _receive(run: _Run, wire: H1BackendWire) -> None:
+    """Read from the backend into the wire."""
+    try:
+        data = await run.connection.stream.receive_some(READ_SIZE)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+        raise _backend_failed(run, f"backend connection broke: {error}") from error
+    if not data and wire.awaiting_head:
+        raise _backend_failed(run, "backend closed the connection without answering")
+    wire.receive_data(bytes(data))
     run.progress()
-
-
-async def _next_event(run: _Run) -> Event:
-    wire = run.wire
-    while True:
-        try:
-            event = wire.next_event()
-        except h11.RemoteProtocolError as error:
-            raise _protocol_error(run, f"backend's answer is not valid HTTP/1.1: {error}") from None
-        if event is Need.DATA:
-            try:
-                data = await run.connection.stream.receive_some(READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
-                raise _backend_failed(run, f"backend connection broke: {error}") from error
-            if not data and wire.awaiting_head:
-                raise _backend_failed(run, "backend closed the connection without answering")
-            wire.receive_data(bytes(data))
-            run.progress()
-            continue
-        if event is Need.SWITCHED:
-            raise _protocol_error(run, "backend switched protocols on an ordinary request")
-        return event
 
 
 def _protocol_error(run: _Run, reason: str) -> Exception:

@@ -10,16 +10,19 @@ left to h11 itself:
   .build_backend_request` already checked it against h11's patterns. A request with a body
   goes through h11 from its first byte (h11 holds the body to its framing).
 * A *plain* answer is read here: the whole head in hand, ending in CRLF CRLF with no bare LF,
-  ``HTTP/1.1``, a final status, every field line matching h11's pattern, no
-  ``transfer-encoding``, at most one ``content-length`` (digits only) and, unless the
-  request was HEAD or the status 204/304, exactly one. It gives the events h11 would give
-  (names lowercased, the body as it arrives, then the end) and keeps its keep-alive rule
-  (``connection: close`` ends reuse).
-* Anything else (a 1xx, a chunked or close-delimited body, HTTP/1.0, obs-fold, a bare LF,
-  an odd ``content-length``, a head still incomplete past the size limit or starting with
-  a byte h11 rejects at once) goes to a fresh h11 client connection from the first byte of
-  the answer, after our request was replayed into it: h11 then judges, reads and refuses
-  exactly as it does on its own.
+  ``HTTP/1.1``, a final status, every field line matching h11's pattern, and, unless the
+  request was HEAD or the status 204/304 (then neither), either exactly one
+  ``content-length`` (digits only) or exactly one ``transfer-encoding: chunked`` (as
+  written, lowercase). It gives the events h11 would give (names lowercased, the body as it
+  arrives, then the end) and keeps its keep-alive rule (``connection: close`` ends reuse).
+  A chunked body is read as h11's ChunkedReader reads it, with its errors and words (chunk
+  header pattern, CRLF after each chunk, buffer limit, EOF); trailer fields, if any, are
+  handed to h11 behind a made-up head and last chunk that bring it to the same point.
+* Anything else (a 1xx, a close-delimited body, HTTP/1.0, obs-fold, a bare LF, an odd
+  ``content-length`` or ``transfer-encoding``, both, a head still incomplete past the size
+  limit or starting with a byte h11 rejects at once) goes to a fresh h11 client connection
+  from the first byte of the answer, after our request was replayed into it: h11 then
+  judges, reads and refuses exactly as it does on its own.
 """
 
 from __future__ import annotations
@@ -34,15 +37,29 @@ from h2ws_proxy.http_message import TOKEN, BackendRequest, BodyFraming
 
 Header = tuple[bytes, bytes]
 
-# h11 0.14's grammar (h11/_abnf.py), compiled the same way: a line is valid here only where
-# it is valid for h11.
-_FIELD_CONTENT = rb"[^\x00\s]+(?:[ \t]+[^\x00\s]+)*"
-_HEADER_LINE = re.compile(rb"(" + TOKEN + rb"):[ \t]*((?:" + _FIELD_CONTENT + rb")?)[ \t]*")
-#: Only HTTP/1.1 and final statuses are plain; the reason is h11's ``reason_phrase``.
-_PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: (?:[ \t]|[^\x00\s])*)?")
+# h11's grammar (h11/_abnf.py): a head is plain here only where each of its lines is valid
+# for h11. A field line is ``token ":" OWS field-value OWS`` with ``field-value`` runs of
+# ``[^\x00\s]`` joined by ``[ \t]+``: so, in a line that holds no CR or LF, exactly a token,
+# a colon and then no NUL, VT or FF (any mix of the other bytes, spaces and tabs parses,
+# the value being what is left once spaces and tabs are stripped off both ends). The
+# status line's reason phrase, ``([ \t] | [^\x00\s])*``, excludes the same bytes. Hence:
+# one look for NUL, VT and FF in the whole head; ``_FIELD`` matches a field line from the
+# LF before it to its CR, so a head whose line ends are all CRLF is valid exactly when
+# ``_FIELD`` matches once per line after the status line. (Simple classes: Python's regex
+# engine runs them several times faster than h11's nested pattern.)
+_FIELD = re.compile(rb"\n(" + TOKEN + rb"):([^\r\n]*)\r(?=\n)")
+#: Only HTTP/1.1 and final statuses are plain.
+_PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: [^\r\n]*)?\r\n")
 #: Where h11 finds the end of a head (h11/_receivebuffer.py).
 _BLANK_LINE = re.compile(rb"\n\r?\n", re.MULTILINE)
-_DIGITS = re.compile(rb"[0-9]{1,20}")  # h11: [0-9]+, at most CONTENT_LENGTH_MAX_DIGITS
+#: h11's chunk header (h11/_abnf.py ``chunk_header``), extensions read and dropped as h11 does.
+_CHUNK_HEADER = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r\n")
+#: A trailer section h11 must read, after a head that says as much as the real one did.
+_TRAILER_PREFIX = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n"
+#: ``_parse_plain_head``'s body length for a chunked body.
+_CHUNKED = -1
+#: h11's CONTENT_LENGTH_MAX_DIGITS (its pattern is [0-9]+; bytes.isdigit is ASCII only).
+_MAX_LENGTH_DIGITS = 20
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -82,6 +99,8 @@ class Need(enum.Enum):
 class _Stage(enum.Enum):
     HEAD = "head"
     BODY = "body"
+    CHUNKED = "chunked"
+    TRAILERS = "trailers"
     DONE = "done"
 
 
@@ -98,12 +117,18 @@ class H1BackendWire:
         self._is_head = request.method == b"HEAD"
         self._request = request
         self._h11: h11.Connection | None = None
-        self._buffer = bytearray()
+        #: Received bytes not yet handed out start at ``_pos`` (kept as they came: the
+        #: common answer arrives in one read and is cut out of it without a copy).
+        self._data = b""
+        self._pos = 0
         self._eof = False
         self._stage = _Stage.HEAD
         self._remaining = 0
         self._received = 0
         self._keep_alive = True
+        #: Chunked bodies: what remains of the current chunk, and of the CRLF after it.
+        self._chunk_left = 0
+        self._footer = b""
         if request.framing is not BodyFraming.NONE:
             self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
 
@@ -136,10 +161,12 @@ class H1BackendWire:
         """Bytes from the backend; ``b""`` for its EOF."""
         if self._h11 is not None:
             self._h11.receive_data(data)
-        elif data:
-            self._buffer += data
-        else:
+        elif not data:
             self._eof = True
+        elif self._pos == len(self._data):
+            self._data, self._pos = data, 0
+        else:
+            self._data, self._pos = self._data[self._pos :] + data, 0
 
     def next_event(self) -> Event | Need:
         if self._h11 is not None:
@@ -148,6 +175,10 @@ class H1BackendWire:
             return self._read_head()
         if self._stage is _Stage.BODY:
             return self._read_body()
+        if self._stage is _Stage.CHUNKED:
+            return self._read_chunked()
+        if self._stage is _Stage.TRAILERS:
+            return self._read_trailers()
         raise RuntimeError("the answer is complete")  # the exchange stops at AnswerEnd
 
     def reusable(self) -> bool:
@@ -156,39 +187,47 @@ class H1BackendWire:
             conn = self._h11
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return False
+            if not self._keep_alive:  # said by a head read here (see _trailers_to_h11)
+                return False
             leftover, closed = conn.trailing_data
             return not leftover and not closed
         return (
-            self._stage is _Stage.DONE and self._keep_alive and not self._buffer and not self._eof
+            self._stage is _Stage.DONE
+            and self._keep_alive
+            and self._pos == len(self._data)
+            and not self._eof
         )
 
     def _read_head(self) -> Event | Need:
-        buffer = self._buffer
-        end = _BLANK_LINE.search(buffer)
+        data, pos = self._data, self._pos
+        end = _BLANK_LINE.search(data, pos)
         if end is None:
-            if len(buffer) > self._max_head_bytes or (buffer and buffer[0] < 0x21):
+            if len(data) - pos > self._max_head_bytes or (len(data) > pos and data[pos] < 0x21):
                 return self._to_h11()  # h11 refuses these: let it say so
             return Need.DATA
-        head = bytes(buffer[: end.end()])
-        parsed = _parse_plain_head(head, is_head=self._is_head)
+        parsed = _parse_plain_head(data, pos, end.end(), is_head=self._is_head)
         if parsed is None:
             return self._to_h11()
         event, length, keep_alive = parsed
-        del buffer[: end.end()]
+        self._pos = end.end()
         self._keep_alive = keep_alive
-        self._remaining = length
-        self._stage = _Stage.BODY
+        if length == _CHUNKED:
+            self._stage = _Stage.CHUNKED
+        else:
+            self._remaining = length
+            self._stage = _Stage.BODY
         return event
 
     def _read_body(self) -> Event | Need:
         if not self._remaining:
             self._stage = _Stage.DONE
             return AnswerEnd([])
-        buffer = self._buffer
-        if buffer:
-            size = min(self._remaining, len(buffer))
-            data = bytes(buffer[:size]) if size < len(buffer) else bytes(buffer)
-            del buffer[:size]
+        data, pos = self._data, self._pos
+        if pos < len(data):
+            size = min(self._remaining, len(data) - pos)
+            self._pos = pos + size
+            if pos or size < len(data):
+                data = data[pos : pos + size]
             self._remaining -= size
             self._received += size
             return BodyData(data)
@@ -200,57 +239,144 @@ class H1BackendWire:
             )
         return Need.DATA
 
+    def _read_chunked(self) -> Event | Need:
+        """The next piece of a chunked body, as h11's ChunkedReader reads it."""
+        data, pos = self._data, self._pos
+        if self._footer:
+            got = data[pos : pos + len(self._footer)]
+            if got != self._footer[: len(got)]:
+                raise h11.RemoteProtocolError(  # h11's words
+                    f"malformed chunk footer: {bytearray(got)!r} (expected {self._footer!r})"
+                )
+            self._footer = self._footer[len(got) :]
+            pos = self._pos = pos + len(got)
+            if self._footer:
+                return self._chunked_need_data()
+        if not self._chunk_left:
+            line_end = data.find(b"\r\n", pos)
+            if line_end < 0:
+                return self._chunked_need_data()
+            line = data[pos : line_end + 2]
+            header = _CHUNK_HEADER.fullmatch(line)
+            if header is None:
+                raise h11.RemoteProtocolError(f"illegal chunk header: {bytearray(line)!r}")
+            pos = self._pos = line_end + 2
+            self._chunk_left = int(header.group(1), 16)
+            if not self._chunk_left:
+                self._stage = _Stage.TRAILERS
+                return self._read_trailers()
+        size = min(self._chunk_left, len(data) - pos)
+        if not size:
+            return self._chunked_need_data()
+        self._pos = pos + size
+        self._chunk_left -= size
+        if not self._chunk_left:
+            self._footer = b"\r\n"
+        return BodyData(data if size == len(data) else data[pos : pos + size])
+
+    def _read_trailers(self) -> Event | Need:
+        """After the last chunk: no trailer fields ends here; any goes to h11."""
+        rest = self._data[self._pos : self._pos + 2]
+        if rest[:1] == b"\n" or rest == b"\r\n":
+            self._pos += 1 if rest[:1] == b"\n" else 2
+            self._stage = _Stage.DONE
+            return AnswerEnd([])
+        if rest in (b"", b"\r"):
+            return self._chunked_need_data()
+        return self._trailers_to_h11()
+
+    def _trailers_to_h11(self) -> Event | Need:
+        """Trailer fields: h11 reads them, after a head and last chunk made up to bring it to
+        the same point (keep-alive stays ours: the made-up head does not say close)."""
+        conn = self._hand_to_h11(_TRAILER_PREFIX + self._data[self._pos :])
+        assert isinstance(conn.next_event(), h11.Response)
+        return self.next_event()
+
+    def _chunked_need_data(self) -> Need:
+        """Need.DATA, or the error h11 raises instead at this point."""
+        unconsumed = len(self._data) - self._pos
+        if unconsumed > self._max_head_bytes:
+            raise h11.RemoteProtocolError("Receive buffer too long")
+        if self._eof:
+            if not unconsumed:
+                raise h11.RemoteProtocolError(  # ChunkedReader.read_eof
+                    "peer closed connection without sending complete message body "
+                    "(incomplete chunked read)"
+                )
+            raise h11.RemoteProtocolError("peer unexpectedly closed connection")
+        return Need.DATA
+
     def _to_h11(self) -> Event | Need:
         """Not a plain answer: h11 reads it from its first byte."""
+        self._hand_to_h11(self._data[self._pos :])
+        return self.next_event()
+
+    def _hand_to_h11(self, answer: bytes) -> h11.Connection:
+        """From now on h11 reads, from ``answer`` on, with our request replayed into it."""
         conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_head_bytes)
         conn.send(self._request.h11_event())
         conn.send(h11.EndOfMessage())
-        conn.receive_data(bytes(self._buffer))
+        conn.receive_data(answer)
         if self._eof:
             conn.receive_data(b"")
-        self._buffer.clear()
+        self._data, self._pos = b"", 0
         self._h11 = conn
-        return self.next_event()
+        return conn
 
 
-def _parse_plain_head(head: bytes, *, is_head: bool) -> tuple[ResponseHead, int, bool] | None:
-    """(event, body length, keep-alive) for a plain head (see the module rules), else None."""
-    if not head.endswith(b"\r\n\r\n") or head.count(b"\n") != head.count(b"\r\n"):
+def _parse_plain_head(
+    data: bytes, start: int, end: int, *, is_head: bool
+) -> tuple[ResponseHead, int, bool] | None:
+    """(event, body length, keep-alive) for the plain head ``data[start:end]`` (see the
+    module rules), else None. ``end`` is just past its blank line."""
+    status_line = _PLAIN_STATUS_LINE.match(data, start, end)
+    if status_line is None or _has_forbidden_byte(data, start, end):
         return None
-    lines = head[:-4].split(b"\r\n")
-    status_line = _PLAIN_STATUS_LINE.fullmatch(lines[0])
-    if status_line is None:
-        return None
+    fields = _FIELD.findall(data, start, end)
+    line_ends = data.count(b"\r\n", start, end)
+    if line_ends != len(fields) + 2 or data.count(b"\n", start, end) != line_ends:
+        return None  # a line that is not a valid field, or a bare LF
     status = int(status_line.group(1))
-    headers: list[Header] = []
-    lengths: list[bytes] = []
+    headers = [(name.lower(), value.strip(b" \t")) for name, value in fields]
+    length: bytes | None = None
+    chunked = False
     keep_alive = True
-    for line in lines[1:]:
-        field = _HEADER_LINE.fullmatch(line)
-        if field is None:
-            return None
-        name, value = field.group(1).lower(), field.group(2)
+    for name, value in headers:
         if name == b"content-length":
-            lengths.append(value)
+            if length is not None or not (len(value) <= _MAX_LENGTH_DIGITS and value.isdigit()):
+                return None
+            length = value
         elif name == b"transfer-encoding":
-            return None
-        elif name == b"connection" and b"close" in _comma_items(value):
+            if chunked or value != b"chunked":
+                return None  # h11 lowercases, refuses other codings and repeats
+            chunked = True
+        elif name == b"connection" and b"close" in value.lower() and _lists_close(value):
             keep_alive = False
-        headers.append((name, value))
-    if len(lengths) > 1 or (lengths and not _DIGITS.fullmatch(lengths[0])):
-        return None
     if is_head or status in _NO_BODY_STATUSES:
-        length = 0
-    elif lengths:
-        length = int(lengths[0])
-    else:
+        if chunked:
+            return None
+        return ResponseHead(status, headers), 0, keep_alive
+    if chunked:
+        if length is not None:
+            return None  # h11 lets transfer-encoding win; left to it
+        return ResponseHead(status, headers), _CHUNKED, keep_alive
+    if length is None:
         return None  # delimited by the close: h11 reads that
-    return ResponseHead(status, headers), length, keep_alive
+    return ResponseHead(status, headers), int(length), keep_alive
 
 
-def _comma_items(value: bytes) -> list[bytes]:
-    """As h11's ``get_comma_header``: lowercased, split at commas, stripped."""
-    return [item.strip() for item in value.lower().split(b",")]
+def _has_forbidden_byte(data: bytes, start: int, end: int) -> bool:
+    """NUL, VT or FF in ``data[start:end]`` (three memchr scans beat one regex search)."""
+    return (
+        data.find(b"\x00", start, end) >= 0
+        or data.find(b"\x0b", start, end) >= 0
+        or data.find(b"\x0c", start, end) >= 0
+    )
+
+
+def _lists_close(value: bytes) -> bool:
+    """As h11's ``get_comma_header``: ``close`` among the lowercased, stripped items."""
+    return b"close" in [item.strip() for item in value.lower().split(b",")]
 
 
 def _from_h11(event: h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]) -> Event | Need:

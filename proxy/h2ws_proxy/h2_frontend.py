@@ -781,7 +781,7 @@ class H2Frontend:
         )
         result = ExchangeResult()
         try:
-            with stream.scope, self._server.stats.count_request():
+            with self._server.stats.count_request():
                 await self._forward(stream, request, route, record, result)
         finally:
             self._finish_exchange(stream, record, result)
@@ -804,6 +804,7 @@ class H2Frontend:
                 self._info.address,
                 record.stats,
                 result,
+                on_start=stream.adopt_scope,  # a reset cancels the exchange's own scope
             )
         except ProxyError as error:
             # Nothing of the answer went out yet: answer the error ourselves.
@@ -815,7 +816,8 @@ class H2Frontend:
             record.error = abort.reason
             record.stats.end = EXCHANGE_ABORT_ENDS[abort.side]
             return
-        record.stats.end = TunnelEnd.CLEAN
+        if not result.cancelled:
+            record.stats.end = TunnelEnd.CLEAN
 
     def _finish_exchange(
         self, stream: H2TunnelStream, record: TunnelRecord, result: ExchangeResult

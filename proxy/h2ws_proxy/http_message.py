@@ -36,7 +36,7 @@ from h2ws_proxy.h2_request import AUTHORITY_PATTERN, H2RequestHead, malformed
 from h2ws_proxy.handshake import (
     HOP_BY_HOP,
     end_to_end_request_headers,
-    end_to_end_response_headers,
+    split_header_list,
     with_forwarding_fields,
 )
 
@@ -46,8 +46,8 @@ Header = tuple[bytes, bytes]
 BODILESS_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
 #: Fields the proxy sets itself toward the backend; the client's copies go.
 _SET_BY_PROXY = frozenset({b"host", b"content-length"})
-#: What never travels as a trailer field.
-_NOT_TRAILERS = frozenset({*_SET_BY_PROXY, *HOP_BY_HOP})
+#: What is never forwarded as a field of the head, or as a trailer field.
+_NOT_FORWARDED = frozenset({*_SET_BY_PROXY, *HOP_BY_HOP})
 _DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 _ABSOLUTE_FORM = re.compile(rb"(?i)(https?)://([^/?#]*)(.*)\Z")
 # h11 0.14's grammar (h11/_abnf.py) for what h11.Request accepts: checked here first, since
@@ -55,7 +55,12 @@ _ABSOLUTE_FORM = re.compile(rb"(?i)(https?)://([^/?#]*)(.*)\Z")
 TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _TOKEN = re.compile(TOKEN)
 _TARGET = re.compile(rb"[\x21-\x7e]+")
-_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+# ``[^\x00\s]`` spelled out (the same set; a literal class matches several times faster).
+_FIELD_VCHAR = rb"[^\x00\t\n\x0b\x0c\r ]"
+_FIELD_VALUE = rb"(?:" + _FIELD_VCHAR + rb"+(?:[ \t]+" + _FIELD_VCHAR + rb"+)*)?"
+#: Every name, or every value, joined by "\n" (which neither grammar allows).
+_NAMES = re.compile(TOKEN + rb"(?:\n" + TOKEN + rb")*")
+_VALUES = re.compile(_FIELD_VALUE + rb"(?:\n" + _FIELD_VALUE + rb")*")
 
 
 class BodyFraming(enum.Enum):
@@ -88,6 +93,8 @@ class HttpRequest:
 
 def _content_length(values: list[bytes], *, h2: bool) -> int | None:
     """The one length all ``content-length`` values agree on, or None if there is none."""
+    if not values:
+        return None
     items = {item.strip() for value in values for item in value.split(b",")}
     if not items:
         return None
@@ -123,10 +130,19 @@ def request_from_h2(head: H2RequestHead, *, tls: bool, end_stream: bool) -> Http
         target=head.path,
         authority=authority,
         scheme=b"https" if tls else b"http",
-        headers=end_to_end_request_headers(head.headers, replaced=_SET_BY_PROXY),
+        headers=_forwarded_fields(head.headers),
         framing=framing,
         content_length=length if framing is BodyFraming.LENGTH else None,
     )
+
+
+def _forwarded_fields(headers: tuple[Header, ...]) -> tuple[Header, ...]:
+    """``end_to_end_request_headers(headers, replaced=_SET_BY_PROXY)``, in one pass when no
+    ``connection`` field lists more to drop (never on HTTP/2, where it is malformed)."""
+    for name, _ in headers:
+        if name == b"connection":
+            return end_to_end_request_headers(headers, replaced=_SET_BY_PROXY)
+    return tuple([field for field in headers if field[0] not in _NOT_FORWARDED])
 
 
 def request_from_h1(request: h11.Request, *, tls: bool) -> HttpRequest:
@@ -243,14 +259,23 @@ def build_backend_request(
 
 
 def _valid_for_h11(request: BackendRequest) -> bool:
-    """What ``h11.Request`` checks, for a request with one ``host`` and our own framing."""
+    """What ``h11.Request`` checks, for a request with one ``host`` and our own framing.
+
+    All names, then all values, in one match each (as upgrade_wire does): when a joined
+    string matches "item (\n item)*" and holds one "\n" fewer than there are fields, its
+    "\n"s are exactly the separators and every field passed on its own.
+    """
+    headers = request.headers
+    names = b"\n".join([name for name, _ in headers])
+    values = b"\n".join([value for _, value in headers])
+    separators = len(headers) - 1
     return (
         _TOKEN.fullmatch(request.method) is not None
         and _TARGET.fullmatch(request.target) is not None
-        and all(
-            _TOKEN.fullmatch(name) is not None and _FIELD_VALUE.fullmatch(value) is not None
-            for name, value in request.headers
-        )
+        and names.count(b"\n") == separators
+        and values.count(b"\n") == separators
+        and _NAMES.fullmatch(names) is not None
+        and _VALUES.fullmatch(values) is not None
     )
 
 
@@ -265,7 +290,15 @@ def response_fields(status: int, headers: list[Header], *, for_h2: bool) -> list
     on a 204 toward HTTP/2, where RFC 9110 §8.6 forbids it.
     """
     drop = _DROP_LENGTH if for_h2 and status == 204 else _NO_DROP
-    return list(end_to_end_response_headers(headers, drop=drop))
+    listed: list[bytes] = []
+    for name, value in headers:
+        if name == b"connection":
+            listed.extend(split_header_list([value.lower()]))
+    if not listed and not drop:
+        return [field for field in headers if field[0] not in HOP_BY_HOP]
+    # As end_to_end_response_headers: hop-by-hop, Connection-listed and ``drop`` removed.
+    dropped = HOP_BY_HOP.union(listed, drop)
+    return [field for field in headers if field[0] not in dropped]
 
 
 def trailer_fields(headers: list[Header] | tuple[Header, ...]) -> list[Header]:
@@ -274,5 +307,5 @@ def trailer_fields(headers: list[Header] | tuple[Header, ...]) -> list[Header]:
     return [
         (name, value)
         for name, value in lowered
-        if name not in _NOT_TRAILERS and not name.startswith(b":")
+        if name not in _NOT_FORWARDED and not name.startswith(b":")
     ]

@@ -145,6 +145,34 @@ async def test_a_stale_connection_is_retried_once_on_a_new_one(
         assert net.dials == 2
 
 
+async def test_a_client_reset_during_the_backend_dial_cancels_it(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, keep_alive_backend, connect_delay_s=1.0)
+    async with open_h2_client(await open_memory_client(nursery, CONFIG, net)) as client:
+        state = await client.request(get(b"/gone"), end_stream=True)
+        await trio.testing.wait_all_tasks_blocked()
+        assert net.dials == 1
+        await client.reset(state, CANCEL)
+        await trio.sleep(5)  # virtual: far past the 1 s dial, had it not been cancelled
+        assert net.dials_cancelled == 1
+        assert net.backend_closed == []
+        assert bytes((await fetch(client, b"/next")).data) == b"/next"  # the connection lives
+
+
+async def test_a_client_reset_while_the_answer_is_awaited_closes_the_backend_connection(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = MemoryNet(nursery, silent_backend)
+    async with open_h2_client(await open_memory_client(nursery, CONFIG, net)) as client:
+        state = await client.request(get(b"/slow"), end_stream=True)
+        await trio.sleep(1)
+        started = trio.current_time()
+        await client.reset(state, CANCEL)
+        await net.backend_closed[0].wait()  # closed, not kept for the next request
+        assert trio.current_time() == started
+
+
 async def test_reuse_can_be_turned_off(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -10,6 +10,8 @@ from typing import Protocol
 
 import h11
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from h2ws_proxy.h1_backend import (
     AnswerEnd,
@@ -41,6 +43,29 @@ ANSWERS = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 123456789012345678901\r\n\r\nabc",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1 \r\nhello\r\n000A\r\n0123456789"
+    b"\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nConnection: close\r\n\r\n0\r\nX: 1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nEXTRA",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nZ\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3 ;x\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n123456789012345678901\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\nX: a\r\n b\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\nX: 1\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\nBad Name: 1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;" + b"x" * 300 + b"\r\nhello\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\n\r\nclose-delimited",
     b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
@@ -62,6 +87,17 @@ ANSWERS = [
     b" HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
     b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 300 + b"\r\nContent-Length: 2\r\n\r\nhi",
     b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+    b"HTTP/1.1 200 OK\r\nNoColon\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX-Vt: a\x0bb\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 O\x0cK\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: closed\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: x, CLOSE \r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Length:  2 \r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\n: empty-name\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nX-Empty:\r\nX-Tabs:\t\ta\tb\t\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200\r\nContent-Length: 13\r\n\r\n\r\nX-In-Body: 1",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
     b"garbage",
     b"",
 ]
@@ -190,3 +226,82 @@ def test_a_request_with_a_body_goes_through_h11() -> None:
     assert wire.send_body(b"abc") == b"abc"
     with pytest.raises(h11.LocalProtocolError):
         wire.send_body(b"d")
+
+
+_FIELD_NAMES = [
+    b"Content-Length",
+    b"content-length",
+    b"Connection",
+    b"X-A",
+    b"Bad Name",
+    b"",
+    b"Transfer-Encoding",
+]
+_VALUE_BYTES = b"ab09 \t\x00\x0b\x0c\r\n\x7f\x80,:"
+
+
+@settings(max_examples=300)
+@given(
+    status_line=st.sampled_from(
+        [b"HTTP/1.1 200 OK", b"HTTP/1.1 204", b"HTTP/1.1 200 \tO\x80K", b"HTTP/1.0 200 OK"]
+    ),
+    fields=st.lists(
+        st.tuples(
+            st.sampled_from(_FIELD_NAMES),
+            st.one_of(
+                st.sampled_from([b"2", b" 2 ", b"close", b"x,Close", b"", b"chunked"]),
+                st.lists(st.sampled_from(list(_VALUE_BYTES)), max_size=6).map(bytes),
+            ),
+        ),
+        max_size=4,
+    ),
+    request_=st.sampled_from([GET, HEAD]),
+)
+def test_random_heads_are_read_as_h11_reads_them(
+    status_line: bytes, fields: list[tuple[bytes, bytes]], request_: BackendRequest
+) -> None:
+    head = status_line + b"\r\n" + b"".join(b"%s:%s\r\n" % field for field in fields)
+    chunks = [head + b"\r\nhi"]
+    wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
+    seen = _drive(wire, chunks)
+    reusable = wire.reusable() if seen and isinstance(seen[-1], AnswerEnd) else False
+    expected, expected_reusable = _reference(request_, chunks)
+    expected_reusable = expected_reusable if isinstance(expected[-1], AnswerEnd) else False
+    assert (_coalesced(seen), reusable) == (_coalesced(expected), expected_reusable)
+
+
+_CHUNKED_PIECES = [
+    b"3\r\n",
+    b"abc",
+    b"\r\n",
+    b"0\r\n",
+    b"X: 1\r\n",
+    b"\n",
+    b"5;e\r\n",
+    b"hello",
+    b"Z",
+    b"\r",
+    b" ",
+]
+
+
+@settings(max_examples=300)
+@given(
+    pieces=st.lists(st.sampled_from(_CHUNKED_PIECES), max_size=8),
+    splits=st.lists(st.integers(min_value=0, max_value=80), max_size=2),
+    close=st.booleans(),
+)
+def test_random_chunked_bodies_are_read_as_h11_reads_them(
+    pieces: list[bytes], splits: list[int], close: bool
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n"
+    answer = head + (b"connection: close\r\n" if close else b"") + b"\r\n" + b"".join(pieces)
+    cuts = sorted({min(split, len(answer)) for split in splits})
+    chunks = [answer[a:b] for a, b in zip([0, *cuts], [*cuts, len(answer)], strict=True)]
+    chunks = [chunk for chunk in chunks if chunk]
+    wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
+    seen = _drive(wire, chunks)
+    reusable = wire.reusable() if seen and isinstance(seen[-1], AnswerEnd) else False
+    expected, expected_reusable = _reference(GET, chunks)
+    expected_reusable = expected_reusable if isinstance(expected[-1], AnswerEnd) else False
+    assert (_coalesced(seen), reusable) == (_coalesced(expected), expected_reusable)
