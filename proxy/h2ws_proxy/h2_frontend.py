@@ -82,6 +82,9 @@ _READER_HIGH_WATER = 1024 * 1024
 #: How long the writer may take to flush a final GOAWAY to a client that stopped reading.
 _FINAL_FLUSH_S = 5.0
 _POLLER_NAME = "h2ws_proxy.h2_frontend.backend_poller"
+#: Constant task names: trio would otherwise format one from the bound method per stream.
+_TUNNEL_TASK_NAME = "h2ws_proxy.h2_frontend.tunnel"
+_EXCHANGE_TASK_NAME = "h2ws_proxy.h2_frontend.exchange"
 #: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
 _NO_LENGTH_STATUSES = frozenset({204, 304})
 
@@ -475,7 +478,9 @@ class H2Frontend:
         self._idle_since = None
         assert self._nursery is not None
         if head.method == b"CONNECT" or head.protocol is not None:
-            self._nursery.start_soon(self._serve_tunnel, stream, request, route)
+            self._nursery.start_soon(
+                self._serve_tunnel, stream, request, route, name=_TUNNEL_TASK_NAME
+            )
             return
         stream.exchange = stream.opened = True  # its DATA is the request body
         if not ended:
@@ -484,7 +489,9 @@ class H2Frontend:
             stream.declared_length = 0
         elif http_request.framing is BodyFraming.LENGTH:
             stream.declared_length = http_request.content_length
-        self._nursery.start_soon(self._serve_exchange, stream, http_request, route)
+        self._nursery.start_soon(
+            self._serve_exchange, stream, http_request, route, name=_EXCHANGE_TASK_NAME
+        )
 
     def _over_stream_limit(self) -> bool:
         """More inbound streams open than ``max_concurrent_streams`` (this one counted)?"""
