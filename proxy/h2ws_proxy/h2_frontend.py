@@ -763,13 +763,7 @@ class H2Frontend:
             stream.reset(cancel=record.stats.end is not TunnelEnd.BACKEND_ABORTED)
         elif not record.opened and not stream.local_ended:
             stream.reset(cancel=True)  # cancelled, or an answer cut short: say so
-        # Bytes the tunnel never consumed still hold connection window: give it back.
-        self.session.acknowledge(stream.stream_id, stream.release_unconsumed())
-        self.session.direct_streams.discard(stream.stream_id)
-        self._window_waiters.discard(stream)
-        self._streams.pop(stream.stream_id, None)
-        record.log()
-        self._end_if_idle()
+        self._forget(stream, record)
 
     # ---- one ordinary request ----
 
@@ -850,6 +844,11 @@ class H2Frontend:
                 # RFC 9113 §8.1: the answer is complete; the client may stop sending.
                 self.session.reset(stream.stream_id, ErrorCodes.NO_ERROR)
             stream.break_stream("the exchange ended", by_peer=False)
+        self._forget(stream, record)
+
+    def _forget(self, stream: H2TunnelStream, record: TunnelRecord) -> None:
+        """The stream's work is over: return its credit, drop every reference, log it."""
+        # Bytes nobody consumed still hold connection window: give it back.
         self.session.acknowledge(stream.stream_id, stream.release_unconsumed())
         self.session.direct_streams.discard(stream.stream_id)
         self._window_waiters.discard(stream)

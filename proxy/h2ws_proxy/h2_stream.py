@@ -245,20 +245,12 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         while True:
-            if self.broken_reason is not None:
-                raise trio.BrokenResourceError(self.broken_reason)
-            if self._local_ended:
-                raise trio.ClosedResourceError("the stream was ended")
-            try:
-                sent = self._frontend.session.send_data(self.stream_id, view)
-            except StreamUnusable as error:
-                raise trio.BrokenResourceError(str(error)) from error
+            sent = self.send_now(view)
             view = view[sent:]
             if not view:
                 break
             if not sent:
-                self._frontend.wait_for_window(self)
-                await self._writable.wait()
+                await self._writable.wait()  # send_now asked to be woken by new credit
         # Not a schedule point when the client keeps up (see the module docstring).
         await self._frontend.wait_outbound_drained_lean()
 
@@ -311,14 +303,7 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         await self._frontend.wait_outbound_drained()
 
     async def send_eof(self) -> None:
-        if self.broken_reason is not None:
-            raise trio.BrokenResourceError(self.broken_reason)
-        if not self._local_ended:
-            self._local_ended = True
-            try:
-                self._frontend.session.end_stream(self.stream_id)
-            except StreamUnusable as error:
-                raise trio.BrokenResourceError(str(error)) from error
+        self.end_now()
         await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
