@@ -270,6 +270,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 H2WS_CONFIG = """\
+workers = {workers}
+
 [[listener]]
 bind = "{host}:{h2c}"
 
@@ -310,7 +312,7 @@ backend echo
 
 @contextmanager
 def start_target(
-    name: str, backend: Backend, certs: Certs, work: Path, log_level: str
+    name: str, backend: Backend, certs: Certs, work: Path, log_level: str, workers: int = 1
 ) -> Iterator[Target]:
     if name == "direct":
         yield Target(
@@ -322,7 +324,13 @@ def start_target(
         config = work / "h2ws.toml"
         config.write_text(
             H2WS_CONFIG.format(
-                host=HOST, h2c=h2c, tls=tls, cert=certs.cert, key=certs.key, backend=backend.port
+                host=HOST,
+                h2c=h2c,
+                tls=tls,
+                cert=certs.cert,
+                key=certs.key,
+                backend=backend.port,
+                workers=workers,
             )
         )
         command = [
@@ -347,10 +355,26 @@ def start_target(
     try:
         wait_port(h2c, proc, LABELS[name])
         wait_port(tls, proc, LABELS[name])
-        yield Target(name, f"http://{HOST}:{h2c}", f"https://{HOST}:{tls}", [proc.pid], proc)
+        # With h2ws-proxy's workers > 1 the work is done by the supervisor's children.
+        pids = [proc.pid, *_children(proc.pid, expected=workers if name == "h2ws" else 0)]
+        yield Target(name, f"http://{HOST}:{h2c}", f"https://{HOST}:{tls}", pids, proc)
     finally:
         stop(proc)
         log.close()
+
+
+def _children(pid: int, expected: int) -> list[int]:
+    """The child processes of ``pid`` once ``expected`` of them run (at most 10 s); none
+    are counted for ``expected`` <= 1 (a single h2ws-proxy worker is the process itself)."""
+    if expected <= 1:
+        return []
+    deadline = time.monotonic() + 10
+    while True:
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            children = [int(child) for child in listing.read().split()]
+        if len(children) >= expected or time.monotonic() > deadline:
+            return children
+        time.sleep(0.05)
 
 
 def run_client(
@@ -460,7 +484,8 @@ def measure_get(target: Target, run: Run, scenario: Scenario, args: tuple[str, .
         "backend": (c1[-1] - c0[-1]) / wall,
     }
     if target.pids:
-        cores["proxy"] = (c1[0] - c0[0]) / wall
+        proxy_pids = len(target.pids)  # the supervisor and its workers, if any
+        cores["proxy"] = (sum(c1[:proxy_pids]) - sum(c0[:proxy_pids])) / wall
     return Measure(float(rate.group(1)), cores=cores)
 
 
@@ -578,6 +603,12 @@ def parse_args() -> argparse.Namespace:
         help="h2ws-proxy --log-level (HAProxy logs nothing here)",
     )
     parser.add_argument(
+        "--h2ws-workers",
+        type=int,
+        default=1,
+        help="h2ws-proxy's `workers` (HAProxy runs its default threads, one per CPU)",
+    )
+    parser.add_argument(
         "--py-spy", metavar="FILE", help="record a py-spy profile (raw folded stacks) of h2ws-proxy"
     )
     return parser.parse_args()
@@ -607,7 +638,9 @@ def main() -> None:
         backend = stack.enter_context(start_backend(certs))
         run = Run(backend, certs, settle_s=0.05 if options.smoke else 0.5)
         targets = {
-            p: stack.enter_context(start_target(p, backend, certs, work, options.proxy_log_level))
+            p: stack.enter_context(
+                start_target(p, backend, certs, work, options.proxy_log_level, options.h2ws_workers)
+            )
             for p in proxies
         }
         if options.py_spy and "h2ws" in targets:
@@ -621,7 +654,12 @@ def main() -> None:
                     try:
                         if scenario.kind == "idle":  # a fresh proxy: RSS starts from nothing
                             with start_target(
-                                name, backend, certs, work, options.proxy_log_level
+                                name,
+                                backend,
+                                certs,
+                                work,
+                                options.proxy_log_level,
+                                options.h2ws_workers,
                             ) as fresh:
                                 got = measure(fresh, run, scenario, args)
                         else:
