@@ -141,6 +141,18 @@ class _Relay:
                 deadline, end = since + self.half_closed_timeout_s, TunnelEnd.HALF_CLOSED_TIMEOUT
         self.scope.deadline, self.timer_end = deadline + TIMER_SLACK_S, end
 
+    def settle_end(self) -> None:
+        """Once the tunnel's scope has exited: how it ended, unless a failure said so.
+
+        Not a failure: both directions finished (clean), a timer fired (its end), or the
+        caller cancelled the scope it got from ``on_start`` (stays CANCELLED).
+        """
+        if self.stats.end is TunnelEnd.CANCELLED:
+            if not self.scope.cancelled_caught:
+                self.stats.end = TunnelEnd.CLEAN
+            elif trio.current_time() >= self.scope.deadline:
+                self.stats.end = self.timer_end
+
     def fail(self, side: str) -> None:
         if self.stats.end is TunnelEnd.CANCELLED:
             self.stats.end = (
@@ -214,13 +226,7 @@ async def run_tunnel(
             # The upward pump runs in this task rather than a third one: an idle tunnel
             # then costs two parked tasks, not three (a task is ~1.5 KiB with its frames).
             await _pump(relay, client_leftover, True)
-        if stats.end is TunnelEnd.CANCELLED:
-            # Not a failure (that sets the end): both pumps finished, a timer fired, or
-            # the caller cancelled the scope it got from ``on_start`` (stays CANCELLED).
-            if not pumps.cancel_scope.cancelled_caught:
-                stats.end = TunnelEnd.CLEAN
-            elif trio.current_time() >= pumps.cancel_scope.deadline:
-                stats.end = relay.timer_end
+        relay.settle_end()
     finally:
         if isinstance(backend, LeanSocketStream):
             backend.close_now()  # two cancel scopes fewer per tunnel than the line below
@@ -277,13 +283,7 @@ async def _run_polled(
                 await downward.finished.wait()
         finally:
             downward.stop()
-    if stats.end is TunnelEnd.CANCELLED:
-        # As in run_tunnel: a failure set the end; else both directions finished, a timer
-        # fired, or the caller cancelled the scope (stays CANCELLED).
-        if not scope.cancelled_caught:
-            stats.end = TunnelEnd.CLEAN
-        elif trio.current_time() >= scope.deadline:
-            stats.end = relay.timer_end
+    relay.settle_end()
 
 
 class _PolledDownward:

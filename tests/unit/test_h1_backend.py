@@ -20,7 +20,7 @@ from h2ws_proxy.h1_backend import (
     Event,
     H1BackendWire,
     Need,
-    ResponseHead,
+    _from_h11,
 )
 from h2ws_proxy.http_message import BackendRequest, BodyFraming
 
@@ -155,18 +155,8 @@ class BareH11:
         self.conn.receive_data(data)
 
     def next_event(self) -> Event | Need:
-        event = self.conn.next_event()
-        if event is h11.NEED_DATA:
-            return Need.DATA
-        if event is h11.PAUSED:
-            return Need.SWITCHED
-        if isinstance(event, h11.InformationalResponse | h11.Response):
-            return ResponseHead(event.status_code, list(event.headers))
-        if isinstance(event, h11.Data):
-            return BodyData(bytes(event.data))
-        if isinstance(event, h11.EndOfMessage):
-            return AnswerEnd(list(event.headers))
-        return BackendClosed()
+        # The same mapping of h11's events the wire uses for what it leaves to h11.
+        return _from_h11(self.conn.next_event())
 
 
 def _reference(request: BackendRequest, chunks: list[bytes]) -> tuple[list[object], bool]:
