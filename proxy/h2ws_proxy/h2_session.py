@@ -33,14 +33,20 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 
 from h2ws_proxy.config import Limits
-from h2ws_proxy.h2_direct import DirectData, InboundFrames, send_direct, sendable_stream
+from h2ws_proxy.h2_direct import (
+    DirectData,
+    InboundFrames,
+    end_direct,
+    send_direct,
+    send_plain_200,
+    sendable_stream,
+)
 
 Header = tuple[bytes, bytes]
 
 _MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
 _MAX_ERROR_BODY = 16384  # one frame at the default SETTINGS_MAX_FRAME_SIZE
-#: A response h2's outbound normalization leaves as it is (one lowercase pseudo-header,
-#: nothing to strip or to keep out of the HPACK table) and its validation passes.
+#: The response that opens most tunnels: h2_direct.send_plain_200 writes it without h2.
 _PLAIN_200: list[Header] = [(b":status", b"200")]
 
 
@@ -358,27 +364,21 @@ class H2Session:
     def send_headers(
         self, stream_id: int, headers: list[Header], *, end_stream: bool = False
     ) -> None:
-        # h2 runs every outbound list through its normalization and validation: for the
-        # plain 200 that opens most tunnels that is a third of the send, and a no-op.
-        plain = headers == _PLAIN_200 and self._expects_response(stream_id)
-        config = self.conn.config
-        if plain:
-            config.normalize_outbound_headers = config.validate_outbound_headers = False
+        if headers == _PLAIN_200 and send_plain_200(
+            self.conn, stream_id, self.outbound, end_stream=end_stream
+        ):
+            self._on_output()  # the 200 that opens most tunnels, without h2 (h2_direct.py)
+            return
         try:
             self.conn.send_headers(stream_id, headers, end_stream=end_stream)
         except h2.exceptions.ProtocolError as error:
             raise StreamUnusable(str(error)) from error
-        finally:
-            if plain:
-                config.normalize_outbound_headers = config.validate_outbound_headers = True
         self.flush()
 
-    def _expects_response(self, stream_id: int) -> bool:
-        """True if headers sent on ``stream_id`` now would be its response (not trailers)."""
-        stream = self.conn.streams.get(stream_id)
-        return stream is not None and not stream.state_machine.headers_sent
-
     def end_stream(self, stream_id: int) -> None:
+        if end_direct(self.conn, stream_id, self.outbound):
+            self._on_output()
+            return
         try:
             self.conn.end_stream(stream_id)
         except h2.exceptions.ProtocolError as error:

@@ -242,3 +242,92 @@ def test_direct_send_on_a_closed_stream_raises_as_h2_does() -> None:
     session.reset(3, ErrorCodes.CANCEL)
     with pytest.raises(StreamUnusable):
         session.send_data(3, memoryview(b"x"))
+
+
+def requested_session(*, client_ended: bool) -> H2Session:
+    """A server session with streams 1, 3 and 5 requested and not answered yet; with
+    ``client_ended`` the client has ended stream 1 (half-closed remote)."""
+    session = H2Session(LIMITS, connect_protocol_enabled=True, on_output=lambda: None)
+    session.start()
+    session.receive(client_opening())
+    session.receive(frame(0x4, 0x1, 0, b""))
+    if client_ended:
+        session.receive(frame(0x0, 0x1, 1, b""))
+    session.take_outbound()
+    return session
+
+
+def stream_flags(session: H2Session) -> object:
+    return {
+        stream_id: (stream.state_machine.headers_sent, stream.state_machine.stream_closed_by)
+        for stream_id, stream in session.conn.streams.items()
+    }
+
+
+@pytest.mark.parametrize("client_ended", [False, True])
+@pytest.mark.parametrize("end_stream", [False, True])
+def test_a_plain_200_is_written_as_h2_writes_it(client_ended: bool, end_stream: bool) -> None:
+    direct, reference = (requested_session(client_ended=client_ended) for _ in range(2))
+    direct.send_headers(1, [(b":status", b"200")], end_stream=end_stream)
+    reference.conn.send_headers(1, [(b":status", b"200")], end_stream=end_stream)
+    reference.flush()
+    assert direct.take_outbound() == reference.take_outbound()
+    assert state_of(direct) == state_of(reference)
+    assert stream_flags(direct) == stream_flags(reference)
+    # The HPACK context is untouched: h2's next block is the same on both.
+    headers = [(b":status", b"200"), (b"x-next", b"1")]
+    for session in (direct, reference):
+        session.send_headers(3, headers)
+    assert direct.take_outbound() == reference.take_outbound()
+
+
+def test_a_plain_200_after_a_table_size_change_goes_through_h2() -> None:
+    """RFC 7541 §4.2: the size update opens the next header block; h2's encoder writes it."""
+    direct, reference = (requested_session(client_ended=False) for _ in range(2))
+    settings_frame = frame(0x4, 0, 0, struct.pack(">HI", 0x1, 100))  # HEADER_TABLE_SIZE
+    for session in (direct, reference):
+        session.receive(settings_frame)
+        session.take_outbound()
+    direct.send_headers(1, [(b":status", b"200")])
+    reference.conn.send_headers(1, [(b":status", b"200")])
+    reference.flush()
+    sent = direct.take_outbound()
+    assert sent == reference.take_outbound()
+    assert sent[9:10] != b"\x88"  # the block starts with the size update, not the field
+
+
+def test_a_second_plain_200_is_refused_as_h2_refuses_it() -> None:
+    """h2 takes it for trailers without END_STREAM, a ProtocolError: StreamUnusable."""
+    session = requested_session(client_ended=False)
+    session.send_headers(1, [(b":status", b"200")])
+    with pytest.raises(StreamUnusable):
+        session.send_headers(1, [(b":status", b"200")])
+
+
+def test_a_plain_200_on_a_reset_stream_raises_as_h2_does() -> None:
+    session = requested_session(client_ended=False)
+    session.receive(frame(0x3, 0, 1, struct.pack(">I", ErrorCodes.CANCEL)))
+    with pytest.raises(StreamUnusable):
+        session.send_headers(1, [(b":status", b"200")])
+
+
+@pytest.mark.parametrize("client_ended", [False, True])
+def test_end_stream_is_written_as_h2_writes_it(client_ended: bool) -> None:
+    direct, reference = (requested_session(client_ended=client_ended) for _ in range(2))
+    for session in (direct, reference):
+        session.send_headers(1, [(b":status", b"200")])
+        session.take_outbound()
+    direct.end_stream(1)
+    reference.conn.end_stream(1)
+    reference.flush()
+    assert direct.take_outbound() == reference.take_outbound()
+    assert state_of(direct) == state_of(reference)
+    assert stream_flags(direct) == stream_flags(reference)
+
+
+def test_end_stream_twice_raises_as_h2_does() -> None:
+    session = requested_session(client_ended=False)
+    session.send_headers(1, [(b":status", b"200")])
+    session.end_stream(1)
+    with pytest.raises(StreamUnusable):
+        session.end_stream(1)
