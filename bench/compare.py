@@ -329,15 +329,19 @@ backend echo
 # in the temp dir, and no access log is written (HAProxy logs nothing either).
 #
 # Raised from the defaults, as a tuner would for this load:
-# * ServerLimit = StartServers = 2 children of ThreadsPerChild 64 (MaxRequestWorkers 128) and
-#   MaxSpareThreads = MaxRequestWorkers: the set of processes is fixed for the whole run, so
-#   their CPU and RSS can be summed, and 100 client connections (idle10k) fit in the MPM.
+# * ServerLimit = StartServers = 2 children and MaxSpareThreads = MaxRequestWorkers: the set of
+#   processes is fixed for the whole run, so their CPU and RSS can be summed.
+# * ThreadsPerChild 128 (MaxRequestWorkers 256; defaults 25 and 150 on Debian): an h2
+#   connection with streams in progress holds an MPM worker thread (with 200 connections of
+#   tunnels and 128 threads the error log said "server reached MaxRequestWorkers"), and
+#   idle10k opens 100 connections, which the two children need not share evenly.
 # * H2MaxWorkers 1024 (default 3/2 x ThreadsPerChild): an upgraded stream keeps one h2 worker
 #   thread for the tunnel's whole life, so 256 tunnels on 4 connections may need 256 workers
-#   in one child.
+#   in one child (10k tunnels would need 5k per child; the limit below comes first).
 # * ProxyPass max=1024 (default ThreadsPerChild): each tunnel also keeps one backend
 #   connection out of the worker's pool for its whole life.
-# * H2MaxSessionStreams 256 (default 100): the most tunnels one connection opens is 100.
+# * H2MaxSessionStreams 256 (default 100): the most tunnels one connection opens is 100, and
+#   mod_http2 caps the streams it processes per connection at min(this, H2MaxWorkers).
 # * Timeout 300 (default 60): idle tunnels, like HAProxy's "timeout tunnel 300s".
 # Not raisable: mod_http2 starts each connection with 6 streams in processing ("workers_limit=6"
 # in its debug log; hard-coded in h2_mplx.c) and doubles that only when a stream's request
@@ -360,11 +364,11 @@ LoadModule ssl_module {modules}/mod_ssl.so
 
 StartServers 2
 ServerLimit 2
-ThreadLimit 64
-ThreadsPerChild 64
-MaxRequestWorkers 128
+ThreadLimit 128
+ThreadsPerChild 128
+MaxRequestWorkers 256
 MinSpareThreads 1
-MaxSpareThreads 128
+MaxSpareThreads 256
 Timeout 300
 
 Listen {host}:{h2c}
