@@ -644,10 +644,12 @@ class TunnelCapacity:
         "n/a (...)" cell."""
         if count > self.held and (self.failed is None or count < self.failed):
             self._probe(count)
-        if self.failed is not None and count >= self.failed:
-            seconds = PROBE_TIMEOUT_MS / 1000
-            return f"n/a ({self.failed} tunnels on one conn do not all open in {seconds:g} s)"
-        return ""
+        if self.failed is None or count < self.failed:
+            return ""
+        seconds = PROBE_TIMEOUT_MS / 1000
+        if count == self.failed:
+            return f"n/a ({count} tunnels on one conn do not all open in {seconds:g} s)"
+        return f"n/a ({count} tunnels/conn: {self.failed} already do not all open in {seconds:g} s)"
 
     def _probe(self, count: int) -> None:
         args = ("--mode", "echo", "--tunnels", str(count), "--messages", str(count))
