@@ -1,22 +1,28 @@
-"""Side by side: h2ws-proxy, HAProxy and a direct baseline, on the same backend and load client.
+"""Side by side: h2ws-proxy, HAProxy, Apache httpd and a direct baseline, on the same backend
+and load client.
 
 Every process is its own, on 127.0.0.1: the echo backend (``bench/node/echo_backend.mjs``:
 HTTP/1.1 WebSocket echo and GET, plus its own RFC 8441 endpoint), h2ws-proxy
-(``python -m h2ws_proxy --config``), HAProxy (the Debian package; this script writes its
-config) and the load client (``bench/node/h2_load.mjs``: Node's built-in ``http2``, nghttp2
-underneath) or ``h2load`` for plain GETs. "direct" is the load client talking RFC 8441 to the
-backend's own HTTP/2 listener: the same client and echo code with no proxy and no HTTP/1.1
-hop, i.e. what the client and backend cost on their own.
+(``python -m h2ws_proxy --config``), HAProxy and Apache httpd (the Debian packages, each
+optional; this script writes their configs) and the load client (``bench/node/h2_load.mjs``:
+Node's built-in ``http2``, nghttp2 underneath) or ``h2load`` for plain GETs. "direct" is the
+load client talking RFC 8441 to the backend's own HTTP/2 listener: the same client and echo
+code with no proxy and no HTTP/1.1 hop, i.e. what the client and backend cost on their own.
 
 For each run it reports the client's own CPU (``process.cpuUsage``), the proxy's and the
 backend's (``/proc/PID/stat``) over the measured interval, in cores, so a reader can see who
 saturates. Rounds alternate between proxies (round-robin within each round, the order rotated
-each round); the table gives medians and ours / HAProxy. Everything is bounded by counts and
-seconds, and each client process has a hard timeout.
+each round); the table gives medians and ours / HAProxy and ours / Apache. Everything is
+bounded by counts and seconds, and each client process has a hard timeout.
+
+A proxy that cannot hold a scenario's tunnels per connection open at once (Apache's mod_http2
+starts 6 streams per connection and holds the rest back until one of them finishes, which a
+tunnel never does) gets "n/a (...)" in that cell, decided by a short probe on one connection,
+instead of waiting out the client's timeout in every round.
 
     .venv/bin/python bench/compare.py                    # full run, under 10 minutes
     .venv/bin/python bench/compare.py --smoke            # a few seconds (CI)
-    .venv/bin/python bench/compare.py --only echo256,bulk --proxies h2ws,haproxy --rounds 5
+    .venv/bin/python bench/compare.py --only echo256,bulk --proxies h2ws,haproxy,apache --rounds 5
     .venv/bin/python bench/compare.py --only echo256 --proxies h2ws --py-spy /tmp/prof.txt
 """
 
@@ -46,9 +52,14 @@ BENCH = Path(__file__).resolve().parent
 CLIENT = BENCH / "node" / "h2_load.mjs"
 BACKEND = BENCH / "node" / "echo_backend.mjs"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PROXIES = ("h2ws", "haproxy", "direct")
-LABELS = {"h2ws": "h2ws-proxy", "haproxy": "HAProxy", "direct": "direct"}
+PROXIES = ("h2ws", "haproxy", "apache", "direct")
+LABELS = {"h2ws": "h2ws-proxy", "haproxy": "HAProxy", "apache": "Apache httpd", "direct": "direct"}
+#: The proxies "ours / X" columns compare against, when they are in the run.
+RIVALS = ("haproxy", "apache")
 CLIENT_TIMEOUT_S = 120.0
+#: How long the tunnels-per-connection probe waits for its tunnels to open (they open in
+#: milliseconds when they open at all).
+PROBE_TIMEOUT_MS = 5000
 
 
 @dataclass(frozen=True)
@@ -309,6 +320,91 @@ backend echo
     server echo {host}:{backend}
 """
 
+# Apache httpd 2.4 (>= 2.4.58): mod_http2 takes RFC 8441 extended CONNECTs (H2WebSockets on)
+# and hands each one, as an HTTP/1.1-style Upgrade request, to mod_proxy_http, which tunnels it
+# to the backend because the worker says upgrade=websocket; other requests are proxied as
+# usual, over pooled backend connections that are reused (mod_proxy's default). The ws://
+# scheme through mod_proxy_wstunnel (ProxyWebsocketFallbackToProxyHttp Off) also works but
+# echoed one tunnel's ping-pong about 6x slower here, so it is not used. Everything else lives
+# in the temp dir, and no access log is written (HAProxy logs nothing either).
+#
+# Raised from the defaults, as a tuner would for this load:
+# * ServerLimit = StartServers = 2 children and MaxSpareThreads = MaxRequestWorkers: the set of
+#   processes is fixed for the whole run, so their CPU and RSS can be summed.
+# * ThreadsPerChild 128 (MaxRequestWorkers 256; defaults 25 and 150 on Debian): an h2
+#   connection with streams in progress holds an MPM worker thread (with 200 connections of
+#   tunnels and 128 threads the error log said "server reached MaxRequestWorkers"), and
+#   idle10k opens 100 connections, which the two children need not share evenly.
+# * H2MaxWorkers 1024 (default 3/2 x ThreadsPerChild): an upgraded stream keeps one h2 worker
+#   thread for the tunnel's whole life, so 256 tunnels on 4 connections may need 256 workers
+#   in one child (10k tunnels would need 5k per child; the limit below comes first).
+# * ProxyPass max=1024 (default ThreadsPerChild): each tunnel also keeps one backend
+#   connection out of the worker's pool for its whole life.
+# * H2MaxSessionStreams 256 (default 100): the most tunnels one connection opens is 100, and
+#   mod_http2 caps the streams it processes per connection at min(this, H2MaxWorkers).
+# * Timeout 300 (default 60): idle tunnels, like HAProxy's "timeout tunnel 300s".
+# Not raisable: mod_http2 starts each connection with 6 streams in processing ("workers_limit=6"
+# in its debug log; hard-coded in h2_mplx.c) and doubles that only when a stream's request
+# completes; tunnels never complete, so from the 7th tunnel on a connection the CONNECT waits.
+APACHE_CONFIG = """\
+ServerRoot "{work}"
+ServerName {host}
+PidFile "{work}/apache.pid"
+DefaultRuntimeDir "{work}/apache-run"
+ErrorLog "{work}/apache-error.log"
+LogLevel {log_level}
+{user}
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+# Without an authz module every request fails with 500 "couldn't check user".
+LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule http2_module {modules}/mod_http2.so
+LoadModule proxy_module {modules}/mod_proxy.so
+LoadModule proxy_http_module {modules}/mod_proxy_http.so
+LoadModule ssl_module {modules}/mod_ssl.so
+
+StartServers 2
+ServerLimit 2
+ThreadLimit 128
+ThreadsPerChild 128
+MaxRequestWorkers 256
+MinSpareThreads 1
+MaxSpareThreads 256
+Timeout 300
+
+Listen {host}:{h2c}
+Listen {host}:{tls}
+Protocols h2 h2c http/1.1
+H2Direct on
+H2WebSockets on
+H2MaxWorkers 1024
+H2MaxSessionStreams 256
+ProxyPass / http://{host}:{backend}/ upgrade=websocket max=1024
+
+<VirtualHost {host}:{tls}>
+    SSLEngine on
+    SSLCertificateFile "{cert}"
+    SSLCertificateKeyFile "{key}"
+</VirtualHost>
+"""
+#: Apache's fixed number of child processes (ServerLimit above).
+APACHE_CHILDREN = 2
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+
+
+def apache_binary() -> str | None:
+    """apache2 from PATH, or Debian's /usr/sbin/apache2 (not on a non-root user's PATH)."""
+    found = shutil.which("apache2")
+    if found is None and Path("/usr/sbin/apache2").exists():
+        found = "/usr/sbin/apache2"
+    return found
+
+
+def apache_user() -> str:
+    """Started as root, Apache must switch its children to another user (it refuses root)."""
+    if os.geteuid() == 0:
+        return "User www-data\nGroup www-data"
+    return ""  # not root: the children keep our user and User/Group would be ignored
+
 
 @contextmanager
 def start_target(
@@ -342,6 +438,8 @@ def start_target(
             "--log-level",
             log_level,
         ]
+    elif name == "apache":
+        command = apache_command(work, h2c, tls, certs, backend, log_level)
     else:
         config = work / "haproxy.cfg"
         config.write_text(
@@ -355,12 +453,41 @@ def start_target(
     try:
         wait_port(h2c, proc, LABELS[name])
         wait_port(tls, proc, LABELS[name])
-        # With h2ws-proxy's workers > 1 the work is done by the supervisor's children.
-        pids = [proc.pid, *_children(proc.pid, expected=workers if name == "h2ws" else 0)]
+        # With h2ws-proxy's workers > 1 the work is done by the supervisor's children; Apache's
+        # parent only supervises its children, which do all the work.
+        expected = {"h2ws": workers, "apache": APACHE_CHILDREN}.get(name, 0)
+        pids = [proc.pid, *_children(proc.pid, expected=expected)]
         yield Target(name, f"http://{HOST}:{h2c}", f"https://{HOST}:{tls}", pids, proc)
     finally:
         stop(proc)
         log.close()
+
+
+def apache_command(
+    work: Path, h2c: int, tls: int, certs: Certs, backend: Backend, log_level: str
+) -> list[str]:
+    """Writes Apache's config into ``work``; the command runs it in the foreground with
+    mpm_event (``-X`` would be a single process with one connection at a time)."""
+    binary = apache_binary()
+    assert binary is not None  # check_tools dropped "apache" otherwise
+    (work / "apache-run").mkdir(exist_ok=True)
+    config = work / "apache.conf"
+    config.write_text(
+        APACHE_CONFIG.format(
+            work=work,
+            host=HOST,
+            h2c=h2c,
+            tls=tls,
+            cert=certs.cert,
+            key=certs.key,
+            backend=backend.port,
+            modules=APACHE_MODULES,
+            user=apache_user(),
+            # Apache's levels include h2ws-proxy's, with "warn" for "warning".
+            log_level="warn" if log_level == "warning" else log_level,
+        )
+    )
+    return [binary, "-f", str(config), "-DFOREGROUND"]
 
 
 def _children(pid: int, expected: int) -> list[int]:
@@ -492,6 +619,56 @@ def measure_get(target: Target, run: Run, scenario: Scenario, args: tuple[str, .
 MEASURES = {"load": measure_load, "idle": measure_idle, "get": measure_get}
 
 
+def tunnels_per_connection(args: tuple[str, ...]) -> int:
+    """How many tunnels each connection of an echo or idle run holds open at once (0 for
+    the other modes: ``open`` tunnels come and go, ``probe`` opens none)."""
+    options = dict(zip(args[::2], args[1::2], strict=False))
+    if options.get("--mode") not in ("echo", "idle"):
+        return 0
+    tunnels, connections = int(options.get("--tunnels", 1)), int(options.get("--connections", 1))
+    return -(-tunnels // connections)
+
+
+@dataclass
+class TunnelCapacity:
+    """Whether one of a proxy's connections carries N tunnels at once, learnt with a short
+    probe (N tunnels on one connection, one echo each) the first time N is asked about."""
+
+    target: Target
+    run: Run
+    held: int = 1  # the most tunnels seen open on one connection
+    failed: int | None = None  # the fewest that did not all open
+
+    def check(self, count: int) -> str:
+        """An empty string when ``count`` tunnels per connection work, else the table's
+        "n/a (...)" cell."""
+        if count > self.held and (self.failed is None or count < self.failed):
+            self._probe(count)
+        if self.failed is None or count < self.failed:
+            return ""
+        seconds = PROBE_TIMEOUT_MS / 1000
+        if count == self.failed:
+            return f"n/a ({count} tunnels on one conn do not all open in {seconds:g} s)"
+        return f"n/a ({count} tunnels/conn: {self.failed} already do not all open in {seconds:g} s)"
+
+    def _probe(self, count: int) -> None:
+        args = ("--mode", "echo", "--tunnels", str(count), "--messages", str(count))
+        probe = Scenario("probe", "", "load", "", "", "")
+        timing = ("--seconds", "0.1", "--timeout-ms", str(PROBE_TIMEOUT_MS))
+        result, _ = run_client(self.target, self.run, probe, args + timing)
+        # Only the tunnels' CONNECTs waiting unanswered is a matter of capacity; any other
+        # failure (an error status, a reset) is left for the scenario itself to report.
+        if result.get("error") == "opening tunnels: timeout":
+            self.failed = count
+            print(
+                f"NOTE: {count} tunnels on one connection via {self.target.name} did not all "
+                f"open within {PROBE_TIMEOUT_MS} ms; scenarios with as many are n/a for it",
+                file=sys.stderr,
+            )
+        else:
+            self.held = count
+
+
 def fmt(value: float | None) -> str:
     if value is None:
         return "-"
@@ -509,19 +686,17 @@ def print_tables(
     results: dict[str, dict[str, list[Measure]]], proxies: list[str], rounds: int
 ) -> None:
     names = [LABELS[p] for p in proxies]
-    ratio = "h2ws" in proxies and "haproxy" in proxies
-    print(f"\n| scenario | unit | {' | '.join(names)} |{' ours / HAProxy |' if ratio else ''}")
-    print(f"|---|---|{'---|' * len(names)}{'---|' if ratio else ''}")
+    rivals = [p for p in RIVALS if p in proxies] if "h2ws" in proxies else []
+    ratios = [f"ours / {LABELS[p].split()[0]}" for p in rivals]
+    print(f"\n| scenario | unit | {' | '.join(names + ratios)} |")
+    print(f"|---|---|{'---|' * (len(names) + len(ratios))}")
     for scenario in SCENARIOS:
         if scenario.key not in results:
             continue
         medians = {p: median_of(results[scenario.key][p]) for p in proxies}
         cells = [fmt(v) if v is not None else (note or "-") for v, note in medians.values()]
-        row = f"| {scenario.title} | {scenario.unit} | {' | '.join(cells)} |"
-        if ratio:
-            ours, theirs = medians["h2ws"][0], medians["haproxy"][0]
-            row += f" {ours / theirs:.2f}x |" if ours and theirs else " - |"
-        print(row)
+        cells += [_ratio(medians["h2ws"][0], medians[p][0]) for p in rivals]
+        print(f"| {scenario.title} | {scenario.unit} | {' | '.join(cells)} |")
     print(
         f"\nMedians of {rounds} round(s). CPU in cores over the measured interval (medians), "
         "proxy / client / backend; then the work done per second of proxy CPU (medians of "
@@ -529,7 +704,7 @@ def print_tables(
     )
     proxied = [p for p in proxies if p != "direct"]
     per_cpu = [f"{LABELS[p]} per CPU-s" for p in proxied]
-    extra = [*per_cpu, "ours / HAProxy per CPU-s"] if ratio else per_cpu
+    extra = per_cpu + [f"{ratio} per CPU-s" for ratio in ratios]
     print(f"| scenario | {' | '.join(names + extra)} |")
     print(f"|---|{'---|' * (len(names) + len(extra))}")
     for scenario in SCENARIOS:
@@ -538,10 +713,12 @@ def print_tables(
         cells = [_cores_cell(results[scenario.key][p]) for p in proxies]
         efficiency = {p: _per_proxy_cpu_s(results[scenario.key][p]) for p in proxied}
         cells += [fmt(efficiency[p]) for p in proxied]
-        if ratio:
-            ours, theirs = efficiency["h2ws"], efficiency["haproxy"]
-            cells.append(f"{ours / theirs:.2f}x" if ours and theirs else "-")
+        cells += [_ratio(efficiency["h2ws"], efficiency[p]) for p in rivals]
         print(f"| {scenario.title} | {' | '.join(cells)} |")
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    return f"{ours / theirs:.2f}x" if ours and theirs else "-"
 
 
 def _cores_cell(runs: list[Measure]) -> str:
@@ -561,21 +738,26 @@ def _per_proxy_cpu_s(runs: list[Measure]) -> float | None:
 def check_tools(proxies: list[str], scenarios: list[Scenario]) -> list[str]:
     ci = os.environ.get("CI") == "true"
     needed = {"haproxy": "haproxy"} if "haproxy" in proxies else {}
+    if "apache" in proxies:
+        needed["apache2"] = "apache2"
     if any(s.kind == "get" for s in scenarios):
         needed["h2load"] = "nghttp2-client"
     for tool, package in needed.items():
-        if shutil.which(tool) is None:
+        found = apache_binary() if tool == "apache2" else shutil.which(tool)
+        if found is None:
             if ci:
                 raise SystemExit(f"CI: {tool} is not installed (apt-get install {package})")
             print(
                 f"NOTE: {tool} not installed (apt-get install {package}); skipping it",
                 file=sys.stderr,
             )
-            if tool == "haproxy":
-                proxies = [p for p in proxies if p != "haproxy"]
-    if shutil.which("haproxy") and "haproxy" in proxies:
-        version = subprocess.run(["haproxy", "-v"], capture_output=True, text=True, check=False)
-        print(f"# {version.stdout.splitlines()[0]}")
+            skipped = {"haproxy": "haproxy", "apache2": "apache"}.get(tool)
+            proxies = [p for p in proxies if p != skipped]
+    versions = {"haproxy": ["haproxy", "-v"], "apache": [apache_binary() or "", "-v"]}
+    for proxy, command in versions.items():
+        if proxy in proxies:
+            version = subprocess.run(command, capture_output=True, text=True, check=False)
+            print(f"# {version.stdout.splitlines()[0]}")
     return proxies
 
 
@@ -600,7 +782,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--proxy-log-level",
         default="warning",
-        help="h2ws-proxy --log-level (HAProxy logs nothing here)",
+        help="h2ws-proxy --log-level, and Apache's LogLevel (HAProxy logs nothing here)",
     )
     parser.add_argument(
         "--h2ws-workers",
@@ -643,6 +825,7 @@ def main() -> None:
             )
             for p in proxies
         }
+        capacity = {p: TunnelCapacity(target, run) for p, target in targets.items()}
         if options.py_spy and "h2ws" in targets:
             stack.enter_context(py_spy(targets["h2ws"].pids[0], options.py_spy))
         for round_no in range(rounds):
@@ -651,8 +834,11 @@ def main() -> None:
                 args = tuple((scenario.smoke if options.smoke else scenario.full).split())
                 for name in order:
                     measure = MEASURES[scenario.kind]
+                    unfit = capacity[name].check(tunnels_per_connection(args))
                     try:
-                        if scenario.kind == "idle":  # a fresh proxy: RSS starts from nothing
+                        if unfit:
+                            got = Measure(note=unfit)
+                        elif scenario.kind == "idle":  # a fresh proxy: RSS starts from nothing
                             with start_target(
                                 name,
                                 backend,
