@@ -886,6 +886,8 @@ def py_spy(pid: int, output: str) -> Iterator[None]:
             "--output",
             output,
             "--nonblocking",
+            # Samples where the proxy holds the GIL: its Python work, not its waits.
+            "--gil",
         ],
         stdout=subprocess.DEVNULL,
     )
