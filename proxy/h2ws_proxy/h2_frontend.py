@@ -15,7 +15,8 @@ Concurrency rules (STYLE §2.4):
   ``Event``); a single waiter (the writer, a stream's reader or sender) waits on a
   reusable :class:`~h2ws_proxy.wakeup.Wakeup` and re-checks its condition after it.
 * R5. Tunnel tasks live in this connection's nursery; each has its own cancel scope
-  (``H2TunnelStream.scope``) so a client reset cancels a backend dial at once.
+  (``H2TunnelStream.scope``), entered for the stream's whole life (the backend dial, then
+  the tunnel), so a client reset cancels either at once.
 
 Memory bounds: inbound, each stream holds at most the window we advertise, and credit for
 bytes a tunnel never consumed goes back when the tunnel ends (else the connection window
@@ -652,26 +653,27 @@ class H2Frontend:
             backend=str(route.backend),
         )
         try:
-            upgraded = None
+            # One scope for the stream's whole life: the dial's deadlines, then the
+            # tunnel's timers (run_tunnel keeps them on it rather than entering its own).
             with stream.scope:
                 upgraded = await self._open_tunnel(stream, request, route, record)
-            if upgraded is None:
-                return
-            # This frame lives as long as the tunnel: keep no handshake objects alive in
-            # it, and no cancel scope of its own (run_tunnel hands its scope to the stream).
-            backend, leftover = upgraded.stream, upgraded.leftover
-            del upgraded, request
-            with self._server.stats.count_tunnel():
-                await run_tunnel(
-                    stream,
-                    backend,
-                    backend_leftover=leftover,
-                    idle_timeout_s=self._limits.idle_timeout_s,
-                    half_closed_timeout_s=self._limits.half_closed_timeout_s,
-                    stats=record.stats,
-                    on_start=stream.adopt_scope,
-                    poller=self._backend_poller(),
-                )
+                if upgraded is None:
+                    return
+                # This frame lives as long as the tunnel: keep no handshake objects alive
+                # in it.
+                backend, leftover = upgraded.stream, upgraded.leftover
+                del upgraded, request
+                with self._server.stats.count_tunnel():
+                    await run_tunnel(
+                        stream,
+                        backend,
+                        backend_leftover=leftover,
+                        idle_timeout_s=self._limits.idle_timeout_s,
+                        half_closed_timeout_s=self._limits.half_closed_timeout_s,
+                        stats=record.stats,
+                        scope=stream.scope,
+                        poller=self._backend_poller(),
+                    )
         finally:
             self._finish_tunnel(stream, record)
 

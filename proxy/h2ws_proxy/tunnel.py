@@ -141,14 +141,15 @@ class _Relay:
                 deadline, end = since + self.half_closed_timeout_s, TunnelEnd.HALF_CLOSED_TIMEOUT
         self.scope.deadline, self.timer_end = deadline + TIMER_SLACK_S, end
 
-    def settle_end(self) -> None:
-        """Once the tunnel's scope has exited: how it ended, unless a failure said so.
+    def settle_end(self, *, cancelled: bool) -> None:
+        """Once the tunnel has stopped (``cancelled``: by its scope's cancellation): how it
+        ended, unless a failure said so.
 
         Not a failure: both directions finished (clean), a timer fired (its end), or the
-        caller cancelled the scope it got from ``on_start`` (stays CANCELLED).
+        caller cancelled the scope (stays CANCELLED).
         """
         if self.stats.end is TunnelEnd.CANCELLED:
-            if not self.scope.cancelled_caught:
+            if not cancelled:
                 self.stats.end = TunnelEnd.CLEAN
             elif trio.current_time() >= self.scope.deadline:
                 self.stats.end = self.timer_end
@@ -170,7 +171,7 @@ async def run_tunnel(
     idle_timeout_s: float = 0.0,
     half_closed_timeout_s: float = 0.0,
     stats: TunnelStats | None = None,
-    on_start: Callable[[trio.CancelScope], object] | None = None,
+    scope: trio.CancelScope | None = None,
     poller: BackendPoller | None = None,
 ) -> TunnelStats:
     """Relay until both sides are done or one breaks; always closes the backend stream.
@@ -179,9 +180,12 @@ async def run_tunnel(
     cancellation (shutdown) ends it as CANCELLED. The caller closes the client stream,
     choosing how from ``stats.end`` (an HTTP/2 stream is reset with a code that says why).
 
-    ``on_start`` gets the tunnel's cancel scope before anything runs: cancelling it also
-    ends the tunnel as CANCELLED, and spares the caller a scope of its own around the
-    call (each entered scope costs an idle tunnel about 0.6 KiB).
+    ``scope``: a cancel scope the caller has entered around this call, with no deadline
+    set, that the tunnel may keep its timers on instead of entering a scope of its own
+    (the HTTP/2 frontend's stream scope, which already held the backend dial: one scope
+    per tunnel, not two). Cancelling it ends the tunnel as CANCELLED; the ``Cancelled``
+    then goes on to that scope's ``with``, so read ``stats`` (pass them in) for how it
+    ended.
 
     With a ``poller``, a client stream that can send without waiting (an HTTP/2 stream)
     and a backend socket, the backend → client direction runs without a task of its own
@@ -206,7 +210,7 @@ async def run_tunnel(
                 backend_leftover=backend_leftover,
                 idle_timeout_s=idle_timeout_s,
                 half_closed_timeout_s=half_closed_timeout_s,
-                on_start=on_start,
+                scope=scope,
             )
             return stats
         async with trio.open_nursery() as pumps:
@@ -219,14 +223,12 @@ async def run_tunnel(
                 half_closed_timeout_s=half_closed_timeout_s,
             )
             relay.activity()
-            if on_start is not None:
-                on_start(pumps.cancel_scope)
             # A constant name: trio would otherwise build one string per task.
             pumps.start_soon(_pump, relay, backend_leftover, False, name=_PUMP_DOWN_NAME)
             # The upward pump runs in this task rather than a third one: an idle tunnel
             # then costs two parked tasks, not three (a task is ~1.5 KiB with its frames).
             await _pump(relay, client_leftover, True)
-        relay.settle_end()
+        relay.settle_end(cancelled=pumps.cancel_scope.cancelled_caught)
     finally:
         if isinstance(backend, LeanSocketStream):
             backend.close_now()  # two cancel scopes fewer per tunnel than the line below
@@ -260,30 +262,44 @@ async def _run_polled(
     backend_leftover: bytes,
     idle_timeout_s: float,
     half_closed_timeout_s: float,
-    on_start: Callable[[trio.CancelScope], object] | None,
+    scope: trio.CancelScope | None,
 ) -> None:
     """``run_tunnel`` with the downward direction driven by ``poller`` (this task: upward)."""
-    with trio.CancelScope() as scope:
-        relay = _Relay(
-            client,  # type: ignore[arg-type]  # it is a HalfCloseableStream too
-            backend,
-            stats,
-            scope,
-            idle_timeout_s=idle_timeout_s,
-            half_closed_timeout_s=half_closed_timeout_s,
-        )
-        relay.activity()
-        if on_start is not None:
-            on_start(scope)
-        downward = _PolledDownward(relay, client, backend, poller, backend_leftover)
-        try:
-            downward.start()
-            await _pump(relay, client_leftover, True)
-            while not downward.done:
-                await downward.finished.wait()
-        finally:
-            downward.stop()
-    relay.settle_end()
+    if scope is None:
+        with trio.CancelScope() as own_scope:
+            await _run_polled(
+                client,
+                backend,
+                poller,
+                stats,
+                client_leftover=client_leftover,
+                backend_leftover=backend_leftover,
+                idle_timeout_s=idle_timeout_s,
+                half_closed_timeout_s=half_closed_timeout_s,
+                scope=own_scope,
+            )
+        return
+    relay = _Relay(
+        client,  # type: ignore[arg-type]  # it is a HalfCloseableStream too
+        backend,
+        stats,
+        scope,
+        idle_timeout_s=idle_timeout_s,
+        half_closed_timeout_s=half_closed_timeout_s,
+    )
+    relay.activity()
+    downward = _PolledDownward(relay, client, backend, poller, backend_leftover)
+    try:
+        downward.start()
+        await _pump(relay, client_leftover, True)
+        while not downward.done:
+            await downward.finished.wait()
+    except trio.Cancelled:
+        relay.settle_end(cancelled=True)
+        raise
+    finally:
+        downward.stop()
+    relay.settle_end(cancelled=False)
 
 
 class _PolledDownward:
