@@ -18,6 +18,13 @@ case that needs a decision (a stream error, a connection error, a state change):
 * both flow-control windows have room for it; the frame consumes them exactly as h2 would,
   so the credit the frontend returns later (``acknowledge_received_data``) balances.
 
+Two more kinds of frame skip h2's frame parser (hyperframe's frame objects and the trace line
+h2 formats for every frame), though h2 still decides everything about them: a HEADERS frame
+that opens a stream in one piece (END_HEADERS, not padded) and a DATA frame on a direct
+stream that h2 must see (END_STREAM, or windows h2 must refuse) are handed, as a
+:class:`_FrameView`, straight to h2's own handler for their type, with h2's error handling
+around it. Each new tunnel and request sends at least one of each.
+
 A frame longer than our SETTINGS_MAX_FRAME_SIZE is refused when its header arrives
 (FRAME_SIZE_ERROR), instead of h2's way of buffering the whole declared length first: so
 the bytes held here are bounded by one frame plus one read.
@@ -35,7 +42,8 @@ CPU per new tunnel.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import h2.connection
 import h2.events
@@ -44,6 +52,7 @@ import h2.stream
 from h2.connection import ConnectionInputs, ConnectionState
 from h2.errors import ErrorCodes
 from h2.stream import StreamInputs, StreamState
+from hyperframe.frame import Frame
 
 #: RFC 9113 §3.4: what an HTTP/2 client sends first.
 CLIENT_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -56,6 +65,7 @@ _CONTINUATION = 0x9
 _END_STREAM = 0x1
 _END_HEADERS = 0x4
 _PADDED = 0x8
+_PRIORITY = 0x20
 _STREAM_ID_MASK = 0x7FFFFFFF
 #: A frame header: 24-bit length (as 16 + 8 bits), type, flags, stream id.
 _FRAME_HEADER = struct.Struct(">HBBBL")
@@ -73,6 +83,41 @@ class DirectData(NamedTuple):
 
     stream_id: int
     data: bytes
+
+
+class _FrameView:
+    """The fields of a DATA or HEADERS frame that h2's handlers for them read.
+
+    h2 names flags by string and tests them with ``in``; the priority fields are those of
+    hyperframe's ``Priority`` (the weight as sent, 0-255).
+    """
+
+    __slots__ = (
+        "data",
+        "depends_on",
+        "exclusive",
+        "flags",
+        "flow_controlled_length",
+        "stream_id",
+        "stream_weight",
+    )
+
+    def __init__(self, stream_id: int, flags: int, data: bytes) -> None:
+        self.stream_id = stream_id
+        self.flags = _FLAG_NAMES[flags & (_END_STREAM | _PRIORITY)]
+        self.data = data
+        self.flow_controlled_length = len(data)
+        self.depends_on = self.stream_weight = 0
+        self.exclusive = False
+
+
+_FLAG_NAMES = {
+    0: frozenset(),
+    _END_STREAM: frozenset({"END_STREAM"}),
+    _PRIORITY: frozenset({"PRIORITY"}),
+    _END_STREAM | _PRIORITY: frozenset({"END_STREAM", "PRIORITY"}),
+}
+_PRIORITY_FIELDS = struct.Struct(">LB")
 
 
 class InboundFrames:
@@ -123,18 +168,26 @@ class InboundFrames:
             if self._in_header_block:
                 self._in_header_block = not (kind == _CONTINUATION and flags & _END_HEADERS)
             elif kind == _DATA:
-                if length and not flags & (_END_STREAM | _PADDED):
-                    stream_id = int.from_bytes(data[pos + 5 : pos + 9]) & _STREAM_ID_MASK
-                    if stream_id in self.direct_streams:
+                stream_id = int.from_bytes(data[pos + 5 : pos + 9]) & _STREAM_ID_MASK
+                if stream_id in self.direct_streams and not flags & _PADDED:
+                    stream = self._receiving_stream(stream_id)
+                    if stream is not None:
                         if to_h2 < pos:
                             items += conn.receive_data(view[to_h2:pos])
-                        to_h2 = pos
-                        if self._consume_windows(stream_id, length):
-                            start = pos + _FRAME_HEADER_BYTES
-                            items.append(DirectData(stream_id, data[start:frame_end]))
-                            to_h2 = frame_end
+                        payload = data[pos + _FRAME_HEADER_BYTES : frame_end]
+                        if length and not flags & _END_STREAM and self._consume(stream, length):
+                            items.append(DirectData(stream_id, payload))
+                        else:
+                            frame = _FrameView(stream_id, flags, payload)
+                            items += self._handle(conn._receive_data_frame, frame)
+                        to_h2 = frame_end
             elif kind in (_HEADERS, _PUSH_PROMISE):
                 self._in_header_block = not flags & _END_HEADERS
+                if kind == _HEADERS and (opening := self._opening(data, pos, flags, length)):
+                    if to_h2 < pos:
+                        items += conn.receive_data(view[to_h2:pos])
+                    items += self._handle(conn._receive_headers_frame, opening)
+                    to_h2 = frame_end
             pos = frame_end
         if to_h2 < pos:
             items += conn.receive_data(view[to_h2:pos])
@@ -142,24 +195,66 @@ class InboundFrames:
             self._partial = data[pos:]
         return items
 
-    def _consume_windows(self, stream_id: int, length: int) -> bool:
-        """Charge ``length`` to both inbound windows if h2 would take the frame silently."""
+    def _receiving_stream(self, stream_id: int) -> h2.stream.H2Stream | None:
+        """h2's stream if h2 would take DATA on it without a stream or connection error."""
         conn = self._conn
         if conn.state_machine.state is not ConnectionState.SERVER_OPEN:
-            return False
+            return None
         stream = conn.streams.get(stream_id)
         if stream is None or stream.state_machine.state not in _RECEIVING:
-            return False
-        connection_window = conn._inbound_flow_control_window_manager
+            return None
+        return stream
+
+    def _consume(self, stream: h2.stream.H2Stream, length: int) -> bool:
+        """Charge ``length`` to both inbound windows if they have room (else h2 must refuse)."""
+        connection_window = self._conn._inbound_flow_control_window_manager
         stream_window = stream._inbound_window_manager
         if (
             length > connection_window.current_window_size
             or length > stream_window.current_window_size
         ):
-            return False  # h2 raises the FLOW_CONTROL_ERROR
+            return False
         connection_window.current_window_size -= length
         stream_window.current_window_size -= length
         return True
+
+    def _opening(self, data: bytes, pos: int, flags: int, length: int) -> _FrameView | None:
+        """The HEADERS frame at ``pos`` as a view, if it opens a new client stream in one
+        piece (h2 would find no stream state to judge but the new stream's); else None."""
+        if not flags & _END_HEADERS or flags & _PADDED:
+            return None
+        conn = self._conn
+        stream_id = int.from_bytes(data[pos + 5 : pos + 9]) & _STREAM_ID_MASK
+        if (
+            not stream_id & 1
+            or stream_id <= conn.highest_inbound_stream_id
+            or conn.state_machine.state is not ConnectionState.SERVER_OPEN
+        ):
+            return None
+        start, end = pos + _FRAME_HEADER_BYTES, pos + _FRAME_HEADER_BYTES + length
+        if not flags & _PRIORITY:
+            return _FrameView(stream_id, flags, data[start:end])
+        if length < _PRIORITY_FIELDS.size:
+            return None  # h2's parser refuses it (FRAME_SIZE_ERROR)
+        dependency, weight = _PRIORITY_FIELDS.unpack_from(data, start)
+        frame = _FrameView(stream_id, flags, data[start + _PRIORITY_FIELDS.size : end])
+        frame.depends_on = dependency & _STREAM_ID_MASK
+        frame.exclusive = bool(dependency >> 31)
+        frame.stream_weight = weight
+        return frame
+
+    def _handle(
+        self, handler: Callable[[Any], tuple[list[Frame], list[h2.events.Event]]], frame: _FrameView
+    ) -> list[h2.events.Event]:
+        """h2's ``handler`` for ``frame``'s type on it, as h2's ``receive_data`` runs it."""
+        conn = self._conn
+        try:
+            frames, events = handler(frame)
+        except h2.exceptions.ProtocolError as error:
+            conn._terminate_connection(error.error_code)
+            raise
+        conn._prepare_for_sending(frames)
+        return events
 
 
 def sendable_stream(conn: h2.connection.H2Connection, stream_id: int) -> h2.stream.H2Stream | None:

@@ -15,6 +15,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import hpack
 import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import Frame, GoAwayFrame, WindowUpdateFrame
@@ -58,9 +59,12 @@ def client_opening() -> bytes:
     return client.data_to_send()
 
 
-def opened_session(*, direct: bool) -> H2Session:
-    """A server session whose streams 1, 3 and 5 got their 200 (direct ones registered)."""
+def opened_session(*, direct: bool, h2_alone: bool = False) -> H2Session:
+    """A server session whose streams 1, 3 and 5 got their 200 (direct ones registered);
+    with ``h2_alone`` every inbound byte goes to h2's own ``receive_data``."""
     session = H2Session(LIMITS, connect_protocol_enabled=True, on_output=lambda: None)
+    if h2_alone:
+        session._inbound.receive = session.conn.receive_data  # type: ignore[method-assign]
     session.start()
     session.receive(client_opening())
     for stream_id in OPEN_STREAMS:
@@ -120,6 +124,31 @@ def cut(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
+def request_block(headers: list[tuple[str, str]]) -> bytes:
+    """``headers`` as an HPACK block any decoder takes (a fresh encoder: literals that
+    index themselves, so both sessions' tables grow alike)."""
+    return hpack.Encoder().encode(headers)
+
+
+REQUEST_BLOCKS = [
+    request_block(
+        [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "proxy.test")]
+    ),
+    request_block(
+        [
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "http"),
+            (":path", "/chat"),
+            (":authority", "proxy.test"),
+            ("sec-websocket-version", "13"),
+            ("cookie", "a=b"),
+            ("cookie", "c=d"),
+        ]
+    ),
+    b"",  # an empty block: no pseudo-headers
+]
+
 frames = st.lists(
     st.one_of(
         # Mostly DATA, with any flags (padding, END_STREAM) and sizes around the windows.
@@ -137,6 +166,17 @@ frames = st.lists(
             stream_id=st.sampled_from([0, 1, 3, 5, 7]),
             payload=st.one_of(st.binary(max_size=12), st.just(struct.pack(">I", 8))),
         ),
+        # HEADERS that open streams: whole requests, with and without priority fields.
+        st.builds(
+            frame,
+            kind=st.just(0x1),
+            flags=st.sampled_from([0x4, 0x5, 0x24, 0x25, 0x2C, 0x20]),
+            stream_id=st.sampled_from([7, 9, 11, 13, 8]),
+            payload=st.one_of(
+                st.sampled_from(REQUEST_BLOCKS),
+                st.builds(bytes.__add__, st.binary(max_size=6), st.sampled_from(REQUEST_BLOCKS)),
+            ),
+        ),
     ),
     max_size=20,
 )
@@ -146,7 +186,8 @@ frames = st.lists(
 @given(frames=frames, cuts=st.lists(st.integers(0, 10_000), max_size=8))
 def test_same_outcome_as_h2_alone(frames: list[bytes], cuts: list[int]) -> None:
     data = b"".join(frames)
-    direct, reference = opened_session(direct=True), opened_session(direct=False)
+    direct = opened_session(direct=True)
+    reference = opened_session(direct=False, h2_alone=True)
     pieces = cut(data, cuts)
     assert feed(direct, pieces) == feed(reference, pieces)
     assert state_of(direct) == state_of(reference)
