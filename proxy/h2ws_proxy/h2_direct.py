@@ -133,6 +133,8 @@ class InboundFrames:
         #: A HEADERS or PUSH_PROMISE without END_HEADERS was seen: until its last
         #: CONTINUATION, every frame goes to h2 (which refuses anything else).
         self._in_header_block = False
+        #: False: every frame goes to h2's parser, whole (the reference in differential tests).
+        self.takes_frames = True
 
     def receive(self, data: bytes) -> list[h2.events.Event | DirectData]:
         """Everything ``data`` completes, in order: h2's events and direct DATA.
@@ -167,6 +169,8 @@ class InboundFrames:
             kind, flags = data[pos + 3], data[pos + 4]
             if self._in_header_block:
                 self._in_header_block = not (kind == _CONTINUATION and flags & _END_HEADERS)
+            elif not self.takes_frames:
+                pass
             elif kind == _DATA:
                 stream_id = int.from_bytes(data[pos + 5 : pos + 9]) & _STREAM_ID_MASK
                 if stream_id in self.direct_streams and not flags & _PADDED:

@@ -1,9 +1,11 @@
 """DATA frames read and written around h2 (h2_direct) do exactly what h2 would have done.
 
 The inbound tests are differential: the same client bytes, cut into the same random pieces,
-go to a session with direct streams and to one without; the events (a direct DATA counted as h2's
-silent DataReceived), the errors, the flow-control windows, the stream states and the bytes
-queued for the client must all agree.
+go to a session with direct streams and to one whose every frame goes whole to h2's own
+parser and handlers (h2 alone, but for the cut into whole frames: h2 would refuse a bad
+frame header before its body arrived, and drop the events of the frames before it); the
+events (a direct DATA counted as h2's silent DataReceived), the errors, the flow-control
+windows, the stream states and the bytes queued for the client must all agree.
 """
 
 from __future__ import annotations
@@ -61,10 +63,9 @@ def client_opening() -> bytes:
 
 def opened_session(*, direct: bool, h2_alone: bool = False) -> H2Session:
     """A server session whose streams 1, 3 and 5 got their 200 (direct ones registered);
-    with ``h2_alone`` every inbound byte goes to h2's own ``receive_data``."""
+    with ``h2_alone`` every frame goes, whole, to h2's own parser and handlers."""
     session = H2Session(LIMITS, connect_protocol_enabled=True, on_output=lambda: None)
-    if h2_alone:
-        session._inbound.receive = session.conn.receive_data  # type: ignore[method-assign]
+    session._inbound.takes_frames = not h2_alone
     session.start()
     session.receive(client_opening())
     for stream_id in OPEN_STREAMS:
