@@ -92,6 +92,9 @@ async def connect_and_upgrade(
     call may hold its deadlines on instead of opening a scope of its own (a cancel scope
     per tunnel cost as much as the dial's own Python code). After a timeout that scope
     stays cancelled, as trio cancels for good: the caller answers without awaiting in it.
+    After a failure its deadline is back where it was; after success it still holds the
+    upgrade's, which the caller replaces (a tunnel's timers) at once: each deadline move
+    is a trip through trio's deadline heap.
     """
     if scope is not None:
         return await _connect_and_upgrade(address, upgrade, key, request, limits, connect, scope)
@@ -129,12 +132,11 @@ async def _connect_and_upgrade(
             raise
         return BackendUpgraded(stream=stream, accepted=accepted, leftover=leftover)
     except BaseException as error:
+        scope.deadline = previous_deadline
         # Only our own deadline becomes a timeout; any other cancellation (a client reset,
         # a shutdown) goes on to the scope that was cancelled.
         if not (_only_cancelled(error) and trio.current_time() >= deadline):
             raise
-    finally:
-        scope.deadline = previous_deadline
     if stream is None:
         raise BackendTimeout(f"backend {address} did not accept within {limits.connect_timeout_s}s")
     raise BackendTimeout(

@@ -180,12 +180,12 @@ async def run_tunnel(
     cancellation (shutdown) ends it as CANCELLED. The caller closes the client stream,
     choosing how from ``stats.end`` (an HTTP/2 stream is reset with a code that says why).
 
-    ``scope``: a cancel scope the caller has entered around this call, with no deadline
-    set, that the tunnel may keep its timers on instead of entering a scope of its own
-    (the HTTP/2 frontend's stream scope, which already held the backend dial: one scope
-    per tunnel, not two). Cancelling it ends the tunnel as CANCELLED; the ``Cancelled``
-    then goes on to that scope's ``with``, so read ``stats`` (pass them in) for how it
-    ended.
+    ``scope``: a cancel scope the caller has entered around this call, that the tunnel may
+    keep its timers on instead of entering a scope of its own (the HTTP/2 frontend's
+    stream scope, which already held the backend dial: one scope per tunnel, not two);
+    whatever deadline it has (the dial's) is replaced. Cancelling it ends the tunnel as
+    CANCELLED; the ``Cancelled`` then goes on to that scope's ``with``, so read ``stats``
+    (pass them in) for how it ended.
 
     With a ``poller``, a client stream that can send without waiting (an HTTP/2 stream)
     and a backend socket, the backend → client direction runs without a task of its own
@@ -213,6 +213,8 @@ async def run_tunnel(
                 scope=scope,
             )
             return stats
+        if scope is not None:
+            scope.deadline = math.inf  # the pumps' nursery holds the timers here
         async with trio.open_nursery() as pumps:
             relay = _Relay(
                 client,
