@@ -152,6 +152,13 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         if self._closed:
             raise trio.ClosedResourceError("the stream was closed")
         await trio.lowlevel.checkpoint()
+        self.end_now()
+
+    def end_now(self) -> None:
+        """``send_eof`` without the checkpoint: a shutdown never waits, and a caller that
+        has just been through one (a tunnel's pump, after its receive) needs no second."""
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
         if self._eof_sent:
             return
         self._eof_sent = True

@@ -526,7 +526,10 @@ async def _end_down(relay: _Relay) -> None:
 async def _end_up(relay: _Relay) -> None:
     """The client ended its side: a FIN to the backend."""
     try:
-        await _send_eof(relay.backend, "backend")
+        if isinstance(relay.backend, LeanSocketStream):
+            _end_now(relay.backend, "backend")  # the pump's last receive was the checkpoint
+        else:
+            await _send_eof(relay.backend, "backend")
     except _SideBroke:
         await _backend_stopped_taking(relay)
         return
@@ -561,6 +564,13 @@ async def _drain_client(relay: _Relay) -> None:
 async def _send_eof(stream: trio.abc.HalfCloseableStream, side: str) -> None:
     try:
         await stream.send_eof()
+    except _STREAM_ERRORS:
+        raise _SideBroke(side) from None
+
+
+def _end_now(stream: LeanSocketStream, side: str) -> None:
+    try:
+        stream.end_now()
     except _STREAM_ERRORS:
         raise _SideBroke(side) from None
 
