@@ -48,13 +48,21 @@ ConnectBackend = Callable[[BackendAddress], Awaitable[trio.abc.HalfCloseableStre
 _is_ip_literal = functools.lru_cache(maxsize=256)(is_ip_literal)
 
 
-async def open_backend_stream(address: BackendAddress) -> trio.abc.HalfCloseableStream:
-    """Open a TCP or unix stream to ``address``; OS errors become BackendUnavailable."""
+async def open_backend_stream(
+    address: BackendAddress, *, before_wait: Callable[[], object] | None = None
+) -> trio.abc.HalfCloseableStream:
+    """Open a TCP or unix stream to ``address``; OS errors become BackendUnavailable.
+
+    ``before_wait`` is called before anything that may wait; a connect to an IP address
+    that completes at once (loopback, a near backend) calls it not at all.
+    """
     try:
+        if address.scheme != "unix" and _is_ip_literal(address.host):
+            return await open_tcp_to_ip(address.host, address.port, before_wait=before_wait)
+        if before_wait is not None:
+            before_wait()
         if address.scheme == "unix":
             return await trio.open_unix_socket(address.unix_path)
-        if _is_ip_literal(address.host):
-            return await open_tcp_to_ip(address.host, address.port)
         return await trio.open_tcp_stream(address.host, address.port)
     except OSError as error:
         raise BackendUnavailable(
@@ -117,10 +125,21 @@ async def _connect_and_upgrade(
 ) -> BackendUpgraded:
     """:func:`connect_and_upgrade` with both limits on ``scope``'s deadline, in turn."""
     previous_deadline = scope.deadline
-    deadline = scope.deadline = trio.current_time() + limits.connect_timeout_s
+    deadline = trio.current_time() + limits.connect_timeout_s
+    connect_deadline = deadline
+
+    def hold_to_connect_timeout() -> None:
+        scope.deadline = connect_deadline
+
     stream: trio.abc.HalfCloseableStream | None = None
     try:
-        stream = await connect(address)
+        if connect is open_backend_stream:
+            # A deadline only matters if the connect waits, and a loopback one never does:
+            # each deadline set is a trip through trio's deadline heap.
+            stream = await open_backend_stream(address, before_wait=hold_to_connect_timeout)
+        else:
+            hold_to_connect_timeout()
+            stream = await connect(address)
         if isinstance(stream, trio.SocketStream):
             # A tunnel makes one send and one receive per message: see socket_stream.py.
             stream = LeanSocketStream.from_socket_stream(stream)

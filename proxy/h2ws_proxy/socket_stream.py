@@ -33,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Callable
 
 import trio
 
@@ -210,7 +211,9 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
-async def open_tcp_to_ip(host: str, port: int) -> LeanSocketStream:
+async def open_tcp_to_ip(
+    host: str, port: int, *, before_wait: Callable[[], object] | None = None
+) -> LeanSocketStream:
     """Connect to an IP address literal; OS errors propagate as ``OSError``.
 
     ``trio.open_tcp_stream`` resolves the name and races addresses (happy eyeballs) in a
@@ -224,7 +227,8 @@ async def open_tcp_to_ip(host: str, port: int) -> LeanSocketStream:
     writability (an epoll registration and a trip through the scheduler) is spent only
     when the connection is really still pending or has failed. The stream's first
     receive waits for readability before it reads: nothing has been sent on it yet, so
-    an immediate ``recv`` would only find the queue empty.
+    an immediate ``recv`` would only find the queue empty. ``before_wait`` is called only
+    if the connection has to be waited for (the caller's connect timeout goes on then).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | _SOCK_NONBLOCK)
@@ -241,6 +245,8 @@ async def open_tcp_to_ip(host: str, port: int) -> LeanSocketStream:
             sock.connect((host, port))
         except BlockingIOError:
             if not _connected(sock):
+                if before_wait is not None:
+                    before_wait()
                 await trio.lowlevel.wait_writable(sock)
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code:

@@ -18,6 +18,7 @@ from h2ws_proxy.errors import (
     BackendUnavailable,
 )
 from h2ws_proxy.handshake import WebSocketRequest, build_backend_upgrade
+from tests.helpers.listeners import full_accept_queue
 from tests.helpers.setup import make_config
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
@@ -177,3 +178,21 @@ async def test_no_connection_times_out(autojump_clock: trio.testing.MockClock) -
     with pytest.raises(BackendTimeout, match=r"did not accept within 3\.0s"):
         await connect_and_upgrade(route.backend, upgrade, KEY, REQUEST, LIMITS, never)
     assert trio.current_time() - started == 3.0
+
+
+async def test_a_real_connect_that_waits_times_out_at_the_connect_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The default connector puts the connect timeout on only when the connect waits (a
+    loopback connect never does, unless the backend's accept queue is full)."""
+    listener, fillers = full_accept_queue()
+    try:
+        address = parse_backend(f"http://127.0.0.1:{listener.getsockname()[1]}")
+        route = make_config(("/", str(address))).routes[0]
+        upgrade = build_backend_upgrade(REQUEST, route, KEY, "127.0.0.1")
+        with trio.fail_after(60), pytest.raises(BackendTimeout, match=r"within 3\.0s"):
+            await connect_and_upgrade(address, upgrade, KEY, REQUEST, LIMITS)
+        assert trio.current_time() == pytest.approx(LIMITS.connect_timeout_s)
+    finally:
+        for sock in [listener, *fillers]:
+            sock.close()

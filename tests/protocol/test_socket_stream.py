@@ -14,6 +14,7 @@ from h2ws_proxy.socket_stream import (
     is_ip_literal,
     open_tcp_to_ip,
 )
+from tests.helpers.listeners import full_accept_queue
 
 pytestmark = pytest.mark.socket
 
@@ -154,3 +155,29 @@ async def test_send_nowait_takes_what_fits_and_reports_errors() -> None:
         await stream.aclose()
         with pytest.raises(trio.ClosedResourceError):
             stream.send_nowait(b"x")
+
+
+async def test_open_tcp_to_ip_calls_before_wait_only_when_it_waits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    calls: list[float] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        stream = await open_tcp_to_ip(
+            "127.0.0.1", listener.getsockname()[1], before_wait=lambda: calls.append(1.0)
+        )
+        await stream.aclose()
+    assert calls == []  # a loopback connect completes at once
+    listener, fillers = full_accept_queue()
+    try:
+        with trio.move_on_after(30):
+            await open_tcp_to_ip(
+                "127.0.0.1",
+                listener.getsockname()[1],
+                before_wait=lambda: calls.append(trio.current_time()),
+            )
+        assert calls == [0.0]  # called once, before the wait
+    finally:
+        for sock in [listener, *fillers]:
+            sock.close()
