@@ -88,6 +88,9 @@ class InboundFrames:
         #: A HEADERS or PUSH_PROMISE without END_HEADERS was seen: until its last
         #: CONTINUATION, every frame goes to h2 (which refuses anything else).
         self._in_header_block = False
+        #: Bytes went to h2 since the owner last cleared this: h2 may have output to
+        #: flush (a read of direct DATA only has none; see ``H2Session.receive``).
+        self.fed_h2 = False
 
     def receive(self, data: bytes) -> list[h2.events.Event | DirectData]:
         """Everything ``data`` completes, in order: h2's events and direct DATA.
@@ -101,7 +104,7 @@ class InboundFrames:
         pos = 0
         if self._preface_left:
             pos = min(self._preface_left, len(data))
-            items += conn.receive_data(data[:pos])  # h2 checks the preface
+            items += self._feed_h2(data[:pos])  # h2 checks the preface
             self._preface_left -= pos
         end = len(data)
         view = memoryview(data)  # runs for h2 are passed without a copy of ours
@@ -111,7 +114,7 @@ class InboundFrames:
             length = int.from_bytes(data[pos : pos + 3])
             if length > max_frame_size:
                 if to_h2 < pos:
-                    items += conn.receive_data(view[to_h2:pos])
+                    items += self._feed_h2(view[to_h2:pos])
                 conn.close_connection(error_code=ErrorCodes.FRAME_SIZE_ERROR)
                 raise h2.exceptions.FrameTooLargeError(
                     f"a frame of {length} bytes, above SETTINGS_MAX_FRAME_SIZE {max_frame_size}"
@@ -127,7 +130,7 @@ class InboundFrames:
                     stream_id = int.from_bytes(data[pos + 5 : pos + 9]) & _STREAM_ID_MASK
                     if stream_id in self.direct_streams:
                         if to_h2 < pos:
-                            items += conn.receive_data(view[to_h2:pos])
+                            items += self._feed_h2(view[to_h2:pos])
                         to_h2 = pos
                         if self._consume_windows(stream_id, length):
                             start = pos + _FRAME_HEADER_BYTES
@@ -137,10 +140,14 @@ class InboundFrames:
                 self._in_header_block = not flags & _END_HEADERS
             pos = frame_end
         if to_h2 < pos:
-            items += conn.receive_data(view[to_h2:pos])
+            items += self._feed_h2(view[to_h2:pos])
         if pos < end:
             self._partial = data[pos:]
         return items
+
+    def _feed_h2(self, data: bytes | memoryview) -> list[h2.events.Event]:
+        self.fed_h2 = True
+        return self._conn.receive_data(data)
 
     def _consume_windows(self, stream_id: int, length: int) -> bool:
         """Charge ``length`` to both inbound windows if h2 would take the frame silently."""
