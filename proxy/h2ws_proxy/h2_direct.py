@@ -75,6 +75,11 @@ class DirectData(NamedTuple):
     data: bytes
 
 
+#: Builds a :class:`DirectData` in C: the NamedTuple's own ``__new__`` is a Python call, one
+#: per message (bench/cpu_per_message.py).
+_new_tuple = tuple.__new__
+
+
 class InboundFrames:
     """Splits a connection's inbound bytes into whole frames for h2 or as :class:`DirectData`."""
 
@@ -134,7 +139,8 @@ class InboundFrames:
                         to_h2 = pos
                         if self._consume_windows(stream_id, length):
                             start = pos + _FRAME_HEADER_BYTES
-                            items.append(DirectData(stream_id, data[start:frame_end]))
+                            item = (stream_id, data[start:frame_end])
+                            items.append(_new_tuple(DirectData, item))
                             to_h2 = frame_end
             elif kind in (_HEADERS, _PUSH_PROMISE):
                 self._in_header_block = not flags & _END_HEADERS

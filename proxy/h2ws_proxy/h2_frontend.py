@@ -301,7 +301,8 @@ class H2Frontend:
             self._drain_waited = False
             self._drained.set()
             self._drained = trio.Event()
-        self._call_drain_callbacks()
+        if self._drain_callbacks:
+            self._call_drain_callbacks()
 
     async def _drain_on_shutdown(self) -> None:
         """On server shutdown: GOAWAY(NO_ERROR), refuse new streams, let open ones finish."""
