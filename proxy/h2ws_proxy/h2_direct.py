@@ -118,6 +118,9 @@ _FLAG_NAMES = {
     _END_STREAM | _PRIORITY: frozenset({"END_STREAM", "PRIORITY"}),
 }
 _PRIORITY_FIELDS = struct.Struct(">LB")
+#: Builds a :class:`DirectData` in C: the NamedTuple's own ``__new__`` is a Python call, one
+#: per message (bench/cpu_per_message.py).
+_new_tuple = tuple.__new__
 
 
 class InboundFrames:
@@ -135,6 +138,9 @@ class InboundFrames:
         self._in_header_block = False
         #: False: every frame goes to h2's parser, whole (the reference in differential tests).
         self.takes_frames = True
+        #: Frames went to h2 since the owner last cleared this: h2 may have output to
+        #: flush (a read of direct DATA only has none; see ``H2Session.receive``).
+        self.fed_h2 = False
 
     def receive(self, data: bytes) -> list[h2.events.Event | DirectData]:
         """Everything ``data`` completes, in order: h2's events and direct DATA.
@@ -148,7 +154,7 @@ class InboundFrames:
         pos = 0
         if self._preface_left:
             pos = min(self._preface_left, len(data))
-            items += conn.receive_data(data[:pos])  # h2 checks the preface
+            items += self._feed_h2(data[:pos])  # h2 checks the preface
             self._preface_left -= pos
         end = len(data)
         view = memoryview(data)  # runs for h2 are passed without a copy of ours
@@ -158,7 +164,7 @@ class InboundFrames:
             length = int.from_bytes(data[pos : pos + 3])
             if length > max_frame_size:
                 if to_h2 < pos:
-                    items += conn.receive_data(view[to_h2:pos])
+                    items += self._feed_h2(view[to_h2:pos])
                 conn.close_connection(error_code=ErrorCodes.FRAME_SIZE_ERROR)
                 raise h2.exceptions.FrameTooLargeError(
                     f"a frame of {length} bytes, above SETTINGS_MAX_FRAME_SIZE {max_frame_size}"
@@ -177,10 +183,10 @@ class InboundFrames:
                     stream = self._receiving_stream(stream_id)
                     if stream is not None:
                         if to_h2 < pos:
-                            items += conn.receive_data(view[to_h2:pos])
+                            items += self._feed_h2(view[to_h2:pos])
                         payload = data[pos + _FRAME_HEADER_BYTES : frame_end]
                         if length and not flags & _END_STREAM and self._consume(stream, length):
-                            items.append(DirectData(stream_id, payload))
+                            items.append(_new_tuple(DirectData, (stream_id, payload)))
                         else:
                             frame = _FrameView(stream_id, flags, payload)
                             items += self._handle(conn._receive_data_frame, frame)
@@ -189,15 +195,19 @@ class InboundFrames:
                 self._in_header_block = not flags & _END_HEADERS
                 if kind == _HEADERS and (opening := self._opening(data, pos, flags, length)):
                     if to_h2 < pos:
-                        items += conn.receive_data(view[to_h2:pos])
+                        items += self._feed_h2(view[to_h2:pos])
                     items += self._handle(conn._receive_headers_frame, opening)
                     to_h2 = frame_end
             pos = frame_end
         if to_h2 < pos:
-            items += conn.receive_data(view[to_h2:pos])
+            items += self._feed_h2(view[to_h2:pos])
         if pos < end:
             self._partial = data[pos:]
         return items
+
+    def _feed_h2(self, data: bytes | memoryview) -> list[h2.events.Event]:
+        self.fed_h2 = True
+        return self._conn.receive_data(data)
 
     def _receiving_stream(self, stream_id: int) -> h2.stream.H2Stream | None:
         """h2's stream if h2 would take DATA on it without a stream or connection error."""
@@ -252,6 +262,7 @@ class InboundFrames:
     ) -> list[h2.events.Event]:
         """h2's ``handler`` for ``frame``'s type on it, as h2's ``receive_data`` runs it."""
         conn = self._conn
+        self.fed_h2 = True
         try:
             frames, events = handler(frame)
         except h2.exceptions.ProtocolError as error:

@@ -117,6 +117,8 @@ class H2Frontend:
         self._batching = False
         self._output_in_batch = False
         self._drained = trio.Event()
+        #: A task waits on ``_drained`` (see ``_signal_drained``).
+        self._drain_waited = False
         self._reader_done = False
         self._writer_done = trio.Event()
         #: No new streams: we sent GOAWAY (drain) or the client did.
@@ -177,7 +179,8 @@ class H2Frontend:
 
     async def _read_loop(self) -> None:
         while True:
-            await self._wait_outbound_below(_READER_HIGH_WATER)
+            if self._outbound_bytes() > _READER_HIGH_WATER:  # not a coroutine per read
+                await self._wait_outbound_below(_READER_HIGH_WATER)
             try:
                 data = await self._client.receive_some(_READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -226,9 +229,7 @@ class H2Frontend:
                     self._client_gone = True
                     self._read_scope.cancel()
                     return
-                self._drained.set()
-                self._drained = trio.Event()
-                self._call_drain_callbacks()
+                self._signal_drained()
         finally:
             self._writer_done.set()
 
@@ -288,10 +289,21 @@ class H2Frontend:
             return False  # the writer meets the error and ends the connection
         if sent:
             del outbound[:sent]
+            self._signal_drained()
+        return not outbound
+
+    def _signal_drained(self) -> None:
+        """Output went to the client: wake whoever waits for it to drain.
+
+        The event is replaced only when a task waited on it: a new ``trio.Event`` per
+        message costs CPU (bench/cpu_per_message.py), and usually nobody waits.
+        """
+        if self._drain_waited:
+            self._drain_waited = False
             self._drained.set()
             self._drained = trio.Event()
+        if self._drain_callbacks:
             self._call_drain_callbacks()
-        return not outbound
 
     async def _drain_on_shutdown(self) -> None:
         """On server shutdown: GOAWAY(NO_ERROR), refuse new streams, let open ones finish."""
@@ -371,7 +383,8 @@ class H2Frontend:
 
     def backlogged(self) -> bool:
         """Producers should stop adding output until :meth:`call_when_drained` calls back."""
-        return self._outbound_bytes() > _PRODUCER_HIGH_WATER
+        # ``_outbound_bytes`` inline: asked once per message by a polled tunnel.
+        return len(self.session.outbound) + self._in_flight > _PRODUCER_HIGH_WATER
 
     def call_when_drained(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` from the writer once output is below the producers' bound."""
@@ -401,6 +414,7 @@ class H2Frontend:
 
     async def _wait_outbound_below(self, limit: int) -> None:
         while self._outbound_bytes() > limit:
+            self._drain_waited = True
             await self._drained.wait()
 
     async def wait_outbound_drained(self) -> None:
@@ -558,6 +572,8 @@ class H2Frontend:
         stream = self._streams.get(item.stream_id)
         if stream is None:  # not expected: direct streams are forgotten with their stream
             self.session.acknowledge(item.stream_id, len(item.data))
+        elif stream.broken_reason is None and not stream.exchange:
+            stream.feed_data(item.data, len(item.data))  # an open tunnel's: ``_deliver``'s case
         else:
             self._deliver(stream, item.data, len(item.data))
 

@@ -309,10 +309,16 @@ class H2Session:
 
         On ``h2.exceptions.ProtocolError`` a GOAWAY is queued.
         """
+        inbound = self._inbound
         try:
-            return self._inbound.receive(data)
-        finally:
+            items = inbound.receive(data)
+        except BaseException:
             self.flush()
+            raise
+        if inbound.fed_h2:  # else nothing new to flush: a read of direct DATA only
+            inbound.fed_h2 = False
+            self.flush()
+        return items
 
     def flush(self) -> None:
         """Move h2's pending output into :attr:`outbound` and tell the writer."""

@@ -64,8 +64,6 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         #: grown or the stream broke (for ``send_all``).
         self._readable = Wakeup()
         self._writable = Wakeup()
-        #: ``receive_some`` is blocked waiting for bytes (nothing buffered).
-        self._reader_waiting = False
         #: Set by a tunnel while it copies this stream upward (see ``set_forwarder``).
         self._forward_now: Callable[[bytes], int] | None = None
         #: Set by a tunnel that sends with ``send_now`` (see ``set_on_writable``).
@@ -87,10 +85,11 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
             self._frontend.session.acknowledge(self.stream_id, padding)
         if not data:
             return
-        if self._forward_now is not None and self._reader_waiting and not self._inbound:
+        if self._forward_now is not None and not self._inbound and self._readable.parked():
             # The tunnel waits for exactly these bytes and has nothing else to send: hand
             # them on now, as far as the backend takes them without waiting. Their credit
-            # goes back as for bytes the tunnel moved itself.
+            # goes back as for bytes the tunnel moved itself. A cancelled wait (a timer
+            # fired, a side failed) is no longer parked: the bytes wait for the pump then.
             sent = self._forward_now(data)
             if sent:
                 self._consumed_unacknowledged += sent
@@ -107,8 +106,9 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
 
         ``forward(data)`` sends what it can without waiting and returns how much; the rest
         is buffered for ``receive_some`` as usual. Only used while the caller's receive is
-        blocked with nothing buffered, so bytes keep their order. It saves the receiving
-        task a wake-up per message (bench/cpu_per_message.py).
+        blocked with nothing buffered, so bytes keep their order, and never once that wait
+        was cancelled (trio aborts it as the cancel happens), so ``forward`` need not ask.
+        It saves the receiving task a wake-up per message (bench/cpu_per_message.py).
         """
         self._forward_now = forward
 
@@ -175,11 +175,7 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
                     return b""
                 if self.broken_reason is not None:
                     raise trio.BrokenResourceError(self.broken_reason)
-                self._reader_waiting = True
-                try:
-                    await self._readable.wait()
-                finally:
-                    self._reader_waiting = False
+                await self._readable.wait()
                 waited = True
             chunk = self._take(max_bytes)
             self._consumed_unacknowledged += len(chunk)

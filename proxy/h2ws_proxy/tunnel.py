@@ -501,8 +501,8 @@ def _offer_forwarder(relay: _Relay) -> bool:
     stats = relay.stats
 
     def forward(data: bytes) -> int:
-        if relay.scope.cancel_called:
-            return 0  # a timer fired or a side failed: the pump decides, and it is ending
+        # Never called once the tunnel's scope is cancelled (a timer fired, a side failed):
+        # the pump's wait is aborted then (see set_forwarder), and the pump decides.
         try:
             sent = backend.send_nowait(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -35,6 +35,10 @@ class Wakeup:
         else:
             self._pending = True
 
+    def parked(self) -> bool:
+        """A task waits now (not yet woken, and its wait not cancelled)."""
+        return self._task is not None
+
     async def wait(self) -> None:
         if self._pending:
             self._pending = False

@@ -50,6 +50,38 @@ async def test_ready_paused_resumed_and_unregistered() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_one_watched_socket_is_served_without_asking_epoll_which() -> None:
+    """With one socket watched the poller skips ``epoll_wait``: its handler must still be
+    called once per arrival, not again once the bytes are gone (the poller would spin), and
+    not at all for bytes someone else took before the poller ran."""
+    poller, calls = BackendPoller(), []
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    with ours, theirs:
+
+        def read() -> None:
+            try:
+                calls.append(ours.recv(100))
+            except BlockingIOError:
+                calls.append(b"nothing")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller.run)
+            poller.register(ours.fileno(), read, on_error=lambda: calls.append(b"error"))
+            for chunk in (b"one", b"two"):
+                theirs.send(chunk)
+                await trio.testing.wait_all_tasks_blocked()
+            assert calls == [b"one", b"two"]
+            theirs.send(b"taken")
+            assert ours.recv(100) == b"taken"  # before the poller's task ran
+            await trio.testing.wait_all_tasks_blocked()
+            assert calls == [b"one", b"two"]
+            theirs.send(b"three")
+            await trio.testing.wait_all_tasks_blocked()
+            assert calls == [b"one", b"two", b"three"]
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_failing_handler_is_dropped_and_the_others_go_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -52,3 +52,21 @@ async def test_a_second_waiter_is_a_bug() -> None:
         with pytest.raises(trio.BusyResourceError):
             await wakeup.wait()
         wakeup.set()
+
+
+async def test_parked_only_while_a_wait_is_neither_woken_nor_cancelled() -> None:
+    """The HTTP/2 stream forwards client bytes itself only to a parked tunnel pump: once
+    the pump's scope is cancelled, the wait is no longer parked, before the pump runs."""
+    wakeup = Wakeup()
+    assert not wakeup.parked()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wakeup.wait)
+        await trio.testing.wait_all_tasks_blocked()
+        assert wakeup.parked()
+        wakeup.set()
+        assert not wakeup.parked()  # woken, though not run yet
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wakeup.wait)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+        assert not wakeup.parked()  # trio aborted the wait as the cancel happened
