@@ -1,0 +1,187 @@
+"""Instructions the proxy executes per tunnel, per request or per message: an A/B that a busy
+machine does not blur.
+
+CPU time per unit (``cpu_per_message.py``) moves with whatever else runs on a 2-core machine;
+the instructions a process executes for the same work barely do. This runs h2ws-proxy under
+``valgrind --tool=callgrind`` (Debian ``valgrind``), which counts them, in front of the same
+Node backends as ``cpu_per_message.py``, and drives it with one client: by default one
+connection opening tunnels one after another (open, 200, one 64-byte echo, Close with
+END_STREAM), so no run batches more than another. The count is taken by difference: the
+proxy's total after one client run (start-up, imports and a warm-up) is subtracted from its
+total after 1 + K runs, and divided by K x units. Two runs of the same tree agree within about
+1 %; concurrent clients (more per wake-up, so fewer instructions per unit) agree less well.
+
+    .venv/bin/python bench/instructions.py                          # tunnels, ~2 minutes
+    .venv/bin/python bench/instructions.py --scenario get           # sequential GETs (h2load)
+    .venv/bin/python bench/instructions.py --scenario pingpong      # one tunnel, 64 B messages
+    .venv/bin/python bench/instructions.py --compare /tmp/base      # A/B against another tree
+
+``--compare DIR`` counts the proxy from the source tree DIR too (``DIR/proxy`` on
+``PYTHONPATH``, e.g. ``git archive HEAD~3 proxy | tar -x -C DIR``) and prints the ratio.
+Under callgrind the proxy runs about 50x slower, which the counts do not see; they leave out
+the kernel's work in system calls (``cpu_per_message.py`` counts that). Linux, 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cpu_per_message import (
+    NODE_DIR,
+    REPO,
+    _free_port,
+    _run_client,
+    _run_h2load,
+    _start_backend,
+)
+
+#: Under callgrind the proxy takes this long to import and listen, at most.
+START_TIMEOUT_S = 180
+BENCH_CLIENT = REPO / "bench" / "node" / "h2_load.mjs"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    client: str  # "bench" (bench/node/h2_load.mjs), "node" (tests/node/h2ws_client.mjs), "h2load"
+    args: tuple[str, ...]
+    #: Units (tunnels, requests, messages) one client run drives.
+    units: int
+    unit: str
+
+
+SCENARIOS = {
+    "open": Scenario(
+        "open",
+        "bench",
+        tuple(
+            [
+                "--mode",
+                "open",
+                "--connections",
+                "1",
+                "--concurrency",
+                "1",
+                "--tunnels",
+                "300",
+                "--seconds",
+                "600",
+            ]
+        ),
+        300,
+        "tunnel",
+    ),
+    "get": Scenario("get", "h2load", ("-n", "500", "-c", "1", "-m", "1"), 500, "request"),
+    "pingpong": Scenario(
+        "pingpong", "node", ("--messages", "2000", "--size", "64"), 2000, "message"
+    ),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="open")
+    parser.add_argument("--runs", type=int, default=2, help="K: measured client runs")
+    parser.add_argument("--compare", type=Path, help="also count the proxy from this tree")
+    options = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    scenario = SCENARIOS[options.scenario]
+    backend, ws_port = _start_backend(NODE_DIR / "ws_echo_backend.mjs")
+    get_backend, get_port = _start_backend(REPO / "bench" / "node" / "echo_backend.mjs")
+    counts: list[float] = []
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            for source in (None, options.compare) if options.compare else (None,):
+                base = _count(scenario, 1, (ws_port, get_port), Path(work), source)
+                more = _count(scenario, 1 + options.runs, (ws_port, get_port), Path(work), source)
+                per_unit = (more - base) / (options.runs * scenario.units)
+                counts.append(per_unit)
+                label = "this tree" if source is None else str(source)
+                print(f"{label}: {per_unit:,.0f} instructions per {scenario.unit}", flush=True)
+    finally:
+        for node in (backend, get_backend):
+            node.terminate()
+            node.wait(timeout=15)
+    if len(counts) == 2:
+        print(f"ratio (this tree / --compare): {counts[0] / counts[1]:.3f}")
+
+
+def _count(
+    scenario: Scenario, client_runs: int, ports: tuple[int, int], work: Path, source: Path | None
+) -> int:
+    """The proxy's total instructions, from start to exit, with ``client_runs`` runs."""
+    port = _free_port()
+    config = work / f"instructions_{port}.toml"
+    config.write_text(
+        f'[[listener]]\nbind = "127.0.0.1:{port}"\n\n'
+        f'[[route]]\npath = "/"\nbackend = "http://127.0.0.1:{ports[0]}"\n\n'
+        f'[[route]]\npath = "/get"\nbackend = "http://127.0.0.1:{ports[1]}"\n\n'
+        "[limits]\nstream_window_bytes = 1048576\n"
+    )
+    out = work / f"callgrind_{port}.out"
+    env = {**os.environ, "PYTHONPATH": str(source / "proxy")} if source else None
+    # sys.executable as it is (not resolved): that is how Python finds its virtualenv.
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
+    command += ["-m", "h2ws_proxy", "--config", str(config), "--log-level", "warning"]
+    proxy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        _wait_listening(port, proxy)
+        for _ in range(client_runs):
+            _run(scenario, port, work)
+        proxy.send_signal(signal.SIGTERM)
+        proxy.wait(timeout=120)
+    finally:
+        if proxy.poll() is None:
+            proxy.kill()
+            proxy.wait()
+    summary = re.search(r"^summary: (\d+)", out.read_text(), re.MULTILINE)
+    if summary is None:
+        raise SystemExit(f"callgrind wrote no summary to {out}")
+    return int(summary.group(1))
+
+
+def _wait_listening(port: int, proxy: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proxy.poll() is not None:
+            raise SystemExit("the proxy exited before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"the proxy did not listen within {START_TIMEOUT_S} s")
+
+
+def _run(scenario: Scenario, port: int, work: Path) -> None:
+    if scenario.client == "h2load":
+        _run_h2load(port, scenario.args)
+    elif scenario.client == "node":
+        _run_client(port, scenario.args, work)
+    else:
+        done = subprocess.run(
+            ["node", str(BENCH_CLIENT), "--url", f"http://127.0.0.1:{port}", *scenario.args],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        lines = done.stdout.strip().splitlines()
+        if not lines or '"ok":true' not in lines[-1]:
+            raise SystemExit(f"client failed: {lines[-1] if lines else done.stderr}")
+
+
+if __name__ == "__main__":
+    main()
