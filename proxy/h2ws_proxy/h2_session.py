@@ -138,6 +138,24 @@ class _RepeatedBlockEncoder(hpack.Encoder):
         self._kept_block = b""
         self._kept_under = (0, False)  # (header_table_size, huffman) then
 
+    @property
+    def header_table_size(self) -> int:
+        return int(self.header_table.maxsize)
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        """The peer's SETTINGS_HEADER_TABLE_SIZE. The size it already has changes nothing.
+
+        hpack's table clears its "size change to announce" flag when told its own size
+        again, so a client sending 0, then 256 twice, would have the eviction to 0 never
+        announced (RFC 7541 §4.2) and every later index misread; and a kept block would
+        name entries that are gone. A real change drops the kept block.
+        """
+        if value == self.header_table.maxsize:
+            return
+        self._kept_block = b""
+        hpack.Encoder.header_table_size.fset(self, value)  # type: ignore[attr-defined]
+
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
         if isinstance(headers, dict):
             self._kept_block = b""
