@@ -149,9 +149,10 @@ async def forward_exchange(
 ) -> None:
     """Forward ``request`` and relay the answer; see the module rules for what it raises.
 
-    ``on_start`` gets the exchange's cancel scope before anything runs: cancelling it ends the exchange with ``result.cancelled`` set and nothing raised,
-    and spares the caller a scope of its own around the call. The idle timeout is that
-    scope's deadline, armed while an attempt runs (dials keep ``connect_timeout_s``).
+    ``on_start`` gets the exchange's cancel scope before anything runs: cancelling it ends
+    the exchange with ``result.cancelled`` set and nothing raised, and spares the caller a
+    scope of its own around the call. The idle timeout is that scope's deadline, armed
+    while an attempt runs (dials keep ``connect_timeout_s``).
     """
     backend_request = build_backend_request(request, route, client_address)
     timeout = limits.http_idle_timeout_s
