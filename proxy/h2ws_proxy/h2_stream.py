@@ -66,6 +66,7 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         self._writable = Wakeup()
         #: Set by a tunnel while it copies this stream upward (see ``set_forwarder``).
         self._forward_now: Callable[[bytes], int] | None = None
+        self._forward_end: Callable[[], bool] | None = None
         #: Set by a tunnel that sends with ``send_now`` (see ``set_on_writable``).
         self._on_writable: Callable[[], None] | None = None
         self._receiving = False
@@ -101,7 +102,11 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         self._inbound_bytes += len(data)
         self._readable.set()
 
-    def set_forwarder(self, forward: Callable[[bytes], int] | None) -> None:
+    def set_forwarder(
+        self,
+        forward: Callable[[bytes], int] | None,
+        end: Callable[[], bool] | None = None,
+    ) -> None:
         """Let the frontend's reader pass DATA straight to ``forward`` (None: stop).
 
         ``forward(data)`` sends what it can without waiting and returns how much; the rest
@@ -109,8 +114,13 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         blocked with nothing buffered, so bytes keep their order, and never once that wait
         was cancelled (trio aborts it as the cancel happens), so ``forward`` need not ask.
         It saves the receiving task a wake-up per message (bench/cpu_per_message.py).
+
+        ``end()``, under the same conditions, is told of the client's END_STREAM: True if
+        it passed the end on itself, and the receiver then stays asleep until
+        :meth:`wake_receiver` (it sees the end then); False wakes the receiver as usual.
         """
         self._forward_now = forward
+        self._forward_end = end
 
     def count_body(self, size: int, *, ended: bool = False) -> str | None:
         """Hold an ordinary request's DATA to its declared length (RFC 9113 §8.1.1).
@@ -130,6 +140,13 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
 
     def feed_eof(self) -> None:
         self._remote_ended = True
+        end = self._forward_end
+        if end is not None and not self._inbound and self._readable.parked() and end():
+            return  # the tunnel ended its other side itself (see ``set_forwarder``)
+        self._readable.set()
+
+    def wake_receiver(self) -> None:
+        """Wake ``receive_some`` after a forwarder's ``end()`` took the end (it returns EOF)."""
         self._readable.set()
 
     def break_stream(self, reason: str, *, by_peer: bool) -> None:
@@ -171,7 +188,8 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
                 # The client's END_STREAM came first: its side is complete, whatever
                 # happened to the stream after (a closed connection is not an abort then).
                 if self._remote_ended:
-                    await trio.lowlevel.checkpoint()
+                    if not waited:  # else having blocked was the checkpoint (as below)
+                        await trio.lowlevel.checkpoint()
                     return b""
                 if self.broken_reason is not None:
                     raise trio.BrokenResourceError(self.broken_reason)

@@ -162,11 +162,11 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             raise trio.ClosedResourceError("the stream was closed")
         if self._eof_sent:
             return
-        self._eof_sent = True
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError as error:
-            raise self._broken(error) from error
+            raise self._broken(error) from error  # asked again, it fails again
+        self._eof_sent = True
 
     async def aclose(self) -> None:
         self.close_now()

@@ -249,6 +249,7 @@ class PushableClient(Protocol):
 
     def send_now(self, data: memoryview) -> int: ...
     def end_now(self) -> None: ...
+    def wake_receiver(self) -> None: ...
     def set_on_writable(self, callback: Callable[[], None] | None) -> None: ...
     def backlogged(self) -> bool: ...
     def call_when_drained(self, callback: Callable[[], None]) -> None: ...
@@ -293,7 +294,7 @@ async def _run_polled(
     downward = _PolledDownward(relay, client, backend, poller, backend_leftover)
     try:
         downward.start()
-        await _pump(relay, client_leftover, True)
+        await _pump(relay, client_leftover, True, downward)
         while not downward.done:
             await downward.finished.wait()
     except trio.Cancelled:
@@ -326,6 +327,7 @@ class _PolledDownward:
         "_relay",
         "done",
         "finished",
+        "wake_client_receiver",
     )
 
     def __init__(
@@ -347,6 +349,9 @@ class _PolledDownward:
         #: The backend's end was delivered, or this direction failed.
         self.done = False
         self.finished = Wakeup()
+        #: The client's end was passed on by the reader (``_offer_forwarder``): the
+        #: upward pump sleeps until this direction finishes.
+        self.wake_client_receiver = False
 
     def start(self) -> None:
         self._client.set_on_writable(self._resume)
@@ -439,9 +444,13 @@ class _PolledDownward:
     def _finish(self) -> None:
         self.done = True
         self.finished.set()
+        if self.wake_client_receiver:
+            self._client.wake_receiver()  # asleep since the reader passed its end on
 
 
-async def _pump(relay: _Relay, leftover: bytes, upward: bool) -> None:
+async def _pump(
+    relay: _Relay, leftover: bytes, upward: bool, downward: _PolledDownward | None = None
+) -> None:
     """One direction: send ``leftover``, copy until the source's EOF, then end the sink.
 
     The copy loop is inline, not in helpers: a parked pump's chain of coroutine frames is
@@ -452,7 +461,7 @@ async def _pump(relay: _Relay, leftover: bytes, upward: bool) -> None:
     else:
         source, sink, source_side, sink_side = relay.backend, relay.client, "backend", "client"
     data: bytes | bytearray = leftover
-    forwards = upward and _offer_forwarder(relay)
+    forwards = upward and _offer_forwarder(relay, downward)
     try:
         try:
             while True:
@@ -485,7 +494,7 @@ async def _pump(relay: _Relay, leftover: bytes, upward: bool) -> None:
             relay.fail(broke.side)
 
 
-def _offer_forwarder(relay: _Relay) -> bool:
+def _offer_forwarder(relay: _Relay, downward: _PolledDownward | None) -> bool:
     """Let a client stream fed by another task forward to the backend itself (see below).
 
     An HTTP/2 stream's bytes arrive in the frontend's reader task; handing them to the
@@ -493,6 +502,12 @@ def _offer_forwarder(relay: _Relay) -> bool:
     message. The forwarder only sends what the kernel takes at once; the pump still does
     everything else (the rest of a message, waiting for the backend, EOF, errors). A send
     error is left for the pump to meet on its own next send.
+
+    With the backend → client direction on the poller (``downward``), the client's
+    END_STREAM is passed on there too, while that direction still runs: the FIN goes to
+    the backend and the half-closed timer starts, as ``_end_up`` would, and this task
+    sleeps on until ``downward`` finishes and wakes it (one wake-up per tunnel fewer). A
+    FIN that fails is left to the pump, which meets the error itself.
     """
     set_forwarder = getattr(relay.client, "set_forwarder", None)
     backend = relay.backend
@@ -512,7 +527,18 @@ def _offer_forwarder(relay: _Relay) -> bool:
             relay.activity()
         return sent
 
-    set_forwarder(forward)
+    def end() -> bool:
+        if downward is None or downward.done:
+            return False  # the pump ends the tunnel: it must wake
+        try:
+            backend.end_now()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        relay.half_closed()
+        downward.wake_client_receiver = True
+        return True
+
+    set_forwarder(forward, end)
     return True
 
 
