@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 
 import pytest
 import trio
@@ -181,3 +182,20 @@ async def test_open_tcp_to_ip_calls_before_wait_only_when_it_waits(
     finally:
         for sock in [listener, *fillers]:
             sock.close()
+
+
+async def test_a_failed_end_fails_again_when_asked_again() -> None:
+    """A tunnel's reader may try the FIN first and leave a failure to the pump, which asks
+    again: the second attempt must fail too, not pass as sent."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        stream = await open_tcp_to_ip("127.0.0.1", listener.getsockname()[1])
+        accepted, _ = listener.accept()
+        accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        accepted.close()  # a reset
+        await trio.lowlevel.wait_readable(stream._sock)
+        for _ in range(2):
+            with pytest.raises(trio.BrokenResourceError):
+                stream.end_now()
+        await stream.aclose()
