@@ -211,13 +211,7 @@ class InboundFrames:
 
     def _receiving_stream(self, stream_id: int) -> h2.stream.H2Stream | None:
         """h2's stream if h2 would take DATA on it without a stream or connection error."""
-        conn = self._conn
-        if conn.state_machine.state is not ConnectionState.SERVER_OPEN:
-            return None
-        stream = conn.streams.get(stream_id)
-        if stream is None or stream.state_machine.state not in _RECEIVING:
-            return None
-        return stream
+        return _stream_in(self._conn, stream_id, _RECEIVING)
 
     def _consume(self, stream: h2.stream.H2Stream, length: int) -> bool:
         """Charge ``length`` to both inbound windows if they have room (else h2 must refuse)."""
@@ -274,10 +268,17 @@ class InboundFrames:
 
 def sendable_stream(conn: h2.connection.H2Connection, stream_id: int) -> h2.stream.H2Stream | None:
     """h2's stream if h2 would let us send DATA on it without a state change, else None."""
+    return _stream_in(conn, stream_id, _SENDING)
+
+
+def _stream_in(
+    conn: h2.connection.H2Connection, stream_id: int, states: frozenset[StreamState]
+) -> h2.stream.H2Stream | None:
+    """h2's stream ``stream_id`` if the connection is open and the stream in ``states``."""
     if conn.state_machine.state is not ConnectionState.SERVER_OPEN:
         return None
     stream = conn.streams.get(stream_id)
-    if stream is None or stream.state_machine.state not in _SENDING:
+    if stream is None or stream.state_machine.state not in states:
         return None
     return stream
 

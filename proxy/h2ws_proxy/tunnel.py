@@ -187,15 +187,16 @@ async def run_tunnel(
     CANCELLED; the ``Cancelled`` then goes on to that scope's ``with``, so read ``stats``
     (pass them in) for how it ended.
 
-    With a ``poller``, a client stream that can send without waiting (an HTTP/2 stream)
-    and a backend socket, the backend → client direction runs without a task of its own
-    (:class:`_PolledDownward`): one task per tunnel instead of two.
+    With a ``poller`` and a ``scope``, a client stream that can send without waiting (an
+    HTTP/2 stream) and a backend socket, the backend → client direction runs without a
+    task of its own (:class:`_PolledDownward`): one task per tunnel instead of two.
     """
     # The caller may pass ``stats`` so that counters survive its own cancellation.
     stats = stats if stats is not None else TunnelStats()
     try:
         if (
             poller is not None
+            and scope is not None
             and isinstance(backend, LeanSocketStream)
             # Not isinstance(client, PushableClient): a runtime Protocol check walks the
             # protocol's members, ~3 % of the CPU per new tunnel (py-spy).
@@ -265,23 +266,9 @@ async def _run_polled(
     backend_leftover: bytes,
     idle_timeout_s: float,
     half_closed_timeout_s: float,
-    scope: trio.CancelScope | None,
+    scope: trio.CancelScope,
 ) -> None:
     """``run_tunnel`` with the downward direction driven by ``poller`` (this task: upward)."""
-    if scope is None:
-        with trio.CancelScope() as own_scope:
-            await _run_polled(
-                client,
-                backend,
-                poller,
-                stats,
-                client_leftover=client_leftover,
-                backend_leftover=backend_leftover,
-                idle_timeout_s=idle_timeout_s,
-                half_closed_timeout_s=half_closed_timeout_s,
-                scope=own_scope,
-            )
-        return
     relay = _Relay(
         client,  # type: ignore[arg-type]  # it is a HalfCloseableStream too
         backend,
