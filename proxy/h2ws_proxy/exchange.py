@@ -81,7 +81,9 @@ class ClientSide(Protocol):
 
     async def send_informational(self, status: int, headers: list[Header]) -> None: ...
 
-    async def send_head(self, status: int, headers: list[Header], *, has_body: bool) -> None: ...
+    async def send_head(self, status: int, headers: list[Header], *, has_body: bool) -> None:
+        """The final answer's head: ``headers`` as the backend's HTTP/1.1 parser gave them
+        (names lowercase, values without surrounding whitespace), hop-by-hop fields removed."""
 
     async def send_body(self, data: bytes) -> None: ...
 

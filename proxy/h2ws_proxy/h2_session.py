@@ -39,6 +39,7 @@ from h2ws_proxy.h2_direct import (
     end_direct,
     send_direct,
     send_plain_200,
+    send_response_head,
     sendable_stream,
 )
 
@@ -398,6 +399,19 @@ class H2Session:
         except h2.exceptions.ProtocolError as error:
             raise StreamUnusable(str(error)) from error
         self.flush()
+
+    def send_response_head(
+        self, stream_id: int, status: int, fields: list[Header], *, end_stream: bool
+    ) -> None:
+        """A response head whose ``fields`` came from an HTTP/1.1 parser (see
+        :func:`~h2ws_proxy.h2_direct.send_response_head`: names lowercase, values stripped)."""
+        status_bytes = str(status).encode()
+        if send_response_head(
+            self.conn, stream_id, status_bytes, fields, self.outbound, end_stream=end_stream
+        ):
+            self._on_output()
+            return
+        self.send_headers(stream_id, [(b":status", status_bytes), *fields], end_stream=end_stream)
 
     def end_stream(self, stream_id: int) -> None:
         if end_direct(self.conn, stream_id, self.outbound):

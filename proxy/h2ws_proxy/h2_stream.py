@@ -365,7 +365,19 @@ class H2ClientSide:
     async def send_head(
         self, status: int, headers: list[tuple[bytes, bytes]], *, has_body: bool
     ) -> None:
-        self._send_headers([(b":status", str(status).encode()), *headers], end=not has_body)
+        stream = self._stream
+        if stream.broken_reason is not None:
+            raise trio.BrokenResourceError(stream.broken_reason)
+        try:
+            # The fields come from the backend's HTTP/1.1 parser (h1_backend), as
+            # send_response_head needs them.
+            self._session.send_response_head(
+                stream.stream_id, status, headers, end_stream=not has_body
+            )
+        except StreamUnusable as error:
+            raise trio.BrokenResourceError(str(error)) from error
+        if not has_body:
+            stream.mark_ended_locally()
         # The exchange reads the backend next, which yields: no second trip here.
         await self._stream._frontend.wait_outbound_drained_lean()
 

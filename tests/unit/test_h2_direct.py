@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections.abc import Callable
 
 import h2.config
 import h2.connection
@@ -373,3 +374,150 @@ def test_end_stream_twice_raises_as_h2_does() -> None:
     session.end_stream(1)
     with pytest.raises(StreamUnusable):
         session.end_stream(1)
+
+
+# ---- answer heads of ordinary requests (send_response_head) ----
+
+_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+#: What h11's field-value grammar takes inside a value (no NUL, no CR/LF/VT/FF).
+_VALUE_BYTES = bytes(b for b in range(0x21, 0x100) if b != 0x7F) + b"\x7f"
+
+field_names = st.one_of(
+    # h11 reads the framing fields itself (and the test adds its own content-length).
+    st.text(_TOKEN_CHARS, min_size=1, max_size=12).filter(
+        lambda name: name not in ("content-length", "transfer-encoding")
+    ),
+    # Common names, and those h2 keeps out of the HPACK table.
+    st.sampled_from(
+        [
+            *("content-type", "date", "server", "cache-control", "set-cookie"),
+            *("authorization", "proxy-authorization", "cookie"),
+        ]
+    ),
+)
+#: Names h2 drops or refuses (h11 passes them on; the exchange would have removed them).
+dropped_names = st.sampled_from(["te", "connection", "keep-alive", "upgrade", "proxy-connection"])
+field_values = st.one_of(
+    st.just(b""),
+    st.builds(
+        b" ".join,
+        st.lists(
+            st.binary(min_size=1, max_size=30).map(lambda raw: raw.translate(_VALUE_MAP)),
+            min_size=1,
+            max_size=4,
+        ),
+    ),
+)
+_VALUE_MAP = bytes(_VALUE_BYTES[b % len(_VALUE_BYTES)] for b in range(256))
+
+
+def parsed_by_h11(status: int, fields: list[tuple[str, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``fields`` as h11 hands them to the exchange, from the bytes a backend would send."""
+    import h11
+
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("host", "b")]))
+    client.send(h11.EndOfMessage())
+    head = f"HTTP/1.1 {status} X\r\n".encode()
+    head += b"".join(name.encode() + b": " + value + b"\r\n" for name, value in fields)
+    client.receive_data(head + b"content-length: 0\r\n\r\n")
+    event = client.next_event()
+    assert isinstance(event, (h11.Response, h11.InformationalResponse))
+    return [(name, value) for name, value in event.headers if name != b"content-length"]
+
+
+def refusal(send: Callable[[], object]) -> str | None:
+    """The error h2 gave, by its words (StreamUnusable carries them), or None."""
+    try:
+        send()
+    except (StreamUnusable, h2.exceptions.ProtocolError) as error:
+        return str(error)
+    return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    status=st.sampled_from([100, 103, 200, 204, 302, 404, 500]),
+    fields=st.lists(st.tuples(field_names, field_values), max_size=6),
+    dropped=st.lists(st.tuples(dropped_names, field_values), max_size=1),
+    end_stream=st.booleans(),
+    client_ended=st.booleans(),
+)
+def test_an_answer_head_is_written_as_h2_writes_it(
+    status: int,
+    fields: list[tuple[str, bytes]],
+    dropped: list[tuple[str, bytes]],
+    end_stream: bool,
+    client_ended: bool,
+) -> None:
+    """The same head, the same bytes, the same stream states and the same HPACK table
+    afterwards; or the same refusal."""
+    fields = fields + dropped
+    assert_written_as_h2_writes_it(
+        status, parsed_by_h11(status, fields), end_stream and status >= 200, client_ended
+    )
+
+
+@pytest.mark.parametrize("end_stream", [False, True])
+def test_an_answer_head_past_the_frame_size_continues_as_h2s_does(end_stream: bool) -> None:
+    """HEADERS, then CONTINUATION frames (END_STREAM on the first, END_HEADERS on the last).
+    Bytes whose Huffman codes are longer than 8 bits go into HPACK as they are: 16,512 of
+    them pass the 16 KiB frame size."""
+    headers = parsed_by_h11(200, [("x-big", bytes(range(0x80, 0x100)) * 129)])
+    sent = assert_written_as_h2_writes_it(200, headers, end_stream, client_ended=False)
+    second = 9 + int.from_bytes(sent[:3])
+    assert (sent[3], sent[second + 3]) == (0x1, 0x9)  # HEADERS, CONTINUATION
+
+
+def assert_written_as_h2_writes_it(
+    status: int, headers: list[tuple[bytes, bytes]], end_stream: bool, client_ended: bool
+) -> bytes:
+    """Checks as the test above says; returns what was sent."""
+    direct, reference = (requested_session(client_ended=client_ended) for _ in range(2))
+    assert refusal(
+        lambda: direct.send_response_head(1, status, headers, end_stream=end_stream)
+    ) == refusal(
+        lambda: reference.conn.send_headers(
+            1, [(b":status", str(status).encode()), *headers], end_stream=end_stream
+        )
+    )
+    reference.flush()
+    sent = bytes(direct.take_outbound())
+    assert sent == reference.take_outbound()
+    assert state_of(direct) == state_of(reference)
+    assert stream_flags(direct) == stream_flags(reference)
+    # The HPACK context is the same: the next block is too.
+    after = [(b":status", b"200"), (b"date", b"today"), *headers]
+    assert refusal(lambda: direct.send_headers(3, after)) == refusal(
+        lambda: reference.send_headers(3, after)
+    )
+    assert direct.take_outbound() == reference.take_outbound()
+    return sent
+
+
+def test_an_answer_head_after_the_response_is_refused_as_h2_refuses_it() -> None:
+    session = requested_session(client_ended=False)
+    session.send_response_head(1, 200, [(b"content-type", b"text/plain")], end_stream=False)
+    with pytest.raises(StreamUnusable):
+        session.send_response_head(1, 200, [(b"content-type", b"text/plain")], end_stream=False)
+
+
+def test_an_answer_head_on_a_reset_stream_raises_as_h2_does() -> None:
+    session = requested_session(client_ended=False)
+    session.receive(frame(0x3, 0, 1, struct.pack(">I", ErrorCodes.CANCEL)))
+    with pytest.raises(StreamUnusable):
+        session.send_response_head(1, 200, [(b"content-type", b"text/plain")], end_stream=True)
+
+
+def test_an_answer_head_announces_a_table_size_change_first() -> None:
+    """RFC 7541 §4.2: the size update opens the next header block, written directly or not."""
+    session = requested_session(client_ended=False)
+    session.receive(frame(0x4, 0, 0, struct.pack(">HI", 0x1, 100)))  # HEADER_TABLE_SIZE
+    session.take_outbound()
+    session.send_response_head(1, 200, [(b"content-type", b"text/plain")], end_stream=True)
+    sent = session.take_outbound()
+    assert sent[3] == 0x1  # HEADERS
+    assert sent[9] & 0xE0 == 0x20  # its block starts with a size update
+    decoder = hpack.Decoder()
+    decoder.max_allowed_table_size = 100
+    assert decoder.decode(bytes(sent[9:])) == [(":status", "200"), ("content-type", "text/plain")]
