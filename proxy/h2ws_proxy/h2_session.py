@@ -88,15 +88,16 @@ def _ignore_content_length(headers: object) -> None:
 class _RepeatedBlockDecoder(hpack.Decoder):
     """hpack's decoder, which remembers the last header block that left its table alone.
 
-    A client opens tunnel after tunnel with the same request fields, and once the first
-    request has put them in the dynamic table HPACK sends each of them as one byte, an
-    index: the same bytes every time, decoding to the same list, the table untouched.
-    Decoding them again was the largest part of reading a new stream's HEADERS. Such a
-    block (every byte has the high bit set: only one-byte indexed fields, which neither
-    add to the table nor resize it) is kept with its result; the same bytes next time
-    get a copy of that result, as long as nothing that decoding depends on changed in
+    A client sends request after request with the same fields, and once the first request
+    has put them in the dynamic table, HPACK sends most of them as one-byte indexes and the
+    rest (h2load's and curl's ``:path``, for one) as literals that are not to be indexed:
+    the same bytes every time, decoding to the same list, the table untouched. Decoding
+    them again was the largest part of reading a new stream's HEADERS. A block whose
+    decoding left the dynamic table as it was (the same newest entry, by identity, the same
+    number of entries, the same size limit) is kept with its result; the same bytes next
+    time get a copy of that result, as long as nothing that decoding depends on changed in
     between: any other block is decoded (and may change the table) by hpack, which drops
-    the kept one, and the table's size and the header list limit are compared too.
+    the kept one, and the header list limit is compared too.
     """
 
     def __init__(self, max_header_list_size: int) -> None:
@@ -114,8 +115,20 @@ class _RepeatedBlockDecoder(hpack.Decoder):
             self._assert_valid_table_size()  # hpack's check after every block
             return list(self._kept_headers)
         self._kept_block = b""
+        table = self.header_table
+        entries = table.dynamic_entries
+        # An entry added is a new tuple (held here, its identity cannot be reused). A size
+        # update alone (hpack takes them only at a block's start) would be harmless, as
+        # the same block repeats it; the count and limit are compared all the same.
+        newest = entries[0] if entries else None
+        before = (len(entries), table.maxsize)
         headers = list(super().decode(data, raw))
-        if raw and data and min(data) >= 0x80:
+        if (
+            raw
+            and data
+            and (entries[0] if entries else None) is newest
+            and (len(entries), table.maxsize) == before
+        ):
             self._kept_block = bytes(data)
             self._kept_headers = tuple(headers)
             self._kept_under = (self.header_table_size, self.max_header_list_size)

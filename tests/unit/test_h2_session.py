@@ -80,9 +80,9 @@ def test_open_streams_are_counted_exactly_past_the_limit() -> None:
         assert count == expected
 
 
-# ---- the HPACK decoder that keeps the last block of indexed fields ----
+# ---- the HPACK decoder that keeps the last block that left its table alone ----
 
-POOL = [
+POOL: list[tuple[bytes, bytes]] = [
     (b":method", b"CONNECT"),
     (b":protocol", b"websocket"),
     (b":path", b"/"),
@@ -90,12 +90,17 @@ POOL = [
     (b"sec-websocket-version", b"13"),
     (b"origin", b"https://proxy.test"),
     (b"cookie", b"a=" + b"x" * 40),
+    # Literals that are not indexed (as h2load and curl send ``:path``): the table stays.
+    hpack.NeverIndexedHeaderTuple(b":path", b"/get"),
+    hpack.NeverIndexedHeaderTuple(b"authorization", b"Bearer " + b"t" * 30),
 ]
 #: A header list (indexes into POOL), or a new table size for the client's encoder.
 STEP = st.one_of(
     st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=5),
     st.sampled_from([0, 64, 256, 4096]),
 )
+#: STEP, or bytes that may not be a block at all.
+DECODER_STEP = st.one_of(STEP, st.binary(min_size=1, max_size=6))
 
 
 def decoded(decoder: hpack.Decoder, block: bytes) -> object:
@@ -105,9 +110,9 @@ def decoded(decoder: hpack.Decoder, block: bytes) -> object:
         return type(error)
 
 
-@given(st.lists(STEP, max_size=40))
+@given(st.lists(DECODER_STEP, max_size=40))
 @settings(max_examples=300, deadline=None)
-def test_kept_blocks_decode_as_hpack_decodes_them(steps: list[list[int] | int]) -> None:
+def test_kept_blocks_decode_as_hpack_decodes_them(steps: list[list[int] | int | bytes]) -> None:
     encoder = hpack.Encoder()
     ours = _RepeatedBlockDecoder(max_header_list_size=300)
     theirs = hpack.Decoder(max_header_list_size=300)
@@ -115,7 +120,7 @@ def test_kept_blocks_decode_as_hpack_decodes_them(steps: list[list[int] | int]) 
         if isinstance(step, int):
             encoder.header_table_size = step  # announced in the next block
             continue
-        block = encoder.encode([POOL[index] for index in step])
+        block = step if isinstance(step, bytes) else encoder.encode([POOL[i] for i in step])
         for _ in range(2):  # the second time, the same bytes again
             assert decoded(ours, block) == decoded(theirs, block)
             assert list(ours.header_table.dynamic_entries) == list(
@@ -135,6 +140,23 @@ def test_a_kept_block_is_decoded_again_under_a_lower_limit() -> None:
     decoder.max_header_list_size = 10
     with pytest.raises(hpack.OversizedHeaderListError):
         decoder.decode(block, raw=True)
+
+
+def test_a_block_with_literals_kept_out_of_the_table_is_kept() -> None:
+    encoder = hpack.Encoder()
+    decoder = _RepeatedBlockDecoder(max_header_list_size=65536)
+    fields = [(b":method", b"GET"), hpack.NeverIndexedHeaderTuple(b":path", b"/get")]
+    block = encoder.encode(fields)
+    assert block == encoder.encode(fields)  # nothing was indexed: the same bytes again
+    first = decoder.decode(block, raw=True)
+    assert decoder._kept_block == block
+    assert decoder.decode(block, raw=True) == first
+
+
+def test_a_block_that_adds_to_the_table_is_not_kept() -> None:
+    decoder = _RepeatedBlockDecoder(max_header_list_size=65536)
+    decoder.decode(hpack.Encoder().encode([(b"x-new", b"1")]), raw=True)
+    assert decoder._kept_block == b""
 
 
 def test_connections_use_the_keeping_decoder_with_h2s_limits() -> None:
