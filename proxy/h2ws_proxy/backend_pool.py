@@ -51,6 +51,8 @@ class BackendPool:
         self._connect = connect
         self._idle: dict[BackendAddress, deque[BackendConnection]] = {}
         self._changed = trio.Event()
+        #: When :meth:`reap` wakes next (``inf``: nothing idle, it waits for ``_changed``).
+        self._next_reap = float("inf")
 
     @property
     def idle_count(self) -> int:
@@ -99,7 +101,10 @@ class BackendPool:
         if limits.backend_keepalive_s > 0 and len(queue) < limits.backend_max_idle:
             connection.idle_since = trio.current_time()
             queue.append(connection)
-            self._changed.set()
+            # Every connection is kept for the same time, so one given back now expires
+            # after all the others: the reaper needs waking only if it waits for none.
+            if self._next_reap == float("inf"):
+                self._changed.set()
             # The exchange that gave it back yielded on its reads; a trip here only costs.
             await trio.lowlevel.checkpoint_if_cancelled()
             return
@@ -108,10 +113,10 @@ class BackendPool:
     async def reap(self) -> None:
         """Close idle connections as they expire; runs until cancelled."""
         while True:
-            expired, deadline = self._take_expired()
+            expired, self._next_reap = self._take_expired()
             for connection in expired:
                 await trio.aclose_forcefully(connection.stream)
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(self._next_reap):
                 await self._changed.wait()
                 self._changed = trio.Event()
 
