@@ -13,6 +13,7 @@ total after 1 + K runs, and divided by K x units. Two runs of the same tree agre
 
     .venv/bin/python bench/instructions.py                          # tunnels, ~2 minutes
     .venv/bin/python bench/instructions.py --scenario get           # sequential GETs (h2load)
+    .venv/bin/python bench/instructions.py --scenario get16         # 4 x 16 GETs in flight
     .venv/bin/python bench/instructions.py --scenario pingpong      # one tunnel, 64 B messages
     .venv/bin/python bench/instructions.py --compare /tmp/base      # A/B against another tree
 
@@ -83,6 +84,8 @@ SCENARIOS = {
         "tunnel",
     ),
     "get": Scenario("get", "h2load", ("-n", "500", "-c", "1", "-m", "1"), 500, "request"),
+    # As bench/compare.py drives GETs: 4 connections with 16 requests in flight on each.
+    "get16": Scenario("get16", "h2load", ("-n", "2000", "-c", "4", "-m", "16"), 2000, "request"),
     "pingpong": Scenario(
         "pingpong", "node", ("--messages", "2000", "--size", "64"), 2000, "message"
     ),

@@ -199,3 +199,32 @@ async def test_a_failed_end_fails_again_when_asked_again() -> None:
             with pytest.raises(trio.BrokenResourceError):
                 stream.end_now()
         await stream.aclose()
+
+
+@pytest.mark.parametrize("poll", [True, False], ids=["poll", "peek"])
+async def test_quiet_means_nothing_to_read_and_no_end(
+    poll: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the backend pool asks of an idle connection; both ways of asking agree, and
+    asking consumes nothing."""
+    if not poll:
+        monkeypatch.setattr("h2ws_proxy.socket_stream._QUIET_POLL", None)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        fresh = [await open_tcp_to_ip("127.0.0.1", listener.getsockname()[1]) for _ in range(3)]
+        peers = [listener.accept()[0] for _ in fresh]
+        sent_bytes, closed, _reset = fresh
+        assert [stream.is_quiet() for stream in fresh] == [True, True, True]
+        peers[0].send(b"x")  # bytes nobody asked for
+        peers[1].shutdown(socket.SHUT_WR)  # the backend closed its idle connection
+        peers[2].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peers[2].close()  # RST
+        for stream in fresh:
+            await trio.lowlevel.wait_readable(stream.fileno())
+        assert [stream.is_quiet() for stream in fresh] == [False, False, False]
+        assert await sent_bytes.receive_some(10) == b"x"  # still there: nothing consumed
+        assert await closed.receive_some(10) == b""
+        assert sent_bytes.is_quiet()
+        for stream in fresh:
+            await stream.aclose()
+        for peer in peers:
+            peer.close()
