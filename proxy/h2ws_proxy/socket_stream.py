@@ -26,6 +26,10 @@ Rules this stream keeps instead:
   by design, and raising and catching that ``Cancelled`` cost about four times the close.
 * OS errors become ``trio.BrokenResourceError`` and use after ``aclose`` becomes
   ``trio.ClosedResourceError``, as with ``trio.SocketStream``.
+* Closing calls ``trio.lowlevel.notify_closing`` only while a task may be waiting on the
+  socket. Its job is to wake such a task and drop trio's record of the wait; with no wait
+  in progress trio holds no record (it drops it when a wait ends), and its
+  ``EPOLL_CTL_DEL`` finds nothing the close would not remove anyway.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
     """A connected, non-blocking stdlib socket (TCP or unix) as a half-closeable stream."""
 
     # One per tunnel: no instance dict (trio's stream ABCs have empty __slots__).
-    __slots__ = ("_closed", "_drained", "_eof_sent", "_sock")
+    __slots__ = ("_closed", "_drained", "_eof_sent", "_reading", "_sock", "_writing")
 
     def __init__(self, sock: socket.socket) -> None:
         if sock.gettimeout() != 0.0:  # not made non-blocking already (each call is a syscall)
@@ -65,6 +69,11 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         self._eof_sent = False
         #: The last read returned less than asked: the kernel's queue was empty then.
         self._drained = False
+        #: A task may be waiting in trio for the socket to be readable / writable: set
+        #: before each wait, cleared when it ends normally (left set if it raised: a
+        #: spare ``notify_closing`` costs little, a missing one leaves trio a stale record).
+        self._reading = False
+        self._writing = False
 
     @classmethod
     def from_socket_stream(cls, stream: trio.SocketStream) -> LeanSocketStream:
@@ -83,7 +92,9 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
                     try:
                         sent = self._sock.send(remaining)
                     except BlockingIOError:
+                        self._writing = True
                         await trio.lowlevel.wait_writable(self._sock)
+                        self._writing = False
                         continue
                     remaining = remaining[sent:]
             except OSError as error:
@@ -139,7 +150,9 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
                     return data
             while True:
                 # Waiting is this call's checkpoint.
+                self._reading = True
                 await trio.lowlevel.wait_readable(self._sock)
+                self._reading = False
                 try:
                     data = self._sock.recv(size)
                 except BlockingIOError:
@@ -152,7 +165,9 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
     async def wait_send_all_might_not_block(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the stream was closed")
+        self._writing = True
         await trio.lowlevel.wait_writable(self._sock)
+        self._writing = False
 
     async def send_eof(self) -> None:
         if self._closed:
@@ -183,8 +198,10 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         must close even when cancelled needs no shielded cancel scope for it."""
         if not self._closed:
             self._closed = True
-            # Wake any task still waiting on this socket (it sees ClosedResourceError).
-            trio.lowlevel.notify_closing(self._sock)
+            if self._reading or self._writing:
+                # Wake any task still waiting on this socket (it sees ClosedResourceError).
+                # Only then: see the module docstring (a failing syscall, raised and caught).
+                trio.lowlevel.notify_closing(self._sock)
             self._sock.close()
 
     def is_quiet(self) -> bool:

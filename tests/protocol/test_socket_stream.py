@@ -115,6 +115,55 @@ async def test_close_wakes_a_waiting_receiver() -> None:
     assert len(errors) == 1
 
 
+async def test_close_wakes_a_waiting_receiver_after_a_send_waited_and_finished() -> None:
+    """Each direction's wait is tracked on its own: a send's wait that ended must not make
+    the close forget the receive still waiting (it would never wake, and trio would keep a
+    record of a descriptor that is gone)."""
+    stream, peer = _pair()
+    errors: list[BaseException] = []
+
+    async def receive() -> None:
+        try:
+            await stream.receive_some(10)
+        except trio.ClosedResourceError as error:
+            errors.append(error)
+
+    with peer, trio.fail_after(10):  # a receiver left waiting would hang the nursery
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            async with trio.open_nursery() as sending:
+                sending.start_soon(stream.send_all, b"x" * (4 * 1024 * 1024))
+                received = 0
+                while received < 4 * 1024 * 1024:  # the send waits for room, then ends
+                    await trio.lowlevel.wait_readable(peer)
+                    received += len(peer.recv(1024 * 1024))
+            await stream.aclose()
+    assert len(errors) == 1
+
+
+@pytest.mark.parametrize("wait_ends", ["answered", "cancelled"])
+async def test_a_closed_streams_descriptor_number_can_be_waited_on_again(wait_ends: str) -> None:
+    """Closing after a wait ended skips trio's notify_closing: trio must hold nothing for
+    the descriptor, so a new socket given the same number is watched afresh."""
+    stream, peer = _pair()
+    with peer:
+        fd = stream.fileno()
+        with trio.move_on_after(0 if wait_ends == "cancelled" else 10):
+            if wait_ends == "answered":
+                peer.send(b"x")
+            await stream.receive_some(10)
+        await stream.aclose()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert fd in (ours.fileno(), theirs.fileno())  # the lowest free numbers come back
+        reused, other = (ours, theirs) if ours.fileno() == fd else (theirs, ours)
+        other.send(b"y")
+        with trio.fail_after(10):
+            await trio.lowlevel.wait_readable(reused)
+        assert reused.recv(10) == b"y"
+
+
 async def test_open_tcp_to_ip_connects_and_reports_refusal() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
