@@ -69,6 +69,7 @@ from h2ws_proxy.log import log_event
 from h2ws_proxy.record import TunnelRecord
 from h2ws_proxy.routing import http_route, websocket_route
 from h2ws_proxy.socket_stream import LeanSocketStream
+from h2ws_proxy.tls_stream import LeanTLSStream
 from h2ws_proxy.tunnel import TunnelEnd, run_tunnel
 from h2ws_proxy.wakeup import Wakeup
 
@@ -265,9 +266,11 @@ class H2Frontend:
 
         The reader (one read's frames) and the backend poller (one round of ready
         backends) bracket their work with these. At the end, if the writer is idle, the
-        output goes straight to a plain TCP client socket as far as the kernel takes it,
-        without waking the writer: a trip through trio's scheduler per message saved.
-        What the kernel does not take, and any output over TLS, is left to the writer.
+        output goes straight to the client's socket, without waking the writer: a trip
+        through trio's scheduler per message saved. Over plain TCP as far as the kernel
+        takes it; over TLS only whole (OpenSSL writes all or nothing) and only up to one
+        of the writer's slices (a write that had to wait is repeated by the writer, which
+        must then hold all of its bytes in its first slice). The rest is the writer's.
         """
         self._batching = True
 
@@ -281,8 +284,15 @@ class H2Frontend:
     def _send_inline(self) -> bool:
         """Send queued output now, without waiting; True if nothing is left for the writer."""
         client, outbound = self._client, self.session.outbound
-        if self._in_flight or self._reader_done or not isinstance(client, LeanSocketStream):
-            return not outbound  # the writer is mid-send, or the socket is not ours to write
+        if self._in_flight or self._reader_done:
+            return not outbound  # the writer is mid-send (or done)
+        if isinstance(client, LeanTLSStream):
+            # A TLS write that has to wait must be repeated with at least the same bytes:
+            # the writer's first slice (``_send_with_progress``) must hold all of them.
+            if len(outbound) > _SEND_SLICE:
+                return False
+        elif not isinstance(client, LeanSocketStream):
+            return not outbound  # not a socket of ours to write
         try:
             sent = client.send_nowait(outbound)
         except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -145,6 +145,26 @@ class LeanTLSStream(trio.abc.Stream):
         finally:
             self._sending = False
 
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Send ``data`` now if OpenSSL and the socket take all of it at once; else 0.
+
+        For the frontend's inline send (writes between the writer task's sends). OpenSSL
+        writes all or nothing here (no partial writes), and after a write that had to wait
+        (0 returned) the next write must begin with the same bytes and be no shorter: the
+        caller keeps them at the head of its output and the writer task's next ``send_all``
+        (or another call here) repeats them. 0 too while ``send_all`` is in progress: its
+        own write may be the one that must be repeated.
+        """
+        if self._sending:
+            return 0
+        self._check_open()
+        try:
+            return int(self._tls.send(data))
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return 0
+        except OSError as error:
+            raise self._broken(error) from error
+
     async def wait_send_all_might_not_block(self) -> None:
         self._check_open()
         await trio.lowlevel.wait_writable(self._tls)

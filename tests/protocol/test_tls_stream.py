@@ -106,3 +106,63 @@ async def test_close_wakes_a_waiting_receiver(ca: trustme.CA) -> None:
         await server.aclose()
     with pytest.raises(trio.ClosedResourceError):
         await server.send_all(b"x")
+
+
+async def test_send_nowait_writes_whole_or_leaves_the_same_bytes_to_repeat(
+    ca: trustme.CA,
+) -> None:
+    """OpenSSL's rule for a write that had to wait: the next one begins with the same bytes
+    and is no shorter. The frontend keeps them at the head of its output, and the writer's
+    send_all (or another send_nowait) repeats them with more behind; the peer must read
+    every byte once, in order."""
+    server, client = await _connected(ca)
+    assert server.send_nowait(b"small") == 5
+    assert await client.receive_some(100) == b"small"
+    # Fill the socket until a write has to wait (the client reads nothing meanwhile).
+    output = bytearray()
+    sent = bytearray()
+    piece = 0
+    while True:
+        chunk = bytes([piece % 251]) * 16384
+        piece += 1
+        output += chunk
+        taken = server.send_nowait(output)
+        if not taken:
+            break
+        assert taken == len(output)  # all or nothing
+        sent += output
+        del output[:taken]
+    output += b"and more behind"  # the output grew before the writer got to it
+    received = bytearray()
+    expected = bytes(sent + output)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.send_all, output)
+        while len(received) < len(expected):
+            received += await client.receive_some(65536)
+    assert received == expected
+
+
+async def test_send_nowait_stays_out_of_a_send_in_progress(ca: trustme.CA) -> None:
+    server, client = await _connected(ca)
+    big = b"y" * (8 * 1024 * 1024)  # more than the socket buffers: send_all must wait
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.send_all, big)
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.send_nowait(b"z") == 0
+        received = 0
+        while received < len(big):
+            received += len(await client.receive_some(65536))
+    assert server.send_nowait(b"z") == 1
+    assert await client.receive_some(10) == b"z"
+
+
+async def test_a_shorter_repeat_of_a_waiting_write_is_refused(ca: trustme.CA) -> None:
+    """Why the frontend sends inline over TLS only what fits the writer's first slice:
+    OpenSSL refuses a repeat shorter than the write that had to wait."""
+    server, _client = await _connected(ca)
+    output = bytes(16384)
+    while server.send_nowait(output):
+        pass
+    with pytest.raises(trio.BrokenResourceError):
+        with trio.move_on_after(5):
+            await server.send_all(output[:100])
