@@ -34,6 +34,9 @@ import ssl
 import trio
 
 DEFAULT_RECEIVE_SIZE = 65536
+#: The most plaintext one TLS record carries (RFC 8446 §5.1). OpenSSL hands over one record
+#: per read; a full one suggests more behind it (see ``_read_on``).
+_RECORD_PLAINTEXT_MAX = 16384
 #: How often a task asked to wait for the other task's direction retries (see _wait_for).
 _CROSSED_WAIT_POLL_S = 0.001
 #: After a failed handshake, at most this many 64 KiB reads are dropped before closing.
@@ -52,6 +55,9 @@ class LeanTLSStream(trio.abc.Stream):
         self._closed = False
         self._sending = False
         self._receiving = False
+        #: How the stream ended, met while reading on past a full record (``_read_on``):
+        #: told by the next ``receive_some``, after the bytes read before it.
+        self._end_met: OSError | None = None
 
     @classmethod
     def from_socket_stream(
@@ -108,6 +114,7 @@ class LeanTLSStream(trio.abc.Stream):
             waited = False
             while True:
                 try:
+                    self._raise_end_met()
                     data = self._tls.recv(size)
                     break
                 except ssl.SSLZeroReturnError:  # close_notify
@@ -118,11 +125,45 @@ class LeanTLSStream(trio.abc.Stream):
                     waited = True
                 except OSError as error:
                     raise self._broken(error) from error
+            if len(data) == _RECORD_PLAINTEXT_MAX and size > len(data):
+                data = self._read_on(data, size)
             if not waited:
                 await trio.lowlevel.checkpoint()
             return data
         finally:
             self._receiving = False
+
+    def _raise_end_met(self) -> None:
+        """Raise the end ``_read_on`` met, if it met one (once)."""
+        end, self._end_met = self._end_met, None
+        if end is not None:
+            raise end
+
+    def _read_on(self, first: bytes, size: int) -> bytes:
+        """``first`` (a full record) and the records OpenSSL can read now, up to ``size``.
+
+        OpenSSL hands over one record per read, so a 64 KiB read of a bulk sender took four
+        trips through the reader (and four writes on). It stops at a short record (usually
+        the last one sent) rather than pay a failed read. An end met on the way (close_notify,
+        an error) is kept for the next call, as it would have come there.
+        """
+        chunks = [first]
+        total = len(first)
+        while total < size:
+            try:
+                more = self._tls.recv(size - total)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            except OSError as error:  # ssl.SSLZeroReturnError (close_notify) is one
+                self._end_met = error
+                break
+            if not more:  # the peer closed without close_notify: b"" again next time
+                break
+            chunks.append(more)
+            total += len(more)
+            if len(more) < _RECORD_PLAINTEXT_MAX:
+                break
+        return b"".join(chunks)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._sending:

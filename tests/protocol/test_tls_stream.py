@@ -166,3 +166,46 @@ async def test_a_shorter_repeat_of_a_waiting_write_is_refused(ca: trustme.CA) ->
     with pytest.raises(trio.BrokenResourceError):
         with trio.move_on_after(5):
             await server.send_all(output[:100])
+
+
+async def test_a_read_takes_every_whole_record_already_here(ca: trustme.CA) -> None:
+    """OpenSSL hands over one record (16 KiB at most) per read; a read goes on past a full
+    one, up to its size, and stops at a short one."""
+    server, client = await _connected(ca)
+    await client.send_all(bytes(range(256)) * 256)  # 64 KiB: four full records
+    await client.send_all(b"tail")
+    await trio.testing.wait_all_tasks_blocked()
+    assert await server.receive_some(65536) == bytes(range(256)) * 256
+    assert await server.receive_some(65536) == b"tail"
+    await client.send_all(b"x" * 20000)  # a full record, then a short one
+    await client.send_all(b"y" * 20000)
+    await trio.testing.wait_all_tasks_blocked()
+    assert await server.receive_some(65536) == b"x" * 20000  # stops at the short record
+    assert await server.receive_some(30000) == b"y" * 20000
+
+
+@pytest.mark.parametrize("close_notify", [True, False])
+async def test_an_end_met_while_reading_on_comes_after_the_bytes(
+    ca: trustme.CA, close_notify: bool
+) -> None:
+    server, client = await _connected(ca)
+    await client.send_all(b"z" * 16384 * 2)  # two full records, then the end
+    if close_notify:
+        await client.aclose()
+    else:
+        client.transport_stream.socket.close()
+    await trio.testing.wait_all_tasks_blocked()
+    assert await server.receive_some(65536) == b"z" * 16384 * 2
+    assert await server.receive_some(65536) == b""
+    assert await server.receive_some(65536) == b""
+
+
+async def test_an_error_met_while_reading_on_comes_after_the_bytes(ca: trustme.CA) -> None:
+    server, client = await _connected(ca)
+    await client.send_all(b"e" * 16384)
+    raw = client.transport_stream.socket
+    await raw.send(b"\x17\x03\x03\x00\x05garbage")  # an application-data record that fails
+    await trio.testing.wait_all_tasks_blocked()
+    assert await server.receive_some(65536) == b"e" * 16384
+    with pytest.raises(trio.BrokenResourceError):
+        await server.receive_some(65536)
