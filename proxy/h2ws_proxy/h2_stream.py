@@ -365,19 +365,14 @@ class H2ClientSide:
     async def send_head(
         self, status: int, headers: list[tuple[bytes, bytes]], *, has_body: bool
     ) -> None:
-        stream = self._stream
-        if stream.broken_reason is not None:
-            raise trio.BrokenResourceError(stream.broken_reason)
-        try:
-            # The fields come from the backend's HTTP/1.1 parser (h1_backend), as
-            # send_response_head needs them.
-            self._session.send_response_head(
-                stream.stream_id, status, headers, end_stream=not has_body
-            )
-        except StreamUnusable as error:
-            raise trio.BrokenResourceError(str(error)) from error
-        if not has_body:
-            stream.mark_ended_locally()
+        # The fields come from the backend's HTTP/1.1 parser (h1_backend), as
+        # send_response_head needs them.
+        self._send(
+            lambda: self._session.send_response_head(
+                self._stream.stream_id, status, headers, end_stream=not has_body
+            ),
+            end=not has_body,
+        )
         # The exchange reads the backend next, which yields: no second trip here.
         await self._stream._frontend.wait_outbound_drained_lean()
 
@@ -405,11 +400,19 @@ class H2ClientSide:
             raise trio.BrokenResourceError(str(error)) from error
 
     def _send_headers(self, headers: list[tuple[bytes, bytes]], *, end: bool) -> None:
+        self._send(
+            lambda: self._session.send_headers(self._stream.stream_id, headers, end_stream=end),
+            end=end,
+        )
+
+    def _send(self, send: Callable[[], None], *, end: bool) -> None:
+        """Run ``send`` (a session call that queues a head) unless the stream broke; the
+        stream's errors as trio's, and our side marked ended if ``end``."""
         stream = self._stream
         if stream.broken_reason is not None:
             raise trio.BrokenResourceError(stream.broken_reason)
         try:
-            self._session.send_headers(stream.stream_id, headers, end_stream=end)
+            send()
         except StreamUnusable as error:
             raise trio.BrokenResourceError(str(error)) from error
         if end:

@@ -97,19 +97,21 @@ async def test_peer_reset_is_broken_and_close_is_closed() -> None:
         await stream.send_all(b"z")
 
 
+async def _receive_until_closed(stream: LeanSocketStream, errors: list[BaseException]) -> None:
+    """Wait to receive; the ClosedResourceError a close wakes it with goes to ``errors``."""
+    try:
+        await stream.receive_some(10)
+    except trio.ClosedResourceError as error:
+        errors.append(error)
+
+
 async def test_close_wakes_a_waiting_receiver() -> None:
     stream, peer = _pair()
     errors: list[BaseException] = []
 
-    async def receive() -> None:
-        try:
-            await stream.receive_some(10)
-        except trio.ClosedResourceError as error:
-            errors.append(error)
-
     with peer:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(receive)
+            nursery.start_soon(_receive_until_closed, stream, errors)
             await trio.testing.wait_all_tasks_blocked()
             await stream.aclose()
     assert len(errors) == 1
@@ -122,15 +124,9 @@ async def test_close_wakes_a_waiting_receiver_after_a_send_waited_and_finished()
     stream, peer = _pair()
     errors: list[BaseException] = []
 
-    async def receive() -> None:
-        try:
-            await stream.receive_some(10)
-        except trio.ClosedResourceError as error:
-            errors.append(error)
-
     with peer, trio.fail_after(10):  # a receiver left waiting would hang the nursery
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(receive)
+            nursery.start_soon(_receive_until_closed, stream, errors)
             await trio.testing.wait_all_tasks_blocked()
             async with trio.open_nursery() as sending:
                 sending.start_soon(stream.send_all, b"x" * (4 * 1024 * 1024))
