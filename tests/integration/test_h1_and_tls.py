@@ -197,6 +197,31 @@ async def test_tls_alpn_h2_carries_websocket_over_http2(
         assert '"x-forwarded-proto", "https"' in str(await ws.receive())
 
 
+async def test_tls_tunnels_carry_large_messages_both_ways_byte_for_byte(
+    start_proxy: StartProxy, ws_backend: WebSocketsBackend, tls_config: TLSConfig, ca: trustme.CA
+) -> None:
+    """Four tunnels on one TLS connection echo 512 KiB messages at once: the proxy's reads
+    go on past full records, and its output alternates between inline writes and the
+    writer's. Every byte must come back once, in order, on its own tunnel. (OpenSSL's
+    "repeat the write" rule itself is pinned in tests/protocol/test_tls_stream.py.)"""
+    address = await start_proxy(make_config(("/", backend_url(ws_backend())), tls=tls_config))
+    stream = await _tls_stream(address, ca, ["h2"])
+    async with open_h2_client(stream) as client:
+        tunnels = [await client.websocket("/", scheme="https") for _ in range(4)]
+
+        async def echo_twice(index: int) -> None:
+            ws = tunnels[index]
+            for round_ in range(2):
+                message = bytes([index * 16 + round_]) * 200 + bytes(range(256)) * 2048
+                await ws.send(message)
+                assert await ws.receive() == message
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for index in range(len(tunnels)):
+                    nursery.start_soon(echo_twice, index)
+
+
 async def test_tls_alpn_http11_carries_classic_websocket(
     start_proxy: StartProxy, ws_backend: WebSocketsBackend, tls_config: TLSConfig, ca: trustme.CA
 ) -> None:
