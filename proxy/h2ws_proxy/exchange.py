@@ -161,14 +161,14 @@ async def forward_exchange(
     connection = await pool.take_idle(route.backend)
     # With a kept connection (no dial) the idle timer starts now, with the scope: moving
     # the deadline of an entered scope costs about as much as entering it.
-    scope = trio.CancelScope(deadline=trio.current_time() + timeout if connection else math.inf)
+    scope = trio.CancelScope(deadline=_idle_deadline(timeout) if connection else math.inf)
     if on_start is not None:
         on_start(scope)
     try:
         with scope:
             if connection is None:
                 connection = await pool.connect(route.backend)
-                scope.deadline = trio.current_time() + timeout
+                scope.deadline = _idle_deadline(timeout)
             try:
                 await _exchange_once(
                     scope, connection, backend_request, request, client, limits, stats, result
@@ -178,7 +178,7 @@ async def forward_exchange(
                 connection = None
                 scope.deadline = math.inf
                 connection = await pool.connect(route.backend)
-                scope.deadline = trio.current_time() + timeout
+                scope.deadline = _idle_deadline(timeout)
                 try:
                     await _exchange_once(
                         scope, connection, backend_request, request, client, limits, stats, result
@@ -230,23 +230,26 @@ class _Run:
         self._next_push()
 
     def progress(self) -> None:
-        """Bytes moved: the idle deadline moves on.
-
-        Moving a trio deadline costs a heap update, and this runs several times per request;
-        so the deadline is only pushed once it lags ``timeout`` by ``slack``, to ``slack``
-        past it. It then fires between ``timeout - slack`` and ``timeout + slack`` after the
-        last byte moved (``slack`` is a tenth of the timeout, at most a second).
-        """
-        now = trio.current_time()
-        if now >= self.push_at:
-            timeout = self.limits.http_idle_timeout_s
-            self.idle.deadline = now + timeout + min(1.0, timeout / 10)
+        """Bytes moved: the idle deadline moves on (see :func:`_idle_deadline`)."""
+        if trio.current_time() >= self.push_at:
+            self.idle.deadline = _idle_deadline(self.limits.http_idle_timeout_s)
             self._next_push()
 
     def _next_push(self) -> None:
-        timeout = self.limits.http_idle_timeout_s
-        # When ``now + timeout`` is ``slack`` past the deadline.
-        self.push_at = self.idle.deadline - timeout + min(1.0, timeout / 10)
+        self.push_at = self.idle.deadline - self.limits.http_idle_timeout_s
+
+
+def _idle_deadline(timeout: float) -> float:
+    """The idle timer's deadline when a byte moves now: ``timeout`` plus a slack.
+
+    Moving a trio deadline costs a heap update (about as much as entering a scope), and
+    bytes move several times per request; so the deadline is set ``slack`` late (a tenth of
+    the timeout, at most a second) and moved only once a byte moves ``slack`` or more after
+    it was set (``_Run.progress``). Every byte in between came less than ``slack`` after, so
+    the timer fires between ``timeout`` and ``timeout + slack`` after the last byte moved:
+    never early, as with a tunnel's timers.
+    """
+    return trio.current_time() + timeout + min(1.0, timeout / 10)
 
 
 async def _exchange_once(

@@ -101,7 +101,8 @@ async def test_backend_that_never_answers_gives_504_at_the_idle_timeout(
         started = trio.current_time()
         state = await fetch(client)
         assert state.status == 504
-        assert trio.current_time() - started == 7.0
+        # The timer is lazy by up to a tenth of the timeout, never early.
+        assert 7.0 <= trio.current_time() - started <= 7.0 + 0.7
         await net.backend_closed[0].wait()
 
 
@@ -115,6 +116,34 @@ async def test_backend_that_stalls_mid_answer_is_cut_off_and_the_stream_reset(
         assert bytes(state.data) == b"first"
         assert state.reset_code == CANCEL  # half an answer must not look whole
         await net.backend_closed[0].wait()
+
+
+async def test_the_idle_timeout_never_fires_before_that_long_without_a_byte(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The timer moves lazily (within a slack of a tenth of the timeout), but a stall is
+    cut off no sooner than the full timeout after the last byte, and at most a slack late."""
+    last_byte_at: list[float] = []
+
+    async def trickle_then_silence(stream: trio.abc.HalfCloseableStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        await read_request(stream, conn)
+        await stream.send_all(conn.send(h11.Response(status_code=200, headers=[])))
+        # The first chunk moves the timer; the second comes 1.3 s later, when a lazy timer
+        # may not have moved again (a slack is 0.7 s here).
+        for pause, chunk in ((1.0, b"5\r\nfirst\r\n"), (1.3, b"6\r\nsecond\r\n")):
+            await trio.sleep(pause)
+            await stream.send_all(chunk)
+        last_byte_at.append(trio.current_time())
+        await until_closed(stream)
+
+    net = MemoryNet(nursery, trickle_then_silence)
+    async with open_h2_client(await open_memory_client(nursery, CONFIG, net)) as client:
+        state = await fetch(client)
+        silent_for = trio.current_time() - last_byte_at[0]
+        assert bytes(state.data) == b"firstsecond"
+        assert state.reset_code == CANCEL
+        assert 7.0 <= silent_for <= 7.0 + 0.7
 
 
 async def test_connections_are_reused_within_the_keepalive_and_closed_after(
