@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import functools
+import socket
 import ssl
 
+import h2.settings
 import pytest
 import trio
 import trustme
 from websockets.sync.client import connect as ws_connect
 
 from h2ws_proxy.config import SocketAddress, TLSConfig
+from h2ws_proxy.tls_stream import LeanTLSStream
 from tests.conftest import StartProxy, WebSocketsBackend
 from tests.helpers.backends import BackendConnection, ScriptedBackend
-from tests.helpers.h2_client import open_h2_client
+from tests.helpers.h2_client import WebSocketStream, open_h2_client
 from tests.helpers.setup import backend_url, client_ssl_context, make_config
 
 pytestmark = pytest.mark.socket
@@ -263,3 +266,135 @@ async def test_tls_slowloris_is_dropped_at_the_client_handshake_timeout(
         assert await stream.receive_some(1024) == b""  # closed, not hanging
     assert 0.4 <= trio.current_time() - started < 5
     await stream.aclose()
+
+
+class _StopStartStream(trio.abc.Stream):
+    """A client stream that stops reading after each ``quota`` bytes until :meth:`resume`:
+    a client that keeps granting HTTP/2 window but reads its socket in fits and starts."""
+
+    def __init__(self, inner: trio.abc.Stream, quota: int) -> None:
+        self.inner = inner
+        self.quota = quota
+        self.read_since_resume = 0
+        self.reading = trio.Event()
+        self.reading.set()
+
+    def stop(self) -> None:
+        if self.reading.is_set():
+            self.reading = trio.Event()
+
+    def resume(self) -> None:
+        self.read_since_resume = 0
+        self.reading.set()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        await self.reading.wait()
+        data = await self.inner.receive_some(max_bytes)
+        self.read_since_resume += len(data)
+        if self.read_since_resume >= self.quota:
+            self.stop()
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _numbered_message(index: int) -> bytes:
+    return index.to_bytes(4, "big") * 250
+
+
+async def _messages_until_the_stream_stops(ws: WebSocketStream) -> tuple[list[bytes], str]:
+    """Every message before the stream stops, and why it stopped (a Close frame, or not)."""
+    messages: list[bytes] = []
+    while True:
+        try:
+            message = await ws.receive()
+        except ConnectionError as error:
+            return messages, str(error)
+        assert isinstance(message, bytes)
+        messages.append(message)
+
+
+async def test_tls_output_to_a_client_that_reads_in_fits_and_starts_arrives_whole(
+    nursery: trio.Nursery,
+    start_proxy: StartProxy,
+    tls_config: TLSConfig,
+    ca: trustme.CA,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A TLS client (small receive buffer) grants window but stops reading its socket,
+    again and again, while the backend streams small messages. The proxy's inline writes,
+    tried at the end of each small batch, meet a full socket: OpenSSL then wants the same
+    bytes again, and they must stay at the head of the output for the writer (or the next
+    inline write) to repeat, with more behind (the rule itself is pinned in
+    tests/protocol/test_tls_stream.py). Every message must arrive once, in order, in
+    well-formed frames."""
+    inline_waits = 0
+    client: _StopStartStream | None = None
+    real_send_nowait = LeanTLSStream.send_nowait
+
+    def spying_send_nowait(self: LeanTLSStream, data: bytes | bytearray | memoryview) -> int:
+        nonlocal inline_waits
+        writer_busy = self._sending
+        sent = real_send_nowait(self, data)
+        if data and not sent and not writer_busy:
+            inline_waits += 1
+            assert client is not None
+            client.resume()  # the socket is full: read again
+        return sent
+
+    monkeypatch.setattr(LeanTLSStream, "send_nowait", spying_send_nowait)
+    messages_sent = 0
+
+    async def streams_small_messages(backend: BackendConnection) -> None:
+        nonlocal messages_sent
+        await backend.accept(await backend.read_upgrade())
+        stopped_for = 0
+        while inline_waits < 100 and messages_sent < 20_000:  # at most 20 MB
+            # One small binary frame at a time, each read by the proxy (same trio loop) on
+            # its own, so each batch is small enough to be written inline.
+            frame = b"\x82\x7e" + (1000).to_bytes(2, "big") + _numbered_message(messages_sent)
+            await backend.stream.send_all(frame)
+            messages_sent += 1
+            await trio.lowlevel.checkpoint()
+            # Should the writer rather than an inline write have met the full socket (it
+            # then holds the output, and no inline write is tried), let the client go on.
+            assert client is not None
+            stopped_for = 0 if client.reading.is_set() else stopped_for + 1
+            if stopped_for >= 50:  # 50 KB: far below what the sockets between us hold
+                client.resume()
+        await backend.stream.send_all(b"\x88\x02\x03\xe8")  # Close 1000
+        await backend.stream.send_eof()
+        await backend.receive()  # hold the connection open until the test ends
+
+    backend = ScriptedBackend(streams_small_messages)
+    await nursery.start(backend.run)
+    address = await start_proxy(make_config(("/", backend.url), tls=tls_config))
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((address.host, address.port))
+    tls = trio.SSLStream(
+        trio.SocketStream(sock), client_ssl_context(ca, ["h2"]), server_hostname="localhost"
+    )
+    await tls.do_handshake()
+    client = _StopStartStream(tls, quota=64 * 1024)
+    window = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 64 * 1024 * 1024}
+    async with open_h2_client(client, window, connection_window=64 * 1024 * 1024) as h2_client:
+        ws = await h2_client.websocket("/", scheme="https")
+        assert ws.status == 200
+        client.stop()  # from the next read on (one more may be under way)
+        with trio.fail_after(30):
+            received, stopped_by = await _messages_until_the_stream_stops(ws)
+    assert stopped_by.startswith("close frame")
+    assert len(received) == messages_sent > 0
+    for index, message in enumerate(received):
+        assert message == _numbered_message(index), (
+            f"message {index} came as {len(message)} bytes starting {message[:8]!r}"
+        )
+    assert inline_waits >= 100  # the case under test did happen, again and again
