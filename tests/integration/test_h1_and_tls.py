@@ -17,6 +17,7 @@ from h2ws_proxy.tls_stream import LeanTLSStream
 from tests.conftest import StartProxy, WebSocketsBackend
 from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import WebSocketStream, open_h2_client
+from tests.helpers.records import capture_proxy_records
 from tests.helpers.setup import backend_url, client_ssl_context, make_config
 
 pytestmark = pytest.mark.socket
@@ -398,3 +399,52 @@ async def test_tls_output_to_a_client_that_reads_in_fits_and_starts_arrives_whol
             f"message {index} came as {len(message)} bytes starting {message[:8]!r}"
         )
     assert inline_waits >= 100  # the case under test did happen, again and again
+
+
+async def test_tls_client_that_stops_reading_is_cut_off_at_the_send_timeout(
+    nursery: trio.Nursery, start_proxy: StartProxy, tls_config: TLSConfig, ca: trustme.CA
+) -> None:
+    """Most TLS records go out without a timer; one that has to wait still gets
+    ``send_timeout_s``: a client that grants window but never reads again is disconnected
+    (its tunnel aborted, the backend's connection closed), not served forever."""
+    backend_cut_off = trio.Event()
+
+    async def streams_until_cut_off(backend: BackendConnection) -> None:
+        await backend.accept(await backend.read_upgrade())
+        frame = b"\x82\x7e" + (1000).to_bytes(2, "big") + b"x" * 1000
+        try:
+            for _ in range(50_000):  # at most 50 MB
+                await backend.stream.send_all(frame)
+            while await backend.receive():
+                pass
+        finally:
+            backend_cut_off.set()
+
+    backend = ScriptedBackend(streams_until_cut_off)
+    await nursery.start(backend.run)
+    config = make_config(("/", backend.url), tls=tls_config, send_timeout_s=0.5)
+    address = await start_proxy(config)
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((address.host, address.port))
+    tls = trio.SSLStream(
+        trio.SocketStream(sock), client_ssl_context(ca, ["h2"]), server_hostname="localhost"
+    )
+    await tls.do_handshake()
+    client = _StopStartStream(tls, quota=64 * 1024)
+    window = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 64 * 1024 * 1024}
+    with capture_proxy_records() as records:
+        async with open_h2_client(client, window, connection_window=64 * 1024 * 1024) as h2_client:
+            ws = await h2_client.websocket("/", scheme="https")
+            assert ws.status == 200
+            client.stop()  # and never resume
+            with trio.fail_after(10):
+                await backend_cut_off.wait()
+            timeout = await records.wait_for(
+                lambda record: record.event == "client.send_timeout", 5, "of the send timeout"
+            )
+            assert timeout.get("send_timeout_s") == 0.5
+            tunnel = await records.wait_for(
+                lambda record: record.event == "tunnel.closed", 5, "of the tunnel's end"
+            )
+            assert tunnel.get("end") == "client_aborted"
