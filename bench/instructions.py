@@ -15,6 +15,7 @@ total after 1 + K runs, and divided by K x units. Two runs of the same tree agre
     .venv/bin/python bench/instructions.py --scenario get           # sequential GETs (h2load)
     .venv/bin/python bench/instructions.py --scenario get16         # 4 x 16 GETs in flight
     .venv/bin/python bench/instructions.py --scenario pingpong      # one tunnel, 64 B messages
+    .venv/bin/python bench/instructions.py --scenario bulk          # one tunnel, 64 KiB x 8
     .venv/bin/python bench/instructions.py --compare /tmp/base      # A/B against another tree
 
 ``--compare DIR`` counts the proxy from the source tree DIR too (``DIR/proxy`` on
@@ -88,6 +89,31 @@ SCENARIOS = {
     "get16": Scenario("get16", "h2load", ("-n", "2000", "-c", "4", "-m", "16"), 2000, "request"),
     "pingpong": Scenario(
         "pingpong", "node", ("--messages", "2000", "--size", "64"), 2000, "message"
+    ),
+    # As bench/compare.py's bulk row: one tunnel, 64 KiB messages, 8 in flight.
+    "bulk": Scenario(
+        "bulk",
+        "bench",
+        tuple(
+            [
+                "--mode",
+                "echo",
+                "--connections",
+                "1",
+                "--tunnels",
+                "1",
+                "--size",
+                "65536",
+                "--depth",
+                "8",
+                "--messages",
+                "300",
+                "--seconds",
+                "600",
+            ]
+        ),
+        300,
+        "64 KiB message",
     ),
 }
 

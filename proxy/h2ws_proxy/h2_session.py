@@ -36,6 +36,7 @@ from h2ws_proxy.config import Limits
 from h2ws_proxy.h2_direct import (
     DirectData,
     InboundFrames,
+    acknowledge_direct,
     end_direct,
     send_direct,
     send_plain_200,
@@ -367,9 +368,8 @@ class H2Session:
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         """Return ``size`` bytes of credit (the connection's too, even if the stream is gone)."""
-        if size > 0:
-            self.conn.acknowledge_received_data(size, stream_id)
-            self.flush()
+        if size > 0 and acknowledge_direct(self.conn, stream_id, size, self.outbound):
+            self._on_output()
 
     def send_data(self, stream_id: int, data: memoryview) -> int:
         """Send as much of ``data`` as the peer's windows allow; returns how much went."""

@@ -62,10 +62,10 @@ def client_opening() -> bytes:
     return client.data_to_send()
 
 
-def opened_session(*, direct: bool, h2_alone: bool = False) -> H2Session:
+def opened_session(*, direct: bool, h2_alone: bool = False, limits: Limits = LIMITS) -> H2Session:
     """A server session whose streams 1, 3 and 5 got their 200 (direct ones registered);
     with ``h2_alone`` every frame goes, whole, to h2's own parser and handlers."""
-    session = H2Session(LIMITS, connect_protocol_enabled=True, on_output=lambda: None)
+    session = H2Session(limits, connect_protocol_enabled=True, on_output=lambda: None)
     session._inbound.takes_frames = not h2_alone
     session.start()
     session.receive(client_opening())
@@ -521,3 +521,57 @@ def test_an_answer_head_announces_a_table_size_change_first() -> None:
     decoder = hpack.Decoder()
     decoder.max_allowed_table_size = 100
     assert decoder.decode(bytes(sent[9:])) == [(":status", "200"), ("content-type", "text/plain")]
+
+
+def reference_acknowledge(session: H2Session, stream_id: int, size: int) -> None:
+    """The credit going back through h2 itself."""
+    if size > 0:
+        session.conn.acknowledge_received_data(size, stream_id)
+        session.flush()
+
+
+#: Windows small enough that both the streams' (20,000) and the connection's (h2's initial
+#: 65,535, above three streams' worth) are given back within a few steps.
+CREDIT_LIMITS = Limits(stream_window_bytes=20_000, max_concurrent_streams=3)
+
+credit_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("data"), st.sampled_from(OPEN_STREAMS), st.integers(0, 8_000)),
+        st.tuples(st.just("ack"), st.sampled_from(OPEN_STREAMS), st.integers(0, 24_000)),
+        st.tuples(st.just("client_end"), st.sampled_from(OPEN_STREAMS), st.just(0)),
+        st.tuples(st.just("client_reset"), st.sampled_from(OPEN_STREAMS), st.just(0)),
+        st.tuples(st.just("reset"), st.sampled_from(OPEN_STREAMS), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=credit_steps)
+def test_credit_goes_back_as_h2_gives_it(steps: list[tuple[str, int, int]]) -> None:
+    """Received bytes, their credit in any amounts (past the windows too), stream ends and
+    resets either way: the WINDOW_UPDATEs written and h2's windows stay those of h2's own
+    ``acknowledge_received_data``."""
+    direct = opened_session(direct=True, limits=CREDIT_LIMITS)
+    reference = opened_session(direct=True, limits=CREDIT_LIMITS)
+    for step, stream_id, size in steps:
+        if step == "ack":
+            direct.acknowledge(stream_id, size)
+            reference_acknowledge(reference, stream_id, size)
+        else:
+            data = {
+                "data": frame(0x0, 0, stream_id, bytes(size)),
+                "client_end": frame(0x0, 0x1, stream_id, b""),
+                "client_reset": frame(0x3, 0, stream_id, struct.pack(">I", 8)),
+                "reset": b"",
+            }[step]
+            outcomes = []
+            for session in (direct, reference):
+                if step == "reset":
+                    session.reset(stream_id, ErrorCodes.CANCEL)
+                outcomes.append(feed(session, [data]) if data else None)
+            assert outcomes[0] == outcomes[1]
+            if outcomes[0] is not None and outcomes[0][1] is not None:
+                return  # a connection error (data past a window): h2 is done with it
+        assert direct.take_outbound() == reference.take_outbound()
+        assert state_of(direct) == state_of(reference)
