@@ -306,6 +306,23 @@ class _StopStartStream(trio.abc.Stream):
         await self.inner.aclose()
 
 
+#: A window far above what the sockets hold: flow control never stops the proxy's writes.
+_BIG_WINDOW = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**26}
+
+
+async def _stop_start_tls_client(address: SocketAddress, ca: trustme.CA) -> _StopStartStream:
+    """A TLS connection (ALPN h2) with a 4 KiB receive buffer, so that the proxy's socket
+    fills soon after the client stops reading; it stops after every 64 KiB read."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((address.host, address.port))
+    tls = trio.SSLStream(
+        trio.SocketStream(sock), client_ssl_context(ca, ["h2"]), server_hostname="localhost"
+    )
+    await tls.do_handshake()
+    return _StopStartStream(tls, quota=64 * 1024)
+
+
 def _numbered_message(index: int) -> bytes:
     return index.to_bytes(4, "big") * 250
 
@@ -377,16 +394,8 @@ async def test_tls_output_to_a_client_that_reads_in_fits_and_starts_arrives_whol
     backend = ScriptedBackend(streams_small_messages)
     await nursery.start(backend.run)
     address = await start_proxy(make_config(("/", backend.url), tls=tls_config))
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect((address.host, address.port))
-    tls = trio.SSLStream(
-        trio.SocketStream(sock), client_ssl_context(ca, ["h2"]), server_hostname="localhost"
-    )
-    await tls.do_handshake()
-    client = _StopStartStream(tls, quota=64 * 1024)
-    window = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 64 * 1024 * 1024}
-    async with open_h2_client(client, window, connection_window=64 * 1024 * 1024) as h2_client:
+    client = await _stop_start_tls_client(address, ca)
+    async with open_h2_client(client, _BIG_WINDOW, connection_window=2**26) as h2_client:
         ws = await h2_client.websocket("/", scheme="https")
         assert ws.status == 200
         client.stop()  # from the next read on (one more may be under way)
@@ -424,17 +433,9 @@ async def test_tls_client_that_stops_reading_is_cut_off_at_the_send_timeout(
     await nursery.start(backend.run)
     config = make_config(("/", backend.url), tls=tls_config, send_timeout_s=0.5)
     address = await start_proxy(config)
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect((address.host, address.port))
-    tls = trio.SSLStream(
-        trio.SocketStream(sock), client_ssl_context(ca, ["h2"]), server_hostname="localhost"
-    )
-    await tls.do_handshake()
-    client = _StopStartStream(tls, quota=64 * 1024)
-    window = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 64 * 1024 * 1024}
+    client = await _stop_start_tls_client(address, ca)
     with capture_proxy_records() as records:
-        async with open_h2_client(client, window, connection_window=64 * 1024 * 1024) as h2_client:
+        async with open_h2_client(client, _BIG_WINDOW, connection_window=2**26) as h2_client:
             ws = await h2_client.websocket("/", scheme="https")
             assert ws.status == 200
             client.stop()  # and never resume
