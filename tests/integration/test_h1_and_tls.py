@@ -13,6 +13,7 @@ import trustme
 from websockets.sync.client import connect as ws_connect
 
 from h2ws_proxy.config import SocketAddress, TLSConfig
+from h2ws_proxy.h2_frontend import H2Frontend
 from h2ws_proxy.tls_stream import LeanTLSStream
 from tests.conftest import StartProxy, WebSocketsBackend
 from tests.helpers.backends import BackendConnection, ScriptedBackend
@@ -354,19 +355,31 @@ async def test_tls_output_to_a_client_that_reads_in_fits_and_starts_arrives_whol
     tests/protocol/test_tls_stream.py). Every message must arrive once, in order, in
     well-formed frames."""
     inline_waits = 0
+    in_inline_send = False
     client: _StopStartStream | None = None
+    real_send_inline = H2Frontend._send_inline
     real_send_nowait = LeanTLSStream.send_nowait
+
+    def spying_send_inline(self: H2Frontend) -> bool:
+        nonlocal in_inline_send
+        in_inline_send = True
+        try:
+            return real_send_inline(self)
+        finally:
+            in_inline_send = False
 
     def spying_send_nowait(self: LeanTLSStream, data: bytes | bytearray | memoryview) -> int:
         nonlocal inline_waits
-        writer_busy = self._sending
         sent = real_send_nowait(self, data)
-        if data and not sent and not writer_busy:
-            inline_waits += 1
+        if data and not sent:
+            # The socket is full (the writer's own records try ``send_nowait`` first too:
+            # only the inline writes are the case under test).
+            inline_waits += in_inline_send
             assert client is not None
-            client.resume()  # the socket is full: read again
+            client.resume()  # read again
         return sent
 
+    monkeypatch.setattr(H2Frontend, "_send_inline", spying_send_inline)
     monkeypatch.setattr(LeanTLSStream, "send_nowait", spying_send_nowait)
     messages_sent = 0
 

@@ -22,7 +22,7 @@ import hpack
 import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import Frame, GoAwayFrame, WindowUpdateFrame
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from h2ws_proxy.config import Limits
@@ -548,6 +548,14 @@ credit_steps = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(steps=credit_steps)
+# Credit for a stream reset after its bytes came: the connection's window only.
+@example(steps=[("data", 1, 8000), ("reset", 1, 0), ("ack", 1, 24_000)])
+# One acknowledgement that updates both the connection's window and the stream's (past
+# half of h2's 65,535-byte connection window): the connection's frame comes first.
+@example(
+    steps=[("data", stream_id, 8000) for stream_id in OPEN_STREAMS for _ in range(2)]
+    + [("ack", 3, 24_000), ("ack", 5, 16_000)]
+)
 def test_credit_goes_back_as_h2_gives_it(steps: list[tuple[str, int, int]]) -> None:
     """Received bytes, their credit in any amounts (past the windows too), stream ends and
     resets either way: the WINDOW_UPDATEs written and h2's windows stay those of h2's own
