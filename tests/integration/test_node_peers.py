@@ -128,13 +128,13 @@ async def test_100_tunnels_of_two_1mib_messages_on_one_connection(
     port = await node_backend_port(nursery)
     address = await start_proxy(make_config(("/", backend_url(port))))
     size = 1024 * 1024
-    started = trio.current_time()
+    # The client's own 25 s limit bounds the run (about 5 s on a quiet 2-core machine); how
+    # fast it goes is bench/'s business, not an assertion here.
     result = await run_h2ws_client(
         "--url", h2c_url(address), "--tunnels", "100", "--messages", "2", "--size", str(size),
         "--timeout-ms", "25000",
         timeout_s=40,
     )  # fmt: skip
-    elapsed = trio.current_time() - started
     assert_ok(result)
     assert result["remote_settings"]["maxConcurrentStreams"] == 128
     tunnels = result["tunnels"]
@@ -143,7 +143,6 @@ async def test_100_tunnels_of_two_1mib_messages_on_one_connection(
     for tunnel in tunnels:
         assert_echoed(tunnel, messages=2, size=size)
         assert_clean_close(tunnel)
-    assert elapsed < 30, f"100 x 2 x 1 MiB took {elapsed:.1f} s"
 
 
 async def test_subprotocol_negotiated_by_node_ws_backend(
