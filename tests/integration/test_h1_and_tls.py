@@ -328,6 +328,11 @@ def _numbered_message(index: int) -> bytes:
     return index.to_bytes(4, "big") * 250
 
 
+def _binary_frame(payload: bytes) -> bytes:
+    """A backend's (unmasked) WebSocket binary frame of 126 to 65,535 bytes."""
+    return b"\x82\x7e" + len(payload).to_bytes(2, "big") + payload
+
+
 async def _messages_until_the_stream_stops(ws: WebSocketStream) -> tuple[list[bytes], str]:
     """Every message before the stream stops, and why it stopped (a Close frame, or not)."""
     messages: list[bytes] = []
@@ -390,8 +395,7 @@ async def test_tls_output_to_a_client_that_reads_in_fits_and_starts_arrives_whol
         while inline_waits < 100 and messages_sent < 20_000:  # at most 20 MB
             # One small binary frame at a time, each read by the proxy (same trio loop) on
             # its own, so each batch is small enough to be written inline.
-            frame = b"\x82\x7e" + (1000).to_bytes(2, "big") + _numbered_message(messages_sent)
-            await backend.stream.send_all(frame)
+            await backend.stream.send_all(_binary_frame(_numbered_message(messages_sent)))
             messages_sent += 1
             await trio.lowlevel.checkpoint()
             # Should the writer rather than an inline write have met the full socket (it
@@ -433,7 +437,7 @@ async def test_tls_client_that_stops_reading_is_cut_off_at_the_send_timeout(
 
     async def streams_until_cut_off(backend: BackendConnection) -> None:
         await backend.accept(await backend.read_upgrade())
-        frame = b"\x82\x7e" + (1000).to_bytes(2, "big") + b"x" * 1000
+        frame = _binary_frame(b"x" * 1000)
         try:
             for _ in range(50_000):  # at most 50 MB
                 await backend.stream.send_all(frame)
