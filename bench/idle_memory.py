@@ -37,7 +37,7 @@ sys.path.insert(0, str(BENCH))
 from compare import CLIENT, HOST, Certs, raise_nofile, start_backend  # noqa: E402
 
 from h2ws_proxy.config import parse_config  # noqa: E402
-from h2ws_proxy.server import serve  # noqa: E402
+from h2ws_proxy.server.serve import serve  # noqa: E402
 
 SETTLE_S = 1.0
 CLIENT_TIMEOUT_S = 120.0

@@ -11,7 +11,7 @@ import trio
 import trustme
 
 from h2ws_proxy.config import ProxyConfig, SocketAddress, TLSConfig
-from h2ws_proxy.server import BoundAddresses, serve
+from h2ws_proxy.server.serve import BoundAddresses, serve
 from tests.helpers.backends import websockets_backend
 
 StartProxy = Callable[[ProxyConfig], Awaitable[SocketAddress]]

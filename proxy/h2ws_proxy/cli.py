@@ -20,12 +20,12 @@ import trio
 
 from h2ws_proxy import __version__
 from h2ws_proxy.config import ProxyConfig, advertises_connect_protocol, load_config, parse_workers
-from h2ws_proxy.demo import serve_demo_backend
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import configure_logging
-from h2ws_proxy.server import drain_on_signals, serve
-from h2ws_proxy.supervisor import supervise
-from h2ws_proxy.worker import run_worker
+from h2ws_proxy.server.demo import serve_demo_backend
+from h2ws_proxy.server.serve import drain_on_signals, serve
+from h2ws_proxy.server.supervisor import supervise
+from h2ws_proxy.server.worker import run_worker
 
 logger = logging.getLogger(__name__)
 

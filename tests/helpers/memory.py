@@ -21,10 +21,10 @@ import trio
 import trio.testing
 
 from h2ws_proxy.config import BackendAddress, ProxyConfig
-from h2ws_proxy.connection import handle_client
-from h2ws_proxy.context import ClientInfo, ServerContext
-from h2ws_proxy.routing import Router
-from h2ws_proxy.socket_stream import LeanSocketStream
+from h2ws_proxy.relay.context import ClientInfo, ServerContext
+from h2ws_proxy.relay.routing import Router
+from h2ws_proxy.server.connection import handle_client
+from h2ws_proxy.transport.socket_stream import LeanSocketStream
 from tests.helpers.backends import BackendConnection
 
 #: The default for ``MemoryNet.backend_sockets`` (a fixture may flip it for a module).

@@ -9,7 +9,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 from h2ws_proxy.config import BackendAddress
-from h2ws_proxy.demo import serve_demo_backend
+from h2ws_proxy.server.demo import serve_demo_backend
 
 pytestmark = pytest.mark.socket
 

@@ -13,8 +13,8 @@ import trustme
 from websockets.sync.client import connect as ws_connect
 
 from h2ws_proxy.config import SocketAddress, TLSConfig
-from h2ws_proxy.h2_frontend import H2Frontend
-from h2ws_proxy.tls_stream import LeanTLSStream
+from h2ws_proxy.http2.frontend import H2Frontend
+from h2ws_proxy.transport.tls_stream import LeanTLSStream
 from tests.conftest import StartProxy, WebSocketsBackend
 from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import WebSocketStream, open_h2_client

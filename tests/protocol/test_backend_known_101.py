@@ -10,11 +10,11 @@ import trio
 import trio.testing
 from wsproto.utilities import generate_accept_token
 
-from h2ws_proxy import backend
-from h2ws_proxy.backend import connect_and_upgrade
+from h2ws_proxy.backend import upgrade as backend
+from h2ws_proxy.backend.upgrade import connect_and_upgrade
 from h2ws_proxy.config import BackendAddress, parse_backend
 from h2ws_proxy.errors import BackendProtocolError
-from h2ws_proxy.handshake import WebSocketRequest, build_backend_upgrade, new_websocket_key
+from h2ws_proxy.http.handshake import WebSocketRequest, build_backend_upgrade, new_websocket_key
 from tests.helpers.setup import make_config
 from tests.protocol.test_backend_upgrade import LIMITS, REQUEST
 

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.backend_poller import BackendPoller
+from h2ws_proxy.transport.poller import BackendPoller
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, echo_backend, open_memory_client
 from tests.helpers.setup import make_config

@@ -10,10 +10,10 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.backend import connect_and_upgrade
+from h2ws_proxy.backend.upgrade import connect_and_upgrade
 from h2ws_proxy.config import BackendAddress
 from h2ws_proxy.errors import BackendTimeout
-from h2ws_proxy.handshake import build_backend_upgrade
+from h2ws_proxy.http.handshake import build_backend_upgrade
 from tests.helpers.setup import make_config
 from tests.protocol.test_backend_upgrade import KEY, LIMITS, REQUEST
 

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 from wsproto.utilities import generate_accept_token
 
-from h2ws_proxy.backend import BackendUpgraded, connect_and_upgrade
+from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
 from h2ws_proxy.config import BackendAddress, Limits, parse_backend
 from h2ws_proxy.errors import (
     BackendProtocolError,
@@ -17,7 +17,7 @@ from h2ws_proxy.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
-from h2ws_proxy.handshake import WebSocketRequest, build_backend_upgrade
+from h2ws_proxy.http.handshake import WebSocketRequest, build_backend_upgrade
 from tests.helpers.listeners import full_accept_queue
 from tests.helpers.setup import make_config
 

@@ -21,9 +21,9 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from h2ws_proxy.connection import handle_client
-from h2ws_proxy.context import ClientInfo, ServerContext
-from h2ws_proxy.routing import Router
+from h2ws_proxy.relay.context import ClientInfo, ServerContext
+from h2ws_proxy.relay.routing import Router
+from h2ws_proxy.server.connection import handle_client
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, echo_backend
 from tests.helpers.setup import make_config

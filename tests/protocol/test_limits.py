@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.h2_stream import H2TunnelStream
+from h2ws_proxy.http2.stream import H2TunnelStream
 from tests.conftest import StartProxy
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, echo_backend, open_memory_client

@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.socket_stream import (
+from h2ws_proxy.transport.socket_stream import (
     NOTSENT_LOWAT_BYTES,
     LeanSocketStream,
     is_ip_literal,
@@ -253,7 +253,7 @@ async def test_quiet_means_nothing_to_read_and_no_end(
     """What the backend pool asks of an idle connection; both ways of asking agree, and
     asking consumes nothing."""
     if not poll:
-        monkeypatch.setattr("h2ws_proxy.socket_stream._QUIET_POLL", None)
+        monkeypatch.setattr("h2ws_proxy.transport.socket_stream._QUIET_POLL", None)
     with socket.create_server(("127.0.0.1", 0)) as listener:
         fresh = [await open_tcp_to_ip("127.0.0.1", listener.getsockname()[1]) for _ in range(3)]
         peers = [listener.accept()[0] for _ in fresh]

@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.socket_stream import LeanSocketStream, open_tcp_to_ip
+from h2ws_proxy.transport.socket_stream import LeanSocketStream, open_tcp_to_ip
 
 pytestmark = pytest.mark.socket
 

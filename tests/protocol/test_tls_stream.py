@@ -11,7 +11,7 @@ import trio
 import trio.testing
 import trustme
 
-from h2ws_proxy.tls_stream import LeanTLSStream
+from h2ws_proxy.transport.tls_stream import LeanTLSStream
 
 pytestmark = pytest.mark.socket
 

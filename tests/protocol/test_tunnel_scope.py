@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.tunnel import TIMER_SLACK_S, TunnelEnd, TunnelStats, run_tunnel
+from h2ws_proxy.relay.tunnel import TIMER_SLACK_S, TunnelEnd, TunnelStats, run_tunnel
 from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, open_memory_client

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from h2ws_proxy.backend_pool import BackendConnection, BackendPool
+from h2ws_proxy.backend.pool import BackendConnection, BackendPool
 from h2ws_proxy.config import BackendAddress, Limits
 
 ADDRESS = BackendAddress(scheme="http", host="127.0.0.1", port=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hyperframe.frame import DataFrame, Flags, Frame
 
-from h2ws_proxy.h2_session import _data_frame_body_repr
+from h2ws_proxy.http2.h2lib_session import _data_frame_body_repr
 
 
 @pytest.mark.parametrize("size", [0, 1, 9, 10, 11, 100, 16384])

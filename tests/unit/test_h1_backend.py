@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h2ws_proxy.h1_backend import (
+from h2ws_proxy.backend.h1_wire import (
     AnswerEnd,
     BackendClosed,
     BodyData,
@@ -22,7 +22,7 @@ from h2ws_proxy.h1_backend import (
     Need,
     _from_h11,
 )
-from h2ws_proxy.http_message import BackendRequest, BodyFraming
+from h2ws_proxy.http.message import BackendRequest, BodyFraming
 
 MAX_HEAD = 200
 GET = BackendRequest(b"GET", b"/x", [(b"host", b"example"), (b"accept", b"*/*")], BodyFraming.NONE)

@@ -26,8 +26,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from h2ws_proxy.config import Limits
-from h2ws_proxy.h2_direct import DirectData
-from h2ws_proxy.h2_session import H2Session, StreamUnusable
+from h2ws_proxy.http2.h2lib_direct import DirectData
+from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable
 
 LIMITS = Limits(stream_window_bytes=1000)
 #: Streams the client opens (extended CONNECTs); the server answers 200 on them.

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from h2ws_proxy import h2_request
 from h2ws_proxy.errors import ClientProtocolError
-from h2ws_proxy.h2_request import H2RequestHead, parse_h2_request_head
+from h2ws_proxy.http import request_head as h2_request
+from h2ws_proxy.http.request_head import H2RequestHead, parse_h2_request_head
 
 Header = tuple[bytes, bytes]
 
@@ -732,7 +732,7 @@ def test_every_violation_is_a_stream_error(headers: list[Header]) -> None:
 @given(st.binary(max_size=6), st.sampled_from([b"", b" ", b"\t", b"\r", b"\n", b"\x00", b"a"]))
 def test_suspect_value_screen_catches_every_bad_value(middle: bytes, edge: bytes) -> None:
     # parse_h2_request_head runs the detailed value checks only on values the screen flags.
-    from h2ws_proxy import h2_request
+    from h2ws_proxy.http import request_head as h2_request
 
     for value in (middle, edge + middle, middle + edge, edge + middle + edge):
         try:

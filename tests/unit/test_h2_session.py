@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from h2ws_proxy.config import Limits
-from h2ws_proxy.h2_session import (
+from h2ws_proxy.http2.h2lib_session import (
     H2Session,
     StreamUnusable,
     _RepeatedBlockDecoder,

@@ -13,11 +13,10 @@ import h11
 import pytest
 from wsproto.utilities import generate_accept_token
 
-from h2ws_proxy import handshake
 from h2ws_proxy.config import RouteConfig, parse_backend
 from h2ws_proxy.errors import BackendProtocolError, ClientProtocolError
-from h2ws_proxy.h2_request import H2RequestHead, parse_h2_request_head
-from h2ws_proxy.handshake import (
+from h2ws_proxy.http import handshake
+from h2ws_proxy.http.handshake import (
     HOP_BY_HOP,
     BackendAccepted,
     WebSocketRequest,
@@ -32,7 +31,8 @@ from h2ws_proxy.handshake import (
     parse_h1_upgrade,
     split_header_list,
 )
-from h2ws_proxy.upgrade_wire import UpgradeRequest
+from h2ws_proxy.http.request_head import H2RequestHead, parse_h2_request_head
+from h2ws_proxy.http.upgrade_wire import UpgradeRequest
 
 Header = tuple[bytes, bytes]
 

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from h2ws_proxy.config import RouteConfig, parse_backend
 from h2ws_proxy.errors import ClientProtocolError
-from h2ws_proxy.handshake import end_to_end_request_headers, end_to_end_response_headers
-from h2ws_proxy.http_message import (
+from h2ws_proxy.http.handshake import end_to_end_request_headers, end_to_end_response_headers
+from h2ws_proxy.http.message import (
     BackendRequest,
     BodyFraming,
     HttpRequest,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from h2ws_proxy.config import RouteConfig, parse_backend
-from h2ws_proxy.routing import Router
+from h2ws_proxy.relay.routing import Router
 
 
 def route(path: str, port: int = 9000) -> RouteConfig:

@@ -13,7 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from h2ws_proxy.upgrade_wire import HAND_TO_H11, InterimHead, read_interim_head, upgrade_request
+from h2ws_proxy.http.upgrade_wire import (
+    HAND_TO_H11,
+    InterimHead,
+    read_interim_head,
+    upgrade_request,
+)
 
 Header = tuple[bytes, bytes]
 
@@ -299,7 +304,7 @@ def test_spelled_out_classes_are_h11s() -> None:
     # upgrade_wire spells h11's character classes out (faster); every byte agrees.
     from h11 import _abnf
 
-    from h2ws_proxy import upgrade_wire
+    from h2ws_proxy.http import upgrade_wire
 
     ours_vchar = re.compile(upgrade_wire._FIELD_VCHAR)
     h11_vchar = re.compile(_abnf.field_vchar.encode())

@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.wakeup import Wakeup
+from h2ws_proxy.transport.wakeup import Wakeup
 
 
 async def test_set_wakes_the_waiter() -> None:

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING
 import trio
 from h2.errors import ErrorCodes
 
-from h2ws_proxy.h2_session import StreamUnusable
-from h2ws_proxy.wakeup import Wakeup
+from h2ws_proxy.http2.h2lib_session import StreamUnusable
+from h2ws_proxy.transport.wakeup import Wakeup
 
 if TYPE_CHECKING:
-    from h2ws_proxy.h2_frontend import H2Frontend
+    from h2ws_proxy.http2.frontend import H2Frontend
 
 #: Largest request-body chunk handed to the exchange at once.
 _BODY_READ_SIZE = 65536

@@ -38,9 +38,9 @@ from typing import Protocol
 
 import trio
 
-from h2ws_proxy.backend_poller import BackendPoller
-from h2ws_proxy.socket_stream import LeanSocketStream
-from h2ws_proxy.wakeup import Wakeup
+from h2ws_proxy.transport.poller import BackendPoller
+from h2ws_proxy.transport.socket_stream import LeanSocketStream
+from h2ws_proxy.transport.wakeup import Wakeup
 
 #: Largest read from either side. 64 KiB matches the common socket buffer and h2's window.
 READ_SIZE = 65536
@@ -51,7 +51,7 @@ TIMER_SLACK_S = 0.5
 #: (its EOF, after its last bytes reach a slow client) before calling it a failure.
 BACKEND_GONE_LINGER_S = 10.0
 #: The downward pump task's name (trio's task tree, py-spy).
-_PUMP_DOWN_NAME = "h2ws_proxy.tunnel.pump_down"
+_PUMP_DOWN_NAME = "h2ws_proxy.relay.tunnel.pump_down"
 
 
 class TunnelEnd(enum.Enum):

@@ -48,11 +48,11 @@ from dataclasses import dataclass, field
 
 import trio
 
-from h2ws_proxy.admin import NOT_FOUND, answer_admin_request
 from h2ws_proxy.config import ProxyConfig, build_server_ssl_context
 from h2ws_proxy.log import log_event
-from h2ws_proxy.server import BoundSockets, bind_sockets, bound_address
-from h2ws_proxy.worker import READY, ControlChannel, WorkerSpec
+from h2ws_proxy.server.admin import NOT_FOUND, answer_admin_request
+from h2ws_proxy.server.serve import BoundSockets, bind_sockets, bound_address
+from h2ws_proxy.server.worker import READY, ControlChannel, WorkerSpec
 
 logger = logging.getLogger(__name__)
 

@@ -28,15 +28,15 @@ from h2ws_proxy.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
-from h2ws_proxy.handshake import (
+from h2ws_proxy.http.handshake import (
     BackendAccepted,
     WebSocketRequest,
     check_backend_101,
     check_backend_accept,
     end_to_end_response_headers,
 )
-from h2ws_proxy.socket_stream import LeanSocketStream, is_ip_literal, open_tcp_to_ip
-from h2ws_proxy.upgrade_wire import InterimHead, UpgradeRequest, read_interim_head
+from h2ws_proxy.http.upgrade_wire import InterimHead, UpgradeRequest, read_interim_head
+from h2ws_proxy.transport.socket_stream import LeanSocketStream, is_ip_literal, open_tcp_to_ip
 
 #: How much to ask the kernel for per read on a backend socket.
 READ_SIZE = 65536

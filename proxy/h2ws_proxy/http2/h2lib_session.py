@@ -11,7 +11,7 @@
 * a GOAWAY from the client does not close h2's state machine (see
   :class:`_GracefulH2Connection`), and our own drain GOAWAY is written by hand;
 * DATA frames of open tunnels (and of request bodies being read) bypass h2's per-frame
-  work both ways (:mod:`h2ws_proxy.h2_direct`); everything else is h2's;
+  work both ways (:mod:`h2ws_proxy.http2.h2lib_direct`); everything else is h2's;
 * per new stream, h2 neither counts the open streams nor decodes (or encodes) a header
   block it has just decoded (encoded) while nothing can change the result (see
   :class:`_GracefulH2Connection`).
@@ -33,7 +33,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 
 from h2ws_proxy.config import Limits
-from h2ws_proxy.h2_direct import (
+from h2ws_proxy.http2.h2lib_direct import (
     DirectData,
     InboundFrames,
     acknowledge_direct,
@@ -417,7 +417,8 @@ class H2Session:
         self, stream_id: int, status: int, fields: list[Header], *, end_stream: bool
     ) -> None:
         """A response head whose ``fields`` came from an HTTP/1.1 parser (see
-        :func:`~h2ws_proxy.h2_direct.send_response_head`: names lowercase, values stripped)."""
+        :func:`~h2ws_proxy.http2.h2lib_direct.send_response_head`: names lowercase, values
+        stripped)."""
         status_bytes = str(status).encode()
         if send_response_head(
             self.conn, stream_id, status_bytes, fields, self.outbound, end_stream=end_stream

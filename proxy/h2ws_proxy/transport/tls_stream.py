@@ -11,7 +11,7 @@ OpenSSL says it must:
   writable (either can come from either direction: TLS 1.3 key updates, or a write that
   needs the peer's records first). Then the same call is repeated with the same arguments,
   as OpenSSL requires of a write.
-* ``receive_some`` is always a checkpoint, as with :class:`~h2ws_proxy.socket_stream
+* ``receive_some`` is always a checkpoint, as with :class:`~h2ws_proxy.transport.socket_stream
   .LeanSocketStream`: it waited, or it yields once when OpenSSL already had bytes.
   ``send_all`` yields only when it has to wait (every caller receives between sends).
 * https-compatible: a peer that closes without close_notify ends the stream (``b""``),

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 
 import trio
 
-from h2ws_proxy.admin import handle_admin
-from h2ws_proxy.backend import ConnectBackend, open_backend_stream
+from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
 from h2ws_proxy.config import ListenerConfig, ProxyConfig, SocketAddress, build_server_ssl_context
-from h2ws_proxy.connection import handle_client
-from h2ws_proxy.context import ClientInfo, ServerContext, ServerStats
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import log_event, next_connection_id
-from h2ws_proxy.routing import Router
+from h2ws_proxy.relay.context import ClientInfo, ServerContext, ServerStats
+from h2ws_proxy.relay.routing import Router
+from h2ws_proxy.server.admin import handle_admin
+from h2ws_proxy.server.connection import handle_client
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from h2ws_proxy.backend import ConnectBackend, open_backend_stream
-from h2ws_proxy.backend_pool import BackendPool
+from h2ws_proxy.backend.pool import BackendPool
+from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
 from h2ws_proxy.config import ListenerConfig, ProxyConfig
-from h2ws_proxy.routing import Router
+from h2ws_proxy.relay.routing import Router
 
 
 @dataclass(slots=True)

@@ -36,12 +36,12 @@ from dataclasses import dataclass
 
 import trio
 
-from h2ws_proxy.admin import server_stats
 from h2ws_proxy.config import ProxyConfig
-from h2ws_proxy.context import ServerStats
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import configure_logging, log_event, set_process_fields
-from h2ws_proxy.server import BoundAddresses, BoundSockets, drain_on_signals, serve
+from h2ws_proxy.relay.context import ServerStats
+from h2ws_proxy.server.admin import server_stats
+from h2ws_proxy.server.serve import BoundAddresses, BoundSockets, drain_on_signals, serve
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import trio
 
 from h2ws_proxy.log import log_event
-from h2ws_proxy.tunnel import TunnelEnd, TunnelStats
+from h2ws_proxy.relay.tunnel import TunnelEnd, TunnelStats
 
 logger = logging.getLogger("h2ws_proxy.tunnel")
 

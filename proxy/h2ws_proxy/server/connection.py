@@ -15,12 +15,12 @@ import ssl
 
 import trio
 
-from h2ws_proxy.context import ClientInfo, ServerContext
-from h2ws_proxy.h1_frontend import H1Frontend
-from h2ws_proxy.h2_frontend import H2Frontend
+from h2ws_proxy.http1.frontend import H1Frontend
+from h2ws_proxy.http2.frontend import H2Frontend
 from h2ws_proxy.log import log_event
-from h2ws_proxy.socket_stream import LeanSocketStream
-from h2ws_proxy.tls_stream import LeanTLSStream
+from h2ws_proxy.relay.context import ClientInfo, ServerContext
+from h2ws_proxy.transport.socket_stream import LeanSocketStream
+from h2ws_proxy.transport.tls_stream import LeanTLSStream
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 import h11
 import trio
 
-from h2ws_proxy.context import ServerContext, ServerStats
+from h2ws_proxy.relay.context import ServerContext, ServerStats
 
 _MAX_HEAD_BYTES = 8192
 _TIMEOUT_S = 5.0

@@ -32,13 +32,13 @@ import h11
 
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import ClientProtocolError
-from h2ws_proxy.h2_request import AUTHORITY_PATTERN, H2RequestHead, malformed
-from h2ws_proxy.handshake import (
+from h2ws_proxy.http.handshake import (
     HOP_BY_HOP,
     end_to_end_request_headers,
     split_header_list,
     with_forwarding_fields,
 )
+from h2ws_proxy.http.request_head import AUTHORITY_PATTERN, H2RequestHead, malformed
 
 Header = tuple[bytes, bytes]
 

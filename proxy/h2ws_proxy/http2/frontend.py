@@ -13,7 +13,7 @@ Concurrency rules (STYLE §2.4):
   sets events, so one slow tunnel cannot hold up the others.
 * R4. Events with several waiters are replaced by the *setter* (``set`` then a new
   ``Event``); a single waiter (the writer, a stream's reader or sender) waits on a
-  reusable :class:`~h2ws_proxy.wakeup.Wakeup` and re-checks its condition after it.
+  reusable :class:`~h2ws_proxy.transport.wakeup.Wakeup` and re-checks its condition after it.
 * R5. Tunnel tasks live in this connection's nursery; each has its own cancel scope
   (``H2TunnelStream.scope``), entered for the stream's whole life (the backend dial, then
   the tunnel), so a client reset cancels either at once.
@@ -40,38 +40,38 @@ import h2.exceptions
 import trio
 from h2.errors import ErrorCodes
 
-from h2ws_proxy.backend import BackendUpgraded, connect_and_upgrade
-from h2ws_proxy.backend_poller import BackendPoller
-from h2ws_proxy.budget import SlidingWindowBudget
+from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
 from h2ws_proxy.config import RouteConfig, advertises_connect_protocol
-from h2ws_proxy.context import ClientInfo, ServerContext
 from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError
-from h2ws_proxy.exchange import (
-    EXCHANGE_ABORT_ENDS,
-    ExchangeAborted,
-    ExchangeResult,
-    forward_exchange,
-)
-from h2ws_proxy.h2_direct import DirectData
-from h2ws_proxy.h2_request import H2RequestHead, parse_h2_request_head
-from h2ws_proxy.h2_session import H2Session, StreamUnusable
-from h2ws_proxy.h2_stream import H2ClientSide, H2TunnelStream
-from h2ws_proxy.handshake import (
+from h2ws_proxy.http.handshake import (
     WebSocketRequest,
     build_backend_upgrade,
     h2_success_headers,
     new_websocket_key,
     parse_extended_connect,
 )
-from h2ws_proxy.http_message import BodyFraming, HttpRequest, request_from_h2
-from h2ws_proxy.lingering import linger_before_close
+from h2ws_proxy.http.message import BodyFraming, HttpRequest, request_from_h2
+from h2ws_proxy.http.request_head import H2RequestHead, parse_h2_request_head
+from h2ws_proxy.http2.budget import SlidingWindowBudget
+from h2ws_proxy.http2.h2lib_direct import DirectData
+from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable
+from h2ws_proxy.http2.stream import H2ClientSide, H2TunnelStream
 from h2ws_proxy.log import log_event
-from h2ws_proxy.record import TunnelRecord
-from h2ws_proxy.routing import http_route, websocket_route
-from h2ws_proxy.socket_stream import LeanSocketStream
-from h2ws_proxy.tls_stream import LeanTLSStream
-from h2ws_proxy.tunnel import TunnelEnd, run_tunnel
-from h2ws_proxy.wakeup import Wakeup
+from h2ws_proxy.relay.context import ClientInfo, ServerContext
+from h2ws_proxy.relay.exchange import (
+    EXCHANGE_ABORT_ENDS,
+    ExchangeAborted,
+    ExchangeResult,
+    forward_exchange,
+)
+from h2ws_proxy.relay.record import TunnelRecord
+from h2ws_proxy.relay.routing import http_route, websocket_route
+from h2ws_proxy.relay.tunnel import TunnelEnd, run_tunnel
+from h2ws_proxy.transport.lingering import linger_before_close
+from h2ws_proxy.transport.poller import BackendPoller
+from h2ws_proxy.transport.socket_stream import LeanSocketStream
+from h2ws_proxy.transport.tls_stream import LeanTLSStream
+from h2ws_proxy.transport.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +83,10 @@ _PRODUCER_HIGH_WATER = 256 * 1024
 _READER_HIGH_WATER = 1024 * 1024
 #: How long the writer may take to flush a final GOAWAY to a client that stopped reading.
 _FINAL_FLUSH_S = 5.0
-_POLLER_NAME = "h2ws_proxy.h2_frontend.backend_poller"
+_POLLER_NAME = "h2ws_proxy.http2.frontend.backend_poller"
 #: Constant task names: trio would otherwise format one from the bound method per stream.
-_TUNNEL_TASK_NAME = "h2ws_proxy.h2_frontend.tunnel"
-_EXCHANGE_TASK_NAME = "h2ws_proxy.h2_frontend.exchange"
+_TUNNEL_TASK_NAME = "h2ws_proxy.http2.frontend.tunnel"
+_EXCHANGE_TASK_NAME = "h2ws_proxy.http2.frontend.exchange"
 #: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
 _NO_LENGTH_STATUSES = frozenset({204, 304})
 

@@ -6,7 +6,7 @@ So the common case is read and written here, by h11's own grammar, and everythin
 left to h11 itself:
 
 * A request without a body is written here: its head is the bytes h11 would write (the
-  request line, ``host`` first, then the other fields), and :func:`~h2ws_proxy.http_message
+  request line, ``host`` first, then the other fields), and :func:`~h2ws_proxy.http.message
   .build_backend_request` already checked it against h11's patterns. A request with a body
   goes through h11 from its first byte (h11 holds the body to its framing).
 * A *plain* answer is read here: the whole head in hand, ending in CRLF CRLF with no bare LF,
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import h11
 
-from h2ws_proxy.http_message import TOKEN, BackendRequest, BodyFraming
+from h2ws_proxy.http.message import TOKEN, BackendRequest, BodyFraming
 
 Header = tuple[bytes, bytes]
 

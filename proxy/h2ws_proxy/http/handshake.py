@@ -8,7 +8,7 @@ Theory of operation:
 * :func:`build_backend_upgrade` makes the HTTP/1.1 upgrade request toward the backend with
   a fresh ``Sec-WebSocket-Key`` of our own (RFC 8441 §5: HTTP/2 carries no nonce, so the
   proxy must make one), the client's end-to-end headers and X-Forwarded-*.
-  Its bytes are written by :mod:`h2ws_proxy.upgrade_wire` (h11 judges what that cannot pass).
+  Its bytes are written by :mod:`h2ws_proxy.http.upgrade_wire` (h11 judges what that cannot pass).
 * :func:`check_backend_101` verifies the backend's ``101``: the accept token must match
   our key, and the subprotocol and extensions it picked must have been offered by the client
   (a browser fails the socket with no useful error otherwise). :func:`check_backend_accept`
@@ -32,8 +32,8 @@ from wsproto.utilities import generate_accept_token
 
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import BackendProtocolError, ClientProtocolError
-from h2ws_proxy.h2_request import AUTHORITY_PATTERN, H2RequestHead
-from h2ws_proxy.upgrade_wire import UpgradeRequest, upgrade_request
+from h2ws_proxy.http.request_head import AUTHORITY_PATTERN, H2RequestHead
+from h2ws_proxy.http.upgrade_wire import UpgradeRequest, upgrade_request
 
 Header = tuple[bytes, bytes]
 

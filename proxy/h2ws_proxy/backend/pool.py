@@ -3,7 +3,7 @@
 WebSocket tunnels always get a connection of their own (it is upgraded and never comes
 back). Ordinary requests borrow one from here and give it back only when the exchange
 ended in a state where the next request cannot be misread (the exchange asks its
-:class:`~h2ws_proxy.h1_backend.H1BackendWire`, and gives back only what passes):
+:class:`~h2ws_proxy.backend.h1_wire.H1BackendWire`, and gives back only what passes):
 
 * both messages complete and neither side asked to close;
 * no byte from the backend beyond its answer (a backend that sent more than its framing
@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from h2ws_proxy.backend import ConnectBackend
+from h2ws_proxy.backend.upgrade import ConnectBackend
 from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.errors import BackendTimeout
-from h2ws_proxy.socket_stream import LeanSocketStream
+from h2ws_proxy.transport.socket_stream import LeanSocketStream
 
 
 @dataclass(slots=True, eq=False)

@@ -4,12 +4,12 @@ Browsers often open WebSockets over HTTP/1.1 even where HTTP/2 is on offer (Chro
 unless an HTTP/2 connection to the origin is already open), so the same listener and routes
 serve them too.
 
-* Ordinary requests are forwarded by :mod:`h2ws_proxy.exchange`, one after another on a
+* Ordinary requests are forwarded by :mod:`h2ws_proxy.relay.exchange`, one after another on a
   kept-alive connection (pipelined requests wait in h11's buffer, bounded). Between requests
   the connection may idle for ``idle_connection_timeout_s``; a draining server closes idle
   connections and marks the last answer ``connection: close``. Framing that could smuggle
   a request (CL+TE, conflicting lengths, bodies on GET...) is refused before anything
-  reaches a backend (see :mod:`h2ws_proxy.http_message`).
+  reaches a backend (see :mod:`h2ws_proxy.http.message`).
 * A WebSocket upgrade: check the client's handshake, do our own fresh-nonce handshake with
   the backend (the same checks as for HTTP/2), answer ``101`` with the accept for the
   *client's* key, then hand both raw streams to the tunnel; the bytes the client sent
@@ -26,28 +26,28 @@ import math
 import h11
 import trio
 
-from h2ws_proxy.backend import READ_SIZE, connect_and_upgrade
-from h2ws_proxy.context import ClientInfo, ServerContext
+from h2ws_proxy.backend.upgrade import READ_SIZE, connect_and_upgrade
 from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError
-from h2ws_proxy.exchange import (
-    EXCHANGE_ABORT_ENDS,
-    ExchangeAborted,
-    ExchangeResult,
-    forward_exchange,
-)
-from h2ws_proxy.h1_client_side import H1ClientSide
-from h2ws_proxy.handshake import (
+from h2ws_proxy.http.handshake import (
     build_backend_upgrade,
     h1_switching_headers,
     new_websocket_key,
     parse_h1_upgrade,
     split_header_list,
 )
-from h2ws_proxy.http_message import BodyFraming, request_from_h1
-from h2ws_proxy.lingering import linger_before_close
-from h2ws_proxy.record import TunnelRecord
-from h2ws_proxy.routing import http_route, websocket_route
-from h2ws_proxy.tunnel import TunnelEnd, run_tunnel
+from h2ws_proxy.http.message import BodyFraming, request_from_h1
+from h2ws_proxy.http1.client_side import H1ClientSide
+from h2ws_proxy.relay.context import ClientInfo, ServerContext
+from h2ws_proxy.relay.exchange import (
+    EXCHANGE_ABORT_ENDS,
+    ExchangeAborted,
+    ExchangeResult,
+    forward_exchange,
+)
+from h2ws_proxy.relay.record import TunnelRecord
+from h2ws_proxy.relay.routing import http_route, websocket_route
+from h2ws_proxy.relay.tunnel import TunnelEnd, run_tunnel
+from h2ws_proxy.transport.lingering import linger_before_close
 
 logger = logging.getLogger(__name__)
 

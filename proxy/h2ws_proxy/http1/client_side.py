@@ -1,4 +1,4 @@
-"""An HTTP/1.1 client connection as the exchange's :class:`~h2ws_proxy.exchange.ClientSide`.
+"""An HTTP/1.1 client connection as the exchange's :class:`~h2ws_proxy.relay.exchange.ClientSide`.
 
 The frontend owns the connection and its h11 state; while a request is being forwarded this
 object reads the request body from it and writes the answer to it. Reading and writing run
@@ -12,8 +12,8 @@ import http
 import h11
 import trio
 
-from h2ws_proxy.backend import READ_SIZE
-from h2ws_proxy.context import ServerContext
+from h2ws_proxy.backend.upgrade import READ_SIZE
+from h2ws_proxy.relay.context import ServerContext
 
 Header = tuple[bytes, bytes]
 

@@ -2,9 +2,9 @@
 
 The exchange knows nothing of the client's protocol: the frontend hands it a
 :class:`ClientSide` (an HTTP/2 stream or an HTTP/1.1 connection) and an
-:class:`~h2ws_proxy.http_message.HttpRequest`. The backend side is one HTTP/1.1
-connection from the :class:`~h2ws_proxy.backend_pool.BackendPool`, driven by an
-:class:`~h2ws_proxy.h1_backend.H1BackendWire` per request.
+:class:`~h2ws_proxy.http.message.HttpRequest`. The backend side is one HTTP/1.1
+connection from the :class:`~h2ws_proxy.backend.pool.BackendPool`, driven by an
+:class:`~h2ws_proxy.backend.h1_wire.H1BackendWire` per request.
 
 Flow and rules:
 
@@ -35,8 +35,9 @@ from typing import Protocol
 import h11
 import trio
 
-from h2ws_proxy.backend import READ_SIZE
-from h2ws_proxy.backend_pool import BackendConnection, BackendPool
+from h2ws_proxy.backend.h1_wire import AnswerEnd, BodyData, Event, H1BackendWire, Need, ResponseHead
+from h2ws_proxy.backend.pool import BackendConnection, BackendPool
+from h2ws_proxy.backend.upgrade import READ_SIZE
 from h2ws_proxy.config import Limits, RouteConfig
 from h2ws_proxy.errors import (
     BackendProtocolError,
@@ -44,8 +45,7 @@ from h2ws_proxy.errors import (
     BackendUnavailable,
     ProxyError,
 )
-from h2ws_proxy.h1_backend import AnswerEnd, BodyData, Event, H1BackendWire, Need, ResponseHead
-from h2ws_proxy.http_message import (
+from h2ws_proxy.http.message import (
     BackendRequest,
     BodyFraming,
     HttpRequest,
@@ -53,7 +53,7 @@ from h2ws_proxy.http_message import (
     response_fields,
     trailer_fields,
 )
-from h2ws_proxy.tunnel import TunnelEnd, TunnelStats
+from h2ws_proxy.relay.tunnel import TunnelEnd, TunnelStats
 
 Header = tuple[bytes, bytes]
 

@@ -1,0 +1,1 @@
+"""Pure HTTP: request validation, the WebSocket handshake, message translation. No I/O."""

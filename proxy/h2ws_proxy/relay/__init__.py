@@ -1,0 +1,1 @@
+"""Where a client stream meets a backend: routing, the tunnel, the request exchange, records."""

@@ -1,0 +1,1 @@
+"""Listeners, connection sniffing, admin, the supervisor and its workers, the demo backend."""
