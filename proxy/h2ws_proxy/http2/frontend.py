@@ -507,7 +507,7 @@ class H2Frontend:
         except ProxyError as error:
             self._refuse(stream_id, error)
             return
-        stream = H2TunnelStream(self, stream_id)
+        stream = H2TunnelStream(self.session, self, stream_id)
         if ended:
             stream.feed_eof()
         self._streams[stream_id] = stream

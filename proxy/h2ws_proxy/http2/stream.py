@@ -23,26 +23,47 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 from h2.errors import ErrorCodes
 
-from h2ws_proxy.http2.h2lib_session import StreamUnusable
+from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable
 from h2ws_proxy.transport.wakeup import Wakeup
-
-if TYPE_CHECKING:
-    from h2ws_proxy.http2.frontend import H2Frontend
 
 #: Largest request-body chunk handed to the exchange at once.
 _BODY_READ_SIZE = 65536
 
 
-class H2TunnelStream(trio.abc.HalfCloseableStream):
-    """The client end of a tunnel on HTTP/2 stream ``stream_id`` of ``frontend``."""
+class ConnectionPort(Protocol):
+    """What a stream asks of its connection besides the session: output backpressure and
+    wake-ups for credit (the frontend provides it; streams never reach the frontend)."""
 
-    def __init__(self, frontend: H2Frontend, stream_id: int) -> None:
-        self._frontend = frontend
+    def backlogged(self) -> bool:
+        """Producers should stop adding output until :meth:`call_when_drained` calls back."""
+        ...
+
+    def call_when_drained(self, callback: Callable[[], None]) -> None: ...
+
+    async def wait_outbound_drained(self) -> None:
+        """Wait until the client has taken enough of our output; always a checkpoint."""
+        ...
+
+    async def wait_outbound_drained_lean(self) -> None:
+        """As :meth:`wait_outbound_drained`, but no yield when there is room."""
+        ...
+
+    def wait_for_window(self, stream: H2TunnelStream) -> None:
+        """``stream`` could not send all it had: wake it when credit arrives."""
+        ...
+
+
+class H2TunnelStream(trio.abc.HalfCloseableStream):
+    """The client end of a tunnel on HTTP/2 stream ``stream_id`` of ``session``."""
+
+    def __init__(self, session: H2Session, connection: ConnectionPort, stream_id: int) -> None:
+        self.session = session
+        self.connection = connection
         self.stream_id = stream_id
         #: Cancels everything done for this stream (backend dial, tunnel) at once.
         self.scope = trio.CancelScope()
@@ -83,7 +104,7 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         """Buffer ``data`` from a DATA frame; padding's credit goes back immediately."""
         padding = flow_controlled_length - len(data)
         if padding:
-            self._frontend.session.acknowledge(self.stream_id, padding)
+            self.session.acknowledge(self.stream_id, padding)
         if not data:
             return
         if self._forward_now is not None and not self._inbound and self._readable.parked():
@@ -232,8 +253,8 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         # In batches of a quarter window: one h2 call per batch instead of per message
         # (h2 itself only sends WINDOW_UPDATE past half a window). The peer never stalls
         # on it: at most a quarter (ours) plus a half (h2's) of the window is withheld.
-        if self._consumed_unacknowledged >= self._frontend.session.ack_batch_bytes:
-            self._frontend.session.acknowledge(self.stream_id, self._consumed_unacknowledged)
+        if self._consumed_unacknowledged >= self.session.ack_batch_bytes:
+            self.session.acknowledge(self.stream_id, self._consumed_unacknowledged)
             self._consumed_unacknowledged = 0
 
     def release_unconsumed(self) -> int:
@@ -266,7 +287,7 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
             if not sent:
                 await self._writable.wait()  # send_now asked to be woken by new credit
         # Not a schedule point when the client keeps up (see the module docstring).
-        await self._frontend.wait_outbound_drained_lean()
+        await self.connection.wait_outbound_drained_lean()
 
     # ---- synchronous sending, for a tunnel driven by backend readiness ----
 
@@ -282,11 +303,11 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         if self._local_ended:
             raise trio.ClosedResourceError("the stream was ended")
         try:
-            sent = self._frontend.session.send_data(self.stream_id, data)
+            sent = self.session.send_data(self.stream_id, data)
         except StreamUnusable as error:
             raise trio.BrokenResourceError(str(error)) from error
         if sent < len(data):
-            self._frontend.wait_for_window(self)
+            self.connection.wait_for_window(self)
         return sent
 
     def end_now(self) -> None:
@@ -296,7 +317,7 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         if not self._local_ended:
             self._local_ended = True
             try:
-                self._frontend.session.end_stream(self.stream_id)
+                self.session.end_stream(self.stream_id)
             except StreamUnusable as error:
                 raise trio.BrokenResourceError(str(error)) from error
 
@@ -307,14 +328,14 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
 
     def backlogged(self) -> bool:
         """The connection has more output queued for the client than producers may add to."""
-        return self._frontend.backlogged()
+        return self.connection.backlogged()
 
     def call_when_drained(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once the connection's output is below its bound again."""
-        self._frontend.call_when_drained(callback)
+        self.connection.call_when_drained(callback)
 
     async def wait_send_all_might_not_block(self) -> None:
-        await self._frontend.wait_outbound_drained()
+        await self.connection.wait_outbound_drained()
 
     async def send_eof(self) -> None:
         self.end_now()
@@ -333,7 +354,7 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         """
         if self.broken_reason is None and not (self._local_ended and self._remote_ended):
             code = ErrorCodes.CANCEL if cancel else ErrorCodes.CONNECT_ERROR
-            self._frontend.session.reset(self.stream_id, code)
+            self.session.reset(self.stream_id, code)
         self.break_stream("reset by the proxy", by_peer=False)
 
 
@@ -345,7 +366,8 @@ class H2ClientSide:
 
     def __init__(self, stream: H2TunnelStream) -> None:
         self._stream = stream
-        self._session = stream._frontend.session
+        self._session = stream.session
+        self._connection = stream.connection
 
     async def receive_body(self) -> bytes:
         # Credit for each chunk goes back on the next call, after the exchange wrote it on.
@@ -374,7 +396,7 @@ class H2ClientSide:
             end=not has_body,
         )
         # The exchange reads the backend next, which yields: no second trip here.
-        await self._stream._frontend.wait_outbound_drained_lean()
+        await self._connection.wait_outbound_drained_lean()
 
     async def send_body(self, data: bytes) -> None:
         await self._stream.send_all(data)
