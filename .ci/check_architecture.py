@@ -13,7 +13,8 @@ Rules:
 2. **No import cycle** between modules, under the same counting.
 3. **Module size**: at most ``MAX_LINES`` lines.
 4. **Library internals are fenced**: a private name (one leading underscore) of h2, hpack
-   or hyperframe is used only in ``FENCE``, which checks them at import.
+   or hyperframe is used only in ``FENCE``, which checks them at import (and may probe
+   for them with ``getattr``).
 5. **No ``type: ignore``** in the package.
 6. **Capabilities, not classes**: outside ``transport/``, no ``isinstance`` on a concrete
    stream class; where streams meet (``PROBED``), no ``getattr`` probing for a member.
@@ -59,7 +60,6 @@ PENDING: dict[str, set[str]] = {
         f"{PACKAGE}.http.handshake",
         f"{PACKAGE}.http2.frontend",
         f"{PACKAGE}.http2.h2lib_direct",
-        f"{PACKAGE}.http2.h2lib_session",
         f"{PACKAGE}.http2.stream",
         f"{PACKAGE}.relay.exchange",
         f"{PACKAGE}.relay.tunnel",
@@ -282,7 +282,7 @@ def check() -> list[str]:
                 breaking["type_ignore"].add(module)
                 if module not in PENDING["type_ignore"]:
                     problems.append(f"{path}:{number}: type: ignore")
-        if folder != "transport":
+        if folder != "transport" and module != FENCE:
             for what, line in concrete_class_uses(tree, folder in PROBED):
                 breaking["concrete_class"].add(module)
                 if module not in PENDING["concrete_class"]:

@@ -186,6 +186,15 @@ frames = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(frames=frames, cuts=st.lists(st.integers(0, 10_000), max_size=8))
+# A padded DATA with END_STREAM (h2's to judge) and then a plain DATA on the same stream in
+# one read: the second must meet the half-closed stream (STREAM_CLOSED), not pass as direct.
+@example(
+    frames=[
+        b"\x00\x00\x01\x00\x09\x00\x00\x00\x01\x00",
+        b"\x00\x00\x01\x00\x00\x00\x00\x00\x01\x00",
+    ],
+    cuts=[],
+)
 def test_same_outcome_as_h2_alone(frames: list[bytes], cuts: list[int]) -> None:
     data = b"".join(frames)
     direct = opened_session(direct=True)

@@ -13,12 +13,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from h2ws_proxy.config import Limits
-from h2ws_proxy.http2.h2lib_session import (
-    H2Session,
-    StreamUnusable,
-    _RepeatedBlockDecoder,
-    _RepeatedBlockEncoder,
-)
+from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable
+from h2ws_proxy.http2.library_internals import RepeatedBlockDecoder, RepeatedBlockEncoder
 
 LIMIT = 4
 REQUEST = [
@@ -114,7 +110,7 @@ def decoded(decoder: hpack.Decoder, block: bytes) -> object:
 @settings(max_examples=300, deadline=None)
 def test_kept_blocks_decode_as_hpack_decodes_them(steps: list[list[int] | int | bytes]) -> None:
     encoder = hpack.Encoder()
-    ours = _RepeatedBlockDecoder(max_header_list_size=300)
+    ours = RepeatedBlockDecoder(max_header_list_size=300)
     theirs = hpack.Decoder(max_header_list_size=300)
     for step in steps:
         if isinstance(step, int):
@@ -130,7 +126,7 @@ def test_kept_blocks_decode_as_hpack_decodes_them(steps: list[list[int] | int | 
 
 def test_a_kept_block_is_decoded_again_under_a_lower_limit() -> None:
     encoder = hpack.Encoder()
-    decoder = _RepeatedBlockDecoder(max_header_list_size=65536)
+    decoder = RepeatedBlockDecoder(max_header_list_size=65536)
     fields = [(b":authority", b"proxy.test"), (b"origin", b"https://proxy.test")]
     decoder.decode(encoder.encode(fields), raw=True)  # as literals, into the table
     block = encoder.encode(fields)
@@ -144,7 +140,7 @@ def test_a_kept_block_is_decoded_again_under_a_lower_limit() -> None:
 
 def test_a_block_with_literals_kept_out_of_the_table_is_kept() -> None:
     encoder = hpack.Encoder()
-    decoder = _RepeatedBlockDecoder(max_header_list_size=65536)
+    decoder = RepeatedBlockDecoder(max_header_list_size=65536)
     fields = [(b":method", b"GET"), hpack.NeverIndexedHeaderTuple(b":path", b"/get")]
     block = encoder.encode(fields)
     assert block == encoder.encode(fields)  # nothing was indexed: the same bytes again
@@ -154,7 +150,7 @@ def test_a_block_with_literals_kept_out_of_the_table_is_kept() -> None:
 
 
 def test_a_block_that_adds_to_the_table_is_not_kept() -> None:
-    decoder = _RepeatedBlockDecoder(max_header_list_size=65536)
+    decoder = RepeatedBlockDecoder(max_header_list_size=65536)
     decoder.decode(hpack.Encoder().encode([(b"x-new", b"1")]), raw=True)
     assert decoder._kept_block == b""
 
@@ -162,10 +158,10 @@ def test_a_block_that_adds_to_the_table_is_not_kept() -> None:
 def test_connections_use_the_keeping_decoder_with_h2s_limits() -> None:
     _client, session = connected_pair()
     decoder = session.conn.decoder
-    assert isinstance(decoder, _RepeatedBlockDecoder)
+    assert isinstance(decoder, RepeatedBlockDecoder)
     # Our SETTINGS were acknowledged: h2 gave the decoder our header list limit.
     assert decoder.max_header_list_size == Limits().max_header_list_bytes
-    assert isinstance(session.conn.encoder, _RepeatedBlockEncoder)
+    assert isinstance(session.conn.encoder, RepeatedBlockEncoder)
 
 
 @given(st.lists(STEP, max_size=40), st.booleans())
@@ -174,7 +170,7 @@ def test_connections_use_the_keeping_decoder_with_h2s_limits() -> None:
 def test_kept_lists_encode_as_hpack_encodes_them(
     steps: list[list[int] | int], sensitive: bool
 ) -> None:
-    ours, theirs = _RepeatedBlockEncoder(), hpack.Encoder()
+    ours, theirs = RepeatedBlockEncoder(), hpack.Encoder()
     for step in steps:
         if isinstance(step, int):
             ours.header_table_size = step
@@ -197,7 +193,7 @@ def test_the_same_table_size_again_keeps_a_change_to_announce() -> None:
     """RFC 7541 §4.2: the next block starts with the smallest size since the last block,
     then the final one. A client's SETTINGS repeating the size must not lose them: the
     peer's table would keep entries ours dropped, and every later index would be misread."""
-    encoder, peer = _RepeatedBlockEncoder(), hpack.Decoder()
+    encoder, peer = RepeatedBlockEncoder(), hpack.Decoder()
     fields = [(b"x-kept", b"1")]
     peer.decode(encoder.encode(fields))  # a literal, into both tables
     kept = encoder.encode(fields)
@@ -213,7 +209,7 @@ def test_the_same_table_size_again_keeps_a_change_to_announce() -> None:
 
 
 def test_a_kept_list_is_encoded_again_after_a_table_size_change() -> None:
-    encoder = _RepeatedBlockEncoder()
+    encoder = RepeatedBlockEncoder()
     status = [(b":status", b"200")]
     assert encoder.encode(status) == b"\x88"  # static index 8: kept
     assert encoder.encode(status) == b"\x88"

@@ -194,10 +194,13 @@ class InboundFrames:
             elif kind == _DATA:
                 stream_id = int.from_bytes(data[pos + 5 : pos + 9]) & _STREAM_ID_MASK
                 if stream_id in self.direct_streams and not flags & _PADDED:
+                    # h2 takes the frames before this one first: they may change the
+                    # stream's state (an END_STREAM) that decides whether this one is direct.
+                    if to_h2 < pos:
+                        items += self._feed_h2(view[to_h2:pos])
+                        to_h2 = pos
                     stream = self._receiving_stream(stream_id)
                     if stream is not None:
-                        if to_h2 < pos:
-                            items += self._feed_h2(view[to_h2:pos])
                         payload = data[pos + _FRAME_HEADER_BYTES : frame_end]
                         if length and not flags & _END_STREAM and self._consume(stream, length):
                             items.append(_new_tuple(DirectData, (stream_id, payload)))
@@ -207,9 +210,11 @@ class InboundFrames:
                         to_h2 = frame_end
             elif kind in (_HEADERS, _PUSH_PROMISE):
                 self._in_header_block = not flags & _END_HEADERS
+                if kind == _HEADERS and to_h2 < pos and flags & _END_HEADERS:
+                    # As for DATA: the frames before may open streams or close the connection.
+                    items += self._feed_h2(view[to_h2:pos])
+                    to_h2 = pos
                 if kind == _HEADERS and (opening := self._opening(data, pos, flags, length)):
-                    if to_h2 < pos:
-                        items += self._feed_h2(view[to_h2:pos])
                     items += self._handle(conn._receive_headers_frame, opening)
                     to_h2 = frame_end
             pos = frame_end

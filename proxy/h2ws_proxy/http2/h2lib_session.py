@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import h2.config
 import h2.connection
@@ -28,9 +27,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
-import hpack
 from h2.errors import ErrorCodes
-from hyperframe.frame import DataFrame, Frame, GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame
 
 from h2ws_proxy.config import Limits
 from h2ws_proxy.http2.h2lib_direct import (
@@ -43,6 +41,7 @@ from h2ws_proxy.http2.h2lib_direct import (
     send_response_head,
     sendable_stream,
 )
+from h2ws_proxy.http2.library_internals import RepeatedBlockDecoder, RepeatedBlockEncoder
 
 Header = tuple[bytes, bytes]
 
@@ -52,145 +51,12 @@ _MAX_ERROR_BODY = 16384  # one frame at the default SETTINGS_MAX_FRAME_SIZE
 _PLAIN_200: list[Header] = [(b":status", b"200")]
 
 
-#: hyperframe's reprs show at most this many bytes of a frame body (as hex).
-_REPR_BODY_BYTES = 10
-
-
-def _data_frame_body_repr(frame: DataFrame) -> str:
-    """hyperframe's ``DataFrame`` body repr, same text, without copying the whole payload.
-
-    h2 formats ``repr(frame)`` for a trace line on *every* frame it receives, even with
-    logging off, and hyperframe's repr of a DATA frame serializes the whole body and
-    hexlifies all of it before cutting it to 10 bytes: with 16 KiB frames that was ~9%
-    of the proxy's CPU in the bulk benchmark (py-spy, bench/cpu_per_message.py).
-    """
-    body_length = len(frame.serialize_padding_data()) + len(frame.data) + frame.pad_length
-    if not body_length:
-        return "None"
-    head = frame.serialize_padding_data() + bytes(frame.data[: _REPR_BODY_BYTES + 1])
-    head = (head + b"\0" * (_REPR_BODY_BYTES + 1))[: min(body_length, _REPR_BODY_BYTES + 1)]
-    text = head.hex()
-    if len(text) > 2 * _REPR_BODY_BYTES:
-        text = text[: 2 * _REPR_BODY_BYTES] + "..."
-    return "<hex:" + text + ">"
-
-
-DataFrame._body_repr = _data_frame_body_repr  # type: ignore[method-assign, assignment]
-
-
 class StreamUnusable(Exception):
     """The stream can no longer carry frames from us (reset, closed, or the connection is)."""
 
 
 def _ignore_content_length(headers: object) -> None:
     """Stands in for h2's content-length tracking (see ``_begin_new_stream``)."""
-
-
-class _RepeatedBlockDecoder(hpack.Decoder):
-    """hpack's decoder, which remembers the last header block that left its table alone.
-
-    A client sends request after request with the same fields, and once the first request
-    has put them in the dynamic table, HPACK sends most of them as one-byte indexes and the
-    rest (h2load's and curl's ``:path``, for one) as literals that are not to be indexed:
-    the same bytes every time, decoding to the same list, the table untouched. Decoding
-    them again was the largest part of reading a new stream's HEADERS. A block whose
-    decoding left the dynamic table as it was (the same newest entry, by identity, the same
-    number of entries, the same size limit) is kept with its result; the same bytes next
-    time get a copy of that result, as long as nothing that decoding depends on changed in
-    between: any other block is decoded (and may change the table) by hpack, which drops
-    the kept one, and the header list limit is compared too.
-    """
-
-    def __init__(self, max_header_list_size: int) -> None:
-        super().__init__(max_header_list_size=max_header_list_size)
-        self._kept_block = b""
-        self._kept_headers: tuple[hpack.HeaderTuple, ...] = ()
-        self._kept_under = (0, 0)  # (header_table_size, max_header_list_size) then
-
-    def decode(self, data: bytes, raw: bool = False) -> list[hpack.HeaderTuple]:
-        if (
-            raw
-            and data == self._kept_block
-            and self._kept_under == (self.header_table_size, self.max_header_list_size)
-        ):
-            self._assert_valid_table_size()  # hpack's check after every block
-            return list(self._kept_headers)
-        self._kept_block = b""
-        table = self.header_table
-        entries = table.dynamic_entries
-        # An entry added is a new tuple (held here, its identity cannot be reused). A size
-        # update alone (hpack takes them only at a block's start) would be harmless, as
-        # the same block repeats it; the count and limit are compared all the same.
-        newest = entries[0] if entries else None
-        before = (len(entries), table.maxsize)
-        headers = list(super().decode(data, raw))
-        if (
-            raw
-            and data
-            and (entries[0] if entries else None) is newest
-            and (len(entries), table.maxsize) == before
-        ):
-            self._kept_block = bytes(data)
-            self._kept_headers = tuple(headers)
-            self._kept_under = (self.header_table_size, self.max_header_list_size)
-        return headers
-
-
-class _RepeatedBlockEncoder(hpack.Encoder):
-    """hpack's encoder, which remembers the last header list it sent as indexed fields only.
-
-    The answer that opens a tunnel is the same list every time (usually ``:status 200``
-    alone, a static table entry), and hpack spends far more Python on it than the one
-    byte it produces. A list whose block holds only one-byte indexed fields (which
-    neither add to the dynamic table nor resize it) is kept with its block; the same list
-    next time gets the same block, unless a table size change waits to be announced or
-    the table's size changed. Any other list is hpack's, which drops the kept one.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._kept_fields: list[object] = []
-        self._kept_block = b""
-        self._kept_under = (0, False)  # (header_table_size, huffman) then
-
-    @property
-    def header_table_size(self) -> int:
-        return int(self.header_table.maxsize)
-
-    @header_table_size.setter
-    def header_table_size(self, value: int) -> None:
-        """The peer's SETTINGS_HEADER_TABLE_SIZE. The size it already has changes nothing.
-
-        hpack's table clears its "size change to announce" flag when told its own size
-        again, so a client sending 0, then 256 twice, would have the eviction to 0 never
-        announced (RFC 7541 §4.2) and every later index misread; and a kept block would
-        name entries that are gone. A real change drops the kept block.
-        """
-        if value == self.header_table.maxsize:
-            return
-        self._kept_block = b""
-        hpack.Encoder.header_table_size.fset(self, value)  # type: ignore[attr-defined]
-
-    def encode(self, headers: Any, huffman: bool = True) -> bytes:
-        if isinstance(headers, dict):
-            self._kept_block = b""
-            return super().encode(headers, huffman)
-        fields = list(headers)
-        table = self.header_table
-        if (
-            self._kept_block
-            and fields == self._kept_fields
-            and not table.resized
-            and self._kept_under == (table.maxsize, huffman)
-        ):
-            return self._kept_block
-        self._kept_block = b""
-        block = super().encode(fields, huffman)
-        if block and min(block) >= 0x80:
-            self._kept_fields = fields
-            self._kept_block = block
-            self._kept_under = (table.maxsize, huffman)
-        return block
 
 
 class _GracefulH2Connection(h2.connection.H2Connection):
@@ -205,7 +71,7 @@ class _GracefulH2Connection(h2.connection.H2Connection):
 
     It also counts open streams less often than h2 would (see :attr:`open_inbound_streams`),
     and its HPACK decoder and encoder keep the last block of indexed fields (see
-    :class:`_RepeatedBlockDecoder` and :class:`_RepeatedBlockEncoder`).
+    :class:`RepeatedBlockDecoder` and :class:`RepeatedBlockEncoder`).
     """
 
     #: Our advertised MAX_CONCURRENT_STREAMS (set by :class:`H2Session`).
@@ -213,11 +79,11 @@ class _GracefulH2Connection(h2.connection.H2Connection):
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config=config)
-        decoder = _RepeatedBlockDecoder(self.decoder.max_header_list_size)
+        decoder = RepeatedBlockDecoder(self.decoder.max_header_list_size)
         decoder.max_allowed_table_size = self.decoder.max_allowed_table_size
         decoder.header_table_size = self.decoder.header_table_size
         self.decoder = decoder
-        self.encoder = _RepeatedBlockEncoder()
+        self.encoder = RepeatedBlockEncoder()
 
     @property
     def open_inbound_streams(self) -> int:
