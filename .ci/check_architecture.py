@@ -66,20 +66,8 @@ PENDING: dict[str, set[str]] = {
     },
     # The session on h2's H2Connection, until our own sans-IO session replaces it.
     "internals": {f"{PACKAGE}.http2.h2lib_direct", f"{PACKAGE}.http2.h2lib_session"},
-    "type_ignore": {
-        f"{PACKAGE}.http2.h2lib_session",
-        f"{PACKAGE}.relay.tunnel",
-        f"{PACKAGE}.server.supervisor",
-    },
-    "concrete_class": {
-        f"{PACKAGE}.backend.pool",
-        f"{PACKAGE}.backend.upgrade",
-        f"{PACKAGE}.http2.frontend",
-        f"{PACKAGE}.relay.context",
-        f"{PACKAGE}.relay.tunnel",
-        f"{PACKAGE}.server.connection",
-        f"{PACKAGE}.server.serve",
-    },
+    "type_ignore": {f"{PACKAGE}.http2.h2lib_session", f"{PACKAGE}.server.supervisor"},
+    "concrete_class": set(),
 }
 
 

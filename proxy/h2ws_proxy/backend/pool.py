@@ -20,7 +20,6 @@ expired ones; the server runs it in the background.
 
 from __future__ import annotations
 
-import socket
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -29,7 +28,7 @@ import trio
 from h2ws_proxy.backend.upgrade import ConnectBackend
 from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.errors import BackendTimeout
-from h2ws_proxy.transport.socket_stream import LeanSocketStream
+from h2ws_proxy.transport.capabilities import idle_is_quiet
 
 
 @dataclass(slots=True, eq=False)
@@ -75,7 +74,7 @@ class BackendPool:
         now = trio.current_time()
         while queue:
             connection = queue.pop()  # most recently used first: the least likely stale
-            if now - connection.idle_since < self._limits.backend_keepalive_s and _quiet(
+            if now - connection.idle_since < self._limits.backend_keepalive_s and idle_is_quiet(
                 connection.stream
             ):
                 connection.reused = True
@@ -141,29 +140,3 @@ class BackendPool:
             for connection in queue:
                 await trio.aclose_forcefully(connection.stream)
         self._idle.clear()
-
-
-def _quiet(stream: trio.abc.Stream) -> bool:
-    """True if an idle connection has neither EOF nor unsolicited bytes waiting.
-
-    A non-blocking ``MSG_PEEK`` on the raw socket: the common stale case (the backend closed
-    its idle connection; its FIN is already here) costs one syscall instead of a failed
-    request. Streams that are not sockets (tests' in-memory ones) are taken as quiet.
-    """
-    if isinstance(stream, LeanSocketStream):
-        return stream.is_quiet()
-    if not isinstance(stream, trio.SocketStream):
-        return True
-    sock = stream.socket
-    # Family, type and protocol given: socket.socket would otherwise ask the kernel for them
-    # (getsockopt, getsockname) on every reuse.
-    raw = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
-    try:
-        raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False  # reset while idle
-    finally:
-        raw.detach()
-    return False  # b"": the backend closed it; anything else: bytes nobody asked for

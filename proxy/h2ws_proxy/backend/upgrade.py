@@ -36,7 +36,8 @@ from h2ws_proxy.http.handshake import (
     end_to_end_response_headers,
 )
 from h2ws_proxy.http.upgrade_wire import InterimHead, UpgradeRequest, read_interim_head
-from h2ws_proxy.transport.socket_stream import LeanSocketStream, is_ip_literal, open_tcp_to_ip
+from h2ws_proxy.transport.capabilities import lean_backend
+from h2ws_proxy.transport.socket_stream import is_ip_literal, open_tcp_to_ip
 
 #: How much to ask the kernel for per read on a backend socket.
 READ_SIZE = 65536
@@ -140,9 +141,7 @@ async def _connect_and_upgrade(
         else:
             hold_to_connect_timeout()
             stream = await connect(address)
-        if isinstance(stream, trio.SocketStream):
-            # A tunnel makes one send and one receive per message: see socket_stream.py.
-            stream = LeanSocketStream.from_socket_stream(stream)
+        stream = lean_backend(stream)
         deadline = scope.deadline = trio.current_time() + limits.handshake_timeout_s
         try:
             accepted, leftover = await _upgrade(stream, address, upgrade, key, request, limits)

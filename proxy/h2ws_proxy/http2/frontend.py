@@ -67,10 +67,9 @@ from h2ws_proxy.relay.exchange import (
 from h2ws_proxy.relay.record import TunnelRecord
 from h2ws_proxy.relay.routing import http_route, websocket_route
 from h2ws_proxy.relay.tunnel import TunnelEnd, run_tunnel
+from h2ws_proxy.transport.capabilities import as_client_stream
 from h2ws_proxy.transport.lingering import linger_before_close
 from h2ws_proxy.transport.poller import BackendPoller
-from h2ws_proxy.transport.socket_stream import LeanSocketStream
-from h2ws_proxy.transport.tls_stream import LeanTLSStream
 from h2ws_proxy.transport.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
@@ -101,7 +100,7 @@ class H2Frontend:
         info: ClientInfo,
         initial_data: bytes = b"",
     ) -> None:
-        self._client = client
+        self._client = as_client_stream(client)
         self._server = server
         self._info = info
         self._limits = server.config.limits
@@ -242,19 +241,19 @@ class H2Frontend:
         """
         view = memoryview(data)
         client = self._client
+        whole_writes = client.whole_writes
         try:
-            if isinstance(client, LeanSocketStream):
+            if not whole_writes:
                 # Usually the kernel takes it all at once: then no timer is needed.
                 view = view[client.send_nowait(view) :]
-            tls = client if isinstance(client, LeanTLSStream) else None
             for start in range(0, len(view), _SEND_SLICE):
                 piece = view[start : start + _SEND_SLICE]
-                if tls is not None:
+                if whole_writes:
                     # One slice is one TLS record, written whole or not at all; most go at
-                    # once, and a timer (a cancel scope, a deadline in trio's heap) per
-                    # record was a fifth of the CPU of a TLS bulk transfer. One that must
-                    # wait is repeated below with the same bytes, as OpenSSL requires.
-                    piece = piece[tls.send_nowait(piece) :]
+                    # once without a timer (a cancel scope and a deadline in trio's heap per
+                    # record: bench/README.md). One that must wait is repeated below with
+                    # the same bytes, as OpenSSL requires.
+                    piece = piece[client.send_nowait(piece) :]
                     if not piece:
                         continue
                 with trio.move_on_after(self._limits.send_timeout_s) as timeout:
@@ -297,13 +296,10 @@ class H2Frontend:
         client, outbound = self._client, self.session.outbound
         if self._in_flight or self._reader_done:
             return not outbound  # the writer is mid-send (or done)
-        if isinstance(client, LeanTLSStream):
+        if client.whole_writes and len(outbound) > _SEND_SLICE:
             # A TLS write that has to wait must be repeated with at least the same bytes:
             # the writer's first slice (``_send_with_progress``) must hold all of them.
-            if len(outbound) > _SEND_SLICE:
-                return False
-        elif not isinstance(client, LeanSocketStream):
-            return not outbound  # not a socket of ours to write
+            return False
         try:
             sent = client.send_nowait(outbound)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -467,10 +463,11 @@ class H2Frontend:
             self._on_stream_ended(event.stream_id or 0)
         elif isinstance(event, h2.events.StreamReset):
             self._on_reset(event)
-        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
-            if isinstance(event, h2.events.RemoteSettingsChanged):
-                self._settings_received.set()
-            self._on_window_change(getattr(event, "stream_id", 0) or 0)
+        elif isinstance(event, h2.events.WindowUpdated):
+            self._on_window_change(event.stream_id or 0)
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._settings_received.set()
+            self._on_window_change(0)  # a new initial window changes every stream's
         elif isinstance(event, h2.events.TrailersReceived):
             self._on_trailers(event)
         elif isinstance(event, h2.events.ConnectionTerminated):
@@ -710,6 +707,7 @@ class H2Frontend:
                         stats=record.stats,
                         scope=stream.scope,
                         poller=self._backend_poller(),
+                        pushable=stream,
                     )
         finally:
             self._finish_tunnel(stream, record)

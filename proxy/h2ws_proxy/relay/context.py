@@ -34,32 +34,37 @@ class ServerStats:
             self.connections -= 1
 
     def count_tunnel(self) -> _InProgress:
-        return _InProgress(self, "tunnels")
+        return _InProgress(self, tunnel=True)
 
     def count_request(self) -> _InProgress:
         """Ordinary requests in progress (see :class:`_InProgress`)."""
-        return _InProgress(self, "requests")
+        return _InProgress(self, tunnel=False)
 
 
 class _InProgress:
     """``with stats.count_tunnel():`` (or ``count_request``) counts the block in a counter.
 
-    Not a generator-based context manager: that one is held by every open tunnel's frame
-    (~270 B per idle tunnel), and creating and driving one costs about 1-2 % of the
-    proxy's CPU per plain GET (py-spy).
+    Not a generator-based context manager: every open tunnel's frame would hold one, and
+    creating and driving one per request shows in the GET profile (bench/README.md).
     """
 
-    __slots__ = ("_counter", "_stats")
+    __slots__ = ("_stats", "_tunnel")
 
-    def __init__(self, stats: ServerStats, counter: str) -> None:
+    def __init__(self, stats: ServerStats, *, tunnel: bool) -> None:
         self._stats = stats
-        self._counter = counter
+        self._tunnel = tunnel
 
     def __enter__(self) -> None:
-        setattr(self._stats, self._counter, getattr(self._stats, self._counter) + 1)
+        if self._tunnel:
+            self._stats.tunnels += 1
+        else:
+            self._stats.requests += 1
 
     def __exit__(self, *exc_info: object) -> None:
-        setattr(self._stats, self._counter, getattr(self._stats, self._counter) - 1)
+        if self._tunnel:
+            self._stats.tunnels -= 1
+        else:
+            self._stats.requests -= 1
 
 
 @dataclass(frozen=True, slots=True)

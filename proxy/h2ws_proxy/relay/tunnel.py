@@ -38,8 +38,8 @@ from typing import Protocol
 
 import trio
 
+from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable
 from h2ws_proxy.transport.poller import BackendPoller
-from h2ws_proxy.transport.socket_stream import LeanSocketStream
 from h2ws_proxy.transport.wakeup import Wakeup
 
 #: Largest read from either side. 64 KiB matches the common socket buffer and h2's window.
@@ -107,6 +107,10 @@ class _Relay:
     backend: trio.abc.HalfCloseableStream
     stats: TunnelStats
     scope: trio.CancelScope
+    #: The client stream as one that takes bytes synchronously, if it is one.
+    pushable: PushableClient | None = None
+    #: The backend stream as a socket that never waits, if it is one.
+    backend_socket: PollableSocket | None = None
     idle_timeout_s: float = 0.0
     half_closed_timeout_s: float = 0.0
     #: The backend ended its side cleanly (EOF) and everything it sent was delivered.
@@ -173,6 +177,7 @@ async def run_tunnel(
     stats: TunnelStats | None = None,
     scope: trio.CancelScope | None = None,
     poller: BackendPoller | None = None,
+    pushable: PushableClient | None = None,
 ) -> TunnelStats:
     """Relay until both sides are done or one breaks; always closes the backend stream.
 
@@ -187,31 +192,36 @@ async def run_tunnel(
     CANCELLED; the ``Cancelled`` then goes on to that scope's ``with``, so read ``stats``
     (pass them in) for how it ended.
 
-    With a ``poller`` and a ``scope``, a client stream that can send without waiting (an
-    HTTP/2 stream) and a backend socket, the backend → client direction runs without a
-    task of its own (:class:`_PolledDownward`): one task per tunnel instead of two.
+    ``pushable``: the client stream again, as one that takes bytes synchronously (an HTTP/2
+    stream), where it is one. With it, a ``poller``, a ``scope`` and a backend socket, the
+    backend → client direction runs without a task of its own (:class:`_PolledDownward`):
+    one task per tunnel instead of two; and the client's bytes may be forwarded to the
+    backend by the task that receives them (see ``_offer_forwarder``).
     """
     # The caller may pass ``stats`` so that counters survive its own cancellation.
     stats = stats if stats is not None else TunnelStats()
+    backend_socket = as_pollable(backend)
     try:
         if (
             poller is not None
             and scope is not None
-            and isinstance(backend, LeanSocketStream)
-            # Not isinstance(client, PushableClient): a runtime Protocol check walks the
-            # protocol's members, ~3 % of the CPU per new tunnel (py-spy).
-            and getattr(client, "send_now", None) is not None
+            and backend_socket is not None
+            and pushable is not None
         ):
             await _run_polled(
-                client,  # type: ignore[arg-type]
-                backend,
+                _Relay(
+                    client,
+                    backend,
+                    stats,
+                    scope,
+                    pushable,
+                    backend_socket,
+                    idle_timeout_s=idle_timeout_s,
+                    half_closed_timeout_s=half_closed_timeout_s,
+                ),
                 poller,
-                stats,
                 client_leftover=client_leftover,
                 backend_leftover=backend_leftover,
-                idle_timeout_s=idle_timeout_s,
-                half_closed_timeout_s=half_closed_timeout_s,
-                scope=scope,
             )
             return stats
         if scope is not None:
@@ -222,6 +232,8 @@ async def run_tunnel(
                 backend,
                 stats,
                 pumps.cancel_scope,
+                pushable,
+                backend_socket,
                 idle_timeout_s=idle_timeout_s,
                 half_closed_timeout_s=half_closed_timeout_s,
             )
@@ -233,8 +245,8 @@ async def run_tunnel(
             await _pump(relay, client_leftover, True)
         relay.settle_end(cancelled=pumps.cancel_scope.cancelled_caught)
     finally:
-        if isinstance(backend, LeanSocketStream):
-            backend.close_now()  # two cancel scopes fewer per tunnel than the line below
+        if backend_socket is not None:
+            backend_socket.close_now()  # two cancel scopes fewer than the line below
         else:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(backend)
@@ -254,31 +266,26 @@ class PushableClient(Protocol):
     def set_on_writable(self, callback: Callable[[], None] | None) -> None: ...
     def backlogged(self) -> bool: ...
     def call_when_drained(self, callback: Callable[[], None]) -> None: ...
+    def set_forwarder(
+        self, forward: Callable[[bytes], int] | None, end: Callable[[], bool] | None = None
+    ) -> None: ...
 
 
 async def _run_polled(
-    client: PushableClient,
-    backend: LeanSocketStream,
+    relay: _Relay,
     poller: BackendPoller,
-    stats: TunnelStats,
     *,
     client_leftover: bytes,
     backend_leftover: bytes,
-    idle_timeout_s: float,
-    half_closed_timeout_s: float,
-    scope: trio.CancelScope,
 ) -> None:
-    """``run_tunnel`` with the downward direction driven by ``poller`` (this task: upward)."""
-    relay = _Relay(
-        client,  # type: ignore[arg-type]  # it is a HalfCloseableStream too
-        backend,
-        stats,
-        scope,
-        idle_timeout_s=idle_timeout_s,
-        half_closed_timeout_s=half_closed_timeout_s,
-    )
+    """``run_tunnel`` with the downward direction driven by ``poller`` (this task: upward);
+    ``relay`` has a pushable client and a backend socket, and runs on the caller's scope."""
+    assert relay.pushable is not None
+    assert relay.backend_socket is not None
     relay.activity()
-    downward = _PolledDownward(relay, client, backend, poller, backend_leftover)
+    downward = _PolledDownward(
+        relay, relay.pushable, relay.backend_socket, poller, backend_leftover
+    )
     try:
         downward.start()
         await _pump(relay, client_leftover, True, downward)
@@ -321,7 +328,7 @@ class _PolledDownward:
         self,
         relay: _Relay,
         client: PushableClient,
-        backend: LeanSocketStream,
+        backend: PollableSocket,
         poller: BackendPoller,
         leftover: bytes,
     ) -> None:
@@ -471,8 +478,8 @@ async def _pump(
                     break
                 relay.activity()
         finally:
-            if forwards:
-                relay.client.set_forwarder(None)  # type: ignore[attr-defined]
+            if forwards and relay.pushable is not None:
+                relay.pushable.set_forwarder(None)
         await (_end_up if upward else _end_down)(relay)
     except _SideBroke as broke:
         if upward and broke.side == "backend":
@@ -496,9 +503,8 @@ def _offer_forwarder(relay: _Relay, downward: _PolledDownward | None) -> bool:
     sleeps on until ``downward`` finishes and wakes it (one wake-up per tunnel fewer). A
     FIN that fails is left to the pump, which meets the error itself.
     """
-    set_forwarder = getattr(relay.client, "set_forwarder", None)
-    backend = relay.backend
-    if set_forwarder is None or not isinstance(backend, LeanSocketStream):
+    client, backend = relay.pushable, relay.backend_socket
+    if client is None or backend is None:
         return False
     stats = relay.stats
 
@@ -525,7 +531,7 @@ def _offer_forwarder(relay: _Relay, downward: _PolledDownward | None) -> bool:
         downward.wake_client_receiver = True
         return True
 
-    set_forwarder(forward, end)
+    client.set_forwarder(forward, end)
     return True
 
 
@@ -539,8 +545,8 @@ async def _end_down(relay: _Relay) -> None:
 async def _end_up(relay: _Relay) -> None:
     """The client ended its side: a FIN to the backend."""
     try:
-        if isinstance(relay.backend, LeanSocketStream):
-            _end_now(relay.backend, "backend")  # the pump's last receive was the checkpoint
+        if relay.backend_socket is not None:
+            _end_now(relay.backend_socket, "backend")  # the last receive was the checkpoint
         else:
             await _send_eof(relay.backend, "backend")
     except _SideBroke:
@@ -581,7 +587,7 @@ async def _send_eof(stream: trio.abc.HalfCloseableStream, side: str) -> None:
         raise _SideBroke(side) from None
 
 
-def _end_now(stream: LeanSocketStream, side: str) -> None:
+def _end_now(stream: PollableSocket, side: str) -> None:
     try:
         stream.end_now()
     except _STREAM_ERRORS:

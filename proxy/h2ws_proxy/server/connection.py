@@ -17,25 +17,23 @@ import trio
 
 from h2ws_proxy.http1.frontend import H1Frontend
 from h2ws_proxy.http2.frontend import H2Frontend
+from h2ws_proxy.http2.h2lib_direct import CLIENT_PREFACE
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
-from h2ws_proxy.transport.socket_stream import LeanSocketStream
-from h2ws_proxy.transport.tls_stream import LeanTLSStream
+from h2ws_proxy.transport.capabilities import lean_accepted, tls_of
 
 logger = logging.getLogger(__name__)
-
-H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 async def sniff_h2_preface(stream: trio.abc.ReceiveStream) -> tuple[bool, bytes]:
     """Read until the bytes are the HTTP/2 preface or cannot be; (is_h2, bytes read)."""
     received = b""
-    while len(received) < len(H2_PREFACE):
-        data = await stream.receive_some(len(H2_PREFACE) - len(received))
+    while len(received) < len(CLIENT_PREFACE):
+        data = await stream.receive_some(len(CLIENT_PREFACE) - len(received))
         if not data:
             return False, received
         received += data
-        if not H2_PREFACE.startswith(received):
+        if not CLIENT_PREFACE.startswith(received):
             return False, received
     return True, received
 
@@ -48,15 +46,11 @@ async def handle_client(
     ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve one client connection to its end; never raises for client behaviour."""
-    if isinstance(stream, trio.SocketStream):
-        # Fewer scheduler trips per read and write (see socket_stream.py, tls_stream.py).
-        if ssl_context is None:
-            stream = LeanSocketStream.from_socket_stream(stream)
-        else:
-            stream = LeanTLSStream.from_socket_stream(stream, ssl_context)
+    # Fewer scheduler trips per read and write (see socket_stream.py, tls_stream.py).
+    stream = lean_accepted(stream, ssl_context)
     try:
         with server.stats.count_connection():
-            await _serve(stream, server, info, ssl_context)
+            await _serve(stream, server, info)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
         log_event(
             logger,
@@ -77,19 +71,10 @@ async def _serve(
     stream: trio.abc.Stream,
     server: ServerContext,
     info: ClientInfo,
-    ssl_context: ssl.SSLContext | None,
 ) -> None:
     timeout_s = server.config.limits.client_handshake_timeout_s
-    if ssl_context is not None:
-        # https_compatible: browsers and other HTTP clients often close without TLS
-        # close_notify; that is an end of stream, not an attack (RFC 9112 §9.8).
-        tls_stream: LeanTLSStream | trio.SSLStream[trio.abc.Stream]
-        if isinstance(stream, LeanTLSStream):
-            tls_stream = stream  # a real socket: OpenSSL works on it directly
-        else:  # an in-memory stream in tests
-            tls_stream = trio.SSLStream(
-                stream, ssl_context, server_side=True, https_compatible=True
-            )
+    tls_stream = tls_of(stream)
+    if tls_stream is not None:
         with trio.move_on_after(timeout_s) as scope:
             try:
                 await tls_stream.do_handshake()

@@ -29,6 +29,7 @@ from h2ws_proxy.relay.context import ClientInfo, ServerContext, ServerStats
 from h2ws_proxy.relay.routing import Router
 from h2ws_proxy.server.admin import handle_admin
 from h2ws_proxy.server.connection import handle_client
+from h2ws_proxy.transport.capabilities import peer_host
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +71,6 @@ def bound_address(listeners: list[trio.SocketListener]) -> SocketAddress:
     return SocketAddress(host=host, port=port)
 
 
-def _peer_address(stream: trio.abc.Stream) -> str | None:
-    if isinstance(stream, trio.SocketStream):
-        try:
-            return str(stream.socket.getpeername()[0])
-        except OSError:
-            return None
-    return None
-
-
 async def _serve_client(
     stream: trio.abc.Stream,
     *,
@@ -89,7 +81,7 @@ async def _serve_client(
     info = ClientInfo(
         connection_id=next_connection_id(),
         listener=listener,
-        address=_peer_address(stream),
+        address=peer_host(stream),
         tls=ssl_context is not None,
     )
     await handle_client(stream, server, info, ssl_context=ssl_context)

@@ -7,6 +7,8 @@ lingering_close). Bounded in bytes and time, so a client cannot keep us here.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import trio
 
 LINGER_S = 2.0
@@ -14,7 +16,13 @@ LINGER_MAX_BYTES = 256 * 1024
 _READ_SIZE = 65536
 
 
-async def linger_before_close(stream: trio.abc.Stream, *, half_close: bool) -> None:
+class Drainable(Protocol):
+    """What lingering needs of a stream: reads (trio's streams and ours all have them)."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
+
+
+async def linger_before_close(stream: Drainable, *, half_close: bool) -> None:
     """Drain ``stream`` until EOF or the time/byte bound; with ``half_close``, send our EOF
     first where the stream can (not over TLS)."""
     budget = LINGER_MAX_BYTES

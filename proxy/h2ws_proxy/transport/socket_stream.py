@@ -61,6 +61,9 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
     # One per tunnel: no instance dict (trio's stream ABCs have empty __slots__).
     __slots__ = ("_closed", "_drained", "_eof_sent", "_reading", "_sock", "_writing")
 
+    #: ``send_nowait`` may take part of what it is given (capabilities.ClientStream).
+    whole_writes = False
+
     def __init__(self, sock: socket.socket) -> None:
         if sock.gettimeout() != 0.0:  # not made non-blocking already (each call is a syscall)
             sock.setblocking(False)

@@ -46,6 +46,10 @@ _DISCARD_READS = 4
 class LeanTLSStream(trio.abc.Stream):
     """A TLS server connection over a connected TCP socket (handshake not done yet)."""
 
+    #: A record is written whole or not at all, and one that had to wait is repeated with
+    #: the same bytes (capabilities.ClientStream).
+    whole_writes = True
+
     def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
         sock.setblocking(False)
         # wrap_socket takes over the descriptor (``sock`` is detached): wait on ``_tls``.
