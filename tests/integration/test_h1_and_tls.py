@@ -13,7 +13,7 @@ import trustme
 from websockets.sync.client import connect as ws_connect
 
 from h2ws_proxy.config import SocketAddress, TLSConfig
-from h2ws_proxy.http2.frontend import H2Frontend
+from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.transport.tls_stream import LeanTLSStream
 from tests.conftest import StartProxy, WebSocketsBackend
 from tests.helpers.backends import BackendConnection, ScriptedBackend
@@ -362,10 +362,10 @@ async def test_tls_output_to_a_client_that_reads_in_fits_and_starts_arrives_whol
     inline_waits = 0
     in_inline_send = False
     client: _StopStartStream | None = None
-    real_send_inline = H2Frontend._send_inline
+    real_send_inline = ClientWriter._send_inline
     real_send_nowait = LeanTLSStream.send_nowait
 
-    def spying_send_inline(self: H2Frontend) -> bool:
+    def spying_send_inline(self: ClientWriter) -> bool:
         nonlocal in_inline_send
         in_inline_send = True
         try:
@@ -384,7 +384,7 @@ async def test_tls_output_to_a_client_that_reads_in_fits_and_starts_arrives_whol
             client.resume()  # read again
         return sent
 
-    monkeypatch.setattr(H2Frontend, "_send_inline", spying_send_inline)
+    monkeypatch.setattr(ClientWriter, "_send_inline", spying_send_inline)
     monkeypatch.setattr(LeanTLSStream, "send_nowait", spying_send_nowait)
     messages_sent = 0
 

@@ -1,11 +1,15 @@
-"""The HTTP/2 frontend: one client connection, its tasks, its streams and their tunnels.
+"""The HTTP/2 frontend: one client connection, its reader, its timers and its streams.
+
+The frontend owns the connection's lifetime and its stream registry, and turns the
+session's events into stream work. Output is :class:`~h2ws_proxy.http2.client_writer.
+ClientWriter`'s; the work of each accepted stream (tunnel or request) is
+:class:`~h2ws_proxy.http2.stream_tasks.StreamTasks`'; streams talk to the session and to the
+writer, never to the frontend.
 
 Concurrency rules (STYLE §2.4):
 
-* R1. Only the reader task feeds h2 (``H2Session.receive``). Only the writer task writes
-  to the client socket, except that whoever ends an output batch may first send what the
-  kernel takes at once while the writer is idle (``end_output_batch``): a synchronous
-  call, so nothing interleaves with it, and no write lock is needed.
+* R1. Only the reader task feeds the session (``H2Session.receive``). Only the writer
+  writes to the client socket (see client_writer.py for its one synchronous exception).
 * R2. Every mutation of the session is synchronous and flushes into the outbound buffer
   (which wakes the writer) before the next ``await``. Trio's single thread makes each
   mutation atomic.
@@ -20,9 +24,9 @@ Concurrency rules (STYLE §2.4):
 
 Memory bounds: inbound, each stream holds at most the window we advertise, and credit for
 bytes a tunnel never consumed goes back when the tunnel ends (else the connection window
-would leak away). Outbound, producers wait while more than ``_PRODUCER_HIGH_WATER`` bytes
+would leak away). Outbound, producers wait while more than ``PRODUCER_HIGH_WATER`` bytes
 are queued for the client, and the reader stops reading while more than
-``_READER_HIGH_WATER`` are (a peer that floods PINGs and never reads the ACKs stops being
+``READER_HIGH_WATER`` are (a peer that floods PINGs and never reads the ACKs stops being
 read).
 
 Ending: the connection ends when the client closes it, on a connection error (h2 queues
@@ -33,61 +37,41 @@ once its last tunnel has ended.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import h2.events
 import h2.exceptions
 import trio
 from h2.errors import ErrorCodes
 
-from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
 from h2ws_proxy.config import RouteConfig, advertises_connect_protocol
-from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError
-from h2ws_proxy.http.handshake import (
-    WebSocketRequest,
-    build_backend_upgrade,
-    h2_success_headers,
-    new_websocket_key,
-    parse_extended_connect,
-)
+from h2ws_proxy.errors import ClientProtocolError, ProxyError
+from h2ws_proxy.http.handshake import WebSocketRequest, parse_extended_connect
 from h2ws_proxy.http.message import BodyFraming, HttpRequest, request_from_h2
 from h2ws_proxy.http.request_head import H2RequestHead, parse_h2_request_head
 from h2ws_proxy.http2.budget import SlidingWindowBudget
+from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
 from h2ws_proxy.http2.h2lib_direct import DirectData
-from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable
-from h2ws_proxy.http2.stream import H2ClientSide, H2TunnelStream
+from h2ws_proxy.http2.h2lib_session import H2Session
+from h2ws_proxy.http2.stream import H2TunnelStream
+from h2ws_proxy.http2.stream_tasks import StreamTasks
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
-from h2ws_proxy.relay.exchange import (
-    EXCHANGE_ABORT_ENDS,
-    ExchangeAborted,
-    ExchangeResult,
-    forward_exchange,
-)
-from h2ws_proxy.relay.record import TunnelRecord
 from h2ws_proxy.relay.routing import http_route, websocket_route
-from h2ws_proxy.relay.tunnel import TunnelEnd, run_tunnel
 from h2ws_proxy.transport.capabilities import as_client_stream
 from h2ws_proxy.transport.lingering import linger_before_close
 from h2ws_proxy.transport.poller import BackendPoller
-from h2ws_proxy.transport.wakeup import Wakeup
 
 logger = logging.getLogger(__name__)
 
 Header = tuple[bytes, bytes]
 
 _READ_SIZE = 65536
-_SEND_SLICE = 16384  # small enough that a slow but live reader makes progress per slice
-_PRODUCER_HIGH_WATER = 256 * 1024
-_READER_HIGH_WATER = 1024 * 1024
 #: How long the writer may take to flush a final GOAWAY to a client that stopped reading.
 _FINAL_FLUSH_S = 5.0
 _POLLER_NAME = "h2ws_proxy.http2.frontend.backend_poller"
 #: Constant task names: trio would otherwise format one from the bound method per stream.
 _TUNNEL_TASK_NAME = "h2ws_proxy.http2.frontend.tunnel"
 _EXCHANGE_TASK_NAME = "h2ws_proxy.http2.frontend.exchange"
-#: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
-_NO_LENGTH_STATUSES = frozenset({204, 304})
 
 
 class H2Frontend:
@@ -108,29 +92,30 @@ class H2Frontend:
         self.session = H2Session(
             self._limits,
             connect_protocol_enabled=advertises_connect_protocol(server.config, info.listener),
-            on_output=self._wake_writer,
+            on_output=lambda: None,  # the writer's wake-up, set by the writer
+        )
+        self._read_scope = trio.CancelScope()
+        self._writer = ClientWriter(
+            self._client,
+            self.session,
+            self._limits.send_timeout_s,
+            on_client_gone=self._read_scope.cancel,
+            log=self._log,
+        )
+        self._tasks = StreamTasks(
+            self.session,
+            self._writer,
+            server,
+            info,
+            refuse=self._refuse,
+            backend_poller=self._backend_poller,
+            on_done=self._forget,
         )
         self._streams: dict[int, H2TunnelStream] = {}
-        self._in_flight = 0
-        self._outbound_ready = Wakeup()  # only the writer waits on it
-        #: Inside an output batch (see ``begin_output_batch``), and whether it made output.
-        self._batching = False
-        self._output_in_batch = False
-        self._drained = trio.Event()
-        #: A task waits on ``_drained`` (see ``_signal_drained``).
-        self._drain_waited = False
-        self._reader_done = False
-        self._writer_done = trio.Event()
         #: No new streams: we sent GOAWAY (drain) or the client did.
         self._closing = False
-        self._read_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
-        #: Producers without a task (tunnels driven by backend readiness) waiting for the
-        #: client to take our output (see ``call_when_drained``).
-        self._drain_callbacks: list[Callable[[], None]] = []
         self._poller: BackendPoller | None = None
-        #: Streams that found a flow-control window shut (see ``_on_window_change``).
-        self._window_waiters: set[H2TunnelStream] = set()
         limits = self._limits
         self._resets = SlidingWindowBudget(limits.max_stream_resets, limits.stream_reset_window_s)
         self._empty_frames = SlidingWindowBudget(
@@ -142,8 +127,6 @@ class H2Frontend:
         self._settings_received = trio.Event()
         #: Closed with ENHANCE_YOUR_CALM: nothing more from this client is acted on.
         self._calmed = False
-        #: The writer found the client gone (broken, or no progress within the send timeout).
-        self._client_gone = False
 
     # ---- lifetime ----
 
@@ -152,7 +135,7 @@ class H2Frontend:
         self.session.start()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._write_loop)
+            nursery.start_soon(self._writer.run)
             nursery.start_soon(self._drain_on_shutdown)
             nursery.start_soon(self._require_settings)
             if self._limits.idle_connection_timeout_s > 0:
@@ -160,7 +143,8 @@ class H2Frontend:
             with self._read_scope:
                 if not self._initial_data or self._receive(self._initial_data):
                     await self._read_loop()
-            self._reader_done = True
+            writer = self._writer
+            writer.reader_done = True
             for stream in list(self._streams.values()):
                 # A stream both sides had ended was done, not aborted, whatever its task
                 # had got round to.
@@ -169,18 +153,18 @@ class H2Frontend:
                 stream.scope.cancel()
             # Let the writer flush what is queued (a GOAWAY), then end: bounded, since a
             # client that stopped reading may never take it.
-            self._wake_writer()
+            writer.wake()
             with trio.move_on_after(_FINAL_FLUSH_S):
-                await self._writer_done.wait()
-                if not self._client_gone:
+                await writer.done.wait()
+                if not writer.client_gone:
                     # Don't let a reset eat our GOAWAY (see lingering.py).
                     await linger_before_close(self._client, half_close=False)
             nursery.cancel_scope.cancel()
 
     async def _read_loop(self) -> None:
         while True:
-            if self._outbound_bytes() > _READER_HIGH_WATER:  # not a coroutine per read
-                await self._wait_outbound_below(_READER_HIGH_WATER)
+            if self._writer.outbound_bytes() > READER_HIGH_WATER:  # no coroutine per read
+                await self._writer.wait_outbound_below(READER_HIGH_WATER)
             try:
                 data = await self._client.receive_some(_READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -190,7 +174,7 @@ class H2Frontend:
 
     def _receive(self, data: bytes) -> bool:
         """Feed client bytes to h2 and act on the events; False once the connection is over."""
-        self.begin_output_batch()
+        self._writer.begin_batch()
         try:
             try:
                 events = self.session.receive(data)
@@ -207,120 +191,7 @@ class H2Frontend:
                     self._handle_event(event)
             return True
         finally:
-            self.end_output_batch()
-
-    async def _write_loop(self) -> None:
-        try:
-            while True:
-                if not self.session.outbound:
-                    if self._reader_done:
-                        return
-                    await self._outbound_ready.wait()
-                    continue
-                data = self.session.take_outbound()
-                self._in_flight = len(data)
-                try:
-                    sent = await self._send_with_progress(data)
-                finally:
-                    self._in_flight = 0
-                if not sent:
-                    # The client is gone or takes nothing: end the connection as if it had
-                    # closed it (its tunnels end as aborted by the client).
-                    self._client_gone = True
-                    self._read_scope.cancel()
-                    return
-                self._signal_drained()
-        finally:
-            self._writer_done.set()
-
-    async def _send_with_progress(self, data: bytearray) -> bool:
-        """Send ``data``; False if the client broke or took no slice within the send timeout.
-
-        The timeout is per slice, so a slow but live client is never cut off for the size
-        of the batch, only for taking none of our bytes for ``send_timeout_s``.
-        """
-        view = memoryview(data)
-        client = self._client
-        whole_writes = client.whole_writes
-        try:
-            if not whole_writes:
-                # Usually the kernel takes it all at once: then no timer is needed.
-                view = view[client.send_nowait(view) :]
-            for start in range(0, len(view), _SEND_SLICE):
-                piece = view[start : start + _SEND_SLICE]
-                if whole_writes:
-                    # One slice is one TLS record, written whole or not at all; most go at
-                    # once without a timer (a cancel scope and a deadline in trio's heap per
-                    # record: bench/README.md). One that must wait is repeated below with
-                    # the same bytes, as OpenSSL requires.
-                    piece = piece[client.send_nowait(piece) :]
-                    if not piece:
-                        continue
-                with trio.move_on_after(self._limits.send_timeout_s) as timeout:
-                    await client.send_all(piece)
-                if timeout.cancelled_caught:
-                    self._log("client.send_timeout", send_timeout_s=self._limits.send_timeout_s)
-                    return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            return False
-        return True
-
-    def _wake_writer(self) -> None:
-        if self._batching:
-            self._output_in_batch = True  # sent at the batch's end (see end_output_batch)
-        else:
-            self._outbound_ready.set()
-
-    def begin_output_batch(self) -> None:
-        """Output from here to :meth:`end_output_batch` is sent once, at the end.
-
-        The reader (one read's frames) and the backend poller (one round of ready
-        backends) bracket their work with these. At the end, if the writer is idle, the
-        output goes straight to the client's socket, without waking the writer: a trip
-        through trio's scheduler per message saved. Over plain TCP as far as the kernel
-        takes it; over TLS only whole (OpenSSL writes all or nothing) and only up to one
-        of the writer's slices (a write that had to wait is repeated by the writer, which
-        must then hold all of its bytes in its first slice). The rest is the writer's.
-        """
-        self._batching = True
-
-    def end_output_batch(self) -> None:
-        self._batching = False
-        if self._output_in_batch:
-            self._output_in_batch = False
-            if not self._send_inline():
-                self._outbound_ready.set()
-
-    def _send_inline(self) -> bool:
-        """Send queued output now, without waiting; True if nothing is left for the writer."""
-        client, outbound = self._client, self.session.outbound
-        if self._in_flight or self._reader_done:
-            return not outbound  # the writer is mid-send (or done)
-        if client.whole_writes and len(outbound) > _SEND_SLICE:
-            # A TLS write that has to wait must be repeated with at least the same bytes:
-            # the writer's first slice (``_send_with_progress``) must hold all of them.
-            return False
-        try:
-            sent = client.send_nowait(outbound)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False  # the writer meets the error and ends the connection
-        if sent:
-            del outbound[:sent]
-            self._signal_drained()
-        return not outbound
-
-    def _signal_drained(self) -> None:
-        """Output went to the client: wake whoever waits for it to drain.
-
-        The event is replaced only when a task waited on it: a new ``trio.Event`` per
-        message costs CPU (bench/cpu_per_message.py), and usually nobody waits.
-        """
-        if self._drain_waited:
-            self._drain_waited = False
-            self._drained.set()
-            self._drained = trio.Event()
-        if self._drain_callbacks:
-            self._call_drain_callbacks()
+            self._writer.end_batch()
 
     async def _drain_on_shutdown(self) -> None:
         """On server shutdown: GOAWAY(NO_ERROR), refuse new streams, let open ones finish."""
@@ -393,32 +264,14 @@ class H2Frontend:
         self.session.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
         self._read_scope.cancel()
 
-    # ---- backpressure, used by H2TunnelStream ----
-
-    def _outbound_bytes(self) -> int:
-        return len(self.session.outbound) + self._in_flight
-
-    def backlogged(self) -> bool:
-        """Producers should stop adding output until :meth:`call_when_drained` calls back."""
-        # ``_outbound_bytes`` inline: asked once per message by a polled tunnel.
-        return len(self.session.outbound) + self._in_flight > _PRODUCER_HIGH_WATER
-
-    def call_when_drained(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` from the writer once output is below the producers' bound."""
-        self._drain_callbacks.append(callback)
-
-    def _call_drain_callbacks(self) -> None:
-        if self._drain_callbacks and not self.backlogged():
-            callbacks, self._drain_callbacks = self._drain_callbacks, []
-            for callback in callbacks:
-                callback()
+    # ---- backend readiness, for the tunnels ----
 
     def _backend_poller(self) -> BackendPoller | None:
         """The connection's watcher of its tunnels' backend sockets, started on first use."""
         if self._poller is None and BackendPoller.available() and self._nursery is not None:
             try:
                 poller = BackendPoller(
-                    on_round_start=self.begin_output_batch, on_round_end=self.end_output_batch
+                    on_round_start=self._writer.begin_batch, on_round_end=self._writer.end_batch
                 )
             except OSError as error:
                 # Out of descriptors or memory: this tunnel runs on pump tasks instead,
@@ -428,29 +281,6 @@ class H2Frontend:
             self._poller = poller
             self._nursery.start_soon(poller.run, name=_POLLER_NAME)
         return self._poller
-
-    async def _wait_outbound_below(self, limit: int) -> None:
-        while self._outbound_bytes() > limit:
-            self._drain_waited = True
-            await self._drained.wait()
-
-    async def wait_outbound_drained(self) -> None:
-        """Wait until the client has taken enough of our output (producer backpressure)."""
-        if self._outbound_bytes() > _PRODUCER_HIGH_WATER:
-            await self._wait_outbound_below(_PRODUCER_HIGH_WATER)
-        else:
-            await trio.lowlevel.checkpoint()
-
-    async def wait_outbound_drained_lean(self) -> None:
-        """As :meth:`wait_outbound_drained`, but no yield when there is room.
-
-        For ``H2TunnelStream.send_all``: its callers receive next, which yields, so a
-        second trip through the scheduler per message only costs CPU.
-        """
-        if self._outbound_bytes() > _PRODUCER_HIGH_WATER:
-            await self._wait_outbound_below(_PRODUCER_HIGH_WATER)
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
 
     # ---- h2 events (reader only) ----
 
@@ -504,7 +334,7 @@ class H2Frontend:
         except ProxyError as error:
             self._refuse(stream_id, error)
             return
-        stream = H2TunnelStream(self.session, self, stream_id)
+        stream = H2TunnelStream(self.session, self._writer, stream_id)
         if ended:
             stream.feed_eof()
         self._streams[stream_id] = stream
@@ -512,7 +342,7 @@ class H2Frontend:
         assert self._nursery is not None
         if head.method == b"CONNECT" or head.protocol is not None:
             self._nursery.start_soon(
-                self._serve_tunnel, stream, request, route, name=_TUNNEL_TASK_NAME
+                self._tasks.serve_tunnel, stream, request, route, name=_TUNNEL_TASK_NAME
             )
             return
         stream.exchange = stream.opened = True  # its DATA is the request body
@@ -523,7 +353,7 @@ class H2Frontend:
         elif http_request.framing is BodyFraming.LENGTH:
             stream.declared_length = http_request.content_length
         self._nursery.start_soon(
-            self._serve_exchange, stream, http_request, route, name=_EXCHANGE_TASK_NAME
+            self._tasks.serve_exchange, stream, http_request, route, name=_EXCHANGE_TASK_NAME
         )
 
     def _over_stream_limit(self) -> bool:
@@ -659,236 +489,16 @@ class H2Frontend:
         if stream_id:
             stream = self._streams.get(stream_id)
             if stream is not None:
-                self._window_waiters.discard(stream)
+                self._writer.forget_window_waiter(stream)
                 stream.wake_writer()
             return
-        waiters, self._window_waiters = self._window_waiters, set()
-        for stream in waiters:
+        for stream in self._writer.take_window_waiters():
             stream.wake_writer()
 
-    def wait_for_window(self, stream: H2TunnelStream) -> None:
-        """``stream`` could not send all it had: wake it when credit arrives."""
-        self._window_waiters.add(stream)
+    def _forget(self, stream: H2TunnelStream) -> None:
+        """A stream's work is over (its task has logged it): drop it from the registry."""
+        self._streams.pop(stream.stream_id, None)
+        self._end_if_idle()
 
     def _log(self, event: str, **fields: object) -> None:
         log_event(logger, logging.INFO, event, conn=self._info.connection_id, **fields)
-
-    # ---- one tunnel ----
-
-    async def _serve_tunnel(
-        self, stream: H2TunnelStream, request: WebSocketRequest, route: RouteConfig
-    ) -> None:
-        record = TunnelRecord(
-            front="h2",
-            connection_id=self._info.connection_id,
-            stream_id=stream.stream_id,
-            path=request.path,
-            route=route.path,
-            backend=str(route.backend),
-        )
-        try:
-            # One scope for the stream's whole life: the dial's deadlines, then the
-            # tunnel's timers (run_tunnel keeps them on it rather than entering its own).
-            with stream.scope:
-                upgraded = await self._open_tunnel(stream, request, route, record)
-                if upgraded is None:
-                    return
-                # This frame lives as long as the tunnel: keep no handshake objects alive
-                # in it.
-                backend, leftover = upgraded.stream, upgraded.leftover
-                del upgraded, request
-                with self._server.stats.count_tunnel():
-                    await run_tunnel(
-                        stream,
-                        backend,
-                        backend_leftover=leftover,
-                        idle_timeout_s=self._limits.idle_timeout_s,
-                        half_closed_timeout_s=self._limits.half_closed_timeout_s,
-                        stats=record.stats,
-                        scope=stream.scope,
-                        poller=self._backend_poller(),
-                        pushable=stream,
-                    )
-        finally:
-            self._finish_tunnel(stream, record)
-
-    async def _open_tunnel(
-        self,
-        stream: H2TunnelStream,
-        request: WebSocketRequest,
-        route: RouteConfig,
-        record: TunnelRecord,
-    ) -> BackendUpgraded | None:
-        """Dial and upgrade the backend, answer the client; the upgraded backend, or None.
-
-        Runs inside ``stream.scope``, which holds the dial's deadlines.
-        """
-        key = new_websocket_key()
-        try:
-            upgrade = build_backend_upgrade(request, route, key, self._info.address)
-            upgraded = await connect_and_upgrade(
-                route.backend,
-                upgrade,
-                key,
-                request,
-                self._limits,
-                self._server.connect_backend,
-                scope=stream.scope,
-            )
-        except BackendRejected as rejection:
-            record.status = rejection.status
-            stream.answered = True
-            await self._relay_rejection(stream, rejection)
-            return None
-        except ProxyError as error:
-            record.status, record.error = error.status_hint, error.message
-            stream.answered = True
-            self._refuse(stream.stream_id, error)
-            stream.mark_ended_locally()
-            return None
-        try:
-            self.session.send_headers(stream.stream_id, h2_success_headers(upgraded.accepted))
-        except StreamUnusable as error:
-            # The client reset the stream while the backend was answering.
-            record.error = str(error)
-            await trio.aclose_forcefully(upgraded.stream)
-            return None
-        record.status = 200
-        stream.opened = record.opened = True
-        self.session.direct_streams.add(stream.stream_id)
-        return upgraded
-
-    async def _relay_rejection(self, stream: H2TunnelStream, rejection: BackendRejected) -> None:
-        """Pass the backend's non-101 answer back as it came (status, headers, body)."""
-        headers = [(b":status", str(rejection.status).encode()), *rejection.headers]
-        if rejection.status not in _NO_LENGTH_STATUSES:
-            headers.append((b"content-length", str(len(rejection.body)).encode()))
-        try:
-            self.session.send_headers(stream.stream_id, headers, end_stream=not rejection.body)
-        except StreamUnusable:
-            return
-        if not rejection.body:
-            stream.mark_ended_locally()
-        else:
-            # The client's window decides how fast the body goes; a client that never
-            # opens it does not keep the stream forever.
-            with trio.move_on_after(self._limits.handshake_timeout_s):
-                try:
-                    await stream.send_all(rejection.body)
-                    await stream.send_eof()
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-
-    def _finish_tunnel(self, stream: H2TunnelStream, record: TunnelRecord) -> None:
-        """Reset the stream unless it ended cleanly, return its credit, forget it, log it."""
-        if stream.reset_by_peer:
-            record.stats.end = TunnelEnd.CLIENT_ABORTED
-        elif (
-            record.stats.end is TunnelEnd.CANCELLED
-            and stream.local_ended
-            and stream.remote_ended
-            and not stream.buffered_bytes
-        ):
-            # Cancelled (the connection closed) after both sides had ended and every byte
-            # had moved on: that tunnel had finished.
-            record.stats.end = TunnelEnd.CLEAN
-        if record.stats.end is TunnelEnd.HALF_CLOSED_TIMEOUT and stream.local_ended:
-            # Our side is complete; RFC 9113 §8.1: NO_ERROR tells the client to stop.
-            self.session.reset(stream.stream_id, ErrorCodes.NO_ERROR)
-            stream.break_stream("half-closed timeout", by_peer=False)
-        elif record.opened and record.stats.end is not TunnelEnd.CLEAN:
-            stream.reset(cancel=record.stats.end is not TunnelEnd.BACKEND_ABORTED)
-        elif not record.opened and not stream.local_ended:
-            stream.reset(cancel=True)  # cancelled, or an answer cut short: say so
-        self._forget(stream, record)
-
-    # ---- one ordinary request ----
-
-    async def _serve_exchange(
-        self, stream: H2TunnelStream, request: HttpRequest, route: RouteConfig
-    ) -> None:
-        record = TunnelRecord(
-            front="h2",
-            connection_id=self._info.connection_id,
-            stream_id=stream.stream_id,
-            path=request.target,
-            route=route.path,
-            backend=str(route.backend),
-            kind="request",
-            method=request.method,
-        )
-        result = ExchangeResult()
-        try:
-            with self._server.stats.count_request():
-                await self._forward(stream, request, route, record, result)
-        finally:
-            self._finish_exchange(stream, record, result)
-
-    async def _forward(
-        self,
-        stream: H2TunnelStream,
-        request: HttpRequest,
-        route: RouteConfig,
-        record: TunnelRecord,
-        result: ExchangeResult,
-    ) -> None:
-        try:
-            await forward_exchange(
-                request,
-                route,
-                H2ClientSide(stream),
-                self._server.pool,
-                self._limits,
-                self._info.address,
-                record.stats,
-                result,
-                on_start=stream.adopt_scope,  # a reset cancels the exchange's own scope
-            )
-        except ProxyError as error:
-            # Nothing of the answer went out yet: answer the error ourselves.
-            record.status, record.error = error.status_hint, error.message
-            self._refuse(stream.stream_id, error)
-            stream.mark_ended_locally()
-            return
-        except ExchangeAborted as abort:
-            record.error = abort.reason
-            record.stats.end = EXCHANGE_ABORT_ENDS[abort.side]
-            return
-        if not result.cancelled:
-            record.stats.end = TunnelEnd.CLEAN
-
-    def _finish_exchange(
-        self, stream: H2TunnelStream, record: TunnelRecord, result: ExchangeResult
-    ) -> None:
-        """Reset what did not end cleanly, return credit, forget the stream, log it."""
-        record.status = record.status or result.status
-        record.opened = result.head_sent
-        if stream.reset_by_peer:
-            record.stats.end = TunnelEnd.CLIENT_ABORTED
-        elif record.stats.end is TunnelEnd.CANCELLED and result.head_sent and stream.local_ended:
-            # Cancelled (the connection closed) after the whole answer was queued: done.
-            record.stats.end = TunnelEnd.CLEAN
-        if stream.broken_reason is None:
-            if not stream.local_ended:
-                # An answer cut short: the client must not take it for a whole one.
-                code = (
-                    ErrorCodes.INTERNAL_ERROR
-                    if record.stats.end is TunnelEnd.BACKEND_ABORTED
-                    else ErrorCodes.CANCEL
-                )
-                self.session.reset(stream.stream_id, code)
-            elif not stream.remote_ended:
-                # RFC 9113 §8.1: the answer is complete; the client may stop sending.
-                self.session.reset(stream.stream_id, ErrorCodes.NO_ERROR)
-            stream.break_stream("the exchange ended", by_peer=False)
-        self._forget(stream, record)
-
-    def _forget(self, stream: H2TunnelStream, record: TunnelRecord) -> None:
-        """The stream's work is over: return its credit, drop every reference, log it."""
-        # Bytes nobody consumed still hold connection window: give it back.
-        self.session.acknowledge(stream.stream_id, stream.release_unconsumed())
-        self.session.direct_streams.discard(stream.stream_id)
-        self._window_waiters.discard(stream)
-        self._streams.pop(stream.stream_id, None)
-        record.log()
-        self._end_if_idle()

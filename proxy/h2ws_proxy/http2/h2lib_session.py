@@ -156,7 +156,8 @@ class H2Session:
     ) -> None:
         self._limits = limits
         self.connect_protocol_enabled = connect_protocol_enabled
-        self._on_output = on_output
+        #: Called after output was queued (the writer sets it to its wake-up).
+        self.on_output = on_output
         self.outbound = bytearray()
         self.conn = _GracefulH2Connection(
             config=h2.config.H2Configuration(
@@ -224,7 +225,7 @@ class H2Session:
         data = self.conn.data_to_send()
         if data:
             self.outbound += data
-            self._on_output()
+            self.on_output()
 
     def take_outbound(self) -> bytearray:
         data, self.outbound = self.outbound, bytearray()
@@ -235,7 +236,7 @@ class H2Session:
     def acknowledge(self, stream_id: int, size: int) -> None:
         """Return ``size`` bytes of credit (the connection's too, even if the stream is gone)."""
         if size > 0 and acknowledge_direct(self.conn, stream_id, size, self.outbound):
-            self._on_output()
+            self.on_output()
 
     def send_data(self, stream_id: int, data: memoryview) -> int:
         """Send as much of ``data`` as the peer's windows allow; returns how much went."""
@@ -246,7 +247,7 @@ class H2Session:
         # ``flush``), so these frames go out after everything queued before them.
         sent = send_direct(self.conn, stream, data, self.outbound)
         if sent:
-            self._on_output()
+            self.on_output()
         return sent
 
     def _send_data_through_h2(self, stream_id: int, data: memoryview) -> int:
@@ -271,7 +272,7 @@ class H2Session:
         if headers == _PLAIN_200 and send_plain_200(
             self.conn, stream_id, self.outbound, end_stream=end_stream
         ):
-            self._on_output()  # the 200 that opens most tunnels, without h2 (h2_direct.py)
+            self.on_output()  # the 200 that opens most tunnels, without h2 (h2_direct.py)
             return
         try:
             self.conn.send_headers(stream_id, headers, end_stream=end_stream)
@@ -289,13 +290,13 @@ class H2Session:
         if send_response_head(
             self.conn, stream_id, status_bytes, fields, self.outbound, end_stream=end_stream
         ):
-            self._on_output()
+            self.on_output()
             return
         self.send_headers(stream_id, [(b":status", status_bytes), *fields], end_stream=end_stream)
 
     def end_stream(self, stream_id: int) -> None:
         if end_direct(self.conn, stream_id, self.outbound):
-            self._on_output()
+            self.on_output()
             return
         try:
             self.conn.end_stream(stream_id)
@@ -352,4 +353,4 @@ class H2Session:
         self.flush()
         goaway = GoAwayFrame(0, last_stream_id=self.conn.highest_inbound_stream_id, error_code=0)
         self.outbound += goaway.serialize()
-        self._on_output()
+        self.on_output()

@@ -1,0 +1,293 @@
+"""The work of one HTTP/2 stream once accepted: a tunnel or an ordinary request.
+
+Rules:
+
+* Each stream's task runs inside the stream's own cancel scope (``H2TunnelStream.scope``)
+  for its whole life, the backend dial included, so a client reset cancels either at once.
+* The answer the client sees is decided here: the backend's 101 becomes our 200 (then the
+  tunnel runs), any other answer goes back as it came (status, headers, body), and a
+  proxy-side failure becomes a short status from :class:`~h2ws_proxy.errors.ProxyError`.
+* How a stream ends decides whether it is reset: never after a tunnel that ended cleanly
+  both ways (browsers stop using WebSocket over HTTP/2 for the origin after such resets);
+  CANCEL, CONNECT_ERROR or INTERNAL_ERROR after one cut short; NO_ERROR once our side is
+  complete and the client's is not (RFC 9113 §8.1).
+* At the end the stream's unconsumed credit goes back, every reference to it is dropped,
+  and its record is logged; then the frontend forgets it (``on_done``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+from h2.errors import ErrorCodes
+
+from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
+from h2ws_proxy.config import Limits, RouteConfig
+from h2ws_proxy.errors import BackendRejected, ProxyError
+from h2ws_proxy.http.handshake import (
+    WebSocketRequest,
+    build_backend_upgrade,
+    h2_success_headers,
+    new_websocket_key,
+)
+from h2ws_proxy.http.message import HttpRequest
+from h2ws_proxy.http2.client_writer import ClientWriter
+from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable
+from h2ws_proxy.http2.stream import H2ClientSide, H2TunnelStream
+from h2ws_proxy.relay.context import ClientInfo, ServerContext
+from h2ws_proxy.relay.exchange import (
+    EXCHANGE_ABORT_ENDS,
+    ExchangeAborted,
+    ExchangeResult,
+    forward_exchange,
+)
+from h2ws_proxy.relay.record import TunnelRecord
+from h2ws_proxy.relay.tunnel import TunnelEnd, run_tunnel
+from h2ws_proxy.transport.poller import BackendPoller
+
+#: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
+_NO_LENGTH_STATUSES = frozenset({204, 304})
+
+
+class StreamTasks:
+    """Runs the tunnels and requests of one connection's streams."""
+
+    def __init__(
+        self,
+        session: H2Session,
+        writer: ClientWriter,
+        server: ServerContext,
+        info: ClientInfo,
+        *,
+        refuse: Callable[[int, ProxyError], None],
+        backend_poller: Callable[[], BackendPoller | None],
+        on_done: Callable[[H2TunnelStream], None],
+    ) -> None:
+        self.session = session
+        self._writer = writer
+        self._server = server
+        self._info = info
+        self._limits: Limits = server.config.limits
+        self._refuse = refuse
+        self._backend_poller = backend_poller
+        self._on_done = on_done
+
+    # ---- one tunnel ----
+
+    async def serve_tunnel(
+        self, stream: H2TunnelStream, request: WebSocketRequest, route: RouteConfig
+    ) -> None:
+        record = TunnelRecord(
+            front="h2",
+            connection_id=self._info.connection_id,
+            stream_id=stream.stream_id,
+            path=request.path,
+            route=route.path,
+            backend=str(route.backend),
+        )
+        try:
+            # One scope for the stream's whole life: the dial's deadlines, then the
+            # tunnel's timers (run_tunnel keeps them on it rather than entering its own).
+            with stream.scope:
+                upgraded = await self._open_tunnel(stream, request, route, record)
+                if upgraded is None:
+                    return
+                # This frame lives as long as the tunnel: keep no handshake objects alive
+                # in it.
+                backend, leftover = upgraded.stream, upgraded.leftover
+                del upgraded, request
+                with self._server.stats.count_tunnel():
+                    await run_tunnel(
+                        stream,
+                        backend,
+                        backend_leftover=leftover,
+                        idle_timeout_s=self._limits.idle_timeout_s,
+                        half_closed_timeout_s=self._limits.half_closed_timeout_s,
+                        stats=record.stats,
+                        scope=stream.scope,
+                        poller=self._backend_poller(),
+                        pushable=stream,
+                    )
+        finally:
+            self._finish_tunnel(stream, record)
+
+    async def _open_tunnel(
+        self,
+        stream: H2TunnelStream,
+        request: WebSocketRequest,
+        route: RouteConfig,
+        record: TunnelRecord,
+    ) -> BackendUpgraded | None:
+        """Dial and upgrade the backend, answer the client; the upgraded backend, or None.
+
+        Runs inside ``stream.scope``, which holds the dial's deadlines.
+        """
+        key = new_websocket_key()
+        try:
+            upgrade = build_backend_upgrade(request, route, key, self._info.address)
+            upgraded = await connect_and_upgrade(
+                route.backend,
+                upgrade,
+                key,
+                request,
+                self._limits,
+                self._server.connect_backend,
+                scope=stream.scope,
+            )
+        except BackendRejected as rejection:
+            record.status = rejection.status
+            stream.answered = True
+            await self._relay_rejection(stream, rejection)
+            return None
+        except ProxyError as error:
+            record.status, record.error = error.status_hint, error.message
+            stream.answered = True
+            self._refuse(stream.stream_id, error)
+            stream.mark_ended_locally()
+            return None
+        try:
+            self.session.send_headers(stream.stream_id, h2_success_headers(upgraded.accepted))
+        except StreamUnusable as error:
+            # The client reset the stream while the backend was answering.
+            record.error = str(error)
+            await trio.aclose_forcefully(upgraded.stream)
+            return None
+        record.status = 200
+        stream.opened = record.opened = True
+        self.session.direct_streams.add(stream.stream_id)
+        return upgraded
+
+    async def _relay_rejection(self, stream: H2TunnelStream, rejection: BackendRejected) -> None:
+        """Pass the backend's non-101 answer back as it came (status, headers, body)."""
+        headers = [(b":status", str(rejection.status).encode()), *rejection.headers]
+        if rejection.status not in _NO_LENGTH_STATUSES:
+            headers.append((b"content-length", str(len(rejection.body)).encode()))
+        try:
+            self.session.send_headers(stream.stream_id, headers, end_stream=not rejection.body)
+        except StreamUnusable:
+            return
+        if not rejection.body:
+            stream.mark_ended_locally()
+        else:
+            # The client's window decides how fast the body goes; a client that never
+            # opens it does not keep the stream forever.
+            with trio.move_on_after(self._limits.handshake_timeout_s):
+                try:
+                    await stream.send_all(rejection.body)
+                    await stream.send_eof()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+
+    def _finish_tunnel(self, stream: H2TunnelStream, record: TunnelRecord) -> None:
+        """Reset the stream unless it ended cleanly, return its credit, forget it, log it."""
+        if stream.reset_by_peer:
+            record.stats.end = TunnelEnd.CLIENT_ABORTED
+        elif (
+            record.stats.end is TunnelEnd.CANCELLED
+            and stream.local_ended
+            and stream.remote_ended
+            and not stream.buffered_bytes
+        ):
+            # Cancelled (the connection closed) after both sides had ended and every byte
+            # had moved on: that tunnel had finished.
+            record.stats.end = TunnelEnd.CLEAN
+        if record.stats.end is TunnelEnd.HALF_CLOSED_TIMEOUT and stream.local_ended:
+            # Our side is complete; RFC 9113 §8.1: NO_ERROR tells the client to stop.
+            self.session.reset(stream.stream_id, ErrorCodes.NO_ERROR)
+            stream.break_stream("half-closed timeout", by_peer=False)
+        elif record.opened and record.stats.end is not TunnelEnd.CLEAN:
+            stream.reset(cancel=record.stats.end is not TunnelEnd.BACKEND_ABORTED)
+        elif not record.opened and not stream.local_ended:
+            stream.reset(cancel=True)  # cancelled, or an answer cut short: say so
+        self._forget(stream, record)
+
+    # ---- one ordinary request ----
+
+    async def serve_exchange(
+        self, stream: H2TunnelStream, request: HttpRequest, route: RouteConfig
+    ) -> None:
+        record = TunnelRecord(
+            front="h2",
+            connection_id=self._info.connection_id,
+            stream_id=stream.stream_id,
+            path=request.target,
+            route=route.path,
+            backend=str(route.backend),
+            kind="request",
+            method=request.method,
+        )
+        result = ExchangeResult()
+        try:
+            with self._server.stats.count_request():
+                await self._forward(stream, request, route, record, result)
+        finally:
+            self._finish_exchange(stream, record, result)
+
+    async def _forward(
+        self,
+        stream: H2TunnelStream,
+        request: HttpRequest,
+        route: RouteConfig,
+        record: TunnelRecord,
+        result: ExchangeResult,
+    ) -> None:
+        try:
+            await forward_exchange(
+                request,
+                route,
+                H2ClientSide(stream),
+                self._server.pool,
+                self._limits,
+                self._info.address,
+                record.stats,
+                result,
+                on_start=stream.adopt_scope,  # a reset cancels the exchange's own scope
+            )
+        except ProxyError as error:
+            # Nothing of the answer went out yet: answer the error ourselves.
+            record.status, record.error = error.status_hint, error.message
+            self._refuse(stream.stream_id, error)
+            stream.mark_ended_locally()
+            return
+        except ExchangeAborted as abort:
+            record.error = abort.reason
+            record.stats.end = EXCHANGE_ABORT_ENDS[abort.side]
+            return
+        if not result.cancelled:
+            record.stats.end = TunnelEnd.CLEAN
+
+    def _finish_exchange(
+        self, stream: H2TunnelStream, record: TunnelRecord, result: ExchangeResult
+    ) -> None:
+        """Reset what did not end cleanly, return credit, forget the stream, log it."""
+        record.status = record.status or result.status
+        record.opened = result.head_sent
+        if stream.reset_by_peer:
+            record.stats.end = TunnelEnd.CLIENT_ABORTED
+        elif record.stats.end is TunnelEnd.CANCELLED and result.head_sent and stream.local_ended:
+            # Cancelled (the connection closed) after the whole answer was queued: done.
+            record.stats.end = TunnelEnd.CLEAN
+        if stream.broken_reason is None:
+            if not stream.local_ended:
+                # An answer cut short: the client must not take it for a whole one.
+                code = (
+                    ErrorCodes.INTERNAL_ERROR
+                    if record.stats.end is TunnelEnd.BACKEND_ABORTED
+                    else ErrorCodes.CANCEL
+                )
+                self.session.reset(stream.stream_id, code)
+            elif not stream.remote_ended:
+                # RFC 9113 §8.1: the answer is complete; the client may stop sending.
+                self.session.reset(stream.stream_id, ErrorCodes.NO_ERROR)
+            stream.break_stream("the exchange ended", by_peer=False)
+        self._forget(stream, record)
+
+    def _forget(self, stream: H2TunnelStream, record: TunnelRecord) -> None:
+        """The stream's work is over: return its credit, drop every reference, log it."""
+        # Bytes nobody consumed still hold connection window: give it back.
+        self.session.acknowledge(stream.stream_id, stream.release_unconsumed())
+        self.session.direct_streams.discard(stream.stream_id)
+        self._writer.forget_window_waiter(stream)
+        record.log()
+        self._on_done(stream)
