@@ -1,9 +1,9 @@
 """One ordinary request on a backend's HTTP/1.1 connection: our request out, its answer in.
 Pure, no I/O: the exchange moves the bytes.
 
-h11 is the reference, and it costs about a fifth of the proxy's CPU per plain GET (py-spy).
-So the common case is read and written here, by h11's own grammar, and everything else is
-left to h11 itself:
+h11 is the reference, but running it was a large part of a plain GET's CPU (bench/README.md,
+the "Plain GETs" step). So the common case is read and written here, by h11's own grammar
+(:mod:`~h2ws_proxy.http.grammar`), and everything else is left to h11 itself:
 
 * A request without a body is written here: its head is the bytes h11 would write (the
   request line, ``host`` first, then the other fields), and :func:`~h2ws_proxy.http.message
@@ -33,27 +33,27 @@ from dataclasses import dataclass
 
 import h11
 
-from h2ws_proxy.http.message import TOKEN, BackendRequest, BodyFraming
+from h2ws_proxy.http.grammar import CHUNK_HEADER, HEAD_END, LINE_FORBIDDEN_BYTES, TOKEN
+from h2ws_proxy.http.message import BackendRequest, BodyFraming
 
 Header = tuple[bytes, bytes]
 
-# h11's grammar (h11/_abnf.py): a head is plain here only where each of its lines is valid
-# for h11. A field line is ``token ":" OWS field-value OWS`` with ``field-value`` runs of
-# ``[^\x00\s]`` joined by ``[ \t]+``: so, in a line that holds no CR or LF, exactly a token,
-# a colon and then no NUL, VT or FF (any mix of the other bytes, spaces and tabs parses,
-# the value being what is left once spaces and tabs are stripped off both ends). The
-# status line's reason phrase, ``([ \t] | [^\x00\s])*``, excludes the same bytes. Hence:
+# h11's grammar (http/grammar.py): a head is plain here only where each of its lines is
+# valid for h11. A field line is ``token ":" OWS field-value OWS`` with ``field-value`` runs
+# of field-vchar joined by ``[ \t]+``: so, in a line that holds no CR or LF, exactly a
+# token, a colon and then none of LINE_FORBIDDEN_BYTES (NUL, VT, FF; any mix of the other
+# bytes, spaces and tabs parses, the value being what is left once spaces and tabs are
+# stripped off both ends). The status line's reason phrase excludes the same bytes. Hence:
 # one look for NUL, VT and FF in the whole head; ``_FIELD`` matches a field line from the
 # LF before it to its CR, so a head whose line ends are all CRLF is valid exactly when
-# ``_FIELD`` matches once per line after the status line. (Simple classes: Python's regex
-# engine runs them several times faster than h11's nested pattern.)
+# ``_FIELD`` matches once per line after the status line. (Simple classes, because they
+# cost Python's regex engine less than h11's nested pattern.)
 _FIELD = re.compile(rb"\n(" + TOKEN + rb"):([^\r\n]*)\r(?=\n)")
+_NUL, _VT, _FF = LINE_FORBIDDEN_BYTES
 #: Only HTTP/1.1 and final statuses are plain.
 _PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: [^\r\n]*)?\r\n")
-#: Where h11 finds the end of a head (h11/_receivebuffer.py).
-_BLANK_LINE = re.compile(rb"\n\r?\n", re.MULTILINE)
-#: h11's chunk header (h11/_abnf.py ``chunk_header``), extensions read and dropped as h11 does.
-_CHUNK_HEADER = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r\n")
+#: h11's chunk header, extensions read and dropped as h11 does.
+_CHUNK_HEADER = re.compile(CHUNK_HEADER)
 #: A trailer section h11 must read, after a head that says as much as the real one did.
 _TRAILER_PREFIX = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n"
 #: ``_parse_plain_head``'s body length for a chunked body.
@@ -200,7 +200,7 @@ class H1BackendWire:
 
     def _read_head(self) -> Event | Need:
         data, pos = self._data, self._pos
-        end = _BLANK_LINE.search(data, pos)
+        end = HEAD_END.search(data, pos)
         if end is None:
             if len(data) - pos > self._max_head_bytes or (len(data) > pos and data[pos] < 0x21):
                 return self._to_h11()  # h11 refuses these: let it say so
@@ -366,11 +366,12 @@ def _parse_plain_head(
 
 
 def _has_forbidden_byte(data: bytes, start: int, end: int) -> bool:
-    """NUL, VT or FF in ``data[start:end]`` (three memchr scans beat one regex search)."""
+    """NUL, VT or FF in ``data[start:end]`` (three memchr scans: cheaper than one regex
+    search)."""
     return (
-        data.find(b"\x00", start, end) >= 0
-        or data.find(b"\x0b", start, end) >= 0
-        or data.find(b"\x0c", start, end) >= 0
+        data.find(_NUL, start, end) >= 0
+        or data.find(_VT, start, end) >= 0
+        or data.find(_FF, start, end) >= 0
     )
 
 

@@ -32,7 +32,8 @@ from wsproto.utilities import generate_accept_token
 
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import BackendProtocolError, ClientProtocolError
-from h2ws_proxy.http.request_head import AUTHORITY_PATTERN, H2RequestHead
+from h2ws_proxy.http.grammar import AUTHORITY_PATTERN
+from h2ws_proxy.http.request_head import H2RequestHead
 from h2ws_proxy.http.upgrade_wire import UpgradeRequest, upgrade_request
 
 Header = tuple[bytes, bytes]
