@@ -19,7 +19,7 @@ second request (request smuggling, RFC 9112 §6.3 and §11.2):
 * ``GET``, ``HEAD``, ``DELETE``, ``OPTIONS`` and ``TRACE`` requests with a body are
   refused (400): backends disagree on whether to read such a body, and one that does not
   would take it for the next request on a kept-alive connection. Browsers never send one.
-* Names are lowercase; values carry no CR, LF or NUL (h2_request and h11 check that).
+* Names are lowercase; values carry no CR, LF or NUL (request_head and h11 check that).
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ import h11
 
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import ClientProtocolError
-from h2ws_proxy.http.grammar import AUTHORITY_PATTERN, REQUEST_TARGET, TOKEN, fields_pass
-from h2ws_proxy.http.handshake import (
+from h2ws_proxy.http.fields import (
     HOP_BY_HOP,
     end_to_end_request_headers,
     split_header_list,
     with_forwarding_fields,
 )
+from h2ws_proxy.http.grammar import AUTHORITY_PATTERN, REQUEST_TARGET, TOKEN, fields_pass
 from h2ws_proxy.http.request_head import H2RequestHead, malformed
 
 Header = tuple[bytes, bytes]

@@ -43,11 +43,10 @@ from h2.errors import ErrorCodes
 from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
 from h2ws_proxy.config import RouteConfig, advertises_connect_protocol
 from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError
+from h2ws_proxy.http.backend_handshake import build_backend_upgrade, new_websocket_key
 from h2ws_proxy.http.handshake import (
     WebSocketRequest,
-    build_backend_upgrade,
     h2_success_headers,
-    new_websocket_key,
     parse_extended_connect,
 )
 from h2ws_proxy.http.message import BodyFraming, HttpRequest, request_from_h2
