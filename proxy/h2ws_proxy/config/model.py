@@ -136,7 +136,7 @@ class ProxyConfig:
     admin: AdminConfig | None = None
     limits: Limits = field(default_factory=Limits)
     source: str = "<memory>"  #: the file name, for messages
-    #: Worker processes sharing the listening sockets (``supervisor.py``); 1 = no supervisor.
+    #: Worker processes sharing the listening sockets (``server/supervisor.py``); 1 = no supervisor.
     workers: int = 1
 
 

@@ -91,7 +91,8 @@ def malformed(reason: str) -> ClientProtocolError:
 
 
 #: Heads that passed lately, by their fields: a client opens stream after stream with the
-#: same ones, and checking them again cost more than the rest of taking a new stream.
+#: same ones, and checking them again was a large part of taking a new stream
+#: (bench/README.md, the "New tunnels" step).
 #: Small heads only, and a few of them (the map is emptied when full): memory stays bounded
 #: whatever a client sends.
 _PASSED: dict[tuple[Header, ...], H2RequestHead] = {}
