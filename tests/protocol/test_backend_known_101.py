@@ -14,7 +14,8 @@ from h2ws_proxy.backend import upgrade as backend
 from h2ws_proxy.backend.upgrade import connect_and_upgrade
 from h2ws_proxy.config import BackendAddress, parse_backend
 from h2ws_proxy.errors import BackendProtocolError
-from h2ws_proxy.http.handshake import WebSocketRequest, build_backend_upgrade, new_websocket_key
+from h2ws_proxy.http.backend_handshake import build_backend_upgrade, new_websocket_key
+from h2ws_proxy.http.handshake import WebSocketRequest
 from tests.helpers.setup import make_config
 from tests.protocol.test_backend_upgrade import LIMITS, REQUEST
 

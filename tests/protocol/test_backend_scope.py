@@ -13,7 +13,7 @@ import trio.testing
 from h2ws_proxy.backend.upgrade import connect_and_upgrade
 from h2ws_proxy.config import BackendAddress
 from h2ws_proxy.errors import BackendTimeout
-from h2ws_proxy.http.handshake import build_backend_upgrade
+from h2ws_proxy.http.backend_handshake import build_backend_upgrade
 from tests.helpers.setup import make_config
 from tests.protocol.test_backend_upgrade import KEY, LIMITS, REQUEST
 

@@ -17,7 +17,8 @@ from h2ws_proxy.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
-from h2ws_proxy.http.handshake import WebSocketRequest, build_backend_upgrade
+from h2ws_proxy.http.backend_handshake import build_backend_upgrade
+from h2ws_proxy.http.handshake import WebSocketRequest
 from tests.helpers.listeners import full_accept_queue
 from tests.helpers.setup import make_config
 

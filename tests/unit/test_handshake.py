@@ -15,21 +15,25 @@ from wsproto.utilities import generate_accept_token
 
 from h2ws_proxy.config import RouteConfig, parse_backend
 from h2ws_proxy.errors import BackendProtocolError, ClientProtocolError
-from h2ws_proxy.http import handshake
-from h2ws_proxy.http.handshake import (
-    HOP_BY_HOP,
-    BackendAccepted,
-    WebSocketRequest,
+from h2ws_proxy.http import backend_handshake, handshake
+from h2ws_proxy.http.backend_handshake import (
     build_backend_upgrade,
     check_backend_accept,
+    new_websocket_key,
+)
+from h2ws_proxy.http.fields import (
+    HOP_BY_HOP,
     end_to_end_request_headers,
     end_to_end_response_headers,
+    split_header_list,
+)
+from h2ws_proxy.http.handshake import (
+    BackendAccepted,
+    WebSocketRequest,
     h1_switching_headers,
     h2_success_headers,
-    new_websocket_key,
     parse_extended_connect,
     parse_h1_upgrade,
-    split_header_list,
 )
 from h2ws_proxy.http.request_head import H2RequestHead, parse_h2_request_head
 from h2ws_proxy.http.upgrade_wire import UpgradeRequest
@@ -1312,14 +1316,14 @@ def test_kept_upgrade_requests_are_written_as_without_keeping(
                 except ClientProtocolError:
                     built = ClientProtocolError
                 assert built == made
-    assert len(handshake._TEMPLATES) <= handshake._TEMPLATES_MAX
+    assert len(backend_handshake._TEMPLATES) <= backend_handshake._TEMPLATES_MAX
 
 
 def _reference_upgrade(
     request: WebSocketRequest, backend: RouteConfig, key: bytes, address: str | None
 ) -> UpgradeRequest | type[ClientProtocolError]:
-    fields = handshake._upgrade_fields(request, backend, key, address)
+    fields = backend_handshake._upgrade_fields(request, backend, key, address)
     try:
-        return handshake._backend_request(request.path, fields)
+        return backend_handshake._backend_request(request.path, fields)
     except ClientProtocolError:
         return ClientProtocolError

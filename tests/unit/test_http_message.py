@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from h2ws_proxy.config import RouteConfig, parse_backend
 from h2ws_proxy.errors import ClientProtocolError
-from h2ws_proxy.http.handshake import end_to_end_request_headers, end_to_end_response_headers
+from h2ws_proxy.http.fields import end_to_end_request_headers, end_to_end_response_headers
 from h2ws_proxy.http.message import (
     BackendRequest,
     BodyFraming,

@@ -305,8 +305,9 @@ def test_spelled_out_classes_are_h11s() -> None:
     from h11 import _abnf
 
     from h2ws_proxy.http import upgrade_wire
+    from h2ws_proxy.http.grammar import FIELD_VCHAR
 
-    ours_vchar = re.compile(upgrade_wire._FIELD_VCHAR)
+    ours_vchar = re.compile(FIELD_VCHAR)
     h11_vchar = re.compile(_abnf.field_vchar.encode())
     h11_reason = re.compile(_abnf.reason_phrase.encode())
     ours_reason = re.compile(rb"[^\x00\n\x0b\x0c\r]*")

@@ -1,20 +1,18 @@
 """One ordinary request on a backend's HTTP/1.1 connection: our request out, its answer in.
 Pure, no I/O: the exchange moves the bytes.
 
-h11 is the reference, and it costs about a fifth of the proxy's CPU per plain GET (py-spy).
-So the common case is read and written here, by h11's own grammar, and everything else is
-left to h11 itself:
+h11 is the reference, but running it was a large part of a plain GET's CPU (bench/README.md,
+the "Plain GETs" step). So the common case is read and written here, by h11's own grammar
+(:mod:`~h2ws_proxy.http.grammar`), and everything else is left to h11 itself:
 
 * A request without a body is written here: its head is the bytes h11 would write (the
   request line, ``host`` first, then the other fields), and :func:`~h2ws_proxy.http.message
   .build_backend_request` already checked it against h11's patterns. A request with a body
   goes through h11 from its first byte (h11 holds the body to its framing).
-* A *plain* answer is read here: the whole head in hand, ending in CRLF CRLF with no bare LF,
-  ``HTTP/1.1``, a final status, every field line matching h11's pattern, and, unless the
-  request was HEAD or the status 204/304 (then neither), either exactly one
-  ``content-length`` (digits only) or exactly one ``transfer-encoding: chunked`` (as
-  written, lowercase). It gives the events h11 would give (names lowercased, the body as it
-  arrives, then the end) and keeps its keep-alive rule (``connection: close`` ends reuse).
+* A *plain* answer is read here: a head that :func:`~h2ws_proxy.backend.h1_wire_head
+  .parse_plain_head` accepts (its rules say which), then the body as it arrives, then the
+  end, as the events h11 would give. h11's keep-alive rule holds (``connection: close``
+  ends reuse).
   A chunked body is read as h11's ChunkedReader reads it, with its errors and words (chunk
   header pattern, CRLF after each chunk, buffer limit, EOF); trailer fields, if any, are
   handed to h11 behind a made-up head and last chunk that bring it to the same point.
@@ -33,43 +31,16 @@ from dataclasses import dataclass
 
 import h11
 
-from h2ws_proxy.http.message import TOKEN, BackendRequest, BodyFraming
+from h2ws_proxy.backend.h1_wire_head import CHUNKED, ResponseHead, parse_plain_head
+from h2ws_proxy.http.grammar import CHUNK_HEADER, HEAD_END
+from h2ws_proxy.http.message import BackendRequest, BodyFraming
 
 Header = tuple[bytes, bytes]
 
-# h11's grammar (h11/_abnf.py): a head is plain here only where each of its lines is valid
-# for h11. A field line is ``token ":" OWS field-value OWS`` with ``field-value`` runs of
-# ``[^\x00\s]`` joined by ``[ \t]+``: so, in a line that holds no CR or LF, exactly a token,
-# a colon and then no NUL, VT or FF (any mix of the other bytes, spaces and tabs parses,
-# the value being what is left once spaces and tabs are stripped off both ends). The
-# status line's reason phrase, ``([ \t] | [^\x00\s])*``, excludes the same bytes. Hence:
-# one look for NUL, VT and FF in the whole head; ``_FIELD`` matches a field line from the
-# LF before it to its CR, so a head whose line ends are all CRLF is valid exactly when
-# ``_FIELD`` matches once per line after the status line. (Simple classes: Python's regex
-# engine runs them several times faster than h11's nested pattern.)
-_FIELD = re.compile(rb"\n(" + TOKEN + rb"):([^\r\n]*)\r(?=\n)")
-#: Only HTTP/1.1 and final statuses are plain.
-_PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: [^\r\n]*)?\r\n")
-#: Where h11 finds the end of a head (h11/_receivebuffer.py).
-_BLANK_LINE = re.compile(rb"\n\r?\n", re.MULTILINE)
-#: h11's chunk header (h11/_abnf.py ``chunk_header``), extensions read and dropped as h11 does.
-_CHUNK_HEADER = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r\n")
+#: h11's chunk header, extensions read and dropped as h11 does.
+_CHUNK_HEADER = re.compile(CHUNK_HEADER)
 #: A trailer section h11 must read, after a head that says as much as the real one did.
 _TRAILER_PREFIX = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n"
-#: ``_parse_plain_head``'s body length for a chunked body.
-_CHUNKED = -1
-#: h11's CONTENT_LENGTH_MAX_DIGITS (its pattern is [0-9]+; bytes.isdigit is ASCII only).
-_MAX_LENGTH_DIGITS = 20
-_NO_BODY_STATUSES = frozenset({204, 304})
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseHead:
-    """The answer's head (``status`` < 200: an informational one, more follow)."""
-
-    status: int
-    #: Names lowercased, as h11 gives them.
-    headers: list[Header]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,18 +171,18 @@ class H1BackendWire:
 
     def _read_head(self) -> Event | Need:
         data, pos = self._data, self._pos
-        end = _BLANK_LINE.search(data, pos)
+        end = HEAD_END.search(data, pos)
         if end is None:
             if len(data) - pos > self._max_head_bytes or (len(data) > pos and data[pos] < 0x21):
                 return self._to_h11()  # h11 refuses these: let it say so
             return Need.DATA
-        parsed = _parse_plain_head(data, pos, end.end(), is_head=self._is_head)
+        parsed = parse_plain_head(data, pos, end.end(), is_head=self._is_head)
         if parsed is None:
             return self._to_h11()
         event, length, keep_alive = parsed
         self._pos = end.end()
         self._keep_alive = keep_alive
-        if length == _CHUNKED:
+        if length == CHUNKED:
             self._stage = _Stage.CHUNKED
         else:
             self._remaining = length
@@ -322,61 +293,6 @@ class H1BackendWire:
         self._data, self._pos = b"", 0
         self._h11 = conn
         return conn
-
-
-def _parse_plain_head(
-    data: bytes, start: int, end: int, *, is_head: bool
-) -> tuple[ResponseHead, int, bool] | None:
-    """(event, body length, keep-alive) for the plain head ``data[start:end]`` (see the
-    module rules), else None. ``end`` is just past its blank line."""
-    status_line = _PLAIN_STATUS_LINE.match(data, start, end)
-    if status_line is None or _has_forbidden_byte(data, start, end):
-        return None
-    fields = _FIELD.findall(data, start, end)
-    line_ends = data.count(b"\r\n", start, end)
-    if line_ends != len(fields) + 2 or data.count(b"\n", start, end) != line_ends:
-        return None  # a line that is not a valid field, or a bare LF
-    status = int(status_line.group(1))
-    headers = [(name.lower(), value.strip(b" \t")) for name, value in fields]
-    length: bytes | None = None
-    chunked = False
-    keep_alive = True
-    for name, value in headers:
-        if name == b"content-length":
-            if length is not None or not (len(value) <= _MAX_LENGTH_DIGITS and value.isdigit()):
-                return None
-            length = value
-        elif name == b"transfer-encoding":
-            if chunked or value != b"chunked":
-                return None  # h11 lowercases, refuses other codings and repeats
-            chunked = True
-        elif name == b"connection" and b"close" in value.lower() and _lists_close(value):
-            keep_alive = False
-    if is_head or status in _NO_BODY_STATUSES:
-        if chunked:
-            return None
-        return ResponseHead(status, headers), 0, keep_alive
-    if chunked:
-        if length is not None:
-            return None  # h11 lets transfer-encoding win; left to it
-        return ResponseHead(status, headers), _CHUNKED, keep_alive
-    if length is None:
-        return None  # delimited by the close: h11 reads that
-    return ResponseHead(status, headers), int(length), keep_alive
-
-
-def _has_forbidden_byte(data: bytes, start: int, end: int) -> bool:
-    """NUL, VT or FF in ``data[start:end]`` (three memchr scans beat one regex search)."""
-    return (
-        data.find(b"\x00", start, end) >= 0
-        or data.find(b"\x0b", start, end) >= 0
-        or data.find(b"\x0c", start, end) >= 0
-    )
-
-
-def _lists_close(value: bytes) -> bool:
-    """As h11's ``get_comma_header``: ``close`` among the lowercased, stripped items."""
-    return b"close" in [item.strip() for item in value.lower().split(b",")]
 
 
 def _from_h11(event: h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]) -> Event | Need:

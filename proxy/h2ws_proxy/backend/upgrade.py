@@ -28,13 +28,9 @@ from h2ws_proxy.errors import (
     BackendTimeout,
     BackendUnavailable,
 )
-from h2ws_proxy.http.handshake import (
-    BackendAccepted,
-    WebSocketRequest,
-    check_backend_101,
-    check_backend_accept,
-    end_to_end_response_headers,
-)
+from h2ws_proxy.http.backend_handshake import check_backend_101, check_backend_accept
+from h2ws_proxy.http.fields import end_to_end_response_headers
+from h2ws_proxy.http.handshake import BackendAccepted, WebSocketRequest
 from h2ws_proxy.http.upgrade_wire import InterimHead, UpgradeRequest, read_interim_head
 from h2ws_proxy.transport.capabilities import lean_backend
 from h2ws_proxy.transport.socket_stream import is_ip_literal, open_tcp_to_ip

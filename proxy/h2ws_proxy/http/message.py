@@ -19,7 +19,7 @@ second request (request smuggling, RFC 9112 §6.3 and §11.2):
 * ``GET``, ``HEAD``, ``DELETE``, ``OPTIONS`` and ``TRACE`` requests with a body are
   refused (400): backends disagree on whether to read such a body, and one that does not
   would take it for the next request on a kept-alive connection. Browsers never send one.
-* Names are lowercase; values carry no CR, LF or NUL (h2_request and h11 check that).
+* Names are lowercase; values carry no CR, LF or NUL (request_head and h11 check that).
 """
 
 from __future__ import annotations
@@ -32,13 +32,14 @@ import h11
 
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import ClientProtocolError
-from h2ws_proxy.http.handshake import (
+from h2ws_proxy.http.fields import (
     HOP_BY_HOP,
     end_to_end_request_headers,
     split_header_list,
     with_forwarding_fields,
 )
-from h2ws_proxy.http.request_head import AUTHORITY_PATTERN, H2RequestHead, malformed
+from h2ws_proxy.http.grammar import AUTHORITY_PATTERN, REQUEST_TARGET, TOKEN, fields_pass
+from h2ws_proxy.http.request_head import H2RequestHead, malformed
 
 Header = tuple[bytes, bytes]
 
@@ -50,17 +51,10 @@ _SET_BY_PROXY = frozenset({b"host", b"content-length"})
 _NOT_FORWARDED = frozenset({*_SET_BY_PROXY, *HOP_BY_HOP})
 _DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 _ABSOLUTE_FORM = re.compile(rb"(?i)(https?)://([^/?#]*)(.*)\Z")
-# h11 0.14's grammar (h11/_abnf.py) for what h11.Request accepts: checked here first, since
-# building h11's event costs more than the rest of the request.
-TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+# What h11.Request accepts, by h11's grammar: checked here first, since building h11's
+# event is the dearer path (bench/README.md, the "Plain GETs" step); h11 judges the rest.
 _TOKEN = re.compile(TOKEN)
-_TARGET = re.compile(rb"[\x21-\x7e]+")
-# ``[^\x00\s]`` spelled out (the same set; a literal class matches several times faster).
-_FIELD_VCHAR = rb"[^\x00\t\n\x0b\x0c\r ]"
-_FIELD_VALUE = rb"(?:" + _FIELD_VCHAR + rb"+(?:[ \t]+" + _FIELD_VCHAR + rb"+)*)?"
-#: Every name, or every value, joined by "\n" (which neither grammar allows).
-_NAMES = re.compile(TOKEN + rb"(?:\n" + TOKEN + rb")*")
-_VALUES = re.compile(_FIELD_VALUE + rb"(?:\n" + _FIELD_VALUE + rb")*")
+_TARGET = re.compile(REQUEST_TARGET)
 
 
 class BodyFraming(enum.Enum):
@@ -261,21 +255,15 @@ def build_backend_request(
 def _valid_for_h11(request: BackendRequest) -> bool:
     """What ``h11.Request`` checks, for a request with one ``host`` and our own framing.
 
-    All names, then all values, in one match each (as upgrade_wire does): when a joined
-    string matches "item (\n item)*" and holds one "\n" fewer than there are fields, its
-    "\n"s are exactly the separators and every field passed on its own.
+    All names, then all values, in one match each (see ``grammar.fields_pass``).
     """
     headers = request.headers
     names = b"\n".join([name for name, _ in headers])
     values = b"\n".join([value for _, value in headers])
-    separators = len(headers) - 1
     return (
         _TOKEN.fullmatch(request.method) is not None
         and _TARGET.fullmatch(request.target) is not None
-        and names.count(b"\n") == separators
-        and values.count(b"\n") == separators
-        and _NAMES.fullmatch(names) is not None
-        and _VALUES.fullmatch(values) is not None
+        and fields_pass(names, values, len(headers))
     )
 
 

@@ -1,9 +1,10 @@
 """The HTTP/1.1 bytes of a backend WebSocket upgrade, written and read without h11. Pure.
 
 Building an ``h11.Request``, running an ``h11.Connection`` to write it and parsing the
-backend's ``101`` with it took about a tenth of the proxy's CPU per new tunnel (py-spy). The
-upgrade is one small request and its answer one small head, so this module does the common
-case directly, with h11's own grammar, and leaves every other case to h11, which decides it
+backend's ``101`` with it was a large part of a new tunnel's CPU (bench/README.md, the "New
+tunnels" step). The upgrade is one small request and its answer one small head, so this
+module does the common case directly, with h11's own grammar
+(:mod:`~h2ws_proxy.http.grammar`), and leaves every other case to h11, which decides it
 exactly as it always has:
 
 * :func:`upgrade_request` writes the request as h11 would (Host first, names as given,
@@ -26,22 +27,15 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
+from h2ws_proxy.http.grammar import FIELD_LINE, HEAD_END, REASON_PHRASE, REQUEST_TARGET, fields_pass
+
 Header = tuple[bytes, bytes]
 
-# h11's grammar (h11/_abnf.py), so that nothing passes here that h11 would refuse. Its
-# classes are spelled out (``\s`` is ``[\t\n\x0b\x0c\r ]`` for bytes): the same sets, but
-# literal ones match several times faster.
-_TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
-_FIELD_VCHAR = rb"[^\x00\t\n\x0b\x0c\r ]"  # [^\x00\s]
-_FIELD_VALUE = rb"(?:" + _FIELD_VCHAR + rb"+(?:[ \t]+" + _FIELD_VCHAR + rb"+)*)?"
-_NAMES_RE = re.compile(_TOKEN + rb"(?:\n" + _TOKEN + rb")*")
-_VALUES_RE = re.compile(_FIELD_VALUE + rb"(?:\n" + _FIELD_VALUE + rb")*")
-_TARGET_RE = re.compile(rb"[\x21-\x7e]+")
-_HEADER_LINE_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*")
-# The reason phrase is ([ \t] | [^\x00\s])*, one class here.
-_STATUS_LINE_RE = re.compile(rb"HTTP/[0-9]\.[0-9] (1[0-9][0-9])(?: [^\x00\n\x0b\x0c\r]*)?")
-# Where h11 ends a head (h11/_receivebuffer.py).
-_BLANK_LINE_RE = re.compile(rb"\n\r?\n")
+# h11's grammar, so that nothing passes here that h11 would refuse.
+_TARGET_RE = re.compile(REQUEST_TARGET)
+_HEADER_LINE_RE = re.compile(FIELD_LINE)
+#: An interim (1xx) status line; the reason phrase is optional, as h11 takes it.
+_STATUS_LINE_RE = re.compile(rb"HTTP/[0-9]\.[0-9] (1[0-9][0-9])(?: " + REASON_PHRASE + rb")?")
 # Fields h11 normalises (Content-Length values are trimmed, Transfer-Encoding lowered).
 _FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding"})
 
@@ -62,18 +56,10 @@ def upgrade_request(target: bytes, headers: list[Header]) -> UpgradeRequest | No
     """The request as h11 would write it, or None when h11 must judge it (see above)."""
     if not _TARGET_RE.fullmatch(target):
         return None
-    # All names, then all values, checked in one match each: "\n" is in neither grammar, so
-    # when a joined string matches "item (\n item)*" and holds one "\n" fewer than there are
-    # fields, its "\n"s are exactly the separators and every field passed on its own.
+    # All names, then all values, checked in one match each (see ``fields_pass``).
     names = b"\n".join([name for name, _ in headers])
     values = b"\n".join([value for _, value in headers])
-    separators = len(headers) - 1
-    if (
-        names.count(b"\n") != separators
-        or values.count(b"\n") != separators
-        or not _NAMES_RE.fullmatch(names)
-        or not _VALUES_RE.fullmatch(values)
-    ):
+    if not fields_pass(names, values, len(headers)):
         return None
     lower = names.lower().split(b"\n")
     if lower.count(b"host") != 1 or not _FRAMING_FIELDS.isdisjoint(lower):
@@ -115,7 +101,7 @@ def read_interim_head(
     to refuse. ``searched``: no head ends before this offset (an earlier call said None).
     Returns None when more bytes are needed (h11 would wait too).
     """
-    end = _BLANK_LINE_RE.search(buffer, searched)
+    end = HEAD_END.search(buffer, searched)
     if end is None:
         # h11 fails an unfinished head that is too long or starts with a control or space.
         if len(buffer) > limit or (buffer and buffer[0] < 0x21):

@@ -28,13 +28,9 @@ import trio
 
 from h2ws_proxy.backend.upgrade import READ_SIZE, connect_and_upgrade
 from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError
-from h2ws_proxy.http.handshake import (
-    build_backend_upgrade,
-    h1_switching_headers,
-    new_websocket_key,
-    parse_h1_upgrade,
-    split_header_list,
-)
+from h2ws_proxy.http.backend_handshake import build_backend_upgrade, new_websocket_key
+from h2ws_proxy.http.fields import split_header_list
+from h2ws_proxy.http.handshake import h1_switching_headers, parse_h1_upgrade
 from h2ws_proxy.http.message import BodyFraming, request_from_h1
 from h2ws_proxy.http1.client_side import H1ClientSide
 from h2ws_proxy.relay.context import ClientInfo, ServerContext

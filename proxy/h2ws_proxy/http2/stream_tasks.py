@@ -25,12 +25,8 @@ from h2.errors import ErrorCodes
 from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
 from h2ws_proxy.config import Limits, RouteConfig
 from h2ws_proxy.errors import BackendRejected, ProxyError
-from h2ws_proxy.http.handshake import (
-    WebSocketRequest,
-    build_backend_upgrade,
-    h2_success_headers,
-    new_websocket_key,
-)
+from h2ws_proxy.http.backend_handshake import build_backend_upgrade, new_websocket_key
+from h2ws_proxy.http.handshake import WebSocketRequest, h2_success_headers
 from h2ws_proxy.http.message import HttpRequest
 from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable

@@ -1,0 +1,116 @@
+"""A *plain* backend answer head, read by h11's grammar without h11. Pure.
+
+:class:`~h2ws_proxy.backend.h1_wire.H1BackendWire` reads an answer itself only when its
+head is plain (below); any other head goes to h11, which judges it as it always has. So
+:func:`parse_plain_head` must accept nothing h11 would refuse or read differently.
+
+Rules: a head is plain when
+
+* the whole head is in hand, ending in CRLF CRLF with no bare LF;
+* its status line is ``HTTP/1.1`` and a final status (200-999);
+* every field line matches h11's pattern (:mod:`~h2ws_proxy.http.grammar`; the check is
+  explained at ``_FIELD``);
+* unless the request was HEAD or the status 204/304 (then neither), it has either exactly
+  one ``content-length`` (digits only) or exactly one ``transfer-encoding: chunked`` (as
+  written, lowercase).
+
+The result is what h11 would give: names lowercased, values stripped, and its keep-alive
+rule (``connection: close`` ends reuse).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from h2ws_proxy.http.grammar import LINE_FORBIDDEN_BYTES, TOKEN
+
+__all__ = ["CHUNKED", "ResponseHead", "parse_plain_head"]
+
+Header = tuple[bytes, bytes]
+
+# h11's grammar (http/grammar.py): a head is plain here only where each of its lines is
+# valid for h11. A field line is ``token ":" OWS field-value OWS`` with ``field-value`` runs
+# of field-vchar joined by ``[ \t]+``: so, in a line that holds no CR or LF, exactly a
+# token, a colon and then none of LINE_FORBIDDEN_BYTES (NUL, VT, FF; any mix of the other
+# bytes, spaces and tabs parses, the value being what is left once spaces and tabs are
+# stripped off both ends). The status line's reason phrase excludes the same bytes. Hence:
+# one look for NUL, VT and FF in the whole head; ``_FIELD`` matches a field line from the
+# LF before it to its CR, so a head whose line ends are all CRLF is valid exactly when
+# ``_FIELD`` matches once per line after the status line. (Simple classes, because they
+# cost Python's regex engine less than h11's nested pattern.)
+_FIELD = re.compile(rb"\n(" + TOKEN + rb"):([^\r\n]*)\r(?=\n)")
+_NUL, _VT, _FF = LINE_FORBIDDEN_BYTES
+#: Only HTTP/1.1 and final statuses are plain.
+_PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-9][0-9][0-9])(?: [^\r\n]*)?\r\n")
+#: ``parse_plain_head``'s body length for a chunked body.
+CHUNKED = -1
+#: h11's CONTENT_LENGTH_MAX_DIGITS (its pattern is [0-9]+; bytes.isdigit is ASCII only).
+_MAX_LENGTH_DIGITS = 20
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """The answer's head (``status`` < 200: an informational one, more follow)."""
+
+    status: int
+    #: Names lowercased, as h11 gives them.
+    headers: list[Header]
+
+
+def parse_plain_head(
+    data: bytes, start: int, end: int, *, is_head: bool
+) -> tuple[ResponseHead, int, bool] | None:
+    """(event, body length or :data:`CHUNKED`, keep-alive) for the plain head
+    ``data[start:end]`` (see the module rules), else None. ``end`` is just past its blank
+    line."""
+    status_line = _PLAIN_STATUS_LINE.match(data, start, end)
+    if status_line is None or _has_forbidden_byte(data, start, end):
+        return None
+    fields = _FIELD.findall(data, start, end)
+    line_ends = data.count(b"\r\n", start, end)
+    if line_ends != len(fields) + 2 or data.count(b"\n", start, end) != line_ends:
+        return None  # a line that is not a valid field, or a bare LF
+    status = int(status_line.group(1))
+    headers = [(name.lower(), value.strip(b" \t")) for name, value in fields]
+    length: bytes | None = None
+    chunked = False
+    keep_alive = True
+    for name, value in headers:
+        if name == b"content-length":
+            if length is not None or not (len(value) <= _MAX_LENGTH_DIGITS and value.isdigit()):
+                return None
+            length = value
+        elif name == b"transfer-encoding":
+            if chunked or value != b"chunked":
+                return None  # h11 lowercases, refuses other codings and repeats
+            chunked = True
+        elif name == b"connection" and b"close" in value.lower() and _lists_close(value):
+            keep_alive = False
+    if is_head or status in _NO_BODY_STATUSES:
+        if chunked:
+            return None
+        return ResponseHead(status, headers), 0, keep_alive
+    if chunked:
+        if length is not None:
+            return None  # h11 lets transfer-encoding win; left to it
+        return ResponseHead(status, headers), CHUNKED, keep_alive
+    if length is None:
+        return None  # delimited by the close: h11 reads that
+    return ResponseHead(status, headers), int(length), keep_alive
+
+
+def _has_forbidden_byte(data: bytes, start: int, end: int) -> bool:
+    """NUL, VT or FF in ``data[start:end]`` (three memchr scans: cheaper than one regex
+    search)."""
+    return (
+        data.find(_NUL, start, end) >= 0
+        or data.find(_VT, start, end) >= 0
+        or data.find(_FF, start, end) >= 0
+    )
+
+
+def _lists_close(value: bytes) -> bool:
+    """As h11's ``get_comma_header``: ``close`` among the lowercased, stripped items."""
+    return b"close" in [item.strip() for item in value.lower().split(b",")]

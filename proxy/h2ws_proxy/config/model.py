@@ -1,0 +1,152 @@
+"""The configuration's model: frozen dataclasses, defaults on the fields. Pure.
+
+Rules:
+
+* Every value here was validated by :mod:`h2ws_proxy.config.parse` (or built by code that
+  holds the same rules, as the tests do); nothing here checks again.
+* Paths are absolute (resolved against the config file's directory at load).
+* ``__str__`` of an address is how messages and logs write it: IPv6 literals in brackets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "AdminConfig",
+    "BackendAddress",
+    "Limits",
+    "ListenerConfig",
+    "ProxyConfig",
+    "RouteConfig",
+    "SocketAddress",
+    "TLSConfig",
+    "advertises_connect_protocol",
+    "join_host_port",
+]
+
+
+def join_host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 literal in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketAddress:
+    host: str  #: "127.0.0.1", "::1" (no brackets) or a name such as "localhost"
+    port: int
+
+    def __str__(self) -> str:
+        return join_host_port(self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    cert: Path  #: absolute
+    key: Path  #: absolute
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    bind: SocketAddress
+    tls: TLSConfig | None = None
+    #: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3): True, False, or "auto" (advertise
+    #: only when a route can take WebSockets; see :func:`advertises_connect_protocol`).
+    enable_connect_protocol: bool | Literal["auto"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendAddress:
+    scheme: Literal["http", "unix"]
+    host: str = ""
+    port: int = 0
+    unix_path: str = ""
+
+    def __str__(self) -> str:
+        if self.scheme == "unix":
+            return f"unix:{self.unix_path}"
+        return f"http://{join_host_port(self.host, self.port)}"
+
+    @property
+    def host_header(self) -> str:
+        """Host for the backend request when the client sent none (default port left out)."""
+        if self.scheme == "unix":
+            return "localhost"
+        if self.port == 80:
+            return f"[{self.host}]" if ":" in self.host else self.host
+        return join_host_port(self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    path: str
+    backend: BackendAddress
+    x_forwarded: bool = True  #: add X-Forwarded-For/-Proto/-Host toward the backend
+    websocket: bool = True  #: the backend takes WebSocket upgrades on this route
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    bind: SocketAddress
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    connect_timeout_s: float = 5.0
+    handshake_timeout_s: float = 10.0
+    client_handshake_timeout_s: float = 10.0
+    idle_timeout_s: float = 300.0  #: 0 disables
+    max_concurrent_streams: int = 128
+    stream_window_bytes: int = 262144
+    max_header_list_bytes: int = 65536
+    max_rejection_body_bytes: int = 65536
+    graceful_timeout_s: float = 10.0
+    #: An HTTP/2 connection with no open stream for this long is closed; 0 disables.
+    idle_connection_timeout_s: float = 300.0
+    #: A client that takes none of our bytes for this long is disconnected.
+    send_timeout_s: float = 60.0
+    #: Client connections per listener; past it the listener stops accepting for a while.
+    max_connections: int = 10000
+    #: Streams a client may cancel or have refused within ``stream_reset_window_s`` before
+    #: its connection is closed with ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).
+    max_stream_resets: int = 200
+    stream_reset_window_s: float = 10.0
+    #: Empty DATA frames (no payload, no END_STREAM) a client may send in that window.
+    max_empty_frames: int = 1000
+    #: An ordinary HTTP request with no byte moving either way this long is ended (504
+    #: before the backend's answer began, an abort after).
+    http_idle_timeout_s: float = 60.0
+    #: How long an idle keep-alive connection to a backend is kept for reuse; 0 disables
+    #: reuse. Below Node's 5 s keep-alive default, so we close first, not the backend.
+    backend_keepalive_s: float = 4.0
+    #: Idle keep-alive connections kept per backend (0 disables reuse). Above the streams
+    #: of a busy connection, so a burst of concurrent requests does not reconnect.
+    backend_max_idle: int = 256
+    #: After one side of a tunnel ended, how long the other may stay silent without ending
+    #: too; 0 disables.
+    half_closed_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    listeners: tuple[ListenerConfig, ...]
+    routes: tuple[RouteConfig, ...]
+    admin: AdminConfig | None = None
+    limits: Limits = field(default_factory=Limits)
+    source: str = "<memory>"  #: the file name, for messages
+    #: Worker processes sharing the listening sockets (``server/supervisor.py``); 1 = no supervisor.
+    workers: int = 1
+
+
+def advertises_connect_protocol(config: ProxyConfig, listener: ListenerConfig) -> bool:
+    """Whether ``listener`` sends SETTINGS_ENABLE_CONNECT_PROTOCOL = 1.
+
+    Browsers read the setting as "WebSocket over HTTP/2 works here" and do not fall back to
+    HTTP/1.1 when the extended CONNECT then fails, so "auto" advertises it only when some
+    route can take WebSockets.
+    """
+    if listener.enable_connect_protocol == "auto":
+        return any(route.websocket for route in config.routes)
+    return bool(listener.enable_connect_protocol)
