@@ -55,9 +55,7 @@ CONCRETE_STREAMS = {"LeanSocketStream", "LeanTLSStream", "SSLStream", "SocketStr
 #: Known exceptions, each still to be removed (issue 13). Keys are module names.
 PENDING: dict[str, set[str]] = {
     "size": {
-        f"{PACKAGE}.http2.frontend",
         f"{PACKAGE}.http2.h2lib_direct",
-        f"{PACKAGE}.http2.stream",
         f"{PACKAGE}.relay.exchange",
         f"{PACKAGE}.relay.tunnel",
     },

@@ -43,20 +43,20 @@ import h2.exceptions
 import trio
 from h2.errors import ErrorCodes
 
-from h2ws_proxy.config import RouteConfig, advertises_connect_protocol
-from h2ws_proxy.errors import ClientProtocolError, ProxyError
-from h2ws_proxy.http.handshake import WebSocketRequest, parse_extended_connect
-from h2ws_proxy.http.message import BodyFraming, HttpRequest, request_from_h2
-from h2ws_proxy.http.request_head import H2RequestHead, parse_h2_request_head
+from h2ws_proxy.config import advertises_connect_protocol
+from h2ws_proxy.errors import ProxyError
+from h2ws_proxy.http.message import BodyFraming
+from h2ws_proxy.http.request_head import parse_h2_request_head
+from h2ws_proxy.http2.admission import accept_http, accept_websocket, is_tunnel
 from h2ws_proxy.http2.budget import SlidingWindowBudget
 from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
 from h2ws_proxy.http2.h2lib_direct import DirectData
 from h2ws_proxy.http2.h2lib_session import H2Session
 from h2ws_proxy.http2.stream import H2TunnelStream
+from h2ws_proxy.http2.stream_registry import StreamRegistry
 from h2ws_proxy.http2.stream_tasks import StreamTasks
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
-from h2ws_proxy.relay.routing import http_route, websocket_route
 from h2ws_proxy.transport.capabilities import as_client_stream
 from h2ws_proxy.transport.lingering import linger_before_close
 from h2ws_proxy.transport.poller import BackendPoller
@@ -102,16 +102,24 @@ class H2Frontend:
             on_client_gone=self._read_scope.cancel,
             log=self._log,
         )
+        self._registry = StreamRegistry(
+            self.session,
+            self._writer,
+            count_reset=self._count_reset,
+            count_empty_frame=self._count_empty_frame,
+            on_emptied=self._end_if_idle,
+            log=self._log,
+        )
+        self._streams = self._registry.streams
         self._tasks = StreamTasks(
             self.session,
             self._writer,
             server,
             info,
-            refuse=self._refuse,
+            refuse=self._registry.refuse,
             backend_poller=self._backend_poller,
-            on_done=self._forget,
+            on_done=self._registry.forget,
         )
-        self._streams: dict[int, H2TunnelStream] = {}
         #: No new streams: we sent GOAWAY (drain) or the client did.
         self._closing = False
         self._nursery: trio.Nursery | None = None
@@ -182,11 +190,12 @@ class H2Frontend:
                 # h2 has queued a GOAWAY with the right code; the writer flushes it.
                 self._log("h2.connection_error", error=str(error))
                 return False
+            on_direct_data = self._registry.on_direct_data
             for event in events:
                 if self._calmed:
                     return False  # the connection is being closed: the rest is not ours
                 if isinstance(event, DirectData):
-                    self._on_direct_data(event)
+                    on_direct_data(event)
                 else:
                     self._handle_event(event)
             return True
@@ -285,21 +294,22 @@ class H2Frontend:
     # ---- h2 events (reader only) ----
 
     def _handle_event(self, event: h2.events.Event) -> None:
+        registry = self._registry
         if isinstance(event, h2.events.RequestReceived):
             self._on_request(event)
         elif isinstance(event, h2.events.DataReceived):
-            self._on_data(event)
+            registry.on_data(event)
         elif isinstance(event, h2.events.StreamEnded):
-            self._on_stream_ended(event.stream_id or 0)
+            registry.on_stream_ended(event.stream_id or 0)
         elif isinstance(event, h2.events.StreamReset):
-            self._on_reset(event)
+            registry.on_reset(event)
         elif isinstance(event, h2.events.WindowUpdated):
-            self._on_window_change(event.stream_id or 0)
+            registry.on_window_change(event.stream_id or 0)
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             self._settings_received.set()
-            self._on_window_change(0)  # a new initial window changes every stream's
+            registry.on_window_change(0)  # a new initial window changes every stream's
         elif isinstance(event, h2.events.TrailersReceived):
-            self._on_trailers(event)
+            registry.on_trailers(event)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._on_goaway(event)
 
@@ -325,14 +335,20 @@ class H2Frontend:
                 self._count_reset()
             return
         ended = event.stream_ended is not None
+        router, tls = self._server.router, self._info.tls
         try:
             head = parse_h2_request_head(list(event.headers))
-            if head.method == b"CONNECT" or head.protocol is not None:
-                request, route = self._accept_websocket(head)
+            if is_tunnel(head):
+                request, route = accept_websocket(
+                    head,
+                    router,
+                    connect_protocol_enabled=self.session.connect_protocol_enabled,
+                    tls=tls,
+                )
             else:
-                http_request, route = self._accept_http(head, ended=ended)
+                http_request, route = accept_http(head, router, tls=tls, ended=ended)
         except ProxyError as error:
-            self._refuse(stream_id, error)
+            self._registry.refuse(stream_id, error)
             return
         stream = H2TunnelStream(self.session, self._writer, stream_id)
         if ended:
@@ -340,7 +356,7 @@ class H2Frontend:
         self._streams[stream_id] = stream
         self._idle_since = None
         assert self._nursery is not None
-        if head.method == b"CONNECT" or head.protocol is not None:
+        if is_tunnel(head):
             self._nursery.start_soon(
                 self._tasks.serve_tunnel, stream, request, route, name=_TUNNEL_TASK_NAME
             )
@@ -364,141 +380,6 @@ class H2Frontend:
             # table's size bounds that count, so under the limit the walk can be skipped.
             return False
         return conn.open_inbound_streams > self._limits.max_concurrent_streams
-
-    def _accept_http(self, head: H2RequestHead, *, ended: bool) -> tuple[HttpRequest, RouteConfig]:
-        request = request_from_h2(head, tls=self._info.tls, end_stream=ended)
-        return request, http_route(self._server.router, request.target)
-
-    def _accept_websocket(self, head: H2RequestHead) -> tuple[WebSocketRequest, RouteConfig]:
-        if head.protocol is None:
-            raise ClientProtocolError(
-                "plain CONNECT (a TCP tunnel to host:port) is not offered here; "
-                "only extended CONNECT with :protocol websocket",
-                status_hint=501,
-            )
-        request = parse_extended_connect(
-            head,
-            connect_protocol_enabled=self.session.connect_protocol_enabled,
-            tls=self._info.tls,
-        )
-        return request, websocket_route(self._server.router, request.path)
-
-    def _refuse(self, stream_id: int, error: ProxyError) -> None:
-        """Answer ``error``'s status. The answer ends our side; the client ends its own.
-
-        RFC 9113 §8.1 allows RST_STREAM(NO_ERROR) after it, but h2 then answers the client's
-        late END_STREAM with RST_STREAM(STREAM_CLOSED): noise that a browser may count against
-        WebSocket over HTTP/2. Late DATA on such a stream is acknowledged and dropped.
-        """
-        extra = error.extra_headers if isinstance(error, ClientProtocolError) else ()
-        self.session.respond(stream_id, error.status_hint, error.message, extra)
-        self._log(
-            "h2.request_refused", stream=stream_id, status=error.status_hint, reason=error.message
-        )
-        if isinstance(error, ClientProtocolError) and error.stream_error:
-            self.session.reset(stream_id, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 §8.1.1
-            self._count_reset()  # a flood of malformed (or empty) HEADERS spends the budget
-
-    def _on_data(self, event: h2.events.DataReceived) -> None:
-        stream_id = event.stream_id or 0
-        length = event.flow_controlled_length or 0
-        if not event.data and event.stream_ended is None:
-            self._count_empty_frame()  # padding does not make a frame less empty
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            # A stream we already answered or reset: return the credit, drop the bytes.
-            self.session.acknowledge(stream_id, length)
-        elif not stream.opened:
-            self.session.acknowledge(stream_id, length)
-            if event.data and not stream.answered:
-                self._fail_stream(stream_id, "DATA on an extended CONNECT before its 200")
-        else:
-            self._deliver(stream, event.data or b"", length)
-
-    def _on_direct_data(self, item: DirectData) -> None:
-        """DATA of an open tunnel or a request body, read without h2 (see h2_direct)."""
-        stream = self._streams.get(item.stream_id)
-        if stream is None:  # not expected: direct streams are forgotten with their stream
-            self.session.acknowledge(item.stream_id, len(item.data))
-        elif stream.broken_reason is None and not stream.exchange:
-            stream.feed_data(item.data, len(item.data))  # an open tunnel's: ``_deliver``'s case
-        else:
-            self._deliver(stream, item.data, len(item.data))
-
-    def _deliver(self, stream: H2TunnelStream, data: bytes, length: int) -> None:
-        """Hand DATA of an opened stream to its consumer (a request body: within its length)."""
-        if stream.broken_reason is not None:
-            # Reset already (say as malformed) while later frames of the same read still
-            # come: their credit goes back; they are not a second violation to count.
-            self.session.acknowledge(stream.stream_id, length)
-            return
-        problem = stream.count_body(len(data)) if stream.exchange else None
-        if problem is not None:
-            self.session.acknowledge(stream.stream_id, length)
-            self._fail_stream(stream.stream_id, f"malformed request: {problem}")
-            return
-        stream.feed_data(data, length)
-
-    def _on_stream_ended(self, stream_id: int) -> None:
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            return
-        problem = stream.count_body(0, ended=True) if stream.exchange else None
-        if problem is not None:
-            self._fail_stream(stream_id, f"malformed request: {problem}")
-            return
-        stream.feed_eof()
-
-    def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
-        stream_id = event.stream_id or 0
-        stream = self._streams.get(stream_id)
-        if stream is None or not stream.exchange:
-            self._fail_stream(stream_id, "trailers on a tunnel stream")
-            return
-        stream.trailers = list(event.headers or [])
-
-    def _fail_stream(self, stream_id: int, reason: str) -> None:
-        """A protocol violation on one stream: reset it PROTOCOL_ERROR, end its tunnel."""
-        self._log("h2.stream_error", stream=stream_id, reason=reason)
-        self.session.reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
-        self._count_reset()
-        stream = self._streams.get(stream_id)
-        if stream is not None:
-            stream.break_stream(reason, by_peer=True)
-            stream.scope.cancel()
-
-    def _on_reset(self, event: h2.events.StreamReset) -> None:
-        stream = self._streams.get(event.stream_id or 0)
-        if stream is not None and not stream.local_ended:
-            # Only work in progress counts: a client cancelling its half of a stream we
-            # already answered (say a 502 while a backend restarts) is not an attack.
-            self._count_reset()
-        if stream is not None:
-            stream.break_stream(f"client reset the stream ({event.error_code!r})", by_peer=True)
-            # Close the backend at once, even if no pump is waiting on the client side.
-            stream.scope.cancel()
-
-    def _on_window_change(self, stream_id: int) -> None:
-        """Wake the sender(s) the new credit may unblock.
-
-        A connection-wide change (WINDOW_UPDATE on stream 0, a new initial window) wakes
-        only the streams that found a window shut (``wait_for_window``), not every stream:
-        clients send those updates all the time, and a hostile one may send them by the
-        million.
-        """
-        if stream_id:
-            stream = self._streams.get(stream_id)
-            if stream is not None:
-                self._writer.forget_window_waiter(stream)
-                stream.wake_writer()
-            return
-        for stream in self._writer.take_window_waiters():
-            stream.wake_writer()
-
-    def _forget(self, stream: H2TunnelStream) -> None:
-        """A stream's work is over (its task has logged it): drop it from the registry."""
-        self._streams.pop(stream.stream_id, None)
-        self._end_if_idle()
 
     def _log(self, event: str, **fields: object) -> None:
         log_event(logger, logging.INFO, event, conn=self._info.connection_id, **fields)

@@ -28,9 +28,10 @@ from h2ws_proxy.errors import BackendRejected, ProxyError
 from h2ws_proxy.http.backend_handshake import build_backend_upgrade, new_websocket_key
 from h2ws_proxy.http.handshake import WebSocketRequest, h2_success_headers
 from h2ws_proxy.http.message import HttpRequest
+from h2ws_proxy.http2.client_side import H2ClientSide
 from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable
-from h2ws_proxy.http2.stream import H2ClientSide, H2TunnelStream
+from h2ws_proxy.http2.stream import H2TunnelStream
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.relay.exchange import (
     EXCHANGE_ABORT_ENDS,

@@ -1,0 +1,43 @@
+"""What a new HTTP/2 request stream is: a WebSocket tunnel or an ordinary request, routed.
+
+Pure decisions on a validated request head; the frontend acts on them. Plain CONNECT (a TCP
+tunnel to host:port) is not offered: 501. Extended CONNECT needs SETTINGS_ENABLE_CONNECT_
+PROTOCOL advertised on this listener (RFC 8441 §4). Errors are :class:`ProxyError`s with the
+status to answer.
+"""
+
+from __future__ import annotations
+
+from h2ws_proxy.config import RouteConfig
+from h2ws_proxy.errors import ClientProtocolError
+from h2ws_proxy.http.handshake import WebSocketRequest, parse_extended_connect
+from h2ws_proxy.http.message import HttpRequest, request_from_h2
+from h2ws_proxy.http.request_head import H2RequestHead
+from h2ws_proxy.relay.routing import Router, http_route, websocket_route
+
+
+def is_tunnel(head: H2RequestHead) -> bool:
+    """A CONNECT of any kind (answered as a tunnel or refused as one), not a request."""
+    return head.method == b"CONNECT" or head.protocol is not None
+
+
+def accept_http(
+    head: H2RequestHead, router: Router, *, tls: bool, ended: bool
+) -> tuple[HttpRequest, RouteConfig]:
+    request = request_from_h2(head, tls=tls, end_stream=ended)
+    return request, http_route(router, request.target)
+
+
+def accept_websocket(
+    head: H2RequestHead, router: Router, *, connect_protocol_enabled: bool, tls: bool
+) -> tuple[WebSocketRequest, RouteConfig]:
+    if head.protocol is None:
+        raise ClientProtocolError(
+            "plain CONNECT (a TCP tunnel to host:port) is not offered here; "
+            "only extended CONNECT with :protocol websocket",
+            status_hint=501,
+        )
+    request = parse_extended_connect(
+        head, connect_protocol_enabled=connect_protocol_enabled, tls=tls
+    )
+    return request, websocket_route(router, request.path)
