@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.http2.stream import H2TunnelStream
+from h2ws_proxy.http2.stream import H2Stream
 from tests.conftest import StartProxy
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, echo_backend, open_memory_client
@@ -202,13 +202,13 @@ async def test_connection_window_updates_wake_only_streams_waiting_for_window(
     """Clients send WINDOW_UPDATE on stream 0 all the time (a hostile one by the million):
     each wakes only the senders that found a window shut, not every stream."""
     wakes: list[int] = []
-    real_wake = H2TunnelStream.wake_writer
+    real_wake = H2Stream.wake_writer
 
-    def counting_wake(self: H2TunnelStream) -> None:
+    def counting_wake(self: H2Stream) -> None:
         wakes.append(self.stream_id)
         real_wake(self)
 
-    monkeypatch.setattr(H2TunnelStream, "wake_writer", counting_wake)
+    monkeypatch.setattr(H2Stream, "wake_writer", counting_wake)
     net = MemoryNet(nursery, echo_backend)
     config = make_config(("/", "http://127.0.0.1:9"))
     async with open_h2_client(await open_memory_client(nursery, config, net)) as client:

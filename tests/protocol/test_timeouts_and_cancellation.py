@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.relay.tunnel import TIMER_SLACK_S
+from h2ws_proxy.relay.relay_state import TIMER_SLACK_S
 from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import CONNECT_HEADERS, MemoryNet, echo_backend, open_memory_client

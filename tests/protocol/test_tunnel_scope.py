@@ -13,7 +13,9 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.relay.tunnel import TIMER_SLACK_S, TunnelEnd, TunnelStats, run_tunnel
+from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
+from h2ws_proxy.relay.relay_state import TIMER_SLACK_S
+from h2ws_proxy.relay.tunnel import run_tunnel
 from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, open_memory_client
@@ -31,7 +33,7 @@ async def test_cancelling_the_handed_scope_ends_the_tunnel_as_cancelled(
     client, _client_peer = trio.testing.memory_stream_pair()
     backend, backend_peer = trio.testing.memory_stream_pair()
     scope = trio.CancelScope()
-    stats = TunnelStats()
+    stats = RelayStats()
 
     async def tunnel() -> None:
         with scope:
@@ -42,7 +44,7 @@ async def test_cancelling_the_handed_scope_ends_the_tunnel_as_cancelled(
         await trio.testing.wait_all_tasks_blocked()
         scope.cancel()
     assert scope.cancelled_caught
-    assert stats.end is TunnelEnd.CANCELLED
+    assert stats.end is RelayEnd.CANCELLED
     assert trio.current_time() == 0.0
     with pytest.raises(trio.BrokenResourceError):  # the backend stream was closed
         await backend_peer.send_all(b"x")
@@ -53,12 +55,12 @@ async def test_a_timer_still_ends_it_as_a_timeout_when_the_scope_was_handed_out(
 ) -> None:
     client, _client_peer = trio.testing.memory_stream_pair()
     backend, _backend_peer = trio.testing.memory_stream_pair()
-    stats = TunnelStats()
+    stats = RelayStats()
     with trio.CancelScope() as scope:
         await run_tunnel(client, backend, idle_timeout_s=60.0, stats=stats, scope=scope)
     # (Here the pumps' nursery holds the timer; with the backend poller it is the caller's
     # scope: test_timeouts runs the frontend's tunnels both ways, over socket backends too.)
-    assert stats.end is TunnelEnd.IDLE_TIMEOUT
+    assert stats.end is RelayEnd.IDLE_TIMEOUT
     assert 60.0 <= trio.current_time() <= 60.0 + TIMER_SLACK_S
 
 

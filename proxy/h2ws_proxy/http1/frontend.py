@@ -34,15 +34,12 @@ from h2ws_proxy.http.handshake import h1_switching_headers, parse_h1_upgrade
 from h2ws_proxy.http.message import BodyFraming, request_from_h1
 from h2ws_proxy.http1.client_side import H1ClientSide
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
-from h2ws_proxy.relay.exchange import (
-    EXCHANGE_ABORT_ENDS,
-    ExchangeAborted,
-    ExchangeResult,
-    forward_exchange,
-)
-from h2ws_proxy.relay.record import TunnelRecord
+from h2ws_proxy.relay.exchange import forward_exchange
+from h2ws_proxy.relay.exchange_contract import ExchangeAborted, ExchangeResult
+from h2ws_proxy.relay.outcome import RelayEnd
+from h2ws_proxy.relay.record import RelayRecord
 from h2ws_proxy.relay.routing import http_route, websocket_route
-from h2ws_proxy.relay.tunnel import TunnelEnd, run_tunnel
+from h2ws_proxy.relay.tunnel import run_tunnel
 from h2ws_proxy.transport.lingering import linger_before_close
 
 logger = logging.getLogger(__name__)
@@ -206,7 +203,7 @@ class H1Frontend:
                 return False
 
     async def _serve(self, request: h11.Request) -> None:
-        record = TunnelRecord(
+        record = RelayRecord(
             front="h1",
             connection_id=self._info.connection_id,
             stream_id=None,
@@ -219,7 +216,7 @@ class H1Frontend:
         finally:
             record.log()
 
-    async def _upgrade_and_run(self, request: h11.Request, record: TunnelRecord) -> None:
+    async def _upgrade_and_run(self, request: h11.Request, record: RelayRecord) -> None:
         try:
             ws_request, client_key = parse_h1_upgrade(request, tls=self._info.tls)
             route = websocket_route(self._server.router, ws_request.path)
@@ -270,7 +267,7 @@ class H1Frontend:
 
     async def _serve_http(self, request: h11.Request) -> bool:
         """Forward one ordinary request; True if the connection may carry another."""
-        record = TunnelRecord(
+        record = RelayRecord(
             front="h1",
             connection_id=self._info.connection_id,
             stream_id=None,
@@ -295,7 +292,7 @@ class H1Frontend:
         return after is _After.KEEP_ALIVE
 
     async def _forward(
-        self, request: h11.Request, record: TunnelRecord, result: ExchangeResult
+        self, request: h11.Request, record: RelayRecord, result: ExchangeResult
     ) -> _After:
         try:
             http_request = request_from_h1(request, tls=self._info.tls)
@@ -324,10 +321,10 @@ class H1Frontend:
         except ExchangeAborted as abort:
             # Half an answer went out: only dropping the connection tells the client.
             record.error = abort.reason
-            record.stats.end = EXCHANGE_ABORT_ENDS[abort.side]
+            record.stats.end = abort.end
             await trio.aclose_forcefully(self._client)
             return _After.CLOSED
-        record.stats.end = TunnelEnd.CLEAN
+        record.stats.end = RelayEnd.CLEAN
         if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
             return _After.KEEP_ALIVE
         return _After.LINGER

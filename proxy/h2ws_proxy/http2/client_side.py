@@ -13,7 +13,7 @@ from collections.abc import Callable
 import trio
 
 from h2ws_proxy.http2.h2lib_session import StreamUnusable
-from h2ws_proxy.http2.stream import BODY_READ_SIZE, H2TunnelStream
+from h2ws_proxy.http2.stream import BODY_READ_SIZE, H2Stream
 
 
 class H2ClientSide:
@@ -22,7 +22,7 @@ class H2ClientSide:
     for_h2 = True
     watches_disconnect = False
 
-    def __init__(self, stream: H2TunnelStream) -> None:
+    def __init__(self, stream: H2Stream) -> None:
         self._stream = stream
         self._session = stream.session
         self._connection = stream.connection

@@ -33,7 +33,7 @@ from h2ws_proxy.transport.capabilities import ClientStream
 from h2ws_proxy.transport.wakeup import Wakeup
 
 if TYPE_CHECKING:
-    from h2ws_proxy.http2.stream import H2TunnelStream
+    from h2ws_proxy.http2.stream import H2Stream
 
 #: Small enough that a slow but live reader makes progress per slice; one TLS record.
 SEND_SLICE = 16384
@@ -76,7 +76,7 @@ class ClientWriter:
         #: client to take our output (see ``call_when_drained``).
         self._drain_callbacks: list[Callable[[], None]] = []
         #: Streams that found a flow-control window shut (see ``take_window_waiters``).
-        self._window_waiters: set[H2TunnelStream] = set()
+        self._window_waiters: set[H2Stream] = set()
 
     # ---- the writer task ----
 
@@ -232,7 +232,7 @@ class ClientWriter:
     async def wait_outbound_drained_lean(self) -> None:
         """As :meth:`wait_outbound_drained`, but no yield when there is room.
 
-        For ``H2TunnelStream.send_all``: its callers receive next, which yields, so a
+        For ``H2Stream.send_all``: its callers receive next, which yields, so a
         second trip through the scheduler per message only costs CPU.
         """
         if self.outbound_bytes() > PRODUCER_HIGH_WATER:
@@ -240,14 +240,14 @@ class ClientWriter:
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
 
-    def wait_for_window(self, stream: H2TunnelStream) -> None:
+    def wait_for_window(self, stream: H2Stream) -> None:
         """``stream`` could not send all it had: wake it when credit arrives."""
         self._window_waiters.add(stream)
 
-    def forget_window_waiter(self, stream: H2TunnelStream) -> None:
+    def forget_window_waiter(self, stream: H2Stream) -> None:
         self._window_waiters.discard(stream)
 
-    def take_window_waiters(self) -> set[H2TunnelStream]:
+    def take_window_waiters(self) -> set[H2Stream]:
         """The streams waiting for credit, handed over (the frontend wakes them)."""
         waiters, self._window_waiters = self._window_waiters, set()
         return waiters

@@ -19,7 +19,7 @@ Concurrency rules (STYLE §2.4):
   ``Event``); a single waiter (the writer, a stream's reader or sender) waits on a
   reusable :class:`~h2ws_proxy.transport.wakeup.Wakeup` and re-checks its condition after it.
 * R5. Tunnel tasks live in this connection's nursery; each has its own cancel scope
-  (``H2TunnelStream.scope``), entered for the stream's whole life (the backend dial, then
+  (``H2Stream.scope``), entered for the stream's whole life (the backend dial, then
   the tunnel), so a client reset cancels either at once.
 
 Memory bounds: inbound, each stream holds at most the window we advertise, and credit for
@@ -52,7 +52,7 @@ from h2ws_proxy.http2.budget import SlidingWindowBudget
 from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
 from h2ws_proxy.http2.h2lib_direct import DirectData
 from h2ws_proxy.http2.h2lib_session import H2Session
-from h2ws_proxy.http2.stream import H2TunnelStream
+from h2ws_proxy.http2.stream import H2Stream
 from h2ws_proxy.http2.stream_registry import StreamRegistry
 from h2ws_proxy.http2.stream_tasks import StreamTasks
 from h2ws_proxy.log import log_event
@@ -350,7 +350,7 @@ class H2Frontend:
         except ProxyError as error:
             self._registry.refuse(stream_id, error)
             return
-        stream = H2TunnelStream(self.session, self._writer, stream_id)
+        stream = H2Stream(self.session, self._writer, stream_id)
         if ended:
             stream.feed_eof()
         self._streams[stream_id] = stream

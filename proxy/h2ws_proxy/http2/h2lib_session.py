@@ -31,9 +31,8 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import Frame, GoAwayFrame
 
 from h2ws_proxy.config import Limits
-from h2ws_proxy.http2.h2lib_direct import (
-    DirectData,
-    InboundFrames,
+from h2ws_proxy.http2.h2lib_direct import DirectData, InboundFrames
+from h2ws_proxy.http2.h2lib_outbound import (
     acknowledge_direct,
     end_direct,
     send_direct,
@@ -111,7 +110,7 @@ class _GracefulH2Connection(h2.connection.H2Connection):
         h2 checks a request's ``content-length`` against its DATA and makes a mismatch (or a
         non-numeric value) a *connection* error, ending every tunnel of the connection.
         RFC 9113 §8.1.1 makes it a malformed request: a stream error. The frontend checks
-        it per stream instead (see ``H2TunnelStream.count_body``).
+        it per stream instead (see ``H2Stream.count_body``).
         """
         stream = super()._begin_new_stream(stream_id, allowed_ids)
         stream._initialize_content_length = _ignore_content_length  # type: ignore[method-assign]
@@ -179,7 +178,7 @@ class H2Session:
         self.direct_streams = self._inbound.direct_streams
         self.goaway_sent = False
         #: Consumed bytes a stream may hold before returning their credit (see
-        #: ``H2TunnelStream._acknowledge_consumed``): a quarter of its window.
+        #: ``H2Stream._acknowledge_consumed``): a quarter of its window.
         self.ack_batch_bytes = max(1, limits.stream_window_bytes // 4)
 
     def start(self) -> None:

@@ -53,12 +53,12 @@ class ConnectionPort(Protocol):
         """As :meth:`wait_outbound_drained`, but no yield when there is room."""
         ...
 
-    def wait_for_window(self, stream: H2TunnelStream) -> None:
+    def wait_for_window(self, stream: H2Stream) -> None:
         """``stream`` could not send all it had: wake it when credit arrives."""
         ...
 
 
-class H2TunnelStream(trio.abc.HalfCloseableStream):
+class H2Stream(trio.abc.HalfCloseableStream):
     """The client end of a tunnel on HTTP/2 stream ``stream_id`` of ``session``."""
 
     def __init__(self, session: H2Session, connection: ConnectionPort, stream_id: int) -> None:

@@ -24,7 +24,7 @@ from h2ws_proxy.errors import ClientProtocolError, ProxyError
 from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.h2lib_direct import DirectData
 from h2ws_proxy.http2.h2lib_session import H2Session
-from h2ws_proxy.http2.stream import H2TunnelStream
+from h2ws_proxy.http2.stream import H2Stream
 
 
 class StreamRegistry:
@@ -46,7 +46,7 @@ class StreamRegistry:
         self._count_empty_frame = count_empty_frame
         self._on_emptied = on_emptied
         self._log = log
-        self.streams: dict[int, H2TunnelStream] = {}
+        self.streams: dict[int, H2Stream] = {}
 
     def refuse(self, stream_id: int, error: ProxyError) -> None:
         """Answer ``error``'s status. The answer ends our side; the client ends its own.
@@ -90,7 +90,7 @@ class StreamRegistry:
         else:
             self._deliver(stream, item.data, len(item.data))
 
-    def _deliver(self, stream: H2TunnelStream, data: bytes, length: int) -> None:
+    def _deliver(self, stream: H2Stream, data: bytes, length: int) -> None:
         """Hand DATA of an opened stream to its consumer (a request body: within its length)."""
         if stream.broken_reason is not None:
             # Reset already (say as malformed) while later frames of the same read still
@@ -160,7 +160,7 @@ class StreamRegistry:
         for stream in self._writer.take_window_waiters():
             stream.wake_writer()
 
-    def forget(self, stream: H2TunnelStream) -> None:
+    def forget(self, stream: H2Stream) -> None:
         """A stream's work is over (its task has logged it): drop it from the registry."""
         self.streams.pop(stream.stream_id, None)
         if not self.streams:

@@ -2,7 +2,7 @@
 
 Rules:
 
-* Each stream's task runs inside the stream's own cancel scope (``H2TunnelStream.scope``)
+* Each stream's task runs inside the stream's own cancel scope (``H2Stream.scope``)
   for its whole life, the backend dial included, so a client reset cancels either at once.
 * The answer the client sees is decided here: the backend's 101 becomes our 200 (then the
   tunnel runs), any other answer goes back as it came (status, headers, body), and a
@@ -31,16 +31,13 @@ from h2ws_proxy.http.message import HttpRequest
 from h2ws_proxy.http2.client_side import H2ClientSide
 from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable
-from h2ws_proxy.http2.stream import H2TunnelStream
+from h2ws_proxy.http2.stream import H2Stream
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
-from h2ws_proxy.relay.exchange import (
-    EXCHANGE_ABORT_ENDS,
-    ExchangeAborted,
-    ExchangeResult,
-    forward_exchange,
-)
-from h2ws_proxy.relay.record import TunnelRecord
-from h2ws_proxy.relay.tunnel import TunnelEnd, run_tunnel
+from h2ws_proxy.relay.exchange import forward_exchange
+from h2ws_proxy.relay.exchange_contract import ExchangeAborted, ExchangeResult
+from h2ws_proxy.relay.outcome import RelayEnd
+from h2ws_proxy.relay.record import RelayRecord
+from h2ws_proxy.relay.tunnel import run_tunnel
 from h2ws_proxy.transport.poller import BackendPoller
 
 #: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
@@ -59,7 +56,7 @@ class StreamTasks:
         *,
         refuse: Callable[[int, ProxyError], None],
         backend_poller: Callable[[], BackendPoller | None],
-        on_done: Callable[[H2TunnelStream], None],
+        on_done: Callable[[H2Stream], None],
     ) -> None:
         self.session = session
         self._writer = writer
@@ -73,9 +70,9 @@ class StreamTasks:
     # ---- one tunnel ----
 
     async def serve_tunnel(
-        self, stream: H2TunnelStream, request: WebSocketRequest, route: RouteConfig
+        self, stream: H2Stream, request: WebSocketRequest, route: RouteConfig
     ) -> None:
-        record = TunnelRecord(
+        record = RelayRecord(
             front="h2",
             connection_id=self._info.connection_id,
             stream_id=stream.stream_id,
@@ -111,10 +108,10 @@ class StreamTasks:
 
     async def _open_tunnel(
         self,
-        stream: H2TunnelStream,
+        stream: H2Stream,
         request: WebSocketRequest,
         route: RouteConfig,
-        record: TunnelRecord,
+        record: RelayRecord,
     ) -> BackendUpgraded | None:
         """Dial and upgrade the backend, answer the client; the upgraded backend, or None.
 
@@ -155,7 +152,7 @@ class StreamTasks:
         self.session.direct_streams.add(stream.stream_id)
         return upgraded
 
-    async def _relay_rejection(self, stream: H2TunnelStream, rejection: BackendRejected) -> None:
+    async def _relay_rejection(self, stream: H2Stream, rejection: BackendRejected) -> None:
         """Pass the backend's non-101 answer back as it came (status, headers, body)."""
         headers = [(b":status", str(rejection.status).encode()), *rejection.headers]
         if rejection.status not in _NO_LENGTH_STATUSES:
@@ -176,25 +173,25 @@ class StreamTasks:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
 
-    def _finish_tunnel(self, stream: H2TunnelStream, record: TunnelRecord) -> None:
+    def _finish_tunnel(self, stream: H2Stream, record: RelayRecord) -> None:
         """Reset the stream unless it ended cleanly, return its credit, forget it, log it."""
         if stream.reset_by_peer:
-            record.stats.end = TunnelEnd.CLIENT_ABORTED
+            record.stats.end = RelayEnd.CLIENT_ABORTED
         elif (
-            record.stats.end is TunnelEnd.CANCELLED
+            record.stats.end is RelayEnd.CANCELLED
             and stream.local_ended
             and stream.remote_ended
             and not stream.buffered_bytes
         ):
             # Cancelled (the connection closed) after both sides had ended and every byte
             # had moved on: that tunnel had finished.
-            record.stats.end = TunnelEnd.CLEAN
-        if record.stats.end is TunnelEnd.HALF_CLOSED_TIMEOUT and stream.local_ended:
+            record.stats.end = RelayEnd.CLEAN
+        if record.stats.end is RelayEnd.HALF_CLOSED_TIMEOUT and stream.local_ended:
             # Our side is complete; RFC 9113 §8.1: NO_ERROR tells the client to stop.
             self.session.reset(stream.stream_id, ErrorCodes.NO_ERROR)
             stream.break_stream("half-closed timeout", by_peer=False)
-        elif record.opened and record.stats.end is not TunnelEnd.CLEAN:
-            stream.reset(cancel=record.stats.end is not TunnelEnd.BACKEND_ABORTED)
+        elif record.opened and record.stats.end is not RelayEnd.CLEAN:
+            stream.reset(cancel=record.stats.end is not RelayEnd.BACKEND_ABORTED)
         elif not record.opened and not stream.local_ended:
             stream.reset(cancel=True)  # cancelled, or an answer cut short: say so
         self._forget(stream, record)
@@ -202,9 +199,9 @@ class StreamTasks:
     # ---- one ordinary request ----
 
     async def serve_exchange(
-        self, stream: H2TunnelStream, request: HttpRequest, route: RouteConfig
+        self, stream: H2Stream, request: HttpRequest, route: RouteConfig
     ) -> None:
-        record = TunnelRecord(
+        record = RelayRecord(
             front="h2",
             connection_id=self._info.connection_id,
             stream_id=stream.stream_id,
@@ -223,10 +220,10 @@ class StreamTasks:
 
     async def _forward(
         self,
-        stream: H2TunnelStream,
+        stream: H2Stream,
         request: HttpRequest,
         route: RouteConfig,
-        record: TunnelRecord,
+        record: RelayRecord,
         result: ExchangeResult,
     ) -> None:
         try:
@@ -249,28 +246,28 @@ class StreamTasks:
             return
         except ExchangeAborted as abort:
             record.error = abort.reason
-            record.stats.end = EXCHANGE_ABORT_ENDS[abort.side]
+            record.stats.end = abort.end
             return
         if not result.cancelled:
-            record.stats.end = TunnelEnd.CLEAN
+            record.stats.end = RelayEnd.CLEAN
 
     def _finish_exchange(
-        self, stream: H2TunnelStream, record: TunnelRecord, result: ExchangeResult
+        self, stream: H2Stream, record: RelayRecord, result: ExchangeResult
     ) -> None:
         """Reset what did not end cleanly, return credit, forget the stream, log it."""
         record.status = record.status or result.status
         record.opened = result.head_sent
         if stream.reset_by_peer:
-            record.stats.end = TunnelEnd.CLIENT_ABORTED
-        elif record.stats.end is TunnelEnd.CANCELLED and result.head_sent and stream.local_ended:
+            record.stats.end = RelayEnd.CLIENT_ABORTED
+        elif record.stats.end is RelayEnd.CANCELLED and result.head_sent and stream.local_ended:
             # Cancelled (the connection closed) after the whole answer was queued: done.
-            record.stats.end = TunnelEnd.CLEAN
+            record.stats.end = RelayEnd.CLEAN
         if stream.broken_reason is None:
             if not stream.local_ended:
                 # An answer cut short: the client must not take it for a whole one.
                 code = (
                     ErrorCodes.INTERNAL_ERROR
-                    if record.stats.end is TunnelEnd.BACKEND_ABORTED
+                    if record.stats.end is RelayEnd.BACKEND_ABORTED
                     else ErrorCodes.CANCEL
                 )
                 self.session.reset(stream.stream_id, code)
@@ -280,7 +277,7 @@ class StreamTasks:
             stream.break_stream("the exchange ended", by_peer=False)
         self._forget(stream, record)
 
-    def _forget(self, stream: H2TunnelStream, record: TunnelRecord) -> None:
+    def _forget(self, stream: H2Stream, record: RelayRecord) -> None:
         """The stream's work is over: return its credit, drop every reference, log it."""
         # Bytes nobody consumed still hold connection window: give it back.
         self.session.acknowledge(stream.stream_id, stream.release_unconsumed())

@@ -26,11 +26,9 @@ Flow and rules:
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import h11
 import trio
@@ -53,85 +51,14 @@ from h2ws_proxy.http.message import (
     response_fields,
     trailer_fields,
 )
-from h2ws_proxy.relay.tunnel import TunnelEnd, TunnelStats
+from h2ws_proxy.relay.exchange_contract import ClientSide, ExchangeAborted, ExchangeResult
+from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
 
 Header = tuple[bytes, bytes]
 
 
-class ClientSide(Protocol):
-    """What the exchange needs from the client's end; each frontend provides one."""
-
-    #: True when the client speaks HTTP/2 (response fields differ slightly).
-    for_h2: bool
-    #: True if :meth:`wait_gone` can tell that the client left (an HTTP/2 stream cannot,
-    #: and need not: a reset cancels the exchange directly, so no watcher task is spawned).
-    watches_disconnect: bool
-
-    async def receive_body(self) -> bytes:
-        """The next chunk of the request body; ``b""`` once it is complete.
-
-        Raises trio.BrokenResourceError if the client broke off or broke the framing.
-        """
-
-    def request_trailers(self) -> list[Header]:
-        """Trailer fields of the request, once :meth:`receive_body` returned ``b""``."""
-
-    async def wait_gone(self) -> None:
-        """Return if the client goes away while it waits for the answer; else never."""
-
-    async def send_informational(self, status: int, headers: list[Header]) -> None: ...
-
-    async def send_head(self, status: int, headers: list[Header], *, has_body: bool) -> None:
-        """The final answer's head: ``headers`` as the backend's HTTP/1.1 parser gave them
-        (names lowercase, values without surrounding whitespace), hop-by-hop fields removed."""
-
-    async def send_body(self, data: bytes) -> None: ...
-
-    async def end(self, trailers: list[Header]) -> None:
-        """The answer is complete (with ``trailers`` if the client's protocol carries them)."""
-
-
-class Side(enum.Enum):
-    CLIENT = "client"
-    BACKEND = "backend"
-    TIMEOUT = "timeout"
-
-
-#: How an aborted exchange ends, in the words of the log record.
-EXCHANGE_ABORT_ENDS = {
-    Side.CLIENT: TunnelEnd.CLIENT_ABORTED,
-    Side.BACKEND: TunnelEnd.BACKEND_ABORTED,
-    Side.TIMEOUT: TunnelEnd.IDLE_TIMEOUT,
-}
-
-
-class ExchangeAborted(Exception):
-    """The exchange failed after the answer's head had gone to the client."""
-
-    def __init__(self, side: Side, reason: str) -> None:
-        super().__init__(reason)
-        self.side = side
-        self.reason = reason
-
-
 class _Retry(Exception):
     """A reused connection failed before any answer: try once more on a new one."""
-
-
-@dataclass(slots=True)
-class ExchangeResult:
-    """What happened, for the frontend's decisions and the log record."""
-
-    status: int | None = None
-    #: True once the answer's head went to the client.
-    head_sent: bool = False
-    #: True once the whole request body reached the backend.
-    request_complete: bool = False
-    #: True if the backend connection may serve the next request (see backend_pool).
-    reusable: bool = False
-    #: True if the scope handed to ``on_start`` was cancelled (the caller decides what
-    #: that means); the exchange then raised nothing.
-    cancelled: bool = False
 
 
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -144,7 +71,7 @@ async def forward_exchange(
     pool: BackendPool,
     limits: Limits,
     client_address: str | None,
-    stats: TunnelStats,
+    stats: RelayStats,
     result: ExchangeResult,
     *,
     on_start: Callable[[trio.CancelScope], object] | None = None,
@@ -197,7 +124,7 @@ async def forward_exchange(
             return
         reason = f"no byte moved either way for {timeout}s"
         if result.head_sent:
-            raise ExchangeAborted(Side.TIMEOUT, reason)
+            raise ExchangeAborted(RelayEnd.IDLE_TIMEOUT, reason)
         raise BackendTimeout(f"backend {route.backend} did not answer: {reason}")
     assert connection is not None  # the scope ended normally: an attempt ran
     if result.request_complete and result.reusable:
@@ -215,7 +142,7 @@ class _Run:
     request: HttpRequest
     client: ClientSide
     limits: Limits
-    stats: TunnelStats
+    stats: RelayStats
     result: ExchangeResult
     #: The exchange's scope: its deadline is the idle timer.
     idle: trio.CancelScope
@@ -259,7 +186,7 @@ async def _exchange_once(
     request: HttpRequest,
     client: ClientSide,
     limits: Limits,
-    stats: TunnelStats,
+    stats: RelayStats,
     result: ExchangeResult,
 ) -> None:
     """One attempt on ``connection``; the idle timer (``scope``'s deadline) was just armed."""
@@ -319,7 +246,7 @@ async def _send(run: _Run, data: bytes) -> None:
 
 def _backend_failed(run: _Run, reason: str) -> Exception:
     if run.result.head_sent:
-        return ExchangeAborted(Side.BACKEND, reason)
+        return ExchangeAborted(RelayEnd.BACKEND_ABORTED, reason)
     if run.connection.reused and not run.answer_started and run.request.framing is BodyFraming.NONE:
         return _Retry(reason)
     return BackendUnavailable(reason)
@@ -333,20 +260,20 @@ async def _pump_request_body(run: _Run) -> None:
             chunk = await run.client.receive_body()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
             # The client broke off or broke its framing: nothing more can be done.
-            raise ExchangeAborted(Side.CLIENT, str(error)) from error
+            raise ExchangeAborted(RelayEnd.CLIENT_ABORTED, str(error)) from error
         if not chunk:
             break
         run.stats.bytes_up += len(chunk)
         try:
             data = wire.send_body(chunk)
         except h11.LocalProtocolError as error:  # more bytes than the declared length
-            raise ExchangeAborted(Side.CLIENT, f"request body: {error}") from error
+            raise ExchangeAborted(RelayEnd.CLIENT_ABORTED, f"request body: {error}") from error
         if not await _send_body_bytes(run, data):
             return
     try:
         data = wire.end_request(_request_trailers(run))
     except h11.LocalProtocolError as error:  # fewer bytes than the declared length
-        raise ExchangeAborted(Side.CLIENT, f"request body: {error}") from error
+        raise ExchangeAborted(RelayEnd.CLIENT_ABORTED, f"request body: {error}") from error
     if await _send_body_bytes(run, data):
         run.result.request_complete = True
         if run.client.watches_disconnect:
@@ -378,7 +305,7 @@ async def _watch_client(run: _Run) -> None:
     await run.client.wait_gone()
     if run.result.head_sent:
         return
-    raise ExchangeAborted(Side.CLIENT, "the client went away before the answer began")
+    raise ExchangeAborted(RelayEnd.CLIENT_ABORTED, "the client went away before the answer began")
 
 
 async def _relay_answer(run: _Run) -> None:
@@ -386,7 +313,7 @@ async def _relay_answer(run: _Run) -> None:
         await _relay_events(run)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
         # Only writes to the client raise these here (backend reads translate their own).
-        raise ExchangeAborted(Side.CLIENT, f"client went away: {error}") from error
+        raise ExchangeAborted(RelayEnd.CLIENT_ABORTED, f"client went away: {error}") from error
 
 
 async def _relay_events(run: _Run) -> None:
@@ -454,15 +381,5 @@ async def _receive(run: _Run, wire: H1BackendWire) -> None:
 
 def _protocol_error(run: _Run, reason: str) -> Exception:
     if run.result.head_sent:
-        return ExchangeAborted(Side.BACKEND, reason)
+        return ExchangeAborted(RelayEnd.BACKEND_ABORTED, reason)
     return BackendProtocolError(reason)
-
-
-__all__ = [
-    "EXCHANGE_ABORT_ENDS",
-    "ClientSide",
-    "ExchangeAborted",
-    "ExchangeResult",
-    "Side",
-    "forward_exchange",
-]

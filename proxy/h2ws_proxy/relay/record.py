@@ -1,7 +1,7 @@
 """One record per WebSocket tunnel or ordinary request, one structured log line when it ends.
 
-Both frontends fill a :class:`TunnelRecord` as the request goes (status, counters, how it
-ended) and call :meth:`TunnelRecord.log` exactly once, also when it is cancelled, so every
+Both frontends fill a :class:`RelayRecord` as the request goes (status, counters, how it
+ended) and call :meth:`RelayRecord.log` exactly once, also when it is cancelled, so every
 tunnel and request leaves a line naming its front protocol (``h2``/``h1``), stream, route,
 backend, status, bytes each way, duration and ending. Tunnels log ``tunnel.closed`` (or
 ``tunnel.refused`` when no tunnel opened), ordinary requests ``request.closed``.
@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import trio
 
 from h2ws_proxy.log import log_event
-from h2ws_proxy.relay.tunnel import TunnelEnd, TunnelStats
+from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
 
 logger = logging.getLogger("h2ws_proxy.tunnel")
 
 
 @dataclass(slots=True)
-class TunnelRecord:
+class RelayRecord:
     """What one WebSocket request did, from its request head to its end."""
 
     front: str
@@ -36,7 +36,7 @@ class TunnelRecord:
     error: str | None = None
     #: True once the tunnel opened; ``stats`` is then meaningful.
     opened: bool = False
-    stats: TunnelStats = field(default_factory=TunnelStats)
+    stats: RelayStats = field(default_factory=RelayStats)
     #: ``"tunnel"`` for a WebSocket, ``"request"`` for an ordinary HTTP request.
     kind: str = "tunnel"
     method: bytes | None = None
@@ -45,7 +45,7 @@ class TunnelRecord:
         if self.opened:
             return self.stats.end.value
         if self.status is None:
-            return "client_aborted" if self.stats.end is TunnelEnd.CLIENT_ABORTED else "cancelled"
+            return "client_aborted" if self.stats.end is RelayEnd.CLIENT_ABORTED else "cancelled"
         return "refused"
 
     def log(self) -> None:

@@ -267,10 +267,7 @@ class Supervisor:
             async with trio.open_nursery() as nursery:
                 for slot, entry in zip(self._slots, workers, strict=True):
                     nursery.start_soon(self._worker_stats, slot, entry)
-            totals = {
-                key: sum(int(entry.get(key, 0)) for entry in workers)  # type: ignore[call-overload]
-                for key in _STAT_KEYS
-            }
+            totals = {key: sum(_counter(entry, key) for entry in workers) for key in _STAT_KEYS}
             body = {**totals, "workers": workers}
             return 200, json.dumps(body).encode() + b"\n"
         return NOT_FOUND
@@ -314,3 +311,9 @@ async def supervise(config: ProxyConfig, *, log_level: str, log_format: str) -> 
             build_server_ssl_context(listener.tls)
     sockets = await bind_sockets(config)
     return await Supervisor(config, sockets, log_level, log_format).run()
+
+
+def _counter(entry: dict[str, object], key: str) -> int:
+    """A worker's counter from its stats (0 when it did not answer or lacks the key)."""
+    value = entry.get(key, 0)
+    return value if isinstance(value, int) else 0

@@ -1,0 +1,75 @@
+"""The exchange's contract with the front ends: the client side it drives, what it reports.
+
+Each front end gives the exchange a :class:`ClientSide` for the client's end of one request;
+the exchange fills an :class:`ExchangeResult` as it goes and raises :class:`ExchangeAborted`
+once the answer has begun and then fails (the front end must then cut the answer short in
+its protocol's way: an HTTP/2 reset, a closed HTTP/1.1 connection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from h2ws_proxy.relay.outcome import RelayEnd
+
+Header = tuple[bytes, bytes]
+
+
+class ClientSide(Protocol):
+    """What the exchange needs from the client's end; each frontend provides one."""
+
+    #: True when the client speaks HTTP/2 (response fields differ slightly).
+    for_h2: bool
+    #: True if :meth:`wait_gone` can tell that the client left (an HTTP/2 stream cannot,
+    #: and need not: a reset cancels the exchange directly, so no watcher task is spawned).
+    watches_disconnect: bool
+
+    async def receive_body(self) -> bytes:
+        """The next chunk of the request body; ``b""`` once it is complete.
+
+        Raises trio.BrokenResourceError if the client broke off or broke the framing.
+        """
+
+    def request_trailers(self) -> list[Header]:
+        """Trailer fields of the request, once :meth:`receive_body` returned ``b""``."""
+
+    async def wait_gone(self) -> None:
+        """Return if the client goes away while it waits for the answer; else never."""
+
+    async def send_informational(self, status: int, headers: list[Header]) -> None: ...
+
+    async def send_head(self, status: int, headers: list[Header], *, has_body: bool) -> None:
+        """The final answer's head: ``headers`` as the backend's HTTP/1.1 parser gave them
+        (names lowercase, values without surrounding whitespace), hop-by-hop fields removed."""
+
+    async def send_body(self, data: bytes) -> None: ...
+
+    async def end(self, trailers: list[Header]) -> None:
+        """The answer is complete (with ``trailers`` if the client's protocol carries them)."""
+
+
+class ExchangeAborted(Exception):
+    """The exchange failed after the answer's head had gone to the client."""
+
+    def __init__(self, end: RelayEnd, reason: str) -> None:
+        super().__init__(reason)
+        #: How the exchange ended: the side that failed, or the idle timeout.
+        self.end = end
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class ExchangeResult:
+    """What happened, for the frontend's decisions and the log record."""
+
+    status: int | None = None
+    #: True once the answer's head went to the client.
+    head_sent: bool = False
+    #: True once the whole request body reached the backend.
+    request_complete: bool = False
+    #: True if the backend connection may serve the next request (see backend_pool).
+    reusable: bool = False
+    #: True if the scope handed to ``on_start`` was cancelled (the caller decides what
+    #: that means); the exchange then raised nothing.
+    cancelled: bool = False

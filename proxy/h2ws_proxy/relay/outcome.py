@@ -1,0 +1,50 @@
+"""How a relayed stream (a tunnel or an ordinary request) ends, and what it counted.
+
+The two ends of every relay are a :class:`Side`; how the relay ended is one
+:class:`RelayEnd`, which the log record and the frontends' reset decisions read.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Side(enum.Enum):
+    """One end of a relay."""
+
+    CLIENT = "client"
+    BACKEND = "backend"
+
+    @property
+    def aborted(self) -> RelayEnd:
+        """How a relay ends when this side fails."""
+        return RelayEnd.CLIENT_ABORTED if self is Side.CLIENT else RelayEnd.BACKEND_ABORTED
+
+
+class RelayEnd(enum.Enum):
+    """How a tunnel or request ended, for its log line and metrics."""
+
+    #: Both sides ended their stream; nothing was reset.
+    CLEAN = "clean"
+    #: The client reset its stream or its connection went away.
+    CLIENT_ABORTED = "client_aborted"
+    #: The backend reset or failed mid-tunnel.
+    BACKEND_ABORTED = "backend_aborted"
+    #: No bytes either way for the idle timeout.
+    IDLE_TIMEOUT = "idle_timeout"
+    #: One side had ended; the other sent nothing more and did not end within the
+    #: half-closed timeout (Firefox leaves its CONNECT stream open after a WebSocket close).
+    HALF_CLOSED_TIMEOUT = "half_closed_timeout"
+    #: The proxy cancelled it (shutdown, connection error).
+    CANCELLED = "cancelled"
+
+
+@dataclass(slots=True)
+class RelayStats:
+    """Counters a tunnel (or request) keeps while it runs."""
+
+    bytes_up: int = 0  # client → backend
+    bytes_down: int = 0  # backend → client
+    end: RelayEnd = RelayEnd.CANCELLED
+    last_activity: float = 0.0

@@ -1,0 +1,163 @@
+"""Backend → client without a task: a tunnel's downward direction run by readiness.
+
+Rules:
+
+* Used when the client stream takes bytes synchronously (:class:`PushableClient`, an
+  HTTP/2 stream) and the backend is a socket of ours: the connection's
+  :class:`~h2ws_proxy.transport.poller.BackendPoller` calls back when the backend is
+  readable, and the tunnel costs one task instead of two.
+* The same steps as a pump, as callbacks; at most one chunk (``READ_SIZE``) waits here.
+* Backpressure: a shut window or a backlogged connection pauses the backend's watch until
+  the client side calls back (``set_on_writable``, ``call_when_drained``).
+"""
+
+from __future__ import annotations
+
+from h2ws_proxy.relay.outcome import Side
+from h2ws_proxy.relay.relay_state import READ_SIZE, STREAM_ERRORS, PushableClient, Relay
+from h2ws_proxy.transport.capabilities import PollableSocket
+from h2ws_proxy.transport.poller import BackendPoller
+from h2ws_proxy.transport.wakeup import Wakeup
+
+
+class PolledDownward:
+    """Backend → client for one tunnel, run by the connection's :class:`BackendPoller`.
+
+    The same steps as ``_pump`` downward, as callbacks: the backend is readable → read one
+    chunk, hand it to the client (``send_now``); the client's window is shut or its
+    connection is backlogged → stop watching the backend until the client's stream says
+    it may take more (``set_on_writable``, ``call_when_drained``); the backend's EOF →
+    END_STREAM; an error on either side fails the tunnel. At most one chunk (``READ_SIZE``)
+    waits here, as at most one waits in a pump.
+    """
+
+    __slots__ = (
+        "_awaiting_drain",
+        "_backend",
+        "_client",
+        "_fd",
+        "_paused",
+        "_pending",
+        "_poller",
+        "_relay",
+        "done",
+        "finished",
+        "wake_client_receiver",
+    )
+
+    def __init__(
+        self,
+        relay: Relay,
+        client: PushableClient,
+        backend: PollableSocket,
+        poller: BackendPoller,
+        leftover: bytes,
+    ) -> None:
+        self._relay = relay
+        self._client = client
+        self._backend = backend
+        self._poller = poller
+        self._fd = backend.fileno()
+        self._pending: memoryview | None = memoryview(leftover) if leftover else None
+        self._paused = True
+        self._awaiting_drain = False
+        #: The backend's end was delivered, or this direction failed.
+        self.done = False
+        self.finished = Wakeup()
+        #: The client's end was passed on by the reader (``_offer_forwarder``): the
+        #: upward pump sleeps until this direction finishes.
+        self.wake_client_receiver = False
+
+    def start(self) -> None:
+        self._client.set_on_writable(self._resume)
+        self._poller.register(
+            self._fd, self._on_readable, on_error=lambda: self._fail(Side.BACKEND), paused=True
+        )
+        self._resume()  # the backend's leftover first, then its socket
+
+    def stop(self) -> None:
+        self._client.set_on_writable(None)
+        self._poller.unregister(self._fd)
+        self._pending = None
+        self.done = True
+
+    def _on_readable(self) -> None:
+        relay = self._relay
+        if self._paused or self.done or relay.scope.cancel_called:
+            self._pause()
+            return
+        try:
+            data = self._backend.receive_nowait(READ_SIZE)
+        except STREAM_ERRORS:
+            self._fail(Side.BACKEND)
+            return
+        if data is None:
+            return  # woken for nothing (another reader took it, or a spurious event)
+        if not data:
+            self._backend_ended()
+            return
+        relay.activity()
+        self._pending = memoryview(data)
+        if not self._flush():
+            self._pause()
+
+    def _flush(self) -> bool:
+        """Hand on what is pending: True if all went and the client can take more now."""
+        pending = self._pending
+        if pending is not None:
+            try:
+                sent = self._client.send_now(pending)
+            except STREAM_ERRORS:
+                self._fail(Side.CLIENT)
+                return False
+            self._relay.stats.bytes_down += sent
+            if sent < len(pending):
+                self._pending = pending[sent:]
+                return False  # the window is shut: ``_resume`` comes with the next credit
+            self._pending = None
+        if self._client.backlogged():
+            if not self._awaiting_drain:
+                self._awaiting_drain = True
+                self._client.call_when_drained(self._drained)
+            return False
+        return True
+
+    def _drained(self) -> None:
+        self._awaiting_drain = False
+        self._resume()
+
+    def _resume(self) -> None:
+        if not self._paused or self.done or self._relay.scope.cancel_called:
+            return
+        if self._flush():
+            self._paused = False
+            self._poller.resume(self._fd)
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self._poller.pause(self._fd)
+
+    def _backend_ended(self) -> None:
+        """The backend's EOF: END_STREAM to the client (``_end_down``)."""
+        self._pause()
+        relay = self._relay
+        relay.backend_done = True
+        try:
+            self._client.end_now()
+        except STREAM_ERRORS:
+            self._fail(Side.CLIENT)
+            return
+        relay.half_closed()
+        self._finish()
+
+    def _fail(self, side: Side) -> None:
+        self._pause()
+        self._finish()
+        self._relay.fail(side)
+
+    def _finish(self) -> None:
+        self.done = True
+        self.finished.set()
+        if self.wake_client_receiver:
+            self._client.wake_receiver()  # asleep since the reader passed its end on
