@@ -18,6 +18,8 @@ Rules:
 5. **No ``type: ignore``** in the package.
 6. **Capabilities, not classes**: outside ``transport/``, no ``isinstance`` on a concrete
    stream class; where streams meet (``PROBED``), no ``getattr`` probing for a member.
+7. **Stream errors caught by one name**: outside ``transport/``, a handler lists no tuple of
+   trio's stream errors; it catches ``transport.errors.STREAM_GONE``.
 """
 
 from __future__ import annotations
@@ -191,6 +193,14 @@ def concrete_class_uses(tree: ast.Module, probed: bool) -> Iterator[tuple[str, i
                     yield f"isinstance {label}", node.lineno
 
 
+def _lists_stream_errors(handler: ast.ExceptHandler) -> bool:
+    """A handler whose exception tuple names both of trio's stream errors itself."""
+    if not isinstance(handler.type, ast.Tuple):
+        return False
+    names = {element.attr for element in handler.type.elts if isinstance(element, ast.Attribute)}
+    return {"BrokenResourceError", "ClosedResourceError"} <= names
+
+
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan)."""
     index: dict[str, int] = {}
@@ -265,6 +275,10 @@ def check() -> list[str]:
                 breaking["type_ignore"].add(module)
                 if module not in PENDING["type_ignore"]:
                     problems.append(f"{path}:{number}: type: ignore")
+        if folder != "transport":
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ExceptHandler) and _lists_stream_errors(node):
+                    problems.append(f"{path}:{node.lineno}: errors: catch STREAM_GONE instead")
         if folder != "transport" and module != FENCE:
             for what, line in concrete_class_uses(tree, folder in PROBED):
                 breaking["concrete_class"].add(module)

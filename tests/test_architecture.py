@@ -53,3 +53,15 @@ def test_a_concrete_stream_class_check_is_caught() -> None:
         "getattr",
         "isinstance LeanSocketStream",
     ]
+
+
+def test_a_handler_listing_the_stream_errors_again_is_caught() -> None:
+    checker = _checker()
+    import ast
+
+    tree = ast.parse(
+        "try:\n    pass\nexcept (trio.BrokenResourceError, trio.ClosedResourceError, OSError):\n"
+        "    pass\ntry:\n    pass\nexcept STREAM_GONE:\n    pass\n"
+    )
+    handlers = [node for node in ast.walk(tree) if isinstance(node, ast.ExceptHandler)]
+    assert [checker._lists_stream_errors(handler) for handler in handlers] == [True, False]

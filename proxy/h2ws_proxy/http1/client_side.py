@@ -14,6 +14,7 @@ import trio
 
 from h2ws_proxy.backend.upgrade import READ_SIZE
 from h2ws_proxy.relay.context import ServerContext
+from h2ws_proxy.transport.errors import STREAM_GONE
 
 Header = tuple[bytes, bytes]
 
@@ -73,7 +74,7 @@ class H1ClientSide:
         while budget > 0:
             try:
                 data = await self._client.receive_some(READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except STREAM_GONE:
                 return
             if not data:
                 return

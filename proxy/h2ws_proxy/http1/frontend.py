@@ -40,6 +40,7 @@ from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import RelayRecord
 from h2ws_proxy.relay.routing import http_route, websocket_route
 from h2ws_proxy.relay.tunnel import run_tunnel
+from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.lingering import linger_before_close
 
 logger = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ class H1Frontend:
         """Read once from the client into h11; False if it closed or broke."""
         try:
             data = await self._client.receive_some(READ_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except STREAM_GONE:
             return False
         self._conn.receive_data(bytes(data))
         return bool(data)
@@ -244,7 +245,7 @@ class H1Frontend:
                 reason=b"Switching Protocols",
             )
             await self._client.send_all(self._conn.send(answer))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except STREAM_GONE:
             await trio.aclose_forcefully(upgraded.stream)
             return
         record.status, record.opened = 101, True
@@ -353,5 +354,5 @@ class H1Frontend:
         try:
             await self._client.send_all(data)
             await linger_before_close(self._client, half_close=True)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except STREAM_GONE:
             return

@@ -30,6 +30,7 @@ import trio
 
 from h2ws_proxy.http2.h2lib_session import H2Session
 from h2ws_proxy.transport.capabilities import ClientStream
+from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.wakeup import Wakeup
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class ClientWriter:
                 if timeout.cancelled_caught:
                     self._log("client.send_timeout", send_timeout_s=self._send_timeout_s)
                     return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except STREAM_GONE:
             return False
         return True
 
@@ -177,7 +178,7 @@ class ClientWriter:
             return False
         try:
             sent = client.send_nowait(outbound)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except STREAM_GONE:
             return False  # the writer meets the error and ends the connection
         if sent:
             del outbound[:sent]

@@ -58,6 +58,7 @@ from h2ws_proxy.http2.stream_tasks import StreamTasks
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.transport.capabilities import as_client_stream
+from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.lingering import linger_before_close
 from h2ws_proxy.transport.poller import BackendPoller
 
@@ -175,7 +176,7 @@ class H2Frontend:
                 await self._writer.wait_outbound_below(READER_HIGH_WATER)
             try:
                 data = await self._client.receive_some(_READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except STREAM_GONE:
                 return
             if not data or not self._receive(bytes(data)):
                 return

@@ -38,6 +38,7 @@ from h2ws_proxy.relay.exchange_contract import ExchangeAborted, ExchangeResult
 from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import RelayRecord
 from h2ws_proxy.relay.tunnel import run_tunnel
+from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 
 #: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
@@ -170,7 +171,7 @@ class StreamTasks:
                 try:
                     await stream.send_all(rejection.body)
                     await stream.send_eof()
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                except STREAM_GONE:
                     return
 
     def _finish_tunnel(self, stream: H2Stream, record: RelayRecord) -> None:

@@ -53,6 +53,7 @@ from h2ws_proxy.http.message import (
 )
 from h2ws_proxy.relay.exchange_contract import ClientSide, ExchangeAborted, ExchangeResult
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
+from h2ws_proxy.transport.errors import STREAM_GONE
 
 Header = tuple[bytes, bytes]
 
@@ -239,7 +240,7 @@ async def _send(run: _Run, data: bytes) -> None:
     """Write to the backend; a failure before any answer on a reused connection retries."""
     try:
         await run.connection.stream.send_all(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+    except STREAM_GONE as error:
         raise _backend_failed(run, f"backend connection broke while sending: {error}") from error
     run.progress()
 
@@ -258,7 +259,7 @@ async def _pump_request_body(run: _Run) -> None:
     while True:
         try:
             chunk = await run.client.receive_body()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+        except STREAM_GONE as error:
             # The client broke off or broke its framing: nothing more can be done.
             raise ExchangeAborted(RelayEnd.CLIENT_ABORTED, str(error)) from error
         if not chunk:
@@ -290,7 +291,7 @@ async def _send_body_bytes(run: _Run, data: bytes) -> bool:
     """False if the backend stopped taking the body (it may be answering early: keep reading)."""
     try:
         await run.connection.stream.send_all(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+    except STREAM_GONE:
         return False
     run.progress()
     return True
@@ -311,7 +312,7 @@ async def _watch_client(run: _Run) -> None:
 async def _relay_answer(run: _Run) -> None:
     try:
         await _relay_events(run)
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+    except STREAM_GONE as error:
         # Only writes to the client raise these here (backend reads translate their own).
         raise ExchangeAborted(RelayEnd.CLIENT_ABORTED, f"client went away: {error}") from error
 
@@ -371,7 +372,7 @@ async def _receive(run: _Run, wire: H1BackendWire) -> None:
     """Read from the backend into the wire."""
     try:
         data = await run.connection.stream.receive_some(READ_SIZE)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+    except STREAM_GONE as error:
         raise _backend_failed(run, f"backend connection broke: {error}") from error
     if not data and wire.awaiting_head:
         raise _backend_failed(run, "backend closed the connection without answering")

@@ -14,8 +14,9 @@ Rules:
 from __future__ import annotations
 
 from h2ws_proxy.relay.outcome import Side
-from h2ws_proxy.relay.relay_state import READ_SIZE, STREAM_ERRORS, PushableClient, Relay
+from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay
 from h2ws_proxy.transport.capabilities import PollableSocket
+from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 from h2ws_proxy.transport.wakeup import Wakeup
 
@@ -88,7 +89,7 @@ class PolledDownward:
             return
         try:
             data = self._backend.receive_nowait(READ_SIZE)
-        except STREAM_ERRORS:
+        except STREAM_GONE:
             self._fail(Side.BACKEND)
             return
         if data is None:
@@ -107,7 +108,7 @@ class PolledDownward:
         if pending is not None:
             try:
                 sent = self._client.send_now(pending)
-            except STREAM_ERRORS:
+            except STREAM_GONE:
                 self._fail(Side.CLIENT)
                 return False
             self._relay.stats.bytes_down += sent
@@ -145,7 +146,7 @@ class PolledDownward:
         relay.backend_done = True
         try:
             self._client.end_now()
-        except STREAM_ERRORS:
+        except STREAM_GONE:
             self._fail(Side.CLIENT)
             return
         relay.half_closed()

@@ -25,8 +25,6 @@ READ_SIZE = 65536
 #: How late the idle and half-closed timeouts may fire (see ``Relay``): the price of not
 #: moving a trio deadline on every message.
 TIMER_SLACK_S = 0.5
-#: What a stream raises when its peer or its transport is gone.
-STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class PushableClient(Protocol):

@@ -36,8 +36,9 @@ import trio
 
 from h2ws_proxy.relay.outcome import RelayStats, Side
 from h2ws_proxy.relay.polled import PolledDownward
-from h2ws_proxy.relay.relay_state import READ_SIZE, STREAM_ERRORS, PushableClient, Relay, SideBroke
+from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay, SideBroke
 from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable
+from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 
 #: After a failed write to the backend, how long the tunnel waits for the backend's end
@@ -190,7 +191,7 @@ async def _pump(
                 if data:
                     try:
                         await sink.send_all(data)
-                    except STREAM_ERRORS:
+                    except STREAM_GONE:
                         raise SideBroke(sink_side) from None
                     if upward:
                         relay.stats.bytes_up += len(data)
@@ -200,7 +201,7 @@ async def _pump(
                     data = b""
                 try:
                     data = await source.receive_some(READ_SIZE)
-                except STREAM_ERRORS:
+                except STREAM_GONE:
                     raise SideBroke(source_side) from None
                 if not data:
                     break
@@ -241,7 +242,7 @@ def _offer_forwarder(relay: Relay, downward: PolledDownward | None) -> bool:
         # the pump's wait is aborted then (see set_forwarder), and the pump decides.
         try:
             sent = backend.send_nowait(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except STREAM_GONE:
             return 0
         if sent:
             stats.bytes_up += sent
@@ -253,7 +254,7 @@ def _offer_forwarder(relay: Relay, downward: PolledDownward | None) -> bool:
             return False  # the pump ends the tunnel: it must wake
         try:
             backend.end_now()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except STREAM_GONE:
             return False
         relay.half_closed()
         downward.wake_client_receiver = True
@@ -311,19 +312,19 @@ async def _drain_client(relay: Relay) -> None:
 async def _send_eof(stream: trio.abc.HalfCloseableStream, side: Side) -> None:
     try:
         await stream.send_eof()
-    except STREAM_ERRORS:
+    except STREAM_GONE:
         raise SideBroke(side) from None
 
 
 def _end_now(stream: PollableSocket, side: Side) -> None:
     try:
         stream.end_now()
-    except STREAM_ERRORS:
+    except STREAM_GONE:
         raise SideBroke(side) from None
 
 
 async def _receive(stream: trio.abc.ReceiveStream, side: Side) -> bytes | bytearray:
     try:
         return await stream.receive_some(READ_SIZE)
-    except STREAM_ERRORS:
+    except STREAM_GONE:
         raise SideBroke(side) from None

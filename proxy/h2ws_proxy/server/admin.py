@@ -22,6 +22,7 @@ import h11
 import trio
 
 from h2ws_proxy.relay.context import ServerContext, ServerStats
+from h2ws_proxy.transport.errors import STREAM_GONE
 
 _MAX_HEAD_BYTES = 8192
 _TIMEOUT_S = 5.0
@@ -57,7 +58,7 @@ async def answer_admin_request(stream: trio.abc.Stream, answer: AdminAnswer) -> 
                     data += conn.send(h11.Data(data=body))
                 data += conn.send(h11.EndOfMessage())
                 await stream.send_all(data)
-    except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+    except (h11.ProtocolError, *STREAM_GONE):
         pass
     finally:
         await trio.aclose_forcefully(stream)

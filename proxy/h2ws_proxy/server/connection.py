@@ -21,6 +21,7 @@ from h2ws_proxy.http2.h2lib_direct import CLIENT_PREFACE
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.transport.capabilities import lean_accepted, tls_of
+from h2ws_proxy.transport.errors import STREAM_GONE
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ async def handle_client(
     try:
         with server.stats.count_connection():
             await _serve(stream, server, info)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+    except STREAM_GONE as error:
         log_event(
             logger,
             logging.DEBUG,

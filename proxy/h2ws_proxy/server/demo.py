@@ -28,6 +28,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from h2ws_proxy.config import BackendAddress
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import log_event
+from h2ws_proxy.transport.errors import STREAM_GONE
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ async def _echo_connection(stream: trio.SocketStream) -> None:
                 return
     except RemoteProtocolError:
         await stream.send_all(_PAGE)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+    except STREAM_GONE:
         return
     except LocalProtocolError as error:
         # A bug here must not take the proxy (same process) down with it.

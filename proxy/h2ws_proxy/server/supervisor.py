@@ -53,6 +53,7 @@ from h2ws_proxy.log import log_event
 from h2ws_proxy.server.admin import NOT_FOUND, answer_admin_request
 from h2ws_proxy.server.serve import BoundSockets, bind_sockets, bound_address
 from h2ws_proxy.server.worker import READY, ControlChannel, WorkerSpec
+from h2ws_proxy.transport.errors import STREAM_GONE
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class Supervisor:
         spec = WorkerSpec(slot.index, self._config, listener_fds, *self._log)
         try:
             await control.send(spec.encode())
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except STREAM_GONE:
             await control.aclose()
             return process, None
         return process, control
@@ -290,7 +291,7 @@ class Supervisor:
                     return
                 try:
                     await control.send(f"stats {request_id}".encode())
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                except STREAM_GONE:
                     return
                 # Skip answers to earlier requests that timed out.
                 while (line := await control.receive()) is not None:

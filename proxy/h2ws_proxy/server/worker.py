@@ -42,6 +42,7 @@ from h2ws_proxy.log import configure_logging, log_event, set_process_fields
 from h2ws_proxy.relay.context import ServerStats
 from h2ws_proxy.server.admin import server_stats
 from h2ws_proxy.server.serve import BoundAddresses, BoundSockets, drain_on_signals, serve
+from h2ws_proxy.transport.errors import STREAM_GONE
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class ControlChannel:
                 return None
             try:
                 data = await self._stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            except STREAM_GONE:
                 return None
             if not data:
                 return None
@@ -166,7 +167,7 @@ async def _answer_supervisor(
             if command == b"stats":
                 answer = {"id": request_id.decode("ascii", "replace"), **server_stats(stats)}
                 await control.send(json.dumps(answer).encode())
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+    except STREAM_GONE:
         pass
     if not shutdown.is_set():
         log_event(logger, logging.WARNING, "worker.orphaned", problem="the supervisor is gone")

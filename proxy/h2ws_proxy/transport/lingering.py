@@ -11,6 +11,8 @@ from typing import Protocol
 
 import trio
 
+from h2ws_proxy.transport.errors import STREAM_GONE
+
 LINGER_S = 2.0
 LINGER_MAX_BYTES = 256 * 1024
 _READ_SIZE = 65536
@@ -35,5 +37,5 @@ async def linger_before_close(stream: Drainable, *, half_close: bool) -> None:
                 if not data:
                     return
                 budget -= len(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+    except STREAM_GONE:
         return
