@@ -52,7 +52,7 @@ from h2ws_proxy.http2.budget import SlidingWindowBudget
 from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
 from h2ws_proxy.http2.h2lib_direct import DirectData
 from h2ws_proxy.http2.h2lib_session import H2Session
-from h2ws_proxy.http2.stream import H2Stream
+from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 from h2ws_proxy.http2.stream_registry import StreamRegistry
 from h2ws_proxy.http2.stream_tasks import StreamTasks
 from h2ws_proxy.log import log_event
@@ -362,7 +362,8 @@ class H2Frontend:
                 self._tasks.serve_tunnel, stream, request, route, name=_TUNNEL_TASK_NAME
             )
             return
-        stream.exchange = stream.opened = True  # its DATA is the request body
+        stream.exchange = True
+        stream.phase = StreamPhase.OPEN  # its DATA is the request body
         if not ended:
             self.session.direct_streams.add(stream_id)
         if http_request.framing is BodyFraming.NONE:

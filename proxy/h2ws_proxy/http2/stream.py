@@ -22,6 +22,7 @@ Rules:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from typing import Protocol
 
@@ -58,6 +59,20 @@ class ConnectionPort(Protocol):
         ...
 
 
+class StreamPhase(enum.Enum):
+    """Where a stream's answer stands, which decides what the client's DATA on it means."""
+
+    #: A tunnel whose backend is being dialled and upgraded: DATA is a protocol error
+    #: (RFC 8441 §5: the tunnel opens with our 2xx).
+    OPENING = "opening"
+    #: A tunnel whose 200 went out, or an ordinary request (its DATA is the body): the
+    #: client's DATA is delivered.
+    OPEN = "open"
+    #: A final answer other than 200 started (a refusal, a relayed rejection): the
+    #: client's late DATA is dropped, not an error.
+    ANSWERED = "answered"
+
+
 class H2Stream(trio.abc.HalfCloseableStream):
     """The client end of a tunnel on HTTP/2 stream ``stream_id`` of ``session``."""
 
@@ -76,11 +91,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         #: Set when the peer reset the stream or the connection went away.
         self.broken_reason: str | None = None
         self.reset_by_peer = False
-        #: True once our 200 went out: DATA before it is a protocol violation.
-        self.opened = False
-        #: True once a final answer other than 200 started (a refusal or relayed rejection):
-        #: the client's late DATA is then dropped, not an error.
-        self.answered = False
+        self.phase = StreamPhase.OPENING
         #: Bytes, the end or a break arrived (for ``receive_some``); the window may have
         #: grown or the stream broke (for ``send_all``).
         self._readable = Wakeup()
@@ -91,8 +102,9 @@ class H2Stream(trio.abc.HalfCloseableStream):
         #: Set by a tunnel that sends with ``send_now`` (see ``set_on_writable``).
         self._on_writable: Callable[[], None] | None = None
         self._receiving = False
-        #: For ordinary requests: the body length the client declared (None: unknown) and
-        #: what arrived so far; trailers, if the client sent any.
+        #: An ordinary request, not a tunnel (set before the stream is used). For requests:
+        #: the body length the client declared (None: unknown) and what arrived so far;
+        #: trailers, if the client sent any.
         self.exchange = False
         self.declared_length: int | None = None
         self.received_length = 0

@@ -24,7 +24,7 @@ from h2ws_proxy.errors import ClientProtocolError, ProxyError
 from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.h2lib_direct import DirectData
 from h2ws_proxy.http2.h2lib_session import H2Session
-from h2ws_proxy.http2.stream import H2Stream
+from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 
 
 class StreamRegistry:
@@ -73,9 +73,9 @@ class StreamRegistry:
         if stream is None:
             # A stream we already answered or reset: return the credit, drop the bytes.
             self.session.acknowledge(stream_id, length)
-        elif not stream.opened:
+        elif stream.phase is not StreamPhase.OPEN:
             self.session.acknowledge(stream_id, length)
-            if event.data and not stream.answered:
+            if event.data and stream.phase is StreamPhase.OPENING:
                 self.fail_stream(stream_id, "DATA on an extended CONNECT before its 200")
         else:
             self._deliver(stream, event.data or b"", length)

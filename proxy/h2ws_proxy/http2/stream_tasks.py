@@ -31,7 +31,7 @@ from h2ws_proxy.http.message import HttpRequest
 from h2ws_proxy.http2.client_side import H2ClientSide
 from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable
-from h2ws_proxy.http2.stream import H2Stream
+from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.relay.exchange import forward_exchange
 from h2ws_proxy.relay.exchange_contract import ExchangeAborted, ExchangeResult
@@ -132,12 +132,12 @@ class StreamTasks:
             )
         except BackendRejected as rejection:
             record.status = rejection.status
-            stream.answered = True
+            stream.phase = StreamPhase.ANSWERED
             await self._relay_rejection(stream, rejection)
             return None
         except ProxyError as error:
             record.status, record.error = error.status_hint, error.message
-            stream.answered = True
+            stream.phase = StreamPhase.ANSWERED
             self._refuse(stream.stream_id, error)
             stream.mark_ended_locally()
             return None
@@ -149,7 +149,8 @@ class StreamTasks:
             await trio.aclose_forcefully(upgraded.stream)
             return None
         record.status = 200
-        stream.opened = record.opened = True
+        stream.phase = StreamPhase.OPEN
+        record.opened = True
         self.session.direct_streams.add(stream.stream_id)
         return upgraded
 
