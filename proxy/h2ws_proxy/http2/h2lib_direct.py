@@ -2,8 +2,8 @@
 
 Once a tunnel is open, almost every frame on its connection is a DATA frame, and h2 spends
 on each one a frame object, a flag set, a connection and a stream state-machine step, an
-event object and a trace line (about 45 % of the proxy's CPU per 64-byte WebSocket message,
-py-spy on bench/compare.py's echo scenario). Here the frontend's bytes are split into whole
+event object and a trace line: most of the proxy's work per WebSocket message
+(bench/README.md). Here the frontend's bytes are split into whole
 frames first; a DATA frame for a stream registered as *direct* is taken out and handed over
 as a :class:`DirectData`, and every other frame goes to h2, in order, unchanged.
 

@@ -6,12 +6,12 @@ through h2 (which raises what it raises). The two other frames every tunnel send
 written the same way, with h2's state machines stepped exactly as h2 steps them:
 :func:`send_plain_200` (the HEADERS of a bare ``:status 200``, one static-table byte) and
 :func:`end_direct` (an empty DATA frame with END_STREAM). h2 spends a frame object, its
-serialization, an encoder pass and debug formatting on each, about a tenth of the proxy's
-CPU per new tunnel. An ordinary request's answer head, as read from an HTTP/1.1 backend, is
+serialization, an encoder pass and debug formatting on each (what that costs per new
+tunnel: bench/README.md). An ordinary request's answer head, as read from an HTTP/1.1 backend, is
 written by :func:`send_response_head` (h2's encoder, none of h2's per-field pipeline). And
 the credit for received bytes goes back through :func:`acknowledge_direct`: h2's own window
-arithmetic, its WINDOW_UPDATE frames packed here (a tenth of a bulk transfer's CPU was
-h2's frame objects for them).
+arithmetic, its WINDOW_UPDATE frames packed here instead of h2's frame objects for them
+(bench/README.md, bulk).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def send_response_head(
     no whitespace around them. For those, h2's outbound normalization (lowercase, strip) and
     validation (pseudo-fields first and only ``:status``, no connection-specific fields) change
     and refuse nothing, and what h2 spends on them (five generator layers per field, a frame
-    object, its serialization) was about a sixth of the proxy's CPU per plain GET. The block
+    object, its serialization) showed in the GET profile (bench/README.md). The block
     is still made by the connection's HPACK encoder, so its table stays h2's.
     """
     stream = sendable_stream(conn, stream_id)

@@ -23,7 +23,7 @@ Rules this stream keeps instead:
 * ``aclose`` closes at once and yields, but does not raise ``Cancelled`` in a cancelled
   scope: a cancellation still pending reaches the caller at its next checkpoint. Every
   tunnel closes its backend with ``trio.aclose_forcefully``, whose own scope is cancelled
-  by design, and raising and catching that ``Cancelled`` cost about four times the close.
+  by design, and raising and catching that ``Cancelled`` costs more than the close.
 * OS errors become ``trio.BrokenResourceError`` and use after ``aclose`` becomes
   ``trio.ClosedResourceError``, as with ``trio.SocketStream``.
 * Closing calls ``trio.lowlevel.notify_closing`` only while a task may be waiting on the
@@ -252,8 +252,8 @@ async def open_tcp_to_ip(
     """Connect to an IP address literal; OS errors propagate as ``OSError``.
 
     ``trio.open_tcp_stream`` resolves the name and races addresses (happy eyeballs) in a
-    nursery of its own: a task, cancel scopes and a ``getaddrinfo`` per connection, about
-    a tenth of the proxy's CPU per new tunnel (py-spy). An IP literal needs none of it.
+    nursery of its own: a task, cancel scopes and a ``getaddrinfo`` per connection (its
+    cost per new tunnel: bench/README.md). An IP literal needs none of it.
 
     Like :meth:`LeanSocketStream.send_all`, this yields only when it has to wait: a
     non-blocking ``connect`` always says "in progress", but to a loopback or otherwise
