@@ -49,6 +49,10 @@ class ProxyRecords(logging.Handler):
         self._changed.set()
         self._changed = trio.Event()
 
+    def named(self, event: str) -> list[dict[str, Any]]:
+        """The fields of every record of ``event``, in order."""
+        return [record.fields for record in self.records if record.event == event]
+
     def matching(self, predicate: Callable[[ProxyRecord], bool]) -> list[ProxyRecord]:
         return [record for record in self.records if predicate(record)]
 

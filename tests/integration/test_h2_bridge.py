@@ -13,6 +13,7 @@ import trio
 from h2ws_proxy.config import SocketAddress
 from tests.conftest import StartProxy, WebSocketsBackend
 from tests.helpers.backends import BackendConnection, ScriptedBackend
+from tests.helpers.frames import PREFACE, frame
 from tests.helpers.h2_client import H2TestClient, open_h2_client
 from tests.helpers.setup import backend_url, make_config
 
@@ -437,10 +438,10 @@ async def test_client_that_stops_reading_its_socket_holds_back_only_its_backend(
         ]
     )
     await stalled.send_all(
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-        + _frame(0x4, 0, 0, settings)
-        + _frame(0x8, 0, 0, struct.pack(">I", wide_open - 65535))  # connection window
-        + _frame(0x1, 0x4, 1, connect)  # HEADERS, END_HEADERS
+        PREFACE
+        + frame(0x4, 0, 0, settings)
+        + frame(0x8, 0, 0, struct.pack(">I", wide_open - 65535))  # connection window
+        + frame(0x1, 0x4, 1, connect)  # HEADERS, END_HEADERS
     )
     received = b""
     with trio.fail_after(10):
@@ -457,11 +458,6 @@ async def test_client_that_stops_reading_its_socket_holds_back_only_its_backend(
     # socket buffers on both sides take, not everything the backend could push in 3 s.
     assert pushed < 16 * 1024 * 1024
     await stalled.aclose()
-
-
-def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    header = struct.pack(">I", len(payload))[1:] + bytes([kind, flags])
-    return header + struct.pack(">I", stream_id) + payload
 
 
 async def test_protocol_refused_on_listener_that_does_not_advertise_it(

@@ -24,24 +24,15 @@ from hypothesis import strategies as st
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.relay.routing import Router
 from h2ws_proxy.server.connection import handle_client
+from tests.helpers.frames import PREFACE, frame
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, echo_backend
 from tests.helpers.setup import make_config
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 CONFIG = make_config(("/", "http://127.0.0.1:9"), max_concurrent_streams=8)
 FUZZ = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-def frame(frame_type: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(payload))[1:]
-        + bytes([frame_type, flags])
-        + struct.pack(">I", stream_id)
-        + payload
-    )
 
 
 def connect_block(path: bytes = b"/") -> bytes:

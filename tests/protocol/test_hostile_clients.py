@@ -15,13 +15,13 @@ import trio
 import trio.testing
 
 from tests.helpers.backends import BackendConnection
+from tests.helpers.frames import PREFACE, frame
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, open_memory_client
 from tests.helpers.setup import make_config
 
 pytestmark = pytest.mark.usefixtures("both_backend_kinds")
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 HEADERS, CONTINUATION, SETTINGS, GOAWAY, RST_STREAM = 0x1, 0x9, 0x4, 0x7, 0x3
 END_STREAM, END_HEADERS = 0x1, 0x4
 PROTOCOL_ERROR = 0x1
@@ -35,11 +35,6 @@ GOOD: list[Header] = [
     (b":authority", b"proxy.test"),
     (b"sec-websocket-version", b"13"),
 ]
-
-
-def frame(frame_type: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    header = struct.pack(">I", len(payload))[1:] + bytes([frame_type, flags])
-    return header + struct.pack(">I", stream_id) + payload
 
 
 def replace(name: bytes, value: bytes | None) -> list[Header]:

@@ -12,6 +12,7 @@ import trio.testing
 
 from h2ws_proxy.http2.stream import H2Stream
 from tests.conftest import StartProxy
+from tests.helpers.frames import EMPTY_SETTINGS, PREFACE
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, echo_backend, open_memory_client
 from tests.helpers.setup import make_config
@@ -131,7 +132,7 @@ async def test_listener_stops_accepting_at_max_connections(start_proxy: StartPro
     address = await start_proxy(make_config(("/", "http://127.0.0.1:9"), max_connections=2))
     first = await trio.open_tcp_stream(address.host, address.port)
     second = await trio.open_tcp_stream(address.host, address.port)
-    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    preface = PREFACE + EMPTY_SETTINGS
     for stream in (first, second):
         await stream.send_all(preface)
         assert await stream.receive_some(9)  # served: the proxy's SETTINGS arrive
@@ -153,7 +154,7 @@ async def test_http2_client_that_stops_after_the_preface_is_dropped(
     config = make_config(("/", "http://127.0.0.1:9"), client_handshake_timeout_s=5.0)
     client = await open_memory_client(nursery, config, MemoryNet(nursery, echo_backend))
     started = trio.current_time()
-    await client.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # the preface, but no SETTINGS
+    await client.send_all(PREFACE)  # the preface, but no SETTINGS
     while await client.receive_some():  # our SETTINGS, then the close
         pass
     # Dropped at the timeout, after a lingering close of at most 2 s.

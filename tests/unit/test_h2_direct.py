@@ -28,15 +28,11 @@ from hypothesis import strategies as st
 from h2ws_proxy.config import Limits
 from h2ws_proxy.http2.h2lib_direct import DirectData
 from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable
+from tests.helpers.frames import frame
 
 LIMITS = Limits(stream_window_bytes=1000)
 #: Streams the client opens (extended CONNECTs); the server answers 200 on them.
 OPEN_STREAMS = (1, 3, 5)
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    header = struct.pack(">I", len(payload))[1:] + bytes([kind, flags])
-    return header + struct.pack(">I", stream_id) + payload
 
 
 def new_client() -> h2.connection.H2Connection:
@@ -156,14 +152,14 @@ frames = st.lists(
         # Mostly DATA, with any flags (padding, END_STREAM) and sizes around the windows.
         st.builds(
             frame,
-            kind=st.just(0x0),
+            frame_type=st.just(0x0),
             flags=st.sampled_from([0, 0, 0, 0x1, 0x8, 0x9, 0x20]),
             stream_id=st.sampled_from([0, 1, 1, 3, 5, 7, 9]),
             payload=st.one_of(st.binary(max_size=40), st.builds(bytes, st.integers(0, 1100))),
         ),
         st.builds(
             frame,
-            kind=st.sampled_from([0x1, 0x3, 0x6, 0x8, 0x9, 0x2, 0xFA]),  # HEADERS, RST, PING...
+            frame_type=st.sampled_from([0x1, 0x3, 0x6, 0x8, 0x9, 0x2, 0xFA]),  # HEADERS, RST, PING...
             flags=st.sampled_from([0, 0x1, 0x4, 0x5]),
             stream_id=st.sampled_from([0, 1, 3, 5, 7]),
             payload=st.one_of(st.binary(max_size=12), st.just(struct.pack(">I", 8))),
@@ -171,7 +167,7 @@ frames = st.lists(
         # HEADERS that open streams: whole requests, with and without priority fields.
         st.builds(
             frame,
-            kind=st.just(0x1),
+            frame_type=st.just(0x1),
             flags=st.sampled_from([0x4, 0x5, 0x24, 0x25, 0x2C, 0x20]),
             stream_id=st.sampled_from([7, 9, 11, 13, 8]),
             payload=st.one_of(
