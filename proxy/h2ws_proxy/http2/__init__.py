@@ -1,0 +1,1 @@
+"""The HTTP/2 front end: the sans-IO session, its driver, and the streams it serves."""
