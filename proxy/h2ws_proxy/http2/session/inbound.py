@@ -283,10 +283,10 @@ class Receiver(SessionCore):
                 RequestReceived(stream_id, decoded.headers, ended, decoded.size, oversized)
             )
         else:
-            if self._block_error is not None:
-                raise self._block_error
             if not stream.receiving:
                 raise StreamFault(stream_id, ErrorCode.STREAM_CLOSED)
+            if self._block_error is not None:
+                raise self._block_error
             if decoded.size > self._max_list_in:
                 raise StreamFault(stream_id, ErrorCode.CANCEL)
             self._on_head(stream, decoded.headers, ended, events)
