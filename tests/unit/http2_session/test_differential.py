@@ -269,10 +269,12 @@ def justified_divergence(
     reset: set[int],
 ) -> bool:
     """True where we differ from h2 on purpose (checked here); the comparison then stops."""
-    if spec.stream_id in reset and ours == Outcome([], None, []) and theirs.error is None:
+    if spec.stream_id in reset and (ours.events, ours.error, theirs.error) == ([], None, None):
         # RFC 9113 §5.1 "closed": after sending RST_STREAM an endpoint MUST ignore frames on
-        # that stream; h2 answers HEADERS there with another RST_STREAM(STREAM_CLOSED).
-        return theirs.events == [] and theirs.sent == [(w.RST_STREAM, spec.stream_id, 5)]
+        # that stream; h2 answers HEADERS or DATA there with another RST_STREAM
+        # (STREAM_CLOSED). DATA's connection credit is the same on both sides.
+        again = [(w.RST_STREAM, spec.stream_id, 5)]
+        return theirs.events == [] and theirs.sent == [*ours.sent, *again]
     if ours.error == 6 and theirs.error is not None and len(wire) > 9 + 16384:
         # RFC 9113 §4.2: a frame over our SETTINGS_MAX_FRAME_SIZE is a FRAME_SIZE_ERROR, and
         # we refuse it from its 9-byte header, before any other check; h2 checks others first.
@@ -282,10 +284,11 @@ def justified_divergence(
         # RFC 9113 §6.5.3: values are processed in order, so an invalid one is an error even
         # if a later value for the same identifier is valid; hyperframe keeps only the last.
         return ours.sent == [(w.GOAWAY, ours.sent[0][1], ours.error)]
-    if spec.kind == "continuation" and ours.error == 1 and theirs.error is not None:
-        # RFC 9113 §6.10: CONTINUATION outside a header block is a PROTOCOL_ERROR, whatever
-        # its stream; h2 judges the stream first (STREAM_CLOSED, PROTOCOL_ERROR).
-        return ours.sent == [(w.GOAWAY, *theirs.sent[0][1:2], 1)] and len(theirs.sent) == 1
+    if spec.kind == "continuation" and ours.error == 1:
+        # RFC 9113 §6.10: CONTINUATION outside a header block is a connection PROTOCOL_ERROR,
+        # whatever its stream; h2 judges the stream first (STREAM_CLOSED as a stream or
+        # connection error, or PROTOCOL_ERROR).
+        return ours.events == [] and ours.sent == [(w.GOAWAY, ours.sent[0][1], 1)]
     if "Error decoding header block" in message and ours.error == 9 and theirs.error == 1:
         # RFC 9113 §4.3: a field block that fails to decode is a COMPRESSION_ERROR; h2
         # reports PROTOCOL_ERROR. Everything else (events, GOAWAY's last id) must match.
@@ -379,6 +382,9 @@ SEQUENCES = st.builds(
 @example([Spec("headers", 1, w.REQUEST), Spec("headers", 1, [(b"x", b"y")])])
 @example([Spec("headers", 1, w.REQUEST), Spec("goaway", raw=bytes(8)), Spec("data", 1, raw=b"x")])
 @example([Spec("bad_hpack", 1, raw=b"\x80")])
+@example([Spec("headers", 1, w.REQUEST, flags=1), Spec("data", 1), Spec("continuation", 1)])
+@example([Spec("headers", 1, w.REQUEST), Spec("rst", 1, raw=bytes(4))] + [Spec("data", 1, raw=bytes(16384))] * 2)
+@example([Spec("headers", 3, w.REQUEST), Spec("data", 1, raw=b"x"), Spec("headers", 1, w.REQUEST)])
 @example([Spec("settings", raw=struct.pack(">HLHL", 2, 2, 2, 0))])
 @example([Spec("data", 0, raw=bytes(16384), pad=0)])
 @example([Spec("headers", 1, w.REQUEST), Spec("rst", 1, raw=bytes(4)), Spec("window_update", 1, raw=bytes(4))])

@@ -173,8 +173,6 @@ class SessionCore:
         stream = self._streams.get(error.stream_id)
         if stream is not None:
             self._close(stream, ClosedBy.LOCAL_RESET)
-        elif not self._is_idle(error.stream_id):
-            self._closed_streams.add(error.stream_id, ClosedBy.LOCAL_RESET)
         events.append(StreamReset(error.stream_id, error.code, remote=False))
 
     # -- flow control ---------------------------------------------------------------------

@@ -264,12 +264,13 @@ class Receiver(SessionCore):
                 self._headers_on_unknown_stream(stream_id)
                 return
             self._highest_peer_id = stream_id
-            if self._block_error is not None:
-                raise self._block_error
             if self._ignored_after_goaway(stream_id):
                 return
-            if len(self._streams) >= self._max_streams_in:
-                raise StreamFault(stream_id, ErrorCode.REFUSED_STREAM)  # §5.1.2
+            refused = len(self._streams) >= self._max_streams_in  # §5.1.2
+            if refused or self._block_error is not None:
+                # Opened and at once reset by us: late frames on it are ignored (§5.1).
+                self._closed_streams.add(stream_id, ClosedBy.LOCAL_RESET)
+                raise self._block_error or StreamFault(stream_id, ErrorCode.REFUSED_STREAM)
             stream = Stream(
                 stream_id,
                 local=False,
