@@ -42,9 +42,7 @@ class Pair:
 
     def __init__(self, server: LocalSettings | None = None, client: LocalSettings | None = None):
         self.client = H2Session(Role.CLIENT, client or LocalSettings())
-        self.server = H2Session(
-            Role.SERVER, server or LocalSettings(enable_connect_protocol=True)
-        )
+        self.server = H2Session(Role.SERVER, server or LocalSettings(enable_connect_protocol=True))
         self.client.initiate()
         self.server.initiate()
         self.exchange()
@@ -120,7 +118,8 @@ def test_extended_connect_with_data_both_ways_under_flow_control() -> None:
     pair.server.end_stream(stream_id)
     client_events, server_events = pair.exchange()
     assert server_events == [DataReceived(stream_id, b"c" * 10, 10, True)]
-    assert isinstance(client_events[-1], DataReceived) and client_events[-1].end_stream
+    assert isinstance(client_events[-1], DataReceived)
+    assert client_events[-1].end_stream
 
 
 def test_extended_connect_needs_the_servers_setting() -> None:
@@ -195,7 +194,8 @@ def test_header_list_over_our_limit_is_flagged() -> None:
     pair = Pair(server=LocalSettings(max_header_list_size=1000))
     pair.client.send_headers(1, [*GET, (b"x-big", b"v" * 2000)], end_stream=True)
     _, server_events = pair.exchange()
-    assert isinstance(server_events[0], RequestReceived) and server_events[0].oversized
+    assert isinstance(server_events[0], RequestReceived)
+    assert server_events[0].oversized
 
 
 def test_peer_table_size_changes_are_announced_to_the_decoder() -> None:
@@ -211,4 +211,5 @@ def test_peer_table_size_changes_are_announced_to_the_decoder() -> None:
     pair.exchange()
     pair.client.send_headers(3, fields, end_stream=True)
     _, server_events = pair.exchange()
-    assert isinstance(server_events[0], RequestReceived) and server_events[0].headers == fields
+    assert isinstance(server_events[0], RequestReceived)
+    assert server_events[0].headers == fields

@@ -73,6 +73,8 @@ CONNECTION_ERRORS = [
     ("ENABLE_CONNECT_PROTOCOL 1 then 0", w.settings((8, 1)) + w.settings((8, 0)), E.PROTOCOL_ERROR),
     ("frame over MAX_FRAME_SIZE", w.frame(w.DATA, 0, 1, bytes(16385))[:9], E.FRAME_SIZE_ERROR),
     ("DATA on an idle stream", w.data(1, b"x"), E.PROTOCOL_ERROR),
+    ("PRIORITY on itself on an idle stream", w.priority(3, 3), E.PROTOCOL_ERROR),
+    ("PRIORITY of 4 on an idle stream", w.frame(w.PRIORITY, 0, 3, bytes(4)), E.FRAME_SIZE_ERROR),
     ("HEADERS on an even stream", w.headers(2, w.block(w.REQUEST)), E.PROTOCOL_ERROR),
     ("RST_STREAM on an idle stream", w.rst_stream(1, 0), E.PROTOCOL_ERROR),
     ("WINDOW_UPDATE on an idle stream", w.window_update(1, 1), E.PROTOCOL_ERROR),
@@ -99,7 +101,11 @@ CONNECTION_ERRORS = [
     ("HPACK index 0", w.headers(1, b"\x80"), E.COMPRESSION_ERROR),
     ("HPACK index past the table", w.headers(1, b"\xbe"), E.COMPRESSION_ERROR),
     ("HPACK literal name index past the table", w.headers(1, b"\x0f\x2f\x00"), E.COMPRESSION_ERROR),
-    ("HPACK Huffman padding of 16 bits", w.headers(1, b"\x00\x01a\x82\xff\xff"), E.COMPRESSION_ERROR),
+    (
+        "HPACK Huffman padding of 16 bits",
+        w.headers(1, b"\x00\x01a\x82\xff\xff"),
+        E.COMPRESSION_ERROR,
+    ),
     ("HPACK Huffman padding not ones", w.headers(1, b"\x00\x01a\x81\x18"), E.COMPRESSION_ERROR),
     ("HPACK size update after a field", w.headers(1, b"\x82\x3f\xe1\x1f"), E.COMPRESSION_ERROR),
     ("HPACK size update over our limit", w.headers(1, b"\x3f\xe2\x1f"), E.COMPRESSION_ERROR),
@@ -108,7 +114,9 @@ CONNECTION_ERRORS = [
 
 
 @pytest.mark.parametrize(
-    ("wire", "code"), [case[1:] for case in CONNECTION_ERRORS], ids=[c[0] for c in CONNECTION_ERRORS]
+    ("wire", "code"),
+    [case[1:] for case in CONNECTION_ERRORS],
+    ids=[c[0] for c in CONNECTION_ERRORS],
 )
 def test_connection_error(wire: bytes, code: ErrorCode) -> None:
     session = w.server()
@@ -211,7 +219,7 @@ def test_goaway_sent_ignores_new_streams_but_keeps_hpack_in_step() -> None:
     session.receive_data(w.headers(1, w.block(w.REQUEST, encoder)))
     session.send_goaway()
     assert w.summary(session.take_outbound()) == [(w.GOAWAY, 1, 0)]
-    assert session.receive_data(w.headers(3, w.block(w.REQUEST + [(b"x", b"y")], encoder))) == []
+    assert session.receive_data(w.headers(3, w.block([*w.REQUEST, (b"x", b"y")], encoder))) == []
     assert session.receive_data(w.data(3, b"x")) == []
     trailers = w.headers(1, w.block([(b"x", b"y")], encoder), end_stream=True)
     assert session.receive_data(trailers) == [TrailersReceived(1, [(b"x", b"y")])]
@@ -233,7 +241,11 @@ def test_window_updates_are_reported() -> None:
 
 @pytest.mark.parametrize(
     "preface",
-    [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\r", b"GET / HTTP/1.1\r\n", b"PRI * HTTP/1.1\r\n\r\nSM\r\n\r\n"],
+    [
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\r",
+        b"GET / HTTP/1.1\r\n",
+        b"PRI * HTTP/1.1\r\n\r\nSM\r\n\r\n",
+    ],
 )
 def test_a_bad_preface_is_a_protocol_error(preface: bytes) -> None:
     session = H2Session(Role.SERVER, LocalSettings())
@@ -262,3 +274,9 @@ def test_bytes_can_arrive_one_at_a_time() -> None:
         "DataReceived",
     ]
     assert events[2] == DataReceived(1, b"hello", 9, True)
+
+
+def test_priority_on_an_idle_stream_is_ignored_and_opens_nothing() -> None:
+    session = w.server()
+    assert session.receive_data(w.priority(5, 0)) == []
+    assert isinstance(session.receive_data(OPEN_1)[0], RequestReceived)

@@ -116,9 +116,9 @@ def summary(wire: bytes | bytearray) -> list[tuple[int, ...]]:
     return out
 
 
-def server(**overrides: int | bool) -> H2Session:
+def server(**overrides: int) -> H2Session:
     """A server session past the handshake (client preface and SETTINGS read, output taken)."""
-    session = H2Session(Role.SERVER, LocalSettings(**overrides))  # type: ignore[arg-type]
+    session = H2Session(Role.SERVER, LocalSettings(**overrides))
     session.initiate()
     session.receive_data(PREFACE + settings())
     session.take_outbound()

@@ -26,6 +26,8 @@ Rules (RFC 9113), beyond the per-type frame checks of :mod:`.frames`:
   reset by us: stream STREAM_CLOSED (§5.1, §6.1). After our RST_STREAM, everything on
   that stream is ignored. WINDOW_UPDATE, RST_STREAM and PRIORITY on closed streams are
   ignored.
+* A stream error on an idle stream (PRIORITY depending on itself or of a bad length) is
+  made a connection error of the same code: RST_STREAM must not name an idle stream (§6.4).
 * WINDOW_UPDATE of 0: PROTOCOL_ERROR, a stream error on a stream, a connection error on
   stream 0 (§6.9). PUSH_PROMISE: connection PROTOCOL_ERROR (we never enable push, §8.4).
 * A GOAWAY from the peer does not end the session (§6.8): streams up to its last-stream-id
@@ -148,6 +150,8 @@ class Receiver(SessionCore):
             try:
                 self._receive_frame(kind, flags, stream_id, payload, events)
             except StreamFault as error:
+                if self._is_idle(error.stream_id):  # §6.4: no RST_STREAM on an idle stream
+                    raise ConnectionFault(error.code, "stream error on an idle stream") from None
                 self._reset_for_error(error, events)
             if self._failed:
                 return
