@@ -29,11 +29,13 @@ from h2ws_proxy.http2.session import (
     Event,
     GoAwayReceived,
     H2Session,
+    InformationalResponseReceived,
     LocalSettings,
     PingAcknowledged,
     PingReceived,
     RemoteSettingsChanged,
     RequestReceived,
+    ResponseReceived,
     Role,
     SettingsAcknowledged,
     StreamReset,
@@ -208,6 +210,10 @@ def our_tuple(event: Event) -> tuple[object, ...]:
         return ("data", event.stream_id, event.data, event.flow_controlled_length, event.end_stream)
     if isinstance(event, TrailersReceived):
         return ("trailers", event.stream_id, event.headers)
+    if isinstance(event, ResponseReceived):
+        return ("response", event.stream_id, event.headers, event.end_stream)
+    if isinstance(event, InformationalResponseReceived):
+        return ("informational", event.stream_id, event.headers)
     if isinstance(event, StreamReset):
         return ("reset", event.stream_id, int(event.error_code), event.remote)
     if isinstance(event, WindowUpdated):
@@ -235,7 +241,7 @@ def h2_after(conn: h2.connection.H2Connection, wire: bytes) -> tuple[Outcome, st
     for event in events:
         if isinstance(event, h2.events.StreamEnded):
             last = comparable[-1] if comparable else None
-            if last and last[0] in ("request", "data") and last[1] == event.stream_id:
+            if last and last[0] in ("request", "response", "data") and last[1] == event.stream_id:
                 comparable[-1] = (*last[:-1], True)  # our end_stream flag (events.py)
             continue
         if isinstance(event, h2.events.PriorityUpdated | h2.events.UnknownFrameReceived):
@@ -251,6 +257,10 @@ def h2_tuple(event: h2.events.Event) -> tuple[object, ...]:
         return ("data", event.stream_id, event.data, event.flow_controlled_length, False)
     if isinstance(event, h2.events.TrailersReceived):
         return ("trailers", event.stream_id, [tuple(h) for h in event.headers])
+    if isinstance(event, h2.events.ResponseReceived):
+        return ("response", event.stream_id, [tuple(h) for h in event.headers], False)
+    if isinstance(event, h2.events.InformationalResponseReceived):
+        return ("informational", event.stream_id, [tuple(h) for h in event.headers])
     if isinstance(event, h2.events.StreamReset):
         return ("reset", event.stream_id, int(event.error_code), event.remote_reset)
     if isinstance(event, h2.events.WindowUpdated):
@@ -280,10 +290,13 @@ def justified_divergence(
     reset: set[int],
 ) -> bool:
     """True where we differ from h2 on purpose (checked here); the comparison then stops."""
-    if spec.stream_id in reset and (ours.events, ours.error, theirs.error) == ([], None, None):
+    if spec.stream_id in reset and (ours.events, ours.error) == ([], None):
         # RFC 9113 §5.1 "closed": after sending RST_STREAM an endpoint MUST ignore frames on
         # that stream; h2 answers HEADERS or DATA there with another RST_STREAM
-        # (STREAM_CLOSED). DATA's connection credit is the same on both sides.
+        # (STREAM_CLOSED), or (client role, a 1xx head) a connection PROTOCOL_ERROR. DATA's
+        # connection credit is the same on both sides.
+        if theirs.error == 1:
+            return message.startswith("ProtocolErrorInvalid input StreamInputs.RECV_")
         again = [(w.RST_STREAM, spec.stream_id, 5)]
         return theirs.events == [] and theirs.sent == [*ours.sent, *again]
     if ours.error == 6 and theirs.error is not None and len(wire) > 9 + 16384:
@@ -322,6 +335,12 @@ def justified_divergence(
         # stream we ignore it, as any WINDOW_UPDATE there (§5.1 "closed").
         reset = [(w.RST_STREAM, spec.stream_id, 1)]
         return theirs.error == 1 and ours.error is None and ours.sent in (reset, [])
+    if theirs.events[:1] and theirs.events[0][0] == "trailers" and ours.error is None:
+        # RFC 9113 §8.1: trailers MUST NOT hold pseudo-header fields (malformed: a stream
+        # PROTOCOL_ERROR); h2 with validate_inbound_headers=False passes them on.
+        fields = theirs.events[0][2]
+        pseudo = any(name[:1] == b":" for name, _ in fields)
+        return pseudo and ours.sent == [(w.RST_STREAM, spec.stream_id, 1)]
     our_resets = [e for e in raw if isinstance(e, StreamReset) and not e.remote]
     if theirs.error == 1 and ours.error is None and our_resets:
         if "may not depend on itself" in message:
@@ -369,10 +388,10 @@ def run_differential(sequence: list[Spec]) -> None:
         wire = build(spec, encoder)
         mine, raw = ours_after(ours, wire)
         h2s, message = h2_after(theirs, wire)
-        we_reset.update(e.stream_id for e in raw if isinstance(e, StreamReset) and not e.remote)
         drop_local_resets(mine)
         drop_local_resets(h2s)
         if mine == h2s:
+            we_reset.update(e.stream_id for e in raw if isinstance(e, StreamReset) and not e.remote)
             if mine.error is not None or any(e[0] == "goaway" for e in h2s.events):
                 # After a GOAWAY from the peer h2 4.x closes (h2#1181); we go on, as
                 # RFC 9113 §6.8 says: the rest is covered by test_frame_rules.
@@ -398,6 +417,7 @@ SEQUENCES = st.builds(
 @example([Spec("headers", 1, w.REQUEST), Spec("headers", 1, [(b"x", b"y")])])
 @example([Spec("headers", 1, w.REQUEST), Spec("goaway", raw=bytes(8)), Spec("data", 1, raw=b"x")])
 @example([Spec("bad_hpack", 1, raw=b"\x80")])
+@example([Spec("headers", 1, w.REQUEST), Spec("headers", 1, w.REQUEST, flags=w.END_STREAM)])
 @example([Spec("headers", 1, w.REQUEST, flags=1), Spec("data", 1), Spec("continuation", 1)])
 @example(
     [Spec("headers", 1, w.REQUEST), Spec("rst", 1, raw=bytes(4))]

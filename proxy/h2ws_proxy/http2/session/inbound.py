@@ -19,8 +19,10 @@ Rules (RFC 9113), beyond the per-type frame checks of :mod:`.frames`:
   ids above its last-stream-id are ignored (§6.8). A block over our MAX_HEADER_LIST_SIZE
   opens the stream with ``RequestReceived.oversized`` (the proxy answers 431); over it in
   a trailer or response section the stream is reset with CANCEL.
-* A second head on a stream is a trailer section and must carry END_STREAM, else a stream
-  PROTOCOL_ERROR (§8.1). (Client role: 1xx heads come before the final one.)
+* Client role: DATA before the final response head is a stream PROTOCOL_ERROR (§8.1).
+* A second head on a stream is a trailer section: it must carry END_STREAM and no
+  pseudo-header, else a stream PROTOCOL_ERROR (§8.1). (Client role: 1xx heads come before
+  the final one.)
 * DATA, HEADERS, RST_STREAM, WINDOW_UPDATE on an idle stream: connection PROTOCOL_ERROR
   (§5.1). DATA or HEADERS on a half-closed (remote) stream, or on a closed stream not
   reset by us: stream STREAM_CLOSED (§5.1, §6.1). After our RST_STREAM, everything on
@@ -136,6 +138,7 @@ class Receiver(SessionCore):
                 if (
                     stream is not None
                     and stream.receiving
+                    and stream.final_head_received
                     and not flags & f.PADDED
                     and length <= self._recv_window
                     and length <= stream.recv_window
@@ -219,6 +222,9 @@ class Receiver(SessionCore):
             if stream is not None and stream.receiving:
                 code = ErrorCode.FLOW_CONTROL_ERROR
             raise StreamFault(stream_id, code)
+        if not stream.final_head_received:  # §8.1: a response opens with its final head
+            self._credit(None, length)
+            raise StreamFault(stream_id, ErrorCode.PROTOCOL_ERROR)
         stream.recv_window -= length
         if length != len(data):
             self._credit(stream, length - len(data))  # padding: credited at once
@@ -324,8 +330,8 @@ class Receiver(SessionCore):
             stream.final_head_received = True
             events.append(ResponseReceived(stream_id, headers, ended))
             return
-        if not ended:  # §8.1: trailers end the stream
-            raise StreamFault(stream_id, ErrorCode.PROTOCOL_ERROR)
+        if not ended or any(name[:1] == b":" for name, _ in headers):
+            raise StreamFault(stream_id, ErrorCode.PROTOCOL_ERROR)  # §8.1
         events.append(TrailersReceived(stream_id, headers))
 
     def _ignored_after_goaway(self, stream_id: int) -> bool:
