@@ -280,6 +280,27 @@ def h2_tuple(event: h2.events.Event) -> tuple[object, ...]:
     raise AssertionError(event)
 
 
+#: h2's messages for a connection error its stream state machine raises.
+STREAM_STATE_MESSAGE = "ProtocolErrorInvalid input StreamInputs.RECV_"
+#: h2's messages for malformed responses, which it makes connection errors.
+MALFORMED_MESSAGES = (
+    "ProtocolErrorCannot set END_STREAM on informational responses",
+    "ProtocolErrorcannot receive data before headers",
+    "ProtocolErrorInformational response after final response",
+)
+
+
+def bad(code: int, value: int, *, from_server: bool) -> int:
+    """The error a SETTINGS value makes (RFC 9113 §6.5.2, RFC 8441 §3), or 0."""
+    if code in (2, 8) and value > 1 or (code == 2 and value and from_server):
+        return 1
+    if code == 4 and value > 2**31 - 1:
+        return 3
+    if code == 5 and not 16384 <= value <= 2**24 - 1:
+        return 1
+    return 0
+
+
 def justified_divergence(
     spec: Spec,
     wire: bytes,
@@ -288,6 +309,8 @@ def justified_divergence(
     message: str,
     raw: list[Event],
     reset: set[int],
+    *,
+    from_server: bool = False,
 ) -> bool:
     """True where we differ from h2 on purpose (checked here); the comparison then stops."""
     if spec.stream_id in reset and (ours.events, ours.error) == ([], None):
@@ -295,10 +318,13 @@ def justified_divergence(
         # that stream; h2 answers HEADERS or DATA there with another RST_STREAM
         # (STREAM_CLOSED), or (client role, a 1xx head) a connection PROTOCOL_ERROR. DATA's
         # connection credit is the same on both sides.
-        if theirs.error == 1:
-            return message.startswith("ProtocolErrorInvalid input StreamInputs.RECV_")
+        if theirs.error == 1 and (
+            message.startswith(STREAM_STATE_MESSAGE) or message in MALFORMED_MESSAGES
+        ):
+            return True
         again = [(w.RST_STREAM, spec.stream_id, 5)]
-        return theirs.events == [] and theirs.sent == [*ours.sent, *again]
+        if theirs.events == [] and theirs.sent == [*ours.sent, *again]:
+            return True
     if ours.error == 6 and theirs.error is not None and len(wire) > 9 + 16384:
         # RFC 9113 §4.2: a frame over our SETTINGS_MAX_FRAME_SIZE is a FRAME_SIZE_ERROR, and
         # we refuse it from its 9-byte header, before any other check; h2 checks others first.
@@ -308,6 +334,12 @@ def justified_divergence(
         # RFC 9113 §6.5.3: values are processed in order, so an invalid one is an error even
         # if a later value for the same identifier is valid; hyperframe keeps only the last.
         return ours.sent == [(w.GOAWAY, ours.sent[0][1], ours.error)]
+    if spec.kind == "settings" and ours.error is not None and theirs.error is not None:
+        # RFC 9113 §6.5.3: values are processed in the order they appear, so the first
+        # invalid one names the error; h2 checks its own order.
+        pairs = struct.iter_unpack(">HL", spec.raw)
+        first = next(code for pair in pairs if (code := bad(*pair, from_server=from_server)))
+        return ours.error == first and ours.sent == [(w.GOAWAY, theirs.sent[0][1], first)]
     if spec.kind == "continuation" and ours.error == 1:
         # RFC 9113 §6.10: CONTINUATION outside a header block is a connection PROTOCOL_ERROR,
         # whatever its stream; h2 judges the stream first (STREAM_CLOSED as a stream or
@@ -417,6 +449,10 @@ SEQUENCES = st.builds(
 @example([Spec("headers", 1, w.REQUEST), Spec("headers", 1, [(b"x", b"y")])])
 @example([Spec("headers", 1, w.REQUEST), Spec("goaway", raw=bytes(8)), Spec("data", 1, raw=b"x")])
 @example([Spec("bad_hpack", 1, raw=b"\x80")])
+@example([Spec("settings", raw=struct.pack(">HLHL", 4, 2**31, 2, 2))])
+@example(
+    [Spec("data", 1, raw=b"x", flags=1), Spec("data", 1), Spec("window_update", 1, raw=bytes(4))]
+)
 @example([Spec("headers", 1, w.REQUEST), Spec("headers", 1, w.REQUEST, flags=w.END_STREAM)])
 @example([Spec("headers", 1, w.REQUEST, flags=1), Spec("data", 1), Spec("continuation", 1)])
 @example(
