@@ -292,7 +292,7 @@ MALFORMED_MESSAGES = (
 
 def bad(code: int, value: int, *, from_server: bool) -> int:
     """The error a SETTINGS value makes (RFC 9113 §6.5.2, RFC 8441 §3), or 0."""
-    if code in (2, 8) and value > 1 or (code == 2 and value and from_server):
+    if (code in (2, 8) and value > 1) or (code == 2 and value and from_server):
         return 1
     if code == 4 and value > 2**31 - 1:
         return 3
@@ -338,7 +338,7 @@ def justified_divergence(
         # RFC 9113 §6.5.3: values are processed in the order they appear, so the first
         # invalid one names the error; h2 checks its own order.
         pairs = struct.iter_unpack(">HL", spec.raw)
-        first = next(code for pair in pairs if (code := bad(*pair, from_server=from_server)))
+        first = next((code for pair in pairs if (code := bad(*pair, from_server=from_server))), 0)
         return ours.error == first and ours.sent == [(w.GOAWAY, theirs.sent[0][1], first)]
     if spec.kind == "continuation" and ours.error == 1:
         # RFC 9113 §6.10: CONTINUATION outside a header block is a connection PROTOCOL_ERROR,
