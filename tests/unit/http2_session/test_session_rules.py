@@ -250,3 +250,24 @@ def test_close_is_final() -> None:
     with pytest.raises(StreamUnusable):
         session.send_data(1, b"x")
     assert session.local_window(1) == 0
+
+
+def test_end_stream_on_a_negative_window_leaves_the_windows_alone() -> None:
+    session = w.server()
+    session.receive_data(OPEN_1 + w.settings((SettingCode.INITIAL_WINDOW_SIZE, 10)))
+    session.send_headers(1, [(b":status", b"200")])
+    assert session.send_data(1, b"x" * 10) == 10
+    session.receive_data(w.settings((SettingCode.INITIAL_WINDOW_SIZE, 0)))  # stream: -10
+    session.end_stream(1)  # an empty DATA frame costs no window
+    session.receive_data(w.window_update(0, 100))
+    assert session.local_window(1) == 0  # closed for sending
+    frames = w.parse(session.take_outbound())
+    assert (frames[-1].kind, frames[-1].flags, frames[-1].payload) == (w.DATA, w.END_STREAM, b"")
+
+
+def test_receive_data_takes_bytearray_and_memoryview() -> None:
+    session = w.server()
+    session.receive_data(bytearray(OPEN_1))
+    events = session.receive_data(memoryview(w.data(1, b"abc")))
+    assert events == [DataReceived(1, b"abc", 3, False)]
+    assert type(events[0].data) is bytes

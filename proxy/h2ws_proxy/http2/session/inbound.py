@@ -90,11 +90,13 @@ class Receiver(SessionCore):
         self._block = bytearray()
         self._block_error: StreamFault | None = None
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Take bytes from the peer; returns what happened. Never raises for the peer's
         mistakes (see the module rules); after ``ConnectionFailed``, returns []."""
         if self._failed:
             return []
+        if type(data) is not bytes:  # events carry slices: bytes, never a view
+            data = bytes(data)
         events: list[Event] = []
         if self._partial:
             self._partial.append(data)

@@ -135,8 +135,8 @@ class H2Session(Receiver):
         bytes went. Raises ``StreamUnusable`` for a stream we cannot send on."""
         stream = self._sendable(stream_id)
         size = len(data)
-        allowed = min(size, self._send_window, stream.send_window)
-        if allowed <= 0 and size:
+        allowed = max(0, min(size, self._send_window, stream.send_window))
+        if not allowed and size:
             return 0
         frame_size = self.peer_settings.max_frame_size
         out = self.outbound
