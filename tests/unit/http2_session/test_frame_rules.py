@@ -280,3 +280,15 @@ def test_priority_on_an_idle_stream_is_ignored_and_opens_nothing() -> None:
     session = w.server()
     assert session.receive_data(w.priority(5, 0)) == []
     assert isinstance(session.receive_data(OPEN_1)[0], RequestReceived)
+
+
+def test_the_last_stream_id_of_our_goaways_never_grows() -> None:
+    session = w.server()
+    session.receive_data(OPEN_1)
+    session.send_goaway()
+    session.receive_data(w.headers(3, w.block(w.REQUEST)))  # ignored: above the last id
+    session.send_goaway()
+    session.close(E.INTERNAL_ERROR)
+    goaways = [s for s in w.parse(session.take_outbound()) if s.kind == w.GOAWAY]
+    assert [(g.last_stream_id, g.code) for g in goaways] == [(1, 0), (1, 0), (1, 2)]
+    assert session.goaway_sent

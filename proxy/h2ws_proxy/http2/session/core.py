@@ -203,5 +203,11 @@ class SessionCore:
         if self._failed:
             return
         self._failed = True
-        write_goaway(self.outbound, self._highest_peer_id, error.code)
+        write_goaway(self.outbound, self._goaway_last_stream_id(), error.code)
         events.append(ConnectionFailed(error.code, error.reason))
+
+    def _goaway_last_stream_id(self) -> int:
+        """The highest peer stream we processed, never more than a GOAWAY we sent said
+        (§6.8: the last-stream-id of successive GOAWAYs never grows)."""
+        last = self._goaway_sent_last_id
+        return self._highest_peer_id if last is None else min(last, self._highest_peer_id)

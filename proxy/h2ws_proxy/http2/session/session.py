@@ -198,10 +198,9 @@ class H2Session(Receiver):
     def send_goaway(self, code: ErrorCode | int = ErrorCode.NO_ERROR, debug: bytes = b"") -> None:
         """Tell the peer we take no stream above the highest it opened so far (§6.8)."""
         self._check_open()
-        last = self._highest_peer_id
+        last = self._goaway_last_stream_id()
         f.write_goaway(self.outbound, last, code, debug)
-        if self._goaway_sent_last_id is None or last < self._goaway_sent_last_id:
-            self._goaway_sent_last_id = last
+        self._goaway_sent_last_id = last
 
     def close(self, code: ErrorCode | int = ErrorCode.NO_ERROR, reason: str = "") -> None:
         """End the connection: GOAWAY with ``code`` (``reason`` as its debug data), then
@@ -209,7 +208,7 @@ class H2Session(Receiver):
         if self._failed:
             return
         self._failed = True
-        f.write_goaway(self.outbound, self._highest_peer_id, code, reason.encode())
+        f.write_goaway(self.outbound, self._goaway_last_stream_id(), code, reason.encode())
 
     def update_settings(self, changes: dict[SettingCode, int]) -> None:
         """Advertise new values; a lowered limit binds once the peer ACKs it (§6.5.3)."""
