@@ -189,7 +189,7 @@ class SessionCore:
         if stream is None or not stream.receiving:
             return
         stream.unacked += size
-        if credit_due(stream.unacked, self.local_settings.initial_window_size):
+        if credit_due(stream.unacked, self._stream_recv_initial):
             increment = min(stream.unacked, MAX_WINDOW - stream.recv_window)
             stream.unacked = 0
             if increment > 0:

@@ -129,7 +129,8 @@ class PingAcknowledged(Event):
 @dataclass(frozen=True, slots=True)
 class GoAwayReceived(Event):
     """The peer will not take streams above ``last_stream_id``; those up to it go on
-    (RFC 9113 §6.8). Our streams above it were reported reset (REFUSED_STREAM, remote)."""
+    (RFC 9113 §6.8). Our streams above it (client role) are reported next as
+    ``StreamReset(REFUSED_STREAM, remote=True)``: the peer never processed them."""
 
     error_code: ErrorCode | int
     last_stream_id: int

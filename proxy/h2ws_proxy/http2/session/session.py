@@ -40,7 +40,6 @@ from h2ws_proxy.http2.session.errors import (
 from h2ws_proxy.http2.session.inbound import Receiver
 from h2ws_proxy.http2.session.settings import (
     DEFAULT_WINDOW,
-    LocalSettings,
     SettingCode,
     encode_settings,
 )
@@ -52,10 +51,6 @@ _PING_BYTES = 8  # RFC 9113 §6.7
 
 class H2Session(Receiver):
     """One HTTP/2 connection's state machine (see the module docstring)."""
-
-    def __init__(self, role: Role, settings: LocalSettings) -> None:
-        super().__init__(role, settings)
-        self._init_receiver()
 
     # -- output ---------------------------------------------------------------------------
 
