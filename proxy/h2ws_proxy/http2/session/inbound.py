@@ -57,8 +57,11 @@ from h2ws_proxy.http2.session.settings import (
 )
 from h2ws_proxy.http2.session.streams import ClosedBy
 
+# Module globals for the receive loop (a global is cheaper than a module attribute).
 _HEADER = f.FRAME_HEADER
 _FRAME_HEADER_BYTES = f.FRAME_HEADER_BYTES
+_STREAM_ID_MASK = f.STREAM_ID_MASK
+_DATA, _PADDED, _END_STREAM = f.DATA, f.PADDED, f.END_STREAM
 
 
 class Receiver(HeaderBlocks):
@@ -115,21 +118,21 @@ class Receiver(HeaderBlocks):
                 break
             payload = data[pos + _FRAME_HEADER_BYTES : frame_end]
             pos = frame_end
-            stream_id &= f.STREAM_ID_MASK
-            if kind == f.DATA and not self._block_stream and not self._settings_expected:
+            stream_id &= _STREAM_ID_MASK
+            if kind == _DATA and not self._block_stream and not self._settings_expected:
                 # The hot path: DATA on an open stream, within both windows, no padding.
                 stream = streams.get(stream_id)
                 if (
                     stream is not None
                     and stream.receiving
                     and stream.final_head_received
-                    and not flags & f.PADDED
+                    and not flags & _PADDED
                     and length <= self._recv_window
                     and length <= stream.recv_window
                 ):
                     self._recv_window -= length
                     stream.recv_window -= length
-                    ended = bool(flags & f.END_STREAM)
+                    ended = bool(flags & _END_STREAM)
                     events.append(DataReceived(stream_id, payload, length, ended))
                     if ended:
                         self._remote_ended(stream)
@@ -140,8 +143,6 @@ class Receiver(HeaderBlocks):
                 if self._is_idle(error.stream_id):  # §6.4: no RST_STREAM on an idle stream
                     raise ConnectionFault(error.code, "stream error on an idle stream") from None
                 self._reset_for_error(error, events)
-            if self._failed:
-                return
         if pos < end:
             rest = data[pos:]
             self._partial.append(rest)

@@ -81,7 +81,10 @@ class H2Session(Receiver):
     def send_headers(self, stream_id: int, headers: list[Header], end_stream: bool = False) -> None:
         """Send a head on ``stream_id``: the client role opens a new stream with a request
         (``stream_id`` from :meth:`next_stream_id`); otherwise a response, an informational
-        response, or trailers (``end_stream`` required). Raises ``SessionUsageError``s."""
+        response, or trailers (``end_stream`` required). Raises ``SessionUsageError``s.
+
+        The fields go out as given: lowercase names, pseudo-fields first, no
+        connection-specific fields (RFC 9113 §8.2) are the caller's to ensure."""
         self._check_open()
         stream = self._streams.get(stream_id)
         if stream is None:
