@@ -107,12 +107,18 @@ def test_extended_connect_with_data_both_ways_under_flow_control() -> None:
     assert [e for e in server_events if isinstance(e, DataReceived)] == [
         DataReceived(stream_id, b"a" * 1000, 1000, False)
     ]
-    # Credit comes back once half the window is consumed (flow.py), stream and connection.
-    pair.server.acknowledge_received_data(stream_id, 400)
+    # Credit policy (flow.py): a window used up gets credit once a quarter is owed...
+    pair.server.acknowledge_received_data(stream_id, 100)
     assert pair.exchange() == ([], [])
-    pair.server.acknowledge_received_data(stream_id, 600)
+    pair.server.acknowledge_received_data(stream_id, 300)
     client_events, _ = pair.exchange()
-    assert client_events == [WindowUpdated(stream_id, 1000)]
+    assert client_events == [WindowUpdated(stream_id, 400)]
+    # ...otherwise once half the window is owed; the connection's (65535) is not yet due.
+    pair.server.acknowledge_received_data(stream_id, 499)
+    assert pair.exchange() == ([], [])
+    pair.server.acknowledge_received_data(stream_id, 101)
+    client_events, _ = pair.exchange()
+    assert client_events == [WindowUpdated(stream_id, 600)]
     assert pair.client.local_window(stream_id) == 1000
     assert pair.client.send_data(stream_id, b"c" * 10, end_stream=True) == 10
     pair.server.end_stream(stream_id)

@@ -180,7 +180,7 @@ class SessionCore:
     def _credit(self, stream: Stream | None, size: int) -> None:
         """``size`` bytes consumed: WINDOW_UPDATEs per the credit policy (connection first)."""
         self._unacked += size
-        if credit_due(self._unacked, self.local_settings.connection_window):
+        if credit_due(self._unacked, self.local_settings.connection_window, self._recv_window):
             increment = min(self._unacked, MAX_WINDOW - self._recv_window)
             self._unacked = 0
             if increment > 0:
@@ -189,7 +189,7 @@ class SessionCore:
         if stream is None or not stream.receiving:
             return
         stream.unacked += size
-        if credit_due(stream.unacked, self._stream_recv_initial):
+        if credit_due(stream.unacked, self._stream_recv_initial, stream.recv_window):
             increment = min(stream.unacked, MAX_WINDOW - stream.recv_window)
             stream.unacked = 0
             if increment > 0:

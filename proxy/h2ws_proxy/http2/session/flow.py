@@ -13,7 +13,9 @@ Rules:
 * Credit policy (:func:`credit_due`): consumed bytes are returned with one WINDOW_UPDATE once
   they reach half of the window's target (the connection's and each stream's separately),
   so a steady reader costs one WINDOW_UPDATE per half window, never one per DATA frame,
-  and a sender never waits on a window below half its size.
+  and a sender never waits on a window below half its size. A window the peer has used up
+  entirely gets its credit sooner, once min(1024, target / 4) bytes are owed, so a sender
+  stalled at zero restarts early (h2's policy too, which keeps the two comparable).
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from __future__ import annotations
 from h2ws_proxy.http2.session.frames import MAX_WINDOW
 
 
-def credit_due(unacked: int, target: int) -> bool:
-    """True when ``unacked`` consumed bytes should be credited back now (see module rules)."""
-    return unacked > 0 and 2 * unacked >= target
+def credit_due(unacked: int, target: int, window: int) -> bool:
+    """True when ``unacked`` consumed bytes should be credited back now, the peer having
+    ``window`` bytes of credit left (see module rules)."""
+    if unacked <= 0:
+        return False
+    return 2 * unacked >= target or (window <= 0 and unacked > min(1024, target // 4))
 
 
 def window_overflows(window: int, delta: int) -> bool:
