@@ -17,18 +17,16 @@ from hypothesis import strategies as st
 
 from h2ws_proxy.http2.session import H2Session, LocalSettings, Role, StreamReset
 from tests.unit.http2_session import wire as w
-from tests.unit.http2_session.test_differential import (
+from tests.unit.http2_session.diff_outcomes import (
     MALFORMED_MESSAGES,
     STREAM_STATE_MESSAGE,
     Outcome,
-    Spec,
-    build,
     drop_local_resets,
     h2_after,
     justified_divergence,
     ours_after,
-    specs,
 )
+from tests.unit.http2_session.diff_specs import Spec, build, specs
 
 STATUSES = st.sampled_from([b"100", b"103", b"200", b"404"])
 EXTRA = st.lists(st.tuples(st.sampled_from([b"x-a", b"set-cookie"]), st.just(b"1")), max_size=2)

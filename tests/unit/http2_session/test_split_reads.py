@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from h2ws_proxy.http2.session import Event, H2Session, LocalSettings, Role
 from tests.unit.http2_session import wire as w
-from tests.unit.http2_session.test_differential import SEQUENCES, Spec, build
+from tests.unit.http2_session.diff_specs import Spec, build
+from tests.unit.http2_session.test_differential import SEQUENCES
 
 
 def fed(session: H2Session, pieces: list[bytes]) -> tuple[list[Event], bytes]:

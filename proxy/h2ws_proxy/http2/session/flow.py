@@ -28,7 +28,7 @@ def credit_due(unacked: int, target: int, window: int) -> bool:
     ``window`` bytes of credit left (see module rules)."""
     if unacked <= 0:
         return False
-    return 2 * unacked >= target or (window <= 0 and unacked > min(1024, target // 4))
+    return unacked >= target // 2 or (window <= 0 and unacked > min(1024, target // 4))
 
 
 def window_overflows(window: int, delta: int) -> bool:

@@ -92,8 +92,8 @@ class H2Session(Receiver):
         elif not stream.sending:
             raise StreamUnusable(f"stream {stream_id} cannot send")
         elif stream.final_head_sent:
-            if not end_stream:
-                raise SessionUsageError("trailers must end the stream (RFC 9113 §8.1)")
+            if not end_stream or any(name[:1] == b":" for name, _ in headers):
+                raise SessionUsageError("trailers end the stream, with no pseudo-field (§8.1)")
         elif not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):
             stream.final_head_sent = True
         block = self._codec.encode(headers)
