@@ -1,0 +1,109 @@
+"""Header blocks: HPACK decoding and encoding (RFC 7541) through the ``hpack`` library.
+
+Rules:
+
+* Every HPACK decoding error is a connection COMPRESSION_ERROR (RFC 9113 §4.3): the
+  decoder's state is shared by the whole connection. hpack 4.2 refuses, as we checked and
+  the tests pin: index 0 and indexes past the table (a field or a literal's name), truncated
+  integers and strings, Huffman padding longer than 7 bits or not all ones, a dynamic table
+  size update after a field or above ``max_allowed_table_size`` (our
+  SETTINGS_HEADER_TABLE_SIZE), and a table left larger than that at a block's end. Nothing
+  needed adding around it.
+* The *decoded* size of a block is bounded twice. Our SETTINGS_MAX_HEADER_LIST_SIZE
+  (RFC 9113 §6.5.2: name + value + 32 per field) is measured here and reported
+  (:attr:`DecodedBlock.size`); the session decides what an oversized list means. hpack's own
+  ``max_header_list_size`` is set to :data:`HARD_LIST_LIMIT_FACTOR` times ours: past that
+  hpack stops mid-block, its table no longer matches the peer's, and the connection ends
+  with ENHANCE_YOUR_CALM (as h2 does).
+* Cookie crumbs are joined into one ``cookie`` field with "; " (RFC 9113 §8.2.3), placed
+  after the other fields (h2's order), because the proxy forwards one Cookie line.
+* Encoding: the peer's SETTINGS_HEADER_TABLE_SIZE (capped at :data:`MAX_ENCODER_TABLE`, our
+  choice, RFC 7541 §4.2 lets the encoder use less) is applied just before the next block,
+  which then opens with at most two size updates: the smallest size since the last block,
+  if lower, then the final one (RFC 7541 §4.2). Applied lazily because hpack's encoder,
+  told its own size again, clears its "announce a resize" flag and would never announce a
+  shrink-then-grow; we only ever tell it a size it does not have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+import hpack
+
+from h2ws_proxy.http2.session.errors import ConnectionFault, ErrorCode
+
+Header = tuple[bytes, bytes]
+
+#: hpack gives up decoding past this many times our advertised header list size.
+HARD_LIST_LIMIT_FACTOR = 4
+#: The largest HPACK dynamic table our encoder keeps, whatever the peer allows.
+MAX_ENCODER_TABLE = 65536
+_FIELD_OVERHEAD = 32  # RFC 9113 §6.5.2, RFC 7541 §4.1
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBlock:
+    """A decoded header list and its size as SETTINGS_MAX_HEADER_LIST_SIZE counts it."""
+
+    headers: list[Header]
+    size: int
+
+
+class HeaderCodec:
+    """One connection's HPACK decoder (the peer's blocks) and encoder (ours)."""
+
+    def __init__(self, max_header_list_size: int, decoder_table_limit: int) -> None:
+        self._decoder = hpack.Decoder(
+            max_header_list_size=max(max_header_list_size, 1) * HARD_LIST_LIMIT_FACTOR
+        )
+        self._decoder.max_allowed_table_size = decoder_table_limit
+        self._encoder = hpack.Encoder()
+        # Peer table size changes not yet applied: (smallest since last block, latest).
+        self._pending_sizes: tuple[int, int] | None = None
+
+    def set_decoder_table_limit(self, size: int) -> None:
+        """The largest dynamic table the peer's encoder may use (our HEADER_TABLE_SIZE)."""
+        self._decoder.max_allowed_table_size = size
+
+    def decode(self, block: bytes) -> DecodedBlock:
+        """The header list of a complete block; raises the connection error for a bad one."""
+        try:
+            decoded = self._decoder.decode(block, raw=True)
+        except hpack.OversizedHeaderListError as error:
+            raise ConnectionFault(ErrorCode.ENHANCE_YOUR_CALM, str(error)) from error
+        except hpack.HPACKError as error:
+            raise ConnectionFault(ErrorCode.COMPRESSION_ERROR, str(error)) from error
+        headers: list[Header] = []
+        cookies: list[bytes] = []
+        size = 0
+        for name, value in cast("list[Header]", decoded):
+            size += len(name) + len(value) + _FIELD_OVERHEAD
+            if name == b"cookie":
+                cookies.append(value)
+            else:
+                headers.append((name, value))
+        if cookies:
+            headers.append((b"cookie", b"; ".join(cookies)))
+        return DecodedBlock(headers, size)
+
+    def peer_table_size(self, size: int) -> None:
+        """The peer's new SETTINGS_HEADER_TABLE_SIZE (RFC 7541 §4.2), for the next block."""
+        size = min(size, MAX_ENCODER_TABLE)
+        if self._pending_sizes is None:
+            self._pending_sizes = (size, size)
+        else:
+            self._pending_sizes = (min(self._pending_sizes[0], size), size)
+
+    def encode(self, headers: list[Header]) -> bytes:
+        """The block for ``headers``, opening with any table size updates owed."""
+        if self._pending_sizes is not None:
+            smallest, final = self._pending_sizes
+            self._pending_sizes = None
+            encoder = self._encoder
+            if smallest < encoder.header_table_size and smallest != final:
+                encoder.header_table_size = smallest
+            if final != encoder.header_table_size:
+                encoder.header_table_size = final
+        return self._encoder.encode(headers, huffman=True)

@@ -1,0 +1,282 @@
+"""The receive half: bytes from the peer to events, stream errors and connection errors.
+
+Rules (RFC 9113), beyond the per-type frame checks of :mod:`.frames`:
+
+* The server role first expects the 24-byte client preface, compared as it arrives (a
+  wrong byte is a connection PROTOCOL_ERROR at once, §3.4); either role's first frame from
+  the peer must be a SETTINGS without ACK (§3.4), else PROTOCOL_ERROR.
+* Buffering is bounded: a frame whose declared length exceeds our SETTINGS_MAX_FRAME_SIZE
+  is a connection FRAME_SIZE_ERROR as soon as its 9-byte header is here (§4.2), so at most
+  one frame plus one read is held (header blocks: see :mod:`.blocks`).
+* Inside a header block only CONTINUATION on the same stream may come (§6.10); anything
+  else is a connection PROTOCOL_ERROR.
+* Client role: DATA before the final response head is a stream PROTOCOL_ERROR (§8.1).
+* DATA, HEADERS, RST_STREAM, WINDOW_UPDATE on an idle stream: connection PROTOCOL_ERROR
+  (§5.1). DATA or HEADERS on a half-closed (remote) stream, or on a closed stream not
+  reset by us: stream STREAM_CLOSED (§5.1, §6.1). After our RST_STREAM, everything on
+  that stream is ignored. WINDOW_UPDATE, RST_STREAM and PRIORITY on closed streams are
+  ignored.
+* A stream error on an idle stream (PRIORITY depending on itself or of a bad length) is
+  made a connection error of the same code: RST_STREAM must not name an idle stream (§6.4).
+* WINDOW_UPDATE of 0: PROTOCOL_ERROR, a stream error on a stream, a connection error on
+  stream 0 (§6.9). PUSH_PROMISE: connection PROTOCOL_ERROR (we never enable push, §8.4).
+* A GOAWAY from the peer does not end the session (§6.8): streams up to its last-stream-id
+  go on; ours above it are closed and reported reset (REFUSED_STREAM, remote).
+* Unknown frame types are ignored outside header blocks (§5.5).
+"""
+
+from __future__ import annotations
+
+from h2ws_proxy.http2.session import frames as f
+from h2ws_proxy.http2.session.blocks import HeaderBlocks
+from h2ws_proxy.http2.session.core import Role
+from h2ws_proxy.http2.session.errors import (
+    ConnectionFault,
+    ErrorCode,
+    StreamFault,
+    error_code_of,
+)
+from h2ws_proxy.http2.session.events import (
+    DataReceived,
+    Event,
+    GoAwayReceived,
+    PingAcknowledged,
+    PingReceived,
+    RemoteSettingsChanged,
+    SettingsAcknowledged,
+    StreamReset,
+    WindowUpdated,
+)
+from h2ws_proxy.http2.session.flow import window_overflows
+from h2ws_proxy.http2.session.settings import (
+    LocalSettings,
+    SettingCode,
+    apply_peer_settings,
+    encode_settings,
+    parse_settings,
+)
+from h2ws_proxy.http2.session.streams import ClosedBy
+
+# Module globals for the receive loop (a global is cheaper than a module attribute).
+_HEADER = f.FRAME_HEADER
+_FRAME_HEADER_BYTES = f.FRAME_HEADER_BYTES
+_STREAM_ID_MASK = f.STREAM_ID_MASK
+_DATA, _PADDED, _END_STREAM = f.DATA, f.PADDED, f.END_STREAM
+
+
+class Receiver(HeaderBlocks):
+    """:meth:`receive_data` and the frame handlers behind it."""
+
+    def __init__(self, role: Role, settings: LocalSettings) -> None:
+        super().__init__(role, settings)
+        self._preface_left = f.PREFACE if self._server else b""
+        self._settings_expected = True
+        self._partial: list[bytes] = []
+        self._partial_bytes = 0
+        self._needed = 0  # bytes the buffered frame needs before it can be read
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Take bytes from the peer; returns what happened. Never raises for the peer's
+        mistakes (see the module rules); after ``ConnectionFailed``, returns []."""
+        if self._failed:
+            return []
+        if type(data) is not bytes:  # events carry slices: bytes, never a view
+            data = bytes(data)
+        events: list[Event] = []
+        if self._partial:
+            self._partial.append(data)
+            self._partial_bytes += len(data)
+            if self._partial_bytes < self._needed:
+                return events
+            data = b"".join(self._partial)
+            self._partial.clear()
+        try:
+            if self._preface_left:
+                data = self._take_preface(data)
+            self._receive_frames(data, events)
+        except ConnectionFault as error:
+            self._fail(error, events)
+        return events
+
+    def _take_preface(self, data: bytes) -> bytes:
+        expected = self._preface_left
+        if data[: len(expected)] != expected[: len(data)]:
+            raise ConnectionFault(ErrorCode.PROTOCOL_ERROR, "invalid connection preface")
+        self._preface_left = expected[len(data) :]
+        return data[len(expected) :]
+
+    def _receive_frames(self, data: bytes, events: list[Event]) -> None:
+        pos, end = 0, len(data)
+        streams = self._streams
+        while end - pos >= _FRAME_HEADER_BYTES:
+            high, low, kind, flags, stream_id = _HEADER.unpack_from(data, pos)
+            length = high << 8 | low
+            if length > self._max_frame_in:
+                raise ConnectionFault(ErrorCode.FRAME_SIZE_ERROR, "frame over MAX_FRAME_SIZE")
+            frame_end = pos + _FRAME_HEADER_BYTES + length
+            if frame_end > end:
+                break
+            payload = data[pos + _FRAME_HEADER_BYTES : frame_end]
+            pos = frame_end
+            stream_id &= _STREAM_ID_MASK
+            if kind == _DATA and not self._block_stream and not self._settings_expected:
+                # The hot path: DATA on an open stream, within both windows, no padding.
+                stream = streams.get(stream_id)
+                if (
+                    stream is not None
+                    and stream.receiving
+                    and stream.final_head_received
+                    and not flags & _PADDED
+                    and length <= self._recv_window
+                    and length <= stream.recv_window
+                ):
+                    self._recv_window -= length
+                    stream.recv_window -= length
+                    ended = bool(flags & _END_STREAM)
+                    events.append(DataReceived(stream_id, payload, length, ended))
+                    if ended:
+                        self._remote_ended(stream)
+                    continue
+            try:
+                self._receive_frame(kind, flags, stream_id, payload, events)
+            except StreamFault as error:
+                if self._is_idle(error.stream_id):  # §6.4: no RST_STREAM on an idle stream
+                    raise ConnectionFault(error.code, "stream error on an idle stream") from None
+                self._reset_for_error(error, events)
+        if pos < end:
+            rest = data[pos:]
+            self._partial.append(rest)
+            self._partial_bytes = len(rest)
+            if len(rest) < _FRAME_HEADER_BYTES:
+                self._needed = _FRAME_HEADER_BYTES
+            else:
+                self._needed = _FRAME_HEADER_BYTES + (rest[0] << 16 | rest[1] << 8 | rest[2])
+
+    def _receive_frame(
+        self, kind: int, flags: int, stream_id: int, payload: bytes, events: list[Event]
+    ) -> None:
+        if self._settings_expected:
+            if kind != f.SETTINGS or flags & f.ACK:
+                raise ConnectionFault(ErrorCode.PROTOCOL_ERROR, "first frame is not SETTINGS")
+            self._settings_expected = False
+        if self._block_stream and (kind != f.CONTINUATION or stream_id != self._block_stream):
+            raise ConnectionFault(ErrorCode.PROTOCOL_ERROR, "frame inside a header block")
+        f.check_length(kind, flags, stream_id, len(payload))
+        if kind == f.DATA:
+            self._on_data(flags, stream_id, payload, events)
+        elif kind == f.HEADERS:
+            self._on_headers(flags, stream_id, payload, events)
+        elif kind == f.CONTINUATION:
+            self._on_continuation(flags, stream_id, payload, events)
+        elif kind == f.PRIORITY:
+            if f.priority_depends_on(payload) == stream_id:  # §5.3.1
+                raise StreamFault(stream_id, ErrorCode.PROTOCOL_ERROR)
+        elif kind == f.RST_STREAM:
+            self._on_rst_stream(stream_id, payload, events)
+        elif kind == f.SETTINGS:
+            self._on_settings(flags, payload, events)
+        elif kind == f.PING:
+            if flags & f.ACK:
+                events.append(PingAcknowledged(payload))
+            else:
+                f.write_frame(self.outbound, f.PING, f.ACK, 0, payload)
+                events.append(PingReceived(payload))
+        elif kind == f.GOAWAY:
+            self._on_goaway(payload, events)
+        elif kind == f.WINDOW_UPDATE:
+            self._on_window_update(stream_id, payload, events)
+        elif kind == f.PUSH_PROMISE:
+            raise ConnectionFault(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE with push disabled")
+
+    def _on_data(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        length = len(payload)
+        if self._is_idle(stream_id):
+            raise ConnectionFault(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream")
+        if length > self._recv_window:
+            raise ConnectionFault(ErrorCode.FLOW_CONTROL_ERROR, "DATA over connection window")
+        self._recv_window -= length
+        data = f.strip_padding(flags, payload)
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.receiving or length > stream.recv_window:
+            self._credit(None, length)  # nobody will consume it (§6.9)
+            if stream is None and self._closed_streams.how(stream_id) is ClosedBy.LOCAL_RESET:
+                return
+            if stream is None and self._ignored_after_goaway(stream_id):
+                return
+            code = ErrorCode.STREAM_CLOSED
+            if stream is not None and stream.receiving:
+                code = ErrorCode.FLOW_CONTROL_ERROR
+            raise StreamFault(stream_id, code)
+        if not stream.final_head_received:  # §8.1: a response opens with its final head
+            self._credit(None, length)
+            raise StreamFault(stream_id, ErrorCode.PROTOCOL_ERROR)
+        stream.recv_window -= length
+        if length != len(data):
+            self._credit(stream, length - len(data))  # padding: credited at once
+        ended = bool(flags & f.END_STREAM)
+        events.append(DataReceived(stream_id, data, length, ended))
+        if ended:
+            self._remote_ended(stream)
+
+    def _on_rst_stream(self, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if self._is_idle(stream_id):
+            raise ConnectionFault(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return  # closed: ignored (§5.1)
+        self._close(stream, ClosedBy.REMOTE_RESET)
+        events.append(StreamReset(stream_id, error_code_of(f.read_u32(payload)), remote=True))
+
+    def _on_settings(self, flags: int, payload: bytes, events: list[Event]) -> None:
+        if flags & f.ACK:
+            events.append(SettingsAcknowledged(self._settings_acknowledged()))
+            return
+        pairs = parse_settings(payload, peer_is_server=not self._server)
+        peer = self.peer_settings
+        old_window = peer.initial_window_size
+        changes = apply_peer_settings(peer, pairs)
+        delta = peer.initial_window_size - old_window
+        if delta:  # §6.9.2: every stream's send window moves by the change
+            for stream in self._streams.values():
+                if window_overflows(stream.send_window, delta):
+                    raise ConnectionFault(ErrorCode.FLOW_CONTROL_ERROR, "window over 2^31-1")
+                stream.send_window += delta
+        if SettingCode.HEADER_TABLE_SIZE in changes:
+            for code, value in pairs:  # every value, in order (RFC 7541 §4.2)
+                if code == SettingCode.HEADER_TABLE_SIZE:
+                    self._codec.peer_table_size(value)
+        f.write_frame(self.outbound, f.SETTINGS, f.ACK, 0, encode_settings([]))
+        events.append(RemoteSettingsChanged(changes))
+
+    def _on_goaway(self, payload: bytes, events: list[Event]) -> None:
+        last_stream_id, code, debug = f.read_goaway(payload)
+        previous = self._goaway_received_last_id
+        if previous is None or last_stream_id < previous:
+            self._goaway_received_last_id = last_stream_id
+        events.append(GoAwayReceived(error_code_of(code), last_stream_id, debug))
+        for stream in list(self._streams.values()):
+            if stream.local and stream.stream_id > last_stream_id:
+                self._close(stream, ClosedBy.REMOTE_RESET)
+                events.append(StreamReset(stream.stream_id, ErrorCode.REFUSED_STREAM, remote=True))
+
+    def _on_window_update(self, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        increment = f.read_u32(payload) & f.STREAM_ID_MASK
+        if stream_id == 0:
+            if not increment:
+                raise ConnectionFault(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            if window_overflows(self._send_window, increment):
+                raise ConnectionFault(ErrorCode.FLOW_CONTROL_ERROR, "window over 2^31-1")
+            self._send_window += increment
+            events.append(WindowUpdated(0, increment))
+            return
+        if self._is_idle(stream_id):
+            raise ConnectionFault(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return  # closed: ignored (§5.1)
+        if not increment:
+            raise StreamFault(stream_id, ErrorCode.PROTOCOL_ERROR)
+        if window_overflows(stream.send_window, increment):
+            raise StreamFault(stream_id, ErrorCode.FLOW_CONTROL_ERROR)
+        stream.send_window += increment
+        events.append(WindowUpdated(stream_id, increment))

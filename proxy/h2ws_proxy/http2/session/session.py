@@ -1,0 +1,256 @@
+""":class:`H2Session`: one HTTP/2 connection, sans-IO, in the client or the server role.
+
+Theory of operation: the driver feeds the peer's bytes to :meth:`H2Session.receive_data`
+and handles the events it returns; it calls the ``send_*`` methods to act; after either it
+writes :meth:`H2Session.take_outbound` to the socket. Nothing here blocks or does I/O.
+
+Rules of the send half (RFC 9113):
+
+* :meth:`~H2Session.initiate` queues our preface: the client magic (client role), our
+  SETTINGS, and a WINDOW_UPDATE raising the connection window to
+  ``LocalSettings.connection_window`` (§3.4, §6.9).
+* Local misuse raises (see :mod:`.errors`) and writes nothing: sending on a stream we cannot
+  send on (closed, reset, half-closed (local), never opened) or on a closed connection is
+  ``StreamUnusable``; extended CONNECT (``:protocol``) before the server's
+  SETTINGS_ENABLE_CONNECT_PROTOCOL=1 is ``ProtocolNotNegotiated`` (RFC 8441 §4); a new
+  stream past the peer's MAX_CONCURRENT_STREAMS is ``TooManyStreams`` (§5.1.2); new
+  streams after the peer's GOAWAY are ``StreamUnusable`` (§6.8).
+* A header block is split by the peer's MAX_FRAME_SIZE into HEADERS + CONTINUATION (§4.3).
+  After the final (non-1xx) head, a further head is a trailer section and must end the
+  stream (§8.1).
+* :meth:`~H2Session.send_data` never waits and never raises for a shut window: it sends what
+  both send windows and the peer's MAX_FRAME_SIZE allow and returns how much; END_STREAM
+  goes only on a call whose data all went (§6.9).
+* :meth:`~H2Session.send_goaway` is graceful: streams up to its last-stream-id go on; new
+  peer streams above it are ignored (§6.8). :meth:`~H2Session.close` is a connection error
+  we raise ourselves: GOAWAY, then nothing more.
+"""
+
+from __future__ import annotations
+
+from h2ws_proxy.http2.session import frames as f
+from h2ws_proxy.http2.session.core import Role
+from h2ws_proxy.http2.session.errors import (
+    ErrorCode,
+    ProtocolNotNegotiated,
+    SessionUsageError,
+    StreamUnusable,
+    TooManyStreams,
+)
+from h2ws_proxy.http2.session.inbound import Receiver
+from h2ws_proxy.http2.session.settings import (
+    DEFAULT_WINDOW,
+    SettingCode,
+    encode_settings,
+)
+from h2ws_proxy.http2.session.streams import ClosedBy, Stream, StreamState
+
+Header = tuple[bytes, bytes]
+_PING_BYTES = 8  # RFC 9113 §6.7
+
+
+class H2Session(Receiver):
+    """One HTTP/2 connection's state machine (see the module docstring)."""
+
+    # -- output ---------------------------------------------------------------------------
+
+    def initiate(self) -> None:
+        """Queue our connection preface; call once, before anything else is sent."""
+        if self.role is Role.CLIENT:
+            self.outbound += f.PREFACE
+        pairs = self.local_settings.to_pairs(server=self._server)
+        f.write_frame(self.outbound, f.SETTINGS, 0, 0, encode_settings(pairs))
+        self._send_settings_pairs(pairs)
+        raise_by = self.local_settings.connection_window - DEFAULT_WINDOW
+        if raise_by > 0:
+            f.write_window_update(self.outbound, 0, raise_by)
+            self._recv_window += raise_by
+
+    def take_outbound(self) -> bytearray:
+        """The bytes queued for the peer since the last call; the caller writes them all."""
+        out = self.outbound
+        self.outbound = bytearray()
+        return out
+
+    # -- streams --------------------------------------------------------------------------
+
+    def next_stream_id(self) -> int:
+        """Client role: the id :meth:`send_headers` opens next."""
+        return self._next_local_id
+
+    def send_headers(self, stream_id: int, headers: list[Header], end_stream: bool = False) -> None:
+        """Send a head on ``stream_id``: the client role opens a new stream with a request
+        (``stream_id`` from :meth:`next_stream_id`); otherwise a response, an informational
+        response, or trailers (``end_stream`` required). Raises ``SessionUsageError``s.
+
+        The fields go out as given: lowercase names, pseudo-fields first, no
+        connection-specific fields (RFC 9113 §8.2) are the caller's to ensure."""
+        self._check_open()
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = self._open_local_stream(stream_id, headers)
+        elif not stream.sending:
+            raise StreamUnusable(f"stream {stream_id} cannot send")
+        elif stream.final_head_sent:
+            if not end_stream or any(name[:1] == b":" for name, _ in headers):
+                raise SessionUsageError("trailers end the stream, with no pseudo-field (§8.1)")
+        elif not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):
+            stream.final_head_sent = True
+        block = self._codec.encode(headers)
+        f.write_header_block(
+            self.outbound, stream_id, end_stream, block, self.peer_settings.max_frame_size
+        )
+        if end_stream:
+            self._local_ended(stream)
+
+    def _open_local_stream(self, stream_id: int, headers: list[Header]) -> Stream:
+        if self._server or stream_id < self._next_local_id or not stream_id & 1:
+            raise StreamUnusable(f"stream {stream_id} is not open and cannot be opened")
+        if self._goaway_received_last_id is not None:
+            raise StreamUnusable("the peer sent GOAWAY: no new streams (RFC 9113 §6.8)")
+        limit = self.peer_settings.max_concurrent_streams
+        if limit is not None and len(self._streams) >= limit:
+            raise TooManyStreams(f"the peer allows {limit} concurrent streams")
+        if not self.peer_settings.enable_connect_protocol and any(
+            name == b":protocol" for name, _ in headers
+        ):
+            raise ProtocolNotNegotiated("no SETTINGS_ENABLE_CONNECT_PROTOCOL=1 from the server")
+        stream = Stream(
+            stream_id,
+            local=True,
+            send_window=self.peer_settings.initial_window_size,
+            recv_window=self._stream_recv_initial,
+        )
+        stream.final_head_sent = True
+        self._streams[stream_id] = stream
+        self._next_local_id = stream_id + 2
+        return stream
+
+    def send_data(
+        self, stream_id: int, data: bytes | bytearray | memoryview, end_stream: bool = False
+    ) -> int:
+        """Send as much of ``data`` as the windows allow (see module rules); returns how many
+        bytes went. Raises ``StreamUnusable`` for a stream we cannot send on."""
+        stream = self._sendable(stream_id)
+        size = len(data)
+        allowed = max(0, min(size, self._send_window, stream.send_window))
+        if not allowed and size:
+            return 0
+        frame_size = self.peer_settings.max_frame_size
+        out = self.outbound
+        header = f.FRAME_HEADER
+        sent = 0
+        while sent < allowed:
+            chunk = min(frame_size, allowed - sent)
+            last = end_stream and sent + chunk == size
+            out += header.pack(chunk >> 8, chunk & 0xFF, f.DATA, int(last), stream_id)
+            out += data[sent : sent + chunk]
+            sent += chunk
+        self._send_window -= allowed
+        stream.send_window -= allowed
+        if end_stream and allowed == size:
+            if not size:
+                out += header.pack(0, 0, f.DATA, f.END_STREAM, stream_id)
+            self._local_ended(stream)
+        return allowed
+
+    def end_stream(self, stream_id: int) -> None:
+        """END_STREAM on an empty DATA frame: our side of ``stream_id`` is done."""
+        self.send_data(stream_id, b"", end_stream=True)
+
+    def reset_stream(self, stream_id: int, code: ErrorCode | int = ErrorCode.CANCEL) -> None:
+        """RST_STREAM with ``code``; nothing for a stream that is already closed."""
+        stream = self._streams.get(stream_id)
+        if self._failed or stream is None:
+            return
+        f.write_rst_stream(self.outbound, stream_id, code)
+        self._close(stream, ClosedBy.LOCAL_RESET)
+
+    def acknowledge_received_data(self, stream_id: int, size: int) -> None:
+        """``size`` bytes of ``stream_id``'s DATA were consumed: return the credit, batched
+        (see :mod:`.flow`). The connection's credit returns even if the stream is gone."""
+        if self._failed or size <= 0:
+            return
+        self._credit(self._streams.get(stream_id), size)
+
+    def _sendable(self, stream_id: int) -> Stream:
+        self._check_open()
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.sending:
+            raise StreamUnusable(f"stream {stream_id} cannot send")
+        return stream
+
+    def _check_open(self) -> None:
+        if self._failed:
+            raise StreamUnusable("the connection is closed")
+
+    # -- connection -----------------------------------------------------------------------
+
+    def ping(self, data: bytes) -> None:
+        """Send a PING with 8 bytes of ``data``; ``PingAcknowledged`` reports the answer."""
+        if len(data) != _PING_BYTES:
+            raise SessionUsageError("PING data is 8 bytes")
+        self._check_open()
+        f.write_frame(self.outbound, f.PING, 0, 0, data)
+
+    def send_goaway(self, code: ErrorCode | int = ErrorCode.NO_ERROR, debug: bytes = b"") -> None:
+        """Tell the peer we take no stream above the highest it opened so far (§6.8)."""
+        self._check_open()
+        last = self._goaway_last_stream_id()
+        f.write_goaway(self.outbound, last, code, debug)
+        self._goaway_sent_last_id = last
+
+    def close(self, code: ErrorCode | int = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        """End the connection: GOAWAY with ``code`` (``reason`` as its debug data), then
+        nothing more; the driver flushes and closes the socket."""
+        if self._failed:
+            return
+        self._failed = True
+        f.write_goaway(self.outbound, self._goaway_last_stream_id(), code, reason.encode())
+
+    def update_settings(self, changes: dict[SettingCode, int]) -> None:
+        """Advertise new values; a lowered limit binds once the peer ACKs it (§6.5.3)."""
+        self._check_open()
+        pairs = [(int(code), value) for code, value in changes.items()]
+        f.write_frame(self.outbound, f.SETTINGS, 0, 0, encode_settings(pairs))
+        self._send_settings_pairs(pairs)
+
+    # -- queries --------------------------------------------------------------------------
+
+    def local_window(self, stream_id: int) -> int:
+        """How many DATA bytes we may send on ``stream_id`` now (0 if it cannot send)."""
+        stream = self._streams.get(stream_id)
+        if self._failed or stream is None or not stream.sending:
+            return 0
+        return max(0, min(self._send_window, stream.send_window))
+
+    def stream_state(self, stream_id: int) -> StreamState | None:
+        """The state of a stream in the table; None for idle or closed."""
+        stream = self._streams.get(stream_id)
+        return None if stream is None else stream.state
+
+    @property
+    def open_stream_count(self) -> int:
+        """Streams open or half-closed (what MAX_CONCURRENT_STREAMS counts, §5.1.2)."""
+        return len(self._streams)
+
+    @property
+    def highest_peer_stream_id(self) -> int:
+        return self._highest_peer_id
+
+    @property
+    def goaway_received(self) -> bool:
+        return self._goaway_received_last_id is not None
+
+    @property
+    def goaway_sent(self) -> bool:
+        return self._goaway_sent_last_id is not None
+
+    @property
+    def closed(self) -> bool:
+        """True after a connection error or :meth:`close`: the driver closes the socket."""
+        return self._failed
+
+    @property
+    def max_outbound_frame_size(self) -> int:
+        return self.peer_settings.max_frame_size
