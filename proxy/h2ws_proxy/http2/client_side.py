@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import trio
 
-from h2ws_proxy.http2.h2lib_session import StreamUnusable
+from h2ws_proxy.http2.session import StreamUnusable
 from h2ws_proxy.http2.stream import BODY_READ_SIZE, H2Stream
 
 

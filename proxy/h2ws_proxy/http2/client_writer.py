@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from h2ws_proxy.http2.h2lib_session import H2Session
+from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.transport.capabilities import ClientStream
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.wakeup import Wakeup
@@ -48,7 +48,7 @@ class ClientWriter:
     def __init__(
         self,
         client: ClientStream,
-        session: H2Session,
+        session: ProxySession,
         send_timeout_s: float,
         *,
         on_client_gone: Callable[[], None],

@@ -38,20 +38,28 @@ from __future__ import annotations
 
 import logging
 
-import h2.events
-import h2.exceptions
 import trio
-from h2.errors import ErrorCodes
 
 from h2ws_proxy.config import advertises_connect_protocol
-from h2ws_proxy.errors import ProxyError
+from h2ws_proxy.errors import ClientProtocolError, ProxyError
 from h2ws_proxy.http.message import BodyFraming
 from h2ws_proxy.http.request_head import parse_h2_request_head
 from h2ws_proxy.http2.admission import accept_http, accept_websocket, is_tunnel
 from h2ws_proxy.http2.budget import SlidingWindowBudget
 from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
-from h2ws_proxy.http2.h2lib_direct import DirectData
-from h2ws_proxy.http2.h2lib_session import H2Session
+from h2ws_proxy.http2.proxy_session import ProxySession
+from h2ws_proxy.http2.session import (
+    ConnectionFailed,
+    DataReceived,
+    ErrorCode,
+    Event,
+    GoAwayReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 from h2ws_proxy.http2.stream_registry import StreamRegistry
 from h2ws_proxy.http2.stream_tasks import StreamTasks
@@ -90,10 +98,9 @@ class H2Frontend:
         self._info = info
         self._limits = server.config.limits
         self._initial_data = initial_data
-        self.session = H2Session(
+        self.session = ProxySession(
             self._limits,
             connect_protocol_enabled=advertises_connect_protocol(server.config, info.listener),
-            on_output=lambda: None,  # the writer's wake-up, set by the writer
         )
         self._read_scope = trio.CancelScope()
         self._writer = ClientWriter(
@@ -185,20 +192,15 @@ class H2Frontend:
         """Feed client bytes to h2 and act on the events; False once the connection is over."""
         self._writer.begin_batch()
         try:
-            try:
-                events = self.session.receive(data)
-            except h2.exceptions.ProtocolError as error:
-                # h2 has queued a GOAWAY with the right code; the writer flushes it.
-                self._log("h2.connection_error", error=str(error))
-                return False
-            on_direct_data = self._registry.on_direct_data
+            events = self.session.receive(data)
+            on_data = self._registry.on_data
             for event in events:
                 if self._calmed:
                     return False  # the connection is being closed: the rest is not ours
-                if isinstance(event, DirectData):
-                    on_direct_data(event)
-                else:
-                    self._handle_event(event)
+                if type(event) is DataReceived:  # most events: no dispatch chain for them
+                    on_data(event)
+                elif not self._handle_event(event):
+                    return False
             return True
         finally:
             self._writer.end_batch()
@@ -271,7 +273,7 @@ class H2Frontend:
             return
         self._calmed = True
         self._log(event, **fields)
-        self.session.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+        self.session.close_connection(ErrorCode.ENHANCE_YOUR_CALM)
         self._read_scope.cancel()
 
     # ---- backend readiness, for the tunnels ----
@@ -294,51 +296,60 @@ class H2Frontend:
 
     # ---- h2 events (reader only) ----
 
-    def _handle_event(self, event: h2.events.Event) -> None:
+    def _handle_event(self, event: Event) -> bool:
+        """Act on one event other than DATA; False once the connection is over."""
         registry = self._registry
-        if isinstance(event, h2.events.RequestReceived):
+        if isinstance(event, RequestReceived):
             self._on_request(event)
-        elif isinstance(event, h2.events.DataReceived):
-            registry.on_data(event)
-        elif isinstance(event, h2.events.StreamEnded):
-            registry.on_stream_ended(event.stream_id or 0)
-        elif isinstance(event, h2.events.StreamReset):
-            registry.on_reset(event)
-        elif isinstance(event, h2.events.WindowUpdated):
-            registry.on_window_change(event.stream_id or 0)
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
+        elif isinstance(event, StreamReset):
+            if not event.remote and event.error_code == ErrorCode.REFUSED_STREAM:
+                if not self._closing and event.stream_id not in self._streams:
+                    self._count_reset()  # over MAX_CONCURRENT_STREAMS (RFC 9113 §5.1.2)
+            else:
+                registry.on_reset(event)
+        elif isinstance(event, WindowUpdated):
+            registry.on_window_change(event.stream_id)
+        elif isinstance(event, RemoteSettingsChanged):
             self._settings_received.set()
             registry.on_window_change(0)  # a new initial window changes every stream's
-        elif isinstance(event, h2.events.TrailersReceived):
+        elif isinstance(event, TrailersReceived):
             registry.on_trailers(event)
-        elif isinstance(event, h2.events.ConnectionTerminated):
+        elif isinstance(event, GoAwayReceived):
             self._on_goaway(event)
+        elif isinstance(event, ConnectionFailed):
+            # The session queued its GOAWAY; the writer flushes it, then the socket closes
+            # (RFC 9113 §5.4.1).
+            self._log("h2.connection_error", code=_code_name(event.error_code))
+            return False
+        return True
 
-    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+    def _on_goaway(self, event: GoAwayReceived) -> None:
         self._log(
-            "h2.goaway_received", code=str(event.error_code), last_stream=event.last_stream_id
+            "h2.goaway_received",
+            code=_code_name(event.error_code),
+            last_stream=event.last_stream_id,
         )
         self._closing = True
-        if event.error_code != ErrorCodes.NO_ERROR:
+        if event.error_code != ErrorCode.NO_ERROR:
             self._read_scope.cancel()  # the client is aborting: end everything now
         else:
             self._end_if_idle()
 
-    def _on_request(self, event: h2.events.RequestReceived) -> None:
+    def _on_request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id
-        assert stream_id is not None
-        assert event.headers is not None
-        if self._closing or self._over_stream_limit():
-            # RFC 9113 §5.1.2: over the limit (or draining) the stream is refused, not the
-            # connection; the client may retry it.
-            self.session.reset(stream_id, ErrorCodes.REFUSED_STREAM)
-            if not self._closing:
-                self._count_reset()
+        if self._closing:
+            # Draining, or the client said goodbye: the stream is refused, not the
+            # connection; the client may retry it elsewhere (RFC 9113 §8.7).
+            self.session.reset(stream_id, ErrorCode.REFUSED_STREAM)
             return
-        ended = event.stream_ended is not None
+        ended = event.end_stream
         router, tls = self._server.router, self._info.tls
         try:
-            head = parse_h2_request_head(list(event.headers))
+            if event.oversized:
+                raise ClientProtocolError(
+                    "request header fields too large", status_hint=431, stream_error=True
+                )
+            head = parse_h2_request_head(event.headers)
             if is_tunnel(head):
                 request, route = accept_websocket(
                     head,
@@ -364,8 +375,6 @@ class H2Frontend:
             return
         stream.exchange = True
         stream.phase = StreamPhase.OPEN  # its DATA is the request body
-        if not ended:
-            self.session.direct_streams.add(stream_id)
         if http_request.framing is BodyFraming.NONE:
             stream.declared_length = 0
         elif http_request.framing is BodyFraming.LENGTH:
@@ -374,14 +383,10 @@ class H2Frontend:
             self._tasks.serve_exchange, stream, http_request, route, name=_EXCHANGE_TASK_NAME
         )
 
-    def _over_stream_limit(self) -> bool:
-        """More inbound streams open than ``max_concurrent_streams`` (this one counted)?"""
-        conn = self.session.conn
-        if len(conn.streams) <= self._limits.max_concurrent_streams:
-            # h2 counts open streams by walking its whole stream table, per new stream; the
-            # table's size bounds that count, so under the limit the walk can be skipped.
-            return False
-        return conn.open_inbound_streams > self._limits.max_concurrent_streams
-
     def _log(self, event: str, **fields: object) -> None:
         log_event(logger, logging.INFO, event, conn=self._info.connection_id, **fields)
+
+
+def _code_name(code: ErrorCode | int) -> str:
+    """An error code for a log line: its RFC 9113 name, or the number of an unknown one."""
+    return code.name if isinstance(code, ErrorCode) else str(code)

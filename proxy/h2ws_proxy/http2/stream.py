@@ -27,9 +27,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 import trio
-from h2.errors import ErrorCodes
 
-from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable
+from h2ws_proxy.http2.proxy_session import ProxySession
+from h2ws_proxy.http2.session import ErrorCode, StreamUnusable
 from h2ws_proxy.transport.wakeup import Wakeup
 
 #: Largest request-body chunk handed to the exchange at once.
@@ -76,7 +76,7 @@ class StreamPhase(enum.Enum):
 class H2Stream(trio.abc.HalfCloseableStream):
     """The client end of a tunnel on HTTP/2 stream ``stream_id`` of ``session``."""
 
-    def __init__(self, session: H2Session, connection: ConnectionPort, stream_id: int) -> None:
+    def __init__(self, session: ProxySession, connection: ConnectionPort, stream_id: int) -> None:
         self.session = session
         self.connection = connection
         self.stream_id = stream_id
@@ -365,6 +365,6 @@ class H2Stream(trio.abc.HalfCloseableStream):
         directions makes browsers stop using WebSocket over HTTP/2 (aspnetcore#42328).
         """
         if self.broken_reason is None and not (self._local_ended and self._remote_ended):
-            code = ErrorCodes.CANCEL if cancel else ErrorCodes.CONNECT_ERROR
+            code = ErrorCode.CANCEL if cancel else ErrorCode.CONNECT_ERROR
             self.session.reset(self.stream_id, code)
         self.break_stream("reset by the proxy", by_peer=False)

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import h2.events
-from h2.errors import ErrorCodes
-
 from h2ws_proxy.errors import ClientProtocolError, ProxyError
 from h2ws_proxy.http2.client_writer import ClientWriter
-from h2ws_proxy.http2.h2lib_direct import DirectData
-from h2ws_proxy.http2.h2lib_session import H2Session
+from h2ws_proxy.http2.proxy_session import ProxySession
+from h2ws_proxy.http2.session import DataReceived, ErrorCode, StreamReset, TrailersReceived
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 
 
@@ -32,7 +29,7 @@ class StreamRegistry:
 
     def __init__(
         self,
-        session: H2Session,
+        session: ProxySession,
         writer: ClientWriter,
         *,
         count_reset: Callable[[], None],
@@ -61,34 +58,36 @@ class StreamRegistry:
             "h2.request_refused", stream=stream_id, status=error.status_hint, reason=error.message
         )
         if isinstance(error, ClientProtocolError) and error.stream_error:
-            self.session.reset(stream_id, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 §8.1.1
+            self.session.reset(stream_id, ErrorCode.PROTOCOL_ERROR)  # RFC 9113 §8.1.1
             self._count_reset()  # a flood of malformed (or empty) HEADERS spends the budget
 
-    def on_data(self, event: h2.events.DataReceived) -> None:
-        stream_id = event.stream_id or 0
-        length = event.flow_controlled_length or 0
-        if not event.data and event.stream_ended is None:
-            self._count_empty_frame()  # padding does not make a frame less empty
+    def on_data(self, event: DataReceived) -> None:
+        """DATA on a stream (its padding's credit went back in the session already)."""
+        stream_id, data = event.stream_id, event.data
         stream = self.streams.get(stream_id)
+        if (
+            stream is not None
+            and stream.phase is StreamPhase.OPEN
+            and not stream.exchange
+            and stream.broken_reason is None
+            and data
+            and not event.end_stream
+        ):
+            stream.feed_data(data, len(data))  # an open tunnel's message: the common case
+            return
+        if not data and not event.end_stream:
+            self._count_empty_frame()  # padding does not make a frame less empty
         if stream is None:
             # A stream we already answered or reset: return the credit, drop the bytes.
-            self.session.acknowledge(stream_id, length)
+            self.session.acknowledge(stream_id, len(data))
         elif stream.phase is not StreamPhase.OPEN:
-            self.session.acknowledge(stream_id, length)
-            if event.data and stream.phase is StreamPhase.OPENING:
+            self.session.acknowledge(stream_id, len(data))
+            if data and stream.phase is StreamPhase.OPENING:
                 self.fail_stream(stream_id, "DATA on an extended CONNECT before its 200")
         else:
-            self._deliver(stream, event.data or b"", length)
-
-    def on_direct_data(self, item: DirectData) -> None:
-        """DATA of an open tunnel or a request body, read without h2 (see h2_direct)."""
-        stream = self.streams.get(item.stream_id)
-        if stream is None:  # not expected: direct streams are forgotten with their stream
-            self.session.acknowledge(item.stream_id, len(item.data))
-        elif stream.broken_reason is None and not stream.exchange:
-            stream.feed_data(item.data, len(item.data))  # an open tunnel's: ``_deliver``'s case
-        else:
-            self._deliver(stream, item.data, len(item.data))
+            self._deliver(stream, data, len(data))
+        if event.end_stream:
+            self.on_stream_ended(stream_id)
 
     def _deliver(self, stream: H2Stream, data: bytes, length: int) -> None:
         """Hand DATA of an opened stream to its consumer (a request body: within its length)."""
@@ -114,26 +113,29 @@ class StreamRegistry:
             return
         stream.feed_eof()
 
-    def on_trailers(self, event: h2.events.TrailersReceived) -> None:
-        stream_id = event.stream_id or 0
+    def on_trailers(self, event: TrailersReceived) -> None:
+        """Trailers end the client's side of the stream (RFC 9113 §8.1)."""
+        stream_id = event.stream_id
         stream = self.streams.get(stream_id)
         if stream is None or not stream.exchange:
             self.fail_stream(stream_id, "trailers on a tunnel stream")
             return
-        stream.trailers = list(event.headers or [])
+        stream.trailers = event.headers
+        self.on_stream_ended(stream_id)
 
     def fail_stream(self, stream_id: int, reason: str) -> None:
         """A protocol violation on one stream: reset it PROTOCOL_ERROR, end its tunnel."""
         self._log("h2.stream_error", stream=stream_id, reason=reason)
-        self.session.reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
+        self.session.reset(stream_id, ErrorCode.PROTOCOL_ERROR)
         self._count_reset()
         stream = self.streams.get(stream_id)
         if stream is not None:
             stream.break_stream(reason, by_peer=True)
             stream.scope.cancel()
 
-    def on_reset(self, event: h2.events.StreamReset) -> None:
-        stream = self.streams.get(event.stream_id or 0)
+    def on_reset(self, event: StreamReset) -> None:
+        """The client reset the stream, or broke a stream rule the session reset it for."""
+        stream = self.streams.get(event.stream_id)
         if stream is not None and not stream.local_ended:
             # Only work in progress counts: a client cancelling its half of a stream we
             # already answered (say a 502 while a backend restarts) is not an attack.

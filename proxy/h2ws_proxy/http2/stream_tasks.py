@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import trio
-from h2.errors import ErrorCodes
 
 from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
 from h2ws_proxy.config import Limits, RouteConfig
@@ -30,7 +29,8 @@ from h2ws_proxy.http.handshake import WebSocketRequest, h2_success_headers
 from h2ws_proxy.http.message import HttpRequest
 from h2ws_proxy.http2.client_side import H2ClientSide
 from h2ws_proxy.http2.client_writer import ClientWriter
-from h2ws_proxy.http2.h2lib_session import H2Session, StreamUnusable
+from h2ws_proxy.http2.proxy_session import ProxySession
+from h2ws_proxy.http2.session import ErrorCode, StreamUnusable
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.relay.exchange import forward_exchange
@@ -50,7 +50,7 @@ class StreamTasks:
 
     def __init__(
         self,
-        session: H2Session,
+        session: ProxySession,
         writer: ClientWriter,
         server: ServerContext,
         info: ClientInfo,
@@ -151,7 +151,6 @@ class StreamTasks:
         record.status = 200
         stream.phase = StreamPhase.OPEN
         record.opened = True
-        self.session.direct_streams.add(stream.stream_id)
         return upgraded
 
     async def _relay_rejection(self, stream: H2Stream, rejection: BackendRejected) -> None:
@@ -190,7 +189,7 @@ class StreamTasks:
             record.stats.end = RelayEnd.CLEAN
         if record.stats.end is RelayEnd.HALF_CLOSED_TIMEOUT and stream.local_ended:
             # Our side is complete; RFC 9113 §8.1: NO_ERROR tells the client to stop.
-            self.session.reset(stream.stream_id, ErrorCodes.NO_ERROR)
+            self.session.reset(stream.stream_id, ErrorCode.NO_ERROR)
             stream.break_stream("half-closed timeout", by_peer=False)
         elif record.opened and record.stats.end is not RelayEnd.CLEAN:
             stream.reset(cancel=record.stats.end is not RelayEnd.BACKEND_ABORTED)
@@ -268,14 +267,14 @@ class StreamTasks:
             if not stream.local_ended:
                 # An answer cut short: the client must not take it for a whole one.
                 code = (
-                    ErrorCodes.INTERNAL_ERROR
+                    ErrorCode.INTERNAL_ERROR
                     if record.stats.end is RelayEnd.BACKEND_ABORTED
-                    else ErrorCodes.CANCEL
+                    else ErrorCode.CANCEL
                 )
                 self.session.reset(stream.stream_id, code)
             elif not stream.remote_ended:
                 # RFC 9113 §8.1: the answer is complete; the client may stop sending.
-                self.session.reset(stream.stream_id, ErrorCodes.NO_ERROR)
+                self.session.reset(stream.stream_id, ErrorCode.NO_ERROR)
             stream.break_stream("the exchange ended", by_peer=False)
         self._forget(stream, record)
 
@@ -283,7 +282,6 @@ class StreamTasks:
         """The stream's work is over: return its credit, drop every reference, log it."""
         # Bytes nobody consumed still hold connection window: give it back.
         self.session.acknowledge(stream.stream_id, stream.release_unconsumed())
-        self.session.direct_streams.discard(stream.stream_id)
         self._writer.forget_window_waiter(stream)
         record.log()
         self._on_done(stream)

@@ -1,0 +1,178 @@
+"""Our sans-IO HTTP/2 session as the proxy's front end drives it.
+
+:class:`ProxySession` is :class:`~h2ws_proxy.http2.session.H2Session` in the server role,
+with what the front end needs around it:
+
+* the settings the config asks for: MAX_CONCURRENT_STREAMS, the stream window, the header
+  list limit, RFC 8441's ENABLE_CONNECT_PROTOCOL where the listener advertises it, and a
+  connection window big enough for every stream's (one stalled stream holds only its own);
+* a wake-up after every call that queued output (``on_output``: the writer's), so R2 holds
+  (mutate, then flush, before any ``await``);
+* local misuse of a stream (closed, reset, the connection gone) as one
+  :class:`~h2ws_proxy.http2.session.StreamUnusable`, so callers handle a single case;
+* short answers (:meth:`respond`), the head of an answer read from an HTTP/1.1 backend
+  (:meth:`send_response_head`, credentials never indexed as h2 did, RFC 7541 §7.1.3), and
+  a drain GOAWAY that leaves open streams working (:meth:`send_goaway`, RFC 9113 §6.8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+import hpack
+
+from h2ws_proxy.config import Limits
+from h2ws_proxy.http2.session import (
+    ErrorCode,
+    Event,
+    H2Session,
+    LocalSettings,
+    Role,
+    SessionUsageError,
+    StreamUnusable,
+)
+
+Header = tuple[bytes, bytes]
+
+_MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
+_MAX_ERROR_BODY = 16384  # one frame at the default SETTINGS_MAX_FRAME_SIZE
+#: Fields HPACK must never index (RFC 7541 §7.1.3), as h2 treats them: credentials always,
+#: a cookie when short enough to guess.
+_SENSITIVE = frozenset({b"authorization", b"proxy-authorization"})
+_SHORT_COOKIE = 20
+
+
+def _nothing() -> None:
+    """``on_output`` until the writer sets its own."""
+
+
+class ProxySession(H2Session):
+    """The server-role session of one client connection, with the front end's helpers."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        connect_protocol_enabled: bool,
+        on_output: Callable[[], None] = _nothing,
+    ) -> None:
+        super().__init__(
+            Role.SERVER,
+            LocalSettings(
+                max_concurrent_streams=limits.max_concurrent_streams,
+                initial_window_size=limits.stream_window_bytes,
+                max_header_list_size=limits.max_header_list_bytes,
+                enable_connect_protocol=connect_protocol_enabled,
+                connection_window=min(
+                    max(limits.max_concurrent_streams * limits.stream_window_bytes, 65535),
+                    _MAX_WINDOW,
+                ),
+            ),
+        )
+        self.connect_protocol_enabled = connect_protocol_enabled
+        #: Called after output was queued (the writer sets it to its wake-up).
+        self.on_output = on_output
+        #: Consumed bytes a stream may hold before returning their credit (see
+        #: ``H2Stream._acknowledge_consumed``): a quarter of its window.
+        self.ack_batch_bytes = max(1, limits.stream_window_bytes // 4)
+
+    def start(self) -> None:
+        """Queue the connection preface: our SETTINGS and the raised connection window."""
+        self.initiate()
+        self.on_output()
+
+    def receive(self, data: bytes) -> list[Event]:
+        """Client bytes to events (the session answers PINGs and SETTINGS itself)."""
+        events = self.receive_data(data)
+        if self.outbound:
+            self.on_output()
+        return events
+
+    # ---- stream operations ----
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """Return ``size`` bytes of credit (the connection's too, even if the stream is gone)."""
+        if size > 0:
+            before = len(self.outbound)
+            self.acknowledge_received_data(stream_id, size)
+            if len(self.outbound) != before:
+                self.on_output()
+
+    def send_data(
+        self, stream_id: int, data: bytes | bytearray | memoryview, end_stream: bool = False
+    ) -> int:
+        """As much of ``data`` as the peer's windows allow; how much went."""
+        sent = super().send_data(stream_id, data, end_stream)
+        if sent or end_stream:
+            self.on_output()
+        return sent
+
+    def send_headers(self, stream_id: int, headers: list[Header], end_stream: bool = False) -> None:
+        try:
+            super().send_headers(stream_id, _never_indexed(headers), end_stream)
+        except SessionUsageError as error:
+            raise StreamUnusable(str(error)) from error
+        self.on_output()
+
+    def send_response_head(
+        self, stream_id: int, status: int, fields: list[Header], *, end_stream: bool
+    ) -> None:
+        """A response head whose ``fields`` came from an HTTP/1.1 parser, hop-by-hop fields
+        removed (the exchange's ``ClientSide.send_head`` contract)."""
+        self.send_headers(stream_id, [(b":status", str(status).encode()), *fields], end_stream)
+
+    def reset(self, stream_id: int, code: ErrorCode) -> None:
+        """Reset ``stream_id`` with ``code`` unless it is already closed."""
+        before = len(self.outbound)
+        self.reset_stream(stream_id, code)
+        if len(self.outbound) != before:
+            self.on_output()
+
+    def respond(
+        self, stream_id: int, status: int, reason: str, extra: tuple[Header, ...] = ()
+    ) -> None:
+        """A complete short answer: ``reason`` as text (dropped if the window cannot take it)."""
+        body = (reason + "\n").encode("utf-8", "replace")
+        if len(body) > min(self.local_window(stream_id), _MAX_ERROR_BODY):
+            body = b""
+        headers = [
+            (b":status", str(status).encode()),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            *extra,
+        ]
+        try:
+            self.send_headers(stream_id, headers, end_stream=not body)
+            if body:
+                self.send_data(stream_id, body, end_stream=True)
+        except SessionUsageError:
+            pass
+
+    def close_connection(self, code: ErrorCode) -> None:
+        """GOAWAY with ``code``; nothing more will be sent on this connection."""
+        if not self.closed:
+            self.close(code)
+            self.on_output()
+
+    def send_goaway(self, code: ErrorCode | int = ErrorCode.NO_ERROR, debug: bytes = b"") -> None:
+        """GOAWAY for a drain, once: streams already open go on (RFC 9113 §6.8)."""
+        if self.goaway_sent or self.closed:
+            return
+        super().send_goaway(code, debug)
+        self.on_output()
+
+
+def _never_indexed(headers: list[Header]) -> list[Header]:
+    """``headers`` with credentials (and a short cookie) marked never to be indexed."""
+    for name, value in headers:
+        if name in _SENSITIVE or (name == b"cookie" and len(value) < _SHORT_COOKIE):
+            break
+    else:
+        return headers
+    return [
+        cast(Header, hpack.NeverIndexedHeaderTuple(name, value))
+        if name in _SENSITIVE or (name == b"cookie" and len(value) < _SHORT_COOKIE)
+        else (name, value)
+        for name, value in headers
+    ]
