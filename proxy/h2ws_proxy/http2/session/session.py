@@ -94,7 +94,9 @@ class H2Session(Receiver):
         elif stream.final_head_sent:
             if not end_stream or any(name[:1] == b":" for name, _ in headers):
                 raise SessionUsageError("trailers end the stream, with no pseudo-field (§8.1)")
-        elif not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):
+        elif not headers or headers[0][0] != b":status":
+            raise SessionUsageError("a response head starts with :status (RFC 9113 §8.3.2)")
+        elif headers[0][1][:1] != b"1":
             stream.final_head_sent = True
         block = self._codec.encode(headers)
         f.write_header_block(
@@ -130,7 +132,8 @@ class H2Session(Receiver):
         self, stream_id: int, data: bytes | bytearray | memoryview, end_stream: bool = False
     ) -> int:
         """Send as much of ``data`` as the windows allow (see module rules); returns how many
-        bytes went. Raises ``StreamUnusable`` for a stream we cannot send on."""
+        bytes went. Raises ``StreamUnusable`` for a stream we cannot send on, and
+        ``SessionUsageError`` before the stream's final (non-1xx) head."""
         stream = self._sendable(stream_id)
         size = len(data)
         allowed = max(0, min(size, self._send_window, stream.send_window))
@@ -178,6 +181,8 @@ class H2Session(Receiver):
         stream = self._streams.get(stream_id)
         if stream is None or not stream.sending:
             raise StreamUnusable(f"stream {stream_id} cannot send")
+        if not stream.final_head_sent:
+            raise SessionUsageError("DATA before the final head (RFC 9113 §8.1)")
         return stream
 
     def _check_open(self) -> None:
