@@ -271,3 +271,27 @@ def test_receive_data_takes_bytearray_and_memoryview() -> None:
     events = session.receive_data(memoryview(w.data(1, b"abc")))
     assert events == [DataReceived(1, b"abc", 3, False)]
     assert type(events[0].data) is bytes
+
+
+def test_push_cannot_be_enabled_and_settings_acks_are_counted() -> None:
+    with pytest.raises(ValueError, match="push"):
+        LocalSettings(enable_push=True)
+    session = H2Session(Role.SERVER, LocalSettings())
+    session.initiate()
+    assert session.unacknowledged_settings == 1
+    session.receive_data(w.PREFACE + w.settings() + w.settings(ack=True))
+    assert session.unacknowledged_settings == 0
+
+
+def test_data_waits_for_the_final_head() -> None:
+    session = w.server()
+    session.receive_data(OPEN_1)
+    with pytest.raises(SessionUsageError):
+        session.send_data(1, b"early")
+    with pytest.raises(SessionUsageError):
+        session.send_headers(1, [(b"x", b"no status")])
+    session.send_headers(1, [(b":status", b"103")])
+    with pytest.raises(SessionUsageError):
+        session.end_stream(1)
+    session.send_headers(1, [(b":status", b"200")])
+    session.end_stream(1)

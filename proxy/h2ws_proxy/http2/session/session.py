@@ -16,8 +16,9 @@ Rules of the send half (RFC 9113):
   stream past the peer's MAX_CONCURRENT_STREAMS is ``TooManyStreams`` (§5.1.2); new
   streams after the peer's GOAWAY are ``StreamUnusable`` (§6.8).
 * A header block is split by the peer's MAX_FRAME_SIZE into HEADERS + CONTINUATION (§4.3).
-  After the final (non-1xx) head, a further head is a trailer section and must end the
-  stream (§8.1).
+  A response head starts with ``:status``; DATA waits for the final (non-1xx) head; after
+  it, a further head is a trailer section, ends the stream and holds no pseudo-field (§8.1).
+  Otherwise the fields go out as given (their validity is the caller's).
 * :meth:`~H2Session.send_data` never waits and never raises for a shut window: it sends what
   both send windows and the peer's MAX_FRAME_SIZE allow and returns how much; END_STREAM
   goes only on a call whose data all went (§6.9).
@@ -255,6 +256,12 @@ class H2Session(Receiver):
     def closed(self) -> bool:
         """True after a connection error or :meth:`close`: the driver closes the socket."""
         return self._failed
+
+    @property
+    def unacknowledged_settings(self) -> int:
+        """Our SETTINGS frames the peer has not ACKed yet (the driver may time them out:
+        SETTINGS_TIMEOUT, RFC 9113 §6.5.3)."""
+        return len(self._pending_settings.frames)
 
     @property
     def max_outbound_frame_size(self) -> int:
