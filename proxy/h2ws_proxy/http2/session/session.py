@@ -99,6 +99,8 @@ class H2Session(Receiver):
             raise SessionUsageError("a response head starts with :status (RFC 9113 §8.3.2)")
         elif headers[0][1][:1] != b"1":
             stream.final_head_sent = True
+        elif end_stream:
+            raise SessionUsageError("an informational head cannot end the stream (§8.1)")
         block = self._codec.encode(headers)
         f.write_header_block(
             self.outbound, stream_id, end_stream, block, self.peer_settings.max_frame_size
