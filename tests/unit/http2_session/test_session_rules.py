@@ -295,3 +295,28 @@ def test_data_waits_for_the_final_head() -> None:
         session.end_stream(1)
     session.send_headers(1, [(b":status", b"200")])
     session.end_stream(1)
+
+
+def test_a_lowered_header_table_must_be_announced_once_acked() -> None:
+    # RFC 7541 §4.2: after our SETTINGS_HEADER_TABLE_SIZE=0 is ACKed, the peer's next block
+    # opens with a size update to 0 at most; hpack checks the table at each block's end.
+    for block, failed in ((b"\x20" + w.block(w.REQUEST), False), (w.block(w.REQUEST), True)):
+        session = w.server(header_table_size=0)
+        events = session.receive_data(w.settings(ack=True) + w.headers(1, block))
+        assert isinstance(events[-1], ConnectionFailed) is failed
+        if failed:
+            assert events[-1] == ConnectionFailed(
+                ErrorCode.COMPRESSION_ERROR, "Encoder did not shrink table size to within the max"
+            )
+
+
+def test_before_the_ack_the_old_table_size_is_still_allowed() -> None:
+    session = w.server(header_table_size=0)
+    assert isinstance(session.receive_data(OPEN_1)[0], RequestReceived)
+
+
+@pytest.mark.parametrize("block", [b"\x00\x05ab", b"\x00\x01a\x85ab", b"\x00\x81"])
+def test_truncated_hpack_strings_are_compression_errors(block: bytes) -> None:
+    events = w.server().receive_data(w.headers(1, block))
+    assert isinstance(events[-1], ConnectionFailed)
+    assert events[-1].error_code == ErrorCode.COMPRESSION_ERROR
