@@ -73,7 +73,9 @@ class HeaderCodec:
             decoded = self._decoder.decode(block, raw=True)
         except hpack.OversizedHeaderListError as error:
             raise ConnectionFault(ErrorCode.ENHANCE_YOUR_CALM, str(error)) from error
-        except hpack.HPACKError as error:
+        except (hpack.HPACKError, IndexError, TypeError, ValueError) as error:
+            # hpack documents HPACKError only; the others are what h2 guards against too,
+            # in case garbage trips an unguarded path (our fuzz test found none).
             raise ConnectionFault(ErrorCode.COMPRESSION_ERROR, str(error)) from error
         headers: list[Header] = []
         cookies: list[bytes] = []
