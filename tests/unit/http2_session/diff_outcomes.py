@@ -97,6 +97,10 @@ def h2_after(conn: h2.connection.H2Connection, wire: bytes) -> tuple[Outcome, st
             continue
         if isinstance(event, h2.events.PriorityUpdated | h2.events.UnknownFrameReceived):
             continue  # RFC 9113 §5.3.2, §5.5: we ignore priority and unknown frames
+        if isinstance(event, h2.events.DataReceived):
+            padding = event.flow_controlled_length - len(event.data)
+            if padding:  # we credit padding at once (events.DataReceived); h2 leaves it to us
+                conn.acknowledge_received_data(padding, event.stream_id)
         comparable.append(h2_tuple(event))
     return Outcome(comparable, error, w.summary(conn.data_to_send())), message
 
@@ -224,6 +228,11 @@ def justified_divergence(
         fields = theirs.events[0][2]
         pseudo = any(name[:1] == b":" for name, _ in fields)
         return pseudo and ours.sent == [(w.RST_STREAM, spec.stream_id, 1)]
+    if theirs.error == 5 and ours.error is None and message.startswith("StreamClosedError"):
+        # RFC 9113 §5.1 "closed", §6.1, §6.2: a frame on a stream closed by END_STREAM both
+        # ways MAY be a connection error; we make it a stream error STREAM_CLOSED (one
+        # stream, not the connection), h2 a connection error.
+        return ours.sent[-1:] == [(w.RST_STREAM, spec.stream_id, 5)]
     our_resets = [e for e in raw if isinstance(e, StreamReset) and not e.remote]
     if theirs.error == 1 and ours.error is None and our_resets:
         if "may not depend on itself" in message:

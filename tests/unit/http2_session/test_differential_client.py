@@ -116,9 +116,11 @@ def client_divergence(spec: Spec, ours: Outcome, theirs: Outcome, message: str) 
     if message in MALFORMED_MESSAGES:
         # RFC 9113 §8.1, §8.1.1: a malformed response is a stream PROTOCOL_ERROR; h2 ends
         # the connection.
-        # On a stream already half-closed (remote) ours is STREAM_CLOSED (§5.1).
+        # On a stream already half-closed (remote) ours is STREAM_CLOSED (§5.1). Refused
+        # DATA still returns its connection credit (§6.9): a WINDOW_UPDATE on stream 0.
         resets = ([(w.RST_STREAM, spec.stream_id, 1)], [(w.RST_STREAM, spec.stream_id, 5)])
-        return ours.error is None and ours.sent in resets
+        credit = [f for f in ours.sent[:-1] if f[0] == w.WINDOW_UPDATE and f[1] == 0]
+        return ours.error is None and ours.sent[-1:] in resets and credit == ours.sent[:-1]
     if theirs.events[:1] and theirs.events[0][0] == "goaway":
         # RFC 9113 §6.8: our streams above the GOAWAY's last-stream-id were not processed;
         # we report them reset (REFUSED_STREAM, so the caller may retry), h2 does not.
@@ -159,5 +161,6 @@ def client_divergence(spec: Spec, ours: Outcome, theirs: Outcome, message: str) 
 @example([Spec("headers", 1, [(b":status", b"200")]), Spec("headers", 1, [(b":status", b"100")])])
 @example([Spec("goaway", raw=bytes(8))])
 @example([Spec("data", 1, raw=b"")])
+@example([Spec("data", 1, raw=bytes(16384))] * 3)
 def test_client_session_matches_h2(sequence: list[Spec]) -> None:
     run_client_differential(sequence)

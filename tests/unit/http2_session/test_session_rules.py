@@ -271,3 +271,52 @@ def test_receive_data_takes_bytearray_and_memoryview() -> None:
     events = session.receive_data(memoryview(w.data(1, b"abc")))
     assert events == [DataReceived(1, b"abc", 3, False)]
     assert type(events[0].data) is bytes
+
+
+def test_push_cannot_be_enabled_and_settings_acks_are_counted() -> None:
+    with pytest.raises(ValueError, match="push"):
+        LocalSettings(enable_push=True)
+    session = H2Session(Role.SERVER, LocalSettings())
+    session.initiate()
+    assert session.unacknowledged_settings == 1
+    session.receive_data(w.PREFACE + w.settings() + w.settings(ack=True))
+    assert session.unacknowledged_settings == 0
+
+
+def test_data_waits_for_the_final_head() -> None:
+    session = w.server()
+    session.receive_data(OPEN_1)
+    with pytest.raises(SessionUsageError):
+        session.send_data(1, b"early")
+    with pytest.raises(SessionUsageError):
+        session.send_headers(1, [(b"x", b"no status")])
+    session.send_headers(1, [(b":status", b"103")])
+    with pytest.raises(SessionUsageError):
+        session.end_stream(1)
+    session.send_headers(1, [(b":status", b"200")])
+    session.end_stream(1)
+
+
+def test_a_lowered_header_table_must_be_announced_once_acked() -> None:
+    # RFC 7541 §4.2: after our SETTINGS_HEADER_TABLE_SIZE=0 is ACKed, the peer's next block
+    # opens with a size update to 0 at most; hpack checks the table at each block's end.
+    for block, failed in ((b"\x20" + w.block(w.REQUEST), False), (w.block(w.REQUEST), True)):
+        session = w.server(header_table_size=0)
+        events = session.receive_data(w.settings(ack=True) + w.headers(1, block))
+        assert isinstance(events[-1], ConnectionFailed) is failed
+        if failed:
+            assert events[-1] == ConnectionFailed(
+                ErrorCode.COMPRESSION_ERROR, "Encoder did not shrink table size to within the max"
+            )
+
+
+def test_before_the_ack_the_old_table_size_is_still_allowed() -> None:
+    session = w.server(header_table_size=0)
+    assert isinstance(session.receive_data(OPEN_1)[0], RequestReceived)
+
+
+@pytest.mark.parametrize("block", [b"\x00\x05ab", b"\x00\x01a\x85ab", b"\x00\x81"])
+def test_truncated_hpack_strings_are_compression_errors(block: bytes) -> None:
+    events = w.server().receive_data(w.headers(1, block))
+    assert isinstance(events[-1], ConnectionFailed)
+    assert events[-1].error_code == ErrorCode.COMPRESSION_ERROR

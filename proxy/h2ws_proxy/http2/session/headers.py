@@ -8,7 +8,8 @@ Rules:
   integers and strings, Huffman padding longer than 7 bits or not all ones, a dynamic table
   size update after a field or above ``max_allowed_table_size`` (our
   SETTINGS_HEADER_TABLE_SIZE), and a table left larger than that at a block's end. Nothing
-  needed adding around it.
+  needed adding around it, beyond mapping IndexError/TypeError/ValueError the same way
+  (h2 guards those too; fuzzing found none).
 * The *decoded* size of a block is bounded twice. Our SETTINGS_MAX_HEADER_LIST_SIZE
   (RFC 9113 §6.5.2: name + value + 32 per field) is measured here and reported
   (:attr:`DecodedBlock.size`); the session decides what an oversized list means. hpack's own
@@ -73,7 +74,9 @@ class HeaderCodec:
             decoded = self._decoder.decode(block, raw=True)
         except hpack.OversizedHeaderListError as error:
             raise ConnectionFault(ErrorCode.ENHANCE_YOUR_CALM, str(error)) from error
-        except hpack.HPACKError as error:
+        except (hpack.HPACKError, IndexError, TypeError, ValueError) as error:
+            # hpack documents HPACKError only; the others are what h2 guards against too,
+            # in case garbage trips an unguarded path (our fuzz test found none).
             raise ConnectionFault(ErrorCode.COMPRESSION_ERROR, str(error)) from error
         headers: list[Header] = []
         cookies: list[bytes] = []

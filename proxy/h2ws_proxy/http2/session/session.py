@@ -16,8 +16,9 @@ Rules of the send half (RFC 9113):
   stream past the peer's MAX_CONCURRENT_STREAMS is ``TooManyStreams`` (§5.1.2); new
   streams after the peer's GOAWAY are ``StreamUnusable`` (§6.8).
 * A header block is split by the peer's MAX_FRAME_SIZE into HEADERS + CONTINUATION (§4.3).
-  After the final (non-1xx) head, a further head is a trailer section and must end the
-  stream (§8.1).
+  A response head starts with ``:status``; DATA waits for the final (non-1xx) head; after
+  it, a further head is a trailer section, ends the stream and holds no pseudo-field (§8.1).
+  Otherwise the fields go out as given (their validity is the caller's).
 * :meth:`~H2Session.send_data` never waits and never raises for a shut window: it sends what
   both send windows and the peer's MAX_FRAME_SIZE allow and returns how much; END_STREAM
   goes only on a call whose data all went (§6.9).
@@ -94,8 +95,12 @@ class H2Session(Receiver):
         elif stream.final_head_sent:
             if not end_stream or any(name[:1] == b":" for name, _ in headers):
                 raise SessionUsageError("trailers end the stream, with no pseudo-field (§8.1)")
-        elif not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):
+        elif not headers or headers[0][0] != b":status":
+            raise SessionUsageError("a response head starts with :status (RFC 9113 §8.3.2)")
+        elif headers[0][1][:1] != b"1":
             stream.final_head_sent = True
+        elif end_stream:
+            raise SessionUsageError("an informational head cannot end the stream (§8.1)")
         block = self._codec.encode(headers)
         f.write_header_block(
             self.outbound, stream_id, end_stream, block, self.peer_settings.max_frame_size
@@ -130,7 +135,8 @@ class H2Session(Receiver):
         self, stream_id: int, data: bytes | bytearray | memoryview, end_stream: bool = False
     ) -> int:
         """Send as much of ``data`` as the windows allow (see module rules); returns how many
-        bytes went. Raises ``StreamUnusable`` for a stream we cannot send on."""
+        bytes went. Raises ``StreamUnusable`` for a stream we cannot send on, and
+        ``SessionUsageError`` before the stream's final (non-1xx) head."""
         stream = self._sendable(stream_id)
         size = len(data)
         allowed = max(0, min(size, self._send_window, stream.send_window))
@@ -178,6 +184,8 @@ class H2Session(Receiver):
         stream = self._streams.get(stream_id)
         if stream is None or not stream.sending:
             raise StreamUnusable(f"stream {stream_id} cannot send")
+        if not stream.final_head_sent:
+            raise SessionUsageError("DATA before the final head (RFC 9113 §8.1)")
         return stream
 
     def _check_open(self) -> None:
@@ -250,6 +258,12 @@ class H2Session(Receiver):
     def closed(self) -> bool:
         """True after a connection error or :meth:`close`: the driver closes the socket."""
         return self._failed
+
+    @property
+    def unacknowledged_settings(self) -> int:
+        """Our SETTINGS frames the peer has not ACKed yet (the driver may time them out:
+        SETTINGS_TIMEOUT, RFC 9113 §6.5.3)."""
+        return len(self._pending_settings.frames)
 
     @property
     def max_outbound_frame_size(self) -> int:

@@ -67,6 +67,8 @@ class LocalSettings:
     connection_window: int = DEFAULT_WINDOW
 
     def __post_init__(self) -> None:
+        if self.enable_push:
+            raise ValueError("server push is not supported: enable_push must be False")
         if not 0 <= self.initial_window_size <= MAX_WINDOW:
             raise ValueError("initial_window_size must be in [0, 2**31-1]")
         if not MIN_MAX_FRAME_SIZE <= self.max_frame_size <= MAX_MAX_FRAME_SIZE:

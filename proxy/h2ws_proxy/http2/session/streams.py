@@ -14,8 +14,9 @@ Rules:
   "closed"): after *our* RST_STREAM every frame is ignored (DATA still counts against the
   connection window); after the peer's RST_STREAM or END_STREAM both ways, DATA and
   HEADERS are a stream error STREAM_CLOSED and the rest is ignored. A stream forgotten
-  from this memory is treated as closed by END_STREAM: the RFC lets an endpoint limit how
-  long it ignores frames after a reset.
+  from this memory is one never opened below the highest id (§5.1.1 closed it): DATA on
+  it is a stream error STREAM_CLOSED, HEADERS a connection PROTOCOL_ERROR (ids must grow).
+  The RFC lets an endpoint limit how long it ignores frames after a reset.
 """
 
 from __future__ import annotations
