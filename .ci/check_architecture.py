@@ -57,13 +57,8 @@ CONCRETE_STREAMS = {"LeanSocketStream", "LeanTLSStream", "SSLStream", "SocketStr
 #: Known exceptions, each still to be removed (issue 13). Keys are module names.
 PENDING: dict[str, set[str]] = {
     "size": set(),
-    # The session on h2's H2Connection, until our own sans-IO session replaces it.
-    "internals": {
-        f"{PACKAGE}.http2.h2lib_direct",
-        f"{PACKAGE}.http2.h2lib_outbound",
-        f"{PACKAGE}.http2.h2lib_session",
-    },
-    "type_ignore": {f"{PACKAGE}.http2.h2lib_session"},
+    "internals": set(),
+    "type_ignore": set(),
     "concrete_class": set(),
 }
 

@@ -148,6 +148,29 @@ async def test_oversized_header_list_closes_only_that_connection(
         await neighbour.wait_for(lambda: bytes(ws.state.data) == b"fine")
 
 
+async def test_a_header_list_over_the_limit_gets_431_and_a_stream_error(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Over SETTINGS_MAX_HEADER_LIST_SIZE but within what the decoder takes: the request is
+    answered 431 (RFC 9113 §10.5.1) and reset PROTOCOL_ERROR; the connection lives on."""
+    net = MemoryNet(nursery, recording_backend)
+    attacker = await raw_client(nursery, net, max_header_list_bytes=4096)
+    # Our limit binds once the client has acknowledged our SETTINGS (RFC 9113 §6.5.3).
+    await attacker.send_all(frame(SETTINGS, 0x1, 0, b""))
+    block = hpack.Encoder().encode([*GOOD, (b"cookie", b"c" * 6000)])
+    await attacker.send_all(frame(HEADERS, END_HEADERS, 1, block))
+    frames = await read_frames_until(attacker, {RST_STREAM, GOAWAY})
+    heads = [f for f in frames if f[0] == HEADERS and f[2] == 1]
+    assert hpack.Decoder().decode(heads[0][3], raw=True)[0] == (b":status", b"431")
+    assert frames[-1][:3] == (RST_STREAM, 0, 1)
+    assert int.from_bytes(frames[-1][3], "big") == PROTOCOL_ERROR
+    assert net.dials == 0
+    # The same connection still serves: the next stream is judged on its own.
+    await attacker.send_all(frame(HEADERS, END_HEADERS, 3, hpack.Encoder().encode(GOOD)))
+    frames = await read_frames_until(attacker, {HEADERS})
+    assert frames[-1][2] == 3
+
+
 async def test_hpack_bomb_is_refused_without_decoding_it_all(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hpack
 import pytest
 from hpack.table import HeaderTable
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from h2ws_proxy.http2 import library_internals
+from h2ws_proxy.http2.library_internals import RepeatedBlockDecoder, RepeatedBlockEncoder
 
 
 def test_the_installed_hpack_has_every_internal_the_proxy_uses() -> None:
@@ -40,3 +43,136 @@ def test_a_missing_setter_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert library_internals.problems() == [
         "a setter of the hpack.Encoder.header_table_size property"
     ]
+
+
+# ---- the HPACK decoder that keeps the last block that left its table alone ----
+
+POOL: list[tuple[bytes, bytes]] = [
+    (b":method", b"CONNECT"),
+    (b":protocol", b"websocket"),
+    (b":path", b"/"),
+    (b":authority", b"proxy.test"),
+    (b"sec-websocket-version", b"13"),
+    (b"origin", b"https://proxy.test"),
+    (b"cookie", b"a=" + b"x" * 40),
+    # Literals that are not indexed (as h2load and curl send ``:path``): the table stays.
+    hpack.NeverIndexedHeaderTuple(b":path", b"/get"),
+    hpack.NeverIndexedHeaderTuple(b"authorization", b"Bearer " + b"t" * 30),
+]
+#: A header list (indexes into POOL), or a new table size for the client's encoder.
+STEP = st.one_of(
+    st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=5),
+    st.sampled_from([0, 64, 256, 4096]),
+)
+#: STEP, or bytes that may not be a block at all.
+DECODER_STEP = st.one_of(STEP, st.binary(min_size=1, max_size=6))
+
+
+def decoded(decoder: hpack.Decoder, block: bytes) -> object:
+    try:
+        return [tuple(header) for header in decoder.decode(block, raw=True)]
+    except hpack.HPACKError as error:
+        return type(error)
+
+
+@given(st.lists(DECODER_STEP, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_kept_blocks_decode_as_hpack_decodes_them(steps: list[list[int] | int | bytes]) -> None:
+    encoder = hpack.Encoder()
+    ours = RepeatedBlockDecoder(max_header_list_size=300)
+    theirs = hpack.Decoder(max_header_list_size=300)
+    for step in steps:
+        if isinstance(step, int):
+            encoder.header_table_size = step  # announced in the next block
+            continue
+        block = step if isinstance(step, bytes) else encoder.encode([POOL[i] for i in step])
+        for _ in range(2):  # the second time, the same bytes again
+            assert decoded(ours, block) == decoded(theirs, block)
+            assert list(ours.header_table.dynamic_entries) == list(
+                theirs.header_table.dynamic_entries
+            )
+
+
+def test_a_kept_block_is_decoded_again_under_a_lower_limit() -> None:
+    encoder = hpack.Encoder()
+    decoder = RepeatedBlockDecoder(max_header_list_size=65536)
+    fields = [(b":authority", b"proxy.test"), (b"origin", b"https://proxy.test")]
+    decoder.decode(encoder.encode(fields), raw=True)  # as literals, into the table
+    block = encoder.encode(fields)
+    assert min(block) >= 0x80  # indexed fields only: this one is kept
+    first = decoder.decode(block, raw=True)
+    assert decoder.decode(block, raw=True) == first
+    decoder.max_header_list_size = 10
+    with pytest.raises(hpack.OversizedHeaderListError):
+        decoder.decode(block, raw=True)
+
+
+def test_a_block_with_literals_kept_out_of_the_table_is_kept() -> None:
+    encoder = hpack.Encoder()
+    decoder = RepeatedBlockDecoder(max_header_list_size=65536)
+    fields = [(b":method", b"GET"), hpack.NeverIndexedHeaderTuple(b":path", b"/get")]
+    block = encoder.encode(fields)
+    assert block == encoder.encode(fields)  # nothing was indexed: the same bytes again
+    first = decoder.decode(block, raw=True)
+    assert decoder._kept_block == block
+    assert decoder.decode(block, raw=True) == first
+
+
+def test_a_block_that_adds_to_the_table_is_not_kept() -> None:
+    decoder = RepeatedBlockDecoder(max_header_list_size=65536)
+    decoder.decode(hpack.Encoder().encode([(b"x-new", b"1")]), raw=True)
+    assert decoder._kept_block == b""
+
+
+@given(st.lists(STEP, max_size=40), st.booleans())
+@example([256, [0, 0, 0, 0, 2], 0, 256, 256, [0, 0, 0, 0, 2]], False)  # found by hypothesis
+@settings(max_examples=300, deadline=None)
+def test_kept_lists_encode_as_hpack_encodes_them(
+    steps: list[list[int] | int], sensitive: bool
+) -> None:
+    ours, theirs = RepeatedBlockEncoder(), hpack.Encoder()
+    for step in steps:
+        if isinstance(step, int):
+            ours.header_table_size = step
+            # hpack told its own size again forgets a change still to announce (see
+            # test_the_same_table_size_again_keeps_a_change_to_announce): ours ignores it.
+            if step != theirs.header_table_size:
+                theirs.header_table_size = step
+            continue
+        fields = [POOL[index] for index in step]
+        if sensitive:  # as h2 marks authorization and short cookies
+            fields = [hpack.NeverIndexedHeaderTuple(*fields[0]), *fields[1:]]
+        for _ in range(2):  # the second time, the same list again
+            assert ours.encode(iter(fields)) == theirs.encode(iter(fields))
+            assert list(ours.header_table.dynamic_entries) == list(
+                theirs.header_table.dynamic_entries
+            )
+
+
+def test_the_same_table_size_again_keeps_a_change_to_announce() -> None:
+    """RFC 7541 §4.2: the next block starts with the smallest size since the last block,
+    then the final one. A client's SETTINGS repeating the size must not lose them: the
+    peer's table would keep entries ours dropped, and every later index would be misread."""
+    encoder, peer = RepeatedBlockEncoder(), hpack.Decoder()
+    fields = [(b"x-kept", b"1")]
+    peer.decode(encoder.encode(fields))  # a literal, into both tables
+    kept = encoder.encode(fields)
+    assert kept == b"\xbe"  # then indexed (dynamic entry 62): kept
+    peer.decode(kept)
+    encoder.header_table_size = 0  # evicts it
+    encoder.header_table_size = 256
+    encoder.header_table_size = 256  # the same again
+    block = encoder.encode(fields)
+    assert block[:1] == b"\x20"  # size 0 first, then 256
+    assert peer.decode(block) == [("x-kept", "1")]
+    assert list(peer.header_table.dynamic_entries) == list(encoder.header_table.dynamic_entries)
+
+
+def test_a_kept_list_is_encoded_again_after_a_table_size_change() -> None:
+    encoder = RepeatedBlockEncoder()
+    status = [(b":status", b"200")]
+    assert encoder.encode(status) == b"\x88"  # static index 8: kept
+    assert encoder.encode(status) == b"\x88"
+    encoder.header_table_size = 0  # to be announced in the next block
+    assert encoder.encode(status) == b"\x20\x88"
+    assert encoder.encode(status) == b"\x88"

@@ -112,8 +112,8 @@ def _check_extended_connect(
 ) -> WebSocketRequest:
     """:func:`parse_extended_connect` without the memory."""
     if not connect_protocol_enabled:
-        # RFC 8441 §3: a client MUST NOT send :protocol unless we advertised it; h2 lets it
-        # through, so refusing it is our job.
+        # RFC 8441 §3: a client MUST NOT send :protocol unless we advertised it; the session
+        # passes the head through, so refusing it is our job.
         raise ClientProtocolError(
             "malformed request: :protocol sent but SETTINGS_ENABLE_CONNECT_PROTOCOL is off "
             "on this listener",

@@ -1,9 +1,9 @@
 """Validate an HTTP/2 request header block (RFC 9113 §8.2-8.3), strictly. Pure, no I/O.
 
-The h2 library can validate inbound headers itself, but a violation there is a connection
-error that takes down every tunnel on the connection. RFC 9113 §8.1.1 makes a malformed
-request a *stream* error, so the frontend turns h2's validation off and calls
-:func:`parse_h2_request_head` instead: a bad request fails only its own stream.
+Our HTTP/2 session leaves the request head's content to this module: RFC 9113 §8.1.1 makes
+a malformed request a *stream* error (h2, our tests' oracle, made it a connection error
+that takes down every tunnel on the connection), so a bad request fails only its own
+stream.
 
 Rules enforced (each violation raises :class:`ClientProtocolError` with status 400 and
 ``stream_error`` set, so the frontend answers 400 and resets the stream PROTOCOL_ERROR):

@@ -29,8 +29,9 @@ are queued for the client, and the reader stops reading while more than
 ``READER_HIGH_WATER`` are (a peer that floods PINGs and never reads the ACKs stops being
 read).
 
-Ending: the connection ends when the client closes it, on a connection error (h2 queues
-the GOAWAY), or, after a GOAWAY either way (our drain, or the client's polite goodbye),
+Ending: the connection ends when the client closes it, on a connection error (the
+session queues the GOAWAY; the writer flushes it, then the socket closes, RFC 9113 §5.4.1),
+or, after a GOAWAY either way (our drain, or the client's polite goodbye),
 once its last tunnel has ended.
 """
 
@@ -189,7 +190,8 @@ class H2Frontend:
                 return
 
     def _receive(self, data: bytes) -> bool:
-        """Feed client bytes to h2 and act on the events; False once the connection is over."""
+        """Feed client bytes to the session and act on its events; False once the
+        connection is over."""
         self._writer.begin_batch()
         try:
             events = self.session.receive(data)
@@ -294,7 +296,7 @@ class H2Frontend:
             self._nursery.start_soon(poller.run, name=_POLLER_NAME)
         return self._poller
 
-    # ---- h2 events (reader only) ----
+    # ---- session events (reader only) ----
 
     def _handle_event(self, event: Event) -> bool:
         """Act on one event other than DATA; False once the connection is over."""
@@ -302,11 +304,7 @@ class H2Frontend:
         if isinstance(event, RequestReceived):
             self._on_request(event)
         elif isinstance(event, StreamReset):
-            if not event.remote and event.error_code == ErrorCode.REFUSED_STREAM:
-                if not self._closing and event.stream_id not in self._streams:
-                    self._count_reset()  # over MAX_CONCURRENT_STREAMS (RFC 9113 §5.1.2)
-            else:
-                registry.on_reset(event)
+            registry.on_reset(event)
         elif isinstance(event, WindowUpdated):
             registry.on_window_change(event.stream_id)
         elif isinstance(event, RemoteSettingsChanged):
@@ -337,10 +335,12 @@ class H2Frontend:
 
     def _on_request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id
-        if self._closing:
-            # Draining, or the client said goodbye: the stream is refused, not the
-            # connection; the client may retry it elsewhere (RFC 9113 §8.7).
+        if self._closing or self.session.open_stream_count > self._limits.max_concurrent_streams:
+            # RFC 9113 §5.1.2: over the limit (or draining) the stream is refused, not the
+            # connection; the client may retry it (§8.7).
             self.session.reset(stream_id, ErrorCode.REFUSED_STREAM)
+            if not self._closing:
+                self._count_reset()
             return
         ended = event.end_stream
         router, tls = self._server.router, self._info.tls

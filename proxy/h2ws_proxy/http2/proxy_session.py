@@ -41,6 +41,13 @@ _MAX_ERROR_BODY = 16384  # one frame at the default SETTINGS_MAX_FRAME_SIZE
 #: a cookie when short enough to guess.
 _SENSITIVE = frozenset({b"authorization", b"proxy-authorization"})
 _SHORT_COOKIE = 20
+#: RFC 9113 §8.2.2: connection-specific fields never go out on HTTP/2. The exchange drops
+#: them from a backend's answer already; this is the last line, as h2's was.
+_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+#: Names :func:`_outbound_fields` acts on; a head without any goes out untouched.
+_ACTED_ON = _SENSITIVE | _CONNECTION_SPECIFIC | {b"cookie", b"te"}
 
 
 def _nothing() -> None:
@@ -49,6 +56,10 @@ def _nothing() -> None:
 
 class ProxySession(H2Session):
     """The server-role session of one client connection, with the front end's helpers."""
+
+    #: The front end refuses streams over the limit itself, one event at a time, so its
+    #: reset budget can stop a flood before the rest of a read is answered.
+    refuse_over_limit = False
 
     def __init__(
         self,
@@ -109,18 +120,25 @@ class ProxySession(H2Session):
         return sent
 
     def send_headers(self, stream_id: int, headers: list[Header], end_stream: bool = False) -> None:
-        try:
-            super().send_headers(stream_id, _never_indexed(headers), end_stream)
-        except SessionUsageError as error:
-            raise StreamUnusable(str(error)) from error
-        self.on_output()
+        """A head as given: names lowercased and values stripped first (RFC 9113 §8.2.1)."""
+        normalized = [(name.lower(), value.strip(b" \t")) for name, value in headers]
+        self._send_head(stream_id, normalized, end_stream)
 
     def send_response_head(
         self, stream_id: int, status: int, fields: list[Header], *, end_stream: bool
     ) -> None:
-        """A response head whose ``fields`` came from an HTTP/1.1 parser, hop-by-hop fields
-        removed (the exchange's ``ClientSide.send_head`` contract)."""
-        self.send_headers(stream_id, [(b":status", str(status).encode()), *fields], end_stream)
+        """A response head whose ``fields`` came from an HTTP/1.1 parser holding to RFC
+        9112's grammar (names lowercase tokens, values with no whitespace around them: h11
+        and ``backend/h1_wire`` hand them over so), hop-by-hop fields removed (the exchange's
+        ``ClientSide.send_head`` contract): normalizing them again would change nothing."""
+        self._send_head(stream_id, [(b":status", str(status).encode()), *fields], end_stream)
+
+    def _send_head(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
+        try:
+            super().send_headers(stream_id, _outbound_fields(headers), end_stream)
+        except SessionUsageError as error:
+            raise StreamUnusable(str(error)) from error
+        self.on_output()
 
     def reset(self, stream_id: int, code: ErrorCode) -> None:
         """Reset ``stream_id`` with ``code`` unless it is already closed."""
@@ -163,16 +181,23 @@ class ProxySession(H2Session):
         self.on_output()
 
 
-def _never_indexed(headers: list[Header]) -> list[Header]:
-    """``headers`` with credentials (and a short cookie) marked never to be indexed."""
-    for name, value in headers:
-        if name in _SENSITIVE or (name == b"cookie" and len(value) < _SHORT_COOKIE):
+def _outbound_fields(headers: list[Header]) -> list[Header]:
+    """``headers`` as they may go out: connection-specific fields dropped, credentials (and
+    a short cookie) never indexed; a ``te`` other than ``trailers`` refused (RFC 9113
+    §8.2.2) with :class:`StreamUnusable`."""
+    for name, _ in headers:
+        if name in _ACTED_ON:
             break
     else:
         return headers
-    return [
-        cast(Header, hpack.NeverIndexedHeaderTuple(name, value))
-        if name in _SENSITIVE or (name == b"cookie" and len(value) < _SHORT_COOKIE)
-        else (name, value)
-        for name, value in headers
-    ]
+    fields: list[Header] = []
+    for name, value in headers:
+        if name in _CONNECTION_SPECIFIC:
+            continue
+        if name == b"te" and value.lower() != b"trailers":
+            raise StreamUnusable("te other than trailers is not allowed on HTTP/2")
+        if name in _SENSITIVE or (name == b"cookie" and len(value) < _SHORT_COOKIE):
+            fields.append(cast(Header, hpack.NeverIndexedHeaderTuple(name, value)))
+        else:
+            fields.append((name, value))
+    return fields

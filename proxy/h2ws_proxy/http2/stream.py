@@ -1,5 +1,5 @@
-"""One HTTP/2 stream seen as a ``trio.abc.HalfCloseableStream``, with h2 flow control as
-its backpressure.
+"""One HTTP/2 stream seen as a ``trio.abc.HalfCloseableStream``, with HTTP/2 flow control
+as its backpressure.
 
 Rules:
 
@@ -262,9 +262,9 @@ class H2Stream(trio.abc.HalfCloseableStream):
         return chunk
 
     def _acknowledge_consumed(self) -> None:
-        # In batches of a quarter window: one h2 call per batch instead of per message
-        # (h2 itself only sends WINDOW_UPDATE past half a window). The peer never stalls
-        # on it: at most a quarter (ours) plus a half (h2's) of the window is withheld.
+        # In batches of a quarter window: one session call per batch instead of per message
+        # (the session itself only sends WINDOW_UPDATE past half a window). The peer never
+        # stalls on it: at most a quarter (ours) plus a half (the session's) is withheld.
         if self._consumed_unacknowledged >= self.session.ack_batch_bytes:
             self.session.acknowledge(self.stream_id, self._consumed_unacknowledged)
             self._consumed_unacknowledged = 0

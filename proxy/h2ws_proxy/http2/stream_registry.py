@@ -48,9 +48,10 @@ class StreamRegistry:
     def refuse(self, stream_id: int, error: ProxyError) -> None:
         """Answer ``error``'s status. The answer ends our side; the client ends its own.
 
-        RFC 9113 §8.1 allows RST_STREAM(NO_ERROR) after it, but h2 then answers the client's
-        late END_STREAM with RST_STREAM(STREAM_CLOSED): noise that a browser may count against
-        WebSocket over HTTP/2. Late DATA on such a stream is acknowledged and dropped.
+        RFC 9113 §8.1 allows RST_STREAM(NO_ERROR) after it; none is sent (a reset after an
+        answer is noise a browser may count against WebSocket over HTTP/2), except for a
+        malformed request, which RFC 9113 §8.1.1 makes a stream error (PROTOCOL_ERROR).
+        Late DATA on such a stream is acknowledged and dropped.
         """
         extra = error.extra_headers if isinstance(error, ClientProtocolError) else ()
         self.session.respond(stream_id, error.status_hint, error.message, extra)

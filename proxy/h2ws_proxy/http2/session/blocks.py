@@ -94,7 +94,7 @@ class HeaderBlocks(SessionCore):
             self._highest_peer_id = stream_id
             if self._ignored_after_goaway(stream_id):
                 return
-            refused = len(self._streams) >= self._max_streams_in  # §5.1.2
+            refused = self.refuse_over_limit and len(self._streams) >= self._max_streams_in
             if refused or self._block_error is not None:
                 # Opened and at once reset by us: late frames on it are ignored (§5.1).
                 self._closed_streams.add(stream_id, ClosedBy.LOCAL_RESET)

@@ -62,6 +62,11 @@ _UNLIMITED = 2**32  # above any 32-bit SETTINGS value
 class SessionCore:
     """Connection state shared by :mod:`.inbound` and :mod:`.session`; not used alone."""
 
+    #: False: a new peer stream over our MAX_CONCURRENT_STREAMS is reported
+    #: (``RequestReceived``) for the driver to refuse, e.g. because it rations its answers
+    #: to a flood one event at a time (RFC 9113 §5.1.2 lets either end refuse it).
+    refuse_over_limit = True
+
     def __init__(self, role: Role, settings: LocalSettings) -> None:
         self.role = role
         self.local_settings = settings

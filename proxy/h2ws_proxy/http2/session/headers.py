@@ -33,6 +33,7 @@ from typing import cast
 
 import hpack
 
+from h2ws_proxy.http2.library_internals import RepeatedBlockDecoder, RepeatedBlockEncoder
 from h2ws_proxy.http2.session.errors import ConnectionFault, ErrorCode
 
 Header = tuple[bytes, bytes]
@@ -56,11 +57,17 @@ class HeaderCodec:
     """One connection's HPACK decoder (the peer's blocks) and encoder (ours)."""
 
     def __init__(self, max_header_list_size: int, decoder_table_limit: int) -> None:
-        self._decoder = hpack.Decoder(
+        # hpack's codecs, keeping the last block that left the dynamic table alone (see
+        # library_internals): a client's requests repeat their block once its fields are
+        # in the table, and so do most of our answers that open tunnels.
+        self._decoder = RepeatedBlockDecoder(
             max_header_list_size=max(max_header_list_size, 1) * HARD_LIST_LIMIT_FACTOR
         )
         self._decoder.max_allowed_table_size = decoder_table_limit
-        self._encoder = hpack.Encoder()
+        self._encoder = RepeatedBlockEncoder()
+        #: The last block decoded to a result that still holds, with that result.
+        self._kept_block = b""
+        self._kept = DecodedBlock([], 0)
         # Peer table size changes not yet applied: (smallest since last block, latest).
         self._pending_sizes: tuple[int, int] | None = None
 
@@ -70,8 +77,12 @@ class HeaderCodec:
 
     def decode(self, block: bytes) -> DecodedBlock:
         """The header list of a complete block; raises the connection error for a bad one."""
+        decoder = self._decoder
         try:
-            decoded = self._decoder.decode(block, raw=True)
+            if block == self._kept_block and decoder.keeps(block):
+                decoder.check_table_size()
+                return DecodedBlock(list(self._kept.headers), self._kept.size)
+            decoded = decoder.decode(block, raw=True)
         except hpack.OversizedHeaderListError as error:
             raise ConnectionFault(ErrorCode.ENHANCE_YOUR_CALM, str(error)) from error
         except (hpack.HPACKError, IndexError, TypeError, ValueError) as error:
@@ -89,7 +100,12 @@ class HeaderCodec:
                 headers.append((name, value))
         if cookies:
             headers.append((b"cookie", b"; ".join(cookies)))
-        return DecodedBlock(headers, size)
+        result = DecodedBlock(headers, size)
+        if decoder.keeps(block):
+            self._kept_block, self._kept = block, DecodedBlock(list(headers), size)
+        else:
+            self._kept_block = b""
+        return result
 
     def peer_table_size(self, size: int) -> None:
         """The peer's new SETTINGS_HEADER_TABLE_SIZE (RFC 7541 §4.2), for the next block."""
