@@ -1,4 +1,4 @@
-"""An HTTP/1.1 client connection as the exchange's :class:`~h2ws_proxy.relay.exchange.ClientSide`.
+"""An HTTP/1.1 client connection as the exchange's client side (and the request relay's front).
 
 The frontend owns the connection and its h11 state; while a request is being forwarded this
 object reads the request body from it and writes the answer to it. Reading and writing run
@@ -8,11 +8,14 @@ in different tasks, which trio's streams allow (one receiver and one sender at a
 from __future__ import annotations
 
 import http
+from collections.abc import Callable
 
 import h11
 import trio
 
 from h2ws_proxy.backend.upgrade import READ_SIZE
+from h2ws_proxy.errors import ProxyError
+from h2ws_proxy.http1.answers import send_proxy_error
 from h2ws_proxy.relay.context import ServerContext
 from h2ws_proxy.transport.errors import STREAM_GONE
 
@@ -27,10 +30,12 @@ def _reason(status: int) -> bytes:
 
 
 class H1ClientSide:
-    """Request body in, answer out, over one h11 server connection."""
+    """Request body in, answer out, over one h11 server connection (a :class:`RequestFront`)."""
 
     for_h2 = False
     watches_disconnect = True
+    #: The exchange's scope is its own: the connection's task is cancelled as a whole.
+    on_start: Callable[[trio.CancelScope], object] | None = None
 
     def __init__(
         self, client: trio.abc.Stream, conn: h11.Connection, server: ServerContext
@@ -40,6 +45,14 @@ class H1ClientSide:
         self._server = server
         self._limits = server.config.limits
         self._trailers: list[Header] = []
+
+    async def refuse(self, error: ProxyError) -> None:
+        if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            await send_proxy_error(self._client, self._conn, error)
+
+    async def cut_short(self) -> None:
+        # Half an answer went out: only dropping the connection tells the client.
+        await trio.aclose_forcefully(self._client)
 
     async def receive_body(self) -> bytes:
         while True:

@@ -19,77 +19,32 @@ serve them too.
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 
 import h11
 import trio
 
-from h2ws_proxy.backend.upgrade import READ_SIZE, connect_and_upgrade
-from h2ws_proxy.errors import BackendRejected, ClientProtocolError, ProxyError
-from h2ws_proxy.http.backend_handshake import build_backend_upgrade, new_websocket_key
+from h2ws_proxy.backend.upgrade import READ_SIZE
+from h2ws_proxy.config import RouteConfig
+from h2ws_proxy.errors import ProxyError
 from h2ws_proxy.http.fields import split_header_list
-from h2ws_proxy.http.handshake import h1_switching_headers, parse_h1_upgrade
-from h2ws_proxy.http.message import BodyFraming, request_from_h1
+from h2ws_proxy.http.handshake import parse_h1_upgrade
+from h2ws_proxy.http.message import BodyFraming, HttpRequest, request_from_h1
+from h2ws_proxy.http1.answers import send_error
 from h2ws_proxy.http1.client_side import H1ClientSide
+from h2ws_proxy.http1.upgrade_front import H1UpgradeFront
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
-from h2ws_proxy.relay.exchange import forward_exchange
-from h2ws_proxy.relay.exchange_contract import ExchangeAborted, ExchangeResult
-from h2ws_proxy.relay.outcome import RelayEnd
+from h2ws_proxy.relay.exchange_contract import ExchangeResult
+from h2ws_proxy.relay.front_side import refuse
 from h2ws_proxy.relay.record import RelayRecord
+from h2ws_proxy.relay.request_relay import relay_request
 from h2ws_proxy.relay.routing import http_route, websocket_route
-from h2ws_proxy.relay.tunnel import run_tunnel
+from h2ws_proxy.relay.websocket_relay import open_tunnel, opened_tunnel
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.lingering import linger_before_close
 
 logger = logging.getLogger(__name__)
-
-Header = tuple[bytes, bytes]
-
-
-class _NoHalfClose(trio.abc.HalfCloseableStream):
-    """A TLS client stream in a tunnel: TLS has no half-close, so EOF closes it whole.
-
-    When the backend ends its side we close the client connection (close_notify), as the
-    backend's full close would; the tunnel then sees a clean EOF from the client side.
-    """
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self._stream = stream
-        self._closed_by_us = False
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._closed_by_us:
-            await trio.lowlevel.checkpoint()
-            return b""
-        try:
-            return await self._stream.receive_some(max_bytes)
-        except trio.ClosedResourceError:
-            if self._closed_by_us:
-                return b""
-            raise
-
-    async def send_eof(self) -> None:
-        self._closed_by_us = True
-        await self._stream.aclose()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-class _After(enum.Enum):
-    """What becomes of the connection after an ordinary request."""
-
-    KEEP_ALIVE = "keep-alive"
-    LINGER = "linger"  #: answered, but the connection cannot carry another request
-    CLOSED = "closed"
 
 
 def _is_websocket_upgrade(request: h11.Request) -> bool:
@@ -218,53 +173,24 @@ class H1Frontend:
             record.log()
 
     async def _upgrade_and_run(self, request: h11.Request, record: RelayRecord) -> None:
+        front = H1UpgradeFront(self._client, self._conn)
         try:
-            ws_request, client_key = parse_h1_upgrade(request, tls=self._info.tls)
+            ws_request, front.client_key = parse_h1_upgrade(request, tls=self._info.tls)
             route = websocket_route(self._server.router, ws_request.path)
-            if not await self._finish_upgrade_request():
-                return
-            record.route, record.backend = route.path, str(route.backend)
-            key = new_websocket_key()
-            upgrade = build_backend_upgrade(ws_request, route, key, self._info.address)
-            upgraded = await connect_and_upgrade(
-                route.backend, upgrade, key, ws_request, self._limits, self._server.connect_backend
-            )
-        except BackendRejected as rejection:
-            record.status = rejection.status
-            await self._send_response(rejection.status, rejection.headers, rejection.body)
-            return
         except ProxyError as error:
-            record.status, record.error = error.status_hint, error.message
-            extra = error.extra_headers if isinstance(error, ClientProtocolError) else ()
-            await self._send_error(error.status_hint, error.message, extra)
+            await refuse(front, record, error)
             return
-        try:
-            answer = h11.InformationalResponse(
-                status_code=101,
-                headers=h1_switching_headers(upgraded.accepted, client_key),
-                reason=b"Switching Protocols",
-            )
-            await self._client.send_all(self._conn.send(answer))
-        except STREAM_GONE:
-            await trio.aclose_forcefully(upgraded.stream)
+        if not await self._finish_upgrade_request():
             return
-        record.status, record.opened = 101, True
-        client_leftover, _ = self._conn.trailing_data
-        client: trio.abc.HalfCloseableStream = (
-            self._client
-            if isinstance(self._client, trio.abc.HalfCloseableStream)
-            else _NoHalfClose(self._client)
+        record.route, record.backend = route.path, str(route.backend)
+        upgraded = await open_tunnel(
+            front, ws_request, route, record, self._server, self._info.address
         )
+        if upgraded is None:
+            return
+        tunnel = opened_tunnel(front, upgraded.stream, upgraded.leftover, record, self._limits)
         with self._server.stats.count_tunnel():
-            await run_tunnel(
-                client,
-                upgraded.stream,
-                client_leftover=bytes(client_leftover),
-                backend_leftover=upgraded.leftover,
-                idle_timeout_s=self._limits.idle_timeout_s,
-                half_closed_timeout_s=self._limits.half_closed_timeout_s,
-                stats=record.stats,
-            )
+            await tunnel
 
     async def _serve_http(self, request: h11.Request) -> bool:
         """Forward one ordinary request; True if the connection may carry another."""
@@ -278,81 +204,48 @@ class H1Frontend:
             kind="request",
             method=request.method,
         )
-        result = ExchangeResult()
+        front = H1ClientSide(self._client, self._conn, self._server)
         try:
             with self._server.stats.count_request():
-                after = await self._forward(request, record, result)
+                try:
+                    http_request, route = self._route_request(request, record)
+                except ProxyError as error:
+                    await refuse(front, record, error)
+                    return False
+                if not await relay_request(
+                    front,
+                    http_request,
+                    route,
+                    record,
+                    ExchangeResult(),
+                    self._server,
+                    self._info.address,
+                ):
+                    return False  # refused, or cut short by a closed connection
         finally:
-            record.status = record.status or result.status
-            record.opened = result.head_sent
             record.log()
-        if after is _After.LINGER:
-            # The backend answered before the request body ended (or someone asked to
-            # close): close politely, so that the client still reads the answer.
-            await linger_before_close(self._client, half_close=True)
-        return after is _After.KEEP_ALIVE
-
-    async def _forward(
-        self, request: h11.Request, record: RelayRecord, result: ExchangeResult
-    ) -> _After:
-        try:
-            http_request = request_from_h1(request, tls=self._info.tls)
-            if http_request.framing is BodyFraming.NONE:
-                # h11 ends a bodiless request at once; take that end so the next cycle can start.
-                end = self._conn.next_event()
-                assert isinstance(end, h11.EndOfMessage), end
-            route = http_route(self._server.router, http_request.target)
-            record.route, record.backend = route.path, str(route.backend)
-            await forward_exchange(
-                http_request,
-                route,
-                H1ClientSide(self._client, self._conn, self._server),
-                self._server.pool,
-                self._limits,
-                self._info.address,
-                record.stats,
-                result,
-            )
-        except ProxyError as error:
-            record.status, record.error = error.status_hint, error.message
-            if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                extra = error.extra_headers if isinstance(error, ClientProtocolError) else ()
-                await self._send_error(error.status_hint, error.message, extra)
-            return _After.CLOSED
-        except ExchangeAborted as abort:
-            # Half an answer went out: only dropping the connection tells the client.
-            record.error = abort.reason
-            record.stats.end = abort.end
-            await trio.aclose_forcefully(self._client)
-            return _After.CLOSED
-        record.stats.end = RelayEnd.CLEAN
         if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
-            return _After.KEEP_ALIVE
-        return _After.LINGER
+            return True
+        # The backend answered before the request body ended (or someone asked to close):
+        # close politely, so that the client still reads the answer.
+        await linger_before_close(self._client, half_close=True)
+        return False
 
-    async def _send_error(self, status: int, reason: str, extra: tuple[Header, ...] = ()) -> None:
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), *extra]
-        await self._send_response(status, headers, (reason + "\n").encode("utf-8", "replace"))
+    def _route_request(
+        self, request: h11.Request, record: RelayRecord
+    ) -> tuple[HttpRequest, RouteConfig]:
+        """The request as the exchange takes it, and its route (both noted in ``record``).
 
-    async def _send_response(
-        self, status: int, headers: list[Header] | tuple[Header, ...], body: bytes
-    ) -> None:
-        """Send a complete answer and close: after a refused upgrade the connection ends."""
-        all_headers = [
-            *headers,
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        try:
-            data = self._conn.send(h11.Response(status_code=status, headers=all_headers))
-            if body:
-                data += self._conn.send(h11.Data(data=body))
-            data += self._conn.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            # The backend's answer cannot be expressed to this client (h11 refuses it).
-            return
-        try:
-            await self._client.send_all(data)
-            await linger_before_close(self._client, half_close=True)
-        except STREAM_GONE:
-            return
+        Raises ClientProtocolError (framing that could smuggle a request...) or RouteNotFound.
+        """
+        http_request = request_from_h1(request, tls=self._info.tls)
+        if http_request.framing is BodyFraming.NONE:
+            # h11 ends a bodiless request at once; take that end so the next cycle can start.
+            end = self._conn.next_event()
+            assert isinstance(end, h11.EndOfMessage), end
+        route = http_route(self._server.router, http_request.target)
+        record.route, record.backend = route.path, str(route.backend)
+        return http_request, route
+
+    async def _send_error(self, status: int, reason: str) -> None:
+        await send_error(self._client, self._conn, status, reason)

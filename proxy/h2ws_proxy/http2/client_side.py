@@ -1,4 +1,4 @@
-"""An ordinary request's HTTP/2 stream as the exchange's client side.
+"""An ordinary request's HTTP/2 stream as the exchange's client side (and the relay's front).
 
 Rules: the answer's head, body and end go through the session on the stream's id; a stream
 that broke (reset, connection lost) raises trio's ``BrokenResourceError``, which the
@@ -12,20 +12,31 @@ from collections.abc import Callable
 
 import trio
 
+from h2ws_proxy.errors import ProxyError
 from h2ws_proxy.http2.session import StreamUnusable
 from h2ws_proxy.http2.stream import BODY_READ_SIZE, H2Stream
 
 
 class H2ClientSide:
-    """An ordinary request's HTTP/2 stream as the exchange's :class:`ClientSide`."""
+    """An ordinary request's HTTP/2 stream as the request relay's :class:`RequestFront`."""
 
     for_h2 = True
     watches_disconnect = False
 
-    def __init__(self, stream: H2Stream) -> None:
+    def __init__(self, stream: H2Stream, refuse: Callable[[int, ProxyError], None]) -> None:
         self._stream = stream
         self._session = stream.session
         self._connection = stream.connection
+        self._refuse = refuse
+        #: A reset cancels the exchange's own scope.
+        self.on_start = stream.adopt_scope
+
+    async def refuse(self, error: ProxyError) -> None:
+        self._refuse(self._stream.stream_id, error)
+        self._stream.mark_ended_locally()
+
+    async def cut_short(self) -> None:
+        pass  # the front end resets the stream as it ends it (stream_tasks)
 
     async def receive_body(self) -> bytes:
         # Credit for each chunk goes back on the next call, after the exchange wrote it on.

@@ -4,9 +4,11 @@ Rules:
 
 * Each stream's task runs inside the stream's own cancel scope (``H2Stream.scope``)
   for its whole life, the backend dial included, so a client reset cancels either at once.
-* The answer the client sees is decided here: the backend's 101 becomes our 200 (then the
-  tunnel runs), any other answer goes back as it came (status, headers, body), and a
-  proxy-side failure becomes a short status from :class:`~h2ws_proxy.errors.ProxyError`.
+* The relays (:mod:`~h2ws_proxy.relay.websocket_relay`, :mod:`~h2ws_proxy.relay.request_relay`)
+  decide what the client sees; :class:`H2TunnelFront` and
+  :class:`~h2ws_proxy.http2.client_side.H2ClientSide` say it in HTTP/2: the backend's 101
+  becomes our 200 HEADERS, any other answer goes back as it came (status, headers, body),
+  and a proxy-side failure becomes the registry's short answer.
 * How a stream ends decides whether it is reset: never after a tunnel that ended cleanly
   both ways (browsers stop using WebSocket over HTTP/2 for the origin after such resets);
   CANCEL, CONNECT_ERROR or INTERNAL_ERROR after one cut short; NO_ERROR once our side is
@@ -21,11 +23,9 @@ from collections.abc import Callable
 
 import trio
 
-from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
 from h2ws_proxy.config import Limits, RouteConfig
 from h2ws_proxy.errors import BackendRejected, ProxyError
-from h2ws_proxy.http.backend_handshake import build_backend_upgrade, new_websocket_key
-from h2ws_proxy.http.handshake import WebSocketRequest, h2_success_headers
+from h2ws_proxy.http.handshake import BackendAccepted, WebSocketRequest, h2_success_headers
 from h2ws_proxy.http.message import HttpRequest
 from h2ws_proxy.http2.client_side import H2ClientSide
 from h2ws_proxy.http2.client_writer import ClientWriter
@@ -33,16 +33,84 @@ from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.session import ErrorCode, StreamUnusable
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
-from h2ws_proxy.relay.exchange import forward_exchange
-from h2ws_proxy.relay.exchange_contract import ExchangeAborted, ExchangeResult
+from h2ws_proxy.relay.exchange_contract import ExchangeResult
 from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import RelayRecord
-from h2ws_proxy.relay.tunnel import run_tunnel
+from h2ws_proxy.relay.request_relay import relay_request
+from h2ws_proxy.relay.websocket_relay import open_tunnel, opened_tunnel
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 
 #: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
 _NO_LENGTH_STATUSES = frozenset({204, 304})
+
+
+class H2TunnelFront:
+    """One extended CONNECT stream as the tunnel relay's :class:`TunnelFront`.
+
+    Answers go through the session, synchronously: success is a ``:status 200`` HEADERS
+    (RFC 8441 §5), a refusal the registry's short answer.
+    """
+
+    __slots__ = ("_tasks", "answer_stream", "pushable", "scope", "stream", "tunnel_client")
+
+    open_status = 200
+
+    def __init__(self, tasks: StreamTasks, stream: H2Stream) -> None:
+        self._tasks = tasks
+        self.stream = stream
+        self.scope = stream.scope
+        self.answer_stream = self.tunnel_client = self.pushable = stream
+
+    async def refuse(self, error: ProxyError) -> None:
+        # Synchronous, with no checkpoint: after a dial's timeout the stream's scope
+        # stays cancelled.
+        stream = self.stream
+        stream.phase = StreamPhase.ANSWERED
+        self._tasks.refuse(stream.stream_id, error)
+        stream.mark_ended_locally()
+
+    async def relay_rejection(self, rejection: BackendRejected) -> None:
+        """Pass the backend's non-101 answer back as it came (status, headers, body)."""
+        stream = self.stream
+        stream.phase = StreamPhase.ANSWERED
+        headers = [(b":status", str(rejection.status).encode()), *rejection.headers]
+        if rejection.status not in _NO_LENGTH_STATUSES:
+            headers.append((b"content-length", str(len(rejection.body)).encode()))
+        try:
+            self._tasks.session.send_headers(
+                stream.stream_id, headers, end_stream=not rejection.body
+            )
+        except StreamUnusable:
+            return
+        if not rejection.body:
+            stream.mark_ended_locally()
+        else:
+            # The client's window decides how fast the body goes; a client that never
+            # opens it does not keep the stream forever.
+            with trio.move_on_after(self._tasks.limits.handshake_timeout_s):
+                try:
+                    await stream.send_all(rejection.body)
+                    await stream.send_eof()
+                except STREAM_GONE:
+                    return
+
+    def answer_upgrade(self, accepted: BackendAccepted, record: RelayRecord) -> bytes | None:
+        stream = self.stream
+        try:
+            self._tasks.session.send_headers(stream.stream_id, h2_success_headers(accepted))
+        except StreamUnusable as error:
+            # The client reset the stream while the backend was answering.
+            record.error = str(error)
+            return None
+        stream.phase = StreamPhase.OPEN
+        return b""
+
+    def client_leftover(self) -> bytes:
+        return b""  # DATA before our 200 is refused (stream_registry)
+
+    def backend_poller(self) -> BackendPoller | None:
+        return self._tasks.backend_poller()
 
 
 class StreamTasks:
@@ -63,9 +131,11 @@ class StreamTasks:
         self._writer = writer
         self._server = server
         self._info = info
-        self._limits: Limits = server.config.limits
-        self._refuse = refuse
-        self._backend_poller = backend_poller
+        self.limits: Limits = server.config.limits
+        #: Answers a stream with a ProxyError's status (the registry's refusal).
+        self.refuse = refuse
+        #: The connection's backend poller, once it has one.
+        self.backend_poller = backend_poller
         self._on_done = on_done
 
     # ---- one tunnel ----
@@ -81,98 +151,26 @@ class StreamTasks:
             route=route.path,
             backend=str(route.backend),
         )
+        front = H2TunnelFront(self, stream)
         try:
             # One scope for the stream's whole life: the dial's deadlines, then the
             # tunnel's timers (run_tunnel keeps them on it rather than entering its own).
             with stream.scope:
-                upgraded = await self._open_tunnel(stream, request, route, record)
+                upgraded = await open_tunnel(
+                    front, request, route, record, self._server, self._info.address
+                )
                 if upgraded is None:
                     return
                 # This frame lives as long as the tunnel: keep no handshake objects alive
-                # in it.
-                backend, leftover = upgraded.stream, upgraded.leftover
-                del upgraded, request
+                # in it (nor the front: the run holds what it needs).
+                tunnel = opened_tunnel(
+                    front, upgraded.stream, upgraded.leftover, record, self.limits
+                )
+                del upgraded, request, front
                 with self._server.stats.count_tunnel():
-                    await run_tunnel(
-                        stream,
-                        backend,
-                        backend_leftover=leftover,
-                        idle_timeout_s=self._limits.idle_timeout_s,
-                        half_closed_timeout_s=self._limits.half_closed_timeout_s,
-                        stats=record.stats,
-                        scope=stream.scope,
-                        poller=self._backend_poller(),
-                        pushable=stream,
-                    )
+                    await tunnel
         finally:
             self._finish_tunnel(stream, record)
-
-    async def _open_tunnel(
-        self,
-        stream: H2Stream,
-        request: WebSocketRequest,
-        route: RouteConfig,
-        record: RelayRecord,
-    ) -> BackendUpgraded | None:
-        """Dial and upgrade the backend, answer the client; the upgraded backend, or None.
-
-        Runs inside ``stream.scope``, which holds the dial's deadlines.
-        """
-        key = new_websocket_key()
-        try:
-            upgrade = build_backend_upgrade(request, route, key, self._info.address)
-            upgraded = await connect_and_upgrade(
-                route.backend,
-                upgrade,
-                key,
-                request,
-                self._limits,
-                self._server.connect_backend,
-                scope=stream.scope,
-            )
-        except BackendRejected as rejection:
-            record.status = rejection.status
-            stream.phase = StreamPhase.ANSWERED
-            await self._relay_rejection(stream, rejection)
-            return None
-        except ProxyError as error:
-            record.status, record.error = error.status_hint, error.message
-            stream.phase = StreamPhase.ANSWERED
-            self._refuse(stream.stream_id, error)
-            stream.mark_ended_locally()
-            return None
-        try:
-            self.session.send_headers(stream.stream_id, h2_success_headers(upgraded.accepted))
-        except StreamUnusable as error:
-            # The client reset the stream while the backend was answering.
-            record.error = str(error)
-            await trio.aclose_forcefully(upgraded.stream)
-            return None
-        record.status = 200
-        stream.phase = StreamPhase.OPEN
-        record.opened = True
-        return upgraded
-
-    async def _relay_rejection(self, stream: H2Stream, rejection: BackendRejected) -> None:
-        """Pass the backend's non-101 answer back as it came (status, headers, body)."""
-        headers = [(b":status", str(rejection.status).encode()), *rejection.headers]
-        if rejection.status not in _NO_LENGTH_STATUSES:
-            headers.append((b"content-length", str(len(rejection.body)).encode()))
-        try:
-            self.session.send_headers(stream.stream_id, headers, end_stream=not rejection.body)
-        except StreamUnusable:
-            return
-        if not rejection.body:
-            stream.mark_ended_locally()
-        else:
-            # The client's window decides how fast the body goes; a client that never
-            # opens it does not keep the stream forever.
-            with trio.move_on_after(self._limits.handshake_timeout_s):
-                try:
-                    await stream.send_all(rejection.body)
-                    await stream.send_eof()
-                except STREAM_GONE:
-                    return
 
     def _finish_tunnel(self, stream: H2Stream, record: RelayRecord) -> None:
         """Reset the stream unless it ended cleanly, return its credit, forget it, log it."""
@@ -215,49 +213,22 @@ class StreamTasks:
         result = ExchangeResult()
         try:
             with self._server.stats.count_request():
-                await self._forward(stream, request, route, record, result)
+                await relay_request(
+                    H2ClientSide(stream, self.refuse),
+                    request,
+                    route,
+                    record,
+                    result,
+                    self._server,
+                    self._info.address,
+                )
         finally:
             self._finish_exchange(stream, record, result)
-
-    async def _forward(
-        self,
-        stream: H2Stream,
-        request: HttpRequest,
-        route: RouteConfig,
-        record: RelayRecord,
-        result: ExchangeResult,
-    ) -> None:
-        try:
-            await forward_exchange(
-                request,
-                route,
-                H2ClientSide(stream),
-                self._server.pool,
-                self._limits,
-                self._info.address,
-                record.stats,
-                result,
-                on_start=stream.adopt_scope,  # a reset cancels the exchange's own scope
-            )
-        except ProxyError as error:
-            # Nothing of the answer went out yet: answer the error ourselves.
-            record.status, record.error = error.status_hint, error.message
-            self._refuse(stream.stream_id, error)
-            stream.mark_ended_locally()
-            return
-        except ExchangeAborted as abort:
-            record.error = abort.reason
-            record.stats.end = abort.end
-            return
-        if not result.cancelled:
-            record.stats.end = RelayEnd.CLEAN
 
     def _finish_exchange(
         self, stream: H2Stream, record: RelayRecord, result: ExchangeResult
     ) -> None:
         """Reset what did not end cleanly, return credit, forget the stream, log it."""
-        record.status = record.status or result.status
-        record.opened = result.head_sent
         if stream.reset_by_peer:
             record.stats.end = RelayEnd.CLIENT_ABORTED
         elif record.stats.end is RelayEnd.CANCELLED and result.head_sent and stream.local_ended:

@@ -1,0 +1,68 @@
+"""An ordinary request's forwarding, once for every front end (each a :class:`RequestFront`).
+
+Rules:
+
+* The front end has parsed and routed the request and counts it in the server's stats;
+  :func:`relay_request` forwards it (``forward_exchange``) with the front end as its client
+  side and fills the record: a proxy-side failure before any answer is refused with its
+  status, an answer cut short is recorded with how it ended (and the front end cuts it
+  short at once if its protocol must), a finished exchange is clean unless its scope was
+  cancelled.
+* Whatever happens, the record's status and ``opened`` are final when it returns; how the
+  stream or connection ends, and the log line, stay the front end's.
+"""
+
+from __future__ import annotations
+
+from h2ws_proxy.config import RouteConfig
+from h2ws_proxy.errors import ProxyError
+from h2ws_proxy.http.message import HttpRequest
+from h2ws_proxy.relay.context import ServerContext
+from h2ws_proxy.relay.exchange import forward_exchange
+from h2ws_proxy.relay.exchange_contract import ExchangeAborted, ExchangeResult
+from h2ws_proxy.relay.front_side import RequestFront, refuse
+from h2ws_proxy.relay.outcome import RelayEnd
+from h2ws_proxy.relay.record import RelayRecord
+
+
+async def relay_request(
+    front: RequestFront,
+    request: HttpRequest,
+    route: RouteConfig,
+    record: RelayRecord,
+    result: ExchangeResult,
+    server: ServerContext,
+    client_address: str | None,
+) -> bool:
+    """Forward ``request`` and relay its answer; True if the exchange ran to its end.
+
+    False after a refusal or an answer cut short; ``result`` and ``record`` say more.
+    """
+    try:
+        try:
+            await forward_exchange(
+                request,
+                route,
+                front,
+                server.pool,
+                server.config.limits,
+                client_address,
+                record.stats,
+                result,
+                on_start=front.on_start,
+            )
+        except ProxyError as error:
+            # Nothing of the answer went out yet: answer the error ourselves.
+            await refuse(front, record, error)
+            return False
+        except ExchangeAborted as abort:
+            record.error = abort.reason
+            record.stats.end = abort.end
+            await front.cut_short()
+            return False
+        if not result.cancelled:
+            record.stats.end = RelayEnd.CLEAN
+        return True
+    finally:
+        record.status = record.status or result.status
+        record.opened = result.head_sent

@@ -1,0 +1,106 @@
+"""A WebSocket tunnel's setup and run, once for every front end (each a :class:`TunnelFront`).
+
+Rules:
+
+* :func:`open_tunnel` dials and upgrades the backend with a fresh key, then answers the
+  client: the backend's 101 becomes the front end's own success answer, any other answer
+  goes back as it came, and a proxy-side failure becomes a short status from
+  :class:`~h2ws_proxy.errors.ProxyError`. It fills the record's status and error.
+* :func:`opened_tunnel` is the opened tunnel's run (``run_tunnel`` with the front end's
+  client stream, leftover bytes and capabilities); the record's stats say how it ended.
+* The front end calls the two in turn, awaits the run inside ``count_tunnel()``, and keeps
+  no handshake objects alive meanwhile: its frame lives as long as the tunnel. How the
+  client's stream or connection ends, and the record's log line, stay the front end's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+import trio
+
+from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
+from h2ws_proxy.config import Limits, RouteConfig
+from h2ws_proxy.errors import BackendRejected, ProxyError
+from h2ws_proxy.http.backend_handshake import build_backend_upgrade, new_websocket_key
+from h2ws_proxy.http.handshake import WebSocketRequest
+from h2ws_proxy.relay.context import ServerContext
+from h2ws_proxy.relay.front_side import TunnelFront, refuse
+from h2ws_proxy.relay.outcome import RelayStats
+from h2ws_proxy.relay.record import RelayRecord
+from h2ws_proxy.relay.tunnel import run_tunnel
+from h2ws_proxy.transport.errors import STREAM_GONE
+
+
+async def open_tunnel(
+    front: TunnelFront,
+    request: WebSocketRequest,
+    route: RouteConfig,
+    record: RelayRecord,
+    server: ServerContext,
+    client_address: str | None,
+) -> BackendUpgraded | None:
+    """Dial and upgrade the backend, answer the client; the upgraded backend, or None.
+
+    None when the client got a refusal or the backend's own answer, or is gone (then the
+    backend is closed already). With an upgraded backend, :func:`opened_tunnel` is next.
+    """
+    key = new_websocket_key()
+    try:
+        upgrade = build_backend_upgrade(request, route, key, client_address)
+        upgraded = await connect_and_upgrade(
+            route.backend,
+            upgrade,
+            key,
+            request,
+            server.config.limits,
+            server.connect_backend,
+            scope=front.scope,
+        )
+    except BackendRejected as rejection:
+        record.status = rejection.status
+        await front.relay_rejection(rejection)
+        return None
+    except ProxyError as error:
+        await refuse(front, record, error)
+        return None
+    answer = front.answer_upgrade(upgraded.accepted, record)
+    if answer:
+        try:
+            await front.answer_stream.send_all(answer)
+        except STREAM_GONE:
+            answer = None
+    if answer is None:
+        # The client left while the backend was answering.
+        await trio.aclose_forcefully(upgraded.stream)
+        return None
+    record.status, record.opened = front.open_status, True
+    return upgraded
+
+
+def opened_tunnel(
+    front: TunnelFront,
+    backend: trio.abc.HalfCloseableStream,
+    backend_leftover: bytes,
+    record: RelayRecord,
+    limits: Limits,
+) -> Awaitable[RelayStats]:
+    """The run of the tunnel :func:`open_tunnel` opened: await it inside
+    ``server.stats.count_tunnel()``. It always closes ``backend``; ``record.stats`` say how
+    it ended, from which the front end ends the client's side.
+
+    Sync, and it returns ``run_tunnel``'s own coroutine: no frame of its own stays alive
+    for the tunnel's life (idle memory per tunnel, bench/README.md).
+    """
+    return run_tunnel(
+        front.tunnel_client,
+        backend,
+        client_leftover=front.client_leftover(),
+        backend_leftover=backend_leftover,
+        idle_timeout_s=limits.idle_timeout_s,
+        half_closed_timeout_s=limits.half_closed_timeout_s,
+        stats=record.stats,
+        scope=front.scope,
+        poller=front.backend_poller(),
+        pushable=front.pushable,
+    )
