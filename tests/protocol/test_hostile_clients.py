@@ -109,17 +109,27 @@ async def read_frames_until(
         buffer += data
 
 
+@pytest.mark.parametrize("ends", [False, True], ids=["open", "end_stream"])
 @pytest.mark.parametrize("headers", MALFORMED.values(), ids=MALFORMED.keys())
 async def test_malformed_request_reaches_no_backend_and_fails_its_stream(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, headers: list[Header]
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    headers: list[Header],
+    ends: bool,
 ) -> None:
+    """RFC 9113 §8.1.1: a malformed request is a stream error, RST_STREAM(PROTOCOL_ERROR);
+    the 400 that may go first must not end the stream, or no reset could follow (a GET's
+    HEADERS carry END_STREAM: its client has nothing more to send)."""
     net = MemoryNet(nursery, recording_backend)
     client = await raw_client(nursery, net)
     block = hpack.Encoder().encode(headers)
-    await client.send_all(frame(HEADERS, END_HEADERS, 1, block))
+    await client.send_all(frame(HEADERS, END_HEADERS | (END_STREAM if ends else 0), 1, block))
     frames = await read_frames_until(client, {RST_STREAM, GOAWAY})
     kinds = [(kind, stream_id) for kind, _, stream_id, _ in frames]
     assert (RST_STREAM, 1) in kinds, kinds  # a stream error, not a connection error
+    answer = [flags for kind, flags, sid, _ in frames if sid == 1 and kind != RST_STREAM]
+    assert answer  # the 400 went first
+    assert not any(flags & END_STREAM for flags in answer)  # and left the stream open
     reset = next(payload for kind, _, sid, payload in frames if kind == RST_STREAM and sid == 1)
     assert int.from_bytes(reset, "big") == PROTOCOL_ERROR
     assert (GOAWAY, 0) not in kinds

@@ -148,9 +148,17 @@ class ProxySession(H2Session):
             self.on_output()
 
     def respond(
-        self, stream_id: int, status: int, reason: str, extra: tuple[Header, ...] = ()
+        self,
+        stream_id: int,
+        status: int,
+        reason: str,
+        extra: tuple[Header, ...] = (),
+        *,
+        end_stream: bool = True,
     ) -> None:
-        """A complete short answer: ``reason`` as text (dropped if the window cannot take it)."""
+        """A complete short answer: ``reason`` as text (dropped if the window cannot take
+        it). ``end_stream=False`` leaves the stream open for the caller's RST_STREAM (a
+        stream error answered first, RFC 9113 §8.1.1)."""
         body = (reason + "\n").encode("utf-8", "replace")
         if len(body) > min(self.local_window(stream_id), _MAX_ERROR_BODY):
             body = b""
@@ -161,9 +169,9 @@ class ProxySession(H2Session):
             *extra,
         ]
         try:
-            self.send_headers(stream_id, headers, end_stream=not body)
+            self.send_headers(stream_id, headers, end_stream=end_stream and not body)
             if body:
-                self.send_data(stream_id, body, end_stream=True)
+                self.send_data(stream_id, body, end_stream=end_stream)
         except SessionUsageError:
             pass
 

@@ -49,16 +49,20 @@ class StreamRegistry:
         """Answer ``error``'s status. The answer ends our side; the client ends its own.
 
         RFC 9113 §8.1 allows RST_STREAM(NO_ERROR) after it; none is sent (a reset after an
-        answer is noise a browser may count against WebSocket over HTTP/2), except for a
-        malformed request, which RFC 9113 §8.1.1 makes a stream error (PROTOCOL_ERROR).
+        answer is noise a browser may count against WebSocket over HTTP/2). A malformed
+        request is a stream error (RFC 9113 §8.1.1): its answer leaves the stream open and
+        RST_STREAM(PROTOCOL_ERROR) follows, whether or not the client had ended its side.
         Late DATA on such a stream is acknowledged and dropped.
         """
+        malformed = isinstance(error, ClientProtocolError) and error.stream_error
         extra = error.extra_headers if isinstance(error, ClientProtocolError) else ()
-        self.session.respond(stream_id, error.status_hint, error.message, extra)
+        self.session.respond(
+            stream_id, error.status_hint, error.message, extra, end_stream=not malformed
+        )
         self._log(
             "h2.request_refused", stream=stream_id, status=error.status_hint, reason=error.message
         )
-        if isinstance(error, ClientProtocolError) and error.stream_error:
+        if malformed:
             self.session.reset(stream_id, ErrorCode.PROTOCOL_ERROR)  # RFC 9113 §8.1.1
             self._count_reset()  # a flood of malformed (or empty) HEADERS spends the budget
 
