@@ -180,6 +180,14 @@ def justified_divergence(
         again = [(w.RST_STREAM, spec.stream_id, 5)]
         if theirs.events == [] and theirs.sent == [*ours.sent, *again]:
             return True
+    closed = [
+        e for e in raw if isinstance(e, ConnectionFailed) and e.reason.endswith("closed stream")
+    ]
+    if closed and ours.error == 5 and theirs.error is None and spec.kind in ("data", "headers"):
+        # RFC 9113 §5.1 "closed": a frame after the peer's END_STREAM, on a stream closed both
+        # ways, is a connection error STREAM_CLOSED (h2spec 5.1/12); h2 makes it a connection
+        # error or a stream error depending on which side ended last.
+        return ours.events == [] and ours.sent[-1][0] == w.GOAWAY
     if ours.error == 6 and theirs.error is not None and len(wire) > 9 + 16384:
         # RFC 9113 §4.2: a frame over our SETTINGS_MAX_FRAME_SIZE is a FRAME_SIZE_ERROR, and
         # we refuse it from its 9-byte header, before any other check; h2 checks others first.
@@ -228,11 +236,6 @@ def justified_divergence(
         fields = theirs.events[0][2]
         pseudo = any(name[:1] == b":" for name, _ in fields)
         return pseudo and ours.sent == [(w.RST_STREAM, spec.stream_id, 1)]
-    if theirs.error == 5 and ours.error is None and message.startswith("StreamClosedError"):
-        # RFC 9113 §5.1 "closed", §6.1, §6.2: a frame on a stream closed by END_STREAM both
-        # ways MAY be a connection error; we make it a stream error STREAM_CLOSED (one
-        # stream, not the connection), h2 a connection error.
-        return ours.sent[-1:] == [(w.RST_STREAM, spec.stream_id, 5)]
     our_resets = [e for e in raw if isinstance(e, StreamReset) and not e.remote]
     if theirs.error == 1 and ours.error is None and our_resets:
         if "may not depend on itself" in message:

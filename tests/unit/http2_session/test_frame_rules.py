@@ -167,6 +167,21 @@ def test_half_closed_remote_refuses_data_and_headers() -> None:
         assert_stream_error(session, late, 1, E.STREAM_CLOSED)
 
 
+def test_after_end_stream_both_ways_data_and_headers_are_a_connection_error() -> None:
+    """RFC 9113 §5.1 "closed": after the peer's END_STREAM, any frame but WINDOW_UPDATE,
+    PRIORITY and RST_STREAM is a connection error STREAM_CLOSED (h2spec 5.1/12)."""
+    for late in (w.data(1, b"x"), w.headers(1, b"\x88", end_stream=True)):
+        session = w.server()
+        session.receive_data(w.headers(1, w.block(w.REQUEST), end_stream=True))
+        session.send_headers(1, [(b":status", b"200")], end_stream=True)
+        session.take_outbound()
+        assert session.receive_data(w.window_update(1, 1) + w.priority(1, 3)) == []
+        events = session.receive_data(late)
+        assert [type(event) for event in events] == [ConnectionFailed]
+        assert events[0].error_code == E.STREAM_CLOSED
+        assert w.summary(session.take_outbound())[-1][:1] == (w.GOAWAY,)
+
+
 def test_after_our_reset_frames_are_ignored_but_data_still_counts() -> None:
     session = w.server()
     session.receive_data(OPEN_1)

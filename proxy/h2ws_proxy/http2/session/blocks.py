@@ -16,8 +16,9 @@ Rules (RFC 9113):
   PROTOCOL_ERROR (§5.3.1). A list over our MAX_HEADER_LIST_SIZE opens the stream with
   ``RequestReceived.oversized`` (the proxy answers 431); over it in a trailer or response
   section the stream is reset with CANCEL.
-* HEADERS on a half-closed (remote) stream, or on a closed one not reset by us: stream
-  STREAM_CLOSED (§5.1); after our RST_STREAM: ignored; on an id below the highest that was
+* HEADERS on a half-closed (remote) stream, or on one closed by the peer's RST_STREAM:
+  stream STREAM_CLOSED; on one closed by END_STREAM both ways: connection STREAM_CLOSED
+  (§5.1 "closed"); after our RST_STREAM: ignored; on an id below the highest that was
   never opened (or is forgotten): connection PROTOCOL_ERROR (§5.1.1).
 * A second head on a stream is a trailer section: it must carry END_STREAM and no
   pseudo-header, else a stream PROTOCOL_ERROR (§8.1). Client role: 1xx heads come before
@@ -129,6 +130,8 @@ class HeaderBlocks(SessionCore):
         how = self._closed_streams.how(stream_id)
         if how is ClosedBy.LOCAL_RESET or self._ignored_after_goaway(stream_id):
             return
+        if how is ClosedBy.END_STREAM:  # §5.1 "closed": after the peer's END_STREAM
+            raise ConnectionFault(ErrorCode.STREAM_CLOSED, "HEADERS on a closed stream")
         if how is None and self._server:  # §5.1.1: a lower id never opened
             raise ConnectionFault(ErrorCode.PROTOCOL_ERROR, "stream id not increasing")
         raise StreamFault(stream_id, ErrorCode.STREAM_CLOSED)

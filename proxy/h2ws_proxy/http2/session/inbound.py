@@ -12,9 +12,10 @@ Rules (RFC 9113), beyond the per-type frame checks of :mod:`.frames`:
   else is a connection PROTOCOL_ERROR.
 * Client role: DATA before the final response head is a stream PROTOCOL_ERROR (§8.1).
 * DATA, HEADERS, RST_STREAM, WINDOW_UPDATE on an idle stream: connection PROTOCOL_ERROR
-  (§5.1). DATA or HEADERS on a half-closed (remote) stream, or on a closed stream not
-  reset by us: stream STREAM_CLOSED (§5.1, §6.1). After our RST_STREAM, everything on
-  that stream is ignored. WINDOW_UPDATE, RST_STREAM and PRIORITY on closed streams are
+  (§5.1). DATA or HEADERS on a half-closed (remote) stream, or on a stream the peer
+  reset: stream STREAM_CLOSED (§5.1, §6.1); on a stream closed by END_STREAM both ways:
+  connection STREAM_CLOSED (§5.1 "closed"). After our RST_STREAM, everything on that
+  stream is ignored. WINDOW_UPDATE, RST_STREAM and PRIORITY on closed streams are
   ignored.
 * A stream error on an idle stream (PRIORITY depending on itself or of a bad length) is
   made a connection error of the same code: RST_STREAM must not name an idle stream (§6.4).
@@ -203,6 +204,10 @@ class Receiver(HeaderBlocks):
                 return
             if stream is None and self._ignored_after_goaway(stream_id):
                 return
+            if stream is None and self._closed_streams.how(stream_id) is ClosedBy.END_STREAM:
+                # §5.1 "closed": any frame after the peer's END_STREAM (bar WINDOW_UPDATE,
+                # PRIORITY, RST_STREAM) is a connection error.
+                raise ConnectionFault(ErrorCode.STREAM_CLOSED, "DATA on a closed stream")
             code = ErrorCode.STREAM_CLOSED
             if stream is not None and stream.receiving:
                 code = ErrorCode.FLOW_CONTROL_ERROR

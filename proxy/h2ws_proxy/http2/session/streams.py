@@ -12,8 +12,9 @@ Rules:
 * A closed stream leaves the table at once. :class:`ClosedStreams` remembers how the last
   :data:`CLOSED_MEMORY` of them closed, which decides what a late frame means (§5.1
   "closed"): after *our* RST_STREAM every frame is ignored (DATA still counts against the
-  connection window); after the peer's RST_STREAM or END_STREAM both ways, DATA and
-  HEADERS are a stream error STREAM_CLOSED and the rest is ignored. A stream forgotten
+  connection window); after the peer's RST_STREAM, DATA and HEADERS are a stream error
+  STREAM_CLOSED, after END_STREAM both ways a connection error STREAM_CLOSED, and the rest
+  is ignored. A stream forgotten
   from this memory is one never opened below the highest id (§5.1.1 closed it): DATA on
   it is a stream error STREAM_CLOSED, HEADERS a connection PROTOCOL_ERROR (ids must grow).
   The RFC lets an endpoint limit how long it ignores frames after a reset.
