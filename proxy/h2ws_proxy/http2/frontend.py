@@ -175,7 +175,9 @@ class H2Frontend:
                 await writer.done.wait()
                 if not writer.client_gone:
                     # Don't let a reset eat our GOAWAY (see lingering.py).
-                    await linger_before_close(self._client, half_close=False)
+                    # Our side ends first (FIN), so a client that is told to go (a GOAWAY
+                    # for a connection error, RFC 9113 §5.4.1) sees the close at once.
+                    await linger_before_close(self._client, half_close=True)
             nursery.cancel_scope.cancel()
 
     async def _read_loop(self) -> None:
@@ -328,9 +330,12 @@ class H2Frontend:
             last_stream=event.last_stream_id,
         )
         self._closing = True
-        if event.error_code != ErrorCode.NO_ERROR:
+        code = event.error_code
+        if isinstance(code, ErrorCode) and code is not ErrorCode.NO_ERROR:
             self._read_scope.cancel()  # the client is aborting: end everything now
         else:
+            # NO_ERROR, or a code we do not know, which must not trigger anything special
+            # (RFC 9113 §7): open streams finish, then the connection closes.
             self._end_if_idle()
 
     def _on_request(self, event: RequestReceived) -> None:

@@ -12,6 +12,7 @@ from typing import Protocol
 import trio
 
 from h2ws_proxy.transport.errors import STREAM_GONE
+from h2ws_proxy.transport.tls_stream import LeanTLSStream
 
 LINGER_S = 2.0
 LINGER_MAX_BYTES = 256 * 1024
@@ -25,12 +26,15 @@ class Drainable(Protocol):
 
 
 async def linger_before_close(stream: Drainable, *, half_close: bool) -> None:
-    """Drain ``stream`` until EOF or the time/byte bound; with ``half_close``, send our EOF
-    first where the stream can (not over TLS)."""
+    """Drain ``stream`` until EOF or the time/byte bound; with ``half_close``, end our side
+    first where the stream can (a FIN; over TLS close_notify then a FIN), so the peer sees
+    the close at once while we still read."""
     budget = LINGER_MAX_BYTES
     try:
         if half_close and isinstance(stream, trio.abc.HalfCloseableStream):
             await stream.send_eof()
+        elif half_close and isinstance(stream, LeanTLSStream):
+            stream.end_now()
         with trio.move_on_after(LINGER_S):
             while budget > 0:
                 data = await stream.receive_some(_READ_SIZE)

@@ -214,6 +214,17 @@ class LeanTLSStream(trio.abc.Stream):
         self._check_open()
         await trio.lowlevel.wait_writable(self._tls)
 
+    def end_now(self) -> None:
+        """Our side is done: close_notify if the socket takes it at once, then a FIN. What
+        the peer still sends can only be drained after it (read as raw bytes, as lingering
+        does); nothing more can be sent."""
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        with contextlib.suppress(OSError, ValueError):
+            self._tls.unwrap()
+        with contextlib.suppress(OSError):
+            self._tls.shutdown(socket.SHUT_WR)  # and reads from here on are the raw socket's
+
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
