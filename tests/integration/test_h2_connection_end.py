@@ -1,5 +1,7 @@
 """How an HTTP/2 connection ends, over real sockets (h2c and TLS), byte for byte.
 
+RFC 9113 §3.4: bytes that are not the client preface where one is due are a connection error
+PROTOCOL_ERROR (on a listener serving HTTP/1.1 too, only bytes that open like the preface).
 RFC 9113 §5.4.1: after the GOAWAY for a connection error the TCP connection MUST be closed;
 the proxy ends its side (a FIN; over TLS close_notify, then a FIN) as soon as the GOAWAY
 went out, and only then drains what the client still sends (lingering). RFC 9113 §6.8, §7:
@@ -11,6 +13,7 @@ stream open, closes the connection at once. The bounds below are on the order of
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import struct
 
 import pytest
@@ -99,3 +102,75 @@ async def test_a_clients_goaway_with_nothing_open_closes_at_once(
     with trio.fail_after(CLOSE_WITHIN_S):
         frames = await frames_until_close(client)
     assert all(kind in (SETTINGS, PING, 0x8) for kind, _, _ in frames), frames
+
+
+PROTOCOL_ERROR = 0x1
+
+
+async def start_serving(
+    start_proxy: StartProxy, protocols: tuple[str, ...], tls: TLSConfig | None = None
+) -> SocketAddress:
+    config = make_config(("/", "http://127.0.0.1:9"), tls=tls)
+    listener = dataclasses.replace(config.listeners[0], protocols=protocols)
+    return await start_proxy(dataclasses.replace(config, listeners=(listener,)))
+
+
+@pytest.mark.parametrize(
+    ("protocols", "first_bytes"),
+    [
+        (("h2", "http/1.1"), b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"),  # opens like it
+        (("h2",), b"INVALID CONNECTION PREFACE\r\n\r\n"),  # h2spec 3.5/2
+        (("h2",), b"GET / HTTP/1.1\r\nhost: proxy.test\r\n\r\n"),
+    ],
+    ids=["mixed-broken-preface", "h2-only-garbage", "h2-only-http11"],
+)
+async def test_an_invalid_preface_gets_goaway_then_close(
+    start_proxy: StartProxy, protocols: tuple[str, ...], first_bytes: bytes
+) -> None:
+    address = await start_serving(start_proxy, protocols)
+    client = await trio.open_tcp_stream(address.host, address.port)
+    await client.send_all(first_bytes)
+    with trio.fail_after(CLOSE_WITHIN_S):
+        frames = await frames_until_close(client)
+    assert [(kind, sid) for kind, sid, _ in frames] == [(GOAWAY, 0)]
+    assert struct.unpack(">LL", frames[0][2][:8]) == (0, PROTOCOL_ERROR)
+
+
+async def test_a_listener_without_h2_takes_the_preface_as_http11(
+    start_proxy: StartProxy,
+) -> None:
+    address = await start_serving(start_proxy, ("http/1.1",))
+    client = await trio.open_tcp_stream(address.host, address.port)
+    await client.send_all(PREFACE + EMPTY_SETTINGS)
+    answer = b""
+    with trio.fail_after(10):
+        while data := await client.receive_some(65536):
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 4")  # h11 refuses the PRI request line
+
+
+@pytest.mark.parametrize(
+    ("served", "offered", "selected"),
+    [
+        (("h2",), ["h2", "http/1.1"], "h2"),
+        (("http/1.1",), ["h2", "http/1.1"], "http/1.1"),
+        (("h2",), ["http/1.1"], None),
+    ],
+)
+async def test_tls_offers_the_listeners_protocols(
+    start_proxy: StartProxy,
+    tls_config: TLSConfig,
+    ca: trustme.CA,
+    served: tuple[str, ...],
+    offered: list[str],
+    selected: str | None,
+) -> None:
+    address = await start_serving(start_proxy, served, tls_config)
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    client = trio.SSLStream(stream, client_ssl_context(ca, offered), server_hostname="localhost")
+    await client.do_handshake()
+    assert client.selected_alpn_protocol() == selected
+    if selected is None:
+        # HTTP/2 over TLS is negotiated (RFC 9113 §3.2): without it, nothing is served.
+        with trio.fail_after(CLOSE_WITHIN_S):
+            assert await frames_until_close(client) == []

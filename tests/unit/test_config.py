@@ -950,3 +950,32 @@ def test_workers_below_a_table_header_get_a_hint(tmp_path: Path, table: str) -> 
 def test_workers_typo_gets_a_suggestion(tmp_path: Path) -> None:
     text = "worker = 2\n" + MINIMAL
     assert load_error(tmp_path, text) == ":1: worker: unknown key; did you mean 'workers'?"
+
+
+@pytest.mark.parametrize(
+    ("written", "parsed"),
+    [
+        (None, ("h2", "http/1.1")),
+        ('["h2"]', ("h2",)),
+        ('["http/1.1"]', ("http/1.1",)),
+        ('["http/1.1", "h2"]', ("http/1.1", "h2")),
+    ],
+)
+def test_listener_protocols(tmp_path: Path, written: str | None, parsed: object) -> None:
+    text = '[[listener]]\nbind = "127.0.0.1:0"\n'
+    text += f"protocols = {written}\n" if written else ""
+    text += '[[route]]\npath = "/"\nbackend = "http://127.0.0.1:1"\n'
+    assert load_config(write(tmp_path, text)).listeners[0].protocols == parsed
+
+
+@pytest.mark.parametrize(
+    ("written", "described"),
+    [('["h3"]', '["h3"]'), ("[]", "[]"), ('["h2", "h2"]', '["h2", "h2"]'), ('"h2"', "a string")],
+)
+def test_listener_protocols_refuses_others(tmp_path: Path, written: str, described: str) -> None:
+    text = f'[[listener]]\nbind = "127.0.0.1:0"\nprotocols = {written}\n'
+    text += '[[route]]\npath = "/"\nbackend = "http://127.0.0.1:1"\n'
+    assert load_error(tmp_path, text) == (
+        f':3: listener[0].protocols: must list "h2", "http/1.1" or both, once each, not '
+        f'{described}; write e.g. protocols = ["h2", "http/1.1"]'
+    )

@@ -55,6 +55,10 @@ class ListenerConfig:
     #: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3): True, False, or "auto" (advertise
     #: only when a route can take WebSockets; see :func:`advertises_connect_protocol`).
     enable_connect_protocol: bool | Literal["auto"] = "auto"
+    #: The protocols served, ALPN names in order of preference: with TLS, what ALPN offers;
+    #: without, "h2" alone serves only HTTP/2 with prior knowledge (anything else is a
+    #: connection error), "http/1.1" alone only HTTP/1.1, both: the preface decides.
+    protocols: tuple[str, ...] = ("h2", "http/1.1")
 
 
 @dataclass(frozen=True, slots=True)

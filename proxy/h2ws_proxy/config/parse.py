@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import re
@@ -81,11 +82,34 @@ _MOVED_TO_LISTENER = {
 
 
 def _parse_listener(table: Table) -> ListenerConfig:
-    table.check_keys(("bind", "tls", "enable_connect_protocol"), hints=_TOP_LEVEL_HINTS)
+    table.check_keys(
+        ("bind", "tls", "enable_connect_protocol", "protocols"), hints=_TOP_LEVEL_HINTS
+    )
     bind = table.address("bind", 'bind = "127.0.0.1:8443"')
     tls_table = table.table("tls")
     tls = None if tls_table is None else _parse_tls(tls_table)
-    return ListenerConfig(bind, tls, _connect_protocol_setting(table))
+    return ListenerConfig(bind, tls, _connect_protocol_setting(table), _protocols(table))
+
+
+#: What a listener can serve, by ALPN name (RFC 7301; "h2" is RFC 9113 §3.2).
+_PROTOCOLS = ("h2", "http/1.1")
+
+
+def _protocols(table: Table) -> tuple[str, ...]:
+    value = table.data.get("protocols", list(_PROTOCOLS))
+    example = 'protocols = ["h2", "http/1.1"]'
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(item, str) and item in _PROTOCOLS for item in value)
+        or len(set(value)) != len(value)
+    ):
+        given = json.dumps(value) if isinstance(value, list) else describe(value)
+        raise table.error(
+            "protocols",
+            f'must list "h2", "http/1.1" or both, once each, not {given}; write e.g. {example}',
+        )
+    return tuple(value)
 
 
 def _connect_protocol_setting(table: Table) -> bool | Literal["auto"]:

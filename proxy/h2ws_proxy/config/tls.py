@@ -26,8 +26,10 @@ def _refuse_password() -> bytes:
     raise ConfigError("the TLS private key is encrypted; give an unencrypted key")
 
 
-def build_server_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
-    """Server context for a TLS listener: the cert/key, ALPN h2 + http/1.1, TLS 1.2 or newer.
+def build_server_ssl_context(
+    tls: TLSConfig, protocols: tuple[str, ...] = ALPN_PROTOCOLS
+) -> ssl.SSLContext:
+    """Server context for a TLS listener: the cert/key, ALPN ``protocols``, TLS 1.2 or newer.
 
     TLS 1.2 gets only the AEAD ECDHE suites and no compression or renegotiation, as
     RFC 9113 §9.2 requires for HTTP/2. Raises :class:`ConfigError` naming both files.
@@ -36,7 +38,7 @@ def build_server_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
-    context.set_alpn_protocols(list(ALPN_PROTOCOLS))
+    context.set_alpn_protocols(list(protocols))
     try:
         context.load_cert_chain(tls.cert, tls.key, password=_refuse_password)
     except (OSError, ssl.SSLError, ConfigError) as exc:

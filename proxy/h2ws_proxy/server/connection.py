@@ -1,11 +1,18 @@
 """Decide which frontend serves a new client connection. No protocol logic lives here.
 
-With TLS, the handshake runs under the client handshake timeout and ALPN decides: ``h2``
-gets the HTTP/2 frontend, anything else (``http/1.1`` or no ALPN) the HTTP/1.1 one.
-Without TLS one port takes both: the first bytes are compared with the HTTP/2 client
-preface (RFC 9113 §3.4) as they arrive; a mismatch means HTTP/1.1 (h11 then judges the
-request head and answers 400 to garbage), and a client that sends nothing in time is
-dropped. The bytes read while sniffing are handed to the chosen frontend.
+The listener's ``protocols`` say what it serves. With TLS, the handshake runs under the
+client handshake timeout and ALPN decides: ``h2`` gets the HTTP/2 frontend, ``http/1.1``
+the HTTP/1.1 one, and no ALPN the HTTP/1.1 one if the listener serves it (RFC 9113 §3.2:
+HTTP/2 over TLS is negotiated), else the connection is closed.
+
+Without TLS, a listener serving both takes both on one port: the first bytes are compared
+with the HTTP/2 client preface (RFC 9113 §3.4) as they arrive; a mismatch means HTTP/1.1
+(h11 then judges the request head and answers 400 to garbage), except that bytes opening
+with the preface's request line (``PRI * HTTP/2.0``, a method RFC 9113 §3.4 reserves) are
+a broken HTTP/2 preface: GOAWAY(PROTOCOL_ERROR), then the connection closes. A listener
+serving ``h2`` alone treats any mismatch so; one serving ``http/1.1`` alone does not
+sniff. A client that sends nothing in time is dropped. The bytes read while sniffing are
+handed to the chosen frontend.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ import trio
 from h2ws_proxy.http1.frontend import H1Frontend
 from h2ws_proxy.http2.frontend import H2Frontend
 from h2ws_proxy.http2.session.frames import PREFACE as CLIENT_PREFACE
+from h2ws_proxy.http2.session.frames import write_goaway
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.transport.capabilities import lean_accepted, tls_of
 from h2ws_proxy.transport.errors import STREAM_GONE
+from h2ws_proxy.transport.lingering import linger_before_close
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +100,17 @@ async def _serve(
         if scope.cancelled_caught:
             log_event(logger, logging.INFO, "tls.handshake_timeout", conn=info.connection_id)
             return
-        if tls_stream.selected_alpn_protocol() == "h2":
+        alpn = tls_stream.selected_alpn_protocol()
+        if alpn == "h2":
             await H2Frontend(tls_stream, server, info).run()
-        else:
+        elif alpn == "http/1.1" or "http/1.1" in info.listener.protocols:
             await H1Frontend(tls_stream, server, info).run()
+        else:
+            log_event(logger, logging.INFO, "tls.no_alpn_h2", conn=info.connection_id)
+        return
+    protocols = info.listener.protocols
+    if "h2" not in protocols:
+        await H1Frontend(stream, server, info).run()
         return
     with trio.move_on_after(timeout_s) as scope:
         is_h2, received = await sniff_h2_preface(stream)
@@ -103,5 +119,23 @@ async def _serve(
         return
     if is_h2:
         await H2Frontend(stream, server, info, initial_data=received).run()
-    elif received:
+    elif not received:
+        return  # closed before a byte
+    elif "http/1.1" not in protocols or received.startswith(_PREFACE_LINE):
+        await _refuse_preface(stream, info)
+    else:
         await H1Frontend(stream, server, info, initial_data=received).run()
+
+
+#: The request line that opens the HTTP/2 client preface (RFC 9113 §3.4).
+_PREFACE_LINE = CLIENT_PREFACE[: CLIENT_PREFACE.index(b"\r\n")]
+
+
+async def _refuse_preface(stream: trio.abc.Stream, info: ClientInfo) -> None:
+    """Not the HTTP/2 client preface where one was due: a connection error PROTOCOL_ERROR
+    (RFC 9113 §3.4), its GOAWAY, then the connection closes (our side first)."""
+    log_event(logger, logging.INFO, "h2.invalid_preface", conn=info.connection_id)
+    goaway = bytearray()
+    write_goaway(goaway, 0, 0x1)  # PROTOCOL_ERROR
+    await stream.send_all(goaway)
+    await linger_before_close(stream, half_close=True)

@@ -150,7 +150,10 @@ async def serve(
         connect_backend=connect_backend,
         stats=stats if stats is not None else ServerStats(),
     )
-    contexts = [build_server_ssl_context(lc.tls) if lc.tls else None for lc in config.listeners]
+    contexts = [
+        build_server_ssl_context(lc.tls, lc.protocols) if lc.tls else None
+        for lc in config.listeners
+    ]
     if sockets is None:
         sockets = await bind_sockets(config)
     async with trio.open_nursery() as background:

@@ -309,7 +309,7 @@ async def supervise(config: ProxyConfig, *, log_level: str, log_format: str) -> 
     """
     for listener in config.listeners:
         if listener.tls is not None:
-            build_server_ssl_context(listener.tls)
+            build_server_ssl_context(listener.tls, listener.protocols)
     sockets = await bind_sockets(config)
     return await Supervisor(config, sockets, log_level, log_format).run()
 
