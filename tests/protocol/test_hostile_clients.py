@@ -15,9 +15,10 @@ import trio
 import trio.testing
 
 from tests.helpers.backends import BackendConnection
-from tests.helpers.frames import PREFACE, frame
+from tests.helpers.frames import frame
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import MemoryNet, open_memory_client
+from tests.helpers.raw_h2 import GOOD, Header, raw_client, read_frames_until, recording_backend
 from tests.helpers.setup import make_config
 
 pytestmark = pytest.mark.usefixtures("both_backend_kinds")
@@ -25,16 +26,6 @@ pytestmark = pytest.mark.usefixtures("both_backend_kinds")
 HEADERS, CONTINUATION, SETTINGS, GOAWAY, RST_STREAM = 0x1, 0x9, 0x4, 0x7, 0x3
 END_STREAM, END_HEADERS = 0x1, 0x4
 PROTOCOL_ERROR = 0x1
-
-Header = tuple[bytes, bytes]
-GOOD: list[Header] = [
-    (b":method", b"CONNECT"),
-    (b":protocol", b"websocket"),
-    (b":scheme", b"https"),
-    (b":path", b"/chat"),
-    (b":authority", b"proxy.test"),
-    (b"sec-websocket-version", b"13"),
-]
 
 
 def replace(name: bytes, value: bytes | None) -> list[Header]:
@@ -70,43 +61,6 @@ MALFORMED: dict[str, list[Header]] = {
     "pseudo-after-regular": [*GOOD[:2], (b"x-a", b"1"), *GOOD[2:]],
     "status-in-request": [*GOOD, (b":status", b"200")],
 }
-
-
-async def recording_backend(stream: trio.abc.HalfCloseableStream) -> None:
-    conn = BackendConnection(stream)
-    await conn.accept(await conn.read_upgrade())
-    await conn.echo_until_eof()
-
-
-async def raw_client(
-    nursery: trio.Nursery, net: MemoryNet, **limits: float
-) -> trio.abc.HalfCloseableStream:
-    stream = await open_memory_client(
-        nursery, make_config(("/", "http://127.0.0.1:9"), **limits), net
-    )
-    await stream.send_all(PREFACE + frame(SETTINGS, 0, 0, b""))
-    return stream
-
-
-async def read_frames_until(
-    stream: trio.abc.ReceiveStream, wanted: set[int]
-) -> list[tuple[int, int, int, bytes]]:
-    """Read frames (type, flags, stream, payload) until one of type ``wanted`` or EOF."""
-    buffer, frames = b"", []
-    while True:
-        while len(buffer) >= 9:
-            length = int.from_bytes(buffer[:3], "big")
-            if len(buffer) < 9 + length:
-                break
-            kind, flags, stream_id = buffer[3], buffer[4], int.from_bytes(buffer[5:9], "big")
-            frames.append((kind, flags, stream_id, buffer[9 : 9 + length]))
-            buffer = buffer[9 + length :]
-            if kind in wanted:
-                return frames
-        data = await stream.receive_some()
-        if not data:
-            return frames
-        buffer += data
 
 
 @pytest.mark.parametrize("ends", [False, True], ids=["open", "end_stream"])
