@@ -142,6 +142,28 @@ async def test_an_invalid_ping_length_is_a_connection_error_and_the_connection_e
     assert struct.unpack(">LL", frames[-1][3][:8])[1] == FRAME_SIZE_ERROR
 
 
+async def test_after_a_clients_goaway_open_tunnels_finish_and_ping_is_answered(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """RFC 9113 §6.8: a GOAWAY's sender may still complete the streams it opened; until the
+    last one ends the connection stays fully alive (PING answered, tunnel echoing)."""
+    net = MemoryNet(nursery, recording_backend)
+    client = await raw_client(nursery, net)
+    await open_tunnel(client, 1)
+    with trio.fail_after(ANSWER_WITHIN_S):
+        await read_frames_until(client, {HEADERS})
+    await client.send_all(frame(GOAWAY, 0, 0, struct.pack(">LL", 1, 0)))
+    await client.send_all(frame(PING, 0, 0, b"still up"))
+    with trio.fail_after(ANSWER_WITHIN_S):
+        frames = await read_frames_until(client, {PING})
+    assert frames[-1] == (PING, ACK, 0, b"still up")
+    await echoes(client, 1, b"finishing")
+    await client.send_all(frame(DATA, END_STREAM, 1, b""))  # the client ends its side ...
+    frames = await frames_until_end(client)  # ... the backend's EOF ends ours, then the end
+    assert any(kind == DATA and flags & END_STREAM and sid == 1 for kind, flags, sid, _ in frames)
+    assert not any(kind in (RST_STREAM, GOAWAY) for kind, _, _, _ in frames)  # a clean end
+
+
 def _mutated(block: bytes, position: int, value: int) -> bytes:
     position %= len(block)
     return block[:position] + bytes([value]) + block[position + 1 :]
