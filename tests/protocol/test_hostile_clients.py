@@ -60,6 +60,13 @@ MALFORMED: dict[str, list[Header]] = {
     "duplicate-path": [*GOOD[:4], (b":path", b"/other"), *GOOD[4:]],
     "pseudo-after-regular": [*GOOD[:2], (b"x-a", b"1"), *GOOD[2:]],
     "status-in-request": [*GOOD, (b":status", b"200")],
+    "unknown-pseudo": [*GOOD, (b":test", b"1")],
+    "empty-path": replace(b":path", b""),
+    "no-method": replace(b":method", None),
+    "no-scheme": replace(b":scheme", None),
+    "no-path": replace(b":path", None),
+    "duplicate-method": [GOOD[0], *GOOD],
+    "duplicate-scheme": [*GOOD[:3], (b":scheme", b"http"), *GOOD[3:]],
 }
 
 
