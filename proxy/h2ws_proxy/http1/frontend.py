@@ -159,14 +159,7 @@ class H1Frontend:
                 return False
 
     async def _serve(self, request: h11.Request) -> None:
-        record = RelayRecord(
-            front="h1",
-            connection_id=self._info.connection_id,
-            stream_id=None,
-            path=request.target,
-            route="-",
-            backend="-",
-        )
+        record = RelayRecord.begin("h1", self._info.connection_id, request.target)
         try:
             await self._upgrade_and_run(request, record)
         finally:
@@ -194,15 +187,8 @@ class H1Frontend:
 
     async def _serve_http(self, request: h11.Request) -> bool:
         """Forward one ordinary request; True if the connection may carry another."""
-        record = RelayRecord(
-            front="h1",
-            connection_id=self._info.connection_id,
-            stream_id=None,
-            path=request.target,
-            route="-",
-            backend="-",
-            kind="request",
-            method=request.method,
+        record = RelayRecord.begin(
+            "h1", self._info.connection_id, request.target, method=request.method
         )
         front = H1ClientSide(self._client, self._conn, self._server)
         try:

@@ -143,13 +143,8 @@ class StreamTasks:
     async def serve_tunnel(
         self, stream: H2Stream, request: WebSocketRequest, route: RouteConfig
     ) -> None:
-        record = RelayRecord(
-            front="h2",
-            connection_id=self._info.connection_id,
-            stream_id=stream.stream_id,
-            path=request.path,
-            route=route.path,
-            backend=str(route.backend),
+        record = RelayRecord.begin(
+            "h2", self._info.connection_id, request.path, stream_id=stream.stream_id, route=route
         )
         front = H2TunnelFront(self, stream)
         try:
@@ -200,14 +195,12 @@ class StreamTasks:
     async def serve_exchange(
         self, stream: H2Stream, request: HttpRequest, route: RouteConfig
     ) -> None:
-        record = RelayRecord(
-            front="h2",
-            connection_id=self._info.connection_id,
+        record = RelayRecord.begin(
+            "h2",
+            self._info.connection_id,
+            request.target,
             stream_id=stream.stream_id,
-            path=request.target,
-            route=route.path,
-            backend=str(route.backend),
-            kind="request",
+            route=route,
             method=request.method,
         )
         result = ExchangeResult()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
 
@@ -22,7 +23,7 @@ logger = logging.getLogger("h2ws_proxy.tunnel")
 
 @dataclass(slots=True)
 class RelayRecord:
-    """What one WebSocket request did, from its request head to its end."""
+    """What one tunnel or ordinary request did, from its request head to its end."""
 
     front: str
     connection_id: int
@@ -40,6 +41,30 @@ class RelayRecord:
     #: ``"tunnel"`` for a WebSocket, ``"request"`` for an ordinary HTTP request.
     kind: str = "tunnel"
     method: bytes | None = None
+
+    @classmethod
+    def begin(
+        cls,
+        front: str,
+        connection_id: int,
+        path: bytes,
+        *,
+        stream_id: int | None = None,
+        route: RouteConfig | None = None,
+        method: bytes | None = None,
+    ) -> RelayRecord:
+        """The record of a tunnel, or of an ordinary request when ``method`` is given; its
+        route and backend read ``-`` until routing decides them."""
+        return cls(
+            front=front,
+            connection_id=connection_id,
+            stream_id=stream_id,
+            path=path,
+            route=route.path if route is not None else "-",
+            backend=str(route.backend) if route is not None else "-",
+            kind="tunnel" if method is None else "request",
+            method=method,
+        )
 
     def ending(self) -> str:
         if self.opened:
