@@ -8,11 +8,13 @@ recognises where we differ from h2 on purpose; each case names its RFC section.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import h2.connection
 import h2.events
 import h2.exceptions
+import hpack
 
 from h2ws_proxy.http2.session import (
     ConnectionFailed,
@@ -256,3 +258,38 @@ def drop_local_resets(outcome: Outcome) -> None:
         for e in outcome.events
         if not (e[0] == "reset" and e[3] is False and (w.RST_STREAM, e[1], e[2]) in outcome.sent)
     ]
+
+
+def run_sequence(
+    ours: H2Session,
+    theirs: h2.connection.H2Connection,
+    sequence: list[Spec],
+    build_frame: Callable[[Spec, hpack.Encoder], bytes],
+    *,
+    from_server: bool = False,
+    divergence: Callable[[Spec, Outcome, Outcome, str], bool] | None = None,
+) -> None:
+    """Feed each frame of ``sequence`` to both sessions and require the same outcome, or a
+    divergence named and checked (``justified_divergence``, then the role's own)."""
+    encoder = hpack.Encoder()
+    we_reset: set[int] = set()
+    for index, spec in enumerate(sequence):
+        wire = build_frame(spec, encoder)
+        mine, raw = ours_after(ours, wire)
+        h2s, message = h2_after(theirs, wire)
+        drop_local_resets(mine)
+        drop_local_resets(h2s)
+        if mine == h2s:
+            we_reset.update(e.stream_id for e in raw if isinstance(e, StreamReset) and not e.remote)
+            if mine.error is not None or any(e[0] == "goaway" for e in h2s.events):
+                # After a GOAWAY from the peer h2 4.x closes (h2#1181); we go on, as
+                # RFC 9113 §6.8 says: the rest is covered by test_frame_rules.
+                return
+            continue
+        if justified_divergence(
+            spec, wire, mine, h2s, message, raw, we_reset, from_server=from_server
+        ):
+            return
+        if divergence is not None and divergence(spec, mine, h2s, message):
+            return
+        raise AssertionError(f"frame {index} {spec}:\n ours {mine}\n h2   {h2s}\n {message}")

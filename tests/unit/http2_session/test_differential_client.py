@@ -15,16 +15,13 @@ import hpack
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from h2ws_proxy.http2.session import H2Session, LocalSettings, Role, StreamReset
+from h2ws_proxy.http2.session import H2Session, LocalSettings, Role
 from tests.unit.http2_session import wire as w
 from tests.unit.http2_session.diff_outcomes import (
     MALFORMED_MESSAGES,
     STREAM_STATE_MESSAGE,
     Outcome,
-    drop_local_resets,
-    h2_after,
-    justified_divergence,
-    ours_after,
+    run_sequence,
 )
 from tests.unit.http2_session.diff_specs import Spec, build, specs
 
@@ -83,24 +80,9 @@ def new_clients() -> tuple[H2Session, h2.connection.H2Connection]:
 
 def run_client_differential(sequence: list[Spec]) -> None:
     ours, theirs = new_clients()
-    encoder = hpack.Encoder()
-    we_reset: set[int] = set()
-    for index, spec in enumerate(sequence):
-        wire = build_server_frame(spec, encoder)
-        mine, raw = ours_after(ours, wire)
-        h2s, message = h2_after(theirs, wire)
-        drop_local_resets(mine)
-        drop_local_resets(h2s)
-        if mine == h2s:
-            we_reset.update(e.stream_id for e in raw if isinstance(e, StreamReset) and not e.remote)
-            if mine.error is not None or any(e[0] == "goaway" for e in h2s.events):
-                return  # as in the server-role test (h2#1181 after a GOAWAY)
-            continue
-        if justified_divergence(spec, wire, mine, h2s, message, raw, we_reset, from_server=True):
-            return
-        if client_divergence(spec, mine, h2s, message):
-            return
-        raise AssertionError(f"frame {index} {spec}:\n ours {mine}\n h2   {h2s}\n {message}")
+    run_sequence(
+        ours, theirs, sequence, build_server_frame, from_server=True, divergence=client_divergence
+    )
 
 
 def client_divergence(spec: Spec, ours: Outcome, theirs: Outcome, message: str) -> bool:
