@@ -45,6 +45,9 @@ Header = tuple[bytes, bytes]
 
 #: Methods whose requests must not carry a body here (see the module rules).
 BODILESS_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
+#: RFC 9110 §9.3 and RFC 5789: the methods a backend may also read in another case.
+_STANDARD = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE")
+_STANDARD_METHODS = {method.lower(): method for method in (*_STANDARD, b"PATCH")}
 #: Fields the proxy sets itself toward the backend; the client's copies go.
 _SET_BY_PROXY = frozenset({b"host", b"content-length"})
 #: What is never forwarded as a field of the head, or as a trailer field.
@@ -102,6 +105,7 @@ def request_from_h2(head: H2RequestHead, *, tls: bool, end_stream: bool) -> Http
 
     Raises :class:`ClientProtocolError` (400 with a stream error when malformed).
     """
+    _check_method(head.method)
     authority = head.target_authority
     if authority is None:
         raise malformed(":authority or host is required")  # RFC 9113 §8.3.1
@@ -144,6 +148,11 @@ def request_from_h1(request: h11.Request, *, tls: bool) -> HttpRequest:
 
     Raises :class:`ClientProtocolError` (400) for what must not be forwarded.
     """
+    _check_method(request.method)
+    if request.method == b"CONNECT":
+        raise ClientProtocolError(
+            "plain CONNECT (a TCP tunnel to host:port) is not offered here", status_hint=501
+        )
     headers = [(name.lower(), value) for name, value in request.headers]
 
     def values(name: bytes) -> list[bytes]:
@@ -197,6 +206,18 @@ def _body_on_bodiless(method: bytes, *, h2: bool) -> ClientProtocolError:
         "(backends disagree on reading it)",
         h2=h2,
     )
+
+
+def _check_method(method: bytes) -> None:
+    """Refuse a method that differs from a standard one only in case (``get``, ``Head``):
+    methods are case-sensitive (RFC 9110 §9.1), so the rules for GET would not see it,
+    while many backends would read it as GET."""
+    standard = _STANDARD_METHODS.get(method.lower())
+    if standard is not None and standard != method:
+        raise ClientProtocolError(
+            f"bad request: method {method.decode('ascii', 'replace')} is not "
+            f"{standard.decode()} (methods are case-sensitive, RFC 9110 §9.1)"
+        )
 
 
 def _refusal(reason: str, *, h2: bool) -> ClientProtocolError:

@@ -69,10 +69,19 @@ async def handle_client(
             conn=info.connection_id,
             error=str(error),
         )
-    except Exception:
-        # A bug: log it once with its traceback and keep the server running.
+    except Exception as error:
+        # A bug: one line and a counter (what a peer can trigger must not flood the log);
+        # the traceback at debug level. The server keeps running.
         server.stats.unexpected_errors += 1
-        logger.exception("unexpected error serving connection %d", info.connection_id)
+        log_event(
+            logger,
+            logging.ERROR,
+            "connection.unexpected_error",
+            conn=info.connection_id,
+            error=f"{type(error).__name__}: {error}",
+            count=server.stats.unexpected_errors,
+        )
+        logger.debug("unexpected error on connection %d", info.connection_id, exc_info=True)
     finally:
         await trio.aclose_forcefully(stream)
 

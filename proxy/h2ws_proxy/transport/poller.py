@@ -32,6 +32,8 @@ from collections.abc import Callable
 
 import trio
 
+from h2ws_proxy.log import log_event
+
 logger = logging.getLogger(__name__)
 
 #: Ready sockets handled per ``epoll.poll`` call (more are handled on the next round).
@@ -89,8 +91,8 @@ class BackendPoller:
         if fd in self._handlers and fd not in self._watching and not self._closed:
             try:
                 self._epoll.register(fd, select.EPOLLIN)
-            except OSError:
-                logger.exception("cannot watch backend socket (fd %d) again", fd)
+            except OSError as error:
+                log_event(logger, logging.ERROR, "poller.rewatch_failed", fd=fd, error=str(error))
                 self._drop(fd)
                 return
             self._watching.add(fd)
@@ -141,8 +143,10 @@ class BackendPoller:
                 continue
             try:
                 handler()
-            except Exception:
-                logger.exception("backend readiness handler failed (fd %d)", fd)
+            except Exception as error:
+                # A bug: one line (the traceback at debug level); the tunnel fails alone.
+                log_event(logger, logging.ERROR, "poller.handler_failed", fd=fd, error=repr(error))
+                logger.debug("backend readiness handler failed (fd %d)", fd, exc_info=True)
                 self._drop(fd)
 
     def close(self) -> None:
