@@ -8,8 +8,10 @@ Rules:
 * Toward the backend, the fields the proxy sets itself (``replaced``) are dropped from the
   client's; the backend gets no field we did not mean to send.
 * With a route's ``x_forwarded`` on, the proxy is the edge: the client's forwarding claims
-  (``X-Forwarded-*``, ``Forwarded``, ``X-Real-IP``) go and the proxy's own are added;
-  with it off, the client's pass unchanged and none are added.
+  go (:func:`is_forwarding_field`: every ``X-Forwarded-*``, ``Forwarded``, and the client
+  IP fields CDNs and other proxies use, also spelled with ``_`` for ``-``, which WSGI and
+  CGI backends read as the same variable) and the proxy's own are added; with it off, the
+  client's pass unchanged and none are added. In trailers they never pass.
 
 Used by the WebSocket handshake (:mod:`~h2ws_proxy.http.handshake`,
 :mod:`~h2ws_proxy.http.backend_handshake`) and by ordinary requests
@@ -24,6 +26,7 @@ __all__ = [
     "HOP_BY_HOP",
     "end_to_end_request_headers",
     "end_to_end_response_headers",
+    "is_forwarding_field",
     "relayable",
     "split_header_list",
     "with_forwarding_fields",
@@ -56,10 +59,29 @@ _REPLACED_TOWARD_BACKEND = frozenset(
         b"sec-websocket-accept",
     }
 )
-# With ``x_forwarded`` on, the proxy owns these: the client's claims are not trusted.
-_FORWARDED_FIELDS = frozenset(
-    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
+# With ``x_forwarded`` on, the proxy owns these, and every ``x-forwarded-*``: the client's
+# claims are not trusted. Client-IP fields of CDNs and proxies that backends read too.
+_FORWARDING_NAMES = frozenset(
+    {
+        b"forwarded",  # RFC 7239
+        b"x-real-ip",
+        b"true-client-ip",
+        b"x-client-ip",
+        b"client-ip",
+        b"cf-connecting-ip",
+        b"fastly-client-ip",
+        b"x-cluster-client-ip",
+        b"x-original-forwarded-for",
+    }
 )
+
+
+def is_forwarding_field(name: bytes) -> bool:
+    """A field that claims where the request came from, in any spelling a backend may
+    read as one (``_`` for ``-``: WSGI and CGI map both to the same variable)."""
+    if b"_" in name:
+        name = name.replace(b"_", b"-")
+    return name.startswith(b"x-forwarded-") or name in _FORWARDING_NAMES
 
 
 def split_header_list(values: list[bytes]) -> tuple[bytes, ...]:
@@ -106,7 +128,7 @@ def with_forwarding_fields(
     """
     if not route.x_forwarded:
         return list(headers)
-    result = [(name, value) for name, value in headers if name not in _FORWARDED_FIELDS]
+    result = [(name, value) for name, value in headers if not is_forwarding_field(name)]
     if client_address:
         result.append((b"x-forwarded-for", client_address.encode("ascii")))
     result.append((b"x-forwarded-proto", scheme))

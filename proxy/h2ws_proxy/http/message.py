@@ -35,6 +35,7 @@ from h2ws_proxy.errors import ClientProtocolError
 from h2ws_proxy.http.fields import (
     HOP_BY_HOP,
     end_to_end_request_headers,
+    is_forwarding_field,
     split_header_list,
     with_forwarding_fields,
 )
@@ -311,10 +312,13 @@ def response_fields(status: int, headers: list[Header], *, for_h2: bool) -> list
 
 
 def trailer_fields(headers: list[Header] | tuple[Header, ...]) -> list[Header]:
-    """Trailer fields fit to relay: names lowercase, no framing or hop-by-hop fields."""
+    """Trailer fields fit to relay: names lowercase, no framing or hop-by-hop fields, and no
+    forwarding claim (a backend may merge trailers into the head's fields)."""
     lowered = [(name.lower(), value) for name, value in headers]
     return [
         (name, value)
         for name, value in lowered
-        if name not in _NOT_FORWARDED and not name.startswith(b":")
+        if name not in _NOT_FORWARDED
+        and not name.startswith(b":")
+        and not is_forwarding_field(name)
     ]
