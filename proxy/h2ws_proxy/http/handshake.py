@@ -27,6 +27,7 @@ from wsproto.utilities import generate_accept_token
 from h2ws_proxy.errors import ClientProtocolError
 from h2ws_proxy.http.fields import end_to_end_request_headers, split_header_list
 from h2ws_proxy.http.grammar import AUTHORITY_PATTERN
+from h2ws_proxy.http.paths import normalize_target
 from h2ws_proxy.http.request_head import H2RequestHead
 
 __all__ = [
@@ -152,7 +153,7 @@ def _check_extended_connect(
         front="h2",
         scheme=b"https" if tls else b"http",
         authority=head.authority,
-        path=head.path,
+        path=normalize_target(head.path),
         subprotocols=split_header_list(fields.get(b"sec-websocket-protocol", [])),
         extension_names=extension_names(fields.get(b"sec-websocket-extensions", [])),
         headers=end_to_end_request_headers(head.headers),
@@ -192,7 +193,7 @@ def parse_h1_upgrade(request: h11.Request, *, tls: bool) -> tuple[WebSocketReque
             front="h1",
             scheme=b"https" if tls else b"http",
             authority=hosts[0],
-            path=request.target,
+            path=normalize_target(request.target),
             subprotocols=split_header_list(values(b"sec-websocket-protocol")),
             extension_names=extension_names(values(b"sec-websocket-extensions")),
             headers=end_to_end_request_headers(headers),

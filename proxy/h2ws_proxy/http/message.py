@@ -40,6 +40,7 @@ from h2ws_proxy.http.fields import (
     with_forwarding_fields,
 )
 from h2ws_proxy.http.grammar import AUTHORITY_PATTERN, REQUEST_TARGET, TOKEN, fields_pass
+from h2ws_proxy.http.paths import normalize_target
 from h2ws_proxy.http.request_head import H2RequestHead, malformed
 
 Header = tuple[bytes, bytes]
@@ -126,7 +127,7 @@ def request_from_h2(head: H2RequestHead, *, tls: bool, end_stream: bool) -> Http
         raise _body_on_bodiless(head.method, h2=True)
     return HttpRequest(
         method=head.method,
-        target=head.path,
+        target=normalize_target(head.path),
         authority=authority,
         scheme=b"https" if tls else b"http",
         headers=_forwarded_fields(head.headers),
@@ -176,7 +177,7 @@ def request_from_h1(request: h11.Request, *, tls: bool) -> HttpRequest:
         raise _body_on_bodiless(request.method, h2=False)
     return HttpRequest(
         method=request.method,
-        target=target,
+        target=normalize_target(target),
         authority=authority,
         scheme=b"https" if tls else b"http",
         headers=end_to_end_request_headers(headers, replaced=_SET_BY_PROXY),
