@@ -116,6 +116,23 @@ class BackendConnection:
             await self.stream.send_all(data)
 
 
+class HeadRecorder:
+    """An in-memory backend behaviour that records each request head it receives, then
+    accepts an upgrade or answers 204 to an ordinary request."""
+
+    def __init__(self) -> None:
+        self.heads: list[h11.Request] = []
+
+    async def __call__(self, stream: trio.abc.HalfCloseableStream) -> None:
+        conn = BackendConnection(stream)
+        request = await conn.read_upgrade()
+        self.heads.append(request)
+        if any(name.lower() == b"upgrade" for name, _ in request.headers):
+            await conn.accept(request)
+        else:
+            await stream.send_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+
 Behaviour = Callable[[BackendConnection], Awaitable[None]]
 
 

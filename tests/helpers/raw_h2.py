@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import trio
 
-from tests.helpers.backends import BackendConnection
 from tests.helpers.frames import PREFACE, frame
 from tests.helpers.memory import MemoryNet, open_memory_client
 from tests.helpers.setup import make_config
@@ -25,12 +24,6 @@ GOOD: list[Header] = [
     (b":authority", b"proxy.test"),
     (b"sec-websocket-version", b"13"),
 ]
-
-
-async def recording_backend(stream: trio.abc.HalfCloseableStream) -> None:
-    conn = BackendConnection(stream)
-    await conn.accept(await conn.read_upgrade())
-    await conn.echo_until_eof()
 
 
 async def raw_client(

@@ -7,13 +7,12 @@ sent, in whatever spelling, for an ordinary request and for a WebSocket upgrade.
 
 from __future__ import annotations
 
-import h11
 import hpack
 import pytest
 import trio
 import trio.testing
 
-from tests.helpers.backends import BackendConnection
+from tests.helpers.backends import HeadRecorder
 from tests.helpers.frames import PREFACE, frame
 from tests.helpers.memory import MemoryNet, open_memory_client
 from tests.helpers.raw_h2 import GOOD, read_frames_until
@@ -27,19 +26,7 @@ END_STREAM, END_HEADERS = 0x1, 0x4
 CLAIMS = [(name, b"10.6.6.6") for name in SPOOFED]
 
 
-class RecordingBackend:
-    def __init__(self) -> None:
-        self.heads: list[h11.Request] = []
-
-    async def __call__(self, stream: trio.abc.HalfCloseableStream) -> None:
-        conn = BackendConnection(stream)
-        request = await conn.read_upgrade()
-        self.heads.append(request)
-        if any(name.lower() == b"upgrade" for name, _ in request.headers):
-            await conn.accept(request)
-        else:
-            await stream.send_all(b"HTTP/1.1 204 No Content\r\n\r\n")
-
+class RecordingBackend(HeadRecorder):
     def forwarding(self) -> list[tuple[bytes, bytes]]:
         (request,) = self.heads
         names = {name for name, _ in CLAIMS} | {b"x-forwarded-for", b"x-forwarded-proto"}

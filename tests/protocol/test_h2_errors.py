@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.frames import PREFACE, frame
-from tests.helpers.memory import MemoryNet, open_memory_client
-from tests.helpers.raw_h2 import GOOD, raw_client, read_frames_until, recording_backend
+from tests.helpers.memory import MemoryNet, echo_backend, open_memory_client
+from tests.helpers.raw_h2 import GOOD, raw_client, read_frames_until
 from tests.helpers.setup import make_config
 
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
@@ -55,7 +55,7 @@ async def echoes(client: trio.abc.HalfCloseableStream, stream_id: int, payload: 
 async def test_a_malformed_request_fails_only_its_stream_while_a_tunnel_echoes(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     client = await raw_client(nursery, net)
     await open_tunnel(client, 1)
     with trio.fail_after(ANSWER_WITHIN_S):
@@ -78,7 +78,7 @@ async def test_malformed_trailers_reset_their_stream_while_a_tunnel_echoes(
 ) -> None:
     """RFC 9113 §8.1: trailers carry no pseudo-header; the stream is malformed (a stream
     error), the connection and its other tunnel carry on."""
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     client = await raw_client(nursery, net)
     for stream_id in (1, 3):
         await open_tunnel(client, stream_id)
@@ -109,7 +109,7 @@ BAD_BLOCKS = {
 async def test_an_hpack_error_is_a_compression_error_and_the_connection_ends(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, block: bytes
 ) -> None:
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     client = await raw_client(nursery, net)
     await client.send_all(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
     frames = await frames_until_end(client)
@@ -123,7 +123,7 @@ async def test_an_hpack_error_is_a_compression_error_and_the_connection_ends(
 async def test_a_settings_ack_with_a_payload_is_a_frame_size_error(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     client = await raw_client(nursery, net)
     await client.send_all(frame(SETTINGS, ACK, 0, struct.pack(">HL", 0x4, 1)))  # RFC 9113 §6.5
     frames = await frames_until_end(client)
@@ -134,7 +134,7 @@ async def test_a_settings_ack_with_a_payload_is_a_frame_size_error(
 async def test_an_invalid_ping_length_is_a_connection_error_and_the_connection_ends(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     client = await raw_client(nursery, net)
     await client.send_all(frame(PING, 0, 0, b"seven!!"))  # RFC 9113 §6.7: 8 bytes
     frames = await frames_until_end(client)
@@ -147,7 +147,7 @@ async def test_after_a_clients_goaway_open_tunnels_finish_and_ping_is_answered(
 ) -> None:
     """RFC 9113 §6.8: a GOAWAY's sender may still complete the streams it opened; until the
     last one ends the connection stays fully alive (PING answered, tunnel echoing)."""
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     client = await raw_client(nursery, net)
     await open_tunnel(client, 1)
     with trio.fail_after(ANSWER_WITHIN_S):
@@ -192,7 +192,7 @@ async def test_any_header_block_gets_an_answer_never_silence(
     """A request decoded (answered with a head), a stream error (RST_STREAM) or a
     connection error (GOAWAY, then the connection ends): nothing else, and never nothing."""
     async with trio.open_nursery() as nursery:
-        net = MemoryNet(nursery, recording_backend)
+        net = MemoryNet(nursery, echo_backend)
         client = await open_memory_client(nursery, make_config(("/", "http://127.0.0.1:9")), net)
         await client.send_all(PREFACE + frame(SETTINGS, 0, 0, b""))
         await client.send_all(frame(HEADERS, END_HEADERS, 1, block))

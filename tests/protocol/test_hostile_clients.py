@@ -17,8 +17,8 @@ import trio.testing
 from tests.helpers.backends import BackendConnection
 from tests.helpers.frames import frame
 from tests.helpers.h2_client import open_h2_client
-from tests.helpers.memory import MemoryNet, open_memory_client
-from tests.helpers.raw_h2 import GOOD, Header, raw_client, read_frames_until, recording_backend
+from tests.helpers.memory import MemoryNet, echo_backend, open_memory_client
+from tests.helpers.raw_h2 import GOOD, Header, raw_client, read_frames_until
 from tests.helpers.setup import make_config
 
 pytestmark = pytest.mark.usefixtures("both_backend_kinds")
@@ -81,7 +81,7 @@ async def test_malformed_request_reaches_no_backend_and_fails_its_stream(
     """RFC 9113 §8.1.1: a malformed request is a stream error, RST_STREAM(PROTOCOL_ERROR);
     the 400 that may go first must not end the stream, or no reset could follow (a GET's
     HEADERS carry END_STREAM: its client has nothing more to send)."""
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     client = await raw_client(nursery, net)
     block = hpack.Encoder().encode(headers)
     await client.send_all(frame(HEADERS, END_HEADERS | (END_STREAM if ends else 0), 1, block))
@@ -105,7 +105,7 @@ async def test_malformed_request_reaches_no_backend_and_fails_its_stream(
 async def test_oversized_header_list_closes_only_that_connection(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     config = make_config(("/", "http://127.0.0.1:9"), max_header_list_bytes=4096)
     async with open_h2_client(await open_memory_client(nursery, config, net)) as neighbour:
         ws = await neighbour.websocket("/")
@@ -124,7 +124,7 @@ async def test_a_header_list_over_the_limit_gets_431_and_a_stream_error(
 ) -> None:
     """Over SETTINGS_MAX_HEADER_LIST_SIZE but within what the decoder takes: the request is
     answered 431 (RFC 9113 §10.5.1) and reset PROTOCOL_ERROR; the connection lives on."""
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     attacker = await raw_client(nursery, net, max_header_list_bytes=4096)
     # Our limit binds once the client has acknowledged our SETTINGS (RFC 9113 §6.5.3).
     await attacker.send_all(frame(SETTINGS, 0x1, 0, b""))
@@ -145,7 +145,7 @@ async def test_a_header_list_over_the_limit_gets_431_and_a_stream_error(
 async def test_hpack_bomb_is_refused_without_decoding_it_all(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     attacker = await raw_client(nursery, net)
     encoder = hpack.Encoder()
     # One 4 KiB entry into the dynamic table, then thousands of one-byte references to it:
@@ -163,7 +163,7 @@ async def test_hpack_bomb_is_refused_without_decoding_it_all(
 async def test_continuation_flood_is_a_connection_error(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     attacker = await raw_client(nursery, net)
     block = hpack.Encoder().encode(GOOD)
     await attacker.send_all(frame(HEADERS, 0, 1, block[:3]))  # no END_HEADERS
@@ -213,7 +213,7 @@ async def test_data_dribble_with_one_byte_windows_stays_bounded(
 async def test_rapid_reset_in_one_write_stops_at_the_budget(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    net = MemoryNet(nursery, recording_backend, connect_delay_s=1.0)
+    net = MemoryNet(nursery, echo_backend, connect_delay_s=1.0)
     attacker = await raw_client(nursery, net, max_stream_resets=20)
     encoder = hpack.Encoder()
     burst = b"".join(
@@ -232,7 +232,7 @@ async def test_rapid_reset_in_one_write_stops_at_the_budget(
 async def test_flood_of_empty_header_blocks_spends_the_reset_budget(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     attacker = await raw_client(nursery, net, max_stream_resets=20)
     # HEADERS with an empty block: each is malformed (no pseudo-headers) and cheap to send.
     flood = b"".join(frame(HEADERS, END_HEADERS, sid, b"") for sid in range(1, 601, 2))
@@ -251,7 +251,7 @@ async def test_a_body_over_its_length_is_one_stream_error_however_many_frames_fo
     """Later DATA frames of the same read find the stream already reset: their credit goes
     back, but they are not each a new violation spending the connection's reset budget."""
     caplog.set_level("INFO", logger="h2ws_proxy")
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     client = await raw_client(nursery, net, max_stream_resets=3)
     post = [
         (b":method", b"POST"),

@@ -18,8 +18,8 @@ import trio.testing
 
 from h2ws_proxy.config import BackendAddress
 from tests.helpers.frames import frame
-from tests.helpers.memory import MemoryNet, open_memory_client
-from tests.helpers.raw_h2 import raw_client, read_frames_until, recording_backend
+from tests.helpers.memory import MemoryNet, echo_backend, open_memory_client
+from tests.helpers.raw_h2 import raw_client, read_frames_until
 from tests.helpers.setup import make_config
 
 DATA, HEADERS, RST_STREAM, GOAWAY = 0x0, 0x1, 0x3, 0x7
@@ -55,7 +55,7 @@ async def test_h2_a_method_in_another_case_is_refused(
     method: bytes,
     with_body: bool,
 ) -> None:
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     client = await raw_client(nursery, net)
     block = hpack.Encoder().encode(request(method))
     flags = END_HEADERS if with_body else END_HEADERS | END_STREAM
@@ -82,7 +82,7 @@ async def test_h2_a_method_in_another_case_is_refused(
 async def test_h1_a_method_in_another_case_or_connect_is_refused(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, head: bytes, status: bytes
 ) -> None:
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
     client = await open_memory_client(nursery, make_config(("/", "http://127.0.0.1:9")), net)
     answer = await h1_answer(client, head)
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:60]
@@ -95,7 +95,7 @@ async def test_an_unexpected_error_is_one_line_and_a_counter(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    net = MemoryNet(nursery, recording_backend)
+    net = MemoryNet(nursery, echo_backend)
 
     async def broken_connect(address: BackendAddress) -> trio.abc.HalfCloseableStream:
         raise RuntimeError("a bug in a dial")

@@ -3,14 +3,13 @@ and the backend receives that same path (so it cannot resolve it elsewhere)."""
 
 from __future__ import annotations
 
-import h11
 import hpack
 import pytest
 import trio
 import trio.testing
 
 from h2ws_proxy.config import BackendAddress
-from tests.helpers.backends import BackendConnection
+from tests.helpers.backends import HeadRecorder
 from tests.helpers.frames import PREFACE, frame
 from tests.helpers.memory import MemoryNet, open_memory_client
 from tests.helpers.raw_h2 import read_frames_until
@@ -26,21 +25,16 @@ UPGRADE = (
 )
 
 
-class Recorder:
-    """The backends: which was dialled, and the request target each received."""
+class Recorder(HeadRecorder):
+    """The backends: which was dialled (by port), and the request head each received."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.ports: list[int] = []
-        self.targets: list[bytes] = []
 
-    async def __call__(self, stream: trio.abc.HalfCloseableStream) -> None:
-        conn = BackendConnection(stream)
-        request: h11.Request = await conn.read_upgrade()
-        self.targets.append(request.target)
-        if any(name.lower() == b"upgrade" for name, _ in request.headers):
-            await conn.accept(request)
-        else:
-            await stream.send_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+    @property
+    def targets(self) -> list[bytes]:
+        return [head.target for head in self.heads]
 
 
 async def serve(nursery: trio.Nursery, recorder: Recorder) -> tuple[MemoryNet, trio.abc.Stream]:
