@@ -295,6 +295,11 @@ key = "{key}"
 [[route]]
 path = "/"
 backend = "http://{host}:{backend}"
+
+# The load generator is one client address: no per-client caps (HAProxy has none either).
+[limits]
+max_connections_per_client = 0
+max_tunnels_per_client = 0
 """
 
 # HAProxy 2.6 advertises SETTINGS_ENABLE_CONNECT_PROTOCOL on h2 frontends unless the global

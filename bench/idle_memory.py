@@ -101,6 +101,8 @@ async def run(args: argparse.Namespace, work: Path) -> None:
             {
                 "listener": [{"bind": f"{HOST}:0"}],
                 "route": [{"path": "/", "backend": f"http://{HOST}:{backend.port}"}],
+                # The load generator is one client address: no per-client caps.
+                "limits": {"max_connections_per_client": 0, "max_tunnels_per_client": 0},
             }
         )
         async with trio.open_nursery() as nursery:

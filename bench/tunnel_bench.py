@@ -78,6 +78,8 @@ def _start_proxy(
         '[[listener]]\nbind = "127.0.0.1:0"\n\n'
         f'[[route]]\npath = "/"\nbackend = "http://127.0.0.1:{backend_port}"\n\n'
         "[limits]\nstream_window_bytes = 1048576\n"
+        # The load generator is one client address: no per-client caps.
+        "max_connections_per_client = 0\nmax_tunnels_per_client = 0\n"
     )
     proxy = subprocess.Popen(
         [sys.executable, "-m", "h2ws_proxy", "--config", str(config), "--workers", str(workers)],

@@ -56,6 +56,12 @@ class RouteNotFound(ProxyError):
     status_hint = 404
 
 
+class TooManyRequests(ProxyError):
+    """The client is over one of its own limits (``max_tunnels_per_client``)."""
+
+    status_hint = 429
+
+
 class BackendUnavailable(ProxyError):
     """The backend could not be reached (refused, unreachable, reset during handshake)."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Mapping
@@ -36,6 +37,27 @@ def log_event(logger: logging.Logger, level: int, event: str, **fields: object) 
     """Log ``event`` with structured ``fields`` (rendered by the configured formatter)."""
     if logger.isEnabledFor(level):
         logger.log(level, event, extra={"fields": fields})
+
+
+class LogThrottle:
+    """At most one line per ``interval_s`` for an event a peer can repeat at will (refused
+    connections, accept failures); the lines held back are counted into the next one."""
+
+    __slots__ = ("_held_back", "_interval_s", "_next_at")
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self._interval_s = interval_s
+        self._next_at = -math.inf
+        self._held_back = 0
+
+    def allow(self, now: float) -> int | None:
+        """None: hold this line back. Else: log it, with the count of lines held back."""
+        if now < self._next_at:
+            self._held_back += 1
+            return None
+        self._next_at = now + self._interval_s
+        held_back, self._held_back = self._held_back, 0
+        return held_back
 
 
 def _fields(record: logging.LogRecord) -> Mapping[str, object]:

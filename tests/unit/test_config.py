@@ -629,6 +629,8 @@ def test_timeouts_are_finite(tmp_path: Path) -> None:
         ("stream_window_bytes", 65535, 2**31 - 1),
         ("max_header_list_bytes", 1024, 16 * 1024 * 1024),
         ("max_rejection_body_bytes", 0, 16 * 1024 * 1024),
+        ("max_connections_per_client", 0, 1_000_000),
+        ("max_tunnels_per_client", 0, 1_000_000),
     ],
 )
 def test_integer_limit_ranges(tmp_path: Path, name: str, low: int, high: int) -> None:
@@ -640,6 +642,22 @@ def test_integer_limit_ranges(tmp_path: Path, name: str, low: int, high: int) ->
         assert load_error(tmp_path, text) == (
             f":9: limits.{name}: {bad} is out of range; use a value from {low} to {high}"
         )
+
+
+def test_per_client_caps_default_to_a_tenth_of_the_listener_and_0_lifts_them(
+    tmp_path: Path,
+) -> None:
+    assert (Limits().connections_per_client(), Limits().tunnels_per_client()) == (1000, 1000)
+    small = Limits(max_connections=5)
+    assert (small.connections_per_client(), small.tunnels_per_client()) == (1, 1)
+    text = MINIMAL + "[limits]\nmax_connections_per_client = 0\nmax_tunnels_per_client = 7\n"
+    limits = load_config(write(tmp_path, text)).limits
+    assert (limits.connections_per_client(), limits.tunnels_per_client()) == (0, 7)
+    text = MINIMAL + '\n[limits]\nmax_tunnels_per_client = "many"\n'
+    assert load_error(tmp_path, text) == (
+        ":9: limits.max_tunnels_per_client: must be an integer, not a string; "
+        "write e.g. max_tunnels_per_client = 100"
+    )
 
 
 def test_limits_not_a_table(tmp_path: Path) -> None:
@@ -667,7 +685,8 @@ def test_error_lines_with_dotted_keys_and_quotes(tmp_path: Path) -> None:
         "client_handshake_timeout_s, idle_timeout_s, max_concurrent_streams, "
         "stream_window_bytes, max_header_list_bytes, max_rejection_body_bytes, "
         "graceful_timeout_s, idle_connection_timeout_s, send_timeout_s, max_connections, "
-        "max_stream_resets, stream_reset_window_s, max_empty_frames, http_idle_timeout_s, "
+        "max_connections_per_client, max_tunnels_per_client, max_stream_resets, "
+        "stream_reset_window_s, max_empty_frames, http_idle_timeout_s, "
         "backend_keepalive_s, backend_max_idle, half_closed_timeout_s"
     )
 

@@ -111,8 +111,15 @@ class Limits:
     idle_connection_timeout_s: float = 300.0
     #: A client that takes none of our bytes for this long is disconnected.
     send_timeout_s: float = 60.0
-    #: Client connections per listener; past it the listener stops accepting for a while.
+    #: Client connections per listener. At the cap, a waiting client takes the place of the
+    #: connection idle the longest; with none idle, clients wait in the kernel's backlog.
     max_connections: int = 10000
+    #: Connections one client address (an IPv6 address: its /64) may hold, all listeners
+    #: together; None: a tenth of ``max_connections`` (at least 1); 0: no limit.
+    max_connections_per_client: int | None = None
+    #: Tunnels one client address may have open at once, all its connections together;
+    #: past it a new tunnel gets 429. None: a tenth of ``max_connections``; 0: no limit.
+    max_tunnels_per_client: int | None = None
     #: Streams a client may cancel or have refused within ``stream_reset_window_s`` before
     #: its connection is closed with ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).
     max_stream_resets: int = 200
@@ -131,6 +138,24 @@ class Limits:
     #: After one side of a tunnel ended, how long the other may stay silent without ending
     #: too; 0 disables.
     half_closed_timeout_s: float = 10.0
+
+    def connections_per_client(self) -> int:
+        """``max_connections_per_client`` in effect (0: no limit)."""
+        if self.max_connections_per_client is None:
+            return _share(self.max_connections)
+        return self.max_connections_per_client
+
+    def tunnels_per_client(self) -> int:
+        """``max_tunnels_per_client`` in effect (0: no limit)."""
+        if self.max_tunnels_per_client is None:
+            return _share(self.max_connections)
+        return self.max_tunnels_per_client
+
+
+def _share(max_connections: int) -> int:
+    """The default per-client cap: a small share of the listener, so no one address can
+    hold every place."""
+    return max(1, max_connections // 10)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,8 @@ _INT_LIMITS: dict[str, tuple[int, int]] = {
     "max_header_list_bytes": (1024, 16 * MIB),
     "max_rejection_body_bytes": (0, 16 * MIB),
     "max_connections": (1, 1_000_000),
+    "max_connections_per_client": (0, 1_000_000),  # 0: no limit
+    "max_tunnels_per_client": (0, 1_000_000),  # 0: no limit
     "max_stream_resets": (1, 1_000_000),
     "max_empty_frames": (1, 1_000_000),
     "backend_max_idle": (0, 100_000),
@@ -178,7 +180,7 @@ def _workers_setting(root: Table) -> int:
 
 def _limit_value(table: Table, name: str) -> float | int:
     value, default = table.data[name], getattr(Limits(), name)
-    example = f"write e.g. {name} = {default}"
+    example = f"write e.g. {name} = {100 if default is None else default}"
     if name in _INT_LIMITS:
         low, high = _INT_LIMITS[name]
         if isinstance(value, bool) or not isinstance(value, int):

@@ -74,9 +74,12 @@ class H1Frontend:
 
     async def run(self) -> None:
         first = True
+        slot = self._info.slot  # idle until a request head is in: may be evicted at the cap
         while True:
-            if not first and not await self._wait_for_next_request():
-                return
+            if not first:
+                slot.idle()
+                if not await self._wait_for_next_request():
+                    return
             try:
                 with trio.fail_after(self._limits.client_handshake_timeout_s):
                     request = await self._read_request_head()
@@ -89,6 +92,7 @@ class H1Frontend:
                 return
             if request is None:
                 return
+            slot.busy()
             first = False
             if _is_websocket_upgrade(request):
                 await self._serve(request)
@@ -160,9 +164,13 @@ class H1Frontend:
 
     async def _serve(self, request: h11.Request) -> None:
         record = RelayRecord.begin("h1", self._info.connection_id, request.target)
+        slot = self._info.slot
+        tunnels = slot.tunnels
         try:
             await self._upgrade_and_run(request, record)
         finally:
+            if slot.tunnels > tunnels:
+                slot.end_tunnel()
             record.log()
 
     async def _upgrade_and_run(self, request: h11.Request, record: RelayRecord) -> None:
@@ -170,6 +178,7 @@ class H1Frontend:
         try:
             ws_request, front.client_key = parse_h1_upgrade(request, tls=self._info.tls)
             route = websocket_route(self._server.router, ws_request.path)
+            self._info.slot.begin_tunnel()  # 429 past max_tunnels_per_client
         except ProxyError as error:
             await refuse(front, record, error)
             return

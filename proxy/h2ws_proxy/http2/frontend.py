@@ -48,6 +48,7 @@ from h2ws_proxy.http.request_head import parse_h2_request_head
 from h2ws_proxy.http2.admission import accept_http, accept_websocket, is_tunnel
 from h2ws_proxy.http2.budget import SlidingWindowBudget
 from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
+from h2ws_proxy.http2.lifetime import ConnectionLifetime
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.session import (
     ConnectionFailed,
@@ -116,7 +117,7 @@ class H2Frontend:
             self._writer,
             count_reset=self._count_reset,
             count_empty_frame=self._count_empty_frame,
-            on_emptied=self._end_if_idle,
+            on_emptied=self._end_if_idle,  # the lifetime's, once it exists
             log=self._log,
         )
         self._streams = self._registry.streams
@@ -129,8 +130,14 @@ class H2Frontend:
             backend_poller=self._backend_poller,
             on_done=self._registry.forget,
         )
-        #: No new streams: we sent GOAWAY (drain) or the client did.
-        self._closing = False
+        self._life = ConnectionLifetime(
+            self.session,
+            self._limits,
+            info.slot,
+            self._streams,
+            end_reading=self._read_scope.cancel,
+            log=self._log,
+        )
         self._nursery: trio.Nursery | None = None
         self._poller: BackendPoller | None = None
         limits = self._limits
@@ -138,10 +145,6 @@ class H2Frontend:
         self._empty_frames = SlidingWindowBudget(
             limits.max_empty_frames, limits.stream_reset_window_s
         )
-        #: Since when the connection has had no stream (None while it has some).
-        self._idle_since: float | None = trio.current_time()
-        self._became_idle = trio.Event()
-        self._settings_received = trio.Event()
         #: Closed with ENHANCE_YOUR_CALM: nothing more from this client is acted on.
         self._calmed = False
 
@@ -152,11 +155,12 @@ class H2Frontend:
         self.session.start()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            life = self._life
             nursery.start_soon(self._writer.run)
-            nursery.start_soon(self._drain_on_shutdown)
-            nursery.start_soon(self._require_settings)
+            nursery.start_soon(life.drain_on_shutdown, self._server.shutdown)
+            nursery.start_soon(life.require_settings_then_request)
             if self._limits.idle_connection_timeout_s > 0:
-                nursery.start_soon(self._close_when_idle)
+                nursery.start_soon(life.close_when_idle)
             with self._read_scope:
                 if not self._initial_data or self._receive(self._initial_data):
                     await self._read_loop()
@@ -209,53 +213,8 @@ class H2Frontend:
         finally:
             self._writer.end_batch()
 
-    async def _drain_on_shutdown(self) -> None:
-        """On server shutdown: GOAWAY(NO_ERROR), refuse new streams, let open ones finish."""
-        await self._server.shutdown.wait()
-        self.session.send_goaway()
-        self._closing = True
-        self._end_if_idle()
-
-    async def _require_settings(self) -> None:
-        """The client's preface ends with its SETTINGS: no SETTINGS in time, no connection.
-
-        Without this, a client that completes TLS and then sends nothing (slowloris on the
-        preface) would hold the connection until the idle timeout.
-        """
-        with trio.move_on_after(self._limits.client_handshake_timeout_s):
-            await self._settings_received.wait()
-            return
-        self._log(
-            "h2.preface_timeout", client_handshake_timeout_s=self._limits.client_handshake_timeout_s
-        )
-        self._read_scope.cancel()
-
     def _end_if_idle(self) -> None:
-        """After a GOAWAY either way, the connection ends with its last tunnel."""
-        if self._streams:
-            return
-        if self._idle_since is None:
-            self._idle_since = trio.current_time()
-            self._became_idle.set()
-            self._became_idle = trio.Event()
-        if self._closing:
-            self._read_scope.cancel()
-
-    async def _close_when_idle(self) -> None:
-        """A connection with no stream for ``idle_connection_timeout_s`` gets GOAWAY."""
-        timeout_s = self._limits.idle_connection_timeout_s
-        while True:
-            idle_since = self._idle_since
-            if idle_since is None:
-                await self._became_idle.wait()
-                continue
-            await trio.sleep_until(idle_since + timeout_s)
-            if self._idle_since == idle_since:
-                self._log("h2.idle_connection_closed", idle_connection_timeout_s=timeout_s)
-                self.session.send_goaway()
-                self._closing = True
-                self._end_if_idle()
-                return
+        self._life.end_if_idle()
 
     def _count_reset(self) -> None:
         """A stream cancelled by the client, refused, or reset as malformed: the budget.
@@ -310,7 +269,7 @@ class H2Frontend:
         elif isinstance(event, WindowUpdated):
             registry.on_window_change(event.stream_id)
         elif isinstance(event, RemoteSettingsChanged):
-            self._settings_received.set()
+            self._life.settings_received.set()
             registry.on_window_change(0)  # a new initial window changes every stream's
         elif isinstance(event, TrailersReceived):
             registry.on_trailers(event)
@@ -329,22 +288,24 @@ class H2Frontend:
             code=_code_name(event.error_code),
             last_stream=event.last_stream_id,
         )
-        self._closing = True
+        self._life.closing = True
         code = event.error_code
         if isinstance(code, ErrorCode) and code is not ErrorCode.NO_ERROR:
             self._read_scope.cancel()  # the client is aborting: end everything now
         else:
             # NO_ERROR, or a code we do not know, which must not trigger anything special
             # (RFC 9113 §7): open streams finish, then the connection closes.
-            self._end_if_idle()
+            self._life.end_if_idle()
 
     def _on_request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id
-        if self._closing or self.session.open_stream_count > self._limits.max_concurrent_streams:
+        life = self._life
+        life.request_received.set()
+        if life.closing or self.session.open_stream_count > self._limits.max_concurrent_streams:
             # RFC 9113 §5.1.2: over the limit (or draining) the stream is refused, not the
             # connection; the client may retry it (§8.7).
             self.session.reset(stream_id, ErrorCode.REFUSED_STREAM)
-            if not self._closing:
+            if not life.closing:
                 self._count_reset()
             return
         ended = event.end_stream
@@ -362,6 +323,7 @@ class H2Frontend:
                     connect_protocol_enabled=self.session.connect_protocol_enabled,
                     tls=tls,
                 )
+                self._info.slot.begin_tunnel()  # 429 past max_tunnels_per_client
             else:
                 http_request, route = accept_http(head, router, tls=tls, ended=ended)
         except ProxyError as error:
@@ -371,7 +333,7 @@ class H2Frontend:
         if ended:
             stream.feed_eof()
         self._streams[stream_id] = stream
-        self._idle_since = None
+        life.stream_opened()
         assert self._nursery is not None
         if is_tunnel(head):
             self._nursery.start_soon(

@@ -169,6 +169,7 @@ class StreamTasks:
 
     def _finish_tunnel(self, stream: H2Stream, record: RelayRecord) -> None:
         """Reset the stream unless it ended cleanly, return its credit, forget it, log it."""
+        self._info.slot.end_tunnel()
         if stream.reset_by_peer:
             record.stats.end = RelayEnd.CLIENT_ABORTED
         elif (

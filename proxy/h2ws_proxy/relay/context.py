@@ -10,7 +10,8 @@ import trio
 
 from h2ws_proxy.backend.pool import BackendPool
 from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
-from h2ws_proxy.config import ListenerConfig, ProxyConfig
+from h2ws_proxy.config import Limits, ListenerConfig, ProxyConfig
+from h2ws_proxy.relay.client_limits import ClientTable, ConnectionSlot, unlimited_slot
 from h2ws_proxy.relay.routing import Router
 
 
@@ -24,6 +25,12 @@ class ServerStats:
     requests: int = 0
     #: Bugs caught at a connection boundary (logged with a traceback). Should stay 0.
     unexpected_errors: int = 0
+    #: Connections closed at once because their client was at max_connections_per_client.
+    refused_per_client: int = 0
+    #: Idle connections told to go to make room at a listener's max_connections.
+    evicted_idle: int = 0
+    #: Times accept failed for want of descriptors or memory (EMFILE, ENFILE...).
+    accept_failures: int = 0
 
     @contextlib.contextmanager
     def count_connection(self) -> Iterator[None]:
@@ -80,9 +87,12 @@ class ServerContext:
     stats: ServerStats = field(default_factory=ServerStats)
     #: Keep-alive connections for ordinary requests (tunnels always dial their own).
     pool: BackendPool = field(init=False)
+    #: Connections and tunnels per client address.
+    clients: ClientTable = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pool", BackendPool(self.config.limits, self.connect_backend))
+        object.__setattr__(self, "clients", ClientTable(self.config.limits))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +105,5 @@ class ClientInfo:
     address: str | None
     #: True when the client reached us over TLS.
     tls: bool
+    #: Its place in the per-client and per-listener accounting (client_limits.py).
+    slot: ConnectionSlot = field(default_factory=lambda: unlimited_slot(Limits()))

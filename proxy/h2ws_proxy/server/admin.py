@@ -96,6 +96,9 @@ def server_stats(stats: ServerStats) -> dict[str, int]:
         "requests": stats.requests,
         "tasks": _count_tasks(),
         "unexpected_errors": stats.unexpected_errors,
+        "refused_per_client": stats.refused_per_client,
+        "evicted_idle": stats.evicted_idle,
+        "accept_failures": stats.accept_failures,
     }
 
 

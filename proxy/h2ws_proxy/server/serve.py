@@ -11,12 +11,10 @@ process passes the inherited sockets to ``serve`` (``supervisor.py``, ``worker.p
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import signal
 import ssl
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -25,10 +23,13 @@ from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
 from h2ws_proxy.config import ListenerConfig, ProxyConfig, SocketAddress, build_server_ssl_context
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import log_event, next_connection_id
+from h2ws_proxy.relay.client_limits import ConnectionSlot, ListenerCapacity
 from h2ws_proxy.relay.context import ClientInfo, ServerContext, ServerStats
 from h2ws_proxy.relay.routing import Router
+from h2ws_proxy.server.accept import AcceptLoop, serve_admin
 from h2ws_proxy.server.admin import handle_admin
 from h2ws_proxy.server.connection import handle_client
+from h2ws_proxy.server.descriptors import raise_descriptor_limit
 from h2ws_proxy.transport.capabilities import peer_host
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def bound_address(listeners: list[trio.SocketListener]) -> SocketAddress:
 
 async def _serve_client(
     stream: trio.abc.Stream,
+    slot: ConnectionSlot,
     *,
     server: ServerContext,
     listener: ListenerConfig,
@@ -83,49 +85,9 @@ async def _serve_client(
         listener=listener,
         address=peer_host(stream),
         tls=ssl_context is not None,
+        slot=slot,
     )
     await handle_client(stream, server, info, ssl_context=ssl_context)
-
-
-#: errno values that mean "out of descriptors or memory for now", not a broken listener.
-_ACCEPT_RETRY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-_ACCEPT_RETRY_S = 0.1
-
-
-async def _accept_loop(
-    listener: trio.SocketListener,
-    handler: Callable[[trio.SocketStream], Awaitable[None]],
-    connections: trio.Nursery,
-    slots: trio.Semaphore,
-) -> None:
-    """Accept while a connection slot is free (``max_connections``); else leave clients in
-    the kernel's backlog, as HAProxy's maxconn does, rather than accept and drop them."""
-    while True:
-        await slots.acquire()
-        try:
-            stream = await listener.accept()
-        except OSError as error:
-            slots.release()
-            if error.errno not in _ACCEPT_RETRY_ERRNOS:
-                raise
-            log_event(logger, logging.WARNING, "server.accept_failed", error=str(error))
-            await trio.sleep(_ACCEPT_RETRY_S)
-            continue
-        except BaseException:
-            slots.release()
-            raise
-        connections.start_soon(_run_and_release, handler, stream, slots)
-
-
-async def _run_and_release(
-    handler: Callable[[trio.SocketStream], Awaitable[None]],
-    stream: trio.SocketStream,
-    slots: trio.Semaphore,
-) -> None:
-    try:
-        await handler(stream)
-    finally:
-        slots.release()
 
 
 async def serve(
@@ -156,6 +118,7 @@ async def serve(
     ]
     if sockets is None:
         sockets = await bind_sockets(config)
+        raise_descriptor_limit(config)  # once bound: a bind error stays the only line
     async with trio.open_nursery() as background:
         background.start_soon(server.pool.reap)
         await _serve_until_drained(server, sockets, contexts, task_status)
@@ -181,16 +144,13 @@ async def _serve_until_drained(
                     _serve_client, server=server, listener=listener_config, ssl_context=ssl_context
                 )
                 # One cap per listener, shared by its sockets (IPv4 and IPv6 of one name).
-                slots = trio.Semaphore(config.limits.max_connections)
+                capacity = ListenerCapacity(config.limits.max_connections)
                 for listener in listeners:
-                    acceptors.start_soon(_accept_loop, listener, handler, connections, slots)
-            if admin is not None:
-                admin_handler = functools.partial(handle_admin, server=server)
-                acceptors.start_soon(
-                    functools.partial(
-                        trio.serve_listeners, admin_handler, admin, handler_nursery=connections
-                    )
-                )
+                    loop = AcceptLoop(listener, handler, server, capacity)
+                    acceptors.start_soon(loop.run, connections)
+            answer_admin = functools.partial(handle_admin, server=server)
+            for admin_listener in admin or ():
+                acceptors.start_soon(serve_admin, admin_listener, answer_admin, server, connections)
             addresses = BoundAddresses(
                 listeners=tuple(bound_address(listeners) for listeners in bound),
                 admin=bound_address(admin) if admin else None,

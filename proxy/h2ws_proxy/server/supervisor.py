@@ -51,6 +51,7 @@ import trio
 from h2ws_proxy.config import ProxyConfig, build_server_ssl_context
 from h2ws_proxy.log import log_event
 from h2ws_proxy.server.admin import NOT_FOUND, answer_admin_request
+from h2ws_proxy.server.descriptors import raise_descriptor_limit
 from h2ws_proxy.server.serve import BoundSockets, bind_sockets, bound_address
 from h2ws_proxy.server.worker import READY, ControlChannel, WorkerSpec
 from h2ws_proxy.transport.errors import STREAM_GONE
@@ -70,6 +71,9 @@ _STAT_KEYS = (
     "requests",
     "tasks",
     "unexpected_errors",
+    "refused_per_client",
+    "evicted_idle",
+    "accept_failures",
 )
 
 
@@ -311,6 +315,7 @@ async def supervise(config: ProxyConfig, *, log_level: str, log_format: str) -> 
         if listener.tls is not None:
             build_server_ssl_context(listener.tls, listener.protocols)
     sockets = await bind_sockets(config)
+    raise_descriptor_limit(config)  # before any worker starts: they inherit it
     return await Supervisor(config, sockets, log_level, log_format).run()
 
 
