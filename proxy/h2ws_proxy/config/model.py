@@ -95,8 +95,9 @@ class RouteConfig:
     #: False: the backend receives the client's request target byte for byte (the route is
     #: still chosen on the normalised path when there is one; ``http/paths.py``).
     normalize_path: bool = True
-    #: Lowercase field names dropped from the client's request head and trailers toward
-    #: this route's backend, whatever ``x_forwarded`` says (never the proxy's own fields).
+    #: Field names dropped from the client's request head and trailers toward this route's
+    #: backend, whatever ``x_forwarded`` says (never the proxy's own fields): lowercase,
+    #: ``-`` for ``_``, matched in either spelling.
     strip_fields: frozenset[bytes] = frozenset()
 
 

@@ -6,7 +6,8 @@ Rules:
   the schema's check, across tables); ``backend`` is a backend URL (``addresses.py``).
 * ``x_forwarded`` is ``true``, ``false`` or ``"append"``; ``websocket`` and
   ``normalize_path`` are booleans.
-* ``strip_fields`` is an array of field names (RFC 9110 §5.1 tokens), stored lowercase. The
+* ``strip_fields`` is an array of field names (RFC 9110 §5.1 tokens), stored lowercase with
+  ``-`` for ``_`` (WSGI/CGI read both as one variable, so both spellings go). The
   fields the proxy manages itself cannot be listed: pseudo-headers (``:path``...), the
   hop-by-hop fields it never forwards, and those it writes on every backend request
   (``host``, ``content-length``, ``sec-websocket-*``). Stripping them would either do
@@ -99,7 +100,8 @@ def _strip_fields(table: Table) -> frozenset[bytes]:
         refusal = _unstrippable(item)
         if refusal is not None:
             raise table.error("strip_fields", f"{json.dumps(item)} {refusal}")
-        names.append(item.lower().encode("ascii"))
+        # As backends read it: WSGI and CGI take "_" for "-" (http/fields.dashed).
+        names.append(item.lower().replace("_", "-").encode("ascii"))
     return frozenset(names)
 
 

@@ -69,8 +69,9 @@ def build_backend_upgrade(
     sent (``X-Forwarded-*``, ``Forwarded``, ``X-Real-IP``) are dropped, since a backend that
     reads the left-most X-Forwarded-For entry would otherwise take a client's word for its
     address; ``X-Forwarded-For`` becomes the client's address, ``-Proto`` and ``-Host`` what
-    the proxy saw. Without it, the client's own fields pass unchanged and none are added
-    (for a proxy behind another one that sets them).
+    the proxy saw. With "append" they are kept and the peer appended; with False they
+    pass unchanged and none are added. ``route.strip_fields`` go in every case
+    (:func:`~h2ws_proxy.http.fields.with_forwarding_fields`).
 
     The key is the only part that changes from one tunnel of a client to the next, so the
     request is written once around a stand-in key of the same shape (which passes every

@@ -34,6 +34,7 @@ from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import ClientProtocolError
 from h2ws_proxy.http.fields import (
     HOP_BY_HOP,
+    dashed,
     end_to_end_request_headers,
     is_forwarding_field,
     split_header_list,
@@ -248,6 +249,8 @@ class BackendRequest:
     target: bytes
     headers: list[Header]
     framing: BodyFraming
+    #: The route's ``strip_fields``: dropped from the client's trailers too.
+    strip_fields: frozenset[bytes] = frozenset()
 
     def head_bytes(self) -> bytes:
         """The request line and fields, byte for byte as h11 writes them."""
@@ -284,7 +287,9 @@ def build_backend_request(
         request.path_refusal,
         normalize_path=route.normalize_path,
     )
-    backend_request = BackendRequest(request.method, target, headers, request.framing)
+    backend_request = BackendRequest(
+        request.method, target, headers, request.framing, route.strip_fields
+    )
     if not _valid_for_h11(backend_request):
         try:
             backend_request.h11_event()  # for h11's own words about what is wrong
@@ -332,9 +337,12 @@ def response_fields(status: int, headers: list[Header], *, for_h2: bool) -> list
     return [field for field in headers if field[0] not in dropped]
 
 
-def trailer_fields(headers: list[Header] | tuple[Header, ...]) -> list[Header]:
-    """Trailer fields fit to relay: names lowercase, no framing or hop-by-hop fields, and no
-    forwarding claim (a backend may merge trailers into the head's fields)."""
+def trailer_fields(
+    headers: list[Header] | tuple[Header, ...], strip: frozenset[bytes] = frozenset()
+) -> list[Header]:
+    """Trailer fields fit to relay: names lowercase, no framing or hop-by-hop fields, no
+    forwarding claim (a backend may merge trailers into the head's fields), and none of
+    ``strip`` (a route's ``strip_fields``, for the client's trailers), in either spelling."""
     lowered = [(name.lower(), value) for name, value in headers]
     return [
         (name, value)
@@ -342,4 +350,5 @@ def trailer_fields(headers: list[Header] | tuple[Header, ...]) -> list[Header]:
         if name not in _NOT_FORWARDED
         and not name.startswith(b":")
         and not is_forwarding_field(name)
+        and (not strip or dashed(name) not in strip)
     ]
