@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from h2ws_proxy.cli import describe
 from h2ws_proxy.config import load_config
 from h2ws_proxy.config.routes import HOP_BY_HOP_NAMES
 from h2ws_proxy.http.fields import HOP_BY_HOP
@@ -121,3 +122,16 @@ def test_strip_fields_refused(tmp_path: Path, written: str, problem: str) -> Non
 def test_the_config_knows_every_hop_by_hop_field() -> None:
     # config sits below http and keeps its own copy of the list.
     assert {name.encode() for name in HOP_BY_HOP_NAMES} == set(HOP_BY_HOP)
+
+
+def test_check_shows_the_settings_that_change_what_reaches_the_backend(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        'x_forwarded = "append"\nnormalize_path = false\nstrip_fields = ["X-B", "x-a"]\n'
+        '\n[[route]]\npath = "/plain"\nbackend = "http://127.0.0.1:9001"\n'
+    )
+    lines = describe(load_config(write(tmp_path, text))).splitlines()
+    assert (
+        'route / -> http://127.0.0.1:9000 (normalize_path = false, x_forwarded = "append", '
+        'strip_fields = ["x-a", "x-b"])'
+    ) in lines
+    assert "route /plain -> http://127.0.0.1:9001" in lines
