@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -19,7 +20,13 @@ from collections.abc import Sequence
 import trio
 
 from h2ws_proxy import __version__
-from h2ws_proxy.config import ProxyConfig, advertises_connect_protocol, load_config, parse_workers
+from h2ws_proxy.config import (
+    ProxyConfig,
+    RouteConfig,
+    advertises_connect_protocol,
+    load_config,
+    parse_workers,
+)
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import configure_logging
 from h2ws_proxy.server.demo import serve_demo_backend
@@ -77,13 +84,28 @@ def describe(config: ProxyConfig) -> str:
             f"listener {listener.bind}: {mode}; {advertised} SETTINGS_ENABLE_CONNECT_PROTOCOL{why}"
         )
     for route in sorted(config.routes, key=lambda r: r.path):
-        kind = "" if route.websocket else " (websocket = false)"
-        lines.append(f"route {route.path} -> {route.backend}{kind}")
+        lines.append(f"route {route.path} -> {route.backend}{_route_settings(route)}")
     if config.admin:
         lines.append(f"admin {config.admin.bind}: /healthz, /stats")
     if config.workers > 1:
         lines.append(f"workers {config.workers}: a supervisor and {config.workers} processes")
     return "\n".join(lines)
+
+
+def _route_settings(route: RouteConfig) -> str:
+    """The route's settings that differ from the defaults, as written in TOML: the ones
+    that change what reaches its backend are worth seeing at a glance."""
+    settings = []
+    if not route.websocket:
+        settings.append("websocket = false")
+    if not route.normalize_path:
+        settings.append("normalize_path = false")
+    if route.x_forwarded is not True:
+        settings.append(f"x_forwarded = {json.dumps(route.x_forwarded)}")
+    if route.strip_fields:
+        names = sorted(name.decode("ascii") for name in route.strip_fields)
+        settings.append(f"strip_fields = {json.dumps(names)}")
+    return f" ({', '.join(settings)})" if settings else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

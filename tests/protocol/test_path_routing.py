@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.config import BackendAddress
+from h2ws_proxy.config import BackendAddress, ProxyConfig
 from tests.helpers.backends import HeadRecorder
 from tests.helpers.frames import PREFACE, frame
 from tests.helpers.memory import MemoryNet, open_memory_client
@@ -37,7 +37,9 @@ class Recorder(HeadRecorder):
         return [head.target for head in self.heads]
 
 
-async def serve(nursery: trio.Nursery, recorder: Recorder) -> tuple[MemoryNet, trio.abc.Stream]:
+async def serve(
+    nursery: trio.Nursery, recorder: Recorder, config: ProxyConfig = CONFIG
+) -> tuple[MemoryNet, trio.abc.Stream]:
     net = MemoryNet(nursery, recorder)
     dial = net.connect
 
@@ -46,7 +48,7 @@ async def serve(nursery: trio.Nursery, recorder: Recorder) -> tuple[MemoryNet, t
         return await dial(address)
 
     net.connect = recording_dial
-    return net, await open_memory_client(nursery, CONFIG, net)
+    return net, await open_memory_client(nursery, config, net)
 
 
 async def send_h1(client: trio.abc.Stream, target: bytes, *, upgrade: bool) -> bytes:

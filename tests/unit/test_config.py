@@ -413,7 +413,8 @@ def test_unknown_limits_key_with_suggestion(tmp_path: Path) -> None:
 def test_unknown_sub_table(tmp_path: Path) -> None:
     text = MINIMAL + "\n[route.headers]\nx = 1\n"
     assert load_error(tmp_path, text) == (
-        ":8: route[0].headers: unknown key; known keys: path, backend, x_forwarded, websocket"
+        ":8: route[0].headers: unknown key; known keys: path, backend, x_forwarded, "
+        "websocket, normalize_path, strip_fields"
     )
 
 
@@ -582,9 +583,11 @@ def test_float_is_not_an_integer_limit(tmp_path: Path) -> None:
 
 
 def test_boolean_keys_reject_strings(tmp_path: Path) -> None:
-    text = MINIMAL + 'x_forwarded = "yes"\n'
+    # x_forwarded also takes "append" (tests/unit/test_config_routes.py): websocket is the
+    # plain boolean route key here.
+    text = MINIMAL + 'websocket = "yes"\n'
     assert load_error(tmp_path, text) == (
-        ":7: route[0].x_forwarded: must be true or false, not a string; write it unquoted"
+        ":7: route[0].websocket: must be true or false, not a string; write it unquoted"
     )
 
 

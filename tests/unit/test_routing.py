@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from h2ws_proxy.config import RouteConfig, parse_backend
-from h2ws_proxy.relay.routing import Router
+from h2ws_proxy.errors import ClientProtocolError, RouteNotFound
+from h2ws_proxy.http.handshake import WebSocketRequest
+from h2ws_proxy.http.message import BodyFraming, HttpRequest
+from h2ws_proxy.http.paths import split_target
+from h2ws_proxy.relay.routing import Router, http_route, websocket_route
 
 
 def route(path: str, port: int = 9000) -> RouteConfig:
@@ -127,3 +133,72 @@ def test_match_is_case_sensitive() -> None:
     # RFC 3986 §6.2.2.1: the path component is case-sensitive.
     assert Router(ALL).match("/CHAT") is ROOT
     assert Router(ALL).match(b"/Chat/room") is ROOT
+
+
+# --- paths normalisation refused: only a normalize_path = false route takes them -----------
+
+RAW = dataclasses.replace(route("/raw", 9005), normalize_path=False)
+RAW_ROUTER = Router([ROOT, CHAT, RAW])
+
+
+def _http(target: bytes) -> HttpRequest:
+    routed, raw, refusal = split_target(target)
+    return HttpRequest(
+        method=b"GET",
+        target=routed,
+        authority=b"a.test",
+        scheme=b"http",
+        headers=(),
+        framing=BodyFraming.NONE,
+        raw_target=raw,
+        path_refusal=refusal,
+    )
+
+
+def _websocket(target: bytes) -> WebSocketRequest:
+    routed, raw, refusal = split_target(target)
+    return WebSocketRequest(
+        front="h1",
+        scheme=b"http",
+        authority=b"a.test",
+        path=routed,
+        subprotocols=(),
+        extension_names=(),
+        headers=(),
+        raw_path=raw,
+        path_refusal=refusal,
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (b"/raw/a%2Fb", RAW),  # refused, raw bytes route to the raw route
+        (b"/raw//x", RAW),  # normalised /raw/x
+        (b"/raw/../chat", CHAT),  # normalised /chat
+        (b"/x/../raw/%7e", RAW),
+    ],
+)
+def test_raw_routes(target: bytes, expected: RouteConfig) -> None:
+    assert http_route(RAW_ROUTER, _http(target)) is expected
+    assert websocket_route(RAW_ROUTER, _websocket(target)) is expected
+
+
+@pytest.mark.parametrize(
+    "target", [b"/chat/%2F", b"/%2F", b"/raw%2Fx", b"/x/..;/raw", b"/%72aw/%2F"]
+)
+def test_refused_paths_outside_raw_routes_get_400(target: bytes) -> None:
+    for call in (
+        lambda: http_route(RAW_ROUTER, _http(target)),
+        lambda: websocket_route(RAW_ROUTER, _websocket(target)),
+    ):
+        with pytest.raises(ClientProtocolError) as refused:
+            call()
+        assert refused.value.status_hint == 400
+
+
+def test_refused_path_without_any_route_is_400_not_404() -> None:
+    with pytest.raises(ClientProtocolError):
+        http_route(Router([CHAT]), _http(b"/x/%2F"))
+    with pytest.raises(RouteNotFound):
+        http_route(Router([CHAT]), _http(b"/x/ok"))

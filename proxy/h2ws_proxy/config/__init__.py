@@ -33,6 +33,7 @@ Modules, each importing only those above it in this list:
   :func:`parse_backend`).
 * ``locate``: the line of a key path in the raw text.
 * ``tables``: reading one table with exact types, known keys and located errors.
+* ``routes``: one ``[[route]]`` table (:func:`parse_route`).
 * ``parse``: the schema, :func:`parse_config` and :func:`load_config`.
 * ``tls``: :func:`build_server_ssl_context`.
 

@@ -87,8 +87,18 @@ class BackendAddress:
 class RouteConfig:
     path: str
     backend: BackendAddress
-    x_forwarded: bool = True  #: add X-Forwarded-For/-Proto/-Host toward the backend
+    #: The client's forwarding fields toward the backend (``http/fields.py``): True, the
+    #: proxy is the edge (they go, ours are added); "append", behind a trusted proxy (they
+    #: stay, the peer is appended to X-Forwarded-For); False, untouched and none added.
+    x_forwarded: bool | Literal["append"] = True
     websocket: bool = True  #: the backend takes WebSocket upgrades on this route
+    #: False: the backend receives the client's request target byte for byte (the route is
+    #: still chosen on the normalised path when there is one; ``http/paths.py``).
+    normalize_path: bool = True
+    #: Field names dropped from the client's request head and trailers toward this route's
+    #: backend, whatever ``x_forwarded`` says (never the proxy's own fields): lowercase,
+    #: ``-`` for ``_``, matched in either spelling.
+    strip_fields: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,7 @@ Rules:
 * Timeouts take integers or floats (stored as ``float``), finite, greater than 0 (or 0 to
   disable, where the limit says so); the other limits take integers in their ranges.
 * Listener binds are unique (port 0 excepted) and the admin bind differs from all of them.
-* Route paths start with ``/``, hold no ``?``, ``#``, spaces or controls, and are unique.
-* A relative ``unix:`` backend path is resolved against the config file's directory.
+* Route paths are unique; each ``[[route]]`` table is read by ``routes.py`` (its rules).
 * ``load_config`` refuses a file that cannot be read, is not UTF-8 or is not TOML, naming
   the line where it can.
 """
@@ -27,11 +26,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
-from h2ws_proxy.config.addresses import parse_backend
 from h2ws_proxy.config.locate import Locator
 from h2ws_proxy.config.model import (
     AdminConfig,
-    BackendAddress,
     Limits,
     ListenerConfig,
     ProxyConfig,
@@ -39,6 +36,7 @@ from h2ws_proxy.config.model import (
     SocketAddress,
     TLSConfig,
 )
+from h2ws_proxy.config.routes import parse_route
 from h2ws_proxy.config.tables import Context, Table, describe
 from h2ws_proxy.errors import ConfigError
 
@@ -129,27 +127,6 @@ def _parse_tls(table: Table) -> TLSConfig:
     table.check_keys(("cert", "key"), hints=_MOVED_TO_LISTENER)
     return TLSConfig(
         cert=table.file("cert", 'cert = "cert.pem"'), key=table.file("key", 'key = "key.pem"')
-    )
-
-
-def _parse_route(table: Table) -> RouteConfig:
-    table.check_keys(("path", "backend", "x_forwarded", "websocket"), hints=_TOP_LEVEL_HINTS)
-    path = table.string("path", 'path = "/"')
-    if not path.startswith("/"):
-        raise table.error("path", f'must start with "/"; write path = "/{path}"')
-    if any(char in "?#" or char.isspace() or not char.isprintable() for char in path):
-        problem = "must not contain '?', '#', spaces or control characters"
-        raise table.error("path", f'{problem}; give a plain path prefix such as "/chat"')
-    example = 'backend = "http://127.0.0.1:9000"'
-    try:
-        backend = parse_backend(table.string("backend", example))
-    except ValueError as exc:
-        raise table.error("backend", str(exc)) from None
-    if backend.scheme == "unix" and not os.path.isabs(backend.unix_path):
-        unix_path = os.path.abspath(table.ctx.base_dir / backend.unix_path)
-        backend = BackendAddress("unix", unix_path=unix_path)
-    return RouteConfig(
-        path, backend, table.boolean("x_forwarded", True), table.boolean("websocket", True)
     )
 
 
@@ -259,7 +236,7 @@ def parse_config(
     root.check_keys(_TOP_KEYS)
     workers = _workers_setting(root)
     listeners = tuple(_parse_listener(table) for table in root.tables("listener"))
-    routes = tuple(_parse_route(table) for table in root.tables("route"))
+    routes = tuple(parse_route(table, _TOP_LEVEL_HINTS) for table in root.tables("route"))
     admin_table, limits_table = root.table("admin"), root.table("limits")
     admin = None if admin_table is None else _parse_admin(admin_table)
     limits = Limits() if limits_table is None else _parse_limits(limits_table)

@@ -36,6 +36,7 @@ from h2ws_proxy.http.handshake import (
     WebSocketRequest,
     extension_names,
 )
+from h2ws_proxy.http.paths import target_for_route
 from h2ws_proxy.http.upgrade_wire import UpgradeRequest, upgrade_request
 
 __all__ = [
@@ -68,31 +69,34 @@ def build_backend_upgrade(
     sent (``X-Forwarded-*``, ``Forwarded``, ``X-Real-IP``) are dropped, since a backend that
     reads the left-most X-Forwarded-For entry would otherwise take a client's word for its
     address; ``X-Forwarded-For`` becomes the client's address, ``-Proto`` and ``-Host`` what
-    the proxy saw. Without it, the client's own fields pass unchanged and none are added
-    (for a proxy behind another one that sets them).
+    the proxy saw. With "append" they are kept and the peer appended; with False they
+    pass unchanged and none are added. ``route.strip_fields`` go in every case
+    (:func:`~h2ws_proxy.http.fields.with_forwarding_fields`).
 
     The key is the only part that changes from one tunnel of a client to the next, so the
     request is written once around a stand-in key of the same shape (which passes every
     check exactly when a real key does) and remembered, small ones and a few, as the
     bytes before and after the key.
     """
+    # The target: normalised, or the client's raw one for a normalize_path = false route.
+    target = target_for_route(
+        request.path, request.raw_path, request.path_refusal, normalize_path=route.normalize_path
+    )
     if not _KEY_SHAPE.fullmatch(key):
-        return _backend_request(request.path, _upgrade_fields(request, route, key, client_address))
+        return _backend_request(target, _upgrade_fields(request, route, key, client_address))
     template_key = (request, route, client_address)
     template = _TEMPLATES.get(template_key)
     if template is None:
-        template = _upgrade_template(request, route, client_address)
+        template = _upgrade_template(target, request, route, client_address)
         if template is None:
-            return _backend_request(
-                request.path, _upgrade_fields(request, route, key, client_address)
-            )
+            return _backend_request(target, _upgrade_fields(request, route, key, client_address))
         if len(_TEMPLATES) >= _TEMPLATES_MAX:
             _TEMPLATES.clear()
         _TEMPLATES[template_key] = template
     before, after, stand_in_fields = template
     headers = list(stand_in_fields)
     headers[_KEY_FIELD] = (b"sec-websocket-key", key)
-    return UpgradeRequest(target=request.path, headers=tuple(headers), data=before + key + after)
+    return UpgradeRequest(target=target, headers=tuple(headers), data=before + key + after)
 
 
 #: Written upgrade requests by (request, route, client address): the bytes before the key,
@@ -109,12 +113,12 @@ _KEY_FIELD = 3  # the key's place in ``_upgrade_fields``
 
 
 def _upgrade_template(
-    request: WebSocketRequest, route: RouteConfig, client_address: str | None
+    target: bytes, request: WebSocketRequest, route: RouteConfig, client_address: str | None
 ) -> tuple[bytes, bytes, tuple[Header, ...]] | None:
     """The request's bytes around the key, or None when it cannot be kept (h11 must write
     it, it is large, or the stand-in key's bytes also occur elsewhere in it)."""
     fields = _upgrade_fields(request, route, _STAND_IN_KEY, client_address)
-    written = upgrade_request(request.path, fields)
+    written = upgrade_request(target, fields)
     if (
         written is None
         or len(written.data) > _TEMPLATE_MAX_BYTES

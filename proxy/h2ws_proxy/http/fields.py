@@ -12,6 +12,13 @@ Rules:
   IP fields CDNs and other proxies use, also spelled with ``_`` for ``-``, which WSGI and
   CGI backends read as the same variable) and the proxy's own are added; with it off, the
   client's pass unchanged and none are added. In trailers they never pass.
+* With ``x_forwarded = "append"`` the proxy sits behind a trusted one that set these fields
+  itself: they are kept, the peer's address is appended to ``X-Forwarded-For`` (and, when
+  a ``Forwarded`` field came, as a ``for=`` element of it, so both chains count the same
+  hops), ``X-Forwarded-Proto``/``-Host`` are ours only where none came. Their ``_``
+  spellings still go: no proxy sets those, so they can only be a client's.
+* A route's ``strip_fields`` go from the client's head and trailers whatever
+  ``x_forwarded`` says, in either spelling (``_`` or ``-``), before the proxy adds its own.
 
 Used by the WebSocket handshake (:mod:`~h2ws_proxy.http.handshake`,
 :mod:`~h2ws_proxy.http.backend_handshake`) and by ordinary requests
@@ -24,6 +31,7 @@ from h2ws_proxy.config import RouteConfig
 
 __all__ = [
     "HOP_BY_HOP",
+    "dashed",
     "end_to_end_request_headers",
     "end_to_end_response_headers",
     "is_forwarding_field",
@@ -76,11 +84,15 @@ _FORWARDING_NAMES = frozenset(
 )
 
 
+def dashed(name: bytes) -> bytes:
+    """``name`` as WSGI and CGI backends read it: ``_`` and ``-`` are the same variable."""
+    return name.replace(b"_", b"-") if b"_" in name else name
+
+
 def is_forwarding_field(name: bytes) -> bool:
     """A field that claims where the request came from, in any spelling a backend may
     read as one (``_`` for ``-``: WSGI and CGI map both to the same variable)."""
-    if b"_" in name:
-        name = name.replace(b"_", b"-")
+    name = dashed(name)
     return name.startswith(b"x-forwarded-") or name in _FORWARDING_NAMES
 
 
@@ -121,18 +133,65 @@ def with_forwarding_fields(
     scheme: bytes,
     authority: bytes | None,
 ) -> list[Header]:
-    """``headers`` with X-Forwarded-* applied as ``route.x_forwarded`` says.
+    """``headers`` less ``route.strip_fields``, with X-Forwarded-* applied as
+    ``route.x_forwarded`` says (see the module rules).
 
-    With it the proxy is the edge: the client's forwarding claims go and ours are added.
-    Without it the client's fields pass unchanged and none are added.
+    With True the proxy is the edge: the client's forwarding claims go and ours are added.
+    With "append" they are kept and the peer appended. With False the client's fields pass
+    unchanged and none are added.
     """
-    if not route.x_forwarded:
+    strip = route.strip_fields
+    if strip:
+        headers = tuple([field for field in headers if dashed(field[0]) not in strip])
+    if route.x_forwarded is False:
         return list(headers)
+    if route.x_forwarded == "append":
+        return _appended(headers, client_address, scheme, authority)
     result = [(name, value) for name, value in headers if not is_forwarding_field(name)]
     if client_address:
         result.append((b"x-forwarded-for", client_address.encode("ascii")))
     result.append((b"x-forwarded-proto", scheme))
     if authority is not None:
+        result.append((b"x-forwarded-host", authority))
+    return result
+
+
+def _appended(
+    headers: tuple[Header, ...],
+    client_address: str | None,
+    scheme: bytes,
+    authority: bytes | None,
+) -> list[Header]:
+    """``x_forwarded = "append"``: the trusted proxy's fields kept, the peer appended."""
+    result: list[Header] = []
+    # The values of each field, in order, joined as one list (RFC 9110 §5.3); each kept
+    # whole (a Forwarded quoted-string may hold a comma), empty ones dropped.
+    chain: list[bytes] = []
+    forwarded: list[bytes] = []
+    has_proto = has_host = False
+    for name, value in headers:
+        if name == b"x-forwarded-for" or name == b"forwarded":
+            if value := value.strip(b" \t"):
+                (chain if name == b"x-forwarded-for" else forwarded).append(value)
+        elif b"_" in name and is_forwarding_field(name):
+            continue  # a client's spelling: see the module rules
+        else:
+            has_proto = has_proto or name == b"x-forwarded-proto"
+            has_host = has_host or name == b"x-forwarded-host"
+            result.append((name, value))
+    if client_address:
+        address = client_address.encode("ascii")
+        chain.append(address)
+        if forwarded:
+            # RFC 7239 §6: an IPv6 node is bracketed, and then quoted (":" is not a token).
+            forwarded.append(b'for="[%s]"' % address if b":" in address else b"for=" + address)
+    if chain:
+        result.append((b"x-forwarded-for", b", ".join(chain)))
+    if forwarded:
+        result.append((b"forwarded", b", ".join(forwarded)))
+    if not has_proto:
+        result.append((b"x-forwarded-proto", scheme))
+    if not has_host and authority is not None:
         result.append((b"x-forwarded-host", authority))
     return result
 

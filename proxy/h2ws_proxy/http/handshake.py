@@ -27,7 +27,7 @@ from wsproto.utilities import generate_accept_token
 from h2ws_proxy.errors import ClientProtocolError
 from h2ws_proxy.http.fields import end_to_end_request_headers, split_header_list
 from h2ws_proxy.http.grammar import AUTHORITY_PATTERN
-from h2ws_proxy.http.paths import normalize_target
+from h2ws_proxy.http.paths import split_target
 from h2ws_proxy.http.request_head import H2RequestHead
 
 __all__ = [
@@ -56,6 +56,8 @@ class WebSocketRequest:
     #: ``b"https"`` when the client reached us over TLS, else ``b"http"``.
     scheme: bytes
     authority: bytes | None
+    #: The target (path and query) as routed: normalised (``http/paths.py``), or the
+    #: client's own when ``path_refusal`` says why it is not.
     path: bytes
     #: Subprotocols offered, in the client's order of preference.
     subprotocols: tuple[bytes, ...]
@@ -63,6 +65,12 @@ class WebSocketRequest:
     extension_names: tuple[bytes, ...]
     #: End-to-end fields to forward, hop-by-hop and proxy-owned ones already removed.
     headers: tuple[Header, ...]
+    #: The client's target when it differs from ``path`` (sent to a route with
+    #: ``normalize_path = false``); None when they are the same bytes.
+    raw_path: bytes | None = None
+    #: Why normalisation refused the target: only a route with ``normalize_path = false``
+    #: takes the request then (``relay/routing.py``).
+    path_refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +157,17 @@ def _check_extended_connect(
         raise ClientProtocolError(
             "sec-websocket-version must be 13", status_hint=400, extra_headers=_VERSION_HEADER
         )
+    path, raw_path, path_refusal = split_target(head.path)
     return WebSocketRequest(
         front="h2",
         scheme=b"https" if tls else b"http",
         authority=head.authority,
-        path=normalize_target(head.path),
+        path=path,
         subprotocols=split_header_list(fields.get(b"sec-websocket-protocol", [])),
         extension_names=extension_names(fields.get(b"sec-websocket-extensions", [])),
         headers=end_to_end_request_headers(head.headers),
+        raw_path=raw_path,
+        path_refusal=path_refusal,
     )
 
 
@@ -188,15 +199,18 @@ def parse_h1_upgrade(request: h11.Request, *, tls: bool) -> tuple[WebSocketReque
     # RFC 9112 §3.2: exactly one Host, and a valid one, or 400.
     if len(hosts) != 1 or not AUTHORITY_PATTERN.match(hosts[0]):
         raise ClientProtocolError("exactly one valid host field is required")
+    path, raw_path, path_refusal = split_target(request.target)
     return (
         WebSocketRequest(
             front="h1",
             scheme=b"https" if tls else b"http",
             authority=hosts[0],
-            path=normalize_target(request.target),
+            path=path,
             subprotocols=split_header_list(values(b"sec-websocket-protocol")),
             extension_names=extension_names(values(b"sec-websocket-extensions")),
             headers=end_to_end_request_headers(headers),
+            raw_path=raw_path,
+            path_refusal=path_refusal,
         ),
         key,
     )

@@ -34,13 +34,14 @@ from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import ClientProtocolError
 from h2ws_proxy.http.fields import (
     HOP_BY_HOP,
+    dashed,
     end_to_end_request_headers,
     is_forwarding_field,
     split_header_list,
     with_forwarding_fields,
 )
 from h2ws_proxy.http.grammar import AUTHORITY_PATTERN, REQUEST_TARGET, TOKEN, fields_pass
-from h2ws_proxy.http.paths import normalize_target
+from h2ws_proxy.http.paths import split_target, target_for_route
 from h2ws_proxy.http.request_head import H2RequestHead, malformed
 
 Header = tuple[bytes, bytes]
@@ -75,7 +76,8 @@ class HttpRequest:
     """An ordinary HTTP request, whatever protocol the client spoke."""
 
     method: bytes
-    #: The request target in origin-form (``/path?query``), or ``*``.
+    #: The request target in origin-form (``/path?query``), or ``*``, as routed: normalised
+    #: (``http/paths.py``), or the client's own when ``path_refusal`` says why it is not.
     target: bytes
     authority: bytes
     #: ``b"https"`` when the client reached us over TLS, else ``b"http"``.
@@ -84,6 +86,12 @@ class HttpRequest:
     headers: tuple[Header, ...]
     framing: BodyFraming
     content_length: int | None = None
+    #: The client's target when it differs from ``target`` (sent to a route with
+    #: ``normalize_path = false``); None when they are the same bytes.
+    raw_target: bytes | None = None
+    #: Why normalisation refused the target: only a route with ``normalize_path = false``
+    #: takes the request then (``relay/routing.py``).
+    path_refusal: str | None = None
 
     @property
     def is_head(self) -> bool:
@@ -125,14 +133,17 @@ def request_from_h2(head: H2RequestHead, *, tls: bool, end_stream: bool) -> Http
         framing = BodyFraming.NONE if head.method in BODILESS_METHODS else BodyFraming.CHUNKED
     if framing is not BodyFraming.NONE and head.method in BODILESS_METHODS:
         raise _body_on_bodiless(head.method, h2=True)
+    target, raw_target, path_refusal = split_target(head.path)
     return HttpRequest(
         method=head.method,
-        target=normalize_target(head.path),
+        target=target,
         authority=authority,
         scheme=b"https" if tls else b"http",
         headers=_forwarded_fields(head.headers),
         framing=framing,
         content_length=length if framing is BodyFraming.LENGTH else None,
+        raw_target=raw_target,
+        path_refusal=path_refusal,
     )
 
 
@@ -175,14 +186,17 @@ def request_from_h1(request: h11.Request, *, tls: bool) -> HttpRequest:
         framing = BodyFraming.NONE
     if framing is not BodyFraming.NONE and request.method in BODILESS_METHODS:
         raise _body_on_bodiless(request.method, h2=False)
+    target, raw_target, path_refusal = split_target(target)
     return HttpRequest(
         method=request.method,
-        target=normalize_target(target),
+        target=target,
         authority=authority,
         scheme=b"https" if tls else b"http",
         headers=end_to_end_request_headers(headers, replaced=_SET_BY_PROXY),
         framing=framing,
         content_length=length if framing is BodyFraming.LENGTH else None,
+        raw_target=raw_target,
+        path_refusal=path_refusal,
     )
 
 
@@ -235,6 +249,8 @@ class BackendRequest:
     target: bytes
     headers: list[Header]
     framing: BodyFraming
+    #: The route's ``strip_fields``: dropped from the client's trailers too.
+    strip_fields: frozenset[bytes] = frozenset()
 
     def head_bytes(self) -> bytes:
         """The request line and fields, byte for byte as h11 writes them."""
@@ -250,7 +266,8 @@ class BackendRequest:
 def build_backend_request(
     request: HttpRequest, route: RouteConfig, client_address: str | None
 ) -> BackendRequest:
-    """The HTTP/1.1 request for ``route``'s backend, with our own framing.
+    """The HTTP/1.1 request for ``route``'s backend, with our own framing, to the target
+    the route asks for (normalised, or the client's raw one: ``http/paths.py``).
 
     Raises :class:`ClientProtocolError` (400) for what h11 would not send.
     """
@@ -264,7 +281,15 @@ def build_backend_request(
         headers.append((b"content-length", str(request.content_length).encode()))
     elif request.framing is BodyFraming.CHUNKED:
         headers.append((b"transfer-encoding", b"chunked"))
-    backend_request = BackendRequest(request.method, request.target, headers, request.framing)
+    target = target_for_route(
+        request.target,
+        request.raw_target,
+        request.path_refusal,
+        normalize_path=route.normalize_path,
+    )
+    backend_request = BackendRequest(
+        request.method, target, headers, request.framing, route.strip_fields
+    )
     if not _valid_for_h11(backend_request):
         try:
             backend_request.h11_event()  # for h11's own words about what is wrong
@@ -312,9 +337,12 @@ def response_fields(status: int, headers: list[Header], *, for_h2: bool) -> list
     return [field for field in headers if field[0] not in dropped]
 
 
-def trailer_fields(headers: list[Header] | tuple[Header, ...]) -> list[Header]:
-    """Trailer fields fit to relay: names lowercase, no framing or hop-by-hop fields, and no
-    forwarding claim (a backend may merge trailers into the head's fields)."""
+def trailer_fields(
+    headers: list[Header] | tuple[Header, ...], strip: frozenset[bytes] = frozenset()
+) -> list[Header]:
+    """Trailer fields fit to relay: names lowercase, no framing or hop-by-hop fields, no
+    forwarding claim (a backend may merge trailers into the head's fields), and none of
+    ``strip`` (a route's ``strip_fields``, for the client's trailers), in either spelling."""
     lowered = [(name.lower(), value) for name, value in headers]
     return [
         (name, value)
@@ -322,4 +350,5 @@ def trailer_fields(headers: list[Header] | tuple[Header, ...]) -> list[Header]:
         if name not in _NOT_FORWARDED
         and not name.startswith(b":")
         and not is_forwarding_field(name)
+        and (not strip or dashed(name) not in strip)
     ]

@@ -11,8 +11,22 @@ Rules (the path part of the target; the query after the first ``?`` is left as i
 * Dot-segments are removed (RFC 3986 §5.2.4) and repeated slashes merged; a path that
   climbs above ``/`` is refused. A segment ``..`` or ``.`` followed by ``;`` parameters
   (``..;``, which Tomcat resolves as ``..``) is refused.
-* What is refused gets 400 (:class:`ClientProtocolError`), before any backend is chosen.
-  The backend receives the normalised path, which is the one that was routed.
+* What is refused gets 400 (:class:`ClientProtocolError`), unless the route its raw form
+  matches has ``normalize_path = false`` (below). The backend receives the normalised
+  path, which is the one that was routed.
+
+A route with ``normalize_path = false`` (for backends that need the bytes as sent: an
+encoded ``/`` that means something to them, a signed URL) gets the client's raw target
+instead. The route is still chosen on the normalised path when there is one, so
+``/raw/../admin`` goes to the ``/admin`` route (normalised, if that route normalises). Only
+a path that normalisation refuses is routed on its raw form, and it proceeds only when the
+route so chosen itself has ``normalize_path = false``: a refused path never reaches a
+normalising route's backend, in any form. What a raw route's backend makes of the bytes
+(``/raw/..%2Fadmin`` resolved as its own ``/admin``) is that backend's business: raw routes
+are for backends that decide nothing policy-relevant by path.
+
+The request objects carry the three results of :func:`split_target` (the target routed,
+the raw one when it differs, the refusal); :func:`target_for_route` picks what is sent.
 """
 
 from __future__ import annotations
@@ -41,6 +55,31 @@ def normalize_target(target: bytes) -> bytes:
     if not path.startswith(b"/"):
         return target  # not an origin-form path (``*``): nothing to route on
     return _normalized_path(path) + mark + query
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes | None, str | None]:
+    """``(routed, raw, refusal)`` for the client's ``target``: the target to route on
+    (normalised, or ``target`` itself when refused), ``target`` when it differs from
+    ``routed`` (else None, the common case), and why normalisation refused it (else None).
+    """
+    try:
+        routed = normalize_target(target)
+    except ClientProtocolError as error:
+        return target, None, error.message
+    return routed, (None if routed == target else target), None
+
+
+def target_for_route(
+    routed: bytes, raw: bytes | None, refusal: str | None, *, normalize_path: bool
+) -> bytes:
+    """The target sent to the backend of a route with ``normalize_path``, from what
+    :func:`split_target` gave. Raises :class:`ClientProtocolError` (400) for a refused path
+    and a normalising route: routing refuses that first, and this keeps it so."""
+    if normalize_path:
+        if refusal is not None:
+            raise ClientProtocolError(refusal)
+        return routed
+    return routed if raw is None else raw
 
 
 def _normalized_path(path: bytes) -> bytes:

@@ -25,7 +25,7 @@ def accept_http(
     head: H2RequestHead, router: Router, *, tls: bool, ended: bool
 ) -> tuple[HttpRequest, RouteConfig]:
     request = request_from_h2(head, tls=tls, end_stream=ended)
-    return request, http_route(router, request.target)
+    return request, http_route(router, request)
 
 
 def accept_websocket(
@@ -40,4 +40,4 @@ def accept_websocket(
     request = parse_extended_connect(
         head, connect_protocol_enabled=connect_protocol_enabled, tls=tls
     )
-    return request, websocket_route(router, request.path)
+    return request, websocket_route(router, request)

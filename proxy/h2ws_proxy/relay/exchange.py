@@ -153,6 +153,8 @@ class _Run:
     failure: Exception | None = None
     #: From when on :meth:`progress` moves the deadline.
     push_at: float = 0.0
+    #: The route's ``strip_fields``, kept out of the client's trailers.
+    strip_fields: frozenset[bytes] = frozenset()
 
     def __post_init__(self) -> None:
         self._next_push()
@@ -193,6 +195,7 @@ async def _exchange_once(
     """One attempt on ``connection``; the idle timer (``scope``'s deadline) was just armed."""
     wire = H1BackendWire(backend_request, max_head_bytes=limits.max_header_list_bytes)
     run = _Run(connection, wire, request, client, limits, stats, result, scope)
+    run.strip_fields = backend_request.strip_fields
     if request.framing is BodyFraming.NONE and not client.watches_disconnect:
         # Nothing to run beside the answer (no upload, no watcher): no nursery, which
         # costs a cancel scope and two scheduler calls per request; failures just rise.
@@ -284,7 +287,7 @@ async def _pump_request_body(run: _Run) -> None:
 def _request_trailers(run: _Run) -> list[Header]:
     if run.request.framing is not BodyFraming.CHUNKED:
         return []  # HTTP/1.1 carries trailers only in chunked bodies
-    return trailer_fields(run.client.request_trailers())
+    return trailer_fields(run.client.request_trailers(), run.strip_fields)
 
 
 async def _send_body_bytes(run: _Run, data: bytes) -> bool:
