@@ -167,7 +167,7 @@ async def _run(config: ProxyConfig, demo_backend: bool, log_level: str, log_form
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         if demo_backend:
-            addresses = {route.backend for route in config.routes}
+            addresses = {server for route in config.routes for server in route.backend.servers}
             for address in sorted(addresses, key=str):
                 await nursery.start(serve_demo_backend, address)
         if config.workers > 1:

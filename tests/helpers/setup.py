@@ -8,6 +8,7 @@ import ssl
 import trustme
 
 from h2ws_proxy.config import (
+    BackendGroup,
     Limits,
     ListenerConfig,
     ProxyConfig,
@@ -37,7 +38,9 @@ def make_config(
             ),
         ),
         routes=tuple(
-            RouteConfig(path=path, backend=parse_backend(url), x_forwarded=x_forwarded)
+            RouteConfig(
+                path=path, backend=BackendGroup.of(parse_backend(url)), x_forwarded=x_forwarded
+            )
             for path, url in routes
         ),
         limits=dataclasses.replace(Limits(), **limits),  # type: ignore[arg-type]

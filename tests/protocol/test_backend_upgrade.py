@@ -177,7 +177,7 @@ async def test_no_connection_times_out(autojump_clock: trio.testing.MockClock) -
     upgrade = build_backend_upgrade(REQUEST, route, KEY, None)
     started = trio.current_time()
     with pytest.raises(BackendTimeout, match=r"did not accept within 3\.0s"):
-        await connect_and_upgrade(route.backend, upgrade, KEY, REQUEST, LIMITS, never)
+        await connect_and_upgrade(route.backend.servers[0], upgrade, KEY, REQUEST, LIMITS, never)
     assert trio.current_time() - started == 3.0
 
 

@@ -14,6 +14,7 @@ import trustme
 from h2ws_proxy.config import (
     AdminConfig,
     BackendAddress,
+    BackendGroup,
     Limits,
     ListenerConfig,
     ProxyConfig,
@@ -75,7 +76,7 @@ def test_minimal_config_gets_the_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
     assert config == ProxyConfig(
         listeners=(ListenerConfig(SocketAddress("127.0.0.1", 8080)),),
-        routes=(RouteConfig("/", BackendAddress("http", "127.0.0.1", 9000)),),
+        routes=(RouteConfig("/", BackendGroup.of(BackendAddress("http", "127.0.0.1", 9000))),),
         source=str(tmp_path / "proxy.toml"),
     )
     assert config.admin is None
@@ -131,7 +132,9 @@ def test_example_toml_tls_block_works_when_uncommented(
 def test_minimal_toml_parses() -> None:
     config = load_config(CONFIG_DIR / "minimal.toml")
     assert config.listeners == (ListenerConfig(SocketAddress("127.0.0.1", 8080)),)
-    assert config.routes == (RouteConfig("/", BackendAddress("http", "127.0.0.1", 9000)),)
+    assert config.routes == (
+        RouteConfig("/", BackendGroup.of(BackendAddress("http", "127.0.0.1", 9000))),
+    )
     assert config.admin is None
 
 
@@ -176,8 +179,10 @@ def test_every_key_is_read(tmp_path: Path, tls_files: tuple[Path, Path]) -> None
     assert str(first.bind) == "[::1]:8443"
     assert second.bind == SocketAddress("0.0.0.0", 0)
     assert config.routes == (
-        RouteConfig("/chat", BackendAddress("unix", unix_path="/run/chat.sock"), False),
-        RouteConfig("/", BackendAddress("http", "localhost", 80)),
+        RouteConfig(
+            "/chat", BackendGroup.of(BackendAddress("unix", unix_path="/run/chat.sock")), False
+        ),
+        RouteConfig("/", BackendGroup.of(BackendAddress("http", "localhost", 80))),
     )
     assert config.admin == AdminConfig(SocketAddress("localhost", 0))
     assert config.limits == Limits(1.0, 2.5, 3.0, 0.0, 1, 2**31 - 1, 1024, 0, 0.5)
@@ -191,7 +196,7 @@ def test_parse_config_from_memory() -> None:
     }
     config = parse_config(data, base_dir=Path("/srv/app"))
     assert config.source == "<memory>"
-    assert config.routes[0].backend.unix_path == "/srv/app/app.sock"
+    assert config.routes[0].backend.servers[0].unix_path == "/srv/app/app.sock"
     with pytest.raises(ConfigError, match=r"^<memory>: route: missing; add at least one"):
         parse_config({"listener": [{"bind": "127.0.0.1:0"}]})
 
@@ -295,7 +300,6 @@ def test_backend_host_header(text: str, host_header: str) -> None:
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("https://127.0.0.1:9000", "https:// backends are not supported yet; write http://"),
         ("ws://127.0.0.1:9000", "unsupported scheme 'ws://'; write http://host:port or unix:"),
         ("127.0.0.1:9000", "has no scheme; write http://127.0.0.1:9000 or unix:"),
         ("localhost", "has no scheme; write http://localhost or unix:"),
@@ -360,7 +364,7 @@ def test_unknown_top_level_key_with_suggestion(tmp_path: Path) -> None:
 def test_unknown_top_level_key_without_suggestion(tmp_path: Path) -> None:
     text = "debug = true\n" + MINIMAL
     assert load_error(tmp_path, text) == (
-        ":1: debug: unknown key; known keys: workers, listener, route, admin, limits"
+        ":1: debug: unknown key; known keys: workers, listener, backend, route, admin, limits"
     )
 
 
@@ -413,8 +417,8 @@ def test_unknown_limits_key_with_suggestion(tmp_path: Path) -> None:
 def test_unknown_sub_table(tmp_path: Path) -> None:
     text = MINIMAL + "\n[route.headers]\nx = 1\n"
     assert load_error(tmp_path, text) == (
-        ":8: route[0].headers: unknown key; known keys: path, backend, x_forwarded, "
-        "websocket, normalize_path, strip_fields"
+        ":8: route[0].headers: unknown key; known keys: path, host, backend, x_forwarded, "
+        "websocket, normalize_path, strip_fields, allowed_origins, require_origin"
     )
 
 
@@ -470,12 +474,16 @@ def test_bad_admin_bind(tmp_path: Path) -> None:
     )
 
 
-def test_https_backend_not_supported_yet(tmp_path: Path) -> None:
-    text = MINIMAL.replace("http://127.0.0.1:9000", "https://127.0.0.1:9000")
-    assert load_error(tmp_path, text) == (
-        ":6: route[0].backend: https:// backends are not supported yet; "
-        "write http://host:port or unix:/path/to.sock"
+def test_https_backend_defaults_to_port_443(tmp_path: Path) -> None:
+    text = MINIMAL.replace("http://127.0.0.1:9000", "https://backend.internal")
+    server = load_config(write(tmp_path, text)).routes[0].backend.servers[0]
+    assert (server.scheme, server.host, server.port, server.tls) == (
+        "https",
+        "backend.internal",
+        443,
+        None,
     )
+    assert server.host_header == "backend.internal"
 
 
 @pytest.mark.parametrize(
@@ -497,7 +505,7 @@ def test_bad_backend(tmp_path: Path, backend: str, reason: str) -> None:
 def test_relative_unix_backend_is_relative_to_the_config_file(tmp_path: Path) -> None:
     text = MINIMAL.replace("http://127.0.0.1:9000", "unix:sockets/app.sock")
     config = load_config(write(tmp_path, text))
-    assert config.routes[0].backend.unix_path == str(tmp_path / "sockets/app.sock")
+    assert config.routes[0].backend.servers[0].unix_path == str(tmp_path / "sockets/app.sock")
 
 
 def test_route_path_must_start_with_slash(tmp_path: Path) -> None:
@@ -517,7 +525,8 @@ def test_route_path_without_query(tmp_path: Path) -> None:
 def test_route_paths_are_unique(tmp_path: Path) -> None:
     text = MINIMAL + '\n[[route]]\npath = "/"\nbackend = "http://127.0.0.1:9001"\n'
     assert load_error(tmp_path, text) == (
-        ":9: route[1].path: '/' is already the path of route[0]; give each route its own path"
+        ":9: route[1].path: '/' is already the path of route[0]; "
+        "give each route its own path or host"
     )
 
 
@@ -908,7 +917,11 @@ def test_advertisement_policy(
         bind=parse_socket_address("127.0.0.1:0"), enable_connect_protocol=setting
     )  # type: ignore[arg-type]
     routes = tuple(
-        RouteConfig(path=f"/r{i}", backend=parse_backend("http://127.0.0.1:1"), websocket=flag)
+        RouteConfig(
+            path=f"/r{i}",
+            backend=BackendGroup.of(parse_backend("http://127.0.0.1:1")),
+            websocket=flag,
+        )
         for i, flag in enumerate(websocket_routes)
     )
     config = ProxyConfig(listeners=(listener,), routes=routes)

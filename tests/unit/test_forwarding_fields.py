@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from h2ws_proxy.config import RouteConfig, parse_backend
+from h2ws_proxy.config import BackendGroup, RouteConfig, parse_backend
 from h2ws_proxy.http.fields import is_forwarding_field, with_forwarding_fields
 from h2ws_proxy.http.message import trailer_fields
 
@@ -45,7 +45,9 @@ def test_other_fields_are_not(name: bytes) -> None:
 
 def route(*, x_forwarded: bool) -> RouteConfig:
     return RouteConfig(
-        path="/", backend=parse_backend("http://127.0.0.1:9"), x_forwarded=x_forwarded
+        path="/",
+        backend=BackendGroup.of(parse_backend("http://127.0.0.1:9")),
+        x_forwarded=x_forwarded,
     )
 
 
@@ -77,7 +79,9 @@ def test_trailers_never_carry_a_forwarding_claim() -> None:
 
 
 def appending() -> RouteConfig:
-    return RouteConfig(path="/", backend=parse_backend("http://127.0.0.1:9"), x_forwarded="append")
+    return RouteConfig(
+        path="/", backend=BackendGroup.of(parse_backend("http://127.0.0.1:9")), x_forwarded="append"
+    )
 
 
 def test_append_joins_the_chain_and_adds_the_peer() -> None:
@@ -154,7 +158,7 @@ def test_strip_fields_go_in_every_mode_and_spelling(
 ) -> None:
     route = RouteConfig(
         path="/",
-        backend=parse_backend("http://127.0.0.1:9"),
+        backend=BackendGroup.of(parse_backend("http://127.0.0.1:9")),
         x_forwarded=x_forwarded,
         strip_fields=STRIP,
     )

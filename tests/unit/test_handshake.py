@@ -13,7 +13,7 @@ import h11
 import pytest
 from wsproto.utilities import generate_accept_token
 
-from h2ws_proxy.config import RouteConfig, parse_backend
+from h2ws_proxy.config import BackendGroup, RouteConfig, parse_backend
 from h2ws_proxy.errors import BackendProtocolError, ClientProtocolError
 from h2ws_proxy.http import backend_handshake, handshake
 from h2ws_proxy.http.backend_handshake import (
@@ -50,7 +50,9 @@ VERSION_HEADER = ((b"sec-websocket-version", b"13"),)
 
 
 def route(*, x_forwarded: bool = True, backend: str = "http://127.0.0.1:9000") -> RouteConfig:
-    return RouteConfig(path="/", backend=parse_backend(backend), x_forwarded=x_forwarded)
+    return RouteConfig(
+        path="/", backend=BackendGroup.of(parse_backend(backend)), x_forwarded=x_forwarded
+    )
 
 
 def h2_block(*regular: Header, **replace: bytes | None) -> list[Header]:

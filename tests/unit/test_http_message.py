@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from h2ws_proxy.config import RouteConfig, parse_backend
+from h2ws_proxy.config import BackendGroup, RouteConfig, parse_backend
 from h2ws_proxy.errors import ClientProtocolError
 from h2ws_proxy.http.fields import end_to_end_request_headers, end_to_end_response_headers
 from h2ws_proxy.http.message import (
@@ -76,7 +76,7 @@ def test_a_request_h11_refuses_is_refused_with_h11s_words() -> None:
         headers=((b"x-a", b"a\x0bb"),),
         framing=BodyFraming.NONE,
     )
-    route = RouteConfig(path="/", backend=parse_backend("http://127.0.0.1:9"))
+    route = RouteConfig(path="/", backend=BackendGroup.of(parse_backend("http://127.0.0.1:9")))
     with pytest.raises(ClientProtocolError, match=r"cannot be expressed in HTTP/1\.1"):
         build_backend_request(request, route, None)
 

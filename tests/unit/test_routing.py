@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from h2ws_proxy.config import RouteConfig, parse_backend
+from h2ws_proxy.config import BackendGroup, RouteConfig, parse_backend
 from h2ws_proxy.errors import ClientProtocolError, RouteNotFound
 from h2ws_proxy.http.handshake import WebSocketRequest
 from h2ws_proxy.http.message import BodyFraming, HttpRequest
@@ -15,7 +15,9 @@ from h2ws_proxy.relay.routing import Router, http_route, websocket_route
 
 
 def route(path: str, port: int = 9000) -> RouteConfig:
-    return RouteConfig(path=path, backend=parse_backend(f"http://127.0.0.1:{port}"))
+    return RouteConfig(
+        path=path, backend=BackendGroup.of(parse_backend(f"http://127.0.0.1:{port}"))
+    )
 
 
 ROOT = route("/", 9000)

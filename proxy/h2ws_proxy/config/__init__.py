@@ -46,6 +46,11 @@ from h2ws_proxy.config.addresses import parse_backend, parse_socket_address
 from h2ws_proxy.config.model import (
     AdminConfig,
     BackendAddress,
+    BackendGroup,
+    BackendTLS,
+    Balance,
+    CertificateConfig,
+    HealthCheck,
     Limits,
     ListenerConfig,
     ProxyConfig,
@@ -60,6 +65,11 @@ from h2ws_proxy.config.tls import build_server_ssl_context
 __all__ = [
     "AdminConfig",
     "BackendAddress",
+    "BackendGroup",
+    "BackendTLS",
+    "Balance",
+    "CertificateConfig",
+    "HealthCheck",
     "Limits",
     "ListenerConfig",
     "ProxyConfig",

@@ -83,9 +83,7 @@ def parse_backend(value: str) -> BackendAddress:
         return _parse_unix_backend(value, rest)
     if not colon or not rest.startswith("//"):
         raise ValueError(f"{value!r} has no scheme; write http://{value} or unix:/path/to.sock")
-    if scheme == "https":
-        raise ValueError(f"https:// backends are not supported yet; {BACKEND_FORMS}")
-    if scheme != "http":
+    if scheme not in ("http", "https"):
         raise ValueError(f"unsupported scheme {scheme + '://'!r}; {BACKEND_FORMS}")
     after_slashes = rest[2:]
     end = next((i for i, char in enumerate(after_slashes) if char in "/?#"), len(after_slashes))
@@ -97,7 +95,8 @@ def parse_backend(value: str) -> BackendAddress:
     if not authority:
         raise ValueError(f"{value!r} has no host; {BACKEND_FORMS}")
     host, port_text = _split_host_port(authority)
-    port = 80 if port_text is None else _parse_port(port_text, value)
+    default_port = 443 if scheme == "https" else 80
+    port = default_port if port_text is None else _parse_port(port_text, value)
     if port == 0:
         raise ValueError(f"{value!r}: port 0 cannot be connected to; give the backend's port")
-    return BackendAddress("http", host=host, port=port)
+    return BackendAddress("https" if scheme == "https" else "http", host=host, port=port)

@@ -17,6 +17,11 @@ from typing import Literal
 __all__ = [
     "AdminConfig",
     "BackendAddress",
+    "BackendGroup",
+    "BackendTLS",
+    "Balance",
+    "CertificateConfig",
+    "HealthCheck",
     "Limits",
     "ListenerConfig",
     "ProxyConfig",
@@ -43,9 +48,28 @@ class SocketAddress:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateConfig:
+    """One certificate chain and its private key (PEM files, absolute paths)."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
 class TLSConfig:
-    cert: Path  #: absolute
-    key: Path  #: absolute
+    """A TLS listener's certificates: ``cert``/``key`` (the first), then ``certificates``
+    (``[[listener.tls.certificate]]``). The one whose names cover the client's SNI serves
+    it; with none or no SNI, the first."""
+
+    cert: Path | None = None  #: absolute
+    key: Path | None = None  #: absolute
+    certificates: tuple[CertificateConfig, ...] = ()
+
+    def all_certificates(self) -> tuple[CertificateConfig, ...]:
+        """Every certificate, the default (first) one first."""
+        if self.cert is not None and self.key is not None:
+            return (CertificateConfig(self.cert, self.key), *self.certificates)
+        return self.certificates
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,31 +86,95 @@ class ListenerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BackendTLS:
+    """How the proxy speaks TLS to an ``https://`` server (``[backend.tls]``)."""
+
+    #: CA certificates (PEM) to verify the server with; None: the system's.
+    ca: Path | None = None
+    #: The name to send as SNI and to verify; None: the server's host.
+    server_name: str | None = None
+    #: A client certificate and key, for servers that require mutual TLS.
+    client_cert: CertificateConfig | None = None
+    #: False only when written: no verification at all (a warning at start).
+    verify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class BackendAddress:
-    scheme: Literal["http", "unix"]
+    """One backend server."""
+
+    scheme: Literal["http", "https", "unix"]
     host: str = ""
     port: int = 0
     unix_path: str = ""
+    #: For ``https``: how to verify it (None: the system CAs, the host's name).
+    tls: BackendTLS | None = None
 
     def __str__(self) -> str:
         if self.scheme == "unix":
             return f"unix:{self.unix_path}"
-        return f"http://{join_host_port(self.host, self.port)}"
+        return f"{self.scheme}://{join_host_port(self.host, self.port)}"
 
     @property
     def host_header(self) -> str:
         """Host for the backend request when the client sent none (default port left out)."""
         if self.scheme == "unix":
             return "localhost"
-        if self.port == 80:
+        if self.port == (443 if self.scheme == "https" else 80):
             return f"[{self.host}]" if ":" in self.host else self.host
         return join_host_port(self.host, self.port)
+
+
+Balance = Literal["round_robin", "least_connections", "client_ip", "cookie"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """Active health checks of a group's servers (``[backend.health_check]``)."""
+
+    path: str = "/"
+    interval_s: float = 5.0
+    timeout_s: float = 2.0
+    #: Passes in a row that bring a server back; failures in a row that take it out.
+    healthy: int = 2
+    unhealthy: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class BackendGroup:
+    """The servers a route's requests go to (a ``[[backend]]`` table, or a route's own
+    ``backend`` URL or list of URLs: then ``name`` is empty)."""
+
+    servers: tuple[BackendAddress, ...]
+    name: str = ""
+    balance: Balance = "round_robin"
+    #: The cookie that pins a client to a server with ``balance = "cookie"``.
+    sticky_cookie: str = ""
+    #: Connections (tunnels and requests in progress) per server; beyond it a request waits
+    #: up to ``queue_timeout_s``, then 503. 0: no limit.
+    max_connections: int = 0
+    queue_timeout_s: float = 5.0
+    #: Passive health: refused or timed out this many times in a row, a server is left out
+    #: for ``fail_timeout_s``. 0 disables.
+    max_fails: int = 3
+    fail_timeout_s: float = 10.0
+    health_check: HealthCheck | None = None
+
+    @classmethod
+    def of(cls, *servers: BackendAddress) -> BackendGroup:
+        """An unnamed group of ``servers`` with the defaults (a route's own URL or list)."""
+        return cls(servers=servers)
+
+    def __str__(self) -> str:
+        if self.name:
+            return self.name
+        return ",".join(map(str, self.servers))
 
 
 @dataclass(frozen=True, slots=True)
 class RouteConfig:
     path: str
-    backend: BackendAddress
+    backend: BackendGroup
     #: The client's forwarding fields toward the backend (``http/fields.py``): True, the
     #: proxy is the edge (they go, ours are added); "append", behind a trusted proxy (they
     #: stay, the peer is appended to X-Forwarded-For); False, untouched and none added.
@@ -99,6 +187,14 @@ class RouteConfig:
     #: backend, whatever ``x_forwarded`` says (never the proxy's own fields): lowercase,
     #: ``-`` for ``_``, matched in either spelling.
     strip_fields: frozenset[bytes] = frozenset()
+    #: Host names the route serves (lowercase, no port or trailing dot): exact, or one
+    #: leading wildcard label (``*.example.com``). Empty: any host.
+    host: tuple[str, ...] = ()
+    #: Origins a WebSocket request may come from (``https://app.example.com``, ``*.`` for
+    #: one label); empty: any. Ordinary requests are not checked.
+    allowed_origins: tuple[str, ...] = ()
+    #: Refuse WebSocket requests that carry no ``Origin`` (non-browser clients send none).
+    require_origin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +273,8 @@ class ProxyConfig:
     source: str = "<memory>"  #: the file name, for messages
     #: Worker processes sharing the listening sockets (``server/supervisor.py``); 1 = no supervisor.
     workers: int = 1
+    #: The named groups (``[[backend]]`` tables); routes hold the groups they use.
+    backends: tuple[BackendGroup, ...] = ()
 
 
 def advertises_connect_protocol(config: ProxyConfig, listener: ListenerConfig) -> bool:

@@ -26,9 +26,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
+from h2ws_proxy.config.backends import parse_backend_group
 from h2ws_proxy.config.locate import Locator
 from h2ws_proxy.config.model import (
     AdminConfig,
+    BackendGroup,
+    CertificateConfig,
     Limits,
     ListenerConfig,
     ProxyConfig,
@@ -71,7 +74,7 @@ _ZERO_DISABLES = frozenset(
 )
 
 
-_TOP_KEYS = ("workers", "listener", "route", "admin", "limits")
+_TOP_KEYS = ("workers", "listener", "backend", "route", "admin", "limits")
 #: ``workers = 2`` written below a table header lands in that table (TOML's rule).
 _TOP_LEVEL_HINTS = {
     "workers": "is a top-level key; move it above the first [table] or [[table]] of the file"
@@ -124,8 +127,24 @@ def _connect_protocol_setting(table: Table) -> bool | Literal["auto"]:
 
 
 def _parse_tls(table: Table) -> TLSConfig:
-    table.check_keys(("cert", "key"), hints=_MOVED_TO_LISTENER)
+    """``cert``/``key`` (the default certificate) and/or ``[[listener.tls.certificate]]``
+    tables, at least one certificate in all."""
+    table.check_keys(("cert", "key", "certificate"), hints=_MOVED_TO_LISTENER)
+    certificates: tuple[CertificateConfig, ...] = ()
+    if "certificate" in table.data:
+        certificates = tuple(_certificate(item) for item in table.tables("certificate"))
+    if certificates and "cert" not in table.data and "key" not in table.data:
+        return TLSConfig(certificates=certificates)
     return TLSConfig(
+        cert=table.file("cert", 'cert = "cert.pem"'),
+        key=table.file("key", 'key = "key.pem"'),
+        certificates=certificates,
+    )
+
+
+def _certificate(table: Table) -> CertificateConfig:
+    table.check_keys(("cert", "key"))
+    return CertificateConfig(
         cert=table.file("cert", 'cert = "cert.pem"'), key=table.file("key", 'key = "key.pem"')
     )
 
@@ -211,12 +230,19 @@ def _check_binds(
 
 
 def _check_paths(ctx: Context, routes: Sequence[RouteConfig]) -> None:
-    seen: dict[str, int] = {}
+    """No two routes serve the same path for the same host (a route without ``host``
+    serves any host: its own entry)."""
+    seen: dict[tuple[str, str], int] = {}
     for index, route in enumerate(routes):
-        if route.path in seen:
-            used = f"{route.path!r} is already the path of route[{seen[route.path]}]"
-            raise ctx.error(("route", index, "path"), f"{used}; give each route its own path")
-        seen[route.path] = index
+        for host in route.host or ("",):
+            key = (host, route.path)
+            if key in seen:
+                where = f" for host {host!r}" if host else ""
+                used = f"{route.path!r}{where} is already the path of route[{seen[key]}]"
+                raise ctx.error(
+                    ("route", index, "path"), f"{used}; give each route its own path or host"
+                )
+            seen[key] = index
 
 
 def parse_config(
@@ -236,13 +262,33 @@ def parse_config(
     root.check_keys(_TOP_KEYS)
     workers = _workers_setting(root)
     listeners = tuple(_parse_listener(table) for table in root.tables("listener"))
-    routes = tuple(parse_route(table, _TOP_LEVEL_HINTS) for table in root.tables("route"))
+    backends = _parse_backends(root)
+    groups = {group.name: group for group in backends}
+    routes = tuple(parse_route(table, _TOP_LEVEL_HINTS, groups) for table in root.tables("route"))
     admin_table, limits_table = root.table("admin"), root.table("limits")
     admin = None if admin_table is None else _parse_admin(admin_table)
     limits = Limits() if limits_table is None else _parse_limits(limits_table)
     _check_binds(ctx, listeners, admin)
     _check_paths(ctx, routes)
-    return ProxyConfig(listeners, routes, admin, limits, source, workers)
+    return ProxyConfig(listeners, routes, admin, limits, source, workers, backends)
+
+
+def _parse_backends(root: Table) -> tuple[BackendGroup, ...]:
+    """The ``[[backend]]`` tables (optional), their names unique."""
+    if "backend" not in root.data:
+        return ()
+    groups: list[BackendGroup] = []
+    for index, table in enumerate(root.tables("backend")):
+        group = parse_backend_group(table)
+        for other, earlier in enumerate(groups):
+            if earlier.name == group.name:
+                raise root.ctx.error(
+                    ("backend", index, "name"),
+                    f"{group.name!r} is already the name of backend[{other}]; "
+                    "give each [[backend]] its own name",
+                )
+        groups.append(group)
+    return tuple(groups)
 
 
 # --- files ----------------------------------------------------------------------------

@@ -17,18 +17,27 @@ Rules:
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from typing import Literal
 
-from h2ws_proxy.config.addresses import parse_backend
-from h2ws_proxy.config.model import BackendAddress, RouteConfig
+from h2ws_proxy.config.backends import parse_route_backend
+from h2ws_proxy.config.model import BackendGroup, RouteConfig
 from h2ws_proxy.config.tables import Table, describe
 
 __all__ = ["ROUTE_KEYS", "parse_route"]
 
-ROUTE_KEYS = ("path", "backend", "x_forwarded", "websocket", "normalize_path", "strip_fields")
+ROUTE_KEYS = (
+    "path",
+    "host",
+    "backend",
+    "x_forwarded",
+    "websocket",
+    "normalize_path",
+    "strip_fields",
+    "allowed_origins",
+    "require_origin",
+)
 #: RFC 9110 §5.6.2 ``token`` (``http/grammar.py`` holds the same; config sits below http).
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 #: RFC 9110 §7.6.1 and the de-facto ones: the proxy never forwards the client's (kept equal
@@ -51,8 +60,11 @@ _SET_BY_PROXY = frozenset({"host", "content-length"})
 _STRIP_EXAMPLE = 'strip_fields = ["x-internal-auth"]'
 
 
-def parse_route(table: Table, hints: Mapping[str, str]) -> RouteConfig:
-    """The route of ``table``; raises ConfigError naming the key and its line."""
+def parse_route(
+    table: Table, hints: Mapping[str, str], groups: Mapping[str, BackendGroup]
+) -> RouteConfig:
+    """The route of ``table`` (``groups``: the named ``[[backend]]`` groups); raises
+    ConfigError naming the key and its line."""
     table.check_keys(ROUTE_KEYS, hints=hints)
     path = table.string("path", 'path = "/"')
     if not path.startswith("/"):
@@ -60,21 +72,16 @@ def parse_route(table: Table, hints: Mapping[str, str]) -> RouteConfig:
     if any(char in "?#" or char.isspace() or not char.isprintable() for char in path):
         problem = "must not contain '?', '#', spaces or control characters"
         raise table.error("path", f'{problem}; give a plain path prefix such as "/chat"')
-    example = 'backend = "http://127.0.0.1:9000"'
-    try:
-        backend = parse_backend(table.string("backend", example))
-    except ValueError as exc:
-        raise table.error("backend", str(exc)) from None
-    if backend.scheme == "unix" and not os.path.isabs(backend.unix_path):
-        unix_path = os.path.abspath(table.ctx.base_dir / backend.unix_path)
-        backend = BackendAddress("unix", unix_path=unix_path)
     return RouteConfig(
         path,
-        backend,
+        parse_route_backend(table, groups),
         x_forwarded=_x_forwarded(table),
         websocket=table.boolean("websocket", True),
         normalize_path=table.boolean("normalize_path", True),
         strip_fields=_strip_fields(table),
+        host=_hosts(table),
+        allowed_origins=_origins(table),
+        require_origin=table.boolean("require_origin", False),
     )
 
 
@@ -120,3 +127,62 @@ def _unstrippable(name: str) -> str | None:
     if lowered in _SET_BY_PROXY or lowered.startswith("sec-websocket-"):
         return "is set by the proxy itself on the backend request; remove it from the list"
     return None
+
+
+#: A host name: dot-separated labels of letters, digits, ``-`` and ``_`` (seen in internal
+#: names); or an IP address literal (IPv6 in brackets, as in a Host field).
+_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
+_IPV6_LITERAL = re.compile(r"\[[0-9a-f:.]+\]")
+_HOST_EXAMPLE = 'host = ["chat.example.com", "*.example.com"]'
+
+
+def _hosts(table: Table) -> tuple[str, ...]:
+    """``host``: a name or a list; lowercase, without a trailing dot; ``*.`` only leading."""
+    value = table.data.get("host")
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(item, str) for item in items):
+        problem = f"must be a host name or a list of them, not {describe(value)}"
+        raise table.error("host", f"{problem}; write e.g. {_HOST_EXAMPLE}")
+    hosts: list[str] = []
+    for item in map(str, items):
+        host = item.lower().removesuffix(".")
+        name = host.removeprefix("*.")
+        if not (_HOST_NAME.fullmatch(name) or (name == host and _IPV6_LITERAL.fullmatch(host))):
+            if "*" in name:
+                problem = "a wildcard may only be the whole first label (*.example.com)"
+            elif ":" in name and not name.startswith("["):
+                problem = "takes no port (hosts match whatever port the client named)"
+            else:
+                problem = "is not a host name"
+            raise table.error("host", f"{json.dumps(item)}: {problem}; write e.g. {_HOST_EXAMPLE}")
+        if host in hosts:
+            raise table.error("host", f"{json.dumps(item)} is listed twice; list each host once")
+        hosts.append(host)
+    return tuple(hosts)
+
+
+_ORIGIN = re.compile(r"(https?)://(\*\.)?([a-z0-9_.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+_ORIGIN_EXAMPLE = 'allowed_origins = ["https://app.example.com", "https://*.example.com"]'
+
+
+def _origins(table: Table) -> tuple[str, ...]:
+    """``allowed_origins``: ``scheme://host[:port]`` (RFC 6454 serialisation), lowercase;
+    ``*.`` may replace the host's first label."""
+    value = table.data.get("allowed_origins", [])
+    items = value if isinstance(value, list) else None
+    if items is None or not all(isinstance(item, str) for item in items):
+        problem = f"must be a list of origins, not {describe(value)}"
+        raise table.error("allowed_origins", f"{problem}; write e.g. {_ORIGIN_EXAMPLE}")
+    origins: list[str] = []
+    for item in map(str, items):
+        origin = item.lower().removesuffix("/")
+        if not _ORIGIN.fullmatch(origin):
+            raise table.error(
+                "allowed_origins",
+                f"{json.dumps(item)} is not an origin (scheme://host[:port], no path); "
+                f"write e.g. {_ORIGIN_EXAMPLE}",
+            )
+        origins.append(origin)
+    return tuple(origins)

@@ -39,12 +39,13 @@ def build_server_ssl_context(
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
     context.set_alpn_protocols(list(protocols))
+    first = tls.all_certificates()[0]  # SNI selection among several: see the SNI work
     try:
-        context.load_cert_chain(tls.cert, tls.key, password=_refuse_password)
+        context.load_cert_chain(first.cert, first.key, password=_refuse_password)
     except (OSError, ssl.SSLError, ConfigError) as exc:
         reason = exc.message if isinstance(exc, ConfigError) else str(exc)
         raise ConfigError(
-            f"{tls.cert}, {tls.key}: cannot load the TLS certificate and key ({reason}); "
+            f"{first.cert}, {first.key}: cannot load the TLS certificate and key ({reason}); "
             "give a PEM certificate chain and its matching PEM private key"
         ) from exc
     return context

@@ -132,7 +132,7 @@ def _upgrade_template(
 def _upgrade_fields(
     request: WebSocketRequest, route: RouteConfig, key: bytes, client_address: str | None
 ) -> list[Header]:
-    host = request.authority or route.backend.host_header.encode("ascii")
+    host = request.authority or route.backend.servers[0].host_header.encode("ascii")
     headers: list[Header] = [
         (b"host", host),
         (b"upgrade", b"websocket"),

@@ -86,7 +86,7 @@ async def forward_exchange(
     """
     backend_request = build_backend_request(request, route, client_address)
     timeout = limits.http_idle_timeout_s
-    connection = await pool.take_idle(route.backend)
+    connection = await pool.take_idle(route.backend.servers[0])
     # With a kept connection (no dial) the idle timer starts now, with the scope: moving
     # the deadline of an entered scope costs about as much as entering it.
     scope = trio.CancelScope(deadline=_idle_deadline(timeout) if connection else math.inf)
@@ -95,7 +95,7 @@ async def forward_exchange(
     try:
         with scope:
             if connection is None:
-                connection = await pool.connect(route.backend)
+                connection = await pool.connect(route.backend.servers[0])
                 scope.deadline = _idle_deadline(timeout)
             try:
                 await _exchange_once(
@@ -105,7 +105,7 @@ async def forward_exchange(
                 await trio.aclose_forcefully(connection.stream)
                 connection = None
                 scope.deadline = math.inf
-                connection = await pool.connect(route.backend)
+                connection = await pool.connect(route.backend.servers[0])
                 scope.deadline = _idle_deadline(timeout)
                 try:
                     await _exchange_once(

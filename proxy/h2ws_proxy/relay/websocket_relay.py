@@ -49,7 +49,7 @@ async def open_tunnel(
     try:
         upgrade = build_backend_upgrade(request, route, key, client_address)
         upgraded = await connect_and_upgrade(
-            route.backend,
+            route.backend.servers[0],
             upgrade,
             key,
             request,
