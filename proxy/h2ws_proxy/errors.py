@@ -74,6 +74,21 @@ class BackendTimeout(ProxyError):
     status_hint = 504
 
 
+class BackendConnectFailed(BackendUnavailable):
+    """The connect itself failed (refused, unreachable): nothing was sent, so the work may
+    go to another server of the group."""
+
+
+class BackendConnectTimeout(BackendTimeout):
+    """The connect did not complete in time: nothing was sent (see BackendConnectFailed)."""
+
+
+class NoServerAvailable(ProxyError):
+    """Every server of the route's backend group is down, or busy past its queue time."""
+
+    status_hint = 503
+
+
 class BackendProtocolError(ProxyError):
     """The backend answered, but its answer cannot be used (bad accept, unoffered subprotocol)."""
 

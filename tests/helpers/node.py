@@ -132,7 +132,12 @@ async def start_node_peer(
     the process (``trio.run_process``: SIGTERM, then SIGKILL).
     """
     node = require_node(*packages)
-    command = [node, str(script), *args]
+    return await start_peer(nursery, [node, str(script), *args])
+
+
+async def start_peer(nursery: trio.Nursery, command: list[str]) -> NodePeer:
+    """:func:`start_node_peer` for any command that announces itself the same way (the
+    Python backend process of ``ws_echo_process.py`` too)."""
     process: trio.Process = await nursery.start(
         functools.partial(
             trio.run_process,

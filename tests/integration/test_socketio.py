@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from h2ws_proxy.config import ProxyConfig, SocketAddress, parse_config
 from tests.conftest import StartProxy
 from tests.helpers.node import (
     SOCKETIO_CLIENT_SCRIPT,
@@ -93,3 +94,66 @@ async def test_socketio_long_polling_then_websocket_upgrade(
     assert len(polling) >= 2, proxy_records.records  # at least the handshake GET and a POST
     assert all(r.get("front") == "h1" for r in polling), polling
     assert not proxy_records.matching(lambda r: r.event == "tunnel.refused"), proxy_records.records
+
+
+async def _run_clients(address: SocketAddress, count: int) -> list[dict[str, object]]:
+    """``count`` socket.io clients in a row, each keeping its cookies as a browser does."""
+    results = []
+    for _ in range(count):
+        result = await run_node_script(
+            SOCKETIO_CLIENT_SCRIPT,
+            "--url", f"http://{address.host}:{address.port}",
+            "--messages", "20", "--size", "100", "--timeout-ms", "10000",
+            "--with-credentials",
+            timeout_s=20, packages=PACKAGES,
+        )  # fmt: skip
+        results.append(result)
+    return results
+
+
+def _three_node_config(ports: list[int], **group: object) -> ProxyConfig:
+    return parse_config(
+        {
+            "listener": [{"bind": "127.0.0.1:0"}],
+            "backend": [
+                {
+                    "name": "socketio",
+                    "servers": [f"http://127.0.0.1:{port}" for port in ports],
+                    **group,
+                }
+            ],
+            "route": [{"path": "/", "backend": "socketio"}],
+        }
+    )
+
+
+async def test_socketio_on_three_nodes_needs_and_gets_sticky_cookies(
+    nursery: trio.Nursery, start_proxy: StartProxy
+) -> None:
+    servers = [
+        await start_node_peer(nursery, SOCKETIO_SERVER_SCRIPT, packages=PACKAGES) for _ in range(3)
+    ]
+    ports = [server.port for server in servers]
+    # Round robin sends a session's requests to nodes that do not know it: it fails.
+    address = await start_proxy(_three_node_config(ports))
+    unpinned = await _run_clients(address, 3)
+    assert not any(result["ok"] for result in unpinned), unpinned
+    # A sticky cookie keeps each session on one node: long-polling, the upgrade and 20
+    # echoes, 20 clients in a row, no failure.
+    address = await start_proxy(
+        _three_node_config(ports, balance="cookie", sticky_cookie="h2ws_node")
+    )
+    with capture_proxy_records() as records:
+        pinned = await _run_clients(address, 20)
+        await records.wait_for(  # the last tunnel's line comes as its connection ends
+            lambda _: len(records.matching(lambda r: is_tunnel(r, "/socket.io/"))) >= 20,
+            10,
+            "for the 20 tunnels",
+        )
+    failures = [result for result in pinned if not (result["ok"] and result["upgraded"])]
+    assert not failures, failures
+    assert all(result["acked"] == 20 for result in pinned), pinned
+    # New sessions were spread over the nodes (each one whole on its node, or it failed).
+    tunnels = records.matching(lambda r: is_tunnel(r, "/socket.io/"))
+    assert len(tunnels) == 20, records.records
+    assert {r.get("backend") for r in tunnels} == {f"http://127.0.0.1:{p}" for p in ports}

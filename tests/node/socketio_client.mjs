@@ -3,7 +3,7 @@
 //
 // Usage:
 //   node socketio_client.mjs --url http://127.0.0.1:PORT [--messages 10] [--size 10000]
-//                            [--timeout-ms 15000]
+//                            [--timeout-ms 15000] [--with-credentials]
 //
 // Connects with socket.io-client's defaults (transports polling then websocket, upgrade
 // on), so the session starts as HTTP long-polling (ordinary GET and POST requests) and
@@ -21,7 +21,7 @@
 import { io } from 'socket.io-client';
 
 function parseArgs(argv) {
-  const opts = { url: null, messages: 10, size: 10000, timeoutMs: 15000 };
+  const opts = { url: null, messages: 10, size: 10000, timeoutMs: 15000, withCredentials: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -33,6 +33,9 @@ function parseArgs(argv) {
       case '--messages': opts.messages = Number.parseInt(next(), 10); break;
       case '--size': opts.size = Number.parseInt(next(), 10); break;
       case '--timeout-ms': opts.timeoutMs = Number.parseInt(next(), 10); break;
+      // Keep cookies across the session's requests and its upgrade (engine.io-client's
+      // cookie jar in Node), as a browser does: a sticky-cookie balancer needs it.
+      case '--with-credentials': opts.withCredentials = true; break;
       default: throw new Error(`unknown argument: ${a}`);
     }
   }
@@ -74,7 +77,11 @@ function finish(socket) {
   process.exit(result.ok ? 0 : 1);
 }
 
-const socket = io(opts.url, { reconnection: false, timeout: opts.timeoutMs });
+const socket = io(opts.url, {
+  reconnection: false,
+  timeout: opts.timeoutMs,
+  withCredentials: opts.withCredentials,
+});
 
 let upgradedResolve;
 const upgradedPromise = new Promise((resolve) => { upgradedResolve = resolve; });

@@ -14,7 +14,10 @@
 //   * text "__headers__"  -> text reply: JSON {"method", "url", "httpVersion",
 //                            "headers" (req.headers), "rawHeaders",
 //                            "protocol" (negotiated subprotocol), "extensions"};
+//   * text "__whoami__"   -> text reply: JSON {"port", "peer"}: which server this is;
 //   * text "__close__"    -> the server closes with code 1000, reason "bye";
+//   * plain GET /healthz -> 200 "ok"; GET /whoami -> 200 with JSON {"port", "peer"};
+//     other plain requests -> 426;
 //   * an upgrade request for path /__status/NNN is refused with HTTP status NNN
 //     (body "backend status NNN") instead of being upgraded;
 //   * text "__after_eof__" or "__after_eof__:N" -> replies text "armed"; later,
@@ -81,10 +84,20 @@ try {
 const log = (...parts) => process.stderr.write(`ws_echo_backend: ${parts.join(' ')}\n`);
 
 const server = http.createServer((req, res) => {
-  // Plain HTTP requests (no upgrade) get a small 426 so tests can see them.
+  // GET /healthz: 200 (health checks); GET /whoami: 200 with {"port"} (which server of a
+  // group answered). Other plain HTTP requests (no upgrade) get a small 426 so tests can
+  // see them.
+  if (req.url === '/healthz' || req.url === '/whoami') {
+    const body = req.url === '/healthz' ? 'ok\n' : `${JSON.stringify(whoami())}\n`;
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(body);
+    return;
+  }
   res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' });
   res.end('upgrade required\n');
 });
+
+const whoami = () => ({ port: server.address().port, peer: 'node-ws' });
 
 const wss = new WebSocketServer({
   server,
@@ -148,6 +161,10 @@ wss.on('connection', (ws, req) => {
           protocol: ws.protocol,
           extensions: ws.extensions,
         }));
+        return;
+      }
+      if (text === '__whoami__') {
+        ws.send(JSON.stringify(whoami()));
         return;
       }
       if (text === '__close__') {

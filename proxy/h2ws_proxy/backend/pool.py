@@ -27,7 +27,7 @@ import trio
 
 from h2ws_proxy.backend.upgrade import ConnectBackend
 from h2ws_proxy.config import BackendAddress, Limits
-from h2ws_proxy.errors import BackendTimeout
+from h2ws_proxy.errors import BackendConnectTimeout
 from h2ws_proxy.transport.capabilities import idle_is_quiet
 
 
@@ -88,7 +88,7 @@ class BackendPool:
         with trio.move_on_after(limits.connect_timeout_s) as scope:
             stream = await self._connect(address)
         if scope.cancelled_caught:
-            raise BackendTimeout(
+            raise BackendConnectTimeout(
                 f"backend {address} did not accept within {limits.connect_timeout_s}s"
             )
         return BackendConnection(address=address, stream=stream)

@@ -23,6 +23,8 @@ from wsproto.utilities import generate_accept_token
 
 from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.errors import (
+    BackendConnectFailed,
+    BackendConnectTimeout,
     BackendProtocolError,
     BackendRejected,
     BackendTimeout,
@@ -62,7 +64,7 @@ async def open_backend_stream(
             return await trio.open_unix_socket(address.unix_path)
         return await trio.open_tcp_stream(address.host, address.port)
     except OSError as error:
-        raise BackendUnavailable(
+        raise BackendConnectFailed(
             f"cannot connect to backend {address}: {error.strerror or error}"
         ) from error
 
@@ -152,7 +154,9 @@ async def _connect_and_upgrade(
         if not (_only_cancelled(error) and trio.current_time() >= deadline):
             raise
     if stream is None:
-        raise BackendTimeout(f"backend {address} did not accept within {limits.connect_timeout_s}s")
+        raise BackendConnectTimeout(
+            f"backend {address} did not accept within {limits.connect_timeout_s}s"
+        )
     raise BackendTimeout(
         f"backend {address} did not answer the upgrade within {limits.handshake_timeout_s}s"
     )

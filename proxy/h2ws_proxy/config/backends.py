@@ -154,9 +154,10 @@ def _balance(table: Table) -> Balance:
 def _sticky_cookie(table: Table, balance: Balance) -> str:
     if "sticky_cookie" not in table.data:
         if balance == "cookie":
-            raise table.error(
-                "sticky_cookie",
+            raise table.ctx.error(
+                (*table.path, "sticky_cookie"),
                 'is required with balance = "cookie"; add e.g. sticky_cookie = "h2ws_server"',
+                at=(*table.path, "balance"),
             )
         return ""
     value = table.string("sticky_cookie", 'sticky_cookie = "h2ws_server"')

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import trio
 
+from h2ws_proxy.backend.balancer import Balancers
 from h2ws_proxy.backend.pool import BackendPool
 from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
 from h2ws_proxy.config import Limits, ListenerConfig, ProxyConfig
@@ -31,6 +32,8 @@ class ServerStats:
     evicted_idle: int = 0
     #: Times accept failed for want of descriptors or memory (EMFILE, ENFILE...).
     accept_failures: int = 0
+    #: Each backend server's state (up or down, why, work in progress), once serving.
+    backend_servers: Callable[[], list[dict[str, object]]] | None = None
 
     @contextlib.contextmanager
     def count_connection(self) -> Iterator[None]:
@@ -89,10 +92,16 @@ class ServerContext:
     pool: BackendPool = field(init=False)
     #: Connections and tunnels per client address.
     clients: ClientTable = field(init=False)
+    #: Which server of a route's backend group takes the next tunnel or request.
+    balancers: Balancers = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "pool", BackendPool(self.config.limits, self.connect_backend))
-        object.__setattr__(self, "clients", ClientTable(self.config.limits))
+        config = self.config
+        object.__setattr__(self, "pool", BackendPool(config.limits, self.connect_backend))
+        object.__setattr__(self, "clients", ClientTable(config.limits))
+        groups = [*config.backends, *(route.backend for route in config.routes)]
+        object.__setattr__(self, "balancers", Balancers(groups))
+        self.stats.backend_servers = self.balancers.describe
 
 
 @dataclass(frozen=True, slots=True)

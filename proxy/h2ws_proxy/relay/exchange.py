@@ -36,7 +36,7 @@ import trio
 from h2ws_proxy.backend.h1_wire import AnswerEnd, BodyData, Event, H1BackendWire, Need, ResponseHead
 from h2ws_proxy.backend.pool import BackendConnection, BackendPool
 from h2ws_proxy.backend.upgrade import READ_SIZE
-from h2ws_proxy.config import Limits, RouteConfig
+from h2ws_proxy.config import BackendAddress, Limits, RouteConfig
 from h2ws_proxy.errors import (
     BackendProtocolError,
     BackendTimeout,
@@ -68,6 +68,7 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 async def forward_exchange(
     request: HttpRequest,
     route: RouteConfig,
+    target: BackendAddress,
     client: ClientSide,
     pool: BackendPool,
     limits: Limits,
@@ -77,7 +78,8 @@ async def forward_exchange(
     *,
     on_start: Callable[[trio.CancelScope], object] | None = None,
 ) -> None:
-    """Forward ``request`` and relay the answer; see the module rules for what it raises.
+    """Forward ``request`` to ``target`` (a server of ``route``'s group) and relay the
+    answer; see the module rules for what it raises.
 
     ``on_start`` gets the exchange's cancel scope before anything runs: cancelling it ends
     the exchange with ``result.cancelled`` set and nothing raised, and spares the caller a
@@ -86,7 +88,7 @@ async def forward_exchange(
     """
     backend_request = build_backend_request(request, route, client_address)
     timeout = limits.http_idle_timeout_s
-    connection = await pool.take_idle(route.backend.servers[0])
+    connection = await pool.take_idle(target)
     # With a kept connection (no dial) the idle timer starts now, with the scope: moving
     # the deadline of an entered scope costs about as much as entering it.
     scope = trio.CancelScope(deadline=_idle_deadline(timeout) if connection else math.inf)
@@ -95,7 +97,7 @@ async def forward_exchange(
     try:
         with scope:
             if connection is None:
-                connection = await pool.connect(route.backend.servers[0])
+                connection = await pool.connect(target)
                 scope.deadline = _idle_deadline(timeout)
             try:
                 await _exchange_once(
@@ -105,7 +107,7 @@ async def forward_exchange(
                 await trio.aclose_forcefully(connection.stream)
                 connection = None
                 scope.deadline = math.inf
-                connection = await pool.connect(route.backend.servers[0])
+                connection = await pool.connect(target)
                 scope.deadline = _idle_deadline(timeout)
                 try:
                     await _exchange_once(
@@ -126,7 +128,7 @@ async def forward_exchange(
         reason = f"no byte moved either way for {timeout}s"
         if result.head_sent:
             raise ExchangeAborted(RelayEnd.IDLE_TIMEOUT, reason)
-        raise BackendTimeout(f"backend {route.backend} did not answer: {reason}")
+        raise BackendTimeout(f"backend {target} did not answer: {reason}")
     assert connection is not None  # the scope ended normally: an attempt ran
     if result.request_complete and result.reusable:
         await pool.release(connection)
@@ -355,6 +357,8 @@ async def _relay_head(run: _Run, response: ResponseHead) -> None:
         lengths = [value for name, value in response.headers if name == b"content-length"]
         has_body = lengths != [b"0"]
     fields = response_fields(status, response.headers, for_h2=run.client.for_h2)
+    if run.result.answer_field is not None:
+        fields.append(run.result.answer_field)
     run.result.status = status
     await run.client.send_head(status, fields, has_body=has_body)
     run.result.head_sent = True

@@ -73,3 +73,5 @@ class ExchangeResult:
     #: True if the scope handed to ``on_start`` was cancelled (the caller decides what
     #: that means); the exchange then raised nothing.
     cancelled: bool = False
+    #: A field the proxy adds to the backend's answer (a sticky cookie), or None.
+    answer_field: tuple[bytes, bytes] | None = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
@@ -41,6 +42,9 @@ class RelayRecord:
     #: ``"tunnel"`` for a WebSocket, ``"request"`` for an ordinary HTTP request.
     kind: str = "tunnel"
     method: bytes | None = None
+    #: The server an open tunnel holds (its group's balancer counts it as active), given
+    #: back when the record ends.
+    _held: tuple[GroupBalancer, ServerState] | None = None
 
     @classmethod
     def begin(
@@ -73,7 +77,16 @@ class RelayRecord:
             return "client_aborted" if self.stats.end is RelayEnd.CLIENT_ABORTED else "cancelled"
         return "refused"
 
+    def hold_server(self, balancer: GroupBalancer, server: ServerState) -> None:
+        """The tunnel holds ``server`` until the record ends (:meth:`log`)."""
+        self._held = (balancer, server)
+
     def log(self) -> None:
+        """The end of the tunnel or request: give back its server, log its line."""
+        if self._held is not None:
+            balancer, server = self._held
+            self._held = None
+            balancer.give_back(server)
         if not logger.isEnabledFor(logging.INFO):
             return  # at level warning: build none of the line's fields (one per tunnel or request)
         if self.kind == "request":

@@ -14,15 +14,18 @@ Rules:
 
 from __future__ import annotations
 
+from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.config import RouteConfig
-from h2ws_proxy.errors import ProxyError
+from h2ws_proxy.errors import BackendConnectFailed, BackendConnectTimeout, ProxyError
 from h2ws_proxy.http.message import HttpRequest
+from h2ws_proxy.relay.client_limits import client_key
 from h2ws_proxy.relay.context import ServerContext
 from h2ws_proxy.relay.exchange import forward_exchange
 from h2ws_proxy.relay.exchange_contract import ExchangeAborted, ExchangeResult
 from h2ws_proxy.relay.front_side import RequestFront, refuse
 from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import RelayRecord
+from h2ws_proxy.relay.sticky import set_cookie_field, sticky_cookie
 
 
 async def relay_request(
@@ -38,18 +41,11 @@ async def relay_request(
 
     False after a refusal or an answer cut short; ``result`` and ``record`` say more.
     """
+    balancer = server.balancers.of(route.backend)
     try:
         try:
-            await forward_exchange(
-                request,
-                route,
-                front,
-                server.pool,
-                server.config.limits,
-                client_address,
-                record.stats,
-                result,
-                on_start=front.on_start,
+            await _forward_to_a_server(
+                balancer, front, request, route, record, result, server, client_address
             )
         except ProxyError as error:
             # Nothing of the answer went out yet: answer the error ourselves.
@@ -66,3 +62,52 @@ async def relay_request(
     finally:
         record.status = record.status or result.status
         record.opened = result.head_sent
+
+
+async def _forward_to_a_server(
+    balancer: GroupBalancer,
+    front: RequestFront,
+    request: HttpRequest,
+    route: RouteConfig,
+    record: RelayRecord,
+    result: ExchangeResult,
+    server: ServerContext,
+    client_address: str | None,
+) -> None:
+    """Take a server of the route's group for the exchange; a connect that failed (nothing
+    was sent, nothing of the body read) is tried once more on another server."""
+    group = balancer.group
+    sticky = sticky_cookie(request.headers, group.sticky_cookie)
+    tried: list[ServerState] = []
+    while True:
+        chosen = await balancer.take(
+            client_key=client_key(client_address), sticky=sticky, exclude=tried
+        )
+        record.backend = str(chosen.address)
+        if group.sticky_cookie and sticky != chosen.sticky:
+            result.answer_field = set_cookie_field(
+                group.sticky_cookie, chosen.sticky, secure=request.scheme == b"https"
+            )
+        try:
+            await forward_exchange(
+                request,
+                route,
+                chosen.address,
+                front,
+                server.pool,
+                server.config.limits,
+                client_address,
+                record.stats,
+                result,
+                on_start=front.on_start,
+            )
+        except (BackendConnectFailed, BackendConnectTimeout) as error:
+            balancer.connect_failed(chosen, error.message)
+            tried.append(chosen)
+            if len(tried) > 1 or result.head_sent or not balancer.has_other(tried):
+                raise
+            continue
+        finally:
+            balancer.give_back(chosen)
+        balancer.connect_succeeded(chosen)
+        return

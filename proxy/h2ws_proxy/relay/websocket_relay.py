@@ -19,15 +19,24 @@ from collections.abc import Awaitable
 
 import trio
 
+from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
 from h2ws_proxy.config import Limits, RouteConfig
-from h2ws_proxy.errors import BackendRejected, ProxyError
+from h2ws_proxy.errors import (
+    BackendConnectFailed,
+    BackendConnectTimeout,
+    BackendRejected,
+    ProxyError,
+)
 from h2ws_proxy.http.backend_handshake import build_backend_upgrade, new_websocket_key
 from h2ws_proxy.http.handshake import WebSocketRequest
+from h2ws_proxy.http.upgrade_wire import UpgradeRequest
+from h2ws_proxy.relay.client_limits import client_key
 from h2ws_proxy.relay.context import ServerContext
 from h2ws_proxy.relay.front_side import TunnelFront, refuse
 from h2ws_proxy.relay.outcome import RelayStats
 from h2ws_proxy.relay.record import RelayRecord
+from h2ws_proxy.relay.sticky import sticky_cookie
 from h2ws_proxy.relay.tunnel import run_tunnel
 from h2ws_proxy.transport.errors import STREAM_GONE
 
@@ -46,16 +55,11 @@ async def open_tunnel(
     backend is closed already). With an upgraded backend, :func:`opened_tunnel` is next.
     """
     key = new_websocket_key()
+    balancer = server.balancers.of(route.backend)
     try:
         upgrade = build_backend_upgrade(request, route, key, client_address)
-        upgraded = await connect_and_upgrade(
-            route.backend.servers[0],
-            upgrade,
-            key,
-            request,
-            server.config.limits,
-            server.connect_backend,
-            scope=front.scope,
+        upgraded = await _dial_a_server(
+            balancer, front, request, upgrade, key, record, server, client_address
         )
     except BackendRejected as rejection:
         record.status = rejection.status
@@ -76,6 +80,53 @@ async def open_tunnel(
         return None
     record.status, record.opened = front.open_status, True
     return upgraded
+
+
+async def _dial_a_server(
+    balancer: GroupBalancer,
+    front: TunnelFront,
+    request: WebSocketRequest,
+    upgrade: UpgradeRequest,
+    key: bytes,
+    record: RelayRecord,
+    server: ServerContext,
+    client_address: str | None,
+) -> BackendUpgraded:
+    """Take a server of the route's group and upgrade it; a connect that failed (nothing
+    was sent) is tried once more on another server. The server stays taken (on the
+    record, given back when the record ends) only when the upgrade succeeded."""
+    tried: list[ServerState] = []
+    sticky = sticky_cookie(request.headers, balancer.group.sticky_cookie)
+    while True:
+        chosen = await balancer.take(
+            client_key=client_key(client_address), sticky=sticky, exclude=tried
+        )
+        record.backend = str(chosen.address)
+        try:
+            # With a choice of servers, each attempt gets its own scope: a connect timeout
+            # cancels its scope for good, and the retry must not run in it.
+            upgraded = await connect_and_upgrade(
+                chosen.address,
+                upgrade,
+                key,
+                request,
+                server.config.limits,
+                server.connect_backend,
+                scope=front.scope if len(balancer.servers) == 1 else None,
+            )
+        except (BackendConnectFailed, BackendConnectTimeout) as error:
+            balancer.give_back(chosen)
+            balancer.connect_failed(chosen, error.message)
+            tried.append(chosen)
+            if len(tried) > 1 or not balancer.has_other(tried):
+                raise
+            continue
+        except BaseException:
+            balancer.give_back(chosen)
+            raise
+        balancer.connect_succeeded(chosen)
+        record.hold_server(balancer, chosen)
+        return upgraded
 
 
 def opened_tunnel(

@@ -88,9 +88,9 @@ async def _answer(server: ServerContext, path: bytes) -> tuple[int, bytes]:
     return NOT_FOUND
 
 
-def server_stats(stats: ServerStats) -> dict[str, int]:
+def server_stats(stats: ServerStats) -> dict[str, object]:
     """The ``/stats`` counters of a server; call it from inside its trio run."""
-    return {
+    counters: dict[str, object] = {
         "connections": stats.connections,
         "tunnels": stats.tunnels,
         "requests": stats.requests,
@@ -100,6 +100,9 @@ def server_stats(stats: ServerStats) -> dict[str, int]:
         "evicted_idle": stats.evicted_idle,
         "accept_failures": stats.accept_failures,
     }
+    if stats.backend_servers is not None:
+        counters["servers"] = stats.backend_servers()
+    return counters
 
 
 def _count_tasks() -> int:

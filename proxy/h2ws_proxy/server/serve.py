@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import trio
 
+from h2ws_proxy.backend.health import run_health_checks
 from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
 from h2ws_proxy.config import ListenerConfig, ProxyConfig, SocketAddress, build_server_ssl_context
 from h2ws_proxy.errors import ConfigError
@@ -121,6 +122,7 @@ async def serve(
         raise_descriptor_limit(config)  # once bound: a bind error stays the only line
     async with trio.open_nursery() as background:
         background.start_soon(server.pool.reap)
+        background.start_soon(run_health_checks, server.balancers, server.connect_backend)
         await _serve_until_drained(server, sockets, contexts, task_status)
         background.cancel_scope.cancel()
     await server.pool.aclose()

@@ -1,0 +1,121 @@
+"""Active health checks of the servers of groups with a ``[backend.health_check]``.
+
+Rules:
+
+* Every ``interval_s`` (the first at once), each server gets ``GET <path>`` over a new
+  HTTP/1.1 connection (TLS for ``https://`` servers, as requests go), with
+  ``Connection: close`` and the server's own Host; a 2xx or 3xx status within
+  ``timeout_s`` passes, anything else (refused, timed out, another status, garbage)
+  fails.
+* ``unhealthy`` failures in a row take a server out; ``healthy`` passes in a row bring it
+  back. Servers start up: a proxy that starts while a backend is down sends it work only
+  until its checks say so. Transitions are logged; the current state is in ``/stats``.
+* Every worker process checks for itself (its state is its own).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import h11
+import trio
+
+from h2ws_proxy.backend.balancer import Balancers, GroupBalancer, ServerState
+from h2ws_proxy.backend.upgrade import ConnectBackend
+from h2ws_proxy.config import BackendAddress, HealthCheck
+from h2ws_proxy.errors import ProxyError
+from h2ws_proxy.log import log_event
+from h2ws_proxy.transport.errors import STREAM_GONE
+
+logger = logging.getLogger(__name__)
+
+_MAX_ANSWER_HEAD = 16384
+_USER_AGENT = b"h2ws-proxy-health-check"
+
+
+async def run_health_checks(balancers: Balancers, connect: ConnectBackend) -> None:
+    """Check every server of every group that asks for it, until cancelled."""
+    async with trio.open_nursery() as nursery:
+        for balancer in balancers.groups:
+            check = balancer.group.health_check
+            if check is None:
+                continue
+            for server in balancer.servers:
+                nursery.start_soon(_check_forever, balancer, server, check, connect)
+
+
+async def _check_forever(
+    balancer: GroupBalancer, server: ServerState, check: HealthCheck, connect: ConnectBackend
+) -> None:
+    while True:
+        failure = await check_server(server.address, check, connect)
+        record_check(balancer, server, check, failure)
+        await trio.sleep(check.interval_s)
+
+
+async def check_server(
+    address: BackendAddress, check: HealthCheck, connect: ConnectBackend
+) -> str | None:
+    """One check of ``address``: None if it passed, else why it failed."""
+    with trio.move_on_after(check.timeout_s):
+        try:
+            stream = await connect(address)
+        except ProxyError as error:
+            return error.message
+        try:
+            status = await _status_of_get(stream, address, check.path)
+        except (h11.ProtocolError, *STREAM_GONE) as error:
+            return f"bad answer: {error}"
+        finally:
+            await trio.aclose_forcefully(stream)
+        if status is None:
+            return "closed without an answer"
+        if 200 <= status < 400:
+            return None
+        return f"status {status}"
+    return f"no answer within {check.timeout_s:g}s"
+
+
+async def _status_of_get(
+    stream: trio.abc.HalfCloseableStream, address: BackendAddress, path: str
+) -> int | None:
+    client = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_ANSWER_HEAD)
+    request = h11.Request(
+        method="GET",
+        target=path,
+        headers=[
+            (b"host", address.host_header.encode("ascii")),
+            (b"user-agent", _USER_AGENT),
+            (b"connection", b"close"),
+        ],
+    )
+    await stream.send_all(client.send(request) + (client.send(h11.EndOfMessage()) or b""))
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            client.receive_data(bytes(await stream.receive_some(_MAX_ANSWER_HEAD)))
+            continue
+        if isinstance(event, h11.Response):
+            return event.status_code
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+
+
+def record_check(
+    balancer: GroupBalancer, server: ServerState, check: HealthCheck, failure: str | None
+) -> None:
+    """Count a check's result; take the server out or bring it back at the thresholds."""
+    fields = {"backend": balancer.name, "server": str(server.address), "check": "active"}
+    if failure is None:
+        server.check_fails = 0
+        server.check_passes += 1
+        if not server.checked_up and server.check_passes >= check.healthy:
+            server.checked_up = True
+            log_event(logger, logging.WARNING, "backend.server_up", **fields)
+            balancer.server_came_back()
+        return
+    server.check_passes = 0
+    server.check_fails += 1
+    if server.checked_up and server.check_fails >= check.unhealthy:
+        server.checked_up = False
+        log_event(logger, logging.WARNING, "backend.server_down", **fields, reason=failure)
