@@ -40,6 +40,23 @@ def test_check_prints_what_the_example_config_serves() -> None:
     assert "route / -> http://127.0.0.1:9000" in result.stdout
 
 
+def test_check_names_each_backend_group(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        '[[listener]]\nbind = "127.0.0.1:0"\n\n'
+        '[[backend]]\nname = "chat"\nservers = ["http://127.0.0.1:9001", "unix:/run/c.sock"]\n'
+        'balance = "least_connections"\n\n'
+        '[[route]]\npath = "/"\nbackend = "chat"\n'
+    )
+    result = run_cli("--config", str(config), "--check")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "backend chat: least_connections over http://127.0.0.1:9001, unix:/run/c.sock; "
+        "no health checks"
+    ) in result.stdout
+    assert "route / -> chat" in result.stdout
+
+
 def test_config_error_names_file_key_and_line(tmp_path: Path) -> None:
     config = tmp_path / "proxy.toml"
     config.write_text(

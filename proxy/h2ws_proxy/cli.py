@@ -83,6 +83,10 @@ def describe(config: ProxyConfig) -> str:
         lines.append(
             f"listener {listener.bind}: {mode}; {advertised} SETTINGS_ENABLE_CONNECT_PROTOCOL{why}"
         )
+    for group in config.backends:
+        servers = ", ".join(map(str, group.servers))
+        checks = "health checks on" if group.health_check else "no health checks"
+        lines.append(f"backend {group.name}: {group.balance} over {servers}; {checks}")
     for route in sorted(config.routes, key=lambda r: r.path):
         lines.append(f"route {route.path} -> {route.backend}{_route_settings(route)}")
     if config.admin:

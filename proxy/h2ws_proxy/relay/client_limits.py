@@ -25,6 +25,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Awaitable, Callable
 
@@ -36,6 +37,7 @@ from h2ws_proxy.errors import TooManyRequests
 ClientKey = str
 
 
+@functools.lru_cache(maxsize=4096)  # parsed once per recent client, not per connection
 def client_key(address: str | None) -> ClientKey | None:
     """The key ``address`` counts under: the IPv4 address, or an IPv6 address's /64."""
     if address is None:

@@ -79,10 +79,10 @@ async def _forward_to_a_server(
     group = balancer.group
     sticky = sticky_cookie(request.headers, group.sticky_cookie)
     tried: list[ServerState] = []
+    # Only client_ip hashes the client: the others skip parsing its address.
+    ring_key = client_key(client_address) if balancer.group.balance == "client_ip" else None
     while True:
-        chosen = await balancer.take(
-            client_key=client_key(client_address), sticky=sticky, exclude=tried
-        )
+        chosen = await balancer.take(client_key=ring_key, sticky=sticky, exclude=tried)
         record.backend = str(chosen.address)
         if group.sticky_cookie and sticky != chosen.sticky:
             result.answer_field = set_cookie_field(

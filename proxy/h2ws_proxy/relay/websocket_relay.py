@@ -96,11 +96,11 @@ async def _dial_a_server(
     was sent) is tried once more on another server. The server stays taken (on the
     record, given back when the record ends) only when the upgrade succeeded."""
     tried: list[ServerState] = []
+    # Only client_ip hashes the client: the others skip parsing its address.
+    ring_key = client_key(client_address) if balancer.group.balance == "client_ip" else None
     sticky = sticky_cookie(request.headers, balancer.group.sticky_cookie)
     while True:
-        chosen = await balancer.take(
-            client_key=client_key(client_address), sticky=sticky, exclude=tried
-        )
+        chosen = await balancer.take(client_key=ring_key, sticky=sticky, exclude=tried)
         record.backend = str(chosen.address)
         try:
             # With a choice of servers, each attempt gets its own scope: a connect timeout
