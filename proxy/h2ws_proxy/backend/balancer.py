@@ -104,6 +104,10 @@ class GroupBalancer:
         self._by_sticky = {server.sticky: server for server in self.servers}
         self._next = 0
         self._passive = group.max_fails > 0 and len(self.servers) > 1
+        #: The one server of a group of one without a cap: no choice to make.
+        self._single = (
+            self.servers[0] if len(self.servers) == 1 and not group.max_connections else None
+        )
         self._released = trio.Event()
         self._ring: list[tuple[int, int]] = []
         if group.balance == "client_ip":
@@ -120,6 +124,14 @@ class GroupBalancer:
     def sticky_server(self, cookie_value: str | None) -> ServerState | None:
         return self._by_sticky.get(cookie_value) if cookie_value else None
 
+    def take_at_once(self) -> ServerState | None:
+        """The usual route of one server, no cap, up: taken without a coroutine (it runs
+        per request). None: use :meth:`take`."""
+        if self._single is not None and self._single.checked_up:
+            self._single.active += 1
+            return self._single
+        return None
+
     async def take(
         self,
         *,
@@ -134,11 +146,8 @@ class GroupBalancer:
         had a place in time.
         """
         servers = self.servers
-        if len(servers) == 1 and not self.group.max_connections and not exclude:
-            server = servers[0]  # the usual route of one server: no choice to make
-            if server.checked_up:
-                server.active += 1
-                return server
+        if not exclude and (taken := self.take_at_once()) is not None:
+            return taken
         deadline = trio.current_time() + self.group.queue_timeout_s
         excluded = set(exclude)
         while True:

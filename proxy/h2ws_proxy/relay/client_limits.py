@@ -115,8 +115,10 @@ class ListenerCapacity:
         self.used = 0
         #: Idle connections, the longest idle first (dicts keep insertion order).
         self._idle: dict[ConnectionSlot, None] = {}
-        #: Set (and replaced) when a place frees up or a connection becomes idle.
+        #: Set (and replaced) when a place frees up or a connection becomes idle, if an
+        #: accept waits for that (connections go idle and busy per request: no Event each).
         self._changed = trio.Event()
+        self._waiting = False
         self.evictions = 0
 
     @property
@@ -131,6 +133,7 @@ class ListenerCapacity:
         """
         while self.used >= self.capacity:
             if not self._idle:
+                self._waiting = True
                 await self._changed.wait()
                 continue
             await wait_for_client()
@@ -157,8 +160,10 @@ class ListenerCapacity:
         self._notify()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._waiting:
+            self._waiting = False
+            self._changed.set()
+            self._changed = trio.Event()
 
 
 class ConnectionSlot:

@@ -82,7 +82,9 @@ async def _forward_to_a_server(
     # Only client_ip hashes the client: the others skip parsing its address.
     ring_key = client_key(client_address) if balancer.group.balance == "client_ip" else None
     while True:
-        chosen = await balancer.take(client_key=ring_key, sticky=sticky, exclude=tried)
+        chosen = (not tried and balancer.take_at_once()) or await balancer.take(
+            client_key=ring_key, sticky=sticky, exclude=tried
+        )
         record.backend = str(chosen.address)
         if group.sticky_cookie and sticky != chosen.sticky:
             result.answer_field = set_cookie_field(

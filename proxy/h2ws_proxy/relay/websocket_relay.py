@@ -100,7 +100,9 @@ async def _dial_a_server(
     ring_key = client_key(client_address) if balancer.group.balance == "client_ip" else None
     sticky = sticky_cookie(request.headers, balancer.group.sticky_cookie)
     while True:
-        chosen = await balancer.take(client_key=ring_key, sticky=sticky, exclude=tried)
+        chosen = (not tried and balancer.take_at_once()) or await balancer.take(
+            client_key=ring_key, sticky=sticky, exclude=tried
+        )
         record.backend = str(chosen.address)
         try:
             # With a choice of servers, each attempt gets its own scope: a connect timeout
