@@ -842,42 +842,7 @@ def _handshake(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -
     return server.selected_alpn_protocol()
 
 
-def test_build_server_ssl_context_with_garbage_pem(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.write_text("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
-    key.write_text("not a key\n")
-    with pytest.raises(ConfigError) as info:
-        build_server_ssl_context(TLSConfig(cert, key))
-    message = str(info.value)
-    assert message.startswith(f"{cert}, {key}: cannot load the TLS certificate and key (")
-    assert message.endswith("; give a PEM certificate chain and its matching PEM private key")
-
-
-def test_build_server_ssl_context_with_mismatched_key(
-    tmp_path: Path, tls_files: tuple[Path, Path]
-) -> None:
-    other_key = tmp_path / "other.pem"
-    trustme.CA().issue_cert("localhost").private_key_pem.write_to_path(other_key)
-    with pytest.raises(ConfigError, match=r"cannot load the TLS certificate and key"):
-        build_server_ssl_context(TLSConfig(tls_files[0], other_key))
-
-
-def test_build_server_ssl_context_refuses_encrypted_key(
-    tmp_path: Path, tls_files: tuple[Path, Path]
-) -> None:
-    from cryptography.hazmat.primitives import serialization
-
-    key = serialization.load_pem_private_key(tls_files[1].read_bytes(), password=None)
-    encrypted = tmp_path / "encrypted.pem"
-    encrypted.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"secret"),
-        )
-    )
-    with pytest.raises(ConfigError, match=r"the TLS private key is encrypted"):
-        build_server_ssl_context(TLSConfig(tls_files[0], encrypted))
+# Certificate and key problems (junk PEM, encrypted or mismatched keys): test_certificates.py.
 
 
 @pytest.mark.parametrize(
