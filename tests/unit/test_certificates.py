@@ -25,7 +25,9 @@ from h2ws_proxy.config import (
     read_certificate,
 )
 from h2ws_proxy.config.certificates import host_of_authority
-from h2ws_proxy.errors import ConfigError
+from h2ws_proxy.errors import ConfigError, MisdirectedRequest
+from h2ws_proxy.http.request_head import parse_h2_request_head
+from h2ws_proxy.http2.admission import check_authority
 from tests.helpers.certificates import client_context, handshake, write_certificate
 
 # --- the names a certificate covers -------------------------------------------------------
@@ -325,3 +327,36 @@ def test_a_key_spoiled_after_load_is_refused_at_start(
     written[0].key.write_text("gone bad after the config was loaded\n")
     with pytest.raises(ConfigError, match=r"holds no usable PEM private key"):
         build_server_ssl_context(TLSConfig(certificates=written))
+
+
+# --- the 421 check on a request head --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "misdirected"),
+    [
+        ([(b":authority", b"chat.example.test:8443")], False),
+        ([(b":authority", b"x.api.example.test")], False),
+        ([(b":authority", b"[::1]:8443")], False),
+        ([(b":authority", b"other.test")], True),
+        ([(b"host", b"other.test")], True),  # no :authority: the Host field is the host
+        ([(b"host", b"CHAT.example.test")], False),
+        ([], False),  # no host at all: nothing to check (routing decides)
+    ],
+)
+def test_check_authority(headers: list[tuple[bytes, bytes]], misdirected: bool) -> None:
+    head = parse_h2_request_head(
+        [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), *headers]
+    )
+    if misdirected:
+        with pytest.raises(MisdirectedRequest) as info:
+            check_authority(head, NAMES)
+        assert info.value.status_hint == 421
+    else:
+        check_authority(head, NAMES)
+    check_authority(head, None)  # without TLS: never
+
+
+def test_plain_connect_names_a_tunnel_target_not_this_origin() -> None:
+    head = parse_h2_request_head([(b":method", b"CONNECT"), (b":authority", b"other.test:443")])
+    check_authority(head, NAMES)  # refused later as plain CONNECT (501), not as 421
