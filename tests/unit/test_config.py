@@ -28,6 +28,7 @@ from h2ws_proxy.config import (
     parse_socket_address,
 )
 from h2ws_proxy.errors import ConfigError
+from tests.helpers.certificates import write_certificate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
@@ -127,6 +128,21 @@ def test_example_toml_tls_block_works_when_uncommented(
     config = load_config(write(tmp_path, text))
     assert config.listeners[0].tls == TLSConfig(*tls_files)
     assert config.listeners[0].enable_connect_protocol == "auto"
+
+
+def test_example_toml_second_certificate_works_when_uncommented(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    api = write_certificate(trustme.CA(), tmp_path, "api", "api.example.test")
+    assert (api.cert.name, api.key.name) == ("api.pem", "api.key")
+    text = (CONFIG_DIR / "example.toml").read_text()
+    lines = ["[listener.tls]", 'cert = "cert.pem"', 'key = "key.pem"']
+    lines += ["[[listener.tls.certificate]]", 'cert = "api.pem"', 'key = "api.key"']
+    for line in lines:
+        assert f"# {line}" in text
+        text = text.replace(f"# {line}", line, 1)
+    config = load_config(write(tmp_path, text))
+    assert config.listeners[0].tls == TLSConfig(*tls_files, certificates=(api,))
 
 
 def test_minimal_toml_parses() -> None:
