@@ -10,7 +10,8 @@ Rules:
   its subjectAltName DNS names and IP addresses; its subject's common name only when it
   has neither. A wildcard ``*.example.com`` covers one whole label in front of
   ``example.com`` (``a.example.com``, neither ``example.com`` nor ``a.b.example.com``);
-  other wildcards (``a*.example.com``, ``*`` alone) cover nothing. Names compare
+  other wildcards (``a*.example.com``, ``*`` alone, ``*.com`` over a single label, as
+  browsers refuse them) cover nothing. Names compare
   case-insensitively, a trailing dot ignored.
 
 ``cryptography`` reads the files: the standard library has no public way to read a
@@ -70,6 +71,7 @@ class CertificateNames:
     exact: frozenset[str] = frozenset()
     #: For each ``*.parent`` wildcard, its ``parent``.
     wildcard_parents: frozenset[str] = frozenset()
+    #: IP addresses (subjectAltName iPAddress entries).
     addresses: frozenset[IPAddress] = frozenset()
 
     @classmethod
