@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import trio
+import trustme
 from websockets.sync.client import connect as ws_connect
 
 from h2ws_proxy import __version__
+from tests.helpers.certificates import write_certificate
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.process import OutputWatcher, free_port
 
@@ -69,6 +71,42 @@ def test_config_error_names_file_key_and_line(tmp_path: Path) -> None:
     assert "proxy.toml:6:" in message
     assert "route[0].backnd" in message
     assert "did you mean 'backend'" in message
+
+
+def _two_certificate_config(tmp_path: Path) -> Path:
+    ca = trustme.CA()
+    write_certificate(ca, tmp_path, "chat", "chat.example.test")
+    write_certificate(ca, tmp_path, "api", "*.api.example.test", "127.0.0.1")
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        '[[listener]]\nbind = "127.0.0.1:0"\n'
+        '[[listener.tls.certificate]]\ncert = "chat.pem"\nkey = "chat.key"\n'
+        '[[listener.tls.certificate]]\ncert = "api.pem"\nkey = "api.key"\n\n'
+        '[[route]]\npath = "/"\nbackend = "http://127.0.0.1:1"\n'
+    )
+    return config
+
+
+def test_check_loads_the_certificates_and_names_what_each_covers(tmp_path: Path) -> None:
+    config = _two_certificate_config(tmp_path)
+    result = run_cli("--config", str(config), "--check")
+    assert result.returncode == 0, result.stderr
+    assert f"  certificate {tmp_path / 'chat.pem'}: chat.example.test\n" in result.stdout
+    assert f"  certificate {tmp_path / 'api.pem'}: *.api.example.test, 127.0.0.1\n" in (
+        result.stdout
+    )
+
+
+def test_check_refuses_a_key_that_is_not_the_certificates(tmp_path: Path) -> None:
+    config = _two_certificate_config(tmp_path)
+    (tmp_path / "api.key").write_bytes((tmp_path / "chat.key").read_bytes())
+    result = run_cli("--config", str(config), "--check")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        f"h2ws-proxy: error: {config}:8: listener[0].tls.certificate[1].key: "
+        f"{tmp_path / 'api.key'} is not the private key of the certificate"
+    ), result.stderr
 
 
 @pytest.mark.parametrize(

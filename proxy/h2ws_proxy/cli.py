@@ -24,8 +24,10 @@ from h2ws_proxy.config import (
     ProxyConfig,
     RouteConfig,
     advertises_connect_protocol,
+    build_listener_contexts,
     load_config,
     parse_workers,
+    read_certificate,
 )
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import configure_logging
@@ -83,6 +85,9 @@ def describe(config: ProxyConfig) -> str:
         lines.append(
             f"listener {listener.bind}: {mode}; {advertised} SETTINGS_ENABLE_CONNECT_PROTOCOL{why}"
         )
+        for certificate in listener.tls.all_certificates() if listener.tls else ():
+            names = read_certificate(certificate).names
+            lines.append(f"  certificate {certificate.cert}: {names}")
     for group in config.backends:
         servers = ", ".join(map(str, group.servers))
         checks = "health checks on" if group.health_check else "no health checks"
@@ -130,7 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"h2ws-proxy: error: {error.message}", file=sys.stderr)
         return 2
     if args.check:
-        print(describe(config))
+        try:
+            build_listener_contexts(config)  # the certificates and keys, loaded as at start
+            print(describe(config))
+        except ConfigError as error:
+            print(f"h2ws-proxy: error: {error.message}", file=sys.stderr)
+            return 2
         return 0
     configure_logging(args.log_level, args.log_format)
     try:

@@ -56,6 +56,13 @@ class RouteNotFound(ProxyError):
     status_hint = 404
 
 
+class MisdirectedRequest(ProxyError):
+    """The request's host is not one the connection's certificate covers (RFC 9110
+    §15.5.20): the client may retry on a connection of its own to that host."""
+
+    status_hint = 421
+
+
 class TooManyRequests(ProxyError):
     """The client is over one of its own limits (``max_tunnels_per_client``)."""
 

@@ -28,7 +28,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,14 +210,21 @@ def _pref_line(name: str, value: bool | int | str) -> str:
     return f'user_pref("{name}", {rendered});\n'
 
 
-async def firefox_command(directory: Path, ca_pem: Path, url: str) -> BrowserCommand:
-    """Firefox on ``url`` with a fresh profile (quiet prefs, trusted CA) in ``directory``."""
+async def firefox_command(
+    directory: Path,
+    ca_pem: Path,
+    url: str,
+    extra_prefs: Mapping[str, bool | int | str] | None = None,
+) -> BrowserCommand:
+    """Firefox on ``url`` with a fresh profile (quiet prefs, trusted CA, ``extra_prefs``)
+    in ``directory``."""
     binary = require_executable(FIREFOX_NAMES, "Firefox")
     home = directory / "home"
     await trio.Path(home).mkdir(parents=True, exist_ok=True)
     profile = directory / "profile"
     await trust_ca_in_nssdb(profile, ca_pem)
-    prefs = "".join(_pref_line(name, value) for name, value in FIREFOX_PREFS.items())
+    all_prefs = {**FIREFOX_PREFS, **(extra_prefs or {})}
+    prefs = "".join(_pref_line(name, value) for name, value in all_prefs.items())
     await trio.Path(profile / "user.js").write_text(prefs)
     argv = [binary, "--headless", "--no-remote", "--profile", str(profile), url]
     env = _base_env(home)

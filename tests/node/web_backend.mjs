@@ -7,6 +7,11 @@
 // It serves, over plain HTTP/1.1 (the proxy terminates TLS and HTTP/2):
 //   GET  /            an HTML page whose script opens wss://<location.host>/ws, runs the
 //                     echo checks below and reports how it went (twice, see "Reports");
+//   GET  /hosts?origin=https://a:port&origin=https://b:port
+//                     a page that, for each origin in turn, opens an HTTP/2 connection to it
+//                     (a no-cors fetch of /favicon.ico: browsers put a WebSocket on an open
+//                     HTTP/2 connection only), opens wss://<that host>/ws, checks one echo
+//                     and closes it, then POSTs its report (details.hosts, one per origin);
 //   GET  /favicon.ico 204, so the browser's automatic request does not fail;
 //   POST /report      the page's final report (JSON body), answered 204;
 //   WS   /ws          echoes every message with its type; the text "__report__:<json>"
@@ -195,6 +200,59 @@ main();
 </script></body></html>
 `;
 
+// The several-host page (SNI tests): one short echo per origin, then the report.
+const HOSTS_PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>h2ws-proxy hosts test: running</title></head>
+<body><script>
+"use strict";
+const STEP_TIMEOUT_MS = 8000;
+const withTimeout = (promise, what) => Promise.race([
+  promise,
+  new Promise((_, reject) => setTimeout(
+    () => reject(new Error("timeout: " + what)), STEP_TIMEOUT_MS)),
+]);
+function echoOnce(url, text) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => ws.send(text);
+    ws.onmessage = (event) => {
+      if (event.data !== text) reject(new Error("echo mismatch: " + event.data));
+      ws.close(1000, "done");
+    };
+    ws.onerror = () => reject(new Error("websocket error event"));
+    ws.onclose = (event) => event.code === 1000
+      ? resolve(event.code) : reject(new Error("closed: code " + event.code));
+  });
+}
+async function main() {
+  const origins = new URLSearchParams(location.search).getAll("origin");
+  const hosts = [];
+  let ok = origins.length > 0;
+  for (const origin of origins) {
+    const host = new URL(origin).host;
+    const result = { origin, ok: false, error: null };
+    try {
+      await withTimeout(fetch(origin + "/favicon.ico",
+        { mode: "no-cors", credentials: "include", cache: "no-store" }), "fetch " + origin);
+      await withTimeout(echoOnce("wss://" + host + "/ws", "hello " + host), "echo " + host);
+      result.ok = true;
+    } catch (error) {
+      result.error = String(error && error.message || error);
+      ok = false;
+    }
+    hosts.push(result);
+  }
+  const report = { ok, ua: navigator.userAgent, details: { hosts } };
+  await fetch("/report", {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify(report),
+  });
+  document.title = "h2ws-proxy hosts test: " + (ok ? "ok" : "FAILED");
+}
+main();
+</script></body></html>
+`;
+
 function readBody(req, limit) {
   return new Promise((resolve, reject) => {
     const chunks = [];
@@ -227,6 +285,14 @@ async function handle(req, res) {
   const path = (req.url || '/').split('?', 1)[0];
   if (req.method === 'GET' && (path === '/' || path === '/index.html')) {
     const body = Buffer.from(PAGE, 'utf8');
+    res.writeHead(200, {
+      'content-type': 'text/html; charset=utf-8',
+      'content-length': body.length,
+      'cache-control': 'no-store',
+    });
+    res.end(body);
+  } else if (req.method === 'GET' && path === '/hosts') {
+    const body = Buffer.from(HOSTS_PAGE, 'utf8');
     res.writeHead(200, {
       'content-type': 'text/html; charset=utf-8',
       'content-length': body.length,

@@ -28,6 +28,7 @@ from h2ws_proxy.config import (
     parse_socket_address,
 )
 from h2ws_proxy.errors import ConfigError
+from tests.helpers.certificates import write_certificate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
@@ -127,6 +128,21 @@ def test_example_toml_tls_block_works_when_uncommented(
     config = load_config(write(tmp_path, text))
     assert config.listeners[0].tls == TLSConfig(*tls_files)
     assert config.listeners[0].enable_connect_protocol == "auto"
+
+
+def test_example_toml_second_certificate_works_when_uncommented(
+    tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    api = write_certificate(trustme.CA(), tmp_path, "api", "api.example.test")
+    assert (api.cert.name, api.key.name) == ("api.pem", "api.key")
+    text = (CONFIG_DIR / "example.toml").read_text()
+    lines = ["[listener.tls]", 'cert = "cert.pem"', 'key = "key.pem"']
+    lines += ["[[listener.tls.certificate]]", 'cert = "api.pem"', 'key = "api.key"']
+    for line in lines:
+        assert f"# {line}" in text
+        text = text.replace(f"# {line}", line, 1)
+    config = load_config(write(tmp_path, text))
+    assert config.listeners[0].tls == TLSConfig(*tls_files, certificates=(api,))
 
 
 def test_minimal_toml_parses() -> None:
@@ -842,42 +858,7 @@ def _handshake(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -
     return server.selected_alpn_protocol()
 
 
-def test_build_server_ssl_context_with_garbage_pem(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.write_text("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
-    key.write_text("not a key\n")
-    with pytest.raises(ConfigError) as info:
-        build_server_ssl_context(TLSConfig(cert, key))
-    message = str(info.value)
-    assert message.startswith(f"{cert}, {key}: cannot load the TLS certificate and key (")
-    assert message.endswith("; give a PEM certificate chain and its matching PEM private key")
-
-
-def test_build_server_ssl_context_with_mismatched_key(
-    tmp_path: Path, tls_files: tuple[Path, Path]
-) -> None:
-    other_key = tmp_path / "other.pem"
-    trustme.CA().issue_cert("localhost").private_key_pem.write_to_path(other_key)
-    with pytest.raises(ConfigError, match=r"cannot load the TLS certificate and key"):
-        build_server_ssl_context(TLSConfig(tls_files[0], other_key))
-
-
-def test_build_server_ssl_context_refuses_encrypted_key(
-    tmp_path: Path, tls_files: tuple[Path, Path]
-) -> None:
-    from cryptography.hazmat.primitives import serialization
-
-    key = serialization.load_pem_private_key(tls_files[1].read_bytes(), password=None)
-    encrypted = tmp_path / "encrypted.pem"
-    encrypted.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"secret"),
-        )
-    )
-    with pytest.raises(ConfigError, match=r"the TLS private key is encrypted"):
-        build_server_ssl_context(TLSConfig(tls_files[0], encrypted))
+# Certificate and key problems (junk PEM, encrypted or mismatched keys): test_certificates.py.
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,9 @@ Rules:
 * Backends are ``http://host[:port][/]`` (port 80 by default) or ``unix:/path/to.sock``.
   ``https://`` is refused as not supported yet; a path or query in the URL is refused.
 * Relative paths (TLS files, unix sockets) are resolved against the config file's
-  directory. TLS files must exist and be readable at load; their PEM content is checked
-  by :func:`build_server_ssl_context` when the server starts.
+  directory. TLS files must exist and be readable at load, and each certificate and key
+  is read and checked then (``certificates.py``), as :func:`build_server_ssl_context`
+  loads them when the server starts.
 * Route paths start with ``/`` and are unique; the longest matching prefix wins
   (``relay/routing.py``).
 * Every problem is one :class:`ConfigError` line,
@@ -32,10 +33,13 @@ Modules, each importing only those above it in this list:
 * ``addresses``: ``host:port`` and backend URLs (:func:`parse_socket_address`,
   :func:`parse_backend`).
 * ``locate``: the line of a key path in the raw text.
+* ``certificates``: a certificate's files read and checked, the names it covers
+  (:class:`CertificateNames`).
 * ``tables``: reading one table with exact types, known keys and located errors.
 * ``routes``: one ``[[route]]`` table (:func:`parse_route`).
+* ``tls``: :func:`build_server_ssl_context` (SNI among several certificates),
+  :func:`build_listener_contexts`, :func:`served_names`.
 * ``parse``: the schema, :func:`parse_config` and :func:`load_config`.
-* ``tls``: :func:`build_server_ssl_context`.
 
 Import the public names from here (``from h2ws_proxy.config import ProxyConfig``).
 """
@@ -43,6 +47,7 @@ Import the public names from here (``from h2ws_proxy.config import ProxyConfig``
 from __future__ import annotations
 
 from h2ws_proxy.config.addresses import parse_backend, parse_socket_address
+from h2ws_proxy.config.certificates import CertificateNames, read_certificate
 from h2ws_proxy.config.model import (
     AdminConfig,
     BackendAddress,
@@ -60,7 +65,11 @@ from h2ws_proxy.config.model import (
     advertises_connect_protocol,
 )
 from h2ws_proxy.config.parse import load_config, parse_config, parse_workers
-from h2ws_proxy.config.tls import build_server_ssl_context
+from h2ws_proxy.config.tls import (
+    build_listener_contexts,
+    build_server_ssl_context,
+    served_names,
+)
 
 __all__ = [
     "AdminConfig",
@@ -69,6 +78,7 @@ __all__ = [
     "BackendTLS",
     "Balance",
     "CertificateConfig",
+    "CertificateNames",
     "HealthCheck",
     "Limits",
     "ListenerConfig",
@@ -77,10 +87,13 @@ __all__ = [
     "SocketAddress",
     "TLSConfig",
     "advertises_connect_protocol",
+    "build_listener_contexts",
     "build_server_ssl_context",
     "load_config",
     "parse_backend",
     "parse_config",
     "parse_socket_address",
     "parse_workers",
+    "read_certificate",
+    "served_names",
 ]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from h2ws_proxy.config.backends import parse_backend_group
+from h2ws_proxy.config.certificates import CertificateError, group_by_names, read_certificate
 from h2ws_proxy.config.locate import Locator
 from h2ws_proxy.config.model import (
     AdminConfig,
@@ -128,18 +129,39 @@ def _connect_protocol_setting(table: Table) -> bool | Literal["auto"]:
 
 def _parse_tls(table: Table) -> TLSConfig:
     """``cert``/``key`` (the default certificate) and/or ``[[listener.tls.certificate]]``
-    tables, at least one certificate in all."""
+    tables, at least one certificate in all; each read and checked as the server will
+    load it (``certificates.py``), its problems located at its ``cert`` or ``key``."""
     table.check_keys(("cert", "key", "certificate"), hints=_MOVED_TO_LISTENER)
-    certificates: tuple[CertificateConfig, ...] = ()
+    certificate_tables: list[Table] = []
     if "certificate" in table.data:
-        certificates = tuple(_certificate(item) for item in table.tables("certificate"))
+        certificate_tables = table.tables("certificate")
+    certificates = tuple(_certificate(item) for item in certificate_tables)
     if certificates and "cert" not in table.data and "key" not in table.data:
-        return TLSConfig(certificates=certificates)
-    return TLSConfig(
+        tls = TLSConfig(certificates=certificates)
+        _check_certificates(tls, certificate_tables)
+        return tls
+    tls = TLSConfig(
         cert=table.file("cert", 'cert = "cert.pem"'),
         key=table.file("key", 'key = "key.pem"'),
         certificates=certificates,
     )
+    _check_certificates(tls, [table, *certificate_tables])
+    return tls
+
+
+def _check_certificates(tls: TLSConfig, tables: list[Table]) -> None:
+    """Read every certificate and key now, so that a bad one is a located config error
+    (the server loads them again, the same way, when it starts)."""
+    loaded = []
+    for certificate, where in zip(tls.all_certificates(), tables, strict=True):
+        try:
+            loaded.append(read_certificate(certificate))
+        except CertificateError as error:
+            raise where.error(error.key, error.message) from error
+    try:
+        group_by_names(loaded)
+    except CertificateError as error:
+        raise tables[error.index or 0].error(error.key, error.message) from error
 
 
 def _certificate(table: Table) -> CertificateConfig:

@@ -2,14 +2,15 @@
 
 Pure decisions on a validated request head; the frontend acts on them. Plain CONNECT (a TCP
 tunnel to host:port) is not offered: 501. Extended CONNECT needs SETTINGS_ENABLE_CONNECT_
-PROTOCOL advertised on this listener (RFC 8441 §4). Errors are :class:`ProxyError`s with the
-status to answer.
+PROTOCOL advertised on this listener (RFC 8441 §4). Over TLS, a request for a host the
+connection's certificate does not cover is misdirected: 421 (:func:`check_authority`).
+Errors are :class:`ProxyError`s with the status to answer.
 """
 
 from __future__ import annotations
 
-from h2ws_proxy.config import RouteConfig
-from h2ws_proxy.errors import ClientProtocolError
+from h2ws_proxy.config import CertificateNames, RouteConfig
+from h2ws_proxy.errors import ClientProtocolError, MisdirectedRequest
 from h2ws_proxy.http.handshake import WebSocketRequest, parse_extended_connect
 from h2ws_proxy.http.message import HttpRequest, request_from_h2
 from h2ws_proxy.http.request_head import H2RequestHead
@@ -19,6 +20,26 @@ from h2ws_proxy.relay.routing import Router, http_route, websocket_route
 def is_tunnel(head: H2RequestHead) -> bool:
     """A CONNECT of any kind (answered as a tunnel or refused as one), not a request."""
     return head.method == b"CONNECT" or head.protocol is not None
+
+
+def check_authority(head: H2RequestHead, certificate: CertificateNames | None) -> None:
+    """Raise :class:`MisdirectedRequest` (421) if the request's host (``:authority``, else
+    ``host``) is not covered by ``certificate``, the one the connection was served with.
+
+    RFC 9110 §15.5.20: browsers reuse a connection for another host that resolves to the
+    same address when the certificate covers it too (RFC 9113 §9.1.1); a request the
+    certificate does not cover (another certificate's host, or none of them) was sent on
+    the wrong connection, and the client retries it on a new one. ``certificate`` is None
+    without TLS: nothing to check. Plain CONNECT names a tunnel's target, not this origin.
+    """
+    if certificate is None or (head.method == b"CONNECT" and head.protocol is None):
+        return
+    authority = head.target_authority
+    if authority is not None and not certificate.covers_authority(authority):
+        raise MisdirectedRequest(
+            f"this connection's certificate does not cover {authority.decode('latin-1')}; "
+            "open a connection of its own for that host"
+        )
 
 
 def accept_http(

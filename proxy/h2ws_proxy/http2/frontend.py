@@ -45,7 +45,7 @@ from h2ws_proxy.config import advertises_connect_protocol
 from h2ws_proxy.errors import ClientProtocolError, ProxyError
 from h2ws_proxy.http.message import BodyFraming
 from h2ws_proxy.http.request_head import parse_h2_request_head
-from h2ws_proxy.http2.admission import accept_http, accept_websocket, is_tunnel
+from h2ws_proxy.http2.admission import accept_http, accept_websocket, check_authority, is_tunnel
 from h2ws_proxy.http2.budget import SlidingWindowBudget
 from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
 from h2ws_proxy.http2.lifetime import ConnectionLifetime
@@ -316,6 +316,7 @@ class H2Frontend:
                     "request header fields too large", status_hint=431, stream_error=True
                 )
             head = parse_h2_request_head(event.headers)
+            check_authority(head, self._info.certificate)  # 421: not this certificate's
             if is_tunnel(head):
                 request, route = accept_websocket(
                     head,

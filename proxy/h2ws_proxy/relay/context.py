@@ -11,7 +11,7 @@ import trio
 from h2ws_proxy.backend.balancer import Balancers
 from h2ws_proxy.backend.pool import BackendPool
 from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
-from h2ws_proxy.config import Limits, ListenerConfig, ProxyConfig
+from h2ws_proxy.config import CertificateNames, Limits, ListenerConfig, ProxyConfig
 from h2ws_proxy.relay.client_limits import ClientTable, ConnectionSlot, unlimited_slot
 from h2ws_proxy.relay.routing import Router
 
@@ -116,3 +116,7 @@ class ClientInfo:
     tls: bool
     #: Its place in the per-client and per-listener accounting (client_limits.py).
     slot: ConnectionSlot = field(default_factory=lambda: unlimited_slot(Limits()))
+    #: The names of the certificate the connection was served with, known once its TLS
+    #: handshake is done (None before, and without TLS): a request for another host gets
+    #: 421 over HTTP/2 (RFC 9110 §15.5.20).
+    certificate: CertificateNames | None = None

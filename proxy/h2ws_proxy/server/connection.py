@@ -3,7 +3,8 @@
 The listener's ``protocols`` say what it serves. With TLS, the handshake runs under the
 client handshake timeout and ALPN decides: ``h2`` gets the HTTP/2 frontend, ``http/1.1``
 the HTTP/1.1 one, and no ALPN the HTTP/1.1 one if the listener serves it (RFC 9113 §3.2:
-HTTP/2 over TLS is negotiated), else the connection is closed.
+HTTP/2 over TLS is negotiated), else the connection is closed. The frontend learns which
+certificate's names the handshake served (``ClientInfo.certificate``).
 
 Without TLS, a listener serving both takes both on one port: the first bytes are compared
 with the HTTP/2 client preface (RFC 9113 §3.4) as they arrive; a mismatch means HTTP/1.1
@@ -17,11 +18,13 @@ handed to the chosen frontend.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 
 import trio
 
+from h2ws_proxy.config import served_names
 from h2ws_proxy.http1.frontend import H1Frontend
 from h2ws_proxy.http2.frontend import H2Frontend
 from h2ws_proxy.http2.session.frames import PREFACE as CLIENT_PREFACE
@@ -110,6 +113,14 @@ async def _serve(
             log_event(logger, logging.INFO, "tls.handshake_timeout", conn=info.connection_id)
             return
         alpn = tls_stream.selected_alpn_protocol()
+        tls = info.listener.tls
+        if alpn == "h2" and tls is not None and len(tls.all_certificates()) > 1:
+            # The certificate served (SNI chose it among several): HTTP/2 answers requests
+            # for hosts it does not cover with 421, as they belong on another connection.
+            # With one certificate there is no other connection to send them to: served
+            # as they come, as before (and as Caddy and Envoy do by default).
+            served = served_names(tls_stream.server_context())
+            info = dataclasses.replace(info, certificate=served)
         if alpn == "h2":
             await H2Frontend(tls_stream, server, info).run()
         elif alpn == "http/1.1" or "http/1.1" in info.listener.protocols:

@@ -21,7 +21,7 @@ import trio
 
 from h2ws_proxy.backend.health import run_health_checks
 from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
-from h2ws_proxy.config import ListenerConfig, ProxyConfig, SocketAddress, build_server_ssl_context
+from h2ws_proxy.config import ListenerConfig, ProxyConfig, SocketAddress, build_listener_contexts
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import log_event, next_connection_id
 from h2ws_proxy.relay.client_limits import ConnectionSlot, ListenerCapacity
@@ -113,10 +113,7 @@ async def serve(
         connect_backend=connect_backend,
         stats=stats if stats is not None else ServerStats(),
     )
-    contexts = [
-        build_server_ssl_context(lc.tls, lc.protocols) if lc.tls else None
-        for lc in config.listeners
-    ]
+    contexts = build_listener_contexts(config)
     if sockets is None:
         sockets = await bind_sockets(config)
         raise_descriptor_limit(config)  # once bound: a bind error stays the only line

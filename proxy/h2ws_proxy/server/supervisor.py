@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from h2ws_proxy.config import ProxyConfig, build_server_ssl_context
+from h2ws_proxy.config import ProxyConfig, build_listener_contexts
 from h2ws_proxy.log import log_event
 from h2ws_proxy.server.admin import NOT_FOUND, answer_admin_request
 from h2ws_proxy.server.descriptors import raise_descriptor_limit
@@ -311,9 +311,7 @@ async def supervise(config: ProxyConfig, *, log_level: str, log_format: str) -> 
     Raises ConfigError (before any worker starts) when a socket cannot bind or a TLS
     certificate does not load.
     """
-    for listener in config.listeners:
-        if listener.tls is not None:
-            build_server_ssl_context(listener.tls, listener.protocols)
+    build_listener_contexts(config)
     sockets = await bind_sockets(config)
     raise_descriptor_limit(config)  # before any worker starts: they inherit it
     return await Supervisor(config, sockets, log_level, log_format).run()

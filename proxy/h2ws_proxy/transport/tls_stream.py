@@ -104,6 +104,11 @@ class LeanTLSStream(trio.abc.Stream):
     def selected_alpn_protocol(self) -> str | None:
         return self._tls.selected_alpn_protocol()
 
+    def server_context(self) -> ssl.SSLContext:
+        """The context the handshake ended with: the listener's, or the one its SNI
+        callback switched to (the certificate the client was served)."""
+        return self._tls.context
+
     # ---- trio.abc.Stream ----
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:

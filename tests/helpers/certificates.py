@@ -1,0 +1,92 @@
+"""Server certificates for the SNI tests: trustme leaves written as the config expects them,
+and a TLS handshake in memory that reports what the server served."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from h2ws_proxy.config import CertificateConfig, served_names
+
+
+def write_certificate(
+    ca: trustme.CA,
+    directory: Path,
+    name: str,
+    *identities: str,
+    key_type: trustme.KeyType = trustme.KeyType.ECDSA,
+) -> CertificateConfig:
+    """A leaf for ``identities`` (subjectAltName; its common name is ``name``), chain and key
+    in ``directory/name.pem`` and ``directory/name.key``."""
+    leaf = ca.issue_cert(*identities, common_name=name, key_type=key_type)
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    return CertificateConfig(cert, key)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What one handshake served: the leaf's common name and key type as the client saw
+    them, and the names the server's context says it served (``served_names``)."""
+
+    common_name: str
+    key_type: str
+    names: str
+
+
+def handshake(
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    server_hostname: str | None,
+) -> Served:
+    """A TLS handshake in memory (no sockets); what the server served."""
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context.wrap_bio(c_in, c_out, server_hostname=server_hostname)
+    server = server_context.wrap_bio(s_in, s_out, server_side=True)
+    for _ in range(10):
+        done = 0
+        for tls, out, peer_in in ((client, c_out, s_in), (server, s_out, c_in)):
+            try:
+                tls.do_handshake()
+                done += 1
+            except ssl.SSLWantReadError:
+                pass
+            peer_in.write(out.read())
+        if done == 2:
+            break
+    else:
+        raise AssertionError("the handshake did not finish")
+    return Served(
+        common_name=_common_name(client.getpeercert(binary_form=True)),
+        key_type=_key_type(client.getpeercert(binary_form=True)),
+        names=str(served_names(server.context)),
+    )
+
+
+def _common_name(der: bytes | None) -> str:
+    assert der is not None
+    certificate = x509.load_der_x509_certificate(der)
+    return str(certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def _key_type(der: bytes | None) -> str:
+    assert der is not None
+    key = x509.load_der_x509_certificate(der).public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA"
+    return "ECDSA" if isinstance(key, ec.EllipticCurvePublicKey) else type(key).__name__
+
+
+def client_context(ca: trustme.CA, *, check_hostname: bool = True) -> ssl.SSLContext:
+    """A client that trusts ``ca`` (and checks the server's name unless told not to)."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.check_hostname = check_hostname
+    return context
