@@ -64,11 +64,14 @@ class ServerState:
         "checked_up",
         "down_until",
         "fails",
+        "label",
         "sticky",
     )
 
     def __init__(self, address: BackendAddress) -> None:
         self.address = address
+        #: How logs write it (made once: every tunnel and request names its server).
+        self.label = str(address)
         self.sticky = sticky_value(address)
         #: Tunnels and requests in progress on it.
         self.active = 0

@@ -184,7 +184,7 @@ class H1Frontend:
             return
         if not await self._finish_upgrade_request():
             return
-        record.route, record.backend = route.path, str(route.backend)
+        record.route = route.path
         upgraded = await open_tunnel(
             front, ws_request, route, record, self._server, self._info.address
         )
@@ -239,7 +239,7 @@ class H1Frontend:
             end = self._conn.next_event()
             assert isinstance(end, h11.EndOfMessage), end
         route = http_route(self._server.router, http_request)
-        record.route, record.backend = route.path, str(route.backend)
+        record.route = route.path
         return http_request, route
 
     async def _send_error(self, status: int, reason: str) -> None:

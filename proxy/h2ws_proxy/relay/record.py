@@ -58,14 +58,15 @@ class RelayRecord:
         method: bytes | None = None,
     ) -> RelayRecord:
         """The record of a tunnel, or of an ordinary request when ``method`` is given; its
-        route and backend read ``-`` until routing decides them."""
+        route reads ``-`` until routing decides it, its backend until a server is taken
+        (the balancer names the server)."""
         return cls(
             front=front,
             connection_id=connection_id,
             stream_id=stream_id,
             path=path,
             route=route.path if route is not None else "-",
-            backend=str(route.backend) if route is not None else "-",
+            backend="-",
             kind="tunnel" if method is None else "request",
             method=method,
         )

@@ -44,9 +44,29 @@ async def relay_request(
     balancer = server.balancers.of(route.backend)
     try:
         try:
-            await _forward_to_a_server(
-                balancer, front, request, route, record, result, server, client_address
-            )
+            # The usual route of one server: no choice, no retry, no cookie, no extra frame.
+            only = None if balancer.group.sticky_cookie else balancer.take_at_once()
+            if only is None:
+                await _forward_to_a_server(
+                    balancer, front, request, route, record, result, server, client_address
+                )
+            else:
+                record.backend = only.label
+                try:
+                    await forward_exchange(
+                        request,
+                        route,
+                        only.address,
+                        front,
+                        server.pool,
+                        server.config.limits,
+                        client_address,
+                        record.stats,
+                        result,
+                        on_start=front.on_start,
+                    )
+                finally:
+                    balancer.give_back(only)
         except ProxyError as error:
             # Nothing of the answer went out yet: answer the error ourselves.
             await refuse(front, record, error)
@@ -82,10 +102,8 @@ async def _forward_to_a_server(
     # Only client_ip hashes the client: the others skip parsing its address.
     ring_key = client_key(client_address) if balancer.group.balance == "client_ip" else None
     while True:
-        chosen = (not tried and balancer.take_at_once()) or await balancer.take(
-            client_key=ring_key, sticky=sticky, exclude=tried
-        )
-        record.backend = str(chosen.address)
+        chosen = await balancer.take(client_key=ring_key, sticky=sticky, exclude=tried)
+        record.backend = chosen.label
         if group.sticky_cookie and sticky != chosen.sticky:
             result.answer_field = set_cookie_field(
                 group.sticky_cookie, chosen.sticky, secure=request.scheme == b"https"

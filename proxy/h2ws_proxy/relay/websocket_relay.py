@@ -58,9 +58,28 @@ async def open_tunnel(
     balancer = server.balancers.of(route.backend)
     try:
         upgrade = build_backend_upgrade(request, route, key, client_address)
-        upgraded = await _dial_a_server(
-            balancer, front, request, upgrade, key, record, server, client_address
-        )
+        # The usual route of one server: no choice, no retry, no extra frame.
+        only = balancer.take_at_once()
+        if only is None:
+            upgraded = await _dial_a_server(
+                balancer, front, request, upgrade, key, record, server, client_address
+            )
+        else:
+            record.backend = only.label
+            try:
+                upgraded = await connect_and_upgrade(
+                    only.address,
+                    upgrade,
+                    key,
+                    request,
+                    server.config.limits,
+                    server.connect_backend,
+                    scope=front.scope,
+                )
+            except BaseException:
+                balancer.give_back(only)
+                raise
+            record.hold_server(balancer, only)
     except BackendRejected as rejection:
         record.status = rejection.status
         await front.relay_rejection(rejection)
@@ -103,7 +122,7 @@ async def _dial_a_server(
         chosen = (not tried and balancer.take_at_once()) or await balancer.take(
             client_key=ring_key, sticky=sticky, exclude=tried
         )
-        record.backend = str(chosen.address)
+        record.backend = chosen.label
         try:
             # With a choice of servers, each attempt gets its own scope: a connect timeout
             # cancels its scope for good, and the retry must not run in it.
