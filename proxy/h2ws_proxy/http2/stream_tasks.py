@@ -144,7 +144,12 @@ class StreamTasks:
         self, stream: H2Stream, request: WebSocketRequest, route: RouteConfig
     ) -> None:
         record = RelayRecord.begin(
-            "h2", self._info.connection_id, request.path, stream_id=stream.stream_id, route=route
+            "h2",
+            self._info.connection_id,
+            request.path,
+            stream_id=stream.stream_id,
+            route=route,
+            authority=request.authority,
         )
         front = H2TunnelFront(self, stream)
         try:
@@ -203,6 +208,7 @@ class StreamTasks:
             stream_id=stream.stream_id,
             route=route,
             method=request.method,
+            authority=request.authority,
         )
         result = ExchangeResult()
         try:

@@ -2,8 +2,9 @@
 
 Both frontends fill a :class:`RelayRecord` as the request goes (status, counters, how it
 ended) and call :meth:`RelayRecord.log` exactly once, also when it is cancelled, so every
-tunnel and request leaves a line naming its front protocol (``h2``/``h1``), stream, route,
-backend, status, bytes each way, duration and ending. Tunnels log ``tunnel.closed`` (or
+tunnel and request leaves a line naming its front protocol (``h2``/``h1``), stream, host (as
+routing compared it: lowercase, no port), path, route, backend, status, bytes each way,
+duration and ending. Tunnels log ``tunnel.closed`` (or
 ``tunnel.refused`` when no tunnel opened), ordinary requests ``request.closed``.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import trio
 
 from h2ws_proxy.config import RouteConfig
+from h2ws_proxy.config.hosts import authority_host
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
 
@@ -41,6 +43,8 @@ class RelayRecord:
     #: ``"tunnel"`` for a WebSocket, ``"request"`` for an ordinary HTTP request.
     kind: str = "tunnel"
     method: bytes | None = None
+    #: The request's ``:authority`` or ``Host`` as sent (logged as routing saw its host).
+    authority: bytes | None = None
 
     @classmethod
     def begin(
@@ -52,6 +56,7 @@ class RelayRecord:
         stream_id: int | None = None,
         route: RouteConfig | None = None,
         method: bytes | None = None,
+        authority: bytes | None = None,
     ) -> RelayRecord:
         """The record of a tunnel, or of an ordinary request when ``method`` is given; its
         route and backend read ``-`` until routing decides them."""
@@ -64,6 +69,7 @@ class RelayRecord:
             backend=str(route.backend) if route is not None else "-",
             kind="tunnel" if method is None else "request",
             method=method,
+            authority=authority,
         )
 
     def ending(self) -> str:
@@ -72,6 +78,11 @@ class RelayRecord:
         if self.status is None:
             return "client_aborted" if self.stats.end is RelayEnd.CLIENT_ABORTED else "cancelled"
         return "refused"
+
+    def _host(self) -> str:
+        if self.authority is None:
+            return "-"
+        return authority_host(self.authority.decode("ascii", "backslashreplace"))
 
     def log(self) -> None:
         if not logger.isEnabledFor(logging.INFO):
@@ -88,6 +99,7 @@ class RelayRecord:
             front=self.front,
             **({"method": self.method} if self.method is not None else {}),
             stream=self.stream_id if self.stream_id is not None else "-",
+            host=self._host(),
             path=self.path,
             route=self.route,
             backend=self.backend,
