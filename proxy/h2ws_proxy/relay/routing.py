@@ -25,6 +25,13 @@ normalisation refused is routed on its raw form and taken only by a route with
 ``normalize_path = false`` (which gets the raw bytes, and nothing else does); any other
 outcome is the refusal's 400, as before the route knob existed. So a refused path can never
 reach a normalising route's backend, whatever prefix its raw bytes start with.
+
+Origins: a WebSocket request to a route with ``allowed_origins`` or ``require_origin`` is
+checked right after routing (:func:`websocket_route`), with 403 for an ``Origin`` not listed
+(``null`` never is) or, with ``require_origin``, for none. Browsers apply no CORS to
+WebSockets: a page on any site may open one to us with the user's cookies, and ``Origin``
+is the only thing that tells (cross-site WebSocket hijacking). Ordinary requests are not
+checked: their answers are the browser's CORS business.
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from h2ws_proxy.config import RouteConfig
-from h2ws_proxy.config.hosts import authority_host, parent_domain
-from h2ws_proxy.errors import ClientProtocolError, RouteNotFound
+from h2ws_proxy.config.hosts import authority_host, canonical_origin, origin_allowed, parent_domain
+from h2ws_proxy.errors import ClientProtocolError, OriginRefused, RouteNotFound
 from h2ws_proxy.http.handshake import WebSocketRequest
 from h2ws_proxy.http.message import HttpRequest
 
@@ -127,11 +134,12 @@ def _not_found(router: Router, target: bytes, authority: bytes | None) -> RouteN
 
 
 def websocket_route(router: Router, request: WebSocketRequest) -> RouteConfig:
-    """The route for a WebSocket request.
+    """The route for a WebSocket request, its ``Origin`` checked (:func:`check_origin`).
 
     Raises ClientProtocolError (400) for a path refused by normalisation (see the module
-    rules), RouteNotFound (404), or ClientProtocolError (501) when the route exists but its
-    backend does not take WebSockets (``websocket = false``).
+    rules), RouteNotFound (404), ClientProtocolError (501) when the route exists but its
+    backend does not take WebSockets (``websocket = false``), or OriginRefused (403) when
+    the request's ``Origin`` may not use the route.
     """
     path = request.path
     route = _matched(router, path, request.authority, request.path_refusal)
@@ -143,7 +151,33 @@ def websocket_route(router: Router, request: WebSocketRequest) -> RouteConfig:
             f"{path.decode('ascii', 'replace')} cannot be opened as one",
             status_hint=501,
         )
+    if route.allowed_origins or route.require_origin:
+        check_origin(route, request.headers)
     return route
+
+
+def check_origin(route: RouteConfig, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """Raise OriginRefused (403) unless a WebSocket request with ``headers`` may use
+    ``route``: its ``Origin`` is in ``allowed_origins`` (when the route lists any; ``null``,
+    several values and anything not an origin never are), or it has none and the route
+    does not ``require_origin``."""
+    values = [value for name, value in headers if name == b"origin"]
+    if not values:
+        if route.require_origin:
+            raise OriginRefused(
+                f"route {route.path} requires an Origin on WebSocket requests "
+                "(require_origin); the request has none"
+            )
+        return
+    if not route.allowed_origins:
+        return  # require_origin alone: any Origin will do
+    text = b" ".join(values).decode("ascii", "backslashreplace")
+    origin = canonical_origin(text) if len(values) == 1 else None
+    if origin is None or not origin_allowed(origin, route.allowed_origins):
+        shown = text if len(text) <= 200 else text[:200] + "..."
+        raise OriginRefused(
+            f"origin {shown} is not allowed on route {route.path} (allowed_origins)"
+        )
 
 
 def http_route(router: Router, request: HttpRequest) -> RouteConfig:
