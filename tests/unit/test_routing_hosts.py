@@ -137,6 +137,12 @@ def test_the_lookups_remembered_stay_bounded() -> None:
         assert router.match("/", f"h{index}.example.com") is WILD_ROOT
         assert router.match(b"/", f"h{index}.other.test".encode()) is ANY_ROOT
     assert len(router._seen) <= 256
+    # The longest DNS names are remembered; longer authorities are routed, not remembered.
+    router._seen.clear()
+    long_name = "a" * 60 + "." + "b" * 60 + "." + "c" * 60 + "." + "d" * 60 + ".example.com"
+    assert router.match("/", long_name.encode()) is ANY_ROOT
+    assert router.match("/", b"x" * 5000 + b".example.com") is WILD_ROOT
+    assert list(router._seen) == [long_name.encode()]
     # A remembered authority still routes as before.
     assert router.match("/ws", "chat.example.com") is CHAT_WS
     assert router.match("/ws", "chat.example.com") is CHAT_WS

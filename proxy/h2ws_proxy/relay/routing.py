@@ -45,8 +45,11 @@ from h2ws_proxy.http.handshake import WebSocketRequest
 from h2ws_proxy.http.message import HttpRequest
 
 Routes = tuple[RouteConfig, ...]
-#: How many authorities :attr:`Router._seen` remembers before it starts over.
+#: How many authorities :attr:`Router._seen` remembers before it starts over, and the
+#: longest it keeps (a DNS name's 253 bytes and a port): a client sending huge ones would
+#: otherwise park up to 256 of them, each as large as a header list may be.
 _SEEN_MAX_AUTHORITIES = 256
+_SEEN_MAX_AUTHORITY_BYTES = 260
 
 
 class Router:
@@ -80,9 +83,10 @@ class Router:
         group = self._seen.get(authority)
         if group is None:
             group = self._group_of(authority)
-            if len(self._seen) >= _SEEN_MAX_AUTHORITIES:
-                self._seen.clear()
-            self._seen[authority] = group
+            if len(authority) <= _SEEN_MAX_AUTHORITY_BYTES:
+                if len(self._seen) >= _SEEN_MAX_AUTHORITIES:
+                    self._seen.clear()
+                self._seen[authority] = group
         return group
 
     def _group_of(self, authority: bytes | str) -> Routes:
