@@ -102,9 +102,12 @@ def describe(config: ProxyConfig) -> str:
 
 
 def _route_settings(route: RouteConfig) -> str:
-    """The route's settings that differ from the defaults, as written in TOML: the ones
-    that change what reaches its backend are worth seeing at a glance."""
+    """The route's settings that differ from the defaults, as written in TOML: the hosts it
+    serves, and those that change what reaches its backend or who may open WebSockets, are
+    worth seeing at a glance."""
     settings = []
+    if route.host:
+        settings.append(f"host = {json.dumps(list(route.host))}")
     if not route.websocket:
         settings.append("websocket = false")
     if not route.normalize_path:
@@ -114,6 +117,10 @@ def _route_settings(route: RouteConfig) -> str:
     if route.strip_fields:
         names = sorted(name.decode("ascii") for name in route.strip_fields)
         settings.append(f"strip_fields = {json.dumps(names)}")
+    if route.allowed_origins:
+        settings.append(f"allowed_origins = {json.dumps(list(route.allowed_origins))}")
+    if route.require_origin:
+        settings.append("require_origin = true")
     return f" ({', '.join(settings)})" if settings else ""
 
 

@@ -63,6 +63,13 @@ class MisdirectedRequest(ProxyError):
     status_hint = 421
 
 
+class OriginRefused(ProxyError):
+    """A WebSocket request from an ``Origin`` its route does not allow, or with none on a
+    route that requires one (``allowed_origins``, ``require_origin``)."""
+
+    status_hint = 403
+
+
 class TooManyRequests(ProxyError):
     """The client is over one of its own limits (``max_tunnels_per_client``)."""
 

@@ -145,6 +145,19 @@ def test_example_toml_second_certificate_works_when_uncommented(
     assert config.listeners[0].tls == TLSConfig(*tls_files, certificates=(api,))
 
 
+def test_example_toml_hosts_and_origins_work_when_uncommented(tmp_path: Path) -> None:
+    text = (CONFIG_DIR / "example.toml").read_text()
+    start = text.index('# [[route]]\n# path = "/chat"')
+    end = text.index("# require_origin = true\n", start) + len("# require_origin = true\n")
+    block = text[start:end].replace("# ", "")
+    config = load_config(write(tmp_path, text[:start] + block + text[end:]))
+    chat = config.routes[1]
+    assert chat.host == ("chat.example.com", "*.chat.example.com")
+    assert chat.allowed_origins == ("https://chat.example.com", "https://*.example.com")
+    assert chat.require_origin is True
+    assert (config.routes[0].host, config.routes[0].allowed_origins) == ((), ())
+
+
 def test_minimal_toml_parses() -> None:
     config = load_config(CONFIG_DIR / "minimal.toml")
     assert config.listeners == (ListenerConfig(SocketAddress("127.0.0.1", 8080)),)

@@ -187,11 +187,12 @@ class RouteConfig:
     #: backend, whatever ``x_forwarded`` says (never the proxy's own fields): lowercase,
     #: ``-`` for ``_``, matched in either spelling.
     strip_fields: frozenset[bytes] = frozenset()
-    #: Host names the route serves (lowercase, no port or trailing dot): exact, or one
-    #: leading wildcard label (``*.example.com``). Empty: any host.
+    #: Host names the route serves, canonical (``config/hosts.py``: lowercase, no port or
+    #: trailing dot, IPv6 compressed in brackets): exact, or ``*.example.com`` for exactly
+    #: one label more. Empty: any host (routing: ``relay/routing.py``).
     host: tuple[str, ...] = ()
-    #: Origins a WebSocket request may come from (``https://app.example.com``, ``*.`` for
-    #: one label); empty: any. Ordinary requests are not checked.
+    #: Origins a WebSocket request may come from, canonical (``https://app.example.com``,
+    #: no default port; ``*.`` for one label); empty: any. Ordinary requests are not checked.
     allowed_origins: tuple[str, ...] = ()
     #: Refuse WebSocket requests that carry no ``Origin`` (non-browser clients send none).
     require_origin: bool = False

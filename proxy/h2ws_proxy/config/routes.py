@@ -12,6 +12,11 @@ Rules:
   hop-by-hop fields it never forwards, and those it writes on every backend request
   (``host``, ``content-length``, ``sec-websocket-*``). Stripping them would either do
   nothing or break the framing or the handshake, so a config that asks is a mistake.
+* ``host`` is a host name or a list of them, each exact or ``*.`` and a name (one label
+  more); ``allowed_origins`` a list of ``http``/``https`` origins, ``*.`` allowed the same
+  way; both stored in the canonical forms of ``hosts.py``, each listed once. ``null``
+  cannot be allowed (any site can send it), nor ``*`` written for "any": leaving the key
+  out means that.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from h2ws_proxy.config.backends import parse_route_backend
+from h2ws_proxy.config.hosts import canonical_host, canonical_origin
 from h2ws_proxy.config.model import BackendGroup, RouteConfig
 from h2ws_proxy.config.tables import Table, describe
 
@@ -129,33 +135,26 @@ def _unstrippable(name: str) -> str | None:
     return None
 
 
-#: A host name: dot-separated labels of letters, digits, ``-`` and ``_`` (seen in internal
-#: names); or an IP address literal (IPv6 in brackets, as in a Host field).
-_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
-_IPV6_LITERAL = re.compile(r"\[[0-9a-f:.]+\]")
 _HOST_EXAMPLE = 'host = ["chat.example.com", "*.example.com"]'
 
 
 def _hosts(table: Table) -> tuple[str, ...]:
-    """``host``: a name or a list; lowercase, without a trailing dot; ``*.`` only leading."""
+    """``host``: a name or a list of them, canonical (``config/hosts.py``): lowercase, no
+    trailing dot, IPv6 literals compressed in brackets; ``*.`` only as the whole first label."""
     value = table.data.get("host")
     if value is None:
         return ()
     items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(item, str) for item in items):
-        problem = f"must be a host name or a list of them, not {describe(value)}"
+    wrong = next((item for item in items if not isinstance(item, str)), None)
+    if not items or wrong is not None:
+        given = describe(value if not items or wrong is value else wrong)
+        problem = f"must be a host name or a list of them, not {given}"
         raise table.error("host", f"{problem}; write e.g. {_HOST_EXAMPLE}")
     hosts: list[str] = []
     for item in map(str, items):
-        host = item.lower().removesuffix(".")
-        name = host.removeprefix("*.")
-        if not (_HOST_NAME.fullmatch(name) or (name == host and _IPV6_LITERAL.fullmatch(host))):
-            if "*" in name:
-                problem = "a wildcard may only be the whole first label (*.example.com)"
-            elif ":" in name and not name.startswith("["):
-                problem = "takes no port (hosts match whatever port the client named)"
-            else:
-                problem = "is not a host name"
+        host = canonical_host(item, wildcard=True)
+        if host is None:
+            problem = _host_problem(item)
             raise table.error("host", f"{json.dumps(item)}: {problem}; write e.g. {_HOST_EXAMPLE}")
         if host in hosts:
             raise table.error("host", f"{json.dumps(item)} is listed twice; list each host once")
@@ -163,26 +162,58 @@ def _hosts(table: Table) -> tuple[str, ...]:
     return tuple(hosts)
 
 
-_ORIGIN = re.compile(r"(https?)://(\*\.)?([a-z0-9_.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+def _host_problem(item: str) -> str:
+    """Why ``item`` is not a host for a route, in words."""
+    if item.strip() == "*":
+        return "serving any host is leaving host out of the route"
+    if "*" in item:
+        return "a wildcard may only be the whole first label (*.example.com: one label more)"
+    if "://" in item:
+        return "is a URL; write the host name alone"
+    if item.count(":") > 1 and not item.startswith("["):
+        return "an IPv6 address goes in brackets, as in a Host field ([::1])"
+    if ":" in item and not item.startswith("["):
+        return "takes no port (hosts match whatever port the client named)"
+    return "is not a host name"
+
+
 _ORIGIN_EXAMPLE = 'allowed_origins = ["https://app.example.com", "https://*.example.com"]'
 
 
 def _origins(table: Table) -> tuple[str, ...]:
-    """``allowed_origins``: ``scheme://host[:port]`` (RFC 6454 serialisation), lowercase;
-    ``*.`` may replace the host's first label."""
+    """``allowed_origins``: ``scheme://host[:port]`` (RFC 6454 serialisation), canonical
+    (``config/hosts.py``: lowercase, no default port); ``*.`` may replace the host's first
+    label. ``null`` is refused: any site can produce it."""
     value = table.data.get("allowed_origins", [])
-    items = value if isinstance(value, list) else None
-    if items is None or not all(isinstance(item, str) for item in items):
-        problem = f"must be a list of origins, not {describe(value)}"
+    items = value if isinstance(value, list) else [value]
+    wrong = next((item for item in items if not isinstance(item, str)), None)
+    if not isinstance(value, list) or wrong is not None:
+        given = describe(value if wrong is None else wrong)
+        problem = f"must be a list of origins, not {given}"
         raise table.error("allowed_origins", f"{problem}; write e.g. {_ORIGIN_EXAMPLE}")
     origins: list[str] = []
     for item in map(str, items):
-        origin = item.lower().removesuffix("/")
-        if not _ORIGIN.fullmatch(origin):
+        origin = canonical_origin(item.removesuffix("/"), wildcard=True)
+        if origin is None:
+            raise table.error("allowed_origins", f"{json.dumps(item)} {_origin_problem(item)}")
+        if origin in origins:
             raise table.error(
-                "allowed_origins",
-                f"{json.dumps(item)} is not an origin (scheme://host[:port], no path); "
-                f"write e.g. {_ORIGIN_EXAMPLE}",
+                "allowed_origins", f"{json.dumps(item)} is listed twice; list each origin once"
             )
         origins.append(origin)
     return tuple(origins)
+
+
+def _origin_problem(item: str) -> str:
+    """Why ``item`` is not an origin for ``allowed_origins``, in words."""
+    if item.strip().lower() == "null":
+        return (
+            "cannot be allowed: sandboxed frames and file: pages send it, so any site can; "
+            "remove it"
+        )
+    if item.strip() == "*":
+        return "is not an origin; to allow any origin, leave allowed_origins out"
+    return (
+        "is not an origin (http:// or https://, a host, an optional port, no path); "
+        f"write e.g. {_ORIGIN_EXAMPLE}"
+    )

@@ -177,6 +177,7 @@ class H1Frontend:
         front = H1UpgradeFront(self._client, self._conn)
         try:
             ws_request, front.client_key = parse_h1_upgrade(request, tls=self._info.tls)
+            record.authority = ws_request.authority
             route = websocket_route(self._server.router, ws_request)
             self._info.slot.begin_tunnel()  # 429 past max_tunnels_per_client
         except ProxyError as error:
@@ -238,6 +239,7 @@ class H1Frontend:
             # h11 ends a bodiless request at once; take that end so the next cycle can start.
             end = self._conn.next_event()
             assert isinstance(end, h11.EndOfMessage), end
+        record.authority = http_request.authority
         route = http_route(self._server.router, http_request)
         record.route = route.path
         return http_request, route

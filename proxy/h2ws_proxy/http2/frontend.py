@@ -44,7 +44,7 @@ import trio
 from h2ws_proxy.config import advertises_connect_protocol
 from h2ws_proxy.errors import ClientProtocolError, ProxyError
 from h2ws_proxy.http.message import BodyFraming
-from h2ws_proxy.http.request_head import parse_h2_request_head
+from h2ws_proxy.http.request_head import H2RequestHead, parse_h2_request_head
 from h2ws_proxy.http2.admission import accept_http, accept_websocket, check_authority, is_tunnel
 from h2ws_proxy.http2.budget import SlidingWindowBudget
 from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
@@ -310,6 +310,7 @@ class H2Frontend:
             return
         ended = event.end_stream
         router, tls = self._server.router, self._info.tls
+        head: H2RequestHead | None = None
         try:
             if event.oversized:
                 raise ClientProtocolError(
@@ -328,7 +329,10 @@ class H2Frontend:
             else:
                 http_request, route = accept_http(head, router, tls=tls, ended=ended)
         except ProxyError as error:
-            self._registry.refuse(stream_id, error)
+            if head is not None and head.protocol is not None:
+                self._tasks.refuse_tunnel(stream_id, head, error)  # and its tunnel.refused line
+            else:
+                self._registry.refuse(stream_id, error)
             return
         stream = H2Stream(self.session, self._writer, stream_id)
         if ended:

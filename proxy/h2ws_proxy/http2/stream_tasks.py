@@ -27,6 +27,7 @@ from h2ws_proxy.config import Limits, RouteConfig
 from h2ws_proxy.errors import BackendRejected, ProxyError
 from h2ws_proxy.http.handshake import BackendAccepted, WebSocketRequest, h2_success_headers
 from h2ws_proxy.http.message import HttpRequest
+from h2ws_proxy.http.request_head import H2RequestHead
 from h2ws_proxy.http2.client_side import H2ClientSide
 from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.proxy_session import ProxySession
@@ -140,11 +141,31 @@ class StreamTasks:
 
     # ---- one tunnel ----
 
+    def refuse_tunnel(self, stream_id: int, head: H2RequestHead, error: ProxyError) -> None:
+        """Refuse an extended CONNECT at admission (no route, no origin, over a cap...):
+        the registry's answer, and the ``tunnel.refused`` line a refused HTTP/1.1 upgrade
+        leaves too."""
+        self.refuse(stream_id, error)
+        record = RelayRecord.begin(
+            "h2",
+            self._info.connection_id,
+            head.path or b"-",
+            stream_id=stream_id,
+            authority=head.authority,
+        )
+        record.status, record.error = error.status_hint, error.message
+        record.log()
+
     async def serve_tunnel(
         self, stream: H2Stream, request: WebSocketRequest, route: RouteConfig
     ) -> None:
         record = RelayRecord.begin(
-            "h2", self._info.connection_id, request.path, stream_id=stream.stream_id, route=route
+            "h2",
+            self._info.connection_id,
+            request.path,
+            stream_id=stream.stream_id,
+            route=route,
+            authority=request.authority,
         )
         front = H2TunnelFront(self, stream)
         try:
@@ -203,6 +224,7 @@ class StreamTasks:
             stream_id=stream.stream_id,
             route=route,
             method=request.method,
+            authority=request.authority,
         )
         result = ExchangeResult()
         try:

@@ -2,8 +2,9 @@
 
 Both frontends fill a :class:`RelayRecord` as the request goes (status, counters, how it
 ended) and call :meth:`RelayRecord.log` exactly once, also when it is cancelled, so every
-tunnel and request leaves a line naming its front protocol (``h2``/``h1``), stream, route,
-backend, status, bytes each way, duration and ending. Tunnels log ``tunnel.closed`` (or
+tunnel and request leaves a line naming its front protocol (``h2``/``h1``), stream, host (as
+routing compared it: lowercase, no port), path, route, backend, status, bytes each way,
+duration and ending. Tunnels log ``tunnel.closed`` (or
 ``tunnel.refused`` when no tunnel opened), ordinary requests ``request.closed``.
 """
 
@@ -16,6 +17,7 @@ import trio
 
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.config import RouteConfig
+from h2ws_proxy.config.hosts import authority_host
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
 
@@ -45,6 +47,8 @@ class RelayRecord:
     #: The server an open tunnel holds (its group's balancer counts it as active), given
     #: back when the record ends.
     _held: tuple[GroupBalancer, ServerState] | None = None
+    #: The request's ``:authority`` or ``Host`` as sent (logged as routing saw its host).
+    authority: bytes | None = None
 
     @classmethod
     def begin(
@@ -56,6 +60,7 @@ class RelayRecord:
         stream_id: int | None = None,
         route: RouteConfig | None = None,
         method: bytes | None = None,
+        authority: bytes | None = None,
     ) -> RelayRecord:
         """The record of a tunnel, or of an ordinary request when ``method`` is given; its
         route reads ``-`` until routing decides it, its backend until a server is taken
@@ -69,6 +74,7 @@ class RelayRecord:
             backend="-",
             kind="tunnel" if method is None else "request",
             method=method,
+            authority=authority,
         )
 
     def ending(self) -> str:
@@ -81,6 +87,11 @@ class RelayRecord:
     def hold_server(self, balancer: GroupBalancer, server: ServerState) -> None:
         """The tunnel holds ``server`` until the record ends (:meth:`log`)."""
         self._held = (balancer, server)
+
+    def _host(self) -> str:
+        if self.authority is None:
+            return "-"
+        return authority_host(self.authority.decode("ascii", "backslashreplace"))
 
     def log(self) -> None:
         """The end of the tunnel or request: give back its server, log its line."""
@@ -102,6 +113,7 @@ class RelayRecord:
             front=self.front,
             **({"method": self.method} if self.method is not None else {}),
             stream=self.stream_id if self.stream_id is not None else "-",
+            host=self._host(),
             path=self.path,
             route=self.route,
             backend=self.backend,
