@@ -112,15 +112,24 @@ class H2Frontend:
             on_client_gone=self._read_scope.cancel,
             log=self._log,
         )
+        self._streams: dict[int, H2Stream] = {}
+        self._life = ConnectionLifetime(
+            self.session,
+            self._limits,
+            info.slot,
+            self._streams,
+            end_reading=self._read_scope.cancel,
+            log=self._log,
+        )
         self._registry = StreamRegistry(
             self.session,
             self._writer,
             count_reset=self._count_reset,
             count_empty_frame=self._count_empty_frame,
-            on_emptied=self._end_if_idle,  # the lifetime's, once it exists
+            on_emptied=self._life.end_if_idle,
             log=self._log,
+            streams=self._streams,
         )
-        self._streams = self._registry.streams
         self._tasks = StreamTasks(
             self.session,
             self._writer,
@@ -129,14 +138,6 @@ class H2Frontend:
             refuse=self._registry.refuse,
             backend_poller=self._backend_poller,
             on_done=self._registry.forget,
-        )
-        self._life = ConnectionLifetime(
-            self.session,
-            self._limits,
-            info.slot,
-            self._streams,
-            end_reading=self._read_scope.cancel,
-            log=self._log,
         )
         self._nursery: trio.Nursery | None = None
         self._poller: BackendPoller | None = None
@@ -212,9 +213,6 @@ class H2Frontend:
             return True
         finally:
             self._writer.end_batch()
-
-    def _end_if_idle(self) -> None:
-        self._life.end_if_idle()
 
     def _count_reset(self) -> None:
         """A stream cancelled by the client, refused, or reset as malformed: the budget.
@@ -317,7 +315,8 @@ class H2Frontend:
                     "request header fields too large", status_hint=431, stream_error=True
                 )
             head = parse_h2_request_head(event.headers)
-            check_authority(head, self._info.certificate)  # 421: not this certificate's
+            if self._info.certificate is not None:
+                check_authority(head, self._info.certificate)  # 421: not this certificate's
             if is_tunnel(head):
                 request, route = accept_websocket(
                     head,

@@ -36,6 +36,7 @@ class StreamRegistry:
         count_empty_frame: Callable[[], None],
         on_emptied: Callable[[], None],
         log: Callable[..., None],
+        streams: dict[int, H2Stream],
     ) -> None:
         self.session = session
         self._writer = writer
@@ -43,7 +44,8 @@ class StreamRegistry:
         self._count_empty_frame = count_empty_frame
         self._on_emptied = on_emptied
         self._log = log
-        self.streams: dict[int, H2Stream] = {}
+        #: The open streams (the caller's dict: the connection's lifetime counts them too).
+        self.streams = streams
 
     def refuse(self, stream_id: int, error: ProxyError) -> None:
         """Answer ``error``'s status. The answer ends our side; the client ends its own.

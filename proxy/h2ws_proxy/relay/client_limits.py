@@ -151,9 +151,6 @@ class ListenerCapacity:
         self._idle[slot] = None
         self._notify()
 
-    def _busy_now(self, slot: ConnectionSlot) -> None:
-        self._idle.pop(slot, None)
-
     def _release(self, slot: ConnectionSlot) -> None:
         self._idle.pop(slot, None)
         self.used -= 1
@@ -186,13 +183,17 @@ class ConnectionSlot:
         capacity._idle_now(self)
 
     def idle(self) -> None:
-        """Nothing is in progress on the connection: it may be evicted at the cap."""
+        """Nothing is in progress on the connection: it may be evicted at the cap. (Runs
+        per request on a kept-alive connection: the capacity's bookkeeping is inlined.)"""
         if not self._released:
-            self._capacity._idle_now(self)
+            capacity = self._capacity
+            capacity._idle[self] = None
+            if capacity._waiting:
+                capacity._notify()
 
     def busy(self) -> None:
         """A request or stream is in progress: the connection is not evicted."""
-        self._capacity._busy_now(self)
+        self._capacity._idle.pop(self, None)
 
     def begin_tunnel(self) -> None:
         """Count a new tunnel of this client; raises TooManyRequests (429) past its cap."""
