@@ -11,11 +11,12 @@ Rules:
 * Socket addresses are ``host:port``, IPv6 literals in brackets (``[::1]:8443``). Port 0
   asks the OS for a free port (tests). Listener binds are unique and the admin bind
   differs from all of them (port 0 excepted).
-* Backends are ``http://host[:port][/]`` (port 80 by default) or ``unix:/path/to.sock``.
-  ``https://`` is refused as not supported yet; a path or query in the URL is refused.
+* Backends are ``http://host[:port][/]`` (port 80 by default), ``https://host[:port][/]``
+  (port 443) or ``unix:/path/to.sock``; a path or query in the URL is refused.
 * Relative paths (TLS files, unix sockets) are resolved against the config file's
   directory. TLS files must exist and be readable at load; their PEM content is checked
-  by :func:`build_server_ssl_context` when the server starts.
+  by :func:`build_server_ssl_context` when the server starts, that of ``[backend.tls]``
+  files by :func:`build_backend_ssl_context` at load.
 * Route paths start with ``/`` and are unique; the longest matching prefix wins
   (``relay/routing.py``).
 * Every problem is one :class:`ConfigError` line,
@@ -23,14 +24,16 @@ Rules:
   in the key path (``route[1].backend``). The line is found in the raw text on a best
   effort basis and left out when it cannot be found.
 
-Only :func:`load_config`, the TLS file checks and :func:`build_server_ssl_context` touch
-the file system; everything else is pure.
+Only :func:`load_config`, the TLS file checks, :func:`build_server_ssl_context` and
+:func:`build_backend_ssl_context` touch the file system; everything else is pure.
 
 Modules, each importing only those above it in this list:
 
 * ``model``: the frozen dataclasses, and :func:`advertises_connect_protocol`.
 * ``addresses``: ``host:port`` and backend URLs (:func:`parse_socket_address`,
   :func:`parse_backend`).
+* ``backend_tls``: :func:`build_backend_ssl_context` (``[backend.tls]``, read by
+  ``backends``).
 * ``locate``: the line of a key path in the raw text.
 * ``tables``: reading one table with exact types, known keys and located errors.
 * ``routes``: one ``[[route]]`` table (:func:`parse_route`).
@@ -43,6 +46,7 @@ Import the public names from here (``from h2ws_proxy.config import ProxyConfig``
 from __future__ import annotations
 
 from h2ws_proxy.config.addresses import parse_backend, parse_socket_address
+from h2ws_proxy.config.backend_tls import build_backend_ssl_context
 from h2ws_proxy.config.model import (
     AdminConfig,
     BackendAddress,
@@ -77,6 +81,7 @@ __all__ = [
     "SocketAddress",
     "TLSConfig",
     "advertises_connect_protocol",
+    "build_backend_ssl_context",
     "build_server_ssl_context",
     "load_config",
     "parse_backend",
