@@ -48,6 +48,8 @@ _VERIFY_REASONS = {
     62: "hostname mismatch",
     64: "IP address mismatch",
 }
+#: Codes whose ``verify_message`` says more than the short reason (the name looked for).
+_NAMING_REASONS = frozenset({62, 64})
 #: Other OpenSSL reasons (``SSLError.reason``) a backend connection meets, as short reasons.
 _SSL_REASONS = {
     "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the backend requires a client certificate",
@@ -65,6 +67,9 @@ _SSL_REASONS = {
     "UNEXPECTED_EOF_WHILE_READING": "the backend closed the connection in the TLS handshake",
 }
 
+#: ``SSLError.reason`` of an alert the peer sent.
+_ALERT_PREFIXES = ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")
+
 
 def tls_failure_reason(error: BaseException | None) -> str:
     """A short reason for a failed TLS connection (the handshake's, or a later read's)."""
@@ -73,7 +78,9 @@ def tls_failure_reason(error: BaseException | None) -> str:
         detail = str(error.verify_message)
         if short is None:
             return f"certificate verify failed: {detail}"
-        return f"certificate verify failed: {short} ({detail})"
+        if error.verify_code in _NAMING_REASONS:  # the detail names what was looked for
+            return f"certificate verify failed: {short} ({detail})"
+        return f"certificate verify failed: {short}"
     if isinstance(error, ssl.SSLError):
         reason = str(error.reason) if error.reason else ""
         if reason in _SSL_REASONS:
@@ -95,7 +102,15 @@ class LeanTLSClientStream(LeanTLSStream, trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self._check_not_ended()
-        await super().send_all(data)
+        try:
+            await super().send_all(data)
+        except trio.BrokenResourceError:
+            alert = self._alert_received()
+            if alert is None:
+                raise
+            raise trio.BrokenResourceError(
+                f"TLS connection error: {tls_failure_reason(alert)}"
+            ) from alert
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
         self._check_not_ended()
@@ -111,6 +126,22 @@ class LeanTLSClientStream(LeanTLSStream, trio.abc.HalfCloseableStream):
         """True if an idle connection has nothing to be read: no bytes OpenSSL holds, and
         none (no record, no EOF, no error) on the socket."""
         return not self._tls.pending() and socket_is_quiet(self._tls)
+
+    def _alert_received(self) -> ssl.SSLError | None:
+        """After a failed write: the peer's alert, if one came before its close, as the
+        better reason. A TLS 1.3 server checks our certificate after our side of the
+        handshake ended, then sends its alert and closes: our first write (the request)
+        may meet that close before anything reads the alert."""
+        if self._receiving or self._closed:
+            return None  # a reader meets the alert itself
+        try:
+            self._tls.recv(1)  # the stream is broken: nothing read here is wanted
+        except ssl.SSLError as error:
+            if str(error.reason or "").startswith(_ALERT_PREFIXES):
+                return error
+        except OSError:
+            pass
+        return None
 
     def _check_not_ended(self) -> None:
         if self._eof_sent:
