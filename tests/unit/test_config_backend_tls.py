@@ -166,3 +166,27 @@ def test_the_context(pems: dict[str, Path]) -> None:
     assert own.cert_store_stats()["x509_ca"] == 1  # that file only
     unverified = build_backend_ssl_context(BackendTLS(verify=False))
     assert (unverified.verify_mode, unverified.check_hostname) == (ssl.CERT_NONE, False)
+
+
+def test_example_toml_backend_tls_block_works_when_uncommented(
+    tmp_path: Path, pems: dict[str, Path]
+) -> None:
+    example = (Path(__file__).parents[2] / "config" / "example.toml").read_text()
+    block = example[example.index("# [[backend]]") : example.index("# --- admin")]
+    lines = []
+    for line in block.splitlines():  # "# # x" is a comment of the block: keep it one
+        lines.append(line[2:] if line.startswith("# ") else line.removeprefix("#"))
+    text = '[[listener]]\nbind = "127.0.0.1:8080"\n' + "\n".join(lines)
+    for name, pem in [
+        ("backend-ca.pem", "ca"),
+        ("proxy-client.pem", "client"),
+        ("proxy-client-key.pem", "client-key"),
+    ]:
+        text = text.replace(f"/etc/h2ws-proxy/{name}", str(pems[pem]))
+    (group,) = load_config(write(tmp_path, text)).backends
+    assert group.name == "internal-tls"
+    assert group.servers[0].tls == BackendTLS(
+        ca=pems["ca"],
+        server_name="app.internal",
+        client_cert=CertificateConfig(pems["client"], pems["client-key"]),
+    )
