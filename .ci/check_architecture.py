@@ -52,7 +52,13 @@ FENCE = f"{PACKAGE}.http2.library_internals"
 LIBRARIES = ("h2", "hpack", "hyperframe")
 #: Folders where a ``getattr`` would be duck typing of a stream or an event.
 PROBED = {"http2", "http1", "relay", "backend", "server"}
-CONCRETE_STREAMS = {"LeanSocketStream", "LeanTLSStream", "SSLStream", "SocketStream"}
+CONCRETE_STREAMS = {
+    "LeanSocketStream",
+    "LeanTLSStream",
+    "LeanTLSClientStream",
+    "SSLStream",
+    "SocketStream",
+}
 
 #: Known exceptions, each still to be removed (issue 13). Keys are module names.
 PENDING: dict[str, set[str]] = {

@@ -94,6 +94,11 @@ def describe(config: ProxyConfig) -> str:
         lines.append(f"backend {group.name}: {group.balance} over {servers}; {checks}")
     for route in sorted(config.routes, key=lambda r: r.path):
         lines.append(f"route {route.path} -> {route.backend}{_route_settings(route)}")
+    for group in config.backends:
+        if any(server.tls is not None and not server.tls.verify for server in group.servers):
+            lines.append(
+                f"backend {group.name}: verify = false (its servers' certificates are not checked)"
+            )
     if config.admin:
         lines.append(f"admin {config.admin.bind}: /healthz, /stats")
     if config.workers > 1:

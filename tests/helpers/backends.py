@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,8 +25,11 @@ from wsproto.utilities import generate_accept_token
 
 
 @contextlib.contextmanager
-def websockets_backend(subprotocols: list[str] | None = None) -> Iterator[int]:
-    """Run a ``websockets`` echo server on 127.0.0.1; yields its port."""
+def websockets_backend(
+    subprotocols: list[str] | None = None, ssl_context: ssl.SSLContext | None = None
+) -> Iterator[int]:
+    """Run a ``websockets`` echo server on 127.0.0.1 (over TLS with ``ssl_context``);
+    yields its port."""
 
     def handler(connection: ServerConnection) -> None:
         for message in connection:
@@ -51,6 +55,7 @@ def websockets_backend(subprotocols: list[str] | None = None) -> Iterator[int]:
         max_size=None,
         compression=None,
         close_timeout=2,
+        ssl=ssl_context,
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -65,7 +70,7 @@ def websockets_backend(subprotocols: list[str] | None = None) -> Iterator[int]:
 class BackendConnection:
     """One backend connection (a :class:`ScriptedBackend`'s, or an in-memory one)."""
 
-    stream: trio.SocketStream | trio.abc.HalfCloseableStream
+    stream: trio.SocketStream | trio.abc.HalfCloseableStream | trio.abc.Stream
     received: bytearray = field(default_factory=bytearray)
     closed: trio.Event = field(default_factory=trio.Event)
     _buffer: bytearray = field(default_factory=bytearray)
@@ -137,10 +142,12 @@ Behaviour = Callable[[BackendConnection], Awaitable[None]]
 
 
 class ScriptedBackend:
-    """A TCP server on 127.0.0.1 that runs ``behaviour`` for each connection."""
+    """A TCP server on 127.0.0.1 that runs ``behaviour`` for each connection (over TLS with
+    ``ssl_context``: trio's SSLStream, whose handshake runs at the behaviour's first read)."""
 
-    def __init__(self, behaviour: Behaviour) -> None:
+    def __init__(self, behaviour: Behaviour, ssl_context: ssl.SSLContext | None = None) -> None:
         self.behaviour = behaviour
+        self.ssl_context = ssl_context
         self.connections: list[BackendConnection] = []
         self.port = 0
         self.connected = trio.Event()
@@ -151,7 +158,10 @@ class ScriptedBackend:
         task_status.started(self.port)
         await trio.serve_listeners(self._handle, listeners)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, socket_stream: trio.SocketStream) -> None:
+        stream: trio.abc.Stream = socket_stream
+        if self.ssl_context is not None:
+            stream = trio.SSLStream(socket_stream, self.ssl_context, server_side=True)
         connection = BackendConnection(stream)
         self.connections.append(connection)
         self.connected.set()

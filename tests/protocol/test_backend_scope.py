@@ -41,7 +41,7 @@ async def never_answers(_address: BackendAddress) -> trio.abc.HalfCloseableStrea
 
 async def dial(connect: object, scope: trio.CancelScope) -> None:
     await connect_and_upgrade(
-        ROUTE.backend,
+        ROUTE.backend.servers[0],
         UPGRADE,
         KEY,
         REQUEST,

@@ -3,8 +3,9 @@
 This is the one place where backend-side OS, trio and h11 exceptions become
 :mod:`h2ws_proxy.errors` (httpcore's ``map_exceptions`` idea):
 
-* connect refused, unreachable, reset → :class:`BackendUnavailable` (502, at once: no
-  retry loop, since a browser waiting on a socket is worse off than one told "no");
+* connect refused, unreachable, reset, a failed TLS handshake (``tls.py`` says why) →
+  :class:`BackendUnavailable` (502, at once: no retry loop, since a browser waiting on a
+  socket is worse off than one told "no");
 * no connection or no complete answer within the limit → :class:`BackendTimeout` (504);
 * an answer that is not HTTP, or a ``101`` that fails verification →
   :class:`BackendProtocolError` (502);
@@ -21,6 +22,7 @@ import h11
 import trio
 from wsproto.utilities import generate_accept_token
 
+from h2ws_proxy.backend.tls import start_backend_tls
 from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.errors import (
     BackendConnectFailed,
@@ -50,11 +52,23 @@ _is_ip_literal = functools.lru_cache(maxsize=256)(is_ip_literal)
 async def open_backend_stream(
     address: BackendAddress, *, before_wait: Callable[[], object] | None = None
 ) -> trio.abc.HalfCloseableStream:
-    """Open a TCP or unix stream to ``address``; OS errors become BackendUnavailable.
+    """Open a TCP, TLS (``https``) or unix stream to ``address``; OS errors and failed TLS
+    handshakes become BackendUnavailable.
 
     ``before_wait`` is called before anything that may wait; a connect to an IP address
-    that completes at once (loopback, a near backend) calls it not at all.
+    that completes at once (loopback, a near backend) calls it not at all, a TLS one always
+    (its handshake waits for the server): the caller's connect timeout covers the handshake.
     """
+    if address.scheme == "https":
+        if before_wait is not None:
+            before_wait()
+        return await start_backend_tls(await _open_socket(address, None), address)
+    return await _open_socket(address, before_wait)
+
+
+async def _open_socket(
+    address: BackendAddress, before_wait: Callable[[], object] | None
+) -> trio.abc.HalfCloseableStream:
     try:
         if address.scheme != "unix" and _is_ip_literal(address.host):
             return await open_tcp_to_ip(address.host, address.port, before_wait=before_wait)
@@ -154,8 +168,9 @@ async def _connect_and_upgrade(
         if not (_only_cancelled(error) and trio.current_time() >= deadline):
             raise
     if stream is None:
+        what = "accept and complete the TLS handshake" if address.scheme == "https" else "accept"
         raise BackendConnectTimeout(
-            f"backend {address} did not accept within {limits.connect_timeout_s}s"
+            f"backend {address} did not {what} within {limits.connect_timeout_s}s"
         )
     raise BackendTimeout(
         f"backend {address} did not answer the upgrade within {limits.handshake_timeout_s}s"

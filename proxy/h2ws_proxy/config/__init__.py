@@ -11,12 +11,13 @@ Rules:
 * Socket addresses are ``host:port``, IPv6 literals in brackets (``[::1]:8443``). Port 0
   asks the OS for a free port (tests). Listener binds are unique and the admin bind
   differs from all of them (port 0 excepted).
-* Backends are ``http://host[:port][/]`` (port 80 by default) or ``unix:/path/to.sock``.
-  ``https://`` is refused as not supported yet; a path or query in the URL is refused.
+* Backends are ``http://host[:port][/]`` (port 80 by default), ``https://host[:port][/]``
+  (port 443) or ``unix:/path/to.sock``; a path or query in the URL is refused.
 * Relative paths (TLS files, unix sockets) are resolved against the config file's
   directory. TLS files must exist and be readable at load, and each certificate and key
   is read and checked then (``certificates.py``), as :func:`build_server_ssl_context`
-  loads them when the server starts.
+  loads them when the server starts; ``[backend.tls]`` files are loaded into their
+  context by :func:`build_backend_ssl_context` at load.
 * Route paths start with ``/`` and are unique; the longest matching prefix wins
   (``relay/routing.py``).
 * Every problem is one :class:`ConfigError` line,
@@ -24,14 +25,16 @@ Rules:
   in the key path (``route[1].backend``). The line is found in the raw text on a best
   effort basis and left out when it cannot be found.
 
-Only :func:`load_config`, the TLS file checks and :func:`build_server_ssl_context` touch
-the file system; everything else is pure.
+Only :func:`load_config`, the TLS file checks, :func:`build_server_ssl_context` and
+:func:`build_backend_ssl_context` touch the file system; everything else is pure.
 
 Modules, each importing only those above it in this list:
 
 * ``model``: the frozen dataclasses, and :func:`advertises_connect_protocol`.
 * ``addresses``: ``host:port`` and backend URLs (:func:`parse_socket_address`,
   :func:`parse_backend`).
+* ``backend_tls``: :func:`build_backend_ssl_context` (``[backend.tls]``, read by
+  ``backends``).
 * ``locate``: the line of a key path in the raw text.
 * ``certificates``: a certificate's files read and checked, the names it covers
   (:class:`CertificateNames`).
@@ -47,6 +50,7 @@ Import the public names from here (``from h2ws_proxy.config import ProxyConfig``
 from __future__ import annotations
 
 from h2ws_proxy.config.addresses import parse_backend, parse_socket_address
+from h2ws_proxy.config.backend_tls import build_backend_ssl_context
 from h2ws_proxy.config.certificates import CertificateNames, read_certificate
 from h2ws_proxy.config.model import (
     AdminConfig,
@@ -87,6 +91,7 @@ __all__ = [
     "SocketAddress",
     "TLSConfig",
     "advertises_connect_protocol",
+    "build_backend_ssl_context",
     "build_listener_contexts",
     "build_server_ssl_context",
     "load_config",

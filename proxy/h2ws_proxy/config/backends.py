@@ -13,7 +13,9 @@ Rules:
 * ``[backend.health_check]``: ``path`` (starts with ``/``), ``interval_s``, ``timeout_s``
   (> 0, the timeout below the interval), ``healthy``, ``unhealthy`` (>= 1).
 * ``[backend.tls]`` (only with an ``https://`` server): ``ca`` (a PEM file), ``server_name``,
-  ``cert``/``key`` (both or neither: mutual TLS), ``verify`` (true unless written).
+  ``cert``/``key`` (both or neither: mutual TLS), ``verify`` (true unless written). The
+  TLS context is built once here, so a file that does not load (no PEM certificate in
+  ``ca``, a key that does not match ``cert``) is an error at load, naming the files.
 * A route's ``backend`` is a URL (a group of one), an array of URLs (a group with the
   defaults), or the name of a group. A name used but not defined is an error.
 """
@@ -27,6 +29,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from h2ws_proxy.config.addresses import parse_backend
+from h2ws_proxy.config.backend_tls import BackendTLSFileError, build_backend_ssl_context
 from h2ws_proxy.config.model import (
     BackendAddress,
     BackendGroup,
@@ -241,6 +244,11 @@ def _backend_tls(table: Table) -> BackendTLS | None:
         client_cert = CertificateConfig(
             tls.file("cert", 'cert = "client.pem"'), tls.file("key", 'key = "client-key.pem"')
         )
-    return BackendTLS(
+    backend_tls = BackendTLS(
         ca=ca, server_name=server_name, client_cert=client_cert, verify=tls.boolean("verify", True)
     )
+    try:
+        build_backend_ssl_context(backend_tls)
+    except BackendTLSFileError as error:
+        raise tls.error(error.key, error.message) from None
+    return backend_tls

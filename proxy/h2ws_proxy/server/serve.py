@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import trio
 
 from h2ws_proxy.backend.health import run_health_checks
+from h2ws_proxy.backend.tls import prepare_backend_tls
 from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
 from h2ws_proxy.config import ListenerConfig, ProxyConfig, SocketAddress, build_listener_contexts
 from h2ws_proxy.errors import ConfigError
@@ -98,13 +99,16 @@ async def serve(
     connect_backend: ConnectBackend = open_backend_stream,
     sockets: BoundSockets | None = None,
     stats: ServerStats | None = None,
+    warn_unverified_backends: bool = True,
     task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``config`` until ``shutdown`` is set, then drain.
 
     ``sockets``: already bound sockets to serve on (a worker's inherited ones); by default
     ``serve`` binds them itself. ``stats``: the counters to keep (a worker reports them to
-    its supervisor). Raises ConfigError when a listener cannot bind.
+    its supervisor). ``warn_unverified_backends``: log a warning per backend group with
+    ``verify = false`` (a worker leaves that to its supervisor). Raises ConfigError when a
+    listener cannot bind or a TLS file does not load.
     """
     server = ServerContext(
         config=config,
@@ -114,6 +118,7 @@ async def serve(
         stats=stats if stats is not None else ServerStats(),
     )
     contexts = build_listener_contexts(config)
+    prepare_backend_tls(config, warn=warn_unverified_backends)
     if sockets is None:
         sockets = await bind_sockets(config)
         raise_descriptor_limit(config)  # once bound: a bind error stays the only line

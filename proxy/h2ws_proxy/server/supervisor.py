@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from h2ws_proxy.backend.tls import prepare_backend_tls
 from h2ws_proxy.config import ProxyConfig, build_listener_contexts
 from h2ws_proxy.log import log_event
 from h2ws_proxy.server.admin import NOT_FOUND, answer_admin_request
@@ -312,6 +313,7 @@ async def supervise(config: ProxyConfig, *, log_level: str, log_format: str) -> 
     certificate does not load.
     """
     build_listener_contexts(config)
+    prepare_backend_tls(config)  # and the warnings for verify = false, once for all workers
     sockets = await bind_sockets(config)
     raise_descriptor_limit(config)  # before any worker starts: they inherit it
     return await Supervisor(config, sockets, log_level, log_format).run()

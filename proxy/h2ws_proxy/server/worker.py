@@ -152,7 +152,14 @@ async def _serve_then_stop(
     task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until drained, then stop the worker's other tasks."""
-    await serve(config, shutdown=shutdown, sockets=sockets, stats=stats, task_status=task_status)
+    await serve(
+        config,
+        shutdown=shutdown,
+        sockets=sockets,
+        stats=stats,
+        warn_unverified_backends=False,  # the supervisor did, once
+        task_status=task_status,
+    )
     scope.cancel()
 
 

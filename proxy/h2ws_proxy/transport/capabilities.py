@@ -12,7 +12,8 @@ Rules:
   (OpenSSL's rule for TLS records). A stream of trio's own (in-memory streams in tests)
   is adapted: its ``send_nowait`` never sends, so every byte takes the awaited path.
 * :class:`PollableSocket`: a backend socket a connection's poller can watch, and that can
-  be written, ended and closed without waiting.
+  be written, ended and closed without waiting. A TLS backend is not one (``tls_client.py``):
+  its tunnels run both pumps as tasks.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Protocol
 import trio
 
 from h2ws_proxy.transport.socket_stream import LeanSocketStream
+from h2ws_proxy.transport.tls_client import LeanTLSClientStream
 from h2ws_proxy.transport.tls_stream import LeanTLSStream
 
 Bytes = bytes | bytearray | memoryview
@@ -139,9 +141,10 @@ def idle_is_quiet(stream: trio.abc.Stream) -> bool:
 
     A non-blocking ``MSG_PEEK`` on the raw socket: the common stale case (the backend closed
     its idle connection; its FIN is already here) costs one syscall instead of a failed
-    request. Streams that are not sockets (tests' in-memory ones) are taken as quiet.
+    request. A TLS backend connection is quiet when, besides, OpenSSL holds no bytes read
+    already. Streams that are not sockets (tests' in-memory ones) are taken as quiet.
     """
-    if isinstance(stream, LeanSocketStream):
+    if isinstance(stream, LeanSocketStream | LeanTLSClientStream):
         return stream.is_quiet()
     if not isinstance(stream, trio.SocketStream):
         return True

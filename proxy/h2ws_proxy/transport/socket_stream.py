@@ -208,24 +208,16 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             self._sock.close()
 
     def is_quiet(self) -> bool:
-        """True if nothing waits to be read: no EOF, no bytes, no error (a poll that does
-        not wait: readable means bytes nobody asked for or the peer's FIN, and errors and
-        hang-ups are always reported). A non-blocking ``MSG_PEEK`` would say the same, but
-        its usual answer is an exception, about four times the cost."""
-        if _QUIET_POLL is None:  # no poll(2) here
-            try:
-                self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return True
-            except OSError:
-                return False
-            return False  # b"": the peer closed; anything else: bytes nobody asked for
-        fd = self._sock.fileno()
-        _QUIET_POLL.register(fd, select.POLLIN)
-        try:
-            return not _QUIET_POLL.poll(0)
-        finally:
-            _QUIET_POLL.unregister(fd)
+        """True if nothing waits to be read: no EOF, no bytes, no error (see
+        :func:`socket_is_quiet`)."""
+        return socket_is_quiet(self._sock)
+
+    def detach(self) -> socket.socket:
+        """Hand the socket over (to a TLS layer): this stream is closed, the socket is not."""
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        self._closed = True
+        return self._sock
 
     def fileno(self) -> int:
         """The socket's descriptor (for a non-consuming peek, as the backend pool does)."""
@@ -235,6 +227,28 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         if self._closed:
             return trio.ClosedResourceError("the stream was closed")
         return trio.BrokenResourceError(f"socket error: {error}")
+
+
+def socket_is_quiet(sock: socket.socket) -> bool:
+    """True if nothing waits to be read on ``sock``: no EOF, no bytes, no error (a poll that
+    does not wait: readable means bytes nobody asked for or the peer's FIN, and errors and
+    hang-ups are always reported). A non-blocking ``MSG_PEEK`` would say the same, but its
+    usual answer is an exception, about four times the cost."""
+    if _QUIET_POLL is None:  # no poll(2) here
+        try:
+            # The plain socket's recv: below OpenSSL, should ``sock`` be a TLS socket.
+            socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False  # b"": the peer closed; anything else: bytes nobody asked for
+    fd = sock.fileno()
+    _QUIET_POLL.register(fd, select.POLLIN)
+    try:
+        return not _QUIET_POLL.poll(0)
+    finally:
+        _QUIET_POLL.unregister(fd)
 
 
 def is_ip_literal(host: str) -> bool:

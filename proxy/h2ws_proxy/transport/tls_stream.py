@@ -1,4 +1,7 @@
-"""A TLS server connection as a trio stream, with OpenSSL working on the socket itself.
+"""A TLS connection as a trio stream, with OpenSSL working on the socket itself.
+
+Client connections are served with it; backend connections use it in client mode
+(``tls_client.py`` adds what a backend needs: half-close, an idle check).
 
 ``trio.SSLStream`` runs OpenSSL over memory BIOs: every read and write goes through its
 retry machinery, two buffers and a plain ``trio.SocketStream`` underneath, each a full
@@ -44,17 +47,25 @@ _DISCARD_READS = 4
 
 
 class LeanTLSStream(trio.abc.Stream):
-    """A TLS server connection over a connected TCP socket (handshake not done yet)."""
+    """A TLS connection over a connected TCP socket (handshake not done yet): the server's
+    side, or with ``server_hostname`` the client's (the name sent as SNI, unless it is an
+    IP address, and verified as the context says)."""
 
     #: A record is written whole or not at all, and one that had to wait is repeated with
     #: the same bytes (capabilities.ClientStream).
     whole_writes = True
 
-    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+    def __init__(
+        self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str | None = None
+    ) -> None:
         sock.setblocking(False)
         # wrap_socket takes over the descriptor (``sock`` is detached): wait on ``_tls``.
         self._tls = context.wrap_socket(
-            sock, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=True
+            sock,
+            server_side=server_hostname is None,
+            server_hostname=server_hostname,
+            do_handshake_on_connect=False,
+            suppress_ragged_eofs=True,
         )
         self._closed = False
         self._sending = False
