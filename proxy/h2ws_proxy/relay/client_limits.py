@@ -85,17 +85,6 @@ class ClientTable:
     def _forget_connection(self, key: ClientKey) -> None:
         _decrement(self._connections, key)
 
-    def _take_tunnel(self, key: ClientKey) -> None:
-        count = self._tunnels.get(key, 0)
-        if self.max_tunnels and count >= self.max_tunnels:
-            raise TooManyRequests(
-                f"this client already has {count} tunnels open (max_tunnels_per_client); "
-                "close one first"
-            )
-        self._tunnels[key] = count + 1
-
-    def _give_back_tunnel(self, key: ClientKey) -> None:
-        _decrement(self._tunnels, key)
 
 
 def _decrement(counts: dict[ClientKey, int], key: ClientKey) -> None:
@@ -196,15 +185,24 @@ class ConnectionSlot:
         self._capacity._idle.pop(self, None)
 
     def begin_tunnel(self) -> None:
-        """Count a new tunnel of this client; raises TooManyRequests (429) past its cap."""
-        if self.key is not None:
-            self._clients._take_tunnel(self.key)
+        """Count a new tunnel of this client; raises TooManyRequests (429) past its cap.
+        (Runs per tunnel: the table's bookkeeping is inlined.)"""
+        key = self.key
+        if key is not None:
+            clients = self._clients
+            count = clients._tunnels.get(key, 0)
+            if clients.max_tunnels and count >= clients.max_tunnels:
+                raise TooManyRequests(
+                    f"this client already has {count} tunnels open (max_tunnels_per_client); "
+                    "close one first"
+                )
+            clients._tunnels[key] = count + 1
         self.tunnels += 1
 
     def end_tunnel(self) -> None:
         self.tunnels -= 1
         if self.key is not None:
-            self._clients._give_back_tunnel(self.key)
+            _decrement(self._clients._tunnels, self.key)
 
     def evict(self) -> None:
         """Make the connection go and give its place back at once."""
