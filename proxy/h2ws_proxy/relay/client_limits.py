@@ -86,7 +86,6 @@ class ClientTable:
         _decrement(self._connections, key)
 
 
-
 def _decrement(counts: dict[ClientKey, int], key: ClientKey) -> None:
     count = counts[key] - 1
     if count:
