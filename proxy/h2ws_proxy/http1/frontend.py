@@ -163,7 +163,13 @@ class H1Frontend:
                 return False
 
     async def _serve(self, request: h11.Request) -> None:
-        record = RelayRecord.begin("h1", self._info.connection_id, request.target)
+        record = RelayRecord.begin(
+            "h1",
+            self._info.connection_id,
+            request.target,
+            client=self._info.peer,
+            headers=request.headers,
+        )
         slot = self._info.slot
         tunnels = slot.tunnels
         try:
@@ -198,7 +204,12 @@ class H1Frontend:
     async def _serve_http(self, request: h11.Request) -> bool:
         """Forward one ordinary request; True if the connection may carry another."""
         record = RelayRecord.begin(
-            "h1", self._info.connection_id, request.target, method=request.method
+            "h1",
+            self._info.connection_id,
+            request.target,
+            method=request.method,
+            client=self._info.peer,
+            headers=request.headers,
         )
         front = H1ClientSide(self._client, self._conn, self._server)
         try:

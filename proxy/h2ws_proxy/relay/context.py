@@ -120,3 +120,6 @@ class ClientInfo:
     #: handshake is done (None before, and without TLS): a request for another host gets
     #: 421 over HTTP/2 (RFC 9110 §15.5.20).
     certificate: CertificateNames | None = None
+    #: The client's address and port for log lines (``1.2.3.4:5678``, ``[::1]:5678``), "-"
+    #: when unknown.
+    peer: str = "-"

@@ -31,7 +31,7 @@ from h2ws_proxy.server.accept import AcceptLoop, serve_admin
 from h2ws_proxy.server.admin import handle_admin
 from h2ws_proxy.server.connection import handle_client
 from h2ws_proxy.server.descriptors import raise_descriptor_limit
-from h2ws_proxy.transport.capabilities import peer_host
+from h2ws_proxy.transport.capabilities import peer_address
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +81,14 @@ async def _serve_client(
     listener: ListenerConfig,
     ssl_context: ssl.SSLContext | None,
 ) -> None:
+    peer = peer_address(stream)
     info = ClientInfo(
         connection_id=next_connection_id(),
         listener=listener,
-        address=peer_host(stream),
+        address=peer[0] if peer is not None else None,
         tls=ssl_context is not None,
         slot=slot,
+        peer=str(SocketAddress(*peer)) if peer is not None else "-",
     )
     await handle_client(stream, server, info, ssl_context=ssl_context)
 
