@@ -95,7 +95,7 @@ def describe(config: ProxyConfig) -> str:
     for route in sorted(config.routes, key=lambda r: r.path):
         lines.append(f"route {route.path} -> {route.backend}{_route_settings(route)}")
     if config.admin:
-        lines.append(f"admin {config.admin.bind}: /healthz, /stats")
+        lines.append(f"admin {config.admin.bind}: /healthz, /readyz, /stats")
     if config.workers > 1:
         lines.append(f"workers {config.workers}: a supervisor and {config.workers} processes")
     return "\n".join(lines)
