@@ -29,7 +29,8 @@ logger = logging.getLogger("h2ws_proxy.tunnel")
 #: How much of a ``User-Agent`` a log line carries: browsers send about 120 characters; a
 #: client's 64 KiB field should not become a 64 KiB line.
 USER_AGENT_MAX_BYTES = 200
-_PRINTABLE = frozenset(range(0x20, 0x7F))
+#: Bytes a log line carries as they are: printable ASCII but the backslash (the escape).
+_PLAIN = bytes(byte for byte in range(0x20, 0x7F) if byte != 0x5C)
 
 
 @dataclass(slots=True)
@@ -160,10 +161,8 @@ def _printable(value: bytes | None) -> str:
     if value is None:
         return "-"
     cut = value[:USER_AGENT_MAX_BYTES]
-    if all(byte in _PRINTABLE for byte in cut) and b"\\" not in cut:
+    if not cut.translate(None, _PLAIN):  # the usual case, checked at C speed
         text = cut.decode("ascii")
     else:
-        text = "".join(
-            chr(byte) if byte in _PRINTABLE and byte != 0x5C else f"\\x{byte:02x}" for byte in cut
-        )
+        text = "".join(chr(byte) if byte in _PLAIN else f"\\x{byte:02x}" for byte in cut)
     return text + "..." if len(value) > USER_AGENT_MAX_BYTES else text
