@@ -4,6 +4,9 @@ Exit codes: 0 after a clean stop (SIGTERM/SIGINT drain), 2 for a configuration p
 (the one-line message names the file, key and line), 1 for anything unexpected.
 A second SIGTERM/SIGINT while draining stops at once.
 
+``h2ws-proxy healthcheck --admin HOST:PORT`` asks a running proxy's admin server instead
+(``server/healthcheck.py``: exit 0 on a 200 from ``/healthz``), for container health checks.
+
 With ``workers`` > 1 (config or ``--workers``) this process becomes the supervisor
 (``supervisor.py``); ``--worker-fd`` is how the supervisor starts a worker (``worker.py``).
 """
@@ -32,6 +35,7 @@ from h2ws_proxy.config import (
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import configure_logging
 from h2ws_proxy.server.demo import serve_demo_backend
+from h2ws_proxy.server.healthcheck import healthcheck_main
 from h2ws_proxy.server.serve import drain_on_signals, serve
 from h2ws_proxy.server.supervisor import supervise
 from h2ws_proxy.server.worker import run_worker
@@ -43,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="h2ws-proxy",
         description="WebSocket over HTTP/2 (RFC 8441) in front of HTTP/1.1 WebSocket backends.",
+        epilog="h2ws-proxy healthcheck --admin HOST:PORT [--path /readyz]: "
+        "exit 0 if a running proxy's admin server answers 200",
     )
     parser.add_argument(
         "--config", metavar="FILE", help="TOML configuration (see config/example.toml)"
@@ -100,7 +106,7 @@ def describe(config: ProxyConfig) -> str:
                 f"backend {group.name}: verify = false (its servers' certificates are not checked)"
             )
     if config.admin:
-        lines.append(f"admin {config.admin.bind}: /healthz, /stats")
+        lines.append(f"admin {config.admin.bind}: /healthz, /readyz, /stats")
     if config.workers > 1:
         lines.append(f"workers {config.workers}: a supervisor and {config.workers} processes")
     return "\n".join(lines)
@@ -130,7 +136,10 @@ def _route_settings(route: RouteConfig) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["healthcheck"]:
+        return healthcheck_main(arguments[1:])
+    args = _parser().parse_args(arguments)
     if args.worker_fd is not None:
         return run_worker(args.worker_fd)
     if not args.config:

@@ -103,6 +103,13 @@ class NoServerAvailable(ProxyError):
     status_hint = 503
 
 
+class ShuttingDown(ProxyError):
+    """The proxy drains: it takes no new tunnel (an HTTP/1.1 upgrade; HTTP/2 streams are
+    refused by the GOAWAY instead)."""
+
+    status_hint = 503
+
+
 class BackendProtocolError(ProxyError):
     """The backend answered, but its answer cannot be used (bad accept, unoffered subprotocol)."""
 

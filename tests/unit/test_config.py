@@ -656,6 +656,21 @@ def test_idle_timeout_zero_disables_but_negative_is_an_error(tmp_path: Path) -> 
     )
 
 
+def test_drain_accept_s_defaults_to_0_and_stays_below_graceful_timeout_s(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).limits.drain_accept_s == 0.0
+    text = MINIMAL + "[limits]\ngraceful_timeout_s = 10\ndrain_accept_s = 2.5\n"
+    assert load_config(write(tmp_path, text)).limits.drain_accept_s == 2.5
+    text = MINIMAL + "\n[limits]\ngraceful_timeout_s = 5\ndrain_accept_s = 5\n"
+    assert load_error(tmp_path, text) == (
+        ":10: limits.drain_accept_s: must be below graceful_timeout_s (5): the drain ends at "
+        "graceful_timeout_s, accepting included"
+    )
+    text = MINIMAL + "\n[limits]\ndrain_accept_s = -1\n"
+    assert load_error(tmp_path, text) == (
+        ":9: limits.drain_accept_s: must not be negative; use 0 to disable it"
+    )
+
+
 def test_timeouts_are_finite(tmp_path: Path) -> None:
     text = MINIMAL + "\n[limits]\ngraceful_timeout_s = nan\n"
     assert load_error(tmp_path, text).startswith(
@@ -725,8 +740,8 @@ def test_error_lines_with_dotted_keys_and_quotes(tmp_path: Path) -> None:
         ":10: limits.limits_x: unknown key; known keys: connect_timeout_s, handshake_timeout_s, "
         "client_handshake_timeout_s, idle_timeout_s, max_concurrent_streams, "
         "stream_window_bytes, max_header_list_bytes, max_rejection_body_bytes, "
-        "graceful_timeout_s, idle_connection_timeout_s, send_timeout_s, max_connections, "
-        "max_connections_per_client, max_tunnels_per_client, max_stream_resets, "
+        "graceful_timeout_s, drain_accept_s, idle_connection_timeout_s, send_timeout_s, "
+        "max_connections, max_connections_per_client, max_tunnels_per_client, max_stream_resets, "
         "stream_reset_window_s, max_empty_frames, http_idle_timeout_s, "
         "backend_keepalive_s, backend_max_idle, half_closed_timeout_s"
     )

@@ -214,6 +214,11 @@ class Limits:
     max_header_list_bytes: int = 65536
     max_rejection_body_bytes: int = 65536
     graceful_timeout_s: float = 10.0
+    #: On shutdown, how long new connections are still accepted and told to go (HTTP/2:
+    #: GOAWAY; HTTP/1.1: one answer with ``connection: close``) before the listening
+    #: sockets close; 0 closes them at once (new clients are refused). Below
+    #: ``graceful_timeout_s``.
+    drain_accept_s: float = 0.0
     #: An HTTP/2 connection with no open stream for this long is closed; 0 disables.
     idle_connection_timeout_s: float = 300.0
     #: A client that takes none of our bytes for this long is disconnected.

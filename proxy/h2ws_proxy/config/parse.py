@@ -71,6 +71,7 @@ _ZERO_DISABLES = frozenset(
         "idle_connection_timeout_s",
         "backend_keepalive_s",
         "half_closed_timeout_s",
+        "drain_accept_s",
     }
 )
 
@@ -223,7 +224,14 @@ def _parse_limits(table: Table) -> Limits:
     values: dict[str, Any] = {
         name: _limit_value(table, name) for name in names if name in table.data
     }
-    return Limits(**values)
+    limits = Limits(**values)
+    if limits.drain_accept_s and limits.drain_accept_s >= limits.graceful_timeout_s:
+        raise table.error(
+            "drain_accept_s",
+            f"must be below graceful_timeout_s ({limits.graceful_timeout_s:g}): the drain "
+            "ends at graceful_timeout_s, accepting included",
+        )
+    return limits
 
 
 def _bind_key(address: SocketAddress) -> tuple[str, int]:

@@ -7,7 +7,8 @@ serve them too.
 * Ordinary requests are forwarded by :mod:`h2ws_proxy.relay.exchange`, one after another on a
   kept-alive connection (pipelined requests wait in h11's buffer, bounded). Between requests
   the connection may idle for ``idle_connection_timeout_s``; a draining server closes idle
-  connections and marks the last answer ``connection: close``. Framing that could smuggle
+  connections and marks the last answer ``connection: close`` (a connection accepted while
+  draining gets one answer so), and refuses new upgrades with 503. Framing that could smuggle
   a request (CL+TE, conflicting lengths, bodies on GET...) is refused before anything
   reaches a backend (see :mod:`h2ws_proxy.http.message`).
 * A WebSocket upgrade: check the client's handshake, do our own fresh-nonce handshake with
@@ -27,7 +28,7 @@ import trio
 
 from h2ws_proxy.backend.upgrade import READ_SIZE
 from h2ws_proxy.config import RouteConfig
-from h2ws_proxy.errors import ProxyError
+from h2ws_proxy.errors import ProxyError, ShuttingDown
 from h2ws_proxy.http.fields import split_header_list
 from h2ws_proxy.http.handshake import parse_h1_upgrade
 from h2ws_proxy.http.message import BodyFraming, HttpRequest, request_from_h1
@@ -163,7 +164,13 @@ class H1Frontend:
                 return False
 
     async def _serve(self, request: h11.Request) -> None:
-        record = RelayRecord.begin("h1", self._info.connection_id, request.target)
+        record = RelayRecord.begin(
+            "h1",
+            self._info.connection_id,
+            request.target,
+            client=self._info.peer,
+            headers=request.headers,
+        )
         slot = self._info.slot
         tunnels = slot.tunnels
         try:
@@ -178,6 +185,9 @@ class H1Frontend:
         try:
             ws_request, front.client_key = parse_h1_upgrade(request, tls=self._info.tls)
             record.authority = ws_request.authority
+            if self._server.shutdown.is_set():
+                # A tunnel opened now would be cut at graceful_timeout_s: send it elsewhere.
+                raise ShuttingDown("the proxy is shutting down; open the WebSocket again")
             route = websocket_route(self._server.router, ws_request)
             self._info.slot.begin_tunnel()  # 429 past max_tunnels_per_client
         except ProxyError as error:
@@ -198,7 +208,12 @@ class H1Frontend:
     async def _serve_http(self, request: h11.Request) -> bool:
         """Forward one ordinary request; True if the connection may carry another."""
         record = RelayRecord.begin(
-            "h1", self._info.connection_id, request.target, method=request.method
+            "h1",
+            self._info.connection_id,
+            request.target,
+            method=request.method,
+            client=self._info.peer,
+            headers=request.headers,
         )
         front = H1ClientSide(self._client, self._conn, self._server)
         try:

@@ -158,7 +158,12 @@ class H2Frontend:
             self._nursery = nursery
             life = self._life
             nursery.start_soon(self._writer.run)
-            nursery.start_soon(life.drain_on_shutdown, self._server.shutdown)
+            if self._server.shutdown.is_set():
+                # Accepted while draining (limits.drain_accept_s): our SETTINGS, then
+                # GOAWAY(NO_ERROR) naming stream 0, before any request is read.
+                life.go_away("")
+            else:
+                nursery.start_soon(life.drain_on_shutdown, self._server.shutdown)
             nursery.start_soon(life.require_settings_then_request)
             if self._limits.idle_connection_timeout_s > 0:
                 nursery.start_soon(life.close_when_idle)

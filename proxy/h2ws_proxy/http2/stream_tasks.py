@@ -152,6 +152,8 @@ class StreamTasks:
             head.path or b"-",
             stream_id=stream_id,
             authority=head.authority,
+            client=self._info.peer,
+            headers=head.headers,
         )
         record.status, record.error = error.status_hint, error.message
         record.log()
@@ -166,6 +168,8 @@ class StreamTasks:
             stream_id=stream.stream_id,
             route=route,
             authority=request.authority,
+            client=self._info.peer,
+            headers=request.headers,
         )
         front = H2TunnelFront(self, stream)
         try:
@@ -225,6 +229,8 @@ class StreamTasks:
             route=route,
             method=request.method,
             authority=request.authority,
+            client=self._info.peer,
+            headers=request.headers,
         )
         result = ExchangeResult()
         try:

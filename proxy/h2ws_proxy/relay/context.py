@@ -34,6 +34,9 @@ class ServerStats:
     accept_failures: int = 0
     #: Each backend server's state (up or down, why, work in progress), once serving.
     backend_servers: Callable[[], list[dict[str, object]]] | None = None
+    #: Why the server is not ready for new clients (``/readyz``), None when it is; set
+    #: once serving.
+    not_ready: Callable[[], str | None] | None = None
 
     @contextlib.contextmanager
     def count_connection(self) -> Iterator[None]:
@@ -94,6 +97,8 @@ class ServerContext:
     clients: ClientTable = field(init=False)
     #: Which server of a route's backend group takes the next tunnel or request.
     balancers: Balancers = field(init=False)
+    #: Set once every listener accepts (``/readyz``).
+    accepting: trio.Event = field(default_factory=trio.Event)
 
     def __post_init__(self) -> None:
         config = self.config
@@ -120,3 +125,6 @@ class ClientInfo:
     #: handshake is done (None before, and without TLS): a request for another host gets
     #: 421 over HTTP/2 (RFC 9110 §15.5.20).
     certificate: CertificateNames | None = None
+    #: The client's address and port for log lines (``1.2.3.4:5678``, ``[::1]:5678``), "-"
+    #: when unknown.
+    peer: str = "-"

@@ -4,13 +4,16 @@ Both frontends fill a :class:`RelayRecord` as the request goes (status, counters
 ended) and call :meth:`RelayRecord.log` exactly once, also when it is cancelled, so every
 tunnel and request leaves a line naming its front protocol (``h2``/``h1``), stream, host (as
 routing compared it: lowercase, no port), path, route, backend, status, bytes each way,
-duration and ending. Tunnels log ``tunnel.closed`` (or
+duration and ending, and who asked: the client's address and port (``client=``) and its
+``User-Agent`` (``user_agent=``: its first :data:`USER_AGENT_MAX_BYTES` bytes, anything but
+printable ASCII escaped). Tunnels log ``tunnel.closed`` (or
 ``tunnel.refused`` when no tunnel opened), ordinary requests ``request.closed``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -22,6 +25,12 @@ from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
 
 logger = logging.getLogger("h2ws_proxy.tunnel")
+
+#: How much of a ``User-Agent`` a log line carries: browsers send about 120 characters; a
+#: client's 64 KiB field should not become a 64 KiB line.
+USER_AGENT_MAX_BYTES = 200
+#: Bytes a log line carries as they are: printable ASCII but the backslash (the escape).
+_PLAIN = bytes(byte for byte in range(0x20, 0x7F) if byte != 0x5C)
 
 
 @dataclass(slots=True)
@@ -49,6 +58,10 @@ class RelayRecord:
     _held: tuple[GroupBalancer, ServerState] | None = None
     #: The request's ``:authority`` or ``Host`` as sent (logged as routing saw its host).
     authority: bytes | None = None
+    #: The client's address and port (``ClientInfo.peer``).
+    client: str = "-"
+    #: The client's ``User-Agent`` as sent (bounded and escaped when logged).
+    user_agent: bytes | None = None
 
     @classmethod
     def begin(
@@ -61,10 +74,13 @@ class RelayRecord:
         route: RouteConfig | None = None,
         method: bytes | None = None,
         authority: bytes | None = None,
+        client: str = "-",
+        headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> RelayRecord:
         """The record of a tunnel, or of an ordinary request when ``method`` is given; its
         route reads ``-`` until routing decides it, its backend until a server is taken
-        (the balancer names the server)."""
+        (the balancer names the server). ``headers``: the request's fields (lowercase names),
+        for its ``User-Agent``."""
         return cls(
             front=front,
             connection_id=connection_id,
@@ -75,6 +91,8 @@ class RelayRecord:
             kind="tunnel" if method is None else "request",
             method=method,
             authority=authority,
+            client=client,
+            user_agent=user_agent_of(headers),
         )
 
     def ending(self) -> str:
@@ -114,6 +132,8 @@ class RelayRecord:
             **({"method": self.method} if self.method is not None else {}),
             stream=self.stream_id if self.stream_id is not None else "-",
             host=self._host(),
+            client=self.client,
+            user_agent=_printable(self.user_agent),
             path=self.path,
             route=self.route,
             backend=self.backend,
@@ -124,3 +144,25 @@ class RelayRecord:
             end=self.ending(),
             error=self.error,
         )
+
+
+def user_agent_of(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The first ``user-agent`` of ``headers`` (lowercase names), or None."""
+    for name, value in headers:
+        if name == b"user-agent":
+            return value
+    return None
+
+
+def _printable(value: bytes | None) -> str:
+    """``value`` for a log line: its first USER_AGENT_MAX_BYTES bytes (a longer one ends
+    with ``...``), every byte but printable ASCII (and the backslash) as ``\\xNN``, so no
+    terminal escape or line break of a client's reaches the log; "-" when absent."""
+    if value is None:
+        return "-"
+    cut = value[:USER_AGENT_MAX_BYTES]
+    if not cut.translate(None, _PLAIN):  # the usual case, checked at C speed
+        text = cut.decode("ascii")
+    else:
+        text = "".join(chr(byte) if byte in _PLAIN else f"\\x{byte:02x}" for byte in cut)
+    return text + "..." if len(value) > USER_AGENT_MAX_BYTES else text

@@ -1,11 +1,13 @@
 """The admin endpoint: a tiny HTTP/1.1 server for health checks.
 
-``GET /healthz`` answers 200 while the proxy serves and 503 once it drains (so a load
-balancer stops sending new clients before the process goes). ``GET /stats`` answers live
-counters as JSON (connections, tunnels, ordinary requests in progress,
-trio tasks, unexpected errors), for soak runs and
-debugging. ``/metrics`` and ``/readyz`` come later. One request per connection, bounded in
-size and time.
+``GET /healthz`` (liveness) answers 200 while the proxy serves and 503 once it drains.
+``GET /readyz`` (readiness) answers 200 once every listener accepts and every route has a
+server that is up, else 503 with the reason (starting, draining, a route with no server
+up), so a load balancer sends new clients only where they will be served, and stops
+before the process goes. The admin port stays up through the drain. ``GET /stats``
+answers live counters as JSON (connections, tunnels, ordinary requests in progress, trio
+tasks, unexpected errors), for soak runs and debugging. One request per connection,
+bounded in size and time.
 
 With ``workers > 1`` the supervisor serves the admin port with its own answers (health of
 the worker set, stats summed over the workers): :func:`answer_admin_request` takes the
@@ -75,7 +77,7 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Re
         return None
 
 
-NOT_FOUND = (404, b"not found; try /healthz or /stats\n")
+NOT_FOUND = (404, b"not found; try /healthz, /readyz or /stats\n")
 
 
 async def _answer(server: ServerContext, path: bytes) -> tuple[int, bytes]:
@@ -83,9 +85,27 @@ async def _answer(server: ServerContext, path: bytes) -> tuple[int, bytes]:
         if server.shutdown.is_set():
             return 503, b"draining\n"
         return 200, b"ok\n"
+    if path == b"/readyz":
+        reason = not_ready(server)
+        return (200, b"ready\n") if reason is None else (503, reason.encode() + b"\n")
     if path == b"/stats":
         return 200, json.dumps(server_stats(server.stats)).encode() + b"\n"
     return NOT_FOUND
+
+
+def not_ready(server: ServerContext) -> str | None:
+    """Why ``server`` should get no new clients (``/readyz``), or None when it should."""
+    if server.shutdown.is_set():
+        return "draining"
+    if not server.accepting.is_set():
+        return "starting"
+    now = trio.current_time()
+    for route in server.config.routes:
+        balancer = server.balancers.of(route.backend)
+        if not any(backend_server.up(now) for backend_server in balancer.servers):
+            hosts = f" (host {', '.join(route.host)})" if route.host else ""
+            return f"route {route.path}{hosts}: no server of backend {balancer.name} is up"
+    return None
 
 
 def server_stats(stats: ServerStats) -> dict[str, object]:

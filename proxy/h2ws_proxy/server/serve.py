@@ -1,9 +1,18 @@
 """Run the proxy: bind every listener and the admin port, serve, drain on shutdown.
 
 ``serve`` is what the CLI runs and what tests start with ``nursery.start``: it reports the
-bound addresses through ``task_status`` (port 0 gets a real port), serves until the
-``shutdown`` event is set, then stops accepting, lets frontends send GOAWAY and finish
-their tunnels, and cancels what is left after ``graceful_timeout_s``.
+bound addresses through ``task_status`` (port 0 gets a real port) and serves until the
+``shutdown`` event is set. Then it drains:
+
+* the admin port stays up to the end, ``/healthz`` and ``/readyz`` answering 503;
+* new connections are still accepted for ``drain_accept_s`` (0 by default) and told to go
+  (HTTP/2: SETTINGS then GOAWAY(NO_ERROR) naming stream 0; HTTP/1.1: one answer with
+  ``connection: close``, a WebSocket upgrade 503); then the listening sockets close, so a
+  client connecting later is refused at once instead of waiting in a backlog nobody
+  accepts from (nginx and HAProxy close them at once; Envoy's drain keeps accepting);
+* frontends send GOAWAY to their clients and close idle HTTP/1.1 connections; open
+  tunnels and requests get until ``graceful_timeout_s`` after the signal, then what is
+  left is cancelled.
 
 With ``workers > 1`` the supervisor binds once (:func:`bind_sockets`) and each worker
 process passes the inherited sockets to ``serve`` (``supervisor.py``, ``worker.py``).
@@ -29,10 +38,10 @@ from h2ws_proxy.relay.client_limits import ConnectionSlot, ListenerCapacity
 from h2ws_proxy.relay.context import ClientInfo, ServerContext, ServerStats
 from h2ws_proxy.relay.routing import Router
 from h2ws_proxy.server.accept import AcceptLoop, serve_admin
-from h2ws_proxy.server.admin import handle_admin
+from h2ws_proxy.server.admin import handle_admin, not_ready
 from h2ws_proxy.server.connection import handle_client
 from h2ws_proxy.server.descriptors import raise_descriptor_limit
-from h2ws_proxy.transport.capabilities import peer_host
+from h2ws_proxy.transport.capabilities import peer_address
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +91,14 @@ async def _serve_client(
     listener: ListenerConfig,
     ssl_context: ssl.SSLContext | None,
 ) -> None:
+    peer = peer_address(stream)
     info = ClientInfo(
         connection_id=next_connection_id(),
         listener=listener,
-        address=peer_host(stream),
+        address=peer[0] if peer is not None else None,
         tls=ssl_context is not None,
         slot=slot,
+        peer=str(SocketAddress(*peer)) if peer is not None else "-",
     )
     await handle_client(stream, server, info, ssl_context=ssl_context)
 
@@ -117,6 +128,7 @@ async def serve(
         connect_backend=connect_backend,
         stats=stats if stats is not None else ServerStats(),
     )
+    server.stats.not_ready = functools.partial(not_ready, server)
     contexts = build_listener_contexts(config)
     prepare_backend_tls(config, warn=warn_unverified_backends)
     if sockets is None:
@@ -139,43 +151,75 @@ async def _serve_until_drained(
 ) -> None:
     config = server.config
     bound, admin = sockets.listeners, sockets.admin
-    async with trio.open_nursery() as connections:
-        async with trio.open_nursery() as acceptors:
-            for listener_config, listeners, ssl_context in zip(
-                config.listeners, bound, contexts, strict=True
-            ):
-                handler = functools.partial(
-                    _serve_client, server=server, listener=listener_config, ssl_context=ssl_context
+    # The admin port outlives the drain: /healthz and /readyz answer 503 until the end.
+    async with trio.open_nursery() as admin_nursery:
+        answer_admin = functools.partial(handle_admin, server=server)
+        for admin_listener in admin or ():
+            admin_nursery.start_soon(
+                serve_admin, admin_listener, answer_admin, server, admin_nursery
+            )
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptors:
+                for listener_config, listeners, ssl_context in zip(
+                    config.listeners, bound, contexts, strict=True
+                ):
+                    handler = functools.partial(
+                        _serve_client,
+                        server=server,
+                        listener=listener_config,
+                        ssl_context=ssl_context,
+                    )
+                    # One cap per listener, shared by its sockets (IPv4 and IPv6 of one name).
+                    capacity = ListenerCapacity(config.limits.max_connections)
+                    for listener in listeners:
+                        loop = AcceptLoop(listener, handler, server, capacity)
+                        acceptors.start_soon(loop.run, connections)
+                server.accepting.set()
+                addresses = BoundAddresses(
+                    listeners=tuple(bound_address(listeners) for listeners in bound),
+                    admin=bound_address(admin) if admin else None,
                 )
-                # One cap per listener, shared by its sockets (IPv4 and IPv6 of one name).
-                capacity = ListenerCapacity(config.limits.max_connections)
-                for listener in listeners:
-                    loop = AcceptLoop(listener, handler, server, capacity)
-                    acceptors.start_soon(loop.run, connections)
-            answer_admin = functools.partial(handle_admin, server=server)
-            for admin_listener in admin or ():
-                acceptors.start_soon(serve_admin, admin_listener, answer_admin, server, connections)
-            addresses = BoundAddresses(
-                listeners=tuple(bound_address(listeners) for listeners in bound),
-                admin=bound_address(admin) if admin else None,
-            )
-            log_event(
-                logger,
-                logging.INFO,
-                "server.listening",
-                listeners=",".join(map(str, addresses.listeners)),
-                admin=addresses.admin,
-            )
-            task_status.started(addresses)
-            await server.shutdown.wait()
-            log_event(
-                logger,
-                logging.INFO,
-                "server.draining",
-                graceful_timeout_s=config.limits.graceful_timeout_s,
-            )
-            acceptors.cancel_scope.cancel()
-        connections.cancel_scope.deadline = trio.current_time() + config.limits.graceful_timeout_s
+                log_event(
+                    logger,
+                    logging.INFO,
+                    "server.listening",
+                    listeners=",".join(map(str, addresses.listeners)),
+                    admin=addresses.admin,
+                )
+                task_status.started(addresses)
+                await server.shutdown.wait()
+                await _stop_accepting(server, connections)
+                acceptors.cancel_scope.cancel()
+            await _close_listeners(bound)
+            log_event(logger, logging.INFO, "server.listeners_closed")
+        admin_nursery.cancel_scope.cancel()
+    await _close_listeners((admin or [],))
+
+
+async def _stop_accepting(server: ServerContext, connections: trio.Nursery) -> None:
+    """The drain's start: give connections until ``graceful_timeout_s``, and go on
+    accepting for ``drain_accept_s`` (new clients are told to go: frontends see the
+    shutdown) before the caller stops accepting."""
+    limits = server.config.limits
+    log_event(
+        logger,
+        logging.INFO,
+        "server.draining",
+        graceful_timeout_s=limits.graceful_timeout_s,
+        drain_accept_s=limits.drain_accept_s,
+    )
+    connections.cancel_scope.deadline = trio.current_time() + limits.graceful_timeout_s
+    if limits.drain_accept_s:
+        await trio.sleep(limits.drain_accept_s)
+
+
+async def _close_listeners(bound: tuple[list[trio.SocketListener], ...]) -> None:
+    """Close the listening sockets: a client connecting from now on is refused at once
+    (in a worker, once every process holding the socket closed it) rather than left in
+    the backlog."""
+    for listeners in bound:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
 
 
 async def drain_on_signals(shutdown: trio.Event, scope: trio.CancelScope) -> None:

@@ -24,15 +24,21 @@ Theory of operation:
   same slot (same index), at most once per second, and with the wait doubling up to 30 s
   while it keeps dying within 30 s of its start (a crash loop does not spin). Each exit
   and restart is logged with the exit code (negative: the signal).
-* **Signals.** The first SIGTERM/SIGINT turns ``/healthz`` to 503 and sends SIGTERM to
-  every worker, which drains as the single process does (GOAWAY, ``graceful_timeout_s``);
+* **Signals.** The first SIGTERM/SIGINT turns ``/healthz`` and ``/readyz`` to 503, sends
+  SIGTERM to every worker, which drains as the single process does (GOAWAY,
+  ``drain_accept_s``, ``graceful_timeout_s``), and closes the supervisor's own copies of
+  the listening sockets (once no worker is being started with them): a listening socket
+  closes only when every process holding it did, and a copy left open would let new
+  clients queue in a backlog nobody accepts from;
   a second signal sends a second SIGTERM (stop at once). Workers still running
   ``graceful_timeout_s`` + 5 s after the first signal are killed. The supervisor exits 0
   when every worker ended with 0, else 1.
 * **Admin.** Only the supervisor serves the admin port (one process per port; the
-  supervisor outlives any worker). ``/healthz``: 200 while serving and at least one
-  worker is ready, 503 otherwise. ``/stats``: each worker's counters (asked over its
-  control channel, 1 s budget) and their sums.
+  supervisor outlives any worker), until it exits. ``/healthz``: 200 while serving and at
+  least one worker is ready, 503 otherwise. ``/readyz``: 200 only when every worker is
+  ready (each asked over its control channel, as for ``/stats``), else 503 with the first
+  reason. ``/stats``: each worker's counters (asked over its control channel, 1 s budget)
+  and their sums.
 """
 
 from __future__ import annotations
@@ -106,6 +112,9 @@ class Supervisor:
         self._slots = [_Slot(index) for index in range(config.workers)]
         self._draining = trio.Event()
         self._stats_requests = 0
+        #: Workers being started with the listening sockets (which stay open until then).
+        self._spawning = 0
+        self._listeners_closed = False
 
     async def run(self) -> int:
         """Run the workers until a signal drains them; the process's exit code."""
@@ -146,6 +155,9 @@ class Supervisor:
         previous: tuple[int, int] | None = None  # (pid, exit code) of the last worker
         started = False
         while True:
+            if self._draining.is_set():  # a signal came before this slot's first start
+                task_status.started()
+                return
             started_at = trio.current_time()
             process, control = await self._start_worker(slot)
             if previous is not None:
@@ -214,12 +226,17 @@ class Supervisor:
                 tuple(listener.socket.fileno() for listener in listeners)
                 for listeners in self._sockets.listeners
             )
-            process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "h2ws_proxy", "--worker-fd", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(), *(fd for fds in listener_fds for fd in fds)),
-                stdin=subprocess.DEVNULL,
-                process_group=0,  # a terminal's Ctrl-C reaches only us; we pass it on once
-            )
+            self._spawning += 1
+            try:
+                process = await trio.lowlevel.open_process(
+                    [sys.executable, "-m", "h2ws_proxy", "--worker-fd", str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(), *(fd for fds in listener_fds for fd in fds)),
+                    stdin=subprocess.DEVNULL,
+                    process_group=0,  # a terminal's Ctrl-C reaches only us; we pass it on once
+                )
+            finally:
+                self._spawning -= 1
+                self._close_listeners_if_draining()
         slot.process = process
         if self._draining.is_set():
             process.send_signal(signal.SIGTERM)
@@ -258,6 +275,16 @@ class Supervisor:
                 for slot in self._slots:
                     if slot.process is not None and slot.process.returncode is None:
                         slot.process.send_signal(signal.SIGTERM)
+                self._close_listeners_if_draining()
+
+    def _close_listeners_if_draining(self) -> None:
+        """Once draining and no worker is being started: close our listening sockets."""
+        if not self._draining.is_set() or self._spawning or self._listeners_closed:
+            return
+        self._listeners_closed = True
+        for listeners in self._sockets.listeners:
+            for listener in listeners:
+                listener.socket.close()
 
     # --- admin --------------------------------------------------------------------------
 
@@ -268,15 +295,37 @@ class Supervisor:
             if not any(slot.control is not None for slot in self._slots):
                 return 503, b"no worker is ready\n"
             return 200, b"ok\n"
+        if path == b"/readyz":
+            reason = await self._not_ready()
+            return (200, b"ready\n") if reason is None else (503, reason.encode() + b"\n")
         if path == b"/stats":
-            workers: list[dict[str, object]] = [{} for _ in self._slots]
-            async with trio.open_nursery() as nursery:
-                for slot, entry in zip(self._slots, workers, strict=True):
-                    nursery.start_soon(self._worker_stats, slot, entry)
+            workers = await self._all_worker_stats()
             totals = {key: sum(_counter(entry, key) for entry in workers) for key in _STAT_KEYS}
             body = {**totals, "workers": workers}
             return 200, json.dumps(body).encode() + b"\n"
         return NOT_FOUND
+
+    async def _not_ready(self) -> str | None:
+        """Why the proxy should get no new clients: draining, or the first worker that is
+        not ready (starting, restarting, or its own reason); None when every one is."""
+        if self._draining.is_set():
+            return "draining"
+        for entry in await self._all_worker_stats():
+            if not entry["ready"]:
+                return (
+                    f"worker {entry['worker']}: not ready (starting, restarting or not answering)"
+                )
+            if entry.get("not_ready") is not None:
+                return f"worker {entry['worker']}: {entry['not_ready']}"
+        return None
+
+    async def _all_worker_stats(self) -> list[dict[str, object]]:
+        """Every worker's ``/stats`` answer, asked in parallel (see :meth:`_worker_stats`)."""
+        workers: list[dict[str, object]] = [{} for _ in self._slots]
+        async with trio.open_nursery() as nursery:
+            for slot, entry in zip(self._slots, workers, strict=True):
+                nursery.start_soon(self._worker_stats, slot, entry)
+        return workers
 
     async def _worker_stats(self, slot: _Slot, entry: dict[str, object]) -> None:
         """Fill ``entry`` with the worker's counters, or ``ready: false``."""

@@ -9,7 +9,8 @@ worker's end of a socket pair, the *control channel*, which carries one message 
   The worker puts ``worker=<i> pid=<pid>`` on every log line, serves with
   :func:`server.serve` on the inherited sockets, and answers ``ready`` once it accepts.
 * supervisor → worker: ``stats <id>``; worker → supervisor: ``{"id": <id>, ...}``, its
-  ``/stats`` counters as JSON (the supervisor sums them on the admin port).
+  ``/stats`` counters as JSON (the supervisor sums them on the admin port), and
+  ``not_ready``: why it should get no new clients, null when it is ready (``/readyz``).
 * End of file: the supervisor is gone (killed, crashed). The worker drains as on SIGTERM,
   so it never outlives its supervisor by more than ``graceful_timeout_s``. A socket's EOF
   tells this on every POSIX system, unlike Linux's ``PR_SET_PDEATHSIG``.
@@ -172,7 +173,12 @@ async def _answer_supervisor(
         while (message := await control.receive()) is not None:
             command, _, request_id = message.partition(b" ")
             if command == b"stats":
-                answer = {"id": request_id.decode("ascii", "replace"), **server_stats(stats)}
+                not_ready = stats.not_ready() if stats.not_ready else "starting"
+                answer = {
+                    "id": request_id.decode("ascii", "replace"),
+                    **server_stats(stats),
+                    "not_ready": not_ready,
+                }
                 await control.send(json.dumps(answer).encode())
     except STREAM_GONE:
         pass

@@ -126,6 +126,17 @@ def as_pollable(stream: trio.abc.Stream) -> PollableSocket | None:
     return stream if isinstance(stream, LeanSocketStream) else None
 
 
+def peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    """The peer's address and port of a socket stream (None for any other, or a socket gone)."""
+    if isinstance(stream, trio.SocketStream):
+        try:
+            address = stream.socket.getpeername()
+        except OSError:
+            return None
+        return str(address[0]), int(address[1])
+    return None
+
+
 def peer_host(stream: trio.abc.Stream) -> str | None:
     """The peer's address of a socket stream (None for any other, or a socket gone)."""
     if isinstance(stream, trio.SocketStream):
