@@ -80,6 +80,11 @@ class OriginRefused(ProxyError):
     status_hint = 403
     outcome = "origin_refused"
 
+    def __init__(self, message: str, *, route: str) -> None:
+        super().__init__(message)
+        #: The path of the route that refused it (the metrics' route label).
+        self.route = route
+
 
 class TooManyRequests(ProxyError):
     """The client is over one of its own limits (``max_tunnels_per_client``)."""
