@@ -4,8 +4,8 @@
 balancer stops sending new clients before the process goes). ``GET /stats`` answers live
 counters as JSON (connections, tunnels, ordinary requests in progress,
 trio tasks, unexpected errors), for soak runs and
-debugging. ``/metrics`` and ``/readyz`` come later. One request per connection, bounded in
-size and time.
+debugging. ``GET /metrics`` answers the Prometheus text format (``metrics.py``). One
+request per connection, bounded in size and time.
 
 With ``workers > 1`` the supervisor serves the admin port with its own answers (health of
 the worker set, stats summed over the workers): :func:`answer_admin_request` takes the
@@ -22,6 +22,7 @@ import h11
 import trio
 
 from h2ws_proxy.relay.context import ServerContext, ServerStats
+from h2ws_proxy.server.metrics import CONTENT_TYPE, exposition, take_samples
 from h2ws_proxy.transport.errors import STREAM_GONE
 
 _MAX_HEAD_BYTES = 8192
@@ -44,12 +45,14 @@ async def answer_admin_request(stream: trio.abc.Stream, answer: AdminAnswer) -> 
         with trio.move_on_after(_TIMEOUT_S):
             request = await _read_request(conn, stream)
             if request is not None:
+                path = request.target.split(b"?", 1)[0]
                 if request.method in (b"GET", b"HEAD"):
-                    status, body = await answer(request.target.split(b"?", 1)[0])
+                    status, body = await answer(path)
                 else:
                     status, body = 405, b"only GET and HEAD\n"
+                plain = path != b"/metrics" or status != 200
                 headers = [
-                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-type", b"text/plain; charset=utf-8" if plain else CONTENT_TYPE),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
                 ]
@@ -75,7 +78,7 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Re
         return None
 
 
-NOT_FOUND = (404, b"not found; try /healthz or /stats\n")
+NOT_FOUND = (404, b"not found; try /healthz, /stats or /metrics\n")
 
 
 async def _answer(server: ServerContext, path: bytes) -> tuple[int, bytes]:
@@ -85,6 +88,8 @@ async def _answer(server: ServerContext, path: bytes) -> tuple[int, bytes]:
         return 200, b"ok\n"
     if path == b"/stats":
         return 200, json.dumps(server_stats(server.stats)).encode() + b"\n"
+    if path == b"/metrics":
+        return 200, exposition(take_samples(server.stats))
     return NOT_FOUND
 
 
