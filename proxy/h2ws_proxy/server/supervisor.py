@@ -32,7 +32,9 @@ Theory of operation:
 * **Admin.** Only the supervisor serves the admin port (one process per port; the
   supervisor outlives any worker). ``/healthz``: 200 while serving and at least one
   worker is ready, 503 otherwise. ``/stats``: each worker's counters (asked over its
-  control channel, 1 s budget) and their sums.
+  control channel, 1 s budget) and their sums. ``/metrics``: the workers' samples added
+  up, with the last samples of dead workers kept so that counters never go backwards
+  (``metrics.py``); they are also refreshed every ``_SAMPLES_REFRESH_S``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from h2ws_proxy.config import ProxyConfig, build_listener_contexts
 from h2ws_proxy.log import log_event
 from h2ws_proxy.server.admin import NOT_FOUND, answer_admin_request
 from h2ws_proxy.server.descriptors import raise_descriptor_limit
+from h2ws_proxy.server.metrics import Samples, WorkerSamples, exposition
 from h2ws_proxy.server.serve import BoundSockets, bind_sockets, bound_address
 from h2ws_proxy.server.worker import READY, ControlChannel, WorkerSpec
 from h2ws_proxy.transport.errors import STREAM_GONE
@@ -65,6 +68,9 @@ _STABLE_AFTER_S = 30.0
 #: Past ``graceful_timeout_s``, how long draining workers get before SIGKILL.
 _KILL_MARGIN_S = 5.0
 _STATS_TIMEOUT_S = 1.0
+#: How often each worker's metric samples are fetched besides scrapes: what a killed
+#: worker can lose of its counts.
+_SAMPLES_REFRESH_S = 5.0
 _STAT_KEYS = (
     "connections",
     "tunnels",
@@ -105,6 +111,7 @@ class Supervisor:
         self._slots = [_Slot(index) for index in range(config.workers)]
         self._draining = trio.Event()
         self._stats_requests = 0
+        self._samples = WorkerSamples(len(self._slots))
 
     async def run(self) -> int:
         """Run the workers until a signal drains them; the process's exit code."""
@@ -164,7 +171,11 @@ class Supervisor:
                 if not started:
                     started = True
                     task_status.started()
-            code = await process.wait()
+            async with trio.open_nursery() as watching:
+                watching.start_soon(self._refresh_samples_every, slot, _SAMPLES_REFRESH_S)
+                code = await process.wait()
+                watching.cancel_scope.cancel()
+            self._samples.worker_exited(slot.index)
             slot.process, slot.control = None, None
             if control is not None:
                 await control.aclose()
@@ -275,7 +286,26 @@ class Supervisor:
             totals = {key: sum(_counter(entry, key) for entry in workers) for key in _STAT_KEYS}
             body = {**totals, "workers": workers}
             return 200, json.dumps(body).encode() + b"\n"
+        if path == b"/metrics":
+            async with trio.open_nursery() as nursery:
+                for slot in self._slots:
+                    nursery.start_soon(self._refresh_samples, slot)
+            return 200, exposition(self._samples.total())
         return NOT_FOUND
+
+    async def _refresh_samples_every(self, slot: _Slot, interval_s: float) -> None:
+        while True:
+            await trio.sleep(interval_s)
+            await self._refresh_samples(slot)
+
+    async def _refresh_samples(self, slot: _Slot) -> None:
+        """Ask the slot's worker for its metric samples (kept if it answers in time)."""
+        answer = await self._ask(slot, "metrics")
+        if answer is not None:
+            try:
+                self._samples.update(slot.index, Samples.from_json(answer.get("samples")))
+            except ValueError as error:
+                log_event(logger, logging.WARNING, "worker.bad_samples", error=str(error))
 
     async def _worker_stats(self, slot: _Slot, entry: dict[str, object]) -> None:
         """Fill ``entry`` with the worker's counters, or ``ready: false``."""
@@ -286,23 +316,31 @@ class Supervisor:
             ready=False,
             restarts=slot.restarts,
         )
+        answer = await self._ask(slot, "stats")
+        if answer is not None:
+            entry.update(answer, ready=True)
+
+    async def _ask(self, slot: _Slot, command: str) -> dict[str, object] | None:
+        """The slot's worker's answer to ``command`` (without its id), or None if there is
+        no ready worker or it did not answer within ``_STATS_TIMEOUT_S``."""
         self._stats_requests += 1
         request_id = str(self._stats_requests)
         with trio.move_on_after(_STATS_TIMEOUT_S):
             async with slot.lock:
                 control = slot.control
                 if control is None:
-                    return
+                    return None
                 try:
-                    await control.send(f"stats {request_id}".encode())
+                    await control.send(f"{command} {request_id}".encode())
                 except STREAM_GONE:
-                    return
+                    return None
                 # Skip answers to earlier requests that timed out.
                 while (line := await control.receive()) is not None:
                     answer = json.loads(line)
-                    if answer.pop("id", None) == request_id:
-                        entry.update(answer, ready=True)
-                        return
+                    if isinstance(answer, dict) and answer.pop("id", None) == request_id:
+                        # Not from a worker that exited meanwhile (its samples are retired).
+                        return answer if slot.control is control else None
+        return None
 
 
 async def supervise(config: ProxyConfig, *, log_level: str, log_format: str) -> int:
