@@ -168,7 +168,8 @@ class RelayRecord:
                     close_key = (route, side, close_code_label(code))
                     closes[close_key] = closes.get(close_key, 0) + 1
         else:
-            # No answer at all: the client left, or the server stopped, during the dial.
+            # Refused: why (the error's or the backend's answer's outcome). No answer at
+            # all: how it ended (the client left, or the server stopped, during the dial).
             outcome = self.outcome or (end if self.status is None else "error")
         handshakes = counters.handshakes
         handshakes[route, outcome] = handshakes.get((route, outcome), 0) + 1
