@@ -21,7 +21,7 @@ import trio
 import trio.testing
 
 from h2ws_proxy.config import BackendAddress, ProxyConfig
-from h2ws_proxy.relay.context import ClientInfo, ServerContext
+from h2ws_proxy.relay.context import ClientInfo, ServerContext, ServerStats
 from h2ws_proxy.relay.routing import Router
 from h2ws_proxy.server.connection import handle_client
 from h2ws_proxy.transport.socket_stream import LeanSocketStream
@@ -112,8 +112,11 @@ async def open_memory_client(
     *,
     shutdown: trio.Event | None = None,
     lockstep: bool = False,
+    stats: ServerStats | None = None,
 ) -> trio.abc.HalfCloseableStream:
     """Start serving one in-memory client connection; returns the client's end.
+
+    ``stats``: the server's counters, for the test to read (a fresh set by default).
 
     With ``lockstep`` the client's end has no buffer at all: the proxy's writes complete
     only as the test reads (a client that does not read blocks them).
@@ -123,6 +126,7 @@ async def open_memory_client(
         router=Router(config.routes),
         shutdown=shutdown if shutdown is not None else trio.Event(),
         connect_backend=net.connect,
+        stats=stats if stats is not None else ServerStats(),
     )
     pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
     client_side, proxy_side = pair()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import trio
 
+from h2ws_proxy.relay.context import ServerStats
 from tests.helpers.frames import PREFACE, frame
 from tests.helpers.memory import MemoryNet, open_memory_client
 from tests.helpers.setup import make_config
@@ -27,10 +28,10 @@ GOOD: list[Header] = [
 
 
 async def raw_client(
-    nursery: trio.Nursery, net: MemoryNet, **limits: float
+    nursery: trio.Nursery, net: MemoryNet, stats: ServerStats | None = None, **limits: float
 ) -> trio.abc.HalfCloseableStream:
     stream = await open_memory_client(
-        nursery, make_config(("/", "http://127.0.0.1:9"), **limits), net
+        nursery, make_config(("/", "http://127.0.0.1:9"), **limits), net, stats=stats
     )
     await stream.send_all(PREFACE + frame(SETTINGS, 0, 0, b""))
     return stream

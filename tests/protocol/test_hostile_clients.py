@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 
+from h2ws_proxy.relay.context import ServerStats
 from tests.helpers.backends import BackendConnection
 from tests.helpers.frames import frame
 from tests.helpers.h2_client import open_h2_client
@@ -214,7 +215,8 @@ async def test_rapid_reset_in_one_write_stops_at_the_budget(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     net = MemoryNet(nursery, echo_backend, connect_delay_s=1.0)
-    attacker = await raw_client(nursery, net, max_stream_resets=20)
+    stats = ServerStats()
+    attacker = await raw_client(nursery, net, stats, max_stream_resets=20)
     encoder = hpack.Encoder()
     burst = b"".join(
         frame(HEADERS, END_HEADERS, stream_id, encoder.encode(GOOD))
@@ -227,6 +229,7 @@ async def test_rapid_reset_in_one_write_stops_at_the_budget(
     assert int.from_bytes(frames[-1][3][4:8], "big") == 0xB  # ENHANCE_YOUR_CALM
     # Nothing past the budget was acted on: no more dials than streams within it.
     assert net.dials <= 21
+    assert stats.counters.abuse == {"rapid_reset": 1}  # h2ws_abuse_total{kind="rapid_reset"}
 
 
 async def test_flood_of_empty_header_blocks_spends_the_reset_budget(

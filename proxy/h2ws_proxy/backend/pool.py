@@ -27,6 +27,7 @@ import trio
 
 from h2ws_proxy.backend.upgrade import ConnectBackend
 from h2ws_proxy.config import BackendAddress, Limits
+from h2ws_proxy.counters import Histogram
 from h2ws_proxy.errors import BackendConnectTimeout
 from h2ws_proxy.transport.capabilities import idle_is_quiet
 
@@ -45,9 +46,13 @@ class BackendConnection:
 class BackendPool:
     """Idle keep-alive connections per backend address, bounded in count and age."""
 
-    def __init__(self, limits: Limits, connect: ConnectBackend) -> None:
+    def __init__(
+        self, limits: Limits, connect: ConnectBackend, connect_times: Histogram | None = None
+    ) -> None:
         self._limits = limits
         self._connect = connect
+        #: Observes how long each new connection took to connect.
+        self._connect_times = connect_times
         self._idle: dict[BackendAddress, deque[BackendConnection]] = {}
         self._changed = trio.Event()
         #: When :meth:`reap` wakes next (``inf``: nothing idle, it waits for ``_changed``).
@@ -85,12 +90,15 @@ class BackendPool:
     async def connect(self, address: BackendAddress) -> BackendConnection:
         """A new connection to ``address``."""
         limits = self._limits
+        started = trio.current_time()
         with trio.move_on_after(limits.connect_timeout_s) as scope:
             stream = await self._connect(address)
         if scope.cancelled_caught:
             raise BackendConnectTimeout(
                 f"backend {address} did not accept within {limits.connect_timeout_s}s"
             )
+        if self._connect_times is not None:
+            self._connect_times.observe(trio.current_time() - started)
         return BackendConnection(address=address, stream=stream)
 
     async def release(self, connection: BackendConnection) -> None:

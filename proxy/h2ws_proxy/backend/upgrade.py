@@ -24,6 +24,7 @@ from wsproto.utilities import generate_accept_token
 
 from h2ws_proxy.backend.tls import start_backend_tls
 from h2ws_proxy.config import BackendAddress, Limits
+from h2ws_proxy.counters import Histogram
 from h2ws_proxy.errors import (
     BackendConnectFailed,
     BackendConnectTimeout,
@@ -103,6 +104,7 @@ async def connect_and_upgrade(
     connect: ConnectBackend = open_backend_stream,
     *,
     scope: trio.CancelScope | None = None,
+    connect_times: Histogram | None = None,
 ) -> BackendUpgraded:
     """Connect to ``address`` and upgrade; the caller owns the returned stream.
 
@@ -116,12 +118,16 @@ async def connect_and_upgrade(
     After a failure its deadline is back where it was; after success it still holds the
     upgrade's, which the caller replaces (a tunnel's timers) at once: each deadline move
     is a trip through trio's deadline heap.
+
+    ``connect_times``: observes how long each connect that succeeded took.
     """
     if scope is not None:
-        return await _connect_and_upgrade(address, upgrade, key, request, limits, connect, scope)
+        return await _connect_and_upgrade(
+            address, upgrade, key, request, limits, connect, scope, connect_times
+        )
     with trio.CancelScope() as own_scope:
         return await _connect_and_upgrade(
-            address, upgrade, key, request, limits, connect, own_scope
+            address, upgrade, key, request, limits, connect, own_scope, connect_times
         )
     # Only the scope's own deadline cancels it, and that ends in BackendTimeout.
     raise AssertionError("connect_and_upgrade's scope swallowed its result")  # pragma: no cover
@@ -135,10 +141,12 @@ async def _connect_and_upgrade(
     limits: Limits,
     connect: ConnectBackend,
     scope: trio.CancelScope,
+    connect_times: Histogram | None,
 ) -> BackendUpgraded:
     """:func:`connect_and_upgrade` with both limits on ``scope``'s deadline, in turn."""
     previous_deadline = scope.deadline
-    deadline = trio.current_time() + limits.connect_timeout_s
+    started = trio.current_time()
+    deadline = started + limits.connect_timeout_s
     connect_deadline = deadline
 
     def hold_to_connect_timeout() -> None:
@@ -154,7 +162,10 @@ async def _connect_and_upgrade(
             hold_to_connect_timeout()
             stream = await connect(address)
         stream = lean_backend(stream)
-        deadline = scope.deadline = trio.current_time() + limits.handshake_timeout_s
+        connected = trio.current_time()
+        deadline = scope.deadline = connected + limits.handshake_timeout_s
+        if connect_times is not None:
+            connect_times.observe(connected - started)
         try:
             accepted, leftover = await _upgrade(stream, address, upgrade, key, request, limits)
         except BaseException:

@@ -189,25 +189,33 @@ def check_backend_101(
 
     upgrade = {item.lower() for item in split_header_list(values(b"upgrade"))}
     if b"websocket" not in upgrade:
-        raise BackendProtocolError("backend's 101 lacks 'upgrade: websocket'")
+        raise BackendProtocolError(
+            "backend's 101 lacks 'upgrade: websocket'", outcome="bad_upgrade"
+        )
     connection = frozenset(item.lower() for item in split_header_list(values(b"connection")))
     if b"upgrade" not in connection:  # RFC 6455 §4.1: the client MUST fail otherwise
-        raise BackendProtocolError("backend's 101 lacks 'connection: upgrade'")
+        raise BackendProtocolError(
+            "backend's 101 lacks 'connection: upgrade'", outcome="bad_upgrade"
+        )
     accept = values(b"sec-websocket-accept")
     if accept != [generate_accept_token(key)]:
-        raise BackendProtocolError("backend's sec-websocket-accept does not match our key")
+        raise BackendProtocolError(
+            "backend's sec-websocket-accept does not match our key", outcome="bad_accept"
+        )
     protocols = split_header_list(values(b"sec-websocket-protocol"))
     if len(protocols) > 1 or (protocols and protocols[0] not in request.subprotocols):
         raise BackendProtocolError(
             f"backend chose subprotocol {b', '.join(protocols).decode('ascii', 'replace')!r} "
-            f"that the client did not offer"
+            f"that the client did not offer",
+            outcome="bad_subprotocol",
         )
     chosen_extensions = extension_names(values(b"sec-websocket-extensions"))
     unoffered = [name for name in chosen_extensions if name not in request.extension_names]
     if unoffered:
         raise BackendProtocolError(
             f"backend chose extension {unoffered[0].decode('ascii', 'replace')!r} "
-            "that the client did not offer"
+            "that the client did not offer",
+            outcome="bad_extension",
         )
     extensions = values(b"sec-websocket-extensions")
     return BackendAccepted(

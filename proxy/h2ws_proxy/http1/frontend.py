@@ -86,6 +86,7 @@ class H1Frontend:
                     request = await self._read_request_head()
             except trio.TooSlowError:
                 if first:
+                    self._server.stats.counters.count_abuse("client_handshake_timeout")
                     await self._send_error(408, "the request head did not arrive in time")
                 return
             except h11.RemoteProtocolError as error:
@@ -178,7 +179,7 @@ class H1Frontend:
         finally:
             if slot.tunnels > tunnels:
                 slot.end_tunnel()
-            record.log()
+            record.log(self._server.stats.counters)
 
     async def _upgrade_and_run(self, request: h11.Request, record: RelayRecord) -> None:
         front = H1UpgradeFront(self._client, self._conn)
@@ -234,7 +235,7 @@ class H1Frontend:
                 ):
                     return False  # refused, or cut short by a closed connection
         finally:
-            record.log()
+            record.log(self._server.stats.counters)
         if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
             return True
         # The backend answered before the request body ended (or someone asked to close):

@@ -52,6 +52,7 @@ class ClientWriter:
         send_timeout_s: float,
         *,
         on_client_gone: Callable[[], None],
+        count_abuse: Callable[[str], None],
         log: Callable[..., None],
     ) -> None:
         self._client = client
@@ -59,6 +60,8 @@ class ClientWriter:
         session.on_output = self.wake
         self._send_timeout_s = send_timeout_s
         self._on_client_gone = on_client_gone
+        #: Counts a kind of client misbehaviour (``h2ws_abuse_total{kind}``).
+        self._count_abuse = count_abuse
         self._log = log
         self._in_flight = 0
         self._outbound_ready = Wakeup()  # only the writer waits on it
@@ -129,6 +132,7 @@ class ClientWriter:
                     await client.send_all(piece)
                 if timeout.cancelled_caught:
                     self._log("client.send_timeout", send_timeout_s=self._send_timeout_s)
+                    self._count_abuse("client_send_timeout")
                     return False
         except STREAM_GONE:
             return False

@@ -110,6 +110,7 @@ class H2Frontend:
             self.session,
             self._limits.send_timeout_s,
             on_client_gone=self._read_scope.cancel,
+            count_abuse=server.stats.counters.count_abuse,
             log=self._log,
         )
         self._streams: dict[int, H2Stream] = {}
@@ -119,6 +120,7 @@ class H2Frontend:
             info.slot,
             self._streams,
             end_reading=self._read_scope.cancel,
+            count_abuse=server.stats.counters.count_abuse,
             log=self._log,
         )
         self._registry = StreamRegistry(
@@ -239,6 +241,8 @@ class H2Frontend:
             return
         self._calmed = True
         self._log(event, **fields)
+        # "h2.rapid_reset" -> "rapid_reset": h2ws_abuse_total{kind}
+        self._server.stats.counters.count_abuse(event.removeprefix("h2."))
         self.session.close_connection(ErrorCode.ENHANCE_YOUR_CALM)
         self._read_scope.cancel()
 

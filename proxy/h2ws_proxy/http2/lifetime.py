@@ -36,6 +36,7 @@ class ConnectionLifetime:
         streams: Sized,
         *,
         end_reading: Callable[[], None],
+        count_abuse: Callable[[str], None],
         log: Callable[..., None],
     ) -> None:
         self._session = session
@@ -43,6 +44,8 @@ class ConnectionLifetime:
         self._slot = slot
         self._streams = streams
         self._end_reading = end_reading
+        #: Counts a kind of client misbehaviour (``h2ws_abuse_total{kind}``).
+        self._count_abuse = count_abuse
         self._log = log
         #: No new streams: a GOAWAY was sent or received.
         self.closing = False
@@ -99,12 +102,14 @@ class ConnectionLifetime:
             # Without this, a client that completes TLS and then sends nothing (slowloris on
             # the preface) would hold the connection until the idle timeout.
             self._log("h2.preface_timeout", client_handshake_timeout_s=timeout_s)
+            self._count_abuse("client_handshake_timeout")
             self._end_reading()
             return
         with trio.move_on_after(timeout_s):
             await self.request_received.wait()
             return
         if not self.closing:
+            self._count_abuse("client_handshake_timeout")
             self.go_away("h2.first_request_timeout", client_handshake_timeout_s=timeout_s)
 
     async def close_when_idle(self) -> None:

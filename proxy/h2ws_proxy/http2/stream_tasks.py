@@ -155,8 +155,8 @@ class StreamTasks:
             client=self._info.peer,
             headers=head.headers,
         )
-        record.status, record.error = error.status_hint, error.message
-        record.log()
+        record.refused(error)
+        record.log(self._server.stats.counters)
 
     async def serve_tunnel(
         self, stream: H2Stream, request: WebSocketRequest, route: RouteConfig
@@ -276,5 +276,5 @@ class StreamTasks:
         # Bytes nobody consumed still hold connection window: give it back.
         self.session.acknowledge(stream.stream_id, stream.release_unconsumed())
         self._writer.forget_window_waiter(stream)
-        record.log()
+        record.log(self._server.stats.counters)
         self._on_done(stream)

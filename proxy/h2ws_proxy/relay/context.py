@@ -12,6 +12,7 @@ from h2ws_proxy.backend.balancer import Balancers
 from h2ws_proxy.backend.pool import BackendPool
 from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
 from h2ws_proxy.config import CertificateNames, Limits, ListenerConfig, ProxyConfig
+from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.relay.client_limits import ClientTable, ConnectionSlot, unlimited_slot
 from h2ws_proxy.relay.routing import Router
 
@@ -37,6 +38,8 @@ class ServerStats:
     #: Why the server is not ready for new clients (``/readyz``), None when it is; set
     #: once serving.
     not_ready: Callable[[], str | None] | None = None
+    #: What ``/metrics`` reports (relay/record.py counts each tunnel and request into it).
+    counters: ProxyCounters = field(default_factory=ProxyCounters)
 
     @contextlib.contextmanager
     def count_connection(self) -> Iterator[None]:
@@ -102,7 +105,9 @@ class ServerContext:
 
     def __post_init__(self) -> None:
         config = self.config
-        object.__setattr__(self, "pool", BackendPool(config.limits, self.connect_backend))
+        connect_times = self.stats.counters.backend_connect_seconds
+        pool = BackendPool(config.limits, self.connect_backend, connect_times)
+        object.__setattr__(self, "pool", pool)
         object.__setattr__(self, "clients", ClientTable(config.limits))
         groups = [*config.backends, *(route.backend for route in config.routes)]
         object.__setattr__(self, "balancers", Balancers(groups))

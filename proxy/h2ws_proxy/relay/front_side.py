@@ -96,5 +96,5 @@ class RequestFront(ClientSide, FrontSide, Protocol):
 
 async def refuse(front: FrontSide, record: RelayRecord, error: ProxyError) -> None:
     """Record ``error`` and have ``front`` answer its status."""
-    record.status, record.error = error.status_hint, error.message
+    record.refused(error)
     await front.refuse(error)

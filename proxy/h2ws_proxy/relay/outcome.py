@@ -48,3 +48,7 @@ class RelayStats:
     bytes_down: int = 0  # backend → client
     end: RelayEnd = RelayEnd.CANCELLED
     last_activity: float = 0.0
+    #: The close code of the first Close frame each side sent (RFC 6455 §5.5.1), None
+    #: without one (filled by the tunnel's frame tracker).
+    client_close: int | None = None
+    backend_close: int | None = None

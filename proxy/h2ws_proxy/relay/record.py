@@ -8,6 +8,11 @@ duration and ending, and who asked: the client's address and port (``client=``) 
 ``User-Agent`` (``user_agent=``: its first :data:`USER_AGENT_MAX_BYTES` bytes, anything but
 printable ASCII escaped). Tunnels log ``tunnel.closed`` (or
 ``tunnel.refused`` when no tunnel opened), ordinary requests ``request.closed``.
+
+:meth:`RelayRecord.log` also counts the record into the server's
+:class:`~h2ws_proxy.counters.ProxyCounters`, whatever the log level: it is the one place
+every tunnel and request passes exactly once, so the metrics cost one update per tunnel or
+request and nothing per message.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import trio
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.config.hosts import authority_host
+from h2ws_proxy.counters import ProxyCounters, close_code_label, status_label
+from h2ws_proxy.errors import OriginRefused, ProxyError
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
 
@@ -62,6 +69,8 @@ class RelayRecord:
     client: str = "-"
     #: The client's ``User-Agent`` as sent (bounded and escaped when logged).
     user_agent: bytes | None = None
+    #: Why a WebSocket handshake failed, as the metrics name it (``ProxyError.outcome``).
+    outcome: str | None = None
 
     @classmethod
     def begin(
@@ -102,6 +111,12 @@ class RelayRecord:
             return "client_aborted" if self.stats.end is RelayEnd.CLIENT_ABORTED else "cancelled"
         return "refused"
 
+    def refused(self, error: ProxyError) -> None:
+        """The client is answered ``error``'s status by the proxy or the backend."""
+        self.status, self.error, self.outcome = error.status_hint, error.message, error.outcome
+        if isinstance(error, OriginRefused):
+            self.route = error.route  # refused before routing was noted in the record
+
     def hold_server(self, balancer: GroupBalancer, server: ServerState) -> None:
         """The tunnel holds ``server`` until the record ends (:meth:`log`)."""
         self._held = (balancer, server)
@@ -111,12 +126,20 @@ class RelayRecord:
             return "-"
         return authority_host(self.authority.decode("ascii", "backslashreplace"))
 
-    def log(self) -> None:
-        """The end of the tunnel or request: give back its server, log its line."""
+    def log(self, counters: ProxyCounters) -> None:
+        """The end of the tunnel or request: give back its server, count it, log its line."""
         if self._held is not None:
             balancer, server = self._held
             self._held = None
             balancer.give_back(server)
+        duration_s = trio.current_time() - self.started
+        if self.kind == "request":
+            key = (self.route, self.front, status_label(self.status))
+            requests = counters.requests
+            requests[key] = requests.get(key, 0) + 1
+            counters.request_seconds.observe(duration_s)
+        else:
+            self._count_tunnel(counters, duration_s)
         if not logger.isEnabledFor(logging.INFO):
             return  # at level warning: build none of the line's fields (one per tunnel or request)
         if self.kind == "request":
@@ -140,10 +163,42 @@ class RelayRecord:
             status=self.status if self.status is not None else "-",
             bytes_up=self.stats.bytes_up,
             bytes_down=self.stats.bytes_down,
-            duration_s=round(trio.current_time() - self.started, 6),
+            duration_s=round(duration_s, 6),
             end=self.ending(),
             error=self.error,
         )
+
+    def _count_tunnel(self, counters: ProxyCounters, duration_s: float) -> None:
+        route, front, end = self.route, self.front, self.ending()
+        tunnels = counters.tunnels
+        key = (route, front, end)
+        tunnels[key] = tunnels.get(key, 0) + 1
+        if self.opened:
+            outcome = "ok"
+            counters.tunnels_active[route, front] -= 1  # counted by tunnel_opened
+            stats = self.stats
+            tunnel_bytes = counters.tunnel_bytes
+            up, down = (route, "up"), (route, "down")
+            tunnel_bytes[up] = tunnel_bytes.get(up, 0) + stats.bytes_up
+            tunnel_bytes[down] = tunnel_bytes.get(down, 0) + stats.bytes_down
+            counters.tunnel_seconds.observe(duration_s)
+            for side, code in (("client", stats.client_close), ("backend", stats.backend_close)):
+                if code is not None:
+                    closes = counters.websocket_closes
+                    close_key = (route, side, close_code_label(code))
+                    closes[close_key] = closes.get(close_key, 0) + 1
+        else:
+            # Refused: why (the error's or the backend's answer's outcome). No answer at
+            # all: how it ended (the client left, or the server stopped, during the dial).
+            outcome = self.outcome or (end if self.status is None else "error")
+        handshakes = counters.handshakes
+        handshakes[route, outcome] = handshakes.get((route, outcome), 0) + 1
+
+
+def tunnel_opened(record: RelayRecord, counters: ProxyCounters) -> None:
+    """``record``'s tunnel is open: one more in ``h2ws_tunnels_active`` until it is logged."""
+    active, key = counters.tunnels_active, (record.route, record.front)
+    active[key] = active.get(key, 0) + 1
 
 
 def user_agent_of(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:

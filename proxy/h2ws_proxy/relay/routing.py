@@ -170,7 +170,8 @@ def check_origin(route: RouteConfig, headers: Iterable[tuple[bytes, bytes]]) -> 
         if route.require_origin:
             raise OriginRefused(
                 f"route {route.path} requires an Origin on WebSocket requests "
-                "(require_origin); the request has none"
+                "(require_origin); the request has none",
+                route=route.path,
             )
         return
     if not route.allowed_origins:
@@ -180,7 +181,8 @@ def check_origin(route: RouteConfig, headers: Iterable[tuple[bytes, bytes]]) -> 
     if origin is None or not origin_allowed(origin, route.allowed_origins):
         shown = text if len(text) <= 200 else text[:200] + "..."
         raise OriginRefused(
-            f"origin {shown} is not allowed on route {route.path} (allowed_origins)"
+            f"origin {shown} is not allowed on route {route.path} (allowed_origins)",
+            route=route.path,
         )
 
 

@@ -35,7 +35,7 @@ from h2ws_proxy.relay.client_limits import client_key
 from h2ws_proxy.relay.context import ServerContext
 from h2ws_proxy.relay.front_side import TunnelFront, refuse
 from h2ws_proxy.relay.outcome import RelayStats
-from h2ws_proxy.relay.record import RelayRecord
+from h2ws_proxy.relay.record import RelayRecord, tunnel_opened
 from h2ws_proxy.relay.sticky import sticky_cookie
 from h2ws_proxy.relay.tunnel import run_tunnel
 from h2ws_proxy.transport.errors import STREAM_GONE
@@ -75,13 +75,14 @@ async def open_tunnel(
                     server.config.limits,
                     server.connect_backend,
                     scope=front.scope,
+                    connect_times=server.stats.counters.backend_connect_seconds,
                 )
             except BaseException:
                 balancer.give_back(only)
                 raise
             record.hold_server(balancer, only)
     except BackendRejected as rejection:
-        record.status = rejection.status
+        record.status, record.outcome = rejection.status, rejection.outcome
         await front.relay_rejection(rejection)
         return None
     except ProxyError as error:
@@ -98,6 +99,7 @@ async def open_tunnel(
         await trio.aclose_forcefully(upgraded.stream)
         return None
     record.status, record.opened = front.open_status, True
+    tunnel_opened(record, server.stats.counters)
     return upgraded
 
 
@@ -134,6 +136,7 @@ async def _dial_a_server(
                 server.config.limits,
                 server.connect_backend,
                 scope=front.scope if len(balancer.servers) == 1 else None,
+                connect_times=server.stats.counters.backend_connect_seconds,
             )
         except (BackendConnectFailed, BackendConnectTimeout) as error:
             balancer.give_back(chosen)

@@ -6,8 +6,9 @@ server that is up, else 503 with the reason (starting, draining, a route with no
 up), so a load balancer sends new clients only where they will be served, and stops
 before the process goes. The admin port stays up through the drain. ``GET /stats``
 answers live counters as JSON (connections, tunnels, ordinary requests in progress, trio
-tasks, unexpected errors), for soak runs and debugging. One request per connection,
-bounded in size and time.
+tasks, unexpected errors), for soak runs and debugging. ``GET /metrics`` answers the
+Prometheus text format (``metrics.py``). One request per connection, bounded in size and
+time.
 
 With ``workers > 1`` the supervisor serves the admin port with its own answers (health of
 the worker set, stats summed over the workers): :func:`answer_admin_request` takes the
@@ -24,6 +25,7 @@ import h11
 import trio
 
 from h2ws_proxy.relay.context import ServerContext, ServerStats
+from h2ws_proxy.server.metrics import CONTENT_TYPE, exposition, take_samples
 from h2ws_proxy.transport.errors import STREAM_GONE
 
 _MAX_HEAD_BYTES = 8192
@@ -46,12 +48,14 @@ async def answer_admin_request(stream: trio.abc.Stream, answer: AdminAnswer) -> 
         with trio.move_on_after(_TIMEOUT_S):
             request = await _read_request(conn, stream)
             if request is not None:
+                path = request.target.split(b"?", 1)[0]
                 if request.method in (b"GET", b"HEAD"):
-                    status, body = await answer(request.target.split(b"?", 1)[0])
+                    status, body = await answer(path)
                 else:
                     status, body = 405, b"only GET and HEAD\n"
+                plain = path != b"/metrics" or status != 200
                 headers = [
-                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-type", b"text/plain; charset=utf-8" if plain else CONTENT_TYPE),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
                 ]
@@ -77,7 +81,7 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Re
         return None
 
 
-NOT_FOUND = (404, b"not found; try /healthz, /readyz or /stats\n")
+NOT_FOUND = (404, b"not found; try /healthz, /readyz, /stats or /metrics\n")
 
 
 async def _answer(server: ServerContext, path: bytes) -> tuple[int, bytes]:
@@ -90,6 +94,8 @@ async def _answer(server: ServerContext, path: bytes) -> tuple[int, bytes]:
         return (200, b"ready\n") if reason is None else (503, reason.encode() + b"\n")
     if path == b"/stats":
         return 200, json.dumps(server_stats(server.stats)).encode() + b"\n"
+    if path == b"/metrics":
+        return 200, exposition(take_samples(server.stats))
     return NOT_FOUND
 
 

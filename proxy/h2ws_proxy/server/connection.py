@@ -111,6 +111,7 @@ async def _serve(
                 return
         if scope.cancelled_caught:
             log_event(logger, logging.INFO, "tls.handshake_timeout", conn=info.connection_id)
+            server.stats.counters.count_abuse("client_handshake_timeout")
             return
         alpn = tls_stream.selected_alpn_protocol()
         tls = info.listener.tls
@@ -122,29 +123,42 @@ async def _serve(
             served = served_names(tls_stream.server_context())
             info = dataclasses.replace(info, certificate=served)
         if alpn == "h2":
-            await H2Frontend(tls_stream, server, info).run()
+            await _run(H2Frontend(tls_stream, server, info), server, info, "h2")
         elif alpn == "http/1.1" or "http/1.1" in info.listener.protocols:
-            await H1Frontend(tls_stream, server, info).run()
+            await _run(H1Frontend(tls_stream, server, info), server, info, "h1")
         else:
             log_event(logger, logging.INFO, "tls.no_alpn_h2", conn=info.connection_id)
         return
     protocols = info.listener.protocols
     if "h2" not in protocols:
-        await H1Frontend(stream, server, info).run()
+        await _run(H1Frontend(stream, server, info), server, info, "h1")
         return
     with trio.move_on_after(timeout_s) as scope:
         is_h2, received = await sniff_h2_preface(stream)
     if scope.cancelled_caught:
         log_event(logger, logging.INFO, "client.preface_timeout", conn=info.connection_id)
+        server.stats.counters.count_abuse("client_handshake_timeout")
         return
     if is_h2:
-        await H2Frontend(stream, server, info, initial_data=received).run()
+        await _run(H2Frontend(stream, server, info, initial_data=received), server, info, "h2")
     elif not received:
         return  # closed before a byte
     elif "http/1.1" not in protocols or received.startswith(_PREFACE_LINE):
         await _refuse_preface(stream, info)
     else:
-        await H1Frontend(stream, server, info, initial_data=received).run()
+        await _run(H1Frontend(stream, server, info, initial_data=received), server, info, "h1")
+
+
+async def _run(
+    frontend: H2Frontend | H1Frontend, server: ServerContext, info: ClientInfo, protocol: str
+) -> None:
+    """Run ``frontend`` counted in ``h2ws_connections_active{listener,protocol}``."""
+    counters, key = server.stats.counters, (str(info.listener.bind), protocol)
+    counters.connection_opened(key)
+    try:
+        await frontend.run()
+    finally:
+        counters.connection_closed(key)
 
 
 #: The request line that opens the HTTP/2 client preface (RFC 9113 §3.4).

@@ -38,7 +38,9 @@ Theory of operation:
   least one worker is ready, 503 otherwise. ``/readyz``: 200 only when every worker is
   ready (each asked over its control channel, as for ``/stats``), else 503 with the first
   reason. ``/stats``: each worker's counters (asked over its control channel, 1 s budget)
-  and their sums.
+  and their sums. ``/metrics``: the workers' samples added up, with the last samples of
+  dead workers kept so that counters never go backwards (``metrics.py``); they are also
+  refreshed every ``_SAMPLES_REFRESH_S``.
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, field
 
 import trio
 
@@ -59,8 +60,10 @@ from h2ws_proxy.config import ProxyConfig, build_listener_contexts
 from h2ws_proxy.log import log_event
 from h2ws_proxy.server.admin import NOT_FOUND, answer_admin_request
 from h2ws_proxy.server.descriptors import raise_descriptor_limit
+from h2ws_proxy.server.metrics import Samples, WorkerSamples, exposition
 from h2ws_proxy.server.serve import BoundSockets, bind_sockets, bound_address
 from h2ws_proxy.server.worker import READY, ControlChannel, WorkerSpec
+from h2ws_proxy.server.worker_slot import WorkerSlot
 from h2ws_proxy.transport.errors import STREAM_GONE
 
 logger = logging.getLogger(__name__)
@@ -71,7 +74,9 @@ _MAX_RESTART_INTERVAL_S = 30.0
 _STABLE_AFTER_S = 30.0
 #: Past ``graceful_timeout_s``, how long draining workers get before SIGKILL.
 _KILL_MARGIN_S = 5.0
-_STATS_TIMEOUT_S = 1.0
+#: How often each worker's metric samples are fetched besides scrapes: what a killed
+#: worker can lose of its counts.
+_SAMPLES_REFRESH_S = 5.0
 _STAT_KEYS = (
     "connections",
     "tunnels",
@@ -88,20 +93,6 @@ class WorkerFailedToStart(Exception):
     """A worker of the first generation exited before it was ready (a broken install)."""
 
 
-@dataclass(slots=True)
-class _Slot:
-    """One worker position; its process changes with each restart."""
-
-    index: int
-    process: trio.Process | None = None
-    #: Set while the worker is ready and answers on its control channel.
-    control: ControlChannel | None = None
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    restarts: int = 0
-    #: How the slot's worker ended its drain (None: no worker was running at the drain).
-    drain_exit_code: int | None = None
-
-
 class Supervisor:
     def __init__(
         self, config: ProxyConfig, sockets: BoundSockets, log_level: str, log_format: str
@@ -109,12 +100,12 @@ class Supervisor:
         self._config = config
         self._sockets = sockets
         self._log = (log_level, log_format)
-        self._slots = [_Slot(index) for index in range(config.workers)]
+        self._slots = [WorkerSlot(index) for index in range(config.workers)]
         self._draining = trio.Event()
-        self._stats_requests = 0
         #: Workers being started with the listening sockets (which stay open until then).
         self._spawning = 0
         self._listeners_closed = False
+        self._samples = WorkerSamples(len(self._slots))
 
     async def run(self) -> int:
         """Run the workers until a signal drains them; the process's exit code."""
@@ -148,7 +139,7 @@ class Supervisor:
     # --- worker processes ---------------------------------------------------------------
 
     async def _run_slot(
-        self, slot: _Slot, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, slot: WorkerSlot, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Keep a worker running in ``slot`` until the drain; ``started`` once it is ready."""
         interval = _MIN_RESTART_INTERVAL_S
@@ -177,7 +168,11 @@ class Supervisor:
                 if not started:
                     started = True
                     task_status.started()
-            code = await process.wait()
+            async with trio.open_nursery() as watching:
+                watching.start_soon(self._refresh_samples_every, slot, _SAMPLES_REFRESH_S)
+                code = await process.wait()
+                watching.cancel_scope.cancel()
+            self._samples.worker_exited(slot.index)
             slot.process, slot.control = None, None
             if control is not None:
                 await control.aclose()
@@ -218,7 +213,7 @@ class Supervisor:
                 return
             previous = (process.pid, code)
 
-    async def _start_worker(self, slot: _Slot) -> tuple[trio.Process, ControlChannel | None]:
+    async def _start_worker(self, slot: WorkerSlot) -> tuple[trio.Process, ControlChannel | None]:
         """Start a worker for ``slot`` and send it its spec; no channel if it died at once."""
         ours, theirs = socket.socketpair()
         with theirs:
@@ -303,6 +298,11 @@ class Supervisor:
             totals = {key: sum(_counter(entry, key) for entry in workers) for key in _STAT_KEYS}
             body = {**totals, "workers": workers}
             return 200, json.dumps(body).encode() + b"\n"
+        if path == b"/metrics":
+            async with trio.open_nursery() as nursery:
+                for slot in self._slots:
+                    nursery.start_soon(self._refresh_samples, slot)
+            return 200, exposition(self._samples.total())
         return NOT_FOUND
 
     async def _not_ready(self) -> str | None:
@@ -327,7 +327,21 @@ class Supervisor:
                 nursery.start_soon(self._worker_stats, slot, entry)
         return workers
 
-    async def _worker_stats(self, slot: _Slot, entry: dict[str, object]) -> None:
+    async def _refresh_samples_every(self, slot: WorkerSlot, interval_s: float) -> None:
+        while True:
+            await trio.sleep(interval_s)
+            await self._refresh_samples(slot)
+
+    async def _refresh_samples(self, slot: WorkerSlot) -> None:
+        """Ask the slot's worker for its metric samples (kept if it answers in time)."""
+        answer = await slot.ask("metrics")
+        if answer is not None:
+            try:
+                self._samples.update(slot.index, Samples.from_json(answer.get("samples")))
+            except ValueError as error:
+                log_event(logger, logging.WARNING, "worker.bad_samples", error=str(error))
+
+    async def _worker_stats(self, slot: WorkerSlot, entry: dict[str, object]) -> None:
         """Fill ``entry`` with the worker's counters, or ``ready: false``."""
         process = slot.process
         entry.update(
@@ -336,23 +350,9 @@ class Supervisor:
             ready=False,
             restarts=slot.restarts,
         )
-        self._stats_requests += 1
-        request_id = str(self._stats_requests)
-        with trio.move_on_after(_STATS_TIMEOUT_S):
-            async with slot.lock:
-                control = slot.control
-                if control is None:
-                    return
-                try:
-                    await control.send(f"stats {request_id}".encode())
-                except STREAM_GONE:
-                    return
-                # Skip answers to earlier requests that timed out.
-                while (line := await control.receive()) is not None:
-                    answer = json.loads(line)
-                    if answer.pop("id", None) == request_id:
-                        entry.update(answer, ready=True)
-                        return
+        answer = await slot.ask("stats")
+        if answer is not None:
+            entry.update(answer, ready=True)
 
 
 async def supervise(config: ProxyConfig, *, log_level: str, log_format: str) -> int:

@@ -11,6 +11,8 @@ worker's end of a socket pair, the *control channel*, which carries one message 
 * supervisor → worker: ``stats <id>``; worker → supervisor: ``{"id": <id>, ...}``, its
   ``/stats`` counters as JSON (the supervisor sums them on the admin port), and
   ``not_ready``: why it should get no new clients, null when it is ready (``/readyz``).
+* supervisor → worker: ``metrics <id>``; worker → supervisor: ``{"id": <id>, "samples":
+  ...}``, its ``/metrics`` samples (``metrics.py``; the supervisor adds them up).
 * End of file: the supervisor is gone (killed, crashed). The worker drains as on SIGTERM,
   so it never outlives its supervisor by more than ``graceful_timeout_s``. A socket's EOF
   tells this on every POSIX system, unlike Linux's ``PR_SET_PDEATHSIG``.
@@ -42,6 +44,7 @@ from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import configure_logging, log_event, set_process_fields
 from h2ws_proxy.relay.context import ServerStats
 from h2ws_proxy.server.admin import server_stats
+from h2ws_proxy.server.metrics import encode_samples, take_samples
 from h2ws_proxy.server.serve import BoundAddresses, BoundSockets, drain_on_signals, serve
 from h2ws_proxy.transport.errors import STREAM_GONE
 
@@ -180,6 +183,9 @@ async def _answer_supervisor(
                     "not_ready": not_ready,
                 }
                 await control.send(json.dumps(answer).encode())
+            elif command == b"metrics":
+                request = request_id.decode("ascii", "replace")
+                await control.send(encode_samples(request, take_samples(stats)))
     except STREAM_GONE:
         pass
     if not shutdown.is_set():
