@@ -29,6 +29,8 @@ Theory of operation:
   a second signal sends a second SIGTERM (stop at once). Workers still running
   ``graceful_timeout_s`` + 5 s after the first signal are killed. The supervisor exits 0
   when every worker ended with 0, else 1.
+* **Reload.** SIGHUP or ``POST /reload``: the supervisor checks the file once and the
+  workers switch (``reload_workers.py``).
 * **Admin.** Only the supervisor serves the admin port (one process per port; the
   supervisor outlives any worker). ``/healthz``: 200 while serving and at least one
   worker is ready, 503 otherwise. ``/stats``: each worker's counters (asked over its
@@ -44,6 +46,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -53,6 +56,8 @@ from h2ws_proxy.config import ProxyConfig, build_listener_contexts
 from h2ws_proxy.log import log_event
 from h2ws_proxy.server.admin import NOT_FOUND, answer_admin_request
 from h2ws_proxy.server.descriptors import raise_descriptor_limit
+from h2ws_proxy.server.reload import reload_on_signals
+from h2ws_proxy.server.reload_workers import Serving, WorkerReloader
 from h2ws_proxy.server.serve import BoundSockets, bind_sockets, bound_address
 from h2ws_proxy.server.worker import READY, ControlChannel, WorkerSpec
 from h2ws_proxy.transport.errors import STREAM_GONE
@@ -98,10 +103,17 @@ class _Slot:
 
 class Supervisor:
     def __init__(
-        self, config: ProxyConfig, sockets: BoundSockets, log_level: str, log_format: str
+        self,
+        config: ProxyConfig,
+        sockets: BoundSockets,
+        log_level: str,
+        log_format: str,
+        load: Callable[[], ProxyConfig] | None = None,
     ) -> None:
         self._config = config
         self._sockets = sockets
+        #: What a reload changed (the config and sockets that workers started now get).
+        self._reloads = WorkerReloader(load, Serving(config, sockets))
         self._log = (log_level, log_format)
         self._slots = [_Slot(index) for index in range(config.workers)]
         self._draining = trio.Event()
@@ -111,8 +123,14 @@ class Supervisor:
         """Run the workers until a signal drains them; the process's exit code."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._pass_signals)
+            nursery.start_soon(
+                reload_on_signals, functools.partial(self._reloads.reload, self._slots)
+            )
             if self._sockets.admin is not None:
-                handler = functools.partial(answer_admin_request, answer=self._answer)
+                reload = functools.partial(self._reloads.answer_admin, self._slots)
+                handler = functools.partial(
+                    answer_admin_request, answer=self._answer, reload=reload
+                )
                 nursery.start_soon(trio.serve_listeners, handler, self._sockets.admin)
             async with trio.open_nursery() as slots:
                 async with trio.open_nursery() as starting:  # in parallel
@@ -127,7 +145,7 @@ class Supervisor:
                     admin=bound_address(self._sockets.admin) if self._sockets.admin else None,
                 )
                 await self._draining.wait()
-                grace = self._config.limits.graceful_timeout_s
+                grace = self._reloads.serving.config.limits.graceful_timeout_s
                 log_event(logger, logging.INFO, "workers.draining", graceful_timeout_s=grace)
                 nursery.start_soon(self._kill_after, grace + _KILL_MARGIN_S)
             nursery.cancel_scope.cancel()
@@ -209,10 +227,11 @@ class Supervisor:
     async def _start_worker(self, slot: _Slot) -> tuple[trio.Process, ControlChannel | None]:
         """Start a worker for ``slot`` and send it its spec; no channel if it died at once."""
         ours, theirs = socket.socketpair()
+        serving = self._reloads.serving
         with theirs:
             listener_fds = tuple(
                 tuple(listener.socket.fileno() for listener in listeners)
-                for listeners in self._sockets.listeners
+                for listeners in serving.sockets.listeners
             )
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "h2ws_proxy", "--worker-fd", str(theirs.fileno())],
@@ -224,7 +243,7 @@ class Supervisor:
         if self._draining.is_set():
             process.send_signal(signal.SIGTERM)
         control = ControlChannel(ours)
-        spec = WorkerSpec(slot.index, self._config, listener_fds, *self._log)
+        spec = WorkerSpec(slot.index, serving.config, listener_fds, *self._log)
         try:
             await control.send(spec.encode())
         except STREAM_GONE:
@@ -306,8 +325,15 @@ class Supervisor:
                         return
 
 
-async def supervise(config: ProxyConfig, *, log_level: str, log_format: str) -> int:
+async def supervise(
+    config: ProxyConfig,
+    *,
+    log_level: str,
+    log_format: str,
+    load: Callable[[], ProxyConfig] | None = None,
+) -> int:
     """Bind, start ``config.workers`` workers, serve until drained; the exit code.
+    ``load`` re-reads the config file for a reload.
 
     Raises ConfigError (before any worker starts) when a socket cannot bind or a TLS
     certificate does not load.
@@ -316,7 +342,7 @@ async def supervise(config: ProxyConfig, *, log_level: str, log_format: str) -> 
     prepare_backend_tls(config)  # and the warnings for verify = false, once for all workers
     sockets = await bind_sockets(config)
     raise_descriptor_limit(config)  # before any worker starts: they inherit it
-    return await Supervisor(config, sockets, log_level, log_format).run()
+    return await Supervisor(config, sockets, log_level, log_format, load).run()
 
 
 def _counter(entry: dict[str, object], key: str) -> int:
