@@ -6,6 +6,7 @@ connections see each new route and the new certificate. With one process and wit
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -194,6 +195,12 @@ async def test_500_tunnels_echo_through_20_reloads(
                         await trio.open_tcp_stream("127.0.0.1", extra_port)
                 await tunnels.echo(round_)
             assert reloaded == RELOADS - 1
+            if workers > 1:  # SIGHUP to a worker itself: ignored, it serves on
+                pid = re.search(r"server.listening worker=0 pid=(\d+)", running.log.read_text())
+                assert pid is not None
+                os.kill(int(pid[1]), signal.SIGHUP)
+                await running.wait_for_lines("worker.sighup_ignored worker=0", 1)
+                await tunnels.echo(RELOADS + 1)
             for tunnel in tunnels.all:
                 assert tunnel.sent == tunnel.received > 0
                 assert tunnel.ws.state.reset_code is None

@@ -19,7 +19,8 @@ worker's end of a socket pair, the *control channel*, which carries one message 
 
 Signals: SIGTERM drains, a second one stops at once, as in the single process
 (:func:`server.drain_on_signals`). Workers run in their own process group, so a terminal's
-Ctrl-C reaches only the supervisor, which passes it on once.
+Ctrl-C reaches only the supervisor, which passes it on once. A SIGHUP sent to a worker
+itself is logged and ignored: reloads go through the supervisor.
 
 ``limits.max_connections`` is per worker, as every other limit: the proxy as a whole
 accepts up to ``workers x max_connections`` connections per listener.
@@ -34,6 +35,7 @@ import json
 import logging
 import os
 import pickle
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -46,7 +48,7 @@ from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import configure_logging, log_event, set_process_fields
 from h2ws_proxy.relay.context import ServerStats
 from h2ws_proxy.server.admin import server_stats
-from h2ws_proxy.server.reload import Reloader, ReloadOrder, listener_of_fd, reload_on_signals
+from h2ws_proxy.server.reload import Reloader, ReloadOrder, listener_of_fd
 from h2ws_proxy.server.serve import BoundAddresses, BoundSockets, drain_on_signals, serve
 from h2ws_proxy.transport.errors import STREAM_GONE
 
@@ -167,7 +169,7 @@ async def _worker_main(control_fd: int) -> int:
     shutdown, stats, reloader = trio.Event(), ServerStats(), Reloader()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(drain_on_signals, shutdown, nursery.cancel_scope)
-        nursery.start_soon(reload_on_signals, _sighup_to_a_worker)
+        nursery.start_soon(_refuse_sighup)
         run_server = functools.partial(
             _serve_then_stop, spec.config, shutdown, sockets, stats, reloader, nursery.cancel_scope
         )
@@ -199,13 +201,16 @@ async def _serve_then_stop(
     scope.cancel()
 
 
-async def _sighup_to_a_worker() -> None:
-    log_event(
-        logger,
-        logging.WARNING,
-        "worker.sighup_ignored",
-        hint="send SIGHUP to the supervisor (or POST /reload): it checks the file once",
-    )
+async def _refuse_sighup() -> None:
+    """A SIGHUP sent to a worker itself reloads nothing (and does not kill it)."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            log_event(
+                logger,
+                logging.WARNING,
+                "worker.sighup_ignored",
+                hint="send SIGHUP to the supervisor (or POST /reload): it checks the file once",
+            )
 
 
 async def _answer_supervisor(
