@@ -5,6 +5,10 @@ bound addresses through ``task_status`` (port 0 gets a real port), serves until 
 ``shutdown`` event is set, then stops accepting, lets frontends send GOAWAY and finish
 their tunnels, and cancels what is left after ``graceful_timeout_s``.
 
+Listeners are served through ``listeners.py`` and the server is attached to its
+``Reloader`` once it listens: SIGHUP and ``POST /reload`` switch it to a re-read config
+(``reload.py``).
+
 With ``workers > 1`` the supervisor binds once (:func:`bind_sockets`) and each worker
 process passes the inherited sockets to ``serve`` (``supervisor.py``, ``worker.py``).
 """
