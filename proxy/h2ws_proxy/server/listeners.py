@@ -73,7 +73,8 @@ class ServedListener:
         self._server = server
         self._view = server.with_shutdown(self.draining)
         self._accept_scope = trio.CancelScope()
-        self._accepting_done = trio.Event()
+        #: Set once the listener stopped accepting (or never will).
+        self.accepting_done = trio.Event()
         self._connections_scope: trio.CancelScope | None = None
 
     async def _handle(self, stream: trio.SocketStream, slot: ConnectionSlot) -> None:
@@ -97,7 +98,7 @@ class ServedListener:
             task_status.started(connections)
             async with trio.open_nursery() as watch:
                 watch.start_soon(_set_when, self._server.shutdown, self.draining)
-                await self._accepting_done.wait()
+                await self.accepting_done.wait()
                 watch.cancel_scope.cancel()
             self.draining.set()
 
@@ -111,12 +112,12 @@ class ServedListener:
                         loop = AcceptLoop(listener, self._handle, self._view, self.capacity)
                         loops.start_soon(loop.run, connections)
         finally:
-            self._accepting_done.set()
+            self.accepting_done.set()
 
     async def remove(self, graceful_timeout_s: float) -> None:
         """Stop accepting, close the sockets, and drain the connections (a reload)."""
         self._accept_scope.cancel()
-        await self._accepting_done.wait()
+        await self.accepting_done.wait()
         for listener in self.sockets:
             await listener.aclose()
         self.draining.set()
@@ -149,9 +150,16 @@ class ListenerSet:
     ) -> ServedListener:
         """Start accepting on ``sockets`` (bound and listening) as ``config`` says."""
         served = ServedListener(self._server, config, sockets, ssl_context)
-        nursery = await self._connections.start(served.host_connections)
-        self._acceptors.start_soon(served.accept, nursery)
         self.by_key[key] = served
+        nursery = await self._connections.start(served.host_connections)
+        if self._server.shutdown.is_set():
+            # The server began to drain meanwhile (a reload racing a SIGTERM): the acceptors'
+            # nursery may be closed already, and nothing should be accepted anyway.
+            served.accepting_done.set()
+            for listener in sockets:
+                await listener.aclose()
+            return served
+        self._acceptors.start_soon(served.accept, nursery)
         return served
 
     async def close(self, key: ListenerKey, graceful_timeout_s: float) -> None:

@@ -251,6 +251,11 @@ class Reloader:
             opened = await self._open_sockets(added, given)
         except ConfigError as error:
             return _failed(error.message)
+        if server.shutdown.is_set():  # began to drain while we bound
+            for sockets in opened.values():
+                for socket in sockets:
+                    await socket.aclose()
+            return _failed("the server is draining; not reloading")
         generation = server.next_generation(config)
         # The switch: no await from here until every piece is in place.
         server.switch(generation)
