@@ -2,7 +2,8 @@
 
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT drain), 2 for a configuration problem
 (the one-line message names the file, key and line), 1 for anything unexpected.
-A second SIGTERM/SIGINT while draining stops at once.
+A second SIGTERM/SIGINT while draining stops at once. SIGHUP reloads the config file
+(``server/reload.py``).
 
 ``h2ws-proxy healthcheck --admin HOST:PORT`` asks a running proxy's admin server instead
 (``server/healthcheck.py``: exit 0 on a 200 from ``/healthz``), for container health checks.
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -36,6 +38,7 @@ from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import configure_logging
 from h2ws_proxy.server.demo import serve_demo_backend
 from h2ws_proxy.server.healthcheck import healthcheck_main
+from h2ws_proxy.server.reload import Reloader, reload_on_signals
 from h2ws_proxy.server.serve import drain_on_signals, serve
 from h2ws_proxy.server.supervisor import supervise
 from h2ws_proxy.server.worker import run_worker
@@ -148,10 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    load = functools.partial(_load, args.config, args.workers)
     try:
-        config = load_config(args.config)
-        if args.workers is not None:
-            config = dataclasses.replace(config, workers=_workers_option(args.workers))
+        config = load()
     except ConfigError as error:
         print(f"h2ws-proxy: error: {error.message}", file=sys.stderr)
         return 2
@@ -165,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     configure_logging(args.log_level, args.log_format)
     try:
-        return trio.run(_run, config, args.demo_backend, args.log_level, args.log_format)
+        return trio.run(_run, config, load, args.demo_backend, args.log_level, args.log_format)
     except (ConfigError, BaseExceptionGroup) as error:
         # A bind failure surfaces from inside the nursery, wrapped in an ExceptionGroup.
         problems = _config_errors(error)
@@ -176,6 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+
+
+def _load(path: str, workers: str | None) -> ProxyConfig:
+    """The config file as the command line amends it (at start and on each reload);
+    raises ConfigError."""
+    config = load_config(path)
+    if workers is not None:
+        config = dataclasses.replace(config, workers=_workers_option(workers))
+    return config
 
 
 def _workers_option(value: str) -> int:
@@ -198,7 +209,13 @@ def _config_errors(error: BaseException) -> list[ConfigError]:
     return []
 
 
-async def _run(config: ProxyConfig, demo_backend: bool, log_level: str, log_format: str) -> int:
+async def _run(
+    config: ProxyConfig,
+    load: Callable[[], ProxyConfig],
+    demo_backend: bool,
+    log_level: str,
+    log_format: str,
+) -> int:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         if demo_backend:
@@ -206,10 +223,12 @@ async def _run(config: ProxyConfig, demo_backend: bool, log_level: str, log_form
             for address in sorted(addresses, key=str):
                 await nursery.start(serve_demo_backend, address)
         if config.workers > 1:
-            code = await supervise(config, log_level=log_level, log_format=log_format)
+            code = await supervise(config, log_level=log_level, log_format=log_format, load=load)
             nursery.cancel_scope.cancel()
             return code
         nursery.start_soon(drain_on_signals, shutdown, nursery.cancel_scope)
-        await serve(config, shutdown=shutdown)
+        reloader = Reloader(load)
+        nursery.start_soon(reload_on_signals, reloader.reload)
+        await serve(config, shutdown=shutdown, reloader=reloader)
         nursery.cancel_scope.cancel()
     return 0

@@ -21,6 +21,12 @@ Rules:
   ends, then :meth:`GroupBalancer.give_back`; it reports connect outcomes with
   :meth:`GroupBalancer.connect_failed` / :meth:`GroupBalancer.connect_succeeded`.
 * State is per worker process: each worker balances, counts and checks on its own.
+* A reload builds new :class:`Balancers` from the previous ones: a group equal to one
+  before keeps its balancer; a changed group gets a new one holding the same
+  :class:`ServerState` for each server it keeps (same group name, or the same URLs for a
+  route's own group, and same address), so health and active counts carry over, and a
+  tunnel that took a server from the old balancer gives it back there, waking the new
+  one's waiters too.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import bisect
 import hashlib
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import trio
 
@@ -101,9 +107,21 @@ class ServerState:
 class GroupBalancer:
     """Picks servers of one group and keeps their live state."""
 
-    def __init__(self, group: BackendGroup) -> None:
+    def __init__(
+        self,
+        group: BackendGroup,
+        carried: Mapping[tuple[str, BackendAddress], ServerState] | None = None,
+    ) -> None:
         self.group = group
-        self.servers = [ServerState(address) for address in group.servers]
+        carried = carried or {}
+        self.servers = [
+            carried.get((str(group), address)) or ServerState(address) for address in group.servers
+        ]
+        if group.health_check is None:
+            for server in self.servers:  # no checks left to bring it back
+                server.checked_up = True
+        #: The balancer a reload replaced this one with (its waiters wake on our give_back).
+        self.successor: GroupBalancer | None = None
         self._by_sticky = {server.sticky: server for server in self.servers}
         self._next = 0
         self._passive = group.max_fails > 0 and len(self.servers) > 1
@@ -175,6 +193,10 @@ class GroupBalancer:
         server.active -= 1
         if self.group.max_connections:
             self._wake_waiters()
+        successor = self.successor
+        while successor is not None:  # a reload moved the server on: its waiters may go
+            successor._wake_waiters()
+            successor = successor.successor
 
     def server_came_back(self) -> None:
         """A server is up again: picks waiting for a place may take it."""
@@ -271,13 +293,41 @@ class GroupBalancer:
 
 
 class Balancers:
-    """Every group's balancer, for one server (worker process)."""
+    """Every group's balancer, for one server (worker process) and one generation of the
+    config (``relay/context.py``)."""
 
-    def __init__(self, groups: Iterable[BackendGroup]) -> None:
+    def __init__(self, groups: Iterable[BackendGroup], previous: Balancers | None = None) -> None:
         self._by_id: dict[int, GroupBalancer] = {}
         self._groups: list[GroupBalancer] = []
+        same: dict[BackendGroup, GroupBalancer] = {}
+        carried: dict[tuple[str, BackendAddress], ServerState] = {}
+        if previous is not None:
+            for balancer in previous._groups:
+                same.setdefault(balancer.group, balancer)
+                for server in balancer.servers:
+                    carried.setdefault((str(balancer.group), server.address), server)
+        own: dict[int, GroupBalancer] = {}
         for group in groups:
-            self.of(group)
+            if id(group) in own:
+                continue
+            kept = same.get(group)
+            if kept is None:
+                balancer = GroupBalancer(group, carried)
+                old = next((b for b in same.values() if str(b.group) == str(group)), None)
+                if old is not None:
+                    old.successor = balancer
+            else:
+                balancer = kept
+            own[id(group)] = balancer
+            if balancer not in self._groups:
+                self._groups.append(balancer)
+        self._by_id.update(own)
+        if previous is not None:
+            # A request routed just before the switch looks its balancer up just after.
+            for group_id, balancer in previous._own.items():
+                self._by_id.setdefault(group_id, balancer)
+        #: This generation's own groups (the next one keeps them for a moment).
+        self._own: dict[int, GroupBalancer] = own
 
     def of(self, group: BackendGroup) -> GroupBalancer:
         """The balancer of ``group`` (created on first use for groups built in code)."""

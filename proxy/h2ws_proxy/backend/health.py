@@ -11,6 +11,9 @@ Rules:
   back. Servers start up: a proxy that starts while a backend is down sends it work only
   until its checks say so. Transitions are logged; the current state is in ``/stats``.
 * Every worker process checks for itself (its state is its own).
+* A reload (:meth:`HealthChecks.update`) stops the checks of servers no longer checked
+  and starts those of new ones; a server that stays in an unchanged group keeps its
+  check running (a changed group's checks start over, on the state it carries).
 """
 
 from __future__ import annotations
@@ -35,13 +38,55 @@ _USER_AGENT = b"h2ws-proxy-health-check"
 
 async def run_health_checks(balancers: Balancers, connect: ConnectBackend) -> None:
     """Check every server of every group that asks for it, until cancelled."""
+    checks = HealthChecks(connect)
     async with trio.open_nursery() as nursery:
+        checks.start(nursery, balancers)
+
+
+class HealthChecks:
+    """The running checks of one server, one task per checked server of each balancer,
+    replaced as reloads change the groups."""
+
+    def __init__(self, connect: ConnectBackend) -> None:
+        self._connect = connect
+        self._running: dict[tuple[int, int], tuple[trio.CancelScope, GroupBalancer]] = {}
+        self._nursery: trio.Nursery | None = None
+
+    def start(self, nursery: trio.Nursery, balancers: Balancers) -> None:
+        """Run the checks of ``balancers`` in ``nursery`` (until it is cancelled)."""
+        self._nursery = nursery
+        self.update(balancers)
+
+    def update(self, balancers: Balancers) -> None:
+        """Check the servers of ``balancers`` from now on: stop the others' checks."""
+        assert self._nursery is not None, "start() first"
+        wanted: dict[tuple[int, int], tuple[GroupBalancer, ServerState, HealthCheck]] = {}
         for balancer in balancers.groups:
             check = balancer.group.health_check
             if check is None:
                 continue
             for server in balancer.servers:
-                nursery.start_soon(_check_forever, balancer, server, check, connect)
+                wanted[(id(balancer), id(server))] = (balancer, server, check)
+        for key in [key for key in self._running if key not in wanted]:
+            self._running.pop(key)[0].cancel()
+        for key, (balancer, server, check) in wanted.items():
+            if key not in self._running:
+                scope = trio.CancelScope()
+                # The balancer is kept with the scope: its id stays its own while it runs.
+                self._running[key] = (scope, balancer)
+                self._nursery.start_soon(
+                    self._check_in, scope, balancer, server, check, name="health_check"
+                )
+
+    async def _check_in(
+        self,
+        scope: trio.CancelScope,
+        balancer: GroupBalancer,
+        server: ServerState,
+        check: HealthCheck,
+    ) -> None:
+        with scope:
+            await _check_forever(balancer, server, check, self._connect)
 
 
 async def _check_forever(

@@ -58,6 +58,10 @@ class BackendPool:
         #: When :meth:`reap` wakes next (``inf``: nothing idle, it waits for ``_changed``).
         self._next_reap = float("inf")
 
+    def apply_limits(self, limits: Limits) -> None:
+        """Keep-alive limits from now on (a reload); the idle connections stay."""
+        self._limits = limits
+
     @property
     def idle_count(self) -> int:
         return sum(len(queue) for queue in self._idle.values())

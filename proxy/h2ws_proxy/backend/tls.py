@@ -46,6 +46,25 @@ def backend_ssl_context(tls: BackendTLS | None) -> ssl.SSLContext:
     return context
 
 
+def build_backend_contexts(config: ProxyConfig) -> dict[BackendTLS | None, ssl.SSLContext]:
+    """Fresh contexts for every ``https://`` server of ``config`` (a reload: CA files may
+    have been renewed in place); raises ConfigError. Switch to them with
+    :func:`install_backend_contexts`."""
+    groups = [*config.backends, *(route.backend for route in config.routes)]
+    contexts: dict[BackendTLS | None, ssl.SSLContext] = {}
+    for group in groups:
+        for server in group.servers:
+            if server.scheme == "https" and server.tls not in contexts:
+                contexts[server.tls] = build_backend_ssl_context(server.tls)
+    return contexts
+
+
+def install_backend_contexts(contexts: dict[BackendTLS | None, ssl.SSLContext]) -> None:
+    """New backend connections use ``contexts`` from now on (connections open keep theirs)."""
+    _contexts.clear()
+    _contexts.update(contexts)
+
+
 def prepare_backend_tls(config: ProxyConfig, *, warn: bool = True) -> None:
     """Build the context of every ``https://`` server ``config`` names (raises ConfigError),
     and with ``warn`` log a warning for each group that does not verify its servers."""

@@ -57,10 +57,14 @@ class ClientTable:
     """Connections and tunnels per client, server-wide (per worker process)."""
 
     def __init__(self, limits: Limits) -> None:
-        self.max_connections = limits.connections_per_client()
-        self.max_tunnels = limits.tunnels_per_client()
         self._connections: dict[ClientKey, int] = {}
         self._tunnels: dict[ClientKey, int] = {}
+        self.apply_limits(limits)
+
+    def apply_limits(self, limits: Limits) -> None:
+        """Caps for new connections and tunnels from now on (a reload); the counts stay."""
+        self.max_connections = limits.connections_per_client()
+        self.max_tunnels = limits.tunnels_per_client()
 
     def connections_of(self, key: ClientKey) -> int:
         return self._connections.get(key, 0)
@@ -112,6 +116,12 @@ class ListenerCapacity:
     @property
     def idle_count(self) -> int:
         return len(self._idle)
+
+    def resize(self, capacity: int) -> None:
+        """A new ``max_connections`` (a reload): open connections stay, new accepts wait
+        for a place under it."""
+        self.capacity = capacity
+        self._notify()
 
     async def reserve(self, wait_for_client: Callable[[], Awaitable[object]]) -> None:
         """Take a place for the next accept, making one if a client waits for it.

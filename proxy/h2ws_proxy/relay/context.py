@@ -11,7 +11,13 @@ import trio
 from h2ws_proxy.backend.balancer import Balancers
 from h2ws_proxy.backend.pool import BackendPool
 from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
-from h2ws_proxy.config import CertificateNames, Limits, ListenerConfig, ProxyConfig
+from h2ws_proxy.config import (
+    BackendGroup,
+    CertificateNames,
+    Limits,
+    ListenerConfig,
+    ProxyConfig,
+)
 from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.relay.client_limits import ClientTable, ConnectionSlot, unlimited_slot
 from h2ws_proxy.relay.routing import Router
@@ -84,34 +90,116 @@ class _InProgress:
 
 
 @dataclass(frozen=True, slots=True)
-class ServerContext:
-    """Shared by all connections of one running server."""
+class Generation:
+    """What one loaded config serves: built whole before it is switched in
+    (``server/reload.py``), then read at connection accept and at stream admission. A
+    tunnel or request keeps the route (and through it the balancer) it was admitted with."""
 
     config: ProxyConfig
     router: Router
-    #: Set when the server starts draining: frontends stop taking new requests.
-    shutdown: trio.Event
-    #: How to reach a backend; tests inject an in-memory one.
-    connect_backend: ConnectBackend = open_backend_stream
-    stats: ServerStats = field(default_factory=ServerStats)
-    #: Keep-alive connections for ordinary requests (tunnels always dial their own).
-    pool: BackendPool = field(init=False)
-    #: Connections and tunnels per client address.
-    clients: ClientTable = field(init=False)
-    #: Which server of a route's backend group takes the next tunnel or request.
-    balancers: Balancers = field(init=False)
-    #: Set once every listener accepts (``/readyz``).
-    accepting: trio.Event = field(default_factory=trio.Event)
+    balancers: Balancers
+    #: 1 for the config the server started with, one more per reload.
+    number: int = 1
 
-    def __post_init__(self) -> None:
-        config = self.config
+
+class ServerContext:
+    """Shared by all connections of one running server.
+
+    ``config``, ``router`` and ``balancers`` are those of the :attr:`current` generation,
+    which a reload replaces in one assignment (:meth:`switch`); the rest lives as long as
+    the server.
+    """
+
+    __slots__ = (
+        "_current",
+        "accepting",
+        "clients",
+        "connect_backend",
+        "pool",
+        "shutdown",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        router: Router,
+        shutdown: trio.Event,
+        connect_backend: ConnectBackend = open_backend_stream,
+        stats: ServerStats | None = None,
+    ) -> None:
+        #: Set when the server starts draining: frontends stop taking new requests.
+        self.shutdown = shutdown
+        #: How to reach a backend; tests inject an in-memory one.
+        self.connect_backend = connect_backend
+        self.stats = stats if stats is not None else ServerStats()
+        #: Keep-alive connections for ordinary requests (tunnels always dial their own).
         connect_times = self.stats.counters.backend_connect_seconds
-        pool = BackendPool(config.limits, self.connect_backend, connect_times)
-        object.__setattr__(self, "pool", pool)
-        object.__setattr__(self, "clients", ClientTable(config.limits))
-        groups = [*config.backends, *(route.backend for route in config.routes)]
-        object.__setattr__(self, "balancers", Balancers(groups))
-        self.stats.backend_servers = self.balancers.describe
+        self.pool = BackendPool(config.limits, connect_backend, connect_times)
+        #: Set once every listener accepts (``/readyz``).
+        self.accepting = trio.Event()
+        #: Connections and tunnels per client address.
+        self.clients = ClientTable(config.limits)
+        self._current = _Current(Generation(config, router, Balancers(_groups(config))))
+        self.stats.backend_servers = self._current.generation.balancers.describe
+
+    @property
+    def current(self) -> Generation:
+        return self._current.generation
+
+    @property
+    def config(self) -> ProxyConfig:
+        return self._current.generation.config
+
+    @property
+    def router(self) -> Router:
+        """The current routes: read once per request, so a new stream on an old
+        connection is routed with the routes of the latest reload."""
+        return self._current.generation.router
+
+    @property
+    def balancers(self) -> Balancers:
+        """Which server of a route's backend group takes the next tunnel or request."""
+        return self._current.generation.balancers
+
+    def next_generation(self, config: ProxyConfig) -> Generation:
+        """``config``'s generation, its balancers carrying the state of the servers that
+        stay (``Balancers``); nothing is switched yet. Raises nothing config-related: the
+        config was validated."""
+        current = self.current
+        balancers = Balancers(_groups(config), previous=current.balancers)
+        return Generation(config, Router(config.routes), balancers, current.number + 1)
+
+    def switch(self, generation: Generation) -> None:
+        """Serve ``generation`` from now on: new connections and new streams see it."""
+        self._current.generation = generation
+        self.clients.apply_limits(generation.config.limits)
+        self.pool.apply_limits(generation.config.limits)
+        self.stats.backend_servers = generation.balancers.describe
+
+    def with_shutdown(self, shutdown: trio.Event) -> ServerContext:
+        """The same server as seen by one listener's connections, draining on
+        ``shutdown`` (set when the server drains, or when a reload removed the listener)."""
+        view = ServerContext.__new__(ServerContext)
+        view.shutdown = shutdown
+        view.connect_backend = self.connect_backend
+        view.stats, view.pool, view.clients = self.stats, self.pool, self.clients
+        view.accepting = self.accepting
+        view._current = self._current
+        return view
+
+
+class _Current:
+    """The one mutable cell every view of a server shares."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self, generation: Generation) -> None:
+        self.generation = generation
+
+
+def _groups(config: ProxyConfig) -> list[BackendGroup]:
+    return [*config.backends, *(route.backend for route in config.routes)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,10 @@ time.
 With ``workers > 1`` the supervisor serves the admin port with its own answers (health of
 the worker set, stats summed over the workers): :func:`answer_admin_request` takes the
 function that answers a path.
+
+``POST /reload`` (empty body) reloads the config (``reload.py``): 200 and what changed,
+500 and the error (the old config keeps serving), 409 while a reload runs; a body is 400,
+another method 405.
 """
 
 from __future__ import annotations
@@ -34,22 +38,31 @@ _TIMEOUT_S = 5.0
 
 #: Answers a GET for a path (the target without its query): status and body.
 AdminAnswer = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+#: Runs a reload for ``POST /reload``: status and body.
+ReloadAnswer = Callable[[], Awaitable[tuple[int, bytes]]]
 
 
-async def handle_admin(stream: trio.abc.Stream, server: ServerContext) -> None:
+async def handle_admin(
+    stream: trio.abc.Stream, server: ServerContext, reload: ReloadAnswer | None = None
+) -> None:
     """Answer one admin request about ``server`` and close."""
-    await answer_admin_request(stream, functools.partial(_answer, server))
+    await answer_admin_request(stream, functools.partial(_answer, server), reload)
 
 
-async def answer_admin_request(stream: trio.abc.Stream, answer: AdminAnswer) -> None:
-    """Read one request from ``stream``, answer GET/HEAD with ``answer``, and close."""
+async def answer_admin_request(
+    stream: trio.abc.Stream, answer: AdminAnswer, reload: ReloadAnswer | None = None
+) -> None:
+    """Read one request from ``stream``, answer GET/HEAD with ``answer`` (and ``POST
+    /reload`` with ``reload``), and close."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD_BYTES)
     try:
         with trio.move_on_after(_TIMEOUT_S):
             request = await _read_request(conn, stream)
             if request is not None:
                 path = request.target.split(b"?", 1)[0]
-                if request.method in (b"GET", b"HEAD"):
+                if reload is not None and path == b"/reload":
+                    status, body = await _answer_reload(conn, stream, request, reload)
+                elif request.method in (b"GET", b"HEAD"):
                     status, body = await answer(path)
                 else:
                     status, body = 405, b"only GET and HEAD\n"
@@ -79,6 +92,24 @@ async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Re
         if isinstance(event, h11.Request):
             return event
         return None
+
+
+async def _answer_reload(
+    conn: h11.Connection, stream: trio.abc.Stream, request: h11.Request, reload: ReloadAnswer
+) -> tuple[int, bytes]:
+    if request.method != b"POST":
+        return 405, b"only POST (with an empty body) reloads\n"
+    while True:  # the body must be empty
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(4096)))
+        elif isinstance(event, h11.Data) and not event.data:
+            continue
+        elif isinstance(event, h11.EndOfMessage):
+            with trio.CancelScope(shield=True):  # a reload, once begun, runs to its end
+                return await reload()
+        else:
+            return 400, b"POST /reload takes an empty body\n"
 
 
 NOT_FOUND = (404, b"not found; try /healthz, /readyz, /stats or /metrics\n")

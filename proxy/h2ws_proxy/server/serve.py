@@ -14,6 +14,10 @@ bound addresses through ``task_status`` (port 0 gets a real port) and serves unt
   tunnels and requests get until ``graceful_timeout_s`` after the signal, then what is
   left is cancelled.
 
+Listeners are served through ``listeners.py`` and the server is attached to its
+``Reloader`` once it listens: SIGHUP and ``POST /reload`` switch it to a re-read config
+(``reload.py``).
+
 With ``workers > 1`` the supervisor binds once (:func:`bind_sockets`) and each worker
 process passes the inherited sockets to ``serve`` (``supervisor.py``, ``worker.py``).
 """
@@ -28,20 +32,19 @@ from dataclasses import dataclass
 
 import trio
 
-from h2ws_proxy.backend.health import run_health_checks
+from h2ws_proxy.backend.health import HealthChecks
 from h2ws_proxy.backend.tls import prepare_backend_tls
 from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
-from h2ws_proxy.config import ListenerConfig, ProxyConfig, SocketAddress, build_listener_contexts
+from h2ws_proxy.config import ProxyConfig, SocketAddress, build_listener_contexts
 from h2ws_proxy.errors import ConfigError
-from h2ws_proxy.log import log_event, next_connection_id
-from h2ws_proxy.relay.client_limits import ConnectionSlot, ListenerCapacity
-from h2ws_proxy.relay.context import ClientInfo, ServerContext, ServerStats
+from h2ws_proxy.log import log_event
+from h2ws_proxy.relay.context import ServerContext, ServerStats
 from h2ws_proxy.relay.routing import Router
-from h2ws_proxy.server.accept import AcceptLoop, serve_admin
+from h2ws_proxy.server.accept import serve_admin
 from h2ws_proxy.server.admin import handle_admin, not_ready
-from h2ws_proxy.server.connection import handle_client
 from h2ws_proxy.server.descriptors import raise_descriptor_limit
-from h2ws_proxy.transport.capabilities import peer_address
+from h2ws_proxy.server.listeners import ListenerSet, listener_keys
+from h2ws_proxy.server.reload import Reloader
 
 logger = logging.getLogger(__name__)
 
@@ -77,30 +80,15 @@ async def _bind(address: SocketAddress, what: str) -> list[trio.SocketListener]:
         raise ConfigError(f"{what} {address}: cannot listen: {error.strerror or error}") from error
 
 
+async def bind_listener(address: SocketAddress) -> list[trio.SocketListener]:
+    """Bind one listener (a reload adds it); raise ConfigError naming it."""
+    return await _bind(address, "listener")
+
+
 def bound_address(listeners: list[trio.SocketListener]) -> SocketAddress:
     """The address ``listeners`` (from one config entry) actually listen on."""
     host, port = listeners[0].socket.getsockname()[:2]
     return SocketAddress(host=host, port=port)
-
-
-async def _serve_client(
-    stream: trio.abc.Stream,
-    slot: ConnectionSlot,
-    *,
-    server: ServerContext,
-    listener: ListenerConfig,
-    ssl_context: ssl.SSLContext | None,
-) -> None:
-    peer = peer_address(stream)
-    info = ClientInfo(
-        connection_id=next_connection_id(),
-        listener=listener,
-        address=peer[0] if peer is not None else None,
-        tls=ssl_context is not None,
-        slot=slot,
-        peer=str(SocketAddress(*peer)) if peer is not None else "-",
-    )
-    await handle_client(stream, server, info, ssl_context=ssl_context)
 
 
 async def serve(
@@ -111,6 +99,7 @@ async def serve(
     sockets: BoundSockets | None = None,
     stats: ServerStats | None = None,
     warn_unverified_backends: bool = True,
+    reloader: Reloader | None = None,
     task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``config`` until ``shutdown`` is set, then drain.
@@ -118,7 +107,8 @@ async def serve(
     ``sockets``: already bound sockets to serve on (a worker's inherited ones); by default
     ``serve`` binds them itself. ``stats``: the counters to keep (a worker reports them to
     its supervisor). ``warn_unverified_backends``: log a warning per backend group with
-    ``verify = false`` (a worker leaves that to its supervisor). Raises ConfigError when a
+    ``verify = false`` (a worker leaves that to its supervisor). ``reloader``: what
+    SIGHUP and ``POST /reload`` reload with (``reload.py``). Raises ConfigError when a
     listener cannot bind or a TLS file does not load.
     """
     server = ServerContext(
@@ -134,10 +124,12 @@ async def serve(
     if sockets is None:
         sockets = await bind_sockets(config)
         raise_descriptor_limit(config)  # once bound: a bind error stays the only line
+    reloader = reloader if reloader is not None else Reloader()
     async with trio.open_nursery() as background:
         background.start_soon(server.pool.reap)
-        background.start_soon(run_health_checks, server.balancers, server.connect_backend)
-        await _serve_until_drained(server, sockets, contexts, task_status)
+        health = HealthChecks(server.connect_backend)
+        health.start(background, server.balancers)
+        await _serve_until_drained(server, sockets, contexts, (reloader, health), task_status)
         background.cancel_scope.cancel()
     await server.pool.aclose()
     log_event(logger, logging.INFO, "server.stopped")
@@ -147,33 +139,29 @@ async def _serve_until_drained(
     server: ServerContext,
     sockets: BoundSockets,
     contexts: list[ssl.SSLContext | None],
+    reloading: tuple[Reloader, HealthChecks],
     task_status: trio.TaskStatus[BoundAddresses],
 ) -> None:
     config = server.config
     bound, admin = sockets.listeners, sockets.admin
     # The admin port outlives the drain: /healthz and /readyz answer 503 until the end.
     async with trio.open_nursery() as admin_nursery:
-        answer_admin = functools.partial(handle_admin, server=server)
-        for admin_listener in admin or ():
-            admin_nursery.start_soon(
-                serve_admin, admin_listener, answer_admin, server, admin_nursery
-            )
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:
-                for listener_config, listeners, ssl_context in zip(
-                    config.listeners, bound, contexts, strict=True
+                served = ListenerSet(server, acceptors, connections)
+                for key, listener_config, listeners, ssl_context in zip(
+                    listener_keys(config), config.listeners, bound, contexts, strict=True
                 ):
-                    handler = functools.partial(
-                        _serve_client,
-                        server=server,
-                        listener=listener_config,
-                        ssl_context=ssl_context,
+                    await served.open(key, listener_config, listeners, ssl_context)
+                reloader, health = reloading
+                reloader.attach(server, served, health, bind_listener)
+                answer_admin = functools.partial(
+                    handle_admin, server=server, reload=reloader.answer_admin
+                )
+                for admin_listener in admin or ():
+                    admin_nursery.start_soon(
+                        serve_admin, admin_listener, answer_admin, server, admin_nursery
                     )
-                    # One cap per listener, shared by its sockets (IPv4 and IPv6 of one name).
-                    capacity = ListenerCapacity(config.limits.max_connections)
-                    for listener in listeners:
-                        loop = AcceptLoop(listener, handler, server, capacity)
-                        acceptors.start_soon(loop.run, connections)
                 server.accepting.set()
                 addresses = BoundAddresses(
                     listeners=tuple(bound_address(listeners) for listeners in bound),
@@ -190,7 +178,8 @@ async def _serve_until_drained(
                 await server.shutdown.wait()
                 await _stop_accepting(server, connections)
                 acceptors.cancel_scope.cancel()
-            await _close_listeners(bound)
+            # Every listener serving now (a reload may have added or removed some).
+            await _close_listeners(tuple(s.sockets for s in served.by_key.values()))
             log_event(logger, logging.INFO, "server.listeners_closed")
         admin_nursery.cancel_scope.cancel()
     await _close_listeners((admin or [],))

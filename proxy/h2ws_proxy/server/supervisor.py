@@ -33,6 +33,8 @@ Theory of operation:
   a second signal sends a second SIGTERM (stop at once). Workers still running
   ``graceful_timeout_s`` + 5 s after the first signal are killed. The supervisor exits 0
   when every worker ended with 0, else 1.
+* **Reload.** SIGHUP or ``POST /reload``: the supervisor checks the file once and the
+  workers switch (``reload_workers.py``).
 * **Admin.** Only the supervisor serves the admin port (one process per port; the
   supervisor outlives any worker), until it exits. ``/healthz``: 200 while serving and at
   least one worker is ready, 503 otherwise. ``/readyz``: 200 only when every worker is
@@ -52,6 +54,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 
 import trio
 
@@ -61,6 +64,8 @@ from h2ws_proxy.log import log_event
 from h2ws_proxy.server.admin import NOT_FOUND, answer_admin_request
 from h2ws_proxy.server.descriptors import raise_descriptor_limit
 from h2ws_proxy.server.metrics import Samples, WorkerSamples, exposition
+from h2ws_proxy.server.reload import reload_on_signals
+from h2ws_proxy.server.reload_workers import Serving, WorkerReloader
 from h2ws_proxy.server.serve import BoundSockets, bind_sockets, bound_address
 from h2ws_proxy.server.worker import READY, ControlChannel, WorkerSpec
 from h2ws_proxy.server.worker_slot import WorkerSlot
@@ -95,10 +100,17 @@ class WorkerFailedToStart(Exception):
 
 class Supervisor:
     def __init__(
-        self, config: ProxyConfig, sockets: BoundSockets, log_level: str, log_format: str
+        self,
+        config: ProxyConfig,
+        sockets: BoundSockets,
+        log_level: str,
+        log_format: str,
+        load: Callable[[], ProxyConfig] | None = None,
     ) -> None:
         self._config = config
         self._sockets = sockets
+        #: What a reload changed (the config and sockets that workers started now get).
+        self._reloads = WorkerReloader(load, Serving(config, sockets))
         self._log = (log_level, log_format)
         self._slots = [WorkerSlot(index) for index in range(config.workers)]
         self._draining = trio.Event()
@@ -111,8 +123,14 @@ class Supervisor:
         """Run the workers until a signal drains them; the process's exit code."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._pass_signals)
+            nursery.start_soon(
+                reload_on_signals, functools.partial(self._reloads.reload, self._slots)
+            )
             if self._sockets.admin is not None:
-                handler = functools.partial(answer_admin_request, answer=self._answer)
+                reload = functools.partial(self._reloads.answer_admin, self._slots)
+                handler = functools.partial(
+                    answer_admin_request, answer=self._answer, reload=reload
+                )
                 nursery.start_soon(trio.serve_listeners, handler, self._sockets.admin)
             async with trio.open_nursery() as slots:
                 async with trio.open_nursery() as starting:  # in parallel
@@ -127,7 +145,7 @@ class Supervisor:
                     admin=bound_address(self._sockets.admin) if self._sockets.admin else None,
                 )
                 await self._draining.wait()
-                grace = self._config.limits.graceful_timeout_s
+                grace = self._reloads.serving.config.limits.graceful_timeout_s
                 log_event(logger, logging.INFO, "workers.draining", graceful_timeout_s=grace)
                 nursery.start_soon(self._kill_after, grace + _KILL_MARGIN_S)
             nursery.cancel_scope.cancel()
@@ -216,10 +234,11 @@ class Supervisor:
     async def _start_worker(self, slot: WorkerSlot) -> tuple[trio.Process, ControlChannel | None]:
         """Start a worker for ``slot`` and send it its spec; no channel if it died at once."""
         ours, theirs = socket.socketpair()
+        serving = self._reloads.serving
         with theirs:
             listener_fds = tuple(
                 tuple(listener.socket.fileno() for listener in listeners)
-                for listeners in self._sockets.listeners
+                for listeners in serving.sockets.listeners
             )
             self._spawning += 1
             try:
@@ -236,7 +255,7 @@ class Supervisor:
         if self._draining.is_set():
             process.send_signal(signal.SIGTERM)
         control = ControlChannel(ours)
-        spec = WorkerSpec(slot.index, self._config, listener_fds, *self._log)
+        spec = WorkerSpec(slot.index, serving.config, listener_fds, *self._log)
         try:
             await control.send(spec.encode())
         except STREAM_GONE:
@@ -355,8 +374,15 @@ class Supervisor:
             entry.update(answer, ready=True)
 
 
-async def supervise(config: ProxyConfig, *, log_level: str, log_format: str) -> int:
+async def supervise(
+    config: ProxyConfig,
+    *,
+    log_level: str,
+    log_format: str,
+    load: Callable[[], ProxyConfig] | None = None,
+) -> int:
     """Bind, start ``config.workers`` workers, serve until drained; the exit code.
+    ``load`` re-reads the config file for a reload.
 
     Raises ConfigError (before any worker starts) when a socket cannot bind or a TLS
     certificate does not load.
@@ -365,7 +391,7 @@ async def supervise(config: ProxyConfig, *, log_level: str, log_format: str) -> 
     prepare_backend_tls(config)  # and the warnings for verify = false, once for all workers
     sockets = await bind_sockets(config)
     raise_descriptor_limit(config)  # before any worker starts: they inherit it
-    return await Supervisor(config, sockets, log_level, log_format).run()
+    return await Supervisor(config, sockets, log_level, log_format, load).run()
 
 
 def _counter(entry: dict[str, object], key: str) -> int:
