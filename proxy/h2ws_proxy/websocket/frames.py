@@ -1,0 +1,235 @@
+"""Where WebSocket frames begin and end in a relayed byte stream, from their headers only.
+
+A tunnel relays bytes unchanged. A :class:`FrameTracker` watches one direction of them and
+knows, after every chunk, whether the bytes so far end at a frame boundary, and the status
+code of the first Close frame that went by. That lets the proxy log each side's close code,
+and put a frame of its own (the drain's Close 1001, :func:`close_frame`) between two frames,
+never inside one.
+
+Rules:
+
+* Headers only (RFC 6455 §5.2): FIN, opcode, the mask bit, the 7/16/64-bit payload length,
+  the masking key. Payload bytes are skipped arithmetically; the only payload bytes read are
+  a Close frame's first two (its status code, unmasked with the frame's key).
+* :meth:`FrameTracker.feed` costs O(frame headers in the chunk): a chunk that lies inside one
+  frame's payload is one comparison; a header split across chunks is kept (at most 15 bytes)
+  and completed by the next chunk.
+* RSV bits are not checked: an extension the peers negotiated (permessage-deflate, RFC 7692)
+  defines them, and the frame boundaries do not depend on them.
+* Continuation state is kept (§5.4): a continuation frame needs an open fragmented message,
+  a new data frame needs none; control frames may come between fragments.
+* Anything else that is not a frame stream of the expected direction (the wrong mask bit:
+  clients mask, servers do not, §5.1; a reserved opcode; a fragmented control frame or one
+  over 125 bytes, §5.5; a 64-bit length with its top bit set; a Close payload of one byte,
+  §5.5.1) stops the tracking for good: :attr:`FrameTracker.lost` says why, each later chunk
+  costs one comparison, and nothing else changes. The tracker never raises for the peer's
+  bytes, and the caller relays them unchanged whatever it says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+#: RFC 6455 §7.4.1: "an endpoint is going away, such as a server going down".
+GOING_AWAY = 1001
+#: RFC 6455 §7.4.1: the code reported for a Close frame that carried none (never sent).
+NO_STATUS = 1005
+
+#: A chunk is "inside a payload" past any real stream's length once tracking is lost.
+_LOST_SKIP = 1 << 62
+#: The most header bytes a frame needs looked at: 2 + 8 (64-bit length) + 4 (mask key);
+#: a Close frame's 2 + 4 + 2 (its code) is less.
+_MAX_HEADER = 14
+#: ``feed``'s result for a header not all there yet.
+_PARTIAL = -1
+#: ... and for bytes that are not frames (tracking lost).
+_LOST = -2
+
+
+def _is_whole_data_frame(first_byte: int) -> bool:
+    """FIN set, opcode text (1) or binary (2), any RSV bits: the one-frame message."""
+    return first_byte & 0x80 != 0 and first_byte & 0x0F in (1, 2)
+
+
+#: Indexed by a frame's first byte: True for :func:`_is_whole_data_frame` (the fast path).
+_WHOLE_DATA_FRAME = tuple(_is_whole_data_frame(byte) for byte in range(256))
+
+
+class FrameTracker:
+    """The frame boundaries of one direction of a WebSocket connection (see the module).
+
+    ``masked``: frames in this direction carry a mask (client to server). ``on_lost`` is
+    called once, with the reason, when the bytes turn out not to be frames.
+    """
+
+    __slots__ = ("_head", "_in_message", "_mask_bit", "_on_lost", "_skip", "close_code", "lost")
+
+    def __init__(self, *, masked: bool, on_lost: Callable[[str], None] | None = None) -> None:
+        #: Payload bytes of the current frame still to pass.
+        self._skip = 0
+        #: The start of a frame header split across chunks (empty when none).
+        self._head = b""
+        self._mask_bit = 0x80 if masked else 0
+        #: A fragmented data message is open: continuation frames are due.
+        self._in_message = False
+        self._on_lost = on_lost
+        #: The status code of the first Close frame that went by (1005 if it had none),
+        #: known once its header and code have passed; None before.
+        self.close_code: int | None = None
+        #: Why tracking stopped (None while it goes on).
+        self.lost: str | None = None
+
+    @property
+    def at_boundary(self) -> bool:
+        """The bytes fed so far end exactly at a frame's end (never true once lost)."""
+        return self._skip == 0 and not self._head and self.lost is None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """The next bytes of this direction, in order; any chunking."""
+        pos = self._skip
+        end = len(data)
+        if pos >= end:  # inside one payload (or lost): the common bulk case
+            self._skip = pos - end
+            return
+        if self._head:
+            pos = self._resume_header(data)
+            if pos < 0:
+                return
+        mask_bit = self._mask_bit
+        base = 6 if mask_bit else 2
+        while pos < end:
+            if end - pos > 1:
+                length = data[pos + 1] ^ mask_bit  # >= 128 when the mask bit is wrong
+                if length < 126 and not self._in_message and _WHOLE_DATA_FRAME[data[pos]]:
+                    pos += base + length
+                    continue
+            after = self._frame(data, pos, end)
+            if after < 0:
+                if after == _PARTIAL:
+                    self._head = bytes(data[pos:end])
+                    self._skip = 0
+                return
+            pos = after
+        self._skip = pos - end
+
+    def pass_to_boundary(self, data: bytes | bytearray | memoryview) -> int | None:
+        """Feed ``data`` only up to the end of the frame in progress: how many of its bytes
+        that took (0 at a boundary already), or None if the frame goes on past ``data``
+        (all of it fed) or tracking is lost. Feed the rest with :meth:`feed`."""
+        if self.lost is not None:
+            return None
+        if self.at_boundary:
+            return 0
+        taken = 0
+        while self._head and taken < len(data):  # a split header: byte by byte, at most 14
+            self.feed(data[taken : taken + 1])
+            taken += 1
+            if self.lost is not None:
+                return None
+        if self._head:
+            return None
+        remaining = len(data) - taken
+        if self._skip > remaining:
+            self._skip -= remaining
+            return None
+        taken += self._skip
+        self._skip = 0
+        return taken
+
+    def _resume_header(self, data: bytes | bytearray | memoryview) -> int:
+        """Complete the split header with ``data``'s first bytes: where in ``data`` the
+        frame ends, or a negative result (still partial: kept; or lost)."""
+        head = self._head
+        joined = head + bytes(data[: _MAX_HEADER + 2])
+        after = self._frame(joined, 0, len(joined))
+        if after == _PARTIAL:
+            self._head = joined
+            return _PARTIAL
+        self._head = b""
+        if after == _LOST:
+            return _LOST
+        return after - len(head)
+
+    def _frame(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
+        """The frame whose header starts at ``data[pos]``: where it ends (maybe past
+        ``end``), ``_PARTIAL`` if its header (or a Close's code) is not all there, or
+        ``_LOST``. State changes only for a whole header."""
+        if end - pos < 2:
+            return _PARTIAL
+        first, second = data[pos], data[pos + 1]
+        if second & 0x80 != self._mask_bit:
+            return self._lose("a frame masked the wrong way for its direction")
+        opcode = first & 0x0F
+        length = second & 0x7F
+        at = pos + 2
+        if length == 126:
+            if end - at < 2:
+                return _PARTIAL
+            length = data[at] << 8 | data[at + 1]
+            at += 2
+        elif length == 127:
+            if end - at < 8:
+                return _PARTIAL
+            length = int.from_bytes(data[at : at + 8], "big")
+            at += 8
+            if length >> 63:
+                return self._lose("a 64-bit payload length with its top bit set")
+        key_at = at
+        if self._mask_bit:
+            at += 4
+        final = first & 0x80
+        if opcode >= 8:
+            if opcode > 10:
+                return self._lose(f"reserved control opcode {opcode}")
+            if not final or length > 125:
+                return self._lose("a fragmented or over-long control frame")
+            if opcode == 8:
+                if length == 1:
+                    return self._lose("a Close frame with a one-byte payload")
+                if self.close_code is None:
+                    if length == 0:
+                        self.close_code = NO_STATUS
+                    else:
+                        if end - at < 2:
+                            return _PARTIAL  # its code (and key) in the next chunk
+                        high, low = data[at], data[at + 1]
+                        if self._mask_bit:
+                            high ^= data[key_at]
+                            low ^= data[key_at + 1]
+                        self.close_code = high << 8 | low
+        elif opcode == 0:
+            if not self._in_message:
+                return self._lose("a continuation frame with no message open")
+            if final:
+                self._in_message = False
+        elif opcode <= 2:
+            if self._in_message:
+                return self._lose("a new message inside a fragmented one")
+            if not final:
+                self._in_message = True
+        else:
+            return self._lose(f"reserved data opcode {opcode}")
+        return at + length
+
+    def _lose(self, reason: str) -> int:
+        self.lost = reason
+        self._skip = _LOST_SKIP
+        self._head = b""
+        if self._on_lost is not None:
+            self._on_lost(reason)
+        return _LOST
+
+
+def close_frame(code: int, reason: bytes, mask_key: bytes | None = None) -> bytes:
+    """A Close frame (RFC 6455 §5.5.1): FIN, no RSV bit (control frames are never
+    compressed, RFC 7692 §6.1), ``code`` and ``reason``; masked with ``mask_key`` (4 fresh
+    random bytes: toward a server, §5.3) or not (toward a client)."""
+    payload = code.to_bytes(2, "big") + reason
+    if len(payload) > 125:
+        raise ValueError("a control frame's payload is at most 125 bytes")
+    if mask_key is None:
+        return bytes((0x88, len(payload))) + payload
+    if len(mask_key) != 4:
+        raise ValueError("a masking key is 4 bytes")
+    masked = bytes(byte ^ mask_key[index % 4] for index, byte in enumerate(payload))
+    return bytes((0x88, 0x80 | len(payload))) + mask_key + masked
