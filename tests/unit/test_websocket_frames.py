@@ -8,6 +8,7 @@ frames the proxy injects, parsed back by wsproto.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -165,7 +166,7 @@ def test_random_chunking(
     ends.add(len(data))
     points = sorted({0, len(data), *(cut for cut in cuts if cut <= len(data))})
     tracker = FrameTracker(masked=client)
-    for start, stop in zip(points, points[1:], strict=False):
+    for start, stop in itertools.pairwise(points):
         tracker.feed(memoryview(data)[start:stop])
         # Mid-message between fragments counts as a boundary too (a frame's end).
         if stop in ends:
@@ -197,14 +198,19 @@ def test_random_chunking(
 )
 def test_garbage_stops_tracking_once(data: bytes, masked: bool, reason: str) -> None:
     told: list[str] = []
-    tracker = FrameTracker(masked=masked, on_lost=told.append)
+
+    class Telling(FrameTracker):
+        def tracking_lost(self, reason: str) -> None:
+            told.append(reason)
+
     for cut in (len(data), 1):
-        tracker = FrameTracker(masked=masked, on_lost=told.append)
+        tracker = Telling(masked=masked)
         told.clear()
         tracker.feed(data[:cut])
         tracker.feed(data[cut:])
         tracker.feed(b"\x88\x02\x03\xe8" * 3)  # later frames change nothing
-        assert tracker.lost is not None and reason in tracker.lost
+        assert tracker.lost is not None
+        assert reason in tracker.lost
         assert len(told) == 1
         assert not tracker.at_boundary
         assert tracker.close_code is None
@@ -254,4 +260,5 @@ def test_injected_close_parses_as_close_1001(key: bytes | None) -> None:
     assert bool(frame[1] & 0x80) == (key is not None)
     tracker = FrameTracker(masked=key is not None)
     tracker.feed(frame)
-    assert tracker.close_code == GOING_AWAY and tracker.at_boundary
+    assert tracker.close_code == GOING_AWAY
+    assert tracker.at_boundary

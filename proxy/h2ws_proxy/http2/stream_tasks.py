@@ -19,6 +19,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import trio
@@ -180,7 +181,7 @@ class StreamTasks:
                 # This frame lives as long as the tunnel: keep no handshake objects alive
                 # in it (nor the front: the run holds what it needs).
                 tunnel = opened_tunnel(
-                    front, upgraded.stream, upgraded.leftover, record, self.limits
+                    front, upgraded.stream, upgraded.leftover, record, self._server
                 )
                 del upgraded, request, front
                 with self._server.stats.count_tunnel():
@@ -202,7 +203,15 @@ class StreamTasks:
             # Cancelled (the connection closed) after both sides had ended and every byte
             # had moved on: that tunnel had finished.
             record.stats.end = RelayEnd.CLEAN
-        if record.stats.end is RelayEnd.HALF_CLOSED_TIMEOUT and stream.local_ended:
+        if record.stats.end is RelayEnd.DRAINED:
+            # The WebSocket is closed both ways (Close frames seen): end the stream, no reset.
+            if not stream.local_ended and stream.broken_reason is None:
+                with contextlib.suppress(*STREAM_GONE):
+                    stream.end_now()
+            if stream.local_ended and not stream.remote_ended and stream.broken_reason is None:
+                self.session.reset(stream.stream_id, ErrorCode.NO_ERROR)  # RFC 9113 §8.1
+            stream.break_stream("drained", by_peer=False)
+        elif record.stats.end is RelayEnd.HALF_CLOSED_TIMEOUT and stream.local_ended:
             # Our side is complete; RFC 9113 §8.1: NO_ERROR tells the client to stop.
             self.session.reset(stream.stream_id, ErrorCode.NO_ERROR)
             stream.break_stream("half-closed timeout", by_peer=False)

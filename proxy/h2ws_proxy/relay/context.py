@@ -13,6 +13,7 @@ from h2ws_proxy.backend.pool import BackendPool
 from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
 from h2ws_proxy.config import CertificateNames, Limits, ListenerConfig, ProxyConfig
 from h2ws_proxy.relay.client_limits import ClientTable, ConnectionSlot, unlimited_slot
+from h2ws_proxy.relay.going_away import OpenTunnels
 from h2ws_proxy.relay.routing import Router
 
 
@@ -94,6 +95,8 @@ class ServerContext:
     clients: ClientTable = field(init=False)
     #: Which server of a route's backend group takes the next tunnel or request.
     balancers: Balancers = field(init=False)
+    #: The tunnels running, for the drain's WebSocket Close (relay/going_away.py).
+    tunnels: OpenTunnels = field(default_factory=OpenTunnels)
 
     def __post_init__(self) -> None:
         config = self.config

@@ -5,7 +5,10 @@ ended) and call :meth:`RelayRecord.log` exactly once, also when it is cancelled,
 tunnel and request leaves a line naming its front protocol (``h2``/``h1``), stream, host (as
 routing compared it: lowercase, no port), path, route, backend, status, bytes each way,
 duration and ending. Tunnels log ``tunnel.closed`` (or
-``tunnel.refused`` when no tunnel opened), ordinary requests ``request.closed``.
+``tunnel.refused`` when no tunnel opened), ordinary requests ``request.closed``. A
+``tunnel.closed`` line also carries the WebSocket close code each side sent
+(``close_code_client``, ``close_code_backend``; ``-`` for none), and a tunnel whose bytes
+one way turned out not to be WebSocket frames says so once (``tunnel.untracked``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.config.hosts import authority_host
 from h2ws_proxy.log import log_event
-from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
+from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
 
 logger = logging.getLogger("h2ws_proxy.tunnel")
 
@@ -122,5 +125,27 @@ class RelayRecord:
             bytes_down=self.stats.bytes_down,
             duration_s=round(trio.current_time() - self.started, 6),
             end=self.ending(),
+            **(self._close_codes() if self.opened and self.kind == "tunnel" else {}),
             error=self.error,
+        )
+
+    def _close_codes(self) -> dict[str, object]:
+        client, backend = self.stats.client_close, self.stats.backend_close
+        return {
+            "close_code_client": client if client is not None else "-",
+            "close_code_backend": backend if backend is not None else "-",
+        }
+
+    def log_untracked(self, side: Side, reason: str) -> None:
+        """One side's bytes are not WebSocket frames: they pass on, untracked (no close
+        code, no Close on drain that way)."""
+        log_event(
+            logger,
+            logging.INFO,
+            "tunnel.untracked",
+            conn=self.connection_id,
+            front=self.front,
+            stream=self.stream_id if self.stream_id is not None else "-",
+            side=side.value,
+            reason=reason,
         )

@@ -3,7 +3,8 @@
 ``serve`` is what the CLI runs and what tests start with ``nursery.start``: it reports the
 bound addresses through ``task_status`` (port 0 gets a real port), serves until the
 ``shutdown`` event is set, then stops accepting, lets frontends send GOAWAY and finish
-their tunnels, and cancels what is left after ``graceful_timeout_s``.
+their tunnels, sends the WebSockets still open a Close 1001 after ``graceful_timeout_s``
+(relay/going_away.py), and cancels what is left ``close_wait_s`` later.
 
 With ``workers > 1`` the supervisor binds once (:func:`bind_sockets`) and each worker
 process passes the inherited sockets to ``serve`` (``supervisor.py``, ``worker.py``).
@@ -26,6 +27,7 @@ from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import log_event, next_connection_id
 from h2ws_proxy.relay.client_limits import ConnectionSlot, ListenerCapacity
 from h2ws_proxy.relay.context import ClientInfo, ServerContext, ServerStats
+from h2ws_proxy.relay.going_away import close_websockets_on_drain, drain_deadline_s
 from h2ws_proxy.relay.routing import Router
 from h2ws_proxy.server.accept import AcceptLoop, serve_admin
 from h2ws_proxy.server.admin import handle_admin
@@ -170,7 +172,9 @@ async def _serve_until_drained(
                 graceful_timeout_s=config.limits.graceful_timeout_s,
             )
             acceptors.cancel_scope.cancel()
-        connections.cancel_scope.deadline = trio.current_time() + config.limits.graceful_timeout_s
+        # WebSockets still open after graceful_timeout_s get a Close 1001 and close_wait_s.
+        connections.start_soon(close_websockets_on_drain, server.tunnels, config.limits)
+        connections.cancel_scope.deadline = trio.current_time() + drain_deadline_s(config.limits)
 
 
 async def drain_on_signals(shutdown: trio.Event, scope: trio.CancelScope) -> None:

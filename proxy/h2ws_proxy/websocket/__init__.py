@@ -1,1 +1,1 @@
-"""Pure WebSocket framing (RFC 6455 §5): frame boundaries from headers, the Close we send. No I/O."""
+"""Pure WebSocket framing (RFC 6455 §5): frame boundaries from headers, our Close. No I/O."""

@@ -21,14 +21,13 @@ Rules:
 * Anything else that is not a frame stream of the expected direction (the wrong mask bit:
   clients mask, servers do not, §5.1; a reserved opcode; a fragmented control frame or one
   over 125 bytes, §5.5; a 64-bit length with its top bit set; a Close payload of one byte,
-  §5.5.1) stops the tracking for good: :attr:`FrameTracker.lost` says why, each later chunk
-  costs one comparison, and nothing else changes. The tracker never raises for the peer's
+  §5.5.1) stops the tracking for good: :attr:`FrameTracker.lost` says why (and
+  :meth:`FrameTracker.tracking_lost` is called once), each later chunk costs one comparison,
+  and nothing else changes. The tracker never raises for the peer's
   bytes, and the caller relays them unchanged whatever it says.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 #: RFC 6455 §7.4.1: "an endpoint is going away, such as a server going down".
 GOING_AWAY = 1001
@@ -58,13 +57,12 @@ _WHOLE_DATA_FRAME = tuple(_is_whole_data_frame(byte) for byte in range(256))
 class FrameTracker:
     """The frame boundaries of one direction of a WebSocket connection (see the module).
 
-    ``masked``: frames in this direction carry a mask (client to server). ``on_lost`` is
-    called once, with the reason, when the bytes turn out not to be frames.
+    ``masked``: frames in this direction carry a mask (client to server).
     """
 
-    __slots__ = ("_head", "_in_message", "_mask_bit", "_on_lost", "_skip", "close_code", "lost")
+    __slots__ = ("_head", "_in_message", "_mask_bit", "_skip", "close_code", "lost")
 
-    def __init__(self, *, masked: bool, on_lost: Callable[[str], None] | None = None) -> None:
+    def __init__(self, *, masked: bool) -> None:
         #: Payload bytes of the current frame still to pass.
         self._skip = 0
         #: The start of a frame header split across chunks (empty when none).
@@ -72,7 +70,6 @@ class FrameTracker:
         self._mask_bit = 0x80 if masked else 0
         #: A fragmented data message is open: continuation frames are due.
         self._in_message = False
-        self._on_lost = on_lost
         #: The status code of the first Close frame that went by (1005 if it had none),
         #: known once its header and code have passed; None before.
         self.close_code: int | None = None
@@ -215,9 +212,11 @@ class FrameTracker:
         self.lost = reason
         self._skip = _LOST_SKIP
         self._head = b""
-        if self._on_lost is not None:
-            self._on_lost(reason)
+        self.tracking_lost(reason)
         return _LOST
+
+    def tracking_lost(self, reason: str) -> None:
+        """Called once when the bytes turn out not to be frames (a subclass may report it)."""
 
 
 def close_frame(code: int, reason: bytes, mask_key: bytes | None = None) -> bytes:
