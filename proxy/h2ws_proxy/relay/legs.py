@@ -29,26 +29,32 @@ Bytes = bytes | bytearray | memoryview
 class Leg(FrameTracker):
     """Source → sink of one tunnel: client → backend (masked frames) or backend → client."""
 
-    __slots__ = ("_report", "busy", "close", "draining", "injected", "sending", "source")
+    __slots__ = ("_report", "busy", "close", "draining", "injected", "sending")
+
+    #: The Close frame to put into the sink (set by :meth:`start_draining`).
+    close: bytes
 
     def __init__(self, source: Side, report: Callable[[Side, str], None] | None = None) -> None:
-        super().__init__(masked=source is Side.CLIENT)
-        self.source = source
+        self._start(0x80 if source is Side.CLIENT else 0)  # one call: built per tunnel
         self._report = report
         #: A pump holds bytes of this direction that it has not yet written to the sink
         #: (the drain's closer leaves the sink to it then).
         self.busy = False
-        #: The drain asked for a Close into the sink (until it went, or for good).
+        #: The drain asked for a Close into the sink: its bytes go through :meth:`take`
+        #: (also once the Close went: from then on they are dropped).
         self.draining = False
         #: Our Close went, or is going, into the sink: the source's bytes are dropped.
         self.injected = False
         #: Set once the closer task's send of our Close is over (None: it sends none).
         self.sending: trio.Event | None = None
-        #: The Close frame to put into the sink (set with ``draining``).
-        self.close = b""
+
+    @property
+    def source(self) -> Side:
+        return Side.CLIENT if self._mask_bit else Side.BACKEND
 
     def tracking_lost(self, reason: str) -> None:
-        self.draining = False
+        if not self.injected:
+            self.draining = False  # no boundary to wait for: the bytes just pass
         if self._report is not None:
             self._report(self.source, reason)
 
@@ -64,7 +70,7 @@ class Leg(FrameTracker):
         the sink, and whether our Close goes right after that part (once only)."""
         if self.injected or not self.draining:
             self.feed(data)
-            return (data if not self.injected else b""), False
+            return (b"" if self.injected else data), False
         cut = self.pass_to_boundary(data)
         if cut is None:
             return data, False  # the frame goes on past this chunk (or tracking was lost)
@@ -77,8 +83,3 @@ class Leg(FrameTracker):
         """Whether the closer may send our Close now: wanted, not yet gone, nothing of the
         source's in flight to the sink, and the sink has whole frames."""
         return self.draining and not self.injected and not self.busy and self.at_boundary
-
-    async def wait_sent(self) -> None:
-        """Before ending the sink: let the closer's send of our Close finish."""
-        if self.sending is not None:
-            await self.sending.wait()

@@ -104,7 +104,7 @@ class PolledDownward:
             return
         relay.activity()
         down = relay.down
-        if down.draining or down.injected:
+        if down.draining:
             forward, inject = down.take(data)
             data = bytes(forward) + down.close if inject else bytes(forward)
             if not data:

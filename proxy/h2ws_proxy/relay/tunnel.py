@@ -230,14 +230,15 @@ async def _pump(
                 if not data:
                     break
                 relay.activity()
-                if leg.draining or leg.injected:
+                if leg.draining:
                     data = await _pass_draining(relay, leg, data, sink, sink_side)
                 else:
                     feed(data)
         finally:
             if forwards and relay.pushable is not None:
                 relay.pushable.set_forwarder(None)
-        await leg.wait_sent()
+        if leg.sending is not None:  # the closer's send of our Close must finish first
+            await leg.sending.wait()
         await (_end_up if upward else _end_down)(relay)
     except SideBroke as broke:
         if upward and broke.side is Side.BACKEND:
@@ -294,7 +295,7 @@ def _offer_forwarder(relay: Relay, downward: PolledDownward | None) -> bool:
     def forward(data: bytes) -> int:
         # Never called once the tunnel's scope is cancelled (a timer fired, a side failed):
         # the pump's wait is aborted then (see set_forwarder), and the pump decides.
-        if up.draining or up.injected:
+        if up.draining:
             return 0  # the pump passes the rest of the frame, then our Close
         try:
             sent = backend.send_nowait(data)

@@ -50,26 +50,40 @@ def _is_whole_data_frame(first_byte: int) -> bool:
     return first_byte & 0x80 != 0 and first_byte & 0x0F in (1, 2)
 
 
-#: Indexed by a frame's first byte: True for :func:`_is_whole_data_frame` (the fast path).
+#: Indexed by a frame's first byte: True for :func:`_is_whole_data_frame` (the fast path,
+#: taken while no fragmented message is open).
 _WHOLE_DATA_FRAME = tuple(_is_whole_data_frame(byte) for byte in range(256))
+#: ... and while one is open: no fast path.
+_NONE = (False,) * 256
 
 
 class FrameTracker:
     """The frame boundaries of one direction of a WebSocket connection (see the module).
 
     ``masked``: frames in this direction carry a mask (client to server).
+
+    Built once per tunnel direction and fed once per chunk: both are on the proxy's hot
+    paths (bench/README.md), so the state is a few slots and the common chunk, one whole
+    short data frame at a boundary, takes one straight path through :meth:`feed`.
     """
 
-    __slots__ = ("_head", "_in_message", "_mask_bit", "_skip", "close_code", "lost")
+    __slots__ = ("_base", "_fast", "_head", "_mask_bit", "_skip", "close_code", "lost")
 
     def __init__(self, *, masked: bool) -> None:
+        self._start(0x80 if masked else 0)
+
+    def _start(self, mask_bit: int) -> None:
+        """The state of a direction before its first byte (``mask_bit``: 0x80 or 0)."""
         #: Payload bytes of the current frame still to pass.
         self._skip = 0
         #: The start of a frame header split across chunks (empty when none).
         self._head = b""
-        self._mask_bit = 0x80 if masked else 0
-        #: A fragmented data message is open: continuation frames are due.
-        self._in_message = False
+        self._mask_bit = mask_bit
+        #: A short header's size: 2 bytes, and the masking key.
+        self._base = 6 if mask_bit else 2
+        #: Which first bytes make a whole data frame the fast path takes: none while a
+        #: fragmented message is open (``_NONE``; continuation frames are due then).
+        self._fast = _WHOLE_DATA_FRAME
         #: The status code of the first Close frame that went by (1005 if it had none),
         #: known once its header and code have passed; None before.
         self.close_code: int | None = None
@@ -85,22 +99,35 @@ class FrameTracker:
         """The next bytes of this direction, in order; any chunking."""
         pos = self._skip
         end = len(data)
-        if pos >= end:  # inside one payload (or lost): the common bulk case
+        if pos < end - 1 and not self._head:
+            # A frame header starts in this chunk, with its first two bytes: the common
+            # case is a whole short data frame (ping-pong messages), checked straight.
+            length = data[pos + 1] ^ self._mask_bit  # >= 128 when the mask bit is wrong
+            if length < 126 and self._fast[data[pos]]:
+                pos += self._base + length
+                if pos >= end:
+                    self._skip = pos - end
+                    return
+        elif pos >= end:  # inside one payload (or lost): the common bulk case
             self._skip = pos - end
             return
+        self._scan(data, pos, end)
+
+    def _scan(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> None:
+        """``feed`` past its straight path: the frame headers from ``data[pos]`` on."""
         if self._head:
             pos = self._resume_header(data)
             if pos < 0:
                 return
-        mask_bit = self._mask_bit
-        base = 6 if mask_bit else 2
+        mask_bit, base, fast = self._mask_bit, self._base, self._fast
         while pos < end:
             if end - pos > 1:
-                length = data[pos + 1] ^ mask_bit  # >= 128 when the mask bit is wrong
-                if length < 126 and not self._in_message and _WHOLE_DATA_FRAME[data[pos]]:
+                length = data[pos + 1] ^ mask_bit
+                if length < 126 and fast[data[pos]]:
                     pos += base + length
                     continue
             after = self._frame(data, pos, end)
+            fast = self._fast
             if after < 0:
                 if after == _PARTIAL:
                     self._head = bytes(data[pos:end])
@@ -195,15 +222,15 @@ class FrameTracker:
                             low ^= data[key_at + 1]
                         self.close_code = high << 8 | low
         elif opcode == 0:
-            if not self._in_message:
+            if self._fast is not _NONE:
                 return self._lose("a continuation frame with no message open")
             if final:
-                self._in_message = False
+                self._fast = _WHOLE_DATA_FRAME
         elif opcode <= 2:
-            if self._in_message:
+            if self._fast is _NONE:
                 return self._lose("a new message inside a fragmented one")
             if not final:
-                self._in_message = True
+                self._fast = _NONE
         else:
             return self._lose(f"reserved data opcode {opcode}")
         return at + length
