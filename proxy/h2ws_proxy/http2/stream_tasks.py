@@ -203,23 +203,29 @@ class StreamTasks:
             # Cancelled (the connection closed) after both sides had ended and every byte
             # had moved on: that tunnel had finished.
             record.stats.end = RelayEnd.CLEAN
-        if record.stats.end is RelayEnd.DRAINED:
-            # The WebSocket is closed both ways (Close frames seen): end the stream, no reset.
-            if not stream.local_ended and stream.broken_reason is None:
-                with contextlib.suppress(*STREAM_GONE):
-                    stream.end_now()
-            if stream.local_ended and not stream.remote_ended and stream.broken_reason is None:
-                self.session.reset(stream.stream_id, ErrorCode.NO_ERROR)  # RFC 9113 §8.1
-            stream.break_stream("drained", by_peer=False)
-        elif record.stats.end is RelayEnd.HALF_CLOSED_TIMEOUT and stream.local_ended:
+        if record.stats.end is RelayEnd.HALF_CLOSED_TIMEOUT and stream.local_ended:
             # Our side is complete; RFC 9113 §8.1: NO_ERROR tells the client to stop.
             self.session.reset(stream.stream_id, ErrorCode.NO_ERROR)
             stream.break_stream("half-closed timeout", by_peer=False)
         elif record.opened and record.stats.end is not RelayEnd.CLEAN:
-            stream.reset(cancel=record.stats.end is not RelayEnd.BACKEND_ABORTED)
+            if record.stats.end is RelayEnd.DRAINED:
+                self._end_drained(stream)
+            else:
+                stream.reset(cancel=record.stats.end is not RelayEnd.BACKEND_ABORTED)
         elif not record.opened and not stream.local_ended:
             stream.reset(cancel=True)  # cancelled, or an answer cut short: say so
         self._forget(stream, record)
+
+    def _end_drained(self, stream: H2Stream) -> None:
+        """The drain closed the WebSocket both ways (both Close frames seen): end the
+        stream rather than reset it; NO_ERROR only if the client's side is still open."""
+        if stream.broken_reason is None:
+            if not stream.local_ended:
+                with contextlib.suppress(*STREAM_GONE):
+                    stream.end_now()
+            if stream.local_ended and not stream.remote_ended:
+                self.session.reset(stream.stream_id, ErrorCode.NO_ERROR)  # RFC 9113 §8.1
+        stream.break_stream("drained", by_peer=False)
 
     # ---- one ordinary request ----
 

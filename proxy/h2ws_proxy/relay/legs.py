@@ -34,8 +34,10 @@ class Leg(FrameTracker):
     #: The Close frame to put into the sink (set by :meth:`start_draining`).
     close: bytes
 
-    def __init__(self, source: Side, report: Callable[[Side, str], None] | None = None) -> None:
-        self._start(0x80 if source is Side.CLIENT else 0)  # one call: built per tunnel
+    def __init__(self, upward: bool, report: Callable[[Side, str], None] | None = None) -> None:
+        """``upward``: client → backend (masked frames); ``report(side, reason)`` is told
+        when the bytes turn out not to be frames."""
+        self._start(0x80 if upward else 0)  # one call, no enum: built twice per tunnel
         self._report = report
         #: A pump holds bytes of this direction that it has not yet written to the sink
         #: (the drain's closer leaves the sink to it then).

@@ -86,8 +86,8 @@ class Relay:
     #: ``stats.last_activity`` when the deadline was last set.
     armed_at: float = -math.inf
     #: Client → backend and backend → client, as WebSocket frames.
-    up: Leg = field(default_factory=lambda: Leg(Side.CLIENT))
-    down: Leg = field(default_factory=lambda: Leg(Side.BACKEND))
+    up: Leg = field(default_factory=lambda: Leg(upward=True))
+    down: Leg = field(default_factory=lambda: Leg(upward=False))
     #: The drain's Close wait: the tunnel ends by then whatever else happens.
     close_by: float = math.inf
     #: The drain put (or wanted to put) its Close into this tunnel.
@@ -158,18 +158,20 @@ class Relay:
         frames say about how it ended (see the module's rules)."""
         stats = self.stats
         stats.client_close, stats.backend_close = self.up.close_code, self.down.close_code
-        self.up.draining = self.down.draining = False  # a late closer sends nothing
-        if self.closer is not None:
-            self.closer.cancel()
-        if stats.end is RelayEnd.CLEAN and self.backend_vanished:
-            stats.end = RelayEnd.BACKEND_ABORTED
-        elif (
-            self.drain_closed
-            and stats.end in (RelayEnd.CLEAN, RelayEnd.CANCELLED)
-            and stats.client_close is not None
-            and stats.backend_close is not None
-        ):
-            stats.end = RelayEnd.DRAINED
+        # The usual tunnel stops here: no enum compared (each look-up costs, per tunnel).
+        if self.backend_vanished:
+            if stats.end is RelayEnd.CLEAN:
+                stats.end = RelayEnd.BACKEND_ABORTED
+        elif self.drain_closed:
+            self.up.draining = self.down.draining = False  # a late closer sends nothing
+            if self.closer is not None:
+                self.closer.cancel()
+            if (
+                stats.end in (RelayEnd.CLEAN, RelayEnd.CANCELLED)
+                and stats.client_close is not None
+                and stats.backend_close is not None
+            ):
+                stats.end = RelayEnd.DRAINED
 
     def fail(self, side: Side) -> None:
         if self.stats.end is RelayEnd.CANCELLED:

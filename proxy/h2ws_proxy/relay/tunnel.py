@@ -114,8 +114,8 @@ async def run_tunnel(
         backend_socket,
         idle_timeout_s=idle_timeout_s,
         half_closed_timeout_s=half_closed_timeout_s,
-        up=Leg(Side.CLIENT, report_untracked),
-        down=Leg(Side.BACKEND, report_untracked),
+        up=Leg(True, report_untracked),
+        down=Leg(False, report_untracked),
     )
     if open_tunnels is not None:
         open_tunnels.add(relay)

@@ -26,9 +26,10 @@ Theory of operation:
   and restart is logged with the exit code (negative: the signal).
 * **Signals.** The first SIGTERM/SIGINT turns ``/healthz`` to 503 and sends SIGTERM to
   every worker, which drains as the single process does (GOAWAY, ``graceful_timeout_s``);
-  a second signal sends a second SIGTERM (stop at once). Workers still running
-  ``graceful_timeout_s`` + 5 s after the first signal are killed. The supervisor exits 0
-  when every worker ended with 0, else 1.
+  a second signal sends a second SIGTERM (stop at once). Workers still running 5 s after
+  their own drain's end (``graceful_timeout_s``, then the WebSocket Close's
+  ``close_wait_s``) are killed. The supervisor exits 0 when every worker ended with 0,
+  else 1.
 * **Admin.** Only the supervisor serves the admin port (one process per port; the
   supervisor outlives any worker). ``/healthz``: 200 while serving and at least one
   worker is ready, 503 otherwise. ``/stats``: each worker's counters (asked over its
@@ -50,6 +51,7 @@ import trio
 
 from h2ws_proxy.config import ProxyConfig, build_listener_contexts
 from h2ws_proxy.log import log_event
+from h2ws_proxy.relay.going_away import drain_deadline_s
 from h2ws_proxy.server.admin import NOT_FOUND, answer_admin_request
 from h2ws_proxy.server.descriptors import raise_descriptor_limit
 from h2ws_proxy.server.serve import BoundSockets, bind_sockets, bound_address
@@ -62,7 +64,7 @@ _MIN_RESTART_INTERVAL_S = 1.0
 _MAX_RESTART_INTERVAL_S = 30.0
 #: A worker that ran this long was healthy: its next restart waits the minimum again.
 _STABLE_AFTER_S = 30.0
-#: Past ``graceful_timeout_s``, how long draining workers get before SIGKILL.
+#: Past their drain's end (``drain_deadline_s``), how long draining workers get before SIGKILL.
 _KILL_MARGIN_S = 5.0
 _STATS_TIMEOUT_S = 1.0
 _STAT_KEYS = (
@@ -128,7 +130,9 @@ class Supervisor:
                 await self._draining.wait()
                 grace = self._config.limits.graceful_timeout_s
                 log_event(logger, logging.INFO, "workers.draining", graceful_timeout_s=grace)
-                nursery.start_soon(self._kill_after, grace + _KILL_MARGIN_S)
+                # After the workers' own cut (graceful_timeout_s, the WebSocket Close wait).
+                drain_s = drain_deadline_s(self._config.limits)
+                nursery.start_soon(self._kill_after, drain_s + _KILL_MARGIN_S)
             nursery.cancel_scope.cancel()
         clean = all(slot.drain_exit_code in (None, 0) for slot in self._slots)
         code = 0 if clean else 1

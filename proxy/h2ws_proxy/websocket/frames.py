@@ -105,9 +105,13 @@ class FrameTracker:
             length = data[pos + 1] ^ self._mask_bit  # >= 128 when the mask bit is wrong
             if length < 126 and self._fast[data[pos]]:
                 pos += self._base + length
-                if pos >= end:
-                    self._skip = pos - end
-                    return
+            else:
+                pos = self._frame(data, pos, end)  # a control frame, a long one...
+                if pos < 0:
+                    return  # a partial header (kept), or lost
+            if pos >= end:
+                self._skip = pos - end
+                return
         elif pos >= end:  # inside one payload (or lost): the common bulk case
             self._skip = pos - end
             return
@@ -126,14 +130,10 @@ class FrameTracker:
                 if length < 126 and fast[data[pos]]:
                     pos += base + length
                     continue
-            after = self._frame(data, pos, end)
+            pos = self._frame(data, pos, end)
+            if pos < 0:
+                return  # a partial header (kept), or lost
             fast = self._fast
-            if after < 0:
-                if after == _PARTIAL:
-                    self._head = bytes(data[pos:end])
-                    self._skip = 0
-                return
-            pos = after
         self._skip = pos - end
 
     def pass_to_boundary(self, data: bytes | bytearray | memoryview) -> int | None:
@@ -164,22 +164,17 @@ class FrameTracker:
         """Complete the split header with ``data``'s first bytes: where in ``data`` the
         frame ends, or a negative result (still partial: kept; or lost)."""
         head = self._head
-        joined = head + bytes(data[: _MAX_HEADER + 2])
-        after = self._frame(joined, 0, len(joined))
-        if after == _PARTIAL:
-            self._head = joined
-            return _PARTIAL
         self._head = b""
-        if after == _LOST:
-            return _LOST
-        return after - len(head)
+        joined = head + bytes(data[: _MAX_HEADER + 2])
+        after = self._frame(joined, 0, len(joined))  # a partial header: kept whole again
+        return after if after < 0 else after - len(head)
 
     def _frame(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
         """The frame whose header starts at ``data[pos]``: where it ends (maybe past
-        ``end``), ``_PARTIAL`` if its header (or a Close's code) is not all there, or
-        ``_LOST``. State changes only for a whole header."""
+        ``end``); ``_PARTIAL`` if its header (or a Close's code) is not all there (then
+        kept for the next chunk), or ``_LOST``. State changes only for a whole header."""
         if end - pos < 2:
-            return _PARTIAL
+            return self._partial(data, pos, end)
         first, second = data[pos], data[pos + 1]
         if second & 0x80 != self._mask_bit:
             return self._lose("a frame masked the wrong way for its direction")
@@ -188,12 +183,12 @@ class FrameTracker:
         at = pos + 2
         if length == 126:
             if end - at < 2:
-                return _PARTIAL
+                return self._partial(data, pos, end)
             length = data[at] << 8 | data[at + 1]
             at += 2
         elif length == 127:
             if end - at < 8:
-                return _PARTIAL
+                return self._partial(data, pos, end)
             length = int.from_bytes(data[at : at + 8], "big")
             at += 8
             if length >> 63:
@@ -214,8 +209,8 @@ class FrameTracker:
                     if length == 0:
                         self.close_code = NO_STATUS
                     else:
-                        if end - at < 2:
-                            return _PARTIAL  # its code (and key) in the next chunk
+                        if end - at < 2:  # its code (and key) in the next chunk
+                            return self._partial(data, pos, end)
                         high, low = data[at], data[at + 1]
                         if self._mask_bit:
                             high ^= data[key_at]
@@ -234,6 +229,12 @@ class FrameTracker:
         else:
             return self._lose(f"reserved data opcode {opcode}")
         return at + length
+
+    def _partial(self, data: bytes | bytearray | memoryview, pos: int, end: int) -> int:
+        """Keep the start of a header that the next chunk completes."""
+        self._head = bytes(data[pos:end])
+        self._skip = 0
+        return _PARTIAL
 
     def _lose(self, reason: str) -> int:
         self.lost = reason
