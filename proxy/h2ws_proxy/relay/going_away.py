@@ -106,8 +106,8 @@ async def _close_one(relay: Relay) -> None:
     tunnel's own pumps put it into the others when their frame ends."""
     with trio.CancelScope() as scope:
         relay.closer = scope  # the tunnel's end cancels this
-        if relay.inject_down is not None:
-            relay.inject_down()  # synchronous: the polled side holds the client's bytes
+        if relay.downward is not None:
+            relay.downward.inject()  # synchronous: the polled side holds the client's bytes
             await _inject(relay.up, relay.backend)
             return
         async with trio.open_nursery() as both:

@@ -16,7 +16,7 @@ Rules (RFC 6455 §5.5.1, §7.1; the drain's side of them is in ``going_away.py``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -26,19 +26,26 @@ from h2ws_proxy.websocket.frames import FrameTracker
 Bytes = bytes | bytearray | memoryview
 
 
+class UntrackedReporter(Protocol):
+    """Who logs that a side's bytes are not WebSocket frames (a tunnel's record)."""
+
+    def log_untracked(self, side: Side, reason: str) -> None: ...
+
+
 class Leg(FrameTracker):
     """Source → sink of one tunnel: client → backend (masked frames) or backend → client."""
 
-    __slots__ = ("_report", "busy", "close", "draining", "injected", "sending")
+    __slots__ = ("_reporter", "busy", "close", "draining", "injected", "sending")
 
     #: The Close frame to put into the sink (set by :meth:`start_draining`).
     close: bytes
 
-    def __init__(self, upward: bool, report: Callable[[Side, str], None] | None = None) -> None:
-        """``upward``: client → backend (masked frames); ``report(side, reason)`` is told
-        when the bytes turn out not to be frames."""
+    def __init__(self, upward: bool, reporter: UntrackedReporter | None = None) -> None:
+        """``upward``: client → backend (masked frames); ``reporter`` is told when the
+        bytes turn out not to be frames (an object, not a bound method: one object fewer
+        per idle tunnel)."""
         self._start(0x80 if upward else 0)  # one call, no enum: built twice per tunnel
-        self._report = report
+        self._reporter = reporter
         #: A pump holds bytes of this direction that it has not yet written to the sink
         #: (the drain's closer leaves the sink to it then).
         self.busy = False
@@ -57,8 +64,8 @@ class Leg(FrameTracker):
     def tracking_lost(self, reason: str) -> None:
         if not self.injected:
             self.draining = False  # no boundary to wait for: the bytes just pass
-        if self._report is not None:
-            self._report(self.source, reason)
+        if self._reporter is not None:
+            self._reporter.log_untracked(self.source, reason)
 
     def start_draining(self, frame: bytes) -> None:
         """The drain wants ``frame`` (a Close) in the sink, unless the source sent its own

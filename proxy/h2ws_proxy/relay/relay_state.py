@@ -46,6 +46,12 @@ class PushableClient(Protocol):
     ) -> None: ...
 
 
+class ClosingDownward(Protocol):
+    """A downward direction that puts the drain's Close in itself (``PolledDownward``)."""
+
+    def inject(self) -> None: ...
+
+
 class SideBroke(Exception):
     """One side of the tunnel failed."""
 
@@ -94,9 +100,9 @@ class Relay:
     drain_closed: bool = False
     #: The backend ended its side first, without having sent a Close frame.
     backend_vanished: bool = False
-    #: Puts our Close toward the client where the downward direction has no task
-    #: (``PolledDownward.inject``); None: the closer sends it on the client stream.
-    inject_down: Callable[[], None] | None = None
+    #: The downward direction where it has no task (``PolledDownward``): it puts our Close
+    #: toward the client itself; None: the closer sends it on the client stream.
+    downward: ClosingDownward | None = None
     #: The drain's closer task for this tunnel, cancelled when the tunnel ends.
     closer: trio.CancelScope | None = None
 

@@ -38,12 +38,11 @@ its pending bytes, the closer task when the pump waits idle at a boundary.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import trio
 
 from h2ws_proxy.relay.going_away import OpenTunnels
-from h2ws_proxy.relay.legs import Bytes, Leg
+from h2ws_proxy.relay.legs import Bytes, Leg, UntrackedReporter
 from h2ws_proxy.relay.outcome import RelayStats, Side
 from h2ws_proxy.relay.polled import PolledDownward
 from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay, SideBroke
@@ -71,7 +70,7 @@ async def run_tunnel(
     poller: BackendPoller | None = None,
     pushable: PushableClient | None = None,
     open_tunnels: OpenTunnels | None = None,
-    report_untracked: Callable[[Side, str], None] | None = None,
+    untracked_reporter: UntrackedReporter | None = None,
 ) -> RelayStats:
     """Relay until both sides are done or one breaks; always closes the backend stream.
 
@@ -93,8 +92,8 @@ async def run_tunnel(
     backend by the task that receives them (see ``_offer_forwarder``).
 
     ``open_tunnels``: where the tunnel is listed while it runs, for the drain's Close.
-    ``report_untracked(side, reason)`` is called once per side whose bytes turn out not to
-    be WebSocket frames (they keep passing unchanged).
+    ``untracked_reporter`` is told once per side whose bytes turn out not to be WebSocket
+    frames (they keep passing unchanged).
     """
     # The caller may pass ``stats`` so that counters survive its own cancellation.
     stats = stats if stats is not None else RelayStats()
@@ -114,8 +113,8 @@ async def run_tunnel(
         backend_socket,
         idle_timeout_s=idle_timeout_s,
         half_closed_timeout_s=half_closed_timeout_s,
-        up=Leg(True, report_untracked),
-        down=Leg(False, report_untracked),
+        up=Leg(True, untracked_reporter),
+        down=Leg(False, untracked_reporter),
     )
     if open_tunnels is not None:
         open_tunnels.add(relay)
@@ -162,7 +161,7 @@ async def _run_polled(
     assert relay.backend_socket is not None
     relay.activity()
     downward = PolledDownward(relay, relay.pushable, relay.backend_socket, poller, backend_leftover)
-    relay.inject_down = downward.inject
+    relay.downward = downward
     try:
         downward.start()
         await _pump(relay, client_leftover, True, downward)
@@ -173,6 +172,7 @@ async def _run_polled(
         raise
     finally:
         downward.stop()
+        relay.downward = None  # no cycle left for the garbage collector
     relay.settle_end(cancelled=False)
 
 
@@ -201,7 +201,6 @@ async def _pump(
             relay.down,
         )
     data: Bytes = leftover
-    feed = leg.feed
     forwards = upward and _offer_forwarder(relay, downward)
     try:
         try:
@@ -233,7 +232,7 @@ async def _pump(
                 if leg.draining:
                     data = await _pass_draining(relay, leg, data, sink, sink_side)
                 else:
-                    feed(data)
+                    leg.feed(data)
         finally:
             if forwards and relay.pushable is not None:
                 relay.pushable.set_forwarder(None)
@@ -290,25 +289,24 @@ def _offer_forwarder(relay: Relay, downward: PolledDownward | None) -> bool:
     if client is None or backend is None:
         return False
     stats = relay.stats
-    up = relay.up
 
     def forward(data: bytes) -> int:
         # Never called once the tunnel's scope is cancelled (a timer fired, a side failed):
         # the pump's wait is aborted then (see set_forwarder), and the pump decides.
-        if up.draining:
+        if relay.up.draining:  # (relay.up, not a cell of its own: memory per idle tunnel)
             return 0  # the pump passes the rest of the frame, then our Close
         try:
             sent = backend.send_nowait(data)
         except STREAM_GONE:
             return 0
         if sent:
-            up.feed(data if sent == len(data) else data[:sent])
+            relay.up.feed(data if sent == len(data) else data[:sent])
             stats.bytes_up += sent
             relay.activity()
         return sent
 
     def end() -> bool:
-        if downward is None or downward.done or up.sending is not None:
+        if downward is None or downward.done or relay.up.sending is not None:
             return False  # the pump ends the tunnel (or waits for our Close): it must wake
         try:
             backend.end_now()

@@ -177,5 +177,5 @@ def opened_tunnel(
         poller=front.backend_poller(),
         pushable=front.pushable,
         open_tunnels=server.tunnels,
-        report_untracked=record.log_untracked,
+        untracked_reporter=record,
     )
