@@ -60,7 +60,8 @@ class OpenTunnels:
 
     def __init__(self) -> None:
         self._relays: set[Relay] = set()
-        self._empty = Wakeup()
+        #: Set while the drain waits for the last tunnel to end (None before).
+        self._empty: Wakeup | None = None
         #: Once the drain closes tunnels: when they end at the latest.
         self.close_by: float | None = None
 
@@ -76,10 +77,11 @@ class OpenTunnels:
     def discard(self, relay: Relay) -> None:
         relays = self._relays
         relays.discard(relay)
-        if not relays:
+        if not relays and self._empty is not None:
             self._empty.set()
 
     async def wait_empty(self) -> None:
+        self._empty = Wakeup()
         while self._relays:
             await self._empty.wait()
 

@@ -175,11 +175,31 @@ class FrameTracker:
         kept for the next chunk), or ``_LOST``. State changes only for a whole header."""
         if end - pos < 2:
             return self._partial(data, pos, end)
-        first, second = data[pos], data[pos + 1]
-        if second & 0x80 != self._mask_bit:
+        first = data[pos]
+        length = data[pos + 1] ^ self._mask_bit
+        if length > 127:
             return self._lose("a frame masked the wrong way for its direction")
         opcode = first & 0x0F
-        length = second & 0x7F
+        if opcode >= 8:  # control frames first: a Close ends every tunnel, both ways
+            if opcode > 10:
+                return self._lose(f"reserved control opcode {opcode}")
+            if length > 125 or not first & 0x80:
+                return self._lose("a fragmented or over-long control frame")
+            at = pos + self._base
+            if opcode == 8 and self.close_code is None:
+                if length < 2:
+                    if length:
+                        return self._lose("a Close frame with a one-byte payload")
+                    self.close_code = NO_STATUS
+                elif end - at < 2:  # its code (and key) in the next chunk
+                    return self._partial(data, pos, end)
+                elif self._mask_bit:  # the key is the 4 bytes before the payload
+                    self.close_code = (data[at] ^ data[at - 4]) << 8 | data[at + 1] ^ data[at - 3]
+                else:
+                    self.close_code = data[at] << 8 | data[at + 1]
+            elif opcode == 8 and length == 1:
+                return self._lose("a Close frame with a one-byte payload")
+            return at + length
         at = pos + 2
         if length == 126:
             if end - at < 2:
@@ -193,38 +213,17 @@ class FrameTracker:
             at += 8
             if length >> 63:
                 return self._lose("a 64-bit payload length with its top bit set")
-        key_at = at
         if self._mask_bit:
             at += 4
-        final = first & 0x80
-        if opcode >= 8:
-            if opcode > 10:
-                return self._lose(f"reserved control opcode {opcode}")
-            if not final or length > 125:
-                return self._lose("a fragmented or over-long control frame")
-            if opcode == 8:
-                if length == 1:
-                    return self._lose("a Close frame with a one-byte payload")
-                if self.close_code is None:
-                    if length == 0:
-                        self.close_code = NO_STATUS
-                    else:
-                        if end - at < 2:  # its code (and key) in the next chunk
-                            return self._partial(data, pos, end)
-                        high, low = data[at], data[at + 1]
-                        if self._mask_bit:
-                            high ^= data[key_at]
-                            low ^= data[key_at + 1]
-                        self.close_code = high << 8 | low
-        elif opcode == 0:
+        if opcode == 0:
             if self._fast is not _NONE:
                 return self._lose("a continuation frame with no message open")
-            if final:
+            if first & 0x80:
                 self._fast = _WHOLE_DATA_FRAME
         elif opcode <= 2:
             if self._fast is _NONE:
                 return self._lose("a new message inside a fragmented one")
-            if not final:
+            if not first & 0x80:
                 self._fast = _NONE
         else:
             return self._lose(f"reserved data opcode {opcode}")
