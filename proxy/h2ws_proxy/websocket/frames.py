@@ -57,6 +57,20 @@ _WHOLE_DATA_FRAME = tuple(_is_whole_data_frame(byte) for byte in range(256))
 _NONE = (False,) * 256
 
 
+def _short_sizes(mask_bit: int) -> tuple[int, ...]:
+    """Indexed by a frame's second byte: the whole frame's size when its mask bit is
+    ``mask_bit`` and its length fits those 7 bits (under 126); else 0."""
+    base = 6 if mask_bit else 2
+    return tuple(
+        base + (byte & 0x7F) if byte & 0x80 == mask_bit and byte & 0x7F < 126 else 0
+        for byte in range(256)
+    )
+
+
+#: :func:`_short_sizes` for masked (client to server) and unmasked frames.
+_MASKED_SIZES, _UNMASKED_SIZES = _short_sizes(0x80), _short_sizes(0)
+
+
 class FrameTracker:
     """The frame boundaries of one direction of a WebSocket connection (see the module).
 
@@ -67,7 +81,7 @@ class FrameTracker:
     short data frame at a boundary, takes one straight path through :meth:`feed`.
     """
 
-    __slots__ = ("_base", "_fast", "_head", "_mask_bit", "_skip", "close_code", "lost")
+    __slots__ = ("_fast", "_head", "_mask_bit", "_sizes", "_skip", "close_code", "lost")
 
     def __init__(self, *, masked: bool) -> None:
         self._start(0x80 if masked else 0)
@@ -79,8 +93,8 @@ class FrameTracker:
         #: The start of a frame header split across chunks (empty when none).
         self._head = b""
         self._mask_bit = mask_bit
-        #: A short header's size: 2 bytes, and the masking key.
-        self._base = 6 if mask_bit else 2
+        #: A short frame's size by its second byte (:func:`_short_sizes`).
+        self._sizes = _MASKED_SIZES if mask_bit else _UNMASKED_SIZES
         #: Which first bytes make a whole data frame the fast path takes: none while a
         #: fragmented message is open (``_NONE``; continuation frames are due then).
         self._fast = _WHOLE_DATA_FRAME
@@ -102,9 +116,9 @@ class FrameTracker:
         if pos < end - 1 and not self._head:
             # A frame header starts in this chunk, with its first two bytes: the common
             # case is a whole short data frame (ping-pong messages), checked straight.
-            length = data[pos + 1] ^ self._mask_bit  # >= 128 when the mask bit is wrong
-            if length < 126 and self._fast[data[pos]]:
-                pos += self._base + length
+            size = self._sizes[data[pos + 1]]  # 0: a long frame, or masked the wrong way
+            if size and self._fast[data[pos]]:
+                pos += size
             else:
                 pos = self._frame(data, pos, end)  # a control frame, a long one...
                 if pos < 0:
@@ -123,12 +137,12 @@ class FrameTracker:
             pos = self._resume_header(data)
             if pos < 0:
                 return
-        mask_bit, base, fast = self._mask_bit, self._base, self._fast
+        sizes, fast = self._sizes, self._fast
         while pos < end:
             if end - pos > 1:
-                length = data[pos + 1] ^ mask_bit
-                if length < 126 and fast[data[pos]]:
-                    pos += base + length
+                size = sizes[data[pos + 1]]
+                if size and fast[data[pos]]:
+                    pos += size
                     continue
             pos = self._frame(data, pos, end)
             if pos < 0:
@@ -185,7 +199,7 @@ class FrameTracker:
                 return self._lose(f"reserved control opcode {opcode}")
             if length > 125 or not first & 0x80:
                 return self._lose("a fragmented or over-long control frame")
-            at = pos + self._base
+            at = pos + (6 if self._mask_bit else 2)
             if opcode == 8 and self.close_code is None:
                 if length < 2:
                     if length:
