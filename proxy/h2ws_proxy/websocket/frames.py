@@ -29,6 +29,8 @@ Rules:
 
 from __future__ import annotations
 
+import struct
+
 #: RFC 6455 §7.4.1: "an endpoint is going away, such as a server going down".
 GOING_AWAY = 1001
 #: RFC 6455 §7.4.1: the code reported for a Close frame that carried none (never sent).
@@ -39,6 +41,8 @@ _LOST_SKIP = 1 << 62
 #: The most header bytes a frame needs looked at: 2 + 8 (64-bit length) + 4 (mask key);
 #: a Close frame's 2 + 4 + 2 (its code) is less.
 _MAX_HEADER = 14
+#: A 64-bit payload length (RFC 6455 §5.2: network byte order), read in place.
+_UINT64_AT = struct.Struct(">Q").unpack_from
 #: ``feed``'s result for a header not all there yet.
 _PARTIAL = -1
 #: ... and for bytes that are not frames (tracking lost).
@@ -223,7 +227,7 @@ class FrameTracker:
         elif length == 127:
             if end - at < 8:
                 return self._partial(data, pos, end)
-            length = int.from_bytes(data[at : at + 8], "big")
+            (length,) = _UINT64_AT(data, at)
             at += 8
             if length >> 63:
                 return self._lose("a 64-bit payload length with its top bit set")
