@@ -41,7 +41,7 @@ LAYERS: list[set[str]] = [
     {"http2", "http1"},
     {"relay"},
     {"backend"},
-    {"http"},
+    {"http", "websocket"},
     {"config"},
     {"transport"},
     {"errors", "log", "counters", "__init__"},

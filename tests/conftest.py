@@ -64,7 +64,12 @@ def ws_backend() -> Iterator[WebSocketsBackend]:
     """
     with contextlib.ExitStack() as stack:
 
-        def start(subprotocols: list[str] | None = None) -> int:
-            return stack.enter_context(websockets_backend(subprotocols))
+        def start(
+            subprotocols: list[str] | None = None,
+            closes: list[int | None] | None = None,
+            *,
+            deflate: bool = False,
+        ) -> int:
+            return stack.enter_context(websockets_backend(subprotocols, closes, deflate=deflate))
 
         yield start

@@ -26,12 +26,30 @@ from wsproto.utilities import generate_accept_token
 
 @contextlib.contextmanager
 def websockets_backend(
-    subprotocols: list[str] | None = None, ssl_context: ssl.SSLContext | None = None
+    subprotocols: list[str] | None = None,
+    closes: list[int | None] | None = None,
+    *,
+    deflate: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Iterator[int]:
     """Run a ``websockets`` echo server on 127.0.0.1 (over TLS with ``ssl_context``);
-    yields its port."""
+    yields its port. ``deflate``: it accepts permessage-deflate (RFC 7692) when the client
+    offers it.
+
+    ``closes``: gets, per connection once it ended, the code of the Close frame the server
+    received (None for none). ``websockets`` checks that a client's frames are masked, so a
+    code here came in a well-formed, masked Close frame.
+    """
 
     def handler(connection: ServerConnection) -> None:
+        try:
+            echo(connection)
+        finally:
+            if closes is not None:
+                received = connection.protocol.close_rcvd
+                closes.append(received.code if received is not None else None)
+
+    def echo(connection: ServerConnection) -> None:
         for message in connection:
             if message == "__headers__":
                 request = connection.request
@@ -53,7 +71,7 @@ def websockets_backend(
         0,
         subprotocols=subprotocols,  # type: ignore[arg-type]
         max_size=None,
-        compression=None,
+        compression="deflate" if deflate else None,
         close_timeout=2,
         ssl=ssl_context,
     )

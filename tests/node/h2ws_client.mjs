@@ -102,6 +102,7 @@ function parseArgs(argv) {
     text: null,
     noClose: false,
     halfClose: false,
+    hold: false,
     subprotocols: null,
     origin: null,
     headers: [],
@@ -136,6 +137,7 @@ function parseArgs(argv) {
       case '--text': o.text = next(); break;
       case '--no-close': o.noClose = true; break;
       case '--half-close': o.halfClose = true; break;
+      case '--hold': o.hold = true; break;
       case '--subprotocol':
         o.subprotocols = next().split(',').map((s) => s.trim()).filter(Boolean);
         break;
@@ -1012,6 +1014,15 @@ async function tunnelBody(t, headers) {
   }
 
   if (opts.noClose) return; // leave the tunnel open; the session is destroyed at the end
+
+  if (opts.hold) {
+    // Keep the tunnel open until the server closes it (a proxy's drain): its Close is
+    // answered with the same code and END_STREAM (serverClosed); an end without one is
+    // an error (what a browser would report as 1006).
+    while ((await nextMessage()) !== null) { /* late messages are ignored */ }
+    if (t.close_code === null && !t.error) t.error = 'stream ended without a Close frame';
+    return;
+  }
 
   try {
     if (opts.halfClose) {

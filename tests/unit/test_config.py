@@ -743,7 +743,22 @@ def test_error_lines_with_dotted_keys_and_quotes(tmp_path: Path) -> None:
         "graceful_timeout_s, drain_accept_s, idle_connection_timeout_s, send_timeout_s, "
         "max_connections, max_connections_per_client, max_tunnels_per_client, max_stream_resets, "
         "stream_reset_window_s, max_empty_frames, http_idle_timeout_s, "
-        "backend_keepalive_s, backend_max_idle, half_closed_timeout_s"
+        "backend_keepalive_s, backend_max_idle, half_closed_timeout_s, close_wait_s, "
+        "drain_close_websockets"
+    )
+
+
+def test_drain_close_keys(tmp_path: Path) -> None:
+    assert (Limits().close_wait_s, Limits().drain_close_websockets) == (2.0, False)
+    text = MINIMAL + "[limits]\nclose_wait_s = 0.5\ndrain_close_websockets = true\n"
+    limits = load_config(write(tmp_path, text)).limits
+    assert (limits.close_wait_s, limits.drain_close_websockets) == (0.5, True)
+    assert load_error(tmp_path, MINIMAL + "\n[limits]\ndrain_close_websockets = 1\n") == (
+        ":9: limits.drain_close_websockets: must be true or false, not an integer; "
+        "write it unquoted"
+    )
+    assert load_error(tmp_path, MINIMAL + "\n[limits]\nclose_wait_s = 0\n").startswith(
+        ":9: limits.close_wait_s: must be greater than 0 seconds;"
     )
 
 

@@ -250,6 +250,12 @@ class Limits:
     #: After one side of a tunnel ended, how long the other may stay silent without ending
     #: too; 0 disables.
     half_closed_timeout_s: float = 10.0
+    #: On drain, once a WebSocket got our Close 1001 (after ``graceful_timeout_s``), how long
+    #: its peers get to answer with theirs and end before it is cut.
+    close_wait_s: float = 2.0
+    #: On drain, send WebSockets the Close 1001 at once instead of after
+    #: ``graceful_timeout_s`` (ordinary requests still get that long).
+    drain_close_websockets: bool = False
 
     def connections_per_client(self) -> int:
         """``max_connections_per_client`` in effect (0: no limit)."""

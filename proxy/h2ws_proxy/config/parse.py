@@ -197,7 +197,13 @@ def _workers_setting(root: Table) -> int:
         raise root.error("workers", str(exc)) from None
 
 
-def _limit_value(table: Table, name: str) -> float | int:
+#: Limits that are switches.
+_BOOL_LIMITS = frozenset({"drain_close_websockets"})
+
+
+def _limit_value(table: Table, name: str) -> float | int | bool:
+    if name in _BOOL_LIMITS:
+        return table.boolean(name, default=False)
     value, default = table.data[name], getattr(Limits(), name)
     example = f"write e.g. {name} = {100 if default is None else default}"
     if name in _INT_LIMITS:

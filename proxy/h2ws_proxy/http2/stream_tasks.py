@@ -19,6 +19,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import trio
@@ -184,7 +185,7 @@ class StreamTasks:
                 # This frame lives as long as the tunnel: keep no handshake objects alive
                 # in it (nor the front: the run holds what it needs).
                 tunnel = opened_tunnel(
-                    front, upgraded.stream, upgraded.leftover, record, self.limits
+                    front, upgraded.stream, upgraded.leftover, record, self._server
                 )
                 del upgraded, request, front
                 with self._server.stats.count_tunnel():
@@ -211,10 +212,24 @@ class StreamTasks:
             self.session.reset(stream.stream_id, ErrorCode.NO_ERROR)
             stream.break_stream("half-closed timeout", by_peer=False)
         elif record.opened and record.stats.end is not RelayEnd.CLEAN:
-            stream.reset(cancel=record.stats.end is not RelayEnd.BACKEND_ABORTED)
+            if record.stats.end is RelayEnd.DRAINED:
+                self._end_drained(stream)
+            else:
+                stream.reset(cancel=record.stats.end is not RelayEnd.BACKEND_ABORTED)
         elif not record.opened and not stream.local_ended:
             stream.reset(cancel=True)  # cancelled, or an answer cut short: say so
         self._forget(stream, record)
+
+    def _end_drained(self, stream: H2Stream) -> None:
+        """The drain closed the WebSocket both ways (both Close frames seen): end the
+        stream rather than reset it; NO_ERROR only if the client's side is still open."""
+        if stream.broken_reason is None:
+            if not stream.local_ended:
+                with contextlib.suppress(*STREAM_GONE):
+                    stream.end_now()
+            if stream.local_ended and not stream.remote_ended:
+                self.session.reset(stream.stream_id, ErrorCode.NO_ERROR)  # RFC 9113 §8.1
+        stream.break_stream("drained", by_peer=False)
 
     # ---- one ordinary request ----
 

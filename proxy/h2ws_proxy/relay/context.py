@@ -20,6 +20,7 @@ from h2ws_proxy.config import (
 )
 from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.relay.client_limits import ClientTable, ConnectionSlot, unlimited_slot
+from h2ws_proxy.relay.going_away import OpenTunnels
 from h2ws_proxy.relay.routing import Router
 
 
@@ -118,6 +119,7 @@ class ServerContext:
         "pool",
         "shutdown",
         "stats",
+        "tunnels",
     )
 
     def __init__(
@@ -138,6 +140,8 @@ class ServerContext:
         self.pool = BackendPool(config.limits, connect_backend, connect_times)
         #: Set once every listener accepts (``/readyz``).
         self.accepting = trio.Event()
+        #: The tunnels running, for the drain's WebSocket Close (relay/going_away.py).
+        self.tunnels = OpenTunnels()
         #: Connections and tunnels per client address.
         self.clients = ClientTable(config.limits)
         self._current = _Current(Generation(config, router, Balancers(_groups(config))))
@@ -185,6 +189,7 @@ class ServerContext:
         view.connect_backend = self.connect_backend
         view.stats, view.pool, view.clients = self.stats, self.pool, self.clients
         view.accepting = self.accepting
+        view.tunnels = self.tunnels
         view._current = self._current
         return view
 

@@ -29,7 +29,8 @@ class RelayEnd(enum.Enum):
     CLEAN = "clean"
     #: The client reset its stream or its connection went away.
     CLIENT_ABORTED = "client_aborted"
-    #: The backend reset or failed mid-tunnel.
+    #: The backend reset or failed mid-tunnel, or ended its side of a WebSocket without a
+    #: Close frame (its client then sees 1006, abnormal closure).
     BACKEND_ABORTED = "backend_aborted"
     #: No bytes either way for the idle timeout.
     IDLE_TIMEOUT = "idle_timeout"
@@ -38,6 +39,9 @@ class RelayEnd(enum.Enum):
     HALF_CLOSED_TIMEOUT = "half_closed_timeout"
     #: The proxy cancelled it (shutdown, connection error).
     CANCELLED = "cancelled"
+    #: The drain closed it: our Close 1001 went to the side(s) that had sent none, and both
+    #: sides' Close frames were seen before it ended (``close_wait_s``).
+    DRAINED = "drained"
 
 
 @dataclass(slots=True)
@@ -48,7 +52,7 @@ class RelayStats:
     bytes_down: int = 0  # backend → client
     end: RelayEnd = RelayEnd.CANCELLED
     last_activity: float = 0.0
-    #: The close code of the first Close frame each side sent (RFC 6455 §5.5.1), None
-    #: without one (filled by the tunnel's frame tracker).
+    #: The status code of the Close frame each side sent (1005: one without a code), None
+    #: if it sent none (or its bytes were not WebSocket frames). Tunnels only.
     client_close: int | None = None
     backend_close: int | None = None

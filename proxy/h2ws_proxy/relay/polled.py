@@ -9,6 +9,9 @@ Rules:
 * The same steps as a pump, as callbacks; at most one chunk (``READ_SIZE``) waits here.
 * Backpressure: a shut window or a backlogged connection pauses the backend's watch until
   the client side calls back (``set_on_writable``, ``call_when_drained``).
+* Frames: each chunk read is fed to the relay's downward leg; once the drain wants a Close
+  toward the client, it joins the pending bytes at the first frame boundary
+  (:meth:`PolledDownward.inject`, ``Leg.take``) and the backend's later bytes are dropped.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class PolledDownward:
         self._backend = backend
         self._poller = poller
         self._fd = backend.fileno()
+        if leftover:
+            relay.down.feed(leftover)
         self._pending: memoryview | None = memoryview(leftover) if leftover else None
         self._paused = True
         self._awaiting_drain = False
@@ -98,8 +103,30 @@ class PolledDownward:
             self._backend_ended()
             return
         relay.activity()
+        down = relay.down
+        if down.draining:
+            forward, inject = down.take(data)
+            data = bytes(forward) + down.close if inject else bytes(forward)
+            if not data:
+                return  # dropped: our Close went already
+        else:
+            down.feed(data)
         self._pending = memoryview(data)
         if not self._flush():
+            self._pause()
+
+    def inject(self) -> None:
+        """The drain's Close toward the client, if the bytes handed on so far (and those
+        pending) end at a frame boundary; else the chunk that ends the frame brings it."""
+        down = self._relay.down
+        if self.done or not down.may_inject_now():
+            return
+        down.injected = True
+        pending = self._pending
+        self._pending = memoryview(down.close if pending is None else bytes(pending) + down.close)
+        if self._paused:
+            self._resume()  # or the client's window or drain calls back, as for any bytes
+        elif not self._flush():
             self._pause()
 
     def _flush(self) -> bool:
@@ -143,7 +170,7 @@ class PolledDownward:
         """The backend's EOF: END_STREAM to the client (``_end_down``)."""
         self._pause()
         relay = self._relay
-        relay.backend_done = True
+        relay.backend_ended()
         try:
             self._client.end_now()
         except STREAM_GONE:

@@ -7,7 +7,10 @@ routing compared it: lowercase, no port), path, route, backend, status, bytes ea
 duration and ending, and who asked: the client's address and port (``client=``) and its
 ``User-Agent`` (``user_agent=``: its first :data:`USER_AGENT_MAX_BYTES` bytes, anything but
 printable ASCII escaped). Tunnels log ``tunnel.closed`` (or
-``tunnel.refused`` when no tunnel opened), ordinary requests ``request.closed``.
+``tunnel.refused`` when no tunnel opened), ordinary requests ``request.closed``. A
+``tunnel.closed`` line also carries the WebSocket close code each side sent
+(``close_code_client``, ``close_code_backend``; ``-`` for none), and a tunnel whose bytes
+one way turned out not to be WebSocket frames says so once (``tunnel.untracked``).
 
 :meth:`RelayRecord.log` also counts the record into the server's
 :class:`~h2ws_proxy.counters.ProxyCounters`, whatever the log level: it is the one place
@@ -29,7 +32,7 @@ from h2ws_proxy.config.hosts import authority_host
 from h2ws_proxy.counters import ProxyCounters, close_code_label, status_label
 from h2ws_proxy.errors import OriginRefused, ProxyError
 from h2ws_proxy.log import log_event
-from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
+from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
 
 logger = logging.getLogger("h2ws_proxy.tunnel")
 
@@ -165,7 +168,29 @@ class RelayRecord:
             bytes_down=self.stats.bytes_down,
             duration_s=round(duration_s, 6),
             end=self.ending(),
+            **(self._close_codes() if self.opened and self.kind == "tunnel" else {}),
             error=self.error,
+        )
+
+    def _close_codes(self) -> dict[str, object]:
+        client, backend = self.stats.client_close, self.stats.backend_close
+        return {
+            "close_code_client": client if client is not None else "-",
+            "close_code_backend": backend if backend is not None else "-",
+        }
+
+    def log_untracked(self, side: Side, reason: str) -> None:
+        """One side's bytes are not WebSocket frames: they pass on, untracked (no close
+        code, no Close on drain that way)."""
+        log_event(
+            logger,
+            logging.INFO,
+            "tunnel.untracked",
+            conn=self.connection_id,
+            front=self.front,
+            stream=self.stream_id if self.stream_id is not None else "-",
+            side=side.value,
+            reason=reason,
         )
 
     def _count_tunnel(self, counters: ProxyCounters, duration_s: float) -> None:

@@ -6,17 +6,22 @@ Rules:
   cancelling it ends the tunnel; the deadline moves lazily, never early and at most
   ``TIMER_SLACK_S`` late (see :class:`Relay`).
 * A failure of one side ends the tunnel as that side's abort, unless it had ended already.
+* Each direction is a :class:`~h2ws_proxy.relay.legs.Leg` that sees its WebSocket frames;
+  how the tunnel ended is settled with them: a backend that ended its side first without a
+  Close frame aborted (its client sees 1006), a tunnel the drain closed with both sides'
+  Close frames seen was drained, and each side's close code goes into the stats.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
 
+from h2ws_proxy.relay.legs import Leg
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
 from h2ws_proxy.transport.capabilities import PollableSocket
 
@@ -41,6 +46,12 @@ class PushableClient(Protocol):
     ) -> None: ...
 
 
+class ClosingDownward(Protocol):
+    """A downward direction that puts the drain's Close in itself (``PolledDownward``)."""
+
+    def inject(self) -> None: ...
+
+
 class SideBroke(Exception):
     """One side of the tunnel failed."""
 
@@ -49,7 +60,7 @@ class SideBroke(Exception):
         self.side = side
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Relay:
     """The state both pumps share: one cancel scope for the whole tunnel.
 
@@ -80,6 +91,20 @@ class Relay:
     timer_end: RelayEnd = RelayEnd.IDLE_TIMEOUT
     #: ``stats.last_activity`` when the deadline was last set.
     armed_at: float = -math.inf
+    #: Client → backend and backend → client, as WebSocket frames.
+    up: Leg = field(default_factory=lambda: Leg(upward=True))
+    down: Leg = field(default_factory=lambda: Leg(upward=False))
+    #: The drain's Close wait: the tunnel ends by then whatever else happens.
+    close_by: float = math.inf
+    #: The drain put (or wanted to put) its Close into this tunnel.
+    drain_closed: bool = False
+    #: The backend ended its side first, without having sent a Close frame.
+    backend_vanished: bool = False
+    #: The downward direction where it has no task (``PolledDownward``): it puts our Close
+    #: toward the client itself; None: the closer sends it on the client stream.
+    downward: ClosingDownward | None = None
+    #: The drain's closer task for this tunnel, cancelled when the tunnel ends.
+    closer: trio.CancelScope | None = None
 
     def activity(self) -> None:
         """Bytes moved: both timers start over (the deadline follows within the slack)."""
@@ -102,7 +127,24 @@ class Relay:
             since = max(self.half_closed_since, self.stats.last_activity)
             if since + self.half_closed_timeout_s < deadline:
                 deadline, end = since + self.half_closed_timeout_s, RelayEnd.HALF_CLOSED_TIMEOUT
-        self.scope.deadline, self.timer_end = deadline + TIMER_SLACK_S, end
+        deadline += TIMER_SLACK_S
+        if self.close_by <= deadline:
+            deadline, end = self.close_by, RelayEnd.CANCELLED
+        self.scope.deadline, self.timer_end = deadline, end
+
+    def close_for_drain(self, close_by: float) -> None:
+        """The drain's Close goes into this tunnel (see going_away.py): the tunnel ends by
+        ``close_by`` at the latest."""
+        self.drain_closed = True
+        self.close_by = close_by
+        self._arm()
+
+    def backend_ended(self) -> None:
+        """The backend's EOF came (its bytes all delivered)."""
+        self.backend_done = True
+        down = self.down
+        if self.half_closed_since is None and down.close_code is None and down.lost is None:
+            self.backend_vanished = True
 
     def settle_end(self, *, cancelled: bool) -> None:
         """Once the tunnel has stopped (``cancelled``: by its scope's cancellation): how it
@@ -116,6 +158,26 @@ class Relay:
                 self.stats.end = RelayEnd.CLEAN
             elif trio.current_time() >= self.scope.deadline:
                 self.stats.end = self.timer_end
+
+    def settle_frames(self) -> None:
+        """Once the tunnel has stopped, whatever stopped it: the close codes, and what the
+        frames say about how it ended (see the module's rules)."""
+        stats = self.stats
+        stats.client_close, stats.backend_close = self.up.close_code, self.down.close_code
+        # The usual tunnel stops here: no enum compared (each look-up costs, per tunnel).
+        if self.backend_vanished:
+            if stats.end is RelayEnd.CLEAN:
+                stats.end = RelayEnd.BACKEND_ABORTED
+        elif self.drain_closed:
+            self.up.draining = self.down.draining = False  # a late closer sends nothing
+            if self.closer is not None:
+                self.closer.cancel()
+            if (
+                stats.end in (RelayEnd.CLEAN, RelayEnd.CANCELLED)
+                and stats.client_close is not None
+                and stats.backend_close is not None
+            ):
+                stats.end = RelayEnd.DRAINED
 
     def fail(self, side: Side) -> None:
         if self.stats.end is RelayEnd.CANCELLED:

@@ -26,6 +26,13 @@ a slow client. The upward pump then only drains the client, and the downward pum
 the backend's EOF ends the tunnel cleanly, a reset aborts it. Resetting the client after a
 clean close would also make browsers stop using WebSocket over HTTP/2 for the origin
 (aspnetcore#42328).
+
+Frames: every chunk is fed to its direction's :class:`~h2ws_proxy.relay.legs.Leg` as it is
+taken from the source (one call, O(frame headers in it)); the bytes pass unchanged. Once the
+drain wants a Close in a direction (``going_away.py``), that direction's chunks go through
+``Leg.take``: the frame in progress still passes, then our Close, then nothing more. Whoever
+holds the direction's bytes puts the Close in: the pump after its send, the polled side in
+its pending bytes, the closer task when the pump waits idle at a boundary.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ import math
 
 import trio
 
+from h2ws_proxy.relay.going_away import OpenTunnels
+from h2ws_proxy.relay.legs import Bytes, Leg, UntrackedReporter
 from h2ws_proxy.relay.outcome import RelayStats, Side
 from h2ws_proxy.relay.polled import PolledDownward
 from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay, SideBroke
@@ -60,6 +69,8 @@ async def run_tunnel(
     scope: trio.CancelScope | None = None,
     poller: BackendPoller | None = None,
     pushable: PushableClient | None = None,
+    open_tunnels: OpenTunnels | None = None,
+    untracked_reporter: UntrackedReporter | None = None,
 ) -> RelayStats:
     """Relay until both sides are done or one breaks; always closes the backend stream.
 
@@ -79,46 +90,45 @@ async def run_tunnel(
     backend → client direction runs without a task of its own (:class:`PolledDownward`):
     one task per tunnel instead of two; and the client's bytes may be forwarded to the
     backend by the task that receives them (see ``_offer_forwarder``).
+
+    ``open_tunnels``: where the tunnel is listed while it runs, for the drain's Close.
+    ``untracked_reporter`` is told once per side whose bytes turn out not to be WebSocket
+    frames (they keep passing unchanged).
     """
     # The caller may pass ``stats`` so that counters survive its own cancellation.
     stats = stats if stats is not None else RelayStats()
     backend_socket = as_pollable(backend)
+    polled = (
+        poller is not None
+        and scope is not None
+        and backend_socket is not None
+        and pushable is not None
+    )
+    relay = Relay(
+        client,
+        backend,
+        stats,
+        scope if scope is not None else trio.CancelScope(),  # the pumps' own, below
+        pushable,
+        backend_socket,
+        idle_timeout_s=idle_timeout_s,
+        half_closed_timeout_s=half_closed_timeout_s,
+        up=Leg(True, untracked_reporter),
+        down=Leg(False, untracked_reporter),
+    )
+    if open_tunnels is not None:
+        open_tunnels.add(relay)
     try:
-        if (
-            poller is not None
-            and scope is not None
-            and backend_socket is not None
-            and pushable is not None
-        ):
+        if polled:
+            assert poller is not None
             await _run_polled(
-                Relay(
-                    client,
-                    backend,
-                    stats,
-                    scope,
-                    pushable,
-                    backend_socket,
-                    idle_timeout_s=idle_timeout_s,
-                    half_closed_timeout_s=half_closed_timeout_s,
-                ),
-                poller,
-                client_leftover=client_leftover,
-                backend_leftover=backend_leftover,
+                relay, poller, client_leftover=client_leftover, backend_leftover=backend_leftover
             )
             return stats
         if scope is not None:
             scope.deadline = math.inf  # the pumps' nursery holds the timers here
         async with trio.open_nursery() as pumps:
-            relay = Relay(
-                client,
-                backend,
-                stats,
-                pumps.cancel_scope,
-                pushable,
-                backend_socket,
-                idle_timeout_s=idle_timeout_s,
-                half_closed_timeout_s=half_closed_timeout_s,
-            )
+            relay.scope = pumps.cancel_scope
             relay.activity()
             # A constant name: trio would otherwise build one string per task.
             pumps.start_soon(_pump, relay, backend_leftover, False, name=_PUMP_DOWN_NAME)
@@ -127,6 +137,9 @@ async def run_tunnel(
             await _pump(relay, client_leftover, True)
         relay.settle_end(cancelled=pumps.cancel_scope.cancelled_caught)
     finally:
+        relay.settle_frames()
+        if open_tunnels is not None:
+            open_tunnels.discard(relay)
         if backend_socket is not None:
             backend_socket.close_now()  # two cancel scopes fewer than the line below
         else:
@@ -148,6 +161,7 @@ async def _run_polled(
     assert relay.backend_socket is not None
     relay.activity()
     downward = PolledDownward(relay, relay.pushable, relay.backend_socket, poller, backend_leftover)
+    relay.downward = downward
     try:
         downward.start()
         await _pump(relay, client_leftover, True, downward)
@@ -158,6 +172,7 @@ async def _run_polled(
         raise
     finally:
         downward.stop()
+        relay.downward = None  # no cycle left for the garbage collector
     relay.settle_end(cancelled=False)
 
 
@@ -170,35 +185,43 @@ async def _pump(
     most of an idle tunnel's memory, so the wait for the next read is one frame deep here.
     """
     if upward:
-        source, sink, source_side, sink_side = (
+        source, sink, source_side, sink_side, leg = (
             relay.client,
             relay.backend,
             Side.CLIENT,
             Side.BACKEND,
+            relay.up,
         )
     else:
-        source, sink, source_side, sink_side = (
+        source, sink, source_side, sink_side, leg = (
             relay.backend,
             relay.client,
             Side.BACKEND,
             Side.CLIENT,
+            relay.down,
         )
-    data: bytes | bytearray = leftover
+    data: Bytes = leftover
     forwards = upward and _offer_forwarder(relay, downward)
     try:
         try:
+            if data:
+                data = await _pass_draining(relay, leg, data, sink, sink_side)
             while True:
                 if data:
+                    leg.busy = True
                     try:
                         await sink.send_all(data)
                     except STREAM_GONE:
                         raise SideBroke(sink_side) from None
+                    leg.busy = False
                     if upward:
                         relay.stats.bytes_up += len(data)
                     else:
                         relay.stats.bytes_down += len(data)
                     # Don't hold the last chunk (up to READ_SIZE) while the tunnel idles.
                     data = b""
+                    if leg.draining:  # the drain came while we were sending
+                        await _pass_draining(relay, leg, b"", sink, sink_side)
                 try:
                     data = await source.receive_some(READ_SIZE)
                 except STREAM_GONE:
@@ -206,15 +229,45 @@ async def _pump(
                 if not data:
                     break
                 relay.activity()
+                if leg.draining:
+                    data = await _pass_draining(relay, leg, data, sink, sink_side)
+                else:
+                    leg.feed(data)
         finally:
             if forwards and relay.pushable is not None:
                 relay.pushable.set_forwarder(None)
+        if leg.sending is not None:  # the closer's send of our Close must finish first
+            await leg.sending.wait()
         await (_end_up if upward else _end_down)(relay)
     except SideBroke as broke:
         if upward and broke.side is Side.BACKEND:
             await _backend_stopped_taking(relay)
         else:
             relay.fail(broke.side)
+
+
+async def _pass_draining(
+    relay: Relay, leg: Leg, data: Bytes, sink: trio.abc.Stream, side: Side
+) -> Bytes:
+    """A chunk of a direction the drain closes (``Leg.take``): what is left to send the
+    usual way (the frame in progress goes on past it), or b"" when the Close went after
+    the frame's end (sent here) or went already (the chunk is dropped)."""
+    forward, inject = leg.take(data)  # (also the first chunk, draining or not)
+    if not inject:
+        return forward
+    leg.busy = True
+    try:
+        if forward:
+            await sink.send_all(forward)
+            if leg is relay.up:
+                relay.stats.bytes_up += len(forward)
+            else:
+                relay.stats.bytes_down += len(forward)
+        await sink.send_all(leg.close)
+    except STREAM_GONE:
+        raise SideBroke(side) from None
+    leg.busy = False
+    return b""
 
 
 def _offer_forwarder(relay: Relay, downward: PolledDownward | None) -> bool:
@@ -240,18 +293,21 @@ def _offer_forwarder(relay: Relay, downward: PolledDownward | None) -> bool:
     def forward(data: bytes) -> int:
         # Never called once the tunnel's scope is cancelled (a timer fired, a side failed):
         # the pump's wait is aborted then (see set_forwarder), and the pump decides.
+        if relay.up.draining:  # (relay.up, not a cell of its own: memory per idle tunnel)
+            return 0  # the pump passes the rest of the frame, then our Close
         try:
             sent = backend.send_nowait(data)
         except STREAM_GONE:
             return 0
         if sent:
+            relay.up.feed(data if sent == len(data) else data[:sent])
             stats.bytes_up += sent
             relay.activity()
         return sent
 
     def end() -> bool:
-        if downward is None or downward.done:
-            return False  # the pump ends the tunnel: it must wake
+        if downward is None or downward.done or relay.up.sending is not None:
+            return False  # the pump ends the tunnel (or waits for our Close): it must wake
         try:
             backend.end_now()
         except STREAM_GONE:
@@ -266,7 +322,7 @@ def _offer_forwarder(relay: Relay, downward: PolledDownward | None) -> bool:
 
 async def _end_down(relay: Relay) -> None:
     """The backend ended its side: END_STREAM to the client."""
-    relay.backend_done = True
+    relay.backend_ended()
     await _send_eof(relay.client, Side.CLIENT)
     relay.half_closed()
 

@@ -21,7 +21,7 @@ import trio
 
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
-from h2ws_proxy.config import Limits, RouteConfig
+from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import (
     BackendConnectFailed,
     BackendConnectTimeout,
@@ -158,7 +158,7 @@ def opened_tunnel(
     backend: trio.abc.HalfCloseableStream,
     backend_leftover: bytes,
     record: RelayRecord,
-    limits: Limits,
+    server: ServerContext,
 ) -> Awaitable[RelayStats]:
     """The run of the tunnel :func:`open_tunnel` opened: await it inside
     ``server.stats.count_tunnel()``. It always closes ``backend``; ``record.stats`` say how
@@ -167,6 +167,7 @@ def opened_tunnel(
     Sync, and it returns ``run_tunnel``'s own coroutine: no frame of its own stays alive
     for the tunnel's life (idle memory per tunnel, bench/README.md).
     """
+    limits = server.config.limits
     return run_tunnel(
         front.tunnel_client,
         backend,
@@ -178,4 +179,6 @@ def opened_tunnel(
         scope=front.scope,
         poller=front.backend_poller(),
         pushable=front.pushable,
+        open_tunnels=server.tunnels,
+        untracked_reporter=record,
     )

@@ -11,8 +11,9 @@ bound addresses through ``task_status`` (port 0 gets a real port) and serves unt
   client connecting later is refused at once instead of waiting in a backlog nobody
   accepts from (nginx and HAProxy close them at once; Envoy's drain keeps accepting);
 * frontends send GOAWAY to their clients and close idle HTTP/1.1 connections; open
-  tunnels and requests get until ``graceful_timeout_s`` after the signal, then what is
-  left is cancelled.
+  tunnels and requests get until ``graceful_timeout_s`` after the signal; then the
+  WebSockets still open get a Close 1001 both ways (relay/going_away.py), and what is left
+  is cancelled ``close_wait_s`` later.
 
 Listeners are served through ``listeners.py`` and the server is attached to its
 ``Reloader`` once it listens: SIGHUP and ``POST /reload`` switch it to a re-read config
@@ -39,6 +40,7 @@ from h2ws_proxy.config import ProxyConfig, SocketAddress, build_listener_context
 from h2ws_proxy.errors import ConfigError
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.context import ServerContext, ServerStats
+from h2ws_proxy.relay.going_away import close_websockets_on_drain, drain_deadline_s
 from h2ws_proxy.relay.routing import Router
 from h2ws_proxy.server.accept import serve_admin
 from h2ws_proxy.server.admin import handle_admin, not_ready
@@ -197,7 +199,9 @@ async def _stop_accepting(server: ServerContext, connections: trio.Nursery) -> N
         graceful_timeout_s=limits.graceful_timeout_s,
         drain_accept_s=limits.drain_accept_s,
     )
-    connections.cancel_scope.deadline = trio.current_time() + limits.graceful_timeout_s
+    # WebSockets still open after graceful_timeout_s get a Close 1001 and close_wait_s.
+    connections.start_soon(close_websockets_on_drain, server.tunnels, limits)
+    connections.cancel_scope.deadline = trio.current_time() + drain_deadline_s(limits)
     if limits.drain_accept_s:
         await trio.sleep(limits.drain_accept_s)
 

@@ -30,8 +30,9 @@ Theory of operation:
   the listening sockets (once no worker is being started with them): a listening socket
   closes only when every process holding it did, and a copy left open would let new
   clients queue in a backlog nobody accepts from;
-  a second signal sends a second SIGTERM (stop at once). Workers still running
-  ``graceful_timeout_s`` + 5 s after the first signal are killed. The supervisor exits 0
+  a second signal sends a second SIGTERM (stop at once). Workers still running 5 s after
+  their own drain's end (``graceful_timeout_s``, then the WebSocket Close's
+  ``close_wait_s``) are killed. The supervisor exits 0
   when every worker ended with 0, else 1.
 * **Reload.** SIGHUP or ``POST /reload``: the supervisor checks the file once and the
   workers switch (``reload_workers.py``).
@@ -61,6 +62,7 @@ import trio
 from h2ws_proxy.backend.tls import prepare_backend_tls
 from h2ws_proxy.config import ProxyConfig, build_listener_contexts
 from h2ws_proxy.log import log_event
+from h2ws_proxy.relay.going_away import drain_deadline_s
 from h2ws_proxy.server.admin import NOT_FOUND, answer_admin_request
 from h2ws_proxy.server.descriptors import raise_descriptor_limit
 from h2ws_proxy.server.metrics import Samples, WorkerSamples, exposition
@@ -68,7 +70,7 @@ from h2ws_proxy.server.reload import reload_on_signals
 from h2ws_proxy.server.reload_workers import Serving, WorkerReloader
 from h2ws_proxy.server.serve import BoundSockets, bind_sockets, bound_address
 from h2ws_proxy.server.worker import READY, ControlChannel, WorkerSpec
-from h2ws_proxy.server.worker_slot import WorkerSlot
+from h2ws_proxy.server.worker_slot import WorkerSlot, sum_stats
 from h2ws_proxy.transport.errors import STREAM_GONE
 
 logger = logging.getLogger(__name__)
@@ -77,21 +79,11 @@ _MIN_RESTART_INTERVAL_S = 1.0
 _MAX_RESTART_INTERVAL_S = 30.0
 #: A worker that ran this long was healthy: its next restart waits the minimum again.
 _STABLE_AFTER_S = 30.0
-#: Past ``graceful_timeout_s``, how long draining workers get before SIGKILL.
+#: Past their drain's end (``drain_deadline_s``), how long draining workers get before SIGKILL.
 _KILL_MARGIN_S = 5.0
 #: How often each worker's metric samples are fetched besides scrapes: what a killed
 #: worker can lose of its counts.
 _SAMPLES_REFRESH_S = 5.0
-_STAT_KEYS = (
-    "connections",
-    "tunnels",
-    "requests",
-    "tasks",
-    "unexpected_errors",
-    "refused_per_client",
-    "evicted_idle",
-    "accept_failures",
-)
 
 
 class WorkerFailedToStart(Exception):
@@ -145,9 +137,12 @@ class Supervisor:
                     admin=bound_address(self._sockets.admin) if self._sockets.admin else None,
                 )
                 await self._draining.wait()
-                grace = self._reloads.serving.config.limits.graceful_timeout_s
+                limits = self._reloads.serving.config.limits  # as the last reload left them
+                grace = limits.graceful_timeout_s
                 log_event(logger, logging.INFO, "workers.draining", graceful_timeout_s=grace)
-                nursery.start_soon(self._kill_after, grace + _KILL_MARGIN_S)
+                # After the workers' own cut (graceful_timeout_s, the WebSocket Close wait).
+                drain_s = drain_deadline_s(limits)
+                nursery.start_soon(self._kill_after, drain_s + _KILL_MARGIN_S)
             nursery.cancel_scope.cancel()
         clean = all(slot.drain_exit_code in (None, 0) for slot in self._slots)
         code = 0 if clean else 1
@@ -314,7 +309,7 @@ class Supervisor:
             return (200, b"ready\n") if reason is None else (503, reason.encode() + b"\n")
         if path == b"/stats":
             workers = await self._all_worker_stats()
-            totals = {key: sum(_counter(entry, key) for entry in workers) for key in _STAT_KEYS}
+            totals = sum_stats(workers)
             body = {**totals, "workers": workers}
             return 200, json.dumps(body).encode() + b"\n"
         if path == b"/metrics":
@@ -339,11 +334,11 @@ class Supervisor:
         return None
 
     async def _all_worker_stats(self) -> list[dict[str, object]]:
-        """Every worker's ``/stats`` answer, asked in parallel (see :meth:`_worker_stats`)."""
+        """Every worker's ``/stats`` answer, asked in parallel (``WorkerSlot.fill_stats``)."""
         workers: list[dict[str, object]] = [{} for _ in self._slots]
         async with trio.open_nursery() as nursery:
             for slot, entry in zip(self._slots, workers, strict=True):
-                nursery.start_soon(self._worker_stats, slot, entry)
+                nursery.start_soon(slot.fill_stats, entry)
         return workers
 
     async def _refresh_samples_every(self, slot: WorkerSlot, interval_s: float) -> None:
@@ -359,19 +354,6 @@ class Supervisor:
                 self._samples.update(slot.index, Samples.from_json(answer.get("samples")))
             except ValueError as error:
                 log_event(logger, logging.WARNING, "worker.bad_samples", error=str(error))
-
-    async def _worker_stats(self, slot: WorkerSlot, entry: dict[str, object]) -> None:
-        """Fill ``entry`` with the worker's counters, or ``ready: false``."""
-        process = slot.process
-        entry.update(
-            worker=slot.index,
-            pid=process.pid if process else None,
-            ready=False,
-            restarts=slot.restarts,
-        )
-        answer = await slot.ask("stats")
-        if answer is not None:
-            entry.update(answer, ready=True)
 
 
 async def supervise(
@@ -392,9 +374,3 @@ async def supervise(
     sockets = await bind_sockets(config)
     raise_descriptor_limit(config)  # before any worker starts: they inherit it
     return await Supervisor(config, sockets, log_level, log_format, load).run()
-
-
-def _counter(entry: dict[str, object], key: str) -> int:
-    """A worker's counter from its stats (0 when it did not answer or lacks the key)."""
-    value = entry.get(key, 0)
-    return value if isinstance(value, int) else 0

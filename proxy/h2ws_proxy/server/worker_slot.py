@@ -20,6 +20,17 @@ from h2ws_proxy.transport.errors import STREAM_GONE
 #: How long a worker has to answer a question (``/stats``, ``/readyz``, ``/metrics``).
 ANSWER_TIMEOUT_S = 1.0
 _request_ids = itertools.count(1)
+#: The ``/stats`` counters the supervisor sums over its workers.
+_STAT_KEYS = (
+    "connections",
+    "tunnels",
+    "requests",
+    "tasks",
+    "unexpected_errors",
+    "refused_per_client",
+    "evicted_idle",
+    "accept_failures",
+)
 
 
 @dataclass(slots=True)
@@ -55,3 +66,26 @@ class WorkerSlot:
                         # Not from a worker that exited meanwhile (its samples are retired).
                         return answer if self.control is control else None
         return None
+
+    async def fill_stats(self, entry: dict[str, object]) -> None:
+        """Fill ``entry`` with the worker's counters, or ``ready: false``."""
+        process = self.process
+        entry.update(
+            worker=self.index,
+            pid=process.pid if process else None,
+            ready=False,
+            restarts=self.restarts,
+        )
+        answer = await self.ask("stats")
+        if answer is not None:
+            entry.update(answer, ready=True)
+
+
+def sum_stats(workers: list[dict[str, object]]) -> dict[str, int]:
+    """The workers' counters added up (a worker that did not answer counts 0)."""
+    return {key: sum(_counter(entry, key) for entry in workers) for key in _STAT_KEYS}
+
+
+def _counter(entry: dict[str, object], key: str) -> int:
+    value = entry.get(key, 0)
+    return value if isinstance(value, int) else 0
