@@ -47,6 +47,20 @@ def handshake(
     server_hostname: str | None,
 ) -> Served:
     """A TLS handshake in memory (no sockets); what the server served."""
+    client, server = handshake_in_memory(server_context, client_context, server_hostname)
+    return Served(
+        common_name=_common_name(client.getpeercert(binary_form=True)),
+        key_type=_key_type(client.getpeercert(binary_form=True)),
+        names=str(served_names(server.context)),
+    )
+
+
+def handshake_in_memory(
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    server_hostname: str | None,
+) -> tuple[ssl.SSLObject, ssl.SSLObject]:
+    """A finished TLS handshake in memory (no sockets): the client's and the server's ends."""
     c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
     client = client_context.wrap_bio(c_in, c_out, server_hostname=server_hostname)
     server = server_context.wrap_bio(s_in, s_out, server_side=True)
@@ -63,11 +77,7 @@ def handshake(
             break
     else:
         raise AssertionError("the handshake did not finish")
-    return Served(
-        common_name=_common_name(client.getpeercert(binary_form=True)),
-        key_type=_key_type(client.getpeercert(binary_form=True)),
-        names=str(served_names(server.context)),
-    )
+    return client, server
 
 
 def _common_name(der: bytes | None) -> str:

@@ -28,7 +28,7 @@ from h2ws_proxy.config import (
     parse_socket_address,
 )
 from h2ws_proxy.errors import ConfigError
-from tests.helpers.certificates import write_certificate
+from tests.helpers.certificates import handshake_in_memory, write_certificate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
@@ -884,20 +884,7 @@ def test_build_server_ssl_context(tls_files: tuple[Path, Path]) -> None:
 
 def _handshake(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> str | None:
     """Run a TLS handshake in memory; return the negotiated ALPN protocol."""
-    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_context.wrap_bio(c_in, c_out, server_hostname="localhost")
-    server = server_context.wrap_bio(s_in, s_out, server_side=True)
-    for _ in range(10):
-        done = 0
-        for tls, out, peer_in in ((client, c_out, s_in), (server, s_out, c_in)):
-            try:
-                tls.do_handshake()
-                done += 1
-            except ssl.SSLWantReadError:
-                pass
-            peer_in.write(out.read())
-        if done == 2:
-            break
+    _, server = handshake_in_memory(server_context, client_context, "localhost")
     return server.selected_alpn_protocol()
 
 
