@@ -11,10 +11,6 @@ from pathlib import Path
 
 import h11
 import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from h2ws_proxy.config import (
     BackendAddress,
@@ -27,6 +23,7 @@ from h2ws_proxy.config import (
     SocketAddress,
 )
 from tests.helpers.backends import BackendConnection
+from tests.helpers.certificates import self_signed_pems as self_signed_for
 
 #: The names the backends' certificates hold (besides 127.0.0.1, where the tests reach them).
 BACKEND_NAME = "backend.test"
@@ -53,26 +50,7 @@ def expired_leaf(ca: trustme.CA) -> trustme.LeafCert:
 
 def self_signed_pems() -> tuple[bytes, bytes]:
     """A self-signed certificate for the backend's names (no CA at all): cert, key PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, BACKEND_NAME)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(BACKEND_NAME)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return self_signed_for(BACKEND_NAME)
 
 
 @dataclass

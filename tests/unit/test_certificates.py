@@ -4,17 +4,13 @@ handshakes in memory, no sockets), and every certificate problem as a located co
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import ssl
 from pathlib import Path
 
 import pytest
 import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from h2ws_proxy.config import (
     CertificateConfig,
@@ -28,7 +24,12 @@ from h2ws_proxy.config.certificates import host_of_authority
 from h2ws_proxy.errors import ConfigError, MisdirectedRequest
 from h2ws_proxy.http.request_head import parse_h2_request_head
 from h2ws_proxy.http2.admission import check_authority
-from tests.helpers.certificates import client_context, handshake, write_certificate
+from tests.helpers.certificates import (
+    client_context,
+    handshake,
+    self_signed_pems,
+    write_certificate,
+)
 
 # --- the names a certificate covers -------------------------------------------------------
 
@@ -86,28 +87,10 @@ def test_names_come_from_the_alt_names_else_the_common_name(ca: trustme.CA, tmp_
 
 
 def _cn_only(tmp_path: Path, name: str) -> CertificateConfig:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    cert_pem, key_pem = self_signed_pems(name, with_san=False)
     cert, key_path = tmp_path / "cn.pem", tmp_path / "cn.key"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert.write_bytes(cert_pem)
+    key_path.write_bytes(key_pem)
     return CertificateConfig(cert, key_path)
 
 
