@@ -41,14 +41,14 @@ LAYERS: list[set[str]] = [
     {"http2", "http1"},
     {"relay"},
     {"backend"},
-    {"http", "websocket"},
+    {"http", "websocket", "h2session"},
     {"config"},
     {"transport"},
     {"errors", "log", "counters", "__init__"},
 ]
 MAX_LINES = 400
 #: The one module that may touch h2's, hpack's and hyperframe's private names.
-FENCE = f"{PACKAGE}.http2.library_internals"
+FENCE = f"{PACKAGE}.h2session.library_internals"
 LIBRARIES = ("h2", "hpack", "hyperframe")
 #: Folders where a ``getattr`` would be duck typing of a stream or an event.
 PROBED = {"http2", "http1", "relay", "backend", "server"}

@@ -8,8 +8,8 @@ from hpack.table import HeaderTable
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from h2ws_proxy.http2 import library_internals
-from h2ws_proxy.http2.library_internals import RepeatedBlockDecoder, RepeatedBlockEncoder
+from h2ws_proxy.h2session import library_internals
+from h2ws_proxy.h2session.library_internals import RepeatedBlockDecoder, RepeatedBlockEncoder
 
 
 def test_the_installed_hpack_has_every_internal_the_proxy_uses() -> None:

@@ -15,7 +15,7 @@ import hpack
 
 from h2ws_proxy.config import Limits
 from h2ws_proxy.http2.proxy_session import ProxySession
-from h2ws_proxy.http2.session import ErrorCode, RequestReceived, StreamUnusable
+from h2ws_proxy.h2session import ErrorCode, RequestReceived, StreamUnusable
 
 LIMIT = 4
 REQUEST = [

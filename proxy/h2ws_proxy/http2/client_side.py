@@ -13,7 +13,7 @@ from collections.abc import Callable
 import trio
 
 from h2ws_proxy.errors import ProxyError
-from h2ws_proxy.http2.session import StreamUnusable
+from h2ws_proxy.h2session import StreamUnusable
 from h2ws_proxy.http2.stream import BODY_READ_SIZE, H2Stream
 
 

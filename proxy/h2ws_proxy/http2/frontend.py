@@ -50,7 +50,7 @@ from h2ws_proxy.http2.budget import SlidingWindowBudget
 from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
 from h2ws_proxy.http2.lifetime import ConnectionLifetime
 from h2ws_proxy.http2.proxy_session import ProxySession
-from h2ws_proxy.http2.session import (
+from h2ws_proxy.h2session import (
     ConnectionFailed,
     DataReceived,
     ErrorCode,

@@ -1,6 +1,6 @@
 """Our sans-IO HTTP/2 session as the proxy's front end drives it.
 
-:class:`ProxySession` is :class:`~h2ws_proxy.http2.session.H2Session` in the server role,
+:class:`ProxySession` is :class:`~h2ws_proxy.h2session.H2Session` in the server role,
 with what the front end needs around it:
 
 * the settings the config asks for: MAX_CONCURRENT_STREAMS, the stream window, the header
@@ -9,7 +9,7 @@ with what the front end needs around it:
 * a wake-up after every call that queued output (``on_output``: the writer's), so R2 holds
   (mutate, then flush, before any ``await``);
 * local misuse of a stream (closed, reset, the connection gone) as one
-  :class:`~h2ws_proxy.http2.session.StreamUnusable`, so callers handle a single case;
+  :class:`~h2ws_proxy.h2session.StreamUnusable`, so callers handle a single case;
 * short answers (:meth:`respond`), the head of an answer read from an HTTP/1.1 backend
   (:meth:`send_response_head`, credentials never indexed as h2 did, RFC 7541 §7.1.3), and
   a drain GOAWAY that leaves open streams working (:meth:`send_goaway`, RFC 9113 §6.8).
@@ -23,7 +23,7 @@ from typing import cast
 import hpack
 
 from h2ws_proxy.config import Limits
-from h2ws_proxy.http2.session import (
+from h2ws_proxy.h2session import (
     ErrorCode,
     Event,
     H2Session,

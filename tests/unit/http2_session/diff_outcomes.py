@@ -16,7 +16,7 @@ import h2.events
 import h2.exceptions
 import hpack
 
-from h2ws_proxy.http2.session import (
+from h2ws_proxy.h2session import (
     ConnectionFailed,
     DataReceived,
     Event,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from h2ws_proxy.http2.session import (
+from h2ws_proxy.h2session import (
     DataReceived,
     ErrorCode,
     Event,

@@ -23,7 +23,7 @@ import hpack
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from h2ws_proxy.http2.session import (
+from h2ws_proxy.h2session import (
     DataReceived,
     ErrorCode,
     H2Session,

@@ -15,7 +15,7 @@ import hpack
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from h2ws_proxy.http2.session import H2Session, LocalSettings, Role
+from h2ws_proxy.h2session import H2Session, LocalSettings, Role
 from tests.unit.http2_session import wire as w
 from tests.unit.http2_session.diff_outcomes import (
     MALFORMED_MESSAGES,

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from h2ws_proxy.http2.session import (
+from h2ws_proxy.h2session import (
     ConnectionFailed,
     DataReceived,
     ErrorCode,

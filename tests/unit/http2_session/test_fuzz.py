@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h2ws_proxy.http2.session import ConnectionFailed, H2Session, LocalSettings, Role
+from h2ws_proxy.h2session import ConnectionFailed, H2Session, LocalSettings, Role
 from tests.unit.http2_session import wire as w
 
 FRAMES = st.builds(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hpack
 import pytest
 
-from h2ws_proxy.http2.session import (
+from h2ws_proxy.h2session import (
     ConnectionFailed,
     DataReceived,
     ErrorCode,

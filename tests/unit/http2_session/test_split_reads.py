@@ -6,7 +6,7 @@ import hpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h2ws_proxy.http2.session import Event, H2Session, LocalSettings, Role
+from h2ws_proxy.h2session import Event, H2Session, LocalSettings, Role
 from tests.unit.http2_session import wire as w
 from tests.unit.http2_session.diff_specs import Spec, build
 from tests.unit.http2_session.test_differential import SEQUENCES

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import hpack
 
-from h2ws_proxy.http2.session import H2Session, LocalSettings, Role
+from h2ws_proxy.h2session import H2Session, LocalSettings, Role
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE = 0, 1, 2, 3, 4, 5

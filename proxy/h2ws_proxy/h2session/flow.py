@@ -20,7 +20,7 @@ Rules:
 
 from __future__ import annotations
 
-from h2ws_proxy.http2.session.frames import MAX_WINDOW
+from h2ws_proxy.h2session.frames import MAX_WINDOW
 
 
 def credit_due(unacked: int, target: int, window: int) -> bool:

@@ -29,22 +29,22 @@ Rules of the send half (RFC 9113):
 
 from __future__ import annotations
 
-from h2ws_proxy.http2.session import frames as f
-from h2ws_proxy.http2.session.core import Role
-from h2ws_proxy.http2.session.errors import (
+from h2ws_proxy.h2session import frames as f
+from h2ws_proxy.h2session.core import Role
+from h2ws_proxy.h2session.errors import (
     ErrorCode,
     ProtocolNotNegotiated,
     SessionUsageError,
     StreamUnusable,
     TooManyStreams,
 )
-from h2ws_proxy.http2.session.inbound import Receiver
-from h2ws_proxy.http2.session.settings import (
+from h2ws_proxy.h2session.inbound import Receiver
+from h2ws_proxy.h2session.settings import (
     DEFAULT_WINDOW,
     SettingCode,
     encode_settings,
 )
-from h2ws_proxy.http2.session.streams import ClosedBy, Stream, StreamState
+from h2ws_proxy.h2session.streams import ClosedBy, Stream, StreamState
 
 Header = tuple[bytes, bytes]
 _PING_BYTES = 8  # RFC 9113 §6.7

@@ -22,8 +22,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from h2ws_proxy.http2.session.errors import ConnectionFault, ErrorCode
-from h2ws_proxy.http2.session.frames import MAX_WINDOW
+from h2ws_proxy.h2session.errors import ConnectionFault, ErrorCode
+from h2ws_proxy.h2session.frames import MAX_WINDOW
 
 _SETTING = struct.Struct(">HL")
 MIN_MAX_FRAME_SIZE = 2**14  # RFC 9113 §6.5.2: also the default

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 
-from h2ws_proxy.http2.session.errors import ConnectionFault, ErrorCode, StreamFault
+from h2ws_proxy.h2session.errors import ConnectionFault, ErrorCode, StreamFault
 
 #: The client connection preface (RFC 9113 §3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

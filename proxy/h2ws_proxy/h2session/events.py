@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from h2ws_proxy.http2.session.errors import ErrorCode
+from h2ws_proxy.h2session.errors import ErrorCode
 
 Header = tuple[bytes, bytes]
 

@@ -21,15 +21,15 @@ The session never raises for what the peer sent; it raises ``SessionUsageError``
 subclasses for the caller's mistakes, writing nothing then.
 """
 
-from h2ws_proxy.http2.session.core import Role
-from h2ws_proxy.http2.session.errors import (
+from h2ws_proxy.h2session.core import Role
+from h2ws_proxy.h2session.errors import (
     ErrorCode,
     ProtocolNotNegotiated,
     SessionUsageError,
     StreamUnusable,
     TooManyStreams,
 )
-from h2ws_proxy.http2.session.events import (
+from h2ws_proxy.h2session.events import (
     ConnectionFailed,
     DataReceived,
     Event,
@@ -45,9 +45,9 @@ from h2ws_proxy.http2.session.events import (
     TrailersReceived,
     WindowUpdated,
 )
-from h2ws_proxy.http2.session.session import H2Session
-from h2ws_proxy.http2.session.settings import LocalSettings, PeerSettings, SettingCode
-from h2ws_proxy.http2.session.streams import StreamState
+from h2ws_proxy.h2session.session import H2Session
+from h2ws_proxy.h2session.settings import LocalSettings, PeerSettings, SettingCode
+from h2ws_proxy.h2session.streams import StreamState
 
 __all__ = [
     "ConnectionFailed",

@@ -27,18 +27,18 @@ Rules (RFC 9113):
 
 from __future__ import annotations
 
-from h2ws_proxy.http2.session import frames as f
-from h2ws_proxy.http2.session.core import Role, SessionCore
-from h2ws_proxy.http2.session.errors import ConnectionFault, ErrorCode, StreamFault
-from h2ws_proxy.http2.session.events import (
+from h2ws_proxy.h2session import frames as f
+from h2ws_proxy.h2session.core import Role, SessionCore
+from h2ws_proxy.h2session.errors import ConnectionFault, ErrorCode, StreamFault
+from h2ws_proxy.h2session.events import (
     Event,
     InformationalResponseReceived,
     RequestReceived,
     ResponseReceived,
     TrailersReceived,
 )
-from h2ws_proxy.http2.session.settings import LocalSettings
-from h2ws_proxy.http2.session.streams import ClosedBy, Stream
+from h2ws_proxy.h2session.settings import LocalSettings
+from h2ws_proxy.h2session.streams import ClosedBy, Stream
 
 
 class HeaderBlocks(SessionCore):

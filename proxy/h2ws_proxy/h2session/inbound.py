@@ -28,16 +28,16 @@ Rules (RFC 9113), beyond the per-type frame checks of :mod:`.frames`:
 
 from __future__ import annotations
 
-from h2ws_proxy.http2.session import frames as f
-from h2ws_proxy.http2.session.blocks import HeaderBlocks
-from h2ws_proxy.http2.session.core import Role
-from h2ws_proxy.http2.session.errors import (
+from h2ws_proxy.h2session import frames as f
+from h2ws_proxy.h2session.blocks import HeaderBlocks
+from h2ws_proxy.h2session.core import Role
+from h2ws_proxy.h2session.errors import (
     ConnectionFault,
     ErrorCode,
     StreamFault,
     error_code_of,
 )
-from h2ws_proxy.http2.session.events import (
+from h2ws_proxy.h2session.events import (
     DataReceived,
     Event,
     GoAwayReceived,
@@ -48,15 +48,15 @@ from h2ws_proxy.http2.session.events import (
     StreamReset,
     WindowUpdated,
 )
-from h2ws_proxy.http2.session.flow import window_overflows
-from h2ws_proxy.http2.session.settings import (
+from h2ws_proxy.h2session.flow import window_overflows
+from h2ws_proxy.h2session.settings import (
     LocalSettings,
     SettingCode,
     apply_peer_settings,
     encode_settings,
     parse_settings,
 )
-from h2ws_proxy.http2.session.streams import ClosedBy
+from h2ws_proxy.h2session.streams import ClosedBy
 
 # Module globals for the receive loop (a global is cheaper than a module attribute).
 _HEADER = f.FRAME_HEADER

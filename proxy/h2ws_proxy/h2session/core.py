@@ -18,24 +18,24 @@ Rules:
   with ``remote=False``.
 * Credit the application returns, and credit for bytes nobody will consume (padding,
   DATA on streams that are gone), goes through :meth:`SessionCore._credit`, which follows
-  :func:`~h2ws_proxy.http2.session.flow.credit_due`.
+  :func:`~h2ws_proxy.h2session.flow.credit_due`.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
-from h2ws_proxy.http2.session.errors import ConnectionFault, StreamFault
-from h2ws_proxy.http2.session.events import ConnectionFailed, Event, StreamReset
-from h2ws_proxy.http2.session.flow import credit_due
-from h2ws_proxy.http2.session.frames import (
+from h2ws_proxy.h2session.errors import ConnectionFault, StreamFault
+from h2ws_proxy.h2session.events import ConnectionFailed, Event, StreamReset
+from h2ws_proxy.h2session.flow import credit_due
+from h2ws_proxy.h2session.frames import (
     MAX_WINDOW,
     write_goaway,
     write_rst_stream,
     write_window_update,
 )
-from h2ws_proxy.http2.session.headers import HARD_LIST_LIMIT_FACTOR, HeaderCodec
-from h2ws_proxy.http2.session.settings import (
+from h2ws_proxy.h2session.headers import HARD_LIST_LIMIT_FACTOR, HeaderCodec
+from h2ws_proxy.h2session.settings import (
     DEFAULT_HEADER_TABLE_SIZE,
     DEFAULT_WINDOW,
     MIN_MAX_FRAME_SIZE,
@@ -44,7 +44,7 @@ from h2ws_proxy.http2.session.settings import (
     PendingSettings,
     SettingCode,
 )
-from h2ws_proxy.http2.session.streams import ClosedBy, ClosedStreams, Stream
+from h2ws_proxy.h2session.streams import ClosedBy, ClosedStreams, Stream
 
 
 class Role(Enum):
