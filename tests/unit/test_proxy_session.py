@@ -14,8 +14,8 @@ import h2.settings
 import hpack
 
 from h2ws_proxy.config import Limits
-from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.h2session import ErrorCode, RequestReceived, StreamUnusable
+from h2ws_proxy.http2.proxy_session import ProxySession
 
 LIMIT = 4
 REQUEST = [

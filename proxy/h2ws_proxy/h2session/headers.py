@@ -33,8 +33,8 @@ from typing import cast
 
 import hpack
 
-from h2ws_proxy.h2session.library_internals import RepeatedBlockDecoder, RepeatedBlockEncoder
 from h2ws_proxy.h2session.errors import ConnectionFault, ErrorCode
+from h2ws_proxy.h2session.library_internals import RepeatedBlockDecoder, RepeatedBlockEncoder
 
 Header = tuple[bytes, bytes]
 

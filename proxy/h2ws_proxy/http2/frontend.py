@@ -43,13 +43,6 @@ import trio
 
 from h2ws_proxy.config import advertises_connect_protocol
 from h2ws_proxy.errors import ClientProtocolError, ProxyError
-from h2ws_proxy.http.message import BodyFraming
-from h2ws_proxy.http.request_head import H2RequestHead, parse_h2_request_head
-from h2ws_proxy.http2.admission import accept_http, accept_websocket, check_authority, is_tunnel
-from h2ws_proxy.http2.budget import SlidingWindowBudget
-from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
-from h2ws_proxy.http2.lifetime import ConnectionLifetime
-from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.h2session import (
     ConnectionFailed,
     DataReceived,
@@ -62,6 +55,13 @@ from h2ws_proxy.h2session import (
     TrailersReceived,
     WindowUpdated,
 )
+from h2ws_proxy.http.message import BodyFraming
+from h2ws_proxy.http.request_head import H2RequestHead, parse_h2_request_head
+from h2ws_proxy.http2.admission import accept_http, accept_websocket, check_authority, is_tunnel
+from h2ws_proxy.http2.budget import SlidingWindowBudget
+from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
+from h2ws_proxy.http2.lifetime import ConnectionLifetime
+from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 from h2ws_proxy.http2.stream_registry import StreamRegistry
 from h2ws_proxy.http2.stream_tasks import StreamTasks

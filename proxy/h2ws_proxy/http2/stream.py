@@ -28,8 +28,8 @@ from typing import Protocol
 
 import trio
 
-from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.h2session import ErrorCode, StreamUnusable
+from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.transport.wakeup import Wakeup
 
 #: Largest request-body chunk handed to the exchange at once.

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from h2ws_proxy.errors import ClientProtocolError, ProxyError
+from h2ws_proxy.h2session import DataReceived, ErrorCode, StreamReset, TrailersReceived
 from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.proxy_session import ProxySession
-from h2ws_proxy.h2session import DataReceived, ErrorCode, StreamReset, TrailersReceived
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 
 

@@ -26,13 +26,13 @@ import trio
 
 from h2ws_proxy.config import Limits, RouteConfig
 from h2ws_proxy.errors import BackendRejected, ProxyError
+from h2ws_proxy.h2session import ErrorCode, StreamUnusable
 from h2ws_proxy.http.handshake import BackendAccepted, WebSocketRequest, h2_success_headers
 from h2ws_proxy.http.message import HttpRequest
 from h2ws_proxy.http.request_head import H2RequestHead
 from h2ws_proxy.http2.client_side import H2ClientSide
 from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.proxy_session import ProxySession
-from h2ws_proxy.h2session import ErrorCode, StreamUnusable
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.relay.exchange_contract import ExchangeResult

@@ -25,10 +25,10 @@ import ssl
 import trio
 
 from h2ws_proxy.config import served_names
-from h2ws_proxy.http1.frontend import H1Frontend
-from h2ws_proxy.http2.frontend import H2Frontend
 from h2ws_proxy.h2session.frames import PREFACE as CLIENT_PREFACE
 from h2ws_proxy.h2session.frames import write_goaway
+from h2ws_proxy.http1.frontend import H1Frontend
+from h2ws_proxy.http2.frontend import H2Frontend
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.transport.capabilities import lean_accepted, tls_of
