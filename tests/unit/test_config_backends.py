@@ -127,7 +127,7 @@ def test_a_route_takes_a_url_a_list_or_a_name(tmp_path: Path) -> None:
             LISTENER + GROUP + "weight = 3\n" + ROUTE,
             ":7: backend[0].weight: unknown key; known keys: name, servers, balance, "
             "sticky_cookie, max_connections, queue_timeout_s, max_fails, fail_timeout_s, "
-            "health_check, tls",
+            "health_check, tls, protocol",
         ),
     ],
     ids=[

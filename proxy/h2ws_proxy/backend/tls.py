@@ -3,8 +3,9 @@ handshake on a dialled connection, and its failures as :mod:`h2ws_proxy.errors`.
 
 Rules:
 
-* One ``ssl.SSLContext`` per distinct ``BackendTLS`` (a route's own ``https://`` URL has
-  none: the system CAs, the host verified), built once per process: at startup by
+* One ``ssl.SSLContext`` per distinct ``BackendTLS`` and protocol (its ALPN offer; a
+  route's own ``https://`` URL has no ``BackendTLS``: the system CAs, the host verified),
+  built once per process: at startup by
   :func:`prepare_backend_tls` (the server's), else at first use. The files were loaded
   once at config load already, so a build failure here is a file changed since.
 * SNI and the name verified: ``server_name`` if set, else the host; for an IP address no
@@ -23,7 +24,13 @@ import ssl
 
 import trio
 
-from h2ws_proxy.config import BackendAddress, BackendTLS, ProxyConfig, build_backend_ssl_context
+from h2ws_proxy.config import (
+    BackendAddress,
+    BackendProtocol,
+    BackendTLS,
+    ProxyConfig,
+    build_backend_ssl_context,
+)
 from h2ws_proxy.errors import BackendUnavailable
 from h2ws_proxy.log import log_event
 from h2ws_proxy.transport.tls_client import (
@@ -34,32 +41,38 @@ from h2ws_proxy.transport.tls_client import (
 
 logger = logging.getLogger(__name__)
 
-#: Contexts by settings: the configuration names a few (one per [backend.tls] and the default).
-_contexts: dict[BackendTLS | None, ssl.SSLContext] = {}
+#: Contexts by settings and ALPN offer: the configuration names a few (one per
+#: [backend.tls] and protocol, and the default).
+ContextKey = tuple[BackendTLS | None, BackendProtocol]
+_contexts: dict[ContextKey, ssl.SSLContext] = {}
 
 
-def backend_ssl_context(tls: BackendTLS | None) -> ssl.SSLContext:
-    """The context for backends with ``tls`` (built on first use); raises ConfigError."""
-    context = _contexts.get(tls)
+def backend_ssl_context(
+    tls: BackendTLS | None, protocol: BackendProtocol = "http/1.1"
+) -> ssl.SSLContext:
+    """The context for backends with ``tls`` and ``protocol`` (built on first use); raises
+    ConfigError."""
+    context = _contexts.get((tls, protocol))
     if context is None:
-        context = _contexts[tls] = build_backend_ssl_context(tls)
+        context = _contexts[tls, protocol] = build_backend_ssl_context(tls, protocol)
     return context
 
 
-def build_backend_contexts(config: ProxyConfig) -> dict[BackendTLS | None, ssl.SSLContext]:
+def build_backend_contexts(config: ProxyConfig) -> dict[ContextKey, ssl.SSLContext]:
     """Fresh contexts for every ``https://`` server of ``config`` (a reload: CA files may
     have been renewed in place); raises ConfigError. Switch to them with
     :func:`install_backend_contexts`."""
     groups = [*config.backends, *(route.backend for route in config.routes)]
-    contexts: dict[BackendTLS | None, ssl.SSLContext] = {}
+    contexts: dict[ContextKey, ssl.SSLContext] = {}
     for group in groups:
         for server in group.servers:
-            if server.scheme == "https" and server.tls not in contexts:
-                contexts[server.tls] = build_backend_ssl_context(server.tls)
+            key = (server.tls, server.protocol)
+            if server.scheme == "https" and key not in contexts:
+                contexts[key] = build_backend_ssl_context(*key)
     return contexts
 
 
-def install_backend_contexts(contexts: dict[BackendTLS | None, ssl.SSLContext]) -> None:
+def install_backend_contexts(contexts: dict[ContextKey, ssl.SSLContext]) -> None:
     """New backend connections use ``contexts`` from now on (connections open keep theirs)."""
     _contexts.clear()
     _contexts.update(contexts)
@@ -72,7 +85,7 @@ def prepare_backend_tls(config: ProxyConfig, *, warn: bool = True) -> None:
     for group in groups:
         for server in group.servers:
             if server.scheme == "https":
-                backend_ssl_context(server.tls)
+                backend_ssl_context(server.tls, server.protocol)
     if not warn:
         return
     for group in config.backends:
@@ -94,13 +107,14 @@ def server_hostname(address: BackendAddress) -> str:
 
 
 async def start_backend_tls(
-    stream: trio.abc.Stream, address: BackendAddress
+    stream: trio.abc.Stream, address: BackendAddress, protocol: BackendProtocol | None = None
 ) -> LeanTLSClientStream:
-    """TLS over the connection just dialled to ``address`` (taken over; closed on failure).
+    """TLS over the connection just dialled to ``address`` (taken over; closed on failure),
+    offering ``protocol`` in ALPN (default: the address's own).
 
     Raises BackendUnavailable naming the backend and the reason.
     """
-    context = backend_ssl_context(address.tls)
+    context = backend_ssl_context(address.tls, protocol or address.protocol)
     try:
         return await start_tls_client(stream, context, server_hostname(address))
     except trio.BrokenResourceError as error:

@@ -5,9 +5,10 @@ Rules:
 * A socket address is ``host:port``, an IPv6 literal in brackets (``[::1]:8443``); the host
   is an IP address or a host name (letters, digits, ``_``, ``.``, ``-``); the port is 0 to
   65535, 0 asking the OS for a free one.
-* A backend is ``http://host[:port][/]`` (port 80 by default, port 0 refused) or
-  ``unix:/path/to.sock`` (also ``unix:///path``, as Docker writes it). ``https://``,
-  other schemes, credentials, a path or a query are refused.
+* A backend is ``http://host[:port][/]`` (port 80 by default, port 0 refused),
+  ``https://host[:port]`` (443), ``h2c://host[:port]`` (HTTP/2 in cleartext by prior
+  knowledge, RFC 9113 §3.3; port 80) or ``unix:/path/to.sock`` (also ``unix:///path``, as
+  Docker writes it). Other schemes, credentials, a path or a query are refused.
 * Errors are ``ValueError`` with a readable reason and what to write instead; the caller
   adds the file, line and key path (:mod:`h2ws_proxy.config.parse`).
 """
@@ -21,7 +22,7 @@ from h2ws_proxy.config.model import BackendAddress, SocketAddress
 
 __all__ = ["BACKEND_FORMS", "parse_backend", "parse_socket_address"]
 
-BACKEND_FORMS = "write http://host:port or unix:/path/to.sock"
+BACKEND_FORMS = "write http://host:port, https://host:port, h2c://host:port or unix:/path/to.sock"
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
 _PORT = re.compile(r"[0-9]{1,5}")
 
@@ -76,14 +77,15 @@ def _parse_unix_backend(value: str, path: str) -> BackendAddress:
 
 
 def parse_backend(value: str) -> BackendAddress:
-    """Parse ``http://host[:port][/]`` or ``unix:/path``; raise ValueError with a reason."""
+    """Parse ``http://``, ``https://``, ``h2c://`` (``host[:port][/]``) or ``unix:/path``;
+    raise ValueError with a reason."""
     scheme, colon, rest = value.partition(":")
     scheme = scheme.lower()
     if colon and scheme == "unix":
         return _parse_unix_backend(value, rest)
     if not colon or not rest.startswith("//"):
         raise ValueError(f"{value!r} has no scheme; write http://{value} or unix:/path/to.sock")
-    if scheme not in ("http", "https"):
+    if scheme not in ("http", "https", "h2c"):
         raise ValueError(f"unsupported scheme {scheme + '://'!r}; {BACKEND_FORMS}")
     after_slashes = rest[2:]
     end = next((i for i, char in enumerate(after_slashes) if char in "/?#"), len(after_slashes))
@@ -99,4 +101,6 @@ def parse_backend(value: str) -> BackendAddress:
     port = default_port if port_text is None else _parse_port(port_text, value)
     if port == 0:
         raise ValueError(f"{value!r}: port 0 cannot be connected to; give the backend's port")
+    if scheme == "h2c":
+        return BackendAddress("http", host=host, port=port, protocol="h2")
     return BackendAddress("https" if scheme == "https" else "http", host=host, port=port)

@@ -2,7 +2,8 @@
 
 Rules:
 
-* ALPN offers ``http/1.1`` alone: the backend side speaks HTTP/1.1 only (RFC 7301).
+* ALPN offers what the server's ``protocol`` allows (RFC 7301): ``http/1.1`` alone by
+  default, ``h2`` alone for ``protocol = "h2"``, both (``h2`` first) for ``"auto"``.
 * TLS 1.2 or newer. The server's certificate is verified against ``ca`` (that file only)
   or, without it, the system's CAs, and its name against ``server_name`` or the host (the
   dial passes that: ``backend/tls.py``). ``verify = false`` turns both checks off.
@@ -15,13 +16,17 @@ from __future__ import annotations
 
 import ssl
 
-from h2ws_proxy.config.model import BackendTLS
+from h2ws_proxy.config.model import BackendProtocol, BackendTLS
 from h2ws_proxy.errors import ConfigError
 
 __all__ = ["BACKEND_ALPN_PROTOCOLS", "BackendTLSFileError", "build_backend_ssl_context"]
 
-#: ALPN toward backends (RFC 7301): the backend side speaks HTTP/1.1 only.
-BACKEND_ALPN_PROTOCOLS = ("http/1.1",)
+#: ALPN toward backends (RFC 7301), by the server's ``protocol``.
+BACKEND_ALPN_PROTOCOLS: dict[BackendProtocol, tuple[str, ...]] = {
+    "http/1.1": ("http/1.1",),
+    "h2": ("h2",),
+    "auto": ("h2", "http/1.1"),
+}
 
 
 class BackendTLSFileError(ConfigError):
@@ -36,9 +41,12 @@ def _refuse_password() -> bytes:
     raise ConfigError("the private key is encrypted; give an unencrypted key")
 
 
-def build_backend_ssl_context(tls: BackendTLS | None) -> ssl.SSLContext:
+def build_backend_ssl_context(
+    tls: BackendTLS | None, protocol: BackendProtocol = "http/1.1"
+) -> ssl.SSLContext:
     """The client context for backends with ``tls`` (None: the defaults: system CAs,
-    verification on, no client certificate). Raises :class:`BackendTLSFileError`."""
+    verification on, no client certificate) spoken to with ``protocol``. Raises
+    :class:`BackendTLSFileError`."""
     tls = tls if tls is not None else BackendTLS()
     try:
         context = ssl.create_default_context(
@@ -51,7 +59,7 @@ def build_backend_ssl_context(tls: BackendTLS | None) -> ssl.SSLContext:
         ) from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    context.set_alpn_protocols(list(BACKEND_ALPN_PROTOCOLS))
+    context.set_alpn_protocols(list(BACKEND_ALPN_PROTOCOLS[protocol]))
     if not tls.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

@@ -16,12 +16,18 @@ Rules:
   ``cert``/``key`` (both or neither: mutual TLS), ``verify`` (true unless written). The
   TLS context is built once here, so a file that does not load (no PEM certificate in
   ``ca``, a key that does not match ``cert``) is an error at load, naming the files.
+* ``protocol`` (``"http/1.1"``, the default; ``"h2"``; ``"auto"``) is what the group's
+  ``https://`` servers are spoken to with: ``h2`` offers only ``h2`` in ALPN, ``auto``
+  offers ``h2`` and ``http/1.1`` and the server chooses (RFC 7301). ``h2c://`` servers
+  speak HTTP/2 whatever it says; it is refused for a group with only ``http://`` or
+  ``unix:`` servers (write ``h2c://`` for cleartext HTTP/2).
 * A route's ``backend`` is a URL (a group of one), an array of URLs (a group with the
   defaults), or the name of a group. A name used but not defined is an error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,6 +39,7 @@ from h2ws_proxy.config.backend_tls import BackendTLSFileError, build_backend_ssl
 from h2ws_proxy.config.model import (
     BackendAddress,
     BackendGroup,
+    BackendProtocol,
     BackendTLS,
     Balance,
     CertificateConfig,
@@ -53,7 +60,9 @@ BACKEND_KEYS = (
     "fail_timeout_s",
     "health_check",
     "tls",
+    "protocol",
 )
+_PROTOCOLS: tuple[BackendProtocol, ...] = ("http/1.1", "h2", "auto")
 _BALANCES: tuple[Balance, ...] = ("round_robin", "least_connections", "client_ip", "cookie")
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 #: RFC 6265 §4.1.1 cookie-name: a token.
@@ -68,7 +77,7 @@ def parse_backend_group(table: Table) -> BackendGroup:
     if not _NAME.fullmatch(name):
         raise table.error("name", f"{json.dumps(name)}: use letters, digits, '.', '_' and '-' only")
     tls = _backend_tls(table)
-    servers = _servers(table, tls)
+    servers = _with_protocol(table, _servers(table, tls))
     balance = _balance(table)
     sticky_cookie = _sticky_cookie(table, balance)
     return BackendGroup(
@@ -142,6 +151,30 @@ def _addresses(
             raise table.error(key, f"{item} is listed twice; list each server once")
         addresses.append(address)
     return tuple(addresses)
+
+
+def _with_protocol(
+    table: Table, servers: tuple[BackendAddress, ...]
+) -> tuple[BackendAddress, ...]:
+    """The group's ``https://`` servers with its ``protocol`` (see the module's rules)."""
+    if "protocol" not in table.data:
+        return servers
+    value = table.data["protocol"]
+    protocol = next((choice for choice in _PROTOCOLS if value == choice), None)
+    if protocol is None:
+        choices = ", ".join(json.dumps(choice) for choice in _PROTOCOLS)
+        given = json.dumps(value) if isinstance(value, str) else describe(value)
+        raise table.error("protocol", f"must be one of {choices}, not {given}")
+    if not any(server.scheme == "https" for server in servers):
+        raise table.error(
+            "protocol",
+            "applies to https:// servers, and this group has none; "
+            "for HTTP/2 in cleartext write the servers as h2c://host:port",
+        )
+    return tuple(
+        dataclasses.replace(server, protocol=protocol) if server.scheme == "https" else server
+        for server in servers
+    )
 
 
 def _balance(table: Table) -> Balance:

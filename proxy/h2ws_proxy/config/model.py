@@ -99,6 +99,10 @@ class BackendTLS:
     verify: bool = True
 
 
+#: What the proxy speaks to a backend server (``BackendAddress.protocol``).
+BackendProtocol = Literal["http/1.1", "h2", "auto"]
+
+
 @dataclass(frozen=True, slots=True)
 class BackendAddress:
     """One backend server."""
@@ -109,11 +113,20 @@ class BackendAddress:
     unix_path: str = ""
     #: For ``https``: how to verify it (None: the system CAs, the host's name).
     tls: BackendTLS | None = None
+    #: What to speak to it: HTTP/1.1; HTTP/2 (``h2c://`` by prior knowledge, or ``https``
+    #: with ALPN ``h2``); ``auto``: ``https`` with ALPN offering both, the server choosing.
+    protocol: BackendProtocol = "http/1.1"
 
     def __str__(self) -> str:
         if self.scheme == "unix":
             return f"unix:{self.unix_path}"
-        return f"{self.scheme}://{join_host_port(self.host, self.port)}"
+        scheme = "h2c" if self.protocol == "h2" and self.scheme == "http" else self.scheme
+        return f"{scheme}://{join_host_port(self.host, self.port)}"
+
+    @property
+    def speaks_h2(self) -> bool:
+        """HTTP/2 may be spoken to it (``h2``, or ``auto`` if ALPN picks it)."""
+        return self.protocol != "http/1.1"
 
     @property
     def host_header(self) -> str:

@@ -40,9 +40,8 @@ from dataclasses import dataclass
 import trio
 
 from h2ws_proxy.backend.health import HealthChecks
-from h2ws_proxy.backend.tls import build_backend_contexts, install_backend_contexts
+from h2ws_proxy.backend.tls import ContextKey, build_backend_contexts, install_backend_contexts
 from h2ws_proxy.config import (
-    BackendTLS,
     ListenerConfig,
     ProxyConfig,
     RouteConfig,
@@ -77,7 +76,7 @@ class Prepared:
 
     config: ProxyConfig
     listener_contexts: list[ssl.SSLContext | None]
-    backend_contexts: dict[BackendTLS | None, ssl.SSLContext]
+    backend_contexts: dict[ContextKey, ssl.SSLContext]
     digests: Digests
 
 
