@@ -52,7 +52,7 @@ def test_a_group_protocol_applies_to_its_https_servers(tmp_path: Path, protocol:
         (
             '["https://127.0.0.1:9443"]',
             "2",
-            ':7: backend[0].protocol: must be one of "http/1.1", "h2", "auto", not an integer (2)',
+            ':7: backend[0].protocol: must be one of "http/1.1", "h2", "auto", not an integer',
         ),
         (
             '["http://127.0.0.1:9001"]',
