@@ -153,9 +153,7 @@ def _addresses(
     return tuple(addresses)
 
 
-def _with_protocol(
-    table: Table, servers: tuple[BackendAddress, ...]
-) -> tuple[BackendAddress, ...]:
+def _with_protocol(table: Table, servers: tuple[BackendAddress, ...]) -> tuple[BackendAddress, ...]:
     """The group's ``https://`` servers with its ``protocol`` (see the module's rules)."""
     if "protocol" not in table.data:
         return servers

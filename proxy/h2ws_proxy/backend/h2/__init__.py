@@ -1,0 +1,1 @@
+"""HTTP/2 toward backend servers: shared connections, their streams, the pool."""
