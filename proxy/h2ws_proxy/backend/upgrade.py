@@ -93,6 +93,9 @@ class BackendUpgraded:
     #: Bytes the backend sent right behind its 101 (h11's trailing data): they go to the
     #: client before anything else (h2o#1272 lost them).
     leftover: bytes
+    #: Called once the WebSocket's close handshake has passed the tunnel, where the
+    #: backend's stream must hear of it (``H2Channel.close_handshake_done``).
+    on_close_handshake: Callable[[], None] | None = None
 
 
 async def connect_and_upgrade(

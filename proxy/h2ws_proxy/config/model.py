@@ -10,6 +10,7 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -127,6 +128,10 @@ class BackendAddress:
     def speaks_h2(self) -> bool:
         """HTTP/2 may be spoken to it (``h2``, or ``auto`` if ALPN picks it)."""
         return self.protocol != "http/1.1"
+
+    def over_http11(self) -> BackendAddress:
+        """The same server spoken to with HTTP/1.1 (an ``auto`` server that chose it)."""
+        return dataclasses.replace(self, protocol="http/1.1")
 
     @property
     def host_header(self) -> str:

@@ -202,7 +202,7 @@ class H1Frontend:
         )
         if upgraded is None:
             return
-        tunnel = opened_tunnel(front, upgraded.stream, upgraded.leftover, record, self._server)
+        tunnel = opened_tunnel(front, upgraded, record, self._server)
         with self._server.stats.count_tunnel():
             await tunnel
 

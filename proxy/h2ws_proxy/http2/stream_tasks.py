@@ -184,9 +184,7 @@ class StreamTasks:
                     return
                 # This frame lives as long as the tunnel: keep no handshake objects alive
                 # in it (nor the front: the run holds what it needs).
-                tunnel = opened_tunnel(
-                    front, upgraded.stream, upgraded.leftover, record, self._server
-                )
+                tunnel = opened_tunnel(front, upgraded, record, self._server)
                 del upgraded, request, front
                 with self._server.stats.count_tunnel():
                     await tunnel

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import trio
 
 from h2ws_proxy.backend.balancer import Balancers
+from h2ws_proxy.backend.h2.pool import H2Backends
 from h2ws_proxy.backend.pool import BackendPool
 from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
 from h2ws_proxy.config import (
@@ -116,6 +117,7 @@ class ServerContext:
         "accepting",
         "clients",
         "connect_backend",
+        "h2_backends",
         "pool",
         "shutdown",
         "stats",
@@ -138,6 +140,8 @@ class ServerContext:
         #: Keep-alive connections for ordinary requests (tunnels always dial their own).
         connect_times = self.stats.counters.backend_connect_seconds
         self.pool = BackendPool(config.limits, connect_backend, connect_times)
+        #: Shared HTTP/2 connections to the servers that speak it (``h2c://``, ``protocol``).
+        self.h2_backends = H2Backends(config.limits, connect_backend)
         #: Set once every listener accepts (``/readyz``).
         self.accepting = trio.Event()
         #: The tunnels running, for the drain's WebSocket Close (relay/going_away.py).
@@ -179,6 +183,7 @@ class ServerContext:
         self._current.generation = generation
         self.clients.apply_limits(generation.config.limits)
         self.pool.apply_limits(generation.config.limits)
+        self.h2_backends.apply_limits(generation.config.limits)
         self.stats.backend_servers = generation.balancers.describe
 
     def with_shutdown(self, shutdown: trio.Event) -> ServerContext:
@@ -188,6 +193,7 @@ class ServerContext:
         view.shutdown = shutdown
         view.connect_backend = self.connect_backend
         view.stats, view.pool, view.clients = self.stats, self.pool, self.clients
+        view.h2_backends = self.h2_backends
         view.accepting = self.accepting
         view.tunnels = self.tunnels
         view._current = self._current

@@ -105,6 +105,22 @@ class Relay:
     downward: ClosingDownward | None = None
     #: The drain's closer task for this tunnel, cancelled when the tunnel ends.
     closer: trio.CancelScope | None = None
+    #: Called once both Close frames have passed whole, where the backend wants to know
+    #: (an HTTP/2 backend stream: ``run_tunnel``'s ``on_close_handshake``).
+    on_close_handshake: Callable[[], None] | None = None
+
+    def close_handshake_passed(self) -> None:
+        """After a send: if both sides' Close frames have now passed whole, say so once."""
+        up, down = self.up, self.down
+        if (
+            up.close_code is not None
+            and down.close_code is not None
+            and up.at_boundary
+            and down.at_boundary
+            and self.on_close_handshake is not None
+        ):
+            callback, self.on_close_handshake = self.on_close_handshake, None
+            callback()
 
     def activity(self) -> None:
         """Bytes moved: both timers start over (the deadline follows within the slack)."""

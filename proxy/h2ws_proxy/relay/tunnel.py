@@ -38,6 +38,7 @@ its pending bytes, the closer task when the pump waits idle at a boundary.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import trio
 
@@ -71,6 +72,7 @@ async def run_tunnel(
     pushable: PushableClient | None = None,
     open_tunnels: OpenTunnels | None = None,
     untracked_reporter: UntrackedReporter | None = None,
+    on_close_handshake: Callable[[], None] | None = None,
 ) -> RelayStats:
     """Relay until both sides are done or one breaks; always closes the backend stream.
 
@@ -93,7 +95,9 @@ async def run_tunnel(
 
     ``open_tunnels``: where the tunnel is listed while it runs, for the drain's Close.
     ``untracked_reporter`` is told once per side whose bytes turn out not to be WebSocket
-    frames (they keep passing unchanged).
+    frames (they keep passing unchanged). ``on_close_handshake`` is called once both sides'
+    Close frames have passed whole (only where the backend is not a pollable socket): the
+    WebSocket is over (RFC 6455 §7.1.1), which an HTTP/2 backend stream acts on.
     """
     # The caller may pass ``stats`` so that counters survive its own cancellation.
     stats = stats if stats is not None else RelayStats()
@@ -115,6 +119,7 @@ async def run_tunnel(
         half_closed_timeout_s=half_closed_timeout_s,
         up=Leg(True, untracked_reporter),
         down=Leg(False, untracked_reporter),
+        on_close_handshake=on_close_handshake,
     )
     if open_tunnels is not None:
         open_tunnels.add(relay)
@@ -218,6 +223,8 @@ async def _pump(
                         relay.stats.bytes_up += len(data)
                     else:
                         relay.stats.bytes_down += len(data)
+                    if relay.on_close_handshake is not None and leg.close_code is not None:
+                        relay.close_handshake_passed()
                     # Don't hold the last chunk (up to READ_SIZE) while the tunnel idles.
                     data = b""
                     if leg.draining:  # the drain came while we were sending

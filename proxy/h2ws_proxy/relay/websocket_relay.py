@@ -2,7 +2,8 @@
 
 Rules:
 
-* :func:`open_tunnel` dials and upgrades the backend with a fresh key, then answers the
+* :func:`open_tunnel` dials and upgrades the backend with a fresh key (or, to a server
+  that speaks HTTP/2, opens an extended CONNECT on a shared connection), then answers the
   client: the backend's 101 becomes the front end's own success answer, any other answer
   goes back as it came, and a proxy-side failure becomes a short status from
   :class:`~h2ws_proxy.errors.ProxyError`. It fills the record's status and error.
@@ -20,8 +21,10 @@ from collections.abc import Awaitable
 import trio
 
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
+from h2ws_proxy.backend.h2.pool import SpeaksHttp11
+from h2ws_proxy.backend.h2.tunnel import open_h2_tunnel
 from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
-from h2ws_proxy.config import RouteConfig
+from h2ws_proxy.config import BackendAddress, RouteConfig
 from h2ws_proxy.errors import (
     BackendConnectFailed,
     BackendConnectTimeout,
@@ -29,6 +32,7 @@ from h2ws_proxy.errors import (
     ProxyError,
 )
 from h2ws_proxy.http.backend_handshake import build_backend_upgrade, new_websocket_key
+from h2ws_proxy.http.extended_connect import build_backend_connect
 from h2ws_proxy.http.handshake import WebSocketRequest
 from h2ws_proxy.http.upgrade_wire import UpgradeRequest
 from h2ws_proxy.relay.client_limits import client_key
@@ -62,20 +66,13 @@ async def open_tunnel(
         only = balancer.take_at_once()
         if only is None:
             upgraded = await _dial_a_server(
-                balancer, front, request, upgrade, key, record, server, client_address
+                balancer, front, request, route, upgrade, key, record, server, client_address
             )
         else:
             record.backend = only.label
             try:
-                upgraded = await connect_and_upgrade(
-                    only.address,
-                    upgrade,
-                    key,
-                    request,
-                    server.config.limits,
-                    server.connect_backend,
-                    scope=front.scope,
-                    connect_times=server.stats.counters.backend_connect_seconds,
+                upgraded = await _upgrade_at(
+                    only.address, upgrade, key, request, route, server, front.scope, client_address
                 )
             except BaseException:
                 balancer.give_back(only)
@@ -107,6 +104,7 @@ async def _dial_a_server(
     balancer: GroupBalancer,
     front: TunnelFront,
     request: WebSocketRequest,
+    route: RouteConfig,
     upgrade: UpgradeRequest,
     key: bytes,
     record: RelayRecord,
@@ -128,15 +126,9 @@ async def _dial_a_server(
         try:
             # With a choice of servers, each attempt gets its own scope: a connect timeout
             # cancels its scope for good, and the retry must not run in it.
-            upgraded = await connect_and_upgrade(
-                chosen.address,
-                upgrade,
-                key,
-                request,
-                server.config.limits,
-                server.connect_backend,
-                scope=front.scope if len(balancer.servers) == 1 else None,
-                connect_times=server.stats.counters.backend_connect_seconds,
+            scope = front.scope if len(balancer.servers) == 1 else None
+            upgraded = await _upgrade_at(
+                chosen.address, upgrade, key, request, route, server, scope, client_address
             )
         except (BackendConnectFailed, BackendConnectTimeout) as error:
             balancer.give_back(chosen)
@@ -153,10 +145,41 @@ async def _dial_a_server(
         return upgraded
 
 
+async def _upgrade_at(
+    address: BackendAddress,
+    upgrade: UpgradeRequest,
+    key: bytes,
+    request: WebSocketRequest,
+    route: RouteConfig,
+    server: ServerContext,
+    scope: trio.CancelScope | None,
+    client_address: str | None,
+) -> BackendUpgraded:
+    """Open the backend's leg at ``address``: an extended CONNECT on a shared HTTP/2
+    connection to a server that speaks it, else (or when an ``auto`` server chose
+    HTTP/1.1) an HTTP/1.1 upgrade on a connection of the tunnel's own."""
+    backends = server.h2_backends
+    if address.speaks_h2 and not backends.speaks_http11(address):
+        headers = build_backend_connect(request, route, address, client_address)
+        try:
+            return await open_h2_tunnel(backends, address, headers, request, server.config.limits)
+        except SpeaksHttp11:
+            pass
+    return await connect_and_upgrade(
+        address.over_http11() if address.speaks_h2 else address,
+        upgrade,
+        key,
+        request,
+        server.config.limits,
+        server.connect_backend,
+        scope=scope,
+        connect_times=server.stats.counters.backend_connect_seconds,
+    )
+
+
 def opened_tunnel(
     front: TunnelFront,
-    backend: trio.abc.HalfCloseableStream,
-    backend_leftover: bytes,
+    upgraded: BackendUpgraded,
     record: RelayRecord,
     server: ServerContext,
 ) -> Awaitable[RelayStats]:
@@ -170,9 +193,9 @@ def opened_tunnel(
     limits = server.config.limits
     return run_tunnel(
         front.tunnel_client,
-        backend,
+        upgraded.stream,
         client_leftover=front.client_leftover(),
-        backend_leftover=backend_leftover,
+        backend_leftover=upgraded.leftover,
         idle_timeout_s=limits.idle_timeout_s,
         half_closed_timeout_s=limits.half_closed_timeout_s,
         stats=record.stats,
@@ -181,4 +204,5 @@ def opened_tunnel(
         pushable=front.pushable,
         open_tunnels=server.tunnels,
         untracked_reporter=record,
+        on_close_handshake=upgraded.on_close_handshake,
     )

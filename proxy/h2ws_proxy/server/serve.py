@@ -129,9 +129,11 @@ async def serve(
     reloader = reloader if reloader is not None else Reloader()
     async with trio.open_nursery() as background:
         background.start_soon(server.pool.reap)
+        background.start_soon(server.h2_backends.run)
         health = HealthChecks(server.connect_backend)
         health.start(background, server.balancers)
         await _serve_until_drained(server, sockets, contexts, (reloader, health), task_status)
+        server.h2_backends.close()
         background.cancel_scope.cancel()
     await server.pool.aclose()
     log_event(logger, logging.INFO, "server.stopped")

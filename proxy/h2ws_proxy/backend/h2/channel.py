@@ -70,6 +70,9 @@ class ChannelHost(Protocol):
     def channel_closed(self, channel: H2Channel, unused: int) -> None:
         """The owner closed ``channel``; ``unused`` bytes it held were never taken on."""
 
+    def stream_over(self, channel: H2Channel) -> None:
+        """Reset ``channel``'s stream with NO_ERROR and forget it: the exchange is done."""
+
 
 class H2Channel(trio.abc.HalfCloseableStream):
     """One stream of a backend connection (see the module's rules)."""
@@ -92,6 +95,8 @@ class H2Channel(trio.abc.HalfCloseableStream):
         self.refused = False
         self.reset_code: ErrorCode | int | None = None
         self._closed = False
+        #: The code a close resets the stream with.
+        self._reset_code = ErrorCode.CANCEL
         self._readable = Wakeup()
         self._writable = Wakeup()
 
@@ -215,9 +220,33 @@ class H2Channel(trio.abc.HalfCloseableStream):
         self.close_now()
         await trio.lowlevel.checkpoint()
 
+    def close_handshake_done(self) -> None:
+        """Both WebSocket Close frames have passed: the WebSocket is over. Unless both sides
+        ended already, the stream is reset with NO_ERROR and our side counts as ended (no
+        END_STREAM follows), and the backend's as ended once its queued bytes are read.
+
+        Why: RFC 6455 §7.1.1 lets the server end the connection after the close
+        handshake, and backends differ in how they end an HTTP/2 stream then. Some neither
+        end nor reset it (the stream would count against MAX_CONCURRENT_STREAMS for the
+        connection's life); some drop it silently and fail the whole connection when DATA
+        or END_STREAM still arrives on it. A reset reaches both safely.
+        """
+        if self.finished or self.broken is not None or self._closed:
+            return
+        self.local_ended = self.remote_ended = True
+        self.connection.stream_over(self)
+        self._readable.set()
+        self._writable.set()
+
+    def reset(self, code: ErrorCode) -> None:
+        """Close, resetting the stream with ``code`` if it is still open."""
+        self._reset_code = code
+        self.close_now()
+
     def close_now(self) -> None:
-        """Close without waiting: reset the stream if it is still open (CANCEL), and give
-        the connection back the credit of every byte not taken on."""
+        """Close without waiting: reset the stream if it is still open (CANCEL unless
+        :meth:`reset` said otherwise), and give the connection back the credit of every
+        byte not taken on."""
         if self._closed:
             return
         self._closed = True
@@ -227,6 +256,10 @@ class H2Channel(trio.abc.HalfCloseableStream):
         self.connection.channel_closed(self, unused)
         self._readable.set()
         self._writable.set()
+
+    @property
+    def reset_code_on_close(self) -> ErrorCode:
+        return self._reset_code
 
     @property
     def closed(self) -> bool:

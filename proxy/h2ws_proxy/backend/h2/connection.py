@@ -9,7 +9,8 @@ write (STYLE R1: no lock, nothing interleaves with a synchronous call).
 Rules:
 
 * **SETTINGS first.** :attr:`settings_received` is set when the server's first SETTINGS
-  arrived; no stream is opened before (RFC 8441 §4: ``:protocol`` only once the server
+  arrived (or the connection ended first: :attr:`failure` says so); no stream is opened
+  before (RFC 8441 §4: ``:protocol`` only once the server
   said SETTINGS_ENABLE_CONNECT_PROTOCOL = 1, RFC 9113 §3.4). The pool waits for it.
 * **Capacity.** :meth:`has_room` is false once the server's MAX_CONCURRENT_STREAMS streams
   are open, after its GOAWAY, or once the connection ended; the pool then picks or dials
@@ -188,9 +189,15 @@ class H2BackendConnection:
         """The owner closed ``channel``: reset it if still open, credit what it left."""
         if self.failure is None:
             if not channel.finished and self._channels.get(channel.stream_id) is channel:
-                self.session.reset_stream(channel.stream_id, ErrorCode.CANCEL)
+                self.session.reset_stream(channel.stream_id, channel.reset_code_on_close)
             if unused:
                 self.session.acknowledge_received_data(channel.stream_id, unused)
+            self.flush()
+        self._forget(channel)
+
+    def stream_over(self, channel: H2Channel) -> None:
+        if self.failure is None and self._channels.get(channel.stream_id) is channel:
+            self.session.reset_stream(channel.stream_id, ErrorCode.NO_ERROR)
             self.flush()
         self._forget(channel)
 
@@ -302,6 +309,7 @@ class H2BackendConnection:
             channel.break_off(reason, refused=not self.settings_received.is_set())
         self._output.set()
         self._drained.set()
+        self.settings_received.set()  # whoever waits for them learns of the end
         self.ended.set()
         if self._timer is not None:
             self._timer.deadline = -math.inf
