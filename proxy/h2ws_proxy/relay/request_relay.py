@@ -15,13 +15,15 @@ Rules:
 from __future__ import annotations
 
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
-from h2ws_proxy.config import RouteConfig
+from h2ws_proxy.backend.h2.pool import SpeaksHttp11
+from h2ws_proxy.config import BackendAddress, RouteConfig
 from h2ws_proxy.errors import BackendConnectFailed, BackendConnectTimeout, ProxyError
 from h2ws_proxy.http.message import HttpRequest
 from h2ws_proxy.relay.client_limits import client_key
 from h2ws_proxy.relay.context import ServerContext
 from h2ws_proxy.relay.exchange import forward_exchange
 from h2ws_proxy.relay.exchange_contract import ExchangeAborted, ExchangeResult
+from h2ws_proxy.relay.exchange_h2 import forward_h2_exchange
 from h2ws_proxy.relay.front_side import RequestFront, refuse
 from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import RelayRecord
@@ -53,17 +55,8 @@ async def relay_request(
             else:
                 record.backend = only.label
                 try:
-                    await forward_exchange(
-                        request,
-                        route,
-                        only.address,
-                        front,
-                        server.pool,
-                        server.config.limits,
-                        client_address,
-                        record.stats,
-                        result,
-                        on_start=front.on_start,
+                    await _forward(
+                        request, route, only.address, front, record, result, server, client_address
                     )
                 finally:
                     balancer.give_back(only)
@@ -109,17 +102,8 @@ async def _forward_to_a_server(
                 group.sticky_cookie, chosen.sticky, secure=request.scheme == b"https"
             )
         try:
-            await forward_exchange(
-                request,
-                route,
-                chosen.address,
-                front,
-                server.pool,
-                server.config.limits,
-                client_address,
-                record.stats,
-                result,
-                on_start=front.on_start,
+            await _forward(
+                request, route, chosen.address, front, record, result, server, client_address
             )
         except (BackendConnectFailed, BackendConnectTimeout) as error:
             balancer.connect_failed(chosen, error.message)
@@ -131,3 +115,48 @@ async def _forward_to_a_server(
             balancer.give_back(chosen)
         balancer.connect_succeeded(chosen)
         return
+
+
+async def _forward(
+    request: HttpRequest,
+    route: RouteConfig,
+    address: BackendAddress,
+    front: RequestFront,
+    record: RelayRecord,
+    result: ExchangeResult,
+    server: ServerContext,
+    client_address: str | None,
+) -> None:
+    """The exchange with ``address``: on a stream of a shared HTTP/2 connection to a
+    server that speaks it, else (or when an ``auto`` server chose HTTP/1.1) on a kept-alive
+    HTTP/1.1 connection."""
+    limits, backends = server.config.limits, server.h2_backends
+    if address.speaks_h2 and not backends.speaks_http11(address):
+        try:
+            await forward_h2_exchange(
+                request,
+                route,
+                address,
+                front,
+                backends,
+                limits,
+                client_address,
+                record.stats,
+                result,
+                on_start=front.on_start,
+            )
+            return
+        except SpeaksHttp11:
+            pass
+    await forward_exchange(
+        request,
+        route,
+        address.over_http11() if address.speaks_h2 else address,
+        front,
+        server.pool,
+        limits,
+        client_address,
+        record.stats,
+        result,
+        on_start=front.on_start,
+    )

@@ -208,6 +208,21 @@ class H2Channel(trio.abc.HalfCloseableStream):
         self.connection.stream_ended(self)
         await trio.lowlevel.checkpoint()
 
+    async def send_trailers(self, trailers: list[Header]) -> None:
+        """A trailer section with END_STREAM: our side of the stream is done."""
+        if not trailers:
+            await self.send_eof()
+            return
+        self._check_sendable()
+        try:
+            self.connection.session.send_headers(self.stream_id, trailers, end_stream=True)
+        except StreamUnusable as error:
+            raise trio.BrokenResourceError(self.broken or str(error)) from error
+        self.local_ended = True
+        self.connection.flush()
+        self.connection.stream_ended(self)
+        await trio.lowlevel.checkpoint()
+
     def _check_sendable(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the channel was closed")
