@@ -26,6 +26,9 @@ Rules:
   the owners map that as for any backend that broke (a tunnel's client stream is reset
   with CONNECT_ERROR).
 * **Bounded output:** producers wait while more than ``HIGH_WATER`` bytes are queued.
+* **Ending:** once over (our close, the server's, a failure), the reader stops at once and
+  the writer has ``FLUSH_GRACE_S`` to send what is queued (the GOAWAY); then the socket is
+  closed, whatever the server does.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ logger = logging.getLogger(__name__)
 Header = tuple[bytes, bytes]
 READ_SIZE = 65536
 HIGH_WATER = 256 * 1024
+#: Once the connection ended, how long the writer may take to send what is queued.
+FLUSH_GRACE_S = 1.0
 _MAX_WINDOW = 2**31 - 1
 #: The events of one stream that its channel takes.
 _CHANNEL_EVENTS = (
@@ -115,6 +120,9 @@ class H2BackendConnection:
         self._ping_sent_at: float | None = None
         self._timer: trio.CancelScope | None = None
         self._output = Wakeup()
+        #: The reader's scope: cancelled when the connection ends (whatever the server does).
+        self._reading = trio.CancelScope()
+        self._writer_done = trio.Event()
         self._in_flight = 0
         self._drained = trio.Event()
         self.streams_opened = 0
@@ -220,7 +228,11 @@ class H2BackendConnection:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write)
                 nursery.start_soon(self._keep_time)
-                await self._read()
+                with self._reading:
+                    await self._read()
+                # Over: the writer gets a moment to send what is queued (our GOAWAY).
+                with trio.move_on_after(FLUSH_GRACE_S):
+                    await self._writer_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self._end(self.failure or "backend connection closed")
@@ -311,10 +323,17 @@ class H2BackendConnection:
         self._drained.set()
         self.settings_received.set()  # whoever waits for them learns of the end
         self.ended.set()
+        self._reading.cancel()
         if self._timer is not None:
             self._timer.deadline = -math.inf
 
     async def _write(self) -> None:
+        try:
+            await self._write_until_ended()
+        finally:
+            self._writer_done.set()
+
+    async def _write_until_ended(self) -> None:
         session = self.session
         while True:
             if not session.outbound:
