@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent / "proxy" / PACKAGE
 LAYERS: list[set[str]] = [
     {"__main__"},
     {"cli"},
+    {"client"},
     {"server"},
     {"http2", "http1"},
     {"relay"},

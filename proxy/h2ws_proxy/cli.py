@@ -7,6 +7,8 @@ A second SIGTERM/SIGINT while draining stops at once. SIGHUP reloads the config 
 
 ``h2ws-proxy healthcheck --admin HOST:PORT`` asks a running proxy's admin server instead
 (``server/healthcheck.py``: exit 0 on a 200 from ``/healthz``), for container health checks.
+``h2ws-proxy connect URL`` opens a WebSocket from the terminal (``client/``; its own exit
+codes, ``client/options.py``).
 
 With ``workers`` > 1 (config or ``--workers``) this process becomes the supervisor
 (``supervisor.py``); ``--worker-fd`` is how the supervisor starts a worker (``worker.py``).
@@ -25,6 +27,7 @@ from collections.abc import Callable, Sequence
 import trio
 
 from h2ws_proxy import __version__
+from h2ws_proxy.client.connect import connect_main
 from h2ws_proxy.config import (
     ProxyConfig,
     RouteConfig,
@@ -51,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="h2ws-proxy",
         description="WebSocket over HTTP/2 (RFC 8441) in front of HTTP/1.1 WebSocket backends.",
         epilog="h2ws-proxy healthcheck --admin HOST:PORT [--path /readyz]: "
-        "exit 0 if a running proxy's admin server answers 200",
+        "exit 0 if a running proxy's admin server answers 200. "
+        "h2ws-proxy connect URL: a WebSocket from the terminal over HTTP/2 or HTTP/1.1 "
+        "(h2ws-proxy connect --help)",
     )
     parser.add_argument(
         "--config", metavar="FILE", help="TOML configuration (see config/example.toml)"
@@ -142,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
     if arguments[:1] == ["healthcheck"]:
         return healthcheck_main(arguments[1:])
+    if arguments[:1] == ["connect"]:
+        return connect_main(arguments[1:])
     args = _parser().parse_args(arguments)
     if args.worker_fd is not None:
         return run_worker(args.worker_fd)
