@@ -10,9 +10,10 @@ Rules:
   end of file our Close 1000; the receiver prints each message as it completes and answers
   what the protocol asks (pongs, the Close reply). Sends go through one lock, so frames
   never interleave on the stream.
-* stdin is read by a worker thread (``readline``), abandoned on exit: that works for
+* stdin is read by a worker thread (``os.read`` on fd 0), abandoned on exit: that works for
   terminals and pipes alike and never turns the terminal non-blocking (an ``FdStream`` on
-  fd 0 would, for the shell too).
+  fd 0 would, for the shell too). Not ``sys.stdin.buffer.readline``: a thread still blocked
+  in it holds the buffer's lock, and the interpreter aborts at exit (SIGABRT) over it.
 * After our Close, the server's reply is awaited at most ``--close-timeout-s``.
 * How it ended decides the exit code: a completed close handshake with 1000 or 1001 is
   clean; another code, an end of stream without a Close, a broken connection or no reply
@@ -22,8 +23,9 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Protocol
 
 import trio
@@ -101,12 +103,7 @@ class MessageLoop:
     # ---- out ----
 
     async def _send_lines(self) -> None:
-        stdin = sys.stdin.buffer
-        while True:
-            line = await trio.to_thread.run_sync(stdin.readline, abandon_on_cancel=True)
-            if not line:
-                break
-            payload = line.removesuffix(b"\n")
+        async for payload in _stdin_lines():
             message: BytesMessage | TextMessage = (
                 BytesMessage(data=payload)
                 if self._options.binary
@@ -197,3 +194,18 @@ class MessageLoop:
             data = b"".join(part for part in parts if not isinstance(part, str))
             out.write((data if self._options.raw else data.hex().encode()) + b"\n")
         out.flush()
+
+
+async def _stdin_lines() -> AsyncIterator[bytes]:
+    """stdin's lines without their ``\n``; a last line without one counts too."""
+    pending = b""
+    while True:
+        chunk = await trio.to_thread.run_sync(os.read, 0, READ_SIZE, abandon_on_cancel=True)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line
+    if pending:
+        yield pending
