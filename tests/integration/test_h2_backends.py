@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -26,6 +28,9 @@ from h2ws_proxy.config import (
     TLSConfig,
     parse_backend,
 )
+from h2ws_proxy.relay.context import ServerStats
+from h2ws_proxy.server.metrics import take_samples
+from h2ws_proxy.server.serve import serve
 from tests.conftest import StartProxy
 from tests.helpers.h2_client import H2TestClient, open_h2_client
 from tests.helpers.node import require_node, run_h2ws_client
@@ -324,3 +329,32 @@ def _post(path: str, length: int) -> list[tuple[bytes, bytes]]:
         (b":authority", b"proxy.test"),
         (b"content-length", str(length).encode()),
     ]
+
+
+async def test_metrics_show_the_shared_connection_and_its_streams(
+    nursery: trio.Nursery,
+) -> None:
+    backend = await start_node_h2_server(nursery)
+    stats = ServerStats()
+    config = make_config(("/", h2c(backend.port)))
+    bound = await nursery.start(functools.partial(serve, config, stats=stats))
+    address = bound.listeners[0]
+    server = f"h2c://127.0.0.1:{backend.port}"
+
+    def gauges() -> tuple[dict[Any, float], dict[Any, float]]:
+        samples = take_samples(stats)
+        return (
+            samples.gauges["backend_h2_connections"],
+            samples.gauges["backend_h2_streams"],
+        )
+
+    assert gauges() == ({}, {})
+    async with h2_client(address) as client:
+        first = await client.websocket("/a")
+        second = await client.websocket("/b")
+        assert gauges() == ({(server,): 1}, {(server,): 2})
+        assert await first.close() == (1000, None)
+        assert await second.close() == (1000, None)
+    connections, streams = gauges()
+    assert streams == {(server,): 0}
+    assert connections == {(server,): 1}  # kept for backend_keepalive_s

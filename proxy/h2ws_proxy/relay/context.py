@@ -43,6 +43,8 @@ class ServerStats:
     accept_failures: int = 0
     #: Each backend server's state (up or down, why, work in progress), once serving.
     backend_servers: Callable[[], list[dict[str, object]]] | None = None
+    #: Per HTTP/2 backend server: (server, connections, open streams), once serving.
+    h2_backends: Callable[[], list[tuple[str, int, int]]] | None = None
     #: Why the server is not ready for new clients (``/readyz``), None when it is; set
     #: once serving.
     not_ready: Callable[[], str | None] | None = None
@@ -142,6 +144,7 @@ class ServerContext:
         self.pool = BackendPool(config.limits, connect_backend, connect_times)
         #: Shared HTTP/2 connections to the servers that speak it (``h2c://``, ``protocol``).
         self.h2_backends = H2Backends(config.limits, connect_backend)
+        self.stats.h2_backends = self.h2_backends.describe
         #: Set once every listener accepts (``/readyz``).
         self.accepting = trio.Event()
         #: The tunnels running, for the drain's WebSocket Close (relay/going_away.py).

@@ -103,6 +103,16 @@ _GAUGES: dict[str, tuple[str, str, Labels]] = {
         "1 if the backend server is up (takes new work), else 0.",
         ("backend", "server"),
     ),
+    "backend_h2_connections": (
+        "h2ws_backend_h2_connections",
+        "HTTP/2 connections open to a backend server (shared by its tunnels and requests).",
+        ("server",),
+    ),
+    "backend_h2_streams": (
+        "h2ws_backend_h2_streams",
+        "Streams open on the HTTP/2 connections to a backend server.",
+        ("server",),
+    ),
 }
 _HISTOGRAMS: dict[str, tuple[str, str, tuple[float, ...]]] = {
     "tunnel_seconds": (
@@ -227,6 +237,12 @@ def take_samples(stats: ServerStats) -> Samples:
         for server in stats.backend_servers():
             up = 1.0 if server["state"] == "up" else 0.0
             backend_up[str(server["backend"]), str(server["server"])] = up
+    h2_connections: dict[Labels, float] = {}
+    h2_streams: dict[Labels, float] = {}
+    if stats.h2_backends is not None:
+        for label, connections, streams in stats.h2_backends():
+            h2_connections[(label,)] = connections
+            h2_streams[(label,)] = streams
     return Samples(
         counters={
             "tunnels": _copy(counters.tunnels),
@@ -240,6 +256,8 @@ def take_samples(stats: ServerStats) -> Samples:
             "connections_active": _copy(counters.connections_active),
             "tunnels_active": _copy(counters.tunnels_active),
             "backend_up": backend_up,
+            "backend_h2_connections": h2_connections,
+            "backend_h2_streams": h2_streams,
         },
         histograms={
             "tunnel_seconds": (list(counters.tunnel_seconds.counts), counters.tunnel_seconds.sum),

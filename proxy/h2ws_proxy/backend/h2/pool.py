@@ -80,6 +80,13 @@ class H2Backends:
         until = self._http11_until.get(address)
         return until is not None and trio.current_time() < until
 
+    def describe(self) -> list[tuple[str, int, int]]:
+        """Per server with connections: (server, connections, streams open on them)."""
+        return [
+            (str(address), len(connections), sum(c.open_channels for c in connections))
+            for address, connections in self._connections.items()
+        ]
+
     def connections_to(self, address: BackendAddress) -> list[H2BackendConnection]:
         return list(self._connections.get(address, ()))
 
