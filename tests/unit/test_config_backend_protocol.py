@@ -68,3 +68,17 @@ def test_bad_protocols_are_one_line_errors(
 ) -> None:
     text = LISTENER + f'[[backend]]\nname = "app"\nservers = {servers}\nprotocol = {protocol}\n'
     assert load_error(tmp_path, text + ROUTE) == message
+
+
+def test_example_toml_http2_block_works_when_uncommented(tmp_path: Path) -> None:
+    example = (Path(__file__).parents[2] / "config" / "example.toml").read_text()
+    section = example.index("# --- HTTP/2 backends")
+    block = example[example.index("# [[backend]]", section) : example.index("# --- admin")]
+    lines = [  # "# # x" is a comment of the block: keep it one
+        line[2:] if line.startswith("# ") else line.removeprefix("#") for line in block.splitlines()
+    ]
+    text = '[[listener]]\nbind = "127.0.0.1:8080"\n' + "\n".join(lines)
+    config = load_config(write(tmp_path, text))
+    (group,) = config.backends
+    assert (group.name, group.servers[0].protocol) == ("rfc8441", "h2")
+    assert config.routes[0].backend is group

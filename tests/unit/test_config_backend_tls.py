@@ -169,7 +169,8 @@ def test_example_toml_backend_tls_block_works_when_uncommented(
 ) -> None:
     example = (Path(__file__).parents[2] / "config" / "example.toml").read_text()
     tls_section = example.index("# --- TLS to a backend")
-    block = example[example.index("# [[backend]]", tls_section) : example.index("# --- admin")]
+    end = example.index("# --- HTTP/2 backends")
+    block = example[example.index("# [[backend]]", tls_section) : end]
     lines = []
     for line in block.splitlines():  # "# # x" is a comment of the block: keep it one
         lines.append(line[2:] if line.startswith("# ") else line.removeprefix("#"))
