@@ -46,6 +46,7 @@ LAYERS: list[set[str]] = [
     {"config"},
     {"transport"},
     {"errors", "log", "counters", "__init__"},
+    {"log_lines"},
 ]
 MAX_LINES = 400
 #: The one module that may touch h2's, hpack's and hyperframe's private names.

@@ -1,10 +1,11 @@
-"""Side by side: h2ws-proxy, HAProxy, Apache httpd and a direct baseline, on the same backend
-and load client.
+"""Side by side: h2ws-proxy, HAProxy, nghttpx, Apache httpd and a direct baseline, on the same
+backend and load client.
 
 Every process is its own, on 127.0.0.1: the echo backend (``bench/node/echo_backend.mjs``:
 HTTP/1.1 WebSocket echo and GET, plus its own RFC 8441 endpoint), h2ws-proxy
-(``python -m h2ws_proxy --config``), HAProxy and Apache httpd (the Debian packages, each
-optional; this script writes their configs) and the load client (``bench/node/h2_load.mjs``:
+(``python -m h2ws_proxy --config``), HAProxy, nghttpx and Apache httpd (the Debian packages
+``haproxy``, ``nghttp2-proxy`` and ``apache2``, each optional; this script writes their
+configs) and the load client (``bench/node/h2_load.mjs``:
 Node's built-in ``http2``, nghttp2 underneath) or ``h2load`` for plain GETs. "direct" is the
 load client talking RFC 8441 to the backend's own HTTP/2 listener: the same client and echo
 code with no proxy and no HTTP/1.1 hop, i.e. what the client and backend cost on their own.
@@ -12,7 +13,12 @@ code with no proxy and no HTTP/1.1 hop, i.e. what the client and backend cost on
 For each run it reports the client's own CPU (``process.cpuUsage``), the proxy's and the
 backend's (``/proc/PID/stat``) over the measured interval, in cores, so a reader can see who
 saturates. Rounds alternate between proxies (round-robin within each round, the order rotated
-each round); the table gives medians and ours / HAProxy and ours / Apache. Everything is
+each round); the table gives medians and ours / each of them.
+
+Per core: h2ws-proxy runs one process (one core at most), so beside HAProxy with its default
+threads (one per CPU) it also meets HAProxy with ``nbthread 1`` ("HAProxy 1T") and nghttpx
+with one worker (``workers=1``, its default: one thread does all the proxying, in nghttpx's
+worker process beside its main process); their ratios are the per-core columns. Everything is
 bounded by counts and seconds, and each client process has a hard timeout.
 
 A proxy that cannot hold a scenario's tunnels per connection open at once (Apache's mod_http2
@@ -52,10 +58,18 @@ BENCH = Path(__file__).resolve().parent
 CLIENT = BENCH / "node" / "h2_load.mjs"
 BACKEND = BENCH / "node" / "echo_backend.mjs"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PROXIES = ("h2ws", "haproxy", "apache", "direct")
-LABELS = {"h2ws": "h2ws-proxy", "haproxy": "HAProxy", "apache": "Apache httpd", "direct": "direct"}
+PROXIES = ("h2ws", "haproxy", "haproxy1", "nghttpx", "apache", "direct")
+LABELS = {
+    "h2ws": "h2ws-proxy",
+    "haproxy": "HAProxy",
+    "haproxy1": "HAProxy 1T",
+    "nghttpx": "nghttpx",
+    "apache": "Apache httpd",
+    "direct": "direct",
+}
 #: The proxies "ours / X" columns compare against, when they are in the run.
-RIVALS = ("haproxy", "apache")
+RIVALS = ("haproxy", "haproxy1", "nghttpx", "apache")
+SHORT = {"haproxy": "HAProxy", "haproxy1": "HAProxy 1T", "nghttpx": "nghttpx", "apache": "Apache"}
 CLIENT_TIMEOUT_S = 120.0
 #: How long the tunnels-per-connection probe waits for its tunnels to open (they open in
 #: milliseconds when they open at all).
@@ -316,6 +330,7 @@ defaults
     timeout server 60s
     timeout tunnel 300s
 
+{threads}
 frontend bench
     bind {host}:{h2c} proto h2
     bind {host}:{tls} ssl crt {pem} alpn h2
@@ -323,6 +338,26 @@ frontend bench
 
 backend echo
     server echo {host}:{backend}
+"""
+
+# nghttpx 1.52 (Debian nghttp2-proxy) takes RFC 8441 extended CONNECTs by default and relays
+# each to an HTTP/1.1 backend as an Upgrade. One worker (workers=1, the default; threads are
+# its workers) in its worker process, which the harness counts with the main process.
+# Raised from the defaults: the backend read and write timeouts (1m and 30s) and the
+# frontend's (1m), so idle tunnels live as long as HAProxy's "timeout tunnel 300s"; OCSP
+# stapling off (the test CA has no responder). No access log (none is configured: HAProxy
+# and h2ws-proxy at warning write none either).
+NGHTTPX_CONFIG = """\
+frontend={host},{h2c};no-tls
+frontend={host},{tls}
+private-key-file={key}
+certificate-file={cert}
+backend={host},{backend};;proto=http/1.1
+workers=1
+no-ocsp=yes
+frontend-read-timeout=300s
+backend-read-timeout=300s
+backend-write-timeout=300s
 """
 
 # Apache httpd 2.4 (>= 2.4.58): mod_http2 takes RFC 8441 extended CONNECTs (H2WebSockets on)
@@ -398,9 +433,13 @@ APACHE_MODULES = Path("/usr/lib/apache2/modules")
 
 def apache_binary() -> str | None:
     """apache2 from PATH, or Debian's /usr/sbin/apache2 (not on a non-root user's PATH)."""
-    found = shutil.which("apache2")
-    if found is None and Path("/usr/sbin/apache2").exists():
-        found = "/usr/sbin/apache2"
+    return _sbin("apache2")
+
+
+def _sbin(tool: str) -> str | None:
+    found = shutil.which(tool)
+    if found is None and Path(f"/usr/sbin/{tool}").exists():
+        found = f"/usr/sbin/{tool}"
     return found
 
 
@@ -445,11 +484,24 @@ def start_target(
         ]
     elif name == "apache":
         command = apache_command(work, h2c, tls, certs, backend, log_level)
+    elif name == "nghttpx":
+        config = work / "nghttpx.conf"
+        config.write_text(
+            NGHTTPX_CONFIG.format(
+                host=HOST, h2c=h2c, tls=tls, cert=certs.cert, key=certs.key, backend=backend.port
+            )
+        )
+        command = [_sbin("nghttpx") or "nghttpx", f"--conf={config}"]
     else:
-        config = work / "haproxy.cfg"
+        config = work / f"{name}.cfg"
         config.write_text(
             HAPROXY_CONFIG.format(
-                host=HOST, h2c=h2c, tls=tls, pem=certs.combined, backend=backend.port
+                host=HOST,
+                h2c=h2c,
+                tls=tls,
+                pem=certs.combined,
+                backend=backend.port,
+                threads="global\n    nbthread 1\n" if name == "haproxy1" else "",
             )
         )
         command = ["haproxy", "-db", "-f", str(config)]
@@ -459,8 +511,9 @@ def start_target(
         wait_port(h2c, proc, LABELS[name])
         wait_port(tls, proc, LABELS[name])
         # With h2ws-proxy's workers > 1 the work is done by the supervisor's children; Apache's
-        # parent only supervises its children, which do all the work.
-        expected = {"h2ws": workers, "apache": APACHE_CHILDREN}.get(name, 0)
+        # parent only supervises its children, which do all the work; so does nghttpx's.
+        children = {"h2ws": workers if workers > 1 else 0, "apache": APACHE_CHILDREN}
+        expected = {**children, "nghttpx": 1}.get(name, 0)
         pids = [proc.pid, *_children(proc.pid, expected=expected)]
         yield Target(name, f"http://{HOST}:{h2c}", f"https://{HOST}:{tls}", pids, proc)
     finally:
@@ -497,8 +550,8 @@ def apache_command(
 
 def _children(pid: int, expected: int) -> list[int]:
     """The child processes of ``pid`` once ``expected`` of them run (at most 10 s); none
-    are counted for ``expected`` <= 1 (a single h2ws-proxy worker is the process itself)."""
-    if expected <= 1:
+    for ``expected`` 0 (a single h2ws-proxy worker is the process itself)."""
+    if expected <= 0:
         return []
     deadline = time.monotonic() + 10
     while True:
@@ -692,7 +745,7 @@ def print_tables(
 ) -> None:
     names = [LABELS[p] for p in proxies]
     rivals = [p for p in RIVALS if p in proxies] if "h2ws" in proxies else []
-    ratios = [f"ours / {LABELS[p].split()[0]}" for p in rivals]
+    ratios = [f"ours / {SHORT[p]}" for p in rivals]
     print(f"\n| scenario | unit | {' | '.join(names + ratios)} |")
     print(f"|---|---|{'---|' * (len(names) + len(ratios))}")
     for scenario in SCENARIOS:
@@ -742,13 +795,15 @@ def _per_proxy_cpu_s(runs: list[Measure]) -> float | None:
 
 def check_tools(proxies: list[str], scenarios: list[Scenario]) -> list[str]:
     ci = os.environ.get("CI") == "true"
-    needed = {"haproxy": "haproxy"} if "haproxy" in proxies else {}
+    needed = {"haproxy": "haproxy"} if {"haproxy", "haproxy1"} & set(proxies) else {}
     if "apache" in proxies:
         needed["apache2"] = "apache2"
+    if "nghttpx" in proxies:
+        needed["nghttpx"] = "nghttp2-proxy"
     if any(s.kind == "get" for s in scenarios):
         needed["h2load"] = "nghttp2-client"
     for tool, package in needed.items():
-        found = apache_binary() if tool == "apache2" else shutil.which(tool)
+        found = _sbin(tool)
         if found is None:
             if ci:
                 raise SystemExit(f"CI: {tool} is not installed (apt-get install {package})")
@@ -756,13 +811,18 @@ def check_tools(proxies: list[str], scenarios: list[Scenario]) -> list[str]:
                 f"NOTE: {tool} not installed (apt-get install {package}); skipping it",
                 file=sys.stderr,
             )
-            skipped = {"haproxy": "haproxy", "apache2": "apache"}.get(tool)
-            proxies = [p for p in proxies if p != skipped]
-    versions = {"haproxy": ["haproxy", "-v"], "apache": [apache_binary() or "", "-v"]}
-    for proxy, command in versions.items():
-        if proxy in proxies:
-            version = subprocess.run(command, capture_output=True, text=True, check=False)
-            print(f"# {version.stdout.splitlines()[0]}")
+            skipped = {"haproxy": ("haproxy", "haproxy1"), "apache2": ("apache",)}
+            skipped["nghttpx"] = ("nghttpx",)
+            proxies = [p for p in proxies if p not in skipped.get(tool, ())]
+    versions = {
+        "haproxy": ["haproxy", "-v"],
+        "haproxy1": ["haproxy", "-v"],
+        "nghttpx": [_sbin("nghttpx") or "", "--version"],
+        "apache": [apache_binary() or "", "-v"],
+    }
+    for command in {tuple(versions[p]) for p in proxies if p in versions}:
+        version = subprocess.run(command, capture_output=True, text=True, check=False)
+        print(f"# {(version.stdout or version.stderr).splitlines()[0]}")
     return proxies
 
 
@@ -793,7 +853,8 @@ def parse_args() -> argparse.Namespace:
         "--h2ws-workers",
         type=int,
         default=1,
-        help="h2ws-proxy's `workers` (HAProxy runs its default threads, one per CPU)",
+        help="h2ws-proxy's `workers` (HAProxy runs its default threads, one per CPU; "
+        "HAProxy 1T one thread; nghttpx one worker)",
     )
     parser.add_argument(
         "--py-spy", metavar="FILE", help="record a py-spy profile (raw folded stacks) of h2ws-proxy"

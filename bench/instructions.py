@@ -17,6 +17,7 @@ total after 1 + K runs, and divided by K x units. Two runs of the same tree agre
     .venv/bin/python bench/instructions.py --scenario pingpong      # one tunnel, 64 B messages
     .venv/bin/python bench/instructions.py --scenario bulk          # one tunnel, 64 KiB x 8
     .venv/bin/python bench/instructions.py --compare /tmp/base      # A/B against another tree
+    .venv/bin/python bench/instructions.py --scenario get --log-level info  # with access lines
 
 ``--compare DIR`` counts the proxy from the source tree DIR too (``DIR/proxy`` on
 ``PYTHONPATH``, e.g. ``git archive HEAD~3 proxy | tar -x -C DIR``) and prints the ratio.
@@ -123,6 +124,13 @@ def main() -> None:
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="open")
     parser.add_argument("--runs", type=int, default=2, help="K: measured client runs")
     parser.add_argument("--compare", type=Path, help="also count the proxy from this tree")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["info", "warning"],
+        help="the proxy's --log-level (info: an access line per tunnel or request, to stderr "
+        "sent to /dev/null)",
+    )
     options = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
@@ -133,8 +141,9 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as work:
             for source in (None, options.compare) if options.compare else (None,):
-                base = _count(scenario, 1, (ws_port, get_port), Path(work), source)
-                more = _count(scenario, 1 + options.runs, (ws_port, get_port), Path(work), source)
+                ports, level = (ws_port, get_port), options.log_level
+                base = _count(scenario, 1, ports, Path(work), source, level)
+                more = _count(scenario, 1 + options.runs, ports, Path(work), source, level)
                 per_unit = (more - base) / (options.runs * scenario.units)
                 counts.append(per_unit)
                 label = "this tree" if source is None else str(source)
@@ -148,7 +157,12 @@ def main() -> None:
 
 
 def _count(
-    scenario: Scenario, client_runs: int, ports: tuple[int, int], work: Path, source: Path | None
+    scenario: Scenario,
+    client_runs: int,
+    ports: tuple[int, int],
+    work: Path,
+    source: Path | None,
+    log_level: str = "warning",
 ) -> int:
     """The proxy's total instructions, from start to exit, with ``client_runs`` runs."""
     port = _free_port()
@@ -163,7 +177,7 @@ def _count(
     env = {**os.environ, "PYTHONPATH": str(source / "proxy")} if source else None
     # sys.executable as it is (not resolved): that is how Python finds its virtualenv.
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
-    command += ["-m", "h2ws_proxy", "--config", str(config), "--log-level", "warning"]
+    command += ["-m", "h2ws_proxy", "--config", str(config), "--log-level", log_level]
     proxy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         _wait_listening(port, proxy)

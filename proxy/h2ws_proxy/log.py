@@ -1,10 +1,19 @@
-"""Structured logging: every line is an event name plus ``key=value`` fields.
+r"""Structured logging: every line is an event name plus ``key=value`` fields.
 
 Call :func:`log_event`; the formatter renders fields as ``key=value`` (quoted when they
 contain spaces) or, with ``--log-format json``, as one JSON object per line. Fields that
 identify where a line comes from go first: the process's own fields (``worker=<i>
 pid=<pid>`` in a worker process, see :func:`set_process_fields`), then ``conn``
 (connection id) and ``stream``.
+
+Once :func:`configure_logging` has run (the CLI and each worker call it), :func:`log_event`
+renders its line itself and hands it to a :class:`~h2ws_proxy.log_lines.LineSink`
+(``log_lines.py``: no ``LogRecord``, lines written in batches), as long as the
+``h2ws_proxy`` logger's one handler is the sink's and the emitting logger has none of its
+own; anything else attached (a test capturing records, ``caplog``) gets ``LogRecord``\ s
+through ``logging`` as before. Levels are ``logging``'s either way. Records that do go
+through ``logging`` (``logger.warning(...)``, tracebacks) reach the same sink through
+:class:`SinkHandler`, so lines keep their order.
 """
 
 from __future__ import annotations
@@ -17,15 +26,25 @@ import sys
 import time
 from collections.abc import Mapping
 
+import trio
+
+from h2ws_proxy.log_lines import LineLayout, LineSink
+
 _connection_ids = itertools.count(1)
 #: Fields put on every line this process logs (a worker's index and pid).
 _process_fields: dict[str, object] = {}
+#: The sink :func:`configure_logging` installed, with its handler; None until then.
+_sink: LineSink | None = None
+_sink_handler: SinkHandler | None = None
+_root = logging.getLogger("h2ws_proxy")
 
 
 def set_process_fields(**fields: object) -> None:
     """Put ``fields`` first on every later log line of this process (``worker=1 pid=42``)."""
     _process_fields.clear()
     _process_fields.update(fields)
+    if _sink is not None:
+        _sink.set_process_fields(_process_fields)
 
 
 def next_connection_id() -> int:
@@ -36,7 +55,53 @@ def next_connection_id() -> int:
 def log_event(logger: logging.Logger, level: int, event: str, **fields: object) -> None:
     """Log ``event`` with structured ``fields`` (rendered by the configured formatter)."""
     if logger.isEnabledFor(level):
-        logger.log(level, event, extra={"fields": fields})
+        log_fields(logger, level, event, fields)
+
+
+def _fast_sink(logger: logging.Logger) -> LineSink | None:
+    """The sink, while nothing else listens to ``logger``: another handler (a test's
+    capture, caplog) wants its LogRecord."""
+    handlers = _root.handlers
+    if len(handlers) == 1 and handlers[0] is _sink_handler and not logger.handlers:
+        return _sink
+    return None
+
+
+def log_fields(logger: logging.Logger, level: int, event: str, fields: dict[str, object]) -> None:
+    """:func:`log_event` with the fields as a dict, for a caller that has checked the
+    level (``logger.isEnabledFor``) and built the dict itself: keyword arguments cost
+    more than the whole line where twenty go by per line (``relay/record.py``)."""
+    sink = _fast_sink(logger)
+    if sink is not None:
+        sink.event(level, logger.name, event, fields)
+        return
+    logger.log(level, event, extra={"fields": fields})
+
+
+def log_layout(
+    logger: logging.Logger,
+    level: int,
+    event: str,
+    layout: LineLayout,
+    values: tuple[object, ...],
+) -> None:
+    """:func:`log_fields` for the fields ``layout`` names, in its order (``values``): the
+    access lines, once per tunnel or request. The caller has checked the level."""
+    sink = _fast_sink(logger)
+    if sink is not None:
+        sink.layout_event(level, logger.name, event, layout, values)
+        return
+    logger.log(level, event, extra={"fields": dict(zip(layout.keys, values, strict=True))})
+
+
+async def flush_log_lines() -> None:
+    """Batch this process's log lines while this runs (``serve`` runs it until it has
+    drained; cancel it to stop), flushing them when it stops. Without a configured sink
+    (tests serving in-process) it only waits."""
+    if _sink is None:
+        await trio.sleep_forever()
+    else:
+        await _sink.flush_periodically()
 
 
 class LogThrottle:
@@ -105,11 +170,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class SinkHandler(logging.Handler):
+    """Records that go through ``logging`` after all, formatted and queued in the sink."""
+
+    def __init__(self, sink: LineSink) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.sink.write(line, urgent=True)
+
+    def flush(self) -> None:
+        self.sink.flush()  # also at exit: logging.shutdown flushes every handler
+
+
 def configure_logging(level: str = "info", log_format: str = "text") -> None:
     """Send the proxy's logs to stderr in ``log_format`` ("text" or "json")."""
-    handler = logging.StreamHandler(sys.stderr)
+    global _sink, _sink_handler
+    if _sink is not None:
+        _sink.flush()  # what the previous sink holds goes out before the new one's lines
+    sink = LineSink(sys.stderr, log_format)
+    sink.set_process_fields(_process_fields)
+    handler = SinkHandler(sink)
     handler.setFormatter(JsonFormatter() if log_format == "json" else KeyValueFormatter())
-    root = logging.getLogger("h2ws_proxy")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    _sink, _sink_handler = sink, handler
+    _root.handlers[:] = [handler]
+    _root.setLevel(level.upper())
+    _root.propagate = False

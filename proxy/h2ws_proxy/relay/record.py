@@ -31,7 +31,8 @@ from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.config.hosts import authority_host
 from h2ws_proxy.counters import ProxyCounters, close_code_label, status_label
 from h2ws_proxy.errors import OriginRefused, ProxyError
-from h2ws_proxy.log import log_event
+from h2ws_proxy.log import log_event, log_layout
+from h2ws_proxy.log_lines import LineLayout
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
 
 logger = logging.getLogger("h2ws_proxy.tunnel")
@@ -41,6 +42,43 @@ logger = logging.getLogger("h2ws_proxy.tunnel")
 USER_AGENT_MAX_BYTES = 200
 #: Bytes a log line carries as they are: printable ASCII but the backslash (the escape).
 _PLAIN = bytes(byte for byte in range(0x20, 0x7F) if byte != 0x5C)
+
+#: The access line's fields in order: with ``method`` (an ordinary request), with the close
+#: codes (a tunnel that opened). Client-chosen texts are rendered (quoted when needed); the
+#: rest are numbers or ``-``.
+_TEXT_KEYS = frozenset(
+    ("front", "method", "host", "client", "user_agent", "path", "route", "backend", "end", "error")
+)
+_LAYOUTS = {
+    (method, codes): LineLayout(
+        (
+            "conn",
+            "front",
+            *(("method",) if method else ()),
+            "stream",
+            "host",
+            "client",
+            "user_agent",
+            "path",
+            "route",
+            "backend",
+            "status",
+            "bytes_up",
+            "bytes_down",
+            "duration_s",
+            "end",
+            *(("close_code_client", "close_code_backend") if codes else ()),
+            "error",
+        ),
+        _TEXT_KEYS,
+    )
+    for method in (False, True)
+    for codes in (False, True)
+}
+#: Hosts and user agents as logged, by what the client sent (they repeat); each bounded.
+_HOSTS: dict[bytes, str] = {}
+_AGENTS: dict[bytes, str] = {}
+_CACHED_MAX = 1024
 
 
 @dataclass(slots=True)
@@ -125,9 +163,24 @@ class RelayRecord:
         self._held = (balancer, server)
 
     def _host(self) -> str:
-        if self.authority is None:
+        authority = self.authority
+        if authority is None:
             return "-"
-        return authority_host(self.authority.decode("ascii", "backslashreplace"))
+        host = _HOSTS.get(authority)
+        if host is None:
+            host = authority_host(authority.decode("ascii", "backslashreplace"))
+            _remember(_HOSTS, authority, host)
+        return host
+
+    def _user_agent(self) -> str:
+        agent = self.user_agent
+        if agent is None:
+            return "-"
+        printable = _AGENTS.get(agent)
+        if printable is None:
+            printable = _printable(agent)
+            _remember(_AGENTS, agent, printable)
+        return printable
 
     def log(self, counters: ProxyCounters) -> None:
         """The end of the tunnel or request: give back its server, count it, log its line."""
@@ -149,35 +202,33 @@ class RelayRecord:
             event = "request.closed"
         else:
             event = "tunnel.closed" if self.opened else "tunnel.refused"
-        log_event(
-            logger,
-            logging.INFO,
-            event,
-            conn=self.connection_id,
-            front=self.front,
-            **({"method": self.method} if self.method is not None else {}),
-            stream=self.stream_id if self.stream_id is not None else "-",
-            host=self._host(),
-            client=self.client,
-            user_agent=_printable(self.user_agent),
-            path=self.path,
-            route=self.route,
-            backend=self.backend,
-            status=self.status if self.status is not None else "-",
-            bytes_up=self.stats.bytes_up,
-            bytes_down=self.stats.bytes_down,
-            duration_s=round(duration_s, 6),
-            end=self.ending(),
-            **(self._close_codes() if self.opened and self.kind == "tunnel" else {}),
-            error=self.error,
+        method, codes = self.method, self.opened and self.kind == "tunnel"
+        stats = self.stats
+        values: tuple[object, ...] = (self.connection_id, self.front)
+        if method is not None:
+            values += (method,)
+        values += (
+            self.stream_id if self.stream_id is not None else "-",
+            self._host(),
+            self.client,
+            self._user_agent(),
+            self.path,
+            self.route,
+            self.backend,
+            self.status if self.status is not None else "-",
+            stats.bytes_up,
+            stats.bytes_down,
+            round(duration_s, 6),
+            self.ending(),
         )
-
-    def _close_codes(self) -> dict[str, object]:
-        client, backend = self.stats.client_close, self.stats.backend_close
-        return {
-            "close_code_client": client if client is not None else "-",
-            "close_code_backend": backend if backend is not None else "-",
-        }
+        if codes:
+            client, backend = stats.client_close, stats.backend_close
+            values += (
+                client if client is not None else "-",
+                backend if backend is not None else "-",
+            )
+        values += (self.error,)
+        log_layout(logger, logging.INFO, event, _LAYOUTS[method is not None, codes], values)
 
     def log_untracked(self, side: Side, reason: str) -> None:
         """One side's bytes are not WebSocket frames: they pass on, untracked (no close
@@ -246,3 +297,9 @@ def _printable(value: bytes | None) -> str:
     else:
         text = "".join(chr(byte) if byte in _PLAIN else f"\\x{byte:02x}" for byte in cut)
     return text + "..." if len(value) > USER_AGENT_MAX_BYTES else text
+
+
+def _remember(cache: dict[bytes, str], key: bytes, value: str) -> None:
+    if len(cache) >= _CACHED_MAX:
+        cache.clear()  # a client sending new texts each time gets no cache, not more memory
+    cache[key] = value

@@ -38,7 +38,7 @@ from h2ws_proxy.backend.tls import prepare_backend_tls
 from h2ws_proxy.backend.upgrade import ConnectBackend, open_backend_stream
 from h2ws_proxy.config import ProxyConfig, SocketAddress, build_listener_contexts
 from h2ws_proxy.errors import ConfigError
-from h2ws_proxy.log import log_event
+from h2ws_proxy.log import flush_log_lines, log_event
 from h2ws_proxy.relay.context import ServerContext, ServerStats
 from h2ws_proxy.relay.going_away import close_websockets_on_drain, drain_deadline_s
 from h2ws_proxy.relay.routing import Router
@@ -128,6 +128,8 @@ async def serve(
         raise_descriptor_limit(config)  # once bound: a bind error stays the only line
     reloader = reloader if reloader is not None else Reloader()
     async with trio.open_nursery() as background:
+        # Log lines are batched until the drain is over (log_lines.py): none is lost.
+        background.start_soon(flush_log_lines)
         background.start_soon(server.pool.reap)
         background.start_soon(server.h2_backends.run)
         health = HealthChecks(server.connect_backend)

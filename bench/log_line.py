@@ -1,0 +1,128 @@
+"""Microseconds per access line: ``RelayRecord.log`` at INFO, this tree against another.
+
+Each measurement runs in its own Python process with the tree's ``proxy/`` first on
+``sys.path`` and stderr sent to ``/dev/null`` (so the syscalls stay, the terminal does not):
+``configure_logging`` as the CLI calls it, then, inside ``trio.run``, ``RelayRecord.log`` of
+a finished tunnel (every field filled, a worker's ``worker=`` and ``pid=`` first) called
+``--lines`` times, timed with ``perf_counter``, best of ``--repeats``. A tree that has
+``log.flush_log_lines`` runs it beside the loop, as ``serve`` does. The same loop at
+``--log-level warning`` gives what the record costs without its line (counting it into the
+metrics), so the line's own cost is the difference.
+
+    .venv/bin/python bench/log_line.py                          # this tree, text and json
+    .venv/bin/python bench/log_line.py --compare /tmp/base      # and the tree in /tmp/base
+
+Make the base tree with ``git archive <commit> proxy | tar -x -C /tmp/base``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _measure(lines: int, repeats: int, level: str, log_format: str) -> float:
+    """Best µs per ``RelayRecord.log`` call, in this process (stderr already /dev/null)."""
+    import trio
+
+    from h2ws_proxy import log
+    from h2ws_proxy.counters import ProxyCounters
+    from h2ws_proxy.relay.outcome import RelayEnd
+    from h2ws_proxy.relay.record import RelayRecord, tunnel_opened
+
+    log.configure_logging(level, log_format)
+    log.set_process_fields(worker=1, pid=os.getpid())
+    flusher = getattr(log, "flush_log_lines", None)
+    handlers = logging.getLogger("h2ws_proxy").handlers
+    headers = [(b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101")]
+
+    def record() -> RelayRecord:
+        done = RelayRecord.begin(
+            "h2", 7, b"/echo?room=1", stream_id=3, authority=b"proxy.test:8443",
+            client="127.0.0.1:50312", headers=headers,
+        )  # fmt: skip
+        done.route, done.backend, done.status, done.opened = "/echo", "127.0.0.1:9001", 200, True
+        done.stats.bytes_up, done.stats.bytes_down = 1234, 56789
+        done.stats.end, done.stats.client_close, done.stats.backend_close = (
+            RelayEnd.CLEAN,
+            1000,
+            1000,
+        )
+        return done
+
+    async def run() -> float:
+        counters = ProxyCounters()
+        best = float("inf")
+        async with trio.open_nursery() as nursery:
+            if flusher is not None:
+                nursery.start_soon(flusher)
+            for _ in range(repeats):
+                records = [record() for _ in range(lines)]
+                for done in records:
+                    tunnel_opened(done, counters)
+                started = time.perf_counter()
+                for done in records:
+                    done.log(counters)
+                for handler in handlers:
+                    handler.flush()  # the lines still buffered are part of the cost
+                best = min(best, (time.perf_counter() - started) / lines * 1e6)
+            nursery.cancel_scope.cancel()
+        return best
+
+    return trio.run(run)
+
+
+def _child(tree: Path, lines: int, repeats: int, level: str, log_format: str) -> float:
+    """Run :func:`_measure` in a fresh process on ``tree``'s package."""
+    code = (
+        f"import sys; sys.path[:0] = [{str(tree / 'proxy')!r}, {str(REPO / 'bench')!r}]\n"
+        "import log_line\n"
+        f"print(log_line._measure({lines}, {repeats}, {level!r}, {log_format!r}))\n"
+    )
+    with open(os.devnull, "w") as devnull:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=devnull,
+            check=True,
+            timeout=300,
+            env={**os.environ, "PYTHONPATH": ""},
+        )
+    return float(out.stdout)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compare", type=Path, help="also measure the tree in this directory")
+    parser.add_argument("--lines", type=int, default=20_000, help="lines per timed loop")
+    parser.add_argument("--repeats", type=int, default=5, help="timed loops; the best counts")
+    args = parser.parse_args()
+    trees = [("this tree", REPO)] + ([("base", args.compare)] if args.compare else [])
+    results: dict[str, dict[str, float]] = {}
+    for name, tree in trees:
+        row = results.setdefault(name, {})
+        for log_format in ("text", "json"):
+            info = _child(tree, args.lines, args.repeats, "info", log_format)
+            row[log_format] = info
+        row["warning"] = _child(tree, args.lines, args.repeats, "warning", "text")
+    print(json.dumps(results, indent=2))
+    print("tree       | text µs/line | json µs/line | no line (warning) | text line alone")
+    for name, row in results.items():
+        alone = row["text"] - row["warning"]
+        print(
+            f"{name:10} | {row['text']:12.2f} | {row['json']:12.2f} | {row['warning']:17.2f}"
+            f" | {alone:.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,309 @@
+"""Log lines without ``logging``'s record machinery: rendered directly, written in batches.
+
+An access line is written for every tunnel and every ordinary request, so it must cost a
+few microseconds, not the ~80 of a ``LogRecord`` through a ``Formatter`` and a
+``StreamHandler`` (one ``write`` syscall per line). Here a line is rendered straight from
+its event name and fields (:func:`key_value_line`, :func:`json_line`) into exactly the text
+``log.KeyValueFormatter`` and ``log.JsonFormatter`` give for the same record (a
+differential test holds them equal), and :class:`LineSink` collects the lines.
+
+Rules of the sink:
+
+* Access lines (:meth:`LineSink.layout_event`, one per tunnel or request) wait in a
+  buffer while :meth:`LineSink.flush_periodically` runs (``serve`` starts it), for at most
+  ``FLUSH_INTERVAL_S``, or until it holds ``MAX_PENDING_CHARS``. Every other line (start,
+  stop, reload, warnings: rare) is written at once, with the access lines before it: a
+  line never overtakes an earlier one, and a line that announces a state (``server.listening``
+  before a worker reports ready, which its supervisor then logs) is out before anything
+  that follows from it.
+* Without that task (before ``serve``, in a supervisor, after the drain) every line is
+  written at once, so nothing is left behind when a process ends; the task flushes when it
+  stops, and ``log.configure_logging``'s handler flushes at exit (``logging.shutdown``).
+* Each ``write`` holds whole lines and at most ``PIPE_BUF`` bytes (one longer line goes
+  alone): workers share the supervisor's stderr, and the kernel keeps a pipe write of up
+  to ``PIPE_BUF`` bytes in one piece, so two workers' lines never interleave mid-line.
+* Lines are buffered by the trio thread only; one from another thread (a reload's
+  config loading) is written at once, under the lock ``flush`` takes.
+* A stderr that fails (closed, a broken pipe) loses the lines it was given, as
+  ``StreamHandler`` would; it never raises into the proxy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import select
+import threading
+import time
+from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii
+from typing import TextIO
+
+import trio
+
+#: How long a line may wait in the buffer: short enough for someone tailing the log.
+FLUSH_INTERVAL_S = 0.05
+#: A bound on the buffer (characters): past it the sink writes at once.
+MAX_PENDING_CHARS = 64 * 1024
+#: Bytes the kernel writes to a pipe in one piece (POSIX: at least 512; Linux: 4096).
+_PIPE_BUF = getattr(select, "PIPE_BUF", 512)
+
+#: A key=value field value with one of these is written as a JSON string.
+_needs_quotes = re.compile(r'[ "=\n\t]').search
+#: The encoder of ``json.dumps(payload, default=str)``, built once.
+_json_encoder = json.JSONEncoder(default=str)
+#: The last second rendered, and its text (lines come many to a second).
+_stamp_cache: tuple[int, str] = (-1, "")
+#: Texts already rendered for key=value lines (routes, backends, hosts, user agents repeat),
+#: cleared when full so that a client sending new paths cannot grow it.
+_rendered_texts: dict[object, str] = {}
+_RENDERED_TEXTS_MAX = 4096
+#: Level names, without a call to logging.getLevelName per line.
+_LEVEL_NAMES = {
+    level: logging.getLevelName(level)
+    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+}
+
+
+def render_value(value: object) -> str:
+    """One field's value for a key=value line: as it is, or as a JSON string when it is
+    empty or holds a space, quote, ``=``, newline or tab; bytes decoded as ASCII."""
+    if type(value) is int:
+        return str(value)  # digits and a sign: never quoted
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bytes):
+        text = value.decode("ascii", "backslashreplace")
+    else:
+        text = str(value)
+    if not text or _needs_quotes(text) is not None:
+        return encode_basestring_ascii(text)  # what json.dumps(text) gives
+    return text
+
+
+def _head(created: float, level_name: str, event: str, prefix: str) -> str:
+    """``2026-11-27T15:51:31.042Z INFO tunnel.closed`` and the process's fields."""
+    global _stamp_cache
+    second = int(created)
+    cached_second, stamp = _stamp_cache
+    if second != cached_second:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        _stamp_cache = (second, stamp)
+    # Milliseconds as LogRecord.msecs computes them (CPython gh-89047).
+    return f"{stamp}.{int((created - second) * 1000):03d}Z {level_name} {event}{prefix}"
+
+
+def _remember(value: object) -> str:
+    """``render_value(value)``, kept for the next line with the same text (str, bytes or
+    None: keys no other type equals, as 1 equals True)."""
+    rendered = render_value(value)
+    if value is None or type(value) is str or type(value) is bytes:
+        if len(_rendered_texts) >= _RENDERED_TEXTS_MAX:
+            _rendered_texts.clear()
+        _rendered_texts[value] = rendered
+    return rendered
+
+
+class LineLayout:
+    """The keys of a line logged at every tunnel or request, in order: its key=value text
+    is one %-format of the values, and only the values at ``text_keys`` are rendered
+    (looked up among the texts rendered before). Every other value must print as it is:
+    an int, a float, or a str that never needs quotes (``-``)."""
+
+    __slots__ = ("key_set", "keys", "template", "text_positions")
+
+    def __init__(self, keys: tuple[str, ...], text_keys: frozenset[str]) -> None:
+        self.keys = keys
+        self.key_set = frozenset(keys)
+        self.template = "".join(f" {key}=%s" for key in keys)
+        self.text_positions = tuple(i for i, key in enumerate(keys) if key in text_keys)
+
+    def key_value_text(self, values: tuple[object, ...]) -> str:
+        """The fields' part of the key=value line (starting with a space)."""
+        rendered, texts = list(values), _rendered_texts
+        for position in self.text_positions:
+            value = rendered[position]
+            rendered[position] = texts.get(value) or _remember(value)
+        return self.template % tuple(rendered)
+
+
+def key_value_line(
+    created: float, level_name: str, event: str, prefix: str, fields: Mapping[str, object]
+) -> str:
+    """``2026-11-27T15:51:31.042Z INFO tunnel.closed conn=3 ...``; ``prefix``: the process's
+    fields, rendered (``" worker=1 pid=42"`` or "")."""
+    parts = [_head(created, level_name, event, prefix)]
+    append, rendered_texts = parts.append, _rendered_texts
+    # One loop, no call per field in the usual cases: this runs ~20 times per access line.
+    for key, value in fields.items():
+        kind = type(value)
+        if kind is int:
+            append(f"{key}={value}")
+            continue
+        if kind is str or kind is bytes:
+            rendered = rendered_texts.get(value) or _remember(value)
+        else:
+            rendered = render_value(value)
+        append(f"{key}={rendered}")
+    return " ".join(parts)
+
+
+def json_line(
+    created: float,
+    level_name: str,
+    logger_name: str,
+    event: str,
+    process_fields: Mapping[str, object],
+    fields: Mapping[str, object],
+) -> str:
+    """One JSON object: ``ts``, ``level``, ``logger``, ``event``, the process's fields, then
+    ``fields`` (bytes decoded as ASCII; anything else JSON lacks as its ``str``)."""
+    payload: dict[str, object] = {
+        "ts": created,
+        "level": level_name.lower(),
+        "logger": logger_name,
+        "event": event,
+    }
+    payload.update(process_fields)
+    for key, value in fields.items():
+        payload[key] = (
+            value.decode("ascii", "backslashreplace") if isinstance(value, bytes) else value
+        )
+    return _json_encoder.encode(payload)
+
+
+class LineSink:
+    """Rendered lines on their way to one text stream (stderr), in batches."""
+
+    def __init__(self, stream: TextIO, log_format: str = "text") -> None:
+        self.json = log_format == "json"
+        self._stream = stream
+        self._pending: list[str] = []
+        self._pending_chars = 0
+        self._lock = threading.Lock()
+        #: The thread that may buffer (the one running the flusher).
+        self._buffering_thread: int | None = None
+        #: Set by a line that finds the buffer empty: it wakes the parked flusher.
+        self._wake: trio.Event | None = None
+        self._process_fields: dict[str, object] = {}
+        self._prefix = ""
+
+    def set_process_fields(self, fields: Mapping[str, object]) -> None:
+        """Fields put first on every line (``worker=1 pid=42``), rendered once here."""
+        self._process_fields = dict(fields)
+        self._prefix = "".join(f" {key}={render_value(value)}" for key, value in fields.items())
+
+    def event(
+        self,
+        level: int,
+        logger_name: str,
+        event: str,
+        fields: Mapping[str, object],
+        urgent: bool = True,
+    ) -> None:
+        """Render and write one event's line (the fast path of ``log.log_event``); written
+        at once unless not ``urgent``."""
+        created = time.time()
+        level_name = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
+        process = self._process_fields
+        if self.json:
+            line = json_line(created, level_name, logger_name, event, process, fields)
+        else:
+            prefix = self._prefix
+            for key in process:
+                if key in fields:  # it keeps the process field's place, as in a merged dict
+                    prefix, fields = "", {**process, **fields}
+                    break
+            line = key_value_line(created, level_name, event, prefix, fields)
+        self.write(line, urgent)
+
+    def layout_event(
+        self,
+        level: int,
+        logger_name: str,
+        event: str,
+        layout: LineLayout,
+        values: tuple[object, ...],
+    ) -> None:
+        """An access line, ``layout``'s fields: the text :meth:`event` would write, in one
+        format instead of a loop over the fields; buffered below WARNING."""
+        urgent = level >= logging.WARNING
+        process = self._process_fields
+        if self.json or not layout.key_set.isdisjoint(process):
+            fields = dict(zip(layout.keys, values, strict=True))
+            self.event(level, logger_name, event, fields, urgent)
+            return
+        level_name = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
+        line = _head(time.time(), level_name, event, self._prefix) + layout.key_value_text(values)
+        self.write(line, urgent)
+
+    def write(self, line: str, urgent: bool = False) -> None:
+        """Queue ``line`` (no newline); written at once when ``urgent``, when the buffer is
+        full, or when no flusher runs in this thread."""
+        self._pending.append(line)
+        self._pending_chars += len(line) + 1
+        buffering = self._buffering_thread == threading.get_ident()
+        if urgent or not buffering or self._pending_chars >= MAX_PENDING_CHARS:
+            self.flush()
+        elif self._wake is not None:
+            self._wake.set()
+            self._wake = None
+
+    def flush(self) -> None:
+        """Write every queued line now."""
+        with self._lock:
+            if not self._pending:
+                return
+            lines, self._pending, self._pending_chars = self._pending, [], 0
+            lines.append("")  # the last line's newline
+            self._write_text("\n".join(lines))
+
+    def _write_text(self, text: str) -> None:
+        stream = self._stream
+        try:
+            stream.flush()  # whatever was printed to it before these lines goes first
+            fd = stream.fileno()
+        except (OSError, ValueError, AttributeError):  # no file descriptor (a test's StringIO)
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+            return
+        data = text.encode(stream.encoding or "utf-8", stream.errors or "strict")
+        with contextlib.suppress(OSError):  # stderr is gone: the lines are lost, as in logging
+            _write_whole_lines(fd, data)
+
+    async def flush_periodically(self, interval_s: float = FLUSH_INTERVAL_S) -> None:
+        """Buffer this thread's lines while this runs (until cancelled), writing them at
+        most ``interval_s`` after the first; flush when it stops. A second call while one
+        runs only waits."""
+        if self._buffering_thread is not None:
+            await trio.sleep_forever()
+        self._buffering_thread = threading.get_ident()
+        try:
+            while True:
+                if not self._pending:
+                    self._wake = wake = trio.Event()
+                    await wake.wait()
+                await trio.sleep(interval_s)
+                self.flush()
+        finally:
+            self._buffering_thread = self._wake = None
+            self.flush()
+
+
+def _write_whole_lines(fd: int, data: bytes) -> None:
+    """``data`` (lines, each ending in a newline) to ``fd`` in writes of whole lines, each
+    at most _PIPE_BUF bytes but for a single longer line."""
+    view, start, end = memoryview(data), 0, len(data)
+    while start < end:
+        stop = end
+        if end - start > _PIPE_BUF:
+            cut = data.rfind(b"\n", start, start + _PIPE_BUF)
+            stop = cut + 1 if cut >= start else data.index(b"\n", start) + 1
+        while start < stop:
+            start += os.write(fd, view[start:stop])

@@ -1,0 +1,279 @@
+"""The fast log lines (``log_lines.py``) against the formatters they replace on the hot path.
+
+Differential: the same fields, the same time and the same process fields give the same text
+through ``log_lines`` as through ``KeyValueFormatter`` / ``JsonFormatter`` on a LogRecord,
+odd values included (spaces, quotes, ``=``, newlines, tabs, control characters, non-ASCII,
+bytes that are not ASCII, empty strings, None, floats). Then the sink's rules: access lines
+wait for the flusher, any other line goes out at once with them before it, nothing is left
+when the flusher stops, writes hold whole lines of at most PIPE_BUF bytes, and a level
+filter or another handler still works as with ``logging``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from h2ws_proxy import log, log_lines
+from h2ws_proxy.counters import ProxyCounters
+from h2ws_proxy.log import JsonFormatter, KeyValueFormatter
+from h2ws_proxy.log_lines import LineLayout, LineSink, json_line, key_value_line
+from h2ws_proxy.relay.outcome import RelayEnd
+from h2ws_proxy.relay.record import RelayRecord, tunnel_opened
+from tests.helpers.records import capture_proxy_records
+
+ODD_TEXTS = [
+    "",
+    "plain",
+    "two words",
+    'a "quoted" word',
+    "k=v",
+    "line\nbreak",
+    "tab\there",
+    "bell\x07 and \x1b[31m escape",
+    "caf\u00e9 \u2603 \U0001f600",
+    "back\\slash",
+    "-",
+]
+ODD_BYTES = [b"", b"/path?q=1", b"/a b", b'/"x"', b"\xff\xfe raw", b"/\x00nul"]
+VALUES = st.one_of(
+    st.text(),
+    st.binary(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.none(),
+    st.booleans(),
+    st.sampled_from(ODD_TEXTS),
+    st.sampled_from(ODD_BYTES),
+)
+KEYS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12)
+FIELDS = st.dictionaries(KEYS, VALUES, max_size=8)
+CREATED = st.floats(min_value=0, max_value=4e9, allow_nan=False)
+
+
+def _record(created: float, event: str, fields: dict[str, object]) -> logging.LogRecord:
+    record = logging.LogRecord("h2ws_proxy.tunnel", logging.INFO, __file__, 1, event, None, None)
+    record.created = created
+    record.msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord computes it
+    record.fields = fields
+    return record
+
+
+@pytest.fixture
+def process_fields() -> Iterator[None]:
+    saved = dict(log._process_fields)
+    yield
+    log._process_fields.clear()
+    log._process_fields.update(saved)
+
+
+@settings(deadline=None)  # a cold first example (imports, caches) is no failure
+@given(created=CREATED, fields=FIELDS, process=st.sampled_from([{}, {"worker": 1, "pid": 42}]))
+def test_key_value_lines_equal_the_formatters(
+    created: float, fields: dict[str, object], process: dict[str, object]
+) -> None:
+    saved = dict(log._process_fields)
+    try:
+        log.set_process_fields(**process)
+        expected = KeyValueFormatter().format(_record(created, "tunnel.closed", fields))
+        sink = LineSink(io.StringIO())
+        sink.set_process_fields(process)
+        prefix, merged = sink._prefix, fields
+        if any(key in fields for key in process):
+            prefix, merged = "", {**process, **fields}
+        assert key_value_line(created, "INFO", "tunnel.closed", prefix, merged) == expected
+    finally:
+        log._process_fields.clear()
+        log._process_fields.update(saved)
+
+
+@settings(deadline=None)  # a cold first example (imports, caches) is no failure
+@given(created=CREATED, fields=FIELDS, process=st.sampled_from([{}, {"worker": 1, "pid": 42}]))
+def test_json_lines_equal_the_formatter(
+    created: float, fields: dict[str, object], process: dict[str, object]
+) -> None:
+    saved = dict(log._process_fields)
+    try:
+        log.set_process_fields(**process)
+        expected = JsonFormatter().format(_record(created, "tunnel.closed", fields))
+        line = json_line(created, "INFO", "h2ws_proxy.tunnel", "tunnel.closed", process, fields)
+        assert line == expected
+    finally:
+        log._process_fields.clear()
+        log._process_fields.update(saved)
+
+
+@settings(deadline=None)  # a cold first example (imports, caches) is no failure
+@given(
+    created=CREATED,
+    texts=st.lists(st.one_of(st.text(), st.binary(), st.none(), st.sampled_from(ODD_TEXTS)),
+                   min_size=3, max_size=3),
+    numbers=st.lists(st.one_of(st.integers(), st.floats(allow_nan=False), st.just("-")),
+                     min_size=2, max_size=2),
+)  # fmt: skip
+def test_a_layout_renders_what_the_formatter_does(
+    created: float, texts: list[object], numbers: list[object]
+) -> None:
+    layout = LineLayout(
+        ("conn", "host", "status", "path", "error"), frozenset({"host", "path", "error"})
+    )
+    values = (numbers[0], texts[0], numbers[1], texts[1], texts[2])
+    fields = dict(zip(layout.keys, values, strict=True))
+    expected = KeyValueFormatter().format(_record(created, "tunnel.closed", fields))
+    line = log_lines._head(created, "INFO", "tunnel.closed", "") + layout.key_value_text(values)
+    assert line == expected
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch, process_fields: None) -> Iterator[None]:
+    """``configure_logging`` as the CLI calls it, undone afterwards."""
+    root = logging.getLogger("h2ws_proxy")
+    saved = (root.handlers[:], root.level, root.propagate, log._sink, log._sink_handler)
+    yield
+    root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
+    log._sink, log._sink_handler = saved[3], saved[4]
+
+
+def _install(log_format: str, level: str = "info") -> io.StringIO:
+    """Configure logging, and point its sink at a StringIO."""
+    log.configure_logging(level, log_format)
+    stream = io.StringIO()
+    assert log._sink is not None
+    log._sink._stream = stream
+    return stream
+
+
+def _finished_tunnel(method: bytes | None = None) -> RelayRecord:
+    done = RelayRecord.begin(
+        "h2", 7, b'/echo?q="a b"\n', stream_id=3, authority=b"Proxy.Test:8443",
+        client="127.0.0.1:50312", method=method,
+        headers=[(b"user-agent", b"Mozilla/5.0 (\x1b[31m) caf\xc3\xa9")],
+    )  # fmt: skip
+    done.route, done.backend, done.status = "/echo", "127.0.0.1:9001", 200
+    done.opened = method is None
+    done.stats.end, done.stats.client_close = RelayEnd.CLEAN, 1000
+    done.error = 'odd "error"\tvalue'
+    return done
+
+
+def _log(done: RelayRecord) -> None:
+    counters = ProxyCounters()
+    if done.opened:
+        tunnel_opened(done, counters)
+    done.log(counters)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+@pytest.mark.parametrize("method", [None, b"GET"], ids=["tunnel", "request"])
+async def test_an_access_line_is_the_text_the_formatter_gives(
+    configured: None,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
+    log_format: str,
+    method: bytes | None,
+) -> None:
+    monkeypatch.setattr(log_lines.time, "time", lambda: 1764258691.042)  # LogRecords too
+    log.set_process_fields(worker=1, pid=42)
+    fast = _install(log_format)
+    done = _finished_tunnel(method)
+    done.started = trio.current_time()  # the same duration for both lines
+    _log(done)
+    # The same record through logging: another handler makes log_layout hand out LogRecords.
+    formatter = JsonFormatter() if log_format == "json" else KeyValueFormatter()
+    slow = io.StringIO()
+    handler = logging.StreamHandler(slow)
+    handler.setFormatter(formatter)
+    root = logging.getLogger("h2ws_proxy")
+    root.handlers[:] = [handler]
+    again = _finished_tunnel(method)
+    again.started = done.started
+    _log(again)
+    assert fast.getvalue() == slow.getvalue()
+    assert "worker=1 pid=42 conn=7" in fast.getvalue() or '"worker": 1' in fast.getvalue()
+
+
+async def test_access_lines_wait_and_other_lines_take_them_along(
+    configured: None, autojump_clock: trio.testing.MockClock
+) -> None:
+    stream = _install("text")
+    tunnel = logging.getLogger("h2ws_proxy.tunnel")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(log.flush_log_lines)
+        await trio.testing.wait_all_tasks_blocked()
+        _log(_finished_tunnel())
+        assert stream.getvalue() == ""  # batched
+        log.log_event(tunnel, logging.INFO, "server.listening", listeners="127.0.0.1:1")
+        lines = stream.getvalue().splitlines()
+        assert [line.split()[2] for line in lines] == ["tunnel.closed", "server.listening"]
+        _log(_finished_tunnel())
+        await trio.sleep(log_lines.FLUSH_INTERVAL_S)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(stream.getvalue().splitlines()) == 3  # the flusher's timer
+        _log(_finished_tunnel())
+        nursery.cancel_scope.cancel()
+    assert len(stream.getvalue().splitlines()) == 4  # flushed when the flusher stopped
+    _log(_finished_tunnel())
+    assert len(stream.getvalue().splitlines()) == 5  # no flusher: at once
+
+
+async def test_the_buffer_is_bounded(configured: None) -> None:
+    stream = _install("text")
+    assert log._sink is not None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(log.flush_log_lines)
+        await trio.testing.wait_all_tasks_blocked()
+        line = "x" * 1000
+        for _ in range(log_lines.MAX_PENDING_CHARS // 1001 + 1):
+            log._sink.write(line)
+        assert stream.getvalue().count("\n") == log_lines.MAX_PENDING_CHARS // 1001 + 1
+        nursery.cancel_scope.cancel()
+
+
+def test_writes_hold_whole_lines_of_at_most_pipe_buf(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[bytes] = []
+    monkeypatch.setattr(
+        log_lines.os, "write", lambda fd, data: writes.append(bytes(data)) or len(data)
+    )
+    lines = [f"line {i} " + "y" * (i * 37 % 700) for i in range(60)] + ["z" * 9000]
+    data = "".join(line + "\n" for line in lines).encode()
+    log_lines._write_whole_lines(2, data)
+    assert b"".join(writes) == data
+    for chunk in writes:
+        assert chunk.endswith(b"\n")
+        assert len(chunk) <= log_lines._PIPE_BUF or chunk.count(b"\n") == 1
+
+
+def test_lines_reach_a_real_descriptor_in_order() -> None:
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "w", encoding="utf-8", errors="backslashreplace") as stream:
+        sink = LineSink(stream)
+        for i in range(40):
+            sink.write(f"{i} caf\u00e9 " + "w" * 300)
+        sink.flush()
+    with os.fdopen(read_end, "rb") as reader:
+        got = reader.read().decode().splitlines()
+    assert got == [f"{i} caf\u00e9 " + "w" * 300 for i in range(40)]
+
+
+async def test_level_warning_writes_no_access_line(configured: None) -> None:
+    stream = _install("text", level="warning")
+    _log(_finished_tunnel())
+    assert log._sink is not None
+    log._sink.flush()
+    assert stream.getvalue() == ""
+
+
+async def test_another_handler_still_gets_records(configured: None) -> None:
+    stream = _install("text")
+    with capture_proxy_records() as records:
+        _log(_finished_tunnel())
+    assert [record.event for record in records.records] == ["tunnel.closed"]
+    assert "tunnel.closed" in stream.getvalue()  # and the sink's handler wrote it too
