@@ -26,6 +26,10 @@ Rules:
   the owners map that as for any backend that broke (a tunnel's client stream is reset
   with CONNECT_ERROR).
 * **Bounded output:** producers wait while more than ``HIGH_WATER`` bytes are queued.
+* **The end is said, then the socket closes:** however the connection ends (a
+  connection error, idle, no PING answer, :meth:`close`), reading stops, what is queued
+  (the GOAWAY) is written for at most ``FINAL_WRITE_S``, and the socket is closed; a
+  peer that never closes its side does not keep it open.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ logger = logging.getLogger(__name__)
 Header = tuple[bytes, bytes]
 READ_SIZE = 65536
 HIGH_WATER = 256 * 1024
+#: How long the last output (a GOAWAY) may take to go out once the connection ended.
+FINAL_WRITE_S = 1.0
 _MAX_WINDOW = 2**31 - 1
 #: The events of one stream that its channel takes.
 _CHANNEL_EVENTS = (
@@ -114,6 +120,8 @@ class H2BackendConnection:
         self._last_read = trio.current_time()
         self._ping_sent_at: float | None = None
         self._timer: trio.CancelScope | None = None
+        self._reading: trio.CancelScope | None = None
+        self._written = trio.Event()  # the writer returned
         self._output = Wakeup()
         self._in_flight = 0
         self._drained = trio.Event()
@@ -220,7 +228,13 @@ class H2BackendConnection:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write)
                 nursery.start_soon(self._keep_time)
-                await self._read()
+                with trio.CancelScope() as self._reading:
+                    if self.failure is None:
+                        await self._read()
+                # Ended: the writer returns once the GOAWAY is out (module rules).
+                self._end(self.failure or "backend connection closed")
+                with trio.move_on_after(FINAL_WRITE_S):
+                    await self._written.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self._end(self.failure or "backend connection closed")
@@ -313,8 +327,16 @@ class H2BackendConnection:
         self.ended.set()
         if self._timer is not None:
             self._timer.deadline = -math.inf
+        if self._reading is not None:
+            self._reading.cancel()  # also when ended by the timer, a close or the writer
 
     async def _write(self) -> None:
+        try:
+            await self._write_until_ended()
+        finally:
+            self._written.set()
+
+    async def _write_until_ended(self) -> None:
         session = self.session
         while True:
             if not session.outbound:
