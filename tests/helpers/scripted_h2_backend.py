@@ -20,6 +20,7 @@ go on) are written raw with :meth:`H2Peer.send_frame`; ``h2`` does not know of t
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -94,6 +95,7 @@ class H2Peer:
         self._raw = bytearray()
         self._preface_seen = False
         self._nursery: trio.Nursery | None = None
+        self._send_lock = trio.Lock()
 
     # ---- writing ----
 
@@ -114,14 +116,16 @@ class H2Peer:
             await self.flush()
 
     async def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and not self.mute:
-            await self.stream.send_all(data)
+        async with self._send_lock:
+            data = self.conn.data_to_send()
+            if data and not self.mute:
+                await self.stream.send_all(data)
 
     async def send_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         """One raw frame, behind whatever ``h2`` queued."""
-        await self.flush()
-        await self.stream.send_all(frame(kind, flags, stream_id, payload))
+        async with self._send_lock:
+            data = self.conn.data_to_send() + frame(kind, flags, stream_id, payload)
+            await self.stream.send_all(data)
 
     async def send_raw_head(
         self, stream_id: int, headers: list[Header], *, end_stream: bool = False
@@ -157,7 +161,8 @@ class H2Peer:
         state = self.streams[stream_id]
 
         def ready() -> bool:
-            return self.conn.local_flow_control_window(stream_id) > 0 or state.reset_code is not None
+            open_window = self.conn.local_flow_control_window(stream_id) > 0
+            return open_window or state.reset_code is not None
 
         await self.wait_until(ready)
         if state.reset_code is not None:
@@ -175,9 +180,7 @@ class H2Peer:
         await self.backend.wait_until(predicate)
 
     def frames_of(self, kind: int, stream_id: int | None = None) -> list[Frame]:
-        return [
-            f for f in self.frames if f.kind == kind and stream_id in (None, f.stream_id)
-        ]
+        return [f for f in self.frames if f.kind == kind and stream_id in (None, f.stream_id)]
 
     def events_of(self, kind: type[EventT]) -> list[EventT]:
         return [event for _, event in self.events if isinstance(event, kind)]
@@ -237,10 +240,11 @@ class H2Peer:
             self._on_event(event)
 
     async def _handle_stream(self, state: PeerStream) -> None:
-        try:
+        # The proxy may reset the stream, or the connection go, while we answer.
+        with contextlib.suppress(
+            trio.BrokenResourceError, trio.ClosedResourceError, h2.exceptions.StreamClosedError
+        ):
             await self.backend.handler_for(state.path)(self, state)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h2.exceptions.StreamClosedError):
-            pass  # the proxy reset the stream, or the connection went, while we answered
 
     def _on_event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
@@ -279,7 +283,9 @@ async def echo(peer: H2Peer, state: PeerStream) -> None:
     taken = 0
     while True:
         await peer.wait_until(
-            lambda: len(state.data) > taken or state.ended or state.reset_code is not None
+            lambda taken=taken: (  # type: ignore[misc]
+                len(state.data) > taken or state.ended or state.reset_code is not None
+            )
         )
         if len(state.data) == taken:
             return  # ended or reset with nothing new

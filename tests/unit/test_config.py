@@ -329,7 +329,10 @@ def test_backend_host_header(text: str, host_header: str) -> None:
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("ws://127.0.0.1:9000", "unsupported scheme 'ws://'; write http://host:port, https://host:port, h2c://host:port"),
+        (
+            "ws://127.0.0.1:9000",
+            "unsupported scheme 'ws://'; write http://host:port, https://host:port, h2c://host:port",
+        ),
         ("127.0.0.1:9000", "has no scheme; write http://127.0.0.1:9000 or unix:"),
         ("localhost", "has no scheme; write http://localhost or unix:"),
         ("http://127.0.0.1:9000/ws", "cannot carry a path or query ('/ws')"),
@@ -518,7 +521,10 @@ def test_https_backend_defaults_to_port_443(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("backend", "reason"),
     [
-        ("ws://127.0.0.1:9000", "unsupported scheme 'ws://'; write http://host:port, https://host:port, h2c://host:port"),
+        (
+            "ws://127.0.0.1:9000",
+            "unsupported scheme 'ws://'; write http://host:port, https://host:port, h2c://host:port",
+        ),
         ("127.0.0.1:9000", "has no scheme; write http://127.0.0.1:9000 or unix:/path/to.sock"),
         ("http://127.0.0.1:9000/chat", "cannot carry a path or query ('/chat'); write http://"),
         ("unix:", "the unix socket path is empty; write unix:/path/to.sock"),

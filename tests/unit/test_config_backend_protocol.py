@@ -68,4 +68,3 @@ def test_bad_protocols_are_one_line_errors(
 ) -> None:
     text = LISTENER + f'[[backend]]\nname = "app"\nservers = {servers}\nprotocol = {protocol}\n'
     assert load_error(tmp_path, text + ROUTE) == message
-
