@@ -9,16 +9,22 @@ dials a new connection that works.
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 
 import pytest
 import trio
 
 from h2ws_proxy.backend.h2 import pool
-from h2ws_proxy.config import SocketAddress
 from tests.conftest import StartProxy
-from tests.helpers.h2_client import H2TestClient, WebSocketStream, open_h2_client
+from tests.helpers.h2_backend_setup import (
+    CONNECT_ERROR,
+    NO_ERROR,
+    PROTOCOL_ERROR,
+    echoes,
+    goaway_code,
+    h2_client,
+    proxy_to,
+)
 from tests.helpers.records import ProxyRecords, capture_proxy_records, is_tunnel
 from tests.helpers.scripted_h2_backend import (
     ENABLE_CONNECT_PROTOCOL,
@@ -29,42 +35,14 @@ from tests.helpers.scripted_h2_backend import (
     H2Peer,
     ScriptedH2Backend,
 )
-from tests.helpers.setup import make_config
 
 pytestmark = pytest.mark.socket
 
-NO_ERROR, PROTOCOL_ERROR, CONNECT_ERROR = 0x0, 0x1, 0xA
-
 
 @pytest.fixture
-def records() -> AsyncIterator[ProxyRecords]:  # type: ignore[misc]
+def records() -> Iterator[ProxyRecords]:
     with capture_proxy_records() as captured:
         yield captured
-
-
-async def proxy_to(
-    nursery: trio.Nursery, start_proxy: StartProxy, backend: ScriptedH2Backend, **limits: float
-) -> SocketAddress:
-    await nursery.start(backend.run)
-    return await start_proxy(make_config(("/", backend.url), **limits))
-
-
-@asynccontextmanager
-async def h2_client(address: SocketAddress) -> AsyncIterator[H2TestClient]:
-    async with open_h2_client(await trio.open_tcp_stream(address.host, address.port)) as client:
-        yield client
-
-
-async def echoes(ws: WebSocketStream, message: str = "ping") -> None:
-    assert ws.status == 200, ws.state.headers
-    await ws.send(message)
-    assert await ws.receive() == message
-
-
-def goaway_code(peer: H2Peer) -> int | None:
-    """The error code of the first GOAWAY the peer read, if any."""
-    frames = peer.frames_of(GOAWAY)
-    return struct.unpack(">I", frames[0].payload[4:8])[0] if frames else None
 
 
 async def test_connect_waits_for_late_settings(
