@@ -120,12 +120,14 @@ class H2Peer:
             data = self.conn.data_to_send()
             if data and not self.mute:
                 await self.stream.send_all(data)
+        self.backend.changed()  # our own windows and states changed too
 
     async def send_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         """One raw frame, behind whatever ``h2`` queued."""
         async with self._send_lock:
             data = self.conn.data_to_send() + frame(kind, flags, stream_id, payload)
             await self.stream.send_all(data)
+        self.backend.changed()
 
     async def send_raw_head(
         self, stream_id: int, headers: list[Header], *, end_stream: bool = False
@@ -176,7 +178,8 @@ class H2Peer:
     # ---- reading ----
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Wait until ``predicate()`` holds (re-checked on everything any peer reads)."""
+        """Wait until ``predicate()`` holds (re-checked on everything any peer reads or
+        writes)."""
         await self.backend.wait_until(predicate)
 
     def frames_of(self, kind: int, stream_id: int | None = None) -> list[Frame]:
