@@ -25,7 +25,8 @@ Rules:
 * **A failure ends only this connection:** each of its channels breaks with the reason;
   the owners map that as for any backend that broke (a tunnel's client stream is reset
   with CONNECT_ERROR).
-* **Bounded output:** producers wait while more than ``HIGH_WATER`` bytes are queued.
+* **Bounded output:** producers wait while more than ``HIGH_WATER`` bytes are queued;
+  so does the reader, whose input makes output too (PING and SETTINGS answers).
 * **The end is said, then the socket closes:** however the connection ends (a
   connection error, idle, no PING answer, :meth:`close`), reading stops, what is queued
   (the GOAWAY) is written for at most ``FINAL_WRITE_S``, and the socket is closed; a
@@ -242,6 +243,7 @@ class H2BackendConnection:
 
     async def _read(self) -> None:
         while self.failure is None:
+            await self.wait_drained()
             try:
                 data = await self._socket.receive_some(READ_SIZE)
             except STREAM_GONE as error:
