@@ -75,7 +75,7 @@ class PeerStream:
 class H2Peer:
     """One connection of a :class:`ScriptedH2Backend`; see the module's docstring."""
 
-    def __init__(self, backend: ScriptedH2Backend, stream: trio.SocketStream) -> None:
+    def __init__(self, backend: ScriptedH2Backend, stream: trio.abc.Stream) -> None:
         self.backend = backend
         self.stream = stream
         self.conn = h2.connection.H2Connection(
@@ -102,9 +102,10 @@ class H2Peer:
     async def send_settings(self, *, enable_connect: bool = True, **values: int) -> None:
         """Our first SETTINGS (ENABLE_CONNECT_PROTOCOL = 1 unless told), then what the
         proxy sent meanwhile goes to ``h2``."""
-        initial = {int(getattr(h2.settings.SettingCodes, k)): v for k, v in values.items()}
+        codes = h2.settings.SettingCodes
+        initial = {getattr(codes, k): v for k, v in values.items()}
         if enable_connect:
-            initial[ENABLE_CONNECT_PROTOCOL] = 1
+            initial[codes.ENABLE_CONNECT_PROTOCOL] = 1
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values=initial)
         self.conn.initiate_connection()
         # Noted before the write: the proxy cannot have seen them any earlier.
@@ -144,7 +145,9 @@ class H2Peer:
         self.conn.send_headers(stream_id, headers, end_stream=end_stream)
         await self.flush()
 
-    async def send_data(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> None:
+    async def send_data(
+        self, stream_id: int, data: bytes | bytearray, *, end_stream: bool = False
+    ) -> None:
         """``data`` on the stream as the windows allow, waiting for credit."""
         view = memoryview(data)
         while view:
@@ -218,7 +221,7 @@ class H2Peer:
                     return
             self.backend.changed()
 
-    def _record(self, data: bytes) -> None:
+    def _record(self, data: bytes | bytearray) -> None:
         now = trio.current_time()
         self._raw += data
         if not self._preface_seen:
@@ -236,7 +239,7 @@ class H2Peer:
             self.frames.append(Frame(now, kind, flags, stream_id, bytes(self._raw[9 : 9 + length])))
             del self._raw[: 9 + length]
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | bytearray) -> None:
         now = trio.current_time()
         for event in self.conn.receive_data(data):
             self.events.append((now, event))
@@ -252,13 +255,12 @@ class H2Peer:
     def _on_event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
             assert event.stream_id is not None
-            state = PeerStream(event.stream_id, list(event.headers))  # type: ignore[arg-type]
-            self.streams[event.stream_id] = state
+            headers = [(bytes(name), bytes(value)) for name, value in event.headers or []]
+            self.streams[event.stream_id] = PeerStream(event.stream_id, headers)
             assert self._nursery is not None
-            self._nursery.start_soon(self._handle_stream, state)
+            self._nursery.start_soon(self._handle_stream, self.streams[event.stream_id])
             return
-        stream_id = getattr(event, "stream_id", None)
-        state = self.streams.get(stream_id) if stream_id else None  # type: ignore[arg-type]
+        state = self.streams.get(getattr(event, "stream_id", None) or 0)
         if state is None:
             return
         if isinstance(event, h2.events.DataReceived):
@@ -296,8 +298,8 @@ async def echo(peer: H2Peer, state: PeerStream) -> None:
         taken = len(state.data)
         for ws_frame in state.frames.received_frames():
             if ws_frame.opcode is Opcode.CLOSE:
-                code = ws_frame.payload[0] if ws_frame.payload else 1000  # type: ignore[index]
-                reply = state.frames.close(CloseReason(code))
+                code = ws_frame.payload[0] if ws_frame.payload else 1000
+                reply = state.frames.close(CloseReason(int(code)))
                 await peer.send_data(state.stream_id, reply)
                 return
             if ws_frame.opcode is Opcode.PING:
@@ -345,9 +347,10 @@ class ScriptedH2Backend:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         self.port = listeners[0].socket.getsockname()[1]
         task_status.started(self.port)
-        await trio.serve_listeners(self._handle, listeners)
+        await trio.serve_listeners(self.serve_connection, listeners)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection (a socket's, or one half of an in-memory pair)."""
         peer = H2Peer(self, stream)
         self.peers.append(peer)
         self.changed()

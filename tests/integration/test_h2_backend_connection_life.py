@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 import trio
@@ -159,7 +160,7 @@ async def test_a_dead_connection_ends_its_tunnels_and_the_next_dials_anew(
             )
             assert first.state.reset_code == second.state.reset_code == CONNECT_ERROR
             for path in ("/a", "/b"):
-                line = await records.wait_for(lambda r, p=path: is_tunnel(r, p), 5, path)
+                line = await records.wait_for(partial(is_tunnel, path=path), 5, path)
                 assert line.get("end") == "backend_aborted"
             await echoes(await client.websocket("/c"))
     assert len(backend.peers) == 2

@@ -91,9 +91,7 @@ async def test_a_client_that_does_not_read_holds_only_its_own_stream(
                 before = len(slow.state.data)
                 assert state.sent <= WINDOW + before
                 await client.ack(slow.state)
-                await client.wait_for(
-                    lambda before=before: len(slow.state.data) > before  # type: ignore[misc]
-                )
+                await client.wait_for(lambda before=before: len(slow.state.data) > before)
             await echoes(healthy, "done")
     assert bytes(slow.state.data) == message
     assert state.sent == len(message)
