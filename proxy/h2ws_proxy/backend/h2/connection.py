@@ -25,10 +25,12 @@ Rules:
 * **A failure ends only this connection:** each of its channels breaks with the reason;
   the owners map that as for any backend that broke (a tunnel's client stream is reset
   with CONNECT_ERROR).
-* **Bounded output:** producers wait while more than ``HIGH_WATER`` bytes are queued.
-* **Ending:** once over (our close, the server's, a failure), the reader stops at once and
-  the writer has ``FLUSH_GRACE_S`` to send what is queued (the GOAWAY); then the socket is
-  closed, whatever the server does.
+* **Bounded output:** producers wait while more than ``HIGH_WATER`` bytes are queued;
+  so does the reader, whose input makes output too (PING and SETTINGS answers).
+* **The end is said, then the socket closes:** however the connection ends (a
+  connection error, idle, no PING answer, :meth:`close`), reading stops, what is queued
+  (the GOAWAY) is written for at most ``FINAL_WRITE_S``, and the socket is closed; a
+  peer that never closes its side does not keep it open.
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ logger = logging.getLogger(__name__)
 Header = tuple[bytes, bytes]
 READ_SIZE = 65536
 HIGH_WATER = 256 * 1024
-#: Once the connection ended, how long the writer may take to send what is queued.
-FLUSH_GRACE_S = 1.0
+#: How long the last output (a GOAWAY) may take to go out once the connection ended.
+FINAL_WRITE_S = 1.0
 _MAX_WINDOW = 2**31 - 1
 #: The events of one stream that its channel takes.
 _CHANNEL_EVENTS = (
@@ -119,10 +121,9 @@ class H2BackendConnection:
         self._last_read = trio.current_time()
         self._ping_sent_at: float | None = None
         self._timer: trio.CancelScope | None = None
+        self._reading: trio.CancelScope | None = None
+        self._written = trio.Event()  # the writer returned
         self._output = Wakeup()
-        #: The reader's scope: cancelled when the connection ends (whatever the server does).
-        self._reading = trio.CancelScope()
-        self._writer_done = trio.Event()
         self._in_flight = 0
         self._drained = trio.Event()
         self.streams_opened = 0
@@ -228,11 +229,13 @@ class H2BackendConnection:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write)
                 nursery.start_soon(self._keep_time)
-                with self._reading:
-                    await self._read()
-                # Over: the writer gets a moment to send what is queued (our GOAWAY).
-                with trio.move_on_after(FLUSH_GRACE_S):
-                    await self._writer_done.wait()
+                with trio.CancelScope() as self._reading:
+                    if self.failure is None:
+                        await self._read()
+                # Ended: the writer returns once the GOAWAY is out (module rules).
+                self._end(self.failure or "backend connection closed")
+                with trio.move_on_after(FINAL_WRITE_S):
+                    await self._written.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self._end(self.failure or "backend connection closed")
@@ -240,6 +243,7 @@ class H2BackendConnection:
 
     async def _read(self) -> None:
         while self.failure is None:
+            await self.wait_drained()
             try:
                 data = await self._socket.receive_some(READ_SIZE)
             except STREAM_GONE as error:
@@ -323,15 +327,16 @@ class H2BackendConnection:
         self._drained.set()
         self.settings_received.set()  # whoever waits for them learns of the end
         self.ended.set()
-        self._reading.cancel()
         if self._timer is not None:
             self._timer.deadline = -math.inf
+        if self._reading is not None:
+            self._reading.cancel()  # also when ended by the timer, a close or the writer
 
     async def _write(self) -> None:
         try:
             await self._write_until_ended()
         finally:
-            self._writer_done.set()
+            self._written.set()
 
     async def _write_until_ended(self) -> None:
         session = self.session
