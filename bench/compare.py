@@ -85,6 +85,9 @@ class Scenario:
     full: str  # the client's arguments for a full run
     smoke: str  # ... and for --smoke
     tls: bool = False
+    #: Through the proxy to the backend's HTTP/2 side (RFC 8441 both ways, path /h2b/),
+    #: rather than to its HTTP/1.1 side.
+    h2_backend: bool = False
 
 
 def _with_tls(*scenarios: Scenario) -> list[Scenario]:
@@ -129,6 +132,27 @@ SCENARIOS = (
             "--mode open --connections 4 --concurrency 16 --tunnels 100000 --seconds 3",
             "--mode open --connections 2 --concurrency 2 --tunnels 20 --seconds 1",
         ),
+    ),
+    Scenario(
+        "echo256-h2b",
+        "64 B echo, 256 tunnels on 4 conns, HTTP/2 backend",
+        "load",
+        "msg/s",
+        "--mode echo --size 64 --connections 4 --tunnels 256 --seconds 3 --messages 3000000"
+        " --path /h2b/echo",
+        "--mode echo --size 64 --connections 2 --tunnels 8 --seconds 0.2 --messages 500"
+        " --path /h2b/echo",
+        h2_backend=True,
+    ),
+    Scenario(
+        "open-h2b",
+        "new tunnels, 4 conns x 16, HTTP/2 backend",
+        "load",
+        "tunnels/s",
+        "--mode open --connections 4 --concurrency 16 --tunnels 100000 --seconds 3"
+        " --path /h2b/echo",
+        "--mode open --connections 2 --concurrency 2 --tunnels 20 --seconds 1 --path /h2b/echo",
+        h2_backend=True,
     ),
     Scenario(
         "idle1k",
@@ -310,6 +334,11 @@ key = "{key}"
 path = "/"
 backend = "http://{host}:{backend}"
 
+# The HTTP/2-backend rows: one shared connection to the backend's RFC 8441 side.
+[[route]]
+path = "/h2b"
+backend = "h2c://{host}:{h2backend}"
+
 # The load generator is one client address: no per-client caps (HAProxy has none either).
 [limits]
 max_connections_per_client = 0
@@ -334,10 +363,15 @@ defaults
 frontend bench
     bind {host}:{h2c} proto h2
     bind {host}:{tls} ssl crt {pem} alpn h2
+    use_backend echo_h2 if {{ path_beg /h2b/ }}
     default_backend echo
 
 backend echo
     server echo {host}:{backend}
+
+# The HTTP/2-backend rows: RFC 8441 toward the backend's h2c side.
+backend echo_h2
+    server echo {host}:{h2backend} proto h2
 """
 
 # nghttpx 1.52 (Debian nghttp2-proxy) takes RFC 8441 extended CONNECTs by default and relays
@@ -353,6 +387,7 @@ frontend={host},{tls}
 private-key-file={key}
 certificate-file={cert}
 backend={host},{backend};;proto=http/1.1
+backend={host},{h2backend};/h2b/;proto=h2
 workers=1
 no-ocsp=yes
 frontend-read-timeout=300s
@@ -470,6 +505,7 @@ def start_target(
                 cert=certs.cert,
                 key=certs.key,
                 backend=backend.port,
+                h2backend=backend.h2_port,
                 workers=workers,
             )
         )
@@ -488,7 +524,13 @@ def start_target(
         config = work / "nghttpx.conf"
         config.write_text(
             NGHTTPX_CONFIG.format(
-                host=HOST, h2c=h2c, tls=tls, cert=certs.cert, key=certs.key, backend=backend.port
+                host=HOST,
+                h2c=h2c,
+                tls=tls,
+                cert=certs.cert,
+                key=certs.key,
+                backend=backend.port,
+                h2backend=backend.h2_port,
             )
         )
         command = [_sbin("nghttpx") or "nghttpx", f"--conf={config}"]
@@ -501,6 +543,7 @@ def start_target(
                 tls=tls,
                 pem=certs.combined,
                 backend=backend.port,
+                h2backend=backend.h2_port,
                 threads="global\n    nbthread 1\n" if name == "haproxy1" else "",
             )
         )
@@ -904,6 +947,9 @@ def main() -> None:
                     try:
                         if unfit:
                             got = Measure(note=unfit)
+                        elif scenario.h2_backend and name == "apache":
+                            # mod_proxy_http2 does not relay extended CONNECT (RFC 8441).
+                            got = Measure(note="n/a")
                         elif scenario.kind == "idle":  # a fresh proxy: RSS starts from nothing
                             with start_target(
                                 name,
