@@ -42,6 +42,7 @@ import os
 import trio
 
 from h2ws_proxy.backend.h2.channel import H2Channel
+from h2ws_proxy.backend.h2.liveness import Due, Liveness
 from h2ws_proxy.h2session import (
     ConnectionFailed,
     DataReceived,
@@ -114,12 +115,8 @@ class H2BackendConnection:
         self.ended = trio.Event()
         self.failure: str | None = None
         self.going_away = False
-        self._idle_timeout_s = idle_timeout_s
-        self._ping_interval_s = ping_interval_s
-        self._ping_timeout_s = ping_timeout_s
-        self._idle_since = trio.current_time()
-        self._last_read = trio.current_time()
-        self._ping_sent_at: float | None = None
+        now = trio.current_time()
+        self._liveness = Liveness(idle_timeout_s, ping_interval_s, ping_timeout_s, now, now)
         self._timer: trio.CancelScope | None = None
         self._reading: trio.CancelScope | None = None
         self._written = trio.Event()  # the writer returned
@@ -215,7 +212,7 @@ class H2BackendConnection:
             return
         self._window_waiters.discard(channel)
         if not self._channels:
-            self._idle_since = trio.current_time()
+            self._liveness.idle_since = trio.current_time()
             if self.going_away:
                 self.close("drained after the backend's GOAWAY")
         self._reschedule()
@@ -252,7 +249,7 @@ class H2BackendConnection:
             if not data:
                 self._end("backend closed the connection")
                 return
-            self._last_read = trio.current_time()
+            self._liveness.last_read = trio.current_time()
             for event in self.session.receive_data(data):
                 self._dispatch(event)
             self.flush()
@@ -287,7 +284,7 @@ class H2BackendConnection:
             if not self._channels:
                 self.close("closed after the backend's GOAWAY")
         elif isinstance(event, PingAcknowledged):
-            self._ping_sent_at = None
+            self._liveness.ping_sent_at = None
             self._reschedule()
         elif isinstance(event, ConnectionFailed):
             self._end(f"HTTP/2 connection error with the backend: {event.reason}")
@@ -360,40 +357,28 @@ class H2BackendConnection:
                 self._drained = trio.Event()
 
     async def _keep_time(self) -> None:
-        """PING when quiet, GOAWAY when idle (see the module's rules)."""
+        """PING when quiet, GOAWAY when idle (see the module's rules and liveness.py)."""
+        liveness = self._liveness
         while self.failure is None:
-            with trio.CancelScope(deadline=self._next_check()) as self._timer:
+            deadline = liveness.next_check(bool(self._channels))
+            with trio.CancelScope(deadline=deadline) as self._timer:
                 await trio.sleep_forever()
             self._timer = None
             if self.failure is not None:
                 return
-            now = trio.current_time()
-            if self._ping_sent_at is not None:
-                if now >= self._ping_sent_at + self._ping_timeout_s:
-                    self.session.close(ErrorCode.NO_ERROR, "no answer to PING")
-                    self._end(f"backend did not answer a PING within {self._ping_timeout_s:g}s")
-            elif not self._channels:
-                if now >= self._idle_since + self._idle_timeout_s:
-                    self.close("idle")
-            elif now >= self._last_read + self._ping_interval_s:
-                self._ping_sent_at = now
+            due = liveness.due(trio.current_time(), bool(self._channels))
+            if due is Due.PING_TIMED_OUT:
+                self.session.close(ErrorCode.NO_ERROR, "no answer to PING")
+                self._end(f"backend did not answer a PING within {liveness.ping_timeout_s:g}s")
+            elif due is Due.IDLE:
+                self.close("idle")
+            elif due is Due.PING:
                 self.session.ping(os.urandom(8))
                 self.flush()
 
-    def _next_check(self) -> float:
-        if self.failure is not None:
-            return -math.inf
-        if self._ping_sent_at is not None:
-            return self._ping_sent_at + self._ping_timeout_s
-        if not self._channels:
-            return self._idle_since + self._idle_timeout_s
-        if self._ping_interval_s <= 0:
-            return math.inf
-        return self._last_read + self._ping_interval_s
-
     def _reschedule(self) -> None:
         if self._timer is not None:
-            self._timer.deadline = self._next_check()
+            self._timer.deadline = self._liveness.next_check(bool(self._channels))
 
 
 def _code_name(code: ErrorCode | int) -> str:
