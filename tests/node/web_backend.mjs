@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// HTTP/1.1 web backend for the real-browser tests of h2ws-proxy.
+// Web backend for the real-browser tests of h2ws-proxy: over HTTP/1.1, or over HTTP/2
+// (h2c, prior knowledge) with --h2c.
 //
 // Usage:
-//   node web_backend.mjs [--port 0] [--host 127.0.0.1] [--ignore-stdin]
+//   node web_backend.mjs [--port 0] [--host 127.0.0.1] [--h2c] [--ignore-stdin]
 //
-// It serves, over plain HTTP/1.1 (the proxy terminates TLS and HTTP/2):
+// It serves (the proxy in front terminates TLS and the browser's HTTP/2):
 //   GET  /            an HTML page whose script opens wss://<location.host>/ws, runs the
 //                     echo checks below and reports how it went (twice, see "Reports");
 //   GET  /hosts?origin=https://a:port&origin=https://b:port
@@ -17,15 +18,25 @@
 //   WS   /ws          echoes every message with its type; the text "__report__:<json>"
 //                     is the page's report over the WebSocket itself (answered
 //                     "__report_ack__", not echoed);
-//   anything else     404 (an upgrade to another path is refused with 404 too).
+//   anything else     404 (a WebSocket to another path is refused with 404 too).
+//
+// Over HTTP/1.1 the WebSocket is a classic upgrade (ws's WebSocketServer). With --h2c,
+// Node's http2 server advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and the WebSocket is an
+// RFC 8441 extended CONNECT stream (`:method CONNECT`, `:protocol websocket`, answered
+// `:status 200`), its frames read by ws's Receiver and written by ws's Sender; ordinary
+// requests are ordinary streams. Both modes pick the first subprotocol the client offers
+// (ws's default), negotiate no extension, and behave and report alike, message for
+// message and byte for byte. Streams are taken with the 'stream' event: a 'request'
+// listener would make Node's compatibility layer answer the CONNECT streams itself.
 //
 // stdout carries JSON lines only (logs go to stderr):
 //   {"port": N}                                      once, when listening (first line);
-//   {"event": "request", "method", "url", "httpVersion"}  per ordinary request;
+//   {"event": "request", "method", "url", "httpVersion"}  per ordinary request
+//       (httpVersion "2.0" with --h2c);
 //   {"event": "report", "via": "ws", "ok", "ua", "details", "backend": {...}}
 //       the page's report as it came over the WebSocket, plus what this backend saw on
 //       that WebSocket connection ("backend": messages and bytes it echoed, the path and
-//       the upgrade request's x-forwarded-proto). It can only exist if the WebSocket
+//       the opening request's x-forwarded-proto). It can only exist if the WebSocket
 //       worked end to end;
 //   {"event": "report", "via": "http", "ok", "ua", "details"}
 //       the page's final report, POSTed after it closed the WebSocket (also when the
@@ -41,10 +52,18 @@
 // --ignore-stdin keeps it running with stdin at /dev/null (by hand).
 
 import http from 'node:http';
-import { WebSocketServer } from 'ws';
+import http2 from 'node:http2';
+import { Receiver, Sender, WebSocketServer } from 'ws';
+
+const {
+  HTTP2_HEADER_METHOD,
+  HTTP2_HEADER_PATH,
+  HTTP2_HEADER_PROTOCOL,
+  HTTP2_HEADER_STATUS,
+} = http2.constants;
 
 function parseArgs(argv) {
-  const opts = { port: 0, host: '127.0.0.1', ignoreStdin: false };
+  const opts = { port: 0, host: '127.0.0.1', h2c: false, ignoreStdin: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -54,6 +73,7 @@ function parseArgs(argv) {
     switch (a) {
       case '--port': opts.port = Number.parseInt(next(), 10); break;
       case '--host': opts.host = next(); break;
+      case '--h2c': opts.h2c = true; break;
       case '--ignore-stdin': opts.ignoreStdin = true; break;
       default: throw new Error(`unknown argument: ${a}`);
     }
@@ -280,92 +300,185 @@ function parseReport(text) {
   }
 }
 
-async function handle(req, res) {
-  emit({ event: 'request', method: req.method, url: req.url, httpVersion: req.httpVersion });
-  const path = (req.url || '/').split('?', 1)[0];
-  if (req.method === 'GET' && (path === '/' || path === '/index.html')) {
-    const body = Buffer.from(PAGE, 'utf8');
-    res.writeHead(200, {
-      'content-type': 'text/html; charset=utf-8',
-      'content-length': body.length,
-      'cache-control': 'no-store',
-    });
-    res.end(body);
-  } else if (req.method === 'GET' && path === '/hosts') {
-    const body = Buffer.from(HOSTS_PAGE, 'utf8');
-    res.writeHead(200, {
-      'content-type': 'text/html; charset=utf-8',
-      'content-length': body.length,
-      'cache-control': 'no-store',
-    });
-    res.end(body);
-  } else if (req.method === 'GET' && path === '/favicon.ico') {
-    res.writeHead(204, { 'cache-control': 'max-age=3600' });
-    res.end();
-  } else if (req.method === 'POST' && path === '/report') {
-    const body = await readBody(req, MAX_REPORT_BYTES);
+const HTML_HEADERS = { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' };
+
+// One ordinary request, whatever carries it. `request`: {method, url, httpVersion, body}
+// (body a Readable); `respond(status, headers, body)` sends the whole answer.
+async function handle(request, respond) {
+  const { method, url, httpVersion } = request;
+  emit({ event: 'request', method, url, httpVersion });
+  const path = (url || '/').split('?', 1)[0];
+  if (method === 'GET' && (path === '/' || path === '/index.html' || path === '/hosts')) {
+    const body = Buffer.from(path === '/hosts' ? HOSTS_PAGE : PAGE, 'utf8');
+    respond(200, { ...HTML_HEADERS, 'content-length': body.length }, body);
+  } else if (method === 'GET' && path === '/favicon.ico') {
+    respond(204, { 'cache-control': 'max-age=3600' });
+  } else if (method === 'POST' && path === '/report') {
+    const body = await readBody(request.body, MAX_REPORT_BYTES);
     const report = parseReport(body.toString('utf8'));
     emit({ ...report, event: 'report', via: 'http' });
-    res.writeHead(204);
-    res.end();
+    respond(204, {});
   } else {
-    res.writeHead(404, { 'content-type': 'text/plain' });
-    res.end('not found\n');
+    respond(404, { 'content-type': 'text/plain' }, 'not found\n');
   }
 }
 
-const server = http.createServer((req, res) => {
-  handle(req, res).catch((err) => {
-    log('request failed:', err.message);
-    if (!res.headersSent) res.writeHead(400);
-    res.end();
-  });
-});
-
-const wss = new WebSocketServer({
-  server,
-  perMessageDeflate: false,
-  maxPayload: 16 * 1024 * 1024,
-  verifyClient: ({ req }, done) => {
-    if ((req.url || '').split('?', 1)[0] === '/ws') done(true);
-    else done(false, 404, 'no websocket here');
-  },
-});
-
-wss.on('connection', (ws, req) => {
+// The echo WebSocket's behaviour, whatever carries it: returns the handler of each message
+// ((data: Buffer, isBinary) => void); `send(data, isBinary)` sends one message back.
+// `headers` are the opening request's (lowercase names).
+function echoSession(path, headers, send) {
   const seen = {
-    path: req.url,
-    x_forwarded_proto: req.headers['x-forwarded-proto'] || null,
+    path,
+    x_forwarded_proto: headers['x-forwarded-proto'] || null,
     messages: 0,
     bytes: 0,
   };
-  ws.on('message', (data, isBinary) => {
+  return (data, isBinary) => {
     if (!isBinary) {
       const text = data.toString('utf8');
       if (text.startsWith('__report__:')) {
         const report = parseReport(text.slice('__report__:'.length));
         emit({ ...report, event: 'report', via: 'ws', backend: { ...seen } });
-        ws.send('__report_ack__');
+        send('__report_ack__', false);
         return;
       }
     }
     seen.messages += 1;
     seen.bytes += data.length;
-    ws.send(data, { binary: isBinary });
-  });
-  ws.on('error', (err) => log('websocket error:', err.message));
-});
+    send(data, isBinary);
+  };
+}
 
-wss.on('error', (err) => log('server error:', err.message));
+const isWebSocketPath = (url) => (url || '').split('?', 1)[0] === '/ws';
+
+// ---- HTTP/1.1: node:http, WebSocket upgrades by ws's WebSocketServer ---------------------
+
+function startHttp1() {
+  const server = http.createServer((req, res) => {
+    const respond = (status, headers, body) => {
+      res.writeHead(status, headers);
+      res.end(body);
+    };
+    const request = { method: req.method, url: req.url, httpVersion: req.httpVersion, body: req };
+    handle(request, respond).catch((err) => {
+      log('request failed:', err.message);
+      if (!res.headersSent) res.writeHead(400);
+      res.end();
+    });
+  });
+  const wss = new WebSocketServer({
+    server,
+    perMessageDeflate: false,
+    maxPayload: 16 * 1024 * 1024,
+    verifyClient: ({ req }, done) => {
+      if (isWebSocketPath(req.url)) done(true);
+      else done(false, 404, 'no websocket here');
+    },
+  });
+  wss.on('connection', (ws, req) => {
+    const onMessage = echoSession(req.url, req.headers, (data, isBinary) => {
+      ws.send(data, { binary: isBinary });
+    });
+    ws.on('message', onMessage);
+    ws.on('error', (err) => log('websocket error:', err.message));
+  });
+  wss.on('error', (err) => log('server error:', err.message));
+  const closeAll = () => {
+    for (const ws of wss.clients) ws.terminate();
+    wss.close();
+    server.closeAllConnections();
+  };
+  return { server, closeAll };
+}
+
+// ---- HTTP/2 (h2c): node:http2 streams, WebSockets as RFC 8441 extended CONNECT ------------
+
+// One WebSocket over one HTTP/2 stream, as ws's WebSocket behaves over a socket: messages
+// to the session, pings answered, a Close answered with the same code and reason and then
+// END_STREAM. Server frames are never masked (RFC 6455 5.1).
+function runH2WebSocket(stream, headers) {
+  const receiver = new Receiver({ isServer: true, maxPayload: 16 * 1024 * 1024 });
+  const sender = new Sender(stream);
+  let closeSent = false;
+  const sendClose = (code, reason) => {
+    if (closeSent) return;
+    closeSent = true;
+    sender.close(code, reason, false, () => stream.end());
+  };
+  receiver.on('message', echoSession(headers[HTTP2_HEADER_PATH], headers, (data, isBinary) => {
+    if (!closeSent) sender.send(data, { binary: isBinary, fin: true, mask: false });
+  }));
+  receiver.on('ping', (data) => { if (!closeSent) sender.pong(data, false); });
+  receiver.on('conclude', (code, reason) => {
+    sendClose(code === 1005 ? undefined : code, reason);  // 1005: no status, empty Close
+  });
+  receiver.on('error', (err) => {
+    log('websocket frame error:', err.message);
+    sendClose(err[Symbol.for('status-code')] || 1002, '');
+  });
+  stream.on('data', (chunk) => receiver.write(chunk));
+  stream.on('end', () => { if (!closeSent) stream.end(); });
+}
+
+function onH2Stream(stream, headers) {
+  stream.on('error', (err) => log('stream error:', err.message));
+  const method = headers[HTTP2_HEADER_METHOD];
+  const url = headers[HTTP2_HEADER_PATH];
+  const respond = (status, fields, body) => {
+    stream.respond({ [HTTP2_HEADER_STATUS]: status, ...fields });
+    stream.end(body);
+  };
+  if (method === 'CONNECT') {
+    // What ws's handshake checks over HTTP/1.1 (path, version), then its subprotocol
+    // choice: the first offered.
+    if (headers[HTTP2_HEADER_PROTOCOL] !== 'websocket' || !isWebSocketPath(url)) {
+      respond(404, { 'content-type': 'text/plain' }, 'no websocket here');
+      return;
+    }
+    if (headers['sec-websocket-version'] !== '13') {
+      respond(400, { 'content-type': 'text/plain' }, 'missing or bad sec-websocket-version');
+      return;
+    }
+    const response = { [HTTP2_HEADER_STATUS]: 200 };
+    const offered = String(headers['sec-websocket-protocol'] || '').split(',')
+      .map((p) => p.trim()).filter(Boolean);
+    if (offered.length) response['sec-websocket-protocol'] = offered[0];
+    stream.respond(response, { endStream: false });
+    runH2WebSocket(stream, headers);
+    return;
+  }
+  handle({ method, url, httpVersion: '2.0', body: stream }, respond).catch((err) => {
+    log('request failed:', err.message);
+    if (!stream.headersSent) stream.respond({ [HTTP2_HEADER_STATUS]: 400 });
+    stream.end();
+  });
+}
+
+function startH2c() {
+  const server = http2.createServer({ settings: { enableConnectProtocol: true } });
+  const sessions = new Set();
+  server.on('session', (session) => {
+    sessions.add(session);
+    session.on('close', () => sessions.delete(session));
+    session.on('error', (err) => log('session error:', err.message));
+  });
+  server.on('stream', onH2Stream);
+  const closeAll = () => {
+    for (const session of sessions) session.destroy();
+  };
+  return { server, closeAll };
+}
+
+// ---- either ---------------------------------------------------------------------------
+
+const { server, closeAll } = opts.h2c ? startH2c() : startHttp1();
 
 let shuttingDown = false;
 function shutdown(why) {
   if (shuttingDown) return;
   shuttingDown = true;
   log('shutting down:', why);
-  for (const ws of wss.clients) ws.terminate();
-  wss.close();
-  server.closeAllConnections();
+  closeAll();
   server.close(() => process.exit(0));
   setTimeout(() => process.exit(0), 1000).unref();
 }
