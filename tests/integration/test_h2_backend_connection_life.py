@@ -215,3 +215,33 @@ async def test_a_server_that_stops_answering_pings_is_dropped(
     assert pings, "the proxy PINGed the quiet server"
     assert dropped - pings[0].at >= 0.4 - 0.05
     assert len(backend.peers) == 2
+
+
+async def test_a_second_connection_opens_only_when_the_first_is_full(
+    nursery: trio.Nursery, start_proxy: StartProxy
+) -> None:
+    """The server allows 2 concurrent streams: tunnels 1-2 share the first connection, the
+    third opens a second one; once one of the first two ends, the fourth goes on the
+    first connection again (it has room), not a third one."""
+
+    async def two_streams(peer: H2Peer) -> None:
+        await peer.send_settings(MAX_CONCURRENT_STREAMS=2)
+
+    backend = ScriptedH2Backend(on_connect=two_streams)
+    address = await proxy_to(nursery, start_proxy, backend)
+    with trio.fail_after(15):
+        async with h2_client(address) as client:
+            first = await client.websocket("/1")
+            second = await client.websocket("/2")
+            await echoes(first)
+            await echoes(second)
+            assert len(backend.peers) == 1
+            third = await client.websocket("/3")
+            await echoes(third)
+            assert len(backend.peers) == 2
+            assert [len(peer.frames_of(HEADERS)) for peer in backend.peers] == [2, 1]
+            assert await first.close() == (1000, None)
+            fourth = await client.websocket("/4")
+            await echoes(fourth)
+            assert len(backend.peers) == 2
+            assert len(backend.peers[0].frames_of(HEADERS)) == 3
