@@ -162,6 +162,7 @@ async def test_a_dead_connection_ends_its_tunnels_and_the_next_dials_anew(
             for path in ("/a", "/b"):
                 line = await records.wait_for(partial(is_tunnel, path=path), 5, path)
                 assert line.get("end") == "backend_aborted"
+                assert line.get("error") == "backend: backend closed the connection", line
             await echoes(await client.websocket("/c"))
     assert len(backend.peers) == 2
 
@@ -207,6 +208,7 @@ async def test_a_server_that_stops_answering_pings_is_dropped(
             assert ws.state.reset_code == CONNECT_ERROR
             line = await records.wait_for(lambda r: is_tunnel(r, "/a"), 5, "/a")
             assert line.get("end") == "backend_aborted"
+            assert "did not answer a PING" in str(line.get("error")), line
             await echoes(await client.websocket("/b"))
             await peer.closed.wait()  # we closed the dead connection's socket
     assert goaway_code(peer) == NO_ERROR

@@ -56,3 +56,5 @@ class RelayStats:
     #: if it sent none (or its bytes were not WebSocket frames). Tunnels only.
     client_close: int | None = None
     backend_close: int | None = None
+    #: Why a side broke (its stream's error, e.g. a backend's reset), for the log's error=.
+    broke: str | None = None

@@ -227,7 +227,7 @@ class RelayRecord:
                 client if client is not None else "-",
                 backend if backend is not None else "-",
             )
-        values += (self.error,)
+        values += (self.error if self.error is not None else stats.broke,)
         log_layout(logger, logging.INFO, event, _LAYOUTS[method is not None, codes], values)
 
     def log_untracked(self, side: Side, reason: str) -> None:

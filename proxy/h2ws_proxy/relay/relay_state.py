@@ -53,11 +53,12 @@ class ClosingDownward(Protocol):
 
 
 class SideBroke(Exception):
-    """One side of the tunnel failed."""
+    """One side of the tunnel failed (``reason``: its stream's error, if one was raised)."""
 
-    def __init__(self, side: Side) -> None:
+    def __init__(self, side: Side, reason: str = "") -> None:
         super().__init__(side)
         self.side = side
+        self.reason = reason
 
 
 @dataclass(slots=True, eq=False)
@@ -195,7 +196,9 @@ class Relay:
             ):
                 stats.end = RelayEnd.DRAINED
 
-    def fail(self, side: Side) -> None:
+    def fail(self, side: Side, reason: str = "") -> None:
         if self.stats.end is RelayEnd.CANCELLED:
             self.stats.end = side.aborted
+            if reason:
+                self.stats.broke = f"{side.value}: {reason}"
         self.scope.cancel()

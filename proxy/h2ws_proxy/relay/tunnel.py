@@ -216,8 +216,8 @@ async def _pump(
                     leg.busy = True
                     try:
                         await sink.send_all(data)
-                    except STREAM_GONE:
-                        raise SideBroke(sink_side) from None
+                    except STREAM_GONE as error:
+                        raise SideBroke(sink_side, str(error)) from None
                     leg.busy = False
                     if upward:
                         relay.stats.bytes_up += len(data)
@@ -231,8 +231,8 @@ async def _pump(
                         await _pass_draining(relay, leg, b"", sink, sink_side)
                 try:
                     data = await source.receive_some(READ_SIZE)
-                except STREAM_GONE:
-                    raise SideBroke(source_side) from None
+                except STREAM_GONE as error:
+                    raise SideBroke(source_side, str(error)) from None
                 if not data:
                     break
                 relay.activity()
@@ -250,7 +250,7 @@ async def _pump(
         if upward and broke.side is Side.BACKEND:
             await _backend_stopped_taking(relay)
         else:
-            relay.fail(broke.side)
+            relay.fail(broke.side, broke.reason)
 
 
 async def _pass_draining(
@@ -271,8 +271,8 @@ async def _pass_draining(
             else:
                 relay.stats.bytes_down += len(forward)
         await sink.send_all(leg.close)
-    except STREAM_GONE:
-        raise SideBroke(side) from None
+    except STREAM_GONE as error:
+        raise SideBroke(side, str(error)) from None
     leg.busy = False
     return b""
 
@@ -351,7 +351,7 @@ async def _backend_stopped_taking(relay: Relay) -> None:
     try:
         await _drain_client(relay)
     except SideBroke as broke:
-        relay.fail(broke.side)
+        relay.fail(broke.side, broke.reason)
 
 
 async def _drain_client(relay: Relay) -> None:
@@ -375,19 +375,19 @@ async def _drain_client(relay: Relay) -> None:
 async def _send_eof(stream: trio.abc.HalfCloseableStream, side: Side) -> None:
     try:
         await stream.send_eof()
-    except STREAM_GONE:
-        raise SideBroke(side) from None
+    except STREAM_GONE as error:
+        raise SideBroke(side, str(error)) from None
 
 
 def _end_now(stream: PollableSocket, side: Side) -> None:
     try:
         stream.end_now()
-    except STREAM_GONE:
-        raise SideBroke(side) from None
+    except STREAM_GONE as error:
+        raise SideBroke(side, str(error)) from None
 
 
 async def _receive(stream: trio.abc.ReceiveStream, side: Side) -> bytes | bytearray:
     try:
         return await stream.receive_some(READ_SIZE)
-    except STREAM_GONE:
-        raise SideBroke(side) from None
+    except STREAM_GONE as error:
+        raise SideBroke(side, str(error)) from None
