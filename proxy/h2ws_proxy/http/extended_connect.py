@@ -27,7 +27,12 @@ from __future__ import annotations
 
 from h2ws_proxy.config import BackendAddress, RouteConfig
 from h2ws_proxy.errors import BackendProtocolError
-from h2ws_proxy.http.fields import relayable, split_header_list, with_forwarding_fields
+from h2ws_proxy.http.fields import (
+    h2_fields,
+    relayable,
+    split_header_list,
+    with_forwarding_fields,
+)
 from h2ws_proxy.http.handshake import (
     WEBSOCKET_VERSION,
     BackendAccepted,
@@ -40,10 +45,8 @@ __all__ = ["backend_scheme", "build_backend_connect", "check_backend_200"]
 
 Header = tuple[bytes, bytes]
 
-#: RFC 9113 §8.2.2: fields that name HTTP/1.1 connection management, never sent on HTTP/2.
-_CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"upgrade", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"host"}
-)
+#: The client's ``host`` is ``:authority`` here.
+_NOT_FORWARDED = frozenset({b"host"})
 #: Fields of the backend's 200 that describe the handshake itself and stop at the proxy.
 _HANDSHAKE_ONLY = frozenset({b"content-length", b"sec-websocket-accept"})
 
@@ -75,11 +78,7 @@ def build_backend_connect(
     forwarded = with_forwarding_fields(
         request.headers, route, client_address, request.scheme, request.authority
     )
-    headers.extend(
-        (name.lower(), value)
-        for name, value in forwarded
-        if name.lower() not in _CONNECTION_SPECIFIC
-    )
+    headers.extend(h2_fields(forwarded, drop=_NOT_FORWARDED))
     return headers
 
 

@@ -27,13 +27,17 @@ Used by the WebSocket handshake (:mod:`~h2ws_proxy.http.handshake`,
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from h2ws_proxy.config import RouteConfig
 
 __all__ = [
+    "H2_CONNECTION_SPECIFIC",
     "HOP_BY_HOP",
     "dashed",
     "end_to_end_request_headers",
     "end_to_end_response_headers",
+    "h2_fields",
     "is_forwarding_field",
     "relayable",
     "split_header_list",
@@ -41,6 +45,27 @@ __all__ = [
 ]
 
 Header = tuple[bytes, bytes]
+
+#: RFC 9113 §8.2.2: HTTP/1.1's connection management, malformed on HTTP/2 (and ``te``
+#: other than ``trailers``).
+H2_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+def h2_fields(fields: Iterable[Header], drop: frozenset[bytes]) -> list[Header]:
+    """``fields`` fit to go out on HTTP/2: names lowercase, without the connection-specific
+    ones, ``te`` only as ``trailers``, and without ``drop`` (lowercase names)."""
+    kept = []
+    for name, value in fields:
+        name = name.lower()
+        if name in H2_CONNECTION_SPECIFIC or name in drop:
+            continue
+        if name == b"te" and value.lower() != b"trailers":
+            continue
+        kept.append((name, value))
+    return kept
+
 
 # RFC 9110 §7.6.1 plus the de-facto ones; also any field listed in Connection.
 HOP_BY_HOP = frozenset(

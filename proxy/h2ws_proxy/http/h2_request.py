@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from h2ws_proxy.config import BackendAddress, RouteConfig
 from h2ws_proxy.http.extended_connect import backend_scheme
-from h2ws_proxy.http.fields import with_forwarding_fields
+from h2ws_proxy.http.fields import h2_fields, with_forwarding_fields
 from h2ws_proxy.http.message import BodyFraming, HttpRequest
 from h2ws_proxy.http.paths import target_for_route
 
@@ -20,17 +20,8 @@ __all__ = ["build_h2_backend_request"]
 
 Header = tuple[bytes, bytes]
 
-_CONNECTION_SPECIFIC = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"content-length",
-    }
-)
+#: ``host`` is ``:authority`` here; the length is ours (below).
+_NOT_FORWARDED = frozenset({b"host", b"content-length"})
 
 
 def build_h2_backend_request(
@@ -52,11 +43,7 @@ def build_h2_backend_request(
     forwarded = with_forwarding_fields(
         request.headers, route, client_address, request.scheme, request.authority
     )
-    for name, value in forwarded:
-        name = name.lower()
-        if name in _CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
-            continue
-        headers.append((name, value))
+    headers.extend(h2_fields(forwarded, drop=_NOT_FORWARDED))
     if request.framing is BodyFraming.LENGTH:
         headers.append((b"content-length", str(request.content_length).encode("ascii")))
     return headers

@@ -10,14 +10,11 @@ the client, and the stream is reset by its owner).
 from __future__ import annotations
 
 from h2ws_proxy.errors import BackendProtocolError
+from h2ws_proxy.http.fields import H2_CONNECTION_SPECIFIC
 
 __all__ = ["parse_h2_response_head"]
 
 Header = tuple[bytes, bytes]
-
-_CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 
 
 def parse_h2_response_head(headers: list[Header]) -> tuple[int, list[Header]]:
@@ -33,7 +30,7 @@ def parse_h2_response_head(headers: list[Header]) -> tuple[int, list[Header]]:
             raise _malformed(f"it has the pseudo-field {name.decode('ascii', 'replace')!r}")
         if name != name.lower():
             raise _malformed(f"field name {name.decode('ascii', 'replace')!r} is not lowercase")
-        if name in _CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
+        if name in H2_CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
             raise _malformed(f"it has the connection-specific field {name.decode()!r}")
     return int(status_text), fields
 

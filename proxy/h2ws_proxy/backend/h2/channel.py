@@ -198,24 +198,18 @@ class H2Channel(trio.abc.HalfCloseableStream):
         if self.local_ended:
             await trio.lowlevel.checkpoint()
             return
-        self._check_sendable()
-        try:
-            self.connection.session.end_stream(self.stream_id)
-        except StreamUnusable as error:
-            raise trio.BrokenResourceError(self.broken or str(error)) from error
-        self.local_ended = True
-        self.connection.flush()
-        self.connection.stream_ended(self)
-        await trio.lowlevel.checkpoint()
+        await self.send_trailers([])
 
     async def send_trailers(self, trailers: list[Header]) -> None:
-        """A trailer section with END_STREAM: our side of the stream is done."""
-        if not trailers:
-            await self.send_eof()
-            return
+        """A trailer section (END_STREAM on an empty DATA frame if none): our side of the
+        stream is done."""
         self._check_sendable()
+        session = self.connection.session
         try:
-            self.connection.session.send_headers(self.stream_id, trailers, end_stream=True)
+            if trailers:
+                session.send_headers(self.stream_id, trailers, end_stream=True)
+            else:
+                session.end_stream(self.stream_id)
         except StreamUnusable as error:
             raise trio.BrokenResourceError(self.broken or str(error)) from error
         self.local_ended = True
