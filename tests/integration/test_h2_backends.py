@@ -19,10 +19,15 @@ import pytest
 import trio
 from websockets.sync.client import connect as ws_connect
 
+from h2ws_proxy.backend.h2.pool import H2Backends
+from h2ws_proxy.backend.health import check_server
+from h2ws_proxy.backend.upgrade import open_backend_stream
 from h2ws_proxy.config import (
     BackendGroup,
     BackendProtocol,
     BackendTLS,
+    HealthCheck,
+    Limits,
     ProxyConfig,
     SocketAddress,
     TLSConfig,
@@ -358,3 +363,21 @@ async def test_metrics_show_the_shared_connection_and_its_streams(
     connections, streams = gauges()
     assert streams == {(server,): 0}
     assert connections == {(server,): 1}  # kept for backend_keepalive_s
+
+
+async def test_health_checks_of_an_http2_server_go_over_its_shared_connection(
+    nursery: trio.Nursery,
+) -> None:
+    backend = await start_node_h2_server(nursery)
+    backends = H2Backends(Limits(), open_backend_stream)
+    await nursery.start(backends.run)
+    address = parse_backend(h2c(backend.port))
+    with trio.fail_after(15):
+        passed = await check_server(
+            address, HealthCheck(path="/hello"), open_backend_stream, backends
+        )
+        failed = await check_server(
+            address, HealthCheck(path="/nope"), open_backend_stream, backends
+        )
+    assert (passed, failed) == (None, "status 404")
+    assert backends.describe() == [(str(address), 1, 0)]  # both on one connection, ended

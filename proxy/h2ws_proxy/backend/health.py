@@ -4,9 +4,10 @@ Rules:
 
 * Every ``interval_s`` (the first at once), each server gets ``GET <path>`` over a new
   HTTP/1.1 connection (TLS for ``https://`` servers, as requests go), with
-  ``Connection: close`` and the server's own Host; a 2xx or 3xx status within
-  ``timeout_s`` passes, anything else (refused, timed out, another status, garbage)
-  fails.
+  ``Connection: close`` and the server's own Host; a server spoken to with HTTP/2 gets it
+  as a stream on the shared connection requests use (dialled if need be: a server that
+  does not answer SETTINGS fails). A 2xx or 3xx status within ``timeout_s`` passes,
+  anything else (refused, timed out, another status, garbage) fails.
 * ``unhealthy`` failures in a row take a server out; ``healthy`` passes in a row bring it
   back. Servers start up: a proxy that starts while a backend is down sends it work only
   until its checks say so. Transitions are logged; the current state is in ``/stats``.
@@ -24,9 +25,12 @@ import h11
 import trio
 
 from h2ws_proxy.backend.balancer import Balancers, GroupBalancer, ServerState
+from h2ws_proxy.backend.h2.pool import H2Backends, SpeaksHttp11
 from h2ws_proxy.backend.upgrade import ConnectBackend
 from h2ws_proxy.config import BackendAddress, HealthCheck
 from h2ws_proxy.errors import ProxyError
+from h2ws_proxy.h2session import ResponseReceived, SessionUsageError
+from h2ws_proxy.http.h2_response import parse_h2_response_head
 from h2ws_proxy.log import log_event
 from h2ws_proxy.transport.errors import STREAM_GONE
 
@@ -47,8 +51,9 @@ class HealthChecks:
     """The running checks of one server, one task per checked server of each balancer,
     replaced as reloads change the groups."""
 
-    def __init__(self, connect: ConnectBackend) -> None:
+    def __init__(self, connect: ConnectBackend, h2: H2Backends | None = None) -> None:
         self._connect = connect
+        self._h2 = h2
         self._running: dict[tuple[int, int], tuple[trio.CancelScope, GroupBalancer]] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -86,23 +91,37 @@ class HealthChecks:
         check: HealthCheck,
     ) -> None:
         with scope:
-            await _check_forever(balancer, server, check, self._connect)
+            await _check_forever(balancer, server, check, self._connect, self._h2)
 
 
 async def _check_forever(
-    balancer: GroupBalancer, server: ServerState, check: HealthCheck, connect: ConnectBackend
+    balancer: GroupBalancer,
+    server: ServerState,
+    check: HealthCheck,
+    connect: ConnectBackend,
+    h2: H2Backends | None,
 ) -> None:
     while True:
-        failure = await check_server(server.address, check, connect)
+        failure = await check_server(server.address, check, connect, h2)
         record_check(balancer, server, check, failure)
         await trio.sleep(check.interval_s)
 
 
 async def check_server(
-    address: BackendAddress, check: HealthCheck, connect: ConnectBackend
+    address: BackendAddress,
+    check: HealthCheck,
+    connect: ConnectBackend,
+    h2: H2Backends | None = None,
 ) -> str | None:
     """One check of ``address``: None if it passed, else why it failed."""
     with trio.move_on_after(check.timeout_s):
+        if address.speaks_h2 and h2 is not None and not h2.speaks_http11(address):
+            try:
+                return await _check_over_h2(h2, address, check.path)
+            except SpeaksHttp11:
+                pass
+        if address.speaks_h2:
+            address = address.over_http11()
         try:
             stream = await connect(address)
         except ProxyError as error:
@@ -119,6 +138,38 @@ async def check_server(
             return None
         return f"status {status}"
     return f"no answer within {check.timeout_s:g}s"
+
+
+async def _check_over_h2(h2: H2Backends, address: BackendAddress, path: str) -> str | None:
+    """The check as a stream of the shared HTTP/2 connection to ``address``."""
+    try:
+        connection = await h2.connection(address)
+    except ProxyError as error:
+        return error.message
+    headers = [
+        (b":method", b"GET"),
+        (b":scheme", b"https" if address.scheme == "https" else b"http"),
+        (b":authority", address.host_header.encode("ascii")),
+        (b":path", path.encode("ascii")),
+        (b"user-agent", _USER_AGENT),
+    ]
+    try:
+        channel = connection.open_channel(headers, end_stream=True)
+    except SessionUsageError as error:
+        return f"cannot open a stream: {error}"
+    try:
+        while True:
+            head = await channel.next_head()
+            status, _ = parse_h2_response_head(head.headers)
+            if isinstance(head, ResponseReceived):
+                break
+    except trio.BrokenResourceError as error:
+        return f"bad answer: {error}"
+    except ProxyError as error:
+        return error.message
+    finally:
+        channel.close_now()
+    return None if 200 <= status < 400 else f"status {status}"
 
 
 async def _status_of_get(

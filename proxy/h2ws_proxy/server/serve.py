@@ -131,8 +131,8 @@ async def serve(
         # Log lines are batched until the drain is over (log_lines.py): none is lost.
         background.start_soon(flush_log_lines)
         background.start_soon(server.pool.reap)
-        background.start_soon(server.h2_backends.run)
-        health = HealthChecks(server.connect_backend)
+        await background.start(server.h2_backends.run)
+        health = HealthChecks(server.connect_backend, server.h2_backends)
         health.start(background, server.balancers)
         await _serve_until_drained(server, sockets, contexts, (reloader, health), task_status)
         server.h2_backends.close()

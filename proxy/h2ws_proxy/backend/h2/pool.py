@@ -59,10 +59,12 @@ class H2Backends:
         """New connections use ``limits`` (a reload); open ones keep theirs."""
         self._limits = limits
 
-    async def run(self) -> None:
-        """Host the connections until cancelled (the server's background nursery)."""
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host the connections until cancelled (the server's background nursery); start
+        it with ``nursery.start``: connections can be dialled once it returns."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
