@@ -176,3 +176,17 @@ def test_a_kept_list_is_encoded_again_after_a_table_size_change() -> None:
     encoder.header_table_size = 0  # to be announced in the next block
     assert encoder.encode(status) == b"\x20\x88"
     assert encoder.encode(status) == b"\x88"
+
+
+def test_an_empty_block_never_repeats_an_earlier_one() -> None:
+    """Found by the client-role differential test: a block kept, then one that changed the
+    table (nothing kept), then an empty block decoded to the first block's fields."""
+    encoder = hpack.Encoder()
+    decoder = RepeatedBlockDecoder(max_header_list_size=65536)
+    assert decoder.decode(encoder.encode([(b":status", b"200")]), raw=True) == [
+        (b":status", b"200")
+    ]
+    assert decoder.decode(encoder.encode([(b":status", b"100")]), raw=True) == [
+        (b":status", b"100")
+    ]
+    assert decoder.decode(b"", raw=True) == []

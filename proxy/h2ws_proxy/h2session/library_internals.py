@@ -109,10 +109,16 @@ class RepeatedBlockDecoder(hpack.Decoder):
         self._kept_under = (0, 0)  # (header_table_size, max_header_list_size) then
 
     def keeps(self, data: bytes) -> bool:
-        """``data`` is the kept block and still decodes to the kept result."""
-        return data == self._kept_block and self._kept_under == (
-            self.header_table_size,
-            self.max_header_list_size,
+        """``data`` is the kept block and still decodes to the kept result (an empty block
+        never is: ``_kept_block`` is empty when nothing is kept)."""
+        return (
+            bool(data)
+            and data == self._kept_block
+            and self._kept_under
+            == (
+                self.header_table_size,
+                self.max_header_list_size,
+            )
         )
 
     def check_table_size(self) -> None:
