@@ -36,9 +36,9 @@ from h2ws_proxy.config import (
 from h2ws_proxy.relay.context import ServerStats
 from h2ws_proxy.server.metrics import take_samples
 from h2ws_proxy.server.serve import serve
-from tests.conftest import StartProxy
+from tests.conftest import StartProxy, WebSocketsBackend
 from tests.helpers.h2_client import H2TestClient, open_h2_client
-from tests.helpers.node import require_node, run_h2ws_client
+from tests.helpers.node import require_node, run_h2ws_client, start_node_backend
 from tests.helpers.rfc8441_backends import (
     node_h2_stats,
     start_hypercorn_server,
@@ -381,3 +381,21 @@ async def test_health_checks_of_an_http2_server_go_over_its_shared_connection(
         )
     assert (passed, failed) == (None, "status 404")
     assert backends.describe() == [(str(address), 1, 0)]  # both on one connection, ended
+
+
+async def test_an_http11_server_written_as_h2c_is_a_502_that_says_so(
+    nursery: trio.Nursery, start_proxy: StartProxy, ws_backend: WebSocketsBackend
+) -> None:
+    # Node's HTTP/1.1 server answers the preface with a 400; Python's websockets closes.
+    node_port = await start_node_backend(nursery)
+    python_port = ws_backend()
+    address = await start_proxy(
+        make_config(("/node", h2c(node_port)), ("/python", h2c(python_port)))
+    )
+    async with h2_client(address) as client:
+        node = await client.finished(await client.request(_connect_headers("/node")))
+        python = await client.finished(await client.request(_connect_headers("/python")))
+    assert (node.status, python.status) == (502, 502)
+    assert b"answered in HTTP/1.x, not HTTP/2: write it as http://" in bytes(node.data)
+    assert b"before its HTTP/2 SETTINGS" in bytes(python.data)
+    assert b"An HTTP/1.1 server is written http://host:port" in bytes(python.data)

@@ -72,6 +72,15 @@ HIGH_WATER = 256 * 1024
 #: How long the last output (a GOAWAY) may take to go out once the connection ended.
 FINAL_WRITE_S = 1.0
 _MAX_WINDOW = 2**31 - 1
+#: A server's first bytes are an HTTP/1.x answer: it does not speak HTTP/2 at all.
+_SPEAKS_HTTP1 = (
+    "the backend answered in HTTP/1.x, not HTTP/2: write it as http://host:port, not "
+    "h2c:// (or leave protocol out for https://); it said "
+)
+_BEFORE_SETTINGS = (
+    " before its HTTP/2 SETTINGS: does it speak HTTP/2 (h2c by prior knowledge)? An "
+    "HTTP/1.1 server is written http://host:port"
+)
 #: The events of one stream that its channel takes.
 _CHANNEL_EVENTS = (
     DataReceived,
@@ -247,9 +256,13 @@ class H2BackendConnection:
                 self._end(f"backend connection broke: {error}")
                 return
             if not data:
-                self._end("backend closed the connection")
+                before = "" if self.settings_received.is_set() else _BEFORE_SETTINGS
+                self._end("backend closed the connection" + before)
                 return
             self._liveness.last_read = trio.current_time()
+            if not self.settings_received.is_set() and data.startswith(b"HTTP/"):
+                self._end(_SPEAKS_HTTP1 + repr(bytes(data[:40]))[1:])
+                return
             for event in self.session.receive_data(data):
                 self._dispatch(event)
             self.flush()
