@@ -107,19 +107,63 @@ def _remember(value: object) -> str:
     return rendered
 
 
+def json_value(value: object) -> str:
+    """``value`` as ``json.dumps(value, default=str)`` writes it (bytes decoded as ASCII
+    first, as ``json_line`` does), without the encoder's call for the common types."""
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if isinstance(value, bytes):
+        return encode_basestring_ascii(value.decode("ascii", "backslashreplace"))
+    if value is None:
+        return "null"
+    return _json_encoder.encode(value)
+
+
 class LineLayout:
     """The keys of a line logged at every tunnel or request, in order: its key=value text
     is one %-format of the values, and only the values at ``text_keys`` are rendered
     (looked up among the texts rendered before). Every other value must print as it is:
-    an int, a float, or a str that never needs quotes (``-``)."""
+    an int, a float, or a str that never needs quotes (``-``). Its JSON object is one
+    %-format too, of each value as JSON (:meth:`json_text`)."""
 
-    __slots__ = ("key_set", "keys", "template", "text_positions")
+    __slots__ = ("_json_templates", "key_set", "keys", "template", "text_positions")
 
     def __init__(self, keys: tuple[str, ...], text_keys: frozenset[str]) -> None:
         self.keys = keys
         self.key_set = frozenset(keys)
         self.template = "".join(f" {key}=%s" for key in keys)
         self.text_positions = tuple(i for i, key in enumerate(keys) if key in text_keys)
+        #: JSON formats by (level, logger, event, process fields part): a few per layout.
+        self._json_templates: dict[tuple[str, str, str, str], str] = {}
+
+    def json_text(
+        self,
+        created: float,
+        level_name: str,
+        logger_name: str,
+        event: str,
+        process_part: str,
+        values: tuple[object, ...],
+    ) -> str:
+        """The object ``json_line`` writes for these fields (``process_part``: the process's
+        fields as ``, "key": value`` pairs; none of them one of this layout's keys)."""
+        key = (level_name, logger_name, event, process_part)
+        template = self._json_templates.get(key)
+        if template is None:
+            fixed = (
+                f', "level": {encode_basestring_ascii(level_name.lower())}'
+                f', "logger": {encode_basestring_ascii(logger_name)}'
+                f', "event": {encode_basestring_ascii(event)}{process_part}'
+            )
+            names = "".join(
+                f", {encode_basestring_ascii(name).replace('%', '%%')}: %s" for name in self.keys
+            )
+            template = '{"ts": %s' + fixed.replace("%", "%%") + names + "}"
+            if len(self._json_templates) < 16:
+                self._json_templates[key] = template
+        return template % (float.__repr__(created), *map(json_value, values))
 
     def key_value_text(self, values: tuple[object, ...]) -> str:
         """The fields' part of the key=value line (starting with a space)."""
@@ -190,11 +234,16 @@ class LineSink:
         self._wake: trio.Event | None = None
         self._process_fields: dict[str, object] = {}
         self._prefix = ""
+        self._json_prefix = ""
 
     def set_process_fields(self, fields: Mapping[str, object]) -> None:
         """Fields put first on every line (``worker=1 pid=42``), rendered once here."""
         self._process_fields = dict(fields)
         self._prefix = "".join(f" {key}={render_value(value)}" for key, value in fields.items())
+        self._json_prefix = "".join(
+            f", {encode_basestring_ascii(key)}: {json_value(value)}"
+            for key, value in fields.items()
+        )
 
     def event(
         self,
@@ -232,12 +281,18 @@ class LineSink:
         format instead of a loop over the fields; buffered below WARNING."""
         urgent = level >= logging.WARNING
         process = self._process_fields
-        if self.json or not layout.key_set.isdisjoint(process):
+        if not layout.key_set.isdisjoint(process):
             fields = dict(zip(layout.keys, values, strict=True))
             self.event(level, logger_name, event, fields, urgent)
             return
         level_name = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
-        line = _head(time.time(), level_name, event, self._prefix) + layout.key_value_text(values)
+        if self.json:
+            line = layout.json_text(
+                time.time(), level_name, logger_name, event, self._json_prefix, values
+            )
+        else:
+            line = _head(time.time(), level_name, event, self._prefix)
+            line += layout.key_value_text(values)
         self.write(line, urgent)
 
     def write(self, line: str, urgent: bool = False) -> None:

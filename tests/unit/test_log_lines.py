@@ -132,6 +132,35 @@ def test_a_layout_renders_what_the_formatter_does(
     assert line == expected
 
 
+@settings(deadline=None)  # a cold first example (imports, caches) is no failure
+@given(
+    created=CREATED,
+    values=st.lists(VALUES, min_size=5, max_size=5),
+    process=st.sampled_from([{}, {"worker": 1, "pid": 42}]),
+    event=st.sampled_from(["tunnel.closed", "request.closed", 'odd "100%" event']),
+)
+def test_a_layout_renders_the_json_the_formatter_does(
+    created: float, values: list[object], process: dict[str, object], event: str
+) -> None:
+    layout = LineLayout(
+        ("conn", "host", "status", "path", "error"), frozenset({"host", "path", "error"})
+    )
+    fields = dict(zip(layout.keys, values, strict=True))
+    saved = dict(log._process_fields)
+    try:
+        log.set_process_fields(**process)
+        expected = JsonFormatter().format(_record(created, event, fields))
+    finally:
+        log._process_fields.clear()
+        log._process_fields.update(saved)
+    sink = LineSink(io.StringIO(), "json")
+    sink.set_process_fields(process)
+    line = layout.json_text(
+        created, "INFO", "h2ws_proxy.tunnel", event, sink._json_prefix, tuple(values)
+    )
+    assert line == expected
+
+
 @pytest.fixture
 def configured(monkeypatch: pytest.MonkeyPatch, process_fields: None) -> Iterator[None]:
     """``configure_logging`` as the CLI calls it, undone afterwards."""
