@@ -93,6 +93,10 @@ class ClientWriter:
                         return
                     await self._outbound_ready.wait()
                     continue
+                # Every wake-up so far announced output that goes out with this write: a
+                # remembered one would only bring the writer back to find nothing (a
+                # scheduler trip per answer when a request task queues head, data and end).
+                self._outbound_ready.discard()
                 data = session.take_outbound()
                 self._in_flight = len(data)
                 try:
