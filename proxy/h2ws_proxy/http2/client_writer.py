@@ -168,6 +168,14 @@ class ClientWriter:
         """
         self._batching = True
 
+    def begin_own_batch(self) -> bool:
+        """:meth:`begin_batch` unless a batch is open; True if this one is the caller's to
+        end. For a task's stretch without a yield (an exchange relaying one backend read)."""
+        if self._batching:
+            return False
+        self._batching = True
+        return True
+
     def end_batch(self) -> None:
         self._batching = False
         if self._output_in_batch:
