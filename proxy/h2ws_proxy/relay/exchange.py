@@ -88,31 +88,31 @@ async def forward_exchange(
     """
     backend_request = build_backend_request(request, route, client_address)
     timeout = limits.http_idle_timeout_s
-    # trio.current_time() without its two wrappers: read a few times per request.
-    now = trio.lowlevel.current_clock().current_time
     connection = await pool.take_idle(target)
     # With a kept connection (no dial) the idle timer starts now, with the scope: moving
     # the deadline of an entered scope costs about as much as entering it.
-    scope = trio.CancelScope(deadline=_idle_deadline(now(), timeout) if connection else math.inf)
+    scope = trio.CancelScope(deadline=_idle_deadline(timeout) if connection else math.inf)
     if on_start is not None:
         on_start(scope)
     try:
         with scope:
             if connection is None:
                 connection = await pool.connect(target)
-                scope.deadline = _idle_deadline(now(), timeout)
-            # What both attempts share; only the connection differs.
-            shared = (scope, now, backend_request, request, client, limits, stats, result)
+                scope.deadline = _idle_deadline(timeout)
             try:
-                await _exchange_once(connection, *shared)
+                await _exchange_once(
+                    scope, connection, backend_request, request, client, limits, stats, result
+                )
             except _Retry:
                 await trio.aclose_forcefully(connection.stream)
                 connection = None
                 scope.deadline = math.inf
                 connection = await pool.connect(target)
-                scope.deadline = _idle_deadline(now(), timeout)
+                scope.deadline = _idle_deadline(timeout)
                 try:
-                    await _exchange_once(connection, *shared)
+                    await _exchange_once(
+                        scope, connection, backend_request, request, client, limits, stats, result
+                    )
                 except _Retry as error:
                     raise BackendUnavailable(str(error)) from None
     except BaseException:
@@ -122,7 +122,7 @@ async def forward_exchange(
     if scope.cancelled_caught:
         if connection is not None:  # None: cancelled while dialing
             await trio.aclose_forcefully(connection.stream)
-        if now() < scope.deadline:
+        if trio.current_time() < scope.deadline:
             result.cancelled = True  # through ``on_start``'s scope: not a timeout
             return
         reason = f"no byte moved either way for {timeout}s"
@@ -149,8 +149,6 @@ class _Run:
     result: ExchangeResult
     #: The exchange's scope: its deadline is the idle timer.
     idle: trio.CancelScope
-    #: The run's clock (``trio.current_time``).
-    now: Callable[[], float]
     #: True once any byte of the answer arrived (a retry is no longer safe).
     answer_started: bool = False
     #: The first failure of either task; raised once both have stopped.
@@ -165,17 +163,16 @@ class _Run:
 
     def progress(self) -> None:
         """Bytes moved: the idle deadline moves on (see :func:`_idle_deadline`)."""
-        now = self.now()
-        if now >= self.push_at:
-            self.idle.deadline = _idle_deadline(now, self.limits.http_idle_timeout_s)
+        if trio.current_time() >= self.push_at:
+            self.idle.deadline = _idle_deadline(self.limits.http_idle_timeout_s)
             self._next_push()
 
     def _next_push(self) -> None:
         self.push_at = self.idle.deadline - self.limits.http_idle_timeout_s
 
 
-def _idle_deadline(now: float, timeout: float) -> float:
-    """The idle timer's deadline when a byte moves at ``now``: ``timeout`` plus a slack.
+def _idle_deadline(timeout: float) -> float:
+    """The idle timer's deadline when a byte moves now: ``timeout`` plus a slack.
 
     Moving a trio deadline costs a heap update (about as much as entering a scope), and
     bytes move several times per request; so the deadline is set ``slack`` late (a tenth of
@@ -184,13 +181,12 @@ def _idle_deadline(now: float, timeout: float) -> float:
     the timer fires between ``timeout`` and ``timeout + slack`` after the last byte moved:
     never early, as with a tunnel's timers.
     """
-    return now + timeout + min(1.0, timeout / 10)
+    return trio.current_time() + timeout + min(1.0, timeout / 10)
 
 
 async def _exchange_once(
-    connection: BackendConnection,
     scope: trio.CancelScope,
-    now: Callable[[], float],
+    connection: BackendConnection,
     backend_request: BackendRequest,
     request: HttpRequest,
     client: ClientSide,
@@ -200,7 +196,7 @@ async def _exchange_once(
 ) -> None:
     """One attempt on ``connection``; the idle timer (``scope``'s deadline) was just armed."""
     wire = H1BackendWire(backend_request, max_head_bytes=limits.max_header_list_bytes)
-    run = _Run(connection, wire, request, client, limits, stats, result, scope, now)
+    run = _Run(connection, wire, request, client, limits, stats, result, scope)
     run.strip_fields = backend_request.strip_fields
     if request.framing is BodyFraming.NONE and not client.watches_disconnect:
         # Nothing to run beside the answer (no upload, no watcher): no nursery, which
