@@ -114,6 +114,12 @@ class H1ClientSide:
             data = self._conn.send(h11.EndOfMessage())
         await self._send_bytes(data)
 
+    def hold(self) -> None:
+        pass  # each write goes to the socket as it comes
+
+    def flush(self) -> None:
+        pass
+
     async def _send(self, event: h11.Event) -> None:
         try:
             data = self._conn.send(event)

@@ -3,7 +3,9 @@
 Rules: the answer's head, body and end go through the session on the stream's id; a stream
 that broke (reset, connection lost) raises trio's ``BrokenResourceError``, which the
 exchange treats as the client gone; credit for request-body bytes goes back one read late,
-after the exchange wrote them on (as for tunnels).
+after the exchange wrote them on (as for tunnels). Between the exchange's ``hold`` and
+``flush`` the output is one batch of the writer's (sent at its end, inline when the writer is
+idle); a batch must never stay open across a yield, so every wait here flushes first.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import trio
 
 from h2ws_proxy.errors import ProxyError
 from h2ws_proxy.h2session import StreamUnusable
+from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.stream import BODY_READ_SIZE, H2Stream
 
 
@@ -23,11 +26,16 @@ class H2ClientSide:
     for_h2 = True
     watches_disconnect = False
 
-    def __init__(self, stream: H2Stream, refuse: Callable[[int, ProxyError], None]) -> None:
+    def __init__(
+        self, stream: H2Stream, writer: ClientWriter, refuse: Callable[[int, ProxyError], None]
+    ) -> None:
         self._stream = stream
         self._session = stream.session
         self._connection = stream.connection
+        self._writer = writer
         self._refuse = refuse
+        #: An output batch of ours is open (see ``hold``).
+        self._holding = False
         #: A reset cancels the exchange's own scope.
         self.on_start = stream.adopt_scope
 
@@ -51,6 +59,7 @@ class H2ClientSide:
 
     async def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self._send_headers([(b":status", str(status).encode()), *headers], end=False)
+        self.flush()  # a 1xx goes at once (100-continue), and this yields
         await trio.lowlevel.checkpoint()
 
     async def send_head(
@@ -65,9 +74,24 @@ class H2ClientSide:
             end=not has_body,
         )
         # The exchange reads the backend next, which yields: no second trip here.
+        if self._writer.backlogged():
+            self.flush()  # it waits for the writer
         await self._connection.wait_outbound_drained_lean()
 
     async def send_body(self, data: bytes) -> None:
+        if self._holding:
+            # What the window and the writer take at once stays in the batch; a wait flushes.
+            view = memoryview(data)
+            sent = self._stream.send_now(view)
+            if sent == len(view) and not self._writer.backlogged():
+                await trio.lowlevel.checkpoint_if_cancelled()
+                return
+            self.flush()
+            if sent < len(view):
+                await self._stream.send_all(view[sent:])
+            else:
+                await self._connection.wait_outbound_drained_lean()
+            return
         await self._stream.send_all(data)
 
     async def end(self, trailers: list[tuple[bytes, bytes]]) -> None:
@@ -77,8 +101,18 @@ class H2ClientSide:
             self._send_headers(trailers, end=True)
         else:
             self._end_stream()
+        self.flush()
         # The exchange ends right after; its task already yielded reading the backend.
         await trio.lowlevel.checkpoint_if_cancelled()
+
+    def hold(self) -> None:
+        if not self._holding:
+            self._holding = self._writer.begin_own_batch()
+
+    def flush(self) -> None:
+        if self._holding:
+            self._holding = False
+            self._writer.end_batch()
 
     def _end_stream(self) -> None:
         stream = self._stream

@@ -93,6 +93,10 @@ class ClientWriter:
                         return
                     await self._outbound_ready.wait()
                     continue
+                # Every wake-up so far announced output that goes out with this write: a
+                # remembered one would only bring the writer back to find nothing (a
+                # scheduler trip per answer when a request task queues head, data and end).
+                self._outbound_ready.discard()
                 data = session.take_outbound()
                 self._in_flight = len(data)
                 try:
@@ -163,6 +167,14 @@ class ClientWriter:
         is the writer's.
         """
         self._batching = True
+
+    def begin_own_batch(self) -> bool:
+        """:meth:`begin_batch` unless a batch is open; True if this one is the caller's to
+        end. For a task's stretch without a yield (an exchange relaying one backend read)."""
+        if self._batching:
+            return False
+        self._batching = True
+        return True
 
     def end_batch(self) -> None:
         self._batching = False

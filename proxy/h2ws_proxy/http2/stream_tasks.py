@@ -249,7 +249,7 @@ class StreamTasks:
         try:
             with self._server.stats.count_request():
                 await relay_request(
-                    H2ClientSide(stream, self.refuse),
+                    H2ClientSide(stream, self._writer, self.refuse),
                     request,
                     route,
                     record,

@@ -315,39 +315,41 @@ async def _watch_client(run: _Run) -> None:
 
 
 async def _relay_answer(run: _Run) -> None:
+    """The answer's events to the client, in order; each write to the client is progress.
+    What one backend read brought goes to the client together (``client.hold``, flushed
+    before the next read and at the end): a small answer is one write, no writer wake-up."""
+    client, wire = run.client, run.wire
     try:
-        await _relay_events(run)
+        while True:
+            event = _next_event_nowait(run, wire)
+            if event is Need.DATA:
+                client.flush()
+                await _receive(run, wire)
+                client.hold()
+                continue
+            run.answer_started = True
+            if isinstance(event, BodyData):
+                run.stats.bytes_down += len(event.data)
+                await client.send_body(event.data)
+            elif isinstance(event, ResponseHead):
+                if event.status == 101:
+                    raise _protocol_error(run, "backend switched protocols on an ordinary request")
+                if event.status < 200:
+                    await client.send_informational(event.status, event.headers)
+                else:
+                    await _relay_head(run, event)
+            elif isinstance(event, AnswerEnd):
+                await client.end(trailer_fields(event.trailers) if event.trailers else [])
+                run.progress()
+                return
+            else:  # BackendClosed
+                raise _backend_failed(run, "backend closed the connection mid-answer")
+            run.progress()
     except STREAM_GONE as error:
         # Only writes to the client raise these here (backend reads translate their own).
         raise ExchangeAborted(RelayEnd.CLIENT_ABORTED, f"client went away: {error}") from error
-
-
-async def _relay_events(run: _Run) -> None:
-    """The answer's events to the client, in order; each write to the client is progress."""
-    client, wire = run.client, run.wire
-    while True:
-        event = _next_event_nowait(run, wire)
-        if event is Need.DATA:
-            await _receive(run, wire)
-            continue
-        run.answer_started = True
-        if isinstance(event, BodyData):
-            run.stats.bytes_down += len(event.data)
-            await client.send_body(event.data)
-        elif isinstance(event, ResponseHead):
-            if event.status == 101:
-                raise _protocol_error(run, "backend switched protocols on an ordinary request")
-            if event.status < 200:
-                await client.send_informational(event.status, event.headers)
-            else:
-                await _relay_head(run, event)
-        elif isinstance(event, AnswerEnd):
-            await client.end(trailer_fields(event.trailers) if event.trailers else [])
-            run.progress()
-            return
-        else:  # BackendClosed
-            raise _backend_failed(run, "backend closed the connection mid-answer")
-        run.progress()
+    finally:
+        client.flush()
 
 
 async def _relay_head(run: _Run, response: ResponseHead) -> None:

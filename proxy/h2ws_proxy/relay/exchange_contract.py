@@ -48,6 +48,17 @@ class ClientSide(Protocol):
     async def end(self, trailers: list[Header]) -> None:
         """The answer is complete (with ``trailers`` if the client's protocol carries them)."""
 
+    def hold(self) -> None:
+        """What the answer writes from here may wait for :meth:`flush` to go out together.
+
+        The exchange holds while it relays what one backend read brought, and flushes
+        before it waits for the backend again and when it stops; the client side flushes
+        itself before any wait of its own. A front end that writes at once ignores both.
+        """
+
+    def flush(self) -> None:
+        """Send what was held (see :meth:`hold`), without waiting."""
+
 
 class ExchangeAborted(Exception):
     """The exchange failed after the answer's head had gone to the client."""

@@ -35,6 +35,12 @@ class Wakeup:
         else:
             self._pending = True
 
+    def discard(self) -> None:
+        """Forget a remembered :meth:`set`: the waiter is about to re-check its condition
+        anyway (e.g. it takes all the output the wake-ups announced), so waking it again for
+        them would only cost it a trip through the scheduler to find nothing to do."""
+        self._pending = False
+
     def parked(self) -> bool:
         """A task waits now (not yet woken, and its wait not cancelled)."""
         return self._task is not None
