@@ -59,6 +59,19 @@ class ConnectionPort(Protocol):
         ...
 
 
+class Forwarder(Protocol):
+    """Takes a tunnel's client bytes straight from the reader (see ``set_forwarder``)."""
+
+    def forward_up(self, data: bytes) -> int: ...
+    def pass_client_end(self) -> bool: ...
+
+
+class WritableWatcher(Protocol):
+    """Told when the window may have grown or the stream broke (``set_on_writable``)."""
+
+    def client_writable(self) -> None: ...
+
+
 class StreamPhase(enum.Enum):
     """Where a stream's answer stands, which decides what the client's DATA on it means."""
 
@@ -97,10 +110,9 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self._readable = Wakeup()
         self._writable = Wakeup()
         #: Set by a tunnel while it copies this stream upward (see ``set_forwarder``).
-        self._forward_now: Callable[[bytes], int] | None = None
-        self._forward_end: Callable[[], bool] | None = None
+        self._forwarder: Forwarder | None = None
         #: Set by a tunnel that sends with ``send_now`` (see ``set_on_writable``).
-        self._on_writable: Callable[[], None] | None = None
+        self._on_writable: WritableWatcher | None = None
         self._receiving = False
         #: An ordinary request, not a tunnel (set before the stream is used). For requests:
         #: the body length the client declared (None: unknown) and what arrived so far;
@@ -119,12 +131,13 @@ class H2Stream(trio.abc.HalfCloseableStream):
             self.session.acknowledge(self.stream_id, padding)
         if not data:
             return
-        if self._forward_now is not None and not self._inbound and self._readable.parked():
+        forwarder = self._forwarder
+        if forwarder is not None and not self._inbound and self._readable.parked():
             # The tunnel waits for exactly these bytes and has nothing else to send: hand
             # them on now, as far as the backend takes them without waiting. Their credit
             # goes back as for bytes the tunnel moved itself. A cancelled wait (a timer
             # fired, a side failed) is no longer parked: the bytes wait for the pump then.
-            sent = self._forward_now(data)
+            sent = forwarder.forward_up(data)
             if sent:
                 self._consumed_unacknowledged += sent
                 self._acknowledge_consumed()
@@ -135,25 +148,22 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self._inbound_bytes += len(data)
         self._readable.set()
 
-    def set_forwarder(
-        self,
-        forward: Callable[[bytes], int] | None,
-        end: Callable[[], bool] | None = None,
-    ) -> None:
-        """Let the frontend's reader pass DATA straight to ``forward`` (None: stop).
+    def set_forwarder(self, forwarder: Forwarder | None) -> None:
+        """Let the frontend's reader pass DATA straight to ``forwarder`` (None: stop).
 
-        ``forward(data)`` sends what it can without waiting and returns how much; the rest
-        is buffered for ``receive_some`` as usual. Only used while the caller's receive is
-        blocked with nothing buffered, so bytes keep their order, and never once that wait
-        was cancelled (trio aborts it as the cancel happens), so ``forward`` need not ask.
+        ``forwarder.forward_up(data)`` sends what it can without waiting and returns how
+        much; the rest is buffered for ``receive_some`` as usual. Only used while the
+        caller's receive is blocked with nothing buffered, so bytes keep their order, and
+        never once that wait was cancelled (trio aborts it as the cancel happens), so the
+        forwarder need not ask.
         It saves the receiving task a wake-up per message (bench/cpu_per_message.py).
 
-        ``end()``, under the same conditions, is told of the client's END_STREAM: True if
-        it passed the end on itself, and the receiver then stays asleep until
-        :meth:`wake_receiver` (it sees the end then); False wakes the receiver as usual.
+        ``forwarder.pass_client_end()``, under the same conditions, is told of the client's
+        END_STREAM: True if it passed the end on itself, and the receiver then stays asleep
+        until :meth:`wake_receiver` (it sees the end then); False wakes the receiver as
+        usual.
         """
-        self._forward_now = forward
-        self._forward_end = end
+        self._forwarder = forwarder
 
     def count_body(self, size: int, *, ended: bool = False) -> str | None:
         """Hold an ordinary request's DATA to its declared length (RFC 9113 §8.1.1).
@@ -173,13 +183,19 @@ class H2Stream(trio.abc.HalfCloseableStream):
 
     def feed_eof(self) -> None:
         self._remote_ended = True
-        end = self._forward_end
-        if end is not None and not self._inbound and self._readable.parked() and end():
+        forwarder = self._forwarder
+        if (
+            forwarder is not None
+            and not self._inbound
+            and self._readable.parked()
+            and forwarder.pass_client_end()
+        ):
             return  # the tunnel ended its other side itself (see ``set_forwarder``)
         self._readable.set()
 
     def wake_receiver(self) -> None:
-        """Wake ``receive_some`` after a forwarder's ``end()`` took the end (it returns EOF)."""
+        """Wake ``receive_some`` after a forwarder's ``pass_client_end()`` took the end (it
+        returns EOF)."""
         self._readable.set()
 
     def break_stream(self, reason: str, *, by_peer: bool) -> None:
@@ -194,7 +210,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         """The peer's window may have grown (WINDOW_UPDATE, SETTINGS), or the stream broke."""
         self._writable.set()
         if self._on_writable is not None:
-            self._on_writable()
+            self._on_writable.client_writable()
 
     @property
     def buffered_bytes(self) -> int:
@@ -333,10 +349,10 @@ class H2Stream(trio.abc.HalfCloseableStream):
             except StreamUnusable as error:
                 raise trio.BrokenResourceError(str(error)) from error
 
-    def set_on_writable(self, callback: Callable[[], None] | None) -> None:
-        """Call ``callback()`` (synchronously) when the window may have grown or the stream
-        broke; None stops it."""
-        self._on_writable = callback
+    def set_on_writable(self, watcher: WritableWatcher | None) -> None:
+        """Call ``watcher.client_writable()`` (synchronously) when the window may have
+        grown or the stream broke; None stops it."""
+        self._on_writable = watcher
 
     def backlogged(self) -> bool:
         """The connection has more output queued for the client than producers may add to."""

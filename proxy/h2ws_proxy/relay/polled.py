@@ -75,10 +75,10 @@ class PolledDownward:
         self.wake_client_receiver = False
 
     def start(self) -> None:
-        self._client.set_on_writable(self._resume)
-        self._poller.register(
-            self._fd, self._on_readable, on_error=lambda: self._fail(Side.BACKEND), paused=True
-        )
+        # This object is the callback both ways (``on_readable``, ``on_error``,
+        # ``client_writable``): no bound method or closure per idle tunnel.
+        self._client.set_on_writable(self)
+        self._poller.register(self._fd, self, paused=True)
         self._resume()  # the backend's leftover first, then its socket
 
     def stop(self) -> None:
@@ -87,7 +87,10 @@ class PolledDownward:
         self._pending = None
         self.done = True
 
-    def _on_readable(self) -> None:
+    def on_error(self) -> None:
+        self._fail(Side.BACKEND)
+
+    def on_readable(self) -> None:
         relay = self._relay
         if self._paused or self.done or relay.scope.cancel_called:
             self._pause()
@@ -160,6 +163,9 @@ class PolledDownward:
         if self._flush():
             self._paused = False
             self._poller.resume(self._fd)
+
+    #: The client's window may have grown, or its stream broke (``set_on_writable``).
+    client_writable = _resume
 
     def _pause(self) -> None:
         if not self._paused:

@@ -286,44 +286,18 @@ def _offer_forwarder(relay: Relay, downward: PolledDownward | None) -> bool:
     everything else (the rest of a message, waiting for the backend, EOF, errors). A send
     error is left for the pump to meet on its own next send.
 
-    With the backend → client direction on the poller (``downward``), the client's
-    END_STREAM is passed on there too, while that direction still runs: the FIN goes to
-    the backend and the half-closed timer starts, as ``_end_up`` would, and this task
-    sleeps on until ``downward`` finishes and wakes it (one wake-up per tunnel fewer). A
-    FIN that fails is left to the pump, which meets the error itself.
+    With the backend → client direction on the poller (``downward``, then
+    ``relay.downward``), the client's END_STREAM is passed on there too, while that
+    direction still runs: the FIN goes to the backend and the half-closed timer starts, as
+    ``_end_up`` would, and this task sleeps on until ``downward`` finishes and wakes it
+    (one wake-up per tunnel fewer). A FIN that fails is left to the pump, which meets the
+    error itself. The forwarder is the relay itself (``Relay.forward_up``,
+    ``Relay.pass_client_end``): no closures per idle tunnel.
     """
-    client, backend = relay.pushable, relay.backend_socket
-    if client is None or backend is None:
+    assert downward is None or relay.downward is downward
+    if relay.pushable is None or relay.backend_socket is None:
         return False
-    stats = relay.stats
-
-    def forward(data: bytes) -> int:
-        # Never called once the tunnel's scope is cancelled (a timer fired, a side failed):
-        # the pump's wait is aborted then (see set_forwarder), and the pump decides.
-        if relay.up.draining:  # (relay.up, not a cell of its own: memory per idle tunnel)
-            return 0  # the pump passes the rest of the frame, then our Close
-        try:
-            sent = backend.send_nowait(data)
-        except STREAM_GONE:
-            return 0
-        if sent:
-            relay.up.feed(data if sent == len(data) else data[:sent])
-            stats.bytes_up += sent
-            relay.activity()
-        return sent
-
-    def end() -> bool:
-        if downward is None or downward.done or relay.up.sending is not None:
-            return False  # the pump ends the tunnel (or waits for our Close): it must wake
-        try:
-            backend.end_now()
-        except STREAM_GONE:
-            return False
-        relay.half_closed()
-        downward.wake_client_receiver = True
-        return True
-
-    client.set_forwarder(forward, end)
+    relay.pushable.set_forwarder(relay)
     return True
 
 
