@@ -38,7 +38,7 @@ its pending bytes, the closer task when the pump waits idle at a boundary.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -58,7 +58,7 @@ BACKEND_GONE_LINGER_S = 10.0
 _PUMP_DOWN_NAME = "h2ws_proxy.relay.tunnel.pump_down"
 
 
-async def run_tunnel(
+def run_tunnel(
     client: trio.abc.HalfCloseableStream,
     backend: trio.abc.HalfCloseableStream,
     *,
@@ -73,7 +73,7 @@ async def run_tunnel(
     open_tunnels: OpenTunnels | None = None,
     untracked_reporter: UntrackedReporter | None = None,
     on_close_handshake: Callable[[], None] | None = None,
-) -> RelayStats:
+) -> Awaitable[RelayStats]:
     """Relay until both sides are done or one breaks; always closes the backend stream.
 
     Never raises for peer behaviour: how it ended is in the returned stats. The caller's
@@ -98,16 +98,13 @@ async def run_tunnel(
     frames (they keep passing unchanged). ``on_close_handshake`` is called once both sides'
     Close frames have passed whole (only where the backend is not a pollable socket): the
     WebSocket is over (RFC 6455 §7.1.1), which an HTTP/2 backend stream acts on.
+
+    Sync: it returns the run's coroutine (await it at once), so no frame of its own stays
+    parked for the tunnel's life (idle memory, bench/README.md).
     """
     # The caller may pass ``stats`` so that counters survive its own cancellation.
     stats = stats if stats is not None else RelayStats()
     backend_socket = as_pollable(backend)
-    polled = (
-        poller is not None
-        and scope is not None
-        and backend_socket is not None
-        and pushable is not None
-    )
     relay = Relay(
         client,
         backend,
@@ -121,15 +118,23 @@ async def run_tunnel(
         down=Leg(False, untracked_reporter),
         on_close_handshake=on_close_handshake,
     )
+    if poller is not None and scope is not None and backend_socket is not None and pushable:
+        return _run_polled(relay, poller, open_tunnels, client_leftover, backend_leftover)
+    return _run_pumps(relay, scope, open_tunnels, client_leftover, backend_leftover)
+
+
+async def _run_pumps(
+    relay: Relay,
+    scope: trio.CancelScope | None,
+    open_tunnels: OpenTunnels | None,
+    client_leftover: bytes,
+    backend_leftover: bytes,
+) -> RelayStats:
+    """``run_tunnel`` with a task per direction: the downward pump in a nursery of its
+    own, the upward one in this task."""
     if open_tunnels is not None:
         open_tunnels.add(relay)
     try:
-        if polled:
-            assert poller is not None
-            await _run_polled(
-                relay, poller, client_leftover=client_leftover, backend_leftover=backend_leftover
-            )
-            return stats
         if scope is not None:
             scope.deadline = math.inf  # the pumps' nursery holds the timers here
         async with trio.open_nursery() as pumps:
@@ -145,40 +150,51 @@ async def run_tunnel(
         relay.settle_frames()
         if open_tunnels is not None:
             open_tunnels.discard(relay)
-        if backend_socket is not None:
-            backend_socket.close_now()  # two cancel scopes fewer than the line below
+        if relay.backend_socket is not None:
+            relay.backend_socket.close_now()  # two cancel scopes fewer than the line below
         else:
             with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(backend)
-    return stats
+                await trio.aclose_forcefully(relay.backend)
+    return relay.stats
 
 
 async def _run_polled(
     relay: Relay,
     poller: BackendPoller,
-    *,
+    open_tunnels: OpenTunnels | None,
     client_leftover: bytes,
     backend_leftover: bytes,
-) -> None:
+) -> RelayStats:
     """``run_tunnel`` with the downward direction driven by ``poller`` (this task: upward);
     ``relay`` has a pushable client and a backend socket, and runs on the caller's scope."""
     assert relay.pushable is not None
     assert relay.backend_socket is not None
-    relay.activity()
-    downward = PolledDownward(relay, relay.pushable, relay.backend_socket, poller, backend_leftover)
-    relay.downward = downward
+    if open_tunnels is not None:
+        open_tunnels.add(relay)
     try:
-        downward.start()
-        await _pump(relay, client_leftover, True, downward)
-        while not downward.done:
-            await downward.finished.wait()
-    except trio.Cancelled:
-        relay.settle_end(cancelled=True)
-        raise
+        relay.activity()
+        downward = PolledDownward(
+            relay, relay.pushable, relay.backend_socket, poller, backend_leftover
+        )
+        relay.downward = downward
+        try:
+            downward.start()
+            await _pump(relay, client_leftover, True, downward)
+            while not downward.done:
+                await downward.finished.wait()
+        except trio.Cancelled:
+            relay.settle_end(cancelled=True)
+            raise
+        finally:
+            downward.stop()
+            relay.downward = None  # no cycle left for the garbage collector
+        relay.settle_end(cancelled=False)
     finally:
-        downward.stop()
-        relay.downward = None  # no cycle left for the garbage collector
-    relay.settle_end(cancelled=False)
+        relay.settle_frames()
+        if open_tunnels is not None:
+            open_tunnels.discard(relay)
+        relay.backend_socket.close_now()
+    return relay.stats
 
 
 async def _pump(
