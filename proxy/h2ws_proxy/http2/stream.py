@@ -22,7 +22,6 @@ Rules:
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from typing import Protocol
 
@@ -30,6 +29,8 @@ import trio
 
 from h2ws_proxy.h2session import ErrorCode, StreamUnusable
 from h2ws_proxy.http2.proxy_session import ProxySession
+from h2ws_proxy.http2.stream_ports import Forwarder, WritableWatcher
+from h2ws_proxy.http2.stream_ports import StreamPhase as StreamPhase  # (its old home)
 from h2ws_proxy.transport.wakeup import Wakeup
 
 #: Largest request-body chunk handed to the exchange at once.
@@ -59,35 +60,33 @@ class ConnectionPort(Protocol):
         ...
 
 
-class Forwarder(Protocol):
-    """Takes a tunnel's client bytes straight from the reader (see ``set_forwarder``)."""
-
-    def forward_up(self, data: bytes) -> int: ...
-    def pass_client_end(self) -> bool: ...
-
-
-class WritableWatcher(Protocol):
-    """Told when the window may have grown or the stream broke (``set_on_writable``)."""
-
-    def client_writable(self) -> None: ...
-
-
-class StreamPhase(enum.Enum):
-    """Where a stream's answer stands, which decides what the client's DATA on it means."""
-
-    #: A tunnel whose backend is being dialled and upgraded: DATA is a protocol error
-    #: (RFC 8441 §5: the tunnel opens with our 2xx).
-    OPENING = "opening"
-    #: A tunnel whose 200 went out, or an ordinary request (its DATA is the body): the
-    #: client's DATA is delivered.
-    OPEN = "open"
-    #: A final answer other than 200 started (a refusal, a relayed rejection): the
-    #: client's late DATA is dropped, not an error.
-    ANSWERED = "answered"
-
-
 class H2Stream(trio.abc.HalfCloseableStream):
     """The client end of a tunnel on HTTP/2 stream ``stream_id`` of ``session``."""
+
+    # Slots: one per idle tunnel, so its attribute storage is memory every tunnel pays.
+    __slots__ = (
+        "_consumed_unacknowledged",
+        "_forwarder",
+        "_inbound",
+        "_inbound_bytes",
+        "_local_ended",
+        "_on_writable",
+        "_readable",
+        "_receiving",
+        "_remote_ended",
+        "_writable",
+        "broken_reason",
+        "connection",
+        "declared_length",
+        "exchange",
+        "phase",
+        "received_length",
+        "reset_by_peer",
+        "scope",
+        "session",
+        "stream_id",
+        "trailers",
+    )
 
     def __init__(self, session: ProxySession, connection: ConnectionPort, stream_id: int) -> None:
         self.session = session
@@ -108,7 +107,8 @@ class H2Stream(trio.abc.HalfCloseableStream):
         #: Bytes, the end or a break arrived (for ``receive_some``); the window may have
         #: grown or the stream broke (for ``send_all``).
         self._readable = Wakeup()
-        self._writable = Wakeup()
+        # Made at the first wait for credit: a polled tunnel never waits (``send_now``).
+        self._writable: Wakeup | None = None
         #: Set by a tunnel while it copies this stream upward (see ``set_forwarder``).
         self._forwarder: Forwarder | None = None
         #: Set by a tunnel that sends with ``send_now`` (see ``set_on_writable``).
@@ -208,7 +208,8 @@ class H2Stream(trio.abc.HalfCloseableStream):
 
     def wake_writer(self) -> None:
         """The peer's window may have grown (WINDOW_UPDATE, SETTINGS), or the stream broke."""
-        self._writable.set()
+        if self._writable is not None:
+            self._writable.set()
         if self._on_writable is not None:
             self._on_writable.client_writable()
 
@@ -313,6 +314,8 @@ class H2Stream(trio.abc.HalfCloseableStream):
             if not view:
                 break
             if not sent:
+                if self._writable is None:
+                    self._writable = Wakeup()  # nothing to remember from before: sync
                 await self._writable.wait()  # send_now asked to be woken by new credit
         # Not a schedule point when the client keeps up (see the module docstring).
         await self.connection.wait_outbound_drained_lean()

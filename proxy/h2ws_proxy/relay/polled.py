@@ -69,7 +69,9 @@ class PolledDownward:
         self._awaiting_drain = False
         #: The backend's end was delivered, or this direction failed.
         self.done = False
-        self.finished = Wakeup()
+        #: Made by the waiter when it waits (``done`` is checked first: no wake-up is
+        #: lost); none per tunnel that never waits for it.
+        self.finished: Wakeup | None = None
         #: The client's end was passed on by the reader (``_offer_forwarder``): the
         #: upward pump sleeps until this direction finishes.
         self.wake_client_receiver = False
@@ -192,6 +194,7 @@ class PolledDownward:
 
     def _finish(self) -> None:
         self.done = True
-        self.finished.set()
+        if self.finished is not None:
+            self.finished.set()
         if self.wake_client_receiver:
             self._client.wake_receiver()  # asleep since the reader passed its end on

@@ -50,6 +50,7 @@ from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay, SideB
 from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
+from h2ws_proxy.transport.wakeup import Wakeup
 
 #: After a failed write to the backend, how long the tunnel waits for the backend's end
 #: (its EOF, after its last bytes reach a slow client) before calling it a failure.
@@ -181,6 +182,8 @@ async def _run_polled(
             downward.start()
             await _pump(relay, client_leftover, True, downward)
             while not downward.done:
+                if downward.finished is None:
+                    downward.finished = Wakeup()
                 await downward.finished.wait()
         except trio.Cancelled:
             relay.settle_end(cancelled=True)
