@@ -22,7 +22,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -120,7 +120,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self.exchange = False
         self.declared_length: int | None = None
         self.received_length = 0
-        self.trailers: list[tuple[bytes, bytes]] = []
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # no list per tunnel
 
     # ---- called by the frontend's reader (synchronous, never blocks) ----
 
@@ -232,28 +232,38 @@ class H2Stream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True
         try:
-            self._acknowledge_consumed()
-            waited = False
-            while not self._inbound:
-                # The client's END_STREAM came first: its side is complete, whatever
-                # happened to the stream after (a closed connection is not an abort then).
-                if self._remote_ended:
-                    if not waited:  # else having blocked was the checkpoint (as below)
-                        await trio.lowlevel.checkpoint()
-                    return b""
-                if self.broken_reason is not None:
-                    raise trio.BrokenResourceError(self.broken_reason)
-                await self._readable.park()  # (a frame less than ``wait``: idle memory)
-                waited = True
-            chunk = self._take(max_bytes)
-            self._consumed_unacknowledged += len(chunk)
-            if not waited:
-                # Having blocked above was this call's checkpoint; a second one would
-                # only cost a trip through the scheduler per message.
-                await trio.lowlevel.checkpoint()
+            chunk = self.receive_nowait(max_bytes)
+            if chunk is None:
+                while chunk is None:  # having blocked is this call's checkpoint
+                    await self._readable.park()
+                    chunk = self.receive_nowait(max_bytes)
+            else:
+                await trio.lowlevel.checkpoint()  # one per call, no more (module docstring)
             return chunk
         finally:
             self._receiving = False
+
+    def receive_nowait(self, max_bytes: int | None) -> bytes | None:
+        """``receive_some`` without its wait and its checkpoint: a chunk, b"" once the
+        client ended its side, or None: nothing yet (await :meth:`park_receiver`, then ask
+        again). Raises ``BrokenResourceError`` as ``receive_some`` does."""
+        self._acknowledge_consumed()
+        if not self._inbound:
+            # The client's END_STREAM came first: its side is complete, whatever happened
+            # to the stream after (a closed connection is not an abort then).
+            if self._remote_ended:
+                return b""
+            if self.broken_reason is not None:
+                raise trio.BrokenResourceError(self.broken_reason)
+            return None
+        chunk = self._take(max_bytes)
+        self._consumed_unacknowledged += len(chunk)
+        return chunk
+
+    def park_receiver(self) -> Awaitable[object]:
+        """Wait until :meth:`receive_nowait` may have more to say; await it at once (a
+        tunnel's pump parks here without a ``receive_some`` frame: idle memory)."""
+        return self._readable.park()
 
     def _take(self, max_bytes: int | None) -> bytes:
         """Up to ``max_bytes`` of what is buffered, joining DATA frames.

@@ -225,6 +225,8 @@ async def _pump(
             relay.down,
         )
     data: Bytes = leftover
+    # The client stream again where it receives without waiting (an HTTP/2 stream).
+    receiver = relay.pushable if upward else None
     forwards = upward and _offer_forwarder(relay, downward)
     try:
         try:
@@ -249,7 +251,17 @@ async def _pump(
                     if leg.draining:  # the drain came while we were sending
                         await _pass_draining(relay, leg, b"", sink, sink_side)
                 try:
-                    data = await source.receive_some(READ_SIZE)
+                    if receiver is None:
+                        data = await source.receive_some(READ_SIZE)
+                    else:  # its receive_some inline: a frame less while the tunnel idles
+                        got = receiver.receive_nowait(READ_SIZE)
+                        if got is None:
+                            while got is None:  # having waited is the checkpoint
+                                await receiver.park_receiver()
+                                got = receiver.receive_nowait(READ_SIZE)
+                        else:
+                            await trio.lowlevel.checkpoint()
+                        data = got
                 except STREAM_GONE as error:
                     raise SideBroke(source_side, str(error)) from None
                 if not data:
