@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+from h2ws_proxy.relay.going_away import OpenTunnels
 from h2ws_proxy.relay.outcome import Side
 from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay
 from h2ws_proxy.transport.capabilities import PollableSocket
@@ -44,6 +45,7 @@ class PolledDownward:
         "_pending",
         "_poller",
         "_relay",
+        "_tunnels",
         "done",
         "finished",
         "wake_client_receiver",
@@ -56,8 +58,12 @@ class PolledDownward:
         backend: PollableSocket,
         poller: BackendPoller,
         leftover: bytes,
+        tunnels: OpenTunnels | None = None,
     ) -> None:
+        """``tunnels``: where the tunnel is listed from :meth:`begin` to
+        :meth:`close_tunnel`, for the drain's Close."""
         self._relay = relay
+        self._tunnels = tunnels
         self._client = client
         self._backend = backend
         self._poller = poller
@@ -75,6 +81,28 @@ class PolledDownward:
         #: The client's end was passed on by the reader (``_offer_forwarder``): the
         #: upward pump sleeps until this direction finishes.
         self.wake_client_receiver = False
+
+    def begin(self) -> None:
+        """The polled tunnel's start (``tunnel._pump`` runs it first, inside the ``try``
+        whose ``finally`` calls :meth:`close_tunnel`): listed for the drain, its timers
+        armed, the backend watched."""
+        relay = self._relay
+        if self._tunnels is not None:
+            self._tunnels.add(relay)
+        relay.activity()
+        relay.downward = self
+        self.start()
+
+    def close_tunnel(self) -> None:
+        """The polled tunnel's end, however it ended: the backend no longer watched, its
+        frames settled, off the drain's list, the backend socket closed."""
+        self.stop()
+        relay = self._relay
+        relay.downward = None  # no cycle left for the garbage collector
+        relay.settle_frames()
+        if self._tunnels is not None:
+            self._tunnels.discard(relay)
+        self._backend.close_now()
 
     def start(self) -> None:
         # This object is the callback both ways (``on_readable``, ``on_error``,

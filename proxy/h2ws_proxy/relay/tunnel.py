@@ -120,7 +120,10 @@ def run_tunnel(
         on_close_handshake=on_close_handshake,
     )
     if poller is not None and scope is not None and backend_socket is not None and pushable:
-        return _run_polled(relay, poller, open_tunnels, client_leftover, backend_leftover)
+        downward = PolledDownward(
+            relay, pushable, backend_socket, poller, backend_leftover, open_tunnels
+        )
+        return _pump(relay, client_leftover, True, downward)  # the whole run (see there)
     return _run_pumps(relay, scope, open_tunnels, client_leftover, backend_leftover)
 
 
@@ -159,54 +162,17 @@ async def _run_pumps(
     return relay.stats
 
 
-async def _run_polled(
-    relay: Relay,
-    poller: BackendPoller,
-    open_tunnels: OpenTunnels | None,
-    client_leftover: bytes,
-    backend_leftover: bytes,
-) -> RelayStats:
-    """``run_tunnel`` with the downward direction driven by ``poller`` (this task: upward);
-    ``relay`` has a pushable client and a backend socket, and runs on the caller's scope."""
-    assert relay.pushable is not None
-    assert relay.backend_socket is not None
-    if open_tunnels is not None:
-        open_tunnels.add(relay)
-    try:
-        relay.activity()
-        downward = PolledDownward(
-            relay, relay.pushable, relay.backend_socket, poller, backend_leftover
-        )
-        relay.downward = downward
-        try:
-            downward.start()
-            await _pump(relay, client_leftover, True, downward)
-            while not downward.done:
-                if downward.finished is None:
-                    downward.finished = Wakeup()
-                await downward.finished.wait()
-        except trio.Cancelled:
-            relay.settle_end(cancelled=True)
-            raise
-        finally:
-            downward.stop()
-            relay.downward = None  # no cycle left for the garbage collector
-        relay.settle_end(cancelled=False)
-    finally:
-        relay.settle_frames()
-        if open_tunnels is not None:
-            open_tunnels.discard(relay)
-        relay.backend_socket.close_now()
-    return relay.stats
-
-
 async def _pump(
     relay: Relay, leftover: bytes, upward: bool, downward: PolledDownward | None = None
-) -> None:
+) -> RelayStats:
     """One direction: send ``leftover``, copy until the source's EOF, then end the sink.
 
     The copy loop is inline, not in helpers: a parked pump's chain of coroutine frames is
     most of an idle tunnel's memory, so the wait for the next read is one frame deep here.
+    For the same reason, with ``downward`` (``run_tunnel``'s polled case: ``relay`` has a
+    pushable client and a backend socket, and runs on the caller's scope) this is the
+    tunnel's whole run, not a wrapper's callee: ``downward`` begins first, is waited for
+    once this direction ended, and closes the tunnel last, whatever ended it.
     """
     if upward:
         source, sink, source_side, sink_side, leg = (
@@ -227,61 +193,78 @@ async def _pump(
     data: Bytes = leftover
     # The client stream again where it receives without waiting (an HTTP/2 stream).
     receiver = relay.pushable if upward else None
-    forwards = upward and _offer_forwarder(relay, downward)
     try:
+        if downward is not None:
+            downward.begin()
+        forwards = upward and _offer_forwarder(relay, downward)
         try:
-            if data:
-                data = await _pass_draining(relay, leg, data, sink, sink_side)
-            while True:
+            try:
                 if data:
-                    leg.busy = True
-                    try:
-                        await sink.send_all(data)
-                    except STREAM_GONE as error:
-                        raise SideBroke(sink_side, str(error)) from None
-                    leg.busy = False
-                    if upward:
-                        relay.stats.bytes_up += len(data)
-                    else:
-                        relay.stats.bytes_down += len(data)
-                    if relay.on_close_handshake is not None and leg.close_code is not None:
-                        relay.close_handshake_passed()
-                    # Don't hold the last chunk (up to READ_SIZE) while the tunnel idles.
-                    data = b""
-                    if leg.draining:  # the drain came while we were sending
-                        await _pass_draining(relay, leg, b"", sink, sink_side)
-                try:
-                    if receiver is None:
-                        data = await source.receive_some(READ_SIZE)
-                    else:  # its receive_some inline: a frame less while the tunnel idles
-                        got = receiver.receive_nowait(READ_SIZE)
-                        if got is None:
-                            while got is None:  # having waited is the checkpoint
-                                await receiver.park_receiver()
-                                got = receiver.receive_nowait(READ_SIZE)
-                        else:
-                            await trio.lowlevel.checkpoint()
-                        data = got
-                except STREAM_GONE as error:
-                    raise SideBroke(source_side, str(error)) from None
-                if not data:
-                    break
-                relay.activity()
-                if leg.draining:
                     data = await _pass_draining(relay, leg, data, sink, sink_side)
-                else:
-                    leg.feed(data)
-        finally:
-            if forwards and relay.pushable is not None:
-                relay.pushable.set_forwarder(None)
-        if leg.sending is not None:  # the closer's send of our Close must finish first
-            await leg.sending.wait()
-        await (_end_up if upward else _end_down)(relay)
-    except SideBroke as broke:
-        if upward and broke.side is Side.BACKEND:
-            await _backend_stopped_taking(relay)
-        else:
-            relay.fail(broke.side, broke.reason)
+                while True:
+                    if data:
+                        leg.busy = True
+                        try:
+                            await sink.send_all(data)
+                        except STREAM_GONE as error:
+                            raise SideBroke(sink_side, str(error)) from None
+                        leg.busy = False
+                        if upward:
+                            relay.stats.bytes_up += len(data)
+                        else:
+                            relay.stats.bytes_down += len(data)
+                        if relay.on_close_handshake is not None and leg.close_code is not None:
+                            relay.close_handshake_passed()
+                        # Don't hold the last chunk (up to READ_SIZE) while the tunnel idles.
+                        data = b""
+                        if leg.draining:  # the drain came while we were sending
+                            await _pass_draining(relay, leg, b"", sink, sink_side)
+                    try:
+                        if receiver is None:
+                            data = await source.receive_some(READ_SIZE)
+                        else:  # its receive_some inline: a frame less while the tunnel idles
+                            got = receiver.receive_nowait(READ_SIZE)
+                            if got is None:
+                                while got is None:  # having waited is the checkpoint
+                                    await receiver.park_receiver()
+                                    got = receiver.receive_nowait(READ_SIZE)
+                            else:
+                                await trio.lowlevel.checkpoint()
+                            data = got
+                    except STREAM_GONE as error:
+                        raise SideBroke(source_side, str(error)) from None
+                    if not data:
+                        break
+                    relay.activity()
+                    if leg.draining:
+                        data = await _pass_draining(relay, leg, data, sink, sink_side)
+                    else:
+                        leg.feed(data)
+            finally:
+                if forwards and relay.pushable is not None:
+                    relay.pushable.set_forwarder(None)
+            if leg.sending is not None:  # the closer's send of our Close must finish first
+                await leg.sending.wait()
+            await (_end_up if upward else _end_down)(relay)
+        except SideBroke as broke:
+            if upward and broke.side is Side.BACKEND:
+                await _backend_stopped_taking(relay)
+            else:
+                relay.fail(broke.side, broke.reason)
+        if downward is not None:
+            while not downward.done:
+                if downward.finished is None:
+                    downward.finished = Wakeup()
+                await downward.finished.wait()
+            relay.settle_end(cancelled=False)
+    except trio.Cancelled:
+        if downward is not None:
+            relay.settle_end(cancelled=True)
+        raise
+    finally:
+        if downward is not None:
+            downward.close_tunnel()
+    return relay.stats
 
 
 async def _pass_draining(
