@@ -25,6 +25,7 @@ class Watch:
 
     def __init__(self, read: Callable[[], object], error: Callable[[], object]) -> None:
         self._read, self._error = read, error
+        self.watched = False
 
     def on_readable(self) -> None:
         self._read()

@@ -49,6 +49,7 @@ class PolledDownward:
         "done",
         "finished",
         "wake_client_receiver",
+        "watched",
     )
 
     def __init__(
@@ -81,6 +82,8 @@ class PolledDownward:
         #: The client's end was passed on by the reader (``_offer_forwarder``): the
         #: upward pump sleeps until this direction finishes.
         self.wake_client_receiver = False
+        #: In the poller's epoll set now (the poller's flag: ``Watcher.watched``).
+        self.watched = False
 
     def begin(self) -> None:
         """The polled tunnel's start (``tunnel._pump`` runs it first, inside the ``try``

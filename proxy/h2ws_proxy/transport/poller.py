@@ -47,6 +47,10 @@ class Watcher(Protocol):
     two callbacks: a bound method or a closure per tunnel is memory every idle tunnel pays
     (bench/README.md, idle memory)."""
 
+    #: Set by the poller only: the descriptor is in its epoll set now. A flag here rather
+    #: than a set of descriptors in the poller: a set entry per tunnel costs more.
+    watched: bool
+
     def on_readable(self) -> None:
         """The descriptor is readable (bytes, EOF or an error): read at most one chunk."""
         ...
@@ -70,10 +74,11 @@ class BackendPoller:
         self._on_round_end = on_round_end
         self._epoll = select.epoll()
         self._watchers: dict[int, Watcher] = {}
-        #: Descriptors in the epoll set now. A paused one is taken out rather than given an
-        #: empty event mask: epoll reports a hang-up or an error whatever the mask, and a
-        #: paused tunnel must not be told its backend ended before it delivered the rest.
-        self._watching: set[int] = set()
+        #: How many descriptors are in the epoll set now (``Watcher.watched``). A paused one
+        #: is taken out rather than given an empty event mask: epoll reports a hang-up or an
+        #: error whatever the mask, and a paused tunnel must not be told its backend ended
+        #: before it delivered the rest.
+        self._watched = 0
         self._closed = False
 
     @staticmethod
@@ -83,26 +88,32 @@ class BackendPoller:
     def register(self, fd: int, watcher: Watcher, *, paused: bool = False) -> None:
         """Call ``watcher.on_readable()`` whenever ``fd`` is readable (has bytes, EOF or an
         error), and ``watcher.on_error()`` if ``fd`` cannot be served any more."""
+        previous = self._watchers.get(fd)  # (its place in the epoll set carries over)
+        watcher.watched = previous is not None and previous.watched
         self._watchers[fd] = watcher
         if not paused:
             self.resume(fd)
 
     def pause(self, fd: int) -> None:
-        if fd in self._watching:
-            self._watching.discard(fd)
+        watcher = self._watchers.get(fd)
+        if watcher is not None and watcher.watched:
+            watcher.watched = False
+            self._watched -= 1
             # Already closed: the kernel dropped it from the set.
             with contextlib.suppress(OSError):
                 self._epoll.unregister(fd)
 
     def resume(self, fd: int) -> None:
-        if fd in self._watchers and fd not in self._watching and not self._closed:
+        watcher = self._watchers.get(fd)
+        if watcher is not None and not watcher.watched and not self._closed:
             try:
                 self._epoll.register(fd, select.EPOLLIN)
             except OSError as error:
                 log_event(logger, logging.ERROR, "poller.rewatch_failed", fd=fd, error=str(error))
                 self._drop(fd)
                 return
-            self._watching.add(fd)
+            watcher.watched = True
+            self._watched += 1
 
     def _drop(self, fd: int) -> None:
         """Stop serving ``fd`` and tell its owner."""
@@ -133,13 +144,14 @@ class BackendPoller:
 
     def _run_handlers(self) -> None:
         events: list[tuple[int, int]]
-        if len(self._watching) == 1:
+        if self._watched == 1 and len(self._watchers) == 1:
             # The epoll descriptor is readable only while a socket in its set is (the
             # kernel re-checks the ready ones when trio re-arms its wait), so with one
             # socket watched, that one is ready: no ``epoll_wait`` syscall to learn which
             # (one-tunnel ping-pong, bench/cpu_per_message.py). Should its bytes be gone
             # by now, its handler reads nothing and returns, as for a spurious event.
-            (fd,) = self._watching
+            # (One watched among several registered asks epoll: which one is not kept.)
+            (fd,) = self._watchers
             events = [(fd, select.EPOLLIN)]
         else:
             events = self._epoll.poll(0, _MAX_EVENTS)
@@ -159,6 +171,6 @@ class BackendPoller:
         if not self._closed:
             self._closed = True
             self._watchers.clear()
-            self._watching.clear()
+            self._watched = 0
             trio.lowlevel.notify_closing(self._epoll.fileno())
             self._epoll.close()
