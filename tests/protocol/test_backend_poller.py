@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import select
 import socket
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -17,6 +18,20 @@ from tests.helpers.memory import MemoryNet, echo_backend, open_memory_client
 from tests.helpers.setup import make_config
 
 pytestmark = pytest.mark.socket
+
+
+class Watch:
+    """A watcher made of two callbacks (the poller takes one object per descriptor)."""
+
+    def __init__(self, read: Callable[[], object], error: Callable[[], object]) -> None:
+        self._read, self._error = read, error
+        self.watched = False
+
+    def on_readable(self) -> None:
+        self._read()
+
+    def on_error(self) -> None:
+        self._error()
 
 
 async def test_ready_paused_resumed_and_unregistered() -> None:
@@ -31,7 +46,7 @@ async def test_ready_paused_resumed_and_unregistered() -> None:
                 if not calls[-1]:
                     poller.pause(ours.fileno())  # EOF stays readable: a handler stops there
 
-            poller.register(ours.fileno(), read, on_error=lambda: calls.append(b"error"))
+            poller.register(ours.fileno(), Watch(read, lambda: calls.append(b"error")))
             theirs.send(b"one")
             await trio.testing.wait_all_tasks_blocked()
             assert calls == [b"one"]
@@ -67,7 +82,7 @@ async def test_one_watched_socket_is_served_without_asking_epoll_which() -> None
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(poller.run)
-            poller.register(ours.fileno(), read, on_error=lambda: calls.append(b"error"))
+            poller.register(ours.fileno(), Watch(read, lambda: calls.append(b"error")))
             for chunk in (b"one", b"two"):
                 theirs.send(chunk)
                 await trio.testing.wait_all_tasks_blocked()
@@ -95,11 +110,10 @@ async def test_a_failing_handler_is_dropped_and_the_others_go_on(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(poller.run)
-            poller.register(bad.fileno(), explode, on_error=lambda: errors.append("bad"))
+            poller.register(bad.fileno(), Watch(explode, lambda: errors.append("bad")))
             poller.register(
                 good.fileno(),
-                lambda: calls.append(good.recv(100)),
-                on_error=lambda: errors.append("good"),
+                Watch(lambda: calls.append(good.recv(100)), lambda: errors.append("good")),
             )
             bad_peer.send(b"x")
             good_peer.send(b"y")

@@ -70,3 +70,35 @@ async def test_parked_only_while_a_wait_is_neither_woken_nor_cancelled() -> None
         await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
         assert not wakeup.parked()  # trio aborted the wait as the cancel happened
+
+
+async def test_park_is_wait_without_a_frame_of_its_own() -> None:
+    """``park()`` awaited at once behaves as ``wait()``: woken by a set, a set before it is
+    remembered once (and it is still a checkpoint), a cancelled park leaves it usable, and
+    a second waiter is refused."""
+    wakeup, woken = Wakeup(), []
+
+    async def parker() -> None:
+        await wakeup.park()
+        woken.append(True)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(parker)
+        await trio.testing.wait_all_tasks_blocked()
+        assert wakeup.parked()
+        assert not woken
+        with pytest.raises(trio.BusyResourceError):
+            await wakeup.park()
+        wakeup.set()
+    assert woken == [True]
+    wakeup.set()
+    wakeup.set()
+    with trio.testing.assert_checkpoints():
+        await wakeup.park()
+    with trio.move_on_after(0.01) as timeout:
+        await wakeup.park()
+    assert timeout.cancelled_caught
+    assert not wakeup.parked()
+    wakeup.set()
+    with trio.fail_after(1):
+        await wakeup.park()

@@ -51,7 +51,7 @@ class H2ClientSide:
         return await self._stream.receive_some(BODY_READ_SIZE)
 
     def request_trailers(self) -> list[tuple[bytes, bytes]]:
-        return self._stream.trailers
+        return self._stream.trailers or []
 
     async def wait_gone(self) -> None:
         # A reset or a lost connection cancels the stream's scope; nothing to watch here.

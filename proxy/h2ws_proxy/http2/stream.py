@@ -22,14 +22,15 @@ Rules:
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
 
 from h2ws_proxy.h2session import ErrorCode, StreamUnusable
 from h2ws_proxy.http2.proxy_session import ProxySession
+from h2ws_proxy.http2.stream_ports import Forwarder, WritableWatcher
+from h2ws_proxy.http2.stream_ports import StreamPhase as StreamPhase  # (its old home)
 from h2ws_proxy.transport.wakeup import Wakeup
 
 #: Largest request-body chunk handed to the exchange at once.
@@ -59,22 +60,33 @@ class ConnectionPort(Protocol):
         ...
 
 
-class StreamPhase(enum.Enum):
-    """Where a stream's answer stands, which decides what the client's DATA on it means."""
-
-    #: A tunnel whose backend is being dialled and upgraded: DATA is a protocol error
-    #: (RFC 8441 §5: the tunnel opens with our 2xx).
-    OPENING = "opening"
-    #: A tunnel whose 200 went out, or an ordinary request (its DATA is the body): the
-    #: client's DATA is delivered.
-    OPEN = "open"
-    #: A final answer other than 200 started (a refusal, a relayed rejection): the
-    #: client's late DATA is dropped, not an error.
-    ANSWERED = "answered"
-
-
 class H2Stream(trio.abc.HalfCloseableStream):
     """The client end of a tunnel on HTTP/2 stream ``stream_id`` of ``session``."""
+
+    # Slots: one per idle tunnel, so its attribute storage is memory every tunnel pays.
+    __slots__ = (
+        "_consumed_unacknowledged",
+        "_forwarder",
+        "_inbound",
+        "_inbound_bytes",
+        "_local_ended",
+        "_on_writable",
+        "_readable",
+        "_receiving",
+        "_remote_ended",
+        "_writable",
+        "broken_reason",
+        "connection",
+        "declared_length",
+        "exchange",
+        "phase",
+        "received_length",
+        "reset_by_peer",
+        "scope",
+        "session",
+        "stream_id",
+        "trailers",
+    )
 
     def __init__(self, session: ProxySession, connection: ConnectionPort, stream_id: int) -> None:
         self.session = session
@@ -95,12 +107,12 @@ class H2Stream(trio.abc.HalfCloseableStream):
         #: Bytes, the end or a break arrived (for ``receive_some``); the window may have
         #: grown or the stream broke (for ``send_all``).
         self._readable = Wakeup()
-        self._writable = Wakeup()
+        # Made at the first wait for credit: a polled tunnel never waits (``send_now``).
+        self._writable: Wakeup | None = None
         #: Set by a tunnel while it copies this stream upward (see ``set_forwarder``).
-        self._forward_now: Callable[[bytes], int] | None = None
-        self._forward_end: Callable[[], bool] | None = None
+        self._forwarder: Forwarder | None = None
         #: Set by a tunnel that sends with ``send_now`` (see ``set_on_writable``).
-        self._on_writable: Callable[[], None] | None = None
+        self._on_writable: WritableWatcher | None = None
         self._receiving = False
         #: An ordinary request, not a tunnel (set before the stream is used). For requests:
         #: the body length the client declared (None: unknown) and what arrived so far;
@@ -108,7 +120,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self.exchange = False
         self.declared_length: int | None = None
         self.received_length = 0
-        self.trailers: list[tuple[bytes, bytes]] = []
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # no list per tunnel
 
     # ---- called by the frontend's reader (synchronous, never blocks) ----
 
@@ -119,12 +131,13 @@ class H2Stream(trio.abc.HalfCloseableStream):
             self.session.acknowledge(self.stream_id, padding)
         if not data:
             return
-        if self._forward_now is not None and not self._inbound and self._readable.parked():
+        forwarder = self._forwarder
+        if forwarder is not None and not self._inbound and self._readable.parked():
             # The tunnel waits for exactly these bytes and has nothing else to send: hand
             # them on now, as far as the backend takes them without waiting. Their credit
             # goes back as for bytes the tunnel moved itself. A cancelled wait (a timer
             # fired, a side failed) is no longer parked: the bytes wait for the pump then.
-            sent = self._forward_now(data)
+            sent = forwarder.forward_up(data)
             if sent:
                 self._consumed_unacknowledged += sent
                 self._acknowledge_consumed()
@@ -135,25 +148,22 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self._inbound_bytes += len(data)
         self._readable.set()
 
-    def set_forwarder(
-        self,
-        forward: Callable[[bytes], int] | None,
-        end: Callable[[], bool] | None = None,
-    ) -> None:
-        """Let the frontend's reader pass DATA straight to ``forward`` (None: stop).
+    def set_forwarder(self, forwarder: Forwarder | None) -> None:
+        """Let the frontend's reader pass DATA straight to ``forwarder`` (None: stop).
 
-        ``forward(data)`` sends what it can without waiting and returns how much; the rest
-        is buffered for ``receive_some`` as usual. Only used while the caller's receive is
-        blocked with nothing buffered, so bytes keep their order, and never once that wait
-        was cancelled (trio aborts it as the cancel happens), so ``forward`` need not ask.
+        ``forwarder.forward_up(data)`` sends what it can without waiting and returns how
+        much; the rest is buffered for ``receive_some`` as usual. Only used while the
+        caller's receive is blocked with nothing buffered, so bytes keep their order, and
+        never once that wait was cancelled (trio aborts it as the cancel happens), so the
+        forwarder need not ask.
         It saves the receiving task a wake-up per message (bench/cpu_per_message.py).
 
-        ``end()``, under the same conditions, is told of the client's END_STREAM: True if
-        it passed the end on itself, and the receiver then stays asleep until
-        :meth:`wake_receiver` (it sees the end then); False wakes the receiver as usual.
+        ``forwarder.pass_client_end()``, under the same conditions, is told of the client's
+        END_STREAM: True if it passed the end on itself, and the receiver then stays asleep
+        until :meth:`wake_receiver` (it sees the end then); False wakes the receiver as
+        usual.
         """
-        self._forward_now = forward
-        self._forward_end = end
+        self._forwarder = forwarder
 
     def count_body(self, size: int, *, ended: bool = False) -> str | None:
         """Hold an ordinary request's DATA to its declared length (RFC 9113 §8.1.1).
@@ -173,13 +183,19 @@ class H2Stream(trio.abc.HalfCloseableStream):
 
     def feed_eof(self) -> None:
         self._remote_ended = True
-        end = self._forward_end
-        if end is not None and not self._inbound and self._readable.parked() and end():
+        forwarder = self._forwarder
+        if (
+            forwarder is not None
+            and not self._inbound
+            and self._readable.parked()
+            and forwarder.pass_client_end()
+        ):
             return  # the tunnel ended its other side itself (see ``set_forwarder``)
         self._readable.set()
 
     def wake_receiver(self) -> None:
-        """Wake ``receive_some`` after a forwarder's ``end()`` took the end (it returns EOF)."""
+        """Wake ``receive_some`` after a forwarder's ``pass_client_end()`` took the end (it
+        returns EOF)."""
         self._readable.set()
 
     def break_stream(self, reason: str, *, by_peer: bool) -> None:
@@ -192,9 +208,10 @@ class H2Stream(trio.abc.HalfCloseableStream):
 
     def wake_writer(self) -> None:
         """The peer's window may have grown (WINDOW_UPDATE, SETTINGS), or the stream broke."""
-        self._writable.set()
+        if self._writable is not None:
+            self._writable.set()
         if self._on_writable is not None:
-            self._on_writable()
+            self._on_writable.client_writable()
 
     @property
     def buffered_bytes(self) -> int:
@@ -215,28 +232,38 @@ class H2Stream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True
         try:
-            self._acknowledge_consumed()
-            waited = False
-            while not self._inbound:
-                # The client's END_STREAM came first: its side is complete, whatever
-                # happened to the stream after (a closed connection is not an abort then).
-                if self._remote_ended:
-                    if not waited:  # else having blocked was the checkpoint (as below)
-                        await trio.lowlevel.checkpoint()
-                    return b""
-                if self.broken_reason is not None:
-                    raise trio.BrokenResourceError(self.broken_reason)
-                await self._readable.wait()
-                waited = True
-            chunk = self._take(max_bytes)
-            self._consumed_unacknowledged += len(chunk)
-            if not waited:
-                # Having blocked above was this call's checkpoint; a second one would
-                # only cost a trip through the scheduler per message.
-                await trio.lowlevel.checkpoint()
+            chunk = self.receive_nowait(max_bytes)
+            if chunk is None:
+                while chunk is None:  # having blocked is this call's checkpoint
+                    await self._readable.park()
+                    chunk = self.receive_nowait(max_bytes)
+            else:
+                await trio.lowlevel.checkpoint()  # one per call, no more (module docstring)
             return chunk
         finally:
             self._receiving = False
+
+    def receive_nowait(self, max_bytes: int | None) -> bytes | None:
+        """``receive_some`` without its wait and its checkpoint: a chunk, b"" once the
+        client ended its side, or None: nothing yet (await :meth:`park_receiver`, then ask
+        again). Raises ``BrokenResourceError`` as ``receive_some`` does."""
+        self._acknowledge_consumed()
+        if not self._inbound:
+            # The client's END_STREAM came first: its side is complete, whatever happened
+            # to the stream after (a closed connection is not an abort then).
+            if self._remote_ended:
+                return b""
+            if self.broken_reason is not None:
+                raise trio.BrokenResourceError(self.broken_reason)
+            return None
+        chunk = self._take(max_bytes)
+        self._consumed_unacknowledged += len(chunk)
+        return chunk
+
+    def park_receiver(self) -> Awaitable[object]:
+        """Wait until :meth:`receive_nowait` may have more to say; await it at once (a
+        tunnel's pump parks here without a ``receive_some`` frame: idle memory)."""
+        return self._readable.park()
 
     def _take(self, max_bytes: int | None) -> bytes:
         """Up to ``max_bytes`` of what is buffered, joining DATA frames.
@@ -297,6 +324,8 @@ class H2Stream(trio.abc.HalfCloseableStream):
             if not view:
                 break
             if not sent:
+                if self._writable is None:
+                    self._writable = Wakeup()  # nothing to remember from before: sync
                 await self._writable.wait()  # send_now asked to be woken by new credit
         # Not a schedule point when the client keeps up (see the module docstring).
         await self.connection.wait_outbound_drained_lean()
@@ -333,10 +362,10 @@ class H2Stream(trio.abc.HalfCloseableStream):
             except StreamUnusable as error:
                 raise trio.BrokenResourceError(str(error)) from error
 
-    def set_on_writable(self, callback: Callable[[], None] | None) -> None:
-        """Call ``callback()`` (synchronously) when the window may have grown or the stream
-        broke; None stops it."""
-        self._on_writable = callback
+    def set_on_writable(self, watcher: WritableWatcher | None) -> None:
+        """Call ``watcher.client_writable()`` (synchronously) when the window may have
+        grown or the stream broke; None stops it."""
+        self._on_writable = watcher
 
     def backlogged(self) -> bool:
         """The connection has more output queued for the client than producers may add to."""

@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+from h2ws_proxy.relay.going_away import OpenTunnels
 from h2ws_proxy.relay.outcome import Side
 from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay
 from h2ws_proxy.transport.capabilities import PollableSocket
@@ -44,9 +45,11 @@ class PolledDownward:
         "_pending",
         "_poller",
         "_relay",
+        "_tunnels",
         "done",
         "finished",
         "wake_client_receiver",
+        "watched",
     )
 
     def __init__(
@@ -56,8 +59,12 @@ class PolledDownward:
         backend: PollableSocket,
         poller: BackendPoller,
         leftover: bytes,
+        tunnels: OpenTunnels | None = None,
     ) -> None:
+        """``tunnels``: where the tunnel is listed from :meth:`begin` to
+        :meth:`close_tunnel`, for the drain's Close."""
         self._relay = relay
+        self._tunnels = tunnels
         self._client = client
         self._backend = backend
         self._poller = poller
@@ -69,16 +76,42 @@ class PolledDownward:
         self._awaiting_drain = False
         #: The backend's end was delivered, or this direction failed.
         self.done = False
-        self.finished = Wakeup()
+        #: Made by the waiter when it waits (``done`` is checked first: no wake-up is
+        #: lost); none per tunnel that never waits for it.
+        self.finished: Wakeup | None = None
         #: The client's end was passed on by the reader (``_offer_forwarder``): the
         #: upward pump sleeps until this direction finishes.
         self.wake_client_receiver = False
+        #: In the poller's epoll set now (the poller's flag: ``Watcher.watched``).
+        self.watched = False
+
+    def begin(self) -> None:
+        """The polled tunnel's start (``tunnel._pump`` runs it first, inside the ``try``
+        whose ``finally`` calls :meth:`close_tunnel`): listed for the drain, its timers
+        armed, the backend watched."""
+        relay = self._relay
+        if self._tunnels is not None:
+            self._tunnels.add(relay)
+        relay.activity()
+        relay.downward = self
+        self.start()
+
+    def close_tunnel(self) -> None:
+        """The polled tunnel's end, however it ended: the backend no longer watched, its
+        frames settled, off the drain's list, the backend socket closed."""
+        self.stop()
+        relay = self._relay
+        relay.downward = None  # no cycle left for the garbage collector
+        relay.settle_frames()
+        if self._tunnels is not None:
+            self._tunnels.discard(relay)
+        self._backend.close_now()
 
     def start(self) -> None:
-        self._client.set_on_writable(self._resume)
-        self._poller.register(
-            self._fd, self._on_readable, on_error=lambda: self._fail(Side.BACKEND), paused=True
-        )
+        # This object is the callback both ways (``on_readable``, ``on_error``,
+        # ``client_writable``): no bound method or closure per idle tunnel.
+        self._client.set_on_writable(self)
+        self._poller.register(self._fd, self, paused=True)
         self._resume()  # the backend's leftover first, then its socket
 
     def stop(self) -> None:
@@ -87,7 +120,10 @@ class PolledDownward:
         self._pending = None
         self.done = True
 
-    def _on_readable(self) -> None:
+    def on_error(self) -> None:
+        self._fail(Side.BACKEND)
+
+    def on_readable(self) -> None:
         relay = self._relay
         if self._paused or self.done or relay.scope.cancel_called:
             self._pause()
@@ -161,6 +197,9 @@ class PolledDownward:
             self._paused = False
             self._poller.resume(self._fd)
 
+    #: The client's window may have grown, or its stream broke (``set_on_writable``).
+    client_writable = _resume
+
     def _pause(self) -> None:
         if not self._paused:
             self._paused = True
@@ -186,6 +225,7 @@ class PolledDownward:
 
     def _finish(self) -> None:
         self.done = True
-        self.finished.set()
+        if self.finished is not None:
+            self.finished.set()
         if self.wake_client_receiver:
             self._client.wake_receiver()  # asleep since the reader passed its end on

@@ -15,7 +15,7 @@ Rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +24,7 @@ import trio
 from h2ws_proxy.relay.legs import Leg
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
 from h2ws_proxy.transport.capabilities import PollableSocket
+from h2ws_proxy.transport.errors import STREAM_GONE
 
 #: Largest read from either side. 64 KiB matches the common socket buffer and h2's window.
 READ_SIZE = 65536
@@ -32,22 +33,45 @@ READ_SIZE = 65536
 TIMER_SLACK_S = 0.5
 
 
+class WritableWatcher(Protocol):
+    """Told (synchronously) that the client may take bytes again (``PolledDownward``)."""
+
+    def client_writable(self) -> None: ...
+
+
+class UpwardForwarder(Protocol):
+    """Takes the client's bytes and end straight from the task that receives them
+    (:class:`Relay`; see ``tunnel._offer_forwarder``)."""
+
+    def forward_up(self, data: bytes) -> int: ...
+    def pass_client_end(self) -> bool: ...
+
+
 class PushableClient(Protocol):
-    """A client stream that takes bytes synchronously (see ``H2Stream.send_now``)."""
+    """A client stream that takes bytes synchronously (see ``H2Stream.send_now``).
+
+    Its callbacks are objects, not functions: a bound method or a closure is memory that
+    every idle tunnel pays (bench/README.md, idle memory)."""
 
     def send_now(self, data: memoryview) -> int: ...
+    def receive_nowait(self, max_bytes: int | None) -> bytes | None: ...
+    def park_receiver(self) -> Awaitable[object]: ...
     def end_now(self) -> None: ...
     def wake_receiver(self) -> None: ...
-    def set_on_writable(self, callback: Callable[[], None] | None) -> None: ...
+    def set_on_writable(self, watcher: WritableWatcher | None) -> None: ...
     def backlogged(self) -> bool: ...
     def call_when_drained(self, callback: Callable[[], None]) -> None: ...
-    def set_forwarder(
-        self, forward: Callable[[bytes], int] | None, end: Callable[[], bool] | None = None
-    ) -> None: ...
+    def set_forwarder(self, forwarder: UpwardForwarder | None) -> None: ...
 
 
 class ClosingDownward(Protocol):
     """A downward direction that puts the drain's Close in itself (``PolledDownward``)."""
+
+    #: The backend's end was delivered, or this direction failed.
+    done: bool
+    #: The client's end was passed on by the reader: the upward pump sleeps until this
+    #: direction finishes.
+    wake_client_receiver: bool
 
     def inject(self) -> None: ...
 
@@ -109,6 +133,40 @@ class Relay:
     #: Called once both Close frames have passed whole, where the backend wants to know
     #: (an HTTP/2 backend stream: ``run_tunnel``'s ``on_close_handshake``).
     on_close_handshake: Callable[[], None] | None = None
+
+    # ---- the upward forwarder (``tunnel._offer_forwarder``), on the reader's task ----
+
+    def forward_up(self, data: bytes) -> int:
+        """The client's ``data``, sent to the backend as far as it takes it without
+        waiting: how much went. Only while a pump waits with nothing held (see
+        ``H2Stream.set_forwarder``), never once the scope is cancelled."""
+        backend = self.backend_socket
+        if backend is None or self.up.draining:
+            return 0  # the pump passes the rest of the frame, then our Close
+        try:
+            sent = backend.send_nowait(data)
+        except STREAM_GONE:
+            return 0  # the pump meets the error on its own next send
+        if sent:
+            self.up.feed(data if sent == len(data) else data[:sent])
+            self.stats.bytes_up += sent
+            self.activity()
+        return sent
+
+    def pass_client_end(self) -> bool:
+        """The client's END_STREAM: a FIN to the backend, while the polled downward
+        direction still runs (True); False: the pump must wake and end the tunnel (or wait
+        for our Close)."""
+        downward, backend = self.downward, self.backend_socket
+        if downward is None or backend is None or downward.done or self.up.sending is not None:
+            return False
+        try:
+            backend.end_now()
+        except STREAM_GONE:
+            return False
+        self.half_closed()
+        downward.wake_client_receiver = True
+        return True
 
     def close_handshake_passed(self) -> None:
         """After a send: if both sides' Close frames have now passed whole, say so once."""

@@ -38,7 +38,7 @@ its pending bytes, the closer task when the pump waits idle at a boundary.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -50,6 +50,7 @@ from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay, SideB
 from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
+from h2ws_proxy.transport.wakeup import Wakeup
 
 #: After a failed write to the backend, how long the tunnel waits for the backend's end
 #: (its EOF, after its last bytes reach a slow client) before calling it a failure.
@@ -58,7 +59,7 @@ BACKEND_GONE_LINGER_S = 10.0
 _PUMP_DOWN_NAME = "h2ws_proxy.relay.tunnel.pump_down"
 
 
-async def run_tunnel(
+def run_tunnel(
     client: trio.abc.HalfCloseableStream,
     backend: trio.abc.HalfCloseableStream,
     *,
@@ -73,7 +74,7 @@ async def run_tunnel(
     open_tunnels: OpenTunnels | None = None,
     untracked_reporter: UntrackedReporter | None = None,
     on_close_handshake: Callable[[], None] | None = None,
-) -> RelayStats:
+) -> Awaitable[RelayStats]:
     """Relay until both sides are done or one breaks; always closes the backend stream.
 
     Never raises for peer behaviour: how it ended is in the returned stats. The caller's
@@ -98,16 +99,13 @@ async def run_tunnel(
     frames (they keep passing unchanged). ``on_close_handshake`` is called once both sides'
     Close frames have passed whole (only where the backend is not a pollable socket): the
     WebSocket is over (RFC 6455 §7.1.1), which an HTTP/2 backend stream acts on.
+
+    Sync: it returns the run's coroutine (await it at once), so no frame of its own stays
+    parked for the tunnel's life (idle memory, bench/README.md).
     """
     # The caller may pass ``stats`` so that counters survive its own cancellation.
     stats = stats if stats is not None else RelayStats()
     backend_socket = as_pollable(backend)
-    polled = (
-        poller is not None
-        and scope is not None
-        and backend_socket is not None
-        and pushable is not None
-    )
     relay = Relay(
         client,
         backend,
@@ -121,15 +119,26 @@ async def run_tunnel(
         down=Leg(False, untracked_reporter),
         on_close_handshake=on_close_handshake,
     )
+    if poller is not None and scope is not None and backend_socket is not None and pushable:
+        downward = PolledDownward(
+            relay, pushable, backend_socket, poller, backend_leftover, open_tunnels
+        )
+        return _pump(relay, client_leftover, True, downward)  # the whole run (see there)
+    return _run_pumps(relay, scope, open_tunnels, client_leftover, backend_leftover)
+
+
+async def _run_pumps(
+    relay: Relay,
+    scope: trio.CancelScope | None,
+    open_tunnels: OpenTunnels | None,
+    client_leftover: bytes,
+    backend_leftover: bytes,
+) -> RelayStats:
+    """``run_tunnel`` with a task per direction: the downward pump in a nursery of its
+    own, the upward one in this task."""
     if open_tunnels is not None:
         open_tunnels.add(relay)
     try:
-        if polled:
-            assert poller is not None
-            await _run_polled(
-                relay, poller, client_leftover=client_leftover, backend_leftover=backend_leftover
-            )
-            return stats
         if scope is not None:
             scope.deadline = math.inf  # the pumps' nursery holds the timers here
         async with trio.open_nursery() as pumps:
@@ -145,49 +154,25 @@ async def run_tunnel(
         relay.settle_frames()
         if open_tunnels is not None:
             open_tunnels.discard(relay)
-        if backend_socket is not None:
-            backend_socket.close_now()  # two cancel scopes fewer than the line below
+        if relay.backend_socket is not None:
+            relay.backend_socket.close_now()  # two cancel scopes fewer than the line below
         else:
             with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(backend)
-    return stats
-
-
-async def _run_polled(
-    relay: Relay,
-    poller: BackendPoller,
-    *,
-    client_leftover: bytes,
-    backend_leftover: bytes,
-) -> None:
-    """``run_tunnel`` with the downward direction driven by ``poller`` (this task: upward);
-    ``relay`` has a pushable client and a backend socket, and runs on the caller's scope."""
-    assert relay.pushable is not None
-    assert relay.backend_socket is not None
-    relay.activity()
-    downward = PolledDownward(relay, relay.pushable, relay.backend_socket, poller, backend_leftover)
-    relay.downward = downward
-    try:
-        downward.start()
-        await _pump(relay, client_leftover, True, downward)
-        while not downward.done:
-            await downward.finished.wait()
-    except trio.Cancelled:
-        relay.settle_end(cancelled=True)
-        raise
-    finally:
-        downward.stop()
-        relay.downward = None  # no cycle left for the garbage collector
-    relay.settle_end(cancelled=False)
+                await trio.aclose_forcefully(relay.backend)
+    return relay.stats
 
 
 async def _pump(
     relay: Relay, leftover: bytes, upward: bool, downward: PolledDownward | None = None
-) -> None:
+) -> RelayStats:
     """One direction: send ``leftover``, copy until the source's EOF, then end the sink.
 
     The copy loop is inline, not in helpers: a parked pump's chain of coroutine frames is
     most of an idle tunnel's memory, so the wait for the next read is one frame deep here.
+    For the same reason, with ``downward`` (``run_tunnel``'s polled case: ``relay`` has a
+    pushable client and a backend socket, and runs on the caller's scope) this is the
+    tunnel's whole run, not a wrapper's callee: ``downward`` begins first, is waited for
+    once this direction ended, and closes the tunnel last, whatever ended it.
     """
     if upward:
         source, sink, source_side, sink_side, leg = (
@@ -206,51 +191,80 @@ async def _pump(
             relay.down,
         )
     data: Bytes = leftover
-    forwards = upward and _offer_forwarder(relay, downward)
+    # The client stream again where it receives without waiting (an HTTP/2 stream).
+    receiver = relay.pushable if upward else None
     try:
+        if downward is not None:
+            downward.begin()
+        forwards = upward and _offer_forwarder(relay, downward)
         try:
-            if data:
-                data = await _pass_draining(relay, leg, data, sink, sink_side)
-            while True:
+            try:
                 if data:
-                    leg.busy = True
-                    try:
-                        await sink.send_all(data)
-                    except STREAM_GONE as error:
-                        raise SideBroke(sink_side, str(error)) from None
-                    leg.busy = False
-                    if upward:
-                        relay.stats.bytes_up += len(data)
-                    else:
-                        relay.stats.bytes_down += len(data)
-                    if relay.on_close_handshake is not None and leg.close_code is not None:
-                        relay.close_handshake_passed()
-                    # Don't hold the last chunk (up to READ_SIZE) while the tunnel idles.
-                    data = b""
-                    if leg.draining:  # the drain came while we were sending
-                        await _pass_draining(relay, leg, b"", sink, sink_side)
-                try:
-                    data = await source.receive_some(READ_SIZE)
-                except STREAM_GONE as error:
-                    raise SideBroke(source_side, str(error)) from None
-                if not data:
-                    break
-                relay.activity()
-                if leg.draining:
                     data = await _pass_draining(relay, leg, data, sink, sink_side)
-                else:
-                    leg.feed(data)
-        finally:
-            if forwards and relay.pushable is not None:
-                relay.pushable.set_forwarder(None)
-        if leg.sending is not None:  # the closer's send of our Close must finish first
-            await leg.sending.wait()
-        await (_end_up if upward else _end_down)(relay)
-    except SideBroke as broke:
-        if upward and broke.side is Side.BACKEND:
-            await _backend_stopped_taking(relay)
-        else:
-            relay.fail(broke.side, broke.reason)
+                while True:
+                    if data:
+                        leg.busy = True
+                        try:
+                            await sink.send_all(data)
+                        except STREAM_GONE as error:
+                            raise SideBroke(sink_side, str(error)) from None
+                        leg.busy = False
+                        if upward:
+                            relay.stats.bytes_up += len(data)
+                        else:
+                            relay.stats.bytes_down += len(data)
+                        if relay.on_close_handshake is not None and leg.close_code is not None:
+                            relay.close_handshake_passed()
+                        # Don't hold the last chunk (up to READ_SIZE) while the tunnel idles.
+                        data = b""
+                        if leg.draining:  # the drain came while we were sending
+                            await _pass_draining(relay, leg, b"", sink, sink_side)
+                    try:
+                        if receiver is None:
+                            data = await source.receive_some(READ_SIZE)
+                        else:  # its receive_some inline: a frame less while the tunnel idles
+                            got = receiver.receive_nowait(READ_SIZE)
+                            if got is None:
+                                while got is None:  # having waited is the checkpoint
+                                    await receiver.park_receiver()
+                                    got = receiver.receive_nowait(READ_SIZE)
+                            else:
+                                await trio.lowlevel.checkpoint()
+                            data = got
+                    except STREAM_GONE as error:
+                        raise SideBroke(source_side, str(error)) from None
+                    if not data:
+                        break
+                    relay.activity()
+                    if leg.draining:
+                        data = await _pass_draining(relay, leg, data, sink, sink_side)
+                    else:
+                        leg.feed(data)
+            finally:
+                if forwards and relay.pushable is not None:
+                    relay.pushable.set_forwarder(None)
+            if leg.sending is not None:  # the closer's send of our Close must finish first
+                await leg.sending.wait()
+            await (_end_up if upward else _end_down)(relay)
+        except SideBroke as broke:
+            if upward and broke.side is Side.BACKEND:
+                await _backend_stopped_taking(relay)
+            else:
+                relay.fail(broke.side, broke.reason)
+        if downward is not None:
+            while not downward.done:
+                if downward.finished is None:
+                    downward.finished = Wakeup()
+                await downward.finished.wait()
+            relay.settle_end(cancelled=False)
+    except trio.Cancelled:
+        if downward is not None:
+            relay.settle_end(cancelled=True)
+        raise
+    finally:
+        if downward is not None:
+            downward.close_tunnel()
+    return relay.stats
 
 
 async def _pass_draining(
@@ -286,44 +300,18 @@ def _offer_forwarder(relay: Relay, downward: PolledDownward | None) -> bool:
     everything else (the rest of a message, waiting for the backend, EOF, errors). A send
     error is left for the pump to meet on its own next send.
 
-    With the backend → client direction on the poller (``downward``), the client's
-    END_STREAM is passed on there too, while that direction still runs: the FIN goes to
-    the backend and the half-closed timer starts, as ``_end_up`` would, and this task
-    sleeps on until ``downward`` finishes and wakes it (one wake-up per tunnel fewer). A
-    FIN that fails is left to the pump, which meets the error itself.
+    With the backend → client direction on the poller (``downward``, then
+    ``relay.downward``), the client's END_STREAM is passed on there too, while that
+    direction still runs: the FIN goes to the backend and the half-closed timer starts, as
+    ``_end_up`` would, and this task sleeps on until ``downward`` finishes and wakes it
+    (one wake-up per tunnel fewer). A FIN that fails is left to the pump, which meets the
+    error itself. The forwarder is the relay itself (``Relay.forward_up``,
+    ``Relay.pass_client_end``): no closures per idle tunnel.
     """
-    client, backend = relay.pushable, relay.backend_socket
-    if client is None or backend is None:
+    assert downward is None or relay.downward is downward
+    if relay.pushable is None or relay.backend_socket is None:
         return False
-    stats = relay.stats
-
-    def forward(data: bytes) -> int:
-        # Never called once the tunnel's scope is cancelled (a timer fired, a side failed):
-        # the pump's wait is aborted then (see set_forwarder), and the pump decides.
-        if relay.up.draining:  # (relay.up, not a cell of its own: memory per idle tunnel)
-            return 0  # the pump passes the rest of the frame, then our Close
-        try:
-            sent = backend.send_nowait(data)
-        except STREAM_GONE:
-            return 0
-        if sent:
-            relay.up.feed(data if sent == len(data) else data[:sent])
-            stats.bytes_up += sent
-            relay.activity()
-        return sent
-
-    def end() -> bool:
-        if downward is None or downward.done or relay.up.sending is not None:
-            return False  # the pump ends the tunnel (or waits for our Close): it must wake
-        try:
-            backend.end_now()
-        except STREAM_GONE:
-            return False
-        relay.half_closed()
-        downward.wake_client_receiver = True
-        return True
-
-    client.set_forwarder(forward, end)
+    relay.pushable.set_forwarder(relay)
     return True
 
 

@@ -11,8 +11,9 @@ connection, one wake-up serves all the backends that became readable together.
 
 Rules:
 
-* A handler is a plain function: it must not block, and it reads at most one chunk per
-  call (the descriptor stays ready if more is queued, so tunnels take turns).
+* A handler (a :class:`Watcher`'s ``on_readable``) is a plain method: it must not block,
+  and it reads at most one chunk per call (the descriptor stays ready if more is queued,
+  so tunnels take turns).
 * A handler pauses its socket (:meth:`BackendPoller.pause`) when its client cannot take
   more (flow-control window, output backlog) and resumes it when it can: so, as with the
   task-based pump, a backend is read only as fast as its client takes the bytes.
@@ -29,6 +30,7 @@ import contextlib
 import logging
 import select
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -38,6 +40,24 @@ logger = logging.getLogger(__name__)
 
 #: Ready sockets handled per ``epoll.poll`` call (more are handled on the next round).
 _MAX_EVENTS = 256
+
+
+class Watcher(Protocol):
+    """The owner of a watched descriptor (a tunnel's downward direction). One object, not
+    two callbacks: a bound method or a closure per tunnel is memory every idle tunnel pays
+    (bench/README.md, idle memory)."""
+
+    #: Set by the poller only: the descriptor is in its epoll set now. A flag here rather
+    #: than a set of descriptors in the poller: a set entry per tunnel costs more.
+    watched: bool
+
+    def on_readable(self) -> None:
+        """The descriptor is readable (bytes, EOF or an error): read at most one chunk."""
+        ...
+
+    def on_error(self) -> None:
+        """The descriptor cannot be served any more (see the module docstring)."""
+        ...
 
 
 class BackendPoller:
@@ -53,62 +73,59 @@ class BackendPoller:
         self._on_round_start = on_round_start
         self._on_round_end = on_round_end
         self._epoll = select.epoll()
-        self._handlers: dict[int, Callable[[], None]] = {}
-        self._on_error: dict[int, Callable[[], None]] = {}
-        #: Descriptors in the epoll set now. A paused one is taken out rather than given an
-        #: empty event mask: epoll reports a hang-up or an error whatever the mask, and a
-        #: paused tunnel must not be told its backend ended before it delivered the rest.
-        self._watching: set[int] = set()
+        self._watchers: dict[int, Watcher] = {}
+        #: How many descriptors are in the epoll set now (``Watcher.watched``). A paused one
+        #: is taken out rather than given an empty event mask: epoll reports a hang-up or an
+        #: error whatever the mask, and a paused tunnel must not be told its backend ended
+        #: before it delivered the rest.
+        self._watched = 0
         self._closed = False
 
     @staticmethod
     def available() -> bool:
         return hasattr(select, "epoll")
 
-    def register(
-        self,
-        fd: int,
-        handler: Callable[[], None],
-        *,
-        on_error: Callable[[], None],
-        paused: bool = False,
-    ) -> None:
-        """Call ``handler()`` whenever ``fd`` is readable (has bytes, EOF or an error), and
-        ``on_error()`` if ``fd`` cannot be served any more (see the module docstring)."""
-        self._handlers[fd] = handler
-        self._on_error[fd] = on_error
+    def register(self, fd: int, watcher: Watcher, *, paused: bool = False) -> None:
+        """Call ``watcher.on_readable()`` whenever ``fd`` is readable (has bytes, EOF or an
+        error), and ``watcher.on_error()`` if ``fd`` cannot be served any more."""
+        previous = self._watchers.get(fd)  # (its place in the epoll set carries over)
+        watcher.watched = previous is not None and previous.watched
+        self._watchers[fd] = watcher
         if not paused:
             self.resume(fd)
 
     def pause(self, fd: int) -> None:
-        if fd in self._watching:
-            self._watching.discard(fd)
+        watcher = self._watchers.get(fd)
+        if watcher is not None and watcher.watched:
+            watcher.watched = False
+            self._watched -= 1
             # Already closed: the kernel dropped it from the set.
             with contextlib.suppress(OSError):
                 self._epoll.unregister(fd)
 
     def resume(self, fd: int) -> None:
-        if fd in self._handlers and fd not in self._watching and not self._closed:
+        watcher = self._watchers.get(fd)
+        if watcher is not None and not watcher.watched and not self._closed:
             try:
                 self._epoll.register(fd, select.EPOLLIN)
             except OSError as error:
                 log_event(logger, logging.ERROR, "poller.rewatch_failed", fd=fd, error=str(error))
                 self._drop(fd)
                 return
-            self._watching.add(fd)
+            watcher.watched = True
+            self._watched += 1
 
     def _drop(self, fd: int) -> None:
         """Stop serving ``fd`` and tell its owner."""
-        on_error = self._on_error.get(fd)
+        watcher = self._watchers.get(fd)
         self.unregister(fd)
-        if on_error is not None:
-            on_error()
+        if watcher is not None:
+            watcher.on_error()
 
     def unregister(self, fd: int) -> None:
         """Forget ``fd`` (call before closing it); unknown descriptors are ignored."""
         self.pause(fd)
-        self._handlers.pop(fd, None)
-        self._on_error.pop(fd, None)
+        self._watchers.pop(fd, None)
 
     async def run(self) -> None:
         """Dispatch readiness until cancelled (the connection's nursery owns this task)."""
@@ -127,22 +144,23 @@ class BackendPoller:
 
     def _run_handlers(self) -> None:
         events: list[tuple[int, int]]
-        if len(self._watching) == 1:
+        if self._watched == 1 and len(self._watchers) == 1:
             # The epoll descriptor is readable only while a socket in its set is (the
             # kernel re-checks the ready ones when trio re-arms its wait), so with one
             # socket watched, that one is ready: no ``epoll_wait`` syscall to learn which
             # (one-tunnel ping-pong, bench/cpu_per_message.py). Should its bytes be gone
             # by now, its handler reads nothing and returns, as for a spurious event.
-            (fd,) = self._watching
+            # (One watched among several registered asks epoll: which one is not kept.)
+            (fd,) = self._watchers
             events = [(fd, select.EPOLLIN)]
         else:
             events = self._epoll.poll(0, _MAX_EVENTS)
         for fd, _events in events:
-            handler = self._handlers.get(fd)
-            if handler is None:
+            watcher = self._watchers.get(fd)
+            if watcher is None:
                 continue
             try:
-                handler()
+                watcher.on_readable()
             except Exception as error:
                 # A bug: one line (the traceback at debug level); the tunnel fails alone.
                 log_event(logger, logging.ERROR, "poller.handler_failed", fd=fd, error=repr(error))
@@ -152,8 +170,7 @@ class BackendPoller:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._handlers.clear()
-            self._on_error.clear()
-            self._watching.clear()
+            self._watchers.clear()
+            self._watched = 0
             trio.lowlevel.notify_closing(self._epoll.fileno())
             self._epoll.close()

@@ -15,6 +15,8 @@ checkpoint either way, like ``trio.Event.wait``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import trio
 
 
@@ -54,6 +56,19 @@ class Wakeup:
             raise trio.BusyResourceError("another task is already waiting on this wake-up")
         self._task = trio.lowlevel.current_task()
         await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def park(self) -> Awaitable[object]:
+        """:meth:`wait` without a coroutine frame of its own: await it at once, in the task
+        that waits (it names the current task when called, so ``start_soon(w.park)``
+        would park the caller). A parked task's frames are most of an idle tunnel's
+        memory (bench/README.md, idle memory): the HTTP/2 stream's receive waits here."""
+        if self._pending:
+            self._pending = False
+            return trio.lowlevel.checkpoint()  # noqa: ASYNC105 (the caller awaits it)
+        if self._task is not None:
+            raise trio.BusyResourceError("another task is already waiting on this wake-up")
+        self._task = trio.lowlevel.current_task()
+        return trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105 (as above)
 
     def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
         self._task = None

@@ -1,0 +1,38 @@
+"""Around an :class:`~h2ws_proxy.http2.stream.H2Stream`: where its answer stands
+(:class:`StreamPhase`), and the relay's callbacks for a tunnel on it.
+
+The relay's callbacks are objects with methods rather than functions: a closure or a bound
+method per tunnel is memory that every idle tunnel pays (bench/README.md, idle memory).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+
+class Forwarder(Protocol):
+    """Takes a tunnel's client bytes straight from the reader (see ``set_forwarder``)."""
+
+    def forward_up(self, data: bytes) -> int: ...
+    def pass_client_end(self) -> bool: ...
+
+
+class WritableWatcher(Protocol):
+    """Told when the window may have grown or the stream broke (``set_on_writable``)."""
+
+    def client_writable(self) -> None: ...
+
+
+class StreamPhase(enum.Enum):
+    """Where a stream's answer stands, which decides what the client's DATA on it means."""
+
+    #: A tunnel whose backend is being dialled and upgraded: DATA is a protocol error
+    #: (RFC 8441 §5: the tunnel opens with our 2xx).
+    OPENING = "opening"
+    #: A tunnel whose 200 went out, or an ordinary request (its DATA is the body): the
+    #: client's DATA is delivered.
+    OPEN = "open"
+    #: A final answer other than 200 started (a refusal, a relayed rejection): the
+    #: client's late DATA is dropped, not an error.
+    ANSWERED = "answered"
