@@ -495,20 +495,20 @@ def start_target(
         )
         return
     h2c, tls = free_port(), free_port()
+    # What the configs below name (each template takes the ones it needs).
+    places = {
+        "host": HOST,
+        "h2c": h2c,
+        "tls": tls,
+        "cert": certs.cert,
+        "key": certs.key,
+        "pem": certs.combined,
+        "backend": backend.port,
+        "h2backend": backend.h2_port,
+    }
     if name == "h2ws":
         config = work / "h2ws.toml"
-        config.write_text(
-            H2WS_CONFIG.format(
-                host=HOST,
-                h2c=h2c,
-                tls=tls,
-                cert=certs.cert,
-                key=certs.key,
-                backend=backend.port,
-                h2backend=backend.h2_port,
-                workers=workers,
-            )
-        )
+        config.write_text(H2WS_CONFIG.format(**places, workers=workers))
         command = [
             sys.executable,
             "-m",
@@ -522,29 +522,13 @@ def start_target(
         command = apache_command(work, h2c, tls, certs, backend, log_level)
     elif name == "nghttpx":
         config = work / "nghttpx.conf"
-        config.write_text(
-            NGHTTPX_CONFIG.format(
-                host=HOST,
-                h2c=h2c,
-                tls=tls,
-                cert=certs.cert,
-                key=certs.key,
-                backend=backend.port,
-                h2backend=backend.h2_port,
-            )
-        )
+        config.write_text(NGHTTPX_CONFIG.format(**places))
         command = [_sbin("nghttpx") or "nghttpx", f"--conf={config}"]
     else:
         config = work / f"{name}.cfg"
         config.write_text(
             HAPROXY_CONFIG.format(
-                host=HOST,
-                h2c=h2c,
-                tls=tls,
-                pem=certs.combined,
-                backend=backend.port,
-                h2backend=backend.h2_port,
-                threads="global\n    nbthread 1\n" if name == "haproxy1" else "",
+                **places, threads="global\n    nbthread 1\n" if name == "haproxy1" else ""
             )
         )
         command = ["haproxy", "-db", "-f", str(config)]

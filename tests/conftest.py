@@ -13,6 +13,7 @@ import trustme
 from h2ws_proxy.config import ProxyConfig, SocketAddress, TLSConfig
 from h2ws_proxy.server.serve import BoundAddresses, serve
 from tests.helpers.backends import websockets_backend
+from tests.helpers.records import ProxyRecords, capture_proxy_records
 
 StartProxy = Callable[[ProxyConfig], Awaitable[SocketAddress]]
 
@@ -73,3 +74,10 @@ def ws_backend() -> Iterator[WebSocketsBackend]:
             return stack.enter_context(websockets_backend(subprotocols, closes, deflate=deflate))
 
         yield start
+
+
+@pytest.fixture
+def proxy_records() -> Iterator[ProxyRecords]:
+    """The proxy's log records of the test (tunnel and request lines), as dicts."""
+    with capture_proxy_records() as records:
+        yield records

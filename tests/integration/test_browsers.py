@@ -35,7 +35,6 @@ says so plainly when the proxy answers 501). Browsers and certutil come from Deb
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -61,7 +60,7 @@ from tests.helpers.browsers import (
 )
 from tests.helpers.certificates import write_certificate
 from tests.helpers.node import WEB_BACKEND_SCRIPT, require_node, start_node_peer
-from tests.helpers.records import ProxyRecords, capture_proxy_records, is_tunnel
+from tests.helpers.records import ProxyRecords, is_tunnel
 from tests.helpers.setup import backend_url, make_config
 
 pytestmark = [pytest.mark.browser, pytest.mark.node, pytest.mark.socket]
@@ -70,12 +69,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.node, pytest.mark.socket]
 @pytest.fixture(autouse=True)
 def _node_available() -> None:
     require_node()
-
-
-@pytest.fixture
-def proxy_records() -> Iterator[ProxyRecords]:
-    with capture_proxy_records() as records:
-        yield records
 
 
 async def test_chromium_websocket_over_http2(

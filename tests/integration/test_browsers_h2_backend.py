@@ -14,7 +14,6 @@ HTTP/2 (``httpVersion`` ``2.0``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,7 @@ from tests.helpers.browser_page import (
 )
 from tests.helpers.browsers import BrowserCommand, chromium_command, firefox_command
 from tests.helpers.node import require_node
-from tests.helpers.records import ProxyRecords, capture_proxy_records, is_request
+from tests.helpers.records import ProxyRecords, is_request
 
 pytestmark = [pytest.mark.browser, pytest.mark.node, pytest.mark.socket]
 
@@ -40,12 +39,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.node, pytest.mark.socket]
 @pytest.fixture(autouse=True)
 def _node_available() -> None:
     require_node()
-
-
-@pytest.fixture
-def proxy_records() -> Iterator[ProxyRecords]:
-    with capture_proxy_records() as records:
-        yield records
 
 
 async def chromium_without_http2(directory: Path, ca_pem: Path, url: str) -> BrowserCommand:

@@ -13,8 +13,6 @@ client reports ``connect_error``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import trio
 
@@ -40,12 +38,6 @@ SIZE = 10_000
 @pytest.fixture(autouse=True)
 def _node_available() -> None:
     require_node(*PACKAGES)
-
-
-@pytest.fixture
-def proxy_records() -> Iterator[ProxyRecords]:
-    with capture_proxy_records() as records:
-        yield records
 
 
 async def test_socketio_long_polling_then_websocket_upgrade(

@@ -51,7 +51,12 @@ from h2ws_proxy.http.message import (
     response_fields,
     trailer_fields,
 )
-from h2ws_proxy.relay.exchange_contract import ClientSide, ExchangeAborted, ExchangeResult
+from h2ws_proxy.relay.exchange_contract import (
+    ClientSide,
+    ExchangeAborted,
+    ExchangeResult,
+    watch_client_gone,
+)
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
 from h2ws_proxy.transport.errors import STREAM_GONE
 
@@ -231,7 +236,9 @@ async def _send_and_relay(run: _Run, nursery: trio.Nursery | None) -> None:
         run.result.request_complete = True
         if run.client.watches_disconnect:
             assert nursery is not None
-            nursery.start_soon(_guarded, run, nursery.cancel_scope, _watch_client(run))
+            nursery.start_soon(
+                _guarded, run, nursery.cancel_scope, watch_client_gone(run.client, run.result)
+            )
     else:
         await _send(run, wire.request_head())
         assert nursery is not None
@@ -283,7 +290,7 @@ async def _pump_request_body(run: _Run) -> None:
     if await _send_body_bytes(run, data):
         run.result.request_complete = True
         if run.client.watches_disconnect:
-            await _watch_client(run)
+            await watch_client_gone(run.client, run.result)
 
 
 def _request_trailers(run: _Run) -> list[Header]:
@@ -300,18 +307,6 @@ async def _send_body_bytes(run: _Run, data: bytes) -> bool:
         return False
     run.progress()
     return True
-
-
-async def _watch_client(run: _Run) -> None:
-    """While the answer is awaited: a client that leaves cancels the backend request.
-
-    Once the answer's head went out, the writes decide instead: a client that read a
-    complete answer and closed is not an abort, and one that is gone breaks the next write.
-    """
-    await run.client.wait_gone()
-    if run.result.head_sent:
-        return
-    raise ExchangeAborted(RelayEnd.CLIENT_ABORTED, "the client went away before the answer began")
 
 
 async def _relay_answer(run: _Run) -> None:

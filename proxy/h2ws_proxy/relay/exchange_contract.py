@@ -86,3 +86,16 @@ class ExchangeResult:
     cancelled: bool = False
     #: A field the proxy adds to the backend's answer (a sticky cookie), or None.
     answer_field: tuple[bytes, bytes] | None = None
+
+
+async def watch_client_gone(client: ClientSide, result: ExchangeResult) -> None:
+    """While the answer is awaited: a client that leaves cancels the backend request
+    (raises ExchangeAborted).
+
+    Once the answer's head went out, the writes decide instead: a client that read a
+    complete answer and closed is not an abort, and one that is gone breaks the next write.
+    """
+    await client.wait_gone()
+    if result.head_sent:
+        return
+    raise ExchangeAborted(RelayEnd.CLIENT_ABORTED, "the client went away before the answer began")

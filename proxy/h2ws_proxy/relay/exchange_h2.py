@@ -43,7 +43,12 @@ from h2ws_proxy.h2session import ErrorCode, ResponseReceived, SessionUsageError
 from h2ws_proxy.http.h2_request import build_h2_backend_request
 from h2ws_proxy.http.h2_response import parse_h2_response_head
 from h2ws_proxy.http.message import BodyFraming, HttpRequest, response_fields, trailer_fields
-from h2ws_proxy.relay.exchange_contract import ClientSide, ExchangeAborted, ExchangeResult
+from h2ws_proxy.relay.exchange_contract import (
+    ClientSide,
+    ExchangeAborted,
+    ExchangeResult,
+    watch_client_gone,
+)
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
 from h2ws_proxy.transport.errors import STREAM_GONE
 
@@ -129,7 +134,9 @@ async def _exchange(run: _Run) -> None:
     async with trio.open_nursery() as nursery:
         if run.request.framing is BodyFraming.NONE:
             run.result.request_complete = True
-            nursery.start_soon(_guarded, run, nursery.cancel_scope, _watch_client(run))
+            nursery.start_soon(
+                _guarded, run, nursery.cancel_scope, watch_client_gone(run.client, run.result)
+            )
         else:
             nursery.start_soon(_guarded, run, nursery.cancel_scope, _pump_request_body(run))
         await _guarded(run, nursery.cancel_scope, _relay_answer(run))
@@ -172,15 +179,7 @@ async def _pump_request_body(run: _Run) -> None:
         return
     run.result.request_complete = True
     if run.client.watches_disconnect:
-        await _watch_client(run)
-
-
-async def _watch_client(run: _Run) -> None:
-    """While the answer is awaited, a client that leaves cancels the backend request."""
-    await run.client.wait_gone()
-    if run.result.head_sent:
-        return
-    raise ExchangeAborted(RelayEnd.CLIENT_ABORTED, "the client went away before the answer began")
+        await watch_client_gone(run.client, run.result)
 
 
 async def _relay_answer(run: _Run) -> None:

@@ -132,7 +132,6 @@ class H2BackendConnection:
         self._output = Wakeup()
         self._in_flight = 0
         self._drained = trio.Event()
-        self.streams_opened = 0
 
     # ---- for the pool ----
 
@@ -161,7 +160,6 @@ class H2BackendConnection:
         channel = H2Channel(self, stream_id)
         channel.local_ended = end_stream
         self._channels[stream_id] = channel
-        self.streams_opened += 1
         self.flush()
         self._reschedule()
         return channel

@@ -89,9 +89,6 @@ class H2Backends:
             for address, connections in self._connections.items()
         ]
 
-    def connections_to(self, address: BackendAddress) -> list[H2BackendConnection]:
-        return list(self._connections.get(address, ()))
-
     async def connection(self, address: BackendAddress) -> H2BackendConnection:
         """A connection to ``address`` with room for a stream (dialled if need be).
 
