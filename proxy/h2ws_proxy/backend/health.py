@@ -30,6 +30,7 @@ from h2ws_proxy.backend.upgrade import ConnectBackend
 from h2ws_proxy.config import BackendAddress, HealthCheck
 from h2ws_proxy.errors import ProxyError
 from h2ws_proxy.h2session import ResponseReceived, SessionUsageError
+from h2ws_proxy.http.extended_connect import backend_scheme
 from h2ws_proxy.http.h2_response import parse_h2_response_head
 from h2ws_proxy.log import log_event
 from h2ws_proxy.transport.errors import STREAM_GONE
@@ -148,7 +149,7 @@ async def _check_over_h2(h2: H2Backends, address: BackendAddress, path: str) -> 
         return error.message
     headers = [
         (b":method", b"GET"),
-        (b":scheme", b"https" if address.scheme == "https" else b"http"),
+        (b":scheme", backend_scheme(address)),
         (b":authority", address.host_header.encode("ascii")),
         (b":path", path.encode("ascii")),
         (b"user-agent", _USER_AGENT),
