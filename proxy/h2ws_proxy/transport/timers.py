@@ -1,0 +1,137 @@
+"""The deadlines of one connection's streams, kept by one task instead of a cancel scope each.
+
+A trio cancel scope with a deadline costs a heap push and pop on entry and exit, and moving
+its deadline costs about as much again; a request or an idle tunnel that holds one pays for
+it, and for the task that must sit inside the scope. A connection's streams share a few
+timeouts (the request idle timeout, a tunnel's idle and half-closed timeouts), so their
+deadlines come due in the order they were set: one FIFO per timeout length, kept in an
+``OrderedDict`` (arm, re-arm and disarm in O(1), the earliest is the first), and one task
+per connection that sleeps until the earliest deadline of all.
+
+Rules:
+
+* A :class:`Timer` is an object with a ``deadline`` slot and an ``on_timer()`` method; it is
+  armed for one timeout length at a time (:meth:`ConnectionTimers.arm`), and re-arming it
+  (activity) moves it to the end of that length's queue. :meth:`ConnectionTimers.disarm`
+  forgets it; a timer that fired is forgotten before ``on_timer`` runs.
+* ``on_timer`` runs in the timers' task, synchronously: it must not block or raise (an
+  exception is logged and the others still fire). It may arm or disarm any timer.
+* A deadline fires at or after it is due, never before: the task sleeps until the earliest
+  one and checks the clock again on waking.
+* The task is started by the connection (:meth:`run` in its nursery) and needs no wake-up
+  unless a new deadline is earlier than the one it sleeps until, which happens only when a
+  queue was empty (equal lengths keep FIFO order), so arming costs no scheduler call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from typing import Protocol
+
+import trio
+
+from h2ws_proxy.log import log_event
+
+logger = logging.getLogger(__name__)
+
+
+class Timer(Protocol):
+    """The owner of one deadline (a request's idle timer, a tunnel's)."""
+
+    #: When it fires (the clock's seconds); set by :class:`ConnectionTimers` only.
+    deadline: float
+
+    def on_timer(self) -> None:
+        """The deadline passed (see the module rules)."""
+        ...
+
+
+class ConnectionTimers:
+    """The armed timers of one connection, and the task that fires them."""
+
+    __slots__ = ("_queues", "_sleeping_until", "_task")
+
+    def __init__(self) -> None:
+        #: One queue per timeout length, in deadline order.
+        self._queues: dict[float, OrderedDict[Timer, float]] = {}
+        #: The deadline the task sleeps until (``math.inf``: until woken).
+        self._sleeping_until = math.inf
+        self._task: trio.lowlevel.Task | None = None
+
+    def arm(self, timer: Timer, timeout: float, now: float) -> None:
+        """Fire ``timer`` ``timeout`` seconds after ``now`` (a fresh clock reading), unless
+        armed again or disarmed first. A timer is in one length's queue at a time."""
+        deadline = now + timeout
+        timer.deadline = deadline
+        queue = self._queues.get(timeout)
+        if queue is None:
+            queue = self._queues[timeout] = OrderedDict()
+        if timer in queue:
+            queue.move_to_end(timer)
+        else:
+            queue[timer] = timeout
+        if deadline < self._sleeping_until and self._task is not None:
+            # Only a queue that was empty can bring an earlier deadline.
+            self._sleeping_until = deadline
+            trio.lowlevel.reschedule(self._task)
+            self._task = None
+
+    def disarm(self, timer: Timer, timeout: float) -> None:
+        """Forget ``timer`` (armed with ``timeout``); a timer not armed is ignored."""
+        queue = self._queues.get(timeout)
+        if queue is not None:
+            queue.pop(timer, None)
+        timer.deadline = math.inf
+
+    def armed(self) -> int:
+        return sum(len(queue) for queue in self._queues.values())
+
+    async def run(self) -> None:
+        """Fire timers as they come due, until cancelled (the connection's nursery)."""
+        try:
+            while True:
+                now = trio.current_time()
+                self._fire_due(now)
+                earliest = self._earliest()
+                self._sleeping_until = earliest
+                if earliest == math.inf:
+                    await self._park()
+                else:
+                    with trio.move_on_at(earliest):
+                        await self._park()
+        finally:
+            self._task = None
+            self._queues.clear()
+
+    async def _park(self) -> None:
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _earliest(self) -> float:
+        earliest = math.inf
+        for queue in self._queues.values():
+            if queue:
+                first = next(iter(queue))
+                if first.deadline < earliest:
+                    earliest = first.deadline
+        return earliest
+
+    def _fire_due(self, now: float) -> None:
+        for queue in list(self._queues.values()):
+            while queue:
+                timer = next(iter(queue))
+                if timer.deadline > now:
+                    break
+                del queue[timer]
+                timer.deadline = math.inf
+                try:
+                    timer.on_timer()
+                except Exception as error:
+                    log_event(logger, logging.ERROR, "timers.handler_failed", error=repr(error))
+                    logger.debug("timer handler failed", exc_info=True)
