@@ -21,6 +21,7 @@ expired ones; the server runs it in the background.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -29,7 +30,7 @@ from h2ws_proxy.backend.upgrade import ConnectBackend
 from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.counters import Histogram
 from h2ws_proxy.errors import BackendConnectTimeout
-from h2ws_proxy.transport.capabilities import idle_is_quiet
+from h2ws_proxy.transport.capabilities import as_pollable, idle_is_quiet
 
 
 @dataclass(slots=True, eq=False)
@@ -91,6 +92,29 @@ class BackendPool:
             await trio.aclose_forcefully(connection.stream)
         return None
 
+    def take_idle_now(self, address: BackendAddress) -> BackendConnection | None:
+        """:meth:`take_idle` for a caller that must not yield (a request run without a
+        task): a connection whose socket a poller can drive, or None. Stale ones met on the
+        way are closed at once; a connection that is not such a socket stays for
+        :meth:`take_idle`."""
+        queue = self._idle.get(address)
+        if not queue:
+            return None
+        now = trio.current_time()
+        while queue:
+            connection = queue[-1]  # most recently used first: the least likely stale
+            pollable = as_pollable(connection.stream)
+            if pollable is None:
+                return None
+            queue.pop()
+            if now - connection.idle_since < self._limits.backend_keepalive_s and idle_is_quiet(
+                connection.stream
+            ):
+                connection.reused = True
+                return connection
+            pollable.close_now()
+        return None
+
     async def connect(self, address: BackendAddress) -> BackendConnection:
         """A new connection to ``address``."""
         limits = self._limits
@@ -107,6 +131,20 @@ class BackendPool:
 
     async def release(self, connection: BackendConnection) -> None:
         """Keep ``connection`` (its last cycle ended cleanly) if there is room, else close it."""
+        if self._keep(connection):
+            # The exchange that gave it back yielded on its reads; a trip here only costs.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
+        await trio.aclose_forcefully(connection.stream)
+
+    def release_now(self, connection: BackendConnection, close: Callable[[], None]) -> None:
+        """:meth:`release` without a yield; ``close`` closes the connection's stream at once
+        (when there is no room for it)."""
+        if not self._keep(connection):
+            close()
+
+    def _keep(self, connection: BackendConnection) -> bool:
+        """Keep ``connection`` idle if there is room; False: the caller closes it."""
         limits = self._limits
         queue = self._idle.setdefault(connection.address, deque())
         if limits.backend_keepalive_s > 0 and len(queue) < limits.backend_max_idle:
@@ -116,10 +154,8 @@ class BackendPool:
             # after all the others: the reaper needs waking only if it waits for none.
             if self._next_reap == float("inf"):
                 self._changed.set()
-            # The exchange that gave it back yielded on its reads; a trip here only costs.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            return
-        await trio.aclose_forcefully(connection.stream)
+            return True
+        return False
 
     async def reap(self) -> None:
         """Close idle connections as they expire; runs until cancelled."""

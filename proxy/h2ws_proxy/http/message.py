@@ -319,6 +319,20 @@ _NO_DROP: frozenset[bytes] = frozenset()
 _DROP_LENGTH = frozenset({b"content-length"})
 
 
+#: Statuses whose answers never have a body, whatever their fields say (RFC 9110 §6.4.1).
+NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def answer_has_body(request: HttpRequest, status: int, headers: list[Header]) -> bool:
+    """Whether a final answer from an HTTP/1.1 backend has body bytes to relay: not for a
+    HEAD, a 204 or a 304, nor with a ``content-length`` of 0 (the head then ends the
+    HTTP/2 stream)."""
+    if request.is_head or status in NO_BODY_STATUSES:
+        return False
+    lengths = [value for name, value in headers if name == b"content-length"]
+    return lengths != [b"0"]
+
+
 def response_fields(status: int, headers: list[Header], *, for_h2: bool) -> list[Header]:
     """The backend answer's fields (names lowercase) to relay: hop-by-hop removed.
 

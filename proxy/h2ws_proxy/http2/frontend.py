@@ -41,7 +41,7 @@ import logging
 
 import trio
 
-from h2ws_proxy.config import advertises_connect_protocol
+from h2ws_proxy.config import RouteConfig, advertises_connect_protocol
 from h2ws_proxy.errors import ClientProtocolError, ProxyError
 from h2ws_proxy.h2session import (
     ConnectionFailed,
@@ -55,11 +55,12 @@ from h2ws_proxy.h2session import (
     TrailersReceived,
     WindowUpdated,
 )
-from h2ws_proxy.http.message import BodyFraming
+from h2ws_proxy.http.message import BodyFraming, HttpRequest
 from h2ws_proxy.http.request_head import H2RequestHead, parse_h2_request_head
 from h2ws_proxy.http2.admission import accept_http, accept_websocket, check_authority, is_tunnel
 from h2ws_proxy.http2.budget import SlidingWindowBudget
 from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
+from h2ws_proxy.http2.lean_requests import LeanRequests
 from h2ws_proxy.http2.lifetime import ConnectionLifetime
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
@@ -71,6 +72,7 @@ from h2ws_proxy.transport.capabilities import as_client_stream
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.lingering import linger_before_close
 from h2ws_proxy.transport.poller import BackendPoller
+from h2ws_proxy.transport.timers import ConnectionTimers
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ _READ_SIZE = 65536
 #: How long the writer may take to flush a final GOAWAY to a client that stopped reading.
 _FINAL_FLUSH_S = 5.0
 _POLLER_NAME = "h2ws_proxy.http2.frontend.backend_poller"
+_TIMERS_NAME = "h2ws_proxy.http2.frontend.timers"
 #: Constant task names: trio would otherwise format one from the bound method per stream.
 _TUNNEL_TASK_NAME = "h2ws_proxy.http2.frontend.tunnel"
 _EXCHANGE_TASK_NAME = "h2ws_proxy.http2.frontend.exchange"
@@ -141,8 +144,19 @@ class H2Frontend:
             backend_poller=self._backend_poller,
             on_done=self._registry.forget,
         )
+        self._lean = LeanRequests(
+            self.session,
+            server,
+            info,
+            poller=self._backend_poller,
+            timers=self._connection_timers,
+            refuse=self._registry.refuse,
+            finish=self._tasks.finish_exchange,
+            run_on_task=self._exchange_on_task,
+        )
         self._nursery: trio.Nursery | None = None
         self._poller: BackendPoller | None = None
+        self._timers: ConnectionTimers | None = None
         limits = self._limits
         self._resets = SlidingWindowBudget(limits.max_stream_resets, limits.stream_reset_window_s)
         self._empty_frames = SlidingWindowBudget(
@@ -264,6 +278,19 @@ class H2Frontend:
             self._nursery.start_soon(poller.run, name=_POLLER_NAME)
         return self._poller
 
+    def _connection_timers(self) -> ConnectionTimers | None:
+        """The connection's timers (requests run without a task), started on first use."""
+        if self._timers is None and self._nursery is not None:
+            self._timers = ConnectionTimers()
+            self._nursery.start_soon(self._timers.run, name=_TIMERS_NAME)
+        return self._timers
+
+    def _exchange_on_task(self, stream: H2Stream, request: HttpRequest, route: RouteConfig) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(
+            self._tasks.serve_exchange, stream, request, route, name=_EXCHANGE_TASK_NAME
+        )
+
     # ---- session events (reader only) ----
 
     def _handle_event(self, event: Event) -> bool:
@@ -359,9 +386,8 @@ class H2Frontend:
             stream.declared_length = 0
         elif http_request.framing is BodyFraming.LENGTH:
             stream.declared_length = http_request.content_length
-        self._nursery.start_soon(
-            self._tasks.serve_exchange, stream, http_request, route, name=_EXCHANGE_TASK_NAME
-        )
+        if not (ended and self._lean.try_start(stream, http_request, route)):
+            self._exchange_on_task(stream, http_request, route)
 
     def _log(self, event: str, **fields: object) -> None:
         log_event(logger, logging.INFO, event, conn=self._info.connection_id, **fields)

@@ -263,9 +263,9 @@ class StreamTasks:
                     self._info.address,
                 )
         finally:
-            self._finish_exchange(stream, record, result)
+            self.finish_exchange(stream, record, result)
 
-    def _finish_exchange(
+    def finish_exchange(
         self, stream: H2Stream, record: RelayRecord, result: ExchangeResult
     ) -> None:
         """Reset what did not end cleanly, return credit, forget the stream, log it."""

@@ -47,6 +47,7 @@ from h2ws_proxy.http.message import (
     BackendRequest,
     BodyFraming,
     HttpRequest,
+    answer_has_body,
     build_backend_request,
     response_fields,
     trailer_fields,
@@ -65,9 +66,6 @@ Header = tuple[bytes, bytes]
 
 class _Retry(Exception):
     """A reused connection failed before any answer: try once more on a new one."""
-
-
-_NO_BODY_STATUSES = frozenset({204, 304})
 
 
 async def forward_exchange(
@@ -349,10 +347,7 @@ async def _relay_answer(run: _Run) -> None:
 
 async def _relay_head(run: _Run, response: ResponseHead) -> None:
     status = response.status
-    has_body = not (run.request.is_head or status in _NO_BODY_STATUSES)
-    if has_body:
-        lengths = [value for name, value in response.headers if name == b"content-length"]
-        has_body = lengths != [b"0"]
+    has_body = answer_has_body(run.request, status, response.headers)
     fields = response_fields(status, response.headers, for_h2=run.client.for_h2)
     if run.result.answer_field is not None:
         fields.append(run.result.answer_field)

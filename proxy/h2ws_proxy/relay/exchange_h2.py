@@ -42,7 +42,13 @@ from h2ws_proxy.errors import (
 from h2ws_proxy.h2session import ErrorCode, ResponseReceived, SessionUsageError
 from h2ws_proxy.http.h2_request import build_h2_backend_request
 from h2ws_proxy.http.h2_response import parse_h2_response_head
-from h2ws_proxy.http.message import BodyFraming, HttpRequest, response_fields, trailer_fields
+from h2ws_proxy.http.message import (
+    NO_BODY_STATUSES,
+    BodyFraming,
+    HttpRequest,
+    response_fields,
+    trailer_fields,
+)
 from h2ws_proxy.relay.exchange_contract import (
     ClientSide,
     ExchangeAborted,
@@ -54,7 +60,6 @@ from h2ws_proxy.transport.errors import STREAM_GONE
 
 Header = tuple[bytes, bytes]
 ATTEMPTS = 3
-_NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class _Refused(Exception):
@@ -214,7 +219,7 @@ async def _final_head(run: _Run) -> tuple[ResponseReceived, int, list[Header]]:
 
 
 async def _relay_head(run: _Run, head: ResponseReceived, status: int, fields: list[Header]) -> None:
-    has_body = not (head.end_stream or run.request.is_head or status in _NO_BODY_STATUSES)
+    has_body = not (head.end_stream or run.request.is_head or status in NO_BODY_STATUSES)
     relayed = response_fields(status, fields, for_h2=run.client.for_h2)
     if run.result.answer_field is not None:
         relayed.append(run.result.answer_field)

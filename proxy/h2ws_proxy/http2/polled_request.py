@@ -1,0 +1,397 @@
+"""An ordinary HTTP/2 request run without a task: the lean path of a plain GET.
+
+Most ordinary requests are a HEADERS with END_STREAM (no body) for a route of one server
+spoken to over HTTP/1.1 in cleartext, with a kept-alive connection idle in the pool. Such a
+request needs no task, nursery or cancel scope (issue 19; bench/README.md, "the lean
+request path"): the reader's turn writes it to the backend, the connection's
+:class:`~h2ws_proxy.transport.poller.BackendPoller` calls back when the answer arrives, the
+answer goes into the HTTP/2 output in that same turn (the poller's round is one output
+batch), and the idle timeout is a timer of the connection's
+:class:`~h2ws_proxy.transport.timers.ConnectionTimers`.
+
+Rules:
+
+* Taken only when nothing would have to wait (:meth:`LeanRequests.try_start`): any other
+  request, or one whose head the kernel does not take at once, runs on a task as before
+  (``StreamTasks.serve_exchange``), with the same behaviour. So are the steps that wait
+  once a lean request met them: a reused connection that failed before any byte of the
+  answer (the backend closed it as we sent) hands the request to the task path, which
+  dials, as ``forward_exchange`` retries on a new connection.
+* The answer is read by the same :class:`~h2ws_proxy.backend.h1_wire.H1BackendWire` and
+  relayed with the same rules as ``relay/exchange.py``: 1xx as they come, the head, the
+  body as the client's window and the connection's output bound allow (the backend is not
+  read meanwhile: its watch is paused until the stream calls back), then the end.
+* Failures as in the task path: before the answer's head, a 502 (a broken or invalid
+  answer) or 504 (the idle timer) answered here; after it, the stream is reset. The
+  stream's break (the client's reset, the connection's end) reaches us through the same
+  callback as new credit, ``client_writable``.
+* Exactly one end (:meth:`PolledRequest._complete`): the backend socket leaves the poller
+  before it is closed or goes back to the pool (only after a clean, reusable cycle), the
+  timer is disarmed, the server given back, and the stream finished as a task's would be
+  (``StreamTasks.finish_exchange``: reset codes, credit, the access line).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import h11
+import trio
+
+from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
+from h2ws_proxy.backend.h1_wire import AnswerEnd, BodyData, H1BackendWire, Need, ResponseHead
+from h2ws_proxy.backend.pool import BackendConnection
+from h2ws_proxy.backend.upgrade import READ_SIZE
+from h2ws_proxy.config import RouteConfig
+from h2ws_proxy.errors import BackendProtocolError, BackendTimeout, BackendUnavailable, ProxyError
+from h2ws_proxy.h2session import StreamUnusable
+from h2ws_proxy.http.message import HttpRequest, answer_has_body, response_fields, trailer_fields
+from h2ws_proxy.http2.proxy_session import ProxySession
+from h2ws_proxy.http2.stream import H2Stream
+from h2ws_proxy.relay.context import ServerContext
+from h2ws_proxy.relay.exchange_contract import ExchangeResult
+from h2ws_proxy.relay.outcome import RelayEnd
+from h2ws_proxy.relay.record import RelayRecord
+from h2ws_proxy.transport.capabilities import PollableSocket
+from h2ws_proxy.transport.errors import STREAM_GONE
+from h2ws_proxy.transport.poller import BackendPoller
+from h2ws_proxy.transport.timers import ConnectionTimers
+
+#: A write to the client's stream failed: the stream broke, or the session refuses it.
+_CLIENT_GONE = (*STREAM_GONE, StreamUnusable)
+
+
+class LeanConnection(Protocol):
+    """What a lean request needs of its connection (:class:`~h2ws_proxy.http2.lean_requests.
+    LeanRequests`)."""
+
+    session: ProxySession
+    server: ServerContext
+
+    def refuse(self, stream_id: int, error: ProxyError) -> None:
+        """Answer a proxy error on a stream (the registry's ``refuse``)."""
+
+    def finish(self, stream: H2Stream, record: RelayRecord, result: ExchangeResult) -> None:
+        """End a stream's exchange as a task's end would (``StreamTasks.finish_exchange``)."""
+
+    def run_on_task(self, stream: H2Stream, request: HttpRequest, route: RouteConfig) -> None:
+        """Start the task path for a request (``StreamTasks.serve_exchange`` in a task)."""
+
+
+class PolledRequest:
+    """One lean request, from its backend write to its end (see the module rules)."""
+
+    __slots__ = (
+        "_answer_started",
+        "_balancer",
+        "_connection",
+        "_done",
+        "_fd",
+        "_lean",
+        "_paused",
+        "_pending",
+        "_poller",
+        "_record",
+        "_request",
+        "_result",
+        "_route",
+        "_server",
+        "_socket",
+        "_stream",
+        "_timeout",
+        "_timers",
+        "_wire",
+        "deadline",
+        "watched",
+    )
+
+    def __init__(
+        self,
+        lean: LeanConnection,
+        stream: H2Stream,
+        request: HttpRequest,
+        route: RouteConfig,
+        balancer: GroupBalancer,
+        server: ServerState,
+        connection: BackendConnection,
+        socket: PollableSocket,
+        wire: H1BackendWire,
+        record: RelayRecord,
+    ) -> None:
+        self._lean = lean
+        self._stream = stream
+        self._request = request
+        self._route = route
+        self._balancer = balancer
+        self._server = server
+        self._connection = connection
+        self._socket = socket
+        self._fd = socket.fileno()
+        self._wire = wire
+        self._record = record
+        self._result = ExchangeResult(request_complete=True)
+        self._answer_started = False
+        self._done = False
+        #: The backend's watch is paused: the client cannot take more now.
+        self._paused = False
+        #: Body bytes the client's window did not take yet.
+        self._pending: memoryview | None = None
+        self._poller: BackendPoller | None = None
+        self._timers: ConnectionTimers | None = None
+        self._timeout = math.inf
+        self.deadline = math.inf
+        self.watched = False
+
+    def begin(self, poller: BackendPoller, timers: ConnectionTimers, timeout: float) -> None:
+        self._poller, self._timers, self._timeout = poller, timers, timeout
+        self._lean.server.stats.requests += 1
+        self._stream.set_on_writable(self)  # new credit, and the stream's break
+        if timeout > 0:
+            timers.arm(self, timeout, trio.current_time())
+        poller.register(self._fd, self)
+
+    # ---- the backend (the poller's callbacks) ----
+
+    def on_readable(self) -> None:
+        if self._done:
+            return
+        try:
+            data = self._socket.receive_nowait(READ_SIZE)
+        except STREAM_GONE as error:
+            self._backend_failed(f"backend connection broke: {error}")
+            return
+        if data is None:
+            return
+        wire = self._wire
+        if not data and wire.awaiting_head:
+            self._backend_failed("backend closed the connection without answering")
+            return
+        if data:
+            self._answer_started = True
+        wire.receive_data(bytes(data))
+        self._progress()
+        self._relay()
+
+    def on_error(self) -> None:
+        if not self._done:
+            self._backend_failed("backend connection cannot be watched")
+
+    # ---- the client (the stream's callbacks) ----
+
+    def client_writable(self) -> None:
+        """The stream's window may have grown, or the stream broke."""
+        if self._done:
+            return
+        stream = self._stream
+        if stream.broken_reason is not None:
+            end = RelayEnd.CLIENT_ABORTED if stream.reset_by_peer else RelayEnd.CANCELLED
+            self._abort(end, f"client went away: {stream.broken_reason}")
+            return
+        if self._pending is not None and self._send_pending():
+            self._resume()
+
+    def _on_drained(self) -> None:
+        if not self._done and self._pending is None:
+            self._resume()
+
+    # ---- the timer ----
+
+    def on_timer(self) -> None:
+        if self._done:
+            return
+        reason = f"no byte moved either way for {self._timeout}s"
+        if self._result.head_sent:
+            self._abort(RelayEnd.IDLE_TIMEOUT, reason)
+        else:
+            target = self._connection.address
+            self._refuse(BackendTimeout(f"backend {target} did not answer: {reason}"))
+
+    def _progress(self) -> None:
+        timers = self._timers
+        if timers is not None and self._timeout > 0:
+            timers.arm(self, self._timeout, trio.current_time())
+
+    # ---- relaying the answer ----
+
+    def _relay(self) -> None:
+        """Hand on the answer's events the wire has, until it needs bytes, the client
+        cannot take more, or the answer ended."""
+        wire = self._wire
+        while not self._done and not self._paused:
+            try:
+                event = wire.next_event()
+            except h11.RemoteProtocolError as error:
+                self._protocol_error(f"backend's answer is not valid HTTP/1.1: {error}")
+                return
+            kind = type(event)
+            try:
+                if kind is BodyData:
+                    assert isinstance(event, BodyData)
+                    self._record.stats.bytes_down += len(event.data)
+                    self._send_body(event.data)
+                elif event is Need.DATA:
+                    return
+                elif kind is ResponseHead:
+                    assert isinstance(event, ResponseHead)
+                    if not self._relay_head(event):
+                        return
+                elif kind is AnswerEnd:
+                    assert isinstance(event, AnswerEnd)
+                    self._end_answer(event)
+                    return
+                elif event is Need.SWITCHED:
+                    self._protocol_error("backend switched protocols on an ordinary request")
+                    return
+                else:  # BackendClosed
+                    self._backend_failed("backend closed the connection mid-answer")
+                    return
+            except _CLIENT_GONE as error:
+                self._abort(RelayEnd.CLIENT_ABORTED, f"client went away: {error}")
+                return
+
+    def _relay_head(self, response: ResponseHead) -> bool:
+        """Send the answer's head (or a 1xx); False when the relay stops here."""
+        status = response.status
+        stream, session = self._stream, self._lean.session
+        if stream.broken_reason is not None:
+            raise trio.BrokenResourceError(stream.broken_reason)
+        if status == 101:
+            self._protocol_error("backend switched protocols on an ordinary request")
+            return False
+        if status < 200:
+            session.send_headers(
+                stream.stream_id, [(b":status", str(status).encode()), *response.headers]
+            )
+            return True
+        has_body = answer_has_body(self._request, status, response.headers)
+        fields = response_fields(status, response.headers, for_h2=True)
+        result = self._result
+        result.status = status
+        session.send_response_head(stream.stream_id, status, fields, end_stream=not has_body)
+        if not has_body:
+            stream.mark_ended_locally()
+        result.head_sent = True
+        return True
+
+    def _send_body(self, data: bytes) -> None:
+        stream = self._stream
+        view = memoryview(data)
+        sent = stream.send_now(view)
+        if sent < len(view):
+            # The stream asked to be woken by new credit (``client_writable``).
+            self._pending = view[sent:]
+            self._pause()
+        elif stream.backlogged():
+            self._pause()
+            stream.call_when_drained(self._on_drained)
+
+    def _send_pending(self) -> bool:
+        """Send what waited for credit; True once all of it went."""
+        pending = self._pending
+        assert pending is not None
+        try:
+            sent = self._stream.send_now(pending)
+        except STREAM_GONE as error:
+            self._abort(RelayEnd.CLIENT_ABORTED, f"client went away: {error}")
+            return False
+        self._progress()
+        if sent < len(pending):
+            self._pending = pending[sent:]
+            return False
+        self._pending = None
+        if self._stream.backlogged():
+            self._stream.call_when_drained(self._on_drained)
+            return False
+        return True
+
+    def _end_answer(self, event: AnswerEnd) -> None:
+        stream = self._stream
+        if not stream.local_ended:
+            if event.trailers:
+                if stream.broken_reason is not None:
+                    raise trio.BrokenResourceError(stream.broken_reason)
+                self._lean.session.send_headers(
+                    stream.stream_id, trailer_fields(event.trailers), end_stream=True
+                )
+                stream.mark_ended_locally()
+            else:
+                stream.end_now()
+        result = self._result
+        result.reusable = self._wire.reusable()
+        self._record.stats.end = RelayEnd.CLEAN
+        self._complete(keep=result.reusable)
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            if self._poller is not None:
+                self._poller.pause(self._fd)
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._relay()  # events the wire already holds go first
+            if not self._done and not self._paused and self._poller is not None:
+                self._poller.resume(self._fd)
+
+    # ---- endings ----
+
+    def _backend_failed(self, reason: str) -> None:
+        result = self._result
+        if result.head_sent:
+            self._abort(RelayEnd.BACKEND_ABORTED, reason)
+        elif self._connection.reused and not self._answer_started:
+            self._hand_to_task()
+        else:
+            self._refuse(BackendUnavailable(reason))
+
+    def _protocol_error(self, reason: str) -> None:
+        if self._result.head_sent:
+            self._abort(RelayEnd.BACKEND_ABORTED, reason)
+        else:
+            self._refuse(BackendProtocolError(reason))
+
+    def _refuse(self, error: ProxyError) -> None:
+        """Nothing of the answer went out: answer ``error`` ourselves."""
+        self._record.refused(error)
+        stream = self._stream
+        if stream.broken_reason is None:
+            self._lean.refuse(stream.stream_id, error)
+            stream.mark_ended_locally()
+        self._complete(keep=False)
+
+    def _abort(self, end: RelayEnd, reason: str) -> None:
+        record = self._record
+        record.error = reason
+        record.stats.end = end
+        self._complete(keep=False)
+
+    def _hand_to_task(self) -> None:
+        """A reused connection failed before answering: the task path takes the request
+        on a new connection (no line for this attempt, as for ``forward_exchange``'s retry)."""
+        self._stop(keep=False)
+        self._lean.server.stats.requests -= 1
+        self._lean.run_on_task(self._stream, self._request, self._route)
+
+    def _complete(self, *, keep: bool) -> None:
+        self._stop(keep=keep)
+        lean, record, result = self._lean, self._record, self._result
+        lean.server.stats.requests -= 1
+        record.status = record.status or result.status
+        record.opened = result.head_sent
+        lean.finish(self._stream, record, result)
+
+    def _stop(self, *, keep: bool) -> None:
+        """Leave the poller, the timers and the stream; the connection back or closed."""
+        self._done = True
+        if self._poller is not None:
+            self._poller.unregister(self._fd)
+        if self._timers is not None:
+            self._timers.disarm(self, self._timeout)
+        self._stream.set_on_writable(None)
+        self._balancer.give_back(self._server)
+        if keep:
+            self._lean.server.pool.release_now(self._connection, self._socket.close_now)
+        else:
+            self._socket.close_now()

@@ -1,0 +1,269 @@
+"""Ordinary HTTP/2 requests on a kept-alive backend connection, where they run without a
+task (http2/polled_request.py): every way the backend or the client can end such a request.
+
+Each test first makes one request, so that the backend connection it used waits idle in the
+pool; the request under test then runs on it. The backend is a scripted raw one on loopback,
+so that it can close, stall or misbehave at exactly the point each case needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+
+from tests.conftest import StartProxy
+from tests.helpers.backends import BackendConnection, ScriptedBackend
+from tests.helpers.h2_client import H2TestClient, StreamState, open_h2_client
+from tests.helpers.records import ProxyRecords
+from tests.helpers.setup import backend_url, make_config
+
+pytestmark = pytest.mark.socket
+
+CANCEL, INTERNAL_ERROR = 0x8, 0x2
+Header = tuple[bytes, bytes]
+Answer = Callable[[BackendConnection, int], Awaitable[bool]]
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
+
+
+def get(path: bytes) -> list[Header]:
+    return [
+        (b":method", b"GET"),
+        (b":scheme", b"http"),
+        (b":path", path),
+        (b":authority", b"proxy.test"),
+    ]
+
+
+def scripted(answer: Answer) -> Callable[[BackendConnection], Awaitable[None]]:
+    """Per connection: read each request head and let ``answer(connection, n)`` answer the
+    n-th one of the whole backend (from 0); False ends the connection."""
+    counter = [0]
+
+    async def behaviour(connection: BackendConnection) -> None:
+        pending = bytearray()
+        while True:
+            while b"\r\n\r\n" not in pending:
+                chunk = await connection.stream.receive_some(65536)
+                if not chunk:
+                    return
+                connection.received += chunk
+                pending += chunk
+            _, pending = pending.split(b"\r\n\r\n", 1)
+            number = counter[0]
+            counter[0] += 1
+            if not await answer(connection, number):
+                return
+
+    return behaviour
+
+
+async def fetch(client: H2TestClient, path: bytes, *, auto_ack: bool = True) -> StreamState:
+    state = await client.request(get(path), end_stream=True, auto_ack=auto_ack)
+    with trio.fail_after(15):
+        return await client.finished(state)
+
+
+async def proxy_for(
+    nursery: trio.Nursery, start_proxy: StartProxy, answer: Answer, **limits: float
+) -> tuple[ScriptedBackend, trio.SocketStream]:
+    backend = ScriptedBackend(scripted(answer))
+    port = await nursery.start(backend.run)
+    address = await start_proxy(make_config(("/", backend_url(port)), **limits))
+    return backend, await trio.open_tcp_stream(address.host, address.port)
+
+
+async def test_a_kept_connection_the_backend_closes_is_retried_on_a_new_one(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
+) -> None:
+    async def answer(connection: BackendConnection, number: int) -> bool:
+        if number == 1:
+            return False  # took the second request, then closed without a word
+        await connection.stream.send_all(OK)
+        return True
+
+    backend, stream = await proxy_for(nursery, start_proxy, answer)
+    async with open_h2_client(stream) as client:
+        first = await fetch(client, b"/one")
+        second = await fetch(client, b"/two")
+    assert (first.status, second.status) == (200, 200)
+    assert bytes(second.data) == b"first"
+    assert len(backend.connections) == 2
+    assert backend.connections[0].received.count(b"GET /two ") == 1  # sent, unanswered
+    assert backend.connections[1].received.startswith(b"GET /two ")
+    lines = proxy_records.named("request.closed")
+    assert [(line["path"], line["status"], line["end"]) for line in lines] == [
+        ("/one", 200, "clean"),
+        ("/two", 200, "clean"),
+    ]
+
+
+async def test_a_silent_backend_gets_504_after_the_idle_timeout(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
+) -> None:
+    async def answer(connection: BackendConnection, number: int) -> bool:
+        if number == 1:
+            await trio.sleep_forever()  # the proxy's idle timer must end this one
+        await connection.stream.send_all(OK)
+        return True
+
+    _, stream = await proxy_for(nursery, start_proxy, answer, http_idle_timeout_s=0.5)
+    async with open_h2_client(stream) as client:
+        await fetch(client, b"/one")
+        silent = await fetch(client, b"/silent")
+        after = await fetch(client, b"/after")  # a new connection serves the next one
+    assert silent.status == 504
+    assert b"did not answer" in bytes(silent.data)
+    assert after.status == 200
+    line = proxy_records.named("request.closed")[1]
+    assert (line["path"], line["status"], line["end"]) == ("/silent", 504, "refused")
+
+
+async def test_a_stall_mid_body_resets_the_stream_after_the_idle_timeout(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
+) -> None:
+    async def answer(connection: BackendConnection, number: int) -> bool:
+        if number == 1:
+            await connection.stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
+            )
+            await trio.sleep_forever()
+        await connection.stream.send_all(OK)
+        return True
+
+    _, stream = await proxy_for(nursery, start_proxy, answer, http_idle_timeout_s=0.5)
+    async with open_h2_client(stream) as client:
+        await fetch(client, b"/one")
+        stalled = await fetch(client, b"/stalled")
+    assert stalled.status == 200
+    assert bytes(stalled.data) == b"x" * 10
+    assert stalled.reset_code == CANCEL
+    assert not stalled.ended
+    line = proxy_records.named("request.closed")[1]
+    assert (line["path"], line["end"]) == ("/stalled", "idle_timeout")
+    assert line["bytes_down"] == 10
+
+
+async def test_a_backend_that_closes_mid_body_resets_the_stream(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
+) -> None:
+    async def answer(connection: BackendConnection, number: int) -> bool:
+        if number == 1:
+            await connection.stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
+            )
+            return False
+        await connection.stream.send_all(OK)
+        return True
+
+    _, stream = await proxy_for(nursery, start_proxy, answer)
+    async with open_h2_client(stream) as client:
+        await fetch(client, b"/one")
+        cut = await fetch(client, b"/cut")
+        after = await fetch(client, b"/after")
+    assert cut.status == 200
+    assert cut.reset_code == INTERNAL_ERROR
+    assert after.status == 200
+    line = proxy_records.named("request.closed")[1]
+    assert (line["path"], line["end"]) == ("/cut", "backend_aborted")
+
+
+@pytest.mark.parametrize(
+    ("answer_bytes", "reason"),
+    [
+        (b"HTTP/1.1 2000 Nope\r\n\r\n", b"not valid HTTP/1.1"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", b"not valid"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", b"without answering"),
+    ],
+    ids=["invalid", "switched", "closed_in_head"],
+)
+async def test_a_bad_answer_on_a_kept_connection_is_a_502(
+    nursery: trio.Nursery,
+    start_proxy: StartProxy,
+    proxy_records: ProxyRecords,
+    answer_bytes: bytes,
+    reason: bytes,
+) -> None:
+    async def answer(connection: BackendConnection, number: int) -> bool:
+        if number == 1:
+            await connection.stream.send_all(answer_bytes)
+            return False
+        await connection.stream.send_all(OK)
+        return True
+
+    _, stream = await proxy_for(nursery, start_proxy, answer)
+    async with open_h2_client(stream) as client:
+        await fetch(client, b"/one")
+        bad = await fetch(client, b"/bad")
+        after = await fetch(client, b"/after")
+    assert bad.status == 502
+    assert reason in bytes(bad.data)
+    assert after.status == 200
+    line = proxy_records.named("request.closed")[1]
+    assert (line["path"], line["status"]) == ("/bad", 502)
+
+
+async def test_a_large_answer_waits_for_the_clients_credit(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
+) -> None:
+    """The client returns credit only when it wants more: the answer arrives whole, no
+    faster than that, and the backend connection is kept for the next request."""
+    body = bytes(i % 251 for i in range(3 * 1024 * 1024 + 17))
+
+    async def answer(connection: BackendConnection, number: int) -> bool:
+        if number == 1:
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            await connection.stream.send_all(head + body)
+        else:
+            await connection.stream.send_all(OK)
+        return True
+
+    backend, stream = await proxy_for(nursery, start_proxy, answer)
+    async with open_h2_client(stream) as client:
+        await fetch(client, b"/one")
+        big = await client.request(get(b"/big"), end_stream=True, auto_ack=False)
+        window = 65535  # the stream's initial window: nothing past it without our credit
+        with trio.fail_after(30):
+            while not big.ended:
+                await client.wait_for(lambda: big.unacked >= window or big.ended, big)
+                assert len(big.data) <= window * (1 + len(big.data) // window)
+                await client.ack(big)
+        after = await fetch(client, b"/after")
+    assert hashlib.sha256(big.data).digest() == hashlib.sha256(body).digest()
+    assert big.reset_code is None
+    assert after.status == 200
+    assert len(backend.connections) == 1  # kept and reused after the large answer
+    line = proxy_records.named("request.closed")[1]
+    assert (line["path"], line["end"], line["bytes_down"]) == ("/big", "clean", len(body))
+
+
+async def test_a_client_reset_while_its_window_is_shut_frees_the_backend_connection(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
+) -> None:
+    async def answer(connection: BackendConnection, number: int) -> bool:
+        if number == 1:
+            await connection.stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"y" * 200_000
+            )
+            while await connection.stream.receive_some(65536):
+                pass  # until the proxy closes this connection
+            return False
+        await connection.stream.send_all(OK)
+        return True
+
+    backend, stream = await proxy_for(nursery, start_proxy, answer)
+    async with open_h2_client(stream) as client:
+        await fetch(client, b"/one")
+        big = await client.request(get(b"/big"), end_stream=True, auto_ack=False)
+        with trio.fail_after(10):
+            await client.wait_for(lambda: big.unacked >= 65535, big)  # the window is shut
+        await client.reset(big, CANCEL)
+        with trio.fail_after(10):
+            await backend.connections[0].closed.wait()  # the proxy closed that connection
+        after = await fetch(client, b"/after")
+    assert after.status == 200
+    assert len(backend.connections) == 2
+    line = proxy_records.named("request.closed")[1]
+    assert (line["path"], line["end"]) == ("/big", "client_aborted")
