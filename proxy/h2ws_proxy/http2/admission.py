@@ -42,11 +42,39 @@ def check_authority(head: H2RequestHead, certificate: CertificateNames | None) -
         )
 
 
+_Accepted = tuple[H2RequestHead, Router, HttpRequest, RouteConfig]
+
+
 def accept_http(
     head: H2RequestHead, router: Router, *, tls: bool, ended: bool
 ) -> tuple[HttpRequest, RouteConfig]:
+    """The request and its route; raises the :class:`ProxyError` to answer.
+
+    Both depend on nothing but the arguments, and a client repeats its requests (the same
+    fields give the same ``head`` object: ``parse_h2_request_head`` remembers the heads that
+    passed), so an accepted one is remembered by the identity of its head and router: a
+    repeated request skips its translation and routing (bench/README.md, the lean request
+    path). A refused one is judged again every time.
+    """
+    key = (id(head), id(router), tls, ended)
+    accepted = _ACCEPTED.get(key)
+    if accepted is not None and accepted[0] is head and accepted[1] is router:
+        return accepted[2], accepted[3]
     request = request_from_h2(head, tls=tls, end_stream=ended)
-    return request, http_route(router, request)
+    route = http_route(router, request)
+    if len(_ACCEPTED) >= _ACCEPTED_MAX:
+        _ACCEPTED.clear()
+    # The head and router are held too: their ids cannot be reused while remembered.
+    _ACCEPTED[key] = (head, router, request, route)
+    return request, route
+
+
+#: Accepted requests by (head, router, tls, ended), as far as ``parse_h2_request_head``
+#: remembers heads; cleared when full.
+_ACCEPTED: dict[
+    tuple[int, int, bool, bool], tuple[H2RequestHead, Router, HttpRequest, RouteConfig]
+] = {}
+_ACCEPTED_MAX = 64
 
 
 def accept_websocket(

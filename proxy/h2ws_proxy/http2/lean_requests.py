@@ -17,7 +17,12 @@ from h2ws_proxy.backend.h1_wire import H1BackendWire
 from h2ws_proxy.backend.pool import BackendConnection
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import ProxyError
-from h2ws_proxy.http.message import BodyFraming, HttpRequest, build_backend_request
+from h2ws_proxy.http.message import (
+    BackendRequest,
+    BodyFraming,
+    HttpRequest,
+    build_backend_request,
+)
 from h2ws_proxy.http2.polled_request import PolledRequest
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream import H2Stream
@@ -56,6 +61,9 @@ class LeanRequests:
         self.finish = finish
         #: Starts the task path for a request (``StreamTasks.serve_exchange`` in a task).
         self.run_on_task = run_on_task
+        #: The last request written, its route, and what went to the backend for it (a
+        #: client repeats requests; the client's address is the connection's).
+        self._last: tuple[HttpRequest, RouteConfig, BackendRequest, bytes] | None = None
 
     def try_start(self, stream: H2Stream, request: HttpRequest, route: RouteConfig) -> bool:
         """Run ``request`` (already routed, its stream ended by the client) without a task
@@ -82,16 +90,22 @@ class LeanRequests:
             return False
         socket = as_pollable(connection.stream)
         assert socket is not None  # take_idle_now gives only such connections
-        try:
-            backend_request = build_backend_request(request, route, self.info.address)
-        except ProxyError:
-            # The task path meets the same error and answers it.
-            balancer.give_back(chosen)
-            server.pool.release_now(connection, socket.close_now)
-            return False
+        last = self._last
+        if last is not None and last[0] is request and last[1] is route:
+            # A repeated request (see ``accept_http``): the same bytes for the backend.
+            backend_request, head = last[2], last[3]
+        else:
+            try:
+                backend_request = build_backend_request(request, route, self.info.address)
+            except ProxyError:
+                # The task path meets the same error and answers it.
+                balancer.give_back(chosen)
+                server.pool.release_now(connection, socket.close_now)
+                return False
+            head = backend_request.head_bytes()
+            self._last = (request, route, backend_request, head)
         limits = server.config.limits
         wire = H1BackendWire(backend_request, max_head_bytes=limits.max_header_list_bytes)
-        head = wire.request_head()
         try:
             sent = socket.send_nowait(head)
         except STREAM_GONE:
