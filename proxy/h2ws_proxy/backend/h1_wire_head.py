@@ -64,7 +64,33 @@ def parse_plain_head(
 ) -> tuple[ResponseHead, int, bool] | None:
     """(event, body length or :data:`CHUNKED`, keep-alive) for the plain head
     ``data[start:end]`` (see the module rules), else None. ``end`` is just past its blank
-    line."""
+    line.
+
+    The result depends on nothing but the head's bytes and ``is_head``, and a backend
+    repeats its answers' heads (all but a ``Date`` that changes once a second), so a head
+    that parsed is remembered with its result (``_PARSED``: bounded in count and size): the
+    same bytes again get the same event object, whose fields nobody may change.
+    """
+    key = (data[start:end], is_head)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = _parse(data, start, end, is_head=is_head)
+        if parsed is not None and end - start <= _PARSED_MAX_BYTES:
+            if len(_PARSED) >= _PARSED_MAX_HEADS:
+                _PARSED.clear()
+            _PARSED[key] = parsed
+    return parsed
+
+
+#: Heads that parsed, by their bytes (see :func:`parse_plain_head`).
+_PARSED: dict[tuple[bytes, bool], tuple[ResponseHead, int, bool]] = {}
+_PARSED_MAX_HEADS = 64
+_PARSED_MAX_BYTES = 2048
+
+
+def _parse(
+    data: bytes, start: int, end: int, *, is_head: bool
+) -> tuple[ResponseHead, int, bool] | None:
     status_line = _PLAIN_STATUS_LINE.match(data, start, end)
     if status_line is None or _has_forbidden_byte(data, start, end):
         return None

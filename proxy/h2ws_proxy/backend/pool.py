@@ -146,7 +146,9 @@ class BackendPool:
     def _keep(self, connection: BackendConnection) -> bool:
         """Keep ``connection`` idle if there is room; False: the caller closes it."""
         limits = self._limits
-        queue = self._idle.setdefault(connection.address, deque())
+        queue = self._idle.get(connection.address)
+        if queue is None:
+            queue = self._idle[connection.address] = deque()
         if limits.backend_keepalive_s > 0 and len(queue) < limits.backend_max_idle:
             connection.idle_since = trio.current_time()
             queue.append(connection)

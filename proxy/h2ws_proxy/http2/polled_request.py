@@ -46,7 +46,8 @@ from h2ws_proxy.backend.upgrade import READ_SIZE
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import BackendProtocolError, BackendTimeout, BackendUnavailable, ProxyError
 from h2ws_proxy.h2session import StreamUnusable
-from h2ws_proxy.http.message import HttpRequest, answer_has_body, response_fields, trailer_fields
+from h2ws_proxy.http.message import HttpRequest, trailer_fields
+from h2ws_proxy.http2.answer_heads import h2_answer_head
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream import H2Stream
 from h2ws_proxy.relay.context import ServerContext
@@ -264,8 +265,7 @@ class PolledRequest:
                 stream.stream_id, [(b":status", str(status).encode()), *response.headers]
             )
             return True
-        has_body = answer_has_body(self._request, status, response.headers)
-        fields = response_fields(status, response.headers, for_h2=True)
+        has_body, fields = h2_answer_head(self._request, response)
         result = self._result
         result.status = status
         session.send_response_head(stream.stream_id, status, fields, end_stream=not has_body)

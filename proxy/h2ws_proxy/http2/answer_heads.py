@@ -1,0 +1,35 @@
+"""What a backend's HTTP/1.1 answer head becomes on an HTTP/2 stream, remembered.
+
+The backend's wire gives a repeated head as the same event object (``parse_plain_head``
+remembers heads by their bytes), so what it becomes here (whether a body follows, the
+fields to send) is remembered by that object's identity: a backend's answers repeat, and
+the request path gains from each step it skips (bench/README.md, the lean request path).
+A HEAD request's heads are other objects than a GET's (the wire's key holds ``is_head``),
+so the body decision, which depends on the method, stays right.
+"""
+
+from __future__ import annotations
+
+from h2ws_proxy.backend.h1_wire import ResponseHead
+from h2ws_proxy.http.message import HttpRequest, answer_has_body, response_fields
+
+Header = tuple[bytes, bytes]
+
+#: By the head's id; the head is held too, so that its id is not reused while remembered.
+_RELAYED: dict[int, tuple[ResponseHead, bool, list[Header]]] = {}
+_RELAYED_MAX = 64
+
+
+def h2_answer_head(request: HttpRequest, response: ResponseHead) -> tuple[bool, list[Header]]:
+    """(a body follows, the fields to send) for a final answer head; the list is shared:
+    nobody may change it."""
+    relayed = _RELAYED.get(id(response))
+    if relayed is not None and relayed[0] is response:
+        return relayed[1], relayed[2]
+    status = response.status
+    has_body = answer_has_body(request, status, response.headers)
+    fields = response_fields(status, response.headers, for_h2=True)
+    if len(_RELAYED) >= _RELAYED_MAX:
+        _RELAYED.clear()
+    _RELAYED[id(response)] = (response, has_body, fields)
+    return has_body, fields
