@@ -152,6 +152,11 @@ class H1BackendWire:
             return self._read_trailers()
         raise RuntimeError("the answer is complete")  # the exchange stops at AnswerEnd
 
+    def body_ends_here(self) -> bool:
+        """The body bytes just handed out were the last of a length-delimited body: the next
+        event is the answer's end, with no trailers."""
+        return self._h11 is None and self._stage is _Stage.BODY and not self._remaining
+
     def reusable(self) -> bool:
         """Both messages are complete, keep-alive holds, and no extra byte arrived."""
         if self._h11 is not None:

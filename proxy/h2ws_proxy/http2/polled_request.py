@@ -171,8 +171,9 @@ class PolledRequest:
         if data:
             self._answer_started = True
         wire.receive_data(bytes(data))
-        self._progress()
         self._relay()
+        if not self._done:
+            self._progress()  # a byte moved (a read that ended the answer needs no timer)
 
     def on_error(self) -> None:
         if not self._done:
@@ -277,7 +278,7 @@ class PolledRequest:
     def _send_body(self, data: bytes) -> None:
         stream = self._stream
         view = memoryview(data)
-        sent = stream.send_now(view)
+        sent = stream.send_now(view, self._wire.body_ends_here())
         if sent < len(view):
             # The stream asked to be woken by new credit (``client_writable``).
             self._pending = view[sent:]
@@ -291,7 +292,7 @@ class PolledRequest:
         pending = self._pending
         assert pending is not None
         try:
-            sent = self._stream.send_now(pending)
+            sent = self._stream.send_now(pending, self._wire.body_ends_here())
         except STREAM_GONE as error:
             self._abort(RelayEnd.CLIENT_ABORTED, f"client went away: {error}")
             return False

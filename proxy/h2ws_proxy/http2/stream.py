@@ -332,23 +332,23 @@ class H2Stream(trio.abc.HalfCloseableStream):
 
     # ---- synchronous sending, for a tunnel driven by backend readiness ----
 
-    def send_now(self, data: memoryview) -> int:
-        """Queue as much of ``data`` as the client's windows allow; how much (no waiting).
-
-        Raises like ``send_all``. The caller waits for ``set_on_writable``'s callback when
-        it got less than it gave, and for :meth:`call_when_drained` when
-        :meth:`backlogged` says the client is behind.
-        """
+    def send_now(self, data: memoryview, end: bool = False) -> int:
+        """Queue what the client's windows allow of ``data`` (``end``: ending our side if all
+        of it went); how much went, without waiting. Raises like ``send_all``. The caller
+        waits for ``set_on_writable``'s callback when it got less than it gave, and for
+        :meth:`call_when_drained` when :meth:`backlogged` says the client is behind."""
         if self.broken_reason is not None:
             raise trio.BrokenResourceError(self.broken_reason)
         if self._local_ended:
             raise trio.ClosedResourceError("the stream was ended")
         try:
-            sent = self.session.send_data(self.stream_id, data)
+            sent = self.session.send_data(self.stream_id, data, end)
         except StreamUnusable as error:
             raise trio.BrokenResourceError(str(error)) from error
         if sent < len(data):
             self.connection.wait_for_window(self)
+        elif end:
+            self._local_ended = True
         return sent
 
     def end_now(self) -> None:
