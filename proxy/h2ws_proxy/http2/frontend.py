@@ -82,7 +82,6 @@ _READ_SIZE = 65536
 #: How long the writer may take to flush a final GOAWAY to a client that stopped reading.
 _FINAL_FLUSH_S = 5.0
 _POLLER_NAME = "h2ws_proxy.http2.frontend.backend_poller"
-_TIMERS_NAME = "h2ws_proxy.http2.frontend.timers"
 #: Constant task names: trio would otherwise format one from the bound method per stream.
 _TUNNEL_TASK_NAME = "h2ws_proxy.http2.frontend.tunnel"
 _EXCHANGE_TASK_NAME = "h2ws_proxy.http2.frontend.exchange"
@@ -183,17 +182,19 @@ class H2Frontend:
             nursery.start_soon(life.require_settings_then_request)
             if self._limits.idle_connection_timeout_s > 0:
                 nursery.start_soon(life.close_when_idle)
-            with self._read_scope:
-                if not self._initial_data or self._receive(self._initial_data):
-                    await self._read_loop()
+            try:
+                with self._read_scope:
+                    if not self._initial_data or self._receive(self._initial_data):
+                        await self._read_loop()
+            finally:
+                # Also when cancelled from outside: a request without a task ends only here.
+                self._writer.reader_done = True
+                for stream in list(self._streams.values()):
+                    # Ended by both sides: done, not aborted, whatever its task got to.
+                    done = stream.local_ended and stream.remote_ended
+                    stream.break_stream("client connection closed", by_peer=not done)
+                    stream.scope.cancel()
             writer = self._writer
-            writer.reader_done = True
-            for stream in list(self._streams.values()):
-                # A stream both sides had ended was done, not aborted, whatever its task
-                # had got round to.
-                done = stream.local_ended and stream.remote_ended
-                stream.break_stream("client connection closed", by_peer=not done)
-                stream.scope.cancel()
             # Let the writer flush what is queued (a GOAWAY), then end: bounded, since a
             # client that stopped reading may never take it.
             writer.wake()
@@ -279,17 +280,18 @@ class H2Frontend:
         return self._poller
 
     def _connection_timers(self) -> ConnectionTimers | None:
-        """The connection's timers (requests run without a task), started on first use."""
+        """The connection's timers, started on first use."""
         if self._timers is None and self._nursery is not None:
             self._timers = ConnectionTimers()
-            self._nursery.start_soon(self._timers.run, name=_TIMERS_NAME)
+            self._nursery.start_soon(self._timers.run, name=f"{__name__}.timers")
         return self._timers
 
-    def _exchange_on_task(self, stream: H2Stream, request: HttpRequest, route: RouteConfig) -> None:
+    def _exchange_on_task(
+        self, stream: H2Stream, request: HttpRequest, route: RouteConfig, fresh: bool = False
+    ) -> None:
         assert self._nursery is not None
-        self._nursery.start_soon(
-            self._tasks.serve_exchange, stream, request, route, name=_EXCHANGE_TASK_NAME
-        )
+        serve = self._tasks.serve_exchange
+        self._nursery.start_soon(serve, stream, request, route, fresh, name=_EXCHANGE_TASK_NAME)
 
     # ---- session events (reader only) ----
 

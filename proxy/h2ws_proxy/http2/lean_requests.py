@@ -48,7 +48,7 @@ class LeanRequests:
         timers: Callable[[], ConnectionTimers | None],
         refuse: Callable[[int, ProxyError], None],
         finish: Callable[[H2Stream, RelayRecord, ExchangeResult], None],
-        run_on_task: Callable[[H2Stream, HttpRequest, RouteConfig], None],
+        run_on_task: Callable[[H2Stream, HttpRequest, RouteConfig, bool], None],
     ) -> None:
         self.session = session
         self.server = server

@@ -76,8 +76,10 @@ class LeanConnection(Protocol):
     def finish(self, stream: H2Stream, record: RelayRecord, result: ExchangeResult) -> None:
         """End a stream's exchange as a task's end would (``StreamTasks.finish_exchange``)."""
 
-    def run_on_task(self, stream: H2Stream, request: HttpRequest, route: RouteConfig) -> None:
-        """Start the task path for a request (``StreamTasks.serve_exchange`` in a task)."""
+    def run_on_task(
+        self, stream: H2Stream, request: HttpRequest, route: RouteConfig, fresh: bool
+    ) -> None:
+        """Run a request on the task path (``fresh``: on a new backend connection)."""
 
 
 class PolledRequest:
@@ -296,7 +298,8 @@ class PolledRequest:
         except STREAM_GONE as error:
             self._abort(RelayEnd.CLIENT_ABORTED, f"client went away: {error}")
             return False
-        self._progress()
+        if sent:
+            self._progress()  # a byte moved: new credit alone is not activity
         if sent < len(pending):
             self._pending = pending[sent:]
             return False
@@ -309,15 +312,14 @@ class PolledRequest:
     def _end_answer(self, event: AnswerEnd) -> None:
         stream = self._stream
         if not stream.local_ended:
-            if event.trailers:
+            trailers = trailer_fields(event.trailers) if event.trailers else None
+            if trailers:
                 if stream.broken_reason is not None:
                     raise trio.BrokenResourceError(stream.broken_reason)
-                self._lean.session.send_headers(
-                    stream.stream_id, trailer_fields(event.trailers), end_stream=True
-                )
+                self._lean.session.send_headers(stream.stream_id, trailers, end_stream=True)
                 stream.mark_ended_locally()
             else:
-                stream.end_now()
+                stream.end_now()  # no trailers, or none fit to relay
         result = self._result
         result.reusable = self._wire.reusable()
         self._record.stats.end = RelayEnd.CLEAN
@@ -373,7 +375,7 @@ class PolledRequest:
         on a new connection (no line for this attempt, as for ``forward_exchange``'s retry)."""
         self._stop(keep=False)
         self._lean.server.stats.requests -= 1
-        self._lean.run_on_task(self._stream, self._request, self._route)
+        self._lean.run_on_task(self._stream, self._request, self._route, True)
 
     def _complete(self, *, keep: bool) -> None:
         self._stop(keep=keep)

@@ -237,8 +237,9 @@ class StreamTasks:
     # ---- one ordinary request ----
 
     async def serve_exchange(
-        self, stream: H2Stream, request: HttpRequest, route: RouteConfig
+        self, stream: H2Stream, request: HttpRequest, route: RouteConfig, fresh: bool = False
     ) -> None:
+        """``fresh``: on a new backend connection (a kept one just failed the request)."""
         record = RelayRecord.begin(
             "h2",
             self._info.connection_id,
@@ -261,6 +262,7 @@ class StreamTasks:
                     result,
                     self._server,
                     self._info.address,
+                    fresh=fresh,
                 )
         finally:
             self.finish_exchange(stream, record, result)

@@ -80,6 +80,7 @@ async def forward_exchange(
     result: ExchangeResult,
     *,
     on_start: Callable[[trio.CancelScope], object] | None = None,
+    fresh: bool = False,
 ) -> None:
     """Forward ``request`` to ``target`` (a server of ``route``'s group) and relay the
     answer; see the module rules for what it raises.
@@ -91,7 +92,8 @@ async def forward_exchange(
     """
     backend_request = build_backend_request(request, route, client_address)
     timeout = limits.http_idle_timeout_s
-    connection = await pool.take_idle(target)
+    # ``fresh``: a kept connection already failed this request (its one retry is a new one).
+    connection = None if fresh else await pool.take_idle(target)
     # With a kept connection (no dial) the idle timer starts now, with the scope: moving
     # the deadline of an entered scope costs about as much as entering it.
     scope = trio.CancelScope(deadline=_idle_deadline(timeout) if connection else math.inf)
@@ -375,6 +377,8 @@ async def _receive(run: _Run, wire: H1BackendWire) -> None:
         raise _backend_failed(run, f"backend connection broke: {error}") from error
     if not data and wire.awaiting_head:
         raise _backend_failed(run, "backend closed the connection without answering")
+    if data:
+        run.answer_started = True  # part of a head is an answer begun: no retry after it
     wire.receive_data(bytes(data))
     run.progress()
 

@@ -38,10 +38,14 @@ async def relay_request(
     result: ExchangeResult,
     server: ServerContext,
     client_address: str | None,
+    *,
+    fresh: bool = False,
 ) -> bool:
     """Forward ``request`` and relay its answer; True if the exchange ran to its end.
 
     False after a refusal or an answer cut short; ``result`` and ``record`` say more.
+    ``fresh``: on a new connection, not a kept one (a kept one just failed this request:
+    that was the one retry a bodiless request gets).
     """
     balancer = server.balancers.of(route.backend)
     try:
@@ -56,7 +60,15 @@ async def relay_request(
                 record.backend = only.label
                 try:
                     await _forward(
-                        request, route, only.address, front, record, result, server, client_address
+                        request,
+                        route,
+                        only.address,
+                        front,
+                        record,
+                        result,
+                        server,
+                        client_address,
+                        fresh,
                     )
                 finally:
                     balancer.give_back(only)
@@ -126,6 +138,7 @@ async def _forward(
     result: ExchangeResult,
     server: ServerContext,
     client_address: str | None,
+    fresh: bool = False,
 ) -> None:
     """The exchange with ``address``: on a stream of a shared HTTP/2 connection to a
     server that speaks it, else (or when an ``auto`` server chose HTTP/1.1) on a kept-alive
@@ -159,4 +172,5 @@ async def _forward(
         record.stats,
         result,
         on_start=front.on_start,
+        fresh=fresh,
     )
