@@ -11,7 +11,6 @@ trailers that are all dropped, and the one retry a kept connection's failure all
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -20,58 +19,16 @@ from h2ws_proxy.relay.context import ServerStats
 from h2ws_proxy.server.serve import BoundAddresses, serve
 from tests.conftest import StartProxy
 from tests.helpers.backends import BackendConnection, ScriptedBackend
-from tests.helpers.h2_client import H2TestClient, StreamState, open_h2_client
+from tests.helpers.h2_client import open_h2_client
 from tests.helpers.records import ProxyRecords
+from tests.helpers.scripted_http import OK, fetch, get, scripted, until_closed
 from tests.helpers.setup import backend_url, make_config
 
 pytestmark = pytest.mark.socket
 
 CANCEL = 0x8
 Header = tuple[bytes, bytes]
-#: ``answer(connection, request_head)``: answer one request; False ends the connection.
-Answer = Callable[[BackendConnection, bytes], Awaitable[bool]]
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
 PATHS = pytest.mark.parametrize("lean", [True, False], ids=["lean_path", "task_path_control"])
-
-
-def get(path: bytes) -> list[Header]:
-    return [
-        (b":method", b"GET"),
-        (b":scheme", b"http"),
-        (b":path", path),
-        (b":authority", b"proxy.test"),
-    ]
-
-
-def scripted(answer: Answer) -> Callable[[BackendConnection], Awaitable[None]]:
-    """Per connection: read each request head and let ``answer`` answer it."""
-
-    async def behaviour(connection: BackendConnection) -> None:
-        pending = bytearray()
-        while True:
-            while b"\r\n\r\n" not in pending:
-                chunk = await connection.stream.receive_some(65536)
-                if not chunk:
-                    return
-                connection.received += chunk
-                pending += chunk
-            head, pending = pending.split(b"\r\n\r\n", 1)
-            if not await answer(connection, bytes(head)):
-                return
-
-    return behaviour
-
-
-async def fetch(client: H2TestClient, path: bytes) -> StreamState:
-    state = await client.request(get(path), end_stream=True)
-    with trio.fail_after(15):
-        return await client.finished(state)
-
-
-async def until_closed(connection: BackendConnection) -> bool:
-    while await connection.stream.receive_some(65536):
-        pass  # until the proxy closes this connection
-    return False
 
 
 # ---- 1. the connection's nursery cancelled from outside (the drain's deadline) ----
@@ -81,15 +38,13 @@ async def until_closed(connection: BackendConnection) -> bool:
 async def test_a_request_cut_by_the_drain_deadline_is_ended_and_logged(
     nursery: trio.Nursery, proxy_records: ProxyRecords, lean: bool
 ) -> None:
-    """At the drain's deadline serve cancels the connections' nursery: H2Frontend.run gets
-    Cancelled in its read loop and never reaches the loop that breaks its streams. A task
-    request ends anyway (its task is cancelled: finally → finish_exchange). A lean request
-    has no task: nothing ends it. It keeps ``stats.requests`` and its server's ``active``
-    count up for good, gets no access line, and its backend socket is never closed (only
-    the garbage collector may close it: it sits in a reference cycle)."""
+    """At the drain's deadline serve cancels the connections' nursery, and the front end's
+    read loop gets Cancelled. A request on a task ends as its task is cancelled; a request
+    without a task ends in the front end's own end (a ``finally``), all the same: its
+    count, its server's place and its backend socket given back, its line logged."""
     asked = trio.Event()
 
-    async def answer(connection: BackendConnection, head: bytes) -> bool:
+    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
         if head.startswith(b"GET /slow "):
             asked.set()
             return await until_closed(connection)
@@ -135,15 +90,12 @@ async def test_a_request_cut_by_the_drain_deadline_is_ended_and_logged(
 async def test_a_shut_window_times_out_even_if_the_client_sends_connection_updates(
     nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords, lean: bool
 ) -> None:
-    """``PolledRequest._send_pending`` calls ``_progress()`` (re-arms the idle timer) after
-    every ``send_now``, also when it sent nothing. ``client_writable`` runs for every
-    connection-level WINDOW_UPDATE (and every SETTINGS) while the stream waits for credit,
-    so a client that keeps its stream window shut and sends a connection WINDOW_UPDATE now
-    and then holds the request, its backend connection and server slot for ever. The task
-    path calls ``progress()`` only once ``send_body`` returned (a byte moved): its idle
-    timer fires and the stream is reset CANCEL."""
+    """New credit that moves no byte is not activity: a client that keeps its stream window
+    shut and sends connection WINDOW_UPDATEs now and then (each calls the stream's writable
+    callback) still has the request reset with CANCEL after the idle timeout, as on the
+    task path, where only a byte handed on re-arms the timer."""
 
-    async def answer(connection: BackendConnection, head: bytes) -> bool:
+    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
         if head.startswith(b"GET /big "):
             body = b"z" * 200_000
             await connection.stream.send_all(
@@ -180,13 +132,11 @@ async def test_a_shut_window_times_out_even_if_the_client_sends_connection_updat
 async def test_trailers_that_are_all_dropped_end_the_stream_as_on_the_task_path(
     nursery: trio.Nursery, start_proxy: StartProxy, lean: bool
 ) -> None:
-    """``PolledRequest._end_answer`` tests ``event.trailers`` (the backend's) but sends
-    ``trailer_fields(event.trailers)`` (what may be relayed): when every trailer field is
-    dropped (here a forwarding claim), it sends an empty trailer HEADERS frame. The task
-    path (``client.end(trailer_fields(...))`` with an empty list) ends the stream with an
-    empty DATA frame: no trailer section at all."""
+    """Trailer fields that may not be relayed (here a forwarding claim) are dropped; when none
+    is left, the stream ends with an empty DATA frame and no trailer section, not an empty
+    trailer HEADERS frame."""
 
-    async def answer(connection: BackendConnection, head: bytes) -> bool:
+    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
         if head.startswith(b"GET /trailers "):
             await connection.stream.send_all(
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -215,16 +165,13 @@ async def test_trailers_that_are_all_dropped_end_the_stream_as_on_the_task_path(
 async def test_a_request_the_backend_drops_on_kept_connections_is_sent_at_most_twice(
     nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords, lean: bool
 ) -> None:
-    """The task path tries a request once on a kept connection and, if that fails before
-    any answer, once more on a NEW one (``forward_exchange``: ``_Retry`` → ``pool.connect``).
-    A lean request that fails so is handed to ``serve_exchange`` (``_hand_to_task``), which
-    starts over with ``pool.take_idle``: with a second kept connection idle it is tried
-    there too, then retried on a new one: the backend gets the request three times (a
-    bodiless POST too). polled_request.py's rules say the task path "dials" here."""
+    """A bodiless request a kept connection failed before any answer is retried once, on a
+    new connection: with a second kept connection idle, it is not tried there too (the
+    backend sees it twice, never three times), and it is logged once."""
     both = trio.Event()
     heads: list[bytes] = []
 
-    async def answer(connection: BackendConnection, head: bytes) -> bool:
+    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
         heads.append(head.split(b"\r\n", 1)[0])
         if head.startswith(b"GET /c "):
             if not connection.received.startswith(b"GET /c "):

@@ -9,61 +9,21 @@ so that it can close, stall or misbehave at exactly the point each case needs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
 
 from tests.conftest import StartProxy
 from tests.helpers.backends import BackendConnection, ScriptedBackend
-from tests.helpers.h2_client import H2TestClient, StreamState, open_h2_client
+from tests.helpers.h2_client import open_h2_client
 from tests.helpers.records import ProxyRecords
+from tests.helpers.scripted_http import OK, Answer, fetch, get, scripted, until_closed
 from tests.helpers.setup import backend_url, make_config
 
 pytestmark = pytest.mark.socket
 
 CANCEL, INTERNAL_ERROR = 0x8, 0x2
 Header = tuple[bytes, bytes]
-Answer = Callable[[BackendConnection, int], Awaitable[bool]]
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
-
-
-def get(path: bytes) -> list[Header]:
-    return [
-        (b":method", b"GET"),
-        (b":scheme", b"http"),
-        (b":path", path),
-        (b":authority", b"proxy.test"),
-    ]
-
-
-def scripted(answer: Answer) -> Callable[[BackendConnection], Awaitable[None]]:
-    """Per connection: read each request head and let ``answer(connection, n)`` answer the
-    n-th one of the whole backend (from 0); False ends the connection."""
-    counter = [0]
-
-    async def behaviour(connection: BackendConnection) -> None:
-        pending = bytearray()
-        while True:
-            while b"\r\n\r\n" not in pending:
-                chunk = await connection.stream.receive_some(65536)
-                if not chunk:
-                    return
-                connection.received += chunk
-                pending += chunk
-            _, pending = pending.split(b"\r\n\r\n", 1)
-            number = counter[0]
-            counter[0] += 1
-            if not await answer(connection, number):
-                return
-
-    return behaviour
-
-
-async def fetch(client: H2TestClient, path: bytes, *, auto_ack: bool = True) -> StreamState:
-    state = await client.request(get(path), end_stream=True, auto_ack=auto_ack)
-    with trio.fail_after(15):
-        return await client.finished(state)
 
 
 async def proxy_for(
@@ -78,7 +38,7 @@ async def proxy_for(
 async def test_a_kept_connection_the_backend_closes_is_retried_on_a_new_one(
     nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
 ) -> None:
-    async def answer(connection: BackendConnection, number: int) -> bool:
+    async def answer(connection: BackendConnection, _head: bytes, number: int) -> bool:
         if number == 1:
             return False  # took the second request, then closed without a word
         await connection.stream.send_all(OK)
@@ -103,7 +63,7 @@ async def test_a_kept_connection_the_backend_closes_is_retried_on_a_new_one(
 async def test_a_silent_backend_gets_504_after_the_idle_timeout(
     nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
 ) -> None:
-    async def answer(connection: BackendConnection, number: int) -> bool:
+    async def answer(connection: BackendConnection, _head: bytes, number: int) -> bool:
         if number == 1:
             await trio.sleep_forever()  # the proxy's idle timer must end this one
         await connection.stream.send_all(OK)
@@ -124,7 +84,7 @@ async def test_a_silent_backend_gets_504_after_the_idle_timeout(
 async def test_a_stall_mid_body_resets_the_stream_after_the_idle_timeout(
     nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
 ) -> None:
-    async def answer(connection: BackendConnection, number: int) -> bool:
+    async def answer(connection: BackendConnection, _head: bytes, number: int) -> bool:
         if number == 1:
             await connection.stream.send_all(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
@@ -149,7 +109,7 @@ async def test_a_stall_mid_body_resets_the_stream_after_the_idle_timeout(
 async def test_a_backend_that_closes_mid_body_resets_the_stream(
     nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
 ) -> None:
-    async def answer(connection: BackendConnection, number: int) -> bool:
+    async def answer(connection: BackendConnection, _head: bytes, number: int) -> bool:
         if number == 1:
             await connection.stream.send_all(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
@@ -186,7 +146,7 @@ async def test_a_bad_answer_on_a_kept_connection_is_a_502(
     answer_bytes: bytes,
     reason: bytes,
 ) -> None:
-    async def answer(connection: BackendConnection, number: int) -> bool:
+    async def answer(connection: BackendConnection, _head: bytes, number: int) -> bool:
         if number == 1:
             await connection.stream.send_all(answer_bytes)
             return False
@@ -212,7 +172,7 @@ async def test_a_large_answer_waits_for_the_clients_credit(
     faster than that, and the backend connection is kept for the next request."""
     body = bytes(i % 251 for i in range(3 * 1024 * 1024 + 17))
 
-    async def answer(connection: BackendConnection, number: int) -> bool:
+    async def answer(connection: BackendConnection, _head: bytes, number: int) -> bool:
         if number == 1:
             head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             await connection.stream.send_all(head + body)
@@ -242,14 +202,12 @@ async def test_a_large_answer_waits_for_the_clients_credit(
 async def test_a_client_reset_while_its_window_is_shut_frees_the_backend_connection(
     nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
 ) -> None:
-    async def answer(connection: BackendConnection, number: int) -> bool:
+    async def answer(connection: BackendConnection, _head: bytes, number: int) -> bool:
         if number == 1:
             await connection.stream.send_all(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"y" * 200_000
             )
-            while await connection.stream.receive_some(65536):
-                pass  # until the proxy closes this connection
-            return False
+            return await until_closed(connection)
         await connection.stream.send_all(OK)
         return True
 
