@@ -12,11 +12,17 @@ Rules:
 * The front end calls the two in turn, awaits the run inside ``count_tunnel()``, and keeps
   no handshake objects alive meanwhile: its frame lives as long as the tunnel. How the
   client's stream or connection ends, and the record's log line, stay the front end's.
+* A front end that queues its answer for a writer task (HTTP/2) passes that writer's
+  :class:`OutputBatch`: the success answer is queued inside a batch of the tunnel's own,
+  so it goes to the client's socket from this task when the writer is idle, rather than
+  waking the writer for it (a trip through trio's scheduler per new tunnel). The batch
+  never stays open across a yield: ``answer_upgrade`` is synchronous.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from typing import Protocol
 
 import trio
 
@@ -45,6 +51,16 @@ from h2ws_proxy.relay.tunnel import run_tunnel
 from h2ws_proxy.transport.errors import STREAM_GONE
 
 
+class OutputBatch(Protocol):
+    """A writer's output batch (the HTTP/2 ``ClientWriter``): output queued between the
+    two calls is sent at the end, inline when the writer is idle."""
+
+    def begin_own_batch(self) -> bool:
+        """Open a batch unless one is open; True if this one is the caller's to end."""
+
+    def end_batch(self) -> None: ...
+
+
 async def open_tunnel(
     front: TunnelFront,
     request: WebSocketRequest,
@@ -52,11 +68,13 @@ async def open_tunnel(
     record: RelayRecord,
     server: ServerContext,
     client_address: str | None,
+    output: OutputBatch | None = None,
 ) -> BackendUpgraded | None:
     """Dial and upgrade the backend, answer the client; the upgraded backend, or None.
 
     None when the client got a refusal or the backend's own answer, or is gone (then the
     backend is closed already). With an upgraded backend, :func:`opened_tunnel` is next.
+    ``output``: where the front end's queued answer goes out (see the module docstring).
     """
     key = new_websocket_key()
     balancer = server.balancers.of(route.backend)
@@ -85,7 +103,12 @@ async def open_tunnel(
     except ProxyError as error:
         await refuse(front, record, error)
         return None
-    answer = front.answer_upgrade(upgraded.accepted, record)
+    batch = output if output is not None and output.begin_own_batch() else None
+    try:
+        answer = front.answer_upgrade(upgraded.accepted, record)
+    finally:
+        if batch is not None:
+            batch.end_batch()
     if answer:
         try:
             await front.answer_stream.send_all(answer)
