@@ -168,7 +168,29 @@ async def _dial_a_server(
         return upgraded
 
 
-async def _upgrade_at(
+def _upgrade_at(
+    address: BackendAddress,
+    upgrade: UpgradeRequest,
+    key: bytes,
+    request: WebSocketRequest,
+    route: RouteConfig,
+    server: ServerContext,
+    scope: trio.CancelScope | None,
+    client_address: str | None,
+) -> Awaitable[BackendUpgraded]:
+    """Open the backend's leg at ``address``: an extended CONNECT on a shared HTTP/2
+    connection to a server that speaks it, else (or when an ``auto`` server chose
+    HTTP/1.1) an HTTP/1.1 upgrade on a connection of the tunnel's own.
+
+    Sync, returning the dial's own coroutine: no frame of its own per new tunnel."""
+    if address.speaks_h2 and not server.h2_backends.speaks_http11(address):
+        return _upgrade_over_h2(
+            address, upgrade, key, request, route, server, scope, client_address
+        )
+    return _upgrade_over_http11(address, upgrade, key, request, server, scope)
+
+
+async def _upgrade_over_h2(
     address: BackendAddress,
     upgrade: UpgradeRequest,
     key: bytes,
@@ -178,17 +200,25 @@ async def _upgrade_at(
     scope: trio.CancelScope | None,
     client_address: str | None,
 ) -> BackendUpgraded:
-    """Open the backend's leg at ``address``: an extended CONNECT on a shared HTTP/2
-    connection to a server that speaks it, else (or when an ``auto`` server chose
-    HTTP/1.1) an HTTP/1.1 upgrade on a connection of the tunnel's own."""
-    backends = server.h2_backends
-    if address.speaks_h2 and not backends.speaks_http11(address):
-        headers = build_backend_connect(request, route, address, client_address)
-        try:
-            return await open_h2_tunnel(backends, address, headers, request, server.config.limits)
-        except SpeaksHttp11:
-            pass
-    return await connect_and_upgrade(
+    headers = build_backend_connect(request, route, address, client_address)
+    try:
+        return await open_h2_tunnel(
+            server.h2_backends, address, headers, request, server.config.limits
+        )
+    except SpeaksHttp11:
+        pass
+    return await _upgrade_over_http11(address, upgrade, key, request, server, scope)
+
+
+def _upgrade_over_http11(
+    address: BackendAddress,
+    upgrade: UpgradeRequest,
+    key: bytes,
+    request: WebSocketRequest,
+    server: ServerContext,
+    scope: trio.CancelScope | None,
+) -> Awaitable[BackendUpgraded]:
+    return connect_and_upgrade(
         address.over_http11() if address.speaks_h2 else address,
         upgrade,
         key,
