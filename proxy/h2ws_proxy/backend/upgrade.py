@@ -237,21 +237,16 @@ async def _upgrade(
         searched = 0  # how far the buffer holds no head's end (a slow sender costs O(n))
         known = _known_101s.get(address)
         first = True  # no head read yet
-        # The buffer holds no whole head: read on. Nothing of the answer can have come
-        # before the request went out, so the first read comes before any parse.
-        read_on = True
         while True:
-            if read_on:
+            if known is not None and first and (answer := known.match(buffer, key, request)):
+                return answer
+            head = read_interim_head(buffer, limits.max_header_list_bytes, searched)
+            if head is None:
                 searched = max(0, len(buffer) - 2)
                 data = await stream.receive_some(READ_SIZE)
                 if not data:
                     raise BackendUnavailable("backend closed the connection without answering")
                 buffer += data
-            if known is not None and first and (answer := known.match(buffer, key, request)):
-                return answer
-            head = read_interim_head(buffer, limits.max_header_list_bytes, searched)
-            read_on = head is None
-            if read_on:
                 continue
             if isinstance(head, InterimHead):
                 if head.status == 101:
