@@ -18,6 +18,11 @@ total after 1 + K runs, and divided by K x units. Two runs of the same tree agre
     .venv/bin/python bench/instructions.py --scenario bulk          # one tunnel, 64 KiB x 8
     .venv/bin/python bench/instructions.py --compare /tmp/base      # A/B against another tree
     .venv/bin/python bench/instructions.py --scenario get --log-level info  # with access lines
+    .venv/bin/python bench/instructions.py --tls                    # tunnels over TLS
+    .venv/bin/python bench/instructions.py --tls --scenario echo    # TLS ping-pong, 64 B
+
+``--tls`` serves the client over TLS (a certificate from ``trustme``) for the scenarios the
+bench client drives (``open``, ``echo``, ``bulk``); ``echo`` is ping-pong through that client.
 
 ``--compare DIR`` counts the proxy from the source tree DIR too (``DIR/proxy`` on
 ``PYTHONPATH``, e.g. ``git archive HEAD~3 proxy | tar -x -C DIR``) and prints the ratio.
@@ -85,6 +90,31 @@ SCENARIOS = {
         300,
         "tunnel",
     ),
+    # Ping-pong through the bench client (which speaks TLS too): one tunnel, 64 B messages.
+    "echo": Scenario(
+        "echo",
+        "bench",
+        tuple(
+            [
+                "--mode",
+                "echo",
+                "--connections",
+                "1",
+                "--tunnels",
+                "1",
+                "--size",
+                "64",
+                "--depth",
+                "1",
+                "--messages",
+                "2000",
+                "--seconds",
+                "600",
+            ]
+        ),
+        2000,
+        "message",
+    ),
     "get": Scenario("get", "h2load", ("-n", "500", "-c", "1", "-m", "1"), 500, "request"),
     # As bench/compare.py drives GETs: 4 connections with 16 requests in flight on each.
     "get16": Scenario("get16", "h2load", ("-n", "2000", "-c", "4", "-m", "16"), 2000, "request"),
@@ -131,19 +161,25 @@ def main() -> None:
         help="the proxy's --log-level (info: an access line per tunnel or request, to stderr "
         "sent to /dev/null)",
     )
+    parser.add_argument(
+        "--tls", action="store_true", help="serve the client over TLS (bench-client scenarios)"
+    )
     options = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     scenario = SCENARIOS[options.scenario]
+    if options.tls and scenario.client != "bench":
+        raise SystemExit("--tls: only the bench client's scenarios (open, echo, bulk)")
     backend, ws_port = _start_backend(NODE_DIR / "ws_echo_backend.mjs")
     get_backend, get_port = _start_backend(REPO / "bench" / "node" / "echo_backend.mjs")
     counts: list[float] = []
     try:
         with tempfile.TemporaryDirectory() as work:
+            tls = _write_certificates(Path(work)) if options.tls else None
             for source in (None, options.compare) if options.compare else (None,):
                 ports, level = (ws_port, get_port), options.log_level
-                base = _count(scenario, 1, ports, Path(work), source, level)
-                more = _count(scenario, 1 + options.runs, ports, Path(work), source, level)
+                base = _count(scenario, 1, ports, Path(work), source, level, tls)
+                more = _count(scenario, 1 + options.runs, ports, Path(work), source, level, tls)
                 per_unit = (more - base) / (options.runs * scenario.units)
                 counts.append(per_unit)
                 label = "this tree" if source is None else str(source)
@@ -163,12 +199,18 @@ def _count(
     work: Path,
     source: Path | None,
     log_level: str = "warning",
+    tls: Path | None = None,
 ) -> int:
     """The proxy's total instructions, from start to exit, with ``client_runs`` runs."""
     port = _free_port()
     config = work / f"instructions_{port}.toml"
+    listener_tls = (
+        f'[listener.tls]\ncert = "{tls / "cert.pem"}"\nkey = "{tls / "key.pem"}"\n'
+        if tls is not None
+        else ""
+    )
     config.write_text(
-        f'[[listener]]\nbind = "127.0.0.1:{port}"\n\n'
+        f'[[listener]]\nbind = "127.0.0.1:{port}"\n{listener_tls}\n'
         f'[[route]]\npath = "/"\nbackend = "http://127.0.0.1:{ports[0]}"\n\n'
         f'[[route]]\npath = "/get"\nbackend = "http://127.0.0.1:{ports[1]}"\n\n'
         "[limits]\nstream_window_bytes = 1048576\n"
@@ -182,7 +224,7 @@ def _count(
     try:
         _wait_listening(port, proxy)
         for _ in range(client_runs):
-            _run(scenario, port, work)
+            _run(scenario, port, work, tls)
         proxy.send_signal(signal.SIGTERM)
         proxy.wait(timeout=120)
     finally:
@@ -208,14 +250,28 @@ def _wait_listening(port: int, proxy: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"the proxy did not listen within {START_TIMEOUT_S} s")
 
 
-def _run(scenario: Scenario, port: int, work: Path) -> None:
+def _write_certificates(work: Path) -> Path:
+    """A CA, and a certificate for localhost that it issued, as PEM files in ``work``."""
+    import trustme  # the tests' dependency, only needed here
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    ca.cert_pem.write_to_path(str(work / "ca.pem"))
+    leaf.private_key_pem.write_to_path(str(work / "key.pem"))
+    (work / "cert.pem").write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    return work
+
+
+def _run(scenario: Scenario, port: int, work: Path, tls: Path | None = None) -> None:
     if scenario.client == "h2load":
         _run_h2load(port, scenario.args)
     elif scenario.client == "node":
         _run_client(port, scenario.args, work)
     else:
+        url = f"https://localhost:{port}" if tls is not None else f"http://127.0.0.1:{port}"
+        ca = ["--ca", str(tls / "ca.pem")] if tls is not None else []
         done = subprocess.run(
-            ["node", str(BENCH_CLIENT), "--url", f"http://127.0.0.1:{port}", *scenario.args],
+            ["node", str(BENCH_CLIENT), "--url", url, *ca, *scenario.args],
             capture_output=True,
             text=True,
             timeout=900,

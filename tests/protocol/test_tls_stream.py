@@ -169,8 +169,8 @@ async def test_a_shorter_repeat_of_a_waiting_write_is_refused(ca: trustme.CA) ->
 
 
 async def test_a_read_takes_every_whole_record_already_here(ca: trustme.CA) -> None:
-    """OpenSSL hands over one record (16 KiB at most) per read; a read goes on past a full
-    one, up to its size, and stops at a short one."""
+    """OpenSSL hands over one record (16 KiB at most) per read; a read goes on past full
+    and short ones alike while more is there, up to its size."""
     server, client = await _connected(ca)
     await client.send_all(bytes(range(256)) * 256)  # 64 KiB: four full records
     await client.send_all(b"tail")
@@ -179,9 +179,39 @@ async def test_a_read_takes_every_whole_record_already_here(ca: trustme.CA) -> N
     assert await server.receive_some(65536) == b"tail"
     await client.send_all(b"x" * 20000)  # a full record, then a short one
     await client.send_all(b"y" * 20000)
+    await client.send_all(b"z" * 100)
     await trio.testing.wait_all_tasks_blocked()
-    assert await server.receive_some(65536) == b"x" * 20000  # stops at the short record
-    assert await server.receive_some(30000) == b"y" * 20000
+    assert await server.receive_some(65536) == b"x" * 20000 + b"y" * 20000 + b"z" * 100
+    await client.send_all(b"x" * 20000)
+    await client.send_all(b"y" * 20000)
+    await trio.testing.wait_all_tasks_blocked()
+    assert await server.receive_some(30000) == b"x" * 20000 + b"y" * 10000  # up to its size
+    assert await server.receive_some(30000) == b"y" * 10000
+
+
+async def test_a_read_after_the_peer_paused_waits_for_its_next_record(ca: trustme.CA) -> None:
+    """A read that found nothing more behind its records makes the next one wait for the
+    socket first; plaintext OpenSSL still holds is read without waiting."""
+    server, client = await _connected(ca)
+    await client.send_all(b"abc" * 10)  # one record
+    await trio.testing.wait_all_tasks_blocked()
+    assert await server.receive_some(10) == b"abc" * 3 + b"a"  # the rest stays in OpenSSL
+    assert await server.receive_some(100) == b"bc" + b"abc" * 6  # held, read at once
+    async with trio.open_nursery() as nursery:
+        received: list[bytes] = []
+
+        async def receive() -> None:
+            received.append(await server.receive_some(100))
+
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        assert received == []  # waiting for the socket
+        await client.send_all(b"next")
+    assert received == [b"next"]
+    await client.send_all(b"one")
+    await client.send_all(b"two")
+    await trio.testing.wait_all_tasks_blocked()
+    assert await server.receive_some(100) == b"onetwo"
 
 
 @pytest.mark.parametrize("close_notify", [True, False])

@@ -50,21 +50,29 @@ ConnectBackend = Callable[[BackendAddress], Awaitable[trio.abc.HalfCloseableStre
 _is_ip_literal = functools.lru_cache(maxsize=256)(is_ip_literal)
 
 
-async def open_backend_stream(
+def open_backend_stream(
     address: BackendAddress, *, before_wait: Callable[[], object] | None = None
-) -> trio.abc.HalfCloseableStream:
+) -> Awaitable[trio.abc.HalfCloseableStream]:
     """Open a TCP, TLS (``https``) or unix stream to ``address``; OS errors and failed TLS
     handshakes become BackendUnavailable.
 
     ``before_wait`` is called before anything that may wait; a connect to an IP address
     that completes at once (loopback, a near backend) calls it not at all, a TLS one always
     (its handshake waits for the server): the caller's connect timeout covers the handshake.
+
+    Sync, returning the dial's own coroutine: no frame of its own per new tunnel.
     """
     if address.scheme == "https":
-        if before_wait is not None:
-            before_wait()
-        return await start_backend_tls(await _open_socket(address, None), address)
-    return await _open_socket(address, before_wait)
+        return _open_tls(address, before_wait)
+    return _open_socket(address, before_wait)
+
+
+async def _open_tls(
+    address: BackendAddress, before_wait: Callable[[], object] | None
+) -> trio.abc.HalfCloseableStream:
+    if before_wait is not None:
+        before_wait()
+    return await start_backend_tls(await _open_socket(address, None), address)
 
 
 async def _open_socket(
@@ -98,7 +106,7 @@ class BackendUpgraded:
     on_close_handshake: Callable[[], None] | None = None
 
 
-async def connect_and_upgrade(
+def connect_and_upgrade(
     address: BackendAddress,
     upgrade: UpgradeRequest,
     key: bytes,
@@ -108,7 +116,7 @@ async def connect_and_upgrade(
     *,
     scope: trio.CancelScope | None = None,
     connect_times: Histogram | None = None,
-) -> BackendUpgraded:
+) -> Awaitable[BackendUpgraded]:
     """Connect to ``address`` and upgrade; the caller owns the returned stream.
 
     Raises BackendUnavailable, BackendTimeout, BackendProtocolError or BackendRejected;
@@ -123,11 +131,26 @@ async def connect_and_upgrade(
     is a trip through trio's deadline heap.
 
     ``connect_times``: observes how long each connect that succeeded took.
+
+    Sync, returning the upgrade's own coroutine (awaited at once, as an async function
+    would be): no frame of its own per new tunnel.
     """
     if scope is not None:
-        return await _connect_and_upgrade(
+        return _connect_and_upgrade(
             address, upgrade, key, request, limits, connect, scope, connect_times
         )
+    return _in_own_scope(address, upgrade, key, request, limits, connect, connect_times)
+
+
+async def _in_own_scope(
+    address: BackendAddress,
+    upgrade: UpgradeRequest,
+    key: bytes,
+    request: WebSocketRequest,
+    limits: Limits,
+    connect: ConnectBackend,
+    connect_times: Histogram | None,
+) -> BackendUpgraded:
     with trio.CancelScope() as own_scope:
         return await _connect_and_upgrade(
             address, upgrade, key, request, limits, connect, own_scope, connect_times

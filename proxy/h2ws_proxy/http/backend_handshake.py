@@ -84,15 +84,23 @@ def build_backend_upgrade(
     )
     if not _KEY_SHAPE.fullmatch(key):
         return _backend_request(target, _upgrade_fields(request, route, key, client_address))
-    template_key = (request, route, client_address)
-    template = _TEMPLATES.get(template_key)
-    if template is None:
-        template = _upgrade_template(target, request, route, client_address)
-        if template is None:
-            return _backend_request(target, _upgrade_fields(request, route, key, client_address))
-        if len(_TEMPLATES) >= _TEMPLATES_MAX:
-            _TEMPLATES.clear()
-        _TEMPLATES[template_key] = template
+    global _last_template
+    last = _last_template
+    if last is not None and last[0] is request and last[1] is route and last[2] == client_address:
+        template = last[3]
+    else:
+        template_key = (request, route, client_address)
+        found = _TEMPLATES.get(template_key)
+        if found is None:
+            found = _upgrade_template(target, request, route, client_address)
+            if found is None:
+                fields = _upgrade_fields(request, route, key, client_address)
+                return _backend_request(target, fields)
+            if len(_TEMPLATES) >= _TEMPLATES_MAX:
+                _TEMPLATES.clear()
+            _TEMPLATES[template_key] = found
+        template = found
+        _last_template = (request, route, client_address, template)
     before, after, stand_in_fields = template
     headers = list(stand_in_fields)
     headers[_KEY_FIELD] = (b"sec-websocket-key", key)
@@ -105,6 +113,13 @@ _TEMPLATES: dict[
     tuple[WebSocketRequest, RouteConfig, str | None], tuple[bytes, bytes, tuple[Header, ...]]
 ] = {}
 _TEMPLATES_MAX = 32
+#: The last template used, with its request and route themselves: the front ends hand
+#: over the same request object for a repeated head (``parse_extended_connect`` keeps
+#: them) and routes are the configuration's, so a client's next tunnel finds it by
+#: identity, without hashing both (a route's hash walks all its fields, its backend's too).
+_last_template: (
+    tuple[WebSocketRequest, RouteConfig, str | None, tuple[bytes, bytes, tuple[Header, ...]]] | None
+) = None
 _TEMPLATE_MAX_BYTES = 4096
 #: What ``new_websocket_key`` makes (base64 of 16 bytes), and a stand-in of that shape.
 _KEY_SHAPE = re.compile(rb"[A-Za-z0-9+/]{22}==")

@@ -178,7 +178,7 @@ class StreamTasks:
             # tunnel's timers (run_tunnel keeps them on it rather than entering its own).
             with stream.scope:
                 upgraded = await open_tunnel(
-                    front, request, route, record, self._server, self._info.address
+                    front, request, route, record, self._server, self._info.address, self._writer
                 )
                 if upgraded is None:
                     return

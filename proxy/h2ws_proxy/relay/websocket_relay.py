@@ -12,11 +12,17 @@ Rules:
 * The front end calls the two in turn, awaits the run inside ``count_tunnel()``, and keeps
   no handshake objects alive meanwhile: its frame lives as long as the tunnel. How the
   client's stream or connection ends, and the record's log line, stay the front end's.
+* A front end that queues its answer for a writer task (HTTP/2) passes that writer's
+  :class:`OutputBatch`: the success answer is queued inside a batch of the tunnel's own,
+  so it goes to the client's socket from this task when the writer is idle, rather than
+  waking the writer for it (a trip through trio's scheduler per new tunnel). The batch
+  never stays open across a yield: ``answer_upgrade`` is synchronous.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from typing import Protocol
 
 import trio
 
@@ -45,6 +51,16 @@ from h2ws_proxy.relay.tunnel import run_tunnel
 from h2ws_proxy.transport.errors import STREAM_GONE
 
 
+class OutputBatch(Protocol):
+    """A writer's output batch (the HTTP/2 ``ClientWriter``): output queued between the
+    two calls is sent at the end, inline when the writer is idle."""
+
+    def begin_own_batch(self) -> bool:
+        """Open a batch unless one is open; True if this one is the caller's to end."""
+
+    def end_batch(self) -> None: ...
+
+
 async def open_tunnel(
     front: TunnelFront,
     request: WebSocketRequest,
@@ -52,11 +68,13 @@ async def open_tunnel(
     record: RelayRecord,
     server: ServerContext,
     client_address: str | None,
+    output: OutputBatch | None = None,
 ) -> BackendUpgraded | None:
     """Dial and upgrade the backend, answer the client; the upgraded backend, or None.
 
     None when the client got a refusal or the backend's own answer, or is gone (then the
     backend is closed already). With an upgraded backend, :func:`opened_tunnel` is next.
+    ``output``: where the front end's queued answer goes out (see the module docstring).
     """
     key = new_websocket_key()
     balancer = server.balancers.of(route.backend)
@@ -85,7 +103,12 @@ async def open_tunnel(
     except ProxyError as error:
         await refuse(front, record, error)
         return None
-    answer = front.answer_upgrade(upgraded.accepted, record)
+    batch = output if output is not None and output.begin_own_batch() else None
+    try:
+        answer = front.answer_upgrade(upgraded.accepted, record)
+    finally:
+        if batch is not None:
+            batch.end_batch()
     if answer:
         try:
             await front.answer_stream.send_all(answer)
@@ -145,7 +168,29 @@ async def _dial_a_server(
         return upgraded
 
 
-async def _upgrade_at(
+def _upgrade_at(
+    address: BackendAddress,
+    upgrade: UpgradeRequest,
+    key: bytes,
+    request: WebSocketRequest,
+    route: RouteConfig,
+    server: ServerContext,
+    scope: trio.CancelScope | None,
+    client_address: str | None,
+) -> Awaitable[BackendUpgraded]:
+    """Open the backend's leg at ``address``: an extended CONNECT on a shared HTTP/2
+    connection to a server that speaks it, else (or when an ``auto`` server chose
+    HTTP/1.1) an HTTP/1.1 upgrade on a connection of the tunnel's own.
+
+    Sync, returning the dial's own coroutine: no frame of its own per new tunnel."""
+    if address.speaks_h2 and not server.h2_backends.speaks_http11(address):
+        return _upgrade_over_h2(
+            address, upgrade, key, request, route, server, scope, client_address
+        )
+    return _upgrade_over_http11(address, upgrade, key, request, server, scope)
+
+
+async def _upgrade_over_h2(
     address: BackendAddress,
     upgrade: UpgradeRequest,
     key: bytes,
@@ -155,17 +200,25 @@ async def _upgrade_at(
     scope: trio.CancelScope | None,
     client_address: str | None,
 ) -> BackendUpgraded:
-    """Open the backend's leg at ``address``: an extended CONNECT on a shared HTTP/2
-    connection to a server that speaks it, else (or when an ``auto`` server chose
-    HTTP/1.1) an HTTP/1.1 upgrade on a connection of the tunnel's own."""
-    backends = server.h2_backends
-    if address.speaks_h2 and not backends.speaks_http11(address):
-        headers = build_backend_connect(request, route, address, client_address)
-        try:
-            return await open_h2_tunnel(backends, address, headers, request, server.config.limits)
-        except SpeaksHttp11:
-            pass
-    return await connect_and_upgrade(
+    headers = build_backend_connect(request, route, address, client_address)
+    try:
+        return await open_h2_tunnel(
+            server.h2_backends, address, headers, request, server.config.limits
+        )
+    except SpeaksHttp11:
+        pass
+    return await _upgrade_over_http11(address, upgrade, key, request, server, scope)
+
+
+def _upgrade_over_http11(
+    address: BackendAddress,
+    upgrade: UpgradeRequest,
+    key: bytes,
+    request: WebSocketRequest,
+    server: ServerContext,
+    scope: trio.CancelScope | None,
+) -> Awaitable[BackendUpgraded]:
+    return connect_and_upgrade(
         address.over_http11() if address.speaks_h2 else address,
         upgrade,
         key,

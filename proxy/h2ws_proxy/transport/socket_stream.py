@@ -34,6 +34,7 @@ Rules this stream keeps instead:
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import select
@@ -49,6 +50,12 @@ DEFAULT_RECEIVE_SIZE = 65536
 NOTSENT_LOWAT_BYTES = 16384
 #: Makes a socket non-blocking as it is created, without a separate ioctl (Linux).
 _SOCK_NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
+
+#: What a non-blocking ``connect`` answers while the handshake goes on (``BlockingIOError``'s
+#: numbers, and EINTR: the connection goes on after an interrupted call).
+_CONNECT_IN_PROGRESS = frozenset(
+    {errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EALREADY, errno.EINTR}
+)
 
 #: For :meth:`LeanSocketStream.is_quiet`: one poll set, holding one descriptor only while a
 #: check runs (a check never yields, and each process runs one trio loop).
@@ -290,23 +297,25 @@ async def open_tcp_to_ip(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if hasattr(socket, "TCP_NOTSENT_LOWAT"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)
-        try:
-            sock.connect((host, port))
-        except BlockingIOError:
-            if not _connected(sock):
+        # ``connect_ex``: "in progress", the usual answer, as a number rather than an
+        # exception raised and caught.
+        code = sock.connect_ex((host, port))
+        if code in _CONNECT_IN_PROGRESS:
+            if _connected(sock):
+                code = 0
+            else:
                 if before_wait is not None:
                     before_wait()
                 await trio.lowlevel.wait_writable(sock)
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if code:
-                    raise OSError(code, os.strerror(code)) from None
-            else:
-                await trio.lowlevel.checkpoint_if_cancelled()
-        else:
+        if not code:
             await trio.lowlevel.checkpoint_if_cancelled()
     except BaseException:
         sock.close()
         raise
+    if code:
+        sock.close()
+        raise OSError(code, os.strerror(code))
     stream = LeanSocketStream(sock)
     stream._drained = True  # see above: the first receive waits before it reads
     return stream

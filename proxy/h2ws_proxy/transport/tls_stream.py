@@ -17,6 +17,14 @@ OpenSSL says it must:
 * ``receive_some`` is always a checkpoint, as with :class:`~h2ws_proxy.transport.socket_stream
   .LeanSocketStream`: it waited, or it yields once when OpenSSL already had bytes.
   ``send_all`` yields only when it has to wait (every caller receives between sends).
+* A receive takes every record that is there already, not one: OpenSSL hands over one
+  record per read and reads the socket only for the record it needs (no read-ahead), so
+  after a record that did not fill the read, plaintext OpenSSL still holds
+  (``pending()``) or bytes on the socket (a ``poll`` that does not wait) mean read on;
+  neither means the peer has nothing more for now, and the next receive waits for the
+  socket before it reads. A read that finds nothing is a want-read, raised and caught,
+  several times the cost of the poll (bench/README.md), and it was the usual answer to
+  every receive after a message.
 * https-compatible: a peer that closes without close_notify ends the stream (``b""``),
   as browsers do (RFC 9112 §9.8); a close_notify ends it too. Other TLS or socket errors
   are ``trio.BrokenResourceError`` with the original as ``__cause__``.
@@ -36,9 +44,11 @@ import ssl
 
 import trio
 
+from h2ws_proxy.transport.socket_stream import socket_is_quiet
+
 DEFAULT_RECEIVE_SIZE = 65536
 #: The most plaintext one TLS record carries (RFC 8446 §5.1). OpenSSL hands over one record
-#: per read; a full one suggests more behind it (see ``_read_on``).
+#: per read; a full one suggests more behind it, read on at once (see ``_read_on``).
 _RECORD_PLAINTEXT_MAX = 16384
 #: How often a task asked to wait for the other task's direction retries (see _wait_for).
 _CROSSED_WAIT_POLL_S = 0.001
@@ -73,6 +83,9 @@ class LeanTLSStream(trio.abc.Stream):
         #: How the stream ended, met while reading on past a full record (``_read_on``):
         #: told by the next ``receive_some``, after the bytes read before it.
         self._end_met: OSError | None = None
+        #: The last receive found nothing more to read (see the module docstring): the next
+        #: one waits for the socket before it reads.
+        self._drained = False
 
     @classmethod
     def from_socket_stream(
@@ -91,7 +104,7 @@ class LeanTLSStream(trio.abc.Stream):
                 self._tls.do_handshake()
                 break
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as want:
-                await self._wait_for(want)
+                await self._wait_for(writable=isinstance(want, ssl.SSLWantWriteError))
             except OSError as error:  # ssl.SSLError is one
                 self._discard_unread()
                 raise self._broken(error) from error
@@ -131,7 +144,10 @@ class LeanTLSStream(trio.abc.Stream):
         self._check_open()
         self._receiving = True
         try:
-            waited = False
+            waited = self._drained
+            if waited:
+                self._drained = False
+                await self._wait_for(writable=False)
             while True:
                 try:
                     self._raise_end_met()
@@ -141,11 +157,11 @@ class LeanTLSStream(trio.abc.Stream):
                     data = b""
                     break
                 except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as want:
-                    await self._wait_for(want)
+                    await self._wait_for(writable=isinstance(want, ssl.SSLWantWriteError))
                     waited = True
                 except OSError as error:
                     raise self._broken(error) from error
-            if len(data) == _RECORD_PLAINTEXT_MAX and size > len(data):
+            if data and size > len(data):
                 data = self._read_on(data, size)
             if not waited:
                 await trio.lowlevel.checkpoint()
@@ -160,18 +176,24 @@ class LeanTLSStream(trio.abc.Stream):
             raise end
 
     def _read_on(self, first: bytes, size: int) -> bytes:
-        """``first`` (a full record) and the records OpenSSL can read now, up to ``size``.
+        """``first`` and the records that can be read now, up to ``size``; sets
+        ``_drained`` when nothing more is there (see the module docstring).
 
         OpenSSL hands over one record per read, so a 64 KiB read of a bulk sender took four
-        trips through the reader (and four writes on). It stops at a short record (usually
-        the last one sent) rather than pay a failed read. An end met on the way (close_notify,
-        an error) is kept for the next call, as it would have come there.
+        trips through the reader (and four writes on), and two messages sent together two.
+        After a full record it reads on at once (more usually follows); after a short one
+        only if OpenSSL holds plaintext or the socket has bytes. An end met on the way
+        (close_notify, an error) is kept for the next call, as it would have come there.
         """
         chunks = [first]
-        total = len(first)
+        total, last = len(first), len(first)
+        tls = self._tls
         while total < size:
+            if last < _RECORD_PLAINTEXT_MAX and not tls.pending() and socket_is_quiet(tls):
+                self._drained = True
+                break
             try:
-                more = self._tls.recv(size - total)
+                more = tls.recv(size - total)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             except OSError as error:  # ssl.SSLZeroReturnError (close_notify) is one
@@ -180,10 +202,9 @@ class LeanTLSStream(trio.abc.Stream):
             if not more:  # the peer closed without close_notify: b"" again next time
                 break
             chunks.append(more)
-            total += len(more)
-            if len(more) < _RECORD_PLAINTEXT_MAX:
-                break
-        return b"".join(chunks)
+            last = len(more)
+            total += last
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._sending:
@@ -200,7 +221,7 @@ class LeanTLSStream(trio.abc.Stream):
                         # OpenSSL requires.
                         sent += self._tls.send(view[sent:])
                     except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as want:
-                        await self._wait_for(want)
+                        await self._wait_for(writable=isinstance(want, ssl.SSLWantWriteError))
                     except OSError as error:
                         raise self._broken(error) from error
         finally:
@@ -253,8 +274,9 @@ class LeanTLSStream(trio.abc.Stream):
 
     # ---- internals ----
 
-    async def _wait_for(self, want: ssl.SSLError) -> None:
-        """Wait until the socket can do what OpenSSL asked for (waiting is a checkpoint).
+    async def _wait_for(self, *, writable: bool) -> None:
+        """Wait until the socket is writable or readable, as OpenSSL asked (waiting is a
+        checkpoint).
 
         The reader waits for readability and the writer for writability; should OpenSSL
         ever ask one of them for the other's direction (renegotiation is off, TLS 1.3
@@ -262,7 +284,7 @@ class LeanTLSStream(trio.abc.Stream):
         instead, and the call is repeated as usual.
         """
         try:
-            if isinstance(want, ssl.SSLWantWriteError):
+            if writable:
                 await trio.lowlevel.wait_writable(self._tls)
             else:
                 await trio.lowlevel.wait_readable(self._tls)
