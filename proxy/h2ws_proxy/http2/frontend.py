@@ -71,6 +71,7 @@ from h2ws_proxy.transport.capabilities import as_client_stream
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.lingering import linger_before_close
 from h2ws_proxy.transport.poller import BackendPoller
+from h2ws_proxy.transport.timers import ConnectionTimers
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ _READ_SIZE = 65536
 #: How long the writer may take to flush a final GOAWAY to a client that stopped reading.
 _FINAL_FLUSH_S = 5.0
 _POLLER_NAME = "h2ws_proxy.http2.frontend.backend_poller"
+_TIMERS_NAME = "h2ws_proxy.http2.frontend.timers"
 #: Constant task names: trio would otherwise format one from the bound method per stream.
 _TUNNEL_TASK_NAME = "h2ws_proxy.http2.frontend.tunnel"
 _EXCHANGE_TASK_NAME = "h2ws_proxy.http2.frontend.exchange"
@@ -143,6 +145,7 @@ class H2Frontend:
         )
         self._nursery: trio.Nursery | None = None
         self._poller: BackendPoller | None = None
+        self._timers: ConnectionTimers | None = None
         limits = self._limits
         self._resets = SlidingWindowBudget(limits.max_stream_resets, limits.stream_reset_window_s)
         self._empty_frames = SlidingWindowBudget(
@@ -253,7 +256,9 @@ class H2Frontend:
         if self._poller is None and BackendPoller.available() and self._nursery is not None:
             try:
                 poller = BackendPoller(
-                    on_round_start=self._writer.begin_batch, on_round_end=self._writer.end_batch
+                    on_round_start=self._writer.begin_batch,
+                    on_round_end=self._writer.end_batch,
+                    timers=self._connection_timers(),
                 )
             except OSError as error:
                 # Out of descriptors or memory: this tunnel runs on pump tasks instead,
@@ -263,6 +268,14 @@ class H2Frontend:
             self._poller = poller
             self._nursery.start_soon(poller.run, name=_POLLER_NAME)
         return self._poller
+
+    def _connection_timers(self) -> ConnectionTimers:
+        """The connection's timers (its streams' deadlines), started on first use."""
+        if self._timers is None:
+            assert self._nursery is not None
+            self._timers = ConnectionTimers()
+            self._nursery.start_soon(self._timers.run, name=_TIMERS_NAME)
+        return self._timers
 
     # ---- session events (reader only) ----
 

@@ -29,7 +29,7 @@ import trio
 
 from h2ws_proxy.h2session import ErrorCode, StreamUnusable
 from h2ws_proxy.http2.proxy_session import ProxySession
-from h2ws_proxy.http2.stream_ports import Forwarder, WritableWatcher
+from h2ws_proxy.http2.stream_ports import Cancellable, Forwarder, WritableWatcher
 from h2ws_proxy.http2.stream_ports import StreamPhase as StreamPhase  # (its old home)
 from h2ws_proxy.transport.wakeup import Wakeup
 
@@ -92,8 +92,9 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self.session = session
         self.connection = connection
         self.stream_id = stream_id
-        #: Cancels everything done for this stream (backend dial, tunnel) at once.
-        self.scope = trio.CancelScope()
+        #: Cancels everything done for this stream at once: a trio scope for the backend
+        #: dial and a request, then the running tunnel itself (``adopt_scope``).
+        self.scope: Cancellable = trio.CancelScope()
         # A list, not a deque: an empty deque is 760 B, a cost every idle tunnel pays.
         self._inbound: list[bytes] = []
         self._inbound_bytes = 0
@@ -303,8 +304,8 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self._inbound_bytes = self._consumed_unacknowledged = 0
         return owed
 
-    def adopt_scope(self, scope: trio.CancelScope) -> None:
-        """From now on ``scope`` (the running tunnel's) is what cancels this stream's work.
+    def adopt_scope(self, scope: Cancellable) -> None:
+        """From now on ``scope`` (the exchange's, the tunnel's) cancels this stream's work.
 
         A cancel already requested on the old scope carries over to the new one.
         """

@@ -18,6 +18,15 @@ class Forwarder(Protocol):
     def pass_client_end(self) -> bool: ...
 
 
+class Cancellable(Protocol):
+    """What cancels a stream's work (``H2Stream.scope``): a trio cancel scope, or a
+    running tunnel that waits in no scope of its own while it idles (its relay)."""
+
+    @property
+    def cancel_called(self) -> bool: ...
+    def cancel(self) -> None: ...
+
+
 class WritableWatcher(Protocol):
     """Told when the window may have grown or the stream broke (``set_on_writable``)."""
 

@@ -2,8 +2,9 @@
 
 Rules:
 
-* Each stream's task runs inside the stream's own cancel scope (``H2Stream.scope``)
-  for its whole life, the backend dial included, so a client reset cancels either at once.
+* What cancels a stream's work is ``H2Stream.scope``, so a client reset cancels it at once:
+  a trio cancel scope around the backend dial (and a request), then the running tunnel
+  itself, which the stream adopts (``run_tunnel``).
 * The relays (:mod:`~h2ws_proxy.relay.websocket_relay`, :mod:`~h2ws_proxy.relay.request_relay`)
   decide what the client sees; :class:`H2TunnelFront` and
   :class:`~h2ws_proxy.http2.client_side.H2ClientSide` say it in HTTP/2: the backend's 101
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import cast
 
 import trio
 
@@ -61,7 +63,8 @@ class H2TunnelFront:
     def __init__(self, tasks: StreamTasks, stream: H2Stream) -> None:
         self._tasks = tasks
         self.stream = stream
-        self.scope = stream.scope
+        # Trio's scope until the tunnel's run adopts its relay (``H2Stream.adopt_scope``).
+        self.scope = cast(trio.CancelScope, stream.scope)
         self.answer_stream = self.tunnel_client = self.pushable = stream
 
     async def refuse(self, error: ProxyError) -> None:
@@ -174,25 +177,28 @@ class StreamTasks:
         )
         front = H2TunnelFront(self, stream)
         try:
-            # One scope for the stream's whole life: the dial's deadlines, then the
-            # tunnel's timers (run_tunnel keeps them on it rather than entering its own).
-            with stream.scope:
+            # The stream's scope holds the dial's deadlines, and is left once the backend
+            # answered: the tunnel's run is cancelled through the stream's ``scope`` it
+            # adopts (``run_tunnel``), so an idle tunnel's task sits in no scope of its own
+            # (idle memory, bench/README.md).
+            upgraded = None
+            with front.scope:
                 upgraded = await open_tunnel(
                     front, request, route, record, self._server, self._info.address
                 )
-                if upgraded is None:
-                    return
-                # This frame lives as long as the tunnel: keep no handshake objects alive
-                # in it (nor the front: the run holds what it needs).
-                tunnel = opened_tunnel(front, upgraded, record, self._server)
-                del upgraded, request, front
-                # ``count_tunnel()`` by hand: no context manager and its bound ``__exit__``
-                # held in this frame for the tunnel's life (idle memory, bench/README.md).
-                self._server.stats.tunnels += 1
-                try:
-                    await tunnel
-                finally:
-                    self._server.stats.tunnels -= 1
+            if upgraded is None:
+                return
+            # This frame lives as long as the tunnel: keep no handshake objects alive in it
+            # (nor the front: the run holds what it needs).
+            tunnel = opened_tunnel(front, upgraded, record, self._server)
+            del upgraded, request, front
+            # ``count_tunnel()`` by hand: no context manager and its bound ``__exit__``
+            # held in this frame for the tunnel's life (idle memory, bench/README.md).
+            self._server.stats.tunnels += 1
+            try:
+                await tunnel
+            finally:
+                self._server.stats.tunnels -= 1
         finally:
             self._finish_tunnel(stream, record)
 

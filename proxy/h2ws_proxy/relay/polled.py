@@ -5,7 +5,7 @@ Rules:
 * Used when the client stream takes bytes synchronously (:class:`PushableClient`, an
   HTTP/2 stream) and the backend is a socket of ours: the connection's
   :class:`~h2ws_proxy.transport.poller.BackendPoller` calls back when the backend is
-  readable, and the tunnel costs one task instead of two.
+  readable, and the tunnel costs one task instead of two (``tunnel_polled.py``).
 * The same steps as a pump, as callbacks; at most one chunk (``READ_SIZE``) waits here.
 * Backpressure: a shut window or a backlogged connection pauses the backend's watch until
   the client side calls back (``set_on_writable``, ``call_when_drained``).
@@ -98,9 +98,10 @@ class PolledDownward:
 
     def close_tunnel(self) -> None:
         """The polled tunnel's end, however it ended: the backend no longer watched, its
-        frames settled, off the drain's list, the backend socket closed."""
+        timer disarmed, its frames settled, off the drain's list, the backend socket closed."""
         self.stop()
         relay = self._relay
+        relay.disarm()
         relay.downward = None  # no cycle left for the garbage collector
         relay.settle_frames()
         if self._tunnels is not None:
@@ -125,7 +126,7 @@ class PolledDownward:
 
     def on_readable(self) -> None:
         relay = self._relay
-        if self._paused or self.done or relay.scope.cancel_called:
+        if self._paused or self.done or relay.cancel_called:
             self._pause()
             return
         try:
@@ -191,7 +192,7 @@ class PolledDownward:
         self._resume()
 
     def _resume(self) -> None:
-        if not self._paused or self.done or self._relay.scope.cancel_called:
+        if not self._paused or self.done or self._relay.cancel_called:
             return
         if self._flush():
             self._paused = False

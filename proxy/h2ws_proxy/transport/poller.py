@@ -35,6 +35,7 @@ from typing import Protocol
 import trio
 
 from h2ws_proxy.log import log_event
+from h2ws_proxy.transport.timers import ConnectionTimers
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,14 @@ class BackendPoller:
         *,
         on_round_start: Callable[[], None] | None = None,
         on_round_end: Callable[[], None] | None = None,
+        timers: ConnectionTimers | None = None,
     ) -> None:
         #: Called around each round of handlers (the frontend batches its output there).
         self._on_round_start = on_round_start
         self._on_round_end = on_round_end
+        #: The same connection's timers, where the tunnels it serves keep their deadlines
+        #: (a polled tunnel needs both: ``run_tunnel``).
+        self.timers = timers
         self._epoll = select.epoll()
         self._watchers: dict[int, Watcher] = {}
         #: How many descriptors are in the epoll set now (``Watcher.watched``). A paused one

@@ -1,0 +1,173 @@
+"""A polled tunnel's run: one task, and no cancel scope of its own while the tunnel idles.
+
+Where ``run_tunnel`` has a client stream that takes bytes synchronously, a backend socket
+and the connection's poller and timers, the backend → client direction is
+:class:`~h2ws_proxy.relay.polled.PolledDownward` (callbacks), and this one task does the
+rest: client → backend, the client's end, waiting for the other direction, the tunnel's
+end. Its bytes are usually forwarded by the reader (``Relay.forward_up``), so the task
+mostly waits for the client's stream.
+
+Rules:
+
+* While the tunnel idles, the task waits for the client's stream in no cancel scope of
+  its own (a scope while parked costs memory per idle tunnel: its status and sets, the
+  deadline's heap entry), and the timers are on the connection's
+  :class:`~h2ws_proxy.transport.timers.ConnectionTimers`. :meth:`Relay.cancel` wakes it
+  then, and it stops at once on waking (``_Stopped``), as a cancelled pump would.
+* Every other wait (a backend that does not take the bytes at once, the drain's Close,
+  the client's end, the other direction's end) happens in a scope made for it, which
+  ``Relay.cancel`` cancels: a tunnel pays for a scope only while a direction must wait.
+* The connection's own cancellation (its nursery) reaches the task anywhere, as before.
+* The same steps as the generic pump otherwise (``tunnel._pump``, ``pump_steps.py``): the
+  drain's Close at a frame boundary, a backend that stops taking bytes drains the client,
+  the stats counted as bytes really moved.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from h2ws_proxy.relay.legs import Bytes
+from h2ws_proxy.relay.outcome import RelayStats, Side
+from h2ws_proxy.relay.polled import PolledDownward
+from h2ws_proxy.relay.pump_steps import backend_stopped_taking, end_up, pass_draining
+from h2ws_proxy.relay.relay_state import READ_SIZE, Relay, SideBroke
+from h2ws_proxy.transport.errors import STREAM_GONE
+from h2ws_proxy.transport.wakeup import Wakeup
+
+
+class _Stopped(Exception):
+    """:meth:`Relay.cancel` was called while the task waited in no scope of its own."""
+
+
+async def run_polled(relay: Relay, leftover: bytes, downward: PolledDownward) -> RelayStats:
+    """The polled tunnel's whole run (see the module): ``downward`` begins first, the client's
+    bytes go up until its end, then the other direction is waited for; ``downward`` closes
+    the tunnel last, whatever ended it.
+
+    The copy loop is inline: the task's frames while it idles are this one and its
+    caller's (idle memory, bench/README.md).
+    """
+    client, backend, leg = relay.pushable, relay.backend_socket, relay.up
+    assert client is not None
+    assert backend is not None
+    broke: SideBroke | None = None
+    try:
+        downward.begin()
+        # The reader forwards the client's bytes, and its END_STREAM while the downward
+        # direction runs (``Relay.pass_client_end``): this task then sleeps until
+        # ``downward`` finishes and wakes it.
+        client.set_forwarder(relay)
+        try:
+            data: Bytes = leftover
+            if data:
+                data = await _waiting_pass(relay, data)
+            while True:
+                if data:
+                    if relay.cancel_called:  # where a pump's send would be cancelled
+                        raise _Stopped
+                    try:
+                        sent = backend.send_nowait(data)
+                    except STREAM_GONE as error:
+                        raise SideBroke(Side.BACKEND, str(error)) from None
+                    if sent < len(data):
+                        await _waiting_send(relay, memoryview(data)[sent:])
+                    relay.stats.bytes_up += len(data)
+                    if relay.on_close_handshake is not None and leg.close_code is not None:
+                        relay.close_handshake_passed()
+                    data = b""  # don't hold the last chunk while the tunnel idles
+                    if leg.draining:  # the drain came while we were sending
+                        await _waiting_pass(relay, b"")
+                try:
+                    got = client.receive_nowait(READ_SIZE)
+                    if got is None:
+                        while got is None:  # having waited is the checkpoint
+                            await client.park_receiver()
+                            # What came before a cancel is still taken in, as a cancelled
+                            # pump does up to its next checkpoint (a Close's code is seen).
+                            try:
+                                got = client.receive_nowait(READ_SIZE)
+                            except STREAM_GONE:
+                                if relay.cancel_called:
+                                    raise _Stopped from None
+                                raise
+                            if got is None and relay.cancel_called:
+                                raise _Stopped
+                    else:
+                        await trio.lowlevel.checkpoint()
+                        if relay.cancel_called:
+                            raise _Stopped
+                except STREAM_GONE as error:
+                    raise SideBroke(Side.CLIENT, str(error)) from None
+                if not got:
+                    break
+                relay.activity()
+                if leg.draining:
+                    data = await _waiting_pass(relay, got)
+                else:
+                    leg.feed(got)
+                    data = got
+        except SideBroke as error:
+            broke = error
+        finally:
+            client.set_forwarder(None)
+        scope = _enter(relay)
+        with scope:
+            if broke is None:
+                if leg.sending is not None:  # the closer's send of our Close must finish first
+                    await leg.sending.wait()
+                await end_up(relay)
+            elif broke.side is Side.BACKEND:
+                await backend_stopped_taking(relay)
+            else:
+                relay.fail(broke.side, broke.reason)
+            while not downward.done:
+                if downward.finished is None:
+                    downward.finished = Wakeup()
+                await downward.finished.wait()
+        relay.scope = None
+        relay.settle_end(cancelled=scope.cancelled_caught)
+    except _Stopped:
+        relay.settle_end(cancelled=True)
+    except trio.Cancelled:
+        relay.settle_end(cancelled=True)
+        raise
+    finally:
+        downward.close_tunnel()
+    return relay.stats
+
+
+def _enter(relay: Relay) -> trio.CancelScope:
+    """A scope for one wait, that :meth:`Relay.cancel` cancels (already cancelled if it
+    was called)."""
+    scope = relay.scope = trio.CancelScope()
+    if relay.cancel_called:
+        scope.cancel()
+    return scope
+
+
+async def _waiting_send(relay: Relay, rest: memoryview) -> None:
+    """What the backend did not take at once, sent in a scope of its own."""
+    leg = relay.up
+    scope = _enter(relay)
+    with scope:
+        leg.busy = True
+        try:
+            await relay.backend.send_all(rest)
+        except STREAM_GONE as error:
+            raise SideBroke(Side.BACKEND, str(error)) from None
+        leg.busy = False
+    relay.scope = None
+    if scope.cancelled_caught:
+        raise _Stopped
+
+
+async def _waiting_pass(relay: Relay, data: Bytes) -> Bytes:
+    """``pass_draining`` (the drain's Close upward) in a scope of its own."""
+    scope = _enter(relay)
+    with scope:
+        data = await pass_draining(relay, relay.up, data, relay.backend, Side.BACKEND)
+    relay.scope = None
+    if scope.cancelled_caught:
+        raise _Stopped
+    return data
