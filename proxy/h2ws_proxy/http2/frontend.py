@@ -259,6 +259,7 @@ class H2Frontend:
                     on_round_start=self._writer.begin_batch,
                     on_round_end=self._writer.end_batch,
                     timers=self._connection_timers(),
+                    nursery=self._nursery,
                 )
             except OSError as error:
                 # Out of descriptors or memory: this tunnel runs on pump tasks instead,

@@ -118,6 +118,18 @@ class H2TunnelFront:
         return self._tasks.backend_poller()
 
 
+class _TunnelEnd:
+    """The end of a tunnel whose run went on without the task that opened it."""
+
+    __slots__ = ("_record", "_stream", "_tasks")
+
+    def __init__(self, tasks: StreamTasks, stream: H2Stream, record: RelayRecord) -> None:
+        self._tasks, self._stream, self._record = tasks, stream, record
+
+    def tunnel_ended(self) -> None:
+        self._tasks.tunnel_ended(self._stream, self._record)
+
+
 class StreamTasks:
     """Runs the tunnels and requests of one connection's streams."""
 
@@ -181,7 +193,7 @@ class StreamTasks:
             # answered: the tunnel's run is cancelled through the stream's ``scope`` it
             # adopts (``run_tunnel``), so an idle tunnel's task sits in no scope of its own
             # (idle memory, bench/README.md).
-            upgraded = None
+            upgraded, left = None, False
             with front.scope:
                 upgraded = await open_tunnel(
                     front, request, route, record, self._server, self._info.address
@@ -195,12 +207,25 @@ class StreamTasks:
             # ``count_tunnel()`` by hand: no context manager and its bound ``__exit__``
             # held in this frame for the tunnel's life (idle memory, bench/README.md).
             self._server.stats.tunnels += 1
+            # A polled tunnel's run may go on without this task: it takes ``tunnel_end``
+            # then, and reports its end there (``tunnel_polled.py``).
+            stream.tunnel_end = _TunnelEnd(self, stream, record)
             try:
                 await tunnel
             finally:
-                self._server.stats.tunnels -= 1
+                if stream.tunnel_end is None:
+                    left = True
+                else:
+                    stream.tunnel_end = None
+                    self._server.stats.tunnels -= 1
         finally:
-            self._finish_tunnel(stream, record)
+            if not left:
+                self._finish_tunnel(stream, record)
+
+    def tunnel_ended(self, stream: H2Stream, record: RelayRecord) -> None:
+        """A tunnel whose run went on without its task ended (``_TunnelEnd``)."""
+        self._server.stats.tunnels -= 1
+        self._finish_tunnel(stream, record)
 
     def _finish_tunnel(self, stream: H2Stream, record: RelayRecord) -> None:
         """Reset the stream unless it ended cleanly, return its credit, forget it, log it."""

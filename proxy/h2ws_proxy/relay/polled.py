@@ -16,6 +16,10 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+import trio
+
 from h2ws_proxy.relay.going_away import OpenTunnels
 from h2ws_proxy.relay.outcome import Side
 from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay
@@ -23,6 +27,9 @@ from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 from h2ws_proxy.transport.wakeup import Wakeup
+
+#: The task that goes on with a tunnel's run after it idled without one.
+_RESUMED_NAME = "h2ws_proxy.relay.tunnel_polled.resumed"
 
 
 class PolledDownward:
@@ -124,6 +131,20 @@ class PolledDownward:
     def on_error(self) -> None:
         self._fail(Side.BACKEND)
 
+    def on_closed(self) -> None:
+        """The poller ended with the connection: the tunnel ends (cancelled)."""
+        self._relay.cancel()
+
+    def nursery(self) -> trio.Nursery | None:
+        """Where the tunnel's run goes on when it must wait (``tunnel_polled.py``)."""
+        return self._poller.nursery
+
+    def spawn(self, run: Callable[..., Awaitable[object]], *args: object) -> None:
+        nursery = self._poller.nursery
+        assert nursery is not None
+        # A constant name: trio would otherwise build one string per task.
+        nursery.start_soon(run, *args, name=_RESUMED_NAME)
+
     def on_readable(self) -> None:
         relay = self._relay
         if self._paused or self.done or relay.cancel_called:
@@ -220,9 +241,10 @@ class PolledDownward:
         self._finish()
 
     def _fail(self, side: Side) -> None:
+        # The failure first: a tunnel without a task may end as this wakes it.
         self._pause()
-        self._finish()
         self._relay.fail(side)
+        self._finish()
 
     def _finish(self) -> None:
         self.done = True

@@ -52,6 +52,7 @@ class UpwardForwarder(Protocol):
 
     def forward_up(self, data: bytes) -> int: ...
     def pass_client_end(self) -> bool: ...
+    def resume(self) -> None: ...
 
 
 class PushableClient(Protocol):
@@ -70,6 +71,16 @@ class PushableClient(Protocol):
     def call_when_drained(self, callback: Callable[[], None]) -> None: ...
     def set_forwarder(self, forwarder: UpwardForwarder | None) -> None: ...
     def adopt_scope(self, scope: Cancellable) -> None: ...
+    def detach_receiver(self) -> None: ...
+
+    #: Where a run that goes on without the task that opened it reports its end.
+    tunnel_end: TunnelEnd | None
+
+
+class TunnelEnd(Protocol):
+    """The front end's part of a tunnel's end (its stream, its access line)."""
+
+    def tunnel_ended(self) -> None: ...
 
 
 class Cancellable(Protocol):
@@ -168,6 +179,10 @@ class Relay:
     cancel_called: bool = False
     #: The deadline on ``timers`` fired.
     timer_fired: bool = False
+    #: A polled tunnel that left its task while idle: what the stream's wake-ups call
+    #: (``resume``; a module's function, not a closure), and the front end's end.
+    resumer: Callable[[Relay], None] | None = None
+    on_end: TunnelEnd | None = None
 
     # ---- the upward forwarder (``tunnel._offer_forwarder``), on the reader's task ----
 
@@ -187,6 +202,12 @@ class Relay:
             self.stats.bytes_up += sent
             self.activity()
         return sent
+
+    def resume(self) -> None:
+        """The client's stream would have woken the tunnel's task, which left (see
+        ``tunnel_polled.py``)."""
+        if self.resumer is not None:
+            self.resumer(self)
 
     def pass_client_end(self) -> bool:
         """The client's END_STREAM: a FIN to the backend, while the polled downward

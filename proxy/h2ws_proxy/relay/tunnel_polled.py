@@ -25,6 +25,8 @@ Rules:
 
 from __future__ import annotations
 
+from typing import cast
+
 import trio
 
 from h2ws_proxy.relay.legs import Bytes
@@ -40,24 +42,32 @@ class _Stopped(Exception):
     """:meth:`Relay.cancel` was called while the task waited in no scope of its own."""
 
 
-async def run_polled(relay: Relay, leftover: bytes, downward: PolledDownward) -> RelayStats:
-    """The polled tunnel's whole run (see the module): ``downward`` begins first, the client's
+async def run_polled(
+    relay: Relay, leftover: bytes, downward: PolledDownward, resumed: Bytes | None = None
+) -> RelayStats:
+    """The polled tunnel's run (see the module): ``downward`` begins first, the client's
     bytes go up until its end, then the other direction is waited for; ``downward`` closes
     the tunnel last, whatever ended it.
 
-    The copy loop is inline: the task's frames while it idles are this one and its
+    Where the run may go on without this task (the connection's poller has a nursery and
+    the client stream a ``tunnel_end``), it returns as soon as the tunnel idles, with the
+    tunnel still open (:func:`_leave`); ``resumed``: the chunk a later task goes on with.
+
+    The copy loop is inline: the task's frames while it waits are this one and its
     caller's (idle memory, bench/README.md).
     """
     client, backend, leg = relay.pushable, relay.backend_socket, relay.up
     assert client is not None
     assert backend is not None
     broke: SideBroke | None = None
+    left = False
     try:
-        downward.begin()
-        # The reader forwards the client's bytes, and its END_STREAM while the downward
-        # direction runs (``Relay.pass_client_end``): this task then sleeps until
-        # ``downward`` finishes and wakes it.
-        client.set_forwarder(relay)
+        if resumed is None:
+            downward.begin()
+            # The reader forwards the client's bytes, and its END_STREAM while the downward
+            # direction runs (``Relay.pass_client_end``): this task then sleeps until
+            # ``downward`` finishes and wakes it.
+            client.set_forwarder(relay)
         try:
             data: Bytes = leftover
             if data:
@@ -78,27 +88,36 @@ async def run_polled(relay: Relay, leftover: bytes, downward: PolledDownward) ->
                     data = b""  # don't hold the last chunk while the tunnel idles
                     if leg.draining:  # the drain came while we were sending
                         await _waiting_pass(relay, b"")
-                try:
-                    got = client.receive_nowait(READ_SIZE)
-                    if got is None:
-                        while got is None:  # having waited is the checkpoint
-                            await client.park_receiver()
-                            # What came before a cancel is still taken in, as a cancelled
-                            # pump does up to its next checkpoint (a Close's code is seen).
-                            try:
-                                got = client.receive_nowait(READ_SIZE)
-                            except STREAM_GONE:
-                                if relay.cancel_called:
-                                    raise _Stopped from None
-                                raise
-                            if got is None and relay.cancel_called:
+                if resumed is not None:
+                    got: Bytes | None = resumed
+                    resumed = None
+                else:
+                    try:
+                        got = client.receive_nowait(READ_SIZE)
+                        if got is None:
+                            if _may_leave(relay, downward):
+                                left = True
+                                _leave(relay)
+                                return relay.stats
+                            while got is None:  # having waited is the checkpoint
+                                await client.park_receiver()
+                                # What came before a cancel is still taken in, as a
+                                # cancelled pump does up to its next checkpoint (a Close's
+                                # code is seen).
+                                try:
+                                    got = client.receive_nowait(READ_SIZE)
+                                except STREAM_GONE:
+                                    if relay.cancel_called:
+                                        raise _Stopped from None
+                                    raise
+                                if got is None and relay.cancel_called:
+                                    raise _Stopped
+                        else:
+                            await trio.lowlevel.checkpoint()
+                            if relay.cancel_called:
                                 raise _Stopped
-                    else:
-                        await trio.lowlevel.checkpoint()
-                        if relay.cancel_called:
-                            raise _Stopped
-                except STREAM_GONE as error:
-                    raise SideBroke(Side.CLIENT, str(error)) from None
+                    except STREAM_GONE as error:
+                        raise SideBroke(Side.CLIENT, str(error)) from None
                 if not got:
                     break
                 relay.activity()
@@ -110,7 +129,8 @@ async def run_polled(relay: Relay, leftover: bytes, downward: PolledDownward) ->
         except SideBroke as error:
             broke = error
         finally:
-            client.set_forwarder(None)
+            if not left:
+                client.set_forwarder(None)
         scope = _enter(relay)
         with scope:
             if broke is None:
@@ -133,8 +153,76 @@ async def run_polled(relay: Relay, leftover: bytes, downward: PolledDownward) ->
         relay.settle_end(cancelled=True)
         raise
     finally:
-        downward.close_tunnel()
+        if not left:
+            downward.close_tunnel()
+            _report_end(relay)
     return relay.stats
+
+
+def _may_leave(relay: Relay, downward: PolledDownward) -> bool:
+    """The tunnel idles, and a later task could go on with its run (see ``run_polled``)."""
+    if relay.cancel_called or downward.nursery() is None:
+        return False
+    client = relay.pushable
+    return relay.on_end is not None or (client is not None and client.tunnel_end is not None)
+
+
+def _leave(relay: Relay) -> None:
+    """The task leaves the idle tunnel: the client stream's wake-ups call :func:`_resume`,
+    and the tunnel's end is reported to the front end by whoever ends it."""
+    client = relay.pushable
+    assert client is not None
+    if relay.on_end is None:
+        relay.on_end, client.tunnel_end = client.tunnel_end, None
+    relay.resumer = _resume
+    client.detach_receiver()
+
+
+def _resume(relay: Relay) -> None:
+    """The client's stream woke the tunnel that has no task (the reader, the poller, the
+    timers or the frontend calls this). Its end is settled here when nothing must wait (a
+    cancel, a client reset, the client's end after the backend's); else a task goes on
+    with the run from the chunk taken."""
+    downward = cast(PolledDownward, relay.downward)
+    client = relay.pushable
+    assert client is not None
+    relay.resumer = None
+    try:
+        got = None if relay.cancel_called else client.receive_nowait(READ_SIZE)
+    except STREAM_GONE as error:
+        relay.fail(Side.CLIENT, str(error))
+        _end_here(relay, downward, cancelled=True)
+        return
+    if relay.cancel_called:
+        _end_here(relay, downward, cancelled=True)
+    elif got is None:
+        _leave(relay)  # woken for nothing
+    elif not got and downward.done and relay.up.sending is None:
+        backend = relay.backend_socket
+        assert backend is not None
+        try:
+            backend.end_now()  # (``end_up``; a backend gone already has its end)
+            relay.half_closed()
+        except STREAM_GONE:
+            pass
+        _end_here(relay, downward, cancelled=False)
+    else:
+        downward.spawn(run_polled, relay, b"", downward, got)
+
+
+def _end_here(relay: Relay, downward: PolledDownward, *, cancelled: bool) -> None:
+    relay.settle_end(cancelled=cancelled)
+    if relay.pushable is not None:
+        relay.pushable.set_forwarder(None)
+    downward.close_tunnel()
+    _report_end(relay)
+
+
+def _report_end(relay: Relay) -> None:
+    """To the front end, once, where the task that opened the tunnel left it."""
+    end, relay.on_end = relay.on_end, None
+    if end is not None:
+        end.tunnel_ended()
 
 
 def _enter(relay: Relay) -> trio.CancelScope:
