@@ -18,9 +18,9 @@ Concurrency rules (STYLE §2.4):
 * R4. Events with several waiters are replaced by the *setter* (``set`` then a new
   ``Event``); a single waiter (the writer, a stream's reader or sender) waits on a
   reusable :class:`~h2ws_proxy.transport.wakeup.Wakeup` and re-checks its condition after it.
-* R5. Tunnel tasks live in this connection's nursery; each has its own cancel scope
-  (``H2Stream.scope``), entered for the stream's whole life (the backend dial, then
-  the tunnel), so a client reset cancels either at once.
+* R5. Tunnel tasks live in this connection's nursery; what cancels a stream's work is
+  ``H2Stream.scope`` (the dial's cancel scope, then the running tunnel), so a client reset
+  cancels either at once. An idle polled tunnel holds no task (relay/tunnel_polled.py).
 
 Memory bounds: inbound, each stream holds at most the window we advertise, and credit for
 bytes a tunnel never consumed goes back when the tunnel ends (else the connection window

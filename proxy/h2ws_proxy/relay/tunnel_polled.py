@@ -1,23 +1,29 @@
-"""A polled tunnel's run: one task, and no cancel scope of its own while the tunnel idles.
+"""A polled tunnel's run: no task while the tunnel idles, a task only while a direction waits.
 
 Where ``run_tunnel`` has a client stream that takes bytes synchronously, a backend socket
 and the connection's poller and timers, the backend → client direction is
-:class:`~h2ws_proxy.relay.polled.PolledDownward` (callbacks), and this one task does the
-rest: client → backend, the client's end, waiting for the other direction, the tunnel's
-end. Its bytes are usually forwarded by the reader (``Relay.forward_up``), so the task
-mostly waits for the client's stream.
+:class:`~h2ws_proxy.relay.polled.PolledDownward` (callbacks), the reader forwards the
+client's bytes and its end (``Relay.forward_up``, ``Relay.pass_client_end``), and the
+timers are on the connection's :class:`~h2ws_proxy.transport.timers.ConnectionTimers`. What
+is left for a task is what must wait, so a task runs only then.
 
 Rules:
 
-* While the tunnel idles, the task waits for the client's stream in no cancel scope of
-  its own (a scope while parked costs memory per idle tunnel: its status and sets, the
-  deadline's heap entry), and the timers are on the connection's
-  :class:`~h2ws_proxy.transport.timers.ConnectionTimers`. :meth:`Relay.cancel` wakes it
-  then, and it stops at once on waking (``_Stopped``), as a cancelled pump would.
-* Every other wait (a backend that does not take the bytes at once, the drain's Close,
-  the client's end, the other direction's end) happens in a scope made for it, which
-  ``Relay.cancel`` cancels: a tunnel pays for a scope only while a direction must wait.
-* The connection's own cancellation (its nursery) reaches the task anywhere, as before.
+* :func:`run_polled` runs in the task that opened the tunnel; once the tunnel idles (the
+  client's stream has nothing for it) the task leaves (:func:`_leave`): an idle tunnel holds
+  no task, context, cancel scope or coroutine frames (bench/README.md, idle memory). What
+  would have woken the task calls :func:`_resume` instead, synchronously, in whichever task
+  it happens (the reader, the poller, the timers, the frontend).
+* :func:`_resume` ends the tunnel there when nothing must wait (a cancel, a timer, a client
+  reset, the client's end after the backend's end): the same settling as the run's end,
+  then the front end's part (``Relay.on_end``). Anything else (bytes the backend did not
+  take at once, the drain's Close, the client's end while the other direction runs) starts
+  a task in the connection's nursery that goes on with the run, and leaves again when the
+  tunnel idles.
+* A task waits in a cancel scope made for that wait, which ``Relay.cancel`` cancels; where
+  it waits for the client's stream it is in none, and ``Relay.cancel`` wakes it to stop
+  (``_Stopped``), as a cancelled pump would. The connection's own cancellation reaches a
+  task anywhere; a tunnel without one is ended by the poller's end (``on_closed``).
 * The same steps as the generic pump otherwise (``tunnel._pump``, ``pump_steps.py``): the
   drain's Close at a frame boundary, a backend that stops taking bytes drains the client,
   the stats counted as bytes really moved.
