@@ -200,8 +200,8 @@ class StreamTasks:
                 )
             if upgraded is None:
                 return
-            # This frame lives as long as the tunnel: keep no handshake objects alive in it
-            # (nor the front: the run holds what it needs).
+            # This frame may live as long as the tunnel: keep no handshake objects alive in
+            # it (nor the front: the run holds what it needs).
             tunnel = opened_tunnel(front, upgraded, record, self._server)
             del upgraded, request, front
             # ``count_tunnel()`` by hand: no context manager and its bound ``__exit__``

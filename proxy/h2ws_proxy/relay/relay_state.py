@@ -265,7 +265,11 @@ class Relay:
         if self.idle_timeout_s > 0:
             length = self.idle_timeout_s + TIMER_SLACK_S
         closing = self.half_closed_timeout_s + TIMER_SLACK_S
-        if self.half_closed_since is not None and 0 < self.half_closed_timeout_s < closing < length:
+        if (
+            self.half_closed_since is not None
+            and self.half_closed_timeout_s > 0
+            and closing < length
+        ):
             length, end = closing, RelayEnd.HALF_CLOSED_TIMEOUT
         if self.close_by <= now + length:
             if self.armed_length != _AT:

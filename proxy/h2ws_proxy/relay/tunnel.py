@@ -94,8 +94,9 @@ def run_tunnel(
     (``adopt_scope``: a reset or the connection's end cancels the tunnel). With it, a
     ``poller`` that has the connection's timers and a backend socket, the tunnel runs as
     :func:`~h2ws_proxy.relay.tunnel_polled.run_polled`, which holds no task while the
-    tunnel idles (a run that returns with the tunnel still open: see there). And the client's bytes may be forwarded to the backend by the task
-    that receives them (see ``_offer_forwarder``).
+    tunnel idles (a run that returns with the tunnel still open: see there). And the
+    client's bytes may be forwarded to the backend by the task that receives them (see
+    ``_offer_forwarder``).
 
     ``open_tunnels``: where the tunnel is listed while it runs, for the drain's Close.
     ``untracked_reporter`` is told once per side whose bytes turn out not to be WebSocket
