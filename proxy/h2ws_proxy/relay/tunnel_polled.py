@@ -20,8 +20,9 @@ Rules:
   take at once, the drain's Close, the client's end while the other direction runs) starts
   a task in the connection's nursery that goes on with the run, and leaves again when the
   tunnel idles.
-* A task waits in a cancel scope made for that wait, which ``Relay.cancel`` cancels; where
-  it waits for the client's stream it is in none, and ``Relay.cancel`` wakes it to stop
+* A task waits in a cancel scope that ``Relay.cancel`` cancels: one made for that wait in
+  the opening task, the task's own in a resumed one; where the opening task waits for the
+  client's stream it is in none, and ``Relay.cancel`` wakes it to stop
   (``_Stopped``), as a cancelled pump would. The connection's own cancellation reaches a
   task anywhere; a tunnel without one is ended by the poller's end (``on_closed``).
 * The same steps as the generic pump otherwise (``tunnel._pump``, ``pump_steps.py``): the
@@ -137,22 +138,15 @@ async def run_polled(
         finally:
             if not left:
                 client.set_forwarder(None)
-        scope = _enter(relay)
-        with scope:
-            if broke is None:
-                if leg.sending is not None:  # the closer's send of our Close must finish first
-                    await leg.sending.wait()
-                await end_up(relay)
-            elif broke.side is Side.BACKEND:
-                await backend_stopped_taking(relay)
-            else:
-                relay.fail(broke.side, broke.reason)
-            while not downward.done:
-                if downward.finished is None:
-                    downward.finished = Wakeup()
-                await downward.finished.wait()
-        relay.scope = None
-        relay.settle_end(cancelled=scope.cancelled_caught)
+        if relay.scope is not None:  # the task's own (``_run_resumed``)
+            await _end_run(relay, broke, downward)
+            relay.settle_end(cancelled=False)
+        else:
+            scope = _enter(relay)
+            with scope:
+                await _end_run(relay, broke, downward)
+            relay.scope = None
+            relay.settle_end(cancelled=scope.cancelled_caught)
     except _Stopped:
         relay.settle_end(cancelled=True)
     except trio.Cancelled:
@@ -163,6 +157,32 @@ async def run_polled(
             downward.close_tunnel()
             _report_end(relay)
     return relay.stats
+
+
+async def _end_run(relay: Relay, broke: SideBroke | None, downward: PolledDownward) -> None:
+    """The client's side is over (its end, or a side broke): end the backend's side, then
+    wait for the downward direction."""
+    if broke is None:
+        if relay.up.sending is not None:  # the closer's send of our Close must finish first
+            await relay.up.sending.wait()
+        await end_up(relay)
+    elif broke.side is Side.BACKEND:
+        await backend_stopped_taking(relay)
+    else:
+        relay.fail(broke.side, broke.reason)
+    while not downward.done:
+        if downward.finished is None:
+            downward.finished = Wakeup()
+        await downward.finished.wait()
+
+
+async def _run_resumed(relay: Relay, downward: PolledDownward, got: Bytes) -> None:
+    """A task that goes on with a run (``_resume``): it exists only while the tunnel must
+    wait, so it waits in one cancel scope for its whole life, not one per wait."""
+    scope = _enter(relay)
+    with scope:
+        await run_polled(relay, b"", downward, got)
+    relay.scope = None
 
 
 def _may_leave(relay: Relay, downward: PolledDownward) -> bool:
@@ -180,6 +200,7 @@ def _leave(relay: Relay) -> None:
     assert client is not None
     if relay.on_end is None:
         relay.on_end, client.tunnel_end = client.tunnel_end, None
+    relay.scope = None  # (a resumed task's own: it ends now)
     relay.resumer = _resume
     client.detach_receiver()
 
@@ -213,7 +234,7 @@ def _resume(relay: Relay) -> None:
             pass
         _end_here(relay, downward, cancelled=False)
     else:
-        downward.spawn(run_polled, relay, b"", downward, got)
+        downward.spawn(_run_resumed, relay, downward, got)
 
 
 def _end_here(relay: Relay, downward: PolledDownward, *, cancelled: bool) -> None:
@@ -241,8 +262,16 @@ def _enter(relay: Relay) -> trio.CancelScope:
 
 
 async def _waiting_send(relay: Relay, rest: memoryview) -> None:
-    """What the backend did not take at once, sent in a scope of its own."""
+    """What the backend did not take at once, sent in a scope of its own (or the task's)."""
     leg = relay.up
+    if relay.scope is not None:
+        leg.busy = True
+        try:
+            await relay.backend.send_all(rest)
+        except STREAM_GONE as error:
+            raise SideBroke(Side.BACKEND, str(error)) from None
+        leg.busy = False
+        return
     scope = _enter(relay)
     with scope:
         leg.busy = True
@@ -257,7 +286,9 @@ async def _waiting_send(relay: Relay, rest: memoryview) -> None:
 
 
 async def _waiting_pass(relay: Relay, data: Bytes) -> Bytes:
-    """``pass_draining`` (the drain's Close upward) in a scope of its own."""
+    """``pass_draining`` (the drain's Close upward) in a scope of its own (or the task's)."""
+    if relay.scope is not None:
+        return await pass_draining(relay, relay.up, data, relay.backend, Side.BACKEND)
     scope = _enter(relay)
     with scope:
         data = await pass_draining(relay, relay.up, data, relay.backend, Side.BACKEND)
