@@ -26,12 +26,16 @@ class Watch:
     def __init__(self, read: Callable[[], object], error: Callable[[], object]) -> None:
         self._read, self._error = read, error
         self.watched = False
+        self.closed = False
 
     def on_readable(self) -> None:
         self._read()
 
     def on_error(self) -> None:
         self._error()
+
+    def on_closed(self) -> None:
+        self.closed = True
 
 
 async def test_ready_paused_resumed_and_unregistered() -> None:

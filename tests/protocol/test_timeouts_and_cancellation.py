@@ -11,10 +11,12 @@ import pytest
 import trio
 import trio.testing
 
+from h2ws_proxy.relay.context import ServerStats
 from h2ws_proxy.relay.relay_state import TIMER_SLACK_S
 from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.memory import CONNECT_HEADERS, MemoryNet, echo_backend, open_memory_client
+from tests.helpers.records import capture_proxy_records
 from tests.helpers.setup import make_config
 
 pytestmark = pytest.mark.usefixtures("both_backend_kinds")
@@ -188,3 +190,82 @@ async def test_slow_http1_request_head_is_answered_408_and_closed(
         answer += data
     assert trio.current_time() - started == 5.0
     assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_the_idle_timer_ends_a_half_closed_tunnel_when_it_comes_first(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The backend ended its side; the idle timeout (5 s) comes before the half-closed one
+    (30 s), so the tunnel is cut as idle (CANCEL), not after the half-closed timeout."""
+
+    async def bye_backend(stream: trio.abc.HalfCloseableStream) -> None:
+        conn = BackendConnection(stream)
+        await conn.accept(await conn.read_upgrade())
+        await stream.send_eof()
+        while await stream.receive_some(65536):
+            pass
+
+    config = make_config(("/", "http://127.0.0.1:9"), idle_timeout_s=5.0, half_closed_timeout_s=30)
+    net = MemoryNet(nursery, bye_backend)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        ws = await client.websocket("/")
+        opened = trio.current_time()
+        await client.wait_for(lambda: ws.state.ended)
+        await client.wait_for(lambda: ws.state.reset_code is not None)
+        assert ws.state.reset_code == CANCEL
+        assert 5.0 <= trio.current_time() - opened <= 5.0 + TIMER_SLACK_S
+
+
+async def test_idle_tunnels_of_one_connection_each_end_at_their_own_deadline(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Three tunnels on one connection share its timers; activity on the middle one moves
+    only its own deadline."""
+    config = make_config(("/", "http://127.0.0.1:9"), idle_timeout_s=60.0)
+    net = MemoryNet(nursery, echo_backend)
+    async with open_h2_client(await open_memory_client(nursery, config, net)) as client:
+        tunnels = [await client.websocket("/") for _ in range(3)]
+        opened = trio.current_time()
+        await trio.sleep(30)
+        await client.send_data(tunnels[1].state, b"ping")
+        await client.wait_for(lambda: bytes(tunnels[1].state.data) == b"ping")
+        active = trio.current_time()
+        ended: dict[int, float] = {}
+
+        def note_ends() -> bool:
+            for index, ws in enumerate(tunnels):
+                if ws.state.reset_code is not None and index not in ended:
+                    ended[index] = trio.current_time()
+            return len(ended) == 3
+
+        await client.wait_for(note_ends)
+        for index in (0, 2):
+            assert 60.0 <= ended[index] - opened <= 60.0 + TIMER_SLACK_S
+        assert 60.0 <= ended[1] - active <= 60.0 + TIMER_SLACK_S
+
+
+async def test_cancelling_the_connection_ends_an_idle_tunnel_and_logs_it(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The connection's task tree cancelled from outside (a hard stop): the idle tunnel,
+    which has no task of its own over a socket backend, still ends, closes its backend,
+    leaves the tunnel count and logs its line."""
+    config = make_config(("/", "http://127.0.0.1:9"), idle_timeout_s=60.0)
+    net = MemoryNet(nursery, echo_backend)
+    stats = ServerStats()
+    with capture_proxy_records() as records:
+        async with trio.open_nursery() as proxy:
+            client_end = await open_memory_client(proxy, config, net, stats=stats)
+            async with open_h2_client(client_end) as client:
+                ws = await client.websocket("/")
+                await client.send_data(ws.state, b"hi")
+                await client.wait_for(lambda: bytes(ws.state.data) == b"hi")
+                await trio.testing.wait_all_tasks_blocked()
+                assert stats.tunnels == 1
+                proxy.cancel_scope.cancel()
+        with trio.fail_after(5):  # (virtual time: it fails at once if nothing closes it)
+            await net.backend_closed[0].wait()
+    assert stats.tunnels == 0
+    (line,) = records.named("tunnel.closed")
+    assert line["end"] == "cancelled"
+    assert line["bytes_up"] == line["bytes_down"] == 2

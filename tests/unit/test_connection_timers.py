@@ -149,3 +149,45 @@ async def test_armed_before_the_task_runs(autojump_clock: trio.testing.MockClock
         await trio.sleep(2)
         nursery.cancel_scope.cancel()
     assert fired == [("a", pytest.approx(start + 1.0))]
+
+
+async def test_arm_at_fires_at_a_point_in_time_among_the_queues(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fired: list[tuple[str, float]] = []
+    timers = ConnectionTimers()
+    a, b, c = Recorder("a", fired), Recorder("b", fired), Recorder("c", fired)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timers.run)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        timers.arm(a, 10.0, start)
+        timers.arm_at(b, start + 4.0)  # earlier than the queue's: wakes the task
+        timers.arm_at(c, start + 2.0)
+        timers.disarm_at(c)  # forgotten: its heap entry is stale
+        assert timers.armed() == 2
+        await trio.sleep(20)
+        nursery.cancel_scope.cancel()
+    assert fired == [("b", pytest.approx(start + 4.0)), ("a", pytest.approx(start + 10.0))]
+    assert c.deadline == math.inf
+
+
+async def test_arm_at_again_moves_the_point(autojump_clock: trio.testing.MockClock) -> None:
+    fired: list[tuple[str, float]] = []
+    timers = ConnectionTimers()
+    a = Recorder("a", fired)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timers.run)
+        start = trio.current_time()
+        timers.arm_at(a, start + 3.0)
+        timers.arm_at(a, start + 7.0)  # the first entry no longer fires
+        await trio.sleep(10)
+        a.on_fire = lambda: timers.arm_at(a, trio.current_time() + 1.0)  # re-armed from on_timer
+        timers.arm_at(a, trio.current_time() + 1.0)
+        await trio.sleep(2.5)  # fires at +1, re-arms itself, fires again at +2
+        nursery.cancel_scope.cancel()
+    assert fired == [
+        ("a", pytest.approx(start + 7.0)),
+        ("a", pytest.approx(start + 11.0)),
+        ("a", pytest.approx(start + 12.0)),
+    ]

@@ -11,28 +11,24 @@ Concurrency rules (STYLE §2.4):
 * R1. Only the reader task feeds the session (``H2Session.receive``). Only the writer
   writes to the client socket (see client_writer.py for its one synchronous exception).
 * R2. Every mutation of the session is synchronous and flushes into the outbound buffer
-  (which wakes the writer) before the next ``await``. Trio's single thread makes each
-  mutation atomic.
+  (which wakes the writer) before the next ``await``: each is atomic on trio's one thread.
 * R3. The reader never awaits a stream's consumer: it appends to per-stream buffers and
   sets events, so one slow tunnel cannot hold up the others.
 * R4. Events with several waiters are replaced by the *setter* (``set`` then a new
   ``Event``); a single waiter (the writer, a stream's reader or sender) waits on a
   reusable :class:`~h2ws_proxy.transport.wakeup.Wakeup` and re-checks its condition after it.
-* R5. Tunnel tasks live in this connection's nursery; each has its own cancel scope
-  (``H2Stream.scope``), entered for the stream's whole life (the backend dial, then
-  the tunnel), so a client reset cancels either at once.
+* R5. Tunnel tasks live in this connection's nursery; what cancels a stream's work is
+  ``H2Stream.scope`` (the dial's cancel scope, then the running tunnel), so a client reset
+  cancels either at once. An idle polled tunnel holds no task (relay/tunnel_polled.py).
 
 Memory bounds: inbound, each stream holds at most the window we advertise, and credit for
-bytes a tunnel never consumed goes back when the tunnel ends (else the connection window
-would leak away). Outbound, producers wait while more than ``PRODUCER_HIGH_WATER`` bytes
-are queued for the client, and the reader stops reading while more than
-``READER_HIGH_WATER`` are (a peer that floods PINGs and never reads the ACKs stops being
-read).
+bytes a stream never consumed goes back when it ends (else the connection window would
+leak away). Outbound, producers wait above ``PRODUCER_HIGH_WATER`` queued bytes, and the
+reader stops reading above ``READER_HIGH_WATER`` (a PING flood whose ACKs go unread).
 
-Ending: the connection ends when the client closes it, on a connection error (the
-session queues the GOAWAY; the writer flushes it, then the socket closes, RFC 9113 §5.4.1),
-or, after a GOAWAY either way (our drain, or the client's polite goodbye),
-once its last tunnel has ended.
+Ending: the connection ends when the client closes it, on a connection error (the session
+queues the GOAWAY; the writer flushes it, then the socket closes, RFC 9113 §5.4.1), or,
+after a GOAWAY either way (our drain, or the client's goodbye), once its last stream ended.
 """
 
 from __future__ import annotations
@@ -82,6 +78,7 @@ _READ_SIZE = 65536
 #: How long the writer may take to flush a final GOAWAY to a client that stopped reading.
 _FINAL_FLUSH_S = 5.0
 _POLLER_NAME = "h2ws_proxy.http2.frontend.backend_poller"
+_TIMERS_NAME = "h2ws_proxy.http2.frontend.timers"
 #: Constant task names: trio would otherwise format one from the bound method per stream.
 _TUNNEL_TASK_NAME = "h2ws_proxy.http2.frontend.tunnel"
 _EXCHANGE_TASK_NAME = "h2ws_proxy.http2.frontend.exchange"
@@ -148,7 +145,6 @@ class H2Frontend:
             server,
             info,
             poller=self._backend_poller,
-            timers=self._connection_timers,
             refuse=self._registry.refuse,
             finish=self._tasks.finish_exchange,
             run_on_task=self._exchange_on_task,
@@ -268,7 +264,10 @@ class H2Frontend:
         if self._poller is None and BackendPoller.available() and self._nursery is not None:
             try:
                 poller = BackendPoller(
-                    on_round_start=self._writer.begin_batch, on_round_end=self._writer.end_batch
+                    on_round_start=self._writer.begin_batch,
+                    on_round_end=self._writer.end_batch,
+                    timers=self._connection_timers(),
+                    nursery=self._nursery,
                 )
             except OSError as error:
                 # Out of descriptors or memory: this tunnel runs on pump tasks instead,
@@ -279,11 +278,12 @@ class H2Frontend:
             self._nursery.start_soon(poller.run, name=_POLLER_NAME)
         return self._poller
 
-    def _connection_timers(self) -> ConnectionTimers | None:
-        """The connection's timers, started on first use."""
-        if self._timers is None and self._nursery is not None:
+    def _connection_timers(self) -> ConnectionTimers:
+        """The connection's timers (its streams' deadlines), started on first use."""
+        if self._timers is None:
+            assert self._nursery is not None
             self._timers = ConnectionTimers()
-            self._nursery.start_soon(self._timers.run, name=f"{__name__}.timers")
+            self._nursery.start_soon(self._timers.run, name=_TIMERS_NAME)
         return self._timers
 
     def _exchange_on_task(

@@ -32,7 +32,6 @@ from h2ws_proxy.relay.record import RelayRecord
 from h2ws_proxy.transport.capabilities import as_pollable
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
-from h2ws_proxy.transport.timers import ConnectionTimers
 
 
 class LeanRequests:
@@ -45,7 +44,6 @@ class LeanRequests:
         info: ClientInfo,
         *,
         poller: Callable[[], BackendPoller | None],
-        timers: Callable[[], ConnectionTimers | None],
         refuse: Callable[[int, ProxyError], None],
         finish: Callable[[H2Stream, RelayRecord, ExchangeResult], None],
         run_on_task: Callable[[H2Stream, HttpRequest, RouteConfig, bool], None],
@@ -54,7 +52,6 @@ class LeanRequests:
         self.server = server
         self.info = info
         self._poller = poller
-        self._timers = timers
         #: Answers a proxy error on a stream (the registry's ``refuse``).
         self.refuse = refuse
         #: Ends a stream's exchange as a task's end would (``StreamTasks.finish_exchange``).
@@ -82,7 +79,7 @@ class LeanRequests:
         if not address.speaks_h2 and address.scheme != "https":
             connection = server.pool.take_idle_now(address)
         poller = self._poller() if connection is not None else None
-        timers = self._timers() if poller is not None else None
+        timers = poller.timers if poller is not None else None  # the connection's
         if connection is None or poller is None or timers is None:
             balancer.give_back(chosen)
             if connection is not None:

@@ -1,22 +1,17 @@
 """An ordinary HTTP/2 request run without a task: the lean path of a plain GET.
 
-Most ordinary requests are a HEADERS with END_STREAM (no body) for a route of one server
-spoken to over HTTP/1.1 in cleartext, with a kept-alive connection idle in the pool. Such a
-request needs no task, nursery or cancel scope (issue 19; bench/README.md, "the lean
-request path"): the reader's turn writes it to the backend, the connection's
-:class:`~h2ws_proxy.transport.poller.BackendPoller` calls back when the answer arrives, the
-answer goes into the HTTP/2 output in that same turn (the poller's round is one output
-batch), and the idle timeout is a timer of the connection's
-:class:`~h2ws_proxy.transport.timers.ConnectionTimers`.
+A bodiless request for one plain HTTP/1.1 server with a kept-alive connection idle in the
+pool (the common case) needs no task, nursery or cancel scope (bench/README.md, the lean
+request path): the reader's turn writes it to the backend, the connection's ``BackendPoller``
+calls back when the answer arrives, the answer goes out in that poller round's output batch,
+and the idle timeout is one of the connection's ``ConnectionTimers``.
 
 Rules:
 
 * Taken only when nothing would have to wait (:meth:`LeanRequests.try_start`): any other
   request, or one whose head the kernel does not take at once, runs on a task as before
-  (``StreamTasks.serve_exchange``), with the same behaviour. So are the steps that wait
-  once a lean request met them: a reused connection that failed before any byte of the
-  answer (the backend closed it as we sent) hands the request to the task path, which
-  dials, as ``forward_exchange`` retries on a new connection.
+  (``StreamTasks.serve_exchange``), with the same behaviour; so is the one retry, on a new
+  connection, of a request a kept connection failed before any byte of the answer.
 * The answer is read by the same :class:`~h2ws_proxy.backend.h1_wire.H1BackendWire` and
   relayed with the same rules as ``relay/exchange.py``: 1xx as they come, the head, the
   body as the client's window and the connection's output bound allow (the backend is not
@@ -180,6 +175,10 @@ class PolledRequest:
     def on_error(self) -> None:
         if not self._done:
             self._backend_failed("backend connection cannot be watched")
+
+    def on_closed(self) -> None:
+        if not self._done:  # the connection's end (its streams are usually ended before)
+            self._abort(RelayEnd.CANCELLED, "the client connection closed")
 
     # ---- the client (the stream's callbacks) ----
 

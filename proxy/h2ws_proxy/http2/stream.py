@@ -29,7 +29,13 @@ import trio
 
 from h2ws_proxy.h2session import ErrorCode, StreamUnusable
 from h2ws_proxy.http2.proxy_session import ProxySession
-from h2ws_proxy.http2.stream_ports import Forwarder, WritableWatcher
+from h2ws_proxy.http2.stream_ports import (
+    Cancellable,
+    Forwarder,
+    TunnelEnd,
+    WritableWatcher,
+    take_chunk,
+)
 from h2ws_proxy.http2.stream_ports import StreamPhase as StreamPhase  # (its old home)
 from h2ws_proxy.transport.wakeup import Wakeup
 
@@ -43,21 +49,17 @@ class ConnectionPort(Protocol):
 
     def backlogged(self) -> bool:
         """Producers should stop adding output until :meth:`call_when_drained` calls back."""
-        ...
 
     def call_when_drained(self, callback: Callable[[], None]) -> None: ...
 
     async def wait_outbound_drained(self) -> None:
         """Wait until the client has taken enough of our output; always a checkpoint."""
-        ...
 
     async def wait_outbound_drained_lean(self) -> None:
         """As :meth:`wait_outbound_drained`, but no yield when there is room."""
-        ...
 
     def wait_for_window(self, stream: H2Stream) -> None:
         """``stream`` could not send all it had: wake it when credit arrives."""
-        ...
 
 
 class H2Stream(trio.abc.HalfCloseableStream):
@@ -66,6 +68,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
     # Slots: one per idle tunnel, so its attribute storage is memory every tunnel pays.
     __slots__ = (
         "_consumed_unacknowledged",
+        "_detached",
         "_forwarder",
         "_inbound",
         "_inbound_bytes",
@@ -86,14 +89,16 @@ class H2Stream(trio.abc.HalfCloseableStream):
         "session",
         "stream_id",
         "trailers",
+        "tunnel_end",
     )
 
     def __init__(self, session: ProxySession, connection: ConnectionPort, stream_id: int) -> None:
         self.session = session
         self.connection = connection
         self.stream_id = stream_id
-        #: Cancels everything done for this stream (backend dial, tunnel) at once.
-        self.scope = trio.CancelScope()
+        #: Cancels everything done for this stream at once: a trio scope for the backend
+        #: dial and a request, then the running tunnel itself (``adopt_scope``).
+        self.scope: Cancellable = trio.CancelScope()
         # A list, not a deque: an empty deque is 760 B, a cost every idle tunnel pays.
         self._inbound: list[bytes] = []
         self._inbound_bytes = 0
@@ -114,6 +119,9 @@ class H2Stream(trio.abc.HalfCloseableStream):
         #: Set by a tunnel that sends with ``send_now`` (see ``set_on_writable``).
         self._on_writable: WritableWatcher | None = None
         self._receiving = False
+        self._detached = False  # (``detach_receiver``)
+        #: Set by the task that runs a tunnel here, for a run that goes on without it.
+        self.tunnel_end: TunnelEnd | None = None
         #: An ordinary request, not a tunnel (set before the stream is used). For requests:
         #: the body length the client declared (None: unknown) and what arrived so far;
         #: trailers, if the client sent any.
@@ -132,7 +140,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         if not data:
             return
         forwarder = self._forwarder
-        if forwarder is not None and not self._inbound and self._readable.parked():
+        if forwarder and not self._inbound and (self._detached or self._readable.parked()):
             # The tunnel waits for exactly these bytes and has nothing else to send: hand
             # them on now, as far as the backend takes them without waiting. Their credit
             # goes back as for bytes the tunnel moved itself. A cancelled wait (a timer
@@ -146,24 +154,40 @@ class H2Stream(trio.abc.HalfCloseableStream):
                 data = data[sent:]
         self._inbound.append(data)
         self._inbound_bytes += len(data)
-        self._readable.set()
+        self._wake()
 
     def set_forwarder(self, forwarder: Forwarder | None) -> None:
         """Let the frontend's reader pass DATA straight to ``forwarder`` (None: stop).
 
         ``forwarder.forward_up(data)`` sends what it can without waiting and returns how
         much; the rest is buffered for ``receive_some`` as usual. Only used while the
-        caller's receive is blocked with nothing buffered, so bytes keep their order, and
-        never once that wait was cancelled (trio aborts it as the cancel happens), so the
-        forwarder need not ask.
-        It saves the receiving task a wake-up per message (bench/cpu_per_message.py).
+        caller's receive is blocked with nothing buffered (bytes keep their order), never
+        once that wait was cancelled (trio aborts it as the cancel happens). It saves the
+        receiving task a wake-up per message (bench/cpu_per_message.py).
 
         ``forwarder.pass_client_end()``, under the same conditions, is told of the client's
         END_STREAM: True if it passed the end on itself, and the receiver then stays asleep
         until :meth:`wake_receiver` (it sees the end then); False wakes the receiver as
         usual.
+
+        ``forwarder.resume()``: see :meth:`detach_receiver`.
         """
         self._forwarder = forwarder
+
+    def detach_receiver(self) -> None:
+        """The receiving task leaves, its wait re-checked and found empty (a tunnel that
+        idles without a task): what would have woken it calls ``forwarder.resume()``
+        instead, once; meanwhile DATA and the end are forwarded as to a parked receiver."""
+        self._readable.discard()  # a wake-up from before: its conditions were re-checked
+        self._detached = True
+
+    def _wake(self) -> None:
+        if self._detached:
+            self._detached = False
+            assert self._forwarder is not None
+            self._forwarder.resume()
+        else:
+            self._readable.set()
 
     def count_body(self, size: int, *, ended: bool = False) -> str | None:
         """Hold an ordinary request's DATA to its declared length (RFC 9113 §8.1.1).
@@ -187,23 +211,22 @@ class H2Stream(trio.abc.HalfCloseableStream):
         if (
             forwarder is not None
             and not self._inbound
-            and self._readable.parked()
+            and (self._detached or self._readable.parked())
             and forwarder.pass_client_end()
         ):
             return  # the tunnel ended its other side itself (see ``set_forwarder``)
-        self._readable.set()
+        self._wake()
 
     def wake_receiver(self) -> None:
-        """Wake ``receive_some`` after a forwarder's ``pass_client_end()`` took the end (it
-        returns EOF)."""
-        self._readable.set()
+        """Wake the receiver after a forwarder's ``pass_client_end()`` took the end (EOF)."""
+        self._wake()
 
     def break_stream(self, reason: str, *, by_peer: bool) -> None:
         """The stream is unusable (peer reset, connection lost): wake every waiter."""
         if self.broken_reason is None:
             self.broken_reason = reason
             self.reset_by_peer = by_peer
-        self._readable.set()
+        self._wake()
         self.wake_writer()
 
     def wake_writer(self) -> None:
@@ -256,7 +279,8 @@ class H2Stream(trio.abc.HalfCloseableStream):
             if self.broken_reason is not None:
                 raise trio.BrokenResourceError(self.broken_reason)
             return None
-        chunk = self._take(max_bytes)
+        chunk = take_chunk(self._inbound, BODY_READ_SIZE if max_bytes is None else max_bytes)
+        self._inbound_bytes -= len(chunk)
         self._consumed_unacknowledged += len(chunk)
         return chunk
 
@@ -264,29 +288,6 @@ class H2Stream(trio.abc.HalfCloseableStream):
         """Wait until :meth:`receive_nowait` may have more to say; await it at once (a
         tunnel's pump parks here without a ``receive_some`` frame: idle memory)."""
         return self._readable.park()
-
-    def _take(self, max_bytes: int | None) -> bytes:
-        """Up to ``max_bytes`` of what is buffered, joining DATA frames.
-
-        A bulk sender's 16 KiB frames queue up while the tunnel writes; taking them
-        together makes one write to the backend (one syscall) instead of one per frame.
-        """
-        limit = BODY_READ_SIZE if max_bytes is None else max_bytes
-        inbound = self._inbound
-        chunk, taken = inbound[0], 1
-        if len(chunk) < limit and len(inbound) > 1:
-            size = len(chunk)
-            while taken < len(inbound) and size < limit:
-                size += len(inbound[taken])
-                taken += 1
-            chunk = b"".join(inbound[:taken])
-        # One slice deletion per call: many tiny frames cost O(frames), not O(frames²).
-        del inbound[:taken]
-        if len(chunk) > limit:
-            inbound.insert(0, chunk[limit:])
-            chunk = chunk[:limit]
-        self._inbound_bytes -= len(chunk)
-        return chunk
 
     def _acknowledge_consumed(self) -> None:
         # In batches of a quarter window: one session call per batch instead of per message
@@ -303,8 +304,8 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self._inbound_bytes = self._consumed_unacknowledged = 0
         return owed
 
-    def adopt_scope(self, scope: trio.CancelScope) -> None:
-        """From now on ``scope`` (the running tunnel's) is what cancels this stream's work.
+    def adopt_scope(self, scope: Cancellable) -> None:
+        """From now on ``scope`` (the exchange's, the tunnel's) cancels this stream's work.
 
         A cancel already requested on the old scope carries over to the new one.
         """

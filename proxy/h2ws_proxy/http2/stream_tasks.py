@@ -2,8 +2,9 @@
 
 Rules:
 
-* Each stream's task runs inside the stream's own cancel scope (``H2Stream.scope``)
-  for its whole life, the backend dial included, so a client reset cancels either at once.
+* What cancels a stream's work is ``H2Stream.scope``, so a client reset cancels it at once:
+  a trio cancel scope around the backend dial (and a request), then the running tunnel
+  itself, which the stream adopts (``run_tunnel``).
 * The relays (:mod:`~h2ws_proxy.relay.websocket_relay`, :mod:`~h2ws_proxy.relay.request_relay`)
   decide what the client sees; :class:`H2TunnelFront` and
   :class:`~h2ws_proxy.http2.client_side.H2ClientSide` say it in HTTP/2: the backend's 101
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import cast
 
 import trio
 
@@ -61,7 +63,8 @@ class H2TunnelFront:
     def __init__(self, tasks: StreamTasks, stream: H2Stream) -> None:
         self._tasks = tasks
         self.stream = stream
-        self.scope = stream.scope
+        # Trio's scope until the tunnel's run adopts its relay (``H2Stream.adopt_scope``).
+        self.scope = cast(trio.CancelScope, stream.scope)
         self.answer_stream = self.tunnel_client = self.pushable = stream
 
     async def refuse(self, error: ProxyError) -> None:
@@ -113,6 +116,18 @@ class H2TunnelFront:
 
     def backend_poller(self) -> BackendPoller | None:
         return self._tasks.backend_poller()
+
+
+class _TunnelEnd:
+    """The end of a tunnel whose run went on without the task that opened it."""
+
+    __slots__ = ("_record", "_stream", "_tasks")
+
+    def __init__(self, tasks: StreamTasks, stream: H2Stream, record: RelayRecord) -> None:
+        self._tasks, self._stream, self._record = tasks, stream, record
+
+    def tunnel_ended(self) -> None:
+        self._tasks.tunnel_ended(self._stream, self._record)
 
 
 class StreamTasks:
@@ -174,27 +189,43 @@ class StreamTasks:
         )
         front = H2TunnelFront(self, stream)
         try:
-            # One scope for the stream's whole life: the dial's deadlines, then the
-            # tunnel's timers (run_tunnel keeps them on it rather than entering its own).
-            with stream.scope:
+            # The stream's scope holds the dial's deadlines, and is left once the backend
+            # answered: the tunnel's run is cancelled through the stream's ``scope`` it
+            # adopts (``run_tunnel``), so an idle tunnel's task sits in no scope of its own
+            # (idle memory, bench/README.md).
+            upgraded, left = None, False
+            with front.scope:
                 upgraded = await open_tunnel(
                     front, request, route, record, self._server, self._info.address, self._writer
                 )
-                if upgraded is None:
-                    return
-                # This frame lives as long as the tunnel: keep no handshake objects alive
-                # in it (nor the front: the run holds what it needs).
-                tunnel = opened_tunnel(front, upgraded, record, self._server)
-                del upgraded, request, front
-                # ``count_tunnel()`` by hand: no context manager and its bound ``__exit__``
-                # held in this frame for the tunnel's life (idle memory, bench/README.md).
-                self._server.stats.tunnels += 1
-                try:
-                    await tunnel
-                finally:
+            if upgraded is None:
+                return
+            # This frame may live as long as the tunnel: keep no handshake objects alive in
+            # it (nor the front: the run holds what it needs).
+            tunnel = opened_tunnel(front, upgraded, record, self._server)
+            del upgraded, request, front
+            # ``count_tunnel()`` by hand: no context manager and its bound ``__exit__``
+            # held in this frame for the tunnel's life (idle memory, bench/README.md).
+            self._server.stats.tunnels += 1
+            # A polled tunnel's run may go on without this task: it takes ``tunnel_end``
+            # then, and reports its end there (``tunnel_polled.py``).
+            stream.tunnel_end = _TunnelEnd(self, stream, record)
+            try:
+                await tunnel
+            finally:
+                if stream.tunnel_end is None:
+                    left = True
+                else:
+                    stream.tunnel_end = None
                     self._server.stats.tunnels -= 1
         finally:
-            self._finish_tunnel(stream, record)
+            if not left:
+                self._finish_tunnel(stream, record)
+
+    def tunnel_ended(self, stream: H2Stream, record: RelayRecord) -> None:
+        """A tunnel whose run went on without its task ended (``_TunnelEnd``)."""
+        self._server.stats.tunnels -= 1
+        self._finish_tunnel(stream, record)
 
     def _finish_tunnel(self, stream: H2Stream, record: RelayRecord) -> None:
         """Reset the stream unless it ended cleanly, return its credit, forget it, log it."""

@@ -5,7 +5,7 @@ Rules:
 * Used when the client stream takes bytes synchronously (:class:`PushableClient`, an
   HTTP/2 stream) and the backend is a socket of ours: the connection's
   :class:`~h2ws_proxy.transport.poller.BackendPoller` calls back when the backend is
-  readable, and the tunnel costs one task instead of two.
+  readable, and the tunnel costs one task instead of two (``tunnel_polled.py``).
 * The same steps as a pump, as callbacks; at most one chunk (``READ_SIZE``) waits here.
 * Backpressure: a shut window or a backlogged connection pauses the backend's watch until
   the client side calls back (``set_on_writable``, ``call_when_drained``).
@@ -16,6 +16,10 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+import trio
+
 from h2ws_proxy.relay.going_away import OpenTunnels
 from h2ws_proxy.relay.outcome import Side
 from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay
@@ -23,6 +27,9 @@ from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 from h2ws_proxy.transport.wakeup import Wakeup
+
+#: The task that goes on with a tunnel's run after it idled without one.
+_RESUMED_NAME = "h2ws_proxy.relay.tunnel_polled.resumed"
 
 
 class PolledDownward:
@@ -98,9 +105,10 @@ class PolledDownward:
 
     def close_tunnel(self) -> None:
         """The polled tunnel's end, however it ended: the backend no longer watched, its
-        frames settled, off the drain's list, the backend socket closed."""
+        timer disarmed, its frames settled, off the drain's list, the backend socket closed."""
         self.stop()
         relay = self._relay
+        relay.disarm()
         relay.downward = None  # no cycle left for the garbage collector
         relay.settle_frames()
         if self._tunnels is not None:
@@ -123,9 +131,23 @@ class PolledDownward:
     def on_error(self) -> None:
         self._fail(Side.BACKEND)
 
+    def on_closed(self) -> None:
+        """The poller ended with the connection: the tunnel ends (cancelled)."""
+        self._relay.cancel()
+
+    def nursery(self) -> trio.Nursery | None:
+        """Where the tunnel's run goes on when it must wait (``tunnel_polled.py``)."""
+        return self._poller.nursery
+
+    def spawn(self, run: Callable[..., Awaitable[object]], *args: object) -> None:
+        nursery = self._poller.nursery
+        assert nursery is not None
+        # A constant name: trio would otherwise build one string per task.
+        nursery.start_soon(run, *args, name=_RESUMED_NAME)
+
     def on_readable(self) -> None:
         relay = self._relay
-        if self._paused or self.done or relay.scope.cancel_called:
+        if self._paused or self.done or relay.cancel_called:
             self._pause()
             return
         try:
@@ -191,7 +213,7 @@ class PolledDownward:
         self._resume()
 
     def _resume(self) -> None:
-        if not self._paused or self.done or self._relay.scope.cancel_called:
+        if not self._paused or self.done or self._relay.cancel_called:
             return
         if self._flush():
             self._paused = False
@@ -219,9 +241,10 @@ class PolledDownward:
         self._finish()
 
     def _fail(self, side: Side) -> None:
+        # The failure first: a tunnel without a task may end as this wakes it.
         self._pause()
-        self._finish()
         self._relay.fail(side)
+        self._finish()
 
     def _finish(self) -> None:
         self.done = True

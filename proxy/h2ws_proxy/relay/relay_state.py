@@ -2,9 +2,13 @@
 
 Rules:
 
-* One cancel scope per tunnel holds both timers (idle, half-closed) as its deadline, and
-  cancelling it ends the tunnel; the deadline moves lazily, never early and at most
-  ``TIMER_SLACK_S`` late (see :class:`Relay`).
+* The timers (idle, half-closed, the drain's end) move lazily, never early and at most
+  ``TIMER_SLACK_S`` late (see :class:`Relay`). They are kept either on the connection's
+  :class:`~h2ws_proxy.transport.timers.ConnectionTimers` (a polled tunnel: no cancel scope
+  while it idles) or as the deadline of the tunnel's cancel scope (the pumps' nursery).
+* :meth:`Relay.cancel` ends the tunnel, whoever calls it (a timer, a failed side, the
+  frontend through the stream's ``scope``): it cancels the scope the tunnel's task is in, or,
+  where the task waits idle outside any scope (a polled tunnel), wakes it to stop.
 * A failure of one side ends the tunnel as that side's abort, unless it had ended already.
 * Each direction is a :class:`~h2ws_proxy.relay.legs.Leg` that sees its WebSocket frames;
   how the tunnel ended is settled with them: a backend that ended its side first without a
@@ -25,12 +29,15 @@ from h2ws_proxy.relay.legs import Leg
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
 from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
+from h2ws_proxy.transport.timers import ConnectionTimers
 
 #: Largest read from either side. 64 KiB matches the common socket buffer and h2's window.
 READ_SIZE = 65536
 #: How late the idle and half-closed timeouts may fire (see ``Relay``): the price of not
 #: moving a trio deadline on every message.
 TIMER_SLACK_S = 0.5
+#: ``Relay.armed_length`` of a deadline armed at a point in time (``arm_at``).
+_AT = -1.0
 
 
 class WritableWatcher(Protocol):
@@ -45,6 +52,7 @@ class UpwardForwarder(Protocol):
 
     def forward_up(self, data: bytes) -> int: ...
     def pass_client_end(self) -> bool: ...
+    def resume(self) -> None: ...
 
 
 class PushableClient(Protocol):
@@ -62,6 +70,26 @@ class PushableClient(Protocol):
     def backlogged(self) -> bool: ...
     def call_when_drained(self, callback: Callable[[], None]) -> None: ...
     def set_forwarder(self, forwarder: UpwardForwarder | None) -> None: ...
+    def adopt_scope(self, scope: Cancellable) -> None: ...
+    def detach_receiver(self) -> None: ...
+
+    #: Where a run that goes on without the task that opened it reports its end.
+    tunnel_end: TunnelEnd | None
+
+
+class TunnelEnd(Protocol):
+    """The front end's part of a tunnel's end (its stream, its access line)."""
+
+    def tunnel_ended(self) -> None: ...
+
+
+class Cancellable(Protocol):
+    """What cancels a stream's work: a trio cancel scope, or a running tunnel's
+    :class:`Relay` (``PushableClient.adopt_scope``)."""
+
+    @property
+    def cancel_called(self) -> bool: ...
+    def cancel(self) -> None: ...
 
 
 class ClosingDownward(Protocol):
@@ -87,21 +115,29 @@ class SideBroke(Exception):
 
 @dataclass(slots=True, eq=False)
 class Relay:
-    """The state both pumps share: one cancel scope for the whole tunnel.
+    """The state both pumps share, and the tunnel's timer.
 
-    The idle and half-closed timeouts are that scope's deadline, moved on as bytes flow,
-    rather than watcher tasks: a task and its frames cost more memory per idle tunnel than
-    anything else here. Moving a trio deadline is a heap operation, though, too costly per
-    message (bench/README.md); so the deadline moves only once the last activity is
-    ``slack`` past the last move, and is set ``slack`` late. A timer thus fires between
-    its timeout and timeout + slack after the last byte moved: never early, at most
-    ``TIMER_SLACK_S`` late.
+    The idle and half-closed timeouts are one deadline, moved on as bytes flow, rather than
+    watcher tasks: a task and its frames cost more memory per idle tunnel than anything
+    else here. Moving it costs (a heap operation for a scope's deadline, a queue move on
+    the connection's timers), too much per message; so the deadline moves only once the
+    last activity is ``slack`` past the last move, and is set ``slack`` late. A timer thus
+    fires between its timeout and timeout + slack after the last byte moved: never early,
+    at most ``TIMER_SLACK_S`` late.
+
+    With ``timers`` the deadline is on the connection's timers (this object is the
+    :class:`~h2ws_proxy.transport.timers.Timer`); a queue's deadline is set from the
+    current time only (its order), so a timer set from an older time (the idle one when
+    the half-closed one starts) stays where it is when it comes first anyway. Without,
+    it is ``scope``'s deadline.
     """
 
     client: trio.abc.HalfCloseableStream
     backend: trio.abc.HalfCloseableStream
     stats: RelayStats
-    scope: trio.CancelScope
+    #: The scope the tunnel's task is in (its timers' deadline without ``timers``); None
+    #: while a polled tunnel's task waits idle in no scope of its own.
+    scope: trio.CancelScope | None
     #: The client stream as one that takes bytes synchronously, if it is one.
     pushable: PushableClient | None = None
     #: The backend stream as a socket that never waits, if it is one.
@@ -133,6 +169,20 @@ class Relay:
     #: Called once both Close frames have passed whole, where the backend wants to know
     #: (an HTTP/2 backend stream: ``run_tunnel``'s ``on_close_handshake``).
     on_close_handshake: Callable[[], None] | None = None
+    #: The connection's timers, where the deadline is kept on them (see the class).
+    timers: ConnectionTimers | None = None
+    #: The armed deadline there (``Timer.deadline``; set by the timers only).
+    deadline: float = math.inf
+    #: The queue it is armed in there: a timeout length, ``_AT`` (``arm_at``), or 0.0.
+    armed_length: float = 0.0
+    #: :meth:`cancel` was called (a stream's scope says so too: see ``Cancellable``).
+    cancel_called: bool = False
+    #: The deadline on ``timers`` fired.
+    timer_fired: bool = False
+    #: A polled tunnel that left its task while idle: what the stream's wake-ups call
+    #: (``resume``; a module's function, not a closure), and the front end's end.
+    resumer: Callable[[Relay], None] | None = None
+    on_end: TunnelEnd | None = None
 
     # ---- the upward forwarder (``tunnel._offer_forwarder``), on the reader's task ----
 
@@ -152,6 +202,12 @@ class Relay:
             self.stats.bytes_up += sent
             self.activity()
         return sent
+
+    def resume(self) -> None:
+        """The client's stream would have woken the tunnel's task, which left (see
+        ``tunnel_polled.py``)."""
+        if self.resumer is not None:
+            self.resumer(self)
 
     def pass_client_end(self) -> bool:
         """The client's END_STREAM: a FIN to the backend, while the polled downward
@@ -185,13 +241,74 @@ class Relay:
         """Bytes moved: both timers start over (the deadline follows within the slack)."""
         now = self.stats.last_activity = trio.current_time()
         if now - self.armed_at >= TIMER_SLACK_S:
-            self._arm()
+            if self.timers is not None:
+                self._arm_fresh(now)
+            else:
+                self._arm()
 
     def half_closed(self) -> None:
         """One direction ended cleanly: from now on the other one is on a timer."""
         if self.half_closed_since is None:
-            self.half_closed_since = trio.current_time()
-            self._arm()
+            now = self.half_closed_since = trio.current_time()
+            if self.timers is None:
+                self._arm()
+            elif self.half_closed_timeout_s > 0:
+                length = self.half_closed_timeout_s + TIMER_SLACK_S
+                if now + length < self.deadline:  # else the one armed comes first anyway
+                    self._arm_length(length, now, RelayEnd.HALF_CLOSED_TIMEOUT)
+
+    def _arm_fresh(self, now: float) -> None:
+        """On the connection's timers, from ``now``: the earlier of the idle and the
+        half-closed timeout (both start over at activity), or the drain's end before them."""
+        self.armed_at = now
+        length, end = math.inf, RelayEnd.IDLE_TIMEOUT
+        if self.idle_timeout_s > 0:
+            length = self.idle_timeout_s + TIMER_SLACK_S
+        closing = self.half_closed_timeout_s + TIMER_SLACK_S
+        if (
+            self.half_closed_since is not None
+            and self.half_closed_timeout_s > 0
+            and closing < length
+        ):
+            length, end = closing, RelayEnd.HALF_CLOSED_TIMEOUT
+        if self.close_by <= now + length:
+            if self.armed_length != _AT:
+                self._arm_at(self.close_by)
+        elif length < math.inf:
+            self._arm_length(length, now, end)
+
+    def _arm_length(self, length: float, now: float, end: RelayEnd) -> None:
+        timers = self.timers
+        assert timers is not None
+        if self.armed_length != length:
+            self.disarm()
+            self.armed_length = length
+        timers.arm(self, length, now)
+        self.timer_end = end
+
+    def _arm_at(self, deadline: float) -> None:
+        timers = self.timers
+        assert timers is not None
+        self.disarm()
+        self.armed_length = _AT
+        timers.arm_at(self, deadline)
+        self.timer_end = RelayEnd.CANCELLED
+
+    def disarm(self) -> None:
+        """Off the connection's timers (the tunnel ended, or the deadline moves queues)."""
+        timers, length = self.timers, self.armed_length
+        if timers is not None and length:
+            if length == _AT:
+                timers.disarm_at(self)
+            else:
+                timers.disarm(self, length)
+            self.armed_length = 0.0
+
+    def on_timer(self) -> None:
+        """The connection's timers: the deadline passed (``timer_end`` says which)."""
+        self.armed_length = 0.0
+        self.timer_fired = True
+        self.cancel()
 
     def _arm(self) -> None:
         self.armed_at = self.stats.last_activity
@@ -205,6 +322,7 @@ class Relay:
         deadline += TIMER_SLACK_S
         if self.close_by <= deadline:
             deadline, end = self.close_by, RelayEnd.CANCELLED
+        assert self.scope is not None
         self.scope.deadline, self.timer_end = deadline, end
 
     def close_for_drain(self, close_by: float) -> None:
@@ -212,7 +330,10 @@ class Relay:
         ``close_by`` at the latest."""
         self.drain_closed = True
         self.close_by = close_by
-        self._arm()
+        if self.timers is None:
+            self._arm()
+        elif close_by < self.deadline:
+            self._arm_at(close_by)
 
     def backend_ended(self) -> None:
         """The backend's EOF came (its bytes all delivered)."""
@@ -231,7 +352,10 @@ class Relay:
         if self.stats.end is RelayEnd.CANCELLED:
             if not cancelled:
                 self.stats.end = RelayEnd.CLEAN
-            elif trio.current_time() >= self.scope.deadline:
+            elif self.timers is not None:
+                if self.timer_fired:
+                    self.stats.end = self.timer_end
+            elif self.scope is not None and trio.current_time() >= self.scope.deadline:
                 self.stats.end = self.timer_end
 
     def settle_frames(self) -> None:
@@ -259,4 +383,12 @@ class Relay:
             self.stats.end = side.aborted
             if reason:
                 self.stats.broke = f"{side.value}: {reason}"
-        self.scope.cancel()
+        self.cancel()
+
+    def cancel(self) -> None:
+        """End the tunnel (see the module rules); its stats say how, unless already said."""
+        self.cancel_called = True
+        if self.scope is not None:
+            self.scope.cancel()
+        elif self.pushable is not None:
+            self.pushable.wake_receiver()  # it sees ``cancel_called`` on waking

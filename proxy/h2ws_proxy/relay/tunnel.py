@@ -46,15 +46,18 @@ from h2ws_proxy.relay.going_away import OpenTunnels
 from h2ws_proxy.relay.legs import Bytes, Leg, UntrackedReporter
 from h2ws_proxy.relay.outcome import RelayStats, Side
 from h2ws_proxy.relay.polled import PolledDownward
+from h2ws_proxy.relay.pump_steps import (
+    backend_stopped_taking,
+    end_down,
+    end_up,
+    pass_draining,
+)
 from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay, SideBroke
-from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable
+from h2ws_proxy.relay.tunnel_polled import run_polled
+from h2ws_proxy.transport.capabilities import as_pollable
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
-from h2ws_proxy.transport.wakeup import Wakeup
 
-#: After a failed write to the backend, how long the tunnel waits for the backend's end
-#: (its EOF, after its last bytes reach a slow client) before calling it a failure.
-BACKEND_GONE_LINGER_S = 10.0
 #: The downward pump task's name (trio's task tree, py-spy).
 _PUMP_DOWN_NAME = "h2ws_proxy.relay.tunnel.pump_down"
 
@@ -81,18 +84,19 @@ def run_tunnel(
     cancellation (shutdown) ends it as CANCELLED. The caller closes the client stream,
     choosing how from ``stats.end`` (an HTTP/2 stream is reset with a code that says why).
 
-    ``scope``: a cancel scope the caller has entered around this call, that the tunnel may
-    keep its timers on instead of entering a scope of its own (the HTTP/2 frontend's
-    stream scope, which already held the backend dial: one scope per tunnel, not two);
-    whatever deadline it has (the dial's) is replaced. Cancelling it ends the tunnel as
-    CANCELLED; the ``Cancelled`` then goes on to that scope's ``with``, so read ``stats``
-    (pass them in) for how it ended.
+    ``scope``: a cancel scope the caller may have entered around this call (whatever
+    deadline it has, the dial's, is replaced). Cancelling it ends the tunnel as CANCELLED;
+    the ``Cancelled`` then goes on to that scope's ``with``, so read ``stats`` (pass them
+    in) for how it ended.
 
     ``pushable``: the client stream again, as one that takes bytes synchronously (an HTTP/2
-    stream), where it is one. With it, a ``poller``, a ``scope`` and a backend socket, the
-    backend → client direction runs without a task of its own (:class:`PolledDownward`):
-    one task per tunnel instead of two; and the client's bytes may be forwarded to the
-    backend by the task that receives them (see ``_offer_forwarder``).
+    stream), where it is one. It adopts the tunnel as what cancels its work
+    (``adopt_scope``: a reset or the connection's end cancels the tunnel). With it, a
+    ``poller`` that has the connection's timers and a backend socket, the tunnel runs as
+    :func:`~h2ws_proxy.relay.tunnel_polled.run_polled`, which holds no task while the
+    tunnel idles (a run that returns with the tunnel still open: see there). And the
+    client's bytes may be forwarded to the backend by the task that receives them (see
+    ``_offer_forwarder``).
 
     ``open_tunnels``: where the tunnel is listed while it runs, for the drain's Close.
     ``untracked_reporter`` is told once per side whose bytes turn out not to be WebSocket
@@ -106,11 +110,14 @@ def run_tunnel(
     # The caller may pass ``stats`` so that counters survive its own cancellation.
     stats = stats if stats is not None else RelayStats()
     backend_socket = as_pollable(backend)
+    timers = poller.timers if poller is not None else None
+    polled = timers is not None and backend_socket is not None and pushable is not None
     relay = Relay(
         client,
         backend,
         stats,
-        scope if scope is not None else trio.CancelScope(),  # the pumps' own, below
+        # Polled: no scope while it idles; else the pumps' nursery's, below.
+        None if polled else scope if scope is not None else trio.CancelScope(),
         pushable,
         backend_socket,
         idle_timeout_s=idle_timeout_s,
@@ -118,12 +125,18 @@ def run_tunnel(
         up=Leg(True, untracked_reporter),
         down=Leg(False, untracked_reporter),
         on_close_handshake=on_close_handshake,
+        timers=timers if polled else None,
     )
-    if poller is not None and scope is not None and backend_socket is not None and pushable:
+    if pushable is not None:
+        pushable.adopt_scope(relay)
+    if polled:
+        assert poller is not None
+        assert backend_socket is not None
+        assert pushable is not None
         downward = PolledDownward(
             relay, pushable, backend_socket, poller, backend_leftover, open_tunnels
         )
-        return _pump(relay, client_leftover, True, downward)  # the whole run (see there)
+        return run_polled(relay, client_leftover, downward)
     return _run_pumps(relay, scope, open_tunnels, client_leftover, backend_leftover)
 
 
@@ -143,6 +156,8 @@ async def _run_pumps(
             scope.deadline = math.inf  # the pumps' nursery holds the timers here
         async with trio.open_nursery() as pumps:
             relay.scope = pumps.cancel_scope
+            if relay.cancel_called:  # before the nursery was there to cancel
+                pumps.cancel_scope.cancel()
             relay.activity()
             # A constant name: trio would otherwise build one string per task.
             pumps.start_soon(_pump, relay, backend_leftover, False, name=_PUMP_DOWN_NAME)
@@ -162,17 +177,11 @@ async def _run_pumps(
     return relay.stats
 
 
-async def _pump(
-    relay: Relay, leftover: bytes, upward: bool, downward: PolledDownward | None = None
-) -> RelayStats:
+async def _pump(relay: Relay, leftover: bytes, upward: bool) -> None:
     """One direction: send ``leftover``, copy until the source's EOF, then end the sink.
 
     The copy loop is inline, not in helpers: a parked pump's chain of coroutine frames is
     most of an idle tunnel's memory, so the wait for the next read is one frame deep here.
-    For the same reason, with ``downward`` (``run_tunnel``'s polled case: ``relay`` has a
-    pushable client and a backend socket, and runs on the caller's scope) this is the
-    tunnel's whole run, not a wrapper's callee: ``downward`` begins first, is waited for
-    once this direction ended, and closes the tunnel last, whatever ended it.
     """
     if upward:
         source, sink, source_side, sink_side, leg = (
@@ -193,189 +202,75 @@ async def _pump(
     data: Bytes = leftover
     # The client stream again where it receives without waiting (an HTTP/2 stream).
     receiver = relay.pushable if upward else None
+    forwards = upward and _offer_forwarder(relay)
     try:
-        if downward is not None:
-            downward.begin()
-        forwards = upward and _offer_forwarder(relay, downward)
         try:
-            try:
+            if data:
+                data = await pass_draining(relay, leg, data, sink, sink_side)
+            while True:
                 if data:
-                    data = await _pass_draining(relay, leg, data, sink, sink_side)
-                while True:
-                    if data:
-                        leg.busy = True
-                        try:
-                            await sink.send_all(data)
-                        except STREAM_GONE as error:
-                            raise SideBroke(sink_side, str(error)) from None
-                        leg.busy = False
-                        if upward:
-                            relay.stats.bytes_up += len(data)
-                        else:
-                            relay.stats.bytes_down += len(data)
-                        if relay.on_close_handshake is not None and leg.close_code is not None:
-                            relay.close_handshake_passed()
-                        # Don't hold the last chunk (up to READ_SIZE) while the tunnel idles.
-                        data = b""
-                        if leg.draining:  # the drain came while we were sending
-                            await _pass_draining(relay, leg, b"", sink, sink_side)
+                    leg.busy = True
                     try:
-                        if receiver is None:
-                            data = await source.receive_some(READ_SIZE)
-                        else:  # its receive_some inline: a frame less while the tunnel idles
-                            got = receiver.receive_nowait(READ_SIZE)
-                            if got is None:
-                                while got is None:  # having waited is the checkpoint
-                                    await receiver.park_receiver()
-                                    got = receiver.receive_nowait(READ_SIZE)
-                            else:
-                                await trio.lowlevel.checkpoint()
-                            data = got
+                        await sink.send_all(data)
                     except STREAM_GONE as error:
-                        raise SideBroke(source_side, str(error)) from None
-                    if not data:
-                        break
-                    relay.activity()
-                    if leg.draining:
-                        data = await _pass_draining(relay, leg, data, sink, sink_side)
+                        raise SideBroke(sink_side, str(error)) from None
+                    leg.busy = False
+                    if upward:
+                        relay.stats.bytes_up += len(data)
                     else:
-                        leg.feed(data)
-            finally:
-                if forwards and relay.pushable is not None:
-                    relay.pushable.set_forwarder(None)
-            if leg.sending is not None:  # the closer's send of our Close must finish first
-                await leg.sending.wait()
-            await (_end_up if upward else _end_down)(relay)
-        except SideBroke as broke:
-            if upward and broke.side is Side.BACKEND:
-                await _backend_stopped_taking(relay)
-            else:
-                relay.fail(broke.side, broke.reason)
-        if downward is not None:
-            while not downward.done:
-                if downward.finished is None:
-                    downward.finished = Wakeup()
-                await downward.finished.wait()
-            relay.settle_end(cancelled=False)
-    except trio.Cancelled:
-        if downward is not None:
-            relay.settle_end(cancelled=True)
-        raise
-    finally:
-        if downward is not None:
-            downward.close_tunnel()
-    return relay.stats
+                        relay.stats.bytes_down += len(data)
+                    if relay.on_close_handshake is not None and leg.close_code is not None:
+                        relay.close_handshake_passed()
+                    # Don't hold the last chunk (up to READ_SIZE) while the tunnel idles.
+                    data = b""
+                    if leg.draining:  # the drain came while we were sending
+                        await pass_draining(relay, leg, b"", sink, sink_side)
+                try:
+                    if receiver is None:
+                        data = await source.receive_some(READ_SIZE)
+                    else:  # its receive_some inline: a frame less while the tunnel idles
+                        got = receiver.receive_nowait(READ_SIZE)
+                        if got is None:
+                            while got is None:  # having waited is the checkpoint
+                                await receiver.park_receiver()
+                                got = receiver.receive_nowait(READ_SIZE)
+                        else:
+                            await trio.lowlevel.checkpoint()
+                        data = got
+                except STREAM_GONE as error:
+                    raise SideBroke(source_side, str(error)) from None
+                if not data:
+                    break
+                relay.activity()
+                if leg.draining:
+                    data = await pass_draining(relay, leg, data, sink, sink_side)
+                else:
+                    leg.feed(data)
+        finally:
+            if forwards and relay.pushable is not None:
+                relay.pushable.set_forwarder(None)
+        if leg.sending is not None:  # the closer's send of our Close must finish first
+            await leg.sending.wait()
+        await (end_up if upward else end_down)(relay)
+    except SideBroke as broke:
+        if upward and broke.side is Side.BACKEND:
+            await backend_stopped_taking(relay)
+        else:
+            relay.fail(broke.side, broke.reason)
 
 
-async def _pass_draining(
-    relay: Relay, leg: Leg, data: Bytes, sink: trio.abc.Stream, side: Side
-) -> Bytes:
-    """A chunk of a direction the drain closes (``Leg.take``): what is left to send the
-    usual way (the frame in progress goes on past it), or b"" when the Close went after
-    the frame's end (sent here) or went already (the chunk is dropped)."""
-    forward, inject = leg.take(data)  # (also the first chunk, draining or not)
-    if not inject:
-        return forward
-    leg.busy = True
-    try:
-        if forward:
-            await sink.send_all(forward)
-            if leg is relay.up:
-                relay.stats.bytes_up += len(forward)
-            else:
-                relay.stats.bytes_down += len(forward)
-        await sink.send_all(leg.close)
-    except STREAM_GONE as error:
-        raise SideBroke(side, str(error)) from None
-    leg.busy = False
-    return b""
-
-
-def _offer_forwarder(relay: Relay, downward: PolledDownward | None) -> bool:
+def _offer_forwarder(relay: Relay) -> bool:
     """Let a client stream fed by another task forward to the backend itself (see below).
 
     An HTTP/2 stream's bytes arrive in the frontend's reader task; handing them to the
     backend socket right there, while this pump waits anyway, saves a task wake-up per
     message. The forwarder only sends what the kernel takes at once; the pump still does
     everything else (the rest of a message, waiting for the backend, EOF, errors). A send
-    error is left for the pump to meet on its own next send.
-
-    With the backend → client direction on the poller (``downward``, then
-    ``relay.downward``), the client's END_STREAM is passed on there too, while that
-    direction still runs: the FIN goes to the backend and the half-closed timer starts, as
-    ``_end_up`` would, and this task sleeps on until ``downward`` finishes and wakes it
-    (one wake-up per tunnel fewer). A FIN that fails is left to the pump, which meets the
-    error itself. The forwarder is the relay itself (``Relay.forward_up``,
-    ``Relay.pass_client_end``): no closures per idle tunnel.
+    error is left for the pump to meet on its own next send. The forwarder is the relay
+    itself (``Relay.forward_up``): no closures per idle tunnel. (The polled run offers it
+    too, and the client's END_STREAM with it: ``tunnel_polled.py``.)
     """
-    assert downward is None or relay.downward is downward
     if relay.pushable is None or relay.backend_socket is None:
         return False
     relay.pushable.set_forwarder(relay)
     return True
-
-
-async def _end_down(relay: Relay) -> None:
-    """The backend ended its side: END_STREAM to the client."""
-    relay.backend_ended()
-    await _send_eof(relay.client, Side.CLIENT)
-    relay.half_closed()
-
-
-async def _end_up(relay: Relay) -> None:
-    """The client ended its side: a FIN to the backend."""
-    try:
-        if relay.backend_socket is not None:
-            _end_now(relay.backend_socket, Side.BACKEND)  # the last receive was the checkpoint
-        else:
-            await _send_eof(relay.backend, Side.BACKEND)
-    except SideBroke:
-        await _backend_stopped_taking(relay)
-        return
-    relay.half_closed()
-
-
-async def _backend_stopped_taking(relay: Relay) -> None:
-    try:
-        await _drain_client(relay)
-    except SideBroke as broke:
-        relay.fail(broke.side, broke.reason)
-
-
-async def _drain_client(relay: Relay) -> None:
-    """The backend takes no more bytes (it closed or reset); drain the client until it ends.
-
-    What the backend already sent is still delivered by the other pump, which also decides
-    how the tunnel ended. Draining is not activity (the idle timeout still runs), and it is
-    bounded: if the backend's end has not shown up by then, the backend failed.
-    """
-    with trio.move_on_after(BACKEND_GONE_LINGER_S) as linger:
-        while await _receive(relay.client, Side.CLIENT):
-            pass
-    if not linger.cancelled_caught:
-        return
-    if not relay.backend_done:
-        raise SideBroke(Side.BACKEND)
-    while await _receive(relay.client, Side.CLIENT):  # the idle timeout bounds this one
-        pass
-
-
-async def _send_eof(stream: trio.abc.HalfCloseableStream, side: Side) -> None:
-    try:
-        await stream.send_eof()
-    except STREAM_GONE as error:
-        raise SideBroke(side, str(error)) from None
-
-
-def _end_now(stream: PollableSocket, side: Side) -> None:
-    try:
-        stream.end_now()
-    except STREAM_GONE as error:
-        raise SideBroke(side, str(error)) from None
-
-
-async def _receive(stream: trio.abc.ReceiveStream, side: Side) -> bytes | bytearray:
-    try:
-        return await stream.receive_some(READ_SIZE)
-    except STREAM_GONE as error:
-        raise SideBroke(side, str(error)) from None

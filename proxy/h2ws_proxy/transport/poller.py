@@ -35,6 +35,7 @@ from typing import Protocol
 import trio
 
 from h2ws_proxy.log import log_event
+from h2ws_proxy.transport.timers import ConnectionTimers
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ class Watcher(Protocol):
         """The descriptor cannot be served any more (see the module docstring)."""
         ...
 
+    def on_closed(self) -> None:
+        """The poller ended (the connection's end): the descriptor is watched no more."""
+        ...
+
 
 class BackendPoller:
     """The backend sockets of one client connection, watched together."""
@@ -68,10 +73,18 @@ class BackendPoller:
         *,
         on_round_start: Callable[[], None] | None = None,
         on_round_end: Callable[[], None] | None = None,
+        timers: ConnectionTimers | None = None,
+        nursery: trio.Nursery | None = None,
     ) -> None:
         #: Called around each round of handlers (the frontend batches its output there).
         self._on_round_start = on_round_start
         self._on_round_end = on_round_end
+        #: The same connection's timers, where the tunnels it serves keep their deadlines
+        #: (a polled tunnel needs both: ``run_tunnel``).
+        self.timers = timers
+        #: The connection's nursery, where a handler starts what must wait (a tunnel's
+        #: direction that cannot go on synchronously: ``tunnel_polled.py``).
+        self.nursery = nursery
         self._epoll = select.epoll()
         self._watchers: dict[int, Watcher] = {}
         #: How many descriptors are in the epoll set now (``Watcher.watched``). A paused one
@@ -168,9 +181,18 @@ class BackendPoller:
                 self._drop(fd)
 
     def close(self) -> None:
+        """Stop watching; every owner still registered is told (``on_closed``): a tunnel
+        without a task of its own ends then, rather than never."""
         if not self._closed:
             self._closed = True
+            watchers = list(self._watchers.values())
             self._watchers.clear()
             self._watched = 0
             trio.lowlevel.notify_closing(self._epoll.fileno())
             self._epoll.close()
+            for watcher in watchers:
+                try:
+                    watcher.on_closed()
+                except Exception as error:
+                    log_event(logger, logging.ERROR, "poller.handler_failed", error=repr(error))
+                    logger.debug("closing handler failed", exc_info=True)

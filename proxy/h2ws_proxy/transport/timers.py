@@ -21,10 +21,15 @@ Rules:
 * The task is started by the connection (:meth:`run` in its nursery) and needs no wake-up
   unless a new deadline is earlier than the one it sleeps until, which happens only when a
   queue was empty (equal lengths keep FIFO order), so arming costs no scheduler call.
+* A deadline that fits no queue's order (a fixed point in time, such as the drain's end of
+  the Close wait) is armed with :meth:`ConnectionTimers.arm_at` into a heap: rare, so its
+  stale entries are only dropped when they come up. Either way a timer is armed once.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
 from collections import OrderedDict
@@ -51,11 +56,16 @@ class Timer(Protocol):
 class ConnectionTimers:
     """The armed timers of one connection, and the task that fires them."""
 
-    __slots__ = ("_queues", "_sleeping_until", "_task")
+    __slots__ = ("_at", "_at_live", "_queues", "_sequence", "_sleeping_until", "_task")
 
     def __init__(self) -> None:
         #: One queue per timeout length, in deadline order.
         self._queues: dict[float, OrderedDict[Timer, float]] = {}
+        #: Deadlines armed with :meth:`arm_at`: (deadline, sequence, timer), a heap; an entry
+        #: is live while ``_at_live`` maps its timer to its sequence.
+        self._at: list[tuple[float, int, Timer]] = []
+        self._at_live: dict[Timer, int] = {}
+        self._sequence = itertools.count()
         #: The deadline the task sleeps until (``math.inf``: until woken).
         self._sleeping_until = math.inf
         self._task: trio.lowlevel.Task | None = None
@@ -74,7 +84,22 @@ class ConnectionTimers:
             queue[timer] = timeout
         if deadline < self._sleeping_until and self._task is not None:
             # Only a queue that was empty can bring an earlier deadline.
-            self._sleeping_until = deadline
+            self._wake(deadline)
+
+    def arm_at(self, timer: Timer, deadline: float) -> None:
+        """Fire ``timer`` at ``deadline``, unless armed again or disarmed (``disarm_at``)
+        first; for a point in time rather than a length (see the module rules). A timer
+        armed in a queue is disarmed from it by the caller first."""
+        timer.deadline = deadline
+        sequence = next(self._sequence)
+        self._at_live[timer] = sequence
+        heapq.heappush(self._at, (deadline, sequence, timer))
+        if deadline < self._sleeping_until and self._task is not None:
+            self._wake(deadline)
+
+    def _wake(self, deadline: float) -> None:
+        self._sleeping_until = deadline
+        if self._task is not None:
             trio.lowlevel.reschedule(self._task)
             self._task = None
 
@@ -85,8 +110,13 @@ class ConnectionTimers:
             queue.pop(timer, None)
         timer.deadline = math.inf
 
+    def disarm_at(self, timer: Timer) -> None:
+        """Forget ``timer`` armed with :meth:`arm_at` (its heap entry goes when it comes up)."""
+        self._at_live.pop(timer, None)
+        timer.deadline = math.inf
+
     def armed(self) -> int:
-        return sum(len(queue) for queue in self._queues.values())
+        return sum(len(queue) for queue in self._queues.values()) + len(self._at_live)
 
     async def run(self) -> None:
         """Fire timers as they come due, until cancelled (the connection's nursery)."""
@@ -104,6 +134,8 @@ class ConnectionTimers:
         finally:
             self._task = None
             self._queues.clear()
+            self._at.clear()
+            self._at_live.clear()
 
     async def _park(self) -> None:
         self._task = trio.lowlevel.current_task()
@@ -120,6 +152,11 @@ class ConnectionTimers:
                 first = next(iter(queue))
                 if first.deadline < earliest:
                     earliest = first.deadline
+        at = self._at
+        while at and self._at_live.get(at[0][2]) != at[0][1]:
+            heapq.heappop(at)  # disarmed or armed again since
+        if at and at[0][0] < earliest:
+            earliest = at[0][0]
         return earliest
 
     def _fire_due(self, now: float) -> None:
@@ -129,9 +166,19 @@ class ConnectionTimers:
                 if timer.deadline > now:
                     break
                 del queue[timer]
-                timer.deadline = math.inf
-                try:
-                    timer.on_timer()
-                except Exception as error:
-                    log_event(logger, logging.ERROR, "timers.handler_failed", error=repr(error))
-                    logger.debug("timer handler failed", exc_info=True)
+                _fire(timer)
+        at, live = self._at, self._at_live
+        while at and at[0][0] <= now:
+            _deadline, sequence, timer = heapq.heappop(at)
+            if live.get(timer) == sequence:
+                del live[timer]
+                _fire(timer)
+
+
+def _fire(timer: Timer) -> None:
+    timer.deadline = math.inf
+    try:
+        timer.on_timer()
+    except Exception as error:
+        log_event(logger, logging.ERROR, "timers.handler_failed", error=repr(error))
+        logger.debug("timer handler failed", exc_info=True)
