@@ -72,8 +72,6 @@ from h2ws_proxy.transport.timers import ConnectionTimers
 
 logger = logging.getLogger(__name__)
 
-Header = tuple[bytes, bytes]
-
 _READ_SIZE = 65536
 #: How long the writer may take to flush a final GOAWAY to a client that stopped reading.
 _FINAL_FLUSH_S = 5.0
@@ -178,17 +176,19 @@ class H2Frontend:
             nursery.start_soon(life.require_settings_then_request)
             if self._limits.idle_connection_timeout_s > 0:
                 nursery.start_soon(life.close_when_idle)
+            from_outside = True  # unless the read ends here: then the client or we ended it
             try:
                 with self._read_scope:
                     if not self._initial_data or self._receive(self._initial_data):
                         await self._read_loop()
-            finally:
-                # Also when cancelled from outside: a request without a task ends only here.
+                from_outside = False
+            finally:  # also when cancelled from outside: a request without a task ends here
                 self._writer.reader_done = True
                 for stream in list(self._streams.values()):
-                    # Ended by both sides: done, not aborted, whatever its task got to.
-                    done = stream.local_ended and stream.remote_ended
-                    stream.break_stream("client connection closed", by_peer=not done)
+                    # Not the client's abort: ended both ways (whatever its task got to), or
+                    # cancelled by us.
+                    ours = (stream.local_ended and stream.remote_ended) or from_outside
+                    stream.break_stream("client connection closed", by_peer=not ours)
                     stream.scope.cancel()
             writer = self._writer
             # Let the writer flush what is queued (a GOAWAY), then end: bounded, since a
@@ -279,7 +279,7 @@ class H2Frontend:
         return self._poller
 
     def _connection_timers(self) -> ConnectionTimers:
-        """The connection's timers (its streams' deadlines), started on first use."""
+        """The connection's timers, started on first use."""
         if self._timers is None:
             assert self._nursery is not None
             self._timers = ConnectionTimers()
