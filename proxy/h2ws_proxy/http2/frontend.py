@@ -185,9 +185,9 @@ class H2Frontend:
             finally:  # also when cancelled from outside: a request without a task ends here
                 self._writer.reader_done = True
                 for stream in list(self._streams.values()):
-                    # Not the client's abort: ended both ways (whatever its task got to), or
-                    # cancelled by us.
-                    ours = (stream.local_ended and stream.remote_ended) or from_outside
+                    if from_outside:
+                        stream.scope.cancel()  # first: its work ends as cancelled, not broken
+                    ours = (stream.local_ended and stream.remote_ended) or from_outside  # no abort
                     stream.break_stream("client connection closed", by_peer=not ours)
                     stream.scope.cancel()
             writer = self._writer
