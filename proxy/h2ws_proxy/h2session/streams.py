@@ -22,6 +22,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from enum import Enum
 
 
@@ -95,14 +96,16 @@ class ClosedStreams:
     __slots__ = ("_closed",)
 
     def __init__(self) -> None:
-        self._closed: dict[int, ClosedBy] = {}
+        # An OrderedDict, not a dict: a dict used as a FIFO finds its oldest entry past
+        # every deleted one still in its table (up to CLOSED_MEMORY of them per stream).
+        self._closed: OrderedDict[int, ClosedBy] = OrderedDict()
 
     def add(self, stream_id: int, how: ClosedBy) -> None:
         closed = self._closed
         closed.pop(stream_id, None)
         closed[stream_id] = how
         if len(closed) > CLOSED_MEMORY:
-            del closed[next(iter(closed))]
+            closed.popitem(last=False)
 
     def how(self, stream_id: int) -> ClosedBy | None:
         """How ``stream_id`` closed, or None if it is not remembered."""
