@@ -21,7 +21,6 @@ expired ones; the server runs it in the background.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -84,10 +83,7 @@ class BackendPool:
         now = trio.current_time()
         while queue:
             connection = queue.pop()  # most recently used first: the least likely stale
-            if now - connection.idle_since < self._limits.backend_keepalive_s and idle_is_quiet(
-                connection.stream
-            ):
-                connection.reused = True
+            if self._still_good(connection, now):
                 return connection
             await trio.aclose_forcefully(connection.stream)
         return None
@@ -107,13 +103,19 @@ class BackendPool:
             if pollable is None:
                 return None
             queue.pop()
-            if now - connection.idle_since < self._limits.backend_keepalive_s and idle_is_quiet(
-                connection.stream
-            ):
-                connection.reused = True
+            if self._still_good(connection, now):
                 return connection
             pollable.close_now()
         return None
+
+    def _still_good(self, connection: BackendConnection, now: float) -> bool:
+        """Young enough and quiet (see the module rules): then marked reused."""
+        if now - connection.idle_since < self._limits.backend_keepalive_s and idle_is_quiet(
+            connection.stream
+        ):
+            connection.reused = True
+            return True
+        return False
 
     async def connect(self, address: BackendAddress) -> BackendConnection:
         """A new connection to ``address``."""
@@ -137,11 +139,13 @@ class BackendPool:
             return
         await trio.aclose_forcefully(connection.stream)
 
-    def release_now(self, connection: BackendConnection, close: Callable[[], None]) -> None:
-        """:meth:`release` without a yield; ``close`` closes the connection's stream at once
-        (when there is no room for it)."""
+    def release_now(self, connection: BackendConnection) -> None:
+        """:meth:`release` without a yield, for a connection :meth:`take_idle_now` gave
+        (its socket closes at once when there is no room for it)."""
         if not self._keep(connection):
-            close()
+            pollable = as_pollable(connection.stream)
+            assert pollable is not None, "only take_idle_now's connections come back here"
+            pollable.close_now()
 
     def _keep(self, connection: BackendConnection) -> bool:
         """Keep ``connection`` idle if there is room; False: the caller closes it."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from h2ws_proxy.backend.h1_wire import H1BackendWire
-from h2ws_proxy.backend.pool import BackendConnection
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import ProxyError
 from h2ws_proxy.http.message import (
@@ -78,12 +77,14 @@ class LeanRequests:
         connection = None
         if not address.speaks_h2 and address.scheme != "https":
             connection = server.pool.take_idle_now(address)
-        poller = self._poller() if connection is not None else None
-        timers = poller.timers if poller is not None else None  # the connection's
-        if connection is None or poller is None or timers is None:
+        if connection is None:
             balancer.give_back(chosen)
-            if connection is not None:
-                server.pool.release_now(connection, _closer(connection))
+            return False
+        poller = self._poller()
+        timers = poller.timers if poller is not None else None  # the connection's
+        if poller is None or timers is None:
+            balancer.give_back(chosen)
+            server.pool.release_now(connection)
             return False
         socket = as_pollable(connection.stream)
         assert socket is not None  # take_idle_now gives only such connections
@@ -97,7 +98,7 @@ class LeanRequests:
             except ProxyError:
                 # The task path meets the same error and answers it.
                 balancer.give_back(chosen)
-                server.pool.release_now(connection, socket.close_now)
+                server.pool.release_now(connection)
                 return False
             head = backend_request.head_bytes()
             self._last = (request, route, backend_request, head)
@@ -130,9 +131,3 @@ class LeanRequests:
             self, stream, request, route, balancer, chosen, connection, socket, wire, record
         ).begin(poller, timers, limits.http_idle_timeout_s)
         return True
-
-
-def _closer(connection: BackendConnection) -> Callable[[], None]:
-    socket = as_pollable(connection.stream)
-    assert socket is not None
-    return socket.close_now

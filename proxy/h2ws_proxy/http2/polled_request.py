@@ -394,6 +394,6 @@ class PolledRequest:
         self._stream.set_on_writable(None)
         self._balancer.give_back(self._server)
         if keep:
-            self._lean.server.pool.release_now(self._connection, self._socket.close_now)
+            self._lean.server.pool.release_now(self._connection)
         else:
             self._socket.close_now()
