@@ -12,6 +12,13 @@ ended in a state where the next request cannot be misread (the exchange asks its
 * on the way out again, a non-blocking peek finds the socket quiet: no EOF (the backend
   closed it while it sat idle), no unsolicited bytes.
 
+A connection a request without a task gave back (:meth:`BackendPool.release_now` with the
+client connection's poller) stays *parked* in that poller's epoll set while idle: the next
+request of the same client connection takes it with no ``epoll_ctl`` pair (each client
+connection prefers the ones it parked), and bytes or an EOF that arrive while it is idle
+wake the poller, which drops it at once (:meth:`BackendConnection.on_readable`). The peek
+stays: the poller may not have run since they came.
+
 Bounds: at most ``backend_max_idle`` idle connections per backend, each kept at most
 ``backend_keepalive_s`` (below the usual backend keep-alive, so we close first and rarely
 send a request into a connection the backend is closing). :meth:`BackendPool.reap` closes
@@ -20,16 +27,17 @@ expired ones; the server runs it in the background.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 import trio
 
+from h2ws_proxy.backend.idle_connections import IdleConnections
 from h2ws_proxy.backend.upgrade import ConnectBackend
 from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.counters import Histogram
 from h2ws_proxy.errors import BackendConnectTimeout
 from h2ws_proxy.transport.capabilities import as_pollable, idle_is_quiet
+from h2ws_proxy.transport.poller import BackendPoller
 
 
 @dataclass(slots=True, eq=False)
@@ -41,6 +49,34 @@ class BackendConnection:
     #: True for a connection that already served a request (a stale one may be retried).
     reused: bool = False
     idle_since: float = field(default=0.0)
+    #: While idle: the poller whose epoll set holds the socket (see the module docstring).
+    parked_in: BackendPoller | None = None
+    #: The socket is in ``parked_in``'s epoll set now (the poller's :class:`Watcher` flag).
+    watched: bool = False
+    #: The pool that keeps it, while it is parked.
+    pool: BackendPool | None = None
+
+    # ---- the poller's callbacks while parked (a Watcher) ----
+
+    def on_readable(self) -> None:
+        """Bytes, an EOF or an error while idle: the connection cannot serve a request."""
+        if self.pool is not None:
+            self.pool.discard_parked(self)
+
+    def on_error(self) -> None:
+        self.on_readable()
+
+    def on_closed(self) -> None:
+        """The poller ended (its client connection did): the socket stays idle, unwatched
+        (the kernel took it out of the set with the poller's epoll)."""
+        self.watched = False
+        if self.pool is not None:
+            self.pool.poller_gone(self)
+
+    def fileno(self) -> int:
+        pollable = as_pollable(self.stream)
+        assert pollable is not None, "only sockets a poller can drive are parked"
+        return pollable.fileno()
 
 
 class BackendPool:
@@ -53,7 +89,7 @@ class BackendPool:
         self._connect = connect
         #: Observes how long each new connection took to connect.
         self._connect_times = connect_times
-        self._idle: dict[BackendAddress, deque[BackendConnection]] = {}
+        self._idle: IdleConnections[BackendConnection] = IdleConnections()
         self._changed = trio.Event()
         #: When :meth:`reap` wakes next (``inf``: nothing idle, it waits for ``_changed``).
         self._next_reap = float("inf")
@@ -64,7 +100,10 @@ class BackendPool:
 
     @property
     def idle_count(self) -> int:
-        return sum(len(queue) for queue in self._idle.values())
+        return len(self._idle)
+
+    def has_idle(self, address: BackendAddress) -> bool:
+        return self._idle.count(address) > 0
 
     async def acquire(self, address: BackendAddress) -> BackendConnection:
         """An idle connection that still looks alive, else a new one (bounded in time).
@@ -77,33 +116,35 @@ class BackendPool:
     async def take_idle(self, address: BackendAddress) -> BackendConnection | None:
         """An idle connection that still looks alive, or None; never waits for the network
         (stale connections met on the way are closed, which yields)."""
-        queue = self._idle.get(address)
-        if not queue:
-            return None
         now = trio.current_time()
-        while queue:
-            connection = queue.pop()  # most recently used first: the least likely stale
+        while (connection := self._idle.newest(address)) is not None:
+            self._detach(connection)  # a task waits on it in trio from now on
             if self._still_good(connection, now):
                 return connection
             await trio.aclose_forcefully(connection.stream)
         return None
 
-    def take_idle_now(self, address: BackendAddress) -> BackendConnection | None:
-        """:meth:`take_idle` for a caller that must not yield (a request run without a
-        task): a connection whose socket a poller can drive, or None. Stale ones met on the
-        way are closed at once; a connection that is not such a socket stays for
-        :meth:`take_idle`."""
-        queue = self._idle.get(address)
-        if not queue:
-            return None
+    def take_idle_now(
+        self, address: BackendAddress, poller: BackendPoller
+    ) -> BackendConnection | None:
+        """:meth:`take_idle` for a request run without a task on ``poller``'s client
+        connection: a connection whose socket a poller can drive, or None. Stale ones met
+        on the way are closed at once; a connection that is not such a socket stays for
+        :meth:`take_idle`.
+
+        One parked in ``poller`` is preferred and comes still in its epoll set: the caller
+        registers itself for the descriptor (which keeps its place in the set), or gives the
+        connection back with :meth:`release_now` and the same poller, or unregisters the
+        descriptor before closing it.
+        """
         now = trio.current_time()
-        while queue:
-            connection = queue[-1]  # most recently used first: the least likely stale
+        while (connection := self._idle.best_for(address, poller)) is not None:
             pollable = as_pollable(connection.stream)
             if pollable is None:
                 return None
-            queue.pop()
-            if self._still_good(connection, now):
+            good = self._still_good(connection, now)
+            self._detach(connection, keep_in=poller if good else None)
+            if good:
                 return connection
             pollable.close_now()
         return None
@@ -116,6 +157,14 @@ class BackendPool:
             connection.reused = True
             return True
         return False
+
+    def _detach(self, connection: BackendConnection, keep_in: BackendPoller | None = None) -> None:
+        """No longer idle: its socket leaves the epoll set it is parked in, unless that is
+        ``keep_in``'s (the taker's own: its place there goes to the taker)."""
+        parked_in = connection.parked_in
+        self._idle.remove(connection)
+        if parked_in is not None and parked_in is not keep_in:
+            parked_in.unregister(connection.fileno())
 
     async def connect(self, address: BackendAddress) -> BackendConnection:
         """A new connection to ``address``."""
@@ -139,23 +188,46 @@ class BackendPool:
             return
         await trio.aclose_forcefully(connection.stream)
 
-    def release_now(self, connection: BackendConnection) -> None:
-        """:meth:`release` without a yield, for a connection :meth:`take_idle_now` gave
-        (its socket closes at once when there is no room for it)."""
+    def release_now(self, connection: BackendConnection, poller: BackendPoller) -> None:
+        """:meth:`release` without a yield, for a connection :meth:`take_idle_now` gave:
+        kept, it stays parked in ``poller`` (whose epoll set may hold its socket already);
+        with no room for it, its socket leaves the set and closes at once."""
+        pollable = as_pollable(connection.stream)
+        assert pollable is not None, "only take_idle_now's connections come back here"
+        fd = pollable.fileno()
         if not self._keep(connection):
-            pollable = as_pollable(connection.stream)
-            assert pollable is not None, "only take_idle_now's connections come back here"
+            poller.unregister(fd)
             pollable.close_now()
+        elif poller.closed:
+            poller.unregister(fd)
+        else:
+            self._idle.mark_parked(connection, poller)
+            connection.pool = self
+            poller.register(fd, connection)  # keeps the descriptor's place in the set
+
+    def discard_parked(self, connection: BackendConnection) -> None:
+        """A parked connection turned readable while idle (the poller's callback): forget
+        and close it."""
+        if connection.parked_in is None:
+            return  # taken meanwhile
+        self._detach(connection)
+        pollable = as_pollable(connection.stream)
+        if pollable is not None:
+            pollable.close_now()
+
+    def poller_gone(self, connection: BackendConnection) -> None:
+        """The poller ``connection`` was parked in closed: it stays idle, parked nowhere."""
+        self._idle.mark_unparked(connection)
 
     def _keep(self, connection: BackendConnection) -> bool:
         """Keep ``connection`` idle if there is room; False: the caller closes it."""
         limits = self._limits
-        queue = self._idle.get(connection.address)
-        if queue is None:
-            queue = self._idle[connection.address] = deque()
-        if limits.backend_keepalive_s > 0 and len(queue) < limits.backend_max_idle:
+        if (
+            limits.backend_keepalive_s > 0
+            and self._idle.count(connection.address) < limits.backend_max_idle
+        ):
             connection.idle_since = trio.current_time()
-            queue.append(connection)
+            self._idle.add(connection)
             # Every connection is kept for the same time, so one given back now expires
             # after all the others: the reaper needs waking only if it waits for none.
             if self._next_reap == float("inf"):
@@ -175,22 +247,15 @@ class BackendPool:
 
     def _take_expired(self) -> tuple[list[BackendConnection], float]:
         """Remove expired idle connections; returns them and when the next one expires."""
-        keepalive = self._limits.backend_keepalive_s
-        now = trio.current_time()
-        expired: list[BackendConnection] = []
-        next_expiry = float("inf")
-        for address, queue in list(self._idle.items()):
-            while queue and now - queue[0].idle_since >= keepalive:
-                expired.append(queue.popleft())
-            if queue:
-                next_expiry = min(next_expiry, queue[0].idle_since + keepalive)
-            else:
-                del self._idle[address]
+        expired, next_expiry = self._idle.expired(
+            trio.current_time(), self._limits.backend_keepalive_s
+        )
+        for connection in expired:
+            self._detach(connection)
         return expired, next_expiry
 
     async def aclose(self) -> None:
         """Close every idle connection (server shutdown)."""
-        for queue in self._idle.values():
-            for connection in queue:
-                await trio.aclose_forcefully(connection.stream)
-        self._idle.clear()
+        for connection in self._idle.everything():
+            self._detach(connection)
+            await trio.aclose_forcefully(connection.stream)

@@ -74,18 +74,21 @@ class LeanRequests:
         if chosen is None:
             return False
         address = chosen.address
-        connection = None
-        if not address.speaks_h2 and address.scheme != "https":
-            connection = server.pool.take_idle_now(address)
-        if connection is None:
+        pool = server.pool
+        if address.speaks_h2 or address.scheme == "https" or not pool.has_idle(address):
             balancer.give_back(chosen)
             return False
         poller = self._poller()
         timers = poller.timers if poller is not None else None  # the connection's
         if poller is None or timers is None:
             balancer.give_back(chosen)
-            server.pool.release_now(connection)
             return False
+        connection = pool.take_idle_now(address, poller)
+        if connection is None:
+            balancer.give_back(chosen)
+            return False
+        # From here, the connection's socket may be in ``poller``'s set (parked there):
+        # it is registered over, given back with the poller, or unregistered before closing.
         socket = as_pollable(connection.stream)
         assert socket is not None  # take_idle_now gives only such connections
         last = self._last
@@ -98,7 +101,7 @@ class LeanRequests:
             except ProxyError:
                 # The task path meets the same error and answers it.
                 balancer.give_back(chosen)
-                server.pool.release_now(connection)
+                pool.release_now(connection, poller)
                 return False
             head = backend_request.head_bytes()
             self._last = (request, route, backend_request, head)
@@ -112,6 +115,7 @@ class LeanRequests:
             # Broken, or the kernel did not take it whole: this connection is done with,
             # and the task path (with its waits and retries) takes the request.
             balancer.give_back(chosen)
+            poller.unregister(socket.fileno())
             socket.close_now()
             return False
         info = self.info

@@ -21,7 +21,7 @@ Rules:
   stream's break (the client's reset, the connection's end) reaches us through the same
   callback as new credit, ``client_writable``.
 * Exactly one end (:meth:`PolledRequest._complete`): the backend socket leaves the poller
-  before it is closed or goes back to the pool (only after a clean, reusable cycle), the
+  before it is closed, or goes back to the pool parked in it (after a clean cycle), the
   timer is disarmed, the server given back, and the stream finished as a task's would be
   (``StreamTasks.finish_exchange``: reset codes, credit, the access line).
 """
@@ -387,13 +387,14 @@ class PolledRequest:
     def _stop(self, *, keep: bool) -> None:
         """Leave the poller, the timers and the stream; the connection back or closed."""
         self._done = True
-        if self._poller is not None:
-            self._poller.unregister(self._fd)
+        poller = self._poller
         if self._timers is not None:
             self._timers.disarm(self, self._timeout)
         self._stream.set_on_writable(None)
         self._balancer.give_back(self._server)
-        if keep:
-            self._lean.server.pool.release_now(self._connection)
-        else:
-            self._socket.close_now()
+        if keep and poller is not None:  # parked there: no epoll_ctl for the next request
+            self._lean.server.pool.release_now(self._connection, poller)
+            return
+        if poller is not None:
+            poller.unregister(self._fd)
+        self._socket.close_now()

@@ -98,6 +98,11 @@ class BackendPoller:
     def available() -> bool:
         return hasattr(select, "epoll")
 
+    @property
+    def closed(self) -> bool:
+        """It ended (its connection did): it watches nothing any more."""
+        return self._closed
+
     def register(self, fd: int, watcher: Watcher, *, paused: bool = False) -> None:
         """Call ``watcher.on_readable()`` whenever ``fd`` is readable (has bytes, EOF or an
         error), and ``watcher.on_error()`` if ``fd`` cannot be served any more."""

@@ -1,0 +1,122 @@
+"""The backend pool's idle connections, kept two ways.
+
+* Per backend address, in the order they went idle: the oldest expires first (the reaper
+  looks at the front only) and the newest is the least likely to be stale.
+* Per poller, the ones *parked* there (still in its epoll set: ``backend/pool.py``): a
+  request of that poller's client connection takes one of these first, with no
+  ``epoll_ctl``.
+
+Both are insertion-ordered dicts used as sets: taking a connection from the middle (one
+parked in the caller's poller, a stale one) is O(1), where a deque would shift or scan.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, Protocol, TypeVar
+
+from h2ws_proxy.config import BackendAddress
+from h2ws_proxy.transport.poller import BackendPoller
+
+#: How many of an address's newest connections :meth:`IdleConnections.best_for` looks
+#: through for one parked nowhere before it takes one parked in another poller.
+_UNPARKED_LOOKBACK = 16
+
+
+class Idle(Protocol):
+    """What is kept of an idle connection here (``pool.BackendConnection``)."""
+
+    address: BackendAddress
+    idle_since: float
+    parked_in: BackendPoller | None
+
+
+BackendConnection = TypeVar("BackendConnection", bound=Idle)
+
+
+class IdleConnections(Generic[BackendConnection]):
+    """Idle connections by address (oldest first) and by the poller they are parked in."""
+
+    def __init__(self) -> None:
+        self._by_address: dict[BackendAddress, dict[BackendConnection, None]] = {}
+        self._by_poller: dict[BackendPoller, dict[BackendConnection, None]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(group) for group in self._by_address.values())
+
+    def count(self, address: BackendAddress) -> int:
+        group = self._by_address.get(address)
+        return len(group) if group is not None else 0
+
+    def add(self, connection: BackendConnection) -> None:
+        """``connection`` went idle now (it is the newest of its address)."""
+        group = self._by_address.get(connection.address)
+        if group is None:
+            group = self._by_address[connection.address] = {}
+        group[connection] = None
+
+    def remove(self, connection: BackendConnection) -> bool:
+        """Forget ``connection`` (and where it is parked); False if it was not idle."""
+        group = self._by_address.get(connection.address)
+        if group is None or connection not in group:
+            return False
+        del group[connection]
+        if not group:
+            del self._by_address[connection.address]
+        self.mark_unparked(connection)
+        return True
+
+    def mark_parked(self, connection: BackendConnection, poller: BackendPoller) -> None:
+        connection.parked_in = poller
+        parked = self._by_poller.get(poller)
+        if parked is None:
+            parked = self._by_poller[poller] = {}
+        parked[connection] = None
+
+    def mark_unparked(self, connection: BackendConnection) -> None:
+        poller = connection.parked_in
+        if poller is not None:
+            connection.parked_in = None
+            parked = self._by_poller.get(poller)
+            if parked is not None:
+                parked.pop(connection, None)
+                if not parked:
+                    del self._by_poller[poller]
+
+    def newest(self, address: BackendAddress) -> BackendConnection | None:
+        group = self._by_address.get(address)
+        return next(reversed(group)) if group else None
+
+    def best_for(self, address: BackendAddress, poller: BackendPoller) -> BackendConnection | None:
+        """The connection a request on ``poller``'s client connection should take: the
+        newest parked in ``poller``, else one of the newest parked nowhere (moving it into
+        a set costs one ``epoll_ctl``), else the newest (parked in another poller: two)."""
+        parked = self._by_poller.get(poller)
+        if parked:
+            for connection in reversed(parked):
+                if connection.address is address or connection.address == address:
+                    return connection
+        group = self._by_address.get(address)
+        if not group:
+            return None
+        for looked, connection in enumerate(reversed(group)):
+            if connection.parked_in is None:
+                return connection
+            if looked >= _UNPARKED_LOOKBACK:
+                break
+        return next(reversed(group))
+
+    def expired(self, now: float, keepalive: float) -> tuple[list[BackendConnection], float]:
+        """The connections idle for ``keepalive`` seconds or more (left in place), and when
+        the next of the others expires (``inf``: none)."""
+        expired: list[BackendConnection] = []
+        next_expiry = float("inf")
+        for group in self._by_address.values():
+            for connection in group:
+                if now - connection.idle_since < keepalive:
+                    next_expiry = min(next_expiry, connection.idle_since + keepalive)
+                    break
+                expired.append(connection)
+        return expired, next_expiry
+
+    def everything(self) -> list[BackendConnection]:
+        return [connection for group in self._by_address.values() for connection in group]
