@@ -47,12 +47,19 @@ class IdleConnections(Generic[BackendConnection]):
         group = self._by_address.get(address)
         return len(group) if group is not None else 0
 
-    def add(self, connection: BackendConnection) -> None:
-        """``connection`` went idle now (it is the newest of its address)."""
+    def add_if_room(self, connection: BackendConnection, now: float, most: int) -> bool:
+        """``connection`` went idle ``now`` (the newest of its address), if its address has
+        fewer than ``most`` idle; False: no room for it."""
         group = self._by_address.get(connection.address)
         if group is None:
+            if most <= 0:
+                return False
             group = self._by_address[connection.address] = {}
+        elif len(group) >= most:
+            return False
+        connection.idle_since = now
         group[connection] = None
+        return True
 
     def remove(self, connection: BackendConnection) -> bool:
         """Forget ``connection`` (and where it is parked); False if it was not idle."""

@@ -53,7 +53,7 @@ class BackendConnection:
     parked_in: BackendPoller | None = None
     #: The socket is in ``parked_in``'s epoll set now (the poller's :class:`Watcher` flag).
     watched: bool = False
-    #: The pool that keeps it, while it is parked.
+    #: The pool it came from (told when the connection fails while parked).
     pool: BackendPool | None = None
 
     # ---- the poller's callbacks while parked (a Watcher) ----
@@ -178,7 +178,7 @@ class BackendPool:
             )
         if self._connect_times is not None:
             self._connect_times.observe(trio.current_time() - started)
-        return BackendConnection(address=address, stream=stream)
+        return BackendConnection(address=address, stream=stream, pool=self)
 
     async def release(self, connection: BackendConnection) -> None:
         """Keep ``connection`` (its last cycle ended cleanly) if there is room, else close it."""
@@ -202,7 +202,6 @@ class BackendPool:
             poller.unregister(fd)
         else:
             self._idle.mark_parked(connection, poller)
-            connection.pool = self
             poller.register(fd, connection)  # keeps the descriptor's place in the set
 
     def discard_parked(self, connection: BackendConnection) -> None:
@@ -222,12 +221,9 @@ class BackendPool:
     def _keep(self, connection: BackendConnection) -> bool:
         """Keep ``connection`` idle if there is room; False: the caller closes it."""
         limits = self._limits
-        if (
-            limits.backend_keepalive_s > 0
-            and self._idle.count(connection.address) < limits.backend_max_idle
+        if limits.backend_keepalive_s > 0 and self._idle.add_if_room(
+            connection, trio.current_time(), limits.backend_max_idle
         ):
-            connection.idle_since = trio.current_time()
-            self._idle.add(connection)
             # Every connection is kept for the same time, so one given back now expires
             # after all the others: the reaper needs waking only if it waits for none.
             if self._next_reap == float("inf"):

@@ -1,0 +1,71 @@
+"""The pool's idle connections: which one a request takes, which expire, the bound."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from h2ws_proxy.backend.idle_connections import IdleConnections
+from h2ws_proxy.config import BackendAddress
+from h2ws_proxy.transport.poller import BackendPoller
+
+ADDRESS = BackendAddress(scheme="http", host="127.0.0.1", port=1)
+OTHER = BackendAddress(scheme="http", host="127.0.0.1", port=2)
+
+
+@dataclass(eq=False)
+class Idle:
+    address: BackendAddress
+    idle_since: float = 0.0
+    parked_in: BackendPoller | None = None
+
+
+def kept(idle: IdleConnections[Idle], *connections: Idle, at: float = 0.0) -> None:
+    for connection in connections:
+        assert idle.add_if_room(connection, at, most=10)
+
+
+def test_a_request_takes_its_own_pollers_newest_then_one_parked_nowhere_then_any() -> None:
+    mine, theirs = BackendPoller(), BackendPoller()
+    idle: IdleConnections[Idle] = IdleConnections()
+    nowhere, old_mine, new_mine, other_address, elsewhere = (
+        Idle(ADDRESS),
+        Idle(ADDRESS),
+        Idle(ADDRESS),
+        Idle(OTHER),
+        Idle(ADDRESS),
+    )
+    kept(idle, nowhere, old_mine, new_mine, other_address, elsewhere)
+    idle.mark_parked(old_mine, mine)
+    idle.mark_parked(new_mine, mine)
+    idle.mark_parked(other_address, mine)
+    idle.mark_parked(elsewhere, theirs)
+
+    assert idle.best_for(ADDRESS, mine) is new_mine
+    assert idle.remove(new_mine)
+    assert new_mine.parked_in is None
+    assert idle.best_for(ADDRESS, mine) is old_mine
+    idle.remove(old_mine)
+    assert idle.best_for(ADDRESS, mine) is nowhere  # before one parked in another poller
+    idle.remove(nowhere)
+    assert idle.best_for(ADDRESS, mine) is elsewhere
+    idle.remove(elsewhere)
+    assert idle.best_for(ADDRESS, mine) is None
+    assert idle.best_for(OTHER, mine) is other_address
+    assert not idle.remove(elsewhere)  # taken already
+    assert len(idle) == 1
+
+
+def test_the_oldest_expire_first_and_the_bound_holds_per_address() -> None:
+    idle: IdleConnections[Idle] = IdleConnections()
+    first, second, third = Idle(ADDRESS), Idle(ADDRESS), Idle(ADDRESS)
+    assert idle.add_if_room(first, 0.0, most=2)
+    assert idle.add_if_room(second, 1.0, most=2)
+    assert not idle.add_if_room(third, 2.0, most=2)
+    assert idle.add_if_room(Idle(OTHER), 2.0, most=2)
+    assert not idle.add_if_room(Idle(OTHER, 0.0), 2.0, most=0)
+    expired, next_expiry = idle.expired(now=4.5, keepalive=4.0)
+    assert (expired, next_expiry) == ([first], 5.0)
+    idle.remove(first)
+    assert idle.newest(ADDRESS) is second
+    assert idle.count(ADDRESS) == 1
+    assert sorted(c.idle_since for c in idle.everything()) == [1.0, 2.0]
