@@ -43,6 +43,9 @@ class IdleConnections(Generic[BackendConnection]):
     def __len__(self) -> int:
         return sum(len(group) for group in self._by_address.values())
 
+    def has(self, address: BackendAddress) -> bool:
+        return address in self._by_address  # (no empty group is kept)
+
     def count(self, address: BackendAddress) -> int:
         group = self._by_address.get(address)
         return len(group) if group is not None else 0
@@ -69,7 +72,8 @@ class IdleConnections(Generic[BackendConnection]):
         del group[connection]
         if not group:
             del self._by_address[connection.address]
-        self.mark_unparked(connection)
+        if connection.parked_in is not None:
+            self.mark_unparked(connection)
         return True
 
     def mark_parked(self, connection: BackendConnection, poller: BackendPoller) -> None:

@@ -103,7 +103,7 @@ class BackendPool:
         return len(self._idle)
 
     def has_idle(self, address: BackendAddress) -> bool:
-        return self._idle.count(address) > 0
+        return self._idle.has(address)
 
     async def acquire(self, address: BackendAddress) -> BackendConnection:
         """An idle connection that still looks alive, else a new one (bounded in time).

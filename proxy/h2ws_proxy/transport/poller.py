@@ -107,9 +107,9 @@ class BackendPoller:
         """Call ``watcher.on_readable()`` whenever ``fd`` is readable (has bytes, EOF or an
         error), and ``watcher.on_error()`` if ``fd`` cannot be served any more."""
         previous = self._watchers.get(fd)  # (its place in the epoll set carries over)
-        watcher.watched = previous is not None and previous.watched
+        watched = watcher.watched = previous is not None and previous.watched
         self._watchers[fd] = watcher
-        if not paused:
+        if not paused and not watched:
             self.resume(fd)
 
     def pause(self, fd: int) -> None:
