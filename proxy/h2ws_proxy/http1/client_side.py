@@ -17,6 +17,7 @@ from h2ws_proxy.backend.upgrade import READ_SIZE
 from h2ws_proxy.errors import ProxyError
 from h2ws_proxy.http1.answers import send_proxy_error
 from h2ws_proxy.relay.context import ServerContext
+from h2ws_proxy.transport.capabilities import as_client_stream
 from h2ws_proxy.transport.errors import STREAM_GONE
 
 Header = tuple[bytes, bytes]
@@ -41,6 +42,8 @@ class H1ClientSide:
         self, client: trio.abc.Stream, conn: h11.Connection, server: ServerContext
     ) -> None:
         self._client = client
+        #: The same connection, for writes that go without waiting (see ``_send_bytes``).
+        self._writer = as_client_stream(client)
         self._conn = conn
         self._server = server
         self._limits = server.config.limits
@@ -130,8 +133,15 @@ class H1ClientSide:
         await self._send_bytes(data or b"")
 
     async def _send_bytes(self, data: bytes) -> None:
+        """Write ``data``: what the kernel takes at once needs no timer (a cancel scope
+        per write); only what is left waits, at most ``send_timeout_s``."""
         try:
+            sent = self._writer.send_nowait(data) if data else 0
+            if sent == len(data):
+                await trio.lowlevel.checkpoint_if_cancelled()  # as send_all's own would
+                return
             with trio.fail_after(self._limits.send_timeout_s):
-                await self._client.send_all(data)
+                # (Over TLS a write is all or nothing: ``sent`` is 0 and the same bytes go.)
+                await self._client.send_all(memoryview(data)[sent:])
         except (trio.TooSlowError, trio.ClosedResourceError, OSError) as error:
             raise trio.BrokenResourceError(f"client stopped reading: {error}") from error
