@@ -62,6 +62,7 @@ from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 from h2ws_proxy.http2.stream_registry import StreamRegistry
 from h2ws_proxy.http2.stream_tasks import StreamTasks
+from h2ws_proxy.http2.tunnel_opening import start_tunnel
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.transport.capabilities import as_client_stream
@@ -77,8 +78,7 @@ _READ_SIZE = 65536
 _FINAL_FLUSH_S = 5.0
 _POLLER_NAME = "h2ws_proxy.http2.frontend.backend_poller"
 _TIMERS_NAME = "h2ws_proxy.http2.frontend.timers"
-#: Constant task names: trio would otherwise format one from the bound method per stream.
-_TUNNEL_TASK_NAME = "h2ws_proxy.http2.frontend.tunnel"
+#: A constant task name: trio would otherwise format one from the bound method per stream.
 _EXCHANGE_TASK_NAME = "h2ws_proxy.http2.frontend.exchange"
 
 
@@ -378,9 +378,7 @@ class H2Frontend:
         life.stream_opened()
         assert self._nursery is not None
         if is_tunnel(head):
-            self._nursery.start_soon(
-                self._tasks.serve_tunnel, stream, request, route, name=_TUNNEL_TASK_NAME
-            )
+            start_tunnel(self._tasks, self._nursery, stream, request, route)
             return
         stream.exchange = True
         stream.phase = StreamPhase.OPEN  # its DATA is the request body

@@ -185,6 +185,19 @@ async def _run_resumed(relay: Relay, downward: PolledDownward, got: Bytes) -> No
     relay.scope = None
 
 
+def begin_polled(relay: Relay, downward: PolledDownward) -> None:
+    """:func:`run_polled`'s start without a task (a tunnel opened in the poller's turn): the
+    same steps, then the tunnel idles as a run that left it (``_leave``), or goes on as
+    :func:`_resume` would go on with whatever the client's stream holds already."""
+    client = relay.pushable
+    assert client is not None
+    assert downward.nursery() is not None  # where the run goes on if it must wait
+    downward.begin()
+    client.set_forwarder(relay)
+    relay.on_end, client.tunnel_end = client.tunnel_end, None
+    _resume(relay)
+
+
 def _may_leave(relay: Relay, downward: PolledDownward) -> bool:
     """The tunnel idles, and a later task could go on with its run (see ``run_polled``)."""
     if relay.cancel_called or downward.nursery() is None:
