@@ -12,13 +12,16 @@ loopback sockets: the polled opening only dials IP addresses with the default di
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
 
 from h2ws_proxy.http2 import stream_tasks, tunnel_opening
+from h2ws_proxy.http2.stream import H2Stream
 from h2ws_proxy.relay.context import ServerStats
+from h2ws_proxy.relay.relay_state import Relay
 from h2ws_proxy.server.serve import BoundAddresses, serve
 from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import H2TestClient, open_h2_client
@@ -325,3 +328,38 @@ async def test_the_client_connection_closed_while_the_backend_answers(
     assert [(line["status"], line["end"]) for line in refused] == [("-", "client_aborted")]
     assert stats.backend_servers is not None
     assert [server["active"] for server in stats.backend_servers()] == [0]
+
+
+@PATHS
+async def test_an_ended_tunnel_leaves_no_garbage_cycle(
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+    proxy_records: ProxyRecords,
+    polled: bool,
+) -> None:
+    """Its objects go with their last reference (the stream's scope was the relay, which
+    holds the stream: every tunnel was cyclic garbage, each costing the collector)."""
+
+    async def echo(connection: BackendConnection) -> None:
+        await connection.accept(await connection.read_upgrade())
+        await connection.echo_until_eof()
+
+    async def test(case: Case) -> None:
+        gc.collect()
+        gc.disable()
+        try:
+            await echo_through(case.client, b"second")
+            await proxy_records.wait_for(
+                lambda record: (
+                    record.event == "tunnel.closed"
+                    and len(proxy_records.named("tunnel.closed")) == 2
+                ),
+                10,
+                "for the second tunnel",
+            )
+            alive = [type(o).__name__ for o in gc.get_objects() if type(o) in (Relay, H2Stream)]
+        finally:
+            gc.enable()
+        assert alive == []
+
+    await run_case(nursery, monkeypatch, polled, echo, test)

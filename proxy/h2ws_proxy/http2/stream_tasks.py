@@ -52,6 +52,19 @@ from h2ws_proxy.transport.poller import BackendPoller
 _NO_LENGTH_STATUSES = frozenset({204, 304})
 
 
+class _WorkOver:
+    """A stream's scope once its work is over: there is nothing left to cancel."""
+
+    __slots__ = ()
+    cancel_called = False
+
+    def cancel(self) -> None:
+        pass
+
+
+_WORK_OVER = _WorkOver()
+
+
 class H2TunnelFront:
     """One extended CONNECT stream as the tunnel relay's :class:`TunnelFront`.
 
@@ -300,6 +313,10 @@ class StreamTasks:
                 stream.reset(cancel=record.stats.end is not RelayEnd.BACKEND_ABORTED)
         elif not record.opened and not stream.local_ended:
             stream.reset(cancel=True)  # cancelled, or an answer cut short: say so
+        # The stream's scope is the tunnel's relay, which holds the stream: without this
+        # cycle the tunnel's objects go with their last reference, not in a garbage
+        # collection (bench/README.md, new tunnels).
+        stream.scope = _WORK_OVER
         self._forget(stream, record)
 
     def _end_drained(self, stream: H2Stream) -> None:
