@@ -18,8 +18,9 @@ Concurrency rules (STYLE §2.4):
   ``Event``); a single waiter (the writer, a stream's reader or sender) waits on a
   reusable :class:`~h2ws_proxy.transport.wakeup.Wakeup` and re-checks its condition after it.
 * R5. Tunnel tasks live in this connection's nursery; what cancels a stream's work is
-  ``H2Stream.scope`` (the dial's cancel scope, then the running tunnel), so a client reset
-  cancels either at once. An idle polled tunnel holds no task (relay/tunnel_polled.py).
+  ``H2Stream.scope`` (the opening, the dial's scope, then the running tunnel), so a client
+  reset cancels any at once. An opening that goes well (http2/tunnel_opening.py) and an
+  idle polled tunnel (relay/tunnel_polled.py) hold no task.
 
 Memory bounds: inbound, each stream holds at most the window we advertise, and credit for
 bytes a stream never consumed goes back when it ends (else the connection window would

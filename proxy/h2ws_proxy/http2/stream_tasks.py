@@ -3,8 +3,9 @@
 Rules:
 
 * What cancels a stream's work is ``H2Stream.scope``, so a client reset cancels it at once:
+  the opening that waits for the backend's answer without a task (``tunnel_opening.py``),
   a trio cancel scope around the backend dial (and a request), then the running tunnel
-  itself, which the stream adopts (``run_tunnel``).
+  itself, which the stream adopts (``run_tunnel``); once the work is over, nothing.
 * The relays (:mod:`~h2ws_proxy.relay.websocket_relay`, :mod:`~h2ws_proxy.relay.request_relay`)
   decide what the client sees; :class:`H2TunnelFront` and
   :class:`~h2ws_proxy.http2.client_side.H2ClientSide` say it in HTTP/2: the backend's 101

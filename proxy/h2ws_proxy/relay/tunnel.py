@@ -110,7 +110,8 @@ def run_tunnel(
 
     ``begin_now``: a polled run begins here, in the caller's turn, and returns None (the
     caller has no task to run it in: ``tunnel_polled.begin_polled``); the client stream's
-    ``tunnel_end`` hears of its end. Callers pass it only where the run is polled.
+    ``tunnel_end`` hears of its end. Callers pass it only where the run is polled and the
+    client sent nothing behind its request (an HTTP/2 stream).
     """
     # The caller may pass ``stats`` so that counters survive its own cancellation.
     stats = stats if stats is not None else RelayStats()
@@ -141,7 +142,8 @@ def run_tunnel(
         downward = PolledDownward(
             relay, pushable, backend_socket, poller, backend_leftover, open_tunnels
         )
-        if begin_now and not client_leftover:
+        if begin_now:
+            assert not client_leftover  # (see the docstring)
             begin_polled(relay, downward)
             return None
         return run_polled(relay, client_leftover, downward)
