@@ -116,10 +116,11 @@ def _open_polled(
         _continue_in_task(tasks, poller.nursery, stream, request, route, record, head)
         return True
     opening = _Opening(tasks, stream, request, route, record, head, backend, poller, balancer)
-    stream.adopt_scope(opening)
     poller.register(backend.fileno(), opening)
     if not opening.over:  # (the poller may have refused to watch it: handed off)
         poller.timers.arm(opening, server.config.limits.handshake_timeout_s, head.connected)
+        # Last: a cancel already asked for is carried over, and hands off at once.
+        stream.adopt_scope(opening)
     return True
 
 
