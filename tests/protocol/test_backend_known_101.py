@@ -1,4 +1,4 @@
-"""A backend's plain 101, remembered around its accept token (backend._Known101): the same
+"""A backend's plain 101, remembered around its accept token (backend.known_101.Known101): the same
 answer for a new key is taken without reading it again, with the very outcome that reading
 and checking it would have had; anything else is read and checked as before."""
 
@@ -10,6 +10,7 @@ import trio
 import trio.testing
 from wsproto.utilities import generate_accept_token
 
+from h2ws_proxy.backend import known_101 as remembered
 from h2ws_proxy.backend import upgrade as backend
 from h2ws_proxy.backend.upgrade import connect_and_upgrade
 from h2ws_proxy.config import BackendAddress, parse_backend
@@ -60,17 +61,17 @@ async def both_ways(answer_for: object, request: WebSocketRequest = REQUEST) -> 
     for _ in range(2):
         key = new_websocket_key()
         answer = answer_for(generate_accept_token(key))  # type: ignore[operator]
-        known = dict(backend._known_101s)
-        backend._known_101s.clear()
+        known = dict(remembered._known_101s)
+        remembered._known_101s.clear()
         fresh = await upgrade(answer, key, request)
-        backend._known_101s.clear()
-        backend._known_101s.update(known)
+        remembered._known_101s.clear()
+        remembered._known_101s.update(known)
         assert await upgrade(answer, key, request) == fresh
 
 
 @pytest.fixture(autouse=True)
 def forget_101s() -> None:
-    backend._known_101s.clear()
+    remembered._known_101s.clear()
 
 
 async def test_the_same_101_for_a_new_key_is_taken_as_known(
@@ -80,7 +81,7 @@ async def test_the_same_101_for_a_new_key_is_taken_as_known(
         return head_101(token, b"Sec-WebSocket-Protocol: chat\r\n") + b"tail"
 
     await both_ways(answer)
-    assert ADDRESS in backend._known_101s
+    assert ADDRESS in remembered._known_101s
 
     read = backend.read_interim_head
 
@@ -122,7 +123,7 @@ async def test_a_wrong_token_is_still_refused() -> None:
 
 async def test_a_head_that_repeats_the_token_is_not_kept() -> None:
     await both_ways(lambda token: head_101(token, b"X-Echo: " + token + b"\r\n"))
-    assert ADDRESS not in backend._known_101s
+    assert ADDRESS not in remembered._known_101s
 
 
 def _fields(request: WebSocketRequest) -> dict[str, object]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import os
 
 import h11
 import pytest
@@ -1270,6 +1271,30 @@ def test_new_websocket_key_is_valid_for_parse_h1_upgrade() -> None:
 def test_new_websocket_key_differs_each_call() -> None:
     keys = {new_websocket_key() for _ in range(200)}
     assert len(keys) == 200
+
+
+def test_new_websocket_key_uses_each_random_byte_once_across_refills() -> None:
+    # Keys come from random bytes drawn in bulk: past several refills, every key is the
+    # base64 of 16 bytes, and none repeats.
+    count = 3 * backend_handshake._RANDOM_BULK_BYTES // 16 + 5
+    keys = [new_websocket_key() for _ in range(count)]
+    assert len(set(keys)) == count
+    assert all(len(base64.b64decode(key, validate=True)) == 16 for key in keys)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_makes_keys_of_its_own() -> None:
+    new_websocket_key()  # the parent holds drawn bytes now
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next key, to the parent
+        os.write(write_end, new_websocket_key())
+        os._exit(0)
+    os.close(write_end)
+    child_key = os.read(read_end, 64)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert child_key != new_websocket_key()
 
 
 def test_new_websocket_key_round_trip_through_accept() -> None:

@@ -14,14 +14,15 @@ This is the one place where backend-side OS, trio and h11 exceptions become
 
 from __future__ import annotations
 
-import functools
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import h11
 import trio
-from wsproto.utilities import generate_accept_token
 
+from h2ws_proxy.backend.head_start import HeadStart, is_ip_literal_cached
+from h2ws_proxy.backend.known_101 import known_101, remember_101
 from h2ws_proxy.backend.tls import start_backend_tls
 from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.counters import Histogram
@@ -38,20 +39,19 @@ from h2ws_proxy.http.fields import end_to_end_response_headers
 from h2ws_proxy.http.handshake import BackendAccepted, WebSocketRequest
 from h2ws_proxy.http.upgrade_wire import InterimHead, UpgradeRequest, read_interim_head
 from h2ws_proxy.transport.capabilities import lean_backend
-from h2ws_proxy.transport.socket_stream import is_ip_literal, open_tcp_to_ip
+from h2ws_proxy.transport.socket_stream import open_tcp_to_ip
 
 #: How much to ask the kernel for per read on a backend socket.
 READ_SIZE = 65536
 
 ConnectBackend = Callable[[BackendAddress], Awaitable[trio.abc.HalfCloseableStream]]
 
-#: ``is_ip_literal`` remembered per host: the configuration names a few backend hosts, and
-#: parsing one with ``ipaddress`` on every new tunnel showed in profiles.
-_is_ip_literal = functools.lru_cache(maxsize=256)(is_ip_literal)
-
 
 def open_backend_stream(
-    address: BackendAddress, *, before_wait: Callable[[], object] | None = None
+    address: BackendAddress,
+    *,
+    before_wait: Callable[[], object] | None = None,
+    begun: tuple[socket.socket, int] | None = None,
 ) -> Awaitable[trio.abc.HalfCloseableStream]:
     """Open a TCP, TLS (``https``) or unix stream to ``address``; OS errors and failed TLS
     handshakes become BackendUnavailable.
@@ -59,12 +59,13 @@ def open_backend_stream(
     ``before_wait`` is called before anything that may wait; a connect to an IP address
     that completes at once (loopback, a near backend) calls it not at all, a TLS one always
     (its handshake waits for the server): the caller's connect timeout covers the handshake.
+    ``begun``: a TCP connect to an IP address begun already (``HeadStart.begun``).
 
     Sync, returning the dial's own coroutine: no frame of its own per new tunnel.
     """
     if address.scheme == "https":
         return _open_tls(address, before_wait)
-    return _open_socket(address, before_wait)
+    return _open_socket(address, before_wait, begun)
 
 
 async def _open_tls(
@@ -76,11 +77,15 @@ async def _open_tls(
 
 
 async def _open_socket(
-    address: BackendAddress, before_wait: Callable[[], object] | None
+    address: BackendAddress,
+    before_wait: Callable[[], object] | None,
+    begun: tuple[socket.socket, int] | None = None,
 ) -> trio.abc.HalfCloseableStream:
     try:
-        if address.scheme != "unix" and _is_ip_literal(address.host):
-            return await open_tcp_to_ip(address.host, address.port, before_wait=before_wait)
+        if address.scheme != "unix" and is_ip_literal_cached(address.host):
+            return await open_tcp_to_ip(
+                address.host, address.port, before_wait=before_wait, begun=begun
+            )
         if before_wait is not None:
             before_wait()
         if address.scheme == "unix":
@@ -116,6 +121,7 @@ def connect_and_upgrade(
     *,
     scope: trio.CancelScope | None = None,
     connect_times: Histogram | None = None,
+    head_start: HeadStart | None = None,
 ) -> Awaitable[BackendUpgraded]:
     """Connect to ``address`` and upgrade; the caller owns the returned stream.
 
@@ -132,14 +138,18 @@ def connect_and_upgrade(
 
     ``connect_times``: observes how long each connect that succeeded took.
 
+    ``head_start``: how far the dial got before its first wait (``head_start.py``): this
+    goes on from there, with the same deadlines (counted from its ``started`` and
+    ``connected``) and the same errors as a dial of its own.
+
     Sync, returning the upgrade's own coroutine (awaited at once, as an async function
     would be): no frame of its own per new tunnel.
     """
     if scope is not None:
         return _connect_and_upgrade(
-            address, upgrade, key, request, limits, connect, scope, connect_times
+            address, upgrade, key, request, limits, connect, scope, connect_times, head_start
         )
-    return _in_own_scope(address, upgrade, key, request, limits, connect, connect_times)
+    return _in_own_scope(address, upgrade, key, request, limits, connect, connect_times, head_start)
 
 
 async def _in_own_scope(
@@ -150,10 +160,11 @@ async def _in_own_scope(
     limits: Limits,
     connect: ConnectBackend,
     connect_times: Histogram | None,
+    head_start: HeadStart | None,
 ) -> BackendUpgraded:
     with trio.CancelScope() as own_scope:
         return await _connect_and_upgrade(
-            address, upgrade, key, request, limits, connect, own_scope, connect_times
+            address, upgrade, key, request, limits, connect, own_scope, connect_times, head_start
         )
     # Only the scope's own deadline cancels it, and that ends in BackendTimeout.
     raise AssertionError("connect_and_upgrade's scope swallowed its result")  # pragma: no cover
@@ -168,10 +179,11 @@ async def _connect_and_upgrade(
     connect: ConnectBackend,
     scope: trio.CancelScope,
     connect_times: Histogram | None,
+    head: HeadStart | None,
 ) -> BackendUpgraded:
     """:func:`connect_and_upgrade` with both limits on ``scope``'s deadline, in turn."""
     previous_deadline = scope.deadline
-    started = trio.current_time()
+    started = trio.current_time() if head is None else head.started
     deadline = started + limits.connect_timeout_s
     connect_deadline = deadline
 
@@ -180,20 +192,29 @@ async def _connect_and_upgrade(
 
     stream: trio.abc.HalfCloseableStream | None = None
     try:
-        if connect is open_backend_stream:
-            # A deadline only matters if the connect waits, and a loopback one never does:
-            # each deadline set is a trip through trio's deadline heap.
-            stream = await open_backend_stream(address, before_wait=hold_to_connect_timeout)
+        if head is not None and head.stream is not None:
+            stream, connected = head.stream, head.connected  # (its connect time observed)
         else:
-            hold_to_connect_timeout()
-            stream = await connect(address)
-        stream = lean_backend(stream)
-        connected = trio.current_time()
+            if connect is open_backend_stream:
+                # A deadline only matters if the connect waits, and a loopback one never
+                # does: each deadline set is a trip through trio's deadline heap.
+                stream = await open_backend_stream(
+                    address,
+                    before_wait=hold_to_connect_timeout,
+                    begun=head.begun if head is not None else None,
+                )
+            else:
+                hold_to_connect_timeout()
+                stream = await connect(address)
+            stream = lean_backend(stream)
+            connected = trio.current_time()
+            if connect_times is not None:
+                connect_times.observe(connected - started)
         deadline = scope.deadline = connected + limits.handshake_timeout_s
-        if connect_times is not None:
-            connect_times.observe(connected - started)
         try:
-            accepted, leftover = await _upgrade(stream, address, upgrade, key, request, limits)
+            accepted, leftover = await _upgrade(
+                stream, address, upgrade, key, request, limits, head
+            )
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
@@ -228,14 +249,23 @@ async def _upgrade(
     key: bytes,
     request: WebSocketRequest,
     limits: Limits,
+    head_start: HeadStart | None = None,
 ) -> tuple[BackendAccepted, bytes]:
     """Send the upgrade, read the answer; a plain ``101`` (after any other ``1xx``) is read
-    here, everything else by h11 (see upgrade_wire.py)."""
+    here, everything else by h11 (see upgrade_wire.py). With ``head_start``, only what it
+    did not send is sent, and what it read is read first (its error met first)."""
     try:
-        await stream.send_all(upgrade.data)
-        buffer = bytearray()
+        if head_start is None:
+            await stream.send_all(upgrade.data)
+            buffer = bytearray()
+        else:
+            if head_start.error is not None:
+                raise head_start.error
+            if head_start.unsent:
+                await stream.send_all(head_start.unsent)
+            buffer = bytearray(head_start.received)
         searched = 0  # how far the buffer holds no head's end (a slow sender costs O(n))
-        known = _known_101s.get(address)
+        known = known_101(address)
         first = True  # no head read yet
         while True:
             if known is not None and first and (answer := known.match(buffer, key, request)):
@@ -252,7 +282,7 @@ async def _upgrade(
                 if head.status == 101:
                     accepted = check_backend_101(head.headers, key, request)
                     if first:
-                        _remember_101(address, bytes(buffer[: head.size]), key, request, accepted)
+                        remember_101(address, bytes(buffer[: head.size]), key, request, accepted)
                     return accepted, bytes(buffer[head.size :])
                 del buffer[: head.size]
                 searched = 0
@@ -261,63 +291,6 @@ async def _upgrade(
             return await _upgrade_with_h11(stream, upgrade, bytes(buffer), key, request, limits)
     except (trio.BrokenResourceError, OSError) as error:
         raise BackendUnavailable(f"backend connection broke during the upgrade: {error}") from error
-
-
-@dataclass(frozen=True, slots=True)
-class _Known101:
-    """A plain ``101`` a backend sent as its first answer, split around its accept token.
-
-    A backend answers tunnel after tunnel with the same head but for that token (our key's).
-    The same bytes with the token for a new key, to a request with the same offers, are
-    the same answer: :func:`read_interim_head` would split them into the same fields (the
-    token holds no line end, and appeared once), :func:`check_backend_101` would find
-    every check as before and the token right, and build the same :class:`BackendAccepted`
-    (the token is not relayed). Reading and checking them again cost more than the rest
-    of the upgrade's Python.
-    """
-
-    before: bytes
-    after: bytes  #: to the end of the head, its blank line included
-    offers: tuple[tuple[bytes, ...], tuple[bytes, ...]]
-    accepted: BackendAccepted
-
-    def match(
-        self, buffer: bytearray, key: bytes, request: WebSocketRequest
-    ) -> tuple[BackendAccepted, bytes] | None:
-        """This answer again at the start of ``buffer`` (and what trails it), or None."""
-        if not buffer.startswith(self.before) or self.offers != _offers(request):
-            return None
-        token = generate_accept_token(key)
-        end = len(self.before) + len(token)
-        if buffer[len(self.before) : end] != token or not buffer.startswith(self.after, end):
-            return None
-        return self.accepted, bytes(buffer[end + len(self.after) :])
-
-
-#: The last plain 101 per backend (the configured backends bound it; emptied when full).
-_known_101s: dict[BackendAddress, _Known101] = {}
-_KNOWN_101S_MAX = 64
-
-
-def _remember_101(
-    address: BackendAddress,
-    head: bytes,
-    key: bytes,
-    request: WebSocketRequest,
-    accepted: BackendAccepted,
-) -> None:
-    token = generate_accept_token(key)
-    if head.count(token) != 1:
-        return
-    before, after = head.split(token)
-    if len(_known_101s) >= _KNOWN_101S_MAX:
-        _known_101s.clear()
-    _known_101s[address] = _Known101(before, after, _offers(request), accepted)
-
-
-def _offers(request: WebSocketRequest) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-    """What of the request :func:`check_backend_101` reads besides the key."""
-    return request.subprotocols, request.extension_names
 
 
 async def _upgrade_with_h11(

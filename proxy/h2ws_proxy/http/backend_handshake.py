@@ -21,8 +21,8 @@ send, and the client none of the backend's hop-by-hop or handshake-only fields
 from __future__ import annotations
 
 import base64
+import os
 import re
-import secrets
 
 import h11
 from wsproto.utilities import generate_accept_token
@@ -53,8 +53,30 @@ _HANDSHAKE_ONLY = frozenset({b"sec-websocket-accept", b"content-length"})
 
 
 def new_websocket_key() -> bytes:
-    """A fresh random nonce for ``Sec-WebSocket-Key`` (RFC 6455 §4.1 item 7)."""
-    return base64.b64encode(secrets.token_bytes(16))
+    """A fresh random nonce for ``Sec-WebSocket-Key`` (RFC 6455 §4.1 item 7): 16 bytes of
+    the OS's randomness, drawn in bulk (one ``getrandom`` per new tunnel was one of its
+    few system calls); each byte is used for one key only."""
+    global _random, _random_at
+    at = _random_at
+    if at + 16 > len(_random):
+        _random, at = os.urandom(_RANDOM_BULK_BYTES), 0
+    _random_at = at + 16
+    return base64.b64encode(_random[at : at + 16])
+
+
+#: Random bytes for the keys, drawn _RANDOM_BULK_BYTES at a time, and how far they are used.
+_RANDOM_BULK_BYTES = 4096
+_random = b""
+_random_at = 0
+
+
+def _forget_random() -> None:
+    """A forked child draws its own: two processes must not make the same keys."""
+    global _random, _random_at
+    _random, _random_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_random)
 
 
 def build_backend_upgrade(

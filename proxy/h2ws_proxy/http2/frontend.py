@@ -18,8 +18,9 @@ Concurrency rules (STYLE §2.4):
   ``Event``); a single waiter (the writer, a stream's reader or sender) waits on a
   reusable :class:`~h2ws_proxy.transport.wakeup.Wakeup` and re-checks its condition after it.
 * R5. Tunnel tasks live in this connection's nursery; what cancels a stream's work is
-  ``H2Stream.scope`` (the dial's cancel scope, then the running tunnel), so a client reset
-  cancels either at once. An idle polled tunnel holds no task (relay/tunnel_polled.py).
+  ``H2Stream.scope`` (the opening, the dial's scope, then the running tunnel), so a client
+  reset cancels any at once. An opening that goes well (http2/tunnel_opening.py) and an
+  idle polled tunnel (relay/tunnel_polled.py) hold no task.
 
 Memory bounds: inbound, each stream holds at most the window we advertise, and credit for
 bytes a stream never consumed goes back when it ends (else the connection window would
@@ -62,6 +63,7 @@ from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 from h2ws_proxy.http2.stream_registry import StreamRegistry
 from h2ws_proxy.http2.stream_tasks import StreamTasks
+from h2ws_proxy.http2.tunnel_opening import start_tunnel
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.transport.capabilities import as_client_stream
@@ -77,8 +79,7 @@ _READ_SIZE = 65536
 _FINAL_FLUSH_S = 5.0
 _POLLER_NAME = "h2ws_proxy.http2.frontend.backend_poller"
 _TIMERS_NAME = "h2ws_proxy.http2.frontend.timers"
-#: Constant task names: trio would otherwise format one from the bound method per stream.
-_TUNNEL_TASK_NAME = "h2ws_proxy.http2.frontend.tunnel"
+#: A constant task name: trio would otherwise format one from the bound method per stream.
 _EXCHANGE_TASK_NAME = "h2ws_proxy.http2.frontend.exchange"
 
 
@@ -378,9 +379,7 @@ class H2Frontend:
         life.stream_opened()
         assert self._nursery is not None
         if is_tunnel(head):
-            self._nursery.start_soon(
-                self._tasks.serve_tunnel, stream, request, route, name=_TUNNEL_TASK_NAME
-            )
+            start_tunnel(self._tasks, self._nursery, stream, request, route)
             return
         stream.exchange = True
         stream.phase = StreamPhase.OPEN  # its DATA is the request body

@@ -3,8 +3,9 @@
 Rules:
 
 * What cancels a stream's work is ``H2Stream.scope``, so a client reset cancels it at once:
+  the opening that waits for the backend's answer without a task (``tunnel_opening.py``),
   a trio cancel scope around the backend dial (and a request), then the running tunnel
-  itself, which the stream adopts (``run_tunnel``).
+  itself, which the stream adopts (``run_tunnel``); once the work is over, nothing.
 * The relays (:mod:`~h2ws_proxy.relay.websocket_relay`, :mod:`~h2ws_proxy.relay.request_relay`)
   decide what the client sees; :class:`H2TunnelFront` and
   :class:`~h2ws_proxy.http2.client_side.H2ClientSide` say it in HTTP/2: the backend's 101
@@ -26,6 +27,8 @@ from typing import cast
 
 import trio
 
+from h2ws_proxy.backend.head_start import HeadStart
+from h2ws_proxy.backend.upgrade import BackendUpgraded
 from h2ws_proxy.config import Limits, RouteConfig
 from h2ws_proxy.errors import BackendRejected, ProxyError
 from h2ws_proxy.h2session import ErrorCode, StreamUnusable
@@ -39,14 +42,28 @@ from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
 from h2ws_proxy.relay.outcome import RelayEnd
-from h2ws_proxy.relay.record import RelayRecord
+from h2ws_proxy.relay.record import RelayRecord, tunnel_opened
 from h2ws_proxy.relay.request_relay import relay_request
-from h2ws_proxy.relay.websocket_relay import open_tunnel, opened_tunnel
+from h2ws_proxy.relay.websocket_relay import begin_opened_tunnel, open_tunnel, opened_tunnel
+from h2ws_proxy.transport.capabilities import as_pollable
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 
 #: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
 _NO_LENGTH_STATUSES = frozenset({204, 304})
+
+
+class _WorkOver:
+    """A stream's scope once its work is over: there is nothing left to cancel."""
+
+    __slots__ = ()
+    cancel_called = False
+
+    def cancel(self) -> None:
+        pass
+
+
+_WORK_OVER = _WorkOver()
 
 
 class H2TunnelFront:
@@ -146,8 +163,9 @@ class StreamTasks:
     ) -> None:
         self.session = session
         self._writer = writer
-        self._server = server
+        self._server = self.server = server
         self._info = info
+        self.client_address = info.address
         self.limits: Limits = server.config.limits
         #: Answers a stream with a ProxyError's status (the registry's refusal).
         self.refuse = refuse
@@ -174,10 +192,10 @@ class StreamTasks:
         record.refused(error)
         record.log(self._server.stats.counters)
 
-    async def serve_tunnel(
+    def tunnel_record(
         self, stream: H2Stream, request: WebSocketRequest, route: RouteConfig
-    ) -> None:
-        record = RelayRecord.begin(
+    ) -> RelayRecord:
+        return RelayRecord.begin(
             "h2",
             self._info.connection_id,
             request.path,
@@ -187,6 +205,19 @@ class StreamTasks:
             client=self._info.peer,
             headers=request.headers,
         )
+
+    async def serve_tunnel(
+        self,
+        stream: H2Stream,
+        request: WebSocketRequest,
+        route: RouteConfig,
+        record: RelayRecord | None = None,
+        head_start: HeadStart | None = None,
+    ) -> None:
+        """``record`` and ``head_start``: an opening begun outside this task
+        (``tunnel_opening.py``)."""
+        if record is None:
+            record = self.tunnel_record(stream, request, route)
         front = H2TunnelFront(self, stream)
         try:
             # The stream's scope holds the dial's deadlines, and is left once the backend
@@ -196,14 +227,21 @@ class StreamTasks:
             upgraded, left = None, False
             with front.scope:
                 upgraded = await open_tunnel(
-                    front, request, route, record, self._server, self._info.address, self._writer
+                    front,
+                    request,
+                    route,
+                    record,
+                    self._server,
+                    self._info.address,
+                    self._writer,
+                    head_start,
                 )
             if upgraded is None:
                 return
             # This frame may live as long as the tunnel: keep no handshake objects alive in
             # it (nor the front: the run holds what it needs).
             tunnel = opened_tunnel(front, upgraded, record, self._server)
-            del upgraded, request, front
+            del upgraded, request, front, head_start
             # ``count_tunnel()`` by hand: no context manager and its bound ``__exit__``
             # held in this frame for the tunnel's life (idle memory, bench/README.md).
             self._server.stats.tunnels += 1
@@ -221,6 +259,30 @@ class StreamTasks:
         finally:
             if not left:
                 self._finish_tunnel(stream, record)
+
+    def begin_opened(
+        self, stream: H2Stream, record: RelayRecord, upgraded: BackendUpgraded
+    ) -> None:
+        """A tunnel opened outside a task (``tunnel_opening.py``): ``open_tunnel``'s answer
+        and ``serve_tunnel``'s start, its run begun without a task (``begin_now``)."""
+        front = H2TunnelFront(self, stream)
+        batch = self._writer.begin_own_batch()
+        try:
+            answer = front.answer_upgrade(upgraded.accepted, record)
+        finally:
+            if batch:
+                self._writer.end_batch()
+        if answer is None:  # the client left while the backend was answering
+            backend = as_pollable(upgraded.stream)
+            assert backend is not None  # (a socket of ours: ``tunnel_opening.py``)
+            backend.close_now()
+            self._finish_tunnel(stream, record)
+            return
+        record.status, record.opened = front.open_status, True
+        tunnel_opened(record, self._server.stats.counters)
+        self._server.stats.tunnels += 1
+        stream.tunnel_end = _TunnelEnd(self, stream, record)
+        begin_opened_tunnel(front, upgraded, record, self._server)  # (a polled run)
 
     def tunnel_ended(self, stream: H2Stream, record: RelayRecord) -> None:
         """A tunnel whose run went on without its task ended (``_TunnelEnd``)."""
@@ -252,6 +314,10 @@ class StreamTasks:
                 stream.reset(cancel=record.stats.end is not RelayEnd.BACKEND_ABORTED)
         elif not record.opened and not stream.local_ended:
             stream.reset(cancel=True)  # cancelled, or an answer cut short: say so
+        # The stream's scope is the tunnel's relay, which holds the stream: without this
+        # cycle the tunnel's objects go with their last reference, not in a garbage
+        # collection (bench/README.md, new tunnels).
+        stream.scope = _WORK_OVER
         self._forget(stream, record)
 
     def _end_drained(self, stream: H2Stream) -> None:

@@ -53,7 +53,7 @@ from h2ws_proxy.relay.pump_steps import (
     pass_draining,
 )
 from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay, SideBroke
-from h2ws_proxy.relay.tunnel_polled import run_polled
+from h2ws_proxy.relay.tunnel_polled import begin_polled, run_polled
 from h2ws_proxy.transport.capabilities import as_pollable
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
@@ -77,7 +77,8 @@ def run_tunnel(
     open_tunnels: OpenTunnels | None = None,
     untracked_reporter: UntrackedReporter | None = None,
     on_close_handshake: Callable[[], None] | None = None,
-) -> Awaitable[RelayStats]:
+    begin_now: bool = False,
+) -> Awaitable[RelayStats] | None:
     """Relay until both sides are done or one breaks; always closes the backend stream.
 
     Never raises for peer behaviour: how it ended is in the returned stats. The caller's
@@ -106,6 +107,11 @@ def run_tunnel(
 
     Sync: it returns the run's coroutine (await it at once), so no frame of its own stays
     parked for the tunnel's life (idle memory, bench/README.md).
+
+    ``begin_now``: a polled run begins here, in the caller's turn, and returns None (the
+    caller has no task to run it in: ``tunnel_polled.begin_polled``); the client stream's
+    ``tunnel_end`` hears of its end. Callers pass it only where the run is polled and the
+    client sent nothing behind its request (an HTTP/2 stream).
     """
     # The caller may pass ``stats`` so that counters survive its own cancellation.
     stats = stats if stats is not None else RelayStats()
@@ -136,6 +142,10 @@ def run_tunnel(
         downward = PolledDownward(
             relay, pushable, backend_socket, poller, backend_leftover, open_tunnels
         )
+        if begin_now:
+            assert not client_leftover  # (see the docstring)
+            begin_polled(relay, downward)
+            return None
         return run_polled(relay, client_leftover, downward)
     return _run_pumps(relay, scope, open_tunnels, client_leftover, backend_leftover)
 

@@ -9,11 +9,13 @@ is left for a task is what must wait, so a task runs only then.
 
 Rules:
 
-* :func:`run_polled` runs in the task that opened the tunnel; once the tunnel idles (the
-  client's stream has nothing for it) the task leaves (:func:`_leave`): an idle tunnel holds
-  no task, context, cancel scope or coroutine frames (bench/README.md, idle memory). What
-  would have woken the task calls :func:`_resume` instead, synchronously, in whichever task
-  it happens (the reader, the poller, the timers, the frontend).
+* :func:`run_polled` runs in the task that opened the tunnel (or :func:`begin_polled`
+  begins it where a tunnel opened without a task: ``http2/tunnel_opening.py``); once the
+  tunnel idles (the client's stream has nothing for it) the task leaves (:func:`_leave`):
+  an idle tunnel holds no task, context, cancel scope or coroutine frames
+  (bench/README.md, idle memory). What would have woken the task calls :func:`_resume`
+  instead, synchronously, in whichever task it happens (the reader, the poller, the
+  timers, the frontend).
 * :func:`_resume` ends the tunnel there when nothing must wait (a cancel, a timer, a client
   reset, the client's end after the backend's end): the same settling as the run's end,
   then the front end's part (``Relay.on_end``). Anything else (bytes the backend did not
@@ -183,6 +185,20 @@ async def _run_resumed(relay: Relay, downward: PolledDownward, got: Bytes) -> No
     with scope:
         await run_polled(relay, b"", downward, got)
     relay.scope = None
+
+
+def begin_polled(relay: Relay, downward: PolledDownward) -> None:
+    """:func:`run_polled`'s start without a task (a tunnel opened in the poller's turn): the
+    same steps, then the tunnel idles as a run that left it (``_leave``), or goes on as
+    :func:`_resume` would go on with whatever the client's stream holds already."""
+    client = relay.pushable
+    assert client is not None
+    assert client.tunnel_end is not None  # who hears of the end (``_report_end``)
+    assert downward.nursery() is not None  # where the run goes on if it must wait
+    downward.begin()
+    client.set_forwarder(relay)
+    relay.on_end, client.tunnel_end = client.tunnel_end, None
+    _resume(relay)
 
 
 def _may_leave(relay: Relay, downward: PolledDownward) -> bool:

@@ -29,6 +29,7 @@ import trio
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.backend.h2.pool import SpeaksHttp11
 from h2ws_proxy.backend.h2.tunnel import open_h2_tunnel
+from h2ws_proxy.backend.head_start import HeadStart
 from h2ws_proxy.backend.upgrade import BackendUpgraded, connect_and_upgrade
 from h2ws_proxy.config import BackendAddress, RouteConfig
 from h2ws_proxy.errors import (
@@ -69,19 +70,24 @@ async def open_tunnel(
     server: ServerContext,
     client_address: str | None,
     output: OutputBatch | None = None,
+    head_start: HeadStart | None = None,
 ) -> BackendUpgraded | None:
     """Dial and upgrade the backend, answer the client; the upgraded backend, or None.
 
     None when the client got a refusal or the backend's own answer, or is gone (then the
     backend is closed already). With an upgraded backend, :func:`opened_tunnel` is next.
     ``output``: where the front end's queued answer goes out (see the module docstring).
+    ``head_start``: the dial begun already, with its server taken (``head_start.py``).
     """
-    key = new_websocket_key()
     balancer = server.balancers.of(route.backend)
     try:
-        upgrade = build_backend_upgrade(request, route, key, client_address)
-        # The usual route of one server: no choice, no retry, no extra frame.
-        only = balancer.take_at_once()
+        if head_start is None:
+            key = new_websocket_key()
+            upgrade = build_backend_upgrade(request, route, key, client_address)
+            # The usual route of one server: no choice, no retry, no extra frame.
+            only = balancer.take_at_once()
+        else:
+            key, upgrade, only = head_start.key, head_start.upgrade, head_start.server
         if only is None:
             upgraded = await _dial_a_server(
                 balancer, front, request, route, upgrade, key, record, server, client_address
@@ -90,7 +96,15 @@ async def open_tunnel(
             record.backend = only.label
             try:
                 upgraded = await _upgrade_at(
-                    only.address, upgrade, key, request, route, server, front.scope, client_address
+                    only.address,
+                    upgrade,
+                    key,
+                    request,
+                    route,
+                    server,
+                    front.scope,
+                    client_address,
+                    head_start,
                 )
             except BaseException:
                 balancer.give_back(only)
@@ -177,17 +191,19 @@ def _upgrade_at(
     server: ServerContext,
     scope: trio.CancelScope | None,
     client_address: str | None,
+    head_start: HeadStart | None = None,
 ) -> Awaitable[BackendUpgraded]:
     """Open the backend's leg at ``address``: an extended CONNECT on a shared HTTP/2
     connection to a server that speaks it, else (or when an ``auto`` server chose
-    HTTP/1.1) an HTTP/1.1 upgrade on a connection of the tunnel's own.
+    HTTP/1.1) an HTTP/1.1 upgrade on a connection of the tunnel's own (``head_start``:
+    one begun already, to a server that speaks HTTP/1.1).
 
     Sync, returning the dial's own coroutine: no frame of its own per new tunnel."""
     if address.speaks_h2 and not server.h2_backends.speaks_http11(address):
         return _upgrade_over_h2(
             address, upgrade, key, request, route, server, scope, client_address
         )
-    return _upgrade_over_http11(address, upgrade, key, request, server, scope)
+    return _upgrade_over_http11(address, upgrade, key, request, server, scope, head_start)
 
 
 async def _upgrade_over_h2(
@@ -217,6 +233,7 @@ def _upgrade_over_http11(
     request: WebSocketRequest,
     server: ServerContext,
     scope: trio.CancelScope | None,
+    head_start: HeadStart | None = None,
 ) -> Awaitable[BackendUpgraded]:
     return connect_and_upgrade(
         address.over_http11() if address.speaks_h2 else address,
@@ -227,6 +244,7 @@ def _upgrade_over_http11(
         server.connect_backend,
         scope=scope,
         connect_times=server.stats.counters.backend_connect_seconds,
+        head_start=head_start,
     )
 
 
@@ -243,6 +261,31 @@ def opened_tunnel(
     Sync, and it returns ``run_tunnel``'s own coroutine: no frame of its own stays alive
     for the tunnel's life (idle memory per tunnel, bench/README.md).
     """
+    run = _run_tunnel(front, upgraded, record, server, begin_now=False)
+    assert run is not None
+    return run
+
+
+def begin_opened_tunnel(
+    front: TunnelFront,
+    upgraded: BackendUpgraded,
+    record: RelayRecord,
+    server: ServerContext,
+) -> None:
+    """:func:`opened_tunnel`'s run begun in the caller's turn, without a task; only where
+    it is polled (``run_tunnel``'s ``begin_now``): the client stream's ``tunnel_end``
+    hears of its end."""
+    _run_tunnel(front, upgraded, record, server, begin_now=True)
+
+
+def _run_tunnel(
+    front: TunnelFront,
+    upgraded: BackendUpgraded,
+    record: RelayRecord,
+    server: ServerContext,
+    *,
+    begin_now: bool,
+) -> Awaitable[RelayStats] | None:
     limits = server.config.limits
     return run_tunnel(
         front.tunnel_client,
@@ -258,4 +301,5 @@ def opened_tunnel(
         open_tunnels=server.tunnels,
         untracked_reporter=record,
         on_close_handshake=upgraded.on_close_handshake,
+        begin_now=begin_now,
     )

@@ -268,7 +268,11 @@ def is_ip_literal(host: str) -> bool:
 
 
 async def open_tcp_to_ip(
-    host: str, port: int, *, before_wait: Callable[[], object] | None = None
+    host: str,
+    port: int,
+    *,
+    before_wait: Callable[[], object] | None = None,
+    begun: tuple[socket.socket, int] | None = None,
 ) -> LeanSocketStream:
     """Connect to an IP address literal; OS errors propagate as ``OSError``.
 
@@ -285,7 +289,30 @@ async def open_tcp_to_ip(
     receive waits for readability before it reads: nothing has been sent on it yet, so
     an immediate ``recv`` would only find the queue empty. ``before_wait`` is called only
     if the connection has to be waited for (the caller's connect timeout goes on then).
+    ``begun``: :func:`begin_tcp_to_ip`'s result, where the caller began the connect itself.
     """
+    sock, code = begun if begun is not None else begin_tcp_to_ip(host, port)
+    try:
+        if code in _CONNECT_IN_PROGRESS:
+            if before_wait is not None:
+                before_wait()
+            await trio.lowlevel.wait_writable(sock)
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not code:
+            await trio.lowlevel.checkpoint_if_cancelled()
+    except BaseException:
+        sock.close()
+        raise
+    if code:
+        sock.close()
+        raise OSError(code, os.strerror(code))
+    return connected_stream(sock)
+
+
+def begin_tcp_to_ip(host: str, port: int) -> tuple[socket.socket, int]:
+    """:func:`open_tcp_to_ip`'s part that never waits: the socket, its options, the connect
+    begun; with 0 if the connection completed at once, else ``connect``'s error number (in
+    progress, or failed). OS errors before the connect propagate (nothing was sent)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | _SOCK_NONBLOCK)
     try:
@@ -300,24 +327,19 @@ async def open_tcp_to_ip(
         # ``connect_ex``: "in progress", the usual answer, as a number rather than an
         # exception raised and caught.
         code = sock.connect_ex((host, port))
-        if code in _CONNECT_IN_PROGRESS:
-            if _connected(sock):
-                code = 0
-            else:
-                if before_wait is not None:
-                    before_wait()
-                await trio.lowlevel.wait_writable(sock)
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if not code:
-            await trio.lowlevel.checkpoint_if_cancelled()
+        if code in _CONNECT_IN_PROGRESS and _connected(sock):
+            code = 0
     except BaseException:
         sock.close()
         raise
-    if code:
-        sock.close()
-        raise OSError(code, os.strerror(code))
+    return sock, code
+
+
+def connected_stream(sock: socket.socket) -> LeanSocketStream:
+    """A socket whose connect just completed as a stream; its first receive waits before it
+    reads (nothing was sent on it yet, so an immediate ``recv`` would find nothing)."""
     stream = LeanSocketStream(sock)
-    stream._drained = True  # see above: the first receive waits before it reads
+    stream._drained = True
     return stream
 
 
