@@ -61,7 +61,7 @@ class PushableClient(Protocol):
     Its callbacks are objects, not functions: a bound method or a closure is memory that
     every idle tunnel pays (bench/README.md, idle memory)."""
 
-    def send_now(self, data: memoryview) -> int: ...
+    def send_now(self, data: bytes | memoryview) -> int: ...
     def receive_nowait(self, max_bytes: int | None) -> bytes | None: ...
     def park_receiver(self) -> Awaitable[object]: ...
     def end_now(self) -> None: ...
@@ -239,11 +239,14 @@ class Relay:
 
     def activity(self) -> None:
         """Bytes moved: both timers start over (the deadline follows within the slack)."""
-        now = self.stats.last_activity = trio.current_time()
-        if now - self.armed_at >= TIMER_SLACK_S:
-            if self.timers is not None:
+        timers = self.timers
+        if timers is not None:
+            now = self.stats.last_activity = timers.now()  # trio.current_time(), in one call
+            if now - self.armed_at >= TIMER_SLACK_S:
                 self._arm_fresh(now)
-            else:
+        else:
+            now = self.stats.last_activity = trio.current_time()
+            if now - self.armed_at >= TIMER_SLACK_S:
                 self._arm()
 
     def half_closed(self) -> None:
