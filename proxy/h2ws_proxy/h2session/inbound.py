@@ -134,7 +134,7 @@ class Receiver(HeaderBlocks):
                 ):
                     self._recv_window -= length
                     stream.recv_window -= length
-                    ended = bool(flags & _END_STREAM)
+                    ended = flags & _END_STREAM != 0  # (no bool() call)
                     events.append(data_received(stream_id, payload, length, ended))
                     if ended:
                         self._remote_ended(stream)

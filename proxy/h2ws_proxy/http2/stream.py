@@ -132,10 +132,8 @@ class H2Stream(trio.abc.HalfCloseableStream):
 
     # ---- called by the frontend's reader (synchronous, never blocks) ----
 
-    def feed_data(self, data: bytes, flow_controlled_length: int) -> None:
-        """Buffer ``data`` from a DATA frame; padding's credit goes back immediately."""
-        if flow_controlled_length != len(data):  # padding
-            self.session.acknowledge(self.stream_id, flow_controlled_length - len(data))
+    def feed_data(self, data: bytes) -> None:
+        """Buffer ``data`` from a DATA frame (the session credited its padding already)."""
         if not data:
             return
         forwarder = self._forwarder

@@ -84,7 +84,7 @@ class StreamRegistry:
             and data
             and not event.end_stream
         ):
-            stream.feed_data(data, len(data))  # an open tunnel's message: the common case
+            stream.feed_data(data)  # an open tunnel's message: the common case
             return
         if not data and not event.end_stream:
             self._count_empty_frame()  # padding does not make a frame less empty
@@ -112,7 +112,7 @@ class StreamRegistry:
             self.session.acknowledge(stream.stream_id, length)
             self.fail_stream(stream.stream_id, f"malformed request: {problem}")
             return
-        stream.feed_data(data, length)
+        stream.feed_data(data)
 
     def on_stream_ended(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)

@@ -190,15 +190,15 @@ class Relay:
         """The client's ``data``, sent to the backend as far as it takes it without
         waiting: how much went. Only while a pump waits with nothing held (see
         ``H2Stream.set_forwarder``), never once the scope is cancelled."""
-        backend = self.backend_socket
-        if backend is None or self.up.draining:
+        backend, up = self.backend_socket, self.up
+        if backend is None or up.draining:
             return 0  # the pump passes the rest of the frame, then our Close
         try:
             sent = backend.send_nowait(data)
         except STREAM_GONE:
             return 0  # the pump meets the error on its own next send
         if sent:
-            self.up.feed(data if sent == len(data) else data[:sent])
+            up.feed(data if sent == len(data) else data[:sent])
             self.stats.bytes_up += sent
             self.activity()
         return sent
