@@ -161,12 +161,13 @@ class H2Session(Receiver):
         frame_size = self.peer_settings.max_frame_size
         out = self.outbound
         header = f.FRAME_HEADER
+        view = memoryview(data)  # frames sliced without a copy each
         sent = 0
         while sent < allowed:
             chunk = min(frame_size, allowed - sent)
             last = end_stream and sent + chunk == size
             out += header.pack(chunk >> 8, chunk & 0xFF, f.DATA, int(last), stream_id)
-            out += data[sent : sent + chunk]
+            out += view[sent : sent + chunk]
             sent += chunk
         self._send_window -= allowed
         stream.send_window -= allowed
