@@ -15,6 +15,7 @@ total after 1 + K runs, and divided by K x units. Two runs of the same tree agre
     .venv/bin/python bench/instructions.py --scenario get           # sequential GETs (h2load)
     .venv/bin/python bench/instructions.py --scenario get16         # 4 x 16 GETs in flight
     .venv/bin/python bench/instructions.py --scenario pingpong      # one tunnel, 64 B messages
+    .venv/bin/python bench/instructions.py --scenario echo64        # 64 tunnels on 2 conns, 64 B
     .venv/bin/python bench/instructions.py --scenario bulk          # one tunnel, 64 KiB x 8
     .venv/bin/python bench/instructions.py --compare /tmp/base      # A/B against another tree
     .venv/bin/python bench/instructions.py --scenario get --log-level info  # with access lines
@@ -22,7 +23,11 @@ total after 1 + K runs, and divided by K x units. Two runs of the same tree agre
     .venv/bin/python bench/instructions.py --tls --scenario echo    # TLS ping-pong, 64 B
 
 ``--tls`` serves the client over TLS (a certificate from ``trustme``) for the scenarios the
-bench client drives (``open``, ``echo``, ``bulk``); ``echo`` is ping-pong through that client.
+bench client drives (``open``, ``echo``, ``echo64``, ``bulk``); ``echo`` is ping-pong through
+that client. ``echo64`` is the batched case: 64 tunnels each ping-ponging at once, so one
+read or backend round carries several tunnels' messages (its count moves more between runs
+than a sequential scenario's, and each run's 64 tunnel openings are in it: about a tenth of
+the count, which a change to the message path alone moves less than it moves the messages).
 
 ``--compare DIR`` counts the proxy from the source tree DIR too (``DIR/proxy`` on
 ``PYTHONPATH``, e.g. ``git archive HEAD~3 proxy | tar -x -C DIR``) and prints the ratio.
@@ -115,6 +120,32 @@ SCENARIOS = {
         2000,
         "message",
     ),
+    # As bench/compare.py's echo256, smaller: 64 tunnels on 2 connections, each ping-ponging
+    # 64 B messages at once, so reads and backend rounds carry several tunnels' frames.
+    "echo64": Scenario(
+        "echo64",
+        "bench",
+        tuple(
+            [
+                "--mode",
+                "echo",
+                "--connections",
+                "2",
+                "--tunnels",
+                "64",
+                "--size",
+                "64",
+                "--depth",
+                "1",
+                "--messages",
+                "12800",
+                "--seconds",
+                "600",
+            ]
+        ),
+        12800,
+        "message",
+    ),
     "get": Scenario("get", "h2load", ("-n", "500", "-c", "1", "-m", "1"), 500, "request"),
     # As bench/compare.py drives GETs: 4 connections with 16 requests in flight on each.
     "get16": Scenario("get16", "h2load", ("-n", "2000", "-c", "4", "-m", "16"), 2000, "request"),
@@ -169,7 +200,7 @@ def main() -> None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     scenario = SCENARIOS[options.scenario]
     if options.tls and scenario.client != "bench":
-        raise SystemExit("--tls: only the bench client's scenarios (open, echo, bulk)")
+        raise SystemExit("--tls: only the bench client's scenarios (open, echo, echo64, bulk)")
     backend, ws_port = _start_backend(NODE_DIR / "ws_echo_backend.mjs")
     get_backend, get_port = _start_backend(REPO / "bench" / "node" / "echo_backend.mjs")
     counts: list[float] = []

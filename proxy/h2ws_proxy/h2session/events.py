@@ -81,6 +81,27 @@ class DataReceived(Event):
     end_stream: bool
 
 
+_new = object.__new__
+_SET_DATA_FIELDS = tuple(
+    DataReceived.__dict__[name].__set__
+    for name in ("stream_id", "data", "flow_controlled_length", "end_stream")
+)
+
+
+def data_received(stream_id: int, data: bytes, length: int, end_stream: bool) -> DataReceived:
+    """``DataReceived(stream_id, data, length, end_stream)``, the same object, made faster:
+    the receive loop makes one per DATA frame. A frozen dataclass's ``__init__`` sets each
+    field through ``object.__setattr__`` (a look-up and a generic call each); this sets
+    the slots through their own descriptors."""
+    event = _new(DataReceived)
+    set_id, set_data, set_length, set_end = _SET_DATA_FIELDS
+    set_id(event, stream_id)
+    set_data(event, data)
+    set_length(event, length)
+    set_end(event, end_stream)
+    return event
+
+
 @dataclass(frozen=True, slots=True)
 class StreamReset(Event):
     """``stream_id`` was reset: by the peer (``remote``) or by us for a stream error."""

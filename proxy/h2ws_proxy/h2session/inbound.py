@@ -47,6 +47,7 @@ from h2ws_proxy.h2session.events import (
     SettingsAcknowledged,
     StreamReset,
     WindowUpdated,
+    data_received,
 )
 from h2ws_proxy.h2session.flow import window_overflows
 from h2ws_proxy.h2session.settings import (
@@ -133,8 +134,8 @@ class Receiver(HeaderBlocks):
                 ):
                     self._recv_window -= length
                     stream.recv_window -= length
-                    ended = bool(flags & _END_STREAM)
-                    events.append(DataReceived(stream_id, payload, length, ended))
+                    ended = flags & _END_STREAM != 0  # (no bool() call)
+                    events.append(data_received(stream_id, payload, length, ended))
                     if ended:
                         self._remote_ended(stream)
                     continue

@@ -41,6 +41,7 @@ from h2ws_proxy.h2session.errors import (
 from h2ws_proxy.h2session.inbound import Receiver
 from h2ws_proxy.h2session.settings import (
     DEFAULT_WINDOW,
+    MIN_MAX_FRAME_SIZE,
     SettingCode,
     encode_settings,
 )
@@ -48,6 +49,9 @@ from h2ws_proxy.h2session.streams import ClosedBy, Stream, StreamState
 
 Header = tuple[bytes, bytes]
 _PING_BYTES = 8  # RFC 9113 §6.7
+#: DATA of up to this size always fits one frame: no peer's MAX_FRAME_SIZE is below it (§6.5.2).
+_ONE_FRAME = MIN_MAX_FRAME_SIZE
+_HEADER, _DATA, _END = f.FRAME_HEADER, f.DATA, f.END_STREAM
 
 
 class H2Session(Receiver):
@@ -137,20 +141,33 @@ class H2Session(Receiver):
         """Send as much of ``data`` as the windows allow (see module rules); returns how many
         bytes went. Raises ``StreamUnusable`` for a stream we cannot send on, and
         ``SessionUsageError`` before the stream's final (non-1xx) head."""
-        stream = self._sendable(stream_id)
+        stream = self._streams.get(stream_id)
+        if self._failed or stream is None or not stream.sending or not stream.final_head_sent:
+            stream = self._sendable(stream_id)  # raises the error that fits
         size = len(data)
+        if 0 < size <= _ONE_FRAME and size <= self._send_window and size <= stream.send_window:
+            # The common case (a relayed message): all of it, in one frame.
+            out = self.outbound
+            out += _HEADER.pack(size >> 8, size & 0xFF, _DATA, _END if end_stream else 0, stream_id)
+            out += data
+            self._send_window -= size
+            stream.send_window -= size
+            if end_stream:
+                self._local_ended(stream)
+            return size
         allowed = max(0, min(size, self._send_window, stream.send_window))
         if not allowed and size:
             return 0
         frame_size = self.peer_settings.max_frame_size
         out = self.outbound
         header = f.FRAME_HEADER
+        view = memoryview(data)  # frames sliced without a copy each
         sent = 0
         while sent < allowed:
             chunk = min(frame_size, allowed - sent)
             last = end_stream and sent + chunk == size
             out += header.pack(chunk >> 8, chunk & 0xFF, f.DATA, int(last), stream_id)
-            out += data[sent : sent + chunk]
+            out += view[sent : sent + chunk]
             sent += chunk
         self._send_window -= allowed
         stream.send_window -= allowed

@@ -114,7 +114,7 @@ class ProxySession(H2Session):
         self, stream_id: int, data: bytes | bytearray | memoryview, end_stream: bool = False
     ) -> int:
         """As much of ``data`` as the peer's windows allow; how much went."""
-        sent = super().send_data(stream_id, data, end_stream)
+        sent = H2Session.send_data(self, stream_id, data, end_stream)  # (no super object)
         if sent or end_stream:
             self.on_output()
         return sent

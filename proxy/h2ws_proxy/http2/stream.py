@@ -132,11 +132,8 @@ class H2Stream(trio.abc.HalfCloseableStream):
 
     # ---- called by the frontend's reader (synchronous, never blocks) ----
 
-    def feed_data(self, data: bytes, flow_controlled_length: int) -> None:
-        """Buffer ``data`` from a DATA frame; padding's credit goes back immediately."""
-        padding = flow_controlled_length - len(data)
-        if padding:
-            self.session.acknowledge(self.stream_id, padding)
+    def feed_data(self, data: bytes) -> None:
+        """Buffer ``data`` from a DATA frame (the session credited its padding already)."""
         if not data:
             return
         forwarder = self._forwarder
@@ -148,7 +145,8 @@ class H2Stream(trio.abc.HalfCloseableStream):
             sent = forwarder.forward_up(data)
             if sent:
                 self._consumed_unacknowledged += sent
-                self._acknowledge_consumed()
+                if self._consumed_unacknowledged >= self.session.ack_batch_bytes:
+                    self._acknowledge_consumed()  # (its test first: no call per message)
                 if sent == len(data):
                     return
                 data = data[sent:]
@@ -333,7 +331,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
 
     # ---- synchronous sending, for a tunnel driven by backend readiness ----
 
-    def send_now(self, data: memoryview, end: bool = False) -> int:
+    def send_now(self, data: bytes | memoryview, end: bool = False) -> int:
         """Queue what the client's windows allow of ``data`` (``end``: ending our side if all
         of it went); how much went, without waiting. Raises like ``send_all``. The caller
         waits for ``set_on_writable``'s callback when it got less than it gave, and for

@@ -23,6 +23,10 @@ from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 
+#: A module global: an enum member read from its class costs several times as much, and
+#: :meth:`StreamRegistry.on_data` compares with it per DATA frame.
+_OPEN = StreamPhase.OPEN
+
 
 class StreamRegistry:
     """The open streams of one connection, by id."""
@@ -74,13 +78,13 @@ class StreamRegistry:
         stream = self.streams.get(stream_id)
         if (
             stream is not None
-            and stream.phase is StreamPhase.OPEN
+            and stream.phase is _OPEN
             and not stream.exchange
             and stream.broken_reason is None
             and data
             and not event.end_stream
         ):
-            stream.feed_data(data, len(data))  # an open tunnel's message: the common case
+            stream.feed_data(data)  # an open tunnel's message: the common case
             return
         if not data and not event.end_stream:
             self._count_empty_frame()  # padding does not make a frame less empty
@@ -108,7 +112,7 @@ class StreamRegistry:
             self.session.acknowledge(stream.stream_id, length)
             self.fail_stream(stream.stream_id, f"malformed request: {problem}")
             return
-        stream.feed_data(data, length)
+        stream.feed_data(data)
 
     def on_stream_ended(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)

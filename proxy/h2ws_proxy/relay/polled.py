@@ -78,7 +78,7 @@ class PolledDownward:
         self._fd = backend.fileno()
         if leftover:
             relay.down.feed(leftover)
-        self._pending: memoryview | None = memoryview(leftover) if leftover else None
+        self._pending: bytes | memoryview | None = leftover or None
         self._paused = True
         self._awaiting_drain = False
         #: The backend's end was delivered, or this direction failed.
@@ -169,7 +169,7 @@ class PolledDownward:
                 return  # dropped: our Close went already
         else:
             down.feed(data)
-        self._pending = memoryview(data)
+        self._pending = data  # a view only if part of it must wait (``_flush``)
         if not self._flush():
             self._pause()
 
@@ -198,7 +198,7 @@ class PolledDownward:
                 return False
             self._relay.stats.bytes_down += sent
             if sent < len(pending):
-                self._pending = pending[sent:]
+                self._pending = memoryview(pending)[sent:]
                 return False  # the window is shut: ``_resume`` comes with the next credit
             self._pending = None
         if self._client.backlogged():

@@ -61,7 +61,7 @@ class PushableClient(Protocol):
     Its callbacks are objects, not functions: a bound method or a closure is memory that
     every idle tunnel pays (bench/README.md, idle memory)."""
 
-    def send_now(self, data: memoryview) -> int: ...
+    def send_now(self, data: bytes | memoryview) -> int: ...
     def receive_nowait(self, max_bytes: int | None) -> bytes | None: ...
     def park_receiver(self) -> Awaitable[object]: ...
     def end_now(self) -> None: ...
@@ -190,15 +190,15 @@ class Relay:
         """The client's ``data``, sent to the backend as far as it takes it without
         waiting: how much went. Only while a pump waits with nothing held (see
         ``H2Stream.set_forwarder``), never once the scope is cancelled."""
-        backend = self.backend_socket
-        if backend is None or self.up.draining:
+        backend, up = self.backend_socket, self.up
+        if backend is None or up.draining:
             return 0  # the pump passes the rest of the frame, then our Close
         try:
             sent = backend.send_nowait(data)
         except STREAM_GONE:
             return 0  # the pump meets the error on its own next send
         if sent:
-            self.up.feed(data if sent == len(data) else data[:sent])
+            up.feed(data if sent == len(data) else data[:sent])
             self.stats.bytes_up += sent
             self.activity()
         return sent
@@ -239,11 +239,14 @@ class Relay:
 
     def activity(self) -> None:
         """Bytes moved: both timers start over (the deadline follows within the slack)."""
-        now = self.stats.last_activity = trio.current_time()
-        if now - self.armed_at >= TIMER_SLACK_S:
-            if self.timers is not None:
+        timers = self.timers
+        if timers is not None:
+            now = self.stats.last_activity = timers.now()  # trio.current_time(), in one call
+            if now - self.armed_at >= TIMER_SLACK_S:
                 self._arm_fresh(now)
-            else:
+        else:
+            now = self.stats.last_activity = trio.current_time()
+            if now - self.armed_at >= TIMER_SLACK_S:
                 self._arm()
 
     def half_closed(self) -> None:

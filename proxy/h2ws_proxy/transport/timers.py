@@ -33,6 +33,7 @@ import itertools
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -40,6 +41,15 @@ import trio
 from h2ws_proxy.log import log_event
 
 logger = logging.getLogger(__name__)
+
+
+def _clock_reader() -> Callable[[], float]:
+    """The running trio clock's ``current_time``; outside a run (a test that builds the
+    timers first), ``trio.current_time`` itself, which finds the clock at each call."""
+    try:
+        return trio.lowlevel.current_clock().current_time
+    except RuntimeError:
+        return trio.current_time
 
 
 class Timer(Protocol):
@@ -56,9 +66,12 @@ class Timer(Protocol):
 class ConnectionTimers:
     """The armed timers of one connection, and the task that fires them."""
 
-    __slots__ = ("_at", "_at_live", "_queues", "_sequence", "_sleeping_until", "_task")
+    __slots__ = ("_at", "_at_live", "_queues", "_sequence", "_sleeping_until", "_task", "now")
 
     def __init__(self) -> None:
+        #: ``trio.current_time()`` in one call rather than three: the run's clock's own
+        #: reading, for the timers' owners that read the time per message (a tunnel).
+        self.now: Callable[[], float] = _clock_reader()
         #: One queue per timeout length, in deadline order.
         self._queues: dict[float, OrderedDict[Timer, float]] = {}
         #: Deadlines armed with :meth:`arm_at`: (deadline, sequence, timer), a heap; an entry
