@@ -77,6 +77,26 @@ async def test_disarmed_timer_never_fires(autojump_clock: trio.testing.MockClock
     assert [name for name, _ in fired] == ["b"]
 
 
+async def test_disarmed_with_another_length_it_holds_up_no_timer_behind_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A caller that reads its timeout again (a reload changed it) and disarms with the new
+    length: the timer still leaves its queue, so the ones armed behind it fire on time."""
+    fired: list[tuple[str, float]] = []
+    timers = ConnectionTimers()
+    a, b = Recorder("a", fired), Recorder("b", fired)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timers.run)
+        start = trio.current_time()
+        timers.arm(a, 5.0, start)
+        timers.arm(b, 5.0, start + 1.0)
+        timers.disarm(a, 9.0)  # armed with 5
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    assert fired == [("b", pytest.approx(start + 6.0))]
+    assert timers.armed() == 0
+
+
 async def test_an_earlier_deadline_wakes_a_long_sleep(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

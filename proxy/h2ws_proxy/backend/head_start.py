@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import trio
 
 from h2ws_proxy.backend.balancer import ServerState
-from h2ws_proxy.config import BackendAddress
+from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.counters import Histogram
 from h2ws_proxy.http.upgrade_wire import UpgradeRequest
 from h2ws_proxy.transport.socket_stream import (
@@ -53,6 +53,9 @@ class HeadStart:
     upgrade: UpgradeRequest
     #: When the dial began (the connect's timeout counts from here).
     started: float
+    #: The limits it began under: its timeouts stay these through a reload, whoever
+    #: waits for the answer (as a task's opening reads them once, at its start).
+    limits: Limits
     #: A connect begun that did not complete at once (``begin_tcp_to_ip``'s result).
     begun: tuple[socket.socket, int] | None = None
     #: The connected backend; None while not connected.
@@ -76,11 +79,12 @@ def start_dial(
     server: ServerState,
     key: bytes,
     upgrade: UpgradeRequest,
+    limits: Limits,
     connect_times: Histogram | None,
 ) -> HeadStart:
     """Connect to ``server`` and send the upgrade, as far as that goes without waiting."""
     address = server.address
-    head = HeadStart(server, key, upgrade, trio.current_time(), unsent=upgrade.data)
+    head = HeadStart(server, key, upgrade, trio.current_time(), limits, unsent=upgrade.data)
     try:
         sock, code = begin_tcp_to_ip(address.host, address.port)
     except OSError:

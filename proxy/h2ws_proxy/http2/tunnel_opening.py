@@ -110,7 +110,8 @@ def _open_polled(
         return False  # the task refuses it, as it would have
     record = tasks.tunnel_record(stream, request, route)
     record.backend = only.label
-    head = start_dial(only, key, upgrade, server.stats.counters.backend_connect_seconds)
+    limits = server.config.limits
+    head = start_dial(only, key, upgrade, limits, server.stats.counters.backend_connect_seconds)
     backend = head.stream
     if backend is None or head.unsent or head.error is not None:
         _continue_in_task(tasks, poller.nursery, stream, request, route, record, head)
@@ -118,7 +119,7 @@ def _open_polled(
     opening = _Opening(tasks, stream, request, route, record, head, backend, poller, balancer)
     poller.register(backend.fileno(), opening)
     if not opening.over:  # (the poller may have refused to watch it: handed off)
-        poller.timers.arm(opening, server.config.limits.handshake_timeout_s, head.connected)
+        poller.timers.arm(opening, limits.handshake_timeout_s, head.connected)
         # Last: a cancel already asked for is carried over, and hands off at once.
         stream.adopt_scope(opening)
     return True
@@ -220,7 +221,7 @@ class _Opening:
         self._poller.unregister(self._backend.fileno())
         timers = self._poller.timers
         assert timers is not None
-        timers.disarm(self, self._tasks.server.config.limits.handshake_timeout_s)
+        timers.disarm(self, self._head.limits.handshake_timeout_s)  # (as armed: a reload)
 
     def _hand_off(self) -> None:
         """The task goes on from here (see the module), in a scope of its own, cancelled

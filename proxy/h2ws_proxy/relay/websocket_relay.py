@@ -240,7 +240,7 @@ def _upgrade_over_http11(
         upgrade,
         key,
         request,
-        server.config.limits,
+        server.config.limits if head_start is None else head_start.limits,
         server.connect_backend,
         scope=scope,
         connect_times=server.stats.counters.backend_connect_seconds,

@@ -119,8 +119,13 @@ class ConnectionTimers:
     def disarm(self, timer: Timer, timeout: float) -> None:
         """Forget ``timer`` (armed with ``timeout``); a timer not armed is ignored."""
         queue = self._queues.get(timeout)
-        if queue is not None:
-            queue.pop(timer, None)
+        if queue is None or queue.pop(timer, None) is None:
+            # Not in that queue: armed with another length (say, read again after a
+            # reload), or not armed. Left in a queue with its deadline gone, it would hold
+            # up every timer behind it (a queue fires in order): look in the others.
+            for other in self._queues.values():
+                if other.pop(timer, None) is not None:
+                    break
         timer.deadline = math.inf
 
     def disarm_at(self, timer: Timer) -> None:
