@@ -1,12 +1,17 @@
-"""The backend pool's reaper closes every idle connection when its keep-alive runs out."""
+"""The backend pool: its reaper closes every idle connection when its keep-alive runs out, and
+a connection parked in a poller is dropped for what reaches it while idle, and only then."""
 
 from __future__ import annotations
+
+import socket
 
 import trio
 import trio.testing
 
 from h2ws_proxy.backend.pool import BackendConnection, BackendPool
 from h2ws_proxy.config import BackendAddress, Limits
+from h2ws_proxy.transport.poller import BackendPoller
+from h2ws_proxy.transport.socket_stream import LeanSocketStream
 
 ADDRESS = BackendAddress(scheme="http", host="127.0.0.1", port=1)
 OTHER = BackendAddress(scheme="http", host="127.0.0.1", port=2)
@@ -35,3 +40,27 @@ async def test_each_idle_connection_is_closed_when_its_keepalive_ends(
     await trio.sleep_until(30.0)
     assert closed_at == {at: at + KEEPALIVE_S for at, _ in released}
     assert pool.idle_count == 0
+
+
+async def test_a_parked_connection_is_dropped_for_bytes_not_for_a_spurious_event() -> None:
+    """The poller may call a watcher with nothing to read (its one-watcher round does not ask
+    epoll): a quiet parked connection stays; one the backend wrote to goes."""
+    pool = BackendPool(Limits(backend_keepalive_s=KEEPALIVE_S), no_dial)
+    poller = BackendPoller()
+    ours, backend_side = socket.socketpair()
+    try:
+        connection = BackendConnection(address=ADDRESS, stream=LeanSocketStream(ours), pool=pool)
+        pool.release_now(connection, poller)
+        assert connection.parked_in is poller
+        connection.on_readable()  # spurious: nothing there
+        assert pool.idle_count == 1
+        assert connection.parked_in is poller
+        backend_side.send(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+        connection.on_readable()
+        assert pool.idle_count == 0
+        assert connection.parked_in is None
+        assert ours.fileno() == -1  # closed
+    finally:
+        backend_side.close()
+        ours.close()
+        poller.close()

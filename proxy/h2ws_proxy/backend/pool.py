@@ -59,8 +59,10 @@ class BackendConnection:
     # ---- the poller's callbacks while parked (a Watcher) ----
 
     def on_readable(self) -> None:
-        """Bytes, an EOF or an error while idle: the connection cannot serve a request."""
-        if self.pool is not None:
+        """Bytes, an EOF or an error while idle: the connection cannot serve a request.
+        A spurious event (a round the poller runs without asking epoll which descriptor is
+        ready: ``_run_handlers``) finds it quiet and leaves it be."""
+        if self.pool is not None and not idle_is_quiet(self.stream):
             self.pool.discard_parked(self)
 
     def on_error(self) -> None:
