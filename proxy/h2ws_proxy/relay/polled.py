@@ -162,6 +162,7 @@ class PolledDownward:
             return
         relay.activity()
         down = relay.down
+        closed = down.close_code
         if down.draining:
             forward, inject = down.take(data)
             data = bytes(forward) + down.close if inject else bytes(forward)
@@ -172,6 +173,12 @@ class PolledDownward:
         self._pending = memoryview(data)
         if not self._flush():
             self._pause()
+        elif closed is None and down.close_code is not None:
+            # This chunk brought the backend's Close: nothing comes after it but the
+            # backend's end (RFC 6455 §5.5.1), usually there already. One more read now
+            # ends the tunnel in this round, not the poller's next; once per tunnel, so
+            # data still takes turns, one chunk per round.
+            self.on_readable()
 
     def inject(self) -> None:
         """The drain's Close toward the client, if the bytes handed on so far (and those

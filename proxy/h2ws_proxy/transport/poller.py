@@ -13,7 +13,8 @@ Rules:
 
 * A handler (a :class:`Watcher`'s ``on_readable``) is a plain method: it must not block,
   and it reads at most one chunk per call (the descriptor stays ready if more is queued,
-  so tunnels take turns).
+  so tunnels take turns); a tunnel reads once more after its backend's Close, for the
+  end that follows it (``relay/polled.py``).
 * A handler pauses its socket (:meth:`BackendPoller.pause`) when its client cannot take
   more (flow-control window, output backlog) and resumes it when it can: so, as with the
   task-based pump, a backend is read only as fast as its client takes the bytes.
