@@ -119,8 +119,15 @@ class PolledDownward:
         # This object is the callback both ways (``on_readable``, ``on_error``,
         # ``client_writable``): no bound method or closure per idle tunnel.
         self._client.set_on_writable(self)
-        self._poller.register(self._fd, self, paused=True)
-        self._resume()  # the backend's leftover first, then its socket
+        relay = self._relay
+        if self._pending is None and not relay.cancel_called and not self._client.backlogged():
+            # Nothing to hand on first (``_resume`` would find so): the socket is read from
+            # now on, and the watch of a tunnel's opening carries over (no ``epoll_ctl``).
+            self._paused = False
+            self._poller.register(self._fd, self)
+        else:
+            self._poller.register(self._fd, self, paused=True)
+            self._resume()  # the backend's leftover first, then its socket
 
     def stop(self) -> None:
         self._client.set_on_writable(None)
