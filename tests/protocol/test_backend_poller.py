@@ -69,6 +69,38 @@ async def test_ready_paused_resumed_and_unregistered() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_a_watch_handed_over_carries_over_unless_the_new_watcher_is_paused() -> None:
+    """A tunnel's opening hands its backend socket to the tunnel (``register`` again): the
+    socket stays in the epoll set for a watcher that reads at once, and is taken out for
+    one that starts paused, or the poller would call it in every round while it must not
+    read."""
+    poller, calls = BackendPoller(), []
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    with ours, theirs:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller.run)
+            fd = ours.fileno()
+            poller.register(fd, Watch(lambda: calls.append(b"first"), lambda: None))
+            later = Watch(lambda: calls.append(ours.recv(100)), lambda: None)
+            poller.register(fd, later)
+            assert later.watched
+            theirs.send(b"one")
+            await trio.testing.wait_all_tasks_blocked()
+            assert calls == [b"one"]
+            paused = Watch(lambda: calls.append(ours.recv(100)), lambda: None)
+            poller.register(fd, paused, paused=True)
+            assert not paused.watched
+            theirs.send(b"two")
+            await trio.testing.wait_all_tasks_blocked()
+            assert calls == [b"one"]
+            poller.resume(fd)
+            await trio.testing.wait_all_tasks_blocked()
+            assert calls == [b"one", b"two"]
+            poller.unregister(fd)
+            nursery.cancel_scope.cancel()
+
+
 async def test_one_watched_socket_is_served_without_asking_epoll_which() -> None:
     """With one socket watched the poller skips ``epoll_wait``: its handler must still be
     called once per arrival, not again once the bytes are gone (the poller would spin), and

@@ -275,6 +275,9 @@ class StreamTasks:
         if answer is None:  # the client left while the backend was answering
             backend = as_pollable(upgraded.stream)
             assert backend is not None  # (a socket of ours: ``tunnel_opening.py``)
+            poller = self.backend_poller()
+            if poller is not None:  # the opening's watch, handed on to no tunnel
+                poller.unregister(backend.fileno())
             backend.close_now()
             self._finish_tunnel(stream, record)
             return

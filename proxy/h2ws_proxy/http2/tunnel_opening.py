@@ -22,7 +22,8 @@ Rules:
   starts in a cancelled scope). So every ending of an opening is the task's, as it was.
 * While it waits, the opening is the stream's scope (``H2Stream.adopt_scope``), the
   poller's watcher of the backend socket and a timer on the connection's timers; the
-  hand-off drops all three first, so only one of them acts.
+  hand-off drops all three first, so only one of them acts. An opened tunnel takes the
+  poller's watch over instead (its socket stays in the epoll set: no ``epoll_ctl``).
 """
 
 from __future__ import annotations
@@ -216,9 +217,10 @@ class _Opening:
 
     # ----
 
-    def _stop(self) -> None:
+    def _stop(self, *, keep_watch: bool = False) -> None:
         self.over = True
-        self._poller.unregister(self._backend.fileno())
+        if not keep_watch:
+            self._poller.unregister(self._backend.fileno())
         timers = self._poller.timers
         assert timers is not None
         timers.disarm(self, self._head.limits.handshake_timeout_s)  # (as armed: a reload)
@@ -238,8 +240,10 @@ class _Opening:
 
     def _open(self, accepted: BackendAccepted, leftover: bytes) -> None:
         """The backend switched: answer the client, begin the tunnel (``open_tunnel``'s
-        and ``serve_tunnel``'s steps after a successful dial)."""
-        self._stop()
+        and ``serve_tunnel``'s steps after a successful dial). The poller's watch of the
+        backend goes on to the tunnel (``BackendPoller.register``), or is dropped where the
+        client left meanwhile (``begin_opened``)."""
+        self._stop(keep_watch=True)
         upgraded = BackendUpgraded(stream=self._backend, accepted=accepted, leftover=leftover)
         self._record.hold_server(self._balancer, self._head.server)
         self._tasks.begin_opened(self._stream, self._record, upgraded)

@@ -119,8 +119,15 @@ class PolledDownward:
         # This object is the callback both ways (``on_readable``, ``on_error``,
         # ``client_writable``): no bound method or closure per idle tunnel.
         self._client.set_on_writable(self)
-        self._poller.register(self._fd, self, paused=True)
-        self._resume()  # the backend's leftover first, then its socket
+        relay = self._relay
+        if self._pending is None and not relay.cancel_called and not self._client.backlogged():
+            # Nothing to hand on first (``_resume`` would find so): the socket is read from
+            # now on, and the watch of a tunnel's opening carries over (no ``epoll_ctl``).
+            self._paused = False
+            self._poller.register(self._fd, self)
+        else:
+            self._poller.register(self._fd, self, paused=True)
+            self._resume()  # the backend's leftover first, then its socket
 
     def stop(self) -> None:
         self._client.set_on_writable(None)
@@ -162,6 +169,7 @@ class PolledDownward:
             return
         relay.activity()
         down = relay.down
+        closed = down.close_code
         if down.draining:
             forward, inject = down.take(data)
             data = bytes(forward) + down.close if inject else bytes(forward)
@@ -172,6 +180,12 @@ class PolledDownward:
         self._pending = data  # a view only if part of it must wait (``_flush``)
         if not self._flush():
             self._pause()
+        elif closed is None and down.close_code is not None:
+            # This chunk brought the backend's Close: nothing comes after it but the
+            # backend's end (RFC 6455 §5.5.1), usually there already. One more read now
+            # ends the tunnel in this round, not the poller's next; once per tunnel, so
+            # data still takes turns, one chunk per round.
+            self.on_readable()
 
     def inject(self) -> None:
         """The drain's Close toward the client, if the bytes handed on so far (and those

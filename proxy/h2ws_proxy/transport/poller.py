@@ -13,7 +13,8 @@ Rules:
 
 * A handler (a :class:`Watcher`'s ``on_readable``) is a plain method: it must not block,
   and it reads at most one chunk per call (the descriptor stays ready if more is queued,
-  so tunnels take turns).
+  so tunnels take turns); a tunnel reads once more after its backend's Close, for the
+  end that follows it (``relay/polled.py``).
 * A handler pauses its socket (:meth:`BackendPoller.pause`) when its client cannot take
   more (flow-control window, output backlog) and resumes it when it can: so, as with the
   task-based pump, a backend is read only as fast as its client takes the bytes.
@@ -105,11 +106,17 @@ class BackendPoller:
 
     def register(self, fd: int, watcher: Watcher, *, paused: bool = False) -> None:
         """Call ``watcher.on_readable()`` whenever ``fd`` is readable (has bytes, EOF or an
-        error), and ``watcher.on_error()`` if ``fd`` cannot be served any more."""
-        previous = self._watchers.get(fd)  # (its place in the epoll set carries over)
+        error), and ``watcher.on_error()`` if ``fd`` cannot be served any more.
+
+        ``fd``'s place in the epoll set carries over from its previous watcher (a tunnel's
+        opening hands its backend on: no ``epoll_ctl``), unless ``paused``: then it is out
+        of the set, as after :meth:`pause`, until :meth:`resume`."""
+        previous = self._watchers.get(fd)
         watched = watcher.watched = previous is not None and previous.watched
         self._watchers[fd] = watcher
-        if not paused and not watched:
+        if paused:
+            self.pause(fd)
+        elif not watched:
             self.resume(fd)
 
     def pause(self, fd: int) -> None:
