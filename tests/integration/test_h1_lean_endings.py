@@ -74,7 +74,7 @@ class RawClient:
         self.stream = stream
         self.buffer = bytearray()
 
-    async def _more(self) -> bool:
+    async def more(self) -> bool:
         chunk = await self.stream.receive_some(65536)
         self.buffer += chunk
         return bool(chunk)
@@ -83,7 +83,7 @@ class RawClient:
         """The next answer's head and body; None if the connection ended before it did."""
         with trio.fail_after(10):
             while b"\r\n\r\n" not in self.buffer:
-                if not await self._more():
+                if not await self.more():
                     return None
             end = self.buffer.index(b"\r\n\r\n") + 4
             head = bytes(self.buffer[:end])
@@ -92,7 +92,7 @@ class RawClient:
                 if line.startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             while len(self.buffer) < end + length:
-                if not await self._more():
+                if not await self.more():
                     return None
             body = bytes(self.buffer[end : end + length])
             del self.buffer[: end + length]
@@ -102,7 +102,7 @@ class RawClient:
         """True once the proxy closed the connection (what is left is read and dropped)."""
         with trio.fail_after(10):
             try:
-                while await self._more():
+                while await self.more():
                     pass
             except trio.BrokenResourceError:
                 pass
@@ -320,3 +320,92 @@ async def test_the_drain_closes_an_idle_kept_connection_and_marks_the_last_answe
         shutdown.set()
         assert await idle.ended()
         assert await client.ended()
+
+
+@PATHS
+async def test_an_answer_under_way_when_the_drain_begins_is_the_last_one(
+    nursery: trio.Nursery, lean: bool
+) -> None:
+    asked, answer_now = trio.Event(), trio.Event()
+
+    async def answer(connection: BackendConnection, _head: bytes, _number: int) -> bool:
+        asked.set()
+        await answer_now.wait()
+        await connection.stream.send_all(OK)
+        return True
+
+    backend = ScriptedBackend(scripted(first_then(answer)))
+    port = await nursery.start(backend.run)
+    keep = {} if lean else {"backend_keepalive_s": 0.0}
+    config = make_config(("/", backend_url(port)), graceful_timeout_s=5, close_wait_s=0.1, **keep)
+    shutdown = trio.Event()
+    async with trio.open_nursery() as proxy:
+        bound: BoundAddresses = await proxy.start(
+            functools.partial(serve, config, shutdown=shutdown, stats=ServerStats())
+        )
+        address = bound.listeners[0]
+        client = RawClient(await trio.open_tcp_stream(address.host, address.port))
+        await client.stream.send_all(request(b"/one"))
+        assert await client.answer() is not None
+        await client.stream.send_all(request(b"/two"))
+        with trio.fail_after(10):
+            await asked.wait()
+        shutdown.set()
+        answer_now.set()
+        two = await client.answer()
+        assert two is not None
+        assert b"connection: close" in two[0].lower()
+        assert await client.ended()
+
+
+@PATHS
+async def test_a_large_answer_in_many_reads_arrives_whole(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords, lean: bool
+) -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB
+
+    async def answer(connection: BackendConnection, _head: bytes, _number: int) -> bool:
+        await connection.stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        for start in range(0, len(body), 100_000):
+            await connection.stream.send_all(body[start : start + 100_000])
+        return True
+
+    _backend, client = await setup(nursery, start_proxy, lean, answer)
+    await client.stream.send_all(request(b"/big"))
+    big = await client.answer()
+    assert big is not None
+    assert big[1] == body
+    await client.stream.send_all(request(b"/again"))
+    again = await client.answer()
+    assert again is not None
+    assert again[1] == body
+    assert await ends(proxy_records) == [("/big", 200, "clean"), ("/again", 200, "clean")]
+
+
+@PATHS
+async def test_a_client_that_half_closes_after_the_head_still_gets_the_whole_answer(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords, lean: bool
+) -> None:
+    rest = trio.Event()
+
+    async def answer(connection: BackendConnection, _head: bytes, _number: int) -> bool:
+        await connection.stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+        await rest.wait()
+        await connection.stream.send_all(b"cdefghij")
+        return True
+
+    _backend, client = await setup(nursery, start_proxy, lean, answer)
+    await client.stream.send_all(request(b"/two"))
+    with trio.fail_after(10):
+        while b"\r\n\r\nab" not in client.buffer:
+            assert await client.more()
+    await client.stream.send_eof()  # the head is in: an EOF now is no abort
+    await trio.testing.wait_all_tasks_blocked()
+    rest.set()
+    two = await client.answer()
+    assert two is not None
+    assert two[1] == b"abcdefghij"
+    assert await client.ended()
+    assert await ends(proxy_records) == [("/two", 200, "clean")]
