@@ -5,7 +5,9 @@ unless an HTTP/2 connection to the origin is already open), so the same listener
 serve them too.
 
 * Ordinary requests are forwarded by :mod:`h2ws_proxy.relay.exchange`, one after another on a
-  kept-alive connection (pipelined requests wait in h11's buffer, bounded). Between requests
+  kept-alive connection (pipelined requests wait in h11's buffer, bounded); the common one
+  runs in this task instead, with the same behaviour (:mod:`~h2ws_proxy.http1.lean_exchange`,
+  tried first by ``_try_lean``). Between requests
   the connection may idle for ``idle_connection_timeout_s``; a draining server closes idle
   connections and marks the last answer ``connection: close`` (a connection accepted while
   draining gets one answer so), and refuses new upgrades with 503. Framing that could smuggle
