@@ -117,6 +117,44 @@ class H1ClientSide:
             data = self._conn.send(h11.EndOfMessage())
         await self._send_bytes(data)
 
+    # ---- the lean path's serialization (``http1/lean_exchange.py``: one write per round) ----
+
+    def take_pipelined(self, data: bytes | bytearray) -> None:
+        """Bytes read while the answer is awaited: a pipelined next request (bounded by
+        the caller, as in :meth:`wait_gone`)."""
+        self._conn.receive_data(bytes(data))
+
+    def informational_bytes(self, status: int, headers: list[Header]) -> bytes:
+        return self._bytes(h11.InformationalResponse(status_code=status, headers=headers))
+
+    def head_bytes(self, status: int, headers: list[Header]) -> bytes:
+        if self._server.shutdown.is_set():
+            headers = [*headers, (b"connection", b"close")]  # draining: this is the last one
+        response = h11.Response(status_code=status, headers=headers, reason=_reason(status))
+        return self._bytes(response)
+
+    def body_bytes(self, data: bytes) -> bytes:
+        return self._bytes(h11.Data(data=data))
+
+    def end_bytes(self, trailers: list[Header]) -> bytes:
+        try:
+            return self._conn.send(h11.EndOfMessage(headers=trailers)) or b""
+        except h11.LocalProtocolError:
+            # Trailers need chunked framing; with a content-length (or HTTP/1.0) they go.
+            return self._conn.send(h11.EndOfMessage()) or b""
+
+    def _bytes(self, event: h11.Event) -> bytes:
+        """``event`` serialized; raises trio.BrokenResourceError as :meth:`_send` does."""
+        try:
+            return self._conn.send(event) or b""
+        except h11.LocalProtocolError as error:
+            raise trio.BrokenResourceError(
+                f"answer cannot be sent over HTTP/1.1: {error}"
+            ) from error
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._send_bytes(data)
+
     def hold(self) -> None:
         pass  # each write goes to the socket as it comes
 

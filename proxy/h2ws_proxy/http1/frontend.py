@@ -5,7 +5,9 @@ unless an HTTP/2 connection to the origin is already open), so the same listener
 serve them too.
 
 * Ordinary requests are forwarded by :mod:`h2ws_proxy.relay.exchange`, one after another on a
-  kept-alive connection (pipelined requests wait in h11's buffer, bounded). Between requests
+  kept-alive connection (pipelined requests wait in h11's buffer, bounded); the common one
+  runs in this task instead, with the same behaviour (:mod:`~h2ws_proxy.http1.lean_exchange`,
+  tried first by ``_try_lean``). Between requests
   the connection may idle for ``idle_connection_timeout_s``; a draining server closes idle
   connections and marks the last answer ``connection: close`` (a connection accepted while
   draining gets one answer so), and refuses new upgrades with 503. Framing that could smuggle
@@ -34,6 +36,9 @@ from h2ws_proxy.http.handshake import parse_h1_upgrade
 from h2ws_proxy.http.message import BodyFraming, HttpRequest, request_from_h1
 from h2ws_proxy.http1.answers import send_error
 from h2ws_proxy.http1.client_side import H1ClientSide
+from h2ws_proxy.http1.drain_watch import drain_scopes
+from h2ws_proxy.http1.lean_exchange import ClientWatch, start_lean
+from h2ws_proxy.http1.lean_run import run_lean
 from h2ws_proxy.http1.upgrade_front import H1UpgradeFront
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
@@ -42,8 +47,10 @@ from h2ws_proxy.relay.record import RelayRecord
 from h2ws_proxy.relay.request_relay import relay_request
 from h2ws_proxy.relay.routing import http_route, websocket_route
 from h2ws_proxy.relay.websocket_relay import open_tunnel, opened_tunnel
+from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.lingering import linger_before_close
+from h2ws_proxy.transport.poller import BackendPoller
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +79,24 @@ class H1Frontend:
         )
         if initial_data:  # h11 reads b"" as end of stream
             self._conn.receive_data(initial_data)
+        #: The lean path's own epoll (made at its first use, closed with the connection),
+        #: the client's socket as it watches it, and its watch there.
+        self._poller: BackendPoller | None = None
+        self._client_socket: PollableSocket | None = (
+            as_pollable(client) if BackendPoller.available() else None
+        )
+        self._watch = ClientWatch()
+        #: The lean path handed its request back after a kept connection failed it.
+        self._retry_fresh = False
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._poller is not None:
+                self._poller.close()  # parked backend connections stay idle, unwatched
+
+    async def _run(self) -> None:
         first = True
         slot = self._info.slot  # idle until a request head is in: may be evicted at the cap
         while True:
@@ -82,8 +105,13 @@ class H1Frontend:
                 if not await self._wait_for_next_request():
                     return
             try:
-                with trio.fail_after(self._limits.client_handshake_timeout_s):
-                    request = await self._read_request_head()
+                # Usually the whole head came with the first read: no timer needed then.
+                event = self._conn.next_event()
+                if event is h11.NEED_DATA:
+                    with trio.fail_after(self._limits.client_handshake_timeout_s):
+                        request = await self._read_request_head()
+                else:
+                    request = event if isinstance(event, h11.Request) else None
             except trio.TooSlowError:
                 if first:
                     self._server.stats.counters.count_abuse("client_handshake_timeout")
@@ -107,26 +135,23 @@ class H1Frontend:
         """Between requests: wait for the next one's first bytes, or the end.
 
         False when the client left, stayed idle past ``idle_connection_timeout_s``, or the
-        server is draining (an idle keep-alive connection is simply closed then).
+        server is draining (an idle keep-alive connection is simply closed then: the drain
+        cancels the wait's scope, see :mod:`~h2ws_proxy.http1.drain_watch`).
         """
         if self._conn.trailing_data[0]:
             return not self._server.shutdown.is_set()  # a pipelined request is waiting
         idle_s = self._limits.idle_connection_timeout_s or math.inf
+        shutdown = self._server.shutdown
+        if shutdown.is_set():
+            return False
         got_bytes = False
-        async with trio.open_nursery() as nursery:
-
-            async def read_some() -> None:
-                nonlocal got_bytes
+        scopes = drain_scopes(shutdown)
+        with trio.CancelScope(deadline=trio.current_time() + idle_s) as scope:
+            scopes.add(scope)
+            try:
                 got_bytes = await self._receive_into_h11()
-                nursery.cancel_scope.cancel()
-
-            async def stop_on_shutdown() -> None:
-                await self._server.shutdown.wait()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(read_some)
-            nursery.start_soon(stop_on_shutdown)
-            nursery.cancel_scope.deadline = trio.current_time() + idle_s
+            finally:
+                scopes.discard(scope)
         return got_bytes
 
     async def _receive_into_h11(self) -> bool:
@@ -224,15 +249,19 @@ class H1Frontend:
                 except ProxyError as error:
                     await refuse(front, record, error)
                     return False
-                if not await relay_request(
-                    front,
-                    http_request,
-                    route,
-                    record,
-                    ExchangeResult(),
-                    self._server,
-                    self._info.address,
-                ):
+                ran = await self._try_lean(front, http_request, route, record)
+                if ran is None:  # not taken, or a kept connection failed it: the task path
+                    ran = await relay_request(
+                        front,
+                        http_request,
+                        route,
+                        record,
+                        ExchangeResult(),
+                        self._server,
+                        self._info.address,
+                        fresh=self._retry_fresh,
+                    )
+                if not ran:
                     return False  # refused, or cut short by a closed connection
         finally:
             record.log(self._server.stats.counters)
@@ -242,6 +271,42 @@ class H1Frontend:
         # close politely, so that the client still reads the answer.
         await linger_before_close(self._client, half_close=True)
         return False
+
+    async def _try_lean(
+        self, front: H1ClientSide, request: HttpRequest, route: RouteConfig, record: RelayRecord
+    ) -> bool | None:
+        """The request on the lean path (:mod:`~h2ws_proxy.http1.lean_exchange`) if nothing
+        would wait: True or False as :func:`relay_request`; None if not taken, or if the
+        task path must retry it on a new connection (``_retry_fresh`` then)."""
+        self._retry_fresh = False
+        client = self._client_socket
+        if client is None:
+            return None  # not a socket of ours (TLS...), or no epoll here
+        exchange = start_lean(
+            front,
+            client,
+            request,
+            route,
+            self._server,
+            self._own_poller,
+            self._info.address,
+            record,
+        )
+        if exchange is None:
+            return None
+        assert self._poller is not None
+        ran = await run_lean(
+            exchange, front, self._poller, self._watch, client.fileno(), record, self._server
+        )
+        self._retry_fresh = ran is None
+        return ran
+
+    def _own_poller(self) -> BackendPoller:
+        """The connection's poller for the lean path, made at its first use (an ``epoll``
+        descriptor, closed with the connection)."""
+        if self._poller is None:
+            self._poller = BackendPoller()
+        return self._poller
 
     def _route_request(
         self, request: h11.Request, record: RelayRecord

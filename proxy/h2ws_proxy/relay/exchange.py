@@ -96,14 +96,14 @@ async def forward_exchange(
     connection = None if fresh else await pool.take_idle(target)
     # With a kept connection (no dial) the idle timer starts now, with the scope: moving
     # the deadline of an entered scope costs about as much as entering it.
-    scope = trio.CancelScope(deadline=_idle_deadline(timeout) if connection else math.inf)
+    scope = trio.CancelScope(deadline=idle_deadline(timeout) if connection else math.inf)
     if on_start is not None:
         on_start(scope)
     try:
         with scope:
             if connection is None:
                 connection = await pool.connect(target)
-                scope.deadline = _idle_deadline(timeout)
+                scope.deadline = idle_deadline(timeout)
             try:
                 await _exchange_once(
                     scope, connection, backend_request, request, client, limits, stats, result
@@ -113,7 +113,7 @@ async def forward_exchange(
                 connection = None
                 scope.deadline = math.inf
                 connection = await pool.connect(target)
-                scope.deadline = _idle_deadline(timeout)
+                scope.deadline = idle_deadline(timeout)
                 try:
                     await _exchange_once(
                         scope, connection, backend_request, request, client, limits, stats, result
@@ -167,16 +167,16 @@ class _Run:
         self._next_push()
 
     def progress(self) -> None:
-        """Bytes moved: the idle deadline moves on (see :func:`_idle_deadline`)."""
+        """Bytes moved: the idle deadline moves on (see :func:`idle_deadline`)."""
         if trio.current_time() >= self.push_at:
-            self.idle.deadline = _idle_deadline(self.limits.http_idle_timeout_s)
+            self.idle.deadline = idle_deadline(self.limits.http_idle_timeout_s)
             self._next_push()
 
     def _next_push(self) -> None:
         self.push_at = self.idle.deadline - self.limits.http_idle_timeout_s
 
 
-def _idle_deadline(timeout: float) -> float:
+def idle_deadline(timeout: float) -> float:
     """The idle timer's deadline when a byte moves now: ``timeout`` plus a slack.
 
     Moving a trio deadline costs a heap update (about as much as entering a scope), and

@@ -152,6 +152,15 @@ class BackendPoller:
         self.pause(fd)
         self._watchers.pop(fd, None)
 
+    def fileno(self) -> int:
+        """The epoll descriptor, readable while a watched socket is: for an owner that
+        waits in its own task instead of :meth:`run` (an HTTP/1.1 connection's)."""
+        return self._epoll.fileno()
+
+    def dispatch(self) -> None:
+        """One round of handlers (as :meth:`run` makes after each wake-up), for such an owner."""
+        self._run_handlers()
+
     async def run(self) -> None:
         """Dispatch readiness until cancelled (the connection's nursery owns this task)."""
         try:

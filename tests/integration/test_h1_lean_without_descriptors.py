@@ -1,0 +1,59 @@
+"""At the descriptor limit an HTTP/1.1 connection cannot make its own epoll for the lean path
+(http1/lean_exchange.py): the request runs on the task path instead, answered as before,
+and the server taken for it is given back (found by a review: the client was dropped and
+the balancer's count leaked)."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from h2ws_proxy.backend import balancer
+from h2ws_proxy.transport import poller
+from tests.conftest import StartProxy
+from tests.helpers.backends import BackendConnection
+from tests.helpers.scripted_http import OK
+from tests.integration.test_h1_lean_endings import request, setup
+
+pytestmark = pytest.mark.socket
+
+
+async def test_no_descriptor_for_the_epoll_sends_the_request_down_the_task_path(
+    nursery: trio.Nursery, start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = [0]
+    take, give = balancer.GroupBalancer.take_at_once, balancer.GroupBalancer.give_back
+
+    def counted_take(self: Any) -> Any:
+        server = take(self)
+        held[0] += server is not None
+        return server
+
+    def counted_give(self: Any, server: Any) -> None:
+        held[0] -= 1
+        give(self, server)
+
+    monkeypatch.setattr(balancer.GroupBalancer, "take_at_once", counted_take)
+    monkeypatch.setattr(balancer.GroupBalancer, "give_back", counted_give)
+
+    async def answer(connection: BackendConnection, _head: bytes, _number: int) -> bool:
+        await connection.stream.send_all(OK)
+        return True
+
+    _backend, client = await setup(nursery, start_proxy, True, answer)
+
+    def no_more_descriptors(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(poller.BackendPoller, "__init__", no_more_descriptors)
+    await client.stream.send_all(request(b"/two"))
+    second = await client.answer()
+    assert second is not None
+    assert second[0].startswith(b"HTTP/1.1 200 ")
+    assert second[1] == b"first"
+    await trio.testing.wait_all_tasks_blocked()
+    assert held[0] == 0
