@@ -15,6 +15,7 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
+import h11
 import pytest
 import trio
 import trio.testing
@@ -409,3 +410,50 @@ async def test_a_client_that_half_closes_after_the_head_still_gets_the_whole_ans
     assert two[1] == b"abcdefghij"
     assert await client.ended()
     assert await ends(proxy_records) == [("/two", 200, "clean")]
+
+
+@PATHS
+async def test_what_a_client_pipelines_while_answers_are_awaited_stays_bounded(
+    nursery: trio.Nursery, start_proxy: StartProxy, lean: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """About 200 KiB of small GETs pipelined against slow answers: h11 never holds much more
+    than ``max_header_list_bytes`` of them (plus one read of the next request's wait), and
+    every answer comes, in order (found by a review: the budget was per exchange, so the
+    buffer grew by a read per request)."""
+    biggest = [0]
+    receive_data = h11.Connection.receive_data
+
+    def measured(self: h11.Connection, data: bytes) -> None:
+        receive_data(self, data)
+        if self.our_role is h11.SERVER:
+            biggest[0] = max(biggest[0], len(self.trailing_data[0]))
+
+    monkeypatch.setattr(h11.Connection, "receive_data", measured)
+    gate = trio.Semaphore(0)
+
+    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
+        await gate.acquire()
+        path = head.split(b" ")[1]
+        await connection.stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path)
+        )
+        return True
+
+    limits: dict[str, Any] = {"max_header_list_bytes": 4096}
+    if not lean:
+        limits["backend_keepalive_s"] = 0
+    backend = ScriptedBackend(scripted(answer))
+    port = await nursery.start(backend.run)
+    address = await start_proxy(make_config(("/", backend_url(port)), **limits))
+    client = RawClient(await trio.open_tcp_stream(address.host, address.port))
+    gate.release()
+    await client.stream.send_all(request(b"/one"))
+    assert await client.answer() is not None
+    count = 5000
+    nursery.start_soon(client.stream.send_all, b"".join(request(b"/p%d" % n) for n in range(count)))
+    for n in range(count):
+        gate.release()
+        got = await client.answer()
+        assert got is not None
+        assert got[1] == b"/p%d" % n
+    assert biggest[0] <= 4096 + 65536, biggest[0]

@@ -86,17 +86,20 @@ class H1ClientSide:
     async def wait_gone(self) -> None:
         """Keep reading after the request: EOF means the client left (it cancels the backend
         request); bytes are a pipelined next request, kept in h11 for later (bounded)."""
-        budget = self._limits.max_header_list_bytes
-        while budget > 0:
+        while (room := self.pipelined_room()) > 0:
             try:
-                data = await self._client.receive_some(READ_SIZE)
+                data = await self._client.receive_some(min(READ_SIZE, room))
             except STREAM_GONE:
                 return
             if not data:
                 return
             self._conn.receive_data(bytes(data))
-            budget -= len(data)
         await trio.sleep_forever()
+
+    def pipelined_room(self) -> int:
+        """How many more pipelined bytes may wait in h11: ``max_header_list_bytes`` in all,
+        counting those earlier exchanges left there (each consumes one request of them)."""
+        return self._limits.max_header_list_bytes - len(self._conn.trailing_data[0])
 
     async def send_informational(self, status: int, headers: list[Header]) -> None:
         await self._send(h11.InformationalResponse(status_code=status, headers=headers))

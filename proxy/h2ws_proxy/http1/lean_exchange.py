@@ -22,8 +22,8 @@ Rules:
   end together for a small answer); while a write waits, the backend is not read.
 * The client, while the answer is awaited (as ``H1ClientSide.wait_gone``): an EOF before
   the answer's head cancels the backend request; bytes are a pipelined next request, kept
-  in h11 for the next cycle, at most ``max_header_list_bytes`` per exchange (then the
-  client is not read until the next one).
+  in h11 for the next cycle, at most ``max_header_list_bytes`` in all (then the client is
+  not read until a cycle takes some).
 * Failures and their reasons as in the task path: before the head, a refusal (502, 504
   from the idle timer); after it, an abort (the frontend drops the connection).
 * Exactly one end: the backend socket goes back to the pool parked in the poller (a
@@ -190,8 +190,11 @@ class LeanExchange:
     # ---- the client, while the answer is awaited ----
 
     def client_readable(self) -> None:
+        if self._budget <= 0:
+            self._poller.pause(self._client_fd)  # h11 holds all it may: read next cycle
+            return
         try:
-            data = self._client.receive_nowait(READ_SIZE)
+            data = self._client.receive_nowait(min(READ_SIZE, self._budget))
         except STREAM_GONE:
             data = b""
         if data is None:
@@ -355,7 +358,7 @@ def start_lean(
         wire,
         poller,
         record.stats,
-        limits.max_header_list_bytes,
+        front.pipelined_room(),
     )
     record.backend = chosen.label
     poller.register(socket.fileno(), exchange)
