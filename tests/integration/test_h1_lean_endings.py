@@ -457,3 +457,30 @@ async def test_what_a_client_pipelines_while_answers_are_awaited_stays_bounded(
         assert got is not None
         assert got[1] == b"/p%d" % n
     assert biggest[0] <= 4096 + 65536, biggest[0]
+
+
+@PATHS
+async def test_an_http10_client_gets_a_chunked_answer_with_trailers_without_them(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords, lean: bool
+) -> None:
+    """Trailers need chunked framing, which an HTTP/1.0 client does not read: the body goes,
+    the trailers are dropped, the request ends clean (found by a review: a refused send put
+    h11 in its ERROR state, and the request was logged cancelled or backend_aborted)."""
+
+    async def answer(connection: BackendConnection, _head: bytes, _number: int) -> bool:
+        await connection.stream.send_all(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nx-checksum: 1\r\n\r\n"
+        )
+        return True
+
+    _backend, client = await setup(nursery, start_proxy, lean, answer)
+    await client.stream.send_all(request(b"/two", version=b"1.0"))
+    with trio.fail_after(10):
+        while await client.more():  # close-delimited: the proxy closes after it
+            pass
+    head, _, body = bytes(client.buffer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert body == b"abc"
+    assert b"x-checksum" not in bytes(client.buffer)
+    assert await ends(proxy_records) == [("/two", 200, "clean")]

@@ -48,6 +48,8 @@ class H1ClientSide:
         self._server = server
         self._limits = server.config.limits
         self._trailers: list[Header] = []
+        #: The answer's head as h11 wrote it: whether trailers fit (``_end_event``).
+        self._head = b""
 
     async def refuse(self, error: ProxyError) -> None:
         if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
@@ -107,18 +109,24 @@ class H1ClientSide:
     async def send_head(self, status: int, headers: list[Header], *, has_body: bool) -> None:
         if self._server.shutdown.is_set():
             headers = [*headers, (b"connection", b"close")]  # draining: this is the last one
-        await self._send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+        response = h11.Response(status_code=status, headers=headers, reason=_reason(status))
+        self._head = self._bytes(response)
+        await self._send_bytes(self._head)
 
     async def send_body(self, data: bytes) -> None:
         await self._send(h11.Data(data=data))
 
     async def end(self, trailers: list[Header]) -> None:
-        try:
-            data = self._conn.send(h11.EndOfMessage(headers=trailers))
-        except h11.LocalProtocolError:
-            # Trailers need chunked framing; with a content-length (or HTTP/1.0) they go.
-            data = self._conn.send(h11.EndOfMessage())
-        await self._send_bytes(data)
+        await self._send_bytes(self._bytes(self._end_event(trailers)))
+
+    def _end_event(self, trailers: list[Header]) -> h11.EndOfMessage:
+        """The answer's end, with ``trailers`` only if its framing carries them: chunked,
+        which h11 chose iff it wrote the head with ``Transfer-Encoding: chunked`` (not to an
+        HTTP/1.0 client, nor with a content-length). Decided before sending: a send h11
+        refuses leaves the connection in its ERROR state, so no plain end could follow."""
+        if trailers and b"transfer-encoding: chunked" in self._head.lower():
+            return h11.EndOfMessage(headers=trailers)
+        return h11.EndOfMessage()
 
     # ---- the lean path's serialization (``http1/lean_exchange.py``: one write per round) ----
 
@@ -134,17 +142,14 @@ class H1ClientSide:
         if self._server.shutdown.is_set():
             headers = [*headers, (b"connection", b"close")]  # draining: this is the last one
         response = h11.Response(status_code=status, headers=headers, reason=_reason(status))
-        return self._bytes(response)
+        self._head = self._bytes(response)
+        return self._head
 
     def body_bytes(self, data: bytes) -> bytes:
         return self._bytes(h11.Data(data=data))
 
     def end_bytes(self, trailers: list[Header]) -> bytes:
-        try:
-            return self._conn.send(h11.EndOfMessage(headers=trailers)) or b""
-        except h11.LocalProtocolError:
-            # Trailers need chunked framing; with a content-length (or HTTP/1.0) they go.
-            return self._conn.send(h11.EndOfMessage()) or b""
+        return self._bytes(self._end_event(trailers))
 
     def _bytes(self, event: h11.Event) -> bytes:
         """``event`` serialized; raises trio.BrokenResourceError as :meth:`_send` does."""
