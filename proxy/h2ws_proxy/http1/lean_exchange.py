@@ -45,16 +45,16 @@ from h2ws_proxy.errors import BackendProtocolError, BackendUnavailable, ProxyErr
 from h2ws_proxy.http.message import (
     BodyFraming,
     HttpRequest,
-    build_backend_request,
     response_fields,
     trailer_fields,
 )
 from h2ws_proxy.http1.client_side import H1ClientSide
 from h2ws_proxy.relay.context import ServerContext
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
+from h2ws_proxy.relay.kept_start import start_on_kept_connection
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
 from h2ws_proxy.relay.record import RelayRecord
-from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable
+from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 
@@ -302,64 +302,24 @@ def start_lean(
     caller runs the task path."""
     if request.framing is not BodyFraming.NONE:
         return None
-    balancer = server.balancers.of(route.backend)
-    if balancer.group.sticky_cookie:
-        return None
-    chosen = balancer.take_at_once()
-    if chosen is None:
-        return None
-    address, pool = chosen.address, server.pool
-    if address.speaks_h2 or address.scheme == "https" or not pool.has_idle(address):
-        balancer.give_back(chosen)
-        return None
-    try:
-        poller = poller_of_connection()
-    except OSError:
-        # No descriptor for the connection's epoll (at the limit): the task path, as before.
-        balancer.give_back(chosen)
-        return None
-    connection = pool.take_idle_now(address, poller)
-    if connection is None:
-        balancer.give_back(chosen)
-        return None
-    # From here the connection's socket may be in ``poller``'s set (parked there): it is
-    # registered over, given back with the poller, or unregistered before closing.
-    socket = as_pollable(connection.stream)
-    assert socket is not None  # take_idle_now gives only such connections
-    try:
-        backend_request = build_backend_request(request, route, client_address)
-    except ProxyError:
-        # The task path meets the same error and answers it.
-        balancer.give_back(chosen)
-        pool.release_now(connection, poller)
-        return None
-    head = backend_request.head_bytes()
-    try:
-        sent = socket.send_nowait(head)
-    except STREAM_GONE:
-        sent = -1
-    if sent != len(head):
-        # Broken, or the kernel did not take it whole: this connection is done with, and
-        # the task path (with its waits and retries) takes the request.
-        balancer.give_back(chosen)
-        poller.unregister(socket.fileno())
-        socket.close_now()
+    start = start_on_kept_connection(server, route, request, client_address, poller_of_connection)
+    if start is None:
         return None
     limits = server.config.limits
-    wire = H1BackendWire(backend_request, max_head_bytes=limits.max_header_list_bytes)
+    wire = H1BackendWire(start.backend_request, max_head_bytes=limits.max_header_list_bytes)
     exchange = LeanExchange(
         front,
         client,
         request,
-        balancer,
-        chosen,
-        connection,
-        socket,
+        start.balancer,
+        start.server,
+        start.connection,
+        start.socket,
         wire,
-        poller,
+        start.poller,
         record.stats,
         front.pipelined_room(),
     )
-    record.backend = chosen.label
-    poller.register(socket.fileno(), exchange)
+    record.backend = start.server.label
+    start.poller.register(start.socket.fileno(), exchange)
     return exchange
