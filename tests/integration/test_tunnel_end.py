@@ -26,17 +26,10 @@ from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import H2TestClient, StreamState, open_h2_client
 from tests.helpers.records import ProxyRecords
 from tests.helpers.setup import backend_url, make_config
+from tests.integration.test_tunnel_opening import CONNECT
 
 pytestmark = pytest.mark.socket
 
-CONNECT = [
-    (b":method", b"CONNECT"),
-    (b":protocol", b"websocket"),
-    (b":scheme", b"http"),
-    (b":path", b"/"),
-    (b":authority", b"proxy.test"),
-    (b"sec-websocket-version", b"13"),
-]
 #: The backend's Close 1000 (unmasked: server to client).
 BACKEND_CLOSE = b"\x88\x02\x03\xe8"
 
