@@ -533,7 +533,9 @@ def start_target(
         )
         command = ["haproxy", "-db", "-f", str(config)]
     log = (work / f"{name}.log").open("wb")
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    # h2ws-proxy from this tree's proxy/, not the venv's editable install's (a worktree).
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parent / "proxy")} if name == "h2ws" else None
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
     try:
         wait_port(h2c, proc, LABELS[name])
         wait_port(tls, proc, LABELS[name])

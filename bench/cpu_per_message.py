@@ -140,7 +140,8 @@ def _start_proxy(
             log_level,
         ],
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(source / "proxy")} if source else None,
+        # This tree's proxy/ first, not the venv's editable install's (a worktree).
+        env={**os.environ, "PYTHONPATH": str((source or REPO) / "proxy")},
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

@@ -247,7 +247,9 @@ def _count(
         "[limits]\nstream_window_bytes = 1048576\n"
     )
     out = work / f"callgrind_{port}.out"
-    env = {**os.environ, "PYTHONPATH": str(source / "proxy")} if source else None
+    # This tree's proxy/ first, not whatever the venv's editable install points at (a
+    # worktree's bench would count another checkout's code).
+    env = {**os.environ, "PYTHONPATH": str((source or REPO) / "proxy")}
     # sys.executable as it is (not resolved): that is how Python finds its virtualenv.
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
     command += ["-m", "h2ws_proxy", "--config", str(config), "--log-level", log_level]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -85,6 +86,8 @@ def _start_proxy(
         [sys.executable, "-m", "h2ws_proxy", "--config", str(config), "--workers", str(workers)],
         stderr=subprocess.PIPE,
         text=True,
+        # This tree's proxy/ first, not the venv's editable install's (a worktree).
+        env={**os.environ, "PYTHONPATH": str(REPO / "proxy")},
     )
     assert proxy.stderr is not None
     for line in proxy.stderr:
