@@ -37,6 +37,7 @@ import trio
 
 from h2ws_proxy.log import log_event
 from h2ws_proxy.transport.timers import ConnectionTimers
+from h2ws_proxy.transport.trio_waits import readable_waiter
 
 logger = logging.getLogger(__name__)
 
@@ -163,16 +164,19 @@ class BackendPoller:
 
     async def run(self) -> None:
         """Dispatch readiness until cancelled (the connection's nursery owns this task)."""
+        # Read once: the descriptor and the callbacks stay the same for the poller's life.
+        epoll_fd, wait_readable = self._epoll.fileno(), readable_waiter()
+        round_start, round_end = self._on_round_start, self._on_round_end
         try:
             while True:
-                await trio.lowlevel.wait_readable(self._epoll.fileno())
-                if self._on_round_start is not None:
-                    self._on_round_start()
+                await wait_readable(epoll_fd)
+                if round_start is not None:
+                    round_start()
                 try:
                     self._run_handlers()
                 finally:
-                    if self._on_round_end is not None:
-                        self._on_round_end()
+                    if round_end is not None:
+                        round_end()
         finally:
             self.close()
 
