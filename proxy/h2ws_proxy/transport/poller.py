@@ -181,29 +181,33 @@ class BackendPoller:
             self.close()
 
     def _run_handlers(self) -> None:
-        events: list[tuple[int, int]]
-        if self._watched == 1 and len(self._watchers) == 1:
+        watchers = self._watchers
+        if self._watched == 1 and len(watchers) == 1:
             # The epoll descriptor is readable only while a socket in its set is (the
             # kernel re-checks the ready ones when trio re-arms its wait), so with one
             # socket watched, that one is ready: no ``epoll_wait`` syscall to learn which
             # (one-tunnel ping-pong, bench/cpu_per_message.py). Should its bytes be gone
             # by now, its handler reads nothing and returns, as for a spurious event.
             # (One watched among several registered asks epoll: which one is not kept.)
-            (fd,) = self._watchers
-            events = [(fd, select.EPOLLIN)]
-        else:
-            events = self._epoll.poll(0, _MAX_EVENTS)
-        for fd, _events in events:
-            watcher = self._watchers.get(fd)
-            if watcher is None:
-                continue
+            ((fd, watcher),) = watchers.items()
             try:
                 watcher.on_readable()
             except Exception as error:
-                # A bug: one line (the traceback at debug level); the tunnel fails alone.
-                log_event(logger, logging.ERROR, "poller.handler_failed", fd=fd, error=repr(error))
-                logger.debug("backend readiness handler failed (fd %d)", fd, exc_info=True)
-                self._drop(fd)
+                self._handler_failed(fd, error)
+            return
+        for fd, _events in self._epoll.poll(0, _MAX_EVENTS):
+            watcher = watchers.get(fd)  # None: dropped by an earlier handler of this round
+            if watcher is not None:
+                try:
+                    watcher.on_readable()
+                except Exception as error:
+                    self._handler_failed(fd, error)
+
+    def _handler_failed(self, fd: int, error: Exception) -> None:
+        """A bug: one line (the traceback at debug level); the tunnel fails alone."""
+        log_event(logger, logging.ERROR, "poller.handler_failed", fd=fd, error=repr(error))
+        logger.debug("backend readiness handler failed (fd %d)", fd, exc_info=True)
+        self._drop(fd)
 
     def close(self) -> None:
         """Stop watching; every owner still registered is told (``on_closed``): a tunnel
