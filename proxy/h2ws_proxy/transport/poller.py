@@ -196,10 +196,10 @@ class BackendPoller:
                 self._handler_failed(fd, error)
             return
         for fd, _events in self._epoll.poll(0, _MAX_EVENTS):
-            watcher = watchers.get(fd)  # None: dropped by an earlier handler of this round
-            if watcher is not None:
+            ready = watchers.get(fd)  # None: dropped by an earlier handler of this round
+            if ready is not None:
                 try:
-                    watcher.on_readable()
+                    ready.on_readable()
                 except Exception as error:
                     self._handler_failed(fd, error)
 
