@@ -212,7 +212,7 @@ class H2Frontend:
                 data = await self._client.receive_some(_READ_SIZE)
             except STREAM_GONE:
                 return
-            if not data or not self._receive(bytes(data)):
+            if not data or not self._receive(data if type(data) is bytes else bytes(data)):
                 return
 
     def _receive(self, data: bytes) -> bool:
