@@ -64,6 +64,7 @@ _HEADER = f.FRAME_HEADER
 _FRAME_HEADER_BYTES = f.FRAME_HEADER_BYTES
 _STREAM_ID_MASK = f.STREAM_ID_MASK
 _DATA, _PADDED, _END_STREAM = f.DATA, f.PADDED, f.END_STREAM
+_PADDED_OR_END = f.PADDED | f.END_STREAM
 
 
 class Receiver(HeaderBlocks):
@@ -99,6 +100,48 @@ class Receiver(HeaderBlocks):
         except ConnectionFault as error:
             self._fail(error, events)
         return events
+
+    def receive_lone_data(self, data: bytes) -> int:
+        """:meth:`receive_data` for a read that is one DATA frame, the common read of a
+        tunnel's message: if ``data`` is exactly one DATA frame that carries bytes, without
+        padding or END_STREAM, on a stream open for receiving, within both receive windows,
+        with nothing buffered before it and no header block open, the frame is taken as
+        ``receive_data`` takes it and its stream id returned: its payload
+        (``data[FRAME_HEADER_BYTES:]``) is the one event, which the caller handles without
+        an event object being made. 0: nothing was done, ``receive_data`` takes ``data``.
+        """
+        end = len(data)
+        if (
+            end <= _FRAME_HEADER_BYTES
+            or self._partial
+            or self._preface_left
+            or self._block_stream
+            or self._settings_expected
+            or self._failed
+        ):
+            return 0
+        high, low, kind, flags, stream_id = _HEADER.unpack_from(data)
+        length = end - _FRAME_HEADER_BYTES
+        if (
+            kind != _DATA
+            or flags & _PADDED_OR_END
+            or high << 8 | low != length
+            or length > self._max_frame_in
+            or length > self._recv_window
+        ):
+            return 0
+        stream_id &= _STREAM_ID_MASK
+        stream = self._streams.get(stream_id)
+        if (
+            stream is None
+            or not stream.receiving
+            or not stream.final_head_received
+            or length > stream.recv_window
+        ):
+            return 0
+        self._recv_window -= length
+        stream.recv_window -= length
+        return stream.stream_id
 
     def _take_preface(self, data: bytes) -> bytes:
         expected = self._preface_left

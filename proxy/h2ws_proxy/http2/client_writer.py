@@ -198,7 +198,8 @@ class ClientWriter:
             return False  # the writer meets the error and ends the connection
         if sent:
             del outbound[:sent]
-            self._signal_drained()
+            if self._drain_waited or self._drain_callbacks:  # (its test first: no call)
+                self._signal_drained()
         return not outbound
 
     def _signal_drained(self) -> None:

@@ -212,21 +212,21 @@ class H2Frontend:
                 data = await self._client.receive_some(_READ_SIZE)
             except STREAM_GONE:
                 return
-            if not data or not self._receive(bytes(data)):
+            if not data or not self._receive(data if type(data) is bytes else bytes(data)):
                 return
 
     def _receive(self, data: bytes) -> bool:
-        """Feed client bytes to the session and act on its events; False once the
-        connection is over."""
+        """Client bytes to the session, its events acted on; False once the connection is over."""
         self._writer.begin_batch()
         try:
+            if not self._calmed and self._registry.on_lone_data(data):
+                return True  # one DATA frame, the whole read: no event list, no dispatch
             events = self.session.receive(data)
-            on_data = self._registry.on_data
             for event in events:
                 if self._calmed:
                     return False  # the connection is being closed: the rest is not ours
                 if type(event) is DataReceived:  # most events: no dispatch chain for them
-                    on_data(event)
+                    self._registry.on_data(event)
                 elif not self._handle_event(event):
                     return False
             return True

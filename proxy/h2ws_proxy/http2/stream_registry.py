@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from h2ws_proxy.errors import ClientProtocolError, ProxyError
 from h2ws_proxy.h2session import DataReceived, ErrorCode, StreamReset, TrailersReceived
+from h2ws_proxy.h2session.events import data_received
+from h2ws_proxy.h2session.frames import FRAME_HEADER_BYTES
 from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
@@ -99,6 +101,26 @@ class StreamRegistry:
             self._deliver(stream, data, len(data))
         if event.end_stream:
             self.on_stream_ended(stream_id)
+
+    def on_lone_data(self, data: bytes) -> bool:
+        """A read that is one DATA frame carrying bytes and not ending its stream, taken
+        without an event object (``receive_lone_data``: a tunnel's message, usually). False:
+        not such a read, nothing was done (the session's ``receive`` takes it)."""
+        stream_id = self.session.receive_lone_data(data)
+        if not stream_id:
+            return False
+        payload = data[FRAME_HEADER_BYTES:]
+        stream = self.streams.get(stream_id)
+        if (
+            stream is not None
+            and stream.phase is _OPEN
+            and not stream.exchange
+            and stream.broken_reason is None
+        ):
+            stream.feed_data(payload)  # as in ``on_data``: an open tunnel's message
+        else:
+            self.on_data(data_received(stream_id, payload, len(payload), False))
+        return True
 
     def _deliver(self, stream: H2Stream, data: bytes, length: int) -> None:
         """Hand DATA of an opened stream to its consumer (a request body: within its length)."""

@@ -37,6 +37,7 @@ import trio
 
 from h2ws_proxy.log import log_event
 from h2ws_proxy.transport.timers import ConnectionTimers
+from h2ws_proxy.transport.trio_waits import readable_waiter
 
 logger = logging.getLogger(__name__)
 
@@ -163,43 +164,50 @@ class BackendPoller:
 
     async def run(self) -> None:
         """Dispatch readiness until cancelled (the connection's nursery owns this task)."""
+        # Read once: the descriptor and the callbacks stay the same for the poller's life.
+        epoll_fd, wait_readable = self._epoll.fileno(), readable_waiter()
+        round_start, round_end = self._on_round_start, self._on_round_end
         try:
             while True:
-                await trio.lowlevel.wait_readable(self._epoll.fileno())
-                if self._on_round_start is not None:
-                    self._on_round_start()
+                await wait_readable(epoll_fd)
+                if round_start is not None:
+                    round_start()
                 try:
                     self._run_handlers()
                 finally:
-                    if self._on_round_end is not None:
-                        self._on_round_end()
+                    if round_end is not None:
+                        round_end()
         finally:
             self.close()
 
     def _run_handlers(self) -> None:
-        events: list[tuple[int, int]]
-        if self._watched == 1 and len(self._watchers) == 1:
+        watchers = self._watchers
+        if self._watched == 1 and len(watchers) == 1:
             # The epoll descriptor is readable only while a socket in its set is (the
             # kernel re-checks the ready ones when trio re-arms its wait), so with one
             # socket watched, that one is ready: no ``epoll_wait`` syscall to learn which
             # (one-tunnel ping-pong, bench/cpu_per_message.py). Should its bytes be gone
             # by now, its handler reads nothing and returns, as for a spurious event.
             # (One watched among several registered asks epoll: which one is not kept.)
-            (fd,) = self._watchers
-            events = [(fd, select.EPOLLIN)]
-        else:
-            events = self._epoll.poll(0, _MAX_EVENTS)
-        for fd, _events in events:
-            watcher = self._watchers.get(fd)
-            if watcher is None:
-                continue
+            ((fd, watcher),) = watchers.items()
             try:
                 watcher.on_readable()
             except Exception as error:
-                # A bug: one line (the traceback at debug level); the tunnel fails alone.
-                log_event(logger, logging.ERROR, "poller.handler_failed", fd=fd, error=repr(error))
-                logger.debug("backend readiness handler failed (fd %d)", fd, exc_info=True)
-                self._drop(fd)
+                self._handler_failed(fd, error)
+            return
+        for fd, _events in self._epoll.poll(0, _MAX_EVENTS):
+            ready = watchers.get(fd)  # None: dropped by an earlier handler of this round
+            if ready is not None:
+                try:
+                    ready.on_readable()
+                except Exception as error:
+                    self._handler_failed(fd, error)
+
+    def _handler_failed(self, fd: int, error: Exception) -> None:
+        """A bug: one line (the traceback at debug level); the tunnel fails alone."""
+        log_event(logger, logging.ERROR, "poller.handler_failed", fd=fd, error=repr(error))
+        logger.debug("backend readiness handler failed (fd %d)", fd, exc_info=True)
+        self._drop(fd)
 
     def close(self) -> None:
         """Stop watching; every owner still registered is told (``on_closed``): a tunnel

@@ -43,6 +43,8 @@ from collections.abc import Callable
 
 import trio
 
+from h2ws_proxy.transport.trio_waits import ReadableWait, readable_waiter
+
 #: Default read size when the caller gives none (trio's SocketStream uses 64 KiB too).
 DEFAULT_RECEIVE_SIZE = 65536
 #: Unsent bytes the kernel holds before the socket stops being writable: trio.SocketStream's
@@ -66,7 +68,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
     """A connected, non-blocking stdlib socket (TCP or unix) as a half-closeable stream."""
 
     # One per tunnel: no instance dict (trio's stream ABCs have empty __slots__).
-    __slots__ = ("_closed", "_drained", "_eof_sent", "_reading", "_sock", "_writing")
+    __slots__ = ("_closed", "_drained", "_eof_sent", "_reading", "_sock", "_wait", "_writing")
 
     #: ``send_nowait`` may take part of what it is given (capabilities.ClientStream).
     whole_writes = False
@@ -84,6 +86,9 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         #: spare ``notify_closing`` costs little, a missing one leaves trio a stale record).
         self._reading = False
         self._writing = False
+        #: The running loop's wait for readability (trio_waits.py), taken at the first
+        #: wait: a stream lives in one loop.
+        self._wait: ReadableWait | None = None
 
     @classmethod
     def from_socket_stream(cls, stream: trio.SocketStream) -> LeanSocketStream:
@@ -161,7 +166,10 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             while True:
                 # Waiting is this call's checkpoint.
                 self._reading = True
-                await trio.lowlevel.wait_readable(self._sock)
+                wait = self._wait
+                if wait is None:
+                    wait = self._wait = readable_waiter()
+                await wait(self._sock)
                 self._reading = False
                 try:
                     data = self._sock.recv(size)

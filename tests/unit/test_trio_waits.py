@@ -1,0 +1,81 @@
+"""The fence around trio's epoll wait: the internal one where trio has it, as good as the
+public one (wakes, cancels, waits again), and the public one wherever anything differs."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+from trio._core._io_epoll import EpollIOManager
+
+from h2ws_proxy.transport import trio_waits
+from h2ws_proxy.transport.trio_waits import problems, readable_waiter
+
+
+def test_the_installed_trio_has_what_the_fast_wait_uses() -> None:
+    assert problems() == []
+    assert readable_waiter is not trio_waits._public_waiter
+
+
+def test_a_changed_signature_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def _epoll_wait(self: object, fd: int) -> None: ...
+
+    monkeypatch.setattr(EpollIOManager, "_epoll_wait", _epoll_wait)
+    assert problems() == ["EpollIOManager._epoll_wait(self, fd, attr_name)"]
+
+
+def test_outside_a_loop_it_is_the_public_wait() -> None:
+    assert readable_waiter() is trio.lowlevel.wait_readable
+
+
+async def test_inside_a_loop_it_is_the_managers_own_wait() -> None:
+    wait = readable_waiter()
+    assert wait is not trio.lowlevel.wait_readable
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        b.setblocking(False)
+        async with trio.open_nursery() as nursery:
+            woken = trio.Event()
+
+            async def waiter() -> None:
+                await wait(a)
+                woken.set()
+
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not woken.is_set()
+            b.send(b"x")
+            await woken.wait()
+        assert a.recv(10) == b"x"
+
+
+async def test_a_cancelled_wait_leaves_nothing_behind() -> None:
+    wait = readable_waiter()
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await wait(a)
+        assert scope.cancelled_caught
+        with trio.move_on_after(0.01) as idle:
+            await wait(a)  # registered again: no "another task is already reading"
+        assert idle.cancelled_caught
+        b.send(b"y")
+        await wait(a.fileno())  # a descriptor number, as trio takes it
+        assert a.recv(10) == b"y"
+
+
+async def test_a_second_waiter_on_one_descriptor_is_refused_as_by_trio() -> None:
+    wait = readable_waiter()
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait, a)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                await wait(a)
+            nursery.cancel_scope.cancel()
