@@ -79,3 +79,77 @@ async def test_a_second_waiter_on_one_descriptor_is_refused_as_by_trio() -> None
             with pytest.raises(trio.BusyResourceError):
                 await wait(a)
             nursery.cancel_scope.cancel()
+
+
+def _socket_pair() -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+def test_an_interrupt_while_a_wait_registers_leaves_the_descriptor_waitable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The manager's wait defers a KeyboardInterrupt as trio's public wait does: one that
+    arrives while the wait registers ends that wait cleanly, and the descriptor can be
+    waited on again (not BusyResourceError for a record left set)."""
+    import signal
+
+    from h2ws_proxy.transport.socket_stream import LeanSocketStream
+
+    original = EpollIOManager._update_registrations
+    interrupted: list[int] = []
+    a, b = _socket_pair()
+    target = a.fileno()
+
+    def registering(self: EpollIOManager, fd: int) -> None:
+        if not interrupted and fd == target:
+            interrupted.append(fd)
+            signal.raise_signal(signal.SIGINT)  # its handler runs at the next bytecode
+        original(self, fd)
+
+    monkeypatch.setattr(EpollIOManager, "_update_registrations", registering)
+    stream = LeanSocketStream(a)
+
+    async def main() -> bytes:
+        with pytest.raises(KeyboardInterrupt):
+            with trio.fail_after(5):
+                await stream.receive_some(10)
+        async with trio.open_nursery() as nursery:
+
+            async def send_once_waiting() -> None:
+                await trio.testing.wait_all_tasks_blocked()
+                b.send(b"after")
+
+            nursery.start_soon(send_once_waiting)
+            with trio.fail_after(5):
+                return await stream.receive_some(10)
+
+    try:
+        assert trio.run(main) == b"after"
+        assert interrupted == [target]
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_streams_share_their_loops_waiter() -> None:
+    """One waiter per loop, not one per stream: an idle connection's stream keeps a
+    reference, not a partial, a bound method and a dict of its own."""
+    from h2ws_proxy.transport.socket_stream import LeanSocketStream
+
+    pairs = [_socket_pair() for _ in range(3)]
+    streams = [LeanSocketStream(a) for a, _ in pairs]
+    try:
+        for stream in streams:  # each one's first wait, as an idle reader's
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await stream.receive_some(10)
+        waits = {id(stream._wait) for stream in streams}
+        assert len(waits) == 1
+        assert streams[0]._wait is readable_waiter()
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()

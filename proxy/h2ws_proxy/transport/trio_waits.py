@@ -16,10 +16,9 @@ running loop's I/O manager is that class. Where any of it differs (another trio,
 platform, outside a loop), :func:`readable_waiter` is trio's public ``wait_readable``: only
 the speed differs.
 
-One difference that does not matter here: trio's generated function is protected from
-``KeyboardInterrupt`` (raised at its next checkpoint instead); the manager's own method is
-not marked so. The proxy serves with SIGINT taken by ``trio.open_signal_receiver``
-(server/serve.py), so trio raises no ``KeyboardInterrupt`` into its tasks meanwhile.
+A ``KeyboardInterrupt`` is deferred in it as in trio's public wait (marked with trio's public
+``enable_ki_protection``, which changes nothing for trio's own callers, protected already).
+The waiter is shared by everything of one loop; a stream keeps it for the loop it lives in.
 """
 
 from __future__ import annotations
@@ -62,6 +61,16 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
     from trio._core._io_epoll import EpollIOManager
     from trio._core._run import GLOBAL_RUN_CONTEXT
 
+    # The manager's wait, when called straight from our code, defers a KeyboardInterrupt to
+    # its next checkpoint as trio's public wait does (trio's own callers are protected
+    # already, so for them nothing changes): an interrupt in the middle of its
+    # registration would leave the descriptor's record set, and the next wait on it
+    # would fail with BusyResourceError.
+    trio.lowlevel.enable_ki_protection(EpollIOManager._epoll_wait)
+    # One waiter per loop, shared by every stream and poller of it: a waiter per stream
+    # would cost each idle connection a partial, a bound method and a dict.
+    shared: list[tuple[object, ReadableWait]] = []
+
     def readable_waiter() -> ReadableWait:
         try:
             manager: Any = GLOBAL_RUN_CONTEXT.runner.io_manager
@@ -69,7 +78,11 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
             return _PUBLIC
         if type(manager) is not EpollIOManager:
             return _PUBLIC
-        return functools.partial(manager._epoll_wait, attr_name="read_task")
+        if shared and shared[0][0] is manager:
+            return shared[0][1]
+        wait = functools.partial(manager._epoll_wait, attr_name="read_task")
+        shared[:] = [(manager, wait)]
+        return wait
 
     return readable_waiter
 
