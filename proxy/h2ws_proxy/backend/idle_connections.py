@@ -72,8 +72,14 @@ class IdleConnections(Generic[BackendConnection]):
         del group[connection]
         if not group:
             del self._by_address[connection.address]
-        if connection.parked_in is not None:
-            self.mark_unparked(connection)
+        poller = connection.parked_in
+        if poller is not None:  # ``mark_unparked``, inline: this runs per lean request
+            connection.parked_in = None
+            parked = self._by_poller.get(poller)
+            if parked is not None:
+                parked.pop(connection, None)
+                if not parked:
+                    del self._by_poller[poller]
         return True
 
     def mark_parked(self, connection: BackendConnection, poller: BackendPoller) -> None:

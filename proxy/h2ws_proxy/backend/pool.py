@@ -139,14 +139,17 @@ class BackendPool:
         connection back with :meth:`release_now` and the same poller, or unregisters the
         descriptor before closing it.
         """
-        now = trio.current_time()
+        now = _now(poller)
+        keepalive = self._limits.backend_keepalive_s
         while (connection := self._idle.best_for(address, poller)) is not None:
             pollable = as_pollable(connection.stream)
             if pollable is None:
                 return None
-            good = self._still_good(connection, now)
+            # ``_still_good``, with the socket's own check (it is one of ours).
+            good = now - connection.idle_since < keepalive and pollable.is_quiet()
             self._detach(connection, keep_in=poller if good else None)
             if good:
+                connection.reused = True
                 return connection
             pollable.close_now()
         return None
@@ -184,7 +187,7 @@ class BackendPool:
 
     async def release(self, connection: BackendConnection) -> None:
         """Keep ``connection`` (its last cycle ended cleanly) if there is room, else close it."""
-        if self._keep(connection):
+        if self._keep(connection, trio.current_time()):
             # The exchange that gave it back yielded on its reads; a trip here only costs.
             await trio.lowlevel.checkpoint_if_cancelled()
             return
@@ -197,7 +200,7 @@ class BackendPool:
         pollable = as_pollable(connection.stream)
         assert pollable is not None, "only take_idle_now's connections come back here"
         fd = pollable.fileno()
-        if not self._keep(connection):
+        if not self._keep(connection, _now(poller)):
             poller.unregister(fd)
             pollable.close_now()
         elif poller.closed:
@@ -220,11 +223,11 @@ class BackendPool:
         """The poller ``connection`` was parked in closed: it stays idle, parked nowhere."""
         self._idle.mark_unparked(connection)
 
-    def _keep(self, connection: BackendConnection) -> bool:
-        """Keep ``connection`` idle if there is room; False: the caller closes it."""
+    def _keep(self, connection: BackendConnection, now: float) -> bool:
+        """Keep ``connection`` idle from ``now`` if there is room; False: the caller closes it."""
         limits = self._limits
         if limits.backend_keepalive_s > 0 and self._idle.add_if_room(
-            connection, trio.current_time(), limits.backend_max_idle
+            connection, now, limits.backend_max_idle
         ):
             # Every connection is kept for the same time, so one given back now expires
             # after all the others: the reaper needs waking only if it waits for none.
@@ -257,3 +260,10 @@ class BackendPool:
         for connection in self._idle.everything():
             self._detach(connection)
             await trio.aclose_forcefully(connection.stream)
+
+
+def _now(poller: BackendPoller) -> float:
+    """The clock, read as ``poller``'s connection timers read it (one call, not trio's three
+    layers), when it has them."""
+    timers = poller.timers
+    return timers.now() if timers is not None else trio.current_time()
