@@ -83,6 +83,23 @@ class H1BackendWire:
     client's body broke its declared length.
     """
 
+    # Slots: one is made per request (the lean path's hot loop).
+    __slots__ = (
+        "_chunk_left",
+        "_data",
+        "_eof",
+        "_footer",
+        "_h11",
+        "_is_head",
+        "_keep_alive",
+        "_max_head_bytes",
+        "_pos",
+        "_received",
+        "_remaining",
+        "_request",
+        "_stage",
+    )
+
     def __init__(self, request: BackendRequest, *, max_head_bytes: int) -> None:
         self._max_head_bytes = max_head_bytes
         self._is_head = request.method == b"HEAD"

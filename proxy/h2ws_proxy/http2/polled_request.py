@@ -55,6 +55,10 @@ from h2ws_proxy.transport.timers import ConnectionTimers
 
 #: A write to the client's stream failed: the stream broke, or the session refuses it.
 _CLIENT_GONE = (*STREAM_GONE, StreamUnusable)
+#: What ``finish`` is told of an exchange, with or without the answer's head sent: shared by
+#: every lean request (``finish_exchange`` only reads it; the status is the record's).
+_ANSWERED = ExchangeResult(head_sent=True, request_complete=True)
+_UNANSWERED = ExchangeResult(request_complete=True)
 
 
 class PolledRequest:
@@ -66,13 +70,13 @@ class PolledRequest:
         "_connection",
         "_done",
         "_fd",
+        "_head_sent",
         "_lean",
         "_paused",
         "_pending",
         "_poller",
         "_record",
         "_request",
-        "_result",
         "_route",
         "_server",
         "_socket",
@@ -108,7 +112,8 @@ class PolledRequest:
         self._fd = socket.fileno()
         self._wire = wire
         self._record = record
-        self._result = ExchangeResult(request_complete=True)
+        #: The answer's head went to the client (its status is the record's).
+        self._head_sent = False
         self._answer_started = False
         self._done = False
         #: The backend's watch is paused: the client cannot take more now.
@@ -187,7 +192,7 @@ class PolledRequest:
         if self._done:
             return
         reason = f"no byte moved either way for {self._timeout}s"
-        if self._result.head_sent:
+        if self._head_sent:
             self._abort(RelayEnd.IDLE_TIMEOUT, reason)
         else:
             target = self._connection.address
@@ -264,12 +269,11 @@ class PolledRequest:
             )
             return True
         has_body, head = h2_answer_head(self._request, response)
-        result = self._result
-        result.status = status
         session.send_prepared_head(stream.stream_id, head, end_stream=not has_body)
         if not has_body:
             stream.mark_ended_locally()
-        result.head_sent = True
+        self._record.status = status
+        self._head_sent = True
         return True
 
     def _send_body(self, data: bytes) -> None:
@@ -319,10 +323,8 @@ class PolledRequest:
         """The answer is over (its trailers, if any, sent): the stream's end, the clean end."""
         if not self._stream.local_ended:
             self._stream.end_now()  # no trailers, or none fit to relay
-        result = self._result
-        result.reusable = self._wire.reusable()
         self._record.stats.end = RelayEnd.CLEAN
-        self._complete(keep=result.reusable)
+        self._complete(keep=self._wire.reusable())
 
     def _pause(self) -> None:
         if not self._paused:
@@ -340,8 +342,7 @@ class PolledRequest:
     # ---- endings ----
 
     def _backend_failed(self, reason: str) -> None:
-        result = self._result
-        if result.head_sent:
+        if self._head_sent:
             self._abort(RelayEnd.BACKEND_ABORTED, reason)
         elif self._connection.reused and not self._answer_started:
             self._hand_to_task()
@@ -349,7 +350,7 @@ class PolledRequest:
             self._refuse(BackendUnavailable(reason))
 
     def _protocol_error(self, reason: str) -> None:
-        if self._result.head_sent:
+        if self._head_sent:
             self._abort(RelayEnd.BACKEND_ABORTED, reason)
         else:
             self._refuse(BackendProtocolError(reason))
@@ -378,11 +379,10 @@ class PolledRequest:
 
     def _complete(self, *, keep: bool) -> None:
         self._stop(keep=keep)
-        lean, record, result = self._lean, self._record, self._result
+        lean, record = self._lean, self._record
         lean.server.stats.requests -= 1
-        record.status = record.status or result.status
-        record.opened = result.head_sent
-        lean.finish(self._stream, record, result)
+        record.opened = head_sent = self._head_sent
+        lean.finish(self._stream, record, _ANSWERED if head_sent else _UNANSWERED)
 
     def _stop(self, *, keep: bool) -> None:
         """Leave the poller, the timers and the stream; the connection back or closed."""
