@@ -27,6 +27,7 @@ expired ones; the server runs it in the background.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import trio
@@ -94,7 +95,7 @@ class BackendPool:
         self._idle: IdleConnections[BackendConnection] = IdleConnections()
         self._changed = trio.Event()
         #: When :meth:`reap` wakes next (``inf``: nothing idle, it waits for ``_changed``).
-        self._next_reap = float("inf")
+        self._next_reap = math.inf
 
     def apply_limits(self, limits: Limits) -> None:
         """Keep-alive limits from now on (a reload); the idle connections stay."""
@@ -145,9 +146,13 @@ class BackendPool:
             pollable = as_pollable(connection.stream)
             if pollable is None:
                 return None
-            # ``_still_good``, with the socket's own check (it is one of ours).
+            # ``_still_good``, with the socket's own check (it is one of ours), and
+            # ``_detach``, inline: this runs per lean request.
             good = now - connection.idle_since < keepalive and pollable.is_quiet()
-            self._detach(connection, keep_in=poller if good else None)
+            parked_in = connection.parked_in
+            self._idle.remove(connection)
+            if parked_in is not None and (parked_in is not poller or not good):
+                parked_in.unregister(pollable.fileno())
             if good:
                 connection.reused = True
                 return connection
@@ -231,7 +236,7 @@ class BackendPool:
         ):
             # Every connection is kept for the same time, so one given back now expires
             # after all the others: the reaper needs waking only if it waits for none.
-            if self._next_reap == float("inf"):
+            if self._next_reap == math.inf:
                 self._changed.set()
             return True
         return False

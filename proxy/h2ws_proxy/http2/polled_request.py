@@ -152,7 +152,7 @@ class PolledRequest:
             return
         if data:
             self._answer_started = True
-        wire.receive_data(bytes(data))
+        wire.receive_data(data)
         if (whole := wire.whole_answer()) is not None:
             self._relay_whole(*whole)
         else:
