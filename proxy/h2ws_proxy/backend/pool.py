@@ -37,7 +37,7 @@ from h2ws_proxy.backend.upgrade import ConnectBackend
 from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.counters import Histogram
 from h2ws_proxy.errors import BackendConnectTimeout
-from h2ws_proxy.transport.capabilities import as_pollable, idle_is_quiet
+from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable, idle_is_quiet
 from h2ws_proxy.transport.poller import BackendPoller
 
 
@@ -198,20 +198,30 @@ class BackendPool:
             return
         await trio.aclose_forcefully(connection.stream)
 
-    def release_now(self, connection: BackendConnection, poller: BackendPoller) -> None:
+    def release_now(
+        self,
+        connection: BackendConnection,
+        poller: BackendPoller,
+        socket: PollableSocket | None = None,
+        fd: int = -1,
+    ) -> None:
         """:meth:`release` without a yield, for a connection :meth:`take_idle_now` gave:
         kept, it stays parked in ``poller`` (whose epoll set may hold its socket already);
-        with no room for it, its socket leaves the set and closes at once."""
-        pollable = as_pollable(connection.stream)
-        assert pollable is not None, "only take_idle_now's connections come back here"
-        fd = pollable.fileno()
-        if not self._keep(connection, _now(poller)):
+        with no room for it, its socket leaves the set and closes at once. ``socket`` and
+        ``fd``: the connection's, when the caller holds them already."""
+        if socket is None:
+            socket = as_pollable(connection.stream)
+            assert socket is not None, "only take_idle_now's connections come back here"
+            fd = socket.fileno()
+        timers = poller.timers  # (``_now``, inline: this runs per lean request)
+        now = timers.now() if timers is not None else trio.current_time()
+        closed = poller.closed
+        if not self._keep(connection, now, None if closed else poller):
             poller.unregister(fd)
-            pollable.close_now()
-        elif poller.closed:
+            socket.close_now()
+        elif closed:
             poller.unregister(fd)
         else:
-            self._idle.mark_parked(connection, poller)
             poller.register(fd, connection)  # keeps the descriptor's place in the set
 
     def discard_parked(self, connection: BackendConnection) -> None:
@@ -228,11 +238,14 @@ class BackendPool:
         """The poller ``connection`` was parked in closed: it stays idle, parked nowhere."""
         self._idle.mark_unparked(connection)
 
-    def _keep(self, connection: BackendConnection, now: float) -> bool:
-        """Keep ``connection`` idle from ``now`` if there is room; False: the caller closes it."""
+    def _keep(
+        self, connection: BackendConnection, now: float, parked_in: BackendPoller | None = None
+    ) -> bool:
+        """Keep ``connection`` idle from ``now`` (parked in ``parked_in``) if there is room;
+        False: the caller closes it."""
         limits = self._limits
         if limits.backend_keepalive_s > 0 and self._idle.add_if_room(
-            connection, now, limits.backend_max_idle
+            connection, now, limits.backend_max_idle, parked_in
         ):
             # Every connection is kept for the same time, so one given back now expires
             # after all the others: the reaper needs waking only if it waits for none.

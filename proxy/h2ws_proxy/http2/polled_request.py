@@ -220,7 +220,7 @@ class PolledRequest:
                 if kind is BodyData:
                     assert isinstance(event, BodyData)
                     self._record.stats.bytes_down += len(event.data)
-                    self._send_body(event.data)
+                    self._send_body(event.data, wire.body_ends_here())
                 elif event is Need.DATA:
                     return
                 elif kind is ResponseHead:
@@ -248,7 +248,7 @@ class PolledRequest:
                 return
             if body:
                 self._record.stats.bytes_down += len(body)
-                self._send_body(body)
+                self._send_body(body, True)  # (all of it: the body ends here)
             if not self._paused and not self._done and self._wire.take_plain_end():
                 self._answered()  # (paused: the end waits, as in ``_relay``)
         except _CLIENT_GONE as error:
@@ -276,10 +276,10 @@ class PolledRequest:
         self._head_sent = True
         return True
 
-    def _send_body(self, data: bytes) -> None:
+    def _send_body(self, data: bytes, last: bool) -> None:  # (last: the body ends here)
         stream = self._stream
         view = memoryview(data)
-        sent = stream.send_now(view, self._wire.body_ends_here())
+        sent = stream.send_now(view, last)
         if sent < len(view):
             # The stream asked to be woken by new credit (``client_writable``).
             self._pending = view[sent:]
@@ -393,7 +393,7 @@ class PolledRequest:
         self._stream.set_on_writable(None)
         self._balancer.give_back(self._server)
         if keep and poller is not None:  # parked there: no epoll_ctl for the next request
-            self._lean.server.pool.release_now(self._connection, poller)
+            self._lean.server.pool.release_now(self._connection, poller, self._socket, self._fd)
             return
         if poller is not None:
             poller.unregister(self._fd)
