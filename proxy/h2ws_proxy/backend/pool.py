@@ -17,7 +17,10 @@ client connection's poller) stays *parked* in that poller's epoll set while idle
 request of the same client connection takes it with no ``epoll_ctl`` pair (each client
 connection prefers the ones it parked), and bytes or an EOF that arrive while it is idle
 wake the poller, which drops it at once (:meth:`BackendConnection.on_readable`). The peek
-stays: the poller may not have run since they came.
+stays: the poller may not have run since they came (trio may run its round after the taker's
+in the same batch). An EOF met after our write would only cost the one retry a reused
+connection gets, but stray bytes would be read as the request's answer: no check by the
+poller's last round covers those.
 
 Bounds: at most ``backend_max_idle`` idle connections per backend, each kept at most
 ``backend_keepalive_s`` (below the usual backend keep-alive, so we close first and rarely
