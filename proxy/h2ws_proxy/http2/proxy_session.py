@@ -11,7 +11,8 @@ with what the front end needs around it:
 * local misuse of a stream (closed, reset, the connection gone) as one
   :class:`~h2ws_proxy.h2session.StreamUnusable`, so callers handle a single case;
 * short answers (:meth:`respond`), the head of an answer read from an HTTP/1.1 backend
-  (:meth:`send_response_head`, credentials never indexed as h2 did, RFC 7541 §7.1.3), and
+  (:meth:`send_response_head`, or :meth:`send_prepared_head` with a head made once by
+  :func:`prepared_response_head`; credentials never indexed as h2 did, RFC 7541 §7.1.3), and
   a drain GOAWAY that leaves open streams working (:meth:`send_goaway`, RFC 9113 §6.8).
 """
 
