@@ -27,6 +27,7 @@ from tests.helpers.setup import backend_url, make_config
 pytestmark = pytest.mark.socket
 
 CANCEL = 0x8
+INITIAL_WINDOW_SIZE = 0x4
 Header = tuple[bytes, bytes]
 PATHS = pytest.mark.parametrize("lean", [True, False], ids=["lean_path", "task_path_control"])
 
@@ -207,3 +208,39 @@ async def test_a_request_the_backend_drops_on_kept_connections_is_sent_at_most_t
     lines = [line for line in proxy_records.named("request.closed") if line["path"] == "/c"]
     assert len(lines) == 1  # one line whatever the attempts
     assert heads.count(b"GET /c HTTP/1.1") == 2  # a kept connection, then a new one
+
+
+# ---- 5. an answer that came whole, held back by the client's window ----
+
+
+@PATHS
+async def test_a_whole_answer_the_window_takes_in_pieces_ends_cleanly_and_is_kept(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords, lean: bool
+) -> None:
+    """The common answer comes in one read (head, body and end, relayed in one pass); when the
+    stream's window takes only part of the body, the rest follows as credit comes, the end
+    only with it, and the backend connection is still kept for the next request."""
+    body = bytes(range(256)) * 4
+
+    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
+        if head.startswith(b"GET /whole "):
+            await connection.stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+            )
+            return True
+        await connection.stream.send_all(OK)
+        return True
+
+    backend = ScriptedBackend(scripted(answer))
+    port = await nursery.start(backend.run)
+    address = await start_proxy(make_config(("/", backend_url(port))))
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    async with open_h2_client(stream, settings={INITIAL_WINDOW_SIZE: 100}) as client:
+        if lean:
+            assert (await fetch(client, b"/one")).status == 200  # a kept connection
+        state = await fetch(client, b"/whole")
+        assert (await fetch(client, b"/two")).status == 200
+    assert (state.status, bytes(state.data), state.ended) == (200, body, True)
+    assert len(backend.connections) == 1  # kept after /whole, and used again
+    line = [line for line in proxy_records.named("request.closed") if line["path"] == "/whole"]
+    assert [(entry["end"], entry["bytes_down"]) for entry in line] == [("clean", len(body))]

@@ -83,6 +83,23 @@ class H1BackendWire:
     client's body broke its declared length.
     """
 
+    # Slots: one is made per request (the lean path's hot loop).
+    __slots__ = (
+        "_chunk_left",
+        "_data",
+        "_eof",
+        "_footer",
+        "_h11",
+        "_is_head",
+        "_keep_alive",
+        "_max_head_bytes",
+        "_pos",
+        "_received",
+        "_remaining",
+        "_request",
+        "_stage",
+    )
+
     def __init__(self, request: BackendRequest, *, max_head_bytes: int) -> None:
         self._max_head_bytes = max_head_bytes
         self._is_head = request.method == b"HEAD"
@@ -151,6 +168,47 @@ class H1BackendWire:
         if self._stage is _Stage.TRAILERS:
             return self._read_trailers()
         raise RuntimeError("the answer is complete")  # the exchange stops at AnswerEnd
+
+    def whole_answer(self) -> tuple[ResponseHead, bytes] | None:
+        """The final head and the whole body at once, when both are in hand and the head is
+        plain with a ``content-length`` (the common answer, in one read): what
+        :meth:`next_event` would hand out as the head and the body's data (``b""``: none),
+        leaving the wire where it would then be (:meth:`body_ends_here` is True, the end is
+        next: :meth:`take_plain_end`). None: nothing was taken; read with :meth:`next_event`.
+        """
+        if self._h11 is not None or self._stage is not _Stage.HEAD:
+            return None
+        data, pos = self._data, self._pos
+        end = HEAD_END.search(data, pos)
+        if end is None:
+            return None
+        head_end = end.end()
+        parsed = parse_plain_head(data, pos, head_end, is_head=self._is_head)
+        if parsed is None:
+            return None
+        event, length, keep_alive = parsed
+        body_end = head_end + length
+        if length == CHUNKED or body_end > len(data):
+            return None
+        self._keep_alive = keep_alive
+        self._stage = _Stage.BODY
+        self._remaining = 0
+        self._received = length
+        self._pos = body_end
+        if not length:
+            return event, b""
+        if not pos and body_end == len(data):
+            return event, data[head_end:]
+        return event, data[head_end:body_end]
+
+    def take_plain_end(self) -> bool:
+        """True, and the answer is over, when :meth:`body_ends_here` (the end next carries no
+        trailers: :meth:`next_event`'s ``AnswerEnd([])`` without the event); False: nothing
+        changed."""
+        if self._h11 is None and self._stage is _Stage.BODY and not self._remaining:
+            self._stage = _Stage.DONE
+            return True
+        return False
 
     def body_ends_here(self) -> bool:
         """The body bytes just handed out were the last of a length-delimited body: the next

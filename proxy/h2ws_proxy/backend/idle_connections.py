@@ -50,9 +50,15 @@ class IdleConnections(Generic[BackendConnection]):
         group = self._by_address.get(address)
         return len(group) if group is not None else 0
 
-    def add_if_room(self, connection: BackendConnection, now: float, most: int) -> bool:
-        """``connection`` went idle ``now`` (the newest of its address), if its address has
-        fewer than ``most`` idle; False: no room for it."""
+    def add_if_room(
+        self,
+        connection: BackendConnection,
+        now: float,
+        most: int,
+        parked_in: BackendPoller | None = None,
+    ) -> bool:
+        """``connection`` went idle ``now`` (the newest of its address, parked in
+        ``parked_in``), if its address has fewer than ``most`` idle; False: no room for it."""
         group = self._by_address.get(connection.address)
         if group is None:
             if most <= 0:
@@ -62,6 +68,8 @@ class IdleConnections(Generic[BackendConnection]):
             return False
         connection.idle_since = now
         group[connection] = None
+        if parked_in is not None:
+            self.mark_parked(connection, parked_in)
         return True
 
     def remove(self, connection: BackendConnection) -> bool:
@@ -72,8 +80,14 @@ class IdleConnections(Generic[BackendConnection]):
         del group[connection]
         if not group:
             del self._by_address[connection.address]
-        if connection.parked_in is not None:
-            self.mark_unparked(connection)
+        poller = connection.parked_in
+        if poller is not None:  # ``mark_unparked``, inline: this runs per lean request
+            connection.parked_in = None
+            parked = self._by_poller.get(poller)
+            if parked is not None:
+                parked.pop(connection, None)
+                if not parked:
+                    del self._by_poller[poller]
         return True
 
     def mark_parked(self, connection: BackendConnection, poller: BackendPoller) -> None:

@@ -17,7 +17,10 @@ client connection's poller) stays *parked* in that poller's epoll set while idle
 request of the same client connection takes it with no ``epoll_ctl`` pair (each client
 connection prefers the ones it parked), and bytes or an EOF that arrive while it is idle
 wake the poller, which drops it at once (:meth:`BackendConnection.on_readable`). The peek
-stays: the poller may not have run since they came.
+stays: the poller may not have run since they came (trio may run its round after the taker's
+in the same batch). An EOF met after our write would only cost the one retry a reused
+connection gets, but stray bytes would be read as the request's answer: no check by the
+poller's last round covers those.
 
 Bounds: at most ``backend_max_idle`` idle connections per backend, each kept at most
 ``backend_keepalive_s`` (below the usual backend keep-alive, so we close first and rarely
@@ -27,6 +30,7 @@ expired ones; the server runs it in the background.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import trio
@@ -36,7 +40,7 @@ from h2ws_proxy.backend.upgrade import ConnectBackend
 from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.counters import Histogram
 from h2ws_proxy.errors import BackendConnectTimeout
-from h2ws_proxy.transport.capabilities import as_pollable, idle_is_quiet
+from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable, idle_is_quiet
 from h2ws_proxy.transport.poller import BackendPoller
 
 
@@ -94,7 +98,7 @@ class BackendPool:
         self._idle: IdleConnections[BackendConnection] = IdleConnections()
         self._changed = trio.Event()
         #: When :meth:`reap` wakes next (``inf``: nothing idle, it waits for ``_changed``).
-        self._next_reap = float("inf")
+        self._next_reap = math.inf
 
     def apply_limits(self, limits: Limits) -> None:
         """Keep-alive limits from now on (a reload); the idle connections stay."""
@@ -139,14 +143,21 @@ class BackendPool:
         connection back with :meth:`release_now` and the same poller, or unregisters the
         descriptor before closing it.
         """
-        now = trio.current_time()
+        now = _now(poller)
+        keepalive = self._limits.backend_keepalive_s
         while (connection := self._idle.best_for(address, poller)) is not None:
             pollable = as_pollable(connection.stream)
             if pollable is None:
                 return None
-            good = self._still_good(connection, now)
-            self._detach(connection, keep_in=poller if good else None)
+            # ``_still_good``, with the socket's own check (it is one of ours), and
+            # ``_detach``, inline: this runs per lean request.
+            good = now - connection.idle_since < keepalive and pollable.is_quiet()
+            parked_in = connection.parked_in
+            self._idle.remove(connection)
+            if parked_in is not None and (parked_in is not poller or not good):
+                parked_in.unregister(pollable.fileno())
             if good:
+                connection.reused = True
                 return connection
             pollable.close_now()
         return None
@@ -184,26 +195,36 @@ class BackendPool:
 
     async def release(self, connection: BackendConnection) -> None:
         """Keep ``connection`` (its last cycle ended cleanly) if there is room, else close it."""
-        if self._keep(connection):
+        if self._keep(connection, trio.current_time()):
             # The exchange that gave it back yielded on its reads; a trip here only costs.
             await trio.lowlevel.checkpoint_if_cancelled()
             return
         await trio.aclose_forcefully(connection.stream)
 
-    def release_now(self, connection: BackendConnection, poller: BackendPoller) -> None:
+    def release_now(
+        self,
+        connection: BackendConnection,
+        poller: BackendPoller,
+        socket: PollableSocket | None = None,
+        fd: int = -1,
+    ) -> None:
         """:meth:`release` without a yield, for a connection :meth:`take_idle_now` gave:
         kept, it stays parked in ``poller`` (whose epoll set may hold its socket already);
-        with no room for it, its socket leaves the set and closes at once."""
-        pollable = as_pollable(connection.stream)
-        assert pollable is not None, "only take_idle_now's connections come back here"
-        fd = pollable.fileno()
-        if not self._keep(connection):
+        with no room for it, its socket leaves the set and closes at once. ``socket`` and
+        ``fd``: the connection's, when the caller holds them already."""
+        if socket is None:
+            socket = as_pollable(connection.stream)
+            assert socket is not None, "only take_idle_now's connections come back here"
+            fd = socket.fileno()
+        timers = poller.timers  # (``_now``, inline: this runs per lean request)
+        now = timers.now() if timers is not None else trio.current_time()
+        closed = poller.closed
+        if not self._keep(connection, now, None if closed else poller):
             poller.unregister(fd)
-            pollable.close_now()
-        elif poller.closed:
+            socket.close_now()
+        elif closed:
             poller.unregister(fd)
         else:
-            self._idle.mark_parked(connection, poller)
             poller.register(fd, connection)  # keeps the descriptor's place in the set
 
     def discard_parked(self, connection: BackendConnection) -> None:
@@ -220,15 +241,18 @@ class BackendPool:
         """The poller ``connection`` was parked in closed: it stays idle, parked nowhere."""
         self._idle.mark_unparked(connection)
 
-    def _keep(self, connection: BackendConnection) -> bool:
-        """Keep ``connection`` idle if there is room; False: the caller closes it."""
+    def _keep(
+        self, connection: BackendConnection, now: float, parked_in: BackendPoller | None = None
+    ) -> bool:
+        """Keep ``connection`` idle from ``now`` (parked in ``parked_in``) if there is room;
+        False: the caller closes it."""
         limits = self._limits
         if limits.backend_keepalive_s > 0 and self._idle.add_if_room(
-            connection, trio.current_time(), limits.backend_max_idle
+            connection, now, limits.backend_max_idle, parked_in
         ):
             # Every connection is kept for the same time, so one given back now expires
             # after all the others: the reaper needs waking only if it waits for none.
-            if self._next_reap == float("inf"):
+            if self._next_reap == math.inf:
                 self._changed.set()
             return True
         return False
@@ -257,3 +281,10 @@ class BackendPool:
         for connection in self._idle.everything():
             self._detach(connection)
             await trio.aclose_forcefully(connection.stream)
+
+
+def _now(poller: BackendPoller) -> float:
+    """The clock, read as ``poller``'s connection timers read it (one call, not trio's three
+    layers), when it has them."""
+    timers = poller.timers
+    return timers.now() if timers is not None else trio.current_time()

@@ -2,8 +2,10 @@
 
 The backend's wire gives a repeated head as the same event object (``parse_plain_head``
 remembers heads by their bytes), so what it becomes here (whether a body follows, the
-fields to send) is remembered by that object's identity: a backend's answers repeat, and
-the request path gains from each step it skips (bench/README.md, the lean request path).
+fields to send) is remembered by that object's identity, as the whole HTTP/2 head the session sends
+(``:status`` first, connection-specific fields already out: ``prepared_response_head``): a
+backend's answers repeat, and the request path gains from each step it skips
+(bench/README.md, the lean request path).
 A HEAD request's heads are other objects than a GET's (the wire's key holds ``is_head``),
 so the body decision, which depends on the method, stays right.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from h2ws_proxy.backend.h1_wire import ResponseHead
 from h2ws_proxy.http.message import HttpRequest, answer_has_body, response_fields
+from h2ws_proxy.http2.proxy_session import prepared_response_head
 
 Header = tuple[bytes, bytes]
 
@@ -21,15 +24,17 @@ _RELAYED_MAX = 64
 
 
 def h2_answer_head(request: HttpRequest, response: ResponseHead) -> tuple[bool, list[Header]]:
-    """(a body follows, the fields to send) for a final answer head; the list is shared:
-    nobody may change it."""
+    """(a body follows, the head to send with ``ProxySession.send_prepared_head``) for a
+    final answer head; the list is shared: nobody may change it. Raises ``StreamUnusable``
+    as ``prepared_response_head`` (then nothing is remembered)."""
     relayed = _RELAYED.get(id(response))
     if relayed is not None and relayed[0] is response:
         return relayed[1], relayed[2]
     status = response.status
     has_body = answer_has_body(request, status, response.headers)
     fields = response_fields(status, response.headers, for_h2=True)
+    head = prepared_response_head(status, fields)
     if len(_RELAYED) >= _RELAYED_MAX:
         _RELAYED.clear()
-    _RELAYED[id(response)] = (response, has_body, fields)
-    return has_body, fields
+    _RELAYED[id(response)] = (response, has_body, head)
+    return has_body, head

@@ -69,8 +69,9 @@ class ConnectionLifetime:
             return
         if self._idle_since is None:
             self._idle_since = trio.current_time()
+            # Set, not renewed: ``close_when_idle`` makes a fresh one before it waits, and a
+            # client that sends one request at a time makes this turn per request.
             self._became_idle.set()
-            self._became_idle = trio.Event()
             self._slot.idle()
         if self.closing:
             self._end_reading()
@@ -118,6 +119,8 @@ class ConnectionLifetime:
         while True:
             idle_since = self._idle_since
             if idle_since is None:
+                # (No checkpoint since ``_idle_since`` was read: the set cannot be missed.)
+                self._became_idle = trio.Event()
                 await self._became_idle.wait()
                 continue
             await trio.sleep_until(idle_since + timeout_s)

@@ -13,9 +13,10 @@ Rules:
   (``StreamTasks.serve_exchange``), with the same behaviour; so is the one retry, on a new
   connection, of a request a kept connection failed before any byte of the answer.
 * The answer is read by the same :class:`~h2ws_proxy.backend.h1_wire.H1BackendWire` and
-  relayed with the same rules as ``relay/exchange.py``: 1xx as they come, the head, the
-  body as the client's window and the connection's output bound allow (the backend is not
-  read meanwhile: its watch is paused until the stream calls back), then the end.
+  relayed with the same rules as ``relay/exchange.py`` (one that came whole, in one pass):
+  1xx as they come, the head, the body as the client's window and the connection's output
+  bound allow (the backend is not read meanwhile: its watch is paused until the stream
+  calls back), then the end.
 * Failures as in the task path: before the answer's head, a 502 (a broken or invalid
   answer) or 504 (the idle timer) answered here; after it, the stream is reset. The
   stream's break (the client's reset, the connection's end) reaches us through the same
@@ -29,7 +30,6 @@ Rules:
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
 import h11
 import trio
@@ -43,9 +43,8 @@ from h2ws_proxy.errors import BackendProtocolError, BackendTimeout, BackendUnava
 from h2ws_proxy.h2session import StreamUnusable
 from h2ws_proxy.http.message import HttpRequest, trailer_fields
 from h2ws_proxy.http2.answer_heads import h2_answer_head
-from h2ws_proxy.http2.proxy_session import ProxySession
+from h2ws_proxy.http2.lean_connection import LeanConnection
 from h2ws_proxy.http2.stream import H2Stream
-from h2ws_proxy.relay.context import ServerContext
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
 from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import RelayRecord
@@ -56,25 +55,10 @@ from h2ws_proxy.transport.timers import ConnectionTimers
 
 #: A write to the client's stream failed: the stream broke, or the session refuses it.
 _CLIENT_GONE = (*STREAM_GONE, StreamUnusable)
-
-
-class LeanConnection(Protocol):
-    """What a lean request needs of its connection (:class:`~h2ws_proxy.http2.lean_requests.
-    LeanRequests`)."""
-
-    session: ProxySession
-    server: ServerContext
-
-    def refuse(self, stream_id: int, error: ProxyError) -> None:
-        """Answer a proxy error on a stream (the registry's ``refuse``)."""
-
-    def finish(self, stream: H2Stream, record: RelayRecord, result: ExchangeResult) -> None:
-        """End a stream's exchange as a task's end would (``StreamTasks.finish_exchange``)."""
-
-    def run_on_task(
-        self, stream: H2Stream, request: HttpRequest, route: RouteConfig, fresh: bool
-    ) -> None:
-        """Run a request on the task path (``fresh``: on a new backend connection)."""
+#: What ``finish`` is told of an exchange, with or without the answer's head sent: shared by
+#: every lean request (``finish_exchange`` only reads it; the status is the record's).
+_ANSWERED = ExchangeResult(head_sent=True, request_complete=True)
+_UNANSWERED = ExchangeResult(request_complete=True)
 
 
 class PolledRequest:
@@ -86,13 +70,13 @@ class PolledRequest:
         "_connection",
         "_done",
         "_fd",
+        "_head_sent",
         "_lean",
         "_paused",
         "_pending",
         "_poller",
         "_record",
         "_request",
-        "_result",
         "_route",
         "_server",
         "_socket",
@@ -128,7 +112,8 @@ class PolledRequest:
         self._fd = socket.fileno()
         self._wire = wire
         self._record = record
-        self._result = ExchangeResult(request_complete=True)
+        #: The answer's head went to the client (its status is the record's).
+        self._head_sent = False
         self._answer_started = False
         self._done = False
         #: The backend's watch is paused: the client cannot take more now.
@@ -146,7 +131,7 @@ class PolledRequest:
         self._lean.server.stats.requests += 1
         self._stream.set_on_writable(self)  # new credit, and the stream's break
         if timeout > 0:
-            timers.arm(self, timeout, trio.current_time())
+            timers.arm(self, timeout, timers.now())
         poller.register(self._fd, self)
 
     # ---- the backend (the poller's callbacks) ----
@@ -167,8 +152,11 @@ class PolledRequest:
             return
         if data:
             self._answer_started = True
-        wire.receive_data(bytes(data))
-        self._relay()
+        wire.receive_data(data)
+        if (whole := wire.whole_answer()) is not None:
+            self._relay_whole(*whole)
+        else:
+            self._relay()
         if not self._done:
             self._progress()  # a byte moved (a read that ended the answer needs no timer)
 
@@ -204,7 +192,7 @@ class PolledRequest:
         if self._done:
             return
         reason = f"no byte moved either way for {self._timeout}s"
-        if self._result.head_sent:
+        if self._head_sent:
             self._abort(RelayEnd.IDLE_TIMEOUT, reason)
         else:
             target = self._connection.address
@@ -213,7 +201,7 @@ class PolledRequest:
     def _progress(self) -> None:
         timers = self._timers
         if timers is not None and self._timeout > 0:
-            timers.arm(self, self._timeout, trio.current_time())
+            timers.arm(self, self._timeout, timers.now())
 
     # ---- relaying the answer ----
 
@@ -232,7 +220,7 @@ class PolledRequest:
                 if kind is BodyData:
                     assert isinstance(event, BodyData)
                     self._record.stats.bytes_down += len(event.data)
-                    self._send_body(event.data)
+                    self._send_body(event.data, wire.body_ends_here())
                 elif event is Need.DATA:
                     return
                 elif kind is ResponseHead:
@@ -253,6 +241,19 @@ class PolledRequest:
                 self._abort(RelayEnd.CLIENT_ABORTED, f"client went away: {error}")
                 return
 
+    def _relay_whole(self, head: ResponseHead, body: bytes) -> None:
+        """The answer came whole (the common case): ``_relay``'s steps, in one pass."""
+        try:
+            if not self._relay_head(head):
+                return
+            if body:
+                self._record.stats.bytes_down += len(body)
+                self._send_body(body, True)  # (all of it: the body ends here)
+            if not self._paused and not self._done and self._wire.take_plain_end():
+                self._answered()  # (paused: the end waits, as in ``_relay``)
+        except _CLIENT_GONE as error:
+            self._abort(RelayEnd.CLIENT_ABORTED, f"client went away: {error}")
+
     def _relay_head(self, response: ResponseHead) -> bool:
         """Send the answer's head (or a 1xx); False when the relay stops here."""
         status = response.status
@@ -267,19 +268,18 @@ class PolledRequest:
                 stream.stream_id, [(b":status", str(status).encode()), *response.headers]
             )
             return True
-        has_body, fields = h2_answer_head(self._request, response)
-        result = self._result
-        result.status = status
-        session.send_response_head(stream.stream_id, status, fields, end_stream=not has_body)
+        has_body, head = h2_answer_head(self._request, response)
+        session.send_prepared_head(stream.stream_id, head, end_stream=not has_body)
         if not has_body:
             stream.mark_ended_locally()
-        result.head_sent = True
+        self._record.status = status
+        self._head_sent = True
         return True
 
-    def _send_body(self, data: bytes) -> None:
+    def _send_body(self, data: bytes, last: bool) -> None:  # (last: the body ends here)
         stream = self._stream
         view = memoryview(data)
-        sent = stream.send_now(view, self._wire.body_ends_here())
+        sent = stream.send_now(view, last)
         if sent < len(view):
             # The stream asked to be woken by new credit (``client_writable``).
             self._pending = view[sent:]
@@ -310,19 +310,21 @@ class PolledRequest:
 
     def _end_answer(self, event: AnswerEnd) -> None:
         stream = self._stream
-        if not stream.local_ended:
-            trailers = trailer_fields(event.trailers) if event.trailers else None
-            if trailers:
+        if not stream.local_ended and event.trailers:
+            trailers = trailer_fields(event.trailers)
+            if trailers:  # (else: none fit to relay)
                 if stream.broken_reason is not None:
                     raise trio.BrokenResourceError(stream.broken_reason)
                 self._lean.session.send_headers(stream.stream_id, trailers, end_stream=True)
                 stream.mark_ended_locally()
-            else:
-                stream.end_now()  # no trailers, or none fit to relay
-        result = self._result
-        result.reusable = self._wire.reusable()
+        self._answered()
+
+    def _answered(self) -> None:
+        """The answer is over (its trailers, if any, sent): the stream's end, the clean end."""
+        if not self._stream.local_ended:
+            self._stream.end_now()  # no trailers, or none fit to relay
         self._record.stats.end = RelayEnd.CLEAN
-        self._complete(keep=result.reusable)
+        self._complete(keep=self._wire.reusable())
 
     def _pause(self) -> None:
         if not self._paused:
@@ -340,8 +342,7 @@ class PolledRequest:
     # ---- endings ----
 
     def _backend_failed(self, reason: str) -> None:
-        result = self._result
-        if result.head_sent:
+        if self._head_sent:
             self._abort(RelayEnd.BACKEND_ABORTED, reason)
         elif self._connection.reused and not self._answer_started:
             self._hand_to_task()
@@ -349,7 +350,7 @@ class PolledRequest:
             self._refuse(BackendUnavailable(reason))
 
     def _protocol_error(self, reason: str) -> None:
-        if self._result.head_sent:
+        if self._head_sent:
             self._abort(RelayEnd.BACKEND_ABORTED, reason)
         else:
             self._refuse(BackendProtocolError(reason))
@@ -378,11 +379,10 @@ class PolledRequest:
 
     def _complete(self, *, keep: bool) -> None:
         self._stop(keep=keep)
-        lean, record, result = self._lean, self._record, self._result
+        lean, record = self._lean, self._record
         lean.server.stats.requests -= 1
-        record.status = record.status or result.status
-        record.opened = result.head_sent
-        lean.finish(self._stream, record, result)
+        record.opened = head_sent = self._head_sent
+        lean.finish(self._stream, record, _ANSWERED if head_sent else _UNANSWERED)
 
     def _stop(self, *, keep: bool) -> None:
         """Leave the poller, the timers and the stream; the connection back or closed."""
@@ -393,7 +393,7 @@ class PolledRequest:
         self._stream.set_on_writable(None)
         self._balancer.give_back(self._server)
         if keep and poller is not None:  # parked there: no epoll_ctl for the next request
-            self._lean.server.pool.release_now(self._connection, poller)
+            self._lean.server.pool.release_now(self._connection, poller, self._socket, self._fd)
             return
         if poller is not None:
             poller.unregister(self._fd)

@@ -11,7 +11,8 @@ with what the front end needs around it:
 * local misuse of a stream (closed, reset, the connection gone) as one
   :class:`~h2ws_proxy.h2session.StreamUnusable`, so callers handle a single case;
 * short answers (:meth:`respond`), the head of an answer read from an HTTP/1.1 backend
-  (:meth:`send_response_head`, credentials never indexed as h2 did, RFC 7541 §7.1.3), and
+  (:meth:`send_response_head`, or :meth:`send_prepared_head` with a head made once by
+  :func:`prepared_response_head`; credentials never indexed as h2 did, RFC 7541 §7.1.3), and
   a drain GOAWAY that leaves open streams working (:meth:`send_goaway`, RFC 9113 §6.8).
 """
 
@@ -133,6 +134,15 @@ class ProxySession(H2Session):
         ``ClientSide.send_head`` contract): normalizing them again would change nothing."""
         self._send_head(stream_id, [(b":status", str(status).encode()), *fields], end_stream)
 
+    def send_prepared_head(self, stream_id: int, head: list[Header], *, end_stream: bool) -> None:
+        """A response head :func:`prepared_response_head` made (it may be shared: the
+        session only reads it)."""
+        try:
+            H2Session.send_headers(self, stream_id, head, end_stream)  # (no super object)
+        except SessionUsageError as error:
+            raise StreamUnusable(str(error)) from error
+        self.on_output()
+
     def _send_head(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
         try:
             super().send_headers(stream_id, _outbound_fields(headers), end_stream)
@@ -187,6 +197,13 @@ class ProxySession(H2Session):
             return
         super().send_goaway(code, debug)
         self.on_output()
+
+
+def prepared_response_head(status: int, fields: list[Header]) -> list[Header]:
+    """What :meth:`ProxySession.send_response_head` sends for ``status`` and ``fields`` (the
+    same contract), made once for :meth:`ProxySession.send_prepared_head`: an answer head
+    that repeats need not be put together again. Raises :class:`StreamUnusable` as it."""
+    return _outbound_fields([(b":status", str(status).encode()), *fields])
 
 
 def _outbound_fields(headers: list[Header]) -> list[Header]:

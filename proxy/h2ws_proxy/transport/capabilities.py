@@ -66,6 +66,10 @@ class PollableSocket(Protocol):
 
     def close_now(self) -> None: ...
 
+    def is_quiet(self) -> bool:
+        """Nothing waits to be read: no EOF, no bytes, no error (:func:`idle_is_quiet`)."""
+        ...
+
 
 class _AwaitingStream:
     """A stream of trio's own as a :class:`ClientStream`: nothing goes without waiting."""
