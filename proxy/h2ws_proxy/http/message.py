@@ -337,13 +337,18 @@ def response_fields(status: int, headers: list[Header], *, for_h2: bool) -> list
     """The backend answer's fields (names lowercase) to relay: hop-by-hop removed.
 
     ``content-length`` stays (the backend was held to it, and HEAD answers need it), except
-    on a 204 toward HTTP/2, where RFC 9110 §8.6 forbids it.
+    on a 204 toward HTTP/2, where RFC 9110 §8.6 forbids it, and beside a
+    ``transfer-encoding``, which overrides it (RFC 9112 §6.3). Used for 1xx heads too.
     """
     drop = _DROP_LENGTH if for_h2 and status == 204 else _NO_DROP
     listed: list[bytes] = []
     for name, value in headers:
         if name == b"connection":
             listed.extend(split_header_list([value.lower()]))
+        elif name == b"transfer-encoding":
+            # RFC 9112 §6.3: the transfer coding framed the body, and a proxy removes the
+            # received Content-Length before forwarding such a message.
+            drop = _DROP_LENGTH
     if not listed and not drop:
         return [field for field in headers if field[0] not in HOP_BY_HOP]
     # As end_to_end_response_headers: hop-by-hop, Connection-listed and ``drop`` removed.

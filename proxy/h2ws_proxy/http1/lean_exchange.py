@@ -251,7 +251,8 @@ class LeanExchange:
         if status == 101:
             self._protocol_error("backend switched protocols on an ordinary request")
         elif status < 200:
-            self.out += self._front.informational_bytes(status, response.headers)
+            fields = response_fields(status, response.headers, for_h2=False)
+            self.out += self._front.informational_bytes(status, fields)
         else:
             result = self.result
             result.status = status

@@ -41,7 +41,7 @@ from h2ws_proxy.backend.upgrade import READ_SIZE
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import BackendProtocolError, BackendTimeout, BackendUnavailable, ProxyError
 from h2ws_proxy.h2session import StreamUnusable
-from h2ws_proxy.http.message import HttpRequest, trailer_fields
+from h2ws_proxy.http.message import HttpRequest, response_fields, trailer_fields
 from h2ws_proxy.http2.answer_heads import h2_answer_head
 from h2ws_proxy.http2.lean_connection import LeanConnection
 from h2ws_proxy.http2.stream import H2Stream
@@ -264,9 +264,8 @@ class PolledRequest:
             self._protocol_error("backend switched protocols on an ordinary request")
             return False
         if status < 200:
-            session.send_headers(
-                stream.stream_id, [(b":status", str(status).encode()), *response.headers]
-            )
+            fields = response_fields(status, response.headers, for_h2=True)
+            session.send_headers(stream.stream_id, [(b":status", str(status).encode()), *fields])
             return True
         has_body, head = h2_answer_head(self._request, response)
         session.send_prepared_head(stream.stream_id, head, end_stream=not has_body)

@@ -330,7 +330,8 @@ async def _relay_answer(run: _Run) -> None:
                 if event.status == 101:
                     raise _protocol_error(run, "backend switched protocols on an ordinary request")
                 if event.status < 200:
-                    await client.send_informational(event.status, event.headers)
+                    fields = response_fields(event.status, event.headers, for_h2=run.client.for_h2)
+                    await client.send_informational(event.status, fields)
                 else:
                     await _relay_head(run, event)
             elif isinstance(event, AnswerEnd):
