@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 def _measure(lines: int, repeats: int, level: str, log_format: str) -> float:
     """Best µs per ``RelayRecord.log`` call, in this process (stderr already /dev/null)."""
     import trio
+    import trio.testing
 
     from h2ws_proxy import log
     from h2ws_proxy.counters import ProxyCounters
@@ -64,6 +65,9 @@ def _measure(lines: int, repeats: int, level: str, log_format: str) -> float:
         async with trio.open_nursery() as nursery:
             if flusher is not None:
                 nursery.start_soon(flusher)
+                # Let it start: a flusher that has not run yet buffers nothing, and every
+                # line would be a write of its own (as this bench measured until 2026-12-07).
+                await trio.testing.wait_all_tasks_blocked()
             for _ in range(repeats):
                 records = [record() for _ in range(lines)]
                 for done in records:
