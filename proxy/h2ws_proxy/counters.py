@@ -140,10 +140,12 @@ class ProxyCounters:
         tunnel_bytes[up] = tunnel_bytes.get(up, 0) + bytes_up
         tunnel_bytes[down] = tunnel_bytes.get(down, 0) + bytes_down
         self.tunnel_seconds.observe(seconds)
-        if client_close is not None:
-            self._count_close(route, "client", client_close)
-        if backend_close is not None:
-            self._count_close(route, "backend", backend_close)
+        if client_close is not None or backend_close is not None:
+            closes = self.websocket_closes
+            for side, code in (("client", client_close), ("backend", backend_close)):
+                if code is not None:
+                    close = (route, side, _CLOSE_LABELS.get(code) or close_code_label(code))
+                    closes[close] = closes.get(close, 0) + 1
 
     def tunnel_refused(self, route: str, front: str, end: str, outcome: str) -> None:
         """A WebSocket handshake ended ``end`` without a tunnel, for ``outcome``."""
@@ -151,11 +153,6 @@ class ProxyCounters:
         tunnels[key] = tunnels.get(key, 0) + 1
         handshakes, refused = self.handshakes, (route, outcome)
         handshakes[refused] = handshakes.get(refused, 0) + 1
-
-    def _count_close(self, route: str, side: str, code: int) -> None:
-        closes = self.websocket_closes
-        key = (route, side, _CLOSE_LABELS.get(code) or close_code_label(code))
-        closes[key] = closes.get(key, 0) + 1
 
 
 def _status_labels() -> dict[int | None, str]:

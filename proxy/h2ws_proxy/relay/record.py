@@ -69,11 +69,16 @@ def _keys(method: bool, codes: bool) -> tuple[str, ...]:
     )
 
 
+#: The lines by event, then by [with method][with codes] (tuples: no key to hash per line).
 _LINES = {
-    (event, method, codes): AccessLine(logging.INFO, logger.name, event, _keys(method, codes))
+    event: tuple(
+        tuple(
+            AccessLine(logging.INFO, logger.name, event, _keys(method, codes))
+            for codes in (False, True)
+        )
+        for method in (False, True)
+    )
     for event in ("tunnel.closed", "tunnel.refused", "request.closed")
-    for method in (False, True)
-    for codes in (False, True)
 }
 #: Hosts and user agents as logged, by what the client sent (they repeat); each bounded.
 _HOSTS: dict[bytes, str] = {}
@@ -215,7 +220,7 @@ class RelayRecord:
         else:
             event = "tunnel.closed" if self.opened else "tunnel.refused"
         codes = self.opened and self.kind == "tunnel"
-        line = _LINES[event, self.method is not None, codes]
+        line = _LINES[event][self.method is not None][codes]
         sink = access_sink(logger)
         if sink is None:  # another handler listens: it gets a LogRecord of the values
             values = self._line_values(_AS_IS, "-", round(duration_s, 6), end, codes)
@@ -227,8 +232,8 @@ class RelayRecord:
     def _line_values(
         self, texts: Mapping[object, object], dash: object, duration: object, end: str, codes: bool
     ) -> tuple[object, ...]:
-        """The line's values in its layout's order: every text as ``texts`` has it, ``dash``
-        for a number that is missing (a sink's rendered values, or the values as they are)."""
+        """The line's values in its keys' order: every text as ``texts`` has it, ``dash`` for
+        a number that is missing (a sink's rendered values, or the values as they are)."""
         stats, stream, status, method = self.stats, self.stream_id, self.status, self.method
         authority, agent = self.authority, self.user_agent
         # The usual case inline: a host and a user agent met before.
