@@ -233,6 +233,8 @@ class LineSink:
         #: What an access line's values are rendered with (:meth:`access_line`).
         self.texts = _json_values if self.json else _text_values
         self.dash = json_value("-") if self.json else "-"
+        #: The second of the last access line, and its stamp (``2026-11-27T15:51:31``).
+        self._stamp_second, self._stamp = -1, ""
         #: Access line formats (and the values' order, when not theirs): a few in all.
         self._access_formats: dict[AccessLine, _AccessFormat] = {}
 
@@ -284,8 +286,12 @@ class LineSink:
         created = time.time()
         if self.json:
             text = '{"ts": ' + float.__repr__(created) + template % values
-        else:
-            text = _stamp(created) + template % values
+        else:  # _stamp's text, without its call
+            second = int(created)
+            if second != self._stamp_second:
+                self._stamp_second, self._stamp = second, _stamp(created)[:-5]
+            millisecond = _MILLISECONDS[int((created - second) * 1000)]
+            text = self._stamp + millisecond + template % values
         self.write(text, line.level >= logging.WARNING)
 
     def _access_format(self, line: AccessLine) -> _AccessFormat:
