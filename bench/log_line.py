@@ -7,9 +7,9 @@ a finished tunnel (every field filled, a worker's ``worker=`` and ``pid=`` first
 ``--lines`` times, timed with ``perf_counter``, best of ``--repeats``. A tree that has
 ``log.flush_log_lines`` runs it beside the loop, as ``serve`` does. The same loop at
 ``--log-level warning`` gives what the record costs without its line (counting it into the
-metrics), so the line's own cost is the difference. ``--instructions`` counts instead of timing (valgrind's callgrind, each case's
-process total with 5,000 calls less that with 1,000, over 4,000): what a busy machine does
-not blur.
+metrics), so the line's own cost is the difference. ``--instructions`` counts instead of
+timing (valgrind's callgrind: each case's process total with 5,000 calls less that with
+1,000, over 4,000), which a busy machine does not blur.
 
     .venv/bin/python bench/log_line.py                          # this tree, text and json
     .venv/bin/python bench/log_line.py --compare /tmp/base      # and the tree in /tmp/base
