@@ -100,11 +100,6 @@ def _stamp(created: float) -> str:
     return stamp + _MILLISECONDS[int((created - second) * 1000)]
 
 
-def _head(created: float, level_name: str, event: str, prefix: str) -> str:
-    """``2026-11-27T15:51:31.042Z INFO tunnel.closed`` and the process's fields."""
-    return f"{_stamp(created)} {level_name} {event}{prefix}"
-
-
 def json_value(value: object) -> str:
     """``value`` as ``json.dumps(value, default=str)`` writes it (bytes decoded as ASCII
     first, as ``json_line`` does), without the encoder's call for the common types."""
@@ -172,7 +167,7 @@ def key_value_line(
 ) -> str:
     """``2026-11-27T15:51:31.042Z INFO tunnel.closed conn=3 ...``; ``prefix``: the process's
     fields, rendered (``" worker=1 pid=42"`` or "")."""
-    parts = [_head(created, level_name, event, prefix)]
+    parts = [f"{_stamp(created)} {level_name} {event}{prefix}"]
     append, texts = parts.append, _text_values
     # One loop, no call per field in the usual cases.
     for key, value in fields.items():
@@ -306,27 +301,22 @@ class LineSink:
                 f', "logger": {encode_basestring_ascii(line.logger_name)}'
                 f', "event": {encode_basestring_ascii(line.event)}'
             )
-            render, tail = json_value, "}"
-
-            def name(key: str) -> str:
-                return f", {encode_basestring_ascii(key)}: "
+            render, tail, name = json_value, "}", ", {}: ".format
+            quote: Callable[[str], str] = encode_basestring_ascii
         else:
             head, render, tail = f" {level_name} {line.event}", render_value, ""
-
-            def name(key: str) -> str:
-                return f" {key}="
-
+            name, quote = " {}=".format, str
         positions = {key: position for position, key in enumerate(line.keys)}
         parts, order = [head.replace("%", "%%")], []
         for process_key, value in self._process_fields.items():
             position = positions.pop(process_key, None)
             if position is None:
-                parts.append((name(process_key) + render(value)).replace("%", "%%"))
+                parts.append((name(quote(process_key)) + render(value)).replace("%", "%%"))
             else:
-                parts.append(name(process_key).replace("%", "%%") + "%s")
+                parts.append(name(quote(process_key)).replace("%", "%%") + "%s")
                 order.append(position)
         for key, position in positions.items():
-            parts.append(name(key).replace("%", "%%") + "%s")
+            parts.append(name(quote(key)).replace("%", "%%") + "%s")
             order.append(position)
         parts.append(tail)
         if len(self._access_formats) >= 64:
