@@ -65,6 +65,8 @@ _MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
 #: Texts a cache of rendered values holds at most (cleared when full, so that a client
 #: sending new paths cannot grow it).
 _RENDERED_TEXTS_MAX = 4096
+#: A longer text is rendered each time: a cache full of 64 KiB paths would be 256 MiB.
+_KEPT_TEXT_MAX = 512
 #: Level names, without a call to logging.getLevelName per line.
 _LEVEL_NAMES = {
     level: logging.getLevelName(level)
@@ -116,9 +118,9 @@ def json_value(value: object) -> str:
 
 class RenderedTexts(dict[object, str]):
     """Values as one format writes them, by value: ``texts[value]`` renders a value met for
-    the first time and keeps it when it is a str, bytes or None (keys no other type equals,
-    as 1 equals True), for the next line with the same text (routes, backends, hosts, user
-    agents repeat). Bounded: cleared when full."""
+    the first time and keeps it when it is None or a str or bytes of at most _KEPT_TEXT_MAX
+    (keys no other type equals, as 1 equals True), for the next line with the same text
+    (routes, backends, hosts, user agents repeat). Bounded: cleared when full."""
 
     __slots__ = ("_render",)
 
@@ -128,7 +130,9 @@ class RenderedTexts(dict[object, str]):
 
     def __missing__(self, value: object) -> str:
         rendered = self._render(value)
-        if value is None or type(value) is str or type(value) is bytes:
+        if value is None or (
+            (type(value) is str or type(value) is bytes) and len(value) <= _KEPT_TEXT_MAX
+        ):
             if len(self) >= _RENDERED_TEXTS_MAX:
                 self.clear()
             self[value] = rendered

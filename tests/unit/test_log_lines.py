@@ -189,6 +189,9 @@ def test_rendered_texts_are_kept_bounded_and_only_for_texts() -> None:
     assert texts[1] == "1"
     assert texts[True] == "True"  # not the 1 before it: numbers are not kept
     assert set(texts) == {"two words", b"/p", None}
+    long = "/" + "x" * log_lines._KEPT_TEXT_MAX
+    assert texts[long] == long
+    assert long not in set(texts)  # rendered, not kept
     for i in range(log_lines._RENDERED_TEXTS_MAX + 1):
         assert texts[f"/{i}"] == f"/{i}"
     assert len(texts) <= log_lines._RENDERED_TEXTS_MAX
