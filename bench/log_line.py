@@ -7,10 +7,14 @@ a finished tunnel (every field filled, a worker's ``worker=`` and ``pid=`` first
 ``--lines`` times, timed with ``perf_counter``, best of ``--repeats``. A tree that has
 ``log.flush_log_lines`` runs it beside the loop, as ``serve`` does. The same loop at
 ``--log-level warning`` gives what the record costs without its line (counting it into the
-metrics), so the line's own cost is the difference.
+metrics), so the line's own cost is the difference. ``--instructions`` counts instead of
+timing (valgrind's callgrind: each case's process total with 5,000 calls less that with
+1,000, over 4,000), which a busy machine does not blur.
 
     .venv/bin/python bench/log_line.py                          # this tree, text and json
     .venv/bin/python bench/log_line.py --compare /tmp/base      # and the tree in /tmp/base
+    .venv/bin/python bench/log_line.py --compare /tmp/base --rounds 5  # best of 5 processes
+    .venv/bin/python bench/log_line.py --compare /tmp/base --instructions  # valgrind's counts
 
 Make the base tree with ``git archive <commit> proxy | tar -x -C /tmp/base``.
 """
@@ -21,17 +25,21 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _measure(lines: int, repeats: int, level: str, log_format: str) -> float:
-    """Best µs per ``RelayRecord.log`` call, in this process (stderr already /dev/null)."""
+def _measure(lines: int, repeats: int, level: str, log_format: str, pool: int = 0) -> float:
+    """Best µs per ``RelayRecord.log`` call, in this process (stderr already /dev/null);
+    ``pool``: records made per loop when more than ``lines`` (all made, ``lines`` logged)."""
     import trio
+    import trio.testing
 
     from h2ws_proxy import log
     from h2ws_proxy.counters import ProxyCounters
@@ -64,12 +72,15 @@ def _measure(lines: int, repeats: int, level: str, log_format: str) -> float:
         async with trio.open_nursery() as nursery:
             if flusher is not None:
                 nursery.start_soon(flusher)
+                # Let it start: a flusher that has not run yet buffers nothing, and every
+                # line would be a write of its own (as this bench measured until 2026-12-07).
+                await trio.testing.wait_all_tasks_blocked()
             for _ in range(repeats):
-                records = [record() for _ in range(lines)]
+                records = [record() for _ in range(max(lines, pool))]
                 for done in records:
                     tunnel_opened(done, counters)
                 started = time.perf_counter()
-                for done in records:
+                for done in records[:lines]:
                     done.log(counters)
                 for handler in handlers:
                     handler.flush()  # the lines still buffered are part of the cost
@@ -99,22 +110,64 @@ def _child(tree: Path, lines: int, repeats: int, level: str, log_format: str) ->
     return float(out.stdout)
 
 
+def _instructions(tree: Path, level: str, log_format: str) -> float:
+    """Instructions per ``RelayRecord.log`` call on ``tree`` (valgrind's callgrind): two
+    processes make the same records and log 1,000 or 5,000 of them; the difference of
+    their totals, over 4,000."""
+    totals = []
+    for lines in (1000, 5000):
+        with tempfile.TemporaryDirectory() as work:
+            out = Path(work) / "callgrind.out"
+            code = (
+                f"import sys; sys.path[:0] = [{str(tree / 'proxy')!r}, {str(REPO / 'bench')!r}]\n"
+                "import log_line\n"
+                f"log_line._measure({lines}, 1, {level!r}, {log_format!r}, pool=6000)\n"
+            )
+            command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+            subprocess.run(
+                [*command, sys.executable, "-c", code],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=True,
+                timeout=900,
+                env={**os.environ, "PYTHONPATH": ""},
+            )
+            summary = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
+            assert summary is not None, "no total in callgrind's output"
+            totals.append(int(summary.group(1)))
+    return (totals[1] - totals[0]) / 4000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compare", type=Path, help="also measure the tree in this directory")
     parser.add_argument("--lines", type=int, default=20_000, help="lines per timed loop")
     parser.add_argument("--repeats", type=int, default=5, help="timed loops; the best counts")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="processes per tree and case, trees alternating"
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per call under valgrind instead of timing (a busy machine "
+        "does not move them; ~1 minute per tree and case)",
+    )
     args = parser.parse_args()
     trees = [("this tree", REPO)] + ([("base", args.compare)] if args.compare else [])
     results: dict[str, dict[str, float]] = {}
-    for name, tree in trees:
-        row = results.setdefault(name, {})
-        for log_format in ("text", "json"):
-            info = _child(tree, args.lines, args.repeats, "info", log_format)
-            row[log_format] = info
-        row["warning"] = _child(tree, args.lines, args.repeats, "warning", "text")
+    cases = (("text", "info", "text"), ("json", "info", "json"), ("warning", "warning", "text"))
+    for _ in range(args.rounds):  # alternating, so that a busy minute blurs both trees
+        for name, tree in trees:
+            row = results.setdefault(name, {})
+            for case, level, log_format in cases:
+                if args.instructions:
+                    best = _instructions(tree, level, log_format)
+                else:
+                    best = _child(tree, args.lines, args.repeats, level, log_format)
+                row[case] = min(best, row.get(case, best))
     print(json.dumps(results, indent=2))
-    print("tree       | text µs/line | json µs/line | no line (warning) | text line alone")
+    unit = "instructions" if args.instructions else "µs"
+    print(f"tree       | text {unit}/line | json {unit}/line | no line (warning) | text line alone")
     for name, row in results.items():
         alone = row["text"] - row["warning"]
         print(

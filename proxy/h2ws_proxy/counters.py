@@ -112,22 +112,67 @@ class ProxyCounters:
     def connection_closed(self, key: tuple[str, str]) -> None:
         self.connections_active[key] -= 1
 
+    def request_ended(self, route: str, front: str, status: int | None, seconds: float) -> None:
+        """An ordinary request ended, answered ``status`` (None: none) after ``seconds``."""
+        requests, key = self.requests, (route, front, _STATUS_LABELS.get(status, "other"))
+        requests[key] = requests.get(key, 0) + 1
+        histogram = self.request_seconds  # Histogram.observe, without its call
+        histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+        histogram.sum += seconds
 
-def _status_labels() -> dict[int, str]:
-    labels = {code: f"{code // 100}xx" for code in range(100, 600)}
+    def tunnel_ended(
+        self,
+        route: str,
+        front: str,
+        end: str,
+        seconds: float,
+        bytes_up: int,
+        bytes_down: int,
+        client_close: int | None,
+        backend_close: int | None,
+    ) -> None:
+        """A tunnel that opened (counted in ``tunnels_active``) ended ``end``; the close
+        codes each side sent, if any."""
+        tunnels, key = self.tunnels, (route, front, end)
+        tunnels[key] = tunnels.get(key, 0) + 1
+        self.tunnels_active[route, front] -= 1
+        handshakes, ok = self.handshakes, (route, "ok")
+        handshakes[ok] = handshakes.get(ok, 0) + 1
+        tunnel_bytes, up, down = self.tunnel_bytes, (route, "up"), (route, "down")
+        tunnel_bytes[up] = tunnel_bytes.get(up, 0) + bytes_up
+        tunnel_bytes[down] = tunnel_bytes.get(down, 0) + bytes_down
+        histogram = self.tunnel_seconds  # Histogram.observe, without its call
+        histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+        histogram.sum += seconds
+        if client_close is not None or backend_close is not None:
+            closes = self.websocket_closes
+            for side, code in (("client", client_close), ("backend", backend_close)):
+                if code is not None:
+                    close = (route, side, _CLOSE_LABELS.get(code) or close_code_label(code))
+                    closes[close] = closes.get(close, 0) + 1
+
+    def tunnel_refused(self, route: str, front: str, end: str, outcome: str) -> None:
+        """A WebSocket handshake ended ``end`` without a tunnel, for ``outcome``."""
+        tunnels, key = self.tunnels, (route, front, end)
+        tunnels[key] = tunnels.get(key, 0) + 1
+        handshakes, refused = self.handshakes, (route, outcome)
+        handshakes[refused] = handshakes.get(refused, 0) + 1
+
+
+def _status_labels() -> dict[int | None, str]:
+    labels: dict[int | None, str] = {code: f"{code // 100}xx" for code in range(100, 600)}
     labels.update({int(status): str(int(status)) for status in http.HTTPStatus})
+    labels[None] = "-"
     return labels
 
 
 #: Registered codes (RFC 9110 and the IANA registry, as Python knows them) as themselves,
-#: any other in 100-599 as its class (``4xx``).
+#: any other in 100-599 as its class (``4xx``), none as ``-``.
 _STATUS_LABELS = _status_labels()
 
 
 def status_label(status: int | None) -> str:
     """The ``code`` label of an HTTP status: ``-`` for none, ``other`` outside 100-599."""
-    if status is None:
-        return "-"
     return _STATUS_LABELS.get(status, "other")
 
 
@@ -142,3 +187,7 @@ def close_code_label(code: int) -> str:
     if 3000 <= code <= 4999:
         return f"{code // 1000}xxx"
     return "other"
+
+
+#: The close codes met most (the RFC's), labelled once.
+_CLOSE_LABELS = {code: close_code_label(code) for code in range(1000, 1016)}

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 import trio
 
-from h2ws_proxy.log_lines import LineLayout, LineSink
+from h2ws_proxy.log_lines import AccessLine, LineSink
 
 _connection_ids = itertools.count(1)
 #: Fields put on every line this process logs (a worker's index and pid).
@@ -58,9 +58,10 @@ def log_event(logger: logging.Logger, level: int, event: str, **fields: object) 
         log_fields(logger, level, event, fields)
 
 
-def _fast_sink(logger: logging.Logger) -> LineSink | None:
+def access_sink(logger: logging.Logger) -> LineSink | None:
     """The sink, while nothing else listens to ``logger``: another handler (a test's
-    capture, caplog) wants its LogRecord."""
+    capture, caplog) wants its LogRecord. An access line's caller renders its values for
+    this sink (:meth:`LineSink.access_line`), or gives them to :func:`log_access_record`."""
     handlers = _root.handlers
     if len(handlers) == 1 and handlers[0] is _sink_handler and not logger.handlers:
         return _sink
@@ -71,27 +72,18 @@ def log_fields(logger: logging.Logger, level: int, event: str, fields: dict[str,
     """:func:`log_event` with the fields as a dict, for a caller that has checked the
     level (``logger.isEnabledFor``) and built the dict itself: keyword arguments cost
     more than the whole line where twenty go by per line (``relay/record.py``)."""
-    sink = _fast_sink(logger)
+    sink = access_sink(logger)
     if sink is not None:
         sink.event(level, logger.name, event, fields)
         return
     logger.log(level, event, extra={"fields": fields})
 
 
-def log_layout(
-    logger: logging.Logger,
-    level: int,
-    event: str,
-    layout: LineLayout,
-    values: tuple[object, ...],
-) -> None:
-    """:func:`log_fields` for the fields ``layout`` names, in its order (``values``): the
-    access lines, once per tunnel or request. The caller has checked the level."""
-    sink = _fast_sink(logger)
-    if sink is not None:
-        sink.layout_event(level, logger.name, event, layout, values)
-        return
-    logger.log(level, event, extra={"fields": dict(zip(layout.keys, values, strict=True))})
+def log_access_record(logger: logging.Logger, line: AccessLine, values: tuple[object, ...]) -> None:
+    """``line`` as a LogRecord of ``values`` (in its keys' order, as they are), for when
+    something else listens (:func:`access_sink` is None). The caller has checked the level."""
+    fields = dict(zip(line.keys, values, strict=True))
+    logger.log(line.level, line.event, extra={"fields": fields})
 
 
 async def flush_log_lines() -> None:

@@ -5,11 +5,14 @@ few microseconds, not the ~80 of a ``LogRecord`` through a ``Formatter`` and a
 ``StreamHandler`` (one ``write`` syscall per line). Here a line is rendered straight from
 its event name and fields (:func:`key_value_line`, :func:`json_line`) into exactly the text
 ``log.KeyValueFormatter`` and ``log.JsonFormatter`` give for the same record (a
-differential test holds them equal), and :class:`LineSink` collects the lines.
+differential test holds them equal), and :class:`LineSink` collects the lines. An access
+line (:class:`AccessLine`) is cheaper still: its caller renders each value once, through
+the sink's cache of rendered texts, and the sink writes a time stamp and one %-format of
+a template it keeps per kind of line (the event, the process's fields, every key).
 
 Rules of the sink:
 
-* Access lines (:meth:`LineSink.layout_event`, one per tunnel or request) wait in a
+* Access lines (:meth:`LineSink.access_line`, one per tunnel or request) wait in a
   buffer while :meth:`LineSink.flush_periodically` runs (``serve`` starts it), for at most
   ``FLUSH_INTERVAL_S``, or until it holds ``MAX_PENDING_CHARS``. Every other line (start,
   stop, reload, warnings: rare) is written at once, with the access lines before it: a
@@ -38,7 +41,7 @@ import re
 import select
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import TextIO
 
@@ -57,10 +60,13 @@ _needs_quotes = re.compile(r'[ "=\n\t]').search
 _json_encoder = json.JSONEncoder(default=str)
 #: The last second rendered, and its text (lines come many to a second).
 _stamp_cache: tuple[int, str] = (-1, "")
-#: Texts already rendered for key=value lines (routes, backends, hosts, user agents repeat),
-#: cleared when full so that a client sending new paths cannot grow it.
-_rendered_texts: dict[object, str] = {}
+#: A stamp's end, by millisecond: a lookup, not a format, per line.
+_MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
+#: Texts a cache of rendered values holds at most (cleared when full, so that a client
+#: sending new paths cannot grow it).
 _RENDERED_TEXTS_MAX = 4096
+#: A longer text is rendered each time: a cache full of 64 KiB paths would be 256 MiB.
+_KEPT_TEXT_MAX = 512
 #: Level names, without a call to logging.getLevelName per line.
 _LEVEL_NAMES = {
     level: logging.getLevelName(level)
@@ -84,8 +90,8 @@ def render_value(value: object) -> str:
     return text
 
 
-def _head(created: float, level_name: str, event: str, prefix: str) -> str:
-    """``2026-11-27T15:51:31.042Z INFO tunnel.closed`` and the process's fields."""
+def _stamp(created: float) -> str:
+    """``2026-11-27T15:51:31.042Z``."""
     global _stamp_cache
     second = int(created)
     cached_second, stamp = _stamp_cache
@@ -93,18 +99,7 @@ def _head(created: float, level_name: str, event: str, prefix: str) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
         _stamp_cache = (second, stamp)
     # Milliseconds as LogRecord.msecs computes them (CPython gh-89047).
-    return f"{stamp}.{int((created - second) * 1000):03d}Z {level_name} {event}{prefix}"
-
-
-def _remember(value: object) -> str:
-    """``render_value(value)``, kept for the next line with the same text (str, bytes or
-    None: keys no other type equals, as 1 equals True)."""
-    rendered = render_value(value)
-    if value is None or type(value) is str or type(value) is bytes:
-        if len(_rendered_texts) >= _RENDERED_TEXTS_MAX:
-            _rendered_texts.clear()
-        _rendered_texts[value] = rendered
-    return rendered
+    return stamp + _MILLISECONDS[int((created - second) * 1000)]
 
 
 def json_value(value: object) -> str:
@@ -121,57 +116,54 @@ def json_value(value: object) -> str:
     return _json_encoder.encode(value)
 
 
-class LineLayout:
-    """The keys of a line logged at every tunnel or request, in order: its key=value text
-    is one %-format of the values, and only the values at ``text_keys`` are rendered
-    (looked up among the texts rendered before). Every other value must print as it is:
-    an int, a float, or a str that never needs quotes (``-``). Its JSON object is one
-    %-format too, of each value as JSON (:meth:`json_text`)."""
+class RenderedTexts(dict[object, str]):
+    """Values as one format writes them, by value: ``texts[value]`` renders a value met for
+    the first time and keeps it when it is None or a str or bytes of at most _KEPT_TEXT_MAX
+    (keys no other type equals, as 1 equals True), for the next line with the same text
+    (routes, backends, hosts, user agents repeat). Bounded: cleared when full."""
 
-    __slots__ = ("_json_templates", "key_set", "keys", "template", "text_positions")
+    __slots__ = ("_render",)
 
-    def __init__(self, keys: tuple[str, ...], text_keys: frozenset[str]) -> None:
-        self.keys = keys
-        self.key_set = frozenset(keys)
-        self.template = "".join(f" {key}=%s" for key in keys)
-        self.text_positions = tuple(i for i, key in enumerate(keys) if key in text_keys)
-        #: JSON formats by (level, logger, event, process fields part): a few per layout.
-        self._json_templates: dict[tuple[str, str, str, str], str] = {}
+    def __init__(self, render: Callable[[object], str]) -> None:
+        super().__init__()
+        self._render = render
 
-    def json_text(
-        self,
-        created: float,
-        level_name: str,
-        logger_name: str,
-        event: str,
-        process_part: str,
-        values: tuple[object, ...],
-    ) -> str:
-        """The object ``json_line`` writes for these fields (``process_part``: the process's
-        fields as ``, "key": value`` pairs; none of them one of this layout's keys)."""
-        key = (level_name, logger_name, event, process_part)
-        template = self._json_templates.get(key)
-        if template is None:
-            fixed = (
-                f', "level": {encode_basestring_ascii(level_name.lower())}'
-                f', "logger": {encode_basestring_ascii(logger_name)}'
-                f', "event": {encode_basestring_ascii(event)}{process_part}'
-            )
-            names = "".join(
-                f", {encode_basestring_ascii(name).replace('%', '%%')}: %s" for name in self.keys
-            )
-            template = '{"ts": %s' + fixed.replace("%", "%%") + names + "}"
-            if len(self._json_templates) < 16:
-                self._json_templates[key] = template
-        return template % (float.__repr__(created), *map(json_value, values))
+    def __missing__(self, value: object) -> str:
+        rendered = self._render(value)
+        if value is None or (
+            (type(value) is str or type(value) is bytes) and len(value) <= _KEPT_TEXT_MAX
+        ):
+            if len(self) >= _RENDERED_TEXTS_MAX:
+                self.clear()
+            self[value] = rendered
+        return rendered
 
-    def key_value_text(self, values: tuple[object, ...]) -> str:
-        """The fields' part of the key=value line (starting with a space)."""
-        rendered, texts = list(values), _rendered_texts
-        for position in self.text_positions:
-            value = rendered[position]
-            rendered[position] = texts.get(value) or _remember(value)
-        return self.template % tuple(rendered)
+
+#: Text values as key=value lines and JSON lines write them.
+_text_values = RenderedTexts(render_value)
+_json_values = RenderedTexts(json_value)
+
+
+def duration_text(seconds: float) -> str:
+    """``repr(round(seconds, 6))``, as a line writes a duration: from one ``.6f`` where
+    that gives the same digits (both round the exact value correctly, and repr writes a
+    number of at most 15 digits as the shortest text that reads back the same), which
+    costs half as much. repr turns to an exponent below 1e-4."""
+    if 0.0001 <= seconds < 1e9:
+        text = f"{seconds:.6f}".rstrip("0")
+        return text + "0" if text[-1] == "." else text
+    return repr(round(seconds, 6))
+
+
+class AccessLine:
+    """One kind of access line (``tunnel.closed``, ``request.closed``...): its level, logger,
+    event and keys in order. The caller renders the values (:meth:`LineSink.access_line`);
+    each sink keeps the line's format."""
+
+    __slots__ = ("event", "keys", "level", "logger_name")
+
+    def __init__(self, level: int, logger_name: str, event: str, keys: tuple[str, ...]) -> None:
+        self.level, self.logger_name, self.event, self.keys = level, logger_name, event, keys
 
 
 def key_value_line(
@@ -179,19 +171,17 @@ def key_value_line(
 ) -> str:
     """``2026-11-27T15:51:31.042Z INFO tunnel.closed conn=3 ...``; ``prefix``: the process's
     fields, rendered (``" worker=1 pid=42"`` or "")."""
-    parts = [_head(created, level_name, event, prefix)]
-    append, rendered_texts = parts.append, _rendered_texts
-    # One loop, no call per field in the usual cases: this runs ~20 times per access line.
+    parts = [f"{_stamp(created)} {level_name} {event}{prefix}"]
+    append, texts = parts.append, _text_values
+    # One loop, no call per field in the usual cases.
     for key, value in fields.items():
         kind = type(value)
         if kind is int:
             append(f"{key}={value}")
-            continue
-        if kind is str or kind is bytes:
-            rendered = rendered_texts.get(value) or _remember(value)
+        elif kind is str or kind is bytes:
+            append(f"{key}={texts[value]}")
         else:
-            rendered = render_value(value)
-        append(f"{key}={rendered}")
+            append(f"{key}={render_value(value)}")
     return " ".join(parts)
 
 
@@ -219,6 +209,10 @@ def json_line(
     return _json_encoder.encode(payload)
 
 
+#: An access line's format after the time stamp, and the order its values take (None: theirs).
+_AccessFormat = tuple[str, tuple[int, ...] | None]
+
+
 class LineSink:
     """Rendered lines on their way to one text stream (stderr), in batches."""
 
@@ -235,10 +229,18 @@ class LineSink:
         self._process_fields: dict[str, object] = {}
         self._prefix = ""
         self._json_prefix = ""
+        #: What an access line's values are rendered with (:meth:`access_line`).
+        self.texts = _json_values if self.json else _text_values
+        self.dash = json_value("-") if self.json else "-"
+        #: The second of the last access line, and its stamp (``2026-11-27T15:51:31``).
+        self._stamp_second, self._stamp = -1, ""
+        #: Access line formats (and the values' order, when not theirs): a few in all.
+        self._access_formats: dict[AccessLine, _AccessFormat] = {}
 
     def set_process_fields(self, fields: Mapping[str, object]) -> None:
         """Fields put first on every line (``worker=1 pid=42``), rendered once here."""
         self._process_fields = dict(fields)
+        self._access_formats.clear()
         self._prefix = "".join(f" {key}={render_value(value)}" for key, value in fields.items())
         self._json_prefix = "".join(
             f", {encode_basestring_ascii(key)}: {json_value(value)}"
@@ -269,31 +271,63 @@ class LineSink:
             line = key_value_line(created, level_name, event, prefix, fields)
         self.write(line, urgent)
 
-    def layout_event(
-        self,
-        level: int,
-        logger_name: str,
-        event: str,
-        layout: LineLayout,
-        values: tuple[object, ...],
-    ) -> None:
-        """An access line, ``layout``'s fields: the text :meth:`event` would write, in one
-        format instead of a loop over the fields; buffered below WARNING."""
-        urgent = level >= logging.WARNING
-        process = self._process_fields
-        if not layout.key_set.isdisjoint(process):
-            fields = dict(zip(layout.keys, values, strict=True))
-            self.event(level, logger_name, event, fields, urgent)
-            return
-        level_name = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
+    def access_line(self, line: AccessLine, values: tuple[object, ...]) -> None:
+        """One ``line``: ``values`` in its keys' order, each already as this sink's format
+        writes it (``texts[value]`` for a text, ``dash`` for a number that is missing,
+        ``duration_text``, an int as it is) into the text :meth:`event` would write for the
+        values before rendering. A time stamp and one %-format; buffered below WARNING."""
+        known = self._access_formats.get(line)
+        if known is None:
+            known = self._access_format(line)
+        template, order = known
+        if order is not None:
+            values = tuple([values[position] for position in order])
+        created = time.time()
         if self.json:
-            line = layout.json_text(
-                time.time(), level_name, logger_name, event, self._json_prefix, values
+            text = '{"ts": ' + float.__repr__(created) + template % values
+        else:  # _stamp's text, without its call
+            second = int(created)
+            if second != self._stamp_second:
+                self._stamp_second, self._stamp = second, _stamp(created)[:-5]
+            millisecond = _MILLISECONDS[int((created - second) * 1000)]
+            text = self._stamp + millisecond + template % values
+        self.write(text, line.level >= logging.WARNING)
+
+    def _access_format(self, line: AccessLine) -> _AccessFormat:
+        """The format of ``line`` after the time stamp. The process's fields go first, as
+        everywhere; one of them the line names too takes its place with the line's value,
+        as in ``{**process, **fields}`` (the values then take another order)."""
+        level_name = _LEVEL_NAMES.get(line.level) or logging.getLevelName(line.level)
+        render: Callable[[object], str]
+        if self.json:
+            head = (
+                f', "level": {encode_basestring_ascii(level_name.lower())}'
+                f', "logger": {encode_basestring_ascii(line.logger_name)}'
+                f', "event": {encode_basestring_ascii(line.event)}'
             )
+            render, tail, name = json_value, "}", ", {}: ".format
+            quote: Callable[[str], str] = encode_basestring_ascii
         else:
-            line = _head(time.time(), level_name, event, self._prefix)
-            line += layout.key_value_text(values)
-        self.write(line, urgent)
+            head, render, tail = f" {level_name} {line.event}", render_value, ""
+            name, quote = " {}=".format, str
+        positions = {key: position for position, key in enumerate(line.keys)}
+        parts, order = [head.replace("%", "%%")], []
+        for process_key, value in self._process_fields.items():
+            position = positions.pop(process_key, None)
+            if position is None:
+                parts.append((name(quote(process_key)) + render(value)).replace("%", "%%"))
+            else:
+                parts.append(name(quote(process_key)).replace("%", "%%") + "%s")
+                order.append(position)
+        for key, position in positions.items():
+            parts.append(name(quote(key)).replace("%", "%%") + "%s")
+            order.append(position)
+        parts.append(tail)
+        if len(self._access_formats) >= 64:
+            self._access_formats.clear()
+        reordered = tuple(order) if order != sorted(order) else None
+        known = self._access_formats[line] = ("".join(parts), reordered)
+        return known
 
     def write(self, line: str, urgent: bool = False) -> None:
         """Queue ``line`` (no newline); written at once when ``urgent``, when the buffer is

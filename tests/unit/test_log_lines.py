@@ -15,17 +15,25 @@ import io
 import logging
 import os
 from collections.abc import Iterator
+from unittest import mock
 
 import pytest
 import trio
 import trio.testing
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from h2ws_proxy import log, log_lines
 from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.log import JsonFormatter, KeyValueFormatter
-from h2ws_proxy.log_lines import LineLayout, LineSink, json_line, key_value_line
+from h2ws_proxy.log_lines import (
+    AccessLine,
+    LineSink,
+    duration_text,
+    json_line,
+    json_value,
+    key_value_line,
+)
 from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import RelayRecord, tunnel_opened
 from tests.helpers.records import capture_proxy_records
@@ -118,47 +126,75 @@ def test_json_lines_equal_the_formatter(
                    min_size=3, max_size=3),
     numbers=st.lists(st.one_of(st.integers(), st.floats(allow_nan=False), st.just("-")),
                      min_size=2, max_size=2),
+    process=st.sampled_from([{}, {"worker": 1, "pid": 42}, {"pid": 42, "status": "x y"}]),
+    event=st.sampled_from(["tunnel.closed", "request.closed", 'odd "100%" event']),
+    log_format=st.sampled_from(["text", "json"]),
 )  # fmt: skip
-def test_a_layout_renders_what_the_formatter_does(
-    created: float, texts: list[object], numbers: list[object]
+def test_an_access_line_is_what_the_formatter_writes(
+    created: float,
+    texts: list[object],
+    numbers: list[object],
+    process: dict[str, object],
+    event: str,
+    log_format: str,
 ) -> None:
-    layout = LineLayout(
-        ("conn", "host", "status", "path", "error"), frozenset({"host", "path", "error"})
+    """Texts rendered through the sink's cache, numbers (and ``-``) as the caller renders
+    them; a process field among the line's keys takes its place, as in a merged dict."""
+    line = AccessLine(
+        logging.INFO, "h2ws_proxy.tunnel", event, ("conn", "host", "status", "path", "error")
     )
     values = (numbers[0], texts[0], numbers[1], texts[1], texts[2])
-    fields = dict(zip(layout.keys, values, strict=True))
-    expected = KeyValueFormatter().format(_record(created, "tunnel.closed", fields))
-    line = log_lines._head(created, "INFO", "tunnel.closed", "") + layout.key_value_text(values)
-    assert line == expected
-
-
-@settings(deadline=None)  # a cold first example (imports, caches) is no failure
-@given(
-    created=CREATED,
-    values=st.lists(VALUES, min_size=5, max_size=5),
-    process=st.sampled_from([{}, {"worker": 1, "pid": 42}]),
-    event=st.sampled_from(["tunnel.closed", "request.closed", 'odd "100%" event']),
-)
-def test_a_layout_renders_the_json_the_formatter_does(
-    created: float, values: list[object], process: dict[str, object], event: str
-) -> None:
-    layout = LineLayout(
-        ("conn", "host", "status", "path", "error"), frozenset({"host", "path", "error"})
-    )
-    fields = dict(zip(layout.keys, values, strict=True))
+    fields = dict(zip(line.keys, values, strict=True))
     saved = dict(log._process_fields)
     try:
         log.set_process_fields(**process)
-        expected = JsonFormatter().format(_record(created, event, fields))
+        formatter = JsonFormatter() if log_format == "json" else KeyValueFormatter()
+        expected = formatter.format(_record(created, event, fields))
     finally:
         log._process_fields.clear()
         log._process_fields.update(saved)
-    sink = LineSink(io.StringIO(), "json")
+    stream = io.StringIO()
+    sink = LineSink(stream, log_format)
     sink.set_process_fields(process)
-    line = layout.json_text(
-        created, "INFO", "h2ws_proxy.tunnel", event, sink._json_prefix, tuple(values)
-    )
-    assert line == expected
+    number = json_value if log_format == "json" else (lambda value: value)
+    rendered = (
+        number(values[0]), sink.texts[values[1]], number(values[2]),
+        sink.texts[values[3]], sink.texts[values[4]],
+    )  # fmt: skip
+    with mock.patch.object(log_lines.time, "time", return_value=created):
+        sink.access_line(line, rendered)
+        sink.access_line(line, rendered)  # its format kept
+    assert stream.getvalue() == (expected + "\n") * 2
+
+
+@given(seconds=st.floats(min_value=0, max_value=1e10))
+@example(seconds=0.0)
+@example(seconds=0.0001)
+@example(seconds=0.0000995)
+@example(seconds=0.00009949)
+@example(seconds=0.0000005)
+@example(seconds=1.0)
+@example(seconds=0.1234565)
+@example(seconds=999999999.9999996)
+@example(seconds=1e9)
+def test_a_duration_reads_as_rounded_to_microseconds(seconds: float) -> None:
+    assert duration_text(seconds) == repr(round(seconds, 6))
+
+
+def test_rendered_texts_are_kept_bounded_and_only_for_texts() -> None:
+    texts = log_lines.RenderedTexts(log_lines.render_value)
+    assert texts["two words"] == '"two words"'
+    assert texts[b"/p"] == "/p"
+    assert texts[None] == "None"
+    assert texts[1] == "1"
+    assert texts[True] == "True"  # not the 1 before it: numbers are not kept
+    assert set(texts) == {"two words", b"/p", None}
+    long = "/" + "x" * log_lines._KEPT_TEXT_MAX
+    assert texts[long] == long
+    assert long not in set(texts)  # rendered, not kept
+    for i in range(log_lines._RENDERED_TEXTS_MAX + 1):
+        assert texts[f"/{i}"] == f"/{i}"
+    assert len(texts) <= log_lines._RENDERED_TEXTS_MAX
 
 
 @pytest.fixture
@@ -193,6 +229,19 @@ def _finished_tunnel(method: bytes | None = None) -> RelayRecord:
     return done
 
 
+def _ended(case: str) -> RelayRecord:
+    """A record of each kind of line: every field filled, or the ones that can be missing
+    left so (no stream, host, user agent, status, close codes or error)."""
+    if case in ("tunnel", "request"):
+        return _finished_tunnel(b"GET" if case == "request" else None)
+    done = RelayRecord.begin("h1", 8, b"/", client="[::1]:4242", method=None)
+    if case == "refused":
+        done.status, done.stats.broke = 502, "backend reset"
+    elif case == "unanswered request":
+        done.kind, done.method, done.stats.end = "request", b"POST", RelayEnd.CLIENT_ABORTED
+    return done
+
+
 def _log(done: RelayRecord) -> None:
     counters = ProxyCounters()
     if done.opened:
@@ -201,32 +250,36 @@ def _log(done: RelayRecord) -> None:
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
-@pytest.mark.parametrize("method", [None, b"GET"], ids=["tunnel", "request"])
+@pytest.mark.parametrize(
+    "case", ["tunnel", "request", "refused", "cancelled", "unanswered request"]
+)
 async def test_an_access_line_is_the_text_the_formatter_gives(
     configured: None,
     monkeypatch: pytest.MonkeyPatch,
     autojump_clock: trio.testing.MockClock,
     log_format: str,
-    method: bytes | None,
+    case: str,
 ) -> None:
     monkeypatch.setattr(log_lines.time, "time", lambda: 1764258691.042)  # LogRecords too
     log.set_process_fields(worker=1, pid=42)
     fast = _install(log_format)
-    done = _finished_tunnel(method)
-    done.started = trio.current_time()  # the same duration for both lines
+    done = _ended(case)
+    done.started = trio.current_time()
+    autojump_clock.jump(0.0123456789)  # the same duration for both lines, to be rounded
     _log(done)
-    # The same record through logging: another handler makes log_layout hand out LogRecords.
+    # The same record through logging: another handler makes the record hand out LogRecords.
     formatter = JsonFormatter() if log_format == "json" else KeyValueFormatter()
     slow = io.StringIO()
     handler = logging.StreamHandler(slow)
     handler.setFormatter(formatter)
     root = logging.getLogger("h2ws_proxy")
     root.handlers[:] = [handler]
-    again = _finished_tunnel(method)
+    again = _ended(case)
     again.started = done.started
     _log(again)
     assert fast.getvalue() == slow.getvalue()
-    assert "worker=1 pid=42 conn=7" in fast.getvalue() or '"worker": 1' in fast.getvalue()
+    assert "worker=1 pid=42 conn=" in fast.getvalue() or '"worker": 1' in fast.getvalue()
+    assert "0.012346" in fast.getvalue()
 
 
 async def test_access_lines_wait_and_other_lines_take_them_along(

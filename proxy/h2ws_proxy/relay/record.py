@@ -21,7 +21,7 @@ request and nothing per message.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -29,10 +29,10 @@ import trio
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.config.hosts import authority_host
-from h2ws_proxy.counters import ProxyCounters, close_code_label, status_label
+from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.errors import OriginRefused, ProxyError
-from h2ws_proxy.log import log_event, log_layout
-from h2ws_proxy.log_lines import LineLayout
+from h2ws_proxy.log import access_sink, log_access_record, log_event
+from h2ws_proxy.log_lines import AccessLine, duration_text
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
 
 logger = logging.getLogger("h2ws_proxy.tunnel")
@@ -43,42 +43,59 @@ USER_AGENT_MAX_BYTES = 200
 #: Bytes a log line carries as they are: printable ASCII but the backslash (the escape).
 _PLAIN = bytes(byte for byte in range(0x20, 0x7F) if byte != 0x5C)
 
+
 #: The access line's fields in order: with ``method`` (an ordinary request), with the close
 #: codes (a tunnel that opened). Client-chosen texts are rendered (quoted when needed); the
 #: rest are numbers or ``-``.
-_TEXT_KEYS = frozenset(
-    ("front", "method", "host", "client", "user_agent", "path", "route", "backend", "end", "error")
-)
-_LAYOUTS = {
-    (method, codes): LineLayout(
-        (
-            "conn",
-            "front",
-            *(("method",) if method else ()),
-            "stream",
-            "host",
-            "client",
-            "user_agent",
-            "path",
-            "route",
-            "backend",
-            "status",
-            "bytes_up",
-            "bytes_down",
-            "duration_s",
-            "end",
-            *(("close_code_client", "close_code_backend") if codes else ()),
-            "error",
-        ),
-        _TEXT_KEYS,
+def _keys(method: bool, codes: bool) -> tuple[str, ...]:
+    return (
+        "conn",
+        "front",
+        *(("method",) if method else ()),
+        "stream",
+        "host",
+        "client",
+        "user_agent",
+        "path",
+        "route",
+        "backend",
+        "status",
+        "bytes_up",
+        "bytes_down",
+        "duration_s",
+        "end",
+        *(("close_code_client", "close_code_backend") if codes else ()),
+        "error",
     )
-    for method in (False, True)
-    for codes in (False, True)
+
+
+#: The lines by event, then by [with method][with codes] (tuples: no key to hash per line).
+_LINES = {
+    event: tuple(
+        tuple(
+            AccessLine(logging.INFO, logger.name, event, _keys(method, codes))
+            for codes in (False, True)
+        )
+        for method in (False, True)
+    )
+    for event in ("tunnel.closed", "tunnel.refused", "request.closed")
 }
 #: Hosts and user agents as logged, by what the client sent (they repeat); each bounded.
 _HOSTS: dict[bytes, str] = {}
 _AGENTS: dict[bytes, str] = {}
 _CACHED_MAX = 1024
+#: How each end is written (``RelayEnd.value`` is a Python-level property: a lookup is less).
+_END_TEXTS = {end: end.value for end in RelayEnd}
+
+
+class _AsIs(dict[object, object]):
+    """Every value as it is: the texts of a line handed to ``logging`` as a LogRecord."""
+
+    def __missing__(self, value: object) -> object:
+        return value
+
+
+_AS_IS = _AsIs()
 
 
 @dataclass(slots=True)
@@ -148,7 +165,7 @@ class RelayRecord:
 
     def ending(self) -> str:
         if self.opened:
-            return self.stats.end.value
+            return _END_TEXTS[self.stats.end]
         if self.status is None:
             return "client_aborted" if self.stats.end is RelayEnd.CLIENT_ABORTED else "cancelled"
         return "refused"
@@ -191,45 +208,62 @@ class RelayRecord:
             balancer.give_back(server)
         duration_s = trio.current_time() - self.started
         if self.kind == "request":
-            key = (self.route, self.front, status_label(self.status))
-            requests = counters.requests
-            requests[key] = requests.get(key, 0) + 1
-            counters.request_seconds.observe(duration_s)
+            counters.request_ended(self.route, self.front, self.status, duration_s)
+            end = ""  # ending() only when a line is logged
         else:
-            self._count_tunnel(counters, duration_s)
+            end = self.ending()
+            self._count_tunnel(counters, duration_s, end)
         if not logger.isEnabledFor(logging.INFO):
             return  # at level warning: build none of the line's fields (one per tunnel or request)
         if self.kind == "request":
-            event = "request.closed"
+            event, end = "request.closed", self.ending()
         else:
             event = "tunnel.closed" if self.opened else "tunnel.refused"
-        method, codes = self.method, self.opened and self.kind == "tunnel"
-        stats = self.stats
-        values: tuple[object, ...] = (self.connection_id, self.front)
+        codes = self.opened and self.kind == "tunnel"
+        line = _LINES[event][self.method is not None][codes]
+        sink = access_sink(logger)
+        if sink is None:  # another handler listens: it gets a LogRecord of the values
+            values = self._line_values(_AS_IS, "-", round(duration_s, 6), end, codes)
+            log_access_record(logger, line, values)
+        else:
+            duration = duration_text(duration_s)
+            sink.access_line(line, self._line_values(sink.texts, sink.dash, duration, end, codes))
+
+    def _line_values(
+        self, texts: Mapping[object, object], dash: object, duration: object, end: str, codes: bool
+    ) -> tuple[object, ...]:
+        """The line's values in its keys' order: every text as ``texts`` has it, ``dash`` for
+        a number that is missing (a sink's rendered values, or the values as they are)."""
+        stats, stream, status, method = self.stats, self.stream_id, self.status, self.method
+        authority, agent = self.authority, self.user_agent
+        # The usual case inline: a host and a user agent met before.
+        host = _HOSTS.get(authority) if authority is not None else "-"
+        printable = _AGENTS.get(agent) if agent is not None else "-"
+        values: tuple[object, ...] = (self.connection_id, texts[self.front])
         if method is not None:
-            values += (method,)
+            values += (texts[method],)
         values += (
-            self.stream_id if self.stream_id is not None else "-",
-            self._host(),
-            self.client,
-            self._user_agent(),
-            self.path,
-            self.route,
-            self.backend,
-            self.status if self.status is not None else "-",
+            stream if stream is not None else dash,
+            texts[host if host is not None else self._host()],
+            texts[self.client],
+            texts[printable if printable is not None else self._user_agent()],
+            texts[self.path],
+            texts[self.route],
+            texts[self.backend],
+            status if status is not None else dash,
             stats.bytes_up,
             stats.bytes_down,
-            round(duration_s, 6),
-            self.ending(),
+            duration,
+            texts[end],
         )
         if codes:
             client, backend = stats.client_close, stats.backend_close
             values += (
-                client if client is not None else "-",
-                backend if backend is not None else "-",
+                client if client is not None else dash,
+                backend if backend is not None else dash,
             )
-        values += (self.error if self.error is not None else stats.broke,)
-        log_layout(logger, logging.INFO, event, _LAYOUTS[method is not None, codes], values)
+        error = self.error
+        return (*values, texts[error if error is not None else stats.broke])
 
     def log_untracked(self, side: Side, reason: str) -> None:
         """One side's bytes are not WebSocket frames: they pass on, untracked (no close
@@ -245,31 +279,24 @@ class RelayRecord:
             reason=reason,
         )
 
-    def _count_tunnel(self, counters: ProxyCounters, duration_s: float) -> None:
-        route, front, end = self.route, self.front, self.ending()
-        tunnels = counters.tunnels
-        key = (route, front, end)
-        tunnels[key] = tunnels.get(key, 0) + 1
+    def _count_tunnel(self, counters: ProxyCounters, duration_s: float, end: str) -> None:
         if self.opened:
-            outcome = "ok"
-            counters.tunnels_active[route, front] -= 1  # counted by tunnel_opened
             stats = self.stats
-            tunnel_bytes = counters.tunnel_bytes
-            up, down = (route, "up"), (route, "down")
-            tunnel_bytes[up] = tunnel_bytes.get(up, 0) + stats.bytes_up
-            tunnel_bytes[down] = tunnel_bytes.get(down, 0) + stats.bytes_down
-            counters.tunnel_seconds.observe(duration_s)
-            for side, code in (("client", stats.client_close), ("backend", stats.backend_close)):
-                if code is not None:
-                    closes = counters.websocket_closes
-                    close_key = (route, side, close_code_label(code))
-                    closes[close_key] = closes.get(close_key, 0) + 1
+            counters.tunnel_ended(
+                self.route,
+                self.front,
+                end,
+                duration_s,
+                stats.bytes_up,
+                stats.bytes_down,
+                stats.client_close,
+                stats.backend_close,
+            )
         else:
             # Refused: why (the error's or the backend's answer's outcome). No answer at
             # all: how it ended (the client left, or the server stopped, during the dial).
             outcome = self.outcome or (end if self.status is None else "error")
-        handshakes = counters.handshakes
-        handshakes[route, outcome] = handshakes.get((route, outcome), 0) + 1
+            counters.tunnel_refused(self.route, self.front, end, outcome)
 
 
 def tunnel_opened(record: RelayRecord, counters: ProxyCounters) -> None:
