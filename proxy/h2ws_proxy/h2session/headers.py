@@ -73,7 +73,10 @@ class HeaderCodec:
         for a bad block."""
         decoder = self._decoder
         try:
-            if block == self._kept_block and decoder.keeps(block):
+            if block == self._kept_block and block:  # (empty when nothing is kept)
+                # Kept only while the decoder keeps it (below): any other block goes through
+                # hpack, which then judges afresh what is kept, and nothing else changes the
+                # table in between. The table's size limit may have shrunk meanwhile.
                 decoder.check_table_size()
                 return list(self._kept_headers), self._kept_size
             decoded = decoder.decode(block, raw=True)
