@@ -159,9 +159,7 @@ class RequestIntake:
             life.stream_opened()
             self._start_tunnel(stream, *tunnel)
             return
-        stream = H2Stream(session, self._writer, stream_id, CancelNoted())
-        if ended:
-            stream.feed_eof()
+        stream = H2Stream(session, self._writer, stream_id, CancelNoted(), ended)
         stream.exchange = True
         stream.phase = StreamPhase.OPEN  # its DATA is the request body
         framing = request.framing

@@ -98,6 +98,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         connection: ConnectionPort,
         stream_id: int,
         scope: Cancellable | None = None,
+        ended: bool = False,
     ) -> None:
         self.session, self.connection, self.stream_id = session, connection, stream_id
         #: Cancels everything done for this stream at once: a trio scope for the backend
@@ -106,7 +107,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         # A list, not a deque: an empty deque is 760 B, a cost every idle tunnel pays.
         self._inbound: list[bytes] = []
         self._inbound_bytes = self._consumed_unacknowledged = 0
-        self._remote_ended = self._local_ended = False
+        self._remote_ended, self._local_ended = ended, False  # (ended: as after ``feed_eof``)
         #: Set when the peer reset the stream or the connection went away.
         self.broken_reason: str | None = None
         self.reset_by_peer = False
@@ -114,8 +115,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         #: Bytes, the end or a break arrived (for ``receive_some``); the window may have
         #: grown or the stream broke (for ``send_all``).
         self._readable = Wakeup()
-        # Made at the first wait for credit: a polled tunnel never waits (``send_now``).
-        self._writable: Wakeup | None = None
+        self._writable: Wakeup | None = None  # made by a first wait for credit (none if polled)
         #: Set by a tunnel while it copies this stream upward (see ``set_forwarder``).
         self._forwarder: Forwarder | None = None
         #: Set by a tunnel that sends with ``send_now`` (see ``set_on_writable``).
