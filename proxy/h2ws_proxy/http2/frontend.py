@@ -1,10 +1,11 @@
 """The HTTP/2 frontend: one client connection, its reader, its timers and its streams.
 
 The frontend owns the connection's lifetime and its stream registry, and turns the
-session's events into stream work. Output is :class:`~h2ws_proxy.http2.client_writer.
-ClientWriter`'s; the work of each accepted stream (tunnel or request) is
-:class:`~h2ws_proxy.http2.stream_tasks.StreamTasks`'; streams talk to the session and to the
-writer, never to the frontend.
+session's events into stream work; a new request stream's admission and start are
+:class:`~h2ws_proxy.http2.request_intake.RequestIntake`'s. Output is
+:class:`~h2ws_proxy.http2.client_writer.ClientWriter`'s; the work of each accepted stream
+(tunnel or request) is :class:`~h2ws_proxy.http2.stream_tasks.StreamTasks`'; streams talk
+to the session and to the writer, never to the frontend.
 
 Concurrency rules (STYLE §2.4):
 
