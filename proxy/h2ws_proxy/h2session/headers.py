@@ -79,6 +79,7 @@ class HeaderCodec:
                 # table in between. The table's size limit may have shrunk meanwhile.
                 decoder.check_table_size()
                 return list(self._kept_headers), self._kept_size
+            self._kept_block = b""  # (also when this block fails)
             decoded = decoder.decode(block, raw=True)
         except hpack.OversizedHeaderListError as error:
             raise ConnectionFault(ErrorCode.ENHANCE_YOUR_CALM, str(error)) from error
@@ -99,8 +100,6 @@ class HeaderCodec:
             headers.append((b"cookie", b"; ".join(cookies)))
         if decoder.keeps(block):
             self._kept_block, self._kept_headers, self._kept_size = block, tuple(headers), size
-        else:
-            self._kept_block = b""
         return headers, size
 
     def peer_table_size(self, size: int) -> None:
