@@ -147,6 +147,28 @@ async def test_h2_upload_streams_to_the_backend(
     }
 
 
+async def test_h2_the_same_head_with_and_without_a_body(
+    nursery: trio.Nursery, start_proxy: StartProxy
+) -> None:
+    """The same fields, ended by HEADERS and then not: each is framed for what it carries
+    (a connection remembers its last accepted request: http2/request_intake.py)."""
+    address = await start(nursery, start_proxy)
+    head = request_headers(b"POST", b"/digest")
+    async with open_h2_client(await open_h2(address)) as client:
+        with trio.fail_after(30):
+            empty = await client.finished(await client.request(head, end_stream=True))
+            state = await client.request(head)
+            await client.send_data(state, b"hello", end_stream=True)
+            await client.finished(state)
+    assert empty.status == 200
+    assert json.loads(bytes(empty.data))["bytes"] == 0
+    assert state.status == 200
+    assert json.loads(bytes(state.data)) == {
+        "bytes": 5,
+        "sha256": hashlib.sha256(b"hello").hexdigest(),
+    }
+
+
 async def test_h2_download_and_trailers(nursery: trio.Nursery, start_proxy: StartProxy) -> None:
     address = await start(nursery, start_proxy)
     size = 5 * 1024 * 1024 + 3

@@ -99,6 +99,26 @@ async def test_a_new_stream_on_an_old_connection_gets_the_new_routes(tmp_path: P
             assert await held.receive() == "after"
 
 
+async def test_a_repeated_request_on_an_old_connection_gets_the_new_routes(
+    tmp_path: Path,
+) -> None:
+    """A connection remembers the last request it accepted (http2/request_intake.py), and
+    the routes it was accepted with: a reload is not hidden by that."""
+    get = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/old")]
+    get.append((b":authority", b"proxy.test"))
+    async with running_proxy(tmp_path) as proxy:
+        stream = await trio.open_tcp_stream(proxy.address.host, proxy.address.port)
+        async with open_h2_client(stream) as client:
+            for _ in range(2):  # the second one is the remembered request
+                answer = await client.finished(await client.request(get, end_stream=True))
+                assert answer.status not in (None, 404)
+            proxy.file.routes = [("/new", proxy.backend)]
+            status, body = await proxy.reload()
+            assert status == 200, body
+            answer = await client.finished(await client.request(get, end_stream=True))
+            assert answer.status == 404
+
+
 async def test_an_invalid_file_changes_nothing(tmp_path: Path) -> None:
     async with running_proxy(tmp_path) as proxy:
         with capture_proxy_records() as records:

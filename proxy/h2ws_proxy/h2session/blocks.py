@@ -33,12 +33,16 @@ from h2ws_proxy.h2session.errors import ConnectionFault, ErrorCode, StreamFault
 from h2ws_proxy.h2session.events import (
     Event,
     InformationalResponseReceived,
-    RequestReceived,
     ResponseReceived,
     TrailersReceived,
+    request_received,
 )
 from h2ws_proxy.h2session.settings import LocalSettings
 from h2ws_proxy.h2session.streams import ClosedBy, Stream
+
+#: HEADERS flags whose fragment is the whole block as it is: END_HEADERS, no padding, no
+#: priority fields.
+_WHOLE_PLAIN_BLOCK = f.END_HEADERS | f.PADDED | f.PRIORITY_FLAG
 
 
 class HeaderBlocks(SessionCore):
@@ -53,6 +57,10 @@ class HeaderBlocks(SessionCore):
         self._block_error: StreamFault | None = None
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
+        if flags & _WHOLE_PLAIN_BLOCK == f.END_HEADERS:  # a client's usual HEADERS: no calls
+            self._block_error = None
+            self._end_block(stream_id, flags, payload, events)
+            return
         fragment = f.strip_padding(flags, payload)
         try:
             fragment = f.split_priority(stream_id, flags, fragment)
@@ -85,43 +93,44 @@ class HeaderBlocks(SessionCore):
 
     def _end_block(self, stream_id: int, flags: int, block: bytes, events: list[Event]) -> None:
         """A whole header block for ``stream_id``: decode it, then judge the stream."""
-        decoded = self._codec.decode(block)
-        ended = bool(flags & f.END_STREAM)
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            if not (self._server and stream_id & 1 and self._is_idle(stream_id)):
-                self._headers_on_unknown_stream(stream_id)
-                return
-            self._highest_peer_id = stream_id
-            if self._ignored_after_goaway(stream_id):
-                return
-            refused = self.refuse_over_limit and len(self._streams) >= self._max_streams_in
-            if refused or self._block_error is not None:
-                # Opened and at once reset by us: late frames on it are ignored (§5.1).
-                self._closed_streams.add(stream_id, ClosedBy.LOCAL_RESET)
-                raise self._block_error or StreamFault(stream_id, ErrorCode.REFUSED_STREAM)
-            stream = Stream(
-                stream_id,
-                local=False,
-                send_window=self.peer_settings.initial_window_size,
-                recv_window=self._stream_recv_initial,
-            )
-            self._streams[stream_id] = stream
-            stream.final_head_received = True
-            oversized = decoded.size > self._max_list_in
-            events.append(
-                RequestReceived(stream_id, decoded.headers, ended, decoded.size, oversized)
-            )
-        else:
+        headers, size = self._codec.decode(block)
+        ended = flags & f.END_STREAM != 0
+        streams = self._streams
+        stream = streams.get(stream_id)
+        if stream is not None:
             if not stream.receiving:
                 raise StreamFault(stream_id, ErrorCode.STREAM_CLOSED)
             if self._block_error is not None:
                 raise self._block_error
-            if decoded.size > self._max_list_in:
+            if size > self._max_list_in:
                 raise StreamFault(stream_id, ErrorCode.CANCEL)
-            self._on_head(stream, decoded.headers, ended, events)
+            self._on_head(stream, headers, ended, events)
+            if ended:
+                self._remote_ended(stream)
+            return
+        # A client's odd id above every id it used is idle: this HEADERS opens it (§5.1.1).
+        if not (self._server and stream_id & 1 and stream_id > self._highest_peer_id):
+            self._headers_on_unknown_stream(stream_id)
+            return
+        self._highest_peer_id = stream_id
+        last = self._goaway_sent_last_id  # (``_ignored_after_goaway``, for a client's id)
+        if last is not None and stream_id > last:
+            return
+        refused = self.refuse_over_limit and len(streams) >= self._max_streams_in
+        if refused or self._block_error is not None:
+            # Opened and at once reset by us: late frames on it are ignored (§5.1).
+            self._closed_streams.add(stream_id, ClosedBy.LOCAL_RESET)
+            raise self._block_error or StreamFault(stream_id, ErrorCode.REFUSED_STREAM)
+        stream = streams[stream_id] = Stream(
+            stream_id,
+            local=False,
+            send_window=self.peer_settings.initial_window_size,
+            recv_window=self._stream_recv_initial,
+        )
+        stream.final_head_received = True
         if ended:
-            self._remote_ended(stream)
+            stream.receiving = False  # (``_remote_ended``: we have sent nothing yet)
+        events.append(request_received(stream_id, headers, ended, size, size > self._max_list_in))
 
     def _headers_on_unknown_stream(self, stream_id: int) -> None:
         """HEADERS for a stream not in the table that does not open one."""

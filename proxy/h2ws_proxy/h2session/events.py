@@ -22,6 +22,8 @@ from h2ws_proxy.h2session.errors import ErrorCode
 
 Header = tuple[bytes, bytes]
 
+_new = object.__new__
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -42,6 +44,27 @@ class RequestReceived(Event):
     end_stream: bool
     header_list_size: int = 0
     oversized: bool = False
+
+
+_SET_REQUEST_FIELDS = tuple(
+    RequestReceived.__dict__[name].__set__
+    for name in ("stream_id", "headers", "end_stream", "header_list_size", "oversized")
+)
+
+
+def request_received(
+    stream_id: int, headers: list[Header], end_stream: bool, size: int, oversized: bool
+) -> RequestReceived:
+    """``RequestReceived(stream_id, headers, end_stream, size, oversized)``, the same object,
+    made as :func:`data_received` makes its event: one per new stream."""
+    event = _new(RequestReceived)
+    set_id, set_headers, set_end, set_size, set_oversized = _SET_REQUEST_FIELDS
+    set_id(event, stream_id)
+    set_headers(event, headers)
+    set_end(event, end_stream)
+    set_size(event, size)
+    set_oversized(event, oversized)
+    return event
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +104,6 @@ class DataReceived(Event):
     end_stream: bool
 
 
-_new = object.__new__
 _SET_DATA_FIELDS = tuple(
     DataReceived.__dict__[name].__set__
     for name in ("stream_id", "data", "flow_controlled_length", "end_stream")

@@ -11,8 +11,8 @@ Rules:
   needed adding around it, beyond mapping IndexError/TypeError/ValueError the same way
   (h2 guards those too; fuzzing found none).
 * The *decoded* size of a block is bounded twice. Our SETTINGS_MAX_HEADER_LIST_SIZE
-  (RFC 9113 §6.5.2: name + value + 32 per field) is measured here and reported
-  (:attr:`DecodedBlock.size`); the session decides what an oversized list means. hpack's own
+  (RFC 9113 §6.5.2: name + value + 32 per field) is measured here and reported with the
+  list (:meth:`HeaderCodec.decode`); the session decides what an oversized list means. hpack's own
   ``max_header_list_size`` is set to :data:`HARD_LIST_LIMIT_FACTOR` times ours: past that
   hpack stops mid-block, its table no longer matches the peer's, and the connection ends
   with ENHANCE_YOUR_CALM (as h2 does).
@@ -28,7 +28,6 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import cast
 
 import hpack
@@ -45,14 +44,6 @@ MAX_ENCODER_TABLE = 65536
 _FIELD_OVERHEAD = 32  # RFC 9113 §6.5.2, RFC 7541 §4.1
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedBlock:
-    """A decoded header list and its size as SETTINGS_MAX_HEADER_LIST_SIZE counts it."""
-
-    headers: list[Header]
-    size: int
-
-
 class HeaderCodec:
     """One connection's HPACK decoder (the peer's blocks) and encoder (ours)."""
 
@@ -67,7 +58,8 @@ class HeaderCodec:
         self._encoder = RepeatedBlockEncoder()
         #: The last block decoded to a result that still holds, with that result.
         self._kept_block = b""
-        self._kept = DecodedBlock([], 0)
+        self._kept_headers: tuple[Header, ...] = ()
+        self._kept_size = 0
         # Peer table size changes not yet applied: (smallest since last block, latest).
         self._pending_sizes: tuple[int, int] | None = None
 
@@ -75,13 +67,19 @@ class HeaderCodec:
         """The largest dynamic table the peer's encoder may use (our HEADER_TABLE_SIZE)."""
         self._decoder.max_allowed_table_size = size
 
-    def decode(self, block: bytes) -> DecodedBlock:
-        """The header list of a complete block; raises the connection error for a bad one."""
+    def decode(self, block: bytes) -> tuple[list[Header], int]:
+        """The header list of a complete block, and its size as SETTINGS_MAX_HEADER_LIST_SIZE
+        counts it (a new list each time: it is the caller's); raises the connection error
+        for a bad block."""
         decoder = self._decoder
         try:
-            if block == self._kept_block and decoder.keeps(block):
+            if block == self._kept_block and block:  # (empty when nothing is kept)
+                # Kept only while the decoder keeps it (below): any other block goes through
+                # hpack, which then judges afresh what is kept, and nothing else changes the
+                # table in between. The table's size limit may have shrunk meanwhile.
                 decoder.check_table_size()
-                return DecodedBlock(list(self._kept.headers), self._kept.size)
+                return list(self._kept_headers), self._kept_size
+            self._kept_block = b""  # (also when this block fails)
             decoded = decoder.decode(block, raw=True)
         except hpack.OversizedHeaderListError as error:
             raise ConnectionFault(ErrorCode.ENHANCE_YOUR_CALM, str(error)) from error
@@ -100,12 +98,9 @@ class HeaderCodec:
                 headers.append((name, value))
         if cookies:
             headers.append((b"cookie", b"; ".join(cookies)))
-        result = DecodedBlock(headers, size)
         if decoder.keeps(block):
-            self._kept_block, self._kept = block, DecodedBlock(list(headers), size)
-        else:
-            self._kept_block = b""
-        return result
+            self._kept_block, self._kept_headers, self._kept_size = block, tuple(headers), size
+        return headers, size
 
     def peer_table_size(self, size: int) -> None:
         """The peer's new SETTINGS_HEADER_TABLE_SIZE (RFC 7541 §4.2), for the next block."""

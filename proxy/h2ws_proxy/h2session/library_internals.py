@@ -134,15 +134,16 @@ class RepeatedBlockDecoder(hpack.Decoder):
         self._kept_block = b""
         table = self.header_table
         entries = table.dynamic_entries
-        # An entry added is a new tuple (held here, its identity cannot be reused). A size
-        # update alone (hpack takes them only at a block's start) would be harmless, as
-        # the same block repeats it; the count and limit are compared all the same.
+        # An entry added is a new tuple (held here, its identity cannot be reused). A block
+        # opening with a table size update (001xxxxx, only at a block's start) is not kept:
+        # repeated after our limit went down, its update must fail (RFC 7541 §4.2).
         newest = entries[0] if entries else None
         before = (len(entries), table.maxsize)
         headers = list(super().decode(data, raw))
         if (
             raw
             and data
+            and data[0] & 0xE0 != 0x20
             and (entries[0] if entries else None) is newest
             and (len(entries), table.maxsize) == before
         ):

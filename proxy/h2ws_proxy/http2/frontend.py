@@ -1,10 +1,11 @@
 """The HTTP/2 frontend: one client connection, its reader, its timers and its streams.
 
 The frontend owns the connection's lifetime and its stream registry, and turns the
-session's events into stream work. Output is :class:`~h2ws_proxy.http2.client_writer.
-ClientWriter`'s; the work of each accepted stream (tunnel or request) is
-:class:`~h2ws_proxy.http2.stream_tasks.StreamTasks`'; streams talk to the session and to the
-writer, never to the frontend.
+session's events into stream work; a new request stream's admission and start are
+:class:`~h2ws_proxy.http2.request_intake.RequestIntake`'s. Output is
+:class:`~h2ws_proxy.http2.client_writer.ClientWriter`'s; the work of each accepted stream
+(tunnel or request) is :class:`~h2ws_proxy.http2.stream_tasks.StreamTasks`'; streams talk
+to the session and to the writer, never to the frontend.
 
 Concurrency rules (STYLE §2.4):
 
@@ -39,7 +40,6 @@ import logging
 import trio
 
 from h2ws_proxy.config import RouteConfig, advertises_connect_protocol
-from h2ws_proxy.errors import ClientProtocolError, ProxyError
 from h2ws_proxy.h2session import (
     ConnectionFailed,
     DataReceived,
@@ -52,15 +52,15 @@ from h2ws_proxy.h2session import (
     TrailersReceived,
     WindowUpdated,
 )
-from h2ws_proxy.http.message import BodyFraming, HttpRequest
-from h2ws_proxy.http.request_head import H2RequestHead, parse_h2_request_head
-from h2ws_proxy.http2.admission import accept_http, accept_websocket, check_authority, is_tunnel
+from h2ws_proxy.http.handshake import WebSocketRequest
+from h2ws_proxy.http.message import HttpRequest
 from h2ws_proxy.http2.budget import SlidingWindowBudget
 from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
 from h2ws_proxy.http2.lean_requests import LeanRequests
 from h2ws_proxy.http2.lifetime import ConnectionLifetime
 from h2ws_proxy.http2.proxy_session import ProxySession
-from h2ws_proxy.http2.stream import H2Stream, StreamPhase
+from h2ws_proxy.http2.request_intake import RequestIntake
+from h2ws_proxy.http2.stream import H2Stream
 from h2ws_proxy.http2.stream_registry import StreamRegistry
 from h2ws_proxy.http2.stream_tasks import StreamTasks
 from h2ws_proxy.http2.tunnel_opening import start_tunnel
@@ -146,6 +146,20 @@ class H2Frontend:
             poller=self._backend_poller,
             refuse=self._registry.refuse,
             finish=self._tasks.finish_exchange,
+            run_on_task=self._exchange_on_task,
+        )
+        self._intake = RequestIntake(
+            self.session,
+            self._writer,
+            server,
+            info,
+            self._life,
+            self._streams,
+            self._lean,
+            count_reset=self._count_reset,
+            refuse=self._registry.refuse,
+            refuse_tunnel=self._tasks.refuse_tunnel,
+            start_tunnel=self._start_tunnel,
             run_on_task=self._exchange_on_task,
         )
         self._nursery: trio.Nursery | None = None
@@ -294,13 +308,19 @@ class H2Frontend:
         serve = self._tasks.serve_exchange
         self._nursery.start_soon(serve, stream, request, route, fresh, name=_EXCHANGE_TASK_NAME)
 
+    def _start_tunnel(
+        self, stream: H2Stream, request: WebSocketRequest, route: RouteConfig
+    ) -> None:
+        assert self._nursery is not None
+        start_tunnel(self._tasks, self._nursery, stream, request, route)
+
     # ---- session events (reader only) ----
 
     def _handle_event(self, event: Event) -> bool:
         """Act on one event other than DATA; False once the connection is over."""
         registry = self._registry
         if isinstance(event, RequestReceived):
-            self._on_request(event)
+            self._intake.on_request(event)
         elif isinstance(event, StreamReset):
             registry.on_reset(event)
         elif isinstance(event, WindowUpdated):
@@ -333,62 +353,6 @@ class H2Frontend:
             # NO_ERROR, or a code we do not know, which must not trigger anything special
             # (RFC 9113 §7): open streams finish, then the connection closes.
             self._life.end_if_idle()
-
-    def _on_request(self, event: RequestReceived) -> None:
-        stream_id = event.stream_id
-        life = self._life
-        life.request_received.set()
-        if life.closing or self.session.open_stream_count > self._limits.max_concurrent_streams:
-            # RFC 9113 §5.1.2: over the limit (or draining) the stream is refused, not the
-            # connection; the client may retry it (§8.7).
-            self.session.reset(stream_id, ErrorCode.REFUSED_STREAM)
-            if not life.closing:
-                self._count_reset()
-            return
-        ended = event.end_stream
-        router, tls = self._server.router, self._info.tls
-        head: H2RequestHead | None = None
-        try:
-            if event.oversized:
-                raise ClientProtocolError(
-                    "request header fields too large", status_hint=431, stream_error=True
-                )
-            head = parse_h2_request_head(event.headers)
-            if self._info.certificate is not None:
-                check_authority(head, self._info.certificate)  # 421: not this certificate's
-            if is_tunnel(head):
-                request, route = accept_websocket(
-                    head,
-                    router,
-                    connect_protocol_enabled=self.session.connect_protocol_enabled,
-                    tls=tls,
-                )
-                self._info.slot.begin_tunnel()  # 429 past max_tunnels_per_client
-            else:
-                http_request, route = accept_http(head, router, tls=tls, ended=ended)
-        except ProxyError as error:
-            if head is not None and head.protocol is not None:
-                self._tasks.refuse_tunnel(stream_id, head, error)  # and its tunnel.refused line
-            else:
-                self._registry.refuse(stream_id, error)
-            return
-        stream = H2Stream(self.session, self._writer, stream_id)
-        if ended:
-            stream.feed_eof()
-        self._streams[stream_id] = stream
-        life.stream_opened()
-        assert self._nursery is not None
-        if is_tunnel(head):
-            start_tunnel(self._tasks, self._nursery, stream, request, route)
-            return
-        stream.exchange = True
-        stream.phase = StreamPhase.OPEN  # its DATA is the request body
-        if http_request.framing is BodyFraming.NONE:
-            stream.declared_length = 0
-        elif http_request.framing is BodyFraming.LENGTH:
-            stream.declared_length = http_request.content_length
-        if not (ended and self._lean.try_start(stream, http_request, route)):
-            self._exchange_on_task(stream, http_request, route)
 
     def _log(self, event: str, **fields: object) -> None:
         log_event(logger, logging.INFO, event, conn=self._info.connection_id, **fields)

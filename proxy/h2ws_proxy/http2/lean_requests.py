@@ -26,6 +26,8 @@ from h2ws_proxy.relay.kept_start import LastRequest, start_on_kept_connection
 from h2ws_proxy.relay.record import RelayRecord
 from h2ws_proxy.transport.poller import BackendPoller
 
+_NO_BODY = BodyFraming.NONE
+
 
 class LeanRequests:
     """One HTTP/2 connection's side of the lean path: what its requests share."""
@@ -53,20 +55,28 @@ class LeanRequests:
         self.run_on_task = run_on_task
         #: The last request written and what went to the backend for it.
         self._last = LastRequest()
+        #: The connection's poller once it was made with its timers (it stays the same).
+        self._timed: BackendPoller | None = None
 
     def _timed_poller(self) -> BackendPoller | None:
         """The connection's poller, if it has the connection's timers too."""
-        poller = self._poller()
-        return poller if poller is not None and poller.timers is not None else None
+        poller = self._timed
+        if poller is None:
+            poller = self._poller()
+            if poller is None or poller.timers is None:
+                return None
+            self._timed = poller
+        return poller
 
     def try_start(self, stream: H2Stream, request: HttpRequest, route: RouteConfig) -> bool:
         """Run ``request`` (already routed, its stream ended by the client) without a task
         if nothing would wait; False: the caller runs it on a task."""
-        if request.framing is not BodyFraming.NONE:
+        if request.framing is not _NO_BODY:
             return False
         server = self.server
+        info = self.info
         start = start_on_kept_connection(
-            server, route, request, self.info.address, self._timed_poller, self._last
+            server, route, request, info.address, self._timed_poller, self._last
         )
         if start is None:
             return False
@@ -75,7 +85,6 @@ class LeanRequests:
         assert timers is not None  # (``_timed_poller``)
         limits = server.config.limits
         wire = H1BackendWire(start.backend_request, max_head_bytes=limits.max_header_list_bytes)
-        info = self.info
         record = RelayRecord.begin(
             "h2",
             info.connection_id,

@@ -92,19 +92,22 @@ class H2Stream(trio.abc.HalfCloseableStream):
         "tunnel_end",
     )
 
-    def __init__(self, session: ProxySession, connection: ConnectionPort, stream_id: int) -> None:
-        self.session = session
-        self.connection = connection
-        self.stream_id = stream_id
+    def __init__(
+        self,
+        session: ProxySession,
+        connection: ConnectionPort,
+        stream_id: int,
+        scope: Cancellable | None = None,
+        ended: bool = False,
+    ) -> None:
+        self.session, self.connection, self.stream_id = session, connection, stream_id
         #: Cancels everything done for this stream at once: a trio scope for the backend
-        #: dial and a request, then the running tunnel itself (``adopt_scope``).
-        self.scope: Cancellable = trio.CancelScope()
+        #: dial, then the running tunnel itself (``adopt_scope``); or ``scope``, a request's.
+        self.scope: Cancellable = trio.CancelScope() if scope is None else scope
         # A list, not a deque: an empty deque is 760 B, a cost every idle tunnel pays.
         self._inbound: list[bytes] = []
-        self._inbound_bytes = 0
-        self._consumed_unacknowledged = 0
-        self._remote_ended = False
-        self._local_ended = False
+        self._inbound_bytes = self._consumed_unacknowledged = 0
+        self._remote_ended, self._local_ended = ended, False  # (ended: as after ``feed_eof``)
         #: Set when the peer reset the stream or the connection went away.
         self.broken_reason: str | None = None
         self.reset_by_peer = False
@@ -112,19 +115,16 @@ class H2Stream(trio.abc.HalfCloseableStream):
         #: Bytes, the end or a break arrived (for ``receive_some``); the window may have
         #: grown or the stream broke (for ``send_all``).
         self._readable = Wakeup()
-        # Made at the first wait for credit: a polled tunnel never waits (``send_now``).
-        self._writable: Wakeup | None = None
+        self._writable: Wakeup | None = None  # made by a first wait for credit (none if polled)
         #: Set by a tunnel while it copies this stream upward (see ``set_forwarder``).
         self._forwarder: Forwarder | None = None
         #: Set by a tunnel that sends with ``send_now`` (see ``set_on_writable``).
         self._on_writable: WritableWatcher | None = None
-        self._receiving = False
-        self._detached = False  # (``detach_receiver``)
+        self._receiving = self._detached = False  # (``detach_receiver``: the second)
         #: Set by the task that runs a tunnel here, for a run that goes on without it.
         self.tunnel_end: TunnelEnd | None = None
-        #: An ordinary request, not a tunnel (set before the stream is used). For requests:
-        #: the body length the client declared (None: unknown) and what arrived so far;
-        #: trailers, if the client sent any.
+        #: An ordinary request, not a tunnel (set before the stream is used); for one, the
+        #: body length the client declared (None: unknown), what arrived, trailers if any.
         self.exchange = False
         self.declared_length: int | None = None
         self.received_length = 0
