@@ -80,14 +80,7 @@ class IdleConnections(Generic[BackendConnection]):
         del group[connection]
         if not group:
             del self._by_address[connection.address]
-        poller = connection.parked_in
-        if poller is not None:  # ``mark_unparked``, inline: this runs per lean request
-            connection.parked_in = None
-            parked = self._by_poller.get(poller)
-            if parked is not None:
-                parked.pop(connection, None)
-                if not parked:
-                    del self._by_poller[poller]
+        self.mark_unparked(connection)
         return True
 
     def mark_parked(self, connection: BackendConnection, poller: BackendPoller) -> None:

@@ -78,16 +78,8 @@ class StreamRegistry:
         """DATA on a stream (its padding's credit went back in the session already)."""
         stream_id, data = event.stream_id, event.data
         stream = self.streams.get(stream_id)
-        if (
-            stream is not None
-            and stream.phase is _OPEN
-            and not stream.exchange
-            and stream.broken_reason is None
-            and data
-            and not event.end_stream
-        ):
-            stream.feed_data(data)  # an open tunnel's message: the common case
-            return
+        if data and not event.end_stream and _fed_to_open_tunnel(stream, data):
+            return  # an open tunnel's message: the common case
         if not data and not event.end_stream:
             self._count_empty_frame()  # padding does not make a frame less empty
         if stream is None:
@@ -110,15 +102,7 @@ class StreamRegistry:
         if not stream_id:
             return False
         payload = data[FRAME_HEADER_BYTES:]
-        stream = self.streams.get(stream_id)
-        if (
-            stream is not None
-            and stream.phase is _OPEN
-            and not stream.exchange
-            and stream.broken_reason is None
-        ):
-            stream.feed_data(payload)  # as in ``on_data``: an open tunnel's message
-        else:
+        if not _fed_to_open_tunnel(self.streams.get(stream_id), payload):
             self.on_data(data_received(stream_id, payload, len(payload), False))
         return True
 
@@ -200,3 +184,17 @@ class StreamRegistry:
         self.streams.pop(stream.stream_id, None)
         if not self.streams:
             self._on_emptied()
+
+
+def _fed_to_open_tunnel(stream: H2Stream | None, data: bytes) -> bool:
+    """Give ``data`` (bytes, not ending the stream) to ``stream`` if it is an open tunnel
+    whose relay takes them as they come; False: the caller's general path decides."""
+    if (
+        stream is not None
+        and stream.phase is _OPEN
+        and not stream.exchange
+        and stream.broken_reason is None
+    ):
+        stream.feed_data(data)
+        return True
+    return False
