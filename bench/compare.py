@@ -946,9 +946,7 @@ def main() -> None:
                             got = Measure(note="n/a")
                         elif scenario.h2_backend and name == "nghttpx" and "open" in args:
                             got = Measure(note=NGHTTPX_H2_BACKEND_OPEN)
-                        elif scenario.kind == "idle" or (
-                            scenario.h2_backend and name == "nghttpx"
-                        ):
+                        elif scenario.kind == "idle" or (scenario.h2_backend and name == "nghttpx"):
                             # A fresh proxy: RSS starts from nothing; nghttpx's HTTP/2
                             # backend connection starts with no stream left open.
                             with start_target(
