@@ -22,6 +22,23 @@ in the same batch). An EOF met after our write would only cost the one retry a r
 connection gets, but stray bytes would be read as the request's answer: no check by the
 poller's last round covers those.
 
+The peek is made once per *turn* for the connections parked in the taker's own poller: while
+the client connection acts on one read (``BackendPoller.begin_turn``), its first take of such
+a connection asks the poller's epoll set at once which of its sockets are readable
+(``BackendPoller.ready_watchers``) and drops every parked one among them; a take later in
+that turn of a connection that was parked there before the turn began, and still is, needs
+no peek of its own (the set held its socket when it was asked). Any other connection (parked
+in another poller or nowhere, parked during the turn, taken outside a turn) is peeked alone.
+Sockets the set reports that are not parked are left for the poller's next round.
+
+What no peek can close is the time between it and the request's write: bytes that arrive
+then are read as the answer. With a peek per turn that time is one read's processing
+instead of one request's. That is acceptable because unsolicited bytes on an idle
+connection come either with the previous answer (a body longer than its framing: the
+exchange and then the poller see them before the connection is parked or at once after) or
+when the backend gives up on the connection (its keep-alive, a 408 on the way out), which
+``backend_keepalive_s`` keeps us ahead of; a turn is synchronous, so no wait of ours widens it.
+
 Bounds: at most ``backend_max_idle`` idle connections per backend, each kept at most
 ``backend_keepalive_s`` (below the usual backend keep-alive, so we close first and rarely
 send a request into a connection the backend is closing). :meth:`BackendPool.reap` closes
@@ -59,6 +76,8 @@ class BackendConnection:
     watched: bool = False
     #: The pool it came from (told when the connection fails while parked).
     pool: BackendPool | None = None
+    #: ``parked_in.turn`` when it was parked there (see the module docstring).
+    parked_turn: int = 0
 
     # ---- the poller's callbacks while parked (a Watcher) ----
 
@@ -149,10 +168,21 @@ class BackendPool:
             pollable = as_pollable(connection.stream)
             if pollable is None:
                 return None
-            # ``_still_good``, with the socket's own check (it is one of ours), and
-            # ``_detach``, inline: this runs per lean request.
-            good = now - connection.idle_since < keepalive and pollable.is_quiet()
             parked_in = connection.parked_in
+            # ``_still_good``, with the socket's own check (it is one of ours) or the turn's
+            # (see the module docstring), and ``_detach``, inline: this runs per lean request.
+            if (
+                parked_in is poller
+                and poller.turn_open
+                and connection.parked_turn < poller.turn
+                and connection.watched
+            ):
+                if poller.checked_turn != poller.turn:
+                    self._drop_readable_parked(poller)
+                    continue  # (this one may have gone with them)
+                good = now - connection.idle_since < keepalive
+            else:
+                good = now - connection.idle_since < keepalive and pollable.is_quiet()
             self._idle.remove(connection)
             if parked_in is not None and (parked_in is not poller or not good):
                 parked_in.unregister(pollable.fileno())
@@ -161,6 +191,13 @@ class BackendPool:
                 return connection
             pollable.close_now()
         return None
+
+    def _drop_readable_parked(self, poller: BackendPoller) -> None:
+        """The turn's check (see the module docstring): every connection parked in
+        ``poller`` whose socket is readable now (bytes, EOF or an error while idle) goes."""
+        for watcher in poller.ready_watchers():
+            if type(watcher) is BackendConnection and watcher.parked_in is poller:
+                (watcher.pool or self).discard_parked(watcher)
 
     def _still_good(self, connection: BackendConnection, now: float) -> bool:
         """Young enough and quiet (see the module rules): then marked reused."""
@@ -225,6 +262,7 @@ class BackendPool:
         elif closed:
             poller.unregister(fd)
         else:
+            connection.parked_turn = poller.turn
             poller.register(fd, connection)  # keeps the descriptor's place in the set
 
     def discard_parked(self, connection: BackendConnection) -> None:
