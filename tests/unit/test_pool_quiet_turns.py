@@ -135,9 +135,7 @@ async def test_a_connection_parked_during_the_turn_is_peeked_alone(
     assert closed(taken)
 
 
-async def test_a_check_holds_for_its_own_turn_only(
-    parked: Parked, poller: BackendPoller
-) -> None:
+async def test_a_check_holds_for_its_own_turn_only(parked: Parked, poller: BackendPoller) -> None:
     """Bytes that come after a turn ended are seen by a take outside any turn (a peek) and
     by the next turn (a check of its own)."""
     first, second, third = parked.park(poller), parked.park(poller), parked.park(poller)
