@@ -162,7 +162,8 @@ class BackendPool:
         connection back with :meth:`release_now` and the same poller, or unregisters the
         descriptor before closing it.
         """
-        now = _now(poller)
+        timers = poller.timers  # (``_now``, inline: this runs per lean request)
+        now = timers.now() if timers is not None else trio.current_time()
         keepalive = self._limits.backend_keepalive_s
         while (connection := self._idle.best_for(address, poller)) is not None:
             pollable = as_pollable(connection.stream)
@@ -319,10 +320,3 @@ class BackendPool:
         for connection in self._idle.everything():
             self._detach(connection)
             await trio.aclose_forcefully(connection.stream)
-
-
-def _now(poller: BackendPoller) -> float:
-    """The clock, read as ``poller``'s connection timers read it (one call, not trio's three
-    layers), when it has them."""
-    timers = poller.timers
-    return timers.now() if timers is not None else trio.current_time()
