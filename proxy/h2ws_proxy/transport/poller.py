@@ -99,7 +99,9 @@ class BackendPoller:
         #: error whatever the mask, and a paused tunnel must not be told its backend ended
         #: before it delivered the rest.
         self._watched = 0
-        self._closed = False
+        #: It ended (its connection did): it watches nothing any more. (A plain attribute:
+        #: the pool reads it per request given back.)
+        self.closed = False
         #: The owner's turns (see the module rules): a number that grows as each begins,
         #: whether one is open now, and the turn in which :meth:`ready_watchers` last ran.
         self.turn = 0
@@ -109,11 +111,6 @@ class BackendPoller:
     @staticmethod
     def available() -> bool:
         return hasattr(select, "epoll")
-
-    @property
-    def closed(self) -> bool:
-        """It ended (its connection did): it watches nothing any more."""
-        return self._closed
 
     def register(self, fd: int, watcher: Watcher, *, paused: bool = False) -> None:
         """Call ``watcher.on_readable()`` whenever ``fd`` is readable (has bytes, EOF or an
@@ -141,7 +138,7 @@ class BackendPoller:
 
     def resume(self, fd: int) -> None:
         watcher = self._watchers.get(fd)
-        if watcher is not None and not watcher.watched and not self._closed:
+        if watcher is not None and not watcher.watched and not self.closed:
             try:
                 self._epoll.register(fd, select.EPOLLIN)
             except OSError as error:
@@ -175,7 +172,7 @@ class BackendPoller:
         """The watchers of the descriptors in the set that are readable now, asked without
         waiting and without calling them (see the module rules); the turn is marked checked."""
         self.checked_turn = self.turn
-        if self._closed:
+        if self.closed:
             return []
         watchers = self._watchers
         # Room for every descriptor in the set: a socket left out would be taken as quiet.
@@ -241,8 +238,8 @@ class BackendPoller:
     def close(self) -> None:
         """Stop watching; every owner still registered is told (``on_closed``): a tunnel
         without a task of its own ends then, rather than never."""
-        if not self._closed:
-            self._closed = True
+        if not self.closed:
+            self.closed = True
             watchers = list(self._watchers.values())
             self._watchers.clear()
             self._watched = 0
