@@ -180,7 +180,8 @@ class BackendPool:
             ):
                 if poller.checked_turn != poller.turn:
                     self._drop_readable_parked(poller)
-                    continue  # (this one may have gone with them)
+                    if connection.parked_in is not poller:
+                        continue  # it went with them
                 good = now - connection.idle_since < keepalive
             else:
                 good = now - connection.idle_since < keepalive and pollable.is_quiet()
