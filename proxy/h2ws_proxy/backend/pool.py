@@ -20,24 +20,10 @@ wake the poller, which drops it at once (:meth:`BackendConnection.on_readable`).
 stays: the poller may not have run since they came (trio may run its round after the taker's
 in the same batch). An EOF met after our write would only cost the one retry a reused
 connection gets, but stray bytes would be read as the request's answer: no check by the
-poller's last round covers those.
-
-The peek is made once per *turn* for the connections parked in the taker's own poller: while
-the client connection acts on one read (``BackendPoller.begin_turn``), its first take of such
-a connection asks the poller's epoll set at once which of its sockets are readable
-(``BackendPoller.ready_watchers``) and drops every parked one among them; a take later in
-that turn of a connection that was parked there before the turn began, and still is, needs
-no peek of its own (the set held its socket when it was asked). Any other connection (parked
-in another poller or nowhere, parked during the turn, taken outside a turn) is peeked alone.
-Sockets the set reports that are not parked are left for the poller's next round.
-
-What no peek can close is the time between it and the request's write: bytes that arrive
-then are read as the answer. With a peek per turn that time is one read's processing
-instead of one request's. That is acceptable because unsolicited bytes on an idle
-connection come either with the previous answer (a body longer than its framing: the
-exchange and then the poller see them before the connection is parked or at once after) or
-when the backend gives up on the connection (its keep-alive, a 408 on the way out), which
-``backend_keepalive_s`` keeps us ahead of; a turn is synchronous, so no wait of ours widens it.
+poller's last round covers those. The peek is made per take, right before the request's
+write: a check shared by a client read's takes would leave the rest of that read's
+processing (other requests' starts, HPACK, log lines) between it and the write, and bytes
+arriving in that time would be read as the answer.
 
 Bounds: at most ``backend_max_idle`` idle connections per backend, each kept at most
 ``backend_keepalive_s`` (below the usual backend keep-alive, so we close first and rarely
@@ -76,8 +62,6 @@ class BackendConnection:
     watched: bool = False
     #: The pool it came from (told when the connection fails while parked).
     pool: BackendPool | None = None
-    #: ``parked_in.turn`` when it was parked there (see the module docstring).
-    parked_turn: int = 0
 
     # ---- the poller's callbacks while parked (a Watcher) ----
 
@@ -162,29 +146,17 @@ class BackendPool:
         connection back with :meth:`release_now` and the same poller, or unregisters the
         descriptor before closing it.
         """
-        timers = poller.timers  # (``_now``, inline: this runs per lean request)
+        timers = poller.timers  # the clock the timers read: one call, not trio's three layers
         now = timers.now() if timers is not None else trio.current_time()
         keepalive = self._limits.backend_keepalive_s
         while (connection := self._idle.best_for(address, poller)) is not None:
             pollable = as_pollable(connection.stream)
             if pollable is None:
                 return None
+            # ``_still_good``, with the socket's own check (it is one of ours), and
+            # ``_detach``, inline: this runs per lean request.
+            good = now - connection.idle_since < keepalive and pollable.is_quiet()
             parked_in = connection.parked_in
-            # ``_still_good``, with the socket's own check (it is one of ours) or the turn's
-            # (see the module docstring), and ``_detach``, inline: this runs per lean request.
-            if (
-                parked_in is poller
-                and poller.turn_open
-                and connection.parked_turn < poller.turn
-                and connection.watched
-            ):
-                if poller.checked_turn != poller.turn:
-                    self._drop_readable_parked(poller)
-                    if connection.parked_in is not poller:
-                        continue  # it went with them
-                good = now - connection.idle_since < keepalive
-            else:
-                good = now - connection.idle_since < keepalive and pollable.is_quiet()
             self._idle.remove(connection)
             if parked_in is not None and (parked_in is not poller or not good):
                 parked_in.unregister(pollable.fileno())
@@ -193,13 +165,6 @@ class BackendPool:
                 return connection
             pollable.close_now()
         return None
-
-    def _drop_readable_parked(self, poller: BackendPoller) -> None:
-        """The turn's check (see the module docstring): every connection parked in
-        ``poller`` whose socket is readable now (bytes, EOF or an error while idle) goes."""
-        for watcher in poller.ready_watchers():
-            if type(watcher) is BackendConnection and watcher.parked_in is poller:
-                (watcher.pool or self).discard_parked(watcher)
 
     def _still_good(self, connection: BackendConnection, now: float) -> bool:
         """Young enough and quiet (see the module rules): then marked reused."""
@@ -255,7 +220,7 @@ class BackendPool:
             socket = as_pollable(connection.stream)
             assert socket is not None, "only take_idle_now's connections come back here"
             fd = socket.fileno()
-        timers = poller.timers  # (``_now``, inline: this runs per lean request)
+        timers = poller.timers  # the clock the timers read: one call, not trio's three layers
         now = timers.now() if timers is not None else trio.current_time()
         closed = poller.closed
         if not self._keep(connection, now, None if closed else poller):
@@ -264,7 +229,6 @@ class BackendPool:
         elif closed:
             poller.unregister(fd)
         else:
-            connection.parked_turn = poller.turn
             poller.register(fd, connection)  # keeps the descriptor's place in the set
 
     def discard_parked(self, connection: BackendConnection) -> None:

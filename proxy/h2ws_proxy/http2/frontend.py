@@ -232,9 +232,6 @@ class H2Frontend:
     def _receive(self, data: bytes) -> bool:
         """Client bytes to the session, its events acted on; False once the connection is over."""
         self._writer.begin_batch()
-        poller = self._poller  # one quiet check for this read's takes (backend/pool.py)
-        if poller is not None:
-            poller.begin_turn()
         try:
             if not self._calmed and self._registry.on_lone_data(data):
                 return True  # one DATA frame, the whole read: no event list, no dispatch
@@ -248,8 +245,6 @@ class H2Frontend:
                     return False
             return True
         finally:
-            if poller is not None:
-                poller.end_turn()
             self._writer.end_batch()
 
     def _count_reset(self) -> None:

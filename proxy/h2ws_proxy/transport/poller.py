@@ -21,11 +21,6 @@ Rules:
 * A handler must not raise. An unexpected exception is logged, the descriptor dropped and
   its ``on_error`` called (the tunnel fails), so one bug cannot stop the others; so is a
   descriptor the kernel refuses to watch again (``resume``: out of memory or watches).
-* An owner that acts on one read at a time without yielding (an HTTP/2 client connection's
-  ``_receive``) brackets it with :meth:`BackendPoller.begin_turn` / :meth:`end_turn`: within
-  such a turn one :meth:`ready_watchers` call answers for every socket the set held when it
-  ran (the backend pool's quiet check, ``backend/pool.py``). It only asks: no handler runs
-  from inside a turn, and a ready socket stays ready (level-triggered) for the next round.
 * Linux only (``select.epoll``); :func:`BackendPoller.available` says whether it works
   here, and callers fall back to the task-based pump otherwise.
 """
@@ -102,11 +97,6 @@ class BackendPoller:
         #: It ended (its connection did): it watches nothing any more. (A plain attribute:
         #: the pool reads it per request given back.)
         self.closed = False
-        #: The owner's turns (see the module rules): a number that grows as each begins,
-        #: whether one is open now, and the turn in which :meth:`ready_watchers` last ran.
-        self.turn = 0
-        self.turn_open = False
-        self.checked_turn = -1
 
     @staticmethod
     def available() -> bool:
@@ -159,25 +149,6 @@ class BackendPoller:
         """Forget ``fd`` (call before closing it); unknown descriptors are ignored."""
         self.pause(fd)
         self._watchers.pop(fd, None)
-
-    def begin_turn(self) -> None:
-        """The owner acts on one read now, without yielding, until :meth:`end_turn`."""
-        self.turn += 1
-        self.turn_open = True
-
-    def end_turn(self) -> None:
-        self.turn_open = False
-
-    def ready_watchers(self) -> list[Watcher]:
-        """The watchers of the descriptors in the set that are readable now, asked without
-        waiting and without calling them (see the module rules); the turn is marked checked."""
-        self.checked_turn = self.turn
-        if self.closed:
-            return []
-        watchers = self._watchers
-        # Room for every descriptor in the set: a socket left out would be taken as quiet.
-        ready = self._epoll.poll(0, self._watched + 1)
-        return [watcher for fd, _events in ready if (watcher := watchers.get(fd)) is not None]
 
     def fileno(self) -> int:
         """The epoll descriptor, readable while a watched socket is: for an owner that

@@ -1,6 +1,7 @@
-"""The backend pool's quiet check per turn (backend/pool.py): within one read of a client
-connection, one look at its poller's epoll set stands in for a peek per connection, but
-only for the connections parked there before that look; every other take peeks its socket.
+"""The backend pool's quiet check per take (backend/pool.py): every take of a parked
+connection peeks its socket, right before the request's write, whether or not other takes
+of the same client read came before it; stray bytes or an EOF that reached a parked
+connection since it was parked, or since the previous take, are caught.
 
 Real socketpairs and a poller that is not run (its rounds would drop what the tests want
 the takes to meet): the "backend" writes stray bytes or closes its side of a parked
@@ -68,104 +69,62 @@ def closed(connection: BackendConnection) -> bool:
     return connection.stream.fileno() == -1  # type: ignore[attr-defined]
 
 
-async def test_the_turns_check_drops_parked_connections_the_backend_spoke_on_or_closed(
+async def test_a_take_drops_parked_connections_the_backend_spoke_on_or_closed(
     parked: Parked, poller: BackendPoller
 ) -> None:
-    """Between turns the backend writes to one parked connection and closes another: the
-    first take of the next turn hands out neither, only the quiet one."""
+    """While they sat parked the backend wrote to one connection and closed another: the
+    take hands out neither, only the quiet one."""
     quiet, spoken, ended = parked.park(poller), parked.park(poller), parked.park(poller)
     parked.backend_side[spoken].send(STRAY)
     parked.backend_side[ended].close()
-    poller.begin_turn()
     assert parked.pool.take_idle_now(ADDRESS, poller) is quiet
     assert parked.pool.take_idle_now(ADDRESS, poller) is None
-    poller.end_turn()
     assert [closed(spoken), closed(ended), closed(quiet)] == [True, True, False]
     assert parked.pool.idle_count == 0
 
 
-async def test_later_takes_of_a_turn_trust_its_check_and_leave_active_sockets_be(
+async def test_a_connection_given_back_and_then_spoken_on_is_not_handed_out_again(
     parked: Parked, poller: BackendPoller
 ) -> None:
-    """The check runs once per turn, and a socket it finds readable that is not parked (a
-    request's, waiting for the poller's next round) is neither read nor dropped."""
-    calls: list[str] = []
-
-    class Active:
-        watched = False
-
-        def on_readable(self) -> None:
-            calls.append("readable")
-
-        def on_error(self) -> None:
-            calls.append("error")
-
-        def on_closed(self) -> None:
-            calls.append("closed")
-
-    ours, theirs = socket.socketpair()
-    parked.sockets += [ours, theirs]
-    active = Active()
-    poller.register(ours.fileno(), active)
-    theirs.send(b"an answer")
-    first, second = parked.park(poller), parked.park(poller)
-    poller.begin_turn()
-    assert parked.pool.take_idle_now(ADDRESS, poller) is second
-    assert poller.checked_turn == poller.turn
-    assert parked.pool.take_idle_now(ADDRESS, poller) is first
-    poller.end_turn()
-    assert calls == []
-    assert active.watched
-    assert poller.ready_watchers() == [active]
-
-
-async def test_a_connection_parked_during_the_turn_is_peeked_alone(
-    parked: Parked, poller: BackendPoller
-) -> None:
-    """Given back after the turn's check (a request that could not go), then spoken on: the
-    check never saw it, so the next take of the same turn peeks it."""
+    """Taken, given back (a request that could not go), then spoken on before the next take
+    (of the same client read or a later one): that take peeks it and closes it."""
     other = parked.park(poller)
-    poller.begin_turn()
     taken = parked.pool.take_idle_now(ADDRESS, poller)
     assert taken is other
     parked.pool.release_now(taken, poller)
     parked.backend_side[taken].send(STRAY)
     assert parked.pool.take_idle_now(ADDRESS, poller) is None
-    poller.end_turn()
     assert closed(taken)
 
 
-async def test_a_check_holds_for_its_own_turn_only(parked: Parked, poller: BackendPoller) -> None:
-    """Bytes that come after a turn ended are seen by a take outside any turn (a peek) and
-    by the next turn (a check of its own)."""
+async def test_bytes_or_an_eof_between_two_takes_are_seen_by_the_second(
+    parked: Parked, poller: BackendPoller
+) -> None:
+    """What reaches a parked connection after one take and before the next (within one
+    client read or between two) is met by the next take's own peek: no earlier take's
+    check answers for it (the window a shared check would leave: backend/pool.py)."""
     first, second, third = parked.park(poller), parked.park(poller), parked.park(poller)
-    poller.begin_turn()
     assert parked.pool.take_idle_now(ADDRESS, poller) is third
-    poller.end_turn()
     parked.backend_side[second].send(STRAY)
-    assert parked.pool.take_idle_now(ADDRESS, poller) is first  # outside a turn: peeked
+    assert parked.pool.take_idle_now(ADDRESS, poller) is first
     assert closed(second)
     parked.pool.release_now(first, poller)
     parked.backend_side[first].close()
-    poller.begin_turn()
     assert parked.pool.take_idle_now(ADDRESS, poller) is None
-    poller.end_turn()
     assert closed(first)
 
 
 async def test_a_connection_parked_in_another_poller_is_peeked_alone(
     parked: Parked, poller: BackendPoller
 ) -> None:
-    """The taker's check looks at its own set only."""
+    """One parked in another client connection's poller is peeked as well before it moves."""
     elsewhere = BackendPoller()
     try:
         theirs = parked.park(elsewhere)
         parked.backend_side[theirs].send(STRAY)
         ours = parked.park(poller)
-        poller.begin_turn()
-        assert parked.pool.take_idle_now(ADDRESS, poller) is ours  # the check runs here
+        assert parked.pool.take_idle_now(ADDRESS, poller) is ours
         assert parked.pool.take_idle_now(ADDRESS, poller) is None
-        poller.end_turn()
         assert closed(theirs)
     finally:
         elsewhere.close()
