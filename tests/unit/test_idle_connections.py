@@ -103,3 +103,21 @@ def test_a_group_the_reapers_pass_dropped_is_not_remembered() -> None:
     assert len(idle) == 1
     assert idle.everything() == [second]
     assert idle.expired(now=9.0, keepalive=4.0) == ([second], float("inf"))
+
+
+def test_asking_about_an_address_with_no_idle_connection_makes_no_group() -> None:
+    """``has``, ``best_for`` and ``remove`` only look: an address asked about (every
+    request's, even with keep-alive off) gets no group; the next kept connection makes it."""
+    idle: IdleConnections[Idle] = IdleConnections()
+    kept(idle, Idle(ADDRESS))
+    stranger = Idle(OTHER)
+    assert not idle.has(OTHER)
+    assert idle.best_for(OTHER, BackendPoller()) is None
+    assert not idle.remove(stranger)
+    assert not idle.add_if_room(stranger, 0.0, most=0)
+    assert list(idle._by_address) == [ADDRESS]
+    assert idle.has(ADDRESS)
+    kept(idle, stranger)
+    assert idle.has(OTHER)
+    assert idle.newest(OTHER) is stranger
+    assert sorted(a.port for a in idle._by_address) == [1, 2]

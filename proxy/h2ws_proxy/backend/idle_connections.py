@@ -15,11 +15,12 @@ Per request an address's group is looked up three times (is one idle, take, give
   (a backend server's requests all carry its one address) is an identity test, where the
   dict would hash the address (a frozen dataclass's hash builds a tuple of all its fields).
   Any other address, equal or not, goes through the dict.
-* An address's group stays when it empties (a request that takes the last connection gives
-  it back soon), so the remembered one is never a group the dict forgot; :meth:`expired`
-  (the reaper's pass) drops the empty ones, so at most the addresses looked up since the
-  last pass have one. A poller's group goes when it empties: it must not keep an ended
-  client connection's poller.
+* Only a connection kept makes a group; a lookup never does (asked about an address with
+  none, the answer is "none", nothing is remembered). A group stays when it empties (a
+  request that takes the last connection gives it back soon), so the remembered one is
+  never a group the dict forgot; :meth:`expired` (the reaper's pass) drops the empty ones,
+  so at most the addresses that had idle connections since the last pass have one. A
+  poller's group goes when it empties: it must not keep an ended client connection's poller.
 """
 
 from __future__ import annotations
@@ -58,13 +59,12 @@ class IdleConnections(Generic[BackendConnection]):
     def __len__(self) -> int:
         return sum(len(group) for group in self._by_address.values())
 
-    def _group(self, address: BackendAddress) -> dict[BackendConnection, None]:
-        """``address``'s group, made if it has none, and remembered. Callers test the
-        remembered address first, inline: the test is what saves the hash."""
+    def _group(self, address: BackendAddress) -> dict[BackendConnection, None] | None:
+        """``address``'s group, remembered, or None (nothing made, nothing remembered).
+        Callers test the remembered address first, inline: the test is what saves the hash."""
         group = self._by_address.get(address)
-        if group is None:
-            group = self._by_address[address] = {}
-        self._last_address, self._last_group = address, group
+        if group is not None:
+            self._last_address, self._last_group = address, group
         return group
 
     def has(self, address: BackendAddress) -> bool:
@@ -86,7 +86,12 @@ class IdleConnections(Generic[BackendConnection]):
         ``parked_in``), if its address has fewer than ``most`` idle; False: no room for it."""
         address = connection.address
         group = self._last_group if address is self._last_address else self._group(address)
-        if len(group) >= most:
+        if group is None:
+            if most <= 0:
+                return False
+            group = self._by_address[address] = {}
+            self._last_address, self._last_group = address, group
+        elif len(group) >= most:
             return False
         connection.idle_since = now
         group[connection] = None
@@ -98,6 +103,8 @@ class IdleConnections(Generic[BackendConnection]):
         """Forget ``connection`` (and where it is parked); False if it was not idle."""
         address = connection.address
         group = self._last_group if address is self._last_address else self._group(address)
+        if group is None:
+            return False
         try:
             del group[connection]
         except KeyError:
