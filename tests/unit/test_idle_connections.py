@@ -69,3 +69,55 @@ def test_the_oldest_expire_first_and_the_bound_holds_per_address() -> None:
     assert idle.newest(ADDRESS) is second
     assert idle.count(ADDRESS) == 1
     assert sorted(c.idle_since for c in idle.everything()) == [1.0, 2.0]
+
+
+def test_an_address_object_met_again_finds_its_group_an_equal_one_too() -> None:
+    """The group remembered for the last address object: another object for the same
+    server (a reload's) and other addresses in between find theirs."""
+    idle: IdleConnections[Idle] = IdleConnections()
+    same_server = BackendAddress(scheme="http", host="127.0.0.1", port=1)
+    assert same_server is not ADDRESS
+    first, other, second = Idle(ADDRESS), Idle(OTHER), Idle(same_server)
+    kept(idle, first, other, second)
+    assert idle.has(same_server)
+    assert idle.count(ADDRESS) == 2
+    assert idle.newest(ADDRESS) is second
+    assert idle.remove(first)
+    assert idle.has(ADDRESS)
+    assert idle.remove(second)
+    assert not idle.has(ADDRESS)
+    assert idle.has(OTHER)
+    assert idle.best_for(same_server, BackendPoller()) is None
+
+
+def test_a_group_the_reapers_pass_dropped_is_not_remembered() -> None:
+    """Emptied, a group stays until the reaper's pass; a connection kept after the pass
+    must land in the group the dict holds, not in the dropped one."""
+    idle: IdleConnections[Idle] = IdleConnections()
+    first, second = Idle(ADDRESS), Idle(ADDRESS)
+    kept(idle, first)
+    assert idle.remove(first)
+    assert not idle.has(ADDRESS)
+    assert idle.expired(now=1.0, keepalive=4.0) == ([], float("inf"))
+    kept(idle, second, at=1.0)
+    assert len(idle) == 1
+    assert idle.everything() == [second]
+    assert idle.expired(now=9.0, keepalive=4.0) == ([second], float("inf"))
+
+
+def test_asking_about_an_address_with_no_idle_connection_makes_no_group() -> None:
+    """``has``, ``best_for`` and ``remove`` only look: an address asked about (every
+    request's, even with keep-alive off) gets no group; the next kept connection makes it."""
+    idle: IdleConnections[Idle] = IdleConnections()
+    kept(idle, Idle(ADDRESS))
+    stranger = Idle(OTHER)
+    assert not idle.has(OTHER)
+    assert idle.best_for(OTHER, BackendPoller()) is None
+    assert not idle.remove(stranger)
+    assert not idle.add_if_room(stranger, 0.0, most=0)
+    assert list(idle._by_address) == [ADDRESS]
+    assert idle.has(ADDRESS)
+    kept(idle, stranger)
+    assert idle.has(OTHER)
+    assert idle.newest(OTHER) is stranger
+    assert sorted(a.port for a in idle._by_address) == [1, 2]

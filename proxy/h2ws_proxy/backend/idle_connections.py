@@ -8,6 +8,19 @@
 
 Both are insertion-ordered dicts used as sets: taking a connection from the middle (one
 parked in the caller's poller, a stale one) is O(1), where a deque would shift or scan.
+
+Per request an address's group is looked up three times (is one idle, take, give back), so:
+
+* The group met last is remembered with its address *object*: a lookup for that same object
+  (a backend server's requests all carry its one address) is an identity test, where the
+  dict would hash the address (a frozen dataclass's hash builds a tuple of all its fields).
+  Any other address, equal or not, goes through the dict.
+* Only a connection kept makes a group; a lookup never does (asked about an address with
+  none, the answer is "none", nothing is remembered). A group stays when it empties (a
+  request that takes the last connection gives it back soon), so the remembered one is
+  never a group the dict forgot; :meth:`expired` (the reaper's pass) drops the empty ones,
+  so at most the addresses that had idle connections since the last pass have one. A
+  poller's group goes when it empties: it must not keep an ended client connection's poller.
 """
 
 from __future__ import annotations
@@ -39,12 +52,24 @@ class IdleConnections(Generic[BackendConnection]):
     def __init__(self) -> None:
         self._by_address: dict[BackendAddress, dict[BackendConnection, None]] = {}
         self._by_poller: dict[BackendPoller, dict[BackendConnection, None]] = {}
+        #: The address looked up last and its group (see the module docstring).
+        self._last_address: BackendAddress | None = None
+        self._last_group: dict[BackendConnection, None] = {}
 
     def __len__(self) -> int:
         return sum(len(group) for group in self._by_address.values())
 
+    def _group(self, address: BackendAddress) -> dict[BackendConnection, None] | None:
+        """``address``'s group, remembered, or None (nothing made, nothing remembered).
+        Callers test the remembered address first, inline: the test is what saves the hash."""
+        group = self._by_address.get(address)
+        if group is not None:
+            self._last_address, self._last_group = address, group
+        return group
+
     def has(self, address: BackendAddress) -> bool:
-        return address in self._by_address  # (no empty group is kept)
+        group = self._last_group if address is self._last_address else self._group(address)
+        return bool(group)
 
     def count(self, address: BackendAddress) -> int:
         group = self._by_address.get(address)
@@ -59,11 +84,13 @@ class IdleConnections(Generic[BackendConnection]):
     ) -> bool:
         """``connection`` went idle ``now`` (the newest of its address, parked in
         ``parked_in``), if its address has fewer than ``most`` idle; False: no room for it."""
-        group = self._by_address.get(connection.address)
+        address = connection.address
+        group = self._last_group if address is self._last_address else self._group(address)
         if group is None:
             if most <= 0:
                 return False
-            group = self._by_address[connection.address] = {}
+            group = self._by_address[address] = {}
+            self._last_address, self._last_group = address, group
         elif len(group) >= most:
             return False
         connection.idle_since = now
@@ -74,12 +101,14 @@ class IdleConnections(Generic[BackendConnection]):
 
     def remove(self, connection: BackendConnection) -> bool:
         """Forget ``connection`` (and where it is parked); False if it was not idle."""
-        group = self._by_address.get(connection.address)
-        if group is None or connection not in group:
+        address = connection.address
+        group = self._last_group if address is self._last_address else self._group(address)
+        if group is None:
             return False
-        del group[connection]
-        if not group:
-            del self._by_address[connection.address]
+        try:
+            del group[connection]
+        except KeyError:
+            return False
         self.mark_unparked(connection)
         return True
 
@@ -113,7 +142,7 @@ class IdleConnections(Generic[BackendConnection]):
             for connection in reversed(parked):
                 if connection.address is address or connection.address == address:
                     return connection
-        group = self._by_address.get(address)
+        group = self._last_group if address is self._last_address else self._group(address)
         if not group:
             return None
         for looked, connection in enumerate(reversed(group)):
@@ -125,10 +154,14 @@ class IdleConnections(Generic[BackendConnection]):
 
     def expired(self, now: float, keepalive: float) -> tuple[list[BackendConnection], float]:
         """The connections idle for ``keepalive`` seconds or more (left in place), and when
-        the next of the others expires (``inf``: none)."""
+        the next of the others expires (``inf``: none); empty groups are dropped."""
         expired: list[BackendConnection] = []
         next_expiry = float("inf")
-        for group in self._by_address.values():
+        by_address = self._by_address
+        for address in [address for address, group in by_address.items() if not group]:
+            del by_address[address]
+        self._last_address, self._last_group = None, {}
+        for group in by_address.values():
             for connection in group:
                 if now - connection.idle_since < keepalive:
                     next_expiry = min(next_expiry, connection.idle_since + keepalive)

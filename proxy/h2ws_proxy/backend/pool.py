@@ -20,7 +20,10 @@ wake the poller, which drops it at once (:meth:`BackendConnection.on_readable`).
 stays: the poller may not have run since they came (trio may run its round after the taker's
 in the same batch). An EOF met after our write would only cost the one retry a reused
 connection gets, but stray bytes would be read as the request's answer: no check by the
-poller's last round covers those.
+poller's last round covers those. The peek is made per take, right before the request's
+write: a check shared by a client read's takes would leave the rest of that read's
+processing (other requests' starts, HPACK, log lines) between it and the write, and bytes
+arriving in that time would be read as the answer.
 
 Bounds: at most ``backend_max_idle`` idle connections per backend, each kept at most
 ``backend_keepalive_s`` (below the usual backend keep-alive, so we close first and rarely
@@ -143,7 +146,8 @@ class BackendPool:
         connection back with :meth:`release_now` and the same poller, or unregisters the
         descriptor before closing it.
         """
-        now = _now(poller)
+        timers = poller.timers  # the clock the timers read: one call, not trio's three layers
+        now = timers.now() if timers is not None else trio.current_time()
         keepalive = self._limits.backend_keepalive_s
         while (connection := self._idle.best_for(address, poller)) is not None:
             pollable = as_pollable(connection.stream)
@@ -216,7 +220,7 @@ class BackendPool:
             socket = as_pollable(connection.stream)
             assert socket is not None, "only take_idle_now's connections come back here"
             fd = socket.fileno()
-        timers = poller.timers  # (``_now``, inline: this runs per lean request)
+        timers = poller.timers  # the clock the timers read: one call, not trio's three layers
         now = timers.now() if timers is not None else trio.current_time()
         closed = poller.closed
         if not self._keep(connection, now, None if closed else poller):
@@ -281,10 +285,3 @@ class BackendPool:
         for connection in self._idle.everything():
             self._detach(connection)
             await trio.aclose_forcefully(connection.stream)
-
-
-def _now(poller: BackendPoller) -> float:
-    """The clock, read as ``poller``'s connection timers read it (one call, not trio's three
-    layers), when it has them."""
-    timers = poller.timers
-    return timers.now() if timers is not None else trio.current_time()

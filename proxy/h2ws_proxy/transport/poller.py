@@ -94,16 +94,13 @@ class BackendPoller:
         #: error whatever the mask, and a paused tunnel must not be told its backend ended
         #: before it delivered the rest.
         self._watched = 0
-        self._closed = False
+        #: It ended (its connection did): it watches nothing any more. (A plain attribute:
+        #: the pool reads it per request given back.)
+        self.closed = False
 
     @staticmethod
     def available() -> bool:
         return hasattr(select, "epoll")
-
-    @property
-    def closed(self) -> bool:
-        """It ended (its connection did): it watches nothing any more."""
-        return self._closed
 
     def register(self, fd: int, watcher: Watcher, *, paused: bool = False) -> None:
         """Call ``watcher.on_readable()`` whenever ``fd`` is readable (has bytes, EOF or an
@@ -131,7 +128,7 @@ class BackendPoller:
 
     def resume(self, fd: int) -> None:
         watcher = self._watchers.get(fd)
-        if watcher is not None and not watcher.watched and not self._closed:
+        if watcher is not None and not watcher.watched and not self.closed:
             try:
                 self._epoll.register(fd, select.EPOLLIN)
             except OSError as error:
@@ -212,8 +209,8 @@ class BackendPoller:
     def close(self) -> None:
         """Stop watching; every owner still registered is told (``on_closed``): a tunnel
         without a task of its own ends then, rather than never."""
-        if not self._closed:
-            self._closed = True
+        if not self.closed:
+            self.closed = True
             watchers = list(self._watchers.values())
             self._watchers.clear()
             self._watched = 0
