@@ -41,6 +41,7 @@ class LeanRequests:
         poller: Callable[[], BackendPoller | None],
         refuse: Callable[[int, ProxyError], None],
         finish: Callable[[H2Stream, RelayRecord, ExchangeResult], None],
+        finish_answered: Callable[[H2Stream, RelayRecord], None],
         run_on_task: Callable[[H2Stream, HttpRequest, RouteConfig, bool], None],
     ) -> None:
         self.session = session
@@ -51,6 +52,8 @@ class LeanRequests:
         self.refuse = refuse
         #: Ends a stream's exchange as a task's end would (``StreamTasks.finish_exchange``).
         self.finish = finish
+        #: Its end for a request answered whole at once (``StreamTasks.finish_answered``).
+        self.finish_answered = finish_answered
         #: Starts the task path for a request (``StreamTasks.serve_exchange`` in a task).
         self.run_on_task = run_on_task
         #: The last request written and what went to the backend for it.
@@ -98,15 +101,6 @@ class LeanRequests:
         )
         record.backend = start.server.label
         PolledRequest(
-            self,
-            stream,
-            request,
-            route,
-            start.balancer,
-            start.server,
-            start.connection,
-            start.socket,
-            wire,
-            record,
-        ).begin(poller, timers, limits.http_idle_timeout_s)
+            self, stream, request, route, start, wire, record, timers, limits.http_idle_timeout_s
+        )
         return True
