@@ -149,11 +149,9 @@ class ProxySession(H2Session):
         in one call and one wake-up (an answer that came whole); how much of ``body`` went.
         Less than all of it: END_STREAM goes with the rest, as for :meth:`send_data`."""
         try:
-            H2Session.send_headers(self, stream_id, head, False)  # (no super object)
-        except SessionUsageError as error:
+            sent = self.send_answer(stream_id, head, body)
+        except SessionUsageError as error:  # (the head's: after it, DATA cannot fail)
             raise StreamUnusable(str(error)) from error
-        # The head went, so the stream can send: DATA cannot fail here.
-        sent = H2Session.send_data(self, stream_id, body, True)
         self.on_output()
         return sent
 
