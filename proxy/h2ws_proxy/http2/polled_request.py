@@ -123,7 +123,7 @@ class PolledRequest:
         self.deadline = math.inf
         self.watched = False
         lean.server.stats.requests += 1
-        stream.set_on_writable(self)  # new credit, and the stream's break
+        stream.on_writable = self  # new credit, and the stream's break
         if timeout > 0:
             timers.arm(self, timeout, timers.now())
         poller.register(fd, self)
@@ -391,7 +391,7 @@ class PolledRequest:
         self._done = True
         poller = self._poller
         self._timers.disarm(self, self._timeout)
-        self._stream.set_on_writable(None)
+        self._stream.on_writable = None
         self._balancer.give_back(self._server)
         if keep:  # parked in the poller: no epoll_ctl for the next request
             self._lean.server.pool.release_now(self._connection, poller, self._socket, self._fd)
