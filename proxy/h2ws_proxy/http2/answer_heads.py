@@ -64,15 +64,21 @@ def send_whole_answer(
     stream: H2Stream, request: HttpRequest, response: ResponseHead, body: bytes
 ) -> int:
     """Send final head ``response`` and all of its ``body`` (what came with it) with
-    END_STREAM, in one session call (``H2Stream.answer_now``); how much of ``body`` went
-    (less than all: the end waits for the rest, as for ``send_now``). Raises as
-    :func:`send_answer_head`."""
-    has_body, head = h2_answer_head(request, response)
-    if has_body:
-        return stream.answer_now(head, body)
-    # HEAD, 204, 304: no body came either (the wire gives them none).
+    END_STREAM, in one session call (``ProxySession.send_prepared_answer``); how much of
+    ``body`` went (less than all: the end waits for the rest, as for ``H2Stream.send_now``).
+    Raises as :func:`send_answer_head`."""
     if stream.broken_reason is not None:
         raise trio.BrokenResourceError(stream.broken_reason)
-    stream.session.send_prepared_head(stream.stream_id, head, end_stream=True)
-    stream.mark_ended_locally()
-    return 0
+    has_body, head = h2_answer_head(request, response)
+    if not has_body:  # HEAD, 204, 304: no body came either (the wire gives them none)
+        stream.session.send_prepared_head(stream.stream_id, head, end_stream=True)
+        stream.mark_ended_locally()
+        return 0
+    # ``send_now(body, end=True)``'s rules after the head: less than all of it, the caller
+    # waits for new credit; all of it, our side is ended.
+    sent = stream.session.send_prepared_answer(stream.stream_id, head, body)
+    if sent < len(body):
+        stream.connection.wait_for_window(stream)
+    else:
+        stream.mark_ended_locally()
+    return sent

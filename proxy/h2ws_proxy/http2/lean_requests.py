@@ -60,6 +60,8 @@ class LeanRequests:
         self._last = LastRequest()
         #: The connection's poller once it was made with its timers (it stays the same).
         self._timed: BackendPoller | None = None
+        #: ``_timed_poller`` bound once (not a new bound method per request).
+        self._timed_poller_of = self._timed_poller
 
     def _timed_poller(self) -> BackendPoller | None:
         """The connection's poller, if it has the connection's timers too."""
@@ -79,7 +81,7 @@ class LeanRequests:
         server = self.server
         info = self.info
         start = start_on_kept_connection(
-            server, route, request, info.address, self._timed_poller, self._last
+            server, route, request, info.address, self._timed_poller_of, self._last
         )
         if start is None:
             return False

@@ -23,11 +23,11 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 
 from h2ws_proxy.h2session import ErrorCode, StreamUnusable
-from h2ws_proxy.http2.connection_port import ConnectionPort
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream_ports import (
     Cancellable,
@@ -41,6 +41,25 @@ from h2ws_proxy.transport.wakeup import Wakeup
 
 #: Largest request-body chunk handed to the exchange at once.
 BODY_READ_SIZE = 65536
+
+
+class ConnectionPort(Protocol):
+    """What a stream asks of its connection besides the session: output backpressure and
+    wake-ups for credit (the frontend provides it; streams never reach the frontend)."""
+
+    def backlogged(self) -> bool:
+        """Producers should stop adding output until :meth:`call_when_drained` calls back."""
+
+    def call_when_drained(self, callback: Callable[[], None]) -> None: ...
+
+    async def wait_outbound_drained(self) -> None:
+        """Wait until the client has taken enough of our output; always a checkpoint."""
+
+    async def wait_outbound_drained_lean(self) -> None:
+        """As :meth:`wait_outbound_drained`, but no yield when there is room."""
+
+    def wait_for_window(self, stream: H2Stream) -> None:
+        """``stream`` could not send all it had: wake it when credit arrives."""
 
 
 class H2Stream(trio.abc.HalfCloseableStream):
@@ -329,20 +348,6 @@ class H2Stream(trio.abc.HalfCloseableStream):
         if sent < len(data):
             self.connection.wait_for_window(self)
         elif end:
-            self._local_ended = True
-        return sent
-
-    def answer_now(self, head: list[tuple[bytes, bytes]], body: bytes) -> int:
-        """A prepared answer head (``ProxySession.send_prepared_head``'s) and then ``body``
-        as ``send_now(body, end=True)``, in one session call; how much of ``body`` went (less:
-        as for ``send_now``, the caller waits for new credit, and the end goes with the
-        rest). Raises ``StreamUnusable`` when the head cannot go, like the session."""
-        if self.broken_reason is not None:
-            raise trio.BrokenResourceError(self.broken_reason)
-        sent = self.session.send_prepared_answer(self.stream_id, head, body)
-        if sent < len(body):
-            self.connection.wait_for_window(self)
-        else:
             self._local_ended = True
         return sent
 

@@ -7,23 +7,35 @@ short answer. The stream's work around it is :class:`~h2ws_proxy.http2.stream_ta
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import trio
 
+from h2ws_proxy.config import Limits
 from h2ws_proxy.errors import BackendRejected, ProxyError
 from h2ws_proxy.h2session import StreamUnusable
 from h2ws_proxy.http.handshake import BackendAccepted, h2_success_headers
+from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 from h2ws_proxy.relay.record import RelayRecord
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 
-if TYPE_CHECKING:
-    from h2ws_proxy.http2.stream_tasks import StreamTasks
-
 #: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
 _NO_LENGTH_STATUSES = frozenset({204, 304})
+
+
+class TunnelTasks(Protocol):
+    """What the front needs of its connection's stream work (``StreamTasks``)."""
+
+    session: ProxySession
+    limits: Limits
+
+    def refuse(self, stream_id: int, error: ProxyError) -> None:
+        """Answer a proxy error on a stream (the registry's short answer)."""
+
+    def backend_poller(self) -> BackendPoller | None:
+        """The connection's backend poller, once it has one."""
 
 
 class H2TunnelFront:
@@ -37,7 +49,7 @@ class H2TunnelFront:
 
     open_status = 200
 
-    def __init__(self, tasks: StreamTasks, stream: H2Stream) -> None:
+    def __init__(self, tasks: TunnelTasks, stream: H2Stream) -> None:
         self._tasks = tasks
         self.stream = stream
         # Trio's scope until the tunnel's run adopts its relay (``H2Stream.adopt_scope``).
