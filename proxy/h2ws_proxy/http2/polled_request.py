@@ -102,10 +102,8 @@ class PolledRequest:
         self._stream = stream
         self._request = request
         self._route = route
-        self._balancer = start.balancer
-        self._server = start.server
-        self._connection = start.connection
-        self._socket = socket = start.socket
+        self._balancer, self._server, self._connection, socket, _, poller = start
+        self._socket = socket
         self._fd = fd = socket.fileno()
         self._wire = wire
         self._record = record
@@ -117,7 +115,7 @@ class PolledRequest:
         self._paused = False
         #: Body bytes the client's window did not take yet.
         self._pending: memoryview | None = None
-        self._poller = poller = start.poller
+        self._poller = poller
         self._timers = timers
         self._timeout = timeout
         self.deadline = math.inf
