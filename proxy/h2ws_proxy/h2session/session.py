@@ -183,8 +183,9 @@ class H2Session(Receiver):
         """:meth:`send_headers` of a final response head, then :meth:`send_data` of ``body``
         with END_STREAM, in one call: the frames and errors of the two (an answer that came
         whole); how much of ``body`` went. The usual case (a stream that may send its final
-        head, a block and a body of one frame each, the windows open) is written here with
-        one look-up; any other goes through the two calls."""
+        head, a body of one frame, the windows open) is written here with one look-up (a
+        block past one frame as HEADERS + CONTINUATION, the body then as ``send_data``);
+        any other goes through the two calls."""
         stream = self._streams.get(stream_id)
         size = len(body)
         if (
@@ -201,12 +202,16 @@ class H2Session(Receiver):
         ):
             H2Session.send_headers(self, stream_id, headers)  # (not a subclass's)
             return H2Session.send_data(self, stream_id, body, True)
+        # Encoded once, and this block is the one sent: encoding changes the HPACK
+        # encoder's dynamic table (and takes a pending table size update), so a second
+        # encode would send a block naming entries of one the peer never got.
         block = self._codec.encode(headers)
         length = len(block)
-        if length > self.peer_settings.max_frame_size:
-            H2Session.send_headers(self, stream_id, headers)  # (CONTINUATION frames: rare)
-            return H2Session.send_data(self, stream_id, body, True)
         stream.final_head_sent = True
+        frame_size = self.peer_settings.max_frame_size
+        if length > frame_size:  # HEADERS + CONTINUATION (rare), then the body as send_data
+            f.write_header_block(self.outbound, stream_id, False, block, frame_size)
+            return H2Session.send_data(self, stream_id, body, True)
         out = self.outbound
         out += _HEADER.pack(length >> 8, length & 0xFF, _HEADERS, _END_HEADERS, stream_id)
         out += block
