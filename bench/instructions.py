@@ -38,6 +38,7 @@ the kernel's work in system calls (``cpu_per_message.py`` counts that). Linux, 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -258,6 +259,8 @@ def _count(
         _wait_listening(port, proxy)
         for _ in range(client_runs):
             _run(scenario, port, work, tls)
+        if proxy.poll() is not None:
+            raise SystemExit("the proxy exited during the client's runs")
         proxy.send_signal(signal.SIGTERM)
         proxy.wait(timeout=120)
     finally:
@@ -271,16 +274,41 @@ def _count(
 
 
 def _wait_listening(port: int, proxy: subprocess.Popen[bytes]) -> None:
+    """Wait until ``proxy`` listens on ``port``. The port was free when picked, but the proxy
+    binds it only after its imports under callgrind (tens of seconds on a busy machine):
+    another process may take it meanwhile, the proxy then exits, and the client would talk
+    to that process (its routes, its backends: all 5xx, or a count of a proxy that served
+    nothing). So the listener found must be this proxy's."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proxy.poll() is not None:
             raise SystemExit("the proxy exited before listening")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
+                pass
         except OSError:
             time.sleep(0.5)
+            continue
+        if _listens(proxy.pid, port):
+            return
+        raise SystemExit(f"port {port} was taken by another process before the proxy bound it")
     raise SystemExit(f"the proxy did not listen within {START_TIMEOUT_S} s")
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a TCP socket listening on ``port`` (Linux's /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()  # sl, local address:port (hex), remote, state, ..., inode
+        listening = fields[3] == "0A"  # TCP_LISTEN
+        if listening and int(fields[1].split(":")[1], 16) == port and fields[9] in inodes:
+            return True
+    return False
 
 
 def _write_certificates(work: Path) -> Path:

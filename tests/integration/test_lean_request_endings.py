@@ -244,3 +244,65 @@ async def test_a_whole_answer_the_window_takes_in_pieces_ends_cleanly_and_is_kep
     assert len(backend.connections) == 1  # kept after /whole, and used again
     line = [line for line in proxy_records.named("request.closed") if line["path"] == "/whole"]
     assert [(entry["end"], entry["bytes_down"]) for entry in line] == [("clean", len(body))]
+
+
+# ---- 6. answers that came whole and went at once: their short end ----
+
+
+@PATHS
+async def test_whole_answers_sent_at_once_end_cleanly_are_logged_and_forgotten(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords, lean: bool
+) -> None:
+    """An answer that came whole and that the client's windows take at once ends in the same
+    call (``finish_answered``): with a body, with an empty one, without one (a 204, a HEAD),
+    each as on the task path (the answer, its line, the connection kept) and each stream
+    forgotten: the connection goes idle and, after its idle timeout, away."""
+    answers = {
+        b"/body": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"/empty": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"/none": b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"/head": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",  # (HEAD: no body)
+    }
+
+    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
+        path = head.split(b" ")[1]
+        await connection.stream.send_all(answers.get(path, OK))
+        return True
+
+    backend = ScriptedBackend(scripted(answer))
+    port = await nursery.start(backend.run)
+    address = await start_proxy(make_config(("/", backend_url(port)), idle_connection_timeout_s=1))
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    got = {}
+    async with open_h2_client(stream) as client:
+        if lean:
+            assert (await fetch(client, b"/one")).status == 200  # a kept connection
+        for path in (b"/body", b"/empty", b"/none"):
+            state = await fetch(client, path)
+            got[path] = (state.status, bytes(state.data), state.ended)
+        head = [(b":method", b"HEAD"), *get(b"/head")[1:]]
+        state = await client.request(head, end_stream=True)
+        with trio.fail_after(15):
+            await client.finished(state)
+        got[b"/head"] = (state.status, bytes(state.data), state.ended)
+        with trio.fail_after(10):
+            await client.closed.wait()  # idle (every stream forgotten), then told to go
+        assert client.terminated is not None
+        assert client.terminated.error_code == 0
+    assert got == {
+        b"/body": (200, b"hello", True),
+        b"/empty": (200, b"", True),
+        b"/none": (204, b"", True),
+        b"/head": (200, b"", True),
+    }
+    assert len(backend.connections) == 1  # kept after each
+    lines = {
+        line["path"]: (line["status"], line["end"], line["bytes_down"])
+        for line in proxy_records.named("request.closed")
+    }
+    assert {path: lines[path.decode()] for path in answers} == {
+        b"/body": (200, "clean", 5),
+        b"/empty": (200, "clean", 0),
+        b"/none": (204, "clean", 0),
+        b"/head": (200, "clean", 0),
+    }

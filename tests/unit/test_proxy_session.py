@@ -174,3 +174,82 @@ def test_local_misuse_is_one_error_and_writes_nothing() -> None:
             raise AssertionError("a closed stream took a frame")
     assert not session.take_outbound()
     assert len(wakes) == count
+
+
+# ---- a whole answer in one call (send_prepared_answer) ----
+
+FRAME_HEADERS, FRAME_DATA, END_STREAM = 0x1, 0x0, 0x1
+
+
+def frames_of(data: bytes) -> list[tuple[int, int, int]]:
+    """(type, flags, payload length) of each frame in ``data``."""
+    out, pos = [], 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 3], "big")
+        out.append((data[pos + 3], data[pos + 4], length))
+        pos += 9 + length
+    return out
+
+
+def prepared_answer(
+    body: bytes, window: int | None = None
+) -> tuple[int, bytes, list[h2.events.Event], int]:
+    """(what ``send_prepared_answer`` said went, the bytes it queued, the client's events,
+    wake-ups) for a 200 and ``body`` on a new stream, the client's window at ``window``."""
+    client, session, wakes = connected_pair()
+    if window is not None:
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        session.receive(client.data_to_send())
+        client.receive_data(bytes(session.take_outbound()))
+    stream_id = open_stream(client, session)
+    session.take_outbound()
+    count = len(wakes)
+    head = [(b":status", b"200"), (b"content-length", str(len(body)).encode())]
+    sent = session.send_prepared_answer(stream_id, head, body)
+    out = bytes(session.take_outbound())
+    return sent, out, client.receive_data(out), len(wakes) - count
+
+
+def test_a_whole_answer_is_its_head_and_one_data_frame_with_the_end() -> None:
+    sent, out, events, wakes = prepared_answer(b"hello")
+    assert sent == 5
+    # The frames send_prepared_head and send_data(end_stream=True) would have sent.
+    assert frames_of(out)[1:] == [(FRAME_DATA, END_STREAM, 5)]
+    assert frames_of(out)[0][:2] == (FRAME_HEADERS, 0x4)  # END_HEADERS only
+    assert [type(event) for event in events] == [
+        h2.events.ResponseReceived,
+        h2.events.DataReceived,
+        h2.events.StreamEnded,
+    ]
+    assert wakes == 1  # one wake-up for the three
+
+
+def test_a_whole_answer_without_body_bytes_ends_on_an_empty_data_frame() -> None:
+    # As the head and then the end (``end_now``) went before: HEADERS, then DATA(END_STREAM).
+    sent, out, events, _ = prepared_answer(b"")
+    assert sent == 0
+    assert frames_of(out)[1:] == [(FRAME_DATA, END_STREAM, 0)]
+    assert h2.events.StreamEnded in [type(event) for event in events]
+
+
+def test_a_whole_answer_past_the_window_sends_what_fits_and_keeps_the_end() -> None:
+    sent, out, events, _ = prepared_answer(b"x" * 10, window=4)
+    assert sent == 4
+    assert frames_of(out)[1:] == [(FRAME_DATA, 0, 4)]  # no END_STREAM: the rest is owed
+    assert h2.events.StreamEnded not in [type(event) for event in events]
+
+
+def test_a_whole_answer_on_a_closed_stream_is_refused_and_writes_nothing() -> None:
+    client, session, wakes = connected_pair()
+    stream_id = open_stream(client, session)
+    session.reset(stream_id, ErrorCode.CANCEL)
+    session.take_outbound()
+    count = len(wakes)
+    try:
+        session.send_prepared_answer(stream_id, [(b":status", b"200")], b"late")
+    except StreamUnusable:
+        pass
+    else:
+        raise AssertionError("a closed stream took an answer")
+    assert not session.take_outbound()
+    assert len(wakes) == count

@@ -75,6 +75,10 @@ class _Stage(enum.Enum):
     DONE = "done"
 
 
+_HEAD = _Stage.HEAD  # (module globals: an enum member read from its class costs more)
+_NO_BODY = BodyFraming.NONE
+
+
 class H1BackendWire:
     """Our side of one request/answer cycle; a new one per request on a kept connection.
 
@@ -110,14 +114,11 @@ class H1BackendWire:
         self._data = b""
         self._pos = 0
         self._eof = False
-        self._stage = _Stage.HEAD
-        self._remaining = 0
-        self._received = 0
+        self._stage = _HEAD
+        # ``_remaining`` and ``_received`` (a body), ``_chunk_left`` and ``_footer`` (what
+        # remains of a chunk and of the CRLF after it) are set as their stage begins.
         self._keep_alive = True
-        #: Chunked bodies: what remains of the current chunk, and of the CRLF after it.
-        self._chunk_left = 0
-        self._footer = b""
-        if request.framing is not BodyFraming.NONE:
+        if request.framing is not _NO_BODY:
             self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
 
     # ---- our request ----
@@ -246,9 +247,12 @@ class H1BackendWire:
         self._pos = end.end()
         self._keep_alive = keep_alive
         if length == CHUNKED:
+            self._chunk_left = 0
+            self._footer = b""
             self._stage = _Stage.CHUNKED
         else:
             self._remaining = length
+            self._received = 0
             self._stage = _Stage.BODY
         return event
 

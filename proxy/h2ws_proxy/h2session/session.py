@@ -21,7 +21,8 @@ Rules of the send half (RFC 9113):
   Otherwise the fields go out as given (their validity is the caller's).
 * :meth:`~H2Session.send_data` never waits and never raises for a shut window: it sends what
   both send windows and the peer's MAX_FRAME_SIZE allow and returns how much; END_STREAM
-  goes only on a call whose data all went (§6.9).
+  goes only on a call whose data all went (§6.9). :meth:`~H2Session.send_answer` is a
+  final head and then such DATA with END_STREAM in one call, as the two would send them.
 * :meth:`~H2Session.send_goaway` is graceful: streams up to its last-stream-id go on; new
   peer streams above it are ignored (§6.8). :meth:`~H2Session.close` is a connection error
   we raise ourselves: GOAWAY, then nothing more.
@@ -52,6 +53,7 @@ _PING_BYTES = 8  # RFC 9113 §6.7
 #: DATA of up to this size always fits one frame: no peer's MAX_FRAME_SIZE is below it (§6.5.2).
 _ONE_FRAME = MIN_MAX_FRAME_SIZE
 _HEADER, _DATA, _END = f.FRAME_HEADER, f.DATA, f.END_STREAM
+_HEADERS, _END_HEADERS = f.HEADERS, f.END_HEADERS
 
 
 class H2Session(Receiver):
@@ -176,6 +178,49 @@ class H2Session(Receiver):
                 out += header.pack(0, 0, f.DATA, f.END_STREAM, stream_id)
             self._local_ended(stream)
         return allowed
+
+    def send_answer(self, stream_id: int, headers: list[Header], body: bytes) -> int:
+        """:meth:`send_headers` of a final response head, then :meth:`send_data` of ``body``
+        with END_STREAM, in one call: the frames and errors of the two (an answer that came
+        whole); how much of ``body`` went. The usual case (a stream that may send its final
+        head, a body of one frame, the windows open) is written here with one look-up (a
+        block past one frame as HEADERS + CONTINUATION, the body then as ``send_data``);
+        any other goes through the two calls."""
+        stream = self._streams.get(stream_id)
+        size = len(body)
+        if (
+            self._failed
+            or stream is None
+            or not stream.sending
+            or stream.final_head_sent
+            or not headers
+            or headers[0][0] != b":status"
+            or headers[0][1][:1] == b"1"
+            or size > _ONE_FRAME
+            or size > self._send_window
+            or size > stream.send_window
+        ):
+            H2Session.send_headers(self, stream_id, headers)  # (not a subclass's)
+            return H2Session.send_data(self, stream_id, body, True)
+        # Encoded once, and this block is the one sent: encoding changes the HPACK
+        # encoder's dynamic table (and takes a pending table size update), so a second
+        # encode would send a block naming entries of one the peer never got.
+        block = self._codec.encode(headers)
+        length = len(block)
+        stream.final_head_sent = True
+        frame_size = self.peer_settings.max_frame_size
+        if length > frame_size:  # HEADERS + CONTINUATION (rare), then the body as send_data
+            f.write_header_block(self.outbound, stream_id, False, block, frame_size)
+            return H2Session.send_data(self, stream_id, body, True)
+        out = self.outbound
+        out += _HEADER.pack(length >> 8, length & 0xFF, _HEADERS, _END_HEADERS, stream_id)
+        out += block
+        out += _HEADER.pack(size >> 8, size & 0xFF, _DATA, _END, stream_id)
+        out += body
+        self._send_window -= size
+        stream.send_window -= size
+        self._local_ended(stream)
+        return size
 
     def end_stream(self, stream_id: int) -> None:
         """END_STREAM on an empty DATA frame: our side of ``stream_id`` is done."""

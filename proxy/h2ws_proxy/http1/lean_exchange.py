@@ -306,21 +306,22 @@ def start_lean(
     start = start_on_kept_connection(server, route, request, client_address, poller_of_connection)
     if start is None:
         return None
+    balancer, chosen, connection, socket, backend_request, poller = start
     limits = server.config.limits
-    wire = H1BackendWire(start.backend_request, max_head_bytes=limits.max_header_list_bytes)
+    wire = H1BackendWire(backend_request, max_head_bytes=limits.max_header_list_bytes)
     exchange = LeanExchange(
         front,
         client,
         request,
-        start.balancer,
-        start.server,
-        start.connection,
-        start.socket,
+        balancer,
+        chosen,
+        connection,
+        socket,
         wire,
-        start.poller,
+        poller,
         record.stats,
         front.pipelined_room(),
     )
-    record.backend = start.server.label
-    start.poller.register(start.socket.fileno(), exchange)
+    record.backend = chosen.label
+    poller.register(socket.fileno(), exchange)
     return exchange

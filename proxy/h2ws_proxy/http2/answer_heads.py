@@ -12,9 +12,12 @@ so the body decision, which depends on the method, stays right.
 
 from __future__ import annotations
 
+import trio
+
 from h2ws_proxy.backend.h1_wire import ResponseHead
 from h2ws_proxy.http.message import HttpRequest, answer_has_body, response_fields
 from h2ws_proxy.http2.proxy_session import prepared_response_head
+from h2ws_proxy.http2.stream import H2Stream
 
 Header = tuple[bytes, bytes]
 
@@ -38,3 +41,44 @@ def h2_answer_head(request: HttpRequest, response: ResponseHead) -> tuple[bool, 
         _RELAYED.clear()
     _RELAYED[id(response)] = (response, has_body, head)
     return has_body, head
+
+
+def send_answer_head(stream: H2Stream, request: HttpRequest, response: ResponseHead) -> None:
+    """Send ``response`` (a final head, or a 1xx other than 101) on ``stream``; a final head
+    without a body ends it. Raises as the session (``StreamUnusable``) or for a broken
+    stream (``BrokenResourceError``)."""
+    if stream.broken_reason is not None:
+        raise trio.BrokenResourceError(stream.broken_reason)
+    status = response.status
+    if status < 200:
+        fields = response_fields(status, response.headers, for_h2=True)
+        stream.session.send_headers(stream.stream_id, [(b":status", str(status).encode()), *fields])
+        return
+    has_body, head = h2_answer_head(request, response)
+    stream.session.send_prepared_head(stream.stream_id, head, end_stream=not has_body)
+    if not has_body:
+        stream.mark_ended_locally()
+
+
+def send_whole_answer(
+    stream: H2Stream, request: HttpRequest, response: ResponseHead, body: bytes
+) -> int:
+    """Send final head ``response`` and all of its ``body`` (what came with it) with
+    END_STREAM, in one session call (``ProxySession.send_prepared_answer``); how much of
+    ``body`` went (less than all: the end waits for the rest, as for ``H2Stream.send_now``).
+    Raises as :func:`send_answer_head`."""
+    if stream.broken_reason is not None:
+        raise trio.BrokenResourceError(stream.broken_reason)
+    has_body, head = h2_answer_head(request, response)
+    if not has_body:  # HEAD, 204, 304: no body came either (the wire gives them none)
+        stream.session.send_prepared_head(stream.stream_id, head, end_stream=True)
+        stream.mark_ended_locally()
+        return 0
+    # ``send_now(body, end=True)``'s rules after the head: less than all of it, the caller
+    # waits for new credit; all of it, our side is ended.
+    sent = stream.session.send_prepared_answer(stream.stream_id, head, body)
+    if sent < len(body):
+        stream.connection.wait_for_window(stream)
+    else:
+        stream.mark_ended_locally()
+    return sent

@@ -41,6 +41,7 @@ class LeanRequests:
         poller: Callable[[], BackendPoller | None],
         refuse: Callable[[int, ProxyError], None],
         finish: Callable[[H2Stream, RelayRecord, ExchangeResult], None],
+        finish_answered: Callable[[H2Stream, RelayRecord], None],
         run_on_task: Callable[[H2Stream, HttpRequest, RouteConfig, bool], None],
     ) -> None:
         self.session = session
@@ -51,12 +52,16 @@ class LeanRequests:
         self.refuse = refuse
         #: Ends a stream's exchange as a task's end would (``StreamTasks.finish_exchange``).
         self.finish = finish
+        #: Its end for a request answered whole at once (``StreamTasks.finish_answered``).
+        self.finish_answered = finish_answered
         #: Starts the task path for a request (``StreamTasks.serve_exchange`` in a task).
         self.run_on_task = run_on_task
         #: The last request written and what went to the backend for it.
         self._last = LastRequest()
         #: The connection's poller once it was made with its timers (it stays the same).
         self._timed: BackendPoller | None = None
+        #: ``_timed_poller`` bound once (not a new bound method per request).
+        self._timed_poller_of = self._timed_poller
 
     def _timed_poller(self) -> BackendPoller | None:
         """The connection's poller, if it has the connection's timers too."""
@@ -76,15 +81,15 @@ class LeanRequests:
         server = self.server
         info = self.info
         start = start_on_kept_connection(
-            server, route, request, info.address, self._timed_poller, self._last
+            server, route, request, info.address, self._timed_poller_of, self._last
         )
         if start is None:
             return False
-        poller = start.poller
+        _, chosen, _, _, backend_request, poller = start
         timers = poller.timers
         assert timers is not None  # (``_timed_poller``)
         limits = server.config.limits
-        wire = H1BackendWire(start.backend_request, max_head_bytes=limits.max_header_list_bytes)
+        wire = H1BackendWire(backend_request, max_head_bytes=limits.max_header_list_bytes)
         record = RelayRecord.begin(
             "h2",
             info.connection_id,
@@ -96,17 +101,8 @@ class LeanRequests:
             client=info.peer,
             headers=request.headers,
         )
-        record.backend = start.server.label
+        record.backend = chosen.label
         PolledRequest(
-            self,
-            stream,
-            request,
-            route,
-            start.balancer,
-            start.server,
-            start.connection,
-            start.socket,
-            wire,
-            record,
-        ).begin(poller, timers, limits.http_idle_timeout_s)
+            self, stream, request, route, start, wire, record, timers, limits.http_idle_timeout_s
+        )
         return True

@@ -21,10 +21,11 @@ Rules:
   answer) or 504 (the idle timer) answered here; after it, the stream is reset. The
   stream's break (the client's reset, the connection's end) reaches us through the same
   callback as new credit, ``client_writable``.
-* Exactly one end (:meth:`PolledRequest._complete`): the backend socket leaves the poller
+* Exactly one end (:meth:`PolledRequest._stop`): the backend socket leaves the poller
   before it is closed, or goes back to the pool parked in it (after a clean cycle), the
   timer is disarmed, the server given back, and the stream finished as a task's would be
-  (``StreamTasks.finish_exchange``: reset codes, credit, the access line).
+  (``StreamTasks.finish_exchange``: reset codes, credit, the access line), or, for an
+  answer all of which went in one call, by its short way (``finish_answered``).
 """
 
 from __future__ import annotations
@@ -34,23 +35,20 @@ import math
 import h11
 import trio
 
-from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.backend.h1_wire import AnswerEnd, BodyData, H1BackendWire, Need, ResponseHead
-from h2ws_proxy.backend.pool import BackendConnection
 from h2ws_proxy.backend.upgrade import READ_SIZE
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import BackendProtocolError, BackendTimeout, BackendUnavailable, ProxyError
 from h2ws_proxy.h2session import StreamUnusable
-from h2ws_proxy.http.message import HttpRequest, response_fields, trailer_fields
-from h2ws_proxy.http2.answer_heads import h2_answer_head
+from h2ws_proxy.http.message import HttpRequest, trailer_fields
+from h2ws_proxy.http2.answer_heads import send_answer_head, send_whole_answer
 from h2ws_proxy.http2.lean_connection import LeanConnection
 from h2ws_proxy.http2.stream import H2Stream
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
+from h2ws_proxy.relay.kept_start import KeptStart
 from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import RelayRecord
-from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
-from h2ws_proxy.transport.poller import BackendPoller
 from h2ws_proxy.transport.timers import ConnectionTimers
 
 #: A write to the client's stream failed: the stream broke, or the session refuses it.
@@ -94,22 +92,19 @@ class PolledRequest:
         stream: H2Stream,
         request: HttpRequest,
         route: RouteConfig,
-        balancer: GroupBalancer,
-        server: ServerState,
-        connection: BackendConnection,
-        socket: PollableSocket,
+        start: KeptStart,
         wire: H1BackendWire,
         record: RelayRecord,
+        timers: ConnectionTimers,
+        timeout: float,
     ) -> None:
         self._lean = lean
         self._stream = stream
         self._request = request
         self._route = route
-        self._balancer = balancer
-        self._server = server
-        self._connection = connection
+        self._balancer, self._server, self._connection, socket, _, poller = start
         self._socket = socket
-        self._fd = socket.fileno()
+        self._fd = fd = socket.fileno()
         self._wire = wire
         self._record = record
         #: The answer's head went to the client (its status is the record's).
@@ -120,19 +115,16 @@ class PolledRequest:
         self._paused = False
         #: Body bytes the client's window did not take yet.
         self._pending: memoryview | None = None
-        self._poller: BackendPoller | None = None
-        self._timers: ConnectionTimers | None = None
-        self._timeout = math.inf
+        self._poller = poller
+        self._timers = timers
+        self._timeout = timeout
         self.deadline = math.inf
         self.watched = False
-
-    def begin(self, poller: BackendPoller, timers: ConnectionTimers, timeout: float) -> None:
-        self._poller, self._timers, self._timeout = poller, timers, timeout
-        self._lean.server.stats.requests += 1
-        self._stream.set_on_writable(self)  # new credit, and the stream's break
+        lean.server.stats.requests += 1
+        stream.on_writable = self  # new credit, and the stream's break
         if timeout > 0:
             timers.arm(self, timeout, timers.now())
-        poller.register(self._fd, self)
+        poller.register(fd, self)
 
     # ---- the backend (the poller's callbacks) ----
 
@@ -199,8 +191,8 @@ class PolledRequest:
             self._refuse(BackendTimeout(f"backend {target} did not answer: {reason}"))
 
     def _progress(self) -> None:
-        timers = self._timers
-        if timers is not None and self._timeout > 0:
+        if self._timeout > 0:
+            timers = self._timers
             timers.arm(self, self._timeout, timers.now())
 
     # ---- relaying the answer ----
@@ -242,37 +234,47 @@ class PolledRequest:
                 return
 
     def _relay_whole(self, head: ResponseHead, body: bytes) -> None:
-        """The answer came whole (the common case): ``_relay``'s steps, in one pass."""
+        """The answer came whole (the common case; a final head): ``_relay``'s steps in one
+        pass, the head with all of its body and END_STREAM in one session call."""
+        stream = self._stream
         try:
-            if not self._relay_head(head):
-                return
-            if body:
-                self._record.stats.bytes_down += len(body)
-                self._send_body(body, True)  # (all of it: the body ends here)
-            if not self._paused and not self._done and self._wire.take_plain_end():
-                self._answered()  # (paused: the end waits, as in ``_relay``)
+            sent = send_whole_answer(stream, self._request, head, body)
         except _CLIENT_GONE as error:
             self._abort(RelayEnd.CLIENT_ABORTED, f"client went away: {error}")
+            return
+        record = self._record
+        record.status = head.status
+        self._head_sent = True
+        if body:
+            record.stats.bytes_down += len(body)
+            if sent < len(body):
+                # The stream asked to be woken by new credit (``client_writable``).
+                self._pending = memoryview(body)[sent:]
+                self._pause()
+                return
+            if stream.connection.backlogged():
+                self._pause()  # the end waits for the drain, as in ``_relay``
+                stream.call_when_drained(self._on_drained)
+                return
+        # All of it went at once: the clean end, by ``finish_answered``'s short way.
+        self._wire.take_plain_end()  # (True: the whole answer's end is next)
+        record.stats.end = RelayEnd.CLEAN
+        record.opened = True
+        self._stop(keep=self._wire.reusable())
+        self._lean.server.stats.requests -= 1
+        self._lean.finish_answered(stream, record)
 
     def _relay_head(self, response: ResponseHead) -> bool:
         """Send the answer's head (or a 1xx); False when the relay stops here."""
-        status = response.status
-        stream, session = self._stream, self._lean.session
-        if stream.broken_reason is not None:
-            raise trio.BrokenResourceError(stream.broken_reason)
-        if status == 101:
+        if self._stream.broken_reason is not None:
+            raise trio.BrokenResourceError(self._stream.broken_reason)
+        if response.status == 101:
             self._protocol_error("backend switched protocols on an ordinary request")
             return False
-        if status < 200:
-            fields = response_fields(status, response.headers, for_h2=True)
-            session.send_headers(stream.stream_id, [(b":status", str(status).encode()), *fields])
-            return True
-        has_body, head = h2_answer_head(self._request, response)
-        session.send_prepared_head(stream.stream_id, head, end_stream=not has_body)
-        if not has_body:
-            stream.mark_ended_locally()
-        self._record.status = status
-        self._head_sent = True
+        send_answer_head(self._stream, self._request, response)
+        if response.status >= 200:
+            self._record.status = response.status
+            self._head_sent = True
         return True
 
     def _send_body(self, data: bytes, last: bool) -> None:  # (last: the body ends here)
@@ -328,14 +330,13 @@ class PolledRequest:
     def _pause(self) -> None:
         if not self._paused:
             self._paused = True
-            if self._poller is not None:
-                self._poller.pause(self._fd)
+            self._poller.pause(self._fd)
 
     def _resume(self) -> None:
         if self._paused:
             self._paused = False
             self._relay()  # events the wire already holds go first
-            if not self._done and not self._paused and self._poller is not None:
+            if not self._done and not self._paused:
                 self._poller.resume(self._fd)
 
     # ---- endings ----
@@ -387,13 +388,11 @@ class PolledRequest:
         """Leave the poller, the timers and the stream; the connection back or closed."""
         self._done = True
         poller = self._poller
-        if self._timers is not None:
-            self._timers.disarm(self, self._timeout)
-        self._stream.set_on_writable(None)
+        self._timers.disarm(self, self._timeout)
+        self._stream.on_writable = None
         self._balancer.give_back(self._server)
-        if keep and poller is not None:  # parked there: no epoll_ctl for the next request
+        if keep:  # parked in the poller: no epoll_ctl for the next request
             self._lean.server.pool.release_now(self._connection, poller, self._socket, self._fd)
             return
-        if poller is not None:
-            poller.unregister(self._fd)
+        poller.unregister(self._fd)
         self._socket.close_now()

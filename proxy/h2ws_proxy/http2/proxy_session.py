@@ -12,7 +12,8 @@ with what the front end needs around it:
   :class:`~h2ws_proxy.h2session.StreamUnusable`, so callers handle a single case;
 * short answers (:meth:`respond`), the head of an answer read from an HTTP/1.1 backend
   (:meth:`send_response_head`, or :meth:`send_prepared_head` with a head made once by
-  :func:`prepared_response_head`; credentials never indexed as h2 did, RFC 7541 §7.1.3), and
+  :func:`prepared_response_head`, with a whole body: :meth:`send_prepared_answer`;
+  credentials never indexed as h2 did, RFC 7541 §7.1.3), and
   a drain GOAWAY that leaves open streams working (:meth:`send_goaway`, RFC 9113 §6.8).
 """
 
@@ -142,6 +143,17 @@ class ProxySession(H2Session):
         except SessionUsageError as error:
             raise StreamUnusable(str(error)) from error
         self.on_output()
+
+    def send_prepared_answer(self, stream_id: int, head: list[Header], body: bytes) -> int:
+        """:meth:`send_prepared_head` and then :meth:`send_data` of ``body`` with END_STREAM,
+        in one call and one wake-up (an answer that came whole); how much of ``body`` went.
+        Less than all of it: END_STREAM goes with the rest, as for :meth:`send_data`."""
+        try:
+            sent = self.send_answer(stream_id, head, body)
+        except SessionUsageError as error:  # (the head's: after it, DATA cannot fail)
+            raise StreamUnusable(str(error)) from error
+        self.on_output()
+        return sent
 
     def _send_head(self, stream_id: int, headers: list[Header], end_stream: bool) -> None:
         try:

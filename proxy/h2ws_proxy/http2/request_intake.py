@@ -41,6 +41,7 @@ from h2ws_proxy.relay.routing import Router
 
 _NO_BODY = BodyFraming.NONE
 _LENGTH = BodyFraming.LENGTH
+_OPEN = StreamPhase.OPEN  # (a module global: an enum member read from its class costs more)
 
 #: The last accepted request: its head, the router, whether HEADERS ended the stream, and
 #: what they made.
@@ -161,7 +162,7 @@ class RequestIntake:
             return
         stream = H2Stream(session, self._writer, stream_id, CancelNoted(), ended)
         stream.exchange = True
-        stream.phase = StreamPhase.OPEN  # its DATA is the request body
+        stream.phase = _OPEN  # its DATA is the request body
         framing = request.framing
         if framing is _NO_BODY:
             stream.declared_length = 0

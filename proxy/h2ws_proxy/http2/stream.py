@@ -73,7 +73,6 @@ class H2Stream(trio.abc.HalfCloseableStream):
         "_inbound",
         "_inbound_bytes",
         "_local_ended",
-        "_on_writable",
         "_readable",
         "_receiving",
         "_remote_ended",
@@ -82,6 +81,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
         "connection",
         "declared_length",
         "exchange",
+        "on_writable",
         "phase",
         "received_length",
         "reset_by_peer",
@@ -118,8 +118,9 @@ class H2Stream(trio.abc.HalfCloseableStream):
         self._writable: Wakeup | None = None  # made by a first wait for credit (none if polled)
         #: Set by a tunnel while it copies this stream upward (see ``set_forwarder``).
         self._forwarder: Forwarder | None = None
-        #: Set by a tunnel that sends with ``send_now`` (see ``set_on_writable``).
-        self._on_writable: WritableWatcher | None = None
+        #: Told of new credit and of the stream's break (``set_on_writable``; a request run
+        #: without a task sets it directly).
+        self.on_writable: WritableWatcher | None = None
         self._receiving = self._detached = False  # (``detach_receiver``: the second)
         #: Set by the task that runs a tunnel here, for a run that goes on without it.
         self.tunnel_end: TunnelEnd | None = None
@@ -231,8 +232,8 @@ class H2Stream(trio.abc.HalfCloseableStream):
         """The peer's window may have grown (WINDOW_UPDATE, SETTINGS), or the stream broke."""
         if self._writable is not None:
             self._writable.set()
-        if self._on_writable is not None:
-            self._on_writable.client_writable()
+        if self.on_writable is not None:
+            self.on_writable.client_writable()
 
     @property
     def buffered_bytes(self) -> int:
@@ -364,7 +365,7 @@ class H2Stream(trio.abc.HalfCloseableStream):
     def set_on_writable(self, watcher: WritableWatcher | None) -> None:
         """Call ``watcher.client_writable()`` (synchronously) when the window may have
         grown or the stream broke; None stops it."""
-        self._on_writable = watcher
+        self.on_writable = watcher
 
     def backlogged(self) -> bool:
         """The connection has more output queued for the client than producers may add to."""

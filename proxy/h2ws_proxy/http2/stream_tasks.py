@@ -7,7 +7,7 @@ Rules:
   a trio cancel scope around the backend dial (and a request), then the running tunnel
   itself, which the stream adopts (``run_tunnel``); once the work is over, nothing.
 * The relays (:mod:`~h2ws_proxy.relay.websocket_relay`, :mod:`~h2ws_proxy.relay.request_relay`)
-  decide what the client sees; :class:`H2TunnelFront` and
+  decide what the client sees; :class:`~h2ws_proxy.http2.tunnel_front.H2TunnelFront` and
   :class:`~h2ws_proxy.http2.client_side.H2ClientSide` say it in HTTP/2: the backend's 101
   becomes our 200 HEADERS, any other answer goes back as it came (status, headers, body),
   and a proxy-side failure becomes the registry's short answer.
@@ -23,22 +23,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import cast
-
-import trio
 
 from h2ws_proxy.backend.head_start import HeadStart
 from h2ws_proxy.backend.upgrade import BackendUpgraded
 from h2ws_proxy.config import Limits, RouteConfig
-from h2ws_proxy.errors import BackendRejected, ProxyError
-from h2ws_proxy.h2session import ErrorCode, StreamUnusable
-from h2ws_proxy.http.handshake import BackendAccepted, WebSocketRequest, h2_success_headers
+from h2ws_proxy.errors import ProxyError
+from h2ws_proxy.h2session import ErrorCode
+from h2ws_proxy.http.handshake import WebSocketRequest
 from h2ws_proxy.http.message import HttpRequest
 from h2ws_proxy.http.request_head import H2RequestHead
 from h2ws_proxy.http2.client_side import H2ClientSide
 from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.proxy_session import ProxySession
-from h2ws_proxy.http2.stream import H2Stream, StreamPhase
+from h2ws_proxy.http2.stream import H2Stream
+from h2ws_proxy.http2.tunnel_front import H2TunnelFront
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
 from h2ws_proxy.relay.outcome import RelayEnd
@@ -48,9 +46,6 @@ from h2ws_proxy.relay.websocket_relay import begin_opened_tunnel, open_tunnel, o
 from h2ws_proxy.transport.capabilities import as_pollable
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
-
-#: Statuses whose answers carry no content-length (RFC 9110 §8.6, §15.4.5).
-_NO_LENGTH_STATUSES = frozenset({204, 304})
 
 
 class _WorkOver:
@@ -64,75 +59,6 @@ class _WorkOver:
 
 
 _WORK_OVER = _WorkOver()
-
-
-class H2TunnelFront:
-    """One extended CONNECT stream as the tunnel relay's :class:`TunnelFront`.
-
-    Answers go through the session, synchronously: success is a ``:status 200`` HEADERS
-    (RFC 8441 §5), a refusal the registry's short answer.
-    """
-
-    __slots__ = ("_tasks", "answer_stream", "pushable", "scope", "stream", "tunnel_client")
-
-    open_status = 200
-
-    def __init__(self, tasks: StreamTasks, stream: H2Stream) -> None:
-        self._tasks = tasks
-        self.stream = stream
-        # Trio's scope until the tunnel's run adopts its relay (``H2Stream.adopt_scope``).
-        self.scope = cast(trio.CancelScope, stream.scope)
-        self.answer_stream = self.tunnel_client = self.pushable = stream
-
-    async def refuse(self, error: ProxyError) -> None:
-        # Synchronous, with no checkpoint: after a dial's timeout the stream's scope
-        # stays cancelled.
-        stream = self.stream
-        stream.phase = StreamPhase.ANSWERED
-        self._tasks.refuse(stream.stream_id, error)
-        stream.mark_ended_locally()
-
-    async def relay_rejection(self, rejection: BackendRejected) -> None:
-        """Pass the backend's non-101 answer back as it came (status, headers, body)."""
-        stream = self.stream
-        stream.phase = StreamPhase.ANSWERED
-        headers = [(b":status", str(rejection.status).encode()), *rejection.headers]
-        if rejection.status not in _NO_LENGTH_STATUSES:
-            headers.append((b"content-length", str(len(rejection.body)).encode()))
-        try:
-            self._tasks.session.send_headers(
-                stream.stream_id, headers, end_stream=not rejection.body
-            )
-        except StreamUnusable:
-            return
-        if not rejection.body:
-            stream.mark_ended_locally()
-        else:
-            # The client's window decides how fast the body goes; a client that never
-            # opens it does not keep the stream forever.
-            with trio.move_on_after(self._tasks.limits.handshake_timeout_s):
-                try:
-                    await stream.send_all(rejection.body)
-                    await stream.send_eof()
-                except STREAM_GONE:
-                    return
-
-    def answer_upgrade(self, accepted: BackendAccepted, record: RelayRecord) -> bytes | None:
-        stream = self.stream
-        try:
-            self._tasks.session.send_headers(stream.stream_id, h2_success_headers(accepted))
-        except StreamUnusable as error:
-            # The client reset the stream while the backend was answering.
-            record.error = str(error)
-            return None
-        stream.phase = StreamPhase.OPEN
-        return b""
-
-    def client_leftover(self) -> bytes:
-        return b""  # DATA before our 200 is refused (stream_registry)
-
-    def backend_poller(self) -> BackendPoller | None:
-        return self._tasks.backend_poller()
 
 
 class _TunnelEnd:
@@ -390,6 +316,16 @@ class StreamTasks:
                 self.session.reset(stream.stream_id, ErrorCode.NO_ERROR)
             stream.break_stream("the exchange ended", by_peer=False)
         self._forget(stream, record)
+
+    def finish_answered(self, stream: H2Stream, record: RelayRecord) -> None:
+        """:meth:`finish_exchange` for a request answered whole without a task
+        (``PolledRequest``): its HEADERS ended the client's side (nothing to consume or
+        credit), the answer's END_STREAM went in the same call as all of its body (never
+        waiting for a window), and nobody waits on the stream. So there is nothing to reset,
+        return or wake: the stream is only marked over, logged and forgotten."""
+        stream.broken_reason = "the exchange ended"  # (``break_stream``'s, with no waiter)
+        record.log(self._server.stats.counters)
+        self._on_done(stream)
 
     def _forget(self, stream: H2Stream, record: RelayRecord) -> None:
         """The stream's work is over: return its credit, drop every reference, log it."""

@@ -13,7 +13,6 @@ meets the same conditions (and errors) itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.backend.pool import BackendConnection
@@ -25,19 +24,14 @@ from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 
-
-@dataclass(slots=True)
-class KeptStart:
-    """A request whose head went to a kept connection: what its run goes on with."""
-
-    balancer: GroupBalancer
-    server: ServerState
-    connection: BackendConnection
-    socket: PollableSocket
-    backend_request: BackendRequest
-    #: The caller's poller; the socket may be in its set already (parked there): the
-    #: caller registers itself for it, or unregisters it before closing.
-    poller: BackendPoller
+#: A request whose head went to a kept connection: what its run goes on with, in this order:
+#: the balancer and the server it gave, the connection, its socket, the request as sent,
+#: and the caller's poller (the socket may be in its set already, parked there: the caller
+#: registers itself for it, or unregisters it before closing). A tuple, not an object with
+#: names: one is made per lean request, and its callers take it apart at once.
+KeptStart = tuple[
+    GroupBalancer, ServerState, BackendConnection, PollableSocket, BackendRequest, BackendPoller
+]
 
 
 class LastRequest:
@@ -116,4 +110,4 @@ def start_on_kept_connection(
         poller.unregister(socket.fileno())
         socket.close_now()
         return None
-    return KeptStart(balancer, chosen, connection, socket, backend_request, poller)
+    return balancer, chosen, connection, socket, backend_request, poller
