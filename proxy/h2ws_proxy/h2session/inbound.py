@@ -28,6 +28,8 @@ Rules (RFC 9113), beyond the per-type frame checks of :mod:`.frames`:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from h2ws_proxy.h2session import frames as f
 from h2ws_proxy.h2session.blocks import HeaderBlocks
 from h2ws_proxy.h2session.core import Role
@@ -101,47 +103,65 @@ class Receiver(HeaderBlocks):
             self._fail(error, events)
         return events
 
-    def receive_lone_data(self, data: bytes) -> int:
-        """:meth:`receive_data` for a read that is one DATA frame, the common read of a
-        tunnel's message: if ``data`` is exactly one DATA frame that carries bytes, without
-        padding or END_STREAM, on a stream open for receiving, within both receive windows,
-        with nothing buffered before it and no header block open, the frame is taken as
-        ``receive_data`` takes it and its stream id returned: its payload
-        (``data[FRAME_HEADER_BYTES:]``) is the one event, which the caller handles without
-        an event object being made. 0: nothing was done, ``receive_data`` takes ``data``.
+    def receive_data_frames(self, data: bytes, feed: Callable[[int, bytes], bool]) -> int:
+        """:meth:`receive_data` for the DATA frames that open a read, the common read of
+        tunnels' messages: each whole DATA frame that carries bytes, without padding or
+        END_STREAM, on a stream open for receiving and within both receive windows, is
+        taken as ``receive_data`` takes it and its payload handed to
+        ``feed(stream_id, payload)`` at once, with no event object made. Returns how many
+        bytes of ``data`` were taken this way (whole frames from its start); the rest, from
+        the first frame that is not such a frame on, is ``receive_data``'s. The outcome is
+        ``receive_data``'s for the taken frames read one at a time, each one's event
+        handled before the next is read.
+
+        ``feed`` returns False when it did nothing at all with the frame: the frame is then
+        not taken (its windows are as they were) and is the first of the rest. It may
+        return credit (``acknowledge_received_data``) and queue output, and must not do
+        anything else to the session. Nothing is taken while a frame is buffered, the
+        preface or the peer's first SETTINGS is due, a header block is open, or after a
+        connection error.
         """
-        end = len(data)
         if (
-            end <= _FRAME_HEADER_BYTES
-            or self._partial
+            self._partial
             or self._preface_left
             or self._block_stream
             or self._settings_expected
             or self._failed
         ):
             return 0
-        high, low, kind, flags, stream_id = _HEADER.unpack_from(data)
-        length = end - _FRAME_HEADER_BYTES
-        if (
-            kind != _DATA
-            or flags & _PADDED_OR_END
-            or high << 8 | low != length
-            or length > self._max_frame_in
-            or length > self._recv_window
-        ):
-            return 0
-        stream_id &= _STREAM_ID_MASK
-        stream = self._streams.get(stream_id)
-        if (
-            stream is None
-            or not stream.receiving
-            or not stream.final_head_received
-            or length > stream.recv_window
-        ):
-            return 0
-        self._recv_window -= length
-        stream.recv_window -= length
-        return stream.stream_id
+        pos, end = 0, len(data)
+        streams = self._streams
+        while end - pos > _FRAME_HEADER_BYTES:
+            high, low, kind, flags, stream_id = _HEADER.unpack_from(data, pos)
+            length = high << 8 | low
+            start = pos + _FRAME_HEADER_BYTES
+            if (
+                kind != _DATA
+                or flags & _PADDED_OR_END
+                or not length
+                or start + length > end
+                or length > self._max_frame_in
+                or length > self._recv_window
+            ):
+                break
+            stream = streams.get(stream_id & _STREAM_ID_MASK)
+            if (
+                stream is None
+                or not stream.receiving
+                or not stream.final_head_received
+                or length > stream.recv_window
+            ):
+                break
+            # Counted before ``feed`` runs, as ``receive_data`` counts a frame before its
+            # event is handled: credit ``feed`` returns sees the windows it would see.
+            self._recv_window -= length
+            stream.recv_window -= length
+            if not feed(stream.stream_id, data[start : start + length]):
+                self._recv_window += length
+                stream.recv_window += length
+                break
+            pos = start + length
+        return pos
 
     def _take_preface(self, data: bytes) -> bytes:
         expected = self._preface_left

@@ -233,8 +233,13 @@ class H2Frontend:
         """Client bytes to the session, its events acted on; False once the connection is over."""
         self._writer.begin_batch()
         try:
-            if not self._calmed and self._registry.on_lone_data(data):
-                return True  # one DATA frame, the whole read: no event list, no dispatch
+            if not self._calmed:
+                # Tunnels' DATA frames first (usually the whole read): no events, no dispatch.
+                taken = self._registry.take_tunnel_data(data)
+                if taken:
+                    if taken == len(data):
+                        return True
+                    data = data[taken:]
             events = self.session.receive(data)
             for event in events:
                 if self._calmed:
