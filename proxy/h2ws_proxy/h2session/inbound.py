@@ -130,17 +130,18 @@ class Receiver(HeaderBlocks):
         ):
             return 0
         pos, end = 0, len(data)
-        streams = self._streams
+        streams, max_frame = self._streams, self._max_frame_in  # (``feed`` changes neither)
         while end - pos > _FRAME_HEADER_BYTES:
             high, low, kind, flags, stream_id = _HEADER.unpack_from(data, pos)
             length = high << 8 | low
             start = pos + _FRAME_HEADER_BYTES
+            frame_end = start + length
             if (
                 kind != _DATA
                 or flags & _PADDED_OR_END
                 or not length
-                or start + length > end
-                or length > self._max_frame_in
+                or frame_end > end
+                or length > max_frame
                 or length > self._recv_window
             ):
                 break
@@ -156,11 +157,11 @@ class Receiver(HeaderBlocks):
             # event is handled: credit ``feed`` returns sees the windows it would see.
             self._recv_window -= length
             stream.recv_window -= length
-            if not feed(stream.stream_id, data[start : start + length]):
+            if not feed(stream.stream_id, data[start:frame_end]):
                 self._recv_window += length
                 stream.recv_window += length
                 break
-            pos = start + length
+            pos = frame_end
         return pos
 
     def _take_preface(self, data: bytes) -> bytes:
