@@ -1,8 +1,9 @@
-"""The DATA frames that open a read take a path of their own
-(``StreamRegistry.take_tunnel_data``): a tunnel's message goes straight to the tunnel, and
-every other stream's DATA, and every frame from the first other one on, gets the same
-checks as on the general path. Raw frames in memory, on a virtual clock; each ``send_alone``
-below is one read of the proxy's (the reader has taken everything sent before it)."""
+"""The DATA frames that open a read take a path of their own (``receive_data_frames``
+with ``StreamRegistry.fed_to_open_tunnel``): a tunnel's message goes straight to the
+tunnel, and every other stream's DATA, and every frame from the first other one on, gets
+the same checks as on the general path. Raw frames in memory, on a virtual clock; each
+``send_alone`` below is one read of the proxy's (the reader has taken everything sent
+before it)."""
 
 from __future__ import annotations
 

@@ -234,11 +234,12 @@ class H2Frontend:
         self._writer.begin_batch()
         try:
             if not self._calmed:
-                # Tunnels' DATA frames first (usually the whole read): no events, no dispatch.
-                taken = self._registry.take_tunnel_data(data)
+                # The DATA frames that open the read (usually all of it) straight to their
+                # open tunnels: no events, no dispatch. The rest takes the events.
+                taken = self.session.receive_data_frames(data, self._registry.fed_to_open_tunnel)
+                if taken == len(data):
+                    return True
                 if taken:
-                    if taken == len(data):
-                        return True
                     data = data[taken:]
             events = self.session.receive(data)
             for event in events:

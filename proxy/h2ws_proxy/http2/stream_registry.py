@@ -92,18 +92,11 @@ class StreamRegistry:
         if event.end_stream:
             self.on_stream_ended(stream_id)
 
-    def take_tunnel_data(self, data: bytes) -> int:
-        """The DATA frames that open a read, each carrying bytes and not ending its stream,
-        fed straight to their open tunnels without event objects (``receive_data_frames``:
-        tunnels' messages, usually); how many bytes of ``data`` that took. The rest, from
-        the first frame that is something else (or on a stream that is not an open
-        tunnel) on, is the session's ``receive``'s."""
-        return self.session.receive_data_frames(data, self.fed_to_open_tunnel)
-
     def fed_to_open_tunnel(self, stream_id: int, data: bytes) -> bool:
         """Give ``data`` (bytes, not ending the stream) to the stream if it is an open
         tunnel whose relay takes them as they come; False: nothing was done, the caller's
-        general path decides (``receive_data_frames``'s ``feed``)."""
+        general path decides. The frontend's ``feed`` for ``receive_data_frames``: the DATA
+        frames that open a read come here without event objects."""
         stream = self.streams.get(stream_id)
         if (
             stream is not None
