@@ -172,7 +172,7 @@ class PolledDownward:
         if timers is not None:  # ``Relay.activity`` inline: once per message
             now = relay.stats.last_activity = timers.now()
             if now - relay.armed_at >= TIMER_SLACK_S:
-                relay._arm_fresh(now)
+                relay.arm_fresh(now)
         else:
             relay.activity()
         down = relay.down

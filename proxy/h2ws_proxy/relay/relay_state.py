@@ -141,7 +141,7 @@ class Relay:
             if timers is not None:  # ``activity`` inline: once per message
                 now = stats.last_activity = timers.now()
                 if now - self.armed_at >= TIMER_SLACK_S:
-                    self._arm_fresh(now)
+                    self.arm_fresh(now)
             else:
                 self.activity()
         return sent
@@ -186,7 +186,7 @@ class Relay:
         if timers is not None:
             now = self.stats.last_activity = timers.now()  # trio.current_time(), in one call
             if now - self.armed_at >= TIMER_SLACK_S:
-                self._arm_fresh(now)
+                self.arm_fresh(now)
         else:
             now = self.stats.last_activity = trio.current_time()
             if now - self.armed_at >= TIMER_SLACK_S:
@@ -203,7 +203,7 @@ class Relay:
                 if now + length < self.deadline:  # else the one armed comes first anyway
                     self._arm_length(length, now, RelayEnd.HALF_CLOSED_TIMEOUT)
 
-    def _arm_fresh(self, now: float) -> None:
+    def arm_fresh(self, now: float) -> None:
         """On the connection's timers, from ``now``: the earlier of the idle and the
         half-closed timeout (both start over at activity), or the drain's end before them."""
         self.armed_at = now
