@@ -84,6 +84,8 @@ class Receiver(HeaderBlocks):
         """Take bytes from the peer; returns what happened. Never raises for the peer's
         mistakes (see the module rules); after ``ConnectionFailed``, returns []."""
         if self._failed:
+            if self._holding_credit:
+                self._release_held_credit()  # (drops it: no credit after our GOAWAY)
             return []
         if type(data) is not bytes:  # events carry slices: bytes, never a view
             data = bytes(data)
@@ -101,6 +103,8 @@ class Receiver(HeaderBlocks):
             self._receive_frames(data, events)
         except ConnectionFault as error:
             self._fail(error, events)
+        if self._holding_credit:  # the rest of a read ``receive_data_frames`` began
+            self._release_held_credit()
         return events
 
     def receive_data_frames(self, data: bytes, feed: Callable[[int, bytes], bool]) -> int:
@@ -110,16 +114,22 @@ class Receiver(HeaderBlocks):
         taken as ``receive_data`` takes it and its payload handed to
         ``feed(stream_id, payload)`` at once, with no event object made. Returns how many
         bytes of ``data`` were taken this way (whole frames from its start); the rest, from
-        the first frame that is not such a frame on, is ``receive_data``'s. The outcome is
-        ``receive_data``'s for the taken frames read one at a time, each one's event
-        handled before the next is read.
+        the first frame that is not such a frame on, is ``receive_data``'s, and must be
+        given to it next. The outcome is ``receive_data``'s for the whole read, its events
+        handled after it returned.
+
+        So every frame of the read is judged against the windows as they stood when the
+        read came (RFC 9113 §6.9.1: the peer may not send past the window it was given; a
+        WINDOW_UPDATE we only queued is not given yet): credit ``feed`` returns
+        (``acknowledge_received_data``) is held until the read is parsed, by this call when
+        it took the whole read, else by the ``receive_data`` of the rest, after its frames'
+        own output (PING and SETTINGS ACKs, RST_STREAM, GOAWAY: none after a GOAWAY).
 
         ``feed`` returns False when it did nothing at all with the frame: the frame is then
         not taken (its windows are as they were) and is the first of the rest. It may
-        return credit (``acknowledge_received_data``) and queue output, and must not do
-        anything else to the session. Nothing is taken while a frame is buffered, the
-        preface or the peer's first SETTINGS is due, a header block is open, or after a
-        connection error.
+        return credit and queue output, and must not do anything else to the session.
+        Nothing is taken while a frame is buffered, the preface or the peer's first SETTINGS
+        is due, a header block is open, or after a connection error.
         """
         if (
             self._partial
@@ -131,6 +141,7 @@ class Receiver(HeaderBlocks):
             return 0
         pos, end = 0, len(data)
         streams, max_frame = self._streams, self._max_frame_in  # (``feed`` changes neither)
+        self._holding_credit = True  # (so the windows below move only by what is read)
         while end - pos > _FRAME_HEADER_BYTES:
             high, low, kind, flags, stream_id = _HEADER.unpack_from(data, pos)
             length = high << 8 | low
@@ -153,8 +164,6 @@ class Receiver(HeaderBlocks):
                 or length > stream.recv_window
             ):
                 break
-            # Counted before ``feed`` runs, as ``receive_data`` counts a frame before its
-            # event is handled: credit ``feed`` returns sees the windows it would see.
             self._recv_window -= length
             stream.recv_window -= length
             if not feed(stream.stream_id, data[start:frame_end]):
@@ -162,6 +171,11 @@ class Receiver(HeaderBlocks):
                 stream.recv_window += length
                 break
             pos = frame_end
+        if pos == end:  # the whole read: its credit now (else ``receive_data``'s, see above)
+            if self._held_credit:
+                self._release_held_credit()
+            else:
+                self._holding_credit = False
         return pos
 
     def _take_preface(self, data: bytes) -> bytes:

@@ -4,9 +4,11 @@ exactly as ``receive_data`` takes them; from the first other frame on, ``receive
 The differential tests run one session the front end's way (``receive_data_frames`` first,
 then ``receive_data`` for the rest of the read) and one through ``receive_data`` alone, with
 the same consumer: what each stream was fed, the other events, the windows, the credit and
-resets sent, and errors must be the same. Where the consumer returns credit as it is fed,
-the reference reads each frame the fast path took on its own (that is what the fast path
-promises: each frame's event handled before the next frame is read).
+resets sent, and errors must be the same. The reference reads each read whole and handles
+its events after, also where the consumer returns credit as it is fed: credit returned for
+one frame of a read must not make room for a later frame of the same read (the peer has
+not seen that WINDOW_UPDATE, RFC 9113 §6.9.1), and it goes out after the read's own
+answers (PING and SETTINGS ACKs, resets, a GOAWAY), as the reference sends it.
 """
 
 from __future__ import annotations
@@ -100,16 +102,6 @@ class Consumer:
         self.records.append(("out", w.summary(self.session.take_outbound())))
 
 
-def frames_of(data: bytes) -> list[bytes]:
-    """``data`` (whole frames) cut into its frames."""
-    out, pos = [], 0
-    while pos < len(data):
-        end = pos + 9 + int.from_bytes(data[pos : pos + 3], "big")
-        out.append(data[pos:end])
-        pos = end
-    return out
-
-
 def session_with(initial_window: int) -> H2Session:
     session = H2Session(Role.SERVER, LocalSettings(initial_window_size=initial_window))
     session.initiate()
@@ -122,7 +114,9 @@ def run_both(
     wire: bytes, cuts: list[int], tunnels: frozenset[int], inline: bool, initial_window: int
 ) -> tuple[list[int], list[Record], list[Record], H2Session, H2Session]:
     """The front end's way and ``receive_data`` alone, over ``wire`` read in pieces cut at
-    ``cuts``: (bytes taken per read, records of each, the two sessions)."""
+    ``cuts``: (bytes taken per read, records of each, the two sessions). The reference's
+    consumer returns credit (``inline``: while it handles the read's events) only after the
+    read was parsed whole."""
     bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(wire))), len(wire)]
     reads = [wire[a:b] for a, b in itertools.pairwise(bounds)]
     fast = session_with(initial_window)
@@ -137,10 +131,8 @@ def run_both(
         fast_consumer.read_done()
     plain = session_with(initial_window)
     plain_consumer = Consumer(plain, tunnels, inline)
-    for read, taken in zip(reads, taken_per_read, strict=True):
-        pieces = [*frames_of(read[:taken]), read[taken:]] if inline else [read]
-        for piece in pieces:
-            plain_consumer.handle(plain.receive_data(piece))
+    for read in reads:
+        plain_consumer.handle(plain.receive_data(read))
         plain_consumer.read_done()
     return taken_per_read, fast_consumer.records, plain_consumer.records, fast, plain
 
@@ -155,7 +147,8 @@ def tunnel_reads(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     data_specs = st.builds(
         lambda sid, payload, end, pad: Spec("data", sid, raw=payload, flags=end, pad=pad),
         st.sampled_from([1, 1, 3, 3, 5, 7, 0]),
-        st.binary(min_size=1, max_size=40) | st.sampled_from([b"", bytes(90), bytes(16384)]),
+        st.binary(min_size=1, max_size=40)
+        | st.sampled_from([b"", bytes(60), bytes(90), bytes(600), bytes(16384)]),
         st.sampled_from([0] * 12 + [1]),
         st.sampled_from([None] * 12 + [0, 3]),
     )
@@ -182,6 +175,13 @@ def over_the_connection_window() -> tuple[bytes, list[int]]:
     return opening + frames, [len(opening)]
 
 
+def over_a_small_stream_window() -> tuple[bytes, list[int]]:
+    """Stream 1 opened, then one read of two 60-byte frames on it: over a 100-byte stream
+    window at the second, unless credit for the first (queued as it was fed) counted."""
+    opening = w.headers(1, w.block(w.REQUEST))
+    return opening + w.data(1, bytes(60)) + w.data(1, bytes(60)), [len(opening)]
+
+
 @settings(max_examples=300, deadline=None)
 @given(tunnel_reads(), TUNNELS, WINDOWS)
 @example(over_the_connection_window(), ALL, 65535)
@@ -197,10 +197,12 @@ def test_the_same_as_receive_data_for_the_same_reads(
 @settings(max_examples=300, deadline=None)
 @given(tunnel_reads(), TUNNELS, WINDOWS)
 @example(over_the_connection_window(), ALL, 65535)
-def test_the_same_as_receive_data_reading_each_taken_frame_alone(
+@example(over_a_small_stream_window(), ALL, 100)
+def test_the_same_as_receive_data_with_credit_returned_while_feeding(
     reads: tuple[bytes, list[int]], tunnels: frozenset[int], window: int
 ) -> None:
-    """Credit returned as DATA is fed: as if each frame taken had been a read of its own."""
+    """Credit returned as DATA is fed: the windows a read's frames are judged by, and the
+    output, are still those of the whole read parsed first (its credit held till then)."""
     _, fast_records, plain_records, fast, plain = run_both(*reads, tunnels, True, window)
     assert fast_records == plain_records
     assert state(fast) == state(plain)
@@ -347,18 +349,53 @@ def test_not_before_a_responses_final_head_in_the_client_role() -> None:
     assert session.receive_data_frames(w.data(1, b"x"), taking_all) == len(w.data(1, b"x"))
 
 
-def test_credit_returned_while_feeding_counts_for_the_next_frame() -> None:
-    """Each frame is read as if alone: credit the consumer returned for one frame is there
-    for the next one (``receive_data`` of the two as separate reads does the same)."""
-    session = w.server(initial_window_size=100)
-    session.receive_data(w.settings(ack=True) + OPEN_1)
+def returning_credit(session: H2Session) -> Callable[[int, bytes], bool]:
+    """A ``feed`` that takes everything and returns its credit at once."""
     acknowledge: Callable[[int, int], None] = session.acknowledge_received_data
 
     def feed(stream_id: int, payload: bytes) -> bool:
         acknowledge(stream_id, len(payload))
         return True
 
+    return feed
+
+
+def test_credit_returned_while_feeding_does_not_count_for_the_same_read() -> None:
+    """The peer sent the second frame past the window it was given (the WINDOW_UPDATE for
+    the first was only queued): a FLOW_CONTROL_ERROR for the stream, as ``receive_data``
+    of the whole read gives (RFC 9113 §6.9.1)."""
+    session = w.server(initial_window_size=100)
+    session.receive_data(w.settings(ack=True) + OPEN_1)
     read = w.data(1, bytes(60)) + w.data(1, bytes(60))  # 120 > 100 without the credit
-    assert session.receive_data_frames(read, feed) == len(read)
-    credit = [(w.WINDOW_UPDATE, 1, 60), (w.WINDOW_UPDATE, 1, 60)]
-    assert w.summary(session.take_outbound()) == credit
+    assert session.receive_data_frames(read, returning_credit(session)) == len(read) // 2
+    assert not session.outbound  # held until the read is parsed
+    session.receive_data(read[len(read) // 2 :])
+    assert w.summary(session.take_outbound()) == [(w.RST_STREAM, 1, ErrorCode.FLOW_CONTROL_ERROR)]
+    assert session._unacked == 120  # the first frame's credit too, the connection's only
+
+
+def test_credit_of_a_whole_read_taken_goes_out_at_its_end() -> None:
+    session = w.server(initial_window_size=100)
+    session.receive_data(w.settings(ack=True) + OPEN_1)
+    read = w.data(1, bytes(30)) + w.data(1, bytes(30)) + w.data(1, bytes(30))
+    assert session.receive_data_frames(read, returning_credit(session)) == len(read)
+    assert w.summary(session.take_outbound()) == [(w.WINDOW_UPDATE, 1, 60)]
+    assert session._streams[1].recv_window == 100 - 90 + 60
+
+
+def test_credit_goes_after_the_reads_answers_and_not_after_a_goaway() -> None:
+    session = w.server(initial_window_size=100)
+    session.receive_data(w.settings(ack=True) + OPEN_1)
+    fed = w.data(1, bytes(60))
+    session.receive_data_frames(fed + w.ping(), returning_credit(session))
+    session.receive_data(w.ping())
+    kinds = [kind for kind, *_ in w.summary(session.take_outbound())]
+    assert kinds == [w.PING, w.WINDOW_UPDATE]
+    failing = w.server(initial_window_size=100)
+    failing.receive_data(w.settings(ack=True) + OPEN_1)
+    bad = w.frame(w.PUSH_PROMISE, 4, 1, bytes(4))
+    failing.receive_data_frames(fed + bad, returning_credit(failing))
+    failing.receive_data(bad)
+    assert [kind for kind, *_ in w.summary(failing.take_outbound())] == [w.GOAWAY]
+    failing.acknowledge_received_data(1, 10)  # held credit does not stay held
+    assert not failing.outbound
