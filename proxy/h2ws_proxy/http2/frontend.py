@@ -236,11 +236,8 @@ class H2Frontend:
             if not self._calmed:
                 # The DATA frames that open the read (usually all of it) straight to their
                 # open tunnels: no events, no dispatch. The rest takes the events.
-                session = self.session
-                taken = session.receive_data_frames(data, self._registry.fed_to_open_tunnel)
+                taken = self.session.receive_data_frames(data, self._registry.fed_to_open_tunnel)
                 if taken == len(data):
-                    if session.outbound:  # credit the feeding returned, held to the read's end
-                        session.on_output()
                     return True
                 if taken:
                     data = data[taken:]
