@@ -97,6 +97,10 @@ class SessionCore:
         self._send_window = DEFAULT_WINDOW
         self._recv_window = DEFAULT_WINDOW
         self._unacked = 0
+        #: Credit returned while ``receive_data_frames`` feeds a read's DATA frames, held
+        #: until the whole read is parsed (see there): (stream id, bytes), in order.
+        self._holding_credit = False
+        self._held_credit: list[tuple[int, int]] = []
         self._highest_peer_id = 0
         self._next_local_id = 1 if role is Role.CLIENT else 2
         self._goaway_sent_last_id: int | None = None
@@ -200,6 +204,16 @@ class SessionCore:
             if increment > 0:
                 stream.recv_window += increment
                 write_window_update(self.outbound, stream.stream_id, increment)
+
+    def _release_held_credit(self) -> None:
+        """Return the credit held while a read's DATA frames were fed, in the order it
+        came, as the application returning it then would (none once the session failed)."""
+        self._holding_credit = False
+        held = self._held_credit
+        if not self._failed:
+            for stream_id, size in held:
+                self._credit(self._streams.get(stream_id), size)
+        held.clear()
 
     # -- connection end -------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ Rules (RFC 9113), beyond the per-type frame checks of :mod:`.frames`:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from h2ws_proxy.h2session import frames as f
 from h2ws_proxy.h2session.blocks import HeaderBlocks
 from h2ws_proxy.h2session.core import Role
@@ -82,6 +84,8 @@ class Receiver(HeaderBlocks):
         """Take bytes from the peer; returns what happened. Never raises for the peer's
         mistakes (see the module rules); after ``ConnectionFailed``, returns []."""
         if self._failed:
+            if self._holding_credit:
+                self._release_held_credit()  # (drops it: no credit after our GOAWAY)
             return []
         if type(data) is not bytes:  # events carry slices: bytes, never a view
             data = bytes(data)
@@ -99,49 +103,80 @@ class Receiver(HeaderBlocks):
             self._receive_frames(data, events)
         except ConnectionFault as error:
             self._fail(error, events)
+        if self._holding_credit:  # the rest of a read ``receive_data_frames`` began
+            self._release_held_credit()
         return events
 
-    def receive_lone_data(self, data: bytes) -> int:
-        """:meth:`receive_data` for a read that is one DATA frame, the common read of a
-        tunnel's message: if ``data`` is exactly one DATA frame that carries bytes, without
-        padding or END_STREAM, on a stream open for receiving, within both receive windows,
-        with nothing buffered before it and no header block open, the frame is taken as
-        ``receive_data`` takes it and its stream id returned: its payload
-        (``data[FRAME_HEADER_BYTES:]``) is the one event, which the caller handles without
-        an event object being made. 0: nothing was done, ``receive_data`` takes ``data``.
+    def receive_data_frames(self, data: bytes, feed: Callable[[int, bytes], bool]) -> int:
+        """:meth:`receive_data` for the DATA frames that open a read, the common read of
+        tunnels' messages: each whole DATA frame that carries bytes, without padding or
+        END_STREAM, on a stream open for receiving and within both receive windows, is
+        taken as ``receive_data`` takes it and its payload handed to
+        ``feed(stream_id, payload)`` at once, with no event object made. Returns how many
+        bytes of ``data`` were taken this way (whole frames from its start); the rest, from
+        the first frame that is not such a frame on, is ``receive_data``'s, and must be
+        given to it next. The outcome is ``receive_data``'s for the whole read, its events
+        handled after it returned.
+
+        So every frame of the read is judged against the windows as they stood when the
+        read came (RFC 9113 §6.9.1: the peer may not send past the window it was given; a
+        WINDOW_UPDATE we only queued is not given yet): credit ``feed`` returns
+        (``acknowledge_received_data``) is held until the read is parsed, by this call when
+        it took the whole read, else by the ``receive_data`` of the rest, after its frames'
+        own output (PING and SETTINGS ACKs, RST_STREAM, GOAWAY: none after a GOAWAY).
+
+        ``feed`` returns False when it did nothing at all with the frame: the frame is then
+        not taken (its windows are as they were) and is the first of the rest. It may
+        return credit and queue output, and must not do anything else to the session.
+        Nothing is taken while a frame is buffered, the preface or the peer's first SETTINGS
+        is due, a header block is open, or after a connection error.
         """
-        end = len(data)
         if (
-            end <= _FRAME_HEADER_BYTES
-            or self._partial
+            self._partial
             or self._preface_left
             or self._block_stream
             or self._settings_expected
             or self._failed
         ):
             return 0
-        high, low, kind, flags, stream_id = _HEADER.unpack_from(data)
-        length = end - _FRAME_HEADER_BYTES
-        if (
-            kind != _DATA
-            or flags & _PADDED_OR_END
-            or high << 8 | low != length
-            or length > self._max_frame_in
-            or length > self._recv_window
-        ):
-            return 0
-        stream_id &= _STREAM_ID_MASK
-        stream = self._streams.get(stream_id)
-        if (
-            stream is None
-            or not stream.receiving
-            or not stream.final_head_received
-            or length > stream.recv_window
-        ):
-            return 0
-        self._recv_window -= length
-        stream.recv_window -= length
-        return stream.stream_id
+        pos, end = 0, len(data)
+        streams, max_frame = self._streams, self._max_frame_in  # (``feed`` changes neither)
+        self._holding_credit = True  # (so the windows below move only by what is read)
+        while end - pos > _FRAME_HEADER_BYTES:
+            high, low, kind, flags, stream_id = _HEADER.unpack_from(data, pos)
+            length = high << 8 | low
+            start = pos + _FRAME_HEADER_BYTES
+            frame_end = start + length
+            if (
+                kind != _DATA
+                or flags & _PADDED_OR_END
+                or not length
+                or frame_end > end
+                or length > max_frame
+                or length > self._recv_window
+            ):
+                break
+            stream = streams.get(stream_id & _STREAM_ID_MASK)
+            if (
+                stream is None
+                or not stream.receiving
+                or not stream.final_head_received
+                or length > stream.recv_window
+            ):
+                break
+            self._recv_window -= length
+            stream.recv_window -= length
+            if not feed(stream.stream_id, data[start:frame_end]):
+                self._recv_window += length
+                stream.recv_window += length
+                break
+            pos = frame_end
+        if pos == end:  # the whole read: its credit now (else ``receive_data``'s, see above)
+            if self._held_credit:
+                self._release_held_credit()
+            else:
+                self._holding_credit = False
+        return pos
 
     def _take_preface(self, data: bytes) -> bytes:
         expected = self._preface_left

@@ -239,6 +239,9 @@ class H2Session(Receiver):
         (see :mod:`.flow`). The connection's credit returns even if the stream is gone."""
         if self._failed or size <= 0:
             return
+        if self._holding_credit:  # fed from a read still being parsed: receive_data_frames
+            self._held_credit.append((stream_id, size))
+            return
         self._credit(self._streams.get(stream_id), size)
 
     def _sendable(self, stream_id: int) -> Stream:

@@ -234,8 +234,14 @@ class H2Frontend:
         """Client bytes to the session, its events acted on; False once the connection is over."""
         self._writer.begin_batch()
         try:
-            if not self._calmed and self._registry.on_lone_data(data):
-                return True  # one DATA frame, the whole read: no event list, no dispatch
+            if not self._calmed:
+                # The DATA frames that open the read (usually all of it) straight to their
+                # open tunnels: no events, no dispatch. The rest takes the events.
+                taken = self.session.receive_data_frames(data, self._registry.fed_to_open_tunnel)
+                if taken == len(data):
+                    return True
+                if taken:
+                    data = data[taken:]
             events = self.session.receive(data)
             for event in events:
                 if self._calmed:

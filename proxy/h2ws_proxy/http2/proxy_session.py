@@ -102,6 +102,14 @@ class ProxySession(H2Session):
             self.on_output()
         return events
 
+    def _release_held_credit(self) -> None:
+        """The credit held over a read (``receive_data_frames``), then the wake-up if it
+        queued WINDOW_UPDATEs: ``acknowledge`` queued nothing while it was held."""
+        before = len(self.outbound)
+        H2Session._release_held_credit(self)
+        if len(self.outbound) != before:
+            self.on_output()
+
     # ---- stream operations ----
 
     def acknowledge(self, stream_id: int, size: int) -> None:

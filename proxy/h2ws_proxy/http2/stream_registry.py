@@ -19,14 +19,12 @@ from collections.abc import Callable
 
 from h2ws_proxy.errors import ClientProtocolError, ProxyError
 from h2ws_proxy.h2session import DataReceived, ErrorCode, StreamReset, TrailersReceived
-from h2ws_proxy.h2session.events import data_received
-from h2ws_proxy.h2session.frames import FRAME_HEADER_BYTES
 from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream import H2Stream, StreamPhase
 
 #: A module global: an enum member read from its class costs several times as much, and
-#: :meth:`StreamRegistry.on_data` compares with it per DATA frame.
+#: :meth:`StreamRegistry.fed_to_open_tunnel` compares with it per DATA frame.
 _OPEN = StreamPhase.OPEN
 
 
@@ -77,9 +75,9 @@ class StreamRegistry:
     def on_data(self, event: DataReceived) -> None:
         """DATA on a stream (its padding's credit went back in the session already)."""
         stream_id, data = event.stream_id, event.data
+        if data and not event.end_stream and self.fed_to_open_tunnel(stream_id, data):
+            return  # an open tunnel's message
         stream = self.streams.get(stream_id)
-        if data and not event.end_stream and _fed_to_open_tunnel(stream, data):
-            return  # an open tunnel's message: the common case
         if not data and not event.end_stream:
             self._count_empty_frame()  # padding does not make a frame less empty
         if stream is None:
@@ -94,17 +92,21 @@ class StreamRegistry:
         if event.end_stream:
             self.on_stream_ended(stream_id)
 
-    def on_lone_data(self, data: bytes) -> bool:
-        """A read that is one DATA frame carrying bytes and not ending its stream, taken
-        without an event object (``receive_lone_data``: a tunnel's message, usually). False:
-        not such a read, nothing was done (the session's ``receive`` takes it)."""
-        stream_id = self.session.receive_lone_data(data)
-        if not stream_id:
-            return False
-        payload = data[FRAME_HEADER_BYTES:]
-        if not _fed_to_open_tunnel(self.streams.get(stream_id), payload):
-            self.on_data(data_received(stream_id, payload, len(payload), False))
-        return True
+    def fed_to_open_tunnel(self, stream_id: int, data: bytes) -> bool:
+        """Give ``data`` (bytes, not ending the stream) to the stream if it is an open
+        tunnel whose relay takes them as they come; False: nothing was done, the caller's
+        general path decides. The frontend's ``feed`` for ``receive_data_frames``: the DATA
+        frames that open a read come here without event objects."""
+        stream = self.streams.get(stream_id)
+        if (
+            stream is not None
+            and stream.phase is _OPEN
+            and not stream.exchange
+            and stream.broken_reason is None
+        ):
+            stream.feed_data(data)
+            return True
+        return False
 
     def _deliver(self, stream: H2Stream, data: bytes, length: int) -> None:
         """Hand DATA of an opened stream to its consumer (a request body: within its length)."""
@@ -184,17 +186,3 @@ class StreamRegistry:
         self.streams.pop(stream.stream_id, None)
         if not self.streams:
             self._on_emptied()
-
-
-def _fed_to_open_tunnel(stream: H2Stream | None, data: bytes) -> bool:
-    """Give ``data`` (bytes, not ending the stream) to ``stream`` if it is an open tunnel
-    whose relay takes them as they come; False: the caller's general path decides."""
-    if (
-        stream is not None
-        and stream.phase is _OPEN
-        and not stream.exchange
-        and stream.broken_reason is None
-    ):
-        stream.feed_data(data)
-        return True
-    return False

@@ -22,7 +22,8 @@ import trio
 
 from h2ws_proxy.relay.going_away import OpenTunnels
 from h2ws_proxy.relay.outcome import Side
-from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay
+from h2ws_proxy.relay.relay_state import READ_SIZE, TIMER_SLACK_S, Relay
+from h2ws_proxy.relay.tunnel_ports import PushableClient
 from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
@@ -167,7 +168,13 @@ class PolledDownward:
         if not data:
             self._backend_ended()
             return
-        relay.activity()
+        timers = relay.timers
+        if timers is not None:  # ``Relay.activity`` inline: once per message
+            now = relay.stats.last_activity = timers.now()
+            if now - relay.armed_at >= TIMER_SLACK_S:
+                relay.arm_fresh(now)
+        else:
+            relay.activity()
         down = relay.down
         closed = down.close_code
         if down.draining:

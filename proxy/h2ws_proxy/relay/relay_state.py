@@ -19,14 +19,15 @@ Rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import trio
 
 from h2ws_proxy.relay.legs import Leg
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
+from h2ws_proxy.relay.tunnel_ports import ClosingDownward, TunnelEnd
+from h2ws_proxy.relay.tunnel_ports import PushableClient as PushableClient  # front_side.py
 from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.timers import ConnectionTimers
@@ -38,70 +39,6 @@ READ_SIZE = 65536
 TIMER_SLACK_S = 0.5
 #: ``Relay.armed_length`` of a deadline armed at a point in time (``arm_at``).
 _AT = -1.0
-
-
-class WritableWatcher(Protocol):
-    """Told (synchronously) that the client may take bytes again (``PolledDownward``)."""
-
-    def client_writable(self) -> None: ...
-
-
-class UpwardForwarder(Protocol):
-    """Takes the client's bytes and end straight from the task that receives them
-    (:class:`Relay`; see ``tunnel._offer_forwarder``)."""
-
-    def forward_up(self, data: bytes) -> int: ...
-    def pass_client_end(self) -> bool: ...
-    def resume(self) -> None: ...
-
-
-class PushableClient(Protocol):
-    """A client stream that takes bytes synchronously (see ``H2Stream.send_now``).
-
-    Its callbacks are objects, not functions: a bound method or a closure is memory that
-    every idle tunnel pays (bench/README.md, idle memory)."""
-
-    def send_now(self, data: bytes | memoryview) -> int: ...
-    def receive_nowait(self, max_bytes: int | None) -> bytes | None: ...
-    def park_receiver(self) -> Awaitable[object]: ...
-    def end_now(self) -> None: ...
-    def wake_receiver(self) -> None: ...
-    def set_on_writable(self, watcher: WritableWatcher | None) -> None: ...
-    def backlogged(self) -> bool: ...
-    def call_when_drained(self, callback: Callable[[], None]) -> None: ...
-    def set_forwarder(self, forwarder: UpwardForwarder | None) -> None: ...
-    def adopt_scope(self, scope: Cancellable) -> None: ...
-    def detach_receiver(self) -> None: ...
-
-    #: Where a run that goes on without the task that opened it reports its end.
-    tunnel_end: TunnelEnd | None
-
-
-class TunnelEnd(Protocol):
-    """The front end's part of a tunnel's end (its stream, its access line)."""
-
-    def tunnel_ended(self) -> None: ...
-
-
-class Cancellable(Protocol):
-    """What cancels a stream's work: a trio cancel scope, or a running tunnel's
-    :class:`Relay` (``PushableClient.adopt_scope``)."""
-
-    @property
-    def cancel_called(self) -> bool: ...
-    def cancel(self) -> None: ...
-
-
-class ClosingDownward(Protocol):
-    """A downward direction that puts the drain's Close in itself (``PolledDownward``)."""
-
-    #: The backend's end was delivered, or this direction failed.
-    done: bool
-    #: The client's end was passed on by the reader: the upward pump sleeps until this
-    #: direction finishes.
-    wake_client_receiver: bool
-
-    def inject(self) -> None: ...
 
 
 class SideBroke(Exception):
@@ -199,8 +136,14 @@ class Relay:
             return 0  # the pump meets the error on its own next send
         if sent:
             up.feed(data if sent == len(data) else data[:sent])
-            self.stats.bytes_up += sent
-            self.activity()
+            stats, timers = self.stats, self.timers
+            stats.bytes_up += sent
+            if timers is not None:  # ``activity`` inline: once per message
+                now = stats.last_activity = timers.now()
+                if now - self.armed_at >= TIMER_SLACK_S:
+                    self.arm_fresh(now)
+            else:
+                self.activity()
         return sent
 
     def resume(self) -> None:
@@ -243,7 +186,7 @@ class Relay:
         if timers is not None:
             now = self.stats.last_activity = timers.now()  # trio.current_time(), in one call
             if now - self.armed_at >= TIMER_SLACK_S:
-                self._arm_fresh(now)
+                self.arm_fresh(now)
         else:
             now = self.stats.last_activity = trio.current_time()
             if now - self.armed_at >= TIMER_SLACK_S:
@@ -260,7 +203,7 @@ class Relay:
                 if now + length < self.deadline:  # else the one armed comes first anyway
                     self._arm_length(length, now, RelayEnd.HALF_CLOSED_TIMEOUT)
 
-    def _arm_fresh(self, now: float) -> None:
+    def arm_fresh(self, now: float) -> None:
         """On the connection's timers, from ``now``: the earlier of the idle and the
         half-closed timeout (both start over at activity), or the drain's end before them."""
         self.armed_at = now

@@ -52,8 +52,9 @@ from h2ws_proxy.relay.pump_steps import (
     end_up,
     pass_draining,
 )
-from h2ws_proxy.relay.relay_state import READ_SIZE, PushableClient, Relay, SideBroke
+from h2ws_proxy.relay.relay_state import READ_SIZE, Relay, SideBroke
 from h2ws_proxy.relay.tunnel_polled import begin_polled, run_polled
+from h2ws_proxy.relay.tunnel_ports import PushableClient
 from h2ws_proxy.transport.capabilities import as_pollable
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
