@@ -26,6 +26,7 @@ from h2ws_proxy import log, log_lines
 from h2ws_proxy.config.hosts import authority_host
 from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.log import JsonFormatter, KeyValueFormatter
+from h2ws_proxy.relay import record as record_module
 from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import USER_AGENT_MAX_BYTES, RelayRecord, tunnel_opened
 
@@ -215,3 +216,18 @@ async def test_kept_templates_are_bounded_and_skip_long_texts(configured: None) 
     assert not sink.kept_access_templates
     log.set_process_fields(worker=2)
     assert not sink.kept_access_templates  # the process's fields are written in them
+
+
+async def test_long_user_agents_and_hosts_are_rendered_not_kept(configured: None) -> None:
+    log.configure_logging("info", "text")
+    sink = log._sink
+    assert sink is not None
+    stream = sink._stream = io.StringIO()
+    agent, authority = b"a" * 5000, b"h" * 5000 + b":80"
+    RelayRecord.begin("h1", 1, b"/", authority=authority, headers=[(b"user-agent", agent)]).log(
+        ProxyCounters()
+    )
+    assert agent not in record_module._AGENTS
+    assert authority not in record_module._HOSTS
+    assert f"user_agent={'a' * USER_AGENT_MAX_BYTES}... " in stream.getvalue()
+    assert f"host={'h' * 5000} " in stream.getvalue()

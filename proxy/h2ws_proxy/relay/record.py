@@ -390,6 +390,8 @@ def _printable(value: bytes | None) -> str:
 
 
 def _remember(cache: dict[bytes, str], key: bytes, value: str) -> None:
+    if len(key) > _KEPT_TEXT_MAX:
+        return  # 1,024 user agents of 64 KiB each would be 64 MiB
     if len(cache) >= _CACHED_MAX:
         cache.clear()  # a client sending new texts each time gets no cache, not more memory
     cache[key] = value
