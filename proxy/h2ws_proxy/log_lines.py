@@ -8,7 +8,12 @@ its event name and fields (``log_texts.key_value_line``, ``json_line``) into exa
 differential test holds them equal), and :class:`LineSink` collects the lines. An access
 line (:class:`AccessLine`) is cheaper still: its caller renders each value once, through
 the sink's cache of rendered texts, and the sink writes a time stamp and one %-format of
-a template it keeps per kind of line (the event, the process's fields, every key).
+a template it keeps per kind of line (the event, the process's fields, every key). A
+client repeats its requests, so most of a line's values are those of a line before: the
+second time its caller's key comes (everything those values were rendered from), the sink
+keeps the line's texts with them written in, and later lines are the time stamp and four
+values (stream, bytes each way, duration) between those texts (``keep_access_template``;
+at most ``_KEPT_TEMPLATES_MAX``, cleared when full or when the process's fields change).
 
 Rules of the sink:
 
