@@ -13,7 +13,8 @@ client repeats its requests, so most of a line's values are those of a line befo
 second time its caller's key comes (everything those values were rendered from), the sink
 keeps the line's texts with them written in, and later lines are the time stamp and four
 values (stream, bytes each way, duration) between those texts (``keep_access_template``;
-at most ``_KEPT_TEMPLATES_MAX``, cleared when full or when the process's fields change).
+at most ``_KEPT_TEMPLATES_MAX``, cleared when full or when the process's fields change;
+none over ``_KEPT_TEMPLATE_CHARS_MAX`` characters of texts, which a client chooses).
 
 Rules of the sink:
 
@@ -69,9 +70,13 @@ MAX_PENDING_CHARS = 64 * 1024
 #: Bytes the kernel writes to a pipe in one piece (POSIX: at least 512; Linux: 4096).
 _PIPE_BUF = getattr(select, "PIPE_BUF", 512)
 
-#: Access line templates a sink keeps at most (each a line's length: at most a few KiB, as
-#: its caller keeps none with a long text).
+#: Access line templates a sink keeps at most.
 _KEPT_TEMPLATES_MAX = 256
+#: The characters one kept template may hold in its key's texts, and apart in its pieces. A
+#: client chooses the method, path, host and user agent up to ``max_header_list_bytes`` (64
+#: KiB, up to 16 MiB): a line over this is written by its format each time, never kept, so
+#: the kept templates hold at most 256 x 2 x 2,048 characters (1 MiB), whatever a key holds.
+_KEPT_TEMPLATE_CHARS_MAX = 2048
 
 
 class AccessLine:
@@ -85,6 +90,8 @@ class AccessLine:
         self.level, self.logger_name, self.event, self.keys = level, logger_name, event, keys
 
 
+#: What a kept template's key may hold besides texts (which count against the budget).
+_KEY_SCALARS = frozenset({AccessLine, int, bool, type(None)})
 #: An access line's format after the time stamp, the order its values take (None: theirs),
 #: and its pieces (``LineSink._access_pieces``).
 _AccessFormat = tuple[str, tuple[int, ...] | None, list[str], list[int]]
@@ -114,8 +121,9 @@ class LineSink:
         #: Access line formats (and the values' order, when not theirs): a few in all.
         self._access_formats: dict[AccessLine, _AccessFormat] = {}
         #: Access lines with most of their values written in, by what those were rendered
-        #: from (``keep_access_template``): a client repeats its requests. Bounded.
-        self.kept_access_templates: dict[Hashable, tuple[str, ...]] = {}
+        #: from (``keep_access_template``): a client repeats its requests. Bounded in
+        #: number and in characters.
+        self.kept_access_templates: dict[tuple[Hashable, ...], tuple[str, ...]] = {}
 
     def set_process_fields(self, fields: Mapping[str, object]) -> None:
         """Fields put first on every line (``worker=1 pid=42``), rendered once here."""
@@ -223,17 +231,25 @@ class LineSink:
         return literals, order
 
     def keep_access_template(
-        self, key: Hashable, line: AccessLine, values: tuple[object, ...], varying: tuple[int, ...]
+        self,
+        key: tuple[Hashable, ...],
+        line: AccessLine,
+        values: tuple[object, ...],
+        varying: tuple[int, ...],
     ) -> None:
         """``line`` was just written with ``values`` (:meth:`access_line`); the second time
         ``key`` comes (the first is only noted), keep under it the line's texts between the
         time stamp and the four values at the positions ``varying`` (ascending), with the
         other values written in (:meth:`kept_access_line`). The caller makes ``key`` of
-        everything those values were rendered from, each a text, int or None (whose equal
-        values render alike), and bounds their lengths. Not kept: a line whose values take
+        ``line`` and everything those values were rendered from, each a text, int or None
+        (whose equal values render alike). Not kept: a key whose texts (counted here,
+        whichever field they come from; such a key is not even noted), or a template whose
+        pieces, are over _KEPT_TEMPLATE_CHARS_MAX characters; a line whose values take
         another order (a process field among its keys) or at WARNING (written at once)."""
         kept = self.kept_access_templates
         if key not in kept:
+            if _key_chars(key) > _KEPT_TEMPLATE_CHARS_MAX:
+                return  # a client's long text: rendered each time, never held
             if len(kept) >= _KEPT_TEMPLATES_MAX:
                 kept.clear()  # a client whose every line differs gets none kept, not more memory
             kept[key] = ()
@@ -251,7 +267,8 @@ class LineSink:
             else:
                 piece += str(values[position])  # as the %-format writes it
         pieces.append(piece + literals[-1])
-        kept[key] = tuple(pieces)
+        if sum(map(len, pieces)) <= _KEPT_TEMPLATE_CHARS_MAX:  # escapes lengthen a text
+            kept[key] = tuple(pieces)
 
     def kept_access_line(
         self, pieces: tuple[str, ...], first: object, second: object, third: object, fourth: object
@@ -332,6 +349,24 @@ class LineSink:
         finally:
             self._buffering_thread = self._wake = None
             self.flush()
+
+
+def _key_chars(key: tuple[Hashable, ...]) -> int:
+    """The characters of ``key``'s texts (every str and bytes in it, whichever field); a
+    key holding anything but texts, ints, None and its AccessLine (a text inside another
+    object) counts as over the budget, so that no field reaches a kept template unmeasured."""
+    chars = 0
+    for part in key:
+        kind = type(part)
+        if kind is str or kind is bytes:  # the usual types first, without isinstance
+            chars += len(part)  # type: ignore[arg-type]
+        elif kind in _KEY_SCALARS:
+            continue
+        elif isinstance(part, (str, bytes)):  # a StrEnum...
+            chars += len(part)
+        elif not isinstance(part, int):  # an IntEnum passes
+            return _KEPT_TEMPLATE_CHARS_MAX + 1
+    return chars
 
 
 def _write_whole_lines(fd: int, data: bytes) -> None:

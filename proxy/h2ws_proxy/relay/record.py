@@ -291,7 +291,9 @@ class RelayRecord:
         values = self._line_values(sink.texts, sink.dash, duration, end, codes)
         sink.access_line(line, values)
         authority, agent = self.authority, self.user_agent
-        if (  # a key of long texts is not kept: the sink keeps 256 keys and their templates
+        # A key of long texts is not kept: the sink keeps 256 keys and their templates. The
+        # sink also measures every text of the key (the method...) against its budget.
+        if (
             len(self.path) <= _KEPT_TEXT_MAX
             and (authority is None or len(authority) <= _KEPT_TEXT_MAX)
             and (agent is None or len(agent) <= _KEPT_TEXT_MAX)
