@@ -357,14 +357,9 @@ def _key_chars(key: tuple[Hashable, ...]) -> int:
     object) counts as over the budget, so that no field reaches a kept template unmeasured."""
     chars = 0
     for part in key:
-        kind = type(part)
-        if kind is str or kind is bytes:  # the usual types first, without isinstance
-            chars += len(part)  # type: ignore[arg-type]
-        elif kind in _KEY_SCALARS:
-            continue
-        elif isinstance(part, (str, bytes)):  # a StrEnum...
+        if isinstance(part, (str, bytes)):  # a StrEnum too
             chars += len(part)
-        elif not isinstance(part, int):  # an IntEnum passes
+        elif type(part) not in _KEY_SCALARS and not isinstance(part, int):  # an IntEnum passes
             return _KEPT_TEMPLATE_CHARS_MAX + 1
     return chars
 
