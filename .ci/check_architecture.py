@@ -47,6 +47,7 @@ LAYERS: list[set[str]] = [
     {"transport"},
     {"errors", "log", "counters", "__init__"},
     {"log_lines"},
+    {"log_texts"},
 ]
 MAX_LINES = 400
 #: The one module that may touch h2's, hpack's and hyperframe's private names.

@@ -4,7 +4,10 @@ Each measurement runs in its own Python process with the tree's ``proxy/`` first
 ``sys.path`` and stderr sent to ``/dev/null`` (so the syscalls stay, the terminal does not):
 ``configure_logging`` as the CLI calls it, then, inside ``trio.run``, ``RelayRecord.log`` of
 a finished tunnel (every field filled, a worker's ``worker=`` and ``pid=`` first) called
-``--lines`` times, timed with ``perf_counter``, best of ``--repeats``. A tree that has
+``--lines`` times, timed with ``perf_counter``, best of ``--repeats``. ``--request`` measures
+an ordinary request's whole record instead, as the lean GET path makes it: ``begin`` with
+the same connection's repeated values (the same objects, as a repeated HPACK block gives
+them), the fields the request path sets, then ``log``. A tree that has
 ``log.flush_log_lines`` runs it beside the loop, as ``serve`` does. The same loop at
 ``--log-level warning`` gives what the record costs without its line (counting it into the
 metrics), so the line's own cost is the difference. ``--instructions`` counts instead of
@@ -31,13 +34,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from h2ws_proxy.counters import ProxyCounters
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _measure(lines: int, repeats: int, level: str, log_format: str, pool: int = 0) -> float:
+def _measure(
+    lines: int, repeats: int, level: str, log_format: str, pool: int = 0, request: bool = False
+) -> float:
     """Best µs per ``RelayRecord.log`` call, in this process (stderr already /dev/null);
-    ``pool``: records made per loop when more than ``lines`` (all made, ``lines`` logged)."""
+    ``pool``: records made per loop when more than ``lines`` (all made, ``lines`` logged).
+    ``request``: per ordinary request's record, ``begin`` to ``log`` (:func:`_requests`)."""
     import trio
     import trio.testing
 
@@ -75,7 +86,9 @@ def _measure(lines: int, repeats: int, level: str, log_format: str, pool: int = 
                 # Let it start: a flusher that has not run yet buffers nothing, and every
                 # line would be a write of its own (as this bench measured until 2026-12-07).
                 await trio.testing.wait_all_tasks_blocked()
-            for _ in range(repeats):
+            if request:
+                best = _requests(lines, repeats, counters, handlers)
+            for _ in range(0 if request else repeats):
                 records = [record() for _ in range(max(lines, pool))]
                 for done in records:
                     tunnel_opened(done, counters)
@@ -91,12 +104,55 @@ def _measure(lines: int, repeats: int, level: str, log_format: str, pool: int = 
     return trio.run(run)
 
 
-def _child(tree: Path, lines: int, repeats: int, level: str, log_format: str) -> float:
+def _requests(
+    lines: int, repeats: int, counters: ProxyCounters, handlers: list[logging.Handler]
+) -> float:
+    """Best µs per ordinary request's record: ``begin`` as the lean GET path calls it (one
+    connection's values, the same objects each time), the fields its answer sets, ``log``.
+    A few untimed first (the same number whatever ``lines``): caches filled, as in a
+    server that has run a while."""
+    from h2ws_proxy.relay.outcome import RelayEnd
+    from h2ws_proxy.relay.record import RelayRecord
+
+    route: Any = SimpleNamespace(path="/")  # begin reads the route's path only
+    target, method, authority = b"/index.html", b"GET", b"127.0.0.1:8080"
+    headers = ((b"user-agent", b"h2load nghttp2/1.59.0"), (b"accept", b"*/*"))
+    label, peer, clean = "127.0.0.1:9001", "127.0.0.1:50312", RelayEnd.CLEAN
+
+    def one(stream_id: int) -> None:
+        record = RelayRecord.begin(
+            "h2", 7, target, stream_id=stream_id, route=route, method=method,
+            authority=authority, client=peer, headers=headers,
+        )  # fmt: skip
+        record.backend = label
+        record.status = 200
+        record.stats.bytes_down += 612
+        record.stats.end = clean
+        record.opened = True
+        record.log(counters)
+
+    for stream_id in range(1, 200, 2):
+        one(stream_id)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for stream_id in range(1, 2 * lines + 1, 2):
+            one(stream_id)
+        for handler in handlers:
+            handler.flush()
+        best = min(best, (time.perf_counter() - started) / lines * 1e6)
+    return best
+
+
+def _child(
+    tree: Path, lines: int, repeats: int, level: str, log_format: str, request: bool
+) -> float:
     """Run :func:`_measure` in a fresh process on ``tree``'s package."""
     code = (
         f"import sys; sys.path[:0] = [{str(tree / 'proxy')!r}, {str(REPO / 'bench')!r}]\n"
         "import log_line\n"
-        f"print(log_line._measure({lines}, {repeats}, {level!r}, {log_format!r}))\n"
+        f"print(log_line._measure({lines}, {repeats}, {level!r}, {log_format!r}, "
+        f"request={request}))\n"
     )
     with open(os.devnull, "w") as devnull:
         out = subprocess.run(
@@ -110,7 +166,7 @@ def _child(tree: Path, lines: int, repeats: int, level: str, log_format: str) ->
     return float(out.stdout)
 
 
-def _instructions(tree: Path, level: str, log_format: str) -> float:
+def _instructions(tree: Path, level: str, log_format: str, request: bool) -> float:
     """Instructions per ``RelayRecord.log`` call on ``tree`` (valgrind's callgrind): two
     processes make the same records and log 1,000 or 5,000 of them; the difference of
     their totals, over 4,000."""
@@ -121,7 +177,8 @@ def _instructions(tree: Path, level: str, log_format: str) -> float:
             code = (
                 f"import sys; sys.path[:0] = [{str(tree / 'proxy')!r}, {str(REPO / 'bench')!r}]\n"
                 "import log_line\n"
-                f"log_line._measure({lines}, 1, {level!r}, {log_format!r}, pool=6000)\n"
+                f"log_line._measure({lines}, 1, {level!r}, {log_format!r}, pool=6000, "
+                f"request={request})\n"
             )
             command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
             subprocess.run(
@@ -152,6 +209,11 @@ def main() -> int:
         help="count instructions per call under valgrind instead of timing (a busy machine "
         "does not move them; ~1 minute per tree and case)",
     )
+    parser.add_argument(
+        "--request",
+        action="store_true",
+        help="an ordinary request's whole record (begin, its fields, log), not a tunnel's log",
+    )
     args = parser.parse_args()
     trees = [("this tree", REPO)] + ([("base", args.compare)] if args.compare else [])
     results: dict[str, dict[str, float]] = {}
@@ -161,9 +223,9 @@ def main() -> int:
             row = results.setdefault(name, {})
             for case, level, log_format in cases:
                 if args.instructions:
-                    best = _instructions(tree, level, log_format)
+                    best = _instructions(tree, level, log_format, args.request)
                 else:
-                    best = _child(tree, args.lines, args.repeats, level, log_format)
+                    best = _child(tree, args.lines, args.repeats, level, log_format, args.request)
                 row[case] = min(best, row.get(case, best))
     print(json.dumps(results, indent=2))
     unit = "instructions" if args.instructions else "µs"

@@ -117,7 +117,9 @@ class ProxyCounters:
         requests, key = self.requests, (route, front, _STATUS_LABELS.get(status, "other"))
         requests[key] = requests.get(key, 0) + 1
         histogram = self.request_seconds  # Histogram.observe, without its call
-        histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+        bounds = histogram.bounds
+        # Most requests end within the first bucket: one comparison, not bisect's call.
+        histogram.counts[0 if seconds <= bounds[0] else bisect_left(bounds, seconds)] += 1
         histogram.sum += seconds
 
     def tunnel_ended(

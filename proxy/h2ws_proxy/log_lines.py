@@ -3,12 +3,18 @@
 An access line is written for every tunnel and every ordinary request, so it must cost a
 few microseconds, not the ~80 of a ``LogRecord`` through a ``Formatter`` and a
 ``StreamHandler`` (one ``write`` syscall per line). Here a line is rendered straight from
-its event name and fields (:func:`key_value_line`, :func:`json_line`) into exactly the text
+its event name and fields (``log_texts.key_value_line``, ``json_line``) into exactly the text
 ``log.KeyValueFormatter`` and ``log.JsonFormatter`` give for the same record (a
 differential test holds them equal), and :class:`LineSink` collects the lines. An access
 line (:class:`AccessLine`) is cheaper still: its caller renders each value once, through
 the sink's cache of rendered texts, and the sink writes a time stamp and one %-format of
-a template it keeps per kind of line (the event, the process's fields, every key).
+a template it keeps per kind of line (the event, the process's fields, every key). A
+client repeats its requests, so most of a line's values are those of a line before: the
+second time its caller's key comes (everything those values were rendered from), the sink
+keeps the line's texts with them written in, and later lines are the time stamp and four
+values (stream, bytes each way, duration) between those texts (``keep_access_template``;
+at most ``_KEPT_TEMPLATES_MAX``, cleared when full or when the process's fields change;
+none over ``_KEPT_TEMPLATE_CHARS_MAX`` characters of texts, which a client chooses).
 
 Rules of the sink:
 
@@ -34,18 +40,28 @@ Rules of the sink:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import re
 import select
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import TextIO
 
 import trio
+
+from h2ws_proxy.log_texts import (
+    JSON_VALUES,
+    LEVEL_NAMES,
+    MILLISECONDS,
+    TEXT_VALUES,
+    json_line,
+    json_value,
+    key_value_line,
+    render_value,
+    stamp,
+)
 
 #: How long a line may wait in the buffer: short enough for someone tailing the log.
 FLUSH_INTERVAL_S = 0.05
@@ -54,105 +70,13 @@ MAX_PENDING_CHARS = 64 * 1024
 #: Bytes the kernel writes to a pipe in one piece (POSIX: at least 512; Linux: 4096).
 _PIPE_BUF = getattr(select, "PIPE_BUF", 512)
 
-#: A key=value field value with one of these is written as a JSON string.
-_needs_quotes = re.compile(r'[ "=\n\t]').search
-#: The encoder of ``json.dumps(payload, default=str)``, built once.
-_json_encoder = json.JSONEncoder(default=str)
-#: The last second rendered, and its text (lines come many to a second).
-_stamp_cache: tuple[int, str] = (-1, "")
-#: A stamp's end, by millisecond: a lookup, not a format, per line.
-_MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
-#: Texts a cache of rendered values holds at most (cleared when full, so that a client
-#: sending new paths cannot grow it).
-_RENDERED_TEXTS_MAX = 4096
-#: A longer text is rendered each time: a cache full of 64 KiB paths would be 256 MiB.
-_KEPT_TEXT_MAX = 512
-#: Level names, without a call to logging.getLevelName per line.
-_LEVEL_NAMES = {
-    level: logging.getLevelName(level)
-    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
-}
-
-
-def render_value(value: object) -> str:
-    """One field's value for a key=value line: as it is, or as a JSON string when it is
-    empty or holds a space, quote, ``=``, newline or tab; bytes decoded as ASCII."""
-    if type(value) is int:
-        return str(value)  # digits and a sign: never quoted
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bytes):
-        text = value.decode("ascii", "backslashreplace")
-    else:
-        text = str(value)
-    if not text or _needs_quotes(text) is not None:
-        return encode_basestring_ascii(text)  # what json.dumps(text) gives
-    return text
-
-
-def _stamp(created: float) -> str:
-    """``2026-11-27T15:51:31.042Z``."""
-    global _stamp_cache
-    second = int(created)
-    cached_second, stamp = _stamp_cache
-    if second != cached_second:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-        _stamp_cache = (second, stamp)
-    # Milliseconds as LogRecord.msecs computes them (CPython gh-89047).
-    return stamp + _MILLISECONDS[int((created - second) * 1000)]
-
-
-def json_value(value: object) -> str:
-    """``value`` as ``json.dumps(value, default=str)`` writes it (bytes decoded as ASCII
-    first, as ``json_line`` does), without the encoder's call for the common types."""
-    if type(value) is int:
-        return str(value)
-    if isinstance(value, str):
-        return encode_basestring_ascii(value)
-    if isinstance(value, bytes):
-        return encode_basestring_ascii(value.decode("ascii", "backslashreplace"))
-    if value is None:
-        return "null"
-    return _json_encoder.encode(value)
-
-
-class RenderedTexts(dict[object, str]):
-    """Values as one format writes them, by value: ``texts[value]`` renders a value met for
-    the first time and keeps it when it is None or a str or bytes of at most _KEPT_TEXT_MAX
-    (keys no other type equals, as 1 equals True), for the next line with the same text
-    (routes, backends, hosts, user agents repeat). Bounded: cleared when full."""
-
-    __slots__ = ("_render",)
-
-    def __init__(self, render: Callable[[object], str]) -> None:
-        super().__init__()
-        self._render = render
-
-    def __missing__(self, value: object) -> str:
-        rendered = self._render(value)
-        if value is None or (
-            (type(value) is str or type(value) is bytes) and len(value) <= _KEPT_TEXT_MAX
-        ):
-            if len(self) >= _RENDERED_TEXTS_MAX:
-                self.clear()
-            self[value] = rendered
-        return rendered
-
-
-#: Text values as key=value lines and JSON lines write them.
-_text_values = RenderedTexts(render_value)
-_json_values = RenderedTexts(json_value)
-
-
-def duration_text(seconds: float) -> str:
-    """``repr(round(seconds, 6))``, as a line writes a duration: from one ``.6f`` where
-    that gives the same digits (both round the exact value correctly, and repr writes a
-    number of at most 15 digits as the shortest text that reads back the same), which
-    costs half as much. repr turns to an exponent below 1e-4."""
-    if 0.0001 <= seconds < 1e9:
-        text = f"{seconds:.6f}".rstrip("0")
-        return text + "0" if text[-1] == "." else text
-    return repr(round(seconds, 6))
+#: Access line templates a sink keeps at most.
+_KEPT_TEMPLATES_MAX = 256
+#: The characters one kept template may hold in its key's texts, and apart in its pieces. A
+#: client chooses the method, path, host and user agent up to ``max_header_list_bytes`` (64
+#: KiB, up to 16 MiB): a line over this is written by its format each time, never kept, so
+#: the kept templates hold at most 256 x 2 x 2,048 characters (1 MiB), whatever a key holds.
+_KEPT_TEMPLATE_CHARS_MAX = 2048
 
 
 class AccessLine:
@@ -166,51 +90,11 @@ class AccessLine:
         self.level, self.logger_name, self.event, self.keys = level, logger_name, event, keys
 
 
-def key_value_line(
-    created: float, level_name: str, event: str, prefix: str, fields: Mapping[str, object]
-) -> str:
-    """``2026-11-27T15:51:31.042Z INFO tunnel.closed conn=3 ...``; ``prefix``: the process's
-    fields, rendered (``" worker=1 pid=42"`` or "")."""
-    parts = [f"{_stamp(created)} {level_name} {event}{prefix}"]
-    append, texts = parts.append, _text_values
-    # One loop, no call per field in the usual cases.
-    for key, value in fields.items():
-        kind = type(value)
-        if kind is int:
-            append(f"{key}={value}")
-        elif kind is str or kind is bytes:
-            append(f"{key}={texts[value]}")
-        else:
-            append(f"{key}={render_value(value)}")
-    return " ".join(parts)
-
-
-def json_line(
-    created: float,
-    level_name: str,
-    logger_name: str,
-    event: str,
-    process_fields: Mapping[str, object],
-    fields: Mapping[str, object],
-) -> str:
-    """One JSON object: ``ts``, ``level``, ``logger``, ``event``, the process's fields, then
-    ``fields`` (bytes decoded as ASCII; anything else JSON lacks as its ``str``)."""
-    payload: dict[str, object] = {
-        "ts": created,
-        "level": level_name.lower(),
-        "logger": logger_name,
-        "event": event,
-    }
-    payload.update(process_fields)
-    for key, value in fields.items():
-        payload[key] = (
-            value.decode("ascii", "backslashreplace") if isinstance(value, bytes) else value
-        )
-    return _json_encoder.encode(payload)
-
-
-#: An access line's format after the time stamp, and the order its values take (None: theirs).
-_AccessFormat = tuple[str, tuple[int, ...] | None]
+#: What a kept template's key may hold besides texts (which count against the budget).
+_KEY_SCALARS = frozenset({AccessLine, int, bool, type(None)})
+#: An access line's format after the time stamp, the order its values take (None: theirs),
+#: and its pieces (``LineSink._access_pieces``).
+_AccessFormat = tuple[str, tuple[int, ...] | None, list[str], list[int]]
 
 
 class LineSink:
@@ -230,17 +114,22 @@ class LineSink:
         self._prefix = ""
         self._json_prefix = ""
         #: What an access line's values are rendered with (:meth:`access_line`).
-        self.texts = _json_values if self.json else _text_values
+        self.texts = JSON_VALUES if self.json else TEXT_VALUES
         self.dash = json_value("-") if self.json else "-"
         #: The second of the last access line, and its stamp (``2026-11-27T15:51:31``).
         self._stamp_second, self._stamp = -1, ""
         #: Access line formats (and the values' order, when not theirs): a few in all.
         self._access_formats: dict[AccessLine, _AccessFormat] = {}
+        #: Access lines with most of their values written in, by what those were rendered
+        #: from (``keep_access_template``): a client repeats its requests. Bounded in
+        #: number and in characters.
+        self.kept_access_templates: dict[tuple[Hashable, ...], tuple[str, ...]] = {}
 
     def set_process_fields(self, fields: Mapping[str, object]) -> None:
         """Fields put first on every line (``worker=1 pid=42``), rendered once here."""
         self._process_fields = dict(fields)
         self._access_formats.clear()
+        self.kept_access_templates.clear()
         self._prefix = "".join(f" {key}={render_value(value)}" for key, value in fields.items())
         self._json_prefix = "".join(
             f", {encode_basestring_ascii(key)}: {json_value(value)}"
@@ -258,7 +147,7 @@ class LineSink:
         """Render and write one event's line (the fast path of ``log.log_event``); written
         at once unless not ``urgent``."""
         created = time.time()
-        level_name = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
+        level_name = LEVEL_NAMES.get(level) or logging.getLevelName(level)
         process = self._process_fields
         if self.json:
             line = json_line(created, level_name, logger_name, event, process, fields)
@@ -279,7 +168,7 @@ class LineSink:
         known = self._access_formats.get(line)
         if known is None:
             known = self._access_format(line)
-        template, order = known
+        template, order, _, _ = known
         if order is not None:
             values = tuple([values[position] for position in order])
         created = time.time()
@@ -288,16 +177,30 @@ class LineSink:
         else:  # _stamp's text, without its call
             second = int(created)
             if second != self._stamp_second:
-                self._stamp_second, self._stamp = second, _stamp(created)[:-5]
-            millisecond = _MILLISECONDS[int((created - second) * 1000)]
+                self._stamp_second, self._stamp = second, stamp(created)[:-5]
+            millisecond = MILLISECONDS[int((created - second) * 1000)]
             text = self._stamp + millisecond + template % values
         self.write(text, line.level >= logging.WARNING)
 
     def _access_format(self, line: AccessLine) -> _AccessFormat:
-        """The format of ``line`` after the time stamp. The process's fields go first, as
-        everywhere; one of them the line names too takes its place with the line's value,
-        as in ``{**process, **fields}`` (the values then take another order)."""
-        level_name = _LEVEL_NAMES.get(line.level) or logging.getLevelName(line.level)
+        """The format of ``line`` after the time stamp, and its values' order (None: theirs)."""
+        literals, positions = self._access_pieces(line)
+        template = "".join(
+            [literal.replace("%", "%%") + "%s" for literal in literals[:-1]]
+            + [literals[-1].replace("%", "%%")]
+        )
+        if len(self._access_formats) >= 64:
+            self._access_formats.clear()
+        reordered = tuple(positions) if positions != sorted(positions) else None
+        known = self._access_formats[line] = (template, reordered, literals, positions)
+        return known
+
+    def _access_pieces(self, line: AccessLine) -> tuple[list[str], list[int]]:
+        """``line`` after the time stamp as texts and the values between them: literal 0,
+        the value at position 0, literal 1... the last literal. The process's fields go
+        first, as everywhere; one of them the line names too takes its place with the
+        line's value, as in ``{**process, **fields}`` (the values then take another order)."""
+        level_name = LEVEL_NAMES.get(line.level) or logging.getLevelName(line.level)
         render: Callable[[object], str]
         if self.json:
             head = (
@@ -311,23 +214,86 @@ class LineSink:
             head, render, tail = f" {level_name} {line.event}", render_value, ""
             name, quote = " {}=".format, str
         positions = {key: position for position, key in enumerate(line.keys)}
-        parts, order = [head.replace("%", "%%")], []
+        literals, order, literal = [], [], head
         for process_key, value in self._process_fields.items():
             position = positions.pop(process_key, None)
             if position is None:
-                parts.append((name(quote(process_key)) + render(value)).replace("%", "%%"))
+                literal += name(quote(process_key)) + render(value)
             else:
-                parts.append(name(quote(process_key)).replace("%", "%%") + "%s")
+                literals.append(literal + name(quote(process_key)))
                 order.append(position)
+                literal = ""
         for key, position in positions.items():
-            parts.append(name(quote(key)).replace("%", "%%") + "%s")
+            literals.append(literal + name(quote(key)))
             order.append(position)
-        parts.append(tail)
-        if len(self._access_formats) >= 64:
-            self._access_formats.clear()
-        reordered = tuple(order) if order != sorted(order) else None
-        known = self._access_formats[line] = ("".join(parts), reordered)
-        return known
+            literal = ""
+        literals.append(literal + tail)
+        return literals, order
+
+    def keep_access_template(
+        self,
+        key: tuple[Hashable, ...],
+        line: AccessLine,
+        values: tuple[object, ...],
+        varying: tuple[int, ...],
+    ) -> None:
+        """``line`` was just written with ``values`` (:meth:`access_line`); the second time
+        ``key`` comes (the first is only noted), keep under it the line's texts between the
+        time stamp and the four values at the positions ``varying`` (ascending), with the
+        other values written in (:meth:`kept_access_line`). The caller makes ``key`` of
+        ``line`` and everything those values were rendered from, each a text, int or None
+        (whose equal values render alike). Not kept: a key whose texts (counted here,
+        whichever field they come from; such a key is not even noted), or a template whose
+        pieces, are over _KEPT_TEMPLATE_CHARS_MAX characters; a line whose values take
+        another order (a process field among its keys) or at WARNING (written at once)."""
+        kept = self.kept_access_templates
+        if key not in kept:
+            if _key_chars(key) > _KEPT_TEMPLATE_CHARS_MAX:
+                return  # a client's long text: rendered each time, never held
+            if len(kept) >= _KEPT_TEMPLATES_MAX:
+                kept.clear()  # a client whose every line differs gets none kept, not more memory
+            kept[key] = ()
+            return
+        known = self._access_formats.get(line) or self._access_format(line)
+        _, reordered, literals, positions = known
+        if reordered is not None or line.level >= logging.WARNING or len(varying) != 4:
+            return
+        pieces, piece = [], ""
+        for literal, position in zip(literals, positions, strict=False):
+            piece += literal
+            if position in varying:
+                pieces.append(piece)
+                piece = ""
+            else:
+                piece += str(values[position])  # as the %-format writes it
+        pieces.append(piece + literals[-1])
+        if sum(map(len, pieces)) <= _KEPT_TEMPLATE_CHARS_MAX:  # escapes lengthen a text
+            kept[key] = tuple(pieces)
+
+    def kept_access_line(
+        self, pieces: tuple[str, ...], first: object, second: object, third: object, fourth: object
+    ) -> None:
+        """One access line from texts :meth:`keep_access_template` kept: the time stamp,
+        then the pieces with the four values between them (each rendered as
+        :meth:`access_line` takes it); buffered. One f-string: a %-format reads its whole
+        template char by char, a join copies."""
+        created = time.time()
+        head, after_first, after_second, after_third, tail = pieces
+        if self.json:
+            text = (
+                f'{{"ts": {float.__repr__(created)}{head}{first}{after_first}{second}'
+                f"{after_second}{third}{after_third}{fourth}{tail}"
+            )
+        else:
+            second_of = int(created)
+            if second_of != self._stamp_second:
+                self._stamp_second, self._stamp = second_of, stamp(created)[:-5]
+            millisecond = MILLISECONDS[int((created - second_of) * 1000)]
+            text = (
+                f"{self._stamp}{millisecond}{head}{first}{after_first}{second}"
+                f"{after_second}{third}{after_third}{fourth}{tail}"
+            )
+        self.write(text)
 
     def write(self, line: str, urgent: bool = False) -> None:
         """Queue ``line`` (no newline); written at once when ``urgent``, when the buffer is
@@ -383,6 +349,19 @@ class LineSink:
         finally:
             self._buffering_thread = self._wake = None
             self.flush()
+
+
+def _key_chars(key: tuple[Hashable, ...]) -> int:
+    """The characters of ``key``'s texts (every str and bytes in it, whichever field); a
+    key holding anything but texts, ints, None and its AccessLine (a text inside another
+    object) counts as over the budget, so that no field reaches a kept template unmeasured."""
+    chars = 0
+    for part in key:
+        if isinstance(part, (str, bytes)):  # a StrEnum too
+            chars += len(part)
+        elif type(part) not in _KEY_SCALARS and not isinstance(part, int):  # an IntEnum passes
+            return _KEPT_TEMPLATE_CHARS_MAX + 1
+    return chars
 
 
 def _write_whole_lines(fd: int, data: bytes) -> None:

@@ -23,17 +23,11 @@ import trio.testing
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from h2ws_proxy import log, log_lines
+from h2ws_proxy import log, log_lines, log_texts
 from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.log import JsonFormatter, KeyValueFormatter
-from h2ws_proxy.log_lines import (
-    AccessLine,
-    LineSink,
-    duration_text,
-    json_line,
-    json_value,
-    key_value_line,
-)
+from h2ws_proxy.log_lines import AccessLine, LineSink
+from h2ws_proxy.log_texts import duration_text, json_line, json_value, key_value_line
 from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import RelayRecord, tunnel_opened
 from tests.helpers.records import capture_proxy_records
@@ -182,19 +176,19 @@ def test_a_duration_reads_as_rounded_to_microseconds(seconds: float) -> None:
 
 
 def test_rendered_texts_are_kept_bounded_and_only_for_texts() -> None:
-    texts = log_lines.RenderedTexts(log_lines.render_value)
+    texts = log_texts.RenderedTexts(log_texts.render_value)
     assert texts["two words"] == '"two words"'
     assert texts[b"/p"] == "/p"
     assert texts[None] == "None"
     assert texts[1] == "1"
     assert texts[True] == "True"  # not the 1 before it: numbers are not kept
     assert set(texts) == {"two words", b"/p", None}
-    long = "/" + "x" * log_lines._KEPT_TEXT_MAX
+    long = "/" + "x" * log_texts._KEPT_TEXT_MAX
     assert texts[long] == long
     assert long not in set(texts)  # rendered, not kept
-    for i in range(log_lines._RENDERED_TEXTS_MAX + 1):
+    for i in range(log_texts._RENDERED_TEXTS_MAX + 1):
         assert texts[f"/{i}"] == f"/{i}"
-    assert len(texts) <= log_lines._RENDERED_TEXTS_MAX
+    assert len(texts) <= log_texts._RENDERED_TEXTS_MAX
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 import trio
 
@@ -32,7 +31,8 @@ from h2ws_proxy.config.hosts import authority_host
 from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.errors import OriginRefused, ProxyError
 from h2ws_proxy.log import access_sink, log_access_record, log_event
-from h2ws_proxy.log_lines import AccessLine, duration_text
+from h2ws_proxy.log_lines import AccessLine, LineSink
+from h2ws_proxy.log_texts import duration_text
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
 
 logger = logging.getLogger("h2ws_proxy.tunnel")
@@ -80,12 +80,24 @@ _LINES = {
     )
     for event in ("tunnel.closed", "tunnel.refused", "request.closed")
 }
+#: The positions of the values that change from line to line (the rest are kept in the
+#: sink's templates: ``LineSink.keep_access_template``), in the keys' order.
+_VARYING = {
+    line: tuple(line.keys.index(key) for key in ("stream", "bytes_up", "bytes_down", "duration_s"))
+    for by_method in _LINES.values()
+    for by_codes in by_method
+    for line in by_codes
+}
+#: A line with a longer path, host, user agent or error is not kept as a template.
+_KEPT_TEXT_MAX = 512
 #: Hosts and user agents as logged, by what the client sent (they repeat); each bounded.
 _HOSTS: dict[bytes, str] = {}
 _AGENTS: dict[bytes, str] = {}
 _CACHED_MAX = 1024
 #: How each end is written (``RelayEnd.value`` is a Python-level property: a lookup is less).
 _END_TEXTS = {end: end.value for end in RelayEnd}
+#: A record without ``__init__``: ``begin`` sets every slot.
+_new_record = object.__new__
 
 
 class _AsIs(dict[object, object]):
@@ -98,9 +110,34 @@ class _AsIs(dict[object, object]):
 _AS_IS = _AsIs()
 
 
-@dataclass(slots=True)
 class RelayRecord:
-    """What one tunnel or ordinary request did, from its request head to its end."""
+    """What one tunnel or ordinary request did, from its request head to its end.
+
+    A plain class with slots, made by :meth:`begin` alone (one per tunnel or request: a
+    dataclass's ``__init__`` with its default factories cost a call and a keyword per field
+    more)."""
+
+    __slots__ = (
+        "_held",
+        "_held_by",
+        "authority",
+        "backend",
+        "client",
+        "connection_id",
+        "error",
+        "front",
+        "kind",
+        "method",
+        "opened",
+        "outcome",
+        "path",
+        "route",
+        "started",
+        "stats",
+        "status",
+        "stream_id",
+        "user_agent",
+    )
 
     front: str
     connection_id: int
@@ -108,28 +145,28 @@ class RelayRecord:
     path: bytes
     route: str
     backend: str
-    started: float = field(default_factory=trio.current_time)
+    started: float
     #: The status the client got (200 or 101 opens a tunnel); None if it got none.
-    status: int | None = None
-    error: str | None = None
+    status: int | None
+    error: str | None
     #: True once the tunnel opened; ``stats`` is then meaningful.
-    opened: bool = False
-    stats: RelayStats = field(default_factory=RelayStats)
+    opened: bool
+    stats: RelayStats
     #: ``"tunnel"`` for a WebSocket, ``"request"`` for an ordinary HTTP request.
-    kind: str = "tunnel"
-    method: bytes | None = None
+    kind: str
+    method: bytes | None
     #: The server an open tunnel holds (its group's balancer counts it as active), given
     #: back when the record ends; two fields, not a tuple: one object fewer per tunnel.
-    _held_by: GroupBalancer | None = None
-    _held: ServerState | None = None
+    _held_by: GroupBalancer | None
+    _held: ServerState | None
     #: The request's ``:authority`` or ``Host`` as sent (logged as routing saw its host).
-    authority: bytes | None = None
+    authority: bytes | None
     #: The client's address and port (``ClientInfo.peer``).
-    client: str = "-"
+    client: str
     #: The client's ``User-Agent`` as sent (bounded and escaped when logged).
-    user_agent: bytes | None = None
+    user_agent: bytes | None
     #: Why a WebSocket handshake failed, as the metrics name it (``ProxyError.outcome``).
-    outcome: str | None = None
+    outcome: str | None
 
     @classmethod
     def begin(
@@ -149,19 +186,22 @@ class RelayRecord:
         route reads ``-`` until routing decides it, its backend until a server is taken
         (the balancer names the server). ``headers``: the request's fields (lowercase names),
         for its ``User-Agent``."""
-        return cls(
-            front=front,
-            connection_id=connection_id,
-            stream_id=stream_id,
-            path=path,
-            route=route.path if route is not None else "-",
-            backend="-",
-            kind="tunnel" if method is None else "request",
-            method=method,
-            authority=authority,
-            client=client,
-            user_agent=user_agent_of(headers),
-        )
+        record = _new_record(cls)
+        record.front, record.connection_id, record.stream_id = front, connection_id, stream_id
+        record.path, record.route = path, route.path if route is not None else "-"
+        record.backend, record.started = "-", trio.current_time()
+        record.status = record.error = record.outcome = None
+        record.opened, record.stats = False, RelayStats()
+        record.kind = "tunnel" if method is None else "request"
+        record.method, record.authority, record.client = method, authority, client
+        record._held_by = record._held = None
+        agent = None
+        for name, value in headers:  # the first User-Agent
+            if name == b"user-agent":
+                agent = value
+                break
+        record.user_agent = agent
+        return record
 
     def ending(self) -> str:
         if self.opened:
@@ -226,8 +266,40 @@ class RelayRecord:
             values = self._line_values(_AS_IS, "-", round(duration_s, 6), end, codes)
             log_access_record(logger, line, values)
         else:
-            duration = duration_text(duration_s)
-            sink.access_line(line, self._line_values(sink.texts, sink.dash, duration, end, codes))
+            self._sink_line(sink, line, duration_text(duration_s), end, codes)
+
+    def _sink_line(
+        self, sink: LineSink, line: AccessLine, duration: str, end: str, codes: bool
+    ) -> None:
+        """``line`` into ``sink``: from a template the sink keeps, where this line's values
+        but the stream, bytes and duration were met before (a client repeats its requests)."""
+        stats, error = self.stats, self.error
+        if error is None:
+            error = stats.broke
+        # What the kept values are rendered from: texts, ints and None (equal, rendered alike).
+        key = (
+            line, self.connection_id, self.front, self.method, self.authority, self.client,
+            self.user_agent, self.path, self.route, self.backend, self.status, end, error,
+            stats.client_close, stats.backend_close,
+        )  # fmt: skip
+        stream = self.stream_id
+        stream_text = stream if stream is not None else sink.dash
+        pieces = sink.kept_access_templates.get(key)
+        if pieces:
+            sink.kept_access_line(pieces, stream_text, stats.bytes_up, stats.bytes_down, duration)
+            return
+        values = self._line_values(sink.texts, sink.dash, duration, end, codes)
+        sink.access_line(line, values)
+        authority, agent = self.authority, self.user_agent
+        # A key of long texts is not kept: the sink keeps 256 keys and their templates. The
+        # sink also measures every text of the key (the method...) against its budget.
+        if (
+            len(self.path) <= _KEPT_TEXT_MAX
+            and (authority is None or len(authority) <= _KEPT_TEXT_MAX)
+            and (agent is None or len(agent) <= _KEPT_TEXT_MAX)
+            and (error is None or len(error) <= _KEPT_TEXT_MAX)
+        ):
+            sink.keep_access_template(key, line, values, _VARYING[line])
 
     def _line_values(
         self, texts: Mapping[object, object], dash: object, duration: object, end: str, codes: bool
@@ -305,14 +377,6 @@ def tunnel_opened(record: RelayRecord, counters: ProxyCounters) -> None:
     active[key] = active.get(key, 0) + 1
 
 
-def user_agent_of(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """The first ``user-agent`` of ``headers`` (lowercase names), or None."""
-    for name, value in headers:
-        if name == b"user-agent":
-            return value
-    return None
-
-
 def _printable(value: bytes | None) -> str:
     """``value`` for a log line: its first USER_AGENT_MAX_BYTES bytes (a longer one ends
     with ``...``), every byte but printable ASCII (and the backslash) as ``\\xNN``, so no
@@ -328,6 +392,8 @@ def _printable(value: bytes | None) -> str:
 
 
 def _remember(cache: dict[bytes, str], key: bytes, value: str) -> None:
+    if len(key) > _KEPT_TEXT_MAX:
+        return  # 1,024 user agents of 64 KiB each would be 64 MiB
     if len(cache) >= _CACHED_MAX:
         cache.clear()  # a client sending new texts each time gets no cache, not more memory
     cache[key] = value
