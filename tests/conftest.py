@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import trio
 import trustme
 
+from h2ws_proxy import log
 from h2ws_proxy.config import ProxyConfig, SocketAddress, TLSConfig
 from h2ws_proxy.server.serve import BoundAddresses, serve
 from tests.helpers.backends import websockets_backend
@@ -81,3 +83,16 @@ def proxy_records() -> Iterator[ProxyRecords]:
     """The proxy's log records of the test (tunnel and request lines), as dicts."""
     with capture_proxy_records() as records:
         yield records
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """The proxy's logging configuration (handlers, level, sink, process fields) as it was
+    before the test: for tests that call ``configure_logging`` or set process fields."""
+    root = logging.getLogger("h2ws_proxy")
+    saved = (root.handlers[:], root.level, root.propagate, log._sink, log._sink_handler)
+    process = dict(log._process_fields)
+    yield
+    root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
+    log._sink, log._sink_handler = saved[3], saved[4]
+    log.set_process_fields(**process)

@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
 from unittest import mock
 
 import pytest
@@ -43,17 +42,6 @@ REQUESTS = 4
 USER_AGENT = b"probe/1.0 (kept lines)"
 #: A field whose value only the proxy knows: read from the line written.
 PROXY_CHOSEN = object()
-
-
-@pytest.fixture
-def configured() -> Iterator[None]:
-    root = logging.getLogger("h2ws_proxy")
-    saved = (root.handlers[:], root.level, root.propagate, log._sink, log._sink_handler)
-    process = dict(log._process_fields)
-    yield
-    root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
-    log._sink, log._sink_handler = saved[3], saved[4]
-    log.set_process_fields(**process)
 
 
 async def _answer_200(conn: BackendConnection) -> None:
@@ -116,7 +104,7 @@ def _old_rendering(log_format: str, written: bytes, fields: dict[str, object]) -
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 async def test_repeated_requests_are_written_from_kept_templates_as_before(
-    configured: None, start_proxy: StartProxy, nursery: trio.Nursery, log_format: str
+    logging_restored: None, start_proxy: StartProxy, nursery: trio.Nursery, log_format: str
 ) -> None:
     backend = ScriptedBackend(_answer_200)
     await nursery.start(backend.run)
@@ -179,7 +167,7 @@ def _held_chars(sink: LineSink) -> int:
 
 
 async def test_h1_clients_with_long_methods_do_not_grow_the_sink(
-    configured: None, start_proxy: StartProxy
+    logging_restored: None, start_proxy: StartProxy
 ) -> None:
     """HTTP/1.1 connections whose method is 60 kB; nothing listens on the backend port, so
     each is answered 502. What the sink holds afterwards must not grow with the methods."""

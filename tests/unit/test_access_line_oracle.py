@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
 from unittest import mock
 
-import pytest
 import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
@@ -116,17 +114,6 @@ def _oracle_line(
     return formatter.format(entry)
 
 
-@pytest.fixture
-def configured() -> Iterator[None]:
-    root = logging.getLogger("h2ws_proxy")
-    saved = (root.handlers[:], root.level, root.propagate, log._sink, log._sink_handler)
-    process = dict(log._process_fields)
-    yield
-    root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
-    log._sink, log._sink_handler = saved[3], saved[4]
-    log.set_process_fields(**process)
-
-
 def _make(values: dict[str, object], stats: dict[str, object]) -> RelayRecord:
     record = RelayRecord.begin(
         str(values["front"]),
@@ -159,7 +146,7 @@ def _make(values: dict[str, object], stats: dict[str, object]) -> RelayRecord:
     log_format=st.sampled_from(["text", "json"]),
 )
 def test_every_access_line_is_the_old_rendering(
-    configured: None,
+    logging_restored: None,
     values: dict[str, object],
     stats: dict[str, object],
     changed: str,
@@ -199,7 +186,7 @@ def test_every_access_line_is_the_old_rendering(
     assert stream.getvalue() == "".join(line + "\n" for line in expected)
 
 
-async def test_kept_templates_are_bounded_and_skip_long_texts(configured: None) -> None:
+async def test_kept_templates_are_bounded_and_skip_long_texts(logging_restored: None) -> None:
     log.configure_logging("info", "text")
     sink = log._sink
     assert sink is not None
@@ -218,7 +205,7 @@ async def test_kept_templates_are_bounded_and_skip_long_texts(configured: None) 
     assert not sink.kept_access_templates  # the process's fields are written in them
 
 
-async def test_long_user_agents_and_hosts_are_rendered_not_kept(configured: None) -> None:
+async def test_long_user_agents_and_hosts_are_rendered_not_kept(logging_restored: None) -> None:
     log.configure_logging("info", "text")
     sink = log._sink
     assert sink is not None

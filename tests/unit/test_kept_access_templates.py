@@ -14,7 +14,6 @@ import gc
 import io
 import logging
 import tracemalloc
-from collections.abc import Iterator
 
 import pytest
 
@@ -32,17 +31,6 @@ class _Text(str):
     __slots__ = ()
 
 
-@pytest.fixture
-def configured() -> Iterator[None]:
-    root = logging.getLogger("h2ws_proxy")
-    saved = (root.handlers[:], root.level, root.propagate, log._sink, log._sink_handler)
-    process = dict(log._process_fields)
-    yield
-    root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
-    log._sink, log._sink_handler = saved[3], saved[4]
-    log.set_process_fields(**process)
-
-
 def _held_chars(sink: LineSink) -> int:
     """The characters of every text the sink's kept templates hold, keys and pieces."""
     return sum(
@@ -53,7 +41,7 @@ def _held_chars(sink: LineSink) -> int:
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
-async def test_long_methods_are_not_kept(configured: None, log_format: str) -> None:
+async def test_long_methods_are_not_kept(logging_restored: None, log_format: str) -> None:
     log.configure_logging("info", log_format)
     sink = log._sink
     assert sink is not None
@@ -131,7 +119,7 @@ def test_a_template_over_the_budget_is_not_kept() -> None:
     assert _held_chars(sink) <= BUDGET
 
 
-async def test_kept_templates_hold_at_most_their_budget_in_all(configured: None) -> None:
+async def test_kept_templates_hold_at_most_their_budget_in_all(logging_restored: None) -> None:
     """Keys just under the budget, as many as the sink keeps: at most 256 x 2 x the budget."""
     log.configure_logging("info", "text")
     sink = log._sink
