@@ -29,6 +29,7 @@ from collections.abc import Mapping
 import trio
 
 from h2ws_proxy.log_lines import AccessLine, LineSink
+from h2ws_proxy.log_texts import render_value
 
 _connection_ids = itertools.count(1)
 #: Fields put on every line this process logs (a worker's index and pid).
@@ -123,20 +124,13 @@ def _fields(record: logging.LogRecord) -> Mapping[str, object]:
     return {**_process_fields, **own} if _process_fields else own
 
 
-def _render_value(value: object) -> str:
-    text = value.decode("ascii", "backslashreplace") if isinstance(value, bytes) else str(value)
-    if not text or any(ch in text for ch in ' "=\n\t'):
-        return json.dumps(text)
-    return text
-
-
 class KeyValueFormatter(logging.Formatter):
     """``2026-11-27T15:51:31Z INFO tunnel.closed conn=3 stream=1 status=200 ...``"""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         parts = [f"{stamp}.{int(record.msecs):03d}Z", record.levelname, record.getMessage()]
-        parts.extend(f"{key}={_render_value(value)}" for key, value in _fields(record).items())
+        parts.extend(f"{key}={render_value(value)}" for key, value in _fields(record).items())
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)

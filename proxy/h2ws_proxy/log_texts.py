@@ -17,8 +17,10 @@ import time
 from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii
 
-#: A key=value field value with one of these is written as a JSON string.
-_needs_quotes = re.compile(r'[ "=\n\t]').search
+#: A key=value field value with one of these is written as a JSON string: a space, quote or
+#: ``=`` would break the line's fields, and a control character (newline, tab, ESC...) would
+#: break the line or reach a terminal that shows the log raw.
+_needs_quotes = re.compile(r'[\x00-\x20"=\x7f]').search
 #: The encoder of ``json.dumps(payload, default=str)``, built once.
 _json_encoder = json.JSONEncoder(default=str)
 #: The last second rendered, and its text (lines come many to a second).
@@ -39,7 +41,7 @@ LEVEL_NAMES = {
 
 def render_value(value: object) -> str:
     """One field's value for a key=value line: as it is, or as a JSON string when it is
-    empty or holds a space, quote, ``=``, newline or tab; bytes decoded as ASCII."""
+    empty or holds a space, quote, ``=`` or a control character; bytes decoded as ASCII."""
     if type(value) is int:
         return str(value)  # digits and a sign: never quoted
     if isinstance(value, str):

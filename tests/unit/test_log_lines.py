@@ -353,3 +353,19 @@ async def test_another_handler_still_gets_records(configured: None) -> None:
         _log(_finished_tunnel())
     assert [record.event for record in records.records] == ["tunnel.closed"]
     assert "tunnel.closed" in stream.getvalue()  # and the sink's handler wrote it too
+
+
+@pytest.mark.parametrize("text", ["\x1b[31mred", "a\x00b", "bell\x07", "del\x7f", "cr\r", "x\x1e"])
+def test_a_control_character_is_escaped_in_a_text_line(text: str) -> None:
+    """A value with a control character (a backend's or client's words in ``error``, say)
+    is written as a JSON string: no raw escape sequence reaches a terminal that shows the
+    log, and both ways of writing a line agree."""
+    rendered = log_texts.render_value(text)
+    assert rendered.startswith('"')
+    assert rendered.endswith('"')
+    assert not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in rendered)
+    line = key_value_line(0.0, "INFO", "request.closed", "", {"error": text})
+    assert line.endswith(f" error={rendered}")
+    record = logging.LogRecord("h2ws_proxy.test", logging.INFO, "", 0, "request.closed", None, None)
+    record.fields = {"error": text}
+    assert KeyValueFormatter().format(record).endswith(f" error={rendered}")
