@@ -11,6 +11,7 @@ trailers that are all dropped, and the one retry a kept connection's failure all
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -30,6 +31,18 @@ CANCEL = 0x8
 INITIAL_WINDOW_SIZE = 0x4
 Header = tuple[bytes, bytes]
 PATHS = pytest.mark.parametrize("lean", [True, False], ids=["lean_path", "task_path_control"])
+
+
+def answers_by_path(
+    answers: dict[bytes, bytes],
+) -> Callable[[BackendConnection, bytes, int], Awaitable[bool]]:
+    """A scripted backend's answer: the bytes given for the request's path, else ``OK``."""
+
+    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
+        await connection.stream.send_all(answers.get(head.split(b" ")[1], OK))
+        return True
+
+    return answer
 
 
 # ---- 1. the connection's nursery cancelled from outside (the drain's deadline) ----
@@ -137,16 +150,12 @@ async def test_trailers_that_are_all_dropped_end_the_stream_as_on_the_task_path(
     is left, the stream ends with an empty DATA frame and no trailer section, not an empty
     trailer HEADERS frame."""
 
-    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
-        if head.startswith(b"GET /trailers "):
-            await connection.stream.send_all(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"5\r\nhello\r\n0\r\nX-Forwarded-For: 192.0.2.1\r\n\r\n"
-            )
-            return True
-        await connection.stream.send_all(OK)
-        return True
-
+    answer = answers_by_path(
+        {
+            b"/trailers": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\nX-Forwarded-For: 192.0.2.1\r\n\r\n"
+        }
+    )
     backend = ScriptedBackend(scripted(answer))
     port = await nursery.start(backend.run)
     address = await start_proxy(make_config(("/", backend_url(port))))
@@ -222,14 +231,9 @@ async def test_a_whole_answer_the_window_takes_in_pieces_ends_cleanly_and_is_kep
     only with it, and the backend connection is still kept for the next request."""
     body = bytes(range(256)) * 4
 
-    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
-        if head.startswith(b"GET /whole "):
-            await connection.stream.send_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-            )
-            return True
-        await connection.stream.send_all(OK)
-        return True
+    answer = answers_by_path(
+        {b"/whole": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body}
+    )
 
     backend = ScriptedBackend(scripted(answer))
     port = await nursery.start(backend.run)
@@ -264,11 +268,7 @@ async def test_whole_answers_sent_at_once_end_cleanly_are_logged_and_forgotten(
         b"/head": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",  # (HEAD: no body)
     }
 
-    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
-        path = head.split(b" ")[1]
-        await connection.stream.send_all(answers.get(path, OK))
-        return True
-
+    answer = answers_by_path(answers)
     backend = ScriptedBackend(scripted(answer))
     port = await nursery.start(backend.run)
     address = await start_proxy(make_config(("/", backend_url(port)), idle_connection_timeout_s=1))
