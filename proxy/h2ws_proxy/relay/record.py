@@ -36,8 +36,9 @@ from h2ws_proxy.relay.record_line import LINES, USER_AGENT_MAX_BYTES, write_line
 __all__ = ["USER_AGENT_MAX_BYTES", "RelayRecord", "tunnel_opened"]
 
 logger = logging.getLogger("h2ws_proxy.tunnel")
-#: How each end is written (``RelayEnd.value`` is a Python-level property: a lookup is less).
-_END_TEXTS = {end: end.value for end in RelayEnd}
+_INFO = logging.INFO
+#: A request's line (a record with a method is a request's: ``begin``).
+_REQUEST_LINE = LINES["request.closed"][True][False]
 #: A record without ``__init__``: ``begin`` sets every slot.
 _new_record = object.__new__
 
@@ -137,7 +138,7 @@ class RelayRecord:
 
     def ending(self) -> str:
         if self.opened:
-            return _END_TEXTS[self.stats.end]
+            return self.stats.end._value_  # a plain attribute: ``value`` is a property
         if self.status is None:
             return "client_aborted" if self.stats.end is RelayEnd.CLIENT_ABORTED else "cancelled"
         return "refused"
@@ -154,25 +155,24 @@ class RelayRecord:
 
     def log(self, counters: ProxyCounters) -> None:
         """The end of the tunnel or request: give back its server, count it, log its line."""
-        balancer, server = self._held_by, self._held
-        if balancer is not None and server is not None:
-            self._held_by = self._held = None
-            balancer.give_back(server)
+        balancer = self._held_by
+        if balancer is not None:
+            server, self._held_by, self._held = self._held, None, None
+            if server is not None:
+                balancer.give_back(server)
         duration_s = trio.current_time() - self.started
-        if self.kind == "request":
+        if self.kind == "request":  # the usual case first, in as few calls as it takes
             counters.request_ended(self.route, self.front, self.status, duration_s)
-            end = ""  # ending() only when a line is logged
-        else:
-            end = self.ending()
-            self._count_tunnel(counters, duration_s, end)
-        if not logger.isEnabledFor(logging.INFO):
-            return  # at level warning: build none of the line's fields (one per tunnel or request)
-        if self.kind == "request":
-            event, end = "request.closed", self.ending()
-        else:
-            event = "tunnel.closed" if self.opened else "tunnel.refused"
-        codes = self.opened and self.kind == "tunnel"
-        write_line(self, LINES[event][self.method is not None][codes], duration_s, end, codes)
+            if logger.isEnabledFor(_INFO):  # else build none of the line's fields
+                end = self.stats.end._value_ if self.opened else self.ending()
+                write_line(self, _REQUEST_LINE, duration_s, end, False)
+            return
+        end = self.ending()
+        self._count_tunnel(counters, duration_s, end)
+        if logger.isEnabledFor(_INFO):
+            codes = self.opened
+            by_codes = LINES["tunnel.closed" if codes else "tunnel.refused"]
+            write_line(self, by_codes[self.method is not None][codes], duration_s, end, codes)
 
     def log_untracked(self, side: Side, reason: str) -> None:
         """One side's bytes are not WebSocket frames: they pass on, untracked (no close

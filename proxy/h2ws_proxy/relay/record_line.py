@@ -15,7 +15,7 @@ from typing import Protocol
 
 from h2ws_proxy.config.hosts import authority_host
 from h2ws_proxy.log import access_sink, log_access_record
-from h2ws_proxy.log_lines import AccessLine, LineSink
+from h2ws_proxy.log_lines import AccessLine
 from h2ws_proxy.log_texts import duration_text
 from h2ws_proxy.relay.outcome import RelayStats
 
@@ -112,20 +112,14 @@ def write_line(
     record: RelayRecord, line: AccessLine, duration_s: float, end: str, codes: bool
 ) -> None:
     """``record``'s ``line`` (the caller has checked the level), ``duration_s`` long, with
-    the close codes when ``codes``."""
+    the close codes when ``codes``: into the sink, from a template it keeps where this
+    line's values but the stream, bytes and duration were met before (a client repeats its
+    requests); a LogRecord of the values when another handler listens."""
     sink = access_sink(logger)
-    if sink is None:  # another handler listens: it gets a LogRecord of the values
+    if sink is None:
         values = _line_values(record, _AS_IS, "-", round(duration_s, 6), end, codes)
         log_access_record(logger, line, values)
-    else:
-        _sink_line(record, sink, line, duration_text(duration_s), end, codes)
-
-
-def _sink_line(
-    record: RelayRecord, sink: LineSink, line: AccessLine, duration: str, end: str, codes: bool
-) -> None:
-    """``line`` into ``sink``: from a template the sink keeps, where this line's values
-    but the stream, bytes and duration were met before (a client repeats its requests)."""
+        return
     stats, error = record.stats, record.error
     if error is None:
         error = stats.broke
@@ -136,10 +130,13 @@ def _sink_line(
         record.status, end, error, stats.client_close, stats.backend_close,
     )  # fmt: skip
     stream = record.stream_id
-    stream_text = stream if stream is not None else sink.dash
+    duration = duration_text(duration_s)
     pieces = sink.kept_access_templates.get(key)
     if pieces:
-        sink.kept_access_line(pieces, stream_text, stats.bytes_up, stats.bytes_down, duration)
+        sink.kept_access_line(
+            pieces, stream if stream is not None else sink.dash, stats.bytes_up,
+            stats.bytes_down, duration,
+        )  # fmt: skip
         return
     values = _line_values(record, sink.texts, sink.dash, duration, end, codes)
     sink.access_line(line, values)
