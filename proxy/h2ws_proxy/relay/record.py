@@ -37,8 +37,8 @@ __all__ = ["USER_AGENT_MAX_BYTES", "RelayRecord", "tunnel_opened"]
 
 logger = logging.getLogger("h2ws_proxy.tunnel")
 _INFO = logging.INFO
-#: A request's line (a record with a method is a request's: ``begin``).
-_REQUEST_LINE = LINES["request.closed"][True][False]
+#: A request's lines, by [with method] (``begin`` gives a request one).
+_REQUEST_LINES = tuple(by_codes[False] for by_codes in LINES["request.closed"])
 #: A record without ``__init__``: ``begin`` sets every slot.
 _new_record = object.__new__
 
@@ -165,7 +165,8 @@ class RelayRecord:
             counters.request_ended(self.route, self.front, self.status, duration_s)
             if logger.isEnabledFor(_INFO):  # else build none of the line's fields
                 end = self.stats.end._value_ if self.opened else self.ending()
-                write_line(self, _REQUEST_LINE, duration_s, end, False)
+                line = _REQUEST_LINES[self.method is not None]
+                write_line(self, line, duration_s, end, False)
             return
         end = self.ending()
         self._count_tunnel(counters, duration_s, end)
