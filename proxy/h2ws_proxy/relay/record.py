@@ -23,8 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-import trio
-
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.counters import ProxyCounters
@@ -32,6 +30,7 @@ from h2ws_proxy.errors import OriginRefused, ProxyError
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
 from h2ws_proxy.relay.record_line import LINES, USER_AGENT_MAX_BYTES, write_line
+from h2ws_proxy.transport.run_clock import now
 
 __all__ = ["USER_AGENT_MAX_BYTES", "RelayRecord", "tunnel_opened"]
 
@@ -122,7 +121,7 @@ class RelayRecord:
         record = _new_record(cls)
         record.front, record.connection_id, record.stream_id = front, connection_id, stream_id
         record.path, record.route = path, route.path if route is not None else "-"
-        record.backend, record.started = "-", trio.current_time()
+        record.backend, record.started = "-", now()
         record.status = record.error = record.outcome = None
         record.opened, record.stats = False, RelayStats()
         record.kind = "tunnel" if method is None else "request"
@@ -160,7 +159,7 @@ class RelayRecord:
             server, self._held_by, self._held = self._held, None, None
             if server is not None:
                 balancer.give_back(server)
-        duration_s = trio.current_time() - self.started
+        duration_s = now() - self.started
         if self.kind == "request":  # the usual case first, in as few calls as it takes
             counters.request_ended(self.route, self.front, self.status, duration_s)
             if logger.isEnabledFor(_INFO):  # else build none of the line's fields
