@@ -110,35 +110,14 @@ JSON_VALUES = RenderedTexts(json_value)
 
 
 def duration_text(seconds: float) -> str:
-    """``repr(round(seconds, 6))``, as a line writes a duration, without a float's
-    formatting (correctly rounded digits cost more than the rest of a line's values) where
-    the rounding is certain: below 1,000 s, ``seconds * 1e6`` is within 2**-23 of the
-    exact product, so unless its fraction is within 1e-4 of one half, rounding it gives the
-    exact value's whole microseconds; their digits, trailing zeros dropped, are the text
-    ``repr`` gives for the rounded float (a decimal of at most 15 digits is the shortest
-    text that reads back as the float nearest to it). Otherwise from one ``.6f`` (both
-    round the exact value correctly); ``repr`` turns to an exponent below 1e-4."""
-    if 0.0001 <= seconds < 1000.0:
-        scaled = seconds * 1e6
-        micros = int(scaled)
-        fraction = scaled - micros  # exact
-        if not 0.4999 < fraction < 0.5001:
-            if fraction > 0.5:
-                micros += 1
-            whole, micros = divmod(micros, 1_000_000)
-            low = micros % 1000
-            if low:
-                return f"{whole}.{_DIGITS3[micros // 1000]}{_DIGITS3_TRIMMED[low]}"
-            return f"{whole}.{_DIGITS3_TRIMMED[micros // 1000] or '0'}"
+    """``repr(round(seconds, 6))``, as a line writes a duration: from one ``.6f`` where
+    that gives the same digits (both round the exact value correctly, and repr writes a
+    number of at most 15 digits as the shortest text that reads back the same), which
+    costs half as much. repr turns to an exponent below 1e-4."""
     if 0.0001 <= seconds < 1e9:
         text = f"{seconds:.6f}".rstrip("0")
         return text + "0" if text[-1] == "." else text
     return repr(round(seconds, 6))
-
-
-#: Three decimal digits, and the same without trailing zeros ("" for 0).
-_DIGITS3 = tuple(f"{number:03d}" for number in range(1000))
-_DIGITS3_TRIMMED = tuple(digits.rstrip("0") for digits in _DIGITS3)
 
 
 def key_value_line(

@@ -175,21 +175,6 @@ def test_a_duration_reads_as_rounded_to_microseconds(seconds: float) -> None:
     assert duration_text(seconds) == repr(round(seconds, 6))
 
 
-@given(
-    micros=st.integers(min_value=100, max_value=999_999_999),
-    offset=st.sampled_from([0.0, 0.5, -0.5, 0.49999, 0.50001, 0.4999, 0.5001, 1e-9, -1e-9]),
-)
-@example(micros=1230, offset=0.0)
-@example(micros=1_000_000, offset=0.0)
-@example(micros=999_999_999, offset=0.5)
-@example(micros=100, offset=-0.5)
-def test_a_duration_near_half_a_microsecond_reads_as_rounded(micros: int, offset: float) -> None:
-    """The whole-microsecond path (below 1,000 s) against ``repr(round())``, where rounding
-    is closest: at and around half a microsecond, and on whole ones."""
-    seconds = (micros + offset) / 1e6
-    assert duration_text(seconds) == repr(round(seconds, 6))
-
-
 def test_rendered_texts_are_kept_bounded_and_only_for_texts() -> None:
     texts = log_texts.RenderedTexts(log_texts.render_value)
     assert texts["two words"] == '"two words"'
