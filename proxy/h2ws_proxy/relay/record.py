@@ -23,6 +23,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+import trio
+
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.counters import ProxyCounters
@@ -30,7 +32,6 @@ from h2ws_proxy.errors import OriginRefused, ProxyError
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
 from h2ws_proxy.relay.record_line import LINES, USER_AGENT_MAX_BYTES, write_line
-from h2ws_proxy.transport.run_clock import now
 
 __all__ = ["USER_AGENT_MAX_BYTES", "RelayRecord", "tunnel_opened"]
 
@@ -122,7 +123,7 @@ class RelayRecord:
         record = _new_record(cls)
         record.front, record.connection_id, record.stream_id = front, connection_id, stream_id
         record.path, record.route = path, route.path if route is not None else "-"
-        record.backend, record.started = "-", now()
+        record.backend, record.started = "-", trio.current_time()
         record.status = record.error = record.outcome = None
         # RelayStats() without its __init__'s call and keywords: every field at its default
         # (a test holds the two equal, so a field added there fails it until added here).
@@ -165,7 +166,7 @@ class RelayRecord:
             server, self._held_by, self._held = self._held, None, None
             if server is not None:
                 balancer.give_back(server)
-        duration_s = now() - self.started
+        duration_s = trio.current_time() - self.started
         if self.kind == "request":  # the usual case first, in as few calls as it takes
             counters.request_ended(self.route, self.front, self.status, duration_s)
             if logger.isEnabledFor(_INFO):  # else build none of the line's fields
