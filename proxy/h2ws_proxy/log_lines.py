@@ -63,6 +63,8 @@ from h2ws_proxy.log_texts import (
     stamp,
 )
 
+#: The running thread's id, without the ``threading`` module's attribute hop.
+get_ident = threading.get_ident
 #: How long a line may wait in the buffer: short enough for someone tailing the log.
 FLUSH_INTERVAL_S = 0.05
 #: A bound on the buffer (characters): past it the sink writes at once.
@@ -293,14 +295,21 @@ class LineSink:
                 f"{self._stamp}{millisecond}{head}{first}{after_first}{second}"
                 f"{after_second}{third}{after_third}{fourth}{tail}"
             )
-        self.write(text)
+        # :meth:`write`'s rule (not urgent), without its call.
+        self._pending.append(text)
+        chars = self._pending_chars = self._pending_chars + len(text) + 1
+        if self._buffering_thread != get_ident() or chars >= MAX_PENDING_CHARS:
+            self.flush()
+        elif self._wake is not None:
+            self._wake.set()
+            self._wake = None
 
     def write(self, line: str, urgent: bool = False) -> None:
         """Queue ``line`` (no newline); written at once when ``urgent``, when the buffer is
         full, or when no flusher runs in this thread."""
         self._pending.append(line)
         self._pending_chars += len(line) + 1
-        buffering = self._buffering_thread == threading.get_ident()
+        buffering = self._buffering_thread == get_ident()
         if urgent or not buffering or self._pending_chars >= MAX_PENDING_CHARS:
             self.flush()
         elif self._wake is not None:

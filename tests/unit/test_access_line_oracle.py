@@ -24,7 +24,7 @@ from h2ws_proxy import log, log_lines
 from h2ws_proxy.config.hosts import authority_host
 from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.log import JsonFormatter, KeyValueFormatter
-from h2ws_proxy.relay import record as record_module
+from h2ws_proxy.relay import record_line as record_module
 from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import USER_AGENT_MAX_BYTES, RelayRecord, tunnel_opened
 

@@ -313,6 +313,49 @@ async def test_the_buffer_is_bounded(configured: None) -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_kept_access_lines_keep_the_buffering_rules(
+    configured: None, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A client's repeated request is written from a kept template (its own queueing, not
+    ``write``'s call): it waits for the flusher, wakes it when the buffer was empty, is
+    written at once when the buffer is full or when no flusher runs."""
+    stream = _install("text")
+    sink = log._sink
+    assert sink is not None
+
+    def repeated() -> None:
+        _log(_finished_tunnel(b"GET"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(log.flush_log_lines)
+        await trio.testing.wait_all_tasks_blocked()
+        repeated()
+        repeated()  # the second time its key comes, the template is kept
+        assert sink.kept_access_templates
+        assert all(sink.kept_access_templates.values())
+        await trio.sleep(log_lines.FLUSH_INTERVAL_S)
+        await trio.testing.wait_all_tasks_blocked()  # the flusher parks: the buffer is empty
+        assert stream.getvalue().count("\n") == 2
+        assert sink._wake is not None
+        repeated()
+        assert stream.getvalue().count("\n") == 2  # waits
+        await trio.sleep(log_lines.FLUSH_INTERVAL_S)  # the line woke the parked flusher
+        await trio.testing.wait_all_tasks_blocked()
+        assert stream.getvalue().count("\n") == 3
+        per_line = len(stream.getvalue().splitlines()[-1]) + 1
+        written = 3
+        while sink._pending_chars + per_line < log_lines.MAX_PENDING_CHARS:
+            repeated()
+            written += 1
+        assert stream.getvalue().count("\n") == 3
+        repeated()  # the buffer is full: out at once
+        assert stream.getvalue().count("\n") == written + 1
+        nursery.cancel_scope.cancel()
+    repeated()  # no flusher: at once
+    assert stream.getvalue().count("\n") == written + 2
+    assert len(set(line.split(" ", 1)[1] for line in stream.getvalue().splitlines())) == 1
+
+
 def test_writes_hold_whole_lines_of_at_most_pipe_buf(monkeypatch: pytest.MonkeyPatch) -> None:
     writes: list[bytes] = []
     monkeypatch.setattr(
