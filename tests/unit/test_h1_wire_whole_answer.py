@@ -19,14 +19,20 @@ from h2ws_proxy.http.message import BackendRequest
 from tests.unit.test_h1_backend import ANSWERS, GET, HEAD, MAX_HEAD, _chunks, _coalesced, _drive
 
 
-def _drive_whole_first(wire: H1BackendWire, chunks: list[bytes]) -> tuple[list[object], int]:
+def _drive_whole_first(
+    wire: H1BackendWire, chunks: list[bytes], fused: bool = False
+) -> tuple[list[object], int]:
     """As ``_drive``, but each time bytes arrive, ``whole_answer`` (and ``take_plain_end``)
-    first, as the lean path reads; how many answers it took whole, too."""
+    first, as the lean path reads; how many answers it took whole, too. ``fused``: bytes
+    arrive by ``receive_whole`` (``receive_data`` and ``whole_answer`` in one call), and
+    the end is taken by ``end_whole``, as the lean path does."""
     seen: list[object] = []
     pending = list(chunks)
     taken = 0
+    whole: tuple[ResponseHead, bytes] | None = None
     for _ in range(100):
-        whole = wire.whole_answer()
+        if not fused:
+            whole = wire.whole_answer()
         if whole is not None:
             taken += 1
             head, body = whole
@@ -35,7 +41,10 @@ def _drive_whole_first(wire: H1BackendWire, chunks: list[bytes]) -> tuple[list[o
                 seen.append(BodyData(body))
             assert wire.body_ends_here()
             assert wire.whole_answer() is None  # taken once
-            assert wire.take_plain_end()
+            if fused:
+                assert wire.end_whole() is wire.reusable()
+            else:
+                assert wire.take_plain_end()
             seen.append(AnswerEnd([]))
             return seen, taken
         try:
@@ -48,7 +57,10 @@ def _drive_whole_first(wire: H1BackendWire, chunks: list[bytes]) -> tuple[list[o
             if not data and wire.awaiting_head:
                 seen.append("closed without answering")
                 return seen, taken
-            wire.receive_data(data)
+            if fused and data:
+                whole = wire.receive_whole(data)
+            else:
+                wire.receive_data(data)
             continue
         seen.append(event)
         if event is Need.SWITCHED or isinstance(event, AnswerEnd | BackendClosed):
@@ -56,15 +68,16 @@ def _drive_whole_first(wire: H1BackendWire, chunks: list[bytes]) -> tuple[list[o
     raise AssertionError("no end")
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["whole_answer", "receive_whole"])
 @pytest.mark.parametrize("request_", [GET, HEAD], ids=["GET", "HEAD"])
 @pytest.mark.parametrize("answer", ANSWERS)
 def test_an_answer_read_whole_is_the_answer_next_event_reads(
-    request_: BackendRequest, answer: bytes
+    request_: BackendRequest, answer: bytes, fused: bool
 ) -> None:
     for split in range(len(answer) + 1):
         chunks = _chunks(answer, split)
         wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
-        seen, _taken = _drive_whole_first(wire, chunks)
+        seen, _taken = _drive_whole_first(wire, chunks, fused)
         reusable = wire.reusable() if isinstance(seen[-1], AnswerEnd) else False
         reference = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
         expected = _drive(reference, chunks)
@@ -87,6 +100,8 @@ def test_the_common_answers_are_read_whole() -> None:
         wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
         wire.receive_data(answer)
         assert (wire.whole_answer() is not None) is whole, answer
+        wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
+        assert (wire.receive_whole(answer) is not None) is whole, answer
     wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
     wire.receive_data(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloEXTRA")
     assert wire.whole_answer() is not None

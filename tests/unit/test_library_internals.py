@@ -142,11 +142,20 @@ def test_kept_lists_encode_as_hpack_encodes_them(
         fields = [POOL[index] for index in step]
         if sensitive:  # as h2 marks authorization and short cookies
             fields = [hpack.NeverIndexedHeaderTuple(*fields[0]), *fields[1:]]
-        for _ in range(2):  # the second time, the same list again
-            assert ours.encode(iter(fields)) == theirs.encode(iter(fields))
+        for headers in (iter(fields), fields, fields):  # the same list again, as a list too
+            assert ours.encode(headers) == theirs.encode(iter(fields))
             assert list(ours.header_table.dynamic_entries) == list(
                 theirs.header_table.dynamic_entries
             )
+
+
+def test_a_list_changed_after_its_block_was_kept_is_encoded_again() -> None:
+    """A list is compared, not kept by identity: the caller may change it in place."""
+    encoder = RepeatedBlockEncoder()
+    fields = [(b":status", b"200")]
+    assert encoder.encode(fields) == b"\x88"  # static index 8: kept
+    fields[0] = (b":status", b"204")
+    assert encoder.encode(fields) == b"\x89"  # static index 9, not the kept block
 
 
 def test_the_same_table_size_again_keeps_a_change_to_announce() -> None:

@@ -75,7 +75,8 @@ class _Stage(enum.Enum):
     DONE = "done"
 
 
-_HEAD = _Stage.HEAD  # (module globals: an enum member read from its class costs more)
+# (Module globals: an enum member read from its class costs more.)
+_HEAD, _BODY, _DONE = _Stage.HEAD, _Stage.BODY, _Stage.DONE
 _NO_BODY = BodyFraming.NONE
 
 
@@ -177,14 +178,24 @@ class H1BackendWire:
         leaving the wire where it would then be (:meth:`body_ends_here` is True, the end is
         next: :meth:`take_plain_end`). None: nothing was taken; read with :meth:`next_event`.
         """
-        if self._h11 is not None or self._stage is not _Stage.HEAD:
+        if self._h11 is not None or self._stage is not _HEAD:
             return None
-        data, pos = self._data, self._pos
-        end = HEAD_END.search(data, pos)
+        return self.receive_whole(b"")  # (in this stage: no bytes, not the EOF)
+
+    def receive_whole(self, data: bytes) -> tuple[ResponseHead, bytes] | None:
+        """:meth:`receive_data` of ``data`` (bytes, not the EOF), then :meth:`whole_answer`,
+        in one call: a lean request's read of its answer."""
+        if self._h11 is not None or self._stage is not _HEAD:
+            self.receive_data(data)
+            return None
+        if self._pos != len(self._data):
+            data = self._data[self._pos :] + data  # (as ``receive_data``)
+        self._data, self._pos = data, 0
+        end = HEAD_END.search(data)
         if end is None:
             return None
         head_end = end.end()
-        parsed = parse_plain_head(data, pos, head_end, is_head=self._is_head)
+        parsed = parse_plain_head(data, 0, head_end, is_head=self._is_head)
         if parsed is None:
             return None
         event, length, keep_alive = parsed
@@ -192,15 +203,21 @@ class H1BackendWire:
         if length == CHUNKED or body_end > len(data):
             return None
         self._keep_alive = keep_alive
-        self._stage = _Stage.BODY
+        self._stage = _BODY
         self._remaining = 0
         self._received = length
         self._pos = body_end
         if not length:
             return event, b""
-        if not pos and body_end == len(data):
+        if body_end == len(data):
             return event, data[head_end:]
         return event, data[head_end:body_end]
+
+    def end_whole(self) -> bool:
+        """After :meth:`whole_answer` handed all of its body on: the answer is over (as
+        :meth:`take_plain_end`); whether the connection is :meth:`reusable`."""
+        self._stage = _DONE
+        return self._keep_alive and self._pos == len(self._data) and not self._eof
 
     def take_plain_end(self) -> bool:
         """True, and the answer is over, when :meth:`body_ends_here` (the end next carries no

@@ -53,6 +53,7 @@ from h2ws_proxy.transport.timers import ConnectionTimers
 #: every lean request (``finish_exchange`` only reads it; the status is the record's).
 _ANSWERED = ExchangeResult(head_sent=True, request_complete=True)
 _UNANSWERED = ExchangeResult(request_complete=True)
+_CLEAN = RelayEnd.CLEAN  # (a module global: an enum member read from its class costs more)
 
 
 class PolledRequest(PolledRelay):
@@ -110,21 +111,28 @@ class PolledRequest(PolledRelay):
         except STREAM_GONE as error:
             self._backend_failed(f"backend connection broke: {error}")
             return
-        if data is None:
+        if not data:
+            if data is not None:
+                self._backend_closed()
             return
-        wire = self._wire
-        if not data and wire.awaiting_head:
-            self._backend_failed("backend closed the connection without answering")
-            return
-        if data:
-            self._answer_started = True
-        wire.receive_data(data)
-        if (whole := wire.whole_answer()) is not None:
+        self._answer_started = True
+        if (whole := self._wire.receive_whole(data)) is not None:
             self._relay_whole(*whole)
         else:
             self._relay()
         if not self._done:
             self._progress()  # a byte moved (a read that ended the answer needs no timer)
+
+    def _backend_closed(self) -> None:
+        """The backend's EOF: before the answer's head, a failure; else the wire says."""
+        wire = self._wire
+        if wire.awaiting_head:
+            self._backend_failed("backend closed the connection without answering")
+            return
+        wire.receive_data(b"")
+        self._relay()
+        if not self._done:
+            self._progress()
 
     def on_error(self) -> None:
         if not self._done:
@@ -158,8 +166,9 @@ class PolledRequest(PolledRelay):
         record = self._record
         record.status = head.status
         self._head_sent = True
+        stats = record.stats
         if body:
-            record.stats.bytes_down += len(body)
+            stats.bytes_down += len(body)
             if sent < len(body):
                 # The stream asked to be woken by new credit (``client_writable``).
                 self._pending = memoryview(body)[sent:]
@@ -170,12 +179,12 @@ class PolledRequest(PolledRelay):
                 stream.call_when_drained(self._on_drained)
                 return
         # All of it went at once: the clean end, by ``finish_answered``'s short way.
-        self._wire.take_plain_end()  # (True: the whole answer's end is next)
-        record.stats.end = RelayEnd.CLEAN
+        stats.end = _CLEAN
         record.opened = True
-        self._stop(keep=self._wire.reusable())
-        self._lean.server.stats.requests -= 1
-        self._lean.finish_answered(stream, record)
+        self._stop(keep=self._wire.end_whole())
+        lean = self._lean
+        lean.server.stats.requests -= 1
+        lean.finish_answered(stream, record)
 
     # ---- endings ----
 
