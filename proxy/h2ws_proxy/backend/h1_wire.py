@@ -75,8 +75,7 @@ class _Stage(enum.Enum):
     DONE = "done"
 
 
-# (Module globals: an enum member read from its class costs more.)
-_HEAD, _BODY, _DONE = _Stage.HEAD, _Stage.BODY, _Stage.DONE
+_HEAD, _BODY, _DONE = _Stage.HEAD, _Stage.BODY, _Stage.DONE  # (globals: cheaper to read)
 _NO_BODY = BodyFraming.NONE
 
 
@@ -173,18 +172,16 @@ class H1BackendWire:
 
     def whole_answer(self) -> tuple[ResponseHead, bytes] | None:
         """The final head and the whole body at once, when both are in hand and the head is
-        plain with a ``content-length`` (the common answer, in one read): what
-        :meth:`next_event` would hand out as the head and the body's data (``b""``: none),
-        leaving the wire where it would then be (:meth:`body_ends_here` is True, the end is
-        next: :meth:`take_plain_end`). None: nothing was taken; read with :meth:`next_event`.
-        """
+        plain with a ``content-length`` (the common answer, in one read): what :meth:`next_event`
+        would hand out as the head and the body's data (``b""``: none), leaving the wire where
+        it would then be (:meth:`body_ends_here`, the end next: :meth:`take_plain_end`).
+        None: nothing was taken; read with :meth:`next_event`."""
         if self._h11 is not None or self._stage is not _HEAD:
             return None
         return self.receive_whole(b"")  # (in this stage: no bytes, not the EOF)
 
     def receive_whole(self, data: bytes) -> tuple[ResponseHead, bytes] | None:
-        """:meth:`receive_data` of ``data`` (bytes, not the EOF), then :meth:`whole_answer`,
-        in one call: a lean request's read of its answer."""
+        """:meth:`receive_data` of ``data`` (not the EOF), then :meth:`whole_answer`."""
         if self._h11 is not None or self._stage is not _HEAD:
             self.receive_data(data)
             return None
@@ -207,15 +204,12 @@ class H1BackendWire:
         self._remaining = 0
         self._received = length
         self._pos = body_end
-        if not length:
-            return event, b""
-        if body_end == len(data):
+        if body_end == len(data):  # (no body: ``b""`` either way)
             return event, data[head_end:]
         return event, data[head_end:body_end]
 
     def end_whole(self) -> bool:
-        """After :meth:`whole_answer` handed all of its body on: the answer is over (as
-        :meth:`take_plain_end`); whether the connection is :meth:`reusable`."""
+        """:meth:`take_plain_end` after a :meth:`whole_answer`; then :meth:`reusable`."""
         self._stage = _DONE
         return self._keep_alive and self._pos == len(self._data) and not self._eof
 
