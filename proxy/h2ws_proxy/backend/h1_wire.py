@@ -170,18 +170,12 @@ class H1BackendWire:
             return self._read_trailers()
         raise RuntimeError("the answer is complete")  # the exchange stops at AnswerEnd
 
-    def whole_answer(self) -> tuple[ResponseHead, bytes] | None:
-        """The final head and the whole body at once, when both are in hand and the head is
-        plain with a ``content-length`` (the common answer, in one read): what :meth:`next_event`
-        would hand out as the head and the body's data (``b""``: none), leaving the wire where
-        it would then be (:meth:`body_ends_here`, the end next: :meth:`take_plain_end`).
-        None: nothing was taken; read with :meth:`next_event`."""
-        if self._h11 is not None or self._stage is not _HEAD:
-            return None
-        return self.receive_whole(b"")  # (in this stage: no bytes, not the EOF)
-
     def receive_whole(self, data: bytes) -> tuple[ResponseHead, bytes] | None:
-        """:meth:`receive_data` of ``data`` (not the EOF), then :meth:`whole_answer`."""
+        """:meth:`receive_data` of ``data`` (not the EOF); then, when the final head and the
+        whole body are in hand and the head is plain with a ``content-length`` (the common
+        answer, in one read), the head and the body (``b""``: none) that :meth:`next_event`
+        would hand out, the wire left where it would then be (:meth:`body_ends_here`; the end
+        next: :meth:`end_whole`). None: nothing was taken; read with :meth:`next_event`."""
         if self._h11 is not None or self._stage is not _HEAD:
             self.receive_data(data)
             return None
@@ -209,18 +203,10 @@ class H1BackendWire:
         return event, data[head_end:body_end]
 
     def end_whole(self) -> bool:
-        """:meth:`take_plain_end` after a :meth:`whole_answer`; then :meth:`reusable`."""
+        """After :meth:`receive_whole` gave an answer: its end (the ``AnswerEnd([])`` that
+        :meth:`next_event` would give, without the event), then :meth:`reusable`."""
         self._stage = _DONE
         return self._keep_alive and self._pos == len(self._data) and not self._eof
-
-    def take_plain_end(self) -> bool:
-        """True, and the answer is over, when :meth:`body_ends_here` (the end next carries no
-        trailers: :meth:`next_event`'s ``AnswerEnd([])`` without the event); False: nothing
-        changed."""
-        if self._h11 is None and self._stage is _Stage.BODY and not self._remaining:
-            self._stage = _Stage.DONE
-            return True
-        return False
 
     def body_ends_here(self) -> bool:
         """The body bytes just handed out were the last of a length-delimited body: the next
