@@ -107,6 +107,13 @@ def _chunks(answer: bytes, split: int) -> list[bytes]:
     return [piece for piece in (answer[:split], answer[split:]) if piece]
 
 
+def _cut(answer: bytes, splits: list[int]) -> list[bytes]:
+    """``answer`` cut at each of ``splits`` (past its end: at its end), no empty piece."""
+    cuts = sorted({min(split, len(answer)) for split in splits})
+    chunks = [answer[a:b] for a, b in zip([0, *cuts], [*cuts, len(answer)], strict=True)]
+    return [chunk for chunk in chunks if chunk]
+
+
 class Reader(Protocol):
     @property
     def awaiting_head(self) -> bool: ...
@@ -286,9 +293,7 @@ def test_random_chunked_bodies_are_read_as_h11_reads_them(
 ) -> None:
     head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n"
     answer = head + (b"connection: close\r\n" if close else b"") + b"\r\n" + b"".join(pieces)
-    cuts = sorted({min(split, len(answer)) for split in splits})
-    chunks = [answer[a:b] for a, b in zip([0, *cuts], [*cuts, len(answer)], strict=True)]
-    chunks = [chunk for chunk in chunks if chunk]
+    chunks = _cut(answer, splits)
     wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
     seen = _drive(wire, chunks)
     reusable = wire.reusable() if seen and isinstance(seen[-1], AnswerEnd) else False

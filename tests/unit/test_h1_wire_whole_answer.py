@@ -1,11 +1,16 @@
-"""H1BackendWire.whole_answer, the one-call read of an answer that came whole, must give what
-next_event gives (and so what h11 gives: tests/unit/test_h1_backend.py), and leave the wire
-exactly where next_event would."""
+"""The lean path reads an answer as ``PolledRequest.on_readable`` does: each read goes to
+H1BackendWire.receive_whole, which hands out an answer that came whole in one call (and
+end_whole ends it); anything else is read with next_event. Read that way, every answer must
+give what h11 gives (the reference of tests/unit/test_h1_backend.py): the same events, the
+same error, and the connection reusable exactly when h11 would reuse it, however the bytes
+are cut."""
 
 from __future__ import annotations
 
 import h11
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from h2ws_proxy.backend.h1_wire import (
     AnswerEnd,
@@ -16,94 +21,137 @@ from h2ws_proxy.backend.h1_wire import (
     ResponseHead,
 )
 from h2ws_proxy.http.message import BackendRequest
-from tests.unit.test_h1_backend import ANSWERS, GET, HEAD, MAX_HEAD, _chunks, _coalesced, _drive
+from tests.unit.test_h1_backend import (
+    ANSWERS,
+    GET,
+    HEAD,
+    MAX_HEAD,
+    _chunks,
+    _coalesced,
+    _cut,
+    _reference,
+)
+
+#: More answers a kept connection meets: a second answer or stray bytes in the same read,
+#: ``connection: close``, a bodiless status with a length, a body longer than the head
+#: limit, a 1xx before the final head.
+MORE_ANSWERS = [
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+    b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+    b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 3000\r\n\r\n" + b"z" * 3000,
+    b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+]
 
 
-def _drive_whole_first(wire: H1BackendWire, chunks: list[bytes]) -> tuple[list[object], int]:
-    """As ``_drive``, but each time bytes arrive, ``whole_answer`` (and ``take_plain_end``)
-    first, as the lean path reads; how many answers it took whole, too."""
+def _drive_lean(wire: H1BackendWire, chunks: list[bytes]) -> tuple[list[object], bool, int]:
+    """Feed ``chunks`` then EOF as the lean path does: the events (or where it stopped),
+    whether the connection is kept (only after an answer's end), and how many answers were
+    taken whole (0 or 1)."""
     seen: list[object] = []
-    pending = list(chunks)
-    taken = 0
-    for _ in range(100):
-        whole = wire.whole_answer()
+    for data in [*chunks, b""]:
+        whole: tuple[ResponseHead, bytes] | None = None
+        if data:
+            whole = wire.receive_whole(data)
+        elif wire.awaiting_head:
+            seen.append("closed without answering")
+            return seen, False, 0
+        else:
+            wire.receive_data(b"")
         if whole is not None:
-            taken += 1
             head, body = whole
             seen.append(head)
             if body:
                 seen.append(BodyData(body))
-            assert wire.body_ends_here()
-            assert wire.whole_answer() is None  # taken once
-            assert wire.take_plain_end()
+            assert wire.body_ends_here()  # where next_event leaves a body's last bytes
+            keep = wire.end_whole()
+            assert keep is wire.reusable()
             seen.append(AnswerEnd([]))
-            return seen, taken
-        try:
-            event = wire.next_event()
-        except h11.RemoteProtocolError as error:
-            seen.append(("error", str(error)))
-            return seen, taken
-        if event is Need.DATA:
-            data = pending.pop(0) if pending else b""
-            if not data and wire.awaiting_head:
-                seen.append("closed without answering")
-                return seen, taken
-            wire.receive_data(data)
-            continue
-        seen.append(event)
-        if event is Need.SWITCHED or isinstance(event, AnswerEnd | BackendClosed):
-            return seen, taken
+            return seen, keep, 1
+        while True:
+            try:
+                event = wire.next_event()
+            except h11.RemoteProtocolError as error:
+                seen.append(("error", str(error)))
+                return seen, False, 0
+            if event is Need.DATA:
+                break
+            seen.append(event)
+            if isinstance(event, AnswerEnd):
+                return seen, wire.reusable(), 0
+            if event is Need.SWITCHED or isinstance(event, BackendClosed):
+                return seen, False, 0
     raise AssertionError("no end")
 
 
+def _assert_read_as_h11_reads(request_: BackendRequest, chunks: list[bytes]) -> None:
+    wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
+    seen, keep, _taken = _drive_lean(wire, chunks)
+    expected, expected_keep = _reference(request_, chunks)
+    expected_keep = expected_keep if isinstance(expected[-1], AnswerEnd) else False
+    assert (_coalesced(seen), keep) == (_coalesced(expected), expected_keep)
+
+
 @pytest.mark.parametrize("request_", [GET, HEAD], ids=["GET", "HEAD"])
-@pytest.mark.parametrize("answer", ANSWERS)
-def test_an_answer_read_whole_is_the_answer_next_event_reads(
+@pytest.mark.parametrize("answer", ANSWERS + MORE_ANSWERS)
+def test_an_answer_cut_once_is_read_as_h11_reads_it(
     request_: BackendRequest, answer: bytes
 ) -> None:
     for split in range(len(answer) + 1):
-        chunks = _chunks(answer, split)
-        wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
-        seen, _taken = _drive_whole_first(wire, chunks)
-        reusable = wire.reusable() if isinstance(seen[-1], AnswerEnd) else False
-        reference = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
-        expected = _drive(reference, chunks)
-        expected_reusable = reference.reusable() if isinstance(expected[-1], AnswerEnd) else False
-        assert (_coalesced(seen), reusable) == (_coalesced(expected), expected_reusable), split
+        _assert_read_as_h11_reads(request_, _chunks(answer, split))
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    answer=st.sampled_from(ANSWERS + MORE_ANSWERS),
+    request_=st.sampled_from([GET, HEAD]),
+    splits=st.lists(st.integers(min_value=0, max_value=3100), max_size=4),
+)
+def test_an_answer_cut_anywhere_is_read_as_h11_reads_it(
+    answer: bytes, request_: BackendRequest, splits: list[int]
+) -> None:
+    _assert_read_as_h11_reads(request_, _cut(answer, splits))
 
 
 def test_the_common_answers_are_read_whole() -> None:
-    """The fast path is taken where it should be: else the test above proves nothing."""
+    """The fast path is taken where it should be: else the tests above prove nothing."""
     cases = [
         (GET, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", True),
         (GET, b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloEXTRA", True),
         (GET, b"HTTP/1.1 204 No Content\r\n\r\n", True),
         (HEAD, b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", True),
+        (GET, MORE_ANSWERS[0], True),
+        (GET, MORE_ANSWERS[4], True),
         (GET, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", False),
         (GET, b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n", False),
         (GET, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", False),
     ]
     for request_, answer, whole in cases:
         wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
-        wire.receive_data(answer)
-        assert (wire.whole_answer() is not None) is whole, answer
+        assert (wire.receive_whole(answer) is not None) is whole, answer
     wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
-    wire.receive_data(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloEXTRA")
-    assert wire.whole_answer() is not None
-    assert wire.take_plain_end()
-    assert not wire.reusable()  # a byte beyond the answer: never kept
+    assert wire.receive_whole(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloEXTRA")
+    assert not wire.end_whole()  # a byte beyond the answer: never kept
+    wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
+    assert wire.receive_whole(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n") is None
+    assert wire.receive_whole(b"\r\nabc") is not None  # the head's bytes held back, joined
+    assert wire.end_whole()
 
 
-def test_the_plain_end_is_taken_only_where_the_body_ended() -> None:
+def test_the_body_ends_only_where_its_last_byte_was_handed_out() -> None:
+    """``body_ends_here`` (the relay's END_STREAM with the last bytes) holds only once the
+    whole length went out, not while a body arrives in pieces."""
     wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
-    assert not wire.take_plain_end()  # nothing read yet
-    wire.receive_data(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel")
-    assert wire.whole_answer() is None
-    assert not wire.take_plain_end()  # the body is not in
+    assert not wire.body_ends_here()  # nothing read yet
+    assert wire.receive_whole(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel") is None
+    assert not wire.body_ends_here()  # the body is not in
     assert isinstance(wire.next_event(), ResponseHead)
     assert wire.next_event() == BodyData(b"hel")
-    assert not wire.take_plain_end()
-    wire.receive_data(b"lo")
+    assert not wire.body_ends_here()
+    assert wire.receive_whole(b"lo") is None  # past the head: never whole
     assert wire.next_event() == BodyData(b"lo")
-    assert wire.take_plain_end()
+    assert wire.body_ends_here()
+    assert wire.next_event() == AnswerEnd([])
     assert wire.reusable()

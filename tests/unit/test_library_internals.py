@@ -142,11 +142,72 @@ def test_kept_lists_encode_as_hpack_encodes_them(
         fields = [POOL[index] for index in step]
         if sensitive:  # as h2 marks authorization and short cookies
             fields = [hpack.NeverIndexedHeaderTuple(*fields[0]), *fields[1:]]
-        for _ in range(2):  # the second time, the same list again
-            assert ours.encode(iter(fields)) == theirs.encode(iter(fields))
+        for headers in (iter(fields), fields, fields):  # the same list again, as a list too
+            assert ours.encode(headers) == theirs.encode(iter(fields))
             assert list(ours.header_table.dynamic_entries) == list(
                 theirs.header_table.dynamic_entries
             )
+
+
+def test_a_list_changed_after_its_block_was_kept_is_encoded_again() -> None:
+    """A list is compared, not kept by identity: the caller may change it in place."""
+    encoder = RepeatedBlockEncoder()
+    fields = [(b":status", b"200")]
+    assert encoder.encode(fields) == b"\x88"  # static index 8: kept
+    fields[0] = (b":status", b"204")
+    assert encoder.encode(fields) == b"\x89"  # static index 9, not the kept block
+
+
+#: An answer's fields: the statuses are static entries (kept lists); the others are added to
+#: the dynamic table, then indexed (kept too, until the table changes).
+ANSWER_FIELDS: list[tuple[bytes, bytes]] = [
+    (b":status", b"200"),
+    (b":status", b"204"),
+    (b":status", b"404"),
+    (b"content-type", b"text/plain"),
+    (b"x-a", b"1"),
+    (b"x-a", b"2"),
+    (b"server", b"s"),
+]
+_FIELD = st.integers(0, len(ANSWER_FIELDS) - 1)
+#: What a caller does between blocks with the one list it keeps handing in.
+LIST_STEP = st.one_of(
+    st.tuples(st.just("set"), _FIELD, _FIELD),  # a field replaced in place
+    st.tuples(st.just("append"), _FIELD, st.just(0)),
+    st.tuples(st.just("pop"), st.just(0), st.just(0)),
+    st.tuples(st.just("encode"), st.booleans(), st.just(0)),  # the list itself, or an iterator
+    st.tuples(st.just("other"), _FIELD, st.just(0)),  # a block from another, new list
+    st.tuples(st.just("size"), st.sampled_from([0, 40, 64, 4096]), st.just(0)),
+)
+
+
+@given(st.lists(LIST_STEP, max_size=30))
+@settings(max_examples=500, deadline=None)
+def test_a_list_reused_and_changed_in_place_encodes_as_hpack_encodes_it(
+    steps: list[tuple[str, int | bool, int]],
+) -> None:
+    """The encoder compares a given list without copying it: the same list object, changed
+    in place between blocks (with other lists and table size changes between), must give
+    hpack's bytes for what it holds then, and decode to it."""
+    ours, theirs, peer = RepeatedBlockEncoder(), hpack.Encoder(), hpack.Decoder()
+    fields = [ANSWER_FIELDS[0]]
+    for name, a, b in steps:
+        if name == "set":
+            fields[int(a) % len(fields)] = ANSWER_FIELDS[b]
+        elif name == "append":
+            fields.append(ANSWER_FIELDS[a])
+        elif name == "pop" and len(fields) > 1:
+            fields.pop()
+        elif name == "size":
+            ours.header_table_size = int(a)
+            if a != theirs.header_table_size:  # (see test_kept_lists_encode_as_hpack_...)
+                theirs.header_table_size = int(a)
+        elif name in ("encode", "other"):
+            given = fields if name == "encode" else [ANSWER_FIELDS[a]]
+            expected = list(given)  # what it holds now
+            block = ours.encode(iter(given) if name == "encode" and not a else given)
+            assert block == theirs.encode(expected)
+            assert [tuple(header) for header in peer.decode(block, raw=True)] == expected
 
 
 def test_the_same_table_size_again_keeps_a_change_to_announce() -> None:

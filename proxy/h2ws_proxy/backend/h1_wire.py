@@ -75,7 +75,7 @@ class _Stage(enum.Enum):
     DONE = "done"
 
 
-_HEAD = _Stage.HEAD  # (module globals: an enum member read from its class costs more)
+_HEAD, _BODY, _DONE = _Stage.HEAD, _Stage.BODY, _Stage.DONE  # (globals: cheaper to read)
 _NO_BODY = BodyFraming.NONE
 
 
@@ -170,21 +170,23 @@ class H1BackendWire:
             return self._read_trailers()
         raise RuntimeError("the answer is complete")  # the exchange stops at AnswerEnd
 
-    def whole_answer(self) -> tuple[ResponseHead, bytes] | None:
-        """The final head and the whole body at once, when both are in hand and the head is
-        plain with a ``content-length`` (the common answer, in one read): what
-        :meth:`next_event` would hand out as the head and the body's data (``b""``: none),
-        leaving the wire where it would then be (:meth:`body_ends_here` is True, the end is
-        next: :meth:`take_plain_end`). None: nothing was taken; read with :meth:`next_event`.
-        """
-        if self._h11 is not None or self._stage is not _Stage.HEAD:
+    def receive_whole(self, data: bytes) -> tuple[ResponseHead, bytes] | None:
+        """:meth:`receive_data` of ``data`` (not the EOF); then, when the final head and the
+        whole body are in hand and the head is plain with a ``content-length`` (the common
+        answer, in one read), the head and the body (``b""``: none) that :meth:`next_event`
+        would hand out, the wire left where it would then be (:meth:`body_ends_here`; the end
+        next: :meth:`end_whole`). None: nothing was taken; read with :meth:`next_event`."""
+        if self._h11 is not None or self._stage is not _HEAD:
+            self.receive_data(data)
             return None
-        data, pos = self._data, self._pos
-        end = HEAD_END.search(data, pos)
+        if self._pos != len(self._data):
+            data = self._data[self._pos :] + data  # (as ``receive_data``)
+        self._data, self._pos = data, 0
+        end = HEAD_END.search(data)
         if end is None:
             return None
         head_end = end.end()
-        parsed = parse_plain_head(data, pos, head_end, is_head=self._is_head)
+        parsed = parse_plain_head(data, 0, head_end, is_head=self._is_head)
         if parsed is None:
             return None
         event, length, keep_alive = parsed
@@ -192,24 +194,19 @@ class H1BackendWire:
         if length == CHUNKED or body_end > len(data):
             return None
         self._keep_alive = keep_alive
-        self._stage = _Stage.BODY
+        self._stage = _BODY
         self._remaining = 0
         self._received = length
         self._pos = body_end
-        if not length:
-            return event, b""
-        if not pos and body_end == len(data):
+        if body_end == len(data):  # (no body: ``b""`` either way)
             return event, data[head_end:]
         return event, data[head_end:body_end]
 
-    def take_plain_end(self) -> bool:
-        """True, and the answer is over, when :meth:`body_ends_here` (the end next carries no
-        trailers: :meth:`next_event`'s ``AnswerEnd([])`` without the event); False: nothing
-        changed."""
-        if self._h11 is None and self._stage is _Stage.BODY and not self._remaining:
-            self._stage = _Stage.DONE
-            return True
-        return False
+    def end_whole(self) -> bool:
+        """After :meth:`receive_whole` gave an answer: its end (the ``AnswerEnd([])`` that
+        :meth:`next_event` would give, without the event), then :meth:`reusable`."""
+        self._stage = _DONE
+        return self._keep_alive and self._pos == len(self._data) and not self._eof
 
     def body_ends_here(self) -> bool:
         """The body bytes just handed out were the last of a length-delimited body: the next

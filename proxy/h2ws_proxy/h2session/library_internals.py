@@ -189,10 +189,13 @@ class RepeatedBlockEncoder(hpack.Encoder):
         _SET_ENCODER_TABLE_SIZE(self, value)
 
     def encode(self, headers: _EncoderInput, huffman: bool = True) -> bytes:
-        if isinstance(headers, dict):
+        if type(headers) is list:
+            fields = headers  # (compared, never kept: a copy is kept)
+        elif isinstance(headers, dict):
             self._kept_block = b""
             return super().encode(headers, huffman)
-        fields = list(headers)
+        else:
+            fields = list(headers)
         table = self.header_table
         if (
             self._kept_block
@@ -204,7 +207,7 @@ class RepeatedBlockEncoder(hpack.Encoder):
         self._kept_block = b""
         block = super().encode(fields, huffman)
         if block and min(block) >= 0x80:
-            self._kept_fields = fields
+            self._kept_fields = list(fields)  # the caller may change its own list later
             self._kept_block = block
             self._kept_under = (table.maxsize, huffman)
         return block

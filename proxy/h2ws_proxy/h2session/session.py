@@ -54,6 +54,7 @@ _PING_BYTES = 8  # RFC 9113 §6.7
 _ONE_FRAME = MIN_MAX_FRAME_SIZE
 _HEADER, _DATA, _END = f.FRAME_HEADER, f.DATA, f.END_STREAM
 _HEADERS, _END_HEADERS = f.HEADERS, f.END_HEADERS
+_BY_END_STREAM = ClosedBy.END_STREAM
 
 
 class H2Session(Receiver):
@@ -219,7 +220,9 @@ class H2Session(Receiver):
         out += body
         self._send_window -= size
         stream.send_window -= size
-        self._local_ended(stream)
+        stream.sending = False  # (``_local_ended``, in place)
+        if not stream.receiving:  # the usual request: the client's side ended with it
+            self._close(stream, _BY_END_STREAM)
         return size
 
     def end_stream(self, stream_id: int) -> None:

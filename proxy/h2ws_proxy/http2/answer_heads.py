@@ -69,7 +69,11 @@ def send_whole_answer(
     Raises as :func:`send_answer_head`."""
     if stream.broken_reason is not None:
         raise trio.BrokenResourceError(stream.broken_reason)
-    has_body, head = h2_answer_head(request, response)
+    relayed = _RELAYED.get(id(response))  # (``h2_answer_head``'s look-up, in place)
+    if relayed is not None and relayed[0] is response:
+        has_body, head = relayed[1], relayed[2]
+    else:
+        has_body, head = h2_answer_head(request, response)
     if not has_body:  # HEAD, 204, 304: no body came either (the wire gives them none)
         stream.session.send_prepared_head(stream.stream_id, head, end_stream=True)
         stream.mark_ended_locally()

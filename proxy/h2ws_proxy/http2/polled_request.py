@@ -13,7 +13,8 @@ Rules:
   (``StreamTasks.serve_exchange``), with the same behaviour; so is the one retry, on a new
   connection, of a request a kept connection failed before any byte of the answer.
 * The answer is read by the same :class:`~h2ws_proxy.backend.h1_wire.H1BackendWire` and
-  relayed with the same rules as ``relay/exchange.py`` (one that came whole, in one pass):
+  relayed with the same rules as ``relay/exchange.py`` (one that came whole, in one pass,
+  here; one in parts, under the client's flow control, by :mod:`.polled_relay`'s base class):
   1xx as they come, the head, the body as the client's window and the connection's output
   bound allow (the backend is not read meanwhile: its watch is paused until the stream
   calls back), then the end.
@@ -32,17 +33,14 @@ from __future__ import annotations
 
 import math
 
-import h11
-import trio
-
-from h2ws_proxy.backend.h1_wire import AnswerEnd, BodyData, H1BackendWire, Need, ResponseHead
+from h2ws_proxy.backend.h1_wire import H1BackendWire, ResponseHead
 from h2ws_proxy.backend.upgrade import READ_SIZE
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import BackendProtocolError, BackendTimeout, BackendUnavailable, ProxyError
-from h2ws_proxy.h2session import StreamUnusable
-from h2ws_proxy.http.message import HttpRequest, trailer_fields
-from h2ws_proxy.http2.answer_heads import send_answer_head, send_whole_answer
+from h2ws_proxy.http.message import HttpRequest
+from h2ws_proxy.http2.answer_heads import send_whole_answer
 from h2ws_proxy.http2.lean_connection import LeanConnection
+from h2ws_proxy.http2.polled_relay import CLIENT_GONE, PolledRelay
 from h2ws_proxy.http2.stream import H2Stream
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
 from h2ws_proxy.relay.kept_start import KeptStart
@@ -51,40 +49,17 @@ from h2ws_proxy.relay.record import RelayRecord
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.timers import ConnectionTimers
 
-#: A write to the client's stream failed: the stream broke, or the session refuses it.
-_CLIENT_GONE = (*STREAM_GONE, StreamUnusable)
 #: What ``finish`` is told of an exchange, with or without the answer's head sent: shared by
 #: every lean request (``finish_exchange`` only reads it; the status is the record's).
 _ANSWERED = ExchangeResult(head_sent=True, request_complete=True)
 _UNANSWERED = ExchangeResult(request_complete=True)
+_CLEAN = RelayEnd.CLEAN  # (a module global: an enum member read from its class costs more)
 
 
-class PolledRequest:
+class PolledRequest(PolledRelay):
     """One lean request, from its backend write to its end (see the module rules)."""
 
-    __slots__ = (
-        "_answer_started",
-        "_balancer",
-        "_connection",
-        "_done",
-        "_fd",
-        "_head_sent",
-        "_lean",
-        "_paused",
-        "_pending",
-        "_poller",
-        "_record",
-        "_request",
-        "_route",
-        "_server",
-        "_socket",
-        "_stream",
-        "_timeout",
-        "_timers",
-        "_wire",
-        "deadline",
-        "watched",
-    )
+    __slots__ = ()
 
     def __init__(
         self,
@@ -136,21 +111,28 @@ class PolledRequest:
         except STREAM_GONE as error:
             self._backend_failed(f"backend connection broke: {error}")
             return
-        if data is None:
+        if not data:
+            if data is not None:
+                self._backend_closed()
             return
-        wire = self._wire
-        if not data and wire.awaiting_head:
-            self._backend_failed("backend closed the connection without answering")
-            return
-        if data:
-            self._answer_started = True
-        wire.receive_data(data)
-        if (whole := wire.whole_answer()) is not None:
+        self._answer_started = True
+        if (whole := self._wire.receive_whole(data)) is not None:
             self._relay_whole(*whole)
         else:
             self._relay()
         if not self._done:
             self._progress()  # a byte moved (a read that ended the answer needs no timer)
+
+    def _backend_closed(self) -> None:
+        """The backend's EOF: before the answer's head, a failure; else the wire says."""
+        wire = self._wire
+        if wire.awaiting_head:
+            self._backend_failed("backend closed the connection without answering")
+            return
+        wire.receive_data(b"")
+        self._relay()
+        if not self._done:
+            self._progress()
 
     def on_error(self) -> None:
         if not self._done:
@@ -159,24 +141,6 @@ class PolledRequest:
     def on_closed(self) -> None:
         if not self._done:  # the connection's end (its streams are usually ended before)
             self._abort(RelayEnd.CANCELLED, "the client connection closed")
-
-    # ---- the client (the stream's callbacks) ----
-
-    def client_writable(self) -> None:
-        """The stream's window may have grown, or the stream broke."""
-        if self._done:
-            return
-        stream = self._stream
-        if stream.broken_reason is not None:
-            end = RelayEnd.CLIENT_ABORTED if stream.reset_by_peer else RelayEnd.CANCELLED
-            self._abort(end, f"client went away: {stream.broken_reason}")
-            return
-        if self._pending is not None and self._send_pending():
-            self._resume()
-
-    def _on_drained(self) -> None:
-        if not self._done and self._pending is None:
-            self._resume()
 
     # ---- the timer ----
 
@@ -190,63 +154,21 @@ class PolledRequest:
             target = self._connection.address
             self._refuse(BackendTimeout(f"backend {target} did not answer: {reason}"))
 
-    def _progress(self) -> None:
-        if self._timeout > 0:
-            timers = self._timers
-            timers.arm(self, self._timeout, timers.now())
-
-    # ---- relaying the answer ----
-
-    def _relay(self) -> None:
-        """Hand on the answer's events the wire has, until it needs bytes, the client
-        cannot take more, or the answer ended."""
-        wire = self._wire
-        while not self._done and not self._paused:
-            try:
-                event = wire.next_event()
-            except h11.RemoteProtocolError as error:
-                self._protocol_error(f"backend's answer is not valid HTTP/1.1: {error}")
-                return
-            kind = type(event)
-            try:
-                if kind is BodyData:
-                    assert isinstance(event, BodyData)
-                    self._record.stats.bytes_down += len(event.data)
-                    self._send_body(event.data, wire.body_ends_here())
-                elif event is Need.DATA:
-                    return
-                elif kind is ResponseHead:
-                    assert isinstance(event, ResponseHead)
-                    if not self._relay_head(event):
-                        return
-                elif kind is AnswerEnd:
-                    assert isinstance(event, AnswerEnd)
-                    self._end_answer(event)
-                    return
-                elif event is Need.SWITCHED:
-                    self._protocol_error("backend switched protocols on an ordinary request")
-                    return
-                else:  # BackendClosed
-                    self._backend_failed("backend closed the connection mid-answer")
-                    return
-            except _CLIENT_GONE as error:
-                self._abort(RelayEnd.CLIENT_ABORTED, f"client went away: {error}")
-                return
-
     def _relay_whole(self, head: ResponseHead, body: bytes) -> None:
         """The answer came whole (the common case; a final head): ``_relay``'s steps in one
         pass, the head with all of its body and END_STREAM in one session call."""
         stream = self._stream
         try:
             sent = send_whole_answer(stream, self._request, head, body)
-        except _CLIENT_GONE as error:
+        except CLIENT_GONE as error:
             self._abort(RelayEnd.CLIENT_ABORTED, f"client went away: {error}")
             return
         record = self._record
         record.status = head.status
         self._head_sent = True
+        stats = record.stats
         if body:
-            record.stats.bytes_down += len(body)
+            stats.bytes_down += len(body)
             if sent < len(body):
                 # The stream asked to be woken by new credit (``client_writable``).
                 self._pending = memoryview(body)[sent:]
@@ -257,87 +179,12 @@ class PolledRequest:
                 stream.call_when_drained(self._on_drained)
                 return
         # All of it went at once: the clean end, by ``finish_answered``'s short way.
-        self._wire.take_plain_end()  # (True: the whole answer's end is next)
-        record.stats.end = RelayEnd.CLEAN
+        stats.end = _CLEAN
         record.opened = True
-        self._stop(keep=self._wire.reusable())
-        self._lean.server.stats.requests -= 1
-        self._lean.finish_answered(stream, record)
-
-    def _relay_head(self, response: ResponseHead) -> bool:
-        """Send the answer's head (or a 1xx); False when the relay stops here."""
-        if self._stream.broken_reason is not None:
-            raise trio.BrokenResourceError(self._stream.broken_reason)
-        if response.status == 101:
-            self._protocol_error("backend switched protocols on an ordinary request")
-            return False
-        send_answer_head(self._stream, self._request, response)
-        if response.status >= 200:
-            self._record.status = response.status
-            self._head_sent = True
-        return True
-
-    def _send_body(self, data: bytes, last: bool) -> None:  # (last: the body ends here)
-        stream = self._stream
-        view = memoryview(data)
-        sent = stream.send_now(view, last)
-        if sent < len(view):
-            # The stream asked to be woken by new credit (``client_writable``).
-            self._pending = view[sent:]
-            self._pause()
-        elif stream.backlogged():
-            self._pause()
-            stream.call_when_drained(self._on_drained)
-
-    def _send_pending(self) -> bool:
-        """Send what waited for credit; True once all of it went."""
-        pending = self._pending
-        assert pending is not None
-        try:
-            sent = self._stream.send_now(pending, self._wire.body_ends_here())
-        except STREAM_GONE as error:
-            self._abort(RelayEnd.CLIENT_ABORTED, f"client went away: {error}")
-            return False
-        if sent:
-            self._progress()  # a byte moved: new credit alone is not activity
-        if sent < len(pending):
-            self._pending = pending[sent:]
-            return False
-        self._pending = None
-        if self._stream.backlogged():
-            self._stream.call_when_drained(self._on_drained)
-            return False
-        return True
-
-    def _end_answer(self, event: AnswerEnd) -> None:
-        stream = self._stream
-        if not stream.local_ended and event.trailers:
-            trailers = trailer_fields(event.trailers)
-            if trailers:  # (else: none fit to relay)
-                if stream.broken_reason is not None:
-                    raise trio.BrokenResourceError(stream.broken_reason)
-                self._lean.session.send_headers(stream.stream_id, trailers, end_stream=True)
-                stream.mark_ended_locally()
-        self._answered()
-
-    def _answered(self) -> None:
-        """The answer is over (its trailers, if any, sent): the stream's end, the clean end."""
-        if not self._stream.local_ended:
-            self._stream.end_now()  # no trailers, or none fit to relay
-        self._record.stats.end = RelayEnd.CLEAN
-        self._complete(keep=self._wire.reusable())
-
-    def _pause(self) -> None:
-        if not self._paused:
-            self._paused = True
-            self._poller.pause(self._fd)
-
-    def _resume(self) -> None:
-        if self._paused:
-            self._paused = False
-            self._relay()  # events the wire already holds go first
-            if not self._done and not self._paused:
-                self._poller.resume(self._fd)
+        self._stop(keep=self._wire.end_whole())
+        lean = self._lean
+        lean.server.stats.requests -= 1
+        lean.finish_answered(stream, record)
 
     # ---- endings ----
 
