@@ -21,7 +21,7 @@ from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import ProxyError
 from h2ws_proxy.http.message import BackendRequest, HttpRequest, build_backend_request
 from h2ws_proxy.relay.context import ServerContext
-from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable
+from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 
@@ -122,7 +122,7 @@ def start_on_kept_connection(
     if poller is None or connection is None:
         balancer.give_back(chosen)
         return None
-    socket = as_pollable(connection.stream)
+    socket = connection.socket
     assert socket is not None  # take_idle_now gives only such connections
     head = last.head
     try:
