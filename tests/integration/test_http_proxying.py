@@ -169,6 +169,29 @@ async def test_h2_the_same_head_with_and_without_a_body(
     }
 
 
+async def test_h2_a_repeated_head_and_heads_that_differ_from_it(
+    nursery: trio.Nursery, start_proxy: StartProxy
+) -> None:
+    """A connection takes a repeated head's request without checking it again
+    (http2/request_intake.py): only equal fields are taken so; a head that differs in one
+    value, or that adds a field a request may not carry, is judged as itself."""
+    address = await start(nursery, start_proxy)
+    seen: list[tuple[int | None, object]] = []
+    async with open_h2_client(await open_h2(address)) as client:
+        for extra in [
+            (b"x-a", b"1"),
+            (b"x-a", b"1"),
+            (b"x-a", b"2"),
+            (b"x-a", b"1"),
+            (b"content-length", b"x"),  # not a number: a 400 on its stream
+            (b"x-a", b"1"),
+        ]:
+            state = await h2_get(client, b"/headers", extra)
+            data = json.loads(bytes(state.data)) if state.status == 200 else None
+            seen.append((state.status, data and data["headers"].get(extra[0].decode())))
+    assert seen == [(200, "1"), (200, "1"), (200, "2"), (200, "1"), (400, None), (200, "1")]
+
+
 async def test_h2_download_and_trailers(nursery: trio.Nursery, start_proxy: StartProxy) -> None:
     address = await start(nursery, start_proxy)
     size = 5 * 1024 * 1024 + 3

@@ -109,7 +109,14 @@ class IdleConnections(Generic[BackendConnection]):
             del group[connection]
         except KeyError:
             return False
-        self.mark_unparked(connection)
+        poller = connection.parked_in  # (``mark_unparked``, inline: a take runs this)
+        if poller is not None:
+            connection.parked_in = None
+            parked = self._by_poller.get(poller)
+            if parked is not None:
+                parked.pop(connection, None)
+                if not parked:
+                    del self._by_poller[poller]
         return True
 
     def mark_parked(self, connection: BackendConnection, poller: BackendPoller) -> None:

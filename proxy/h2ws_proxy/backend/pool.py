@@ -62,6 +62,12 @@ class BackendConnection:
     watched: bool = False
     #: The pool it came from (told when the connection fails while parked).
     pool: BackendPool | None = None
+    #: ``stream`` as a socket a poller can drive, or None (``as_pollable``, asked once: a
+    #: lean request's take and write need it).
+    socket: PollableSocket | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.socket = as_pollable(self.stream)
 
     # ---- the poller's callbacks while parked (a Watcher) ----
 
@@ -83,7 +89,7 @@ class BackendConnection:
             self.pool.poller_gone(self)
 
     def fileno(self) -> int:
-        pollable = as_pollable(self.stream)
+        pollable = self.socket
         assert pollable is not None, "only sockets a poller can drive are parked"
         return pollable.fileno()
 
@@ -150,7 +156,7 @@ class BackendPool:
         now = timers.now() if timers is not None else trio.current_time()
         keepalive = self._limits.backend_keepalive_s
         while (connection := self._idle.best_for(address, poller)) is not None:
-            pollable = as_pollable(connection.stream)
+            pollable = connection.socket
             if pollable is None:
                 return None
             # ``_still_good``, with the socket's own check (it is one of ours), and
@@ -217,7 +223,7 @@ class BackendPool:
         with no room for it, its socket leaves the set and closes at once. ``socket`` and
         ``fd``: the connection's, when the caller holds them already."""
         if socket is None:
-            socket = as_pollable(connection.stream)
+            socket = connection.socket
             assert socket is not None, "only take_idle_now's connections come back here"
             fd = socket.fileno()
         timers = poller.timers  # the clock the timers read: one call, not trio's three layers
@@ -237,7 +243,7 @@ class BackendPool:
         if connection.parked_in is None:
             return  # taken meanwhile
         self._detach(connection)
-        pollable = as_pollable(connection.stream)
+        pollable = connection.socket
         if pollable is not None:
             pollable.close_now()
 

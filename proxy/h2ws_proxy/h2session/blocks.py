@@ -42,7 +42,7 @@ from h2ws_proxy.h2session.streams import ClosedBy, Stream
 
 #: HEADERS flags whose fragment is the whole block as it is: END_HEADERS, no padding, no
 #: priority fields.
-_WHOLE_PLAIN_BLOCK = f.END_HEADERS | f.PADDED | f.PRIORITY_FLAG
+WHOLE_PLAIN_BLOCK = f.END_HEADERS | f.PADDED | f.PRIORITY_FLAG
 
 
 class HeaderBlocks(SessionCore):
@@ -57,7 +57,7 @@ class HeaderBlocks(SessionCore):
         self._block_error: StreamFault | None = None
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
-        if flags & _WHOLE_PLAIN_BLOCK == f.END_HEADERS:  # a client's usual HEADERS: no calls
+        if flags & WHOLE_PLAIN_BLOCK == f.END_HEADERS:  # a client's usual HEADERS: no calls
             self._block_error = None
             self._end_block(stream_id, flags, payload, events)
             return

@@ -64,8 +64,14 @@ class HeaderCodec:
         self._pending_sizes: tuple[int, int] | None = None
 
     def set_decoder_table_limit(self, size: int) -> None:
-        """The largest dynamic table the peer's encoder may use (our HEADER_TABLE_SIZE)."""
-        self._decoder.max_allowed_table_size = size
+        """The largest dynamic table the peer's encoder may use (our HEADER_TABLE_SIZE);
+        told again at every SETTINGS we send or see ACKed, mostly the same."""
+        if size != self._decoder.max_allowed_table_size:
+            self._decoder.max_allowed_table_size = size
+            # The kept block skipped hpack's table size check under the old limit: the next
+            # block is judged under the new one by hpack (RFC 7541 §4.2). An unchanged limit
+            # leaves that check's outcome as it was, so the block stays kept.
+            self._kept_block = b""
 
     def decode(self, block: bytes) -> tuple[list[Header], int]:
         """The header list of a complete block, and its size as SETTINGS_MAX_HEADER_LIST_SIZE
@@ -74,10 +80,11 @@ class HeaderCodec:
         decoder = self._decoder
         try:
             if block == self._kept_block and block:  # (empty when nothing is kept)
-                # Kept only while the decoder keeps it (below): any other block goes through
-                # hpack, which then judges afresh what is kept, and nothing else changes the
-                # table in between. The table's size limit may have shrunk meanwhile.
-                decoder.check_table_size()
+                # Kept only while the decoder keeps it (below) and the table's size limit
+                # stays (``set_decoder_table_limit`` drops it when the limit changes): any
+                # other block goes through hpack, which then judges afresh what is kept and
+                # checks the table's size, and nothing else changes the table or its limit in
+                # between.
                 return list(self._kept_headers), self._kept_size
             self._kept_block = b""  # (also when this block fails)
             decoded = decoder.decode(block, raw=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from h2ws_proxy.h2session import frames as f
+from h2ws_proxy.h2session.blocks import WHOLE_PLAIN_BLOCK as _WHOLE_PLAIN_BLOCK
 from h2ws_proxy.h2session.blocks import HeaderBlocks
 from h2ws_proxy.h2session.core import Role
 from h2ws_proxy.h2session.errors import (
@@ -67,6 +68,7 @@ _FRAME_HEADER_BYTES = f.FRAME_HEADER_BYTES
 _STREAM_ID_MASK = f.STREAM_ID_MASK
 _DATA, _PADDED, _END_STREAM = f.DATA, f.PADDED, f.END_STREAM
 _PADDED_OR_END = f.PADDED | f.END_STREAM
+_HEADERS, _END_HEADERS = f.HEADERS, f.END_HEADERS
 
 
 class Receiver(HeaderBlocks):
@@ -235,6 +237,18 @@ class Receiver(HeaderBlocks):
     def _receive_frame(
         self, kind: int, flags: int, stream_id: int, payload: bytes, events: list[Event]
     ) -> None:
+        if (
+            kind == _HEADERS
+            and flags & _WHOLE_PLAIN_BLOCK == _END_HEADERS
+            and stream_id
+            and not self._block_stream
+            and not self._settings_expected
+        ):
+            # A client's usual HEADERS, its fragment the whole block: ``check_length`` and
+            # ``_on_headers`` would find nothing to check or strip.
+            self._block_error = None
+            self._end_block(stream_id, flags, payload, events)
+            return
         if self._settings_expected:
             if kind != f.SETTINGS or flags & f.ACK:
                 raise ConnectionFault(ErrorCode.PROTOCOL_ERROR, "first frame is not SETTINGS")

@@ -39,6 +39,7 @@ from h2ws_proxy.http1.client_side import H1ClientSide
 from h2ws_proxy.http1.drain_watch import drain_scopes
 from h2ws_proxy.http1.lean_exchange import ClientWatch, start_lean
 from h2ws_proxy.http1.lean_run import run_lean
+from h2ws_proxy.http1.request_memory import H1RequestMemory
 from h2ws_proxy.http1.upgrade_front import H1UpgradeFront
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
@@ -88,6 +89,8 @@ class H1Frontend:
         self._watch = ClientWatch()
         #: The lean path handed its request back after a kept connection failed it.
         self._retry_fresh = False
+        #: The last routed request, for a client repeating it (and its lean start's memory).
+        self._memory = H1RequestMemory()
 
     async def run(self) -> None:
         try:
@@ -291,6 +294,7 @@ class H1Frontend:
             self._own_poller,
             self._info.address,
             record,
+            self._memory.kept_start,
         )
         if exchange is None:
             return None
@@ -314,14 +318,23 @@ class H1Frontend:
         """The request as the exchange takes it, and its route (both noted in ``record``).
 
         Raises ClientProtocolError (framing that could smuggle a request...) or RouteNotFound.
+        A request equal to the last one takes what that one was given (``H1RequestMemory``).
         """
-        http_request = request_from_h1(request, tls=self._info.tls)
+        router = self._server.router
+        memory = self._memory
+        routed = memory.recall(request, router)
+        tls = self._info.tls
+        http_request = request_from_h1(request, tls=tls) if routed is None else routed[0]
         if http_request.framing is BodyFraming.NONE:
             # h11 ends a bodiless request at once; take that end so the next cycle can start.
             end = self._conn.next_event()
             assert isinstance(end, h11.EndOfMessage), end
         record.authority = http_request.authority
-        route = http_route(self._server.router, http_request)
+        if routed is not None:
+            route = routed[1]
+        else:
+            route = http_route(router, http_request)
+            memory.remember(router, http_request, route)
         record.route = route.path
         return http_request, route
 

@@ -51,7 +51,7 @@ from h2ws_proxy.http.message import (
 from h2ws_proxy.http1.client_side import H1ClientSide
 from h2ws_proxy.relay.context import ServerContext
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
-from h2ws_proxy.relay.kept_start import start_on_kept_connection
+from h2ws_proxy.relay.kept_start import LastRequest, start_on_kept_connection
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
 from h2ws_proxy.relay.record import RelayRecord
 from h2ws_proxy.transport.capabilities import PollableSocket
@@ -296,14 +296,18 @@ def start_lean(
     poller_of_connection: Callable[[], BackendPoller],
     client_address: str | None,
     record: RelayRecord,
+    last: LastRequest,
 ) -> LeanExchange | None:
     """Send ``request`` (routed, bodiless) to a kept connection if nothing would wait, and
     return its exchange, registered in the connection's poller (made by the first call of
     ``poller_of_connection``, only once a kept connection is there to take); None: the
-    caller runs the task path."""
+    caller runs the task path. ``last``: the client connection's memory of its last lean
+    request (a repeated request, the same object, skips its translation)."""
     if request.framing is not BodyFraming.NONE:
         return None
-    start = start_on_kept_connection(server, route, request, client_address, poller_of_connection)
+    start = start_on_kept_connection(
+        server, route, request, client_address, poller_of_connection, last
+    )
     if start is None:
         return None
     balancer, chosen, connection, socket, backend_request, poller = start

@@ -85,11 +85,11 @@ class LeanRequests:
         )
         if start is None:
             return False
-        _, chosen, _, _, backend_request, poller = start
+        poller = start[5]
         timers = poller.timers
         assert timers is not None  # (``_timed_poller``)
         limits = server.config.limits
-        wire = H1BackendWire(backend_request, max_head_bytes=limits.max_header_list_bytes)
+        wire = H1BackendWire(start[4], max_head_bytes=limits.max_header_list_bytes)
         record = RelayRecord.begin(
             "h2",
             info.connection_id,
@@ -101,7 +101,7 @@ class LeanRequests:
             client=info.peer,
             headers=request.headers,
         )
-        record.backend = chosen.label
+        record.backend = start[1].label
         PolledRequest(
             self, stream, request, route, start, wire, record, timers, limits.http_idle_timeout_s
         )

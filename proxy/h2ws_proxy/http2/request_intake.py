@@ -11,11 +11,15 @@ from the frontend's reader and decides, synchronously (the frontend's rule R2):
   without a task when nothing would wait (``http2/lean_requests.py``), else on a task of
   the connection.
 
-A client repeats its requests, and what a request becomes depends on nothing but its head
-(remembered by ``parse_h2_request_head`` when it passed) and the routes: the last request
-accepted here is remembered with the identity of its head and router, so a repeated one
-takes its request and route without a look-up (``accept_http`` remembers them across
-connections, keyed by identities, which is dearer per request).
+A client repeats its requests, and what a request becomes depends on nothing but its
+decoded fields, whether HEADERS ended the stream, and the routes (the connection's TLS and
+certificate stay): the last request accepted here is remembered with a copy of its fields
+and the identity of its router, so a repeated one (equal fields: a list comparison, the
+same field objects when HPACK gave back its kept block) takes its request and route without
+checking, hashing or looking up anything (``parse_h2_request_head`` and ``accept_http``
+remember them across connections, keyed by hashes and identities, which is dearer per
+request). An oversized head or a tunnel is never taken this way; the stream limits and
+the connection's state are judged per request before it.
 """
 
 from __future__ import annotations
@@ -43,9 +47,9 @@ _NO_BODY = BodyFraming.NONE
 _LENGTH = BodyFraming.LENGTH
 _OPEN = StreamPhase.OPEN  # (a module global: an enum member read from its class costs more)
 
-#: The last accepted request: its head, the router, whether HEADERS ended the stream, and
-#: what they made.
-_Accepted = tuple[H2RequestHead, Router, bool, HttpRequest, RouteConfig]
+#: The last accepted request: a copy of its fields, the router, whether HEADERS ended the
+#: stream, and what they made.
+_Accepted = tuple[list[tuple[bytes, bytes]], Router, bool, HttpRequest, RouteConfig]
 
 
 class RequestIntake:
@@ -123,6 +127,17 @@ class RequestIntake:
             return
         ended = event.end_stream
         router = self._server.router
+        headers = event.headers
+        accepted = self._accepted
+        if (
+            accepted is not None
+            and accepted[1] is router
+            and accepted[2] == ended
+            and not event.oversized
+            and accepted[0] == headers
+        ):
+            self._start_exchange(stream_id, ended, accepted[3], accepted[4])
+            return
         head: H2RequestHead | None = None
         tunnel: tuple[WebSocketRequest, RouteConfig] | None = None
         try:
@@ -130,22 +145,14 @@ class RequestIntake:
                 raise ClientProtocolError(
                     "request header fields too large", status_hint=431, stream_error=True
                 )
-            head = parse_h2_request_head(event.headers)
+            head = parse_h2_request_head(headers)
             if self._info.certificate is not None:
                 check_authority(head, self._info.certificate)  # 421: not this certificate's
-            accepted = self._accepted
-            if (
-                accepted is not None
-                and accepted[0] is head
-                and accepted[1] is router
-                and accepted[2] == ended
-            ):
-                request, route = accepted[3], accepted[4]
-            elif is_tunnel(head):
+            if is_tunnel(head):
                 tunnel = self._accept_tunnel(head, router)
             else:
                 request, route = accept_http(head, router, tls=self._info.tls, ended=ended)
-                self._accepted = (head, router, ended, request, route)
+                self._accepted = (list(headers), router, ended, request, route)
         except ProxyError as error:
             if head is not None and head.protocol is not None:
                 self._refuse_tunnel(stream_id, head, error)  # and its tunnel.refused line
@@ -160,7 +167,13 @@ class RequestIntake:
             life.stream_opened()
             self._start_tunnel(stream, *tunnel)
             return
-        stream = H2Stream(session, self._writer, stream_id, CancelNoted(), ended)
+        self._start_exchange(stream_id, ended, request, route)
+
+    def _start_exchange(
+        self, stream_id: int, ended: bool, request: HttpRequest, route: RouteConfig
+    ) -> None:
+        """An accepted ordinary request: its stream, registered, then its run."""
+        stream = H2Stream(self._session, self._writer, stream_id, CancelNoted(), ended)
         stream.exchange = True
         stream.phase = _OPEN  # its DATA is the request body
         framing = request.framing
@@ -169,7 +182,7 @@ class RequestIntake:
         elif framing is _LENGTH:
             stream.declared_length = request.content_length
         self._streams[stream_id] = stream
-        life.stream_opened()
+        self._life.stream_opened()
         if not (ended and self._lean.try_start(stream, request, route)):
             self._run_on_task(stream, request, route, False)
 

@@ -5,22 +5,23 @@ A bodiless request runs without a task (``http2/lean_requests.py``, ``http1/lean
 only when nothing would wait: a route of one plain HTTP/1.1 server (no TLS, no HTTP/2, no
 sticky cookie), a server the balancer gives at once, a connection idle in the pool whose
 socket the caller's poller can watch, a request that translates, and a head the kernel
-takes whole. :func:`start_on_kept_connection` checks them in that order and, at the first
-that fails, gives back what it took and returns None: the caller runs the task path, which
-meets the same conditions (and errors) itself.
+takes whole. :func:`start_on_kept_connection` checks them in that order (the translation
+right after the sticky test: it depends on the request alone and takes nothing) and, at the
+first that fails, gives back what it took and returns None: the caller runs the task path,
+which meets the same conditions (and errors) itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
+from h2ws_proxy.backend.balancer import Balancers, GroupBalancer, ServerState
 from h2ws_proxy.backend.pool import BackendConnection
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import ProxyError
 from h2ws_proxy.http.message import BackendRequest, HttpRequest, build_backend_request
 from h2ws_proxy.relay.context import ServerContext
-from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable
+from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 
@@ -35,26 +36,47 @@ KeptStart = tuple[
 
 
 class LastRequest:
-    """The last request translated for one client connection and its bytes (a client
-    repeats its requests; the client's address is the connection's)."""
+    """What the last request of one client connection made that depends on nothing but
+    that request, its route and the server's generation (a client repeats its requests;
+    the client's address is the connection's): its balancer, the request for the backend
+    and its head's bytes, and the last server found to be a plain HTTP/1.1 one. Kept by
+    the identities of the request, the route and the balancers (a reload makes new ones),
+    which it holds, so they cannot be reused while it is kept; one entry: bounded."""
 
-    __slots__ = ("_last",)
+    __slots__ = ("backend_request", "balancer", "balancers", "head", "plain", "request", "route")
 
     def __init__(self) -> None:
-        self._last: tuple[HttpRequest, RouteConfig, BackendRequest, bytes] | None = None
+        self.request: HttpRequest | None = None
+        self.route: RouteConfig | None = None
+        self.balancers: Balancers | None = None
+        #: The route's balancer; None: its group is sticky (no lean start).
+        self.balancer: GroupBalancer | None = None
+        self.backend_request: BackendRequest | None = None
+        self.head = b""
+        #: A server of ``balancer`` whose address was found plain HTTP/1.1 in cleartext.
+        self.plain: ServerState | None = None
 
-    def translated(
-        self, request: HttpRequest, route: RouteConfig, client_address: str | None
-    ) -> tuple[BackendRequest, bytes]:
-        """``request`` for the backend, and its head; raises ProxyError as
-        ``build_backend_request``."""
-        last = self._last
-        if last is not None and last[0] is request and last[1] is route:
-            return last[2], last[3]
-        backend_request = build_backend_request(request, route, client_address)
-        head = backend_request.head_bytes()
-        self._last = (request, route, backend_request, head)
-        return backend_request, head
+    def prepare(
+        self,
+        balancers: Balancers,
+        request: HttpRequest,
+        route: RouteConfig,
+        client_address: str | None,
+    ) -> bool:
+        """Make what is kept for ``request``; False: nothing kept (``build_backend_request``
+        raised its ProxyError, which the task path meets and answers itself)."""
+        self.request = None
+        balancer = balancers.of(route.backend)
+        sticky = bool(balancer.group.sticky_cookie)
+        if not sticky:
+            try:
+                self.backend_request = build_backend_request(request, route, client_address)
+            except ProxyError:
+                return False
+            self.head = self.backend_request.head_bytes()
+        self.request, self.route, self.balancers = request, route, balancers
+        self.balancer, self.plain = None if sticky else balancer, None
+        return True
 
 
 def start_on_kept_connection(
@@ -68,15 +90,28 @@ def start_on_kept_connection(
     """Write bodiless ``request``'s head to a kept connection if nothing would wait (see the
     module); None: nothing was done. ``poller_of`` gives the client connection's poller
     (made at its first call, once an idle connection is there to take; None or OSError:
-    none to be had)."""
-    balancer = server.balancers.of(route.backend)
-    if balancer.group.sticky_cookie:
+    none to be had). ``last``: the client connection's memory of its last request."""
+    balancers = server.balancers
+    if last is None:
+        last = LastRequest()
+    if (
+        last.request is not request or last.route is not route or last.balancers is not balancers
+    ) and not last.prepare(balancers, request, route, client_address):
+        return None
+    balancer = last.balancer
+    if balancer is None:
         return None
     chosen = balancer.take_at_once()
     if chosen is None:
         return None
-    address, pool = chosen.address, server.pool
-    if address.speaks_h2 or address.scheme == "https" or not pool.has_idle(address):
+    pool = server.pool
+    address = chosen.address
+    if chosen is not last.plain:
+        if address.speaks_h2 or address.scheme == "https":
+            balancer.give_back(chosen)
+            return None
+        last.plain = chosen
+    if not pool.has_idle(address):
         balancer.give_back(chosen)
         return None
     try:
@@ -87,18 +122,9 @@ def start_on_kept_connection(
     if poller is None or connection is None:
         balancer.give_back(chosen)
         return None
-    socket = as_pollable(connection.stream)
+    socket = connection.socket
     assert socket is not None  # take_idle_now gives only such connections
-    try:
-        if last is not None:
-            backend_request, head = last.translated(request, route, client_address)
-        else:
-            backend_request = build_backend_request(request, route, client_address)
-            head = backend_request.head_bytes()
-    except ProxyError:
-        balancer.give_back(chosen)
-        pool.release_now(connection, poller)  # (parked back where it was)
-        return None
+    head = last.head
     try:
         sent = socket.send_nowait(head)
     except STREAM_GONE:
@@ -110,4 +136,6 @@ def start_on_kept_connection(
         poller.unregister(socket.fileno())
         socket.close_now()
         return None
+    backend_request = last.backend_request
+    assert backend_request is not None  # (``prepare``)
     return balancer, chosen, connection, socket, backend_request, poller

@@ -62,6 +62,7 @@ _CONNECT_IN_PROGRESS = frozenset(
 #: For :meth:`LeanSocketStream.is_quiet`: one poll set, holding one descriptor only while a
 #: check runs (a check never yields, and each process runs one trio loop).
 _QUIET_POLL = select.poll() if hasattr(select, "poll") else None
+_POLLIN = getattr(select, "POLLIN", 1)
 
 
 class LeanSocketStream(trio.abc.HalfCloseableStream):
@@ -224,8 +225,16 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
 
     def is_quiet(self) -> bool:
         """True if nothing waits to be read: no EOF, no bytes, no error (see
-        :func:`socket_is_quiet`)."""
-        return socket_is_quiet(self._sock)
+        :func:`socket_is_quiet`, inline: the pool asks it per request it takes)."""
+        poll = _QUIET_POLL
+        if poll is None:
+            return socket_is_quiet(self._sock)
+        fd = self._sock.fileno()
+        poll.register(fd, _POLLIN)
+        try:
+            return not poll.poll(0)
+        finally:
+            poll.unregister(fd)
 
     def detach(self) -> socket.socket:
         """Hand the socket over (to a TLS layer): this stream is closed, the socket is not."""

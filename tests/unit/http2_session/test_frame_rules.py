@@ -88,6 +88,11 @@ CONNECTION_ERRORS = [
         E.PROTOCOL_ERROR,
     ),
     (
+        "HEADERS inside a header block",  # (a whole block: the receive loop's short way)
+        w.headers(1, w.block(w.REQUEST), end_headers=False) + w.headers(3, w.block(w.REQUEST)),
+        E.PROTOCOL_ERROR,
+    ),
+    (
         "CONTINUATION for another stream",
         w.headers(1, b"", end_headers=False) + w.frame(w.CONTINUATION, 4, 3, b""),
         E.PROTOCOL_ERROR,

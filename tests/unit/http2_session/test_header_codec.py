@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from h2ws_proxy.h2session.errors import ConnectionFault, ErrorCode
 from h2ws_proxy.h2session.headers import HeaderCodec
+from h2ws_proxy.h2session.library_internals import RepeatedBlockDecoder
 
 POOL: list[tuple[bytes, bytes]] = [
     (b":method", b"GET"),
@@ -117,3 +118,32 @@ def test_a_kept_block_means_something_else_once_another_block_changed_the_table(
     assert codec.decode(block)[0] == [(b"x-a", b"1")]
     codec.decode(encoder.encode([(b"x-b", b"2")]))  # now index 62, x-a at 63: not kept
     assert codec.decode(block)[0] == [(b"x-b", b"2")]  # the same bytes, decoded again
+
+
+def test_a_kept_block_stays_kept_while_our_table_limit_is_told_again_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every SETTINGS we send or see ACKed tells the codec our table limit again: only a
+    changed limit drops the kept block (its answer skipped hpack's size check under the
+    old one), so an unchanged one keeps a client's repeated request from being decoded."""
+    encoder = hpack.Encoder()
+    codec = HeaderCodec(max_header_list_size=65536, decoder_table_limit=4096)
+    codec.decode(encoder.encode([(b"x-a", b"1")]))  # into the table
+    block = encoder.encode([(b"x-a", b"1")])  # indexed: kept
+    expected = codec.decode(block)
+    decoded: list[bytes] = []
+    original = RepeatedBlockDecoder.decode
+
+    def noted(
+        decoder: RepeatedBlockDecoder, data: bytes, raw: bool = False
+    ) -> list[hpack.HeaderTuple]:
+        decoded.append(data)
+        return original(decoder, data, raw)
+
+    monkeypatch.setattr(RepeatedBlockDecoder, "decode", noted)
+    codec.set_decoder_table_limit(4096)
+    assert codec.decode(block) == expected
+    assert decoded == []
+    codec.set_decoder_table_limit(8192)
+    assert codec.decode(block) == expected
+    assert decoded == [block]

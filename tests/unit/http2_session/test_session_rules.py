@@ -241,6 +241,14 @@ def test_the_servers_preface_must_start_with_settings() -> None:
     assert events[-1] == ConnectionFailed(E.PROTOCOL_ERROR, "first frame is not SETTINGS")
 
 
+def test_the_clients_preface_must_go_on_with_settings() -> None:
+    """A whole HEADERS block (the receive loop's short way) is no exception."""
+    session = H2Session(Role.SERVER, LocalSettings())
+    session.initiate()
+    events = session.receive_data(w.PREFACE + w.headers(1, w.block(w.REQUEST)))
+    assert events == [ConnectionFailed(E.PROTOCOL_ERROR, "first frame is not SETTINGS")]
+
+
 def test_close_is_final() -> None:
     session = w.server()
     session.receive_data(OPEN_1)
