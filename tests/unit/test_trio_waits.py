@@ -29,7 +29,7 @@ def test_outside_a_loop_it_is_the_public_wait() -> None:
     assert readable_waiter() is trio.lowlevel.wait_readable
 
 
-async def test_inside_a_loop_it_is_the_managers_own_wait() -> None:
+async def test_inside_a_loop_it_is_the_fenced_wait() -> None:
     wait = readable_waiter()
     assert wait is not trio.lowlevel.wait_readable
     a, b = socket.socketpair()
@@ -153,3 +153,108 @@ async def test_streams_share_their_loops_waiter() -> None:
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_changed_records_are_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fields the wait reads or makes are checked, each: a trio that renamed one gets
+    the public wait, not a wait that sets an attribute trio no longer reads."""
+    import attrs
+    from trio._core import _io_epoll, _traps
+
+    @attrs.define(eq=False)
+    class Renamed:
+        reader: object = None
+        write_task: object = None
+        current_flags: int = 0
+
+    monkeypatch.setattr(_io_epoll, "EpollWaiters", Renamed)
+    assert problems() == ["EpollWaiters(read_task, write_task, current_flags)"]
+    monkeypatch.undo()
+
+    @attrs.frozen(slots=False)
+    class Message:
+        abort: object
+
+    monkeypatch.setattr(_traps, "WaitTaskRescheduled", Message)
+    assert problems() == ["WaitTaskRescheduled(abort_func)"]
+    monkeypatch.undo()
+
+    def _update_registrations(self: object, fd: int, flags: int) -> None: ...
+
+    monkeypatch.setattr(EpollIOManager, "_update_registrations", _update_registrations)
+    assert problems() == ["EpollIOManager._update_registrations(self, fd)"]
+    monkeypatch.undo()
+    assert problems() == []
+
+
+async def test_a_descriptor_closed_under_a_wait_ends_it_as_trios_does() -> None:
+    wait = readable_waiter()
+    a, b = _socket_pair()
+    with a, b:
+        async with trio.open_nursery() as nursery:
+            ended: list[BaseException] = []
+
+            async def waiter() -> None:
+                try:
+                    await wait(a)
+                except trio.ClosedResourceError as error:
+                    ended.append(error)
+
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            trio.lowlevel.notify_closing(a)
+        assert len(ended) == 1
+        b.send(b"z")
+        await wait(a)  # nothing left registered for it
+        assert a.recv(10) == b"z"
+
+
+async def test_a_reader_and_a_writer_of_one_descriptor_both_wake() -> None:
+    """The read wait registers through the manager's own bookkeeping: a writer waiting on
+    the same socket keeps its interest, and each is woken for its own readiness."""
+    wait = readable_waiter()
+    a, b = _socket_pair()
+    with a, b:
+        while True:  # fill a's send buffer: a writer must wait
+            try:
+                a.send(b"x" * 65536)
+            except BlockingIOError:
+                break
+        woken: list[str] = []
+        async with trio.open_nursery() as nursery:
+
+            async def reader() -> None:
+                await wait(a)
+                woken.append("read")
+
+            async def writer() -> None:
+                await trio.lowlevel.wait_writable(a)
+                woken.append("write")
+
+            nursery.start_soon(reader)
+            nursery.start_soon(writer)
+            await trio.testing.wait_all_tasks_blocked()
+            assert woken == []
+            b.send(b"y")
+            await trio.testing.wait_all_tasks_blocked()
+            assert woken == ["read"]
+            while True:  # b drains what a sent: a is writable again
+                try:
+                    b.recv(1 << 20)
+                except BlockingIOError:
+                    break
+        assert sorted(woken) == ["read", "write"]
+
+
+async def test_a_descriptor_that_is_not_open_fails_the_wait_as_trios_does() -> None:
+    wait = readable_waiter()
+    a, b = _socket_pair()
+    fd = a.fileno()
+    a.close()
+    b.close()
+    with pytest.raises(OSError, match="Bad file descriptor") as ours:
+        await wait(fd)
+    with pytest.raises(OSError, match="Bad file descriptor") as theirs:
+        await trio.lowlevel.wait_readable(fd)
+    assert type(ours.value) is type(theirs.value)
+    assert ours.value.errno == theirs.value.errno

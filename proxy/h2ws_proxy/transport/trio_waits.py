@@ -1,31 +1,38 @@
-"""Waiting for readability one coroutine frame from trio's epoll, not three: a fenced module.
+"""Waiting for readability with one coroutine frame of trio's epoll wait, not three: a fenced
+module.
 
 ``trio.lowlevel.wait_readable(fd)`` is trio's generated module function, which awaits the I/O
-manager's ``wait_readable``, which awaits its ``_epoll_wait(fd, "read_task")``: three
-coroutine frames made on the way down and resumed on the way back up, in every wait. The
-proxy waits once per read of a client connection (``LeanSocketStream.receive_some``) and once
-per round of a connection's backend poller, so in a one-tunnel ping-pong two of each
-message's waits go through them (bench/README.md, "One tunnel message's hop").
-:func:`readable_waiter` gives the running loop's ``_epoll_wait`` itself, bound to
-``"read_task"``: the same wait, its registration and its cancellation unchanged.
+manager's ``wait_readable``, which awaits its ``_epoll_wait(fd, "read_task")``, which awaits
+``wait_task_rescheduled``, which awaits the yield to the run loop: coroutine frames made on
+the way down and resumed on the way back up, in every wait, and a few calls between them
+(the current task, the waiter record's attribute by name). The proxy waits once per read
+of a client connection (``LeanSocketStream.receive_some``) and once per round of a
+connection's backend poller, so in a one-tunnel ping-pong each message pays two waits
+(bench/README.md, "One tunnel message's hop", "A tunnel's round trip").
+:func:`readable_waiter` gives a wait that does what ``_epoll_wait(fd, "read_task")`` does,
+in one coroutine that yields to the run loop itself: the same waiter record set in the
+same order, the same registration (the manager's own ``_update_registrations``), the same
+abort on a cancel, the same outcome (trio's ``WaitTaskRescheduled`` and its answer).
 
 This touches trio's private internals, so it is fenced (STYLE): at import it checks that
-``trio._core._run.GLOBAL_RUN_CONTEXT`` and ``trio._core._io_epoll.EpollIOManager._epoll_wait``
-exist with the parameters this module passes, and at each :func:`readable_waiter` that the
-running loop's I/O manager is that class. Where any of it differs (another trio, another
-platform, outside a loop), :func:`readable_waiter` is trio's public ``wait_readable``: only
-the speed differs.
+``trio._core._run.GLOBAL_RUN_CONTEXT``, ``EpollIOManager._epoll_wait`` (the wait this one
+repeats) and ``_update_registrations`` exist with their parameters, and that the attrs
+classes it reads or makes (``EpollIOManager``'s ``_epoll`` and ``_registered``,
+``EpollWaiters``, ``WaitTaskRescheduled``) have the fields it uses; at each
+:func:`readable_waiter`, that the running loop's I/O manager is that class. Where any of it
+differs (another trio, another platform, outside a loop), :func:`readable_waiter` is
+trio's public ``wait_readable``: only the speed differs.
 
 A ``KeyboardInterrupt`` is deferred in it as in trio's public wait (marked with trio's public
-``enable_ki_protection``, which changes nothing for trio's own callers, protected already).
-The waiter is shared by everything of one loop; a stream keeps it for the loop it lives in.
+``enable_ki_protection``). The waiter is shared by everything of one loop; a stream keeps it
+for the loop it lives in.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 import trio
@@ -44,8 +51,9 @@ _PUBLIC: ReadableWait = trio.lowlevel.wait_readable
 def problems() -> list[str]:
     """What is missing or changed of the trio internals this module uses (empty: none)."""
     try:
-        from trio._core._io_epoll import EpollIOManager
+        from trio._core._io_epoll import EpollIOManager, EpollWaiters
         from trio._core._run import GLOBAL_RUN_CONTEXT  # noqa: F401 (its presence is checked)
+        from trio._core._traps import WaitTaskRescheduled
     except ImportError as error:  # another trio, or no epoll here
         return [f"trio._core internals: {error}"]
     wait = getattr(EpollIOManager, "_epoll_wait", None)
@@ -53,23 +61,66 @@ def problems() -> list[str]:
         return ["trio._core._io_epoll.EpollIOManager._epoll_wait as a coroutine function"]
     if list(inspect.signature(wait).parameters) != ["self", "fd", "attr_name"]:
         return ["EpollIOManager._epoll_wait(self, fd, attr_name)"]
+    update = getattr(EpollIOManager, "_update_registrations", None)
+    if update is None or list(inspect.signature(update).parameters) != ["self", "fd"]:
+        return ["EpollIOManager._update_registrations(self, fd)"]
+    if _field_names(EpollIOManager)[:2] != ["_epoll", "_registered"]:
+        return ["EpollIOManager's _epoll and _registered"]
+    if _field_names(EpollWaiters) != ["read_task", "write_task", "current_flags"]:
+        return ["EpollWaiters(read_task, write_task, current_flags)"]
+    if _field_names(WaitTaskRescheduled) != ["abort_func"]:
+        return ["WaitTaskRescheduled(abort_func)"]
     return []
+
+
+def _field_names(cls: type) -> list[str]:
+    """An attrs class's fields (none for anything else)."""
+    fields = getattr(cls, "__attrs_attrs__", ())
+    return [field.name for field in fields]
 
 
 def _internal_waiter() -> Callable[[], ReadableWait]:
     """:func:`readable_waiter` where the internals are there."""
     from trio._core._io_epoll import EpollIOManager
     from trio._core._run import GLOBAL_RUN_CONTEXT
+    from trio._core._traps import WaitTaskRescheduled
 
-    # The manager's wait, when called straight from our code, defers a KeyboardInterrupt to
-    # its next checkpoint as trio's public wait does (trio's own callers are protected
-    # already, so for them nothing changes): an interrupt in the middle of its
-    # registration would leave the descriptor's record set, and the next wait on it
-    # would fail with BusyResourceError.
-    trio.lowlevel.enable_ki_protection(EpollIOManager._epoll_wait)
+    succeeded = trio.lowlevel.Abort.SUCCEEDED
     # One waiter per loop, shared by every stream and poller of it: a waiter per stream
-    # would cost each idle connection a partial, a bound method and a dict.
+    # would cost each idle connection a closure or two.
     shared: list[tuple[object, ReadableWait]] = []
+
+    def waiter_of(manager: Any) -> ReadableWait:
+        """``manager._epoll_wait(fd, "read_task")`` with trio's two coroutines under it
+        (``wait_task_rescheduled``, its yield) folded into one generator: the same record
+        set in the same order, the same registration, the same abort."""
+        registered = manager._registered  # (a defaultdict: a fresh record per new wait)
+        update = manager._update_registrations
+
+        async def wait(fd: int | HasFileno) -> None:
+            if not isinstance(fd, int):
+                fd = fd.fileno()
+            waiters = registered[fd]
+            if waiters.read_task is not None:
+                raise trio.BusyResourceError("another task is already reading / writing this fd")
+            waiters.read_task = GLOBAL_RUN_CONTEXT.task
+            update(fd)
+
+            def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
+                waiters.read_task = None
+                update(fd)
+                return succeeded
+
+            # What the run loop sends back is the wait's outcome: None, or the exception
+            # that ended it (a cancel, the descriptor closed), raised here.
+            (await _suspend(WaitTaskRescheduled(abort))).unwrap()
+
+        # A KeyboardInterrupt is deferred in it as in trio's public wait: one in the middle
+        # of the registration would leave the descriptor's record set, and the next wait on
+        # it would fail with BusyResourceError. (The mark is on the code, shared by every
+        # loop's waiter.)
+        trio.lowlevel.enable_ki_protection(wait)
+        return wait
 
     def readable_waiter() -> ReadableWait:
         try:
@@ -80,11 +131,17 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
             return _PUBLIC
         if shared and shared[0][0] is manager:
             return shared[0][1]
-        wait = functools.partial(manager._epoll_wait, attr_name="read_task")
+        wait = waiter_of(manager)
         shared[:] = [(manager, wait)]
         return wait
 
     return readable_waiter
+
+
+@types.coroutine
+def _suspend(message: object) -> Generator[object, Any, Any]:
+    """Hand ``message`` to the run loop, and return what it sends back (trio's own yield)."""
+    return (yield message)
 
 
 def _public_waiter() -> ReadableWait:
