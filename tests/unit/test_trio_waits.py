@@ -7,6 +7,7 @@ import socket
 
 import pytest
 import trio
+import trio.lowlevel
 from trio._core._io_epoll import EpollIOManager
 
 from h2ws_proxy.transport import trio_waits
@@ -184,6 +185,17 @@ def test_changed_records_are_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(EpollIOManager, "_update_registrations", _update_registrations)
     assert problems() == ["EpollIOManager._update_registrations(self, fd)"]
     monkeypatch.undo()
+
+    from trio._core import _instrumentation
+
+    class Hooks(dict[str, object]):
+        def call(self, hookname: str, *args: object) -> None: ...
+
+    monkeypatch.setattr(_instrumentation, "Instruments", Hooks)
+    assert problems() == [
+        "trio's Instruments, a UserDict with add_instrument, remove_instrument, call"
+    ]
+    monkeypatch.undo()
     assert problems() == []
 
 
@@ -258,3 +270,62 @@ async def test_a_descriptor_that_is_not_open_fails_the_wait_as_trios_does() -> N
         await trio.lowlevel.wait_readable(fd)
     assert type(ours.value) is type(theirs.value)
     assert ours.value.errno == theirs.value.errno
+
+
+class _Steps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+        self.waits = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.waits += 1
+
+
+def test_the_loops_instruments_work_as_before_once_the_hooks_are_a_dict() -> None:
+    """The first waiter of a loop gives its runner the hook table: the instruments given to
+    ``trio.run`` stay, and ``add_instrument``/``remove_instrument`` work on it as on
+    trio's own (hooks called while installed, not after)."""
+    from trio._core._run import GLOBAL_RUN_CONTEXT
+
+    given, added = _Steps(), _Steps()
+
+    async def main() -> None:
+        readable_waiter()
+        table = GLOBAL_RUN_CONTEXT.runner.instruments
+        assert type(table) is trio_waits._HookTable
+        assert "before_task_step" in table
+        assert "task_spawned" not in table
+        given_steps = given.steps
+        await trio.lowlevel.checkpoint()
+        assert given.steps > given_steps
+        trio.lowlevel.add_instrument(added)
+        assert "after_io_wait" in table
+        await trio.lowlevel.checkpoint()
+        await trio.sleep(0.001)
+        assert added.steps > 0
+        assert added.waits > 0
+        trio.lowlevel.remove_instrument(added)
+        trio.lowlevel.remove_instrument(given)
+        assert "before_task_step" not in table
+        assert "after_io_wait" not in table
+        steps = added.steps, given.steps
+        await trio.lowlevel.checkpoint()
+        assert (added.steps, given.steps) == steps
+        with pytest.raises(KeyError):
+            trio.lowlevel.remove_instrument(added)
+
+    trio.run(main, instruments=[given])
+
+
+async def test_a_loop_without_instruments_gets_an_empty_table() -> None:
+    from trio._core._run import GLOBAL_RUN_CONTEXT
+
+    readable_waiter()
+    table = GLOBAL_RUN_CONTEXT.runner.instruments
+    assert type(table) is trio_waits._HookTable
+    assert dict(table) == {"_all": {}}
+    readable_waiter()
+    assert GLOBAL_RUN_CONTEXT.runner.instruments is table

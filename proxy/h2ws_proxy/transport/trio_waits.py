@@ -26,12 +26,21 @@ trio's public ``wait_readable``: only the speed differs.
 A ``KeyboardInterrupt`` is deferred in it as in trio's public wait (marked with trio's public
 ``enable_ki_protection``). The waiter is shared by everything of one loop; a stream keeps it
 for the loop it lives in.
+
+The loop's first waiter also makes the loop's every wake-up cheaper: the run loop asks its
+``Instruments`` (a ``UserDict``) five times per task step and I/O wait whether a hook has
+an instrument, a Python call each; :func:`_lighten_instruments` gives the runner the same
+table as a dict subclass (:class:`_HookTable`), with trio's own methods, so asking is not
+a call. Instruments given to ``trio.run`` stay, and ``add_instrument``/``remove_instrument``
+work as before. The fence checks that ``Runner`` has ``instruments`` and ``Instruments`` is
+a ``UserDict`` with the methods taken over.
 """
 
 from __future__ import annotations
 
 import inspect
 import types
+from collections import UserDict
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
@@ -51,8 +60,12 @@ _PUBLIC: ReadableWait = trio.lowlevel.wait_readable
 def problems() -> list[str]:
     """What is missing or changed of the trio internals this module uses (empty: none)."""
     try:
+        from trio._core._instrumentation import Instruments
         from trio._core._io_epoll import EpollIOManager, EpollWaiters
-        from trio._core._run import GLOBAL_RUN_CONTEXT  # noqa: F401 (its presence is checked)
+        from trio._core._run import (
+            GLOBAL_RUN_CONTEXT,  # noqa: F401 (its presence is checked)
+            Runner,
+        )
         from trio._core._traps import WaitTaskRescheduled
     except ImportError as error:  # another trio, or no epoll here
         return [f"trio._core internals: {error}"]
@@ -70,6 +83,12 @@ def problems() -> list[str]:
         return ["EpollWaiters(read_task, write_task, current_flags)"]
     if _field_names(WaitTaskRescheduled) != ["abort_func"]:
         return ["WaitTaskRescheduled(abort_func)"]
+    if "instruments" not in _field_names(Runner):
+        return ["Runner.instruments"]
+    if not issubclass(Instruments, UserDict) or any(
+        not callable(getattr(Instruments, name, None)) for name in _INSTRUMENTS_METHODS
+    ):
+        return ["trio's Instruments, a UserDict with " + ", ".join(_INSTRUMENTS_METHODS)]
     return []
 
 
@@ -91,9 +110,9 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
     shared: list[tuple[object, ReadableWait]] = []
 
     def waiter_of(manager: Any) -> ReadableWait:
-        """``manager._epoll_wait(fd, "read_task")`` with trio's two coroutines under it
-        (``wait_task_rescheduled``, its yield) folded into one generator: the same record
-        set in the same order, the same registration, the same abort."""
+        """``manager._epoll_wait(fd, "read_task")`` with ``wait_task_rescheduled`` folded
+        into it: the same record set in the same order, the same registration, the same
+        abort."""
         registered = manager._registered  # (a defaultdict: a fresh record per new wait)
         update = manager._update_registrations
 
@@ -131,11 +150,48 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
             return _PUBLIC
         if shared and shared[0][0] is manager:
             return shared[0][1]
+        _lighten_instruments(GLOBAL_RUN_CONTEXT.runner)
         wait = waiter_of(manager)
         shared[:] = [(manager, wait)]
         return wait
 
     return readable_waiter
+
+
+#: The methods of trio's ``Instruments`` that :class:`_HookTable` takes over.
+_INSTRUMENTS_METHODS = ("add_instrument", "remove_instrument", "call")
+
+
+class _HookTable(dict[str, dict[Any, None]]):
+    """trio's ``Instruments`` (a ``UserDict`` of the hooks that have instruments) as a dict
+    subclass, with the same contents and the same methods (trio's own functions, which use
+    only ``self.data``: here the table itself). The run loop asks ``"hook" in
+    runner.instruments`` five times per task step and I/O wait, with none installed; on a
+    ``UserDict`` each ask is a Python call, on a dict it is not."""
+
+    __slots__ = ()
+
+    @property
+    def data(self) -> dict[str, dict[Any, None]]:
+        return self
+
+
+def _lighten_instruments(runner: Any) -> None:
+    """Give the loop's ``runner`` a :class:`_HookTable` for its ``Instruments`` (once: a
+    table stays), holding the same hooks and instruments; ``trio.lowlevel.add_instrument``
+    and ``remove_instrument`` work on it as before."""
+    from trio._core._instrumentation import Instruments
+
+    instruments = runner.instruments
+    if type(instruments) is Instruments:
+        runner.instruments = _HookTable(instruments.data)
+
+
+def _take_over_instruments() -> None:
+    from trio._core._instrumentation import Instruments
+
+    for name in _INSTRUMENTS_METHODS:
+        setattr(_HookTable, name, getattr(Instruments, name))
 
 
 @types.coroutine
@@ -150,4 +206,7 @@ def _public_waiter() -> ReadableWait:
 
 #: The running loop's wait for readability (``await waiter(fd)``), as ``wait_readable``;
 #: call it inside the loop and keep it for that loop only.
-readable_waiter: Callable[[], ReadableWait] = _public_waiter if problems() else _internal_waiter()
+readable_waiter: Callable[[], ReadableWait] = _public_waiter
+if not problems():
+    _take_over_instruments()
+    readable_waiter = _internal_waiter()
