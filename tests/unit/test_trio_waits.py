@@ -180,6 +180,26 @@ def test_changed_records_are_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
     assert problems() == ["WaitTaskRescheduled(abort_func)"]
     monkeypatch.undo()
 
+    # Records the wait makes without their __init__: one that does more is a problem.
+    @attrs.define(eq=False)
+    class Checked:
+        read_task: object = None
+        write_task: object = None
+        current_flags: int = attrs.field(default=0, validator=attrs.validators.instance_of(int))
+
+    @attrs.define(eq=False)
+    class Completed:
+        read_task: object = None
+        write_task: object = None
+        current_flags: int = 0
+
+        def __attrs_post_init__(self) -> None: ...
+
+    for record in (Checked, Completed):
+        monkeypatch.setattr(_io_epoll, "EpollWaiters", record)
+        assert problems() == [f"{record.__name__}, a plain record (made without its __init__)"]
+        monkeypatch.undo()
+
     def _update_registrations(self: object, fd: int, flags: int) -> None: ...
 
     monkeypatch.setattr(EpollIOManager, "_update_registrations", _update_registrations)

@@ -12,13 +12,17 @@ connection's backend poller, so in a one-tunnel ping-pong each message pays two 
 :func:`readable_waiter` gives a wait that does what ``_epoll_wait(fd, "read_task")`` does,
 in one coroutine that yields to the run loop itself: the same waiter record set in the
 same order, the same registration (the manager's own ``_update_registrations``), the same
-abort on a cancel, the same outcome (trio's ``WaitTaskRescheduled`` and its answer).
+abort on a cancel, the same outcome (trio's ``WaitTaskRescheduled`` and its answer). The two
+records a wait makes (the descriptor's ``EpollWaiters``, which trio drops when a wait ends,
+and the ``WaitTaskRescheduled``) are made with their fields set directly, not through
+attrs' generated ``__init__``: a Python call each, per wait.
 
 This touches trio's private internals, so it is fenced (STYLE): at import it checks that
 ``trio._core._run.GLOBAL_RUN_CONTEXT``, ``EpollIOManager._epoll_wait`` (the wait this one
 repeats) and ``_update_registrations`` exist with their parameters, and that the attrs
 classes it reads or makes (``EpollIOManager``'s ``_epoll`` and ``_registered``,
-``EpollWaiters``, ``WaitTaskRescheduled``) have the fields it uses; at each
+``EpollWaiters``, ``WaitTaskRescheduled``) have the fields it uses, and that the two records
+have nothing in their ``__init__`` but their fields; at each
 :func:`readable_waiter`, that the running loop's I/O manager is that class. Where any of it
 differs (another trio, another platform, outside a loop), :func:`readable_waiter` is
 trio's public ``wait_readable``: only the speed differs.
@@ -83,6 +87,9 @@ def problems() -> list[str]:
         return ["EpollWaiters(read_task, write_task, current_flags)"]
     if _field_names(WaitTaskRescheduled) != ["abort_func"]:
         return ["WaitTaskRescheduled(abort_func)"]
+    for record in (EpollWaiters, WaitTaskRescheduled):
+        if not _plain_record(record):
+            return [f"{record.__name__}, a plain record (made without its __init__)"]
     if "instruments" not in _field_names(Runner):
         return ["Runner.instruments"]
     if not issubclass(Instruments, UserDict) or any(
@@ -98,9 +105,22 @@ def _field_names(cls: type) -> list[str]:
     return [field.name for field in fields]
 
 
+def _plain_record(cls: type) -> bool:
+    """An attrs class whose ``__init__`` only sets its fields: no validator, converter or
+    post-init step that a record made without it would miss, and no ``__new__`` of its own."""
+    fields = getattr(cls, "__attrs_attrs__", ())
+    return (
+        bool(fields)
+        and all("__new__" not in vars(base) for base in cls.__mro__[:-1])
+        and not hasattr(cls, "__attrs_post_init__")
+        and not hasattr(cls, "__attrs_pre_init__")
+        and all(field.validator is None and field.converter is None for field in fields)
+    )
+
+
 def _internal_waiter() -> Callable[[], ReadableWait]:
     """:func:`readable_waiter` where the internals are there."""
-    from trio._core._io_epoll import EpollIOManager
+    from trio._core._io_epoll import EpollIOManager, EpollWaiters
     from trio._core._run import GLOBAL_RUN_CONTEXT
     from trio._core._traps import WaitTaskRescheduled
 
@@ -113,14 +133,22 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
         """``manager._epoll_wait(fd, "read_task")`` with ``wait_task_rescheduled`` folded
         into it: the same record set in the same order, the same registration, the same
         abort."""
-        registered = manager._registered  # (a defaultdict: a fresh record per new wait)
+        registered = manager._registered
         update = manager._update_registrations
+        make, set_field = object.__new__, object.__setattr__
 
         async def wait(fd: int | HasFileno) -> None:
             if not isinstance(fd, int):
                 fd = fd.fileno()
-            waiters = registered[fd]
-            if waiters.read_task is not None:
+            # The records are made as attrs' ``__init__`` would make them (the fence checks
+            # they have nothing more), without its Python call: trio deletes a descriptor's
+            # record when its wait ends, so every wait makes one.
+            waiters = registered.get(fd)
+            if waiters is None:
+                waiters = registered[fd] = make(EpollWaiters)
+                waiters.write_task = None
+                waiters.current_flags = 0
+            elif waiters.read_task is not None:
                 raise trio.BusyResourceError("another task is already reading / writing this fd")
             waiters.read_task = GLOBAL_RUN_CONTEXT.task
             update(fd)
@@ -130,9 +158,11 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
                 update(fd)
                 return succeeded
 
+            message = make(WaitTaskRescheduled)
+            set_field(message, "abort_func", abort)  # (frozen)
             # What the run loop sends back is the wait's outcome: None, or the exception
             # that ended it (a cancel, the descriptor closed), raised here.
-            (await _suspend(WaitTaskRescheduled(abort))).unwrap()
+            (await _suspend(message)).unwrap()
 
         # A KeyboardInterrupt is deferred in it as in trio's public wait: one in the middle
         # of the registration would leave the descriptor's record set, and the next wait on
