@@ -17,38 +17,55 @@ records a wait makes (the descriptor's ``EpollWaiters``, which trio drops when a
 and the ``WaitTaskRescheduled``) are made with their fields set directly, not through
 attrs' generated ``__init__``: a Python call each, per wait.
 
-This touches trio's private internals, so it is fenced (STYLE): at import it checks that
+This touches trio's private internals, so it is fenced (STYLE): :func:`problems` checks that
 ``trio._core._run.GLOBAL_RUN_CONTEXT``, ``EpollIOManager._epoll_wait`` (the wait this one
-repeats) and ``_update_registrations`` exist with their parameters, and that the attrs
-classes it reads or makes (``EpollIOManager``'s ``_epoll`` and ``_registered``,
-``EpollWaiters``, ``WaitTaskRescheduled``) have the fields it uses, and that the two records
-have nothing in their ``__init__`` but their fields; at each
-:func:`readable_waiter`, that the running loop's I/O manager is that class. Where any of it
-differs (another trio, another platform, outside a loop), :func:`readable_waiter` is
-trio's public ``wait_readable``: only the speed differs.
+repeats) and ``_update_registrations`` exist with their parameters, that the attrs classes
+it reads or makes (``EpollIOManager``'s ``_epoll`` and ``_registered``, ``EpollWaiters``,
+``WaitTaskRescheduled``) have the fields it uses, and that the two records have nothing in
+their ``__init__`` but their fields. Names are not steps: it also compares the fingerprint
+(a sha256 of the source, indentation removed) of every trio function and record whose steps
+the wait copies or relies on (:func:`fingerprints`: the public wait, the manager's
+``wait_readable``, ``_epoll_wait``, ``_update_registrations``, ``wait_task_rescheduled``,
+``_async_yield`` and the two records) with those of the trio versions tested
+(``trio_sources_tested.py``, every release pyproject allows). It runs at import and again
+at each loop's first :func:`readable_waiter`. Where anything differs or a source cannot be
+read (another trio, another platform, an install without sources, outside a loop),
+:func:`readable_waiter` is trio's public ``wait_readable``: only the speed differs.
+
+To add a newly tested trio: install it, run ``bench/trio_fingerprints.py``, read the diff of
+each source whose fingerprint is new against the nearest tested version (a changed step is
+a change to make here first), run tests/unit/test_trio_waits*.py with it, and add its entry
+to ``TESTED_TRIO_SOURCES`` (and widen pyproject's bound).
 
 A ``KeyboardInterrupt`` is deferred in it as in trio's public wait (marked with trio's public
 ``enable_ki_protection``). The waiter is shared by everything of one loop; a stream keeps it
 for the loop it lives in.
 
 The loop's first waiter also makes the loop's every wake-up cheaper: the run loop asks its
-``Instruments`` (a ``UserDict``) five times per task step and I/O wait whether a hook has
-an instrument, a Python call each; :func:`_lighten_instruments` gives the runner the same
-table as a dict subclass (:class:`_HookTable`), with trio's own methods, so asking is not
-a call. Instruments given to ``trio.run`` stay, and ``add_instrument``/``remove_instrument``
-work as before. The fence checks that ``Runner`` has ``instruments`` and ``Instruments`` is
-a ``UserDict`` with the methods taken over.
+``Instruments`` (a ``UserDict`` since trio 0.30) five times per task step and I/O wait
+whether a hook has an instrument, a Python call each; :func:`_lighten_instruments` gives the
+runner the same table as a dict subclass (:class:`_HookTable`), with trio's own methods, so
+asking is not a call. Instruments given to ``trio.run`` stay, and
+``add_instrument``/``remove_instrument`` work as before. The table has a fence of its own
+(:func:`hook_table_problems`: ``Runner.instruments``, ``Instruments`` a ``UserDict`` with the
+methods taken over, its source's fingerprint a tested one); where it does not hold, or
+``Instruments`` is a dict already (trio 0.25 to 0.29: asking is no call there), the table is
+left as trio made it and the wait is unaffected.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import textwrap
 import types
 from collections import UserDict
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 import trio
+
+from h2ws_proxy.transport.trio_sources_tested import TESTED_TRIO_SOURCES
 
 
 class HasFileno(Protocol):
@@ -60,16 +77,15 @@ ReadableWait = Callable[[int | HasFileno], Awaitable[None]]
 
 _PUBLIC: ReadableWait = trio.lowlevel.wait_readable
 
+#: A trio function or class whose source is fingerprinted.
+_Source = Callable[..., object]
+
 
 def problems() -> list[str]:
-    """What is missing or changed of the trio internals this module uses (empty: none)."""
+    """What is missing or changed of the trio internals the wait uses (empty: none)."""
     try:
-        from trio._core._instrumentation import Instruments
         from trio._core._io_epoll import EpollIOManager, EpollWaiters
-        from trio._core._run import (
-            GLOBAL_RUN_CONTEXT,  # noqa: F401 (its presence is checked)
-            Runner,
-        )
+        from trio._core._run import GLOBAL_RUN_CONTEXT  # noqa: F401 (its presence is checked)
         from trio._core._traps import WaitTaskRescheduled
     except ImportError as error:  # another trio, or no epoll here
         return [f"trio._core internals: {error}"]
@@ -90,13 +106,94 @@ def problems() -> list[str]:
     for record in (EpollWaiters, WaitTaskRescheduled):
         if not _plain_record(record):
             return [f"{record.__name__}, a plain record (made without its __init__)"]
+    return _untested_sources(_wait_sources())
+
+
+def hook_table_problems() -> list[str]:
+    """Why the loop's instruments stay trio's own table (empty: none, the loop's first waiter
+    gives the runner a :class:`_HookTable`). The wait does not depend on it."""
+    try:
+        from trio._core._instrumentation import Instruments
+        from trio._core._run import Runner
+    except ImportError as error:
+        return [f"trio._core internals: {error}"]
     if "instruments" not in _field_names(Runner):
         return ["Runner.instruments"]
+    if issubclass(Instruments, dict) and Instruments.__contains__ is dict.__contains__:
+        # trio 0.25 to 0.29: asking the table is no Python call already.
+        return ["trio's Instruments, a dict already (nothing to swap)"]
     if not issubclass(Instruments, UserDict) or any(
         not callable(getattr(Instruments, name, None)) for name in _INSTRUMENTS_METHODS
     ):
         return ["trio's Instruments, a UserDict with " + ", ".join(_INSTRUMENTS_METHODS)]
-    return []
+    return _untested_sources({"Instruments": Instruments})
+
+
+def fingerprints() -> dict[str, str | None]:
+    """The fingerprint of every trio function and class whose steps this module copies or
+    relies on, by name: the wait's and the hook table's (None: its source cannot be read).
+    ``bench/trio_fingerprints.py`` prints them as an entry of ``TESTED_TRIO_SOURCES``."""
+    from trio._core._instrumentation import Instruments
+
+    sources = _wait_sources() | {"Instruments": Instruments}
+    return {name: _fingerprint(source) for name, source in sources.items()}
+
+
+def _wait_sources() -> dict[str, _Source]:
+    """What the wait copies or relies on, found where trio's own code finds it when it
+    waits: a trio that changes any of these steps, names kept, is not one we tested."""
+    from trio import _core
+    from trio._core import _io_epoll, _traps
+
+    manager = _io_epoll.EpollIOManager
+    return {
+        "trio.lowlevel.wait_readable": trio.lowlevel.wait_readable,  # the wait replaced
+        "EpollIOManager.wait_readable": manager.wait_readable,
+        "EpollIOManager._epoll_wait": manager._epoll_wait,
+        "EpollIOManager._update_registrations": manager._update_registrations,
+        "EpollWaiters": _io_epoll.EpollWaiters,
+        # as _epoll_wait calls it (``_core.wait_task_rescheduled``)
+        "wait_task_rescheduled": vars(_core)["wait_task_rescheduled"],
+        "_async_yield": _traps._async_yield,
+        "WaitTaskRescheduled": _traps.WaitTaskRescheduled,
+    }
+
+
+def _untested_sources(sources: dict[str, _Source]) -> list[str]:
+    """Empty when one tested trio had all of ``sources`` as they are (a part is taken whole
+    from one version, not mixed); else the names that differ from the nearest tested."""
+    found = {name: _fingerprint(source) for name, source in sources.items()}
+    differences = [
+        [name for name, digest in found.items() if digest is None or tested.get(name) != digest]
+        for _versions, tested in TESTED_TRIO_SOURCES
+    ] or [list(found)]
+    changed = min(differences, key=len)
+    if not changed:
+        return []
+    return [f"trio's source of {', '.join(changed)}: not as in a trio tested"]
+
+
+#: Fingerprints made, by object (kept, so an id is not reused): the fence runs again at
+#: each loop's first waiter, and reading a source is not free.
+_FINGERPRINTS: dict[int, tuple[_Source, str | None]] = {}
+
+
+def _fingerprint(source: _Source) -> str | None:
+    """The first 32 hex digits of the sha256 of ``source``'s text, its leading indentation
+    removed (None: no text to read, as in an install without sources). A function's text is
+    its own code's: ``inspect.getsource`` would follow a wrapper's ``__wrapped__`` to the
+    function it wraps, and miss the wrapper's steps."""
+    known = _FINGERPRINTS.get(id(source))
+    if known is not None and known[0] is source:
+        return known[1]
+    try:
+        text = textwrap.dedent(inspect.getsource(getattr(source, "__code__", source)))
+    except (OSError, TypeError):
+        digest = None
+    else:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    _FINGERPRINTS[id(source)] = (source, digest)
+    return digest
 
 
 def _field_names(cls: type) -> list[str]:
@@ -166,22 +263,24 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
 
         # A KeyboardInterrupt is deferred in it as in trio's public wait: one in the middle
         # of the registration would leave the descriptor's record set, and the next wait on
-        # it would fail with BusyResourceError. (The mark is on the code, shared by every
-        # loop's waiter.)
-        trio.lowlevel.enable_ki_protection(wait)
-        return wait
+        # it would fail with BusyResourceError. (trio 0.28 and later mark the code, shared
+        # by every loop's waiter, and return it; before, they return a wrapper.)
+        return trio.lowlevel.enable_ki_protection(wait)
 
     def readable_waiter() -> ReadableWait:
         try:
-            manager: Any = GLOBAL_RUN_CONTEXT.runner.io_manager
+            runner: Any = GLOBAL_RUN_CONTEXT.runner
         except AttributeError:  # not inside trio.run
             return _PUBLIC
+        manager = runner.io_manager
         if type(manager) is not EpollIOManager:
             return _PUBLIC
         if shared and shared[0][0] is manager:
             return shared[0][1]
-        _lighten_instruments(GLOBAL_RUN_CONTEXT.runner)
-        wait = waiter_of(manager)
+        # A new loop: the fence again, as trio's functions may have been replaced since
+        # import (fingerprints are kept per object, so this reads no source twice).
+        wait = _PUBLIC if problems() else waiter_of(manager)
+        _lighten_instruments(runner)
         shared[:] = [(manager, wait)]
         return wait
 
@@ -209,12 +308,15 @@ class _HookTable(dict[str, dict[Any, None]]):
 def _lighten_instruments(runner: Any) -> None:
     """Give the loop's ``runner`` a :class:`_HookTable` for its ``Instruments`` (once: a
     table stays), holding the same hooks and instruments; ``trio.lowlevel.add_instrument``
-    and ``remove_instrument`` work on it as before."""
-    from trio._core._instrumentation import Instruments
-
+    and ``remove_instrument`` work on it as before. Only where the table's own fence holds,
+    for the class whose methods the table took over."""
     instruments = runner.instruments
-    if type(instruments) is Instruments:
+    if _taken_from and type(instruments) is _taken_from[0] and not hook_table_problems():
         runner.instruments = _HookTable(instruments.data)
+
+
+#: The ``Instruments`` class whose methods :class:`_HookTable` has (none: no table).
+_taken_from: list[type[Any]] = []
 
 
 def _take_over_instruments() -> None:
@@ -222,6 +324,7 @@ def _take_over_instruments() -> None:
 
     for name in _INSTRUMENTS_METHODS:
         setattr(_HookTable, name, getattr(Instruments, name))
+    _taken_from[:] = [Instruments]
 
 
 @types.coroutine
@@ -238,5 +341,6 @@ def _public_waiter() -> ReadableWait:
 #: call it inside the loop and keep it for that loop only.
 readable_waiter: Callable[[], ReadableWait] = _public_waiter
 if not problems():
-    _take_over_instruments()
     readable_waiter = _internal_waiter()
+    if not hook_table_problems():
+        _take_over_instruments()
