@@ -63,7 +63,8 @@ class ClientWriter:
         #: Counts a kind of client misbehaviour (``h2ws_abuse_total{kind}``).
         self._count_abuse = count_abuse
         self._log = log
-        self._in_flight = 0
+        #: Bytes the writer took from the session and is sending now (the reader reads it).
+        self.in_flight = 0
         self._outbound_ready = Wakeup()  # only the writer waits on it
         #: Inside an output batch (see ``begin_batch``), and whether it made output.
         self._batching = False
@@ -98,11 +99,11 @@ class ClientWriter:
                 # scheduler trip per answer when a request task queues head, data and end).
                 self._outbound_ready.discard()
                 data = session.take_outbound()
-                self._in_flight = len(data)
+                self.in_flight = len(data)
                 try:
                     sent = await self._send_with_progress(data)
                 finally:
-                    self._in_flight = 0
+                    self.in_flight = 0
                 if not sent:
                     # The client is gone or takes nothing: end the connection as if it had
                     # closed it (its tunnels end as aborted by the client).
@@ -186,7 +187,7 @@ class ClientWriter:
     def _send_inline(self) -> bool:
         """Send queued output now, without waiting; True if nothing is left for the writer."""
         client, outbound = self._client, self._session.outbound
-        if self._in_flight or self.reader_done:
+        if self.in_flight or self.reader_done:
             return not outbound  # the writer is mid-send (or done)
         if client.whole_writes and len(outbound) > SEND_SLICE:
             # A TLS write that has to wait must be repeated with at least the same bytes:
@@ -218,12 +219,12 @@ class ClientWriter:
     # ---- backpressure (the streams' ConnectionPort) ----
 
     def outbound_bytes(self) -> int:
-        return len(self._session.outbound) + self._in_flight
+        return len(self._session.outbound) + self.in_flight
 
     def backlogged(self) -> bool:
         """Producers should stop adding output until :meth:`call_when_drained` calls back."""
         # ``outbound_bytes`` inline: asked once per message by a polled tunnel.
-        return len(self._session.outbound) + self._in_flight > PRODUCER_HIGH_WATER
+        return len(self._session.outbound) + self.in_flight > PRODUCER_HIGH_WATER
 
     def call_when_drained(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` from the writer once output is below the producers' bound."""

@@ -195,8 +195,7 @@ class H2Frontend:
             from_outside = True  # unless the read ends here: then the client or we ended it
             try:
                 with self._read_scope:
-                    if not self._initial_data or self._receive(self._initial_data):
-                        await self._read_loop()
+                    await self._read_loop(self._initial_data)
                 from_outside = False
             finally:  # also when cancelled from outside: a request without a task ends here
                 self._writer.reader_done = True
@@ -219,40 +218,49 @@ class H2Frontend:
                     await linger_before_close(self._client, half_close=True)
             nursery.cancel_scope.cancel()
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self, data: bytes) -> None:
+        """Read and act on the client's bytes until the connection is over; ``data``: what
+        was read before (the sniffed preface), first. One call per read, the rest inline:
+        a tunnel's every message is a read (bench/README.md, "A tunnel's round trip")."""
+        writer, session, client = self._writer, self.session, self._client
+        feed = self._registry.fed_to_open_tunnel
         while True:
-            if self._writer.outbound_bytes() > READER_HIGH_WATER:  # no coroutine per read
-                await self._writer.wait_outbound_below(READER_HIGH_WATER)
+            if data:
+                writer.begin_batch()
+                try:
+                    if not self._calmed:
+                        # The DATA frames that open the read (usually all of it) straight
+                        # to their open tunnels: no events, no dispatch. The rest takes the
+                        # events.
+                        taken = session.receive_data_frames(data, feed)
+                        if taken:
+                            data = data[taken:]
+                    if data and not self._receive_events(data):
+                        return
+                finally:
+                    writer.end_batch()
+            # ``outbound_bytes`` inline (no call per read), and no coroutine unless it waits.
+            if len(session.outbound) + writer.in_flight > READER_HIGH_WATER:
+                await writer.wait_outbound_below(READER_HIGH_WATER)
             try:
-                data = await self._client.receive_some(_READ_SIZE)
+                read = await client.receive_some(_READ_SIZE)
             except STREAM_GONE:
                 return
-            if not data or not self._receive(data if type(data) is bytes else bytes(data)):
+            if not read:
                 return
+            data = read if type(read) is bytes else bytes(read)
 
-    def _receive(self, data: bytes) -> bool:
-        """Client bytes to the session, its events acted on; False once the connection is over."""
-        self._writer.begin_batch()
-        try:
-            if not self._calmed:
-                # The DATA frames that open the read (usually all of it) straight to their
-                # open tunnels: no events, no dispatch. The rest takes the events.
-                taken = self.session.receive_data_frames(data, self._registry.fed_to_open_tunnel)
-                if taken == len(data):
-                    return True
-                if taken:
-                    data = data[taken:]
-            events = self.session.receive(data)
-            for event in events:
-                if self._calmed:
-                    return False  # the connection is being closed: the rest is not ours
-                if type(event) is DataReceived:  # most events: no dispatch chain for them
-                    self._registry.on_data(event)
-                elif not self._handle_event(event):
-                    return False
-            return True
-        finally:
-            self._writer.end_batch()
+    def _receive_events(self, data: bytes) -> bool:
+        """Client bytes to the session, its events acted on (inside the read's output
+        batch); False once the connection is over."""
+        for event in self.session.receive(data):
+            if self._calmed:
+                return False  # the connection is being closed: the rest is not ours
+            if type(event) is DataReceived:  # most events: no dispatch chain for them
+                self._registry.on_data(event)
+            elif not self._handle_event(event):
+                return False
+        return True
 
     def _count_reset(self) -> None:
         """A stream cancelled by the client, refused, or reset as malformed: the budget.
