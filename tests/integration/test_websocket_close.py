@@ -1,8 +1,8 @@
 """The WebSocket Close as the proxy sees it, with real peers on loopback.
 
 * Each ``tunnel.closed`` line carries the close code each side sent: a client's Close 1000
-  (HTTP/2 and HTTP/1.1), a backend's Close 1011, none from a backend that vanished (then
-  the tunnel is not ``end=clean``).
+  (HTTP/2 and HTTP/1.1), a backend's Close 1011, none from a side that ended without one
+  (then the tunnel is not ``end=clean``: that side's abort, client or backend alike).
 * Bytes that are not WebSocket frames pass unchanged and are reported once per side.
 * The drain: 200 open tunnels (100 from Python ``websockets`` over HTTP/1.1, 100 from the
   Node HTTP/2 client) each get Close 1001 toward the client and a masked Close 1001 toward
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import socket
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -130,6 +131,46 @@ async def test_backend_gone_without_close_is_not_clean(
         line = await _tunnel_line(records)
     assert (line["close_code_client"], line["close_code_backend"]) == ("-", "-")
     assert line["end"] == "backend_aborted"
+
+
+async def test_h2_client_ending_without_close_is_not_clean(
+    start_proxy: StartProxy, ws_backend: WebSocketsBackend
+) -> None:
+    """END_STREAM with no Close frame before it: the backend's endpoint sees 1006, so the
+    tunnel is the client's abort, as a backend's end without Close is the backend's."""
+    port = ws_backend()
+    with capture_proxy_records() as records:
+        address = await start_proxy(make_config(("/", backend_url(port))))
+        async with open_h2_client(await _h2(address)) as client:
+            ws = await client.websocket("/")
+            await ws.send("hi")
+            assert await ws.receive() == "hi"
+            await client.end_stream(ws.state)  # no Close frame first
+            await client.finished(ws.state)
+        line = await _tunnel_line(records)
+    assert (line["close_code_client"], line["close_code_backend"]) == ("-", "-")
+    assert line["end"] == "client_aborted"
+
+
+def _h1_drop_without_close(url: str) -> None:
+    with ws_connect(url, compression=None, open_timeout=10) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "hi"
+        ws.socket.shutdown(socket.SHUT_WR)  # a FIN, no Close frame
+        with contextlib.suppress(ConnectionClosed):
+            ws.recv(timeout=10)
+
+
+async def test_h1_client_ending_without_close_is_not_clean(
+    start_proxy: StartProxy, ws_backend: WebSocketsBackend
+) -> None:
+    port = ws_backend()
+    with capture_proxy_records() as records:
+        address = await start_proxy(make_config(("/", backend_url(port))))
+        await trio.to_thread.run_sync(_h1_drop_without_close, f"ws://127.0.0.1:{address.port}/")
+        line = await _tunnel_line(records)
+    assert (line["close_code_client"], line["close_code_backend"]) == ("-", "-")
+    assert (line["front"], line["end"]) == ("h1", "client_aborted")
 
 
 async def test_bytes_that_are_not_frames_pass_and_are_reported_once(

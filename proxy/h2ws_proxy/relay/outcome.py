@@ -27,7 +27,8 @@ class RelayEnd(enum.Enum):
 
     #: Both sides ended their stream; nothing was reset.
     CLEAN = "clean"
-    #: The client reset its stream or its connection went away.
+    #: The client reset its stream or its connection went away, or ended its side of a
+    #: WebSocket without a Close frame (its backend then sees 1006, abnormal closure).
     CLIENT_ABORTED = "client_aborted"
     #: The backend reset or failed mid-tunnel, or ended its side of a WebSocket without a
     #: Close frame (its client then sees 1006, abnormal closure).

@@ -61,6 +61,7 @@ async def end_up(relay: Relay) -> None:
     except SideBroke:
         await backend_stopped_taking(relay)
         return
+    relay.client_ended()
     relay.half_closed()
 
 

@@ -11,9 +11,10 @@ Rules:
   where the task waits idle outside any scope (a polled tunnel), wakes it to stop.
 * A failure of one side ends the tunnel as that side's abort, unless it had ended already.
 * Each direction is a :class:`~h2ws_proxy.relay.legs.Leg` that sees its WebSocket frames;
-  how the tunnel ended is settled with them: a backend that ended its side first without a
-  Close frame aborted (its client sees 1006), a tunnel the drain closed with both sides'
-  Close frames seen was drained, and each side's close code goes into the stats.
+  how the tunnel ended is settled with them: a side that ended first without a Close frame
+  aborted (the other side's endpoint sees 1006: backend or client alike), a tunnel the
+  drain closed with both sides' Close frames seen was drained, and each side's close code
+  goes into the stats.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class Relay:
     drain_closed: bool = False
     #: The backend ended its side first, without having sent a Close frame.
     backend_vanished: bool = False
+    #: The client ended its side first, without having sent a Close frame.
+    client_vanished: bool = False
     #: The downward direction where it has no task (``PolledDownward``): it puts our Close
     #: toward the client itself; None: the closer sends it on the client stream.
     downward: ClosingDownward | None = None
@@ -163,6 +166,7 @@ class Relay:
             backend.end_now()
         except STREAM_GONE:
             return False
+        self.client_ended()
         self.half_closed()
         downward.wake_client_receiver = True
         return True
@@ -288,6 +292,12 @@ class Relay:
         if self.half_closed_since is None and down.close_code is None and down.lost is None:
             self.backend_vanished = True
 
+    def client_ended(self) -> None:
+        """The client's end came and went on to the backend (its bytes all delivered)."""
+        up = self.up
+        if self.half_closed_since is None and up.close_code is None and up.lost is None:
+            self.client_vanished = True
+
     def settle_end(self, *, cancelled: bool) -> None:
         """Once the tunnel has stopped (``cancelled``: by its scope's cancellation): how it
         ended, unless a failure said so.
@@ -313,6 +323,9 @@ class Relay:
         if self.backend_vanished:
             if stats.end is RelayEnd.CLEAN:
                 stats.end = RelayEnd.BACKEND_ABORTED
+        elif self.client_vanished:
+            if stats.end is RelayEnd.CLEAN:
+                stats.end = RelayEnd.CLIENT_ABORTED
         elif self.drain_closed:
             self.up.draining = self.down.draining = False  # a late closer sends nothing
             if self.closer is not None:

@@ -245,6 +245,7 @@ def _resume(relay: Relay) -> None:
         assert backend is not None
         try:
             backend.end_now()  # (``end_up``; a backend gone already has its end)
+            relay.client_ended()
             relay.half_closed()
         except STREAM_GONE:
             pass
