@@ -5,14 +5,17 @@ a request differing in any line, or arriving after a reload, is judged as itself
 from __future__ import annotations
 
 import functools
+import gc
+import tracemalloc
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from h2ws_proxy.config import load_config
 from h2ws_proxy.http.message import HttpRequest
-from h2ws_proxy.http1 import frontend
+from h2ws_proxy.http1 import frontend, request_memory
 from h2ws_proxy.relay.kept_start import LastRequest
 from h2ws_proxy.server.reload import Reloader
 from h2ws_proxy.server.serve import serve
@@ -142,3 +145,71 @@ async def test_a_repeated_request_follows_a_reload(tmp_path: Path) -> None:
         assert b.all_received.count(b"GET /a ") == 3
         await client.stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [b"x-%d: 1" % number for number in range(request_memory.MAX_LINES + 1)],
+        [b"x-%d: %s" % (number, b"v" * 1000) for number in range(9)],  # past MAX_BYTES
+    ],
+    ids=["many-lines", "many-bytes"],
+)
+async def test_a_request_too_large_to_remember_is_judged_each_time(
+    nursery: trio.Nursery,
+    start_proxy: StartProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    fields: list[bytes],
+) -> None:
+    """Equal GETs with more header lines than ``MAX_LINES``, or more bytes than
+    ``MAX_BYTES``: each translated and its backend request made anew (nothing of it kept
+    for the next), yet all answered."""
+    translated: list[bytes] = []
+    prepared: list[LastRequest] = []
+    translate, prepare = frontend.request_from_h1, LastRequest.prepare
+
+    def noted_translate(*args: object, **kwargs: object) -> HttpRequest:
+        made = translate(*args, **kwargs)  # type: ignore[arg-type]
+        translated.append(made.target)
+        return made
+
+    def noted_prepare(last: LastRequest, *args: object) -> bool:
+        prepared.append(last)
+        return prepare(last, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(frontend, "request_from_h1", noted_translate)
+    monkeypatch.setattr(LastRequest, "prepare", noted_prepare)
+    client = await open_client(start_proxy, nursery, answering(b"big"))
+    for _ in range(3):
+        assert (await get(client, *fields))[1] == b"big"
+    assert translated == [b"/a"] * 3
+    assert len(set(map(id, prepared))) == len(prepared)  # a memory of its own each time
+
+
+async def test_an_idle_connection_keeps_little_of_a_request_with_many_lines(
+    nursery: trio.Nursery, start_proxy: StartProxy
+) -> None:
+    """A head of ~60 KiB in 7,500 short lines (under the header limit), twice (the second
+    on the lean path): what the idle connection holds afterwards stays near what one parsed
+    request costs, not its translations and backend request as well (the request memory
+    keeps small requests only; the idle timeout may keep a connection for minutes)."""
+    lines = [b"f%d: v" % (number % 100) for number in range(7500)]
+    tracemalloc.start()
+    try:
+        client = await open_client(start_proxy, nursery, answering(b"ok"))
+        for _ in range(2):
+            assert (await get(client, *lines))[1] == b"ok"
+        idle = await _settled_memory()
+        await client.stream.aclose()
+        gone = await _settled_memory()
+    finally:
+        tracemalloc.stop()
+    # About 1.1 MB: the last parsed request (h11's), which the connection's loop still
+    # holds; remembering the request and its backend request as well made it 3.1 MB.
+    assert idle - gone < 1536 * 1024
+
+
+async def _settled_memory() -> int:
+    await trio.testing.wait_all_tasks_blocked()
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]

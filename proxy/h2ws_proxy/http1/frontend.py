@@ -294,7 +294,7 @@ class H1Frontend:
             self._own_poller,
             self._info.address,
             record,
-            self._memory.kept_start,
+            self._memory.lean_memory(),
         )
         if exchange is None:
             return None

@@ -17,6 +17,11 @@ Rules:
   afresh.
 * Only a request that was translated and routed is remembered (a refused one raised
   first); one entry per connection: bounded.
+* Only a small request (at most ``MAX_LINES`` header lines of ``MAX_BYTES`` in all) is
+  remembered, and only then does kept_start's memory keep it: what an idle connection
+  holds for a repeat must stay small beside what it holds anyway, for as long as the
+  idle timeout lets it wait. A larger one forgets the last (and its lean start gets a
+  memory of its own, dropped with it); clients repeat small requests.
 """
 
 from __future__ import annotations
@@ -31,11 +36,15 @@ from h2ws_proxy.relay.routing import Router
 #: A request's method, target, HTTP version and raw header lines, as h11 read them.
 RequestFields = tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]]]
 
+#: The largest request remembered: header lines, and bytes of target, names and values.
+MAX_LINES = 64
+MAX_BYTES = 8192
+
 
 class H1RequestMemory:
     """One client connection's last routed request (see the module rules)."""
 
-    __slots__ = ("_asked", "_fields", "_routed", "_router", "kept_start")
+    __slots__ = ("_asked", "_fields", "_routed", "_router", "kept_start", "remembering")
 
     def __init__(self) -> None:
         self._fields: RequestFields | None = None
@@ -44,19 +53,43 @@ class H1RequestMemory:
         self._asked: RequestFields | None = None
         #: kept_start's memory of this connection's last lean request.
         self.kept_start = LastRequest()
+        #: The request last asked of :meth:`recall` is small enough to be remembered.
+        self.remembering = True
 
     def recall(
         self, request: h11.Request, router: Router
     ) -> tuple[HttpRequest, RouteConfig] | None:
         """The translated request and route of the last request if ``request`` equals it and
         ``router`` routed it; None: translate and route it, then :meth:`remember` them."""
-        fields = (request.method, request.target, request.http_version, request.headers.raw_items())
+        lines = request.headers.raw_items()
+        target = request.target
+        if len(lines) > MAX_LINES or (
+            len(target) + sum([len(name) + len(value) for name, value in lines]) > MAX_BYTES
+        ):
+            self.forget()
+            return None
+        fields = (request.method, target, request.http_version, lines)
         if self._routed is not None and router is self._router and fields == self._fields:
             return self._routed
         self._asked = fields
+        self.remembering = True
         return None
+
+    def lean_memory(self) -> LastRequest:
+        """kept_start's memory for the request last asked of :meth:`recall`: the
+        connection's, or, for a request too large to remember, one of its own."""
+        return self.kept_start if self.remembering else LastRequest()
+
+    def forget(self) -> None:
+        """Nothing remembered (a request too large to be: see the module rules)."""
+        self._fields = self._asked = None
+        self._router = self._routed = None
+        self.kept_start = LastRequest()
+        self.remembering = False
 
     def remember(self, router: Router, http_request: HttpRequest, route: RouteConfig) -> None:
         """The request last asked of :meth:`recall`, as translated and routed by ``router``."""
+        if not self.remembering:
+            return
         self._fields, self._router = self._asked, router
         self._routed = http_request, route
