@@ -21,20 +21,9 @@ from tests.helpers.h2_client import open_h2_client
 from tests.helpers.reload import ConfigFile, post_reload
 from tests.helpers.scripted_http import fetch, scripted
 from tests.helpers.setup import make_config
+from tests.integration.test_h1_repeated_requests import answering
 
 pytestmark = pytest.mark.socket
-
-
-def answering(body: bytes) -> ScriptedBackend:
-    """A backend answering every request with ``body``."""
-
-    async def answer(connection: BackendConnection, _head: bytes, _number: int) -> bool:
-        await connection.stream.send_all(
-            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        return True
-
-    return ScriptedBackend(scripted(answer))
 
 
 async def test_a_repeated_lean_get_follows_a_reload(
