@@ -133,6 +133,9 @@ class H1Frontend:
             if not await self._serve_http(request):
                 return
             self._conn.start_next_cycle()
+            # The answered request's objects go now, not when the next one comes: an idle
+            # keep-alive connection may wait for minutes (a head may be 64 KiB of lines).
+            del event, request
 
     async def _wait_for_next_request(self) -> bool:
         """Between requests: wait for the next one's first bytes, or the end.
