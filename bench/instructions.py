@@ -14,6 +14,7 @@ total after 1 + K runs, and divided by K x units. Two runs of the same tree agre
     .venv/bin/python bench/instructions.py                          # tunnels, ~2 minutes
     .venv/bin/python bench/instructions.py --scenario get           # sequential GETs (h2load)
     .venv/bin/python bench/instructions.py --scenario get16         # 4 x 16 GETs in flight
+    .venv/bin/python bench/instructions.py --scenario get-h1        # sequential GETs, HTTP/1.1
     .venv/bin/python bench/instructions.py --scenario pingpong      # one tunnel, 64 B messages
     .venv/bin/python bench/instructions.py --scenario echo64        # 64 tunnels on 2 conns, 64 B
     .venv/bin/python bench/instructions.py --scenario bulk          # one tunnel, 64 KiB x 8
@@ -148,6 +149,10 @@ SCENARIOS = {
         "message",
     ),
     "get": Scenario("get", "h2load", ("-n", "500", "-c", "1", "-m", "1"), 500, "request"),
+    # The same over HTTP/1.1 keep-alive (the HTTP/1.1 front end's lean path).
+    "get-h1": Scenario(
+        "get-h1", "h2load", ("--h1", "-n", "500", "-c", "1", "-m", "1"), 500, "request"
+    ),
     # As bench/compare.py drives GETs: 4 connections with 16 requests in flight on each.
     "get16": Scenario("get16", "h2load", ("-n", "2000", "-c", "4", "-m", "16"), 2000, "request"),
     "pingpong": Scenario(
