@@ -3,6 +3,7 @@ server's ``POST /reload``, and TLS connections that tell which certificate they 
 
 from __future__ import annotations
 
+import functools
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,9 @@ import trustme
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from h2ws_proxy.config import SocketAddress
+from h2ws_proxy.config import SocketAddress, load_config
+from h2ws_proxy.server.reload import Reloader
+from h2ws_proxy.server.serve import BoundAddresses, serve
 
 
 @dataclass
@@ -43,6 +46,15 @@ class ConfigFile:
             parts.append(f'[admin]\nbind = "{self.admin}"\n')
         parts.append(f"[limits]\n{self.limits}")
         self.path.write_text("\n".join(parts))
+
+
+async def serve_reloadable(nursery: trio.Nursery, file: ConfigFile) -> BoundAddresses:
+    """Write ``file`` and serve it in-process, with a reloader that reads it again."""
+    file.write()
+    reloader = Reloader(functools.partial(load_config, file.path))
+    started = functools.partial(serve, load_config(file.path), reloader=reloader)
+    bound: BoundAddresses = await nursery.start(started)
+    return bound
 
 
 def issue_certificate(ca: trustme.CA, directory: Path, common_name: str) -> tuple[Path, Path]:

@@ -4,7 +4,6 @@ a request differing in any line, or arriving after a reload, is judged as itself
 
 from __future__ import annotations
 
-import functools
 import gc
 import tracemalloc
 from pathlib import Path
@@ -13,15 +12,12 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.config import load_config
 from h2ws_proxy.http.message import HttpRequest
 from h2ws_proxy.http1 import frontend, request_memory
 from h2ws_proxy.relay.kept_start import LastRequest
-from h2ws_proxy.server.reload import Reloader
-from h2ws_proxy.server.serve import serve
 from tests.conftest import StartProxy
 from tests.helpers.backends import BackendConnection, ScriptedBackend
-from tests.helpers.reload import ConfigFile, post_reload
+from tests.helpers.reload import ConfigFile, post_reload, serve_reloadable
 from tests.helpers.scripted_http import scripted
 from tests.helpers.setup import backend_url, make_config
 from tests.integration.test_h1_lean_endings import RawClient, request
@@ -126,11 +122,7 @@ async def test_a_repeated_request_follows_a_reload(tmp_path: Path) -> None:
         await nursery.start(a.run)
         await nursery.start(b.run)
         file = ConfigFile(tmp_path / "proxy.toml", routes=[("/", a.url)])
-        file.write()
-        reloader = Reloader(functools.partial(load_config, file.path))
-        bound = await nursery.start(
-            functools.partial(serve, load_config(file.path), reloader=reloader)
-        )
+        bound = await serve_reloadable(nursery, file)
         address = bound.listeners[0]
         client = RawClient(await trio.open_tcp_stream(address.host, address.port))
         for _ in range(3):

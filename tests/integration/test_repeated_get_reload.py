@@ -5,20 +5,17 @@ connection's stray bytes for an answer."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
 import trio
 
-from h2ws_proxy.config import load_config
 from h2ws_proxy.http2 import lean_requests
 from h2ws_proxy.relay.kept_start import KeptStart
-from h2ws_proxy.server.reload import Reloader
 from h2ws_proxy.server.serve import serve
 from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import open_h2_client
-from tests.helpers.reload import ConfigFile, post_reload
+from tests.helpers.reload import ConfigFile, post_reload, serve_reloadable
 from tests.helpers.scripted_http import fetch, scripted
 from tests.helpers.setup import make_config
 from tests.integration.test_h1_repeated_requests import answering
@@ -45,11 +42,7 @@ async def test_a_repeated_lean_get_follows_a_reload(
         await nursery.start(a.run)
         await nursery.start(b.run)
         file = ConfigFile(tmp_path / "proxy.toml", routes=[("/", a.url)])
-        file.write()
-        reloader = Reloader(functools.partial(load_config, file.path))
-        bound = await nursery.start(
-            functools.partial(serve, load_config(file.path), reloader=reloader)
-        )
+        bound = await serve_reloadable(nursery, file)
         address = bound.listeners[0]
         stream = await trio.open_tcp_stream(address.host, address.port)
         async with open_h2_client(stream) as client:
