@@ -140,7 +140,7 @@ class BackendPool:
         return None
 
     def take_idle_now(
-        self, address: BackendAddress, poller: BackendPoller
+        self, address: BackendAddress, poller: BackendPoller, now: float | None = None
     ) -> BackendConnection | None:
         """:meth:`take_idle` for a request run without a task on ``poller``'s client
         connection: a connection whose socket a poller can drive, or None. Stale ones met
@@ -151,9 +151,15 @@ class BackendPool:
         registers itself for the descriptor (which keeps its place in the set), or gives the
         connection back with :meth:`release_now` and the same poller, or unregisters the
         descriptor before closing it.
+
+        ``now``: the caller's reading of the clock, taken at most one client read's
+        processing ago (``http2/lean_requests.py``), else one is taken here. A reading that
+        old can only take a connection that much past ``backend_keepalive_s``, a limit set
+        well below the backends' own keep-alive for that reason (see the module).
         """
-        timers = poller.timers  # the clock the timers read: one call, not trio's three layers
-        now = timers.now() if timers is not None else trio.current_time()
+        if now is None:
+            timers = poller.timers  # the clock the timers read: one call, not trio's three
+            now = timers.now() if timers is not None else trio.current_time()
         keepalive = self._limits.backend_keepalive_s
         while (connection := self._idle.best_for(address, poller)) is not None:
             pollable = connection.socket

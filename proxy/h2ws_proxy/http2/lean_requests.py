@@ -7,6 +7,14 @@ connection in the pool whose socket the poller can drive, a request head the ker
 whole) and starts a :class:`~h2ws_proxy.http2.polled_request.PolledRequest` then. Anything
 else runs on a task as before: the lean path is an optimisation of the common case, never a
 different behaviour.
+
+The clock is read once per client read, not per request (a read brings up to a window's
+worth of HEADERS): the first lean start of a read takes the reading (``read_time``), which
+the frontend clears as it acts on each read's events; that read's other starts use it for
+the pool's keep-alive test and their idle timer. So a request's idle timeout counts from
+the moment its read began to be acted on (its bytes had arrived by then), which is at most
+that read's processing earlier than its own start: the deadline still fires only after the
+timeout passed since the request's bytes moved.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from h2ws_proxy.relay.exchange_contract import ExchangeResult
 from h2ws_proxy.relay.kept_start import LastRequest, start_on_kept_connection
 from h2ws_proxy.relay.record import RelayRecord
 from h2ws_proxy.transport.poller import BackendPoller
+from h2ws_proxy.transport.timers import ConnectionTimers
 
 _NO_BODY = BodyFraming.NONE
 
@@ -60,6 +69,10 @@ class LeanRequests:
         self._last = LastRequest()
         #: The connection's poller once it was made with its timers (it stays the same).
         self._timed: BackendPoller | None = None
+        self._timers: ConnectionTimers | None = None
+        #: The timers' clock as read by the current client read's first lean start; below
+        #: zero: not read yet in this read (the frontend sets it so per read).
+        self.read_time = -1.0
         #: ``_timed_poller`` bound once (not a new bound method per request).
         self._timed_poller_of = self._timed_poller
 
@@ -70,7 +83,7 @@ class LeanRequests:
             poller = self._poller()
             if poller is None or poller.timers is None:
                 return None
-            self._timed = poller
+            self._timed, self._timers = poller, poller.timers
         return poller
 
     def try_start(self, stream: H2Stream, request: HttpRequest, route: RouteConfig) -> bool:
@@ -80,14 +93,32 @@ class LeanRequests:
             return False
         server = self.server
         info = self.info
-        start = start_on_kept_connection(
-            server, route, request, info.address, self._timed_poller_of, self._last
-        )
+        timers = self._timers
+        if timers is not None:
+            now = self.read_time
+            if now < 0.0:
+                now = self.read_time = timers.now()
+            start = start_on_kept_connection(
+                server,
+                route,
+                request,
+                info.address,
+                self._timed_poller_of,
+                self._last,
+                self._timed,
+                now,
+            )
+        else:  # the connection's first: its poller and timers are made once there is work
+            start = start_on_kept_connection(
+                server, route, request, info.address, self._timed_poller_of, self._last
+            )
+            if start is None:
+                return False
+            timers = self._timers
+            assert timers is not None  # (``_timed_poller`` gave the poller)
+            now = self.read_time = timers.now()
         if start is None:
             return False
-        poller = start[5]
-        timers = poller.timers
-        assert timers is not None  # (``_timed_poller``)
         limits = server.config.limits
         wire = H1BackendWire(start[4], max_head_bytes=limits.max_header_list_bytes)
         record = RelayRecord.begin(
@@ -103,6 +134,15 @@ class LeanRequests:
         )
         record.backend = start[1].label
         PolledRequest(
-            self, stream, request, route, start, wire, record, timers, limits.http_idle_timeout_s
+            self,
+            stream,
+            request,
+            route,
+            start,
+            wire,
+            record,
+            timers,
+            limits.http_idle_timeout_s,
+            now,
         )
         return True
