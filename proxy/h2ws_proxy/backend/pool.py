@@ -161,22 +161,31 @@ class BackendPool:
             timers = poller.timers  # the clock the timers read: one call, not trio's three
             now = timers.now() if timers is not None else trio.current_time()
         keepalive = self._limits.backend_keepalive_s
-        while (connection := self._idle.best_for(address, poller)) is not None:
-            pollable = connection.socket
-            if pollable is None:
-                return None
+        idle = self._idle
+        while True:
             # ``_still_good``, with the socket's own check (it is one of ours), and
             # ``_detach``, inline: this runs per lean request.
+            connection = idle.take_parked(address, poller)  # the usual one, taken at once
+            if connection is not None:
+                parked_in: BackendPoller | None = poller
+                pollable = connection.socket  # (only a pollable socket is ever parked)
+                assert pollable is not None
+            else:
+                connection = idle.best_for(address, poller)
+                if connection is None:
+                    return None
+                pollable = connection.socket
+                if pollable is None:
+                    return None  # (it stays for ``take_idle``)
+                parked_in = connection.parked_in
+                idle.remove(connection)
             good = now - connection.idle_since < keepalive and pollable.is_quiet()
-            parked_in = connection.parked_in
-            self._idle.remove(connection)
             if parked_in is not None and (parked_in is not poller or not good):
                 parked_in.unregister(pollable.fileno())
             if good:
                 connection.reused = True
                 return connection
             pollable.close_now()
-        return None
 
     def _still_good(self, connection: BackendConnection, now: float) -> bool:
         """Young enough and quiet (see the module rules): then marked reused."""

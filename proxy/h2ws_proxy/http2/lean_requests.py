@@ -28,7 +28,7 @@ from h2ws_proxy.http.message import BodyFraming, HttpRequest
 from h2ws_proxy.http2.polled_request import PolledRequest
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream import H2Stream
-from h2ws_proxy.relay.context import ClientInfo, ServerContext
+from h2ws_proxy.relay.context import ClientInfo, Generation, ServerContext
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
 from h2ws_proxy.relay.kept_start import LastRequest, start_on_kept_connection
 from h2ws_proxy.relay.record import RelayRecord
@@ -86,13 +86,22 @@ class LeanRequests:
             self._timed, self._timers = poller, poller.timers
         return poller
 
-    def try_start(self, stream: H2Stream, request: HttpRequest, route: RouteConfig) -> bool:
+    def try_start(
+        self,
+        stream: H2Stream,
+        request: HttpRequest,
+        route: RouteConfig,
+        generation: Generation | None = None,
+    ) -> bool:
         """Run ``request`` (already routed, its stream ended by the client) without a task
-        if nothing would wait; False: the caller runs it on a task."""
+        if nothing would wait; False: the caller runs it on a task. ``generation``: the
+        server's current one, if the caller read it already."""
         if request.framing is not _NO_BODY:
             return False
         server = self.server
         info = self.info
+        if generation is None:
+            generation = server.current
         timers = self._timers
         if timers is not None:
             now = self.read_time
@@ -107,6 +116,7 @@ class LeanRequests:
                 self._last,
                 self._timed,
                 now,
+                generation.balancers,
             )
         else:  # the connection's first: its poller and timers are made once there is work
             start = start_on_kept_connection(
@@ -119,7 +129,7 @@ class LeanRequests:
             now = self.read_time = timers.now()
         if start is None:
             return False
-        limits = server.config.limits
+        limits = generation.config.limits
         wire = H1BackendWire(start[4], max_head_bytes=limits.max_header_list_bytes)
         record = RelayRecord.begin(
             "h2",

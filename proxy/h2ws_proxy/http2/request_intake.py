@@ -126,7 +126,8 @@ class RequestIntake:
                 self._count_reset()
             return
         ended = event.end_stream
-        router = self._server.router
+        generation = self._server.current  # (one read for the router and the lean start)
+        router = generation.router
         accepted = self._accepted
         if (
             accepted is not None
@@ -153,7 +154,7 @@ class RequestIntake:
             stream.declared_length = request.content_length
         self._streams[stream_id] = stream
         life.stream_opened()
-        if not (ended and self._lean.try_start(stream, request, route)):
+        if not (ended and self._lean.try_start(stream, request, route, generation)):
             self._run_on_task(stream, request, route, False)
 
     def _judge(

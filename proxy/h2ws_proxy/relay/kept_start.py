@@ -88,14 +88,17 @@ def start_on_kept_connection(
     last: LastRequest | None = None,
     poller: BackendPoller | None = None,
     now: float | None = None,
+    balancers: Balancers | None = None,
 ) -> KeptStart | None:
     """Write bodiless ``request``'s head to a kept connection if nothing would wait (see the
     module); None: nothing was done. ``poller_of`` gives the client connection's poller
     (made at its first call, once an idle connection is there to take; None or OSError:
     none to be had), unless the caller has it already: ``poller``. ``last``: the client
     connection's memory of its last request. ``now``: the clock's reading for the pool's
-    keep-alive test (see :meth:`BackendPool.take_idle_now`), if the caller has one."""
-    balancers = server.balancers
+    keep-alive test (see :meth:`BackendPool.take_idle_now`), if the caller has one.
+    ``balancers``: the server's current ones, if the caller read them already."""
+    if balancers is None:
+        balancers = server.balancers
     if last is None:
         last = LastRequest()
     if (
