@@ -34,6 +34,7 @@ expired ones; the server runs it in the background.
 from __future__ import annotations
 
 import math
+import select
 from dataclasses import dataclass, field
 
 import trio
@@ -65,6 +66,9 @@ class BackendConnection:
     #: ``stream`` as a socket a poller can drive, or None (``as_pollable``, asked once: a
     #: lean request's take and write need it).
     socket: PollableSocket | None = field(init=False, default=None)
+    #: A ``poll`` set holding ``socket`` alone, made at its first take and kept while the
+    #: connection lives: a take's quiet check is then one ``poll(0)`` (``take_idle_now``).
+    quiet_poll: select.poll | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.socket = as_pollable(self.stream)
@@ -179,7 +183,13 @@ class BackendPool:
                     return None  # (it stays for ``take_idle``)
                 parked_in = connection.parked_in
                 idle.remove(connection)
-            good = now - connection.idle_since < keepalive and pollable.is_quiet()
+            good = now - connection.idle_since < keepalive
+            if good:  # ``pollable.is_quiet()``, without a register and unregister per take
+                quiet_poll = connection.quiet_poll
+                if quiet_poll is None:
+                    quiet_poll = connection.quiet_poll = select.poll()
+                    quiet_poll.register(pollable.fileno(), select.POLLIN)
+                good = not quiet_poll.poll(0)
             if parked_in is not None and (parked_in is not poller or not good):
                 parked_in.unregister(pollable.fileno())
             if good:
