@@ -27,6 +27,7 @@ from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.http.message import HttpRequest
 from h2ws_proxy.http2.lean_requests import LeanRequests
 from h2ws_proxy.http2.stream import H2Stream
+from h2ws_proxy.relay.context import Generation
 from tests.conftest import StartProxy
 from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import H2TestClient, StreamState, open_h2_client
@@ -85,9 +86,13 @@ async def test_bytes_arriving_within_a_read_are_not_read_as_a_later_takes_answer
     original = LeanRequests.try_start
 
     def try_start(
-        self: LeanRequests, stream: H2Stream, request: HttpRequest, route: RouteConfig
+        self: LeanRequests,
+        stream: H2Stream,
+        request: HttpRequest,
+        route: RouteConfig,
+        generation: Generation | None = None,
     ) -> bool:
-        started = original(self, stream, request, route)
+        started = original(self, stream, request, route, generation)
         pools.append(self.server.pool)
         if started and armed[0] and not injected:
             # The read's first request went out: the backend now speaks on the other

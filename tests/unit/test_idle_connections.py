@@ -55,6 +55,41 @@ def test_a_request_takes_its_own_pollers_newest_then_one_parked_nowhere_then_any
     assert len(idle) == 1
 
 
+def test_take_parked_takes_what_best_for_gives_first_and_only_that() -> None:
+    """``take_parked`` is ``best_for`` then ``remove`` for a connection parked in the
+    caller's poller (the newest to that address), and takes nothing else: not one of
+    another address parked there, not one parked nowhere or in another poller."""
+    mine, theirs = BackendPoller(), BackendPoller()
+    idle: IdleConnections[Idle] = IdleConnections()
+    nowhere, old_mine, new_mine, other_address, elsewhere = (
+        Idle(ADDRESS),
+        Idle(ADDRESS),
+        Idle(ADDRESS),
+        Idle(OTHER),
+        Idle(ADDRESS),
+    )
+    kept(idle, nowhere, old_mine, new_mine, other_address, elsewhere)
+    idle.mark_parked(old_mine, mine)
+    idle.mark_parked(new_mine, mine)
+    idle.mark_parked(other_address, mine)
+    idle.mark_parked(elsewhere, theirs)
+    equal = BackendAddress(scheme="http", host="127.0.0.1", port=1)  # equal, not the same
+
+    assert idle.best_for(ADDRESS, mine) is new_mine
+    assert idle.take_parked(ADDRESS, mine) is new_mine
+    assert new_mine.parked_in is None
+    assert not idle.remove(new_mine)  # gone from its address's group too
+    assert idle.take_parked(equal, mine) is old_mine
+    assert idle.take_parked(ADDRESS, mine) is None  # other_address stays parked there
+    assert other_address.parked_in is mine
+    assert idle.best_for(ADDRESS, mine) is nowhere
+    assert len(idle) == 3
+    assert idle.take_parked(OTHER, mine) is other_address
+    assert idle.take_parked(OTHER, mine) is None  # (``mine``'s group went when it emptied)
+    assert idle.take_parked(ADDRESS, theirs) is elsewhere
+    assert [idle.best_for(ADDRESS, mine), len(idle)] == [nowhere, 1]
+
+
 def test_the_oldest_expire_first_and_the_bound_holds_per_address() -> None:
     idle: IdleConnections[Idle] = IdleConnections()
     first, second, third = Idle(ADDRESS), Idle(ADDRESS), Idle(ADDRESS)

@@ -159,6 +159,28 @@ class IdleConnections(Generic[BackendConnection]):
                 break
         return next(reversed(group))
 
+    def take_parked(
+        self, address: BackendAddress, poller: BackendPoller
+    ) -> BackendConnection | None:
+        """The connection :meth:`best_for` gives first, the newest to ``address`` parked in
+        ``poller``, removed as by :meth:`remove`; None: none is parked there (then ask
+        :meth:`best_for`). One call and one look-up of ``poller``'s group per take of the
+        common connection, where :meth:`best_for` then :meth:`remove` make two of each."""
+        parked = self._by_poller.get(poller)
+        if parked:
+            for connection in reversed(parked):
+                own = connection.address
+                if own is address or own == address:
+                    del parked[connection]
+                    if not parked:
+                        del self._by_poller[poller]
+                    connection.parked_in = None
+                    group = self._last_group if own is self._last_address else self._group(own)
+                    assert group is not None  # (an idle connection is in its address's group)
+                    del group[connection]
+                    return connection
+        return None
+
     def expired(self, now: float, keepalive: float) -> tuple[list[BackendConnection], float]:
         """The connections idle for ``keepalive`` seconds or more (left in place), and when
         the next of the others expires (``inf``: none); empty groups are dropped."""

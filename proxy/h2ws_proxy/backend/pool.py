@@ -34,6 +34,7 @@ expired ones; the server runs it in the background.
 from __future__ import annotations
 
 import math
+import select
 from dataclasses import dataclass, field
 
 import trio
@@ -65,6 +66,9 @@ class BackendConnection:
     #: ``stream`` as a socket a poller can drive, or None (``as_pollable``, asked once: a
     #: lean request's take and write need it).
     socket: PollableSocket | None = field(init=False, default=None)
+    #: A ``poll`` set holding ``socket`` alone, made at its first take and kept while the
+    #: connection lives: a take's quiet check is then one ``poll(0)`` (``take_idle_now``).
+    quiet_poll: select.poll | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.socket = as_pollable(self.stream)
@@ -140,7 +144,7 @@ class BackendPool:
         return None
 
     def take_idle_now(
-        self, address: BackendAddress, poller: BackendPoller
+        self, address: BackendAddress, poller: BackendPoller, now: float | None = None
     ) -> BackendConnection | None:
         """:meth:`take_idle` for a request run without a task on ``poller``'s client
         connection: a connection whose socket a poller can drive, or None. Stale ones met
@@ -151,26 +155,47 @@ class BackendPool:
         registers itself for the descriptor (which keeps its place in the set), or gives the
         connection back with :meth:`release_now` and the same poller, or unregisters the
         descriptor before closing it.
+
+        ``now``: the caller's reading of the clock, taken at most one client read's
+        processing ago (``http2/lean_requests.py``), else one is taken here. A reading that
+        old can only take a connection that much past ``backend_keepalive_s``, a limit set
+        well below the backends' own keep-alive for that reason (see the module).
         """
-        timers = poller.timers  # the clock the timers read: one call, not trio's three layers
-        now = timers.now() if timers is not None else trio.current_time()
+        if now is None:
+            timers = poller.timers  # the clock the timers read: one call, not trio's three
+            now = timers.now() if timers is not None else trio.current_time()
         keepalive = self._limits.backend_keepalive_s
-        while (connection := self._idle.best_for(address, poller)) is not None:
-            pollable = connection.socket
-            if pollable is None:
-                return None
+        idle = self._idle
+        while True:
             # ``_still_good``, with the socket's own check (it is one of ours), and
             # ``_detach``, inline: this runs per lean request.
-            good = now - connection.idle_since < keepalive and pollable.is_quiet()
-            parked_in = connection.parked_in
-            self._idle.remove(connection)
+            connection = idle.take_parked(address, poller)  # the usual one, taken at once
+            if connection is not None:
+                parked_in: BackendPoller | None = poller
+                pollable = connection.socket  # (only a pollable socket is ever parked)
+                assert pollable is not None
+            else:
+                connection = idle.best_for(address, poller)
+                if connection is None:
+                    return None
+                pollable = connection.socket
+                if pollable is None:
+                    return None  # (it stays for ``take_idle``)
+                parked_in = connection.parked_in
+                idle.remove(connection)
+            good = now - connection.idle_since < keepalive
+            if good:  # ``pollable.is_quiet()``, without a register and unregister per take
+                quiet_poll = connection.quiet_poll
+                if quiet_poll is None:
+                    quiet_poll = connection.quiet_poll = select.poll()
+                    quiet_poll.register(pollable.fileno(), select.POLLIN)
+                good = not quiet_poll.poll(0)
             if parked_in is not None and (parked_in is not poller or not good):
                 parked_in.unregister(pollable.fileno())
             if good:
                 connection.reused = True
                 return connection
             pollable.close_now()
-        return None
 
     def _still_good(self, connection: BackendConnection, now: float) -> bool:
         """Young enough and quiet (see the module rules): then marked reused."""

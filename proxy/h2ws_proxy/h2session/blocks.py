@@ -96,8 +96,13 @@ class HeaderBlocks(SessionCore):
         headers, size = self._codec.decode(block)
         ended = flags & f.END_STREAM != 0
         streams = self._streams
-        stream = streams.get(stream_id)
-        if stream is not None:
+        # A client's odd id above every id it used is idle: this HEADERS opens it (§5.1.1).
+        # (Such an id is in no table: a server's table holds only the client's streams.)
+        if not (self._server and stream_id & 1 and stream_id > self._highest_peer_id):
+            stream = streams.get(stream_id)
+            if stream is None:
+                self._headers_on_unknown_stream(stream_id)
+                return
             if not stream.receiving:
                 raise StreamFault(stream_id, ErrorCode.STREAM_CLOSED)
             if self._block_error is not None:
@@ -107,10 +112,6 @@ class HeaderBlocks(SessionCore):
             self._on_head(stream, headers, ended, events)
             if ended:
                 self._remote_ended(stream)
-            return
-        # A client's odd id above every id it used is idle: this HEADERS opens it (§5.1.1).
-        if not (self._server and stream_id & 1 and stream_id > self._highest_peer_id):
-            self._headers_on_unknown_stream(stream_id)
             return
         self._highest_peer_id = stream_id
         last = self._goaway_sent_last_id  # (``_ignored_after_goaway``, for a client's id)
@@ -122,11 +123,8 @@ class HeaderBlocks(SessionCore):
             self._closed_streams.add(stream_id, ClosedBy.LOCAL_RESET)
             raise self._block_error or StreamFault(stream_id, ErrorCode.REFUSED_STREAM)
         stream = streams[stream_id] = Stream(
-            stream_id,
-            local=False,
-            send_window=self.peer_settings.initial_window_size,
-            recv_window=self._stream_recv_initial,
-        )
+            stream_id, False, self.peer_settings.initial_window_size, self._stream_recv_initial
+        )  # (local=False, send_window, recv_window: positional, see Stream)
         stream.final_head_received = True
         if ended:
             stream.receiving = False  # (``_remote_ended``: we have sent nothing yet)

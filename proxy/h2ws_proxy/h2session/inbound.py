@@ -220,7 +220,19 @@ class Receiver(HeaderBlocks):
                         self._remote_ended(stream)
                     continue
             try:
-                self._receive_frame(kind, flags, stream_id, payload, events)
+                if (
+                    kind == _HEADERS
+                    and flags & _WHOLE_PLAIN_BLOCK == _END_HEADERS
+                    and stream_id
+                    and not self._block_stream
+                    and not self._settings_expected
+                ):
+                    # A client's usual HEADERS, its fragment the whole block: ``check_length``
+                    # and ``_on_headers`` would find nothing to check or strip.
+                    self._block_error = None
+                    self._end_block(stream_id, flags, payload, events)
+                else:
+                    self._receive_frame(kind, flags, stream_id, payload, events)
             except StreamFault as error:
                 if self._is_idle(error.stream_id):  # §6.4: no RST_STREAM on an idle stream
                     raise ConnectionFault(error.code, "stream error on an idle stream") from None
@@ -237,18 +249,7 @@ class Receiver(HeaderBlocks):
     def _receive_frame(
         self, kind: int, flags: int, stream_id: int, payload: bytes, events: list[Event]
     ) -> None:
-        if (
-            kind == _HEADERS
-            and flags & _WHOLE_PLAIN_BLOCK == _END_HEADERS
-            and stream_id
-            and not self._block_stream
-            and not self._settings_expected
-        ):
-            # A client's usual HEADERS, its fragment the whole block: ``check_length`` and
-            # ``_on_headers`` would find nothing to check or strip.
-            self._block_error = None
-            self._end_block(stream_id, flags, payload, events)
-            return
+        # (A whole plain HEADERS block never comes here: ``_receive_frames`` takes it.)
         if self._settings_expected:
             if kind != f.SETTINGS or flags & f.ACK:
                 raise ConnectionFault(ErrorCode.PROTOCOL_ERROR, "first frame is not SETTINGS")

@@ -253,11 +253,14 @@ class H2Frontend:
     def _receive_events(self, data: bytes) -> bool:
         """Client bytes to the session, its events acted on (inside the read's output
         batch); False once the connection is over."""
+        self._lean.read_time = -1.0  # a new read: its requests' clock is read anew
         for event in self.session.receive(data):
             if self._calmed:
                 return False  # the connection is being closed: the rest is not ours
             if type(event) is DataReceived:  # most events: no dispatch chain for them
                 self._registry.on_data(event)
+            elif type(event) is RequestReceived:  # and the next most
+                self._intake.on_request(event)
             elif not self._handle_event(event):
                 return False
         return True

@@ -7,6 +7,14 @@ connection in the pool whose socket the poller can drive, a request head the ker
 whole) and starts a :class:`~h2ws_proxy.http2.polled_request.PolledRequest` then. Anything
 else runs on a task as before: the lean path is an optimisation of the common case, never a
 different behaviour.
+
+The clock is read once per client read, not per request (a read brings up to a window's
+worth of HEADERS): the first lean start of a read takes the reading (``read_time``), which
+the frontend clears as it acts on each read's events; that read's other starts use it for
+the pool's keep-alive test and their idle timer. So a request's idle timeout counts from
+the moment its read began to be acted on (its bytes had arrived by then), which is at most
+that read's processing earlier than its own start: the deadline still fires only after the
+timeout passed since the request's bytes moved.
 """
 
 from __future__ import annotations
@@ -20,11 +28,12 @@ from h2ws_proxy.http.message import BodyFraming, HttpRequest
 from h2ws_proxy.http2.polled_request import PolledRequest
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream import H2Stream
-from h2ws_proxy.relay.context import ClientInfo, ServerContext
+from h2ws_proxy.relay.context import ClientInfo, Generation, ServerContext
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
 from h2ws_proxy.relay.kept_start import LastRequest, start_on_kept_connection
 from h2ws_proxy.relay.record import RelayRecord
 from h2ws_proxy.transport.poller import BackendPoller
+from h2ws_proxy.transport.timers import ConnectionTimers
 
 _NO_BODY = BodyFraming.NONE
 
@@ -60,6 +69,10 @@ class LeanRequests:
         self._last = LastRequest()
         #: The connection's poller once it was made with its timers (it stays the same).
         self._timed: BackendPoller | None = None
+        self._timers: ConnectionTimers | None = None
+        #: The timers' clock as read by the current client read's first lean start; below
+        #: zero: not read yet in this read (the frontend sets it so per read).
+        self.read_time = -1.0
         #: ``_timed_poller`` bound once (not a new bound method per request).
         self._timed_poller_of = self._timed_poller
 
@@ -70,25 +83,53 @@ class LeanRequests:
             poller = self._poller()
             if poller is None or poller.timers is None:
                 return None
-            self._timed = poller
+            self._timed, self._timers = poller, poller.timers
         return poller
 
-    def try_start(self, stream: H2Stream, request: HttpRequest, route: RouteConfig) -> bool:
+    def try_start(
+        self,
+        stream: H2Stream,
+        request: HttpRequest,
+        route: RouteConfig,
+        generation: Generation | None = None,
+    ) -> bool:
         """Run ``request`` (already routed, its stream ended by the client) without a task
-        if nothing would wait; False: the caller runs it on a task."""
+        if nothing would wait; False: the caller runs it on a task. ``generation``: the
+        server's current one, if the caller read it already."""
         if request.framing is not _NO_BODY:
             return False
         server = self.server
         info = self.info
-        start = start_on_kept_connection(
-            server, route, request, info.address, self._timed_poller_of, self._last
-        )
+        if generation is None:
+            generation = server.current
+        timers = self._timers
+        if timers is not None:
+            now = self.read_time
+            if now < 0.0:
+                now = self.read_time = timers.now()
+            start = start_on_kept_connection(
+                server,
+                route,
+                request,
+                info.address,
+                self._timed_poller_of,
+                self._last,
+                self._timed,
+                now,
+                generation.balancers,
+            )
+        else:  # the connection's first: its poller and timers are made once there is work
+            start = start_on_kept_connection(
+                server, route, request, info.address, self._timed_poller_of, self._last
+            )
+            if start is None:
+                return False
+            timers = self._timers
+            assert timers is not None  # (``_timed_poller`` gave the poller)
+            now = self.read_time = timers.now()
         if start is None:
             return False
-        poller = start[5]
-        timers = poller.timers
-        assert timers is not None  # (``_timed_poller``)
-        limits = server.config.limits
+        limits = generation.config.limits
         wire = H1BackendWire(start[4], max_head_bytes=limits.max_header_list_bytes)
         record = RelayRecord.begin(
             "h2",
@@ -103,6 +144,15 @@ class LeanRequests:
         )
         record.backend = start[1].label
         PolledRequest(
-            self, stream, request, route, start, wire, record, timers, limits.http_idle_timeout_s
+            self,
+            stream,
+            request,
+            route,
+            start,
+            wire,
+            record,
+            timers,
+            limits.http_idle_timeout_s,
+            now,
         )
         return True

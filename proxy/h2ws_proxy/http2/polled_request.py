@@ -72,6 +72,7 @@ class PolledRequest(PolledRelay):
         record: RelayRecord,
         timers: ConnectionTimers,
         timeout: float,
+        now: float,
     ) -> None:
         self._lean = lean
         self._stream = stream
@@ -98,7 +99,7 @@ class PolledRequest(PolledRelay):
         lean.server.stats.requests += 1
         stream.on_writable = self  # new credit, and the stream's break
         if timeout > 0:
-            timers.arm(self, timeout, timers.now())
+            timers.arm(self, timeout, now)  # (the read's reading: lean_requests.py)
         poller.register(fd, self)
 
     # ---- the backend (the poller's callbacks) ----

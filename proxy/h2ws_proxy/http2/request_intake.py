@@ -126,18 +126,43 @@ class RequestIntake:
                 self._count_reset()
             return
         ended = event.end_stream
-        router = self._server.router
-        headers = event.headers
+        generation = self._server.current  # (one read for the router and the lean start)
+        router = generation.router
         accepted = self._accepted
         if (
             accepted is not None
             and accepted[1] is router
             and accepted[2] == ended
             and not event.oversized
-            and accepted[0] == headers
+            and accepted[0] == event.headers
         ):
-            self._start_exchange(stream_id, ended, accepted[3], accepted[4])
-            return
+            request, route = accepted[3], accepted[4]
+        else:
+            judged = self._judge(event, router)
+            if judged is None:
+                return  # refused, or a tunnel started
+            request, route = judged
+        # An accepted ordinary request: its stream, registered, then its run (inline: a
+        # repeated request comes here with no other call).
+        stream = H2Stream(session, self._writer, stream_id, CancelNoted(), ended)
+        stream.exchange = True
+        stream.phase = _OPEN  # its DATA is the request body
+        framing = request.framing
+        if framing is _NO_BODY:
+            stream.declared_length = 0
+        elif framing is _LENGTH:
+            stream.declared_length = request.content_length
+        self._streams[stream_id] = stream
+        life.stream_opened()
+        if not (ended and self._lean.try_start(stream, request, route, generation)):
+            self._run_on_task(stream, request, route, False)
+
+    def _judge(
+        self, event: RequestReceived, router: Router
+    ) -> tuple[HttpRequest, RouteConfig] | None:
+        """A request head not taken as the last one: its ordinary request and route
+        (remembered), or None: answered with its error, or a tunnel started."""
+        stream_id, ended, headers = event.stream_id, event.end_stream, event.headers
         head: H2RequestHead | None = None
         tunnel: tuple[WebSocketRequest, RouteConfig] | None = None
         try:
@@ -153,38 +178,20 @@ class RequestIntake:
             else:
                 request, route = accept_http(head, router, tls=self._info.tls, ended=ended)
                 self._accepted = (list(headers), router, ended, request, route)
+                return request, route
         except ProxyError as error:
             if head is not None and head.protocol is not None:
                 self._refuse_tunnel(stream_id, head, error)  # and its tunnel.refused line
             else:
                 self._refuse(stream_id, error)
-            return
-        if tunnel is not None:
-            stream = H2Stream(session, self._writer, stream_id)
-            if ended:
-                stream.feed_eof()
-            self._streams[stream_id] = stream
-            life.stream_opened()
-            self._start_tunnel(stream, *tunnel)
-            return
-        self._start_exchange(stream_id, ended, request, route)
-
-    def _start_exchange(
-        self, stream_id: int, ended: bool, request: HttpRequest, route: RouteConfig
-    ) -> None:
-        """An accepted ordinary request: its stream, registered, then its run."""
-        stream = H2Stream(self._session, self._writer, stream_id, CancelNoted(), ended)
-        stream.exchange = True
-        stream.phase = _OPEN  # its DATA is the request body
-        framing = request.framing
-        if framing is _NO_BODY:
-            stream.declared_length = 0
-        elif framing is _LENGTH:
-            stream.declared_length = request.content_length
+            return None
+        stream = H2Stream(self._session, self._writer, stream_id)
+        if ended:
+            stream.feed_eof()
         self._streams[stream_id] = stream
         self._life.stream_opened()
-        if not (ended and self._lean.try_start(stream, request, route)):
-            self._run_on_task(stream, request, route, False)
+        self._start_tunnel(stream, *tunnel)
+        return None
 
     def _accept_tunnel(
         self, head: H2RequestHead, router: Router

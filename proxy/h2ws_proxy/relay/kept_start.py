@@ -86,12 +86,19 @@ def start_on_kept_connection(
     client_address: str | None,
     poller_of: Callable[[], BackendPoller | None],
     last: LastRequest | None = None,
+    poller: BackendPoller | None = None,
+    now: float | None = None,
+    balancers: Balancers | None = None,
 ) -> KeptStart | None:
     """Write bodiless ``request``'s head to a kept connection if nothing would wait (see the
     module); None: nothing was done. ``poller_of`` gives the client connection's poller
     (made at its first call, once an idle connection is there to take; None or OSError:
-    none to be had). ``last``: the client connection's memory of its last request."""
-    balancers = server.balancers
+    none to be had), unless the caller has it already: ``poller``. ``last``: the client
+    connection's memory of its last request. ``now``: the clock's reading for the pool's
+    keep-alive test (see :meth:`BackendPool.take_idle_now`), if the caller has one.
+    ``balancers``: the server's current ones, if the caller read them already."""
+    if balancers is None:
+        balancers = server.balancers
     if last is None:
         last = LastRequest()
     if (
@@ -111,15 +118,20 @@ def start_on_kept_connection(
             balancer.give_back(chosen)
             return None
         last.plain = chosen
-    if not pool.has_idle(address):
-        balancer.give_back(chosen)
-        return None
-    try:
-        poller = poller_of()
-    except OSError:
-        poller = None  # no descriptor for an epoll (at the limit)
-    connection = pool.take_idle_now(address, poller) if poller is not None else None
-    if poller is None or connection is None:
+    if poller is None:
+        # The poller is made only once an idle connection is there to take.
+        if not pool.has_idle(address):
+            balancer.give_back(chosen)
+            return None
+        try:
+            poller = poller_of()
+        except OSError:
+            poller = None  # no descriptor for an epoll (at the limit)
+        if poller is None:
+            balancer.give_back(chosen)
+            return None
+    connection = pool.take_idle_now(address, poller, now)
+    if connection is None:
         balancer.give_back(chosen)
         return None
     socket = connection.socket

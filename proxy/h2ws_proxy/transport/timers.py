@@ -84,8 +84,10 @@ class ConnectionTimers:
         self._task: trio.lowlevel.Task | None = None
 
     def arm(self, timer: Timer, timeout: float, now: float) -> None:
-        """Fire ``timer`` ``timeout`` seconds after ``now`` (a fresh clock reading), unless
-        armed again or disarmed first. A timer is in one length's queue at a time."""
+        """Fire ``timer`` ``timeout`` seconds after ``now`` (a clock reading taken no earlier
+        than the activity the timeout counts from: a lean request's is its client read's,
+        ``http2/lean_requests.py``), unless armed again or disarmed first. A timer is in one
+        length's queue at a time."""
         deadline = now + timeout
         timer.deadline = deadline
         queue = self._queues.get(timeout)
