@@ -155,3 +155,77 @@ def test_the_body_ends_only_where_its_last_byte_was_handed_out() -> None:
     assert wire.body_ends_here()
     assert wire.next_event() == AnswerEnd([])
     assert wire.reusable()
+
+
+# ---- the last plain head (``LAST_PLAIN_HEADS``): a repeated head skips its parse ----
+
+#: Answers whose heads share a beginning with others', or are others' with more after them.
+_LOOKALIKES = [
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+    b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-more: 1\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\nhello",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\nstray",
+]
+
+
+def _prime(request_: BackendRequest, answer: bytes) -> None:
+    """Read ``answer`` whole on a wire of its own: its head becomes the last plain head."""
+    H1BackendWire(request_, max_head_bytes=MAX_HEAD).receive_whole(answer)
+
+
+@pytest.mark.parametrize("request_", [GET, HEAD], ids=["GET", "HEAD"])
+@pytest.mark.parametrize("first", _LOOKALIKES + ANSWERS + MORE_ANSWERS)
+def test_an_answer_after_another_head_is_read_as_h11_reads_it(
+    request_: BackendRequest, first: bytes
+) -> None:
+    """Whatever head was read last (by a GET or a HEAD), every answer, cut anywhere, is
+    still read as h11 reads it: a head equal to the last one only where it really is."""
+    for second in _LOOKALIKES:
+        for primer in (GET, HEAD):
+            for split in range(len(second) + 1):
+                _prime(primer, first)
+                _assert_read_as_h11_reads(request_, _chunks(second, split))
+
+
+def test_a_repeated_head_is_taken_from_the_last_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path is taken where it should be: the same head again is not parsed again
+    (else the test above proves nothing), with its own body and what follows it."""
+    from h2ws_proxy.backend import h1_wire
+
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+    _prime(GET, answer)
+
+    def no_parse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(h1_wire, "parse_plain_head", no_parse)
+    monkeypatch.setattr(h1_wire, "HEAD_END", None)  # not even its end looked for
+    wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
+    whole = wire.receive_whole(answer + b"EXTRA")
+    assert whole is not None
+    assert (whole[0].status, whole[1]) == (200, b"hello")
+    assert not wire.end_whole()  # the stray bytes after it: never kept
+    wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
+    assert wire.receive_whole(answer) == whole
+    assert wire.end_whole()
+
+
+def test_a_head_request_does_not_take_a_get_answers_head() -> None:
+    """The same head bytes answer a HEAD without a body: a GET's last head (whose body
+    length is 5) must not be taken for it."""
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
+    _prime(GET, head + b"hello")
+    wire = H1BackendWire(HEAD, max_head_bytes=MAX_HEAD)
+    whole = wire.receive_whole(head)
+    assert whole is not None
+    assert whole[1] == b""
+    assert wire.end_whole()
+    _prime(HEAD, head)
+    wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
+    assert wire.receive_whole(head) is None  # the body is still to come

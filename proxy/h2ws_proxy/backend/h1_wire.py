@@ -31,7 +31,12 @@ from dataclasses import dataclass
 
 import h11
 
-from h2ws_proxy.backend.h1_wire_head import CHUNKED, ResponseHead, parse_plain_head
+from h2ws_proxy.backend.h1_wire_head import (
+    CHUNKED,
+    LAST_PLAIN_HEADS,
+    ResponseHead,
+    parse_plain_head,
+)
 from h2ws_proxy.http.grammar import CHUNK_HEADER, HEAD_END
 from h2ws_proxy.http.message import BackendRequest, BodyFraming
 
@@ -182,13 +187,19 @@ class H1BackendWire:
         if self._pos != len(self._data):
             data = self._data[self._pos :] + data  # (as ``receive_data``)
         self._data, self._pos = data, 0
-        end = HEAD_END.search(data)
-        if end is None:
-            return None
-        head_end = end.end()
-        parsed = parse_plain_head(data, 0, head_end, is_head=self._is_head)
-        if parsed is None:
-            return None
+        is_head = self._is_head
+        head, parsed = LAST_PLAIN_HEADS[is_head]
+        if data.startswith(head):  # the last head again (see ``LAST_PLAIN_HEADS``)
+            head_end = len(head)
+        else:
+            end = HEAD_END.search(data)
+            if end is None:
+                return None
+            head_end = end.end()
+            found = parse_plain_head(data, 0, head_end, is_head=is_head)
+            if found is None:
+                return None
+            parsed = found
         event, length, keep_alive = parsed
         body_end = head_end + length
         if length == CHUNKED or body_end > len(data):
