@@ -1,9 +1,9 @@
 """The lean path reads an answer as ``PolledRequest.on_readable`` does: each read goes to
-H1BackendWire.receive_whole, which hands out an answer that came whole in one call (and
-end_whole ends it); anything else is read with next_event. Read that way, every answer must
-give what h11 gives (the reference of tests/unit/test_h1_backend.py): the same events, the
-same error, and the connection reusable exactly when h11 would reuse it, however the bytes
-are cut."""
+H1BackendWire.receive_whole, which hands out an answer that came whole in one call (with
+whether the connection is reusable after it); anything else is read with next_event. Read
+that way, every answer must give what h11 gives (the reference of
+tests/unit/test_h1_backend.py): the same events, the same error, and the connection reusable
+exactly when h11 would reuse it, however the bytes are cut."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def _drive_lean(wire: H1BackendWire, chunks: list[bytes]) -> tuple[list[object],
     taken whole (0 or 1)."""
     seen: list[object] = []
     for data in [*chunks, b""]:
-        whole: tuple[ResponseHead, bytes] | None = None
+        whole: tuple[ResponseHead, bytes, bool] | None = None
         if data:
             whole = wire.receive_whole(data)
         elif wire.awaiting_head:
@@ -61,12 +61,12 @@ def _drive_lean(wire: H1BackendWire, chunks: list[bytes]) -> tuple[list[object],
         else:
             wire.receive_data(b"")
         if whole is not None:
-            head, body = whole
+            head, body, keep = whole
             seen.append(head)
             if body:
                 seen.append(BodyData(body))
             assert wire.body_ends_here()  # where next_event leaves a body's last bytes
-            keep = wire.end_whole()
+            assert wire.next_event() == AnswerEnd([])
             assert keep is wire.reusable()
             seen.append(AnswerEnd([]))
             return seen, keep, 1
@@ -132,12 +132,14 @@ def test_the_common_answers_are_read_whole() -> None:
         wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
         assert (wire.receive_whole(answer) is not None) is whole, answer
     wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
-    assert wire.receive_whole(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloEXTRA")
-    assert not wire.end_whole()  # a byte beyond the answer: never kept
+    whole = wire.receive_whole(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloEXTRA")
+    assert whole is not None
+    assert not whole[2]  # a byte beyond the answer: never kept
     wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
     assert wire.receive_whole(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n") is None
-    assert wire.receive_whole(b"\r\nabc") is not None  # the head's bytes held back, joined
-    assert wire.end_whole()
+    whole = wire.receive_whole(b"\r\nabc")  # the head's bytes held back, joined
+    assert whole is not None
+    assert whole[2]
 
 
 def test_the_body_ends_only_where_its_last_byte_was_handed_out() -> None:
@@ -209,11 +211,10 @@ def test_a_repeated_head_is_taken_from_the_last_one(monkeypatch: pytest.MonkeyPa
     wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
     whole = wire.receive_whole(answer + b"EXTRA")
     assert whole is not None
-    assert (whole[0].status, whole[1]) == (200, b"hello")
-    assert not wire.end_whole()  # the stray bytes after it: never kept
+    assert whole[:3] == (whole[0], b"hello", False)  # the stray bytes after it: never kept
+    assert whole[0].status == 200
     wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
-    assert wire.receive_whole(answer) == whole
-    assert wire.end_whole()
+    assert wire.receive_whole(answer) == (whole[0], b"hello", True)
 
 
 def test_a_head_request_does_not_take_a_get_answers_head() -> None:
@@ -224,8 +225,7 @@ def test_a_head_request_does_not_take_a_get_answers_head() -> None:
     wire = H1BackendWire(HEAD, max_head_bytes=MAX_HEAD)
     whole = wire.receive_whole(head)
     assert whole is not None
-    assert whole[1] == b""
-    assert wire.end_whole()
+    assert whole[1:] == (b"", True)
     _prime(HEAD, head)
     wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
     assert wire.receive_whole(head) is None  # the body is still to come
