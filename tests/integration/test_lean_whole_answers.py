@@ -1,5 +1,5 @@
 """Lean GETs (a kept backend connection, no task) whose answers the lean path reads in one
-call (``H1BackendWire.receive_whole``, ``end_whole``) or hands to the event-by-event read.
+call (``H1BackendWire.receive_whole``) or hands to the event-by-event read.
 
 Rules guarded, each with an answer written in one send: the client gets exactly the answer
 (status, body, END_STREAM) and its access line says a clean end with the body's bytes; the

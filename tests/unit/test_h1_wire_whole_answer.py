@@ -1,9 +1,9 @@
 """The lean path reads an answer as ``PolledRequest.on_readable`` does: each read goes to
-H1BackendWire.receive_whole, which hands out an answer that came whole in one call (and
-end_whole ends it); anything else is read with next_event. Read that way, every answer must
-give what h11 gives (the reference of tests/unit/test_h1_backend.py): the same events, the
-same error, and the connection reusable exactly when h11 would reuse it, however the bytes
-are cut."""
+H1BackendWire.receive_whole, which hands out an answer that came whole in one call (with
+whether the connection is reusable after it); anything else is read with next_event. Read
+that way, every answer must give what h11 gives (the reference of
+tests/unit/test_h1_backend.py): the same events, the same error, and the connection reusable
+exactly when h11 would reuse it, however the bytes are cut."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def _drive_lean(wire: H1BackendWire, chunks: list[bytes]) -> tuple[list[object],
     taken whole (0 or 1)."""
     seen: list[object] = []
     for data in [*chunks, b""]:
-        whole: tuple[ResponseHead, bytes] | None = None
+        whole: tuple[ResponseHead, bytes, bool] | None = None
         if data:
             whole = wire.receive_whole(data)
         elif wire.awaiting_head:
@@ -61,12 +61,12 @@ def _drive_lean(wire: H1BackendWire, chunks: list[bytes]) -> tuple[list[object],
         else:
             wire.receive_data(b"")
         if whole is not None:
-            head, body = whole
+            head, body, keep = whole
             seen.append(head)
             if body:
                 seen.append(BodyData(body))
             assert wire.body_ends_here()  # where next_event leaves a body's last bytes
-            keep = wire.end_whole()
+            assert wire.next_event() == AnswerEnd([])
             assert keep is wire.reusable()
             seen.append(AnswerEnd([]))
             return seen, keep, 1
@@ -132,12 +132,14 @@ def test_the_common_answers_are_read_whole() -> None:
         wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
         assert (wire.receive_whole(answer) is not None) is whole, answer
     wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
-    assert wire.receive_whole(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloEXTRA")
-    assert not wire.end_whole()  # a byte beyond the answer: never kept
+    whole = wire.receive_whole(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloEXTRA")
+    assert whole is not None
+    assert not whole[2]  # a byte beyond the answer: never kept
     wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
     assert wire.receive_whole(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n") is None
-    assert wire.receive_whole(b"\r\nabc") is not None  # the head's bytes held back, joined
-    assert wire.end_whole()
+    whole = wire.receive_whole(b"\r\nabc")  # the head's bytes held back, joined
+    assert whole is not None
+    assert whole[2]
 
 
 def test_the_body_ends_only_where_its_last_byte_was_handed_out() -> None:
@@ -155,3 +157,75 @@ def test_the_body_ends_only_where_its_last_byte_was_handed_out() -> None:
     assert wire.body_ends_here()
     assert wire.next_event() == AnswerEnd([])
     assert wire.reusable()
+
+
+# ---- the last plain head (``LAST_PLAIN_HEADS``): a repeated head skips its parse ----
+
+#: Answers whose heads share a beginning with others', or are others' with more after them.
+_LOOKALIKES = [
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+    b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-more: 1\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\nhello",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\nstray",
+]
+
+
+def _prime(request_: BackendRequest, answer: bytes) -> None:
+    """Read ``answer`` whole on a wire of its own: its head becomes the last plain head."""
+    H1BackendWire(request_, max_head_bytes=MAX_HEAD).receive_whole(answer)
+
+
+@pytest.mark.parametrize("request_", [GET, HEAD], ids=["GET", "HEAD"])
+@pytest.mark.parametrize("first", _LOOKALIKES + ANSWERS + MORE_ANSWERS)
+def test_an_answer_after_another_head_is_read_as_h11_reads_it(
+    request_: BackendRequest, first: bytes
+) -> None:
+    """Whatever head was read last (by a GET or a HEAD), every answer, cut anywhere, is
+    still read as h11 reads it: a head equal to the last one only where it really is."""
+    for second in _LOOKALIKES:
+        for primer in (GET, HEAD):
+            for split in range(len(second) + 1):
+                _prime(primer, first)
+                _assert_read_as_h11_reads(request_, _chunks(second, split))
+
+
+def test_a_repeated_head_is_taken_from_the_last_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path is taken where it should be: the same head again is not parsed again
+    (else the test above proves nothing), with its own body and what follows it."""
+    from h2ws_proxy.backend import h1_wire
+
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+    _prime(GET, answer)
+
+    def no_parse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(h1_wire, "parse_plain_head", no_parse)
+    monkeypatch.setattr(h1_wire, "HEAD_END", None)  # not even its end looked for
+    wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
+    whole = wire.receive_whole(answer + b"EXTRA")
+    assert whole is not None
+    assert whole[:3] == (whole[0], b"hello", False)  # the stray bytes after it: never kept
+    assert whole[0].status == 200
+    wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
+    assert wire.receive_whole(answer) == (whole[0], b"hello", True)
+
+
+def test_a_head_request_does_not_take_a_get_answers_head() -> None:
+    """The same head bytes answer a HEAD without a body: a GET's last head (whose body
+    length is 5) must not be taken for it."""
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
+    _prime(GET, head + b"hello")
+    wire = H1BackendWire(HEAD, max_head_bytes=MAX_HEAD)
+    whole = wire.receive_whole(head)
+    assert whole is not None
+    assert whole[1:] == (b"", True)
+    _prime(HEAD, head)
+    wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
+    assert wire.receive_whole(head) is None  # the body is still to come

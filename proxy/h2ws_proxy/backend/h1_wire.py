@@ -31,7 +31,12 @@ from dataclasses import dataclass
 
 import h11
 
-from h2ws_proxy.backend.h1_wire_head import CHUNKED, ResponseHead, parse_plain_head
+from h2ws_proxy.backend.h1_wire_head import (
+    CHUNKED,
+    LAST_PLAIN_HEADS,
+    ResponseHead,
+    parse_plain_head,
+)
 from h2ws_proxy.http.grammar import CHUNK_HEADER, HEAD_END
 from h2ws_proxy.http.message import BackendRequest, BodyFraming
 
@@ -75,7 +80,7 @@ class _Stage(enum.Enum):
     DONE = "done"
 
 
-_HEAD, _BODY, _DONE = _Stage.HEAD, _Stage.BODY, _Stage.DONE  # (globals: cheaper to read)
+_HEAD, _BODY = _Stage.HEAD, _Stage.BODY  # (globals: cheaper to read)
 _NO_BODY = BodyFraming.NONE
 
 
@@ -170,25 +175,33 @@ class H1BackendWire:
             return self._read_trailers()
         raise RuntimeError("the answer is complete")  # the exchange stops at AnswerEnd
 
-    def receive_whole(self, data: bytes) -> tuple[ResponseHead, bytes] | None:
+    def receive_whole(self, data: bytes) -> tuple[ResponseHead, bytes, bool] | None:
         """:meth:`receive_data` of ``data`` (not the EOF); then, when the final head and the
         whole body are in hand and the head is plain with a ``content-length`` (the common
         answer, in one read), the head and the body (``b""``: none) that :meth:`next_event`
-        would hand out, the wire left where it would then be (:meth:`body_ends_here`; the end
-        next: :meth:`end_whole`). None: nothing was taken; read with :meth:`next_event`."""
+        would hand out, and what :meth:`reusable` will say once the answer's end is read, the
+        wire left where it would then be (:meth:`body_ends_here`; the end next: ``AnswerEnd([])``
+        from :meth:`next_event`, which a caller that sent all of the body need not read).
+        None: nothing was taken; read with :meth:`next_event`."""
         if self._h11 is not None or self._stage is not _HEAD:
             self.receive_data(data)
             return None
         if self._pos != len(self._data):
             data = self._data[self._pos :] + data  # (as ``receive_data``)
         self._data, self._pos = data, 0
-        end = HEAD_END.search(data)
-        if end is None:
-            return None
-        head_end = end.end()
-        parsed = parse_plain_head(data, 0, head_end, is_head=self._is_head)
-        if parsed is None:
-            return None
+        is_head = self._is_head
+        head, parsed = LAST_PLAIN_HEADS[is_head]
+        if data.startswith(head):  # the last head again (see ``LAST_PLAIN_HEADS``)
+            head_end = len(head)
+        else:
+            end = HEAD_END.search(data)
+            if end is None:
+                return None
+            head_end = end.end()
+            found = parse_plain_head(data, 0, head_end, is_head=is_head)
+            if found is None:
+                return None
+            parsed = found
         event, length, keep_alive = parsed
         body_end = head_end + length
         if length == CHUNKED or body_end > len(data):
@@ -198,15 +211,9 @@ class H1BackendWire:
         self._remaining = 0
         self._received = length
         self._pos = body_end
-        if body_end == len(data):  # (no body: ``b""`` either way)
-            return event, data[head_end:]
-        return event, data[head_end:body_end]
-
-    def end_whole(self) -> bool:
-        """After :meth:`receive_whole` gave an answer: its end (the ``AnswerEnd([])`` that
-        :meth:`next_event` would give, without the event), then :meth:`reusable`."""
-        self._stage = _DONE
-        return self._keep_alive and self._pos == len(self._data) and not self._eof
+        if body_end == len(data):  # (no body: ``b""`` either way); reusable as ``reusable``
+            return event, data[head_end:], keep_alive and not self._eof
+        return event, data[head_end:body_end], False  # a byte beyond the answer: never kept
 
     def body_ends_here(self) -> bool:
         """The body bytes just handed out were the last of a length-delimited body: the next

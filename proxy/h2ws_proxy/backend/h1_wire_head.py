@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from h2ws_proxy.http.grammar import LINE_FORBIDDEN_BYTES, TOKEN
 
-__all__ = ["CHUNKED", "ResponseHead", "parse_plain_head"]
+__all__ = ["CHUNKED", "LAST_PLAIN_HEADS", "ResponseHead", "parse_plain_head"]
 
 Header = tuple[bytes, bytes]
 
@@ -71,14 +71,17 @@ def parse_plain_head(
     that parsed is remembered with its result (``_PARSED``: bounded in count and size): the
     same bytes again get the same event object, whose fields nobody may change.
     """
-    key = (data[start:end], is_head)
+    head = data[start:end]
+    key = (head, is_head)
     parsed = _PARSED.get(key)
     if parsed is None:
         parsed = _parse(data, start, end, is_head=is_head)
-        if parsed is not None and end - start <= _PARSED_MAX_BYTES:
-            if len(_PARSED) >= _PARSED_MAX_HEADS:
-                _PARSED.clear()
-            _PARSED[key] = parsed
+        if parsed is None or end - start > _PARSED_MAX_BYTES:
+            return parsed
+        if len(_PARSED) >= _PARSED_MAX_HEADS:
+            _PARSED.clear()
+        _PARSED[key] = parsed
+    LAST_PLAIN_HEADS[is_head] = (head, parsed)
     return parsed
 
 
@@ -140,3 +143,22 @@ def _has_forbidden_byte(data: bytes, start: int, end: int) -> bool:
 def _lists_close(value: bytes) -> bool:
     """As h11's ``get_comma_header``: ``close`` among the lowercased, stripped items."""
     return b"close" in [item.strip() for item in value.lower().split(b",")]
+
+
+def _seed(is_head: bool) -> tuple[bytes, tuple[ResponseHead, int, bool]]:
+    """A first entry of ``LAST_PLAIN_HEADS``: a head that parses, with its result."""
+    head = b"HTTP/1.1 204 No Content\r\n\r\n"
+    parsed = _parse(head, 0, len(head), is_head=is_head)
+    assert parsed is not None
+    return head, parsed
+
+
+#: The last head :func:`parse_plain_head` gave a result for, with that result, for a GET's
+#: answer (index 0) and a HEAD's (index 1): the bytes of an answer that start with that
+#: head's bytes have that head, with that result (a plain head holds one blank line, its
+#: last, and no bare LF, so its end is the first place ``HEAD_END`` matches; what follows
+#: it is not part of it). So a reader that sees the answer's first bytes equal the last head
+#: skips finding the head's end and the look-up by its bytes (``H1BackendWire.receive_whole``):
+#: a backend repeats its heads, and the lean path reads one per request. Seeded with a head
+#: that parses, so an entry always holds a result; bounded as ``_PARSED``.
+LAST_PLAIN_HEADS: list[tuple[bytes, tuple[ResponseHead, int, bool]]] = [_seed(False), _seed(True)]

@@ -95,8 +95,12 @@ class IdleConnections(Generic[BackendConnection]):
             return False
         connection.idle_since = now
         group[connection] = None
-        if parked_in is not None:
-            self.mark_parked(connection, parked_in)
+        if parked_in is not None:  # (``mark_parked``, in place: a lean request's end runs this)
+            connection.parked_in = parked_in
+            parked = self._by_poller.get(parked_in)
+            if parked is None:
+                parked = self._by_poller[parked_in] = {}
+            parked[connection] = None
         return True
 
     def remove(self, connection: BackendConnection) -> bool:

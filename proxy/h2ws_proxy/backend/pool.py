@@ -253,14 +253,21 @@ class BackendPool:
             fd = socket.fileno()
         timers = poller.timers  # the clock the timers read: one call, not trio's three layers
         now = timers.now() if timers is not None else trio.current_time()
-        closed = poller.closed
-        if not self._keep(connection, now, None if closed else poller):
+        if poller.closed:
             poller.unregister(fd)
-            socket.close_now()
-        elif closed:
-            poller.unregister(fd)
-        else:
+            if not self._keep(connection, now):
+                socket.close_now()
+            return
+        limits = self._limits  # (``_keep``, in place: this runs per lean request)
+        if limits.backend_keepalive_s > 0 and self._idle.add_if_room(
+            connection, now, limits.backend_max_idle, poller
+        ):
+            if self._next_reap == math.inf:
+                self._changed.set()
             poller.register(fd, connection)  # keeps the descriptor's place in the set
+            return
+        poller.unregister(fd)
+        socket.close_now()
 
     def discard_parked(self, connection: BackendConnection) -> None:
         """A parked connection turned readable while idle (the poller's callback): forget

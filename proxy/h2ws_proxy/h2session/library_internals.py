@@ -168,7 +168,7 @@ class RepeatedBlockEncoder(hpack.Encoder):
         super().__init__()
         self._kept_fields: Sequence[object] = ()
         self._kept_block = b""
-        self._kept_under = (0, False)  # (header_table_size, huffman) then
+        self._kept_huffman = True  # (``huffman`` then)
 
     @property
     def header_table_size(self) -> int:
@@ -196,12 +196,13 @@ class RepeatedBlockEncoder(hpack.Encoder):
             return super().encode(headers, huffman)
         else:
             fields = list(headers)
-        table = self.header_table
+        # The table's size is not compared: a real change of it goes through the setter
+        # above, which drops the kept block.
         if (
             self._kept_block
+            and huffman is self._kept_huffman
             and fields == self._kept_fields
-            and not table.resized
-            and self._kept_under == (table.maxsize, huffman)
+            and not self.header_table.resized
         ):
             return self._kept_block
         self._kept_block = b""
@@ -209,5 +210,5 @@ class RepeatedBlockEncoder(hpack.Encoder):
         if block and min(block) >= 0x80:
             self._kept_fields = list(fields)  # the caller may change its own list later
             self._kept_block = block
-            self._kept_under = (table.maxsize, huffman)
+            self._kept_huffman = huffman
         return block

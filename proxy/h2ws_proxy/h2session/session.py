@@ -209,9 +209,12 @@ class H2Session(Receiver):
         block = self._codec.encode(headers)
         length = len(block)
         stream.final_head_sent = True
-        frame_size = self.peer_settings.max_frame_size
-        if length > frame_size:  # HEADERS + CONTINUATION (rare), then the body as send_data
-            f.write_header_block(self.outbound, stream_id, False, block, frame_size)
+        # (A block of one frame at the smallest MAX_FRAME_SIZE fits any peer's.)
+        if length > _ONE_FRAME and length > self.peer_settings.max_frame_size:
+            # HEADERS + CONTINUATION (rare), then the body as send_data
+            f.write_header_block(
+                self.outbound, stream_id, False, block, self.peer_settings.max_frame_size
+            )
             return H2Session.send_data(self, stream_id, body, True)
         out = self.outbound
         out += _HEADER.pack(length >> 8, length & 0xFF, _HEADERS, _END_HEADERS, stream_id)
@@ -222,7 +225,8 @@ class H2Session(Receiver):
         stream.send_window -= size
         stream.sending = False  # (``_local_ended``, in place)
         if not stream.receiving:  # the usual request: the client's side ended with it
-            self._close(stream, _BY_END_STREAM)
+            del self._streams[stream_id]  # (``_close``, in place)
+            self._closed_streams.add(stream_id, _BY_END_STREAM)
         return size
 
     def end_stream(self, stream_id: int) -> None:

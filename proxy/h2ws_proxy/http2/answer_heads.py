@@ -24,23 +24,27 @@ Header = tuple[bytes, bytes]
 #: By the head's id; the head is held too, so that its id is not reused while remembered.
 _RELAYED: dict[int, tuple[ResponseHead, bool, list[Header]]] = {}
 _RELAYED_MAX = 64
+#: The entry :func:`h2_answer_head` gave last: a backend's next answer usually has the same
+#: head object (the wire's ``LAST_PLAIN_HEADS``), found here by one identity test.
+_last_relayed: tuple[ResponseHead | None, bool, list[Header]] = (None, False, [])
 
 
 def h2_answer_head(request: HttpRequest, response: ResponseHead) -> tuple[bool, list[Header]]:
     """(a body follows, the head to send with ``ProxySession.send_prepared_head``) for a
     final answer head; the list is shared: nobody may change it. Raises ``StreamUnusable``
     as ``prepared_response_head`` (then nothing is remembered)."""
+    global _last_relayed
     relayed = _RELAYED.get(id(response))
-    if relayed is not None and relayed[0] is response:
-        return relayed[1], relayed[2]
-    status = response.status
-    has_body = answer_has_body(request, status, response.headers)
-    fields = response_fields(status, response.headers, for_h2=True)
-    head = prepared_response_head(status, fields)
-    if len(_RELAYED) >= _RELAYED_MAX:
-        _RELAYED.clear()
-    _RELAYED[id(response)] = (response, has_body, head)
-    return has_body, head
+    if relayed is None or relayed[0] is not response:
+        status = response.status
+        has_body = answer_has_body(request, status, response.headers)
+        fields = response_fields(status, response.headers, for_h2=True)
+        relayed = (response, has_body, prepared_response_head(status, fields))
+        if len(_RELAYED) >= _RELAYED_MAX:
+            _RELAYED.clear()
+        _RELAYED[id(response)] = relayed
+    _last_relayed = relayed
+    return relayed[1], relayed[2]
 
 
 def send_answer_head(stream: H2Stream, request: HttpRequest, response: ResponseHead) -> None:
@@ -69,8 +73,8 @@ def send_whole_answer(
     Raises as :func:`send_answer_head`."""
     if stream.broken_reason is not None:
         raise trio.BrokenResourceError(stream.broken_reason)
-    relayed = _RELAYED.get(id(response))  # (``h2_answer_head``'s look-up, in place)
-    if relayed is not None and relayed[0] is response:
+    relayed = _last_relayed
+    if relayed[0] is response:
         has_body, head = relayed[1], relayed[2]
     else:
         has_body, head = h2_answer_head(request, response)

@@ -118,7 +118,7 @@ class PolledRequest(PolledRelay):
             return
         self._answer_started = True
         if (whole := self._wire.receive_whole(data)) is not None:
-            self._relay_whole(*whole)
+            self._relay_whole(whole)
         else:
             self._relay()
         if not self._done:
@@ -155,9 +155,11 @@ class PolledRequest(PolledRelay):
             target = self._connection.address
             self._refuse(BackendTimeout(f"backend {target} did not answer: {reason}"))
 
-    def _relay_whole(self, head: ResponseHead, body: bytes) -> None:
+    def _relay_whole(self, whole: tuple[ResponseHead, bytes, bool]) -> None:
         """The answer came whole (the common case; a final head): ``_relay``'s steps in one
-        pass, the head with all of its body and END_STREAM in one session call."""
+        pass, the head with all of its body and END_STREAM in one session call. ``whole``:
+        ``receive_whole``'s (head, body, the connection reusable after it)."""
+        head, body, reusable = whole
         stream = self._stream
         try:
             sent = send_whole_answer(stream, self._request, head, body)
@@ -179,12 +181,22 @@ class PolledRequest(PolledRelay):
                 self._pause()  # the end waits for the drain, as in ``_relay``
                 stream.call_when_drained(self._on_drained)
                 return
-        # All of it went at once: the clean end, by ``finish_answered``'s short way.
+        # All of it went at once: the clean end, ``_stop``'s steps in place (the end of most
+        # requests), then ``finish_answered``'s short way.
         stats.end = _CLEAN
         record.opened = True
-        self._stop(keep=self._wire.end_whole())
+        self._done = True
+        self._timers.disarm(self, self._timeout)
+        stream.on_writable = None
+        self._balancer.give_back(self._server)
         lean = self._lean
-        lean.server.stats.requests -= 1
+        server = lean.server
+        if reusable:  # parked in the poller: no epoll_ctl for the next request
+            server.pool.release_now(self._connection, self._poller, self._socket, self._fd)
+        else:
+            self._poller.unregister(self._fd)
+            self._socket.close_now()
+        server.stats.requests -= 1
         lean.finish_answered(stream, record)
 
     # ---- endings ----
@@ -233,7 +245,8 @@ class PolledRequest(PolledRelay):
         lean.finish(self._stream, record, _ANSWERED if head_sent else _UNANSWERED)
 
     def _stop(self, *, keep: bool) -> None:
-        """Leave the poller, the timers and the stream; the connection back or closed."""
+        """Leave the poller, the timers and the stream; the connection back or closed.
+        (``_relay_whole`` takes these steps in place for a whole answer's clean end.)"""
         self._done = True
         poller = self._poller
         self._timers.disarm(self, self._timeout)
