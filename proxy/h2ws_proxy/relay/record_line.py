@@ -110,16 +110,17 @@ class RelayRecord(Protocol):
 
 def write_line(
     record: RelayRecord, line: AccessLine, duration_s: float, end: str, codes: bool
-) -> None:
+) -> tuple[str, ...] | None:
     """``record``'s ``line`` (the caller has checked the level), ``duration_s`` long, with
     the close codes when ``codes``: into the sink, from a template it keeps where this
     line's values but the stream, bytes and duration were met before (a client repeats its
-    requests); a LogRecord of the values when another handler listens."""
+    requests); a LogRecord of the values when another handler listens. Returns the kept
+    template's pieces it was written from (None: it was rendered whole)."""
     sink = access_sink(logger)
     if sink is None:
         values = _line_values(record, _AS_IS, "-", round(duration_s, 6), end, codes)
         log_access_record(logger, line, values)
-        return
+        return None
     stats, error = record.stats, record.error
     if error is None:
         error = stats.broke
@@ -137,7 +138,7 @@ def write_line(
             pieces, stream if stream is not None else sink.dash, stats.bytes_up,
             stats.bytes_down, duration,
         )  # fmt: skip
-        return
+        return pieces
     values = _line_values(record, sink.texts, sink.dash, duration, end, codes)
     sink.access_line(line, values)
     authority, agent = record.authority, record.user_agent
@@ -150,6 +151,7 @@ def write_line(
         and (error is None or len(error) <= _KEPT_TEXT_MAX)
     ):
         sink.keep_access_template(key, line, values, _VARYING[line])
+    return None
 
 
 def _line_values(
