@@ -19,6 +19,8 @@ from typing import Any
 from unittest import mock
 
 import pytest
+import trio
+import trio.testing
 
 from h2ws_proxy import log
 from h2ws_proxy.counters import ProxyCounters
@@ -30,9 +32,9 @@ from h2ws_proxy.relay.outcome import RelayEnd, RelayStats
 from h2ws_proxy.relay.record import RelayRecord
 from h2ws_proxy.relay.request_facts import RequestFacts
 
-#: The time stamp every line gets, and the loop's clock at a record's begin and end.
+#: The time stamp every line gets, and how long (by the run's clock) each request takes.
 CREATED = 1_765_000_000.25
-BEGUN, DURATION = 100.0, 0.0123
+DURATION = 0.0123
 ROUTE: Any = SimpleNamespace(path="/api")
 REQUEST: Any = SimpleNamespace(
     method=b"GET",
@@ -45,16 +47,10 @@ PEER = "127.0.0.1:50312"
 
 
 @pytest.fixture
-def clocks() -> Iterator[None]:
-    """A fixed time stamp, and a loop clock that reads BEGUN at a begin, then DURATION
-    later at the record's end."""
-    readings = iter([BEGUN, BEGUN + DURATION] * 1000)
-    fake_trio = SimpleNamespace(current_time=lambda: next(readings))
-    with (
-        mock.patch.object(record_module, "trio", fake_trio),
-        mock.patch("h2ws_proxy.log_lines.time", SimpleNamespace(time=lambda: CREATED)),
-    ):
-        yield
+def clocks(mock_clock: trio.testing.MockClock) -> Iterator[trio.testing.MockClock]:
+    """A fixed time stamp; the run's clock stands still but where the test jumps it."""
+    with mock.patch("h2ws_proxy.log_lines.time", SimpleNamespace(time=lambda: CREATED)):
+        yield mock_clock
 
 
 def _old_rendering(log_format: str, record: RelayRecord) -> str:
@@ -102,8 +98,8 @@ def _steps() -> list[Step]:
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
-def test_lines_and_counters_are_begins(
-    logging_restored: None, clocks: None, log_format: str
+async def test_lines_and_counters_are_begins(
+    logging_restored: None, clocks: trio.testing.MockClock, log_format: str
 ) -> None:
     log.configure_logging("info", log_format)
     log.set_process_fields(worker=1, pid=42)
@@ -120,6 +116,7 @@ def test_lines_and_counters_are_begins(
                 before()
             sink._stream = out = io.StringIO()
             record = RelayRecord.of_facts(facts, stream_id, label)
+            clocks.jump(DURATION)
             _answered(record, status, end, broke, error)
             record.log(counters)
             written.append(out.getvalue())
@@ -134,7 +131,9 @@ def test_lines_and_counters_are_begins(
     assert kept_lines.call_count == 5
 
 
-def test_repeats_are_written_from_the_facts_pieces(logging_restored: None, clocks: None) -> None:
+async def test_repeats_are_written_from_the_facts_pieces(
+    logging_restored: None, clocks: trio.testing.MockClock
+) -> None:
     """Once a line repeats, the record writes it from its facts' pieces: no key of its
     values looked up (``write_line`` is not called)."""
     log.configure_logging("info", "text")
@@ -143,7 +142,7 @@ def test_repeats_are_written_from_the_facts_pieces(logging_restored: None, clock
     sink = log._sink
     assert sink is not None
     sink._stream = io.StringIO()
-    with mock.patch.object(record_module, "write_line", wraps=record_module.write_line) as lines:
+    with mock.patch.object(record_line, "write_line", wraps=record_line.write_line) as lines:
         for stream_id in range(1, 12, 2):
             record = RelayRecord.of_facts(facts, stream_id, LABEL_A)
             _answered(record, 200, RelayEnd.CLEAN, None)
@@ -152,7 +151,8 @@ def test_repeats_are_written_from_the_facts_pieces(logging_restored: None, clock
     assert sink._stream.getvalue().count("request.closed") == 6
 
 
-def test_a_record_of_facts_is_begins(clocks: None) -> None:
+async def test_a_record_of_facts_is_begins(clocks: trio.testing.MockClock) -> None:
+    clocks.jump(42.5)  # the run's clock, not another
     facts = RequestFacts("h2", 7, PEER, REQUEST, ROUTE)
     record = RelayRecord.of_facts(facts, 5, LABEL_A)
     begun = RelayRecord.begin(
@@ -164,14 +164,19 @@ def test_a_record_of_facts_is_begins(clocks: None) -> None:
         if name not in ("facts", "stats", "started"):
             assert getattr(record, name) == getattr(begun, name), name
     assert record.user_agent == b"h2load nghttp2/1.59.0"
-    assert record.started == BEGUN
+    assert record.started == trio.current_time()
+    clocks.jump(2.5)
+    counters = ProxyCounters()
+    record.status = 200
+    record.log(counters)
+    assert counters.request_seconds.sum == 2.5
     assert record.stats == RelayStats()
     assert type(record.stats) is RelayStats
     assert record.facts is facts
     assert begun.facts is None
 
 
-def test_facts_are_made_for_one_request_on_one_route() -> None:
+async def test_facts_are_made_for_one_request_on_one_route() -> None:
     facts = RequestFacts("h2", 7, PEER, REQUEST, ROUTE)
     assert facts.made_for(REQUEST, ROUTE)
     same_values: Any = SimpleNamespace(**vars(REQUEST))
@@ -179,7 +184,7 @@ def test_facts_are_made_for_one_request_on_one_route() -> None:
     assert not facts.made_for(REQUEST, SimpleNamespace(path="/api"))
 
 
-def test_a_refusal_naming_another_route_drops_the_facts(clocks: None) -> None:
+async def test_a_refusal_naming_another_route_drops_the_facts() -> None:
     record = RelayRecord.of_facts(RequestFacts("h2", 7, PEER, REQUEST, ROUTE), 1, LABEL_A)
     record.refused(OriginRefused("no", route="/other"))
     assert record.facts is None

@@ -29,10 +29,14 @@ from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.errors import OriginRefused, ProxyError
-from h2ws_proxy.log import access_sink, log_event
-from h2ws_proxy.log_texts import duration_text
+from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
-from h2ws_proxy.relay.record_line import LINES, USER_AGENT_MAX_BYTES, write_line
+from h2ws_proxy.relay.record_line import (
+    LINES,
+    USER_AGENT_MAX_BYTES,
+    write_facts_line,
+    write_line,
+)
 from h2ws_proxy.relay.request_facts import RequestFacts, first_user_agent
 
 __all__ = ["USER_AGENT_MAX_BYTES", "RelayRecord", "tunnel_opened"]
@@ -44,8 +48,6 @@ _REQUEST_LINES = tuple(by_codes[False] for by_codes in LINES["request.closed"])
 #: A record without ``__init__``: ``begin`` sets every slot (and its stats' fields).
 _new_record = _new_stats = object.__new__
 _CANCELLED = RelayEnd.CANCELLED
-#: The line of a request begun from its facts (a method: always an ordinary request's).
-_FACTS_LINE = _REQUEST_LINES[True]
 
 
 class RelayRecord:
@@ -151,23 +153,18 @@ class RelayRecord:
         server (named ``backend``) is taken: :meth:`begin`'s record for the same values,
         made without its keywords, and ended (:meth:`log`) from ``facts``."""
         record = _new_record(cls)
-        record.facts = facts
-        record.front, record.connection_id, record.stream_id = (
-            facts.front,
-            facts.connection_id,
-            stream_id,
-        )
-        record.path, record.route, record.backend = facts.path, facts.route, backend
-        record.started = trio.current_time()
-        record.status = record.error = record.outcome = None
+        record.facts, record.stream_id, record.backend = facts, stream_id, backend
+        (
+            record.front, record.connection_id, record.kind, record.method, record.path,
+            record.authority, record.client, record.user_agent, record.route,
+        ) = facts.fields  # fmt: skip
+        record.started = facts.now()
+        record.status = record.error = record.outcome = record._held_by = record._held = None
         # As in begin (a test holds both equal to RelayStats()).
         record.opened, record.stats = False, (stats := _new_stats(RelayStats))
         stats.bytes_up = stats.bytes_down = 0
         stats.end, stats.last_activity = _CANCELLED, 0.0
         stats.client_close = stats.backend_close = stats.broke = None
-        record.kind, record.method, record.authority = "request", facts.method, facts.authority
-        record.client, record.user_agent = facts.client, facts.agent
-        record._held_by = record._held = None
         return record
 
     def ending(self) -> str:
@@ -195,11 +192,18 @@ class RelayRecord:
             server, self._held_by, self._held = self._held, None, None
             if server is not None:
                 balancer.give_back(server)
-        duration_s = trio.current_time() - self.started
         facts = self.facts
         if facts is not None:  # a repeated request's (the lean path's): the usual case
-            self._log_from_facts(facts, counters, duration_s)
+            duration_s = facts.now() - self.started
+            status = self.status  # counted by the key the facts keep for its status
+            if status == facts.count_status:
+                counters.count_request(facts.count_key, duration_s)
+            else:
+                counters.count_request(facts.requests_key(status), duration_s)
+            if logger.isEnabledFor(_INFO):
+                write_facts_line(self, facts, duration_s)
             return
+        duration_s = trio.current_time() - self.started
         if self.kind == "request":  # the usual case first, in as few calls as it takes
             counters.request_ended(self.route, self.front, self.status, duration_s)
             if logger.isEnabledFor(_INFO):  # else build none of the line's fields
@@ -213,56 +217,6 @@ class RelayRecord:
             codes = self.opened
             by_codes = LINES["tunnel.closed" if codes else "tunnel.refused"]
             write_line(self, by_codes[self.method is not None][codes], duration_s, end, codes)
-
-    def _log_from_facts(
-        self, facts: RequestFacts, counters: ProxyCounters, duration_s: float
-    ) -> None:
-        """:meth:`log` of a request begun from ``facts``: counted by the key they keep; its
-        line from the pieces they keep when every other value is the one those were taken
-        with, else as any request's (and the sink's kept pieces for it noted in them)."""
-        counters.count_request(facts.requests_key(self.status), duration_s)
-        if not logger.isEnabledFor(_INFO):
-            return
-        stats = self.stats
-        sink = access_sink(logger)
-        if (
-            sink is not None
-            and facts.kept_from is sink.kept_access_templates
-            and self.opened
-            and stats.end is facts.kept_end
-            and self.status == facts.kept_status
-            and self.backend is facts.kept_backend
-            and self.error is None
-            and stats.broke is None
-            and stats.client_close is None
-            and stats.backend_close is None
-        ):
-            stream = self.stream_id
-            sink.kept_access_line(
-                facts.kept_pieces,
-                stream if stream is not None else sink.dash,
-                stats.bytes_up,
-                stats.bytes_down,
-                duration_text(duration_s),
-            )
-            return
-        end = stats.end._value_ if self.opened else self.ending()
-        pieces = write_line(self, _FACTS_LINE, duration_s, end, False)
-        if (
-            pieces
-            and sink is not None
-            and self.opened
-            and self.error is None
-            and stats.broke is None
-            and stats.client_close is None
-            and stats.backend_close is None
-        ):
-            facts.kept_from, facts.kept_pieces = sink.kept_access_templates, pieces
-            facts.kept_backend, facts.kept_status, facts.kept_end = (
-                self.backend,
-                self.status,
-                stats.end,
-            )
 
     def log_untracked(self, side: Side, reason: str) -> None:
         """One side's bytes are not WebSocket frames: they pass on, untracked (no close

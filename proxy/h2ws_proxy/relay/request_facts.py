@@ -26,7 +26,9 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+import trio
 
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.counters import status_label
@@ -44,6 +46,7 @@ class RequestFacts:
         "connection_id",
         "count_key",
         "count_status",
+        "fields",
         "front",
         "kept_backend",
         "kept_end",
@@ -51,6 +54,7 @@ class RequestFacts:
         "kept_pieces",
         "kept_status",
         "method",
+        "now",
         "path",
         "request",
         "route",
@@ -71,6 +75,13 @@ class RequestFacts:
         self.method, self.path, self.authority = request.method, request.target, request.authority
         self.route = route.path
         self.agent = first_user_agent(request.headers)
+        #: A record's fields from these, in ``RelayRecord.of_facts``'s order (one unpacking).
+        self.fields = (
+            front, connection_id, "request", self.method, self.path, self.authority, client,
+            self.agent, self.route,
+        )  # fmt: skip
+        #: The run's clock (``trio.current_time`` without finding the runner each time).
+        self.now: Callable[[], float] = trio.lowlevel.current_clock().current_time
         #: The ``requests`` counter's key (route, front, status label) for ``count_status``.
         self.count_status: int | None = -1
         self.count_key: tuple[str, str, str] = ("", "", "")
