@@ -16,6 +16,8 @@ one way turned out not to be WebSocket frames says so once (``tunnel.untracked``
 :class:`~h2ws_proxy.counters.ProxyCounters`, whatever the log level: it is the one place
 every tunnel and request passes exactly once, so the metrics cost one update per tunnel or
 request and nothing per message. The line itself is rendered by ``relay/record_line.py``.
+A repeated request on the lean HTTP/2 path is begun from the connection's
+``relay/request_facts.py`` (:meth:`RelayRecord.of_facts`), and counted and written from them.
 """
 
 from __future__ import annotations

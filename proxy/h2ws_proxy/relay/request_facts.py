@@ -14,14 +14,17 @@ Rules:
 * Facts describe one request object on one route of one client connection: the caller
   keeps one beside the connection's last request (``relay/kept_start.py``'s ``LastRequest``)
   and makes new ones when either changes (:meth:`RequestFacts.made_for` is False), so
-  nothing here is ever stale for the record begun from it. A record
-  whose fields change after its start (a refusal naming another route) drops its facts.
-* The kept pieces are the sink's own, taken from its bounded templates after it kept them
-  (so the second line of a kind is the first written from them, as before), and are valid
-  for that sink while its process fields stay (while its ``kept_access_templates`` is
-  the same dict: a change of the fields replaces it, a full one is only cleared); they are
-  used only for a line whose every other value (backend, status, end, no error, no close
-  codes) is the one they were taken with.
+  nothing here is ever stale for the record begun from it. A record whose fields change
+  after its start (a refusal naming another route) drops its facts.
+* The kept pieces are the sink's own, taken from its bounded templates once it kept them
+  (so lines are written from kept pieces from the third of a kind on, as before), and are
+  valid for that sink while its process fields stay (while its ``kept_access_templates``
+  is the same dict: a change of the fields replaces it, a full one is only cleared); they
+  are used only for a line whose every other value (backend, status, end, no error, no
+  close codes) is the one they were taken with. Bounded: one set of pieces per client
+  connection, each at most the sink's budget for one template.
+* Times come from the run's clock (``trio.lowlevel.current_clock()``, bound once here: a
+  connection's facts live inside its run), so a MockClock drives them in tests.
 """
 
 from __future__ import annotations
