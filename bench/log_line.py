@@ -7,7 +7,8 @@ a finished tunnel (every field filled, a worker's ``worker=`` and ``pid=`` first
 ``--lines`` times, timed with ``perf_counter``, best of ``--repeats``. ``--request`` measures
 an ordinary request's whole record instead, as the lean GET path makes it: ``begin`` with
 the same connection's repeated values (the same objects, as a repeated HPACK block gives
-them), the fields the request path sets, then ``log``. A tree that has
+them; ``of_facts`` of one ``RequestFacts`` in a tree that has them), the fields the
+request path sets, then ``log``. A tree that has
 ``log.flush_log_lines`` runs it beside the loop, as ``serve`` does. The same loop at
 ``--log-level warning`` gives what the record costs without its line (counting it into the
 metrics), so the line's own cost is the difference. ``--instructions`` counts instead of
@@ -119,12 +120,25 @@ def _requests(
     headers = ((b"user-agent", b"h2load nghttp2/1.59.0"), (b"accept", b"*/*"))
     label, peer, clean = "127.0.0.1:9001", "127.0.0.1:50312", RelayEnd.CLEAN
 
+    try:  # a tree that begins a repeated request's record from its facts, as its path does
+        from h2ws_proxy.relay.request_facts import RequestFacts
+    except ImportError:
+        facts = None
+    else:
+        request: Any = SimpleNamespace(
+            method=method, target=target, authority=authority, headers=headers
+        )
+        facts = RequestFacts("h2", 7, peer, request, route)
+
     def one(stream_id: int) -> None:
-        record = RelayRecord.begin(
-            "h2", 7, target, stream_id=stream_id, route=route, method=method,
-            authority=authority, client=peer, headers=headers,
-        )  # fmt: skip
-        record.backend = label
+        if facts is not None:
+            record = RelayRecord.of_facts(facts, stream_id, label)
+        else:
+            record = RelayRecord.begin(
+                "h2", 7, target, stream_id=stream_id, route=route, method=method,
+                authority=authority, client=peer, headers=headers,
+            )  # fmt: skip
+            record.backend = label
         record.status = 200
         record.stats.bytes_down += 612
         record.stats.end = clean

@@ -114,7 +114,12 @@ class ProxyCounters:
 
     def request_ended(self, route: str, front: str, status: int | None, seconds: float) -> None:
         """An ordinary request ended, answered ``status`` (None: none) after ``seconds``."""
-        requests, key = self.requests, (route, front, _STATUS_LABELS.get(status, "other"))
+        self.count_request((route, front, _STATUS_LABELS.get(status, "other")), seconds)
+
+    def count_request(self, key: tuple[str, str, str], seconds: float) -> None:
+        """:meth:`request_ended` by the ``requests`` key (route, front, :func:`status_label`),
+        for a caller that keeps it (``relay/request_facts.py``: a repeated request's)."""
+        requests = self.requests
         requests[key] = requests.get(key, 0) + 1
         histogram = self.request_seconds  # Histogram.observe, without its call
         bounds = histogram.bounds

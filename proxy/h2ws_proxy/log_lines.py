@@ -131,7 +131,7 @@ class LineSink:
         """Fields put first on every line (``worker=1 pid=42``), rendered once here."""
         self._process_fields = dict(fields)
         self._access_formats.clear()
-        self.kept_access_templates.clear()
+        self.kept_access_templates = {}  # a new dict: pieces taken from the old one are stale
         self._prefix = "".join(f" {key}={render_value(value)}" for key, value in fields.items())
         self._json_prefix = "".join(
             f", {encode_basestring_ascii(key)}: {json_value(value)}"

@@ -32,6 +32,7 @@ from h2ws_proxy.relay.context import ClientInfo, Generation, ServerContext
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
 from h2ws_proxy.relay.kept_start import LastRequest, start_on_kept_connection
 from h2ws_proxy.relay.record import RelayRecord
+from h2ws_proxy.relay.request_facts import RequestFacts
 from h2ws_proxy.transport.poller import BackendPoller
 from h2ws_proxy.transport.timers import ConnectionTimers
 
@@ -131,18 +132,11 @@ class LeanRequests:
             return False
         limits = generation.config.limits
         wire = H1BackendWire(start[4], max_head_bytes=limits.max_header_list_bytes)
-        record = RelayRecord.begin(
-            "h2",
-            info.connection_id,
-            request.target,
-            stream_id=stream.stream_id,
-            route=route,
-            method=request.method,
-            authority=request.authority,
-            client=info.peer,
-            headers=request.headers,
-        )
-        record.backend = start[1].label
+        facts = self._last.facts
+        if facts is None or not facts.made_for(request, route):
+            facts = RequestFacts("h2", info.connection_id, info.peer, request, route)
+            self._last.facts = facts
+        record = RelayRecord.of_facts(facts, stream.stream_id, start[1].label)
         PolledRequest(
             self,
             stream,

@@ -21,6 +21,7 @@ from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import ProxyError
 from h2ws_proxy.http.message import BackendRequest, HttpRequest, build_backend_request
 from h2ws_proxy.relay.context import ServerContext
+from h2ws_proxy.relay.request_facts import RequestFacts
 from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
@@ -43,7 +44,9 @@ class LastRequest:
     the identities of the request, the route and the balancers (a reload makes new ones),
     which it holds, so they cannot be reused while it is kept; one entry: bounded."""
 
-    __slots__ = ("backend_request", "balancer", "balancers", "head", "plain", "request", "route")
+    __slots__ = (
+        "backend_request", "balancer", "balancers", "facts", "head", "plain", "request", "route",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.request: HttpRequest | None = None
@@ -55,6 +58,8 @@ class LastRequest:
         self.head = b""
         #: A server of ``balancer`` whose address was found plain HTTP/1.1 in cleartext.
         self.plain: ServerState | None = None
+        #: The last request's record facts (``relay/request_facts.py``: they check their own).
+        self.facts: RequestFacts | None = None
 
     def prepare(
         self,

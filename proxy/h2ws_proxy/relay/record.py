@@ -16,6 +16,8 @@ one way turned out not to be WebSocket frames says so once (``tunnel.untracked``
 :class:`~h2ws_proxy.counters.ProxyCounters`, whatever the log level: it is the one place
 every tunnel and request passes exactly once, so the metrics cost one update per tunnel or
 request and nothing per message. The line itself is rendered by ``relay/record_line.py``.
+A repeated request on the lean HTTP/2 path is begun from the connection's
+``relay/request_facts.py`` (:meth:`RelayRecord.of_facts`), and counted and written from them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.errors import OriginRefused, ProxyError
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
-from h2ws_proxy.relay.record_line import LINES, USER_AGENT_MAX_BYTES, write_line
+from h2ws_proxy.relay.record_line import (
+    LINES,
+    USER_AGENT_MAX_BYTES,
+    write_facts_line,
+    write_line,
+)
+from h2ws_proxy.relay.request_facts import RequestFacts, first_user_agent
 
 __all__ = ["USER_AGENT_MAX_BYTES", "RelayRecord", "tunnel_opened"]
 
@@ -59,6 +67,7 @@ class RelayRecord:
         "client",
         "connection_id",
         "error",
+        "facts",
         "front",
         "kind",
         "method",
@@ -101,6 +110,9 @@ class RelayRecord:
     user_agent: bytes | None
     #: Why a WebSocket handshake failed, as the metrics name it (``ProxyError.outcome``).
     outcome: str | None
+    #: The repeated request's facts this record was begun from (:meth:`of_facts`), which
+    #: its end counts and writes its line from; None: from its own fields.
+    facts: RequestFacts | None
 
     @classmethod
     def begin(
@@ -133,13 +145,28 @@ class RelayRecord:
         stats.client_close = stats.backend_close = stats.broke = None
         record.kind = "tunnel" if method is None else "request"
         record.method, record.authority, record.client = method, authority, client
-        record._held_by = record._held = None
-        agent = None
-        for name, value in headers:  # the first User-Agent
-            if name == b"user-agent":
-                agent = value
-                break
-        record.user_agent = agent
+        record._held_by = record._held = record.facts = None
+        record.user_agent = first_user_agent(headers)
+        return record
+
+    @classmethod
+    def of_facts(cls, facts: RequestFacts, stream_id: int, backend: str) -> RelayRecord:
+        """The record of an ordinary request of ``facts`` on stream ``stream_id``, whose
+        server (named ``backend``) is taken: :meth:`begin`'s record for the same values,
+        made without its keywords, and ended (:meth:`log`) from ``facts``."""
+        record = _new_record(cls)
+        record.facts, record.stream_id, record.backend = facts, stream_id, backend
+        (
+            record.front, record.connection_id, record.kind, record.method, record.path,
+            record.authority, record.client, record.user_agent, record.route,
+        ) = facts.fields  # fmt: skip
+        record.started = facts.now()
+        record.status = record.error = record.outcome = record._held_by = record._held = None
+        # As in begin (a test holds both equal to RelayStats()).
+        record.opened, record.stats = False, (stats := _new_stats(RelayStats))
+        stats.bytes_up = stats.bytes_down = 0
+        stats.end, stats.last_activity = _CANCELLED, 0.0
+        stats.client_close = stats.backend_close = stats.broke = None
         return record
 
     def ending(self) -> str:
@@ -154,6 +181,7 @@ class RelayRecord:
         self.status, self.error, self.outcome = error.status_hint, error.message, error.outcome
         if isinstance(error, OriginRefused):
             self.route = error.route  # refused before routing was noted in the record
+            self.facts = None  # they name the route it had
 
     def hold_server(self, balancer: GroupBalancer, server: ServerState) -> None:
         """The tunnel holds ``server`` until the record ends (:meth:`log`)."""
@@ -166,6 +194,17 @@ class RelayRecord:
             server, self._held_by, self._held = self._held, None, None
             if server is not None:
                 balancer.give_back(server)
+        facts = self.facts
+        if facts is not None:  # a repeated request's (the lean path's): the usual case
+            duration_s = facts.now() - self.started
+            status = self.status  # counted by the key the facts keep for its status
+            if status == facts.count_status:
+                counters.count_request(facts.count_key, duration_s)
+            else:
+                counters.count_request(facts.requests_key(status), duration_s)
+            if logger.isEnabledFor(_INFO):
+                write_facts_line(self, facts, duration_s)
+            return
         duration_s = trio.current_time() - self.started
         if self.kind == "request":  # the usual case first, in as few calls as it takes
             counters.request_ended(self.route, self.front, self.status, duration_s)

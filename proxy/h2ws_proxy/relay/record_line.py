@@ -18,6 +18,7 @@ from h2ws_proxy.log import access_sink, log_access_record
 from h2ws_proxy.log_lines import AccessLine
 from h2ws_proxy.log_texts import duration_text
 from h2ws_proxy.relay.outcome import RelayStats
+from h2ws_proxy.relay.request_facts import RequestFacts
 
 logger = logging.getLogger("h2ws_proxy.tunnel")
 
@@ -64,6 +65,8 @@ LINES = {
     )
     for event in ("tunnel.closed", "tunnel.refused", "request.closed")
 }
+#: The line of a request begun from its facts (a method: always an ordinary request's).
+_FACTS_LINE = LINES["request.closed"][True][False]
 #: The positions of the values that change from line to line (the rest are kept in the
 #: sink's templates: ``LineSink.keep_access_template``), in the keys' order.
 _VARYING = {
@@ -106,20 +109,67 @@ class RelayRecord(Protocol):
     status: int | None
     error: str | None
     stats: RelayStats
+    opened: bool
+
+    def ending(self) -> str: ...
+
+
+def write_facts_line(record: RelayRecord, facts: RequestFacts, duration_s: float) -> None:
+    """:func:`write_line` for a request begun from ``facts`` (the caller has checked the
+    level): from the pieces the facts keep when every value of the line but the stream,
+    bytes and duration is the one they were taken with; else as any request's line, and
+    the sink's kept pieces it was written from, if any, are kept in the facts."""
+    stats = record.stats
+    sink = access_sink(logger)
+    if sink is None:
+        write_line(record, _FACTS_LINE, duration_s, record.ending(), False)
+        return
+    plain = (  # no error and no close code: the only lines whose pieces the facts keep
+        record.error is None
+        and stats.broke is None
+        and stats.client_close is None
+        and stats.backend_close is None
+        and record.opened
+    )
+    if (
+        plain
+        and facts.kept_from is sink.kept_access_templates
+        and stats.end is facts.kept_end
+        and record.status == facts.kept_status
+        and record.backend is facts.kept_backend
+    ):
+        stream = record.stream_id
+        sink.kept_access_line(
+            facts.kept_pieces,
+            stream if stream is not None else sink.dash,
+            stats.bytes_up,
+            stats.bytes_down,
+            duration_text(duration_s),
+        )
+        return
+    pieces = write_line(record, _FACTS_LINE, duration_s, record.ending(), False)
+    if pieces and plain:
+        facts.kept_from, facts.kept_pieces = sink.kept_access_templates, pieces
+        facts.kept_backend, facts.kept_status, facts.kept_end = (
+            record.backend,
+            record.status,
+            stats.end,
+        )
 
 
 def write_line(
     record: RelayRecord, line: AccessLine, duration_s: float, end: str, codes: bool
-) -> None:
+) -> tuple[str, ...] | None:
     """``record``'s ``line`` (the caller has checked the level), ``duration_s`` long, with
     the close codes when ``codes``: into the sink, from a template it keeps where this
     line's values but the stream, bytes and duration were met before (a client repeats its
-    requests); a LogRecord of the values when another handler listens."""
+    requests); a LogRecord of the values when another handler listens. Returns the kept
+    template's pieces it was written from (None: it was rendered whole)."""
     sink = access_sink(logger)
     if sink is None:
         values = _line_values(record, _AS_IS, "-", round(duration_s, 6), end, codes)
         log_access_record(logger, line, values)
-        return
+        return None
     stats, error = record.stats, record.error
     if error is None:
         error = stats.broke
@@ -137,7 +187,7 @@ def write_line(
             pieces, stream if stream is not None else sink.dash, stats.bytes_up,
             stats.bytes_down, duration,
         )  # fmt: skip
-        return
+        return pieces
     values = _line_values(record, sink.texts, sink.dash, duration, end, codes)
     sink.access_line(line, values)
     authority, agent = record.authority, record.user_agent
@@ -150,6 +200,7 @@ def write_line(
         and (error is None or len(error) <= _KEPT_TEXT_MAX)
     ):
         sink.keep_access_template(key, line, values, _VARYING[line])
+    return None
 
 
 def _line_values(
