@@ -2,7 +2,7 @@
 kept quiet-poll set, end to end through the real frontend (real sockets, the real server in
 the test's nursery).
 
-tests/protocol/test_lean_start_clock.py drives ``LeanRequests`` directly and clear
+tests/protocol/test_lean_start_clock.py drives ``LeanRequests`` directly and clears
 ``read_time`` by hand; these check the frontend's wiring: a later client read must take a
 fresh reading for the pool's keep-alive test and for its requests' idle timers. Nothing
 sleeps: the "age" of an idle connection is set through its ``idle_since`` between two reads.

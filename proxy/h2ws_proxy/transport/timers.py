@@ -18,6 +18,9 @@ Rules:
   exception is logged and the others still fire). It may arm or disarm any timer.
 * A deadline fires at or after it is due, never before: the task sleeps until the earliest
   one and checks the clock again on waking.
+* Arms may share a reading (one client read's lean requests do): a timer armed later with
+  an older reading sits behind a later deadline in its length's queue, so the queue's order
+  is kept within one read's processing, and such a timer fires late by at most that much.
 * The task is started by the connection (:meth:`run` in its nursery) and needs no wake-up
   unless a new deadline is earlier than the one it sleeps until, which happens only when a
   queue was empty (equal lengths keep FIFO order), so arming costs no scheduler call.
