@@ -271,7 +271,8 @@ class PolledDownward:
         except STREAM_GONE:
             self._fail(Side.CLIENT)
             return
-        relay.half_closed()
+        if relay.half_closed_since is None:  # (``half_closed``'s own test, without its call)
+            relay.half_closed()
         self._finish()
 
     def _fail(self, side: Side) -> None:
