@@ -15,7 +15,11 @@ same order, the same registration (the manager's own ``_update_registrations``),
 abort on a cancel, the same outcome (trio's ``WaitTaskRescheduled`` and its answer). The two
 records a wait makes (the descriptor's ``EpollWaiters``, which trio drops when a wait ends,
 and the ``WaitTaskRescheduled``) are made with their fields set directly, not through
-attrs' generated ``__init__``: a Python call each, per wait.
+attrs' generated ``__init__``: a Python call each, per wait. The ``WaitTaskRescheduled``
+(and the abort it carries) is made once per descriptor number and kept: the abort finds
+the descriptor's record when it runs, which is the one the aborted wait set (trio drops a
+record whose task is set only as it reschedules that task, and then no abort follows), so
+it holds nothing of one wait, and a wait makes no function and no record for it.
 
 This touches trio's private internals, so it is fenced (STYLE): :func:`problems` checks that
 ``trio._core._run.GLOBAL_RUN_CONTEXT``, ``EpollIOManager._epoll_wait`` (the wait this one
@@ -233,6 +237,27 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
         registered = manager._registered
         update = manager._update_registrations
         make, set_field = object.__new__, object.__setattr__
+        #: The run loop's message per descriptor, made at its first wait and kept: it only
+        #: carries the abort, which reads nothing of one wait but the descriptor (see
+        #: ``message_for``). As many as descriptors numbers the process has used (bounded
+        #: by its descriptor limit: numbers are reused).
+        messages: dict[int, object] = {}
+
+        def message_for(fd: int) -> object:
+            """The ``WaitTaskRescheduled`` whose abort does what ``_epoll_wait``'s does for
+            ``fd``. Its record is found when it aborts, not kept from the wait: while a wait
+            is aborted its record is the one it set (``_update_registrations`` keeps a record
+            whose task is set; ``notify_closing``, an event and a failed registration drop
+            it only as they reschedule the task, and no abort comes after that)."""
+
+            def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
+                registered[fd].read_task = None
+                update(fd)
+                return succeeded
+
+            message = messages[fd] = make(WaitTaskRescheduled)
+            set_field(message, "abort_func", abort)  # (frozen)
+            return message
 
         async def wait(fd: int | HasFileno) -> None:
             if not isinstance(fd, int):
@@ -249,14 +274,9 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
                 raise trio.BusyResourceError("another task is already reading / writing this fd")
             waiters.read_task = GLOBAL_RUN_CONTEXT.task
             update(fd)
-
-            def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
-                waiters.read_task = None
-                update(fd)
-                return succeeded
-
-            message = make(WaitTaskRescheduled)
-            set_field(message, "abort_func", abort)  # (frozen)
+            message = messages.get(fd)
+            if message is None:
+                message = message_for(fd)
             # What the run loop sends back is the wait's outcome: None, or the exception
             # that ended it (a cancel, the descriptor closed), raised here.
             (await _suspend(message)).unwrap()
