@@ -15,11 +15,13 @@ same order, the same registration (the manager's own ``_update_registrations``),
 abort on a cancel, the same outcome (trio's ``WaitTaskRescheduled`` and its answer). The two
 records a wait makes (the descriptor's ``EpollWaiters``, which trio drops when a wait ends,
 and the ``WaitTaskRescheduled``) are made with their fields set directly, not through
-attrs' generated ``__init__``: a Python call each, per wait. The ``WaitTaskRescheduled``
-(and the abort it carries) is made once per descriptor number and kept: the abort finds
-the descriptor's record when it runs, which is the one the aborted wait set (trio drops a
+attrs' generated ``__init__``: a Python call each, per wait. Both are made once per
+descriptor number and kept: the abort the ``WaitTaskRescheduled`` carries finds the
+descriptor's record when it runs, which is the one the aborted wait set (trio drops a
 record whose task is set only as it reschedules that task, and then no abort follows), so
-it holds nothing of one wait, and a wait makes no function and no record for it.
+it holds nothing of one wait; and a record trio dropped is held by nothing that acts on it
+again, so the next wait sets it up afresh (its fields as a new one's) instead of making
+one. A wait makes no function and no record.
 
 This touches trio's private internals, so it is fenced (STYLE): :func:`problems` checks that
 ``trio._core._run.GLOBAL_RUN_CONTEXT``, ``EpollIOManager._epoll_wait`` (the wait this one
@@ -237,46 +239,48 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
         registered = manager._registered
         update = manager._update_registrations
         make, set_field = object.__new__, object.__setattr__
-        #: The run loop's message per descriptor, made at its first wait and kept: it only
-        #: carries the abort, which reads nothing of one wait but the descriptor (see
-        #: ``message_for``). As many as descriptors numbers the process has used (bounded
-        #: by its descriptor limit: numbers are reused).
-        messages: dict[int, object] = {}
+        #: Per descriptor number, made at its first wait and kept: the run loop's message
+        #: (it only carries the abort, which reads nothing of one wait but the descriptor:
+        #: see ``kept_for``) and a spare record. As many as descriptor numbers the process
+        #: has waited on (bounded by its descriptor limit: numbers are reused).
+        kept: dict[int, tuple[object, Any]] = {}
 
-        def message_for(fd: int) -> object:
+        def kept_for(fd: int) -> tuple[object, Any]:
             """The ``WaitTaskRescheduled`` whose abort does what ``_epoll_wait``'s does for
-            ``fd``. Its record is found when it aborts, not kept from the wait: while a wait
-            is aborted its record is the one it set (``_update_registrations`` keeps a record
-            whose task is set; ``notify_closing``, an event and a failed registration drop
-            it only as they reschedule the task, and no abort comes after that)."""
+            ``fd``, and a record for ``fd``'s waits. The abort finds the record when it runs,
+            not kept from the wait: while a wait is aborted its record is the one it set
+            (``_update_registrations`` keeps a record whose task is set; ``notify_closing``,
+            an event and a failed registration drop it only as they reschedule the task, and
+            no abort comes after that). For the same reason a record trio dropped is held by
+            nothing that acts on it again, so the next wait may set it up afresh."""
 
             def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
                 registered[fd].read_task = None
                 update(fd)
                 return succeeded
 
-            message = messages[fd] = make(WaitTaskRescheduled)
+            message = make(WaitTaskRescheduled)
             set_field(message, "abort_func", abort)  # (frozen)
-            return message
+            pair = kept[fd] = (message, make(EpollWaiters))
+            return pair
 
         async def wait(fd: int | HasFileno) -> None:
             if not isinstance(fd, int):
                 fd = fd.fileno()
-            # The records are made as attrs' ``__init__`` would make them (the fence checks
-            # they have nothing more), without its Python call: trio deletes a descriptor's
-            # record when its wait ends, so every wait makes one.
+            message, spare = kept.get(fd) or kept_for(fd)
             waiters = registered.get(fd)
             if waiters is None:
-                waiters = registered[fd] = make(EpollWaiters)
+                # The record set up as attrs' ``__init__`` sets up a new one (the fence
+                # checks it has nothing more), without its Python call: trio drops a
+                # descriptor's record when its wait ends, so nearly every wait sets one.
+                # Not in ``registered``, the spare is in no wait (see ``kept_for``).
+                waiters = registered[fd] = spare
                 waiters.write_task = None
-                waiters.current_flags = 0
+                waiters.current_flags = 0  # (``notify_closing`` drops one with its flags)
             elif waiters.read_task is not None:
                 raise trio.BusyResourceError("another task is already reading / writing this fd")
             waiters.read_task = GLOBAL_RUN_CONTEXT.task
             update(fd)
-            message = messages.get(fd)
-            if message is None:
-                message = message_for(fd)
             # What the run loop sends back is the wait's outcome: None, or the exception
             # that ended it (a cancel, the descriptor closed), raised here.
             (await _suspend(message)).unwrap()
