@@ -7,6 +7,7 @@ it left ~570 bytes per descriptor number.)"""
 from __future__ import annotations
 
 import gc
+import resource
 import socket
 import tracemalloc
 
@@ -20,7 +21,18 @@ from h2ws_proxy.transport.trio_waits import _KEPT_DESCRIPTORS, readable_waiter
 SPIKE = 2000
 
 
+def _descriptors_for(pairs: int) -> None:
+    """The test process's soft descriptor limit raised to what ``pairs`` socket pairs need
+    (as the proxy raises its own, server/descriptors.py): the soft limit is often 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * pairs + 256
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        assert hard == resource.RLIM_INFINITY or hard >= needed, f"hard limit {hard} < {needed}"
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 async def test_a_spike_of_closed_connections_leaves_no_wait_records_behind() -> None:
+    _descriptors_for(SPIKE)
     # One connection first: the loop's waiter and everything made once are there already.
     a, b = socket.socketpair()
     warm = LeanSocketStream(a)
@@ -70,6 +82,7 @@ async def test_a_pending_wait_survives_its_kept_record_being_emptied() -> None:
     on a number whose record is in use does not take a fresh spare for it."""
     wait = readable_waiter()
     registered = GLOBAL_RUN_CONTEXT.runner.io_manager._registered
+    _descriptors_for(2 * _KEPT_DESCRIPTORS + 1)
     a, b = socket.socketpair()
     others = [socket.socketpair() for _ in range(2 * _KEPT_DESCRIPTORS)]
     try:
