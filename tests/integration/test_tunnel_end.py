@@ -15,6 +15,7 @@ import functools
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
@@ -47,17 +48,22 @@ def close_and_end_at_once(connection: BackendConnection) -> None:
 
 
 class Rounds:
-    """Counts the poller's rounds of handlers."""
+    """Counts the poller's rounds of handlers (``BackendPoller.rounds``, of every poller made
+    while the test runs)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        run_handlers = BackendPoller._run_handlers
+        self._pollers: list[BackendPoller] = []
+        init = BackendPoller.__init__
 
-        def counted(poller: BackendPoller) -> None:
-            self.count += 1
-            run_handlers(poller)
+        def kept(poller: BackendPoller, **options: Any) -> None:
+            init(poller, **options)
+            self._pollers.append(poller)
 
-        monkeypatch.setattr(BackendPoller, "_run_handlers", counted)
+        monkeypatch.setattr(BackendPoller, "__init__", kept)
+
+    @property
+    def count(self) -> int:
+        return sum(poller.rounds for poller in self._pollers)
 
 
 async def run_proxy(

@@ -18,6 +18,7 @@ from h2ws_proxy.config import BackendGroup, RouteConfig, parse_backend
 from h2ws_proxy.errors import BackendProtocolError, ClientProtocolError
 from h2ws_proxy.http import backend_handshake, handshake
 from h2ws_proxy.http.backend_handshake import (
+    accept_token,
     build_backend_upgrade,
     check_backend_accept,
     new_websocket_key,
@@ -175,6 +176,19 @@ def accept(
 def test_rfc6455_sample_accept_token() -> None:
     # RFC 6455 §1.3: the worked example.
     assert generate_accept_token(SAMPLE_KEY) == SAMPLE_ACCEPT
+
+
+def test_our_accept_token_is_wsprotos() -> None:
+    """``accept_token`` is wsproto's ``generate_accept_token`` without its frames: the same
+    token for the RFC's sample and for our own keys (and the keys are 16 random bytes in
+    base64, RFC 6455 §4.1 item 7, all different)."""
+    assert accept_token(SAMPLE_KEY) == SAMPLE_ACCEPT
+    keys = [new_websocket_key() for _ in range(600)]  # past one bulk draw of randomness
+    assert len(set(keys)) == len(keys)
+    for key in keys:
+        assert len(base64.b64decode(key, validate=True)) == 16
+        assert base64.b64encode(base64.b64decode(key)) == key
+        assert accept_token(key) == generate_accept_token(key)
 
 
 def test_backend_accept_with_rfc6455_sample() -> None:

@@ -158,3 +158,34 @@ def test_a_changed_instruments_keeps_trios_table_and_the_fast_wait(
         assert type(GLOBAL_RUN_CONTEXT.runner.instruments) is not trio_waits._HookTable
 
     trio.run(main)
+
+
+@pytest.mark.parametrize("name", ["notify_closing", "process_events"])
+def test_a_changed_step_where_trio_drops_a_record_is_a_problem(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The kept record relies on trio dropping a descriptor's record only with no task set
+    or as it reschedules the tasks: the functions that drop one are fingerprinted too."""
+    original = getattr(EpollIOManager, name)
+
+    @functools.wraps(original)
+    def changed(self: EpollIOManager, *args: object) -> None:
+        original(self, *args)
+
+    monkeypatch.setattr(EpollIOManager, name, changed)
+    assert trio_waits.problems() == [
+        f"trio's source of EpollIOManager.{name}: not as in a trio tested"
+    ]
+
+
+def test_a_changed_wake_all_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trio._core import _io_epoll
+
+    original = _io_epoll.wake_all
+
+    @functools.wraps(original)
+    def wake_all(*args: object) -> None:
+        original(*args)
+
+    monkeypatch.setattr(_io_epoll, "wake_all", wake_all)
+    assert trio_waits.problems() == ["trio's source of wake_all: not as in a trio tested"]

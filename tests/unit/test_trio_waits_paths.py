@@ -124,6 +124,53 @@ async def test_a_cancelled_reader_keeps_the_writers_interest() -> None:
         assert woke == ["write"]
 
 
+async def test_a_descriptors_later_waits_are_aborted_with_their_own_record() -> None:
+    """The run loop's message for a descriptor (its abort) is made at its first wait and
+    kept: a later wait on that number, another socket's, is aborted by a cancel with the
+    record it set (a writer's interest on it kept, the reader's dropped), and waits again."""
+    wait = readable_waiter()
+    a, b = _pair()
+    fd = a.fileno()
+    with a, b:
+        b.send(b"x")
+        with trio.fail_after(2):
+            await wait(a)  # a wait that ended: the descriptor's message is made
+        assert a.recv(10) == b"x"
+    c, d = _pair()
+    with c, d:
+        assert c.fileno() == fd  # the descriptor's number reused
+        while True:
+            try:
+                c.send(b"x" * 65536)
+            except BlockingIOError:
+                break
+        woke: list[str] = []
+        async with trio.open_nursery() as nursery:
+
+            async def writer() -> None:
+                await trio.lowlevel.wait_writable(c)
+                woke.append("write")
+
+            nursery.start_soon(writer)
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.move_on_after(0.01) as scope:
+                await wait(c)
+            assert scope.cancelled_caught
+            record = _registered()[fd]
+            assert (record.read_task, record.write_task is not None) == (None, True)
+            while True:
+                try:
+                    d.recv(1 << 20)
+                except BlockingIOError:
+                    break
+        assert woke == ["write"]
+        assert fd not in _registered()
+        d.send(b"y")
+        with trio.fail_after(2):
+            await wait(c)
+        assert c.recv(10) == b"y"
+
+
 async def test_notify_closing_ends_the_wait_and_a_new_socket_on_that_fd_works() -> None:
     wait = readable_waiter()
     a, b = _pair()

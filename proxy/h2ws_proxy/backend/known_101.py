@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wsproto.utilities import generate_accept_token
-
 from h2ws_proxy.config import BackendAddress
+from h2ws_proxy.http.backend_handshake import accept_token
 from h2ws_proxy.http.handshake import BackendAccepted, WebSocketRequest
 
 
@@ -31,16 +30,22 @@ class Known101:
     after: bytes  #: to the end of the head, its blank line included
     offers: tuple[tuple[bytes, ...], tuple[bytes, ...]]
     accepted: BackendAccepted
+    #: Where the token starts and ends in the answer (every token has the same length).
+    token_at: int
+    token_end: int
 
     def match(
         self, buffer: bytes | bytearray, key: bytes, request: WebSocketRequest
     ) -> tuple[BackendAccepted, bytes] | None:
         """This answer again at the start of ``buffer`` (and what trails it), or None."""
-        if not buffer.startswith(self.before) or self.offers != _offers(request):
+        # (``_offers`` inline: one call fewer per new tunnel.)
+        offers = (request.subprotocols, request.extension_names)
+        if not buffer.startswith(self.before) or self.offers != offers:
             return None
-        token = generate_accept_token(key)
-        end = len(self.before) + len(token)
-        if buffer[len(self.before) : end] != token or not buffer.startswith(self.after, end):
+        end = self.token_end
+        if buffer[self.token_at : end] != accept_token(key):
+            return None
+        if not buffer.startswith(self.after, end):
             return None
         return self.accepted, bytes(buffer[end + len(self.after) :])
 
@@ -62,13 +67,14 @@ def remember_101(
     request: WebSocketRequest,
     accepted: BackendAccepted,
 ) -> None:
-    token = generate_accept_token(key)
+    token = accept_token(key)
     if head.count(token) != 1:
         return
     before, after = head.split(token)
     if len(_known_101s) >= _KNOWN_101S_MAX:
         _known_101s.clear()
-    _known_101s[address] = Known101(before, after, _offers(request), accepted)
+    at = len(before)
+    _known_101s[address] = Known101(before, after, _offers(request), accepted, at, at + len(token))
 
 
 def _offers(request: WebSocketRequest) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:

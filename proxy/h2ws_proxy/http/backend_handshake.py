@@ -20,12 +20,13 @@ send, and the client none of the backend's hop-by-hop or handshake-only fields
 
 from __future__ import annotations
 
-import base64
+import binascii
+import hashlib
 import os
 import re
 
 import h11
-from wsproto.utilities import generate_accept_token
+from wsproto.utilities import ACCEPT_GUID
 
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import BackendProtocolError, ClientProtocolError
@@ -40,6 +41,7 @@ from h2ws_proxy.http.paths import target_for_route
 from h2ws_proxy.http.upgrade_wire import UpgradeRequest, upgrade_request
 
 __all__ = [
+    "accept_token",
     "build_backend_upgrade",
     "check_backend_101",
     "check_backend_accept",
@@ -61,7 +63,14 @@ def new_websocket_key() -> bytes:
     if at + 16 > len(_random):
         _random, at = os.urandom(_RANDOM_BULK_BYTES), 0
     _random_at = at + 16
-    return base64.b64encode(_random[at : at + 16])
+    return binascii.b2a_base64(_random[at : at + 16], newline=False)  # (``b64encode``'s work)
+
+
+def accept_token(key: bytes) -> bytes:
+    """The ``Sec-WebSocket-Accept`` for ``key`` (RFC 6455 §4.2.2 item 5.4): wsproto's
+    ``generate_accept_token``, without its and ``base64.b64encode``'s Python frames (one
+    per new tunnel each)."""
+    return binascii.b2a_base64(hashlib.sha1(key + ACCEPT_GUID).digest(), newline=False)
 
 
 #: Random bytes for the keys, drawn _RANDOM_BULK_BYTES at a time, and how far they are used.
@@ -235,7 +244,7 @@ def check_backend_101(
             "backend's 101 lacks 'connection: upgrade'", outcome="bad_upgrade"
         )
     accept = values(b"sec-websocket-accept")
-    if accept != [generate_accept_token(key)]:
+    if accept != [accept_token(key)]:
         raise BackendProtocolError(
             "backend's sec-websocket-accept does not match our key", outcome="bad_accept"
         )

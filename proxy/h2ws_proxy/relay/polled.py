@@ -184,8 +184,21 @@ class PolledDownward:
                 return  # dropped: our Close went already
         else:
             down.feed(data)
-        self._pending = data  # a view only if part of it must wait (``_flush``)
-        if not self._flush():
+        # ``_flush`` inline (nothing is pending here: a chunk left pending pauses the
+        # reads until it went), for the message that goes whole to a client that can take
+        # more: a backend message's every chunk takes it.
+        client = self._client
+        try:
+            sent = client.send_now(data)
+        except STREAM_GONE:
+            self._fail(Side.CLIENT)
+            return
+        relay.stats.bytes_down += sent
+        if sent < len(data):
+            self._pending = memoryview(data)[sent:]  # ``_resume`` comes with the credit
+            self._pause()
+        elif client.backlogged():
+            self._flush()  # (nothing pending: it asks to be called when drained)
             self._pause()
         elif closed is None and down.close_code is not None:
             # This chunk brought the backend's Close: nothing comes after it but the
@@ -258,7 +271,8 @@ class PolledDownward:
         except STREAM_GONE:
             self._fail(Side.CLIENT)
             return
-        relay.half_closed()
+        if relay.half_closed_since is None:  # (``half_closed``'s own test, without its call)
+            relay.half_closed()
         self._finish()
 
     def _fail(self, side: Side) -> None:

@@ -167,7 +167,8 @@ class Relay:
         except STREAM_GONE:
             return False
         self.client_ended()
-        self.half_closed()
+        if self.half_closed_since is None:  # (``half_closed``'s own test, without its call)
+            self.half_closed()
         downward.wake_client_receiver = True
         return True
 
@@ -230,8 +231,10 @@ class Relay:
     def _arm_length(self, length: float, now: float, end: RelayEnd) -> None:
         timers = self.timers
         assert timers is not None
-        if self.armed_length != length:
-            self.disarm()
+        armed = self.armed_length
+        if armed != length:
+            if armed:  # (``disarm``'s own test first: not armed on a tunnel's first arm)
+                self.disarm()
             self.armed_length = length
         timers.arm(self, length, now)
         self.timer_end = end

@@ -246,7 +246,8 @@ def _resume(relay: Relay) -> None:
         try:
             backend.end_now()  # (``end_up``; a backend gone already has its end)
             relay.client_ended()
-            relay.half_closed()
+            if relay.half_closed_since is None:  # (``half_closed``'s own test, no call)
+                relay.half_closed()
         except STREAM_GONE:
             pass
         _end_here(relay, downward, cancelled=False)

@@ -52,6 +52,8 @@ DEFAULT_RECEIVE_SIZE = 65536
 NOTSENT_LOWAT_BYTES = 16384
 #: Makes a socket non-blocking as it is created, without a separate ioctl (Linux).
 _SOCK_NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
+#: The option where the platform has it (Linux, macOS), else 0.
+_TCP_NOTSENT_LOWAT: int = getattr(socket, "TCP_NOTSENT_LOWAT", 0)
 
 #: What a non-blocking ``connect`` answers while the handshake goes on (``BlockingIOError``'s
 #: numbers, and EINTR: the connection goes on after an interrupted call).
@@ -339,8 +341,8 @@ def begin_tcp_to_ip(host: str, port: int) -> tuple[socket.socket, int]:
         # without it the kernel's growing send buffer takes far more of a stalled
         # backend's bytes (memory per tunnel) before send() says EAGAIN.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)
+        if _TCP_NOTSENT_LOWAT:
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)
         # ``connect_ex``: "in progress", the usual answer, as a number rather than an
         # exception raised and caught.
         code = sock.connect_ex((host, port))

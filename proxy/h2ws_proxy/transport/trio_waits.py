@@ -15,7 +15,14 @@ same order, the same registration (the manager's own ``_update_registrations``),
 abort on a cancel, the same outcome (trio's ``WaitTaskRescheduled`` and its answer). The two
 records a wait makes (the descriptor's ``EpollWaiters``, which trio drops when a wait ends,
 and the ``WaitTaskRescheduled``) are made with their fields set directly, not through
-attrs' generated ``__init__``: a Python call each, per wait.
+attrs' generated ``__init__``: a Python call each, per wait. Both are made once per
+descriptor number and kept, for the last few numbers waited on (a bounded table): the
+abort the ``WaitTaskRescheduled`` carries finds the descriptor's record when it runs, which
+is the one the aborted wait set (trio drops a record whose task is set only as it
+reschedules that task, and then no abort follows), so it holds nothing of one wait; and a
+record trio dropped is held by nothing that acts on it again, so the next wait sets it up
+afresh (its fields as a new one's) instead of making one. A wait on a kept number makes
+no function and no record.
 
 This touches trio's private internals, so it is fenced (STYLE): :func:`problems` checks that
 ``trio._core._run.GLOBAL_RUN_CONTEXT``, ``EpollIOManager._epoll_wait`` (the wait this one
@@ -26,7 +33,8 @@ their ``__init__`` but their fields. Names are not steps: it also compares the f
 (a sha256 of the source, indentation removed) of every trio function and record whose steps
 the wait copies or relies on (:func:`fingerprints`: the public wait, the manager's
 ``wait_readable``, ``_epoll_wait``, ``_update_registrations``, ``wait_task_rescheduled``,
-``_async_yield`` and the two records) with those of the trio versions tested
+``_async_yield``, the two records, and where trio drops a record: the manager's
+``notify_closing`` and ``process_events`` and ``wake_all``) with those of the trio versions tested
 (``trio_sources_tested.py``, every release pyproject allows). It runs at import and again
 at each loop's first :func:`readable_waiter`. Where anything differs or a source cannot be
 read (another trio, another platform, an install without sources, outside a loop),
@@ -77,6 +85,9 @@ ReadableWait = Callable[[int | HasFileno], Awaitable[None]]
 
 _PUBLIC: ReadableWait = trio.lowlevel.wait_readable
 
+#: The manager's methods that drop a descriptor's record (besides ``_update_registrations``).
+_DROPPING = ("notify_closing", "process_events")
+
 #: A trio function or class whose source is fingerprinted.
 _Source = Callable[..., object]
 
@@ -84,6 +95,7 @@ _Source = Callable[..., object]
 def problems() -> list[str]:
     """What is missing or changed of the trio internals the wait uses (empty: none)."""
     try:
+        from trio._core import _io_epoll
         from trio._core._io_epoll import EpollIOManager, EpollWaiters
         from trio._core._run import GLOBAL_RUN_CONTEXT  # noqa: F401 (its presence is checked)
         from trio._core._traps import WaitTaskRescheduled
@@ -103,6 +115,10 @@ def problems() -> list[str]:
         return ["EpollWaiters(read_task, write_task, current_flags)"]
     if _field_names(WaitTaskRescheduled) != ["abort_func"]:
         return ["WaitTaskRescheduled(abort_func)"]
+    if not all(callable(getattr(EpollIOManager, name, None)) for name in _DROPPING) or (
+        not callable(vars(_io_epoll).get("wake_all"))
+    ):
+        return ["EpollIOManager's notify_closing, process_events and wake_all"]
     for record in (EpollWaiters, WaitTaskRescheduled):
         if not _plain_record(record):
             return [f"{record.__name__}, a plain record (made without its __init__)"]
@@ -151,6 +167,11 @@ def _wait_sources() -> dict[str, _Source]:
         "EpollIOManager.wait_readable": manager.wait_readable,
         "EpollIOManager._epoll_wait": manager._epoll_wait,
         "EpollIOManager._update_registrations": manager._update_registrations,
+        # Where trio drops a descriptor's record, which the kept record relies on doing
+        # only with no task set or while rescheduling its tasks (``kept_for``).
+        "EpollIOManager.notify_closing": manager.notify_closing,
+        "EpollIOManager.process_events": manager.process_events,
+        "wake_all": vars(_io_epoll)["wake_all"],  # as notify_closing calls it
         "EpollWaiters": _io_epoll.EpollWaiters,
         # as _epoll_wait calls it (``_core.wait_task_rescheduled``)
         "wait_task_rescheduled": vars(_core)["wait_task_rescheduled"],
@@ -233,30 +254,52 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
         registered = manager._registered
         update = manager._update_registrations
         make, set_field = object.__new__, object.__setattr__
+        #: Per descriptor number, made at its first wait and kept: the run loop's message
+        #: (it only carries the abort, which reads nothing of one wait but the descriptor:
+        #: see ``kept_for``) and a spare record. At most ``_KEPT_DESCRIPTORS`` numbers,
+        #: emptied when full: closed descriptors' numbers would otherwise hold theirs for
+        #: the loop's life. Emptying is safe: a pending abort finds its record through
+        #: ``registered``, and a spare is used only where ``registered`` has none.
+        kept: dict[int, tuple[object, Any]] = {}
+
+        def kept_for(fd: int) -> tuple[object, Any]:
+            """The ``WaitTaskRescheduled`` whose abort does what ``_epoll_wait``'s does for
+            ``fd``, and a record for ``fd``'s waits. The abort finds the record when it runs,
+            not kept from the wait: while a wait is aborted its record is the one it set
+            (``_update_registrations`` keeps a record whose task is set; ``notify_closing``,
+            an event and a failed registration drop it only as they reschedule the task, and
+            no abort comes after that). For the same reason a record trio dropped is held by
+            nothing that acts on it again, so the next wait may set it up afresh."""
+
+            def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
+                registered[fd].read_task = None
+                update(fd)
+                return succeeded
+
+            if len(kept) >= _KEPT_DESCRIPTORS:
+                kept.clear()
+            message = make(WaitTaskRescheduled)
+            set_field(message, "abort_func", abort)  # (frozen)
+            pair = kept[fd] = (message, make(EpollWaiters))
+            return pair
 
         async def wait(fd: int | HasFileno) -> None:
             if not isinstance(fd, int):
                 fd = fd.fileno()
-            # The records are made as attrs' ``__init__`` would make them (the fence checks
-            # they have nothing more), without its Python call: trio deletes a descriptor's
-            # record when its wait ends, so every wait makes one.
+            message, spare = kept.get(fd) or kept_for(fd)
             waiters = registered.get(fd)
             if waiters is None:
-                waiters = registered[fd] = make(EpollWaiters)
+                # The record set up as attrs' ``__init__`` sets up a new one (the fence
+                # checks it has nothing more), without its Python call: trio drops a
+                # descriptor's record when its wait ends, so nearly every wait sets one.
+                # Not in ``registered``, the spare is in no wait (see ``kept_for``).
+                waiters = registered[fd] = spare
                 waiters.write_task = None
-                waiters.current_flags = 0
+                waiters.current_flags = 0  # (``notify_closing`` drops one with its flags)
             elif waiters.read_task is not None:
                 raise trio.BusyResourceError("another task is already reading / writing this fd")
             waiters.read_task = GLOBAL_RUN_CONTEXT.task
             update(fd)
-
-            def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
-                waiters.read_task = None
-                update(fd)
-                return succeeded
-
-            message = make(WaitTaskRescheduled)
-            set_field(message, "abort_func", abort)  # (frozen)
             # What the run loop sends back is the wait's outcome: None, or the exception
             # that ended it (a cancel, the descriptor closed), raised here.
             (await _suspend(message)).unwrap()
@@ -285,6 +328,12 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
         return wait
 
     return readable_waiter
+
+
+#: The descriptor numbers whose wait records a loop's waiter keeps (then it empties its
+#: table): the few a busy connection waits on in turn (a client socket, a backend poller),
+#: not one per connection a burst has opened and closed.
+_KEPT_DESCRIPTORS = 16
 
 
 #: The methods of trio's ``Instruments`` that :class:`_HookTable` takes over.
