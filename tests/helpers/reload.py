@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 from h2ws_proxy.config import SocketAddress, load_config
 from h2ws_proxy.server.reload import Reloader
 from h2ws_proxy.server.serve import BoundAddresses, serve
+from tests.helpers.backends import ScriptedBackend
 
 
 @dataclass
@@ -55,6 +56,20 @@ async def serve_reloadable(nursery: trio.Nursery, file: ConfigFile) -> BoundAddr
     started = functools.partial(serve, load_config(file.path), reloader=reloader)
     bound: BoundAddresses = await nursery.start(started)
     return bound
+
+
+async def serve_between(
+    nursery: trio.Nursery, directory: Path, first: ScriptedBackend, second: ScriptedBackend
+) -> tuple[ConfigFile, BoundAddresses, trio.SocketStream]:
+    """Both backends started, a reloadable proxy routing ``/`` to ``first`` (its config file
+    in ``directory``, for a reload to move the route), its addresses and a connection to its
+    listener."""
+    await nursery.start(first.run)
+    await nursery.start(second.run)
+    file = ConfigFile(directory / "proxy.toml", routes=[("/", first.url)])
+    bound = await serve_reloadable(nursery, file)
+    address = bound.listeners[0]
+    return file, bound, await trio.open_tcp_stream(address.host, address.port)
 
 
 def issue_certificate(ca: trustme.CA, directory: Path, common_name: str) -> tuple[Path, Path]:

@@ -25,7 +25,7 @@ from h2ws_proxy.counters import status_label
 from h2ws_proxy.log import JsonFormatter, KeyValueFormatter
 from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import open_h2_client
-from tests.helpers.reload import ConfigFile, post_reload, serve_reloadable
+from tests.helpers.reload import post_reload, serve_between
 from tests.helpers.scripted_http import scripted
 
 pytestmark = pytest.mark.socket
@@ -113,12 +113,7 @@ async def test_lean_get_lines_and_counters_as_before(
     counts: dict[tuple[str, str], int] = {}
     async with trio.open_nursery() as nursery:
         a, b = _backend(b"A"), _backend(b"B")
-        await nursery.start(a.run)
-        await nursery.start(b.run)
-        file = ConfigFile(tmp_path / "proxy.toml", routes=[("/", a.url)])
-        bound = await serve_reloadable(nursery, file)
-        address = bound.listeners[0]
-        stream = await trio.open_tcp_stream(address.host, address.port)
+        file, bound, stream = await serve_between(nursery, tmp_path, a, b)
         host, port = stream.socket.getsockname()[:2]
         route, backend, body = "/", a.url, 3
 

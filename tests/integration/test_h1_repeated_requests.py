@@ -17,7 +17,7 @@ from h2ws_proxy.http1 import frontend, request_memory
 from h2ws_proxy.relay.kept_start import LastRequest
 from tests.conftest import StartProxy
 from tests.helpers.backends import BackendConnection, ScriptedBackend
-from tests.helpers.reload import ConfigFile, post_reload, serve_reloadable
+from tests.helpers.reload import post_reload, serve_between
 from tests.helpers.scripted_http import scripted
 from tests.helpers.setup import backend_url, make_config
 from tests.integration.test_h1_lean_endings import RawClient, request
@@ -119,12 +119,8 @@ async def test_a_repeated_request_follows_a_reload(tmp_path: Path) -> None:
     request on the same connection goes to the new backend."""
     async with trio.open_nursery() as nursery:
         a, b = answering(b"AAAAA"), answering(b"BBBBB")
-        await nursery.start(a.run)
-        await nursery.start(b.run)
-        file = ConfigFile(tmp_path / "proxy.toml", routes=[("/", a.url)])
-        bound = await serve_reloadable(nursery, file)
-        address = bound.listeners[0]
-        client = RawClient(await trio.open_tcp_stream(address.host, address.port))
+        file, bound, stream = await serve_between(nursery, tmp_path, a, b)
+        client = RawClient(stream)
         for _ in range(3):
             assert (await get(client))[1] == b"AAAAA"
         file.routes = [("/", b.url)]

@@ -15,7 +15,7 @@ from h2ws_proxy.relay.kept_start import KeptStart
 from h2ws_proxy.server.serve import serve
 from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import open_h2_client
-from tests.helpers.reload import ConfigFile, post_reload, serve_reloadable
+from tests.helpers.reload import post_reload, serve_between
 from tests.helpers.scripted_http import fetch, scripted
 from tests.helpers.setup import make_config
 from tests.integration.test_h1_repeated_requests import answering
@@ -39,12 +39,7 @@ async def test_a_repeated_lean_get_follows_a_reload(
     monkeypatch.setattr(lean_requests, "start_on_kept_connection", noted)
     async with trio.open_nursery() as nursery:
         a, b = answering(b"AAAAA"), answering(b"BBBBB")
-        await nursery.start(a.run)
-        await nursery.start(b.run)
-        file = ConfigFile(tmp_path / "proxy.toml", routes=[("/", a.url)])
-        bound = await serve_reloadable(nursery, file)
-        address = bound.listeners[0]
-        stream = await trio.open_tcp_stream(address.host, address.port)
+        file, bound, stream = await serve_between(nursery, tmp_path, a, b)
         async with open_h2_client(stream) as client:
             for _ in range(4):  # the later ones: remembered request, lean start, kept wire
                 state = await fetch(client, b"/same")
