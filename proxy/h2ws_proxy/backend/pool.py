@@ -9,21 +9,35 @@ ended in a state where the next request cannot be misread (the exchange asks its
 * no byte from the backend beyond its answer (a backend that sent more than its framing
   said, say a body on a 204, would have those bytes read as the *next* client's answer:
   response-queue poisoning, the mirror image of request smuggling);
-* on the way out again, a non-blocking peek finds the socket quiet: no EOF (the backend
-  closed it while it sat idle), no unsolicited bytes.
+* on the way out again, the socket is found quiet: no EOF (the backend closed it while it
+  sat idle), no unsolicited bytes (the quiet check, below).
 
 A connection a request without a task gave back (:meth:`BackendPool.release_now` with the
 client connection's poller) stays *parked* in that poller's epoll set while idle: the next
 request of the same client connection takes it with no ``epoll_ctl`` pair (each client
 connection prefers the ones it parked), and bytes or an EOF that arrive while it is idle
-wake the poller, which drops it at once (:meth:`BackendConnection.on_readable`). The peek
-stays: the poller may not have run since they came (trio may run its round after the taker's
-in the same batch). An EOF met after our write would only cost the one retry a reused
-connection gets, but stray bytes would be read as the request's answer: no check by the
-poller's last round covers those. The peek is made per take, right before the request's
-write: a check shared by a client read's takes would leave the rest of that read's
-processing (other requests' starts, HPACK, log lines) between it and the write, and bytes
-arriving in that time would be read as the answer.
+wake the poller, which drops it at once (:meth:`BackendConnection.on_readable`). A take
+still checks: the poller may not have run since they came (trio may run its round after the
+taker's in the same batch).
+
+The quiet check: a connection is quiet *as of the start of the client read that takes it*
+(the same bound as the read's shared clock reading, ``http2/lean_requests.py``). A parked
+connection is in its poller's level-triggered epoll set, so bytes or an EOF on it make that
+set ready: the first lean start of a client read asks the set once which descriptors are
+ready (:meth:`BackendPoller.ready_descriptors`, one ``epoll_wait`` that waits for nothing and
+consumes nothing), and the read's takes of connections parked there since before it began
+(``idle_since`` below the read's reading) whose descriptors are not among them need no check
+of their own. The others (ready then, parked since, taken from elsewhere, or a read whose
+answer is unknown because the array came back full) are checked alone, one ``poll(0)`` each.
+Why this is safe: the check was never exact, since a backend can close or speak a moment
+after it, and what it cannot catch is the same either way, only the window is longer (a
+read's processing: other requests' starts, HPACK, log lines, where a check per take left
+microseconds). An EOF in that window costs what it always could: the write or the answer's
+read fails before any answer byte, and a reused connection's request without a body is
+retried once on a new connection (``http2/polled_request.py``, ``reused``). Bytes in that
+window (a backend's 408 as it closes an idle connection) would be read as the answer, as
+bytes arriving just after a per-take check always could; ``backend_keepalive_s`` below the
+backends' own keep-alive keeps us the side that closes an idle connection first.
 
 Bounds: at most ``backend_max_idle`` idle connections per backend, each kept at most
 ``backend_keepalive_s`` (below the usual backend keep-alive, so we close first and rarely
@@ -66,12 +80,17 @@ class BackendConnection:
     #: ``stream`` as a socket a poller can drive, or None (``as_pollable``, asked once: a
     #: lean request's take and write need it).
     socket: PollableSocket | None = field(init=False, default=None)
+    #: ``socket``'s descriptor (-1: none), read once: a take looks it up in its client
+    #: read's ready descriptors (``take_idle_now``).
+    fd: int = field(init=False, default=-1)
     #: A ``poll`` set holding ``socket`` alone, made at its first take and kept while the
     #: connection lives: a take's quiet check is then one ``poll(0)`` (``take_idle_now``).
     quiet_poll: select.poll | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.socket = as_pollable(self.stream)
+        self.socket = socket = as_pollable(self.stream)
+        if socket is not None:
+            self.fd = socket.fileno()
 
     # ---- the poller's callbacks while parked (a Watcher) ----
 
@@ -144,7 +163,11 @@ class BackendPool:
         return None
 
     def take_idle_now(
-        self, address: BackendAddress, poller: BackendPoller, now: float | None = None
+        self,
+        address: BackendAddress,
+        poller: BackendPoller,
+        now: float | None = None,
+        ready: set[int] | None = None,
     ) -> BackendConnection | None:
         """:meth:`take_idle` for a request run without a task on ``poller``'s client
         connection: a connection whose socket a poller can drive, or None. Stale ones met
@@ -160,10 +183,18 @@ class BackendPool:
         processing ago (``http2/lean_requests.py``), else one is taken here. A reading that
         old can only take a connection that much past ``backend_keepalive_s``, a limit set
         well below the backends' own keep-alive for that reason (see the module).
+
+        ``ready``: the descriptors of ``poller``'s set found ready at the start of the
+        caller's client read (:meth:`BackendPoller.ready_descriptors`, asked after ``now``
+        was read, in the same read), if it asked; then a connection parked in ``poller``
+        since before ``now`` (``idle_since < now``) whose descriptor is not among them is
+        quiet as of that read's start and taken without a check of its own (the module's
+        rule). None: every take checks its connection itself.
         """
         if now is None:
             timers = poller.timers  # the clock the timers read: one call, not trio's three
             now = timers.now() if timers is not None else trio.current_time()
+            ready = None  # (asked before a reading of the caller's only)
         keepalive = self._limits.backend_keepalive_s
         idle = self._idle
         while True:
@@ -183,8 +214,15 @@ class BackendPool:
                     return None  # (it stays for ``take_idle``)
                 parked_in = connection.parked_in
                 idle.remove(connection)
-            good = now - connection.idle_since < keepalive
-            if good:  # ``pollable.is_quiet()``, without a register and unregister per take
+            idle_since = connection.idle_since
+            good = now - idle_since < keepalive
+            if good and not (  # quiet as of the read's start (the module's rule)
+                ready is not None
+                and parked_in is poller
+                and idle_since < now
+                and connection.watched
+                and connection.fd not in ready
+            ):  # else ``pollable.is_quiet()``, without a register and unregister per take
                 quiet_poll = connection.quiet_poll
                 if quiet_poll is None:
                     quiet_poll = connection.quiet_poll = select.poll()

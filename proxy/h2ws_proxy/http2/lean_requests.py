@@ -14,7 +14,9 @@ the frontend clears as it acts on each read's events; that read's other starts u
 the pool's keep-alive test and their idle timer. So a request's idle timeout counts from
 the moment its read began to be acted on (its bytes had arrived by then), which is at most
 that read's processing earlier than its own start: the deadline still fires only after the
-timeout passed since the request's bytes moved.
+timeout passed since the request's bytes moved. Right after that reading, the same start
+asks the poller once which descriptors of its set are ready (``_read_ready``): the pool's
+quiet check for the connections the read's starts take (``backend/pool.py``).
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class LeanRequests:
         #: The timers' clock as read by the current client read's first lean start; below
         #: zero: not read yet in this read (the frontend sets it so per read).
         self.read_time = -1.0
+        #: The poller's ready descriptors as asked right after ``read_time`` was read (the
+        #: pool's quiet check for the read's takes: ``backend/pool.py``); None: not asked.
+        self._read_ready: set[int] | None = None
         #: ``_timed_poller`` bound once (not a new bound method per request).
         self._timed_poller_of = self._timed_poller
 
@@ -106,8 +111,13 @@ class LeanRequests:
         timers = self._timers
         if timers is not None:
             now = self.read_time
-            if now < 0.0:
+            if now < 0.0:  # the read's first lean start: its clock, then its quiet check
                 now = self.read_time = timers.now()
+                poller = self._timed
+                ready = None if poller is None else poller.ready_descriptors()
+                self._read_ready = ready
+            else:
+                ready = self._read_ready
             start = start_on_kept_connection(
                 server,
                 route,
@@ -118,6 +128,7 @@ class LeanRequests:
                 self._timed,
                 now,
                 generation.balancers,
+                ready,
             )
         else:  # the connection's first: its poller and timers are made once there is work
             start = start_on_kept_connection(
@@ -128,6 +139,7 @@ class LeanRequests:
             timers = self._timers
             assert timers is not None  # (``_timed_poller`` gave the poller)
             now = self.read_time = timers.now()
+            self._read_ready = None  # (the read's later takes check themselves)
         if start is None:
             return False
         limits = generation.config.limits

@@ -94,6 +94,7 @@ def start_on_kept_connection(
     poller: BackendPoller | None = None,
     now: float | None = None,
     balancers: Balancers | None = None,
+    ready: set[int] | None = None,
 ) -> KeptStart | None:
     """Write bodiless ``request``'s head to a kept connection if nothing would wait (see the
     module); None: nothing was done. ``poller_of`` gives the client connection's poller
@@ -101,7 +102,9 @@ def start_on_kept_connection(
     none to be had), unless the caller has it already: ``poller``. ``last``: the client
     connection's memory of its last request. ``now``: the clock's reading for the pool's
     keep-alive test (see :meth:`BackendPool.take_idle_now`), if the caller has one.
-    ``balancers``: the server's current ones, if the caller read them already."""
+    ``balancers``: the server's current ones, if the caller read them already. ``ready``:
+    ``poller``'s ready descriptors as of the caller's client read, asked after ``now`` was
+    read (the pool's quiet check: :meth:`BackendPool.take_idle_now`), if it asked."""
     if balancers is None:
         balancers = server.balancers
     if last is None:
@@ -135,7 +138,7 @@ def start_on_kept_connection(
         if poller is None:
             balancer.give_back(chosen)
             return None
-    connection = pool.take_idle_now(address, poller, now)
+    connection = pool.take_idle_now(address, poller, now, ready)
     if connection is None:
         balancer.give_back(chosen)
         return None

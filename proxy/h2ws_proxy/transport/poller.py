@@ -240,3 +240,22 @@ class BackendPoller:
                 except Exception as error:
                     log_event(logger, logging.ERROR, "poller.handler_failed", error=repr(error))
                     logger.debug("closing handler failed", exc_info=True)
+
+    # ---- the pool's quiet check, once per client read (``backend/pool.py``) ----
+
+    #: How many ready descriptors :meth:`ready_descriptors` can report; that many or more
+    #: and it reports none (the pool then checks each take itself).
+    ready_most = 256
+
+    def ready_descriptors(self) -> set[int] | None:
+        """The descriptors of the set that are ready now (bytes, an EOF or an error), from
+        one ``epoll_wait`` that does not wait; None: not known (``ready_most`` or more were
+        ready, so the array may have left some out, or the poller ended). Level-triggered:
+        the descriptors stay ready for the poller's own rounds; this takes none of them."""
+        if self.closed:
+            return None
+        most = self.ready_most
+        events = self._epoll.poll(0, most)
+        if len(events) >= most:
+            return None
+        return {fd for fd, _events in events}
