@@ -220,7 +220,6 @@ class BackendPool:
                 ready is not None
                 and parked_in is poller
                 and idle_since < now
-                and connection.watched
                 and connection.fd not in ready
             ):  # else ``pollable.is_quiet()``, without a register and unregister per take
                 quiet_poll = connection.quiet_poll
