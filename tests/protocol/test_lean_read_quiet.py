@@ -35,6 +35,8 @@ class Read:
         self.kept, self.lean = kept, lean
         self.request, self.route = kept.request(0)
         self._next_id = 1
+        #: Every stream started on, in order.
+        self.streams: list[H2Stream] = []
 
     def begin(self) -> None:
         self.lean.read_time = -1.0  # (what the frontend does per read)
@@ -48,6 +50,7 @@ class Read:
             True,
         )
         self._next_id += 2
+        self.streams.append(stream)
         return self.lean.try_start(stream, self.request, self.route)
 
 
@@ -76,35 +79,48 @@ def count_asks(poller: BackendPoller, monkeypatch: pytest.MonkeyPatch) -> list[i
     return asks
 
 
-async def test_one_read_meets_a_stale_connection_first_and_reuses_the_others(
+def parked_connections(
+    kept: KeptServers, poller: BackendPoller, count: int
+) -> tuple[Read, list[BackendConnection], list[socket.socket]]:
+    """``count`` parked, one of them (the newest) taken by a first read that makes the
+    poller's timers known; the others, oldest first, and every backend's end."""
+    backends = [kept.park(0, poller) for _ in range(count)]
+    read = Read(kept, lean_requests(kept, poller))
+    read.begin()
+    assert read.start()
+    assert backends[-1].recv(65536).startswith(b"GET /0 ")
+    return read, idle_connections(kept), backends
+
+
+def closed(connection: BackendConnection) -> bool:
+    return connection.stream.fileno() == -1  # type: ignore[attr-defined]
+
+
+async def test_one_read_drops_stale_connections_and_reuses_the_others(
     timed_poller: BackendPoller,
     autojump_clock: trio.testing.MockClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Three parked; the backend closed the newest (taken first) before the read. The
-    read asks once: its first take checks the stale one alone and drops it, the read's
-    takes reuse the two others with no check of their own, and a third start finds none."""
+    """Four parked; before the read, the backend closed the newest (the first take meets
+    it) and another one (a later take meets it). The read's first take checks alone: it
+    drops the stale one and takes the next, checked too. Its second start asks the poller
+    once; that take meets the other stale one among the ready, checks it alone and drops
+    it, and takes the last one with no check of its own. A third start finds none."""
     kept = KeptServers("http://127.0.0.1:9")
     try:
-        backends = [kept.park(0, timed_poller) for _ in range(3)]
-        connections = idle_connections(kept)  # (oldest first, as parked)
-        read = Read(kept, lean_requests(kept, timed_poller))
-        assert read.start()  # a first read makes the poller's timers known
-        assert backends[2].recv(65536).startswith(b"GET /0 ")
-        kept.park(0, timed_poller)  # (one more, so three are parked again)
-        connections = idle_connections(kept)
+        read, parked, backends = parked_connections(kept, timed_poller, 5)
+        oldest, second_stale, first_good, first_stale = parked
         autojump_clock.jump(1.0)  # the read comes after they were parked
-        newest = connections[-1]
-        newest_backend = kept._pairs[-1][1]
-        newest_backend.close()  # the backend's idle close of the newest one
+        backends[3].close()  # the backend's idle close of ``first_stale``
+        backends[1].close()  # and of ``second_stale``
         asks = count_asks(timed_poller, monkeypatch)
         read.begin()
         assert [read.start(), read.start(), read.start()] == [True, True, False]
         assert asks == [1]
-        assert newest.stream.fileno() == -1  # type: ignore[attr-defined]
-        reused = [c for c in connections if c is not newest]
-        assert [c.quiet_poll for c in reused] == [None, None]
-        for backend in (backends[0], backends[1]):
+        assert [closed(first_stale), closed(second_stale)] == [True, True]
+        assert first_good.quiet_poll is not None  # the read's first take: checked alone
+        assert oldest.quiet_poll is None  # quiet by the read's one check
+        for backend in (backends[2], backends[0]):
             assert backend.recv(65536).startswith(b"GET /0 ")
     finally:
         kept.close()
@@ -115,25 +131,29 @@ async def test_bytes_that_came_after_one_read_are_met_by_the_next_reads_check(
     autojump_clock: trio.testing.MockClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A read's answer is its own: unsolicited bytes on a parked connection after read A
-    are seen by read B's check (asked anew), and that connection is not reused."""
+    """A read's answer is its own: unsolicited bytes on a parked connection after read A's
+    check are seen by read B's (asked anew), and that connection is not reused. A read of
+    one start asks nothing (its take checks alone)."""
     kept = KeptServers("http://127.0.0.1:9")
     try:
-        backends = [kept.park(0, timed_poller) for _ in range(3)]
-        read = Read(kept, lean_requests(kept, timed_poller))
-        assert read.start()  # (the poller's timers known; the newest taken)
+        read, parked, backends = parked_connections(kept, timed_poller, 6)
+        oldest, spoken, b_first, a_second, a_first = parked
         autojump_clock.jump(1.0)
         asks = count_asks(timed_poller, monkeypatch)
         read.begin()  # read A
-        assert read.start()
-        assert backends[1].recv(65536).startswith(b"GET /0 ")
-        (spoken,) = idle_connections(kept)
-        backends[0].send(STRAY)  # after A's check
+        assert [read.start(), read.start()] == [True, True]
+        assert a_second.quiet_poll is None
+        backends[1].send(STRAY)  # after A's check
         read.begin()  # read B
-        assert not read.start()  # the spoken-on one dropped: none left to take
+        assert [read.start(), read.start()] == [True, True]
         assert asks == [1, 1]
-        assert spoken.stream.fileno() == -1  # type: ignore[attr-defined]
-        assert received_nothing(backends[0])  # closed, never written to
+        assert closed(spoken)
+        assert received_nothing(backends[1])  # closed, never written to
+        assert oldest.quiet_poll is None
+        read.begin()  # read C: one start, none left
+        assert not read.start()
+        assert asks == [1, 1]
+        assert [closed(c) for c in (oldest, b_first, a_second, a_first)] == [False] * 4
     finally:
         kept.close()
 
@@ -142,24 +162,62 @@ async def test_a_full_ready_array_makes_every_take_of_the_read_check_alone(
     timed_poller: BackendPoller,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """More ready than the array holds: the read's answer is "not known", so each take
-    checks its connection alone (the spoken-on ones are dropped, the quiet one checked)."""
+    """More ready than the array holds: the read's answer is "not known", so each of its
+    takes checks its connection alone (the spoken-on ones are dropped, the quiet one is
+    checked and taken)."""
     kept = KeptServers("http://127.0.0.1:9")
     try:
-        backends = [kept.park(0, timed_poller) for _ in range(4)]
-        read = Read(kept, lean_requests(kept, timed_poller))
-        assert read.start()  # (the poller's timers known; the newest taken)
-        quiet, spoken, also_spoken = idle_connections(kept)
+        read, parked, backends = parked_connections(kept, timed_poller, 5)
+        quiet, spoken, also_spoken, _first = parked
         autojump_clock.jump(1.0)
         backends[1].send(STRAY)
         backends[2].send(STRAY)
         timed_poller.ready_most = 1
         read.begin()
-        assert read.start()
-        assert not read.start()
-        for dropped in (spoken, also_spoken):
-            assert dropped.stream.fileno() == -1  # type: ignore[attr-defined]
+        assert [read.start(), read.start(), read.start()] == [True, True, False]
+        assert [closed(spoken), closed(also_spoken)] == [True, True]
         assert quiet.quiet_poll is not None  # checked alone
         assert backends[0].recv(65536).startswith(b"GET /0 ")
+    finally:
+        kept.close()
+
+
+async def test_a_records_start_is_its_reads_reading_and_its_duration_never_shorter(
+    timed_poller: BackendPoller,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A lean request's record starts at its read's clock reading (no reading of its own):
+    a start later in the same read still has its read's reading, and its duration, read at
+    its end, is the time since then: never negative, never shorter than since its own
+    start, longer by no more than the read's processing before it."""
+    kept = KeptServers("http://127.0.0.1:9")
+    try:
+        read, _parked, _backends = parked_connections(kept, timed_poller, 3)
+        autojump_clock.jump(1.0)
+        read.begin()
+        read_began = trio.current_time()
+        starts = [read.start()]
+        autojump_clock.jump(0.25)  # (the read's processing before its second request)
+        second_started = trio.current_time()
+        starts.append(read.start())
+        assert starts == [True, True]
+        records = [
+            stream.on_writable._record  # type: ignore[union-attr]
+            for stream in read.streams[-2:]
+        ]
+        assert [record.started for record in records] == [read_began, read_began]
+        autojump_clock.jump(0.5)  # the answers' end
+        counted: list[float] = []
+
+        class Counters:
+            def count_request(self, _key: object, seconds: float) -> None:
+                counted.append(seconds)
+
+        for record in records:
+            record.status = 200
+            record.log(Counters())  # type: ignore[arg-type]
+        assert counted == [0.75, 0.75]
+        assert counted[1] >= trio.current_time() - second_started
+        assert counted[1] - (trio.current_time() - second_started) <= 0.25
     finally:
         kept.close()

@@ -20,18 +20,21 @@ wake the poller, which drops it at once (:meth:`BackendConnection.on_readable`).
 still checks: the poller may not have run since they came (trio may run its round after the
 taker's in the same batch).
 
-The quiet check: a connection is quiet *as of the start of the client read that takes it*
-(the same bound as the read's shared clock reading, ``http2/lean_requests.py``). A parked
-connection is in its poller's level-triggered epoll set, so bytes or an EOF on it make that
-set ready: the first lean start of a client read asks the set once which descriptors are
-ready (:meth:`BackendPoller.ready_descriptors`, one ``epoll_wait`` that waits for nothing and
-consumes nothing), and the read's takes of connections parked there since before it began
-(``idle_since`` below the read's reading) whose descriptors are not among them need no check
-of their own. The others (ready then, parked since, taken from elsewhere, or a read whose
-answer is unknown because the array came back full) are checked alone, one ``poll(0)`` each.
+The quiet check: a connection is found quiet *at some moment of the client read that takes
+it, before its take*, not necessarily right before it (the same bound as the read's shared
+clock reading, ``http2/lean_requests.py``). A parked connection is in its poller's
+level-triggered epoll set, so bytes or an EOF on it make that set ready: the second lean
+start of a client read asks the set once which descriptors are ready
+(:meth:`BackendPoller.ready_descriptors`, one ``epoll_wait`` that waits for nothing and
+consumes nothing), and from then on the read's takes of connections parked there since
+before the read began (``idle_since`` below the read's reading) whose descriptors are not
+among them need no check of their own. The others (the read's first take, connections ready
+then, parked since, taken from elsewhere, or all of a read whose answer is unknown because
+the array came back full) are checked alone, one ``poll(0)`` each.
+
 Why this is safe: the check was never exact, since a backend can close or speak a moment
-after it, and what it cannot catch is the same either way, only the window is longer (a
-read's processing: other requests' starts, HPACK, log lines, where a check per take left
+after it; what it cannot catch is the same either way, only the window is longer (at most
+a read's processing: other requests' starts, HPACK, log lines, where a check per take left
 microseconds). An EOF in that window costs what it always could: the write or the answer's
 read fails before any answer byte, and a reused connection's request without a body is
 retried once on a new connection (``http2/polled_request.py``, ``reused``). Bytes in that

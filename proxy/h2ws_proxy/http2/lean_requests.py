@@ -14,9 +14,11 @@ the frontend clears as it acts on each read's events; that read's other starts u
 the pool's keep-alive test and their idle timer. So a request's idle timeout counts from
 the moment its read began to be acted on (its bytes had arrived by then), which is at most
 that read's processing earlier than its own start: the deadline still fires only after the
-timeout passed since the request's bytes moved. Right after that reading, the same start
-asks the poller once which descriptors of its set are ready (``_read_ready``): the pool's
-quiet check for the connections the read's starts take (``backend/pool.py``).
+timeout passed since the request's bytes moved. The pool's quiet check is shared too
+(``backend/pool.py``): the read's first start checks the connection it takes alone (one
+``poll``, what asking the whole set would cost: a read of one request pays no more than
+before); its second start asks the poller once which descriptors of its set are ready
+(``_read_ready``), the answer for its take and every later take of the read.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from h2ws_proxy.transport.poller import BackendPoller
 from h2ws_proxy.transport.timers import ConnectionTimers
 
 _NO_BODY = BodyFraming.NONE
+#: ``LeanRequests._read_ready`` before the read's second lean start asked (never read from).
+_NOT_ASKED: set[int] = set()
 
 
 class LeanRequests:
@@ -76,8 +80,9 @@ class LeanRequests:
         #: The timers' clock as read by the current client read's first lean start; below
         #: zero: not read yet in this read (the frontend sets it so per read).
         self.read_time = -1.0
-        #: The poller's ready descriptors as asked right after ``read_time`` was read (the
-        #: pool's quiet check for the read's takes: ``backend/pool.py``); None: not asked.
+        #: The poller's ready descriptors as the read's second lean start found them (the
+        #: pool's quiet check for that start's take and the later ones: ``backend/pool.py``);
+        #: ``_NOT_ASKED`` before; None: not known (every take of the read checks alone).
         self._read_ready: set[int] | None = None
         #: ``_timed_poller`` bound once (not a new bound method per request).
         self._timed_poller_of = self._timed_poller
@@ -111,13 +116,16 @@ class LeanRequests:
         timers = self._timers
         if timers is not None:
             now = self.read_time
-            if now < 0.0:  # the read's first lean start: its clock, then its quiet check
+            if now < 0.0:  # the read's first lean start: its take checks alone
                 now = self.read_time = timers.now()
-                poller = self._timed
-                ready = None if poller is None else poller.ready_descriptors()
-                self._read_ready = ready
+                ready = None
+                self._read_ready = _NOT_ASKED
             else:
                 ready = self._read_ready
+                if ready is _NOT_ASKED:  # its second: asks for it and the rest of the read
+                    poller = self._timed
+                    ready = None if poller is None else poller.ready_descriptors()
+                    self._read_ready = ready
             start = start_on_kept_connection(
                 server,
                 route,
@@ -139,7 +147,7 @@ class LeanRequests:
             timers = self._timers
             assert timers is not None  # (``_timed_poller`` gave the poller)
             now = self.read_time = timers.now()
-            self._read_ready = None  # (the read's later takes check themselves)
+            self._read_ready = _NOT_ASKED  # (the read's next start asks)
         if start is None:
             return False
         limits = generation.config.limits
@@ -148,7 +156,7 @@ class LeanRequests:
         if facts is None or not facts.made_for(request, route):
             facts = RequestFacts("h2", info.connection_id, info.peer, request, route)
             self._last.facts = facts
-        record = RelayRecord.of_facts(facts, stream.stream_id, start[1].label)
+        record = RelayRecord.of_facts(facts, stream.stream_id, start[1].label, now)
         PolledRequest(
             self,
             stream,

@@ -18,6 +18,14 @@ every tunnel and request passes exactly once, so the metrics cost one update per
 request and nothing per message. The line itself is rendered by ``relay/record_line.py``.
 A repeated request on the lean HTTP/2 path is begun from the connection's
 ``relay/request_facts.py`` (:meth:`RelayRecord.of_facts`), and counted and written from them.
+
+Its duration (``duration_s``) starts at the clock's reading of the client read that brought
+the request (the reading that read's lean starts share for their idle timers), not at the
+record's making: from when the proxy began acting on the bytes of the read, which were
+there by then, to the record's end. So it is still the request's time through the proxy,
+never negative (the end is read later on the same clock) and never shorter than a reading
+at the record's making would give; longer by at most the part of that read's processing
+that came before the request's start (the requests before it in the same read).
 """
 
 from __future__ import annotations
@@ -150,17 +158,21 @@ class RelayRecord:
         return record
 
     @classmethod
-    def of_facts(cls, facts: RequestFacts, stream_id: int, backend: str) -> RelayRecord:
+    def of_facts(
+        cls, facts: RequestFacts, stream_id: int, backend: str, now: float | None = None
+    ) -> RelayRecord:
         """The record of an ordinary request of ``facts`` on stream ``stream_id``, whose
         server (named ``backend``) is taken: :meth:`begin`'s record for the same values,
-        made without its keywords, and ended (:meth:`log`) from ``facts``."""
+        made without its keywords, and ended (:meth:`log`) from ``facts``. ``now``: its
+        start, the clock's reading of the client read that brought it, if the caller has
+        one (``http2/lean_requests.py``: see the module for what the duration measures)."""
         record = _new_record(cls)
         record.facts, record.stream_id, record.backend = facts, stream_id, backend
         (
             record.front, record.connection_id, record.kind, record.method, record.path,
             record.authority, record.client, record.user_agent, record.route,
         ) = facts.fields  # fmt: skip
-        record.started = facts.now()
+        record.started = facts.now() if now is None else now
         record.status = record.error = record.outcome = record._held_by = record._held = None
         # As in begin (a test holds both equal to RelayStats()).
         record.opened, record.stats = False, (stats := _new_stats(RelayStats))
