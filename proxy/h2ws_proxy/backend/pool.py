@@ -286,7 +286,9 @@ class BackendPool:
         """:meth:`release` without a yield, for a connection :meth:`take_idle_now` gave:
         kept, it stays parked in ``poller`` (whose epoll set may hold its socket already);
         with no room for it, its socket leaves the set and closes at once. ``socket`` and
-        ``fd``: the connection's, when the caller holds them already."""
+        ``fd``: the connection's, when the caller holds them already. Its ``idle_since`` is
+        a reading taken here, never an older one shared: the quiet check takes a connection
+        with ``idle_since`` below a read's reading as parked before that read began."""
         if socket is None:
             socket = connection.socket
             assert socket is not None, "only take_idle_now's connections come back here"
