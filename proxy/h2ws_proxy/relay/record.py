@@ -19,13 +19,13 @@ request and nothing per message. The line itself is rendered by ``relay/record_l
 A repeated request on the lean HTTP/2 path is begun from the connection's
 ``relay/request_facts.py`` (:meth:`RelayRecord.of_facts`), and counted and written from them.
 
-Its duration (``duration_s``) starts at the clock's reading of the client read that brought
-the request (the reading that read's lean starts share for their idle timers), not at the
-record's making: from when the proxy began acting on the bytes of the read, which were
-there by then, to the record's end. So it is still the request's time through the proxy,
-never negative (the end is read later on the same clock) and never shorter than a reading
-at the record's making would give; longer by at most the part of that read's processing
-that came before the request's start (the requests before it in the same read).
+Such a record's duration (``duration_s``) starts at the clock's reading of the client read
+that brought the request (taken by that read's first lean start and shared by its others for
+their idle timers: ``http2/lean_requests.py``), not at the record's making; the request's
+bytes were there by then. So it is still the request's time through the proxy, never
+negative (the end is read later, on the same clock) and never shorter than a reading at the
+record's making would give; longer by at most that read's processing from its first lean
+start to this request's (the requests before it in the same read).
 """
 
 from __future__ import annotations
