@@ -29,8 +29,9 @@ start of a client read asks the set once which descriptors are ready
 consumes nothing), and from then on the read's takes of connections parked there since
 before the read began (``idle_since`` below the read's reading) whose descriptors are not
 among them need no check of their own. The others (the read's first take, connections ready
-then, parked since, taken from elsewhere, or all of a read whose answer is unknown because
-the array came back full) are checked alone, one ``poll(0)`` each.
+then, parked since, taken from elsewhere, out of the set because the kernel refused to watch
+them (``watched``: such a socket is never ready), or all of a read whose answer is unknown
+because the array came back full) are checked alone, one ``poll(0)`` each.
 
 Why this is safe: the check was never exact, since a backend can close or speak a moment
 after it; what it cannot catch is the same either way, only the window is longer (at most
@@ -222,6 +223,7 @@ class BackendPool:
             if good and not (  # quiet as of the read's start (the module's rule)
                 ready is not None
                 and parked_in is poller
+                and connection.watched  # (a socket the kernel refused to watch is never ready)
                 and idle_since < now
                 and connection.fd not in ready
             ):  # else ``pollable.is_quiet()``, without a register and unregister per take
