@@ -22,7 +22,7 @@ import trio
 
 from h2ws_proxy.relay.going_away import OpenTunnels
 from h2ws_proxy.relay.outcome import Side
-from h2ws_proxy.relay.relay_state import READ_SIZE, TIMER_SLACK_S, Relay
+from h2ws_proxy.relay.relay_state import READ_SIZE, Relay
 from h2ws_proxy.relay.tunnel_ports import PushableClient
 from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
@@ -168,11 +168,11 @@ class PolledDownward:
         if not data:
             self._backend_ended()
             return
-        timers = relay.timers
-        if timers is not None:  # ``Relay.activity`` inline: once per message
-            now = relay.stats.last_activity = timers.now()
-            if now - relay.armed_at >= TIMER_SLACK_S:
-                relay.arm_fresh(now)
+        moved = relay.moved
+        if moved is not None:
+            # The deadline moves once the round is over and its output went
+            # (``Relay.rearm``): no clock reading per message, none before the send.
+            moved.append(relay)
         else:
             relay.activity()
         down = relay.down

@@ -31,6 +31,7 @@ from h2ws_proxy.relay.tunnel_ports import ClosingDownward, TunnelEnd
 from h2ws_proxy.relay.tunnel_ports import PushableClient as PushableClient  # front_side.py
 from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
+from h2ws_proxy.transport.poller import MovedTimer
 from h2ws_proxy.transport.timers import ConnectionTimers
 
 #: Largest read from either side. 64 KiB matches the common socket buffer and h2's window.
@@ -88,8 +89,9 @@ class Relay:
     half_closed_since: float | None = None
     #: How the tunnel ends if the scope's deadline is what stops it.
     timer_end: RelayEnd = RelayEnd.IDLE_TIMEOUT
-    #: ``stats.last_activity`` when the deadline was last set.
-    armed_at: float = -math.inf
+    #: From this clock reading on, activity moves the deadline again: its last move (a
+    #: reading of ``stats.last_activity``'s clock) plus ``TIMER_SLACK_S``.
+    rearm_from: float = -math.inf
     #: Client → backend and backend → client, as WebSocket frames.
     up: Leg = field(default_factory=lambda: Leg(upward=True))
     down: Leg = field(default_factory=lambda: Leg(upward=False))
@@ -123,6 +125,10 @@ class Relay:
     #: (``resume``; a module's function, not a closure), and the front end's end.
     resumer: Callable[[Relay], None] | None = None
     on_end: TunnelEnd | None = None
+    #: With ``timers``: the connection's tunnels that moved bytes in the client read or
+    #: poller round going on (``BackendPoller.moved``), whose deadlines move once it is
+    #: over, from one clock reading (:meth:`rearm`); None: ``activity`` at once.
+    moved: list[MovedTimer] | None = None
 
     # ---- the upward forwarder (``tunnel._offer_forwarder``), on the reader's task ----
 
@@ -139,12 +145,12 @@ class Relay:
             return 0  # the pump meets the error on its own next send
         if sent:
             up.feed(data if sent == len(data) else data[:sent])
-            stats, timers = self.stats, self.timers
-            stats.bytes_up += sent
-            if timers is not None:  # ``activity`` inline: once per message
-                now = stats.last_activity = timers.now()
-                if now - self.armed_at >= TIMER_SLACK_S:
-                    self.arm_fresh(now)
+            self.stats.bytes_up += sent
+            moved = self.moved
+            if moved is not None:
+                # The deadline moves once the read is over (``rearm``): no clock reading
+                # per message, none before the sends.
+                moved.append(self)
             else:
                 self.activity()
         return sent
@@ -190,12 +196,20 @@ class Relay:
         timers = self.timers
         if timers is not None:
             now = self.stats.last_activity = timers.now()  # trio.current_time(), in one call
-            if now - self.armed_at >= TIMER_SLACK_S:
+            if now >= self.rearm_from:
                 self.arm_fresh(now)
         else:
             now = self.stats.last_activity = trio.current_time()
-            if now - self.armed_at >= TIMER_SLACK_S:
+            if now >= self.rearm_from:
                 self._arm()
+
+    def rearm(self, now: float) -> None:
+        """Activity seen before ``now`` (a clock reading taken after it: ``moved``), where
+        ``now`` reached ``rearm_from``: the deadline moves as :meth:`activity` moves it.
+        Nothing once the polled tunnel was closed (its timer is disarmed for good)."""
+        if self.downward is not None:
+            self.stats.last_activity = now
+            self.arm_fresh(now)
 
     def half_closed(self) -> None:
         """One direction ended cleanly: from now on the other one is on a timer."""
@@ -211,7 +225,7 @@ class Relay:
     def arm_fresh(self, now: float) -> None:
         """On the connection's timers, from ``now``: the earlier of the idle and the
         half-closed timeout (both start over at activity), or the drain's end before them."""
-        self.armed_at = now
+        self.rearm_from = now + TIMER_SLACK_S
         length, end = math.inf, RelayEnd.IDLE_TIMEOUT
         if self.idle_timeout_s > 0:
             length = self.idle_timeout_s + TIMER_SLACK_S
@@ -264,7 +278,7 @@ class Relay:
         self.cancel()
 
     def _arm(self) -> None:
-        self.armed_at = self.stats.last_activity
+        self.rearm_from = self.stats.last_activity + TIMER_SLACK_S
         deadline, end = math.inf, RelayEnd.IDLE_TIMEOUT
         if self.idle_timeout_s > 0:
             deadline = self.stats.last_activity + self.idle_timeout_s

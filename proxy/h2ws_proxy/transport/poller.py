@@ -67,6 +67,18 @@ class Watcher(Protocol):
         ...
 
 
+class MovedTimer(Protocol):
+    """A deadline that activity moves lazily (a tunnel's: ``relay_state.Relay``), listed in
+    :attr:`BackendPoller.moved` when its owner moved bytes."""
+
+    #: From this clock reading on, activity moves the deadline.
+    rearm_from: float
+
+    def rearm(self, now: float) -> None:
+        """Activity came before ``now``, which reached ``rearm_from``: move the deadline."""
+        ...
+
+
 class BackendPoller:
     """The backend sockets of one client connection, watched together."""
 
@@ -100,6 +112,9 @@ class BackendPoller:
         #: Rounds of handlers made so far (:meth:`run`'s and :meth:`dispatch`'s): what a test
         #: counts to check that an event took the one round it should.
         self.rounds = 0
+        #: The timers of this connection's tunnels that moved bytes in the round or client
+        #: read going on, moved once it is over (:meth:`rearm_moved`).
+        self.moved: list[MovedTimer] = []
 
     @staticmethod
     def available() -> bool:
@@ -161,14 +176,37 @@ class BackendPoller:
     def dispatch(self) -> None:
         """One round of handlers (as :meth:`run` makes after each wake-up), for such an owner."""
         self.rounds += 1
-        self._run_handlers()
+        try:
+            self._run_handlers()
+        finally:
+            if self.moved:
+                self.rearm_moved()
+
+    def rearm_moved(self) -> None:
+        """The end of a round or a client read in which tunnels moved bytes (:attr:`moved`):
+        their deadlines move from one clock reading, taken now.
+
+        So a round reads the clock once, not once per message, and after its output went
+        (``run``): nothing between a wake-up and its send waits on it. The reading comes
+        after every byte of the round moved, so no deadline is set early; it is late by at
+        most the round's (the read's) processing, and the timers' task cannot run before
+        it (the round never yields). Whoever lists a timer in :attr:`moved` calls this
+        before its next ``await``."""
+        moved = self.moved
+        timers = self.timers
+        if timers is not None:
+            now = timers.now()
+            for timer in moved:
+                if now >= timer.rearm_from:
+                    timer.rearm(now)
+        moved.clear()
 
     async def run(self) -> None:
         """Dispatch readiness until cancelled (the connection's nursery owns this task)."""
         # Read once: the descriptor and the callbacks stay the same for the poller's life.
         epoll_fd, wait_readable = self._epoll.fileno(), readable_waiter()
         round_start, round_end = self._on_round_start, self._on_round_end
-        watchers = self._watchers
+        watchers, moved = self._watchers, self.moved
         try:
             while True:
                 await wait_readable(epoll_fd)
@@ -190,7 +228,9 @@ class BackendPoller:
                         self._run_handlers()
                 finally:
                     if round_end is not None:
-                        round_end()
+                        round_end()  # (the round's output goes out here)
+                    if moved:
+                        self.rearm_moved()
         finally:
             self.close()
 
