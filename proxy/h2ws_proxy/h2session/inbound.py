@@ -66,7 +66,7 @@ from h2ws_proxy.h2session.streams import ClosedBy
 # Module globals for the receive loop (a global is cheaper than a module attribute).
 _HEADER = f.FRAME_HEADER
 #: A frame header as (length << 8 | type, flags, stream id): one test finds a DATA frame.
-_LENGTH_KIND_FLAGS_ID = struct.Struct(">LBL")
+_UNPACK_LENGTH_KIND_FLAGS_ID = struct.Struct(">LBL").unpack_from
 assert f.DATA == 0
 _FRAME_HEADER_BYTES = f.FRAME_HEADER_BYTES
 _STREAM_ID_MASK = f.STREAM_ID_MASK
@@ -149,30 +149,24 @@ class Receiver(HeaderBlocks):
         # Read once: ``feed`` changes none of them, and the connection's window is kept in a
         # local until the loop ends, however it ends (``feed`` only holds credit here).
         streams, max_frame, window = self._streams, self._max_frame_in, self._recv_window
-        header_bytes, unpack, not_plain, id_mask = (
-            _FRAME_HEADER_BYTES,
-            _LENGTH_KIND_FLAGS_ID.unpack_from,
-            _PADDED_OR_END,
-            _STREAM_ID_MASK,
-        )
         self._holding_credit = True  # (so the windows below move only by what is read)
         try:
-            while end - pos > header_bytes:
+            while end - pos > _FRAME_HEADER_BYTES:
                 # The 24-bit length and the type in one 32-bit number: DATA is type 0.
-                length_kind, flags, stream_id = unpack(data, pos)
+                length_kind, flags, stream_id = _UNPACK_LENGTH_KIND_FLAGS_ID(data, pos)
                 length = length_kind >> 8
-                start = pos + header_bytes
+                start = pos + _FRAME_HEADER_BYTES
                 frame_end = start + length
                 if (
                     length_kind & 0xFF  # not DATA
-                    or flags & not_plain
+                    or flags & _PADDED_OR_END
                     or not length
                     or frame_end > end
                     or length > max_frame
                     or length > window
                 ):
                     break
-                stream_id &= id_mask
+                stream_id &= _STREAM_ID_MASK
                 stream = streams.get(stream_id)
                 if (
                     stream is None
