@@ -1,12 +1,14 @@
-"""A polled tunnel's idle deadline moves once per client read and per poller round.
+"""A polled tunnel's idle deadline moves with one clock reading per client read and per
+poller round, not one per message.
 
-The tunnels that moved bytes in a read of the client or a round of the backend poller are
-listed (``BackendPoller.moved``) and their deadlines moved when it is over, from one clock
-reading taken then (``BackendPoller.rearm_moved``, ``Relay.rearm``): none per message, none
-before the sends. These check that each direction alone still moves the deadline, that
-every tunnel of a read of several tunnels' frames moves its own, and that a tunnel that
-moved bytes and ended within one round leaves no timer armed. Socketpair backends (the
-polled path), raw frames in memory, a virtual clock.
+A client read's tunnels share one reading, taken by the first that sent bytes on
+(``BackendPoller.read_time``, set back after each read); a poller round lists the tunnels
+whose bytes it moved (``BackendPoller.moved``) and moves their deadlines once its output
+went, from one reading taken then (``rearm_moved``, ``Relay.rearm``). These check that each
+direction alone still moves the deadline, that every tunnel of a read of several tunnels'
+frames moves its own, and that a tunnel that moved bytes and ended within one round leaves
+no timer armed. Socketpair backends (the polled path), raw frames in memory, a virtual
+clock.
 """
 
 from __future__ import annotations
@@ -95,8 +97,8 @@ async def sink(stream: trio.abc.HalfCloseableStream) -> None:
 async def test_the_clients_bytes_alone_move_the_deadline(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """Client → backend only: the deadline moves after each client read that carried bytes
-    (the frontend's read loop)."""
+    """Client → backend only: each client read that carried bytes moves the deadline, from
+    its own reading (the frontend's read loop sets the last one back)."""
     net = MemoryNet(nursery, sink, backend_sockets=True)
     client, frames = await open_tunnels(nursery, net, [1])
     for _ in range(3):

@@ -168,11 +168,10 @@ class PolledDownward:
         if not data:
             self._backend_ended()
             return
-        moved = relay.moved
-        if moved is not None:
+        if relay.timers is not None:
             # The deadline moves once the round is over and its output went
-            # (``Relay.rearm``): no clock reading per message, none before the send.
-            moved.append(relay)
+            # (``BackendPoller.moved``): no clock reading per message, none before the send.
+            self._poller.moved.append(relay)
         else:
             relay.activity()
         down = relay.down

@@ -31,7 +31,7 @@ from h2ws_proxy.relay.tunnel_ports import ClosingDownward, TunnelEnd
 from h2ws_proxy.relay.tunnel_ports import PushableClient as PushableClient  # front_side.py
 from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
-from h2ws_proxy.transport.poller import MovedTimer
+from h2ws_proxy.transport.poller import BackendPoller
 from h2ws_proxy.transport.timers import ConnectionTimers
 
 #: Largest read from either side. 64 KiB matches the common socket buffer and h2's window.
@@ -125,10 +125,10 @@ class Relay:
     #: (``resume``; a module's function, not a closure), and the front end's end.
     resumer: Callable[[Relay], None] | None = None
     on_end: TunnelEnd | None = None
-    #: With ``timers``: the connection's tunnels that moved bytes in the client read or
-    #: poller round going on (``BackendPoller.moved``), whose deadlines move once it is
-    #: over, from one clock reading (:meth:`rearm`); None: ``activity`` at once.
-    moved: list[MovedTimer] | None = None
+    #: With ``timers``: the connection's backend poller, whose ``read_time`` is the clock
+    #: reading of the client read going on, shared by the messages of the read (see
+    #: :meth:`forward_up`); None: ``activity`` reads the clock per message.
+    poller: BackendPoller | None = None
 
     # ---- the upward forwarder (``tunnel._offer_forwarder``), on the reader's task ----
 
@@ -146,11 +146,18 @@ class Relay:
         if sent:
             up.feed(data if sent == len(data) else data[:sent])
             self.stats.bytes_up += sent
-            moved = self.moved
-            if moved is not None:
-                # The deadline moves once the read is over (``rearm``): no clock reading
-                # per message, none before the sends.
-                moved.append(self)
+            poller = self.poller
+            if poller is not None:
+                # ``activity`` with one clock reading per client read, taken after its first
+                # send: every byte of the read came before it, so a deadline set from it is
+                # never early, and late by at most the read's processing (the timers' rule
+                # for arms that share a reading; a lean request's clock is its read's too).
+                now = poller.read_time
+                if now < 0.0:
+                    now = poller.read_time = poller.now()
+                if now >= self.rearm_from:
+                    self.stats.last_activity = now
+                    self.arm_fresh(now)
             else:
                 self.activity()
         return sent
@@ -204,9 +211,10 @@ class Relay:
                 self._arm()
 
     def rearm(self, now: float) -> None:
-        """Activity seen before ``now`` (a clock reading taken after it: ``moved``), where
-        ``now`` reached ``rearm_from``: the deadline moves as :meth:`activity` moves it.
-        Nothing once the polled tunnel was closed (its timer is disarmed for good)."""
+        """Activity seen before ``now`` (a clock reading taken after it: a poller round's,
+        ``BackendPoller.moved``), where ``now`` reached ``rearm_from``: the deadline moves
+        as :meth:`activity` moves it. Nothing once the polled tunnel was closed (its timer
+        is disarmed for good)."""
         if self.downward is not None:
             self.stats.last_activity = now
             self.arm_fresh(now)

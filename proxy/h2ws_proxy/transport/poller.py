@@ -112,9 +112,15 @@ class BackendPoller:
         #: Rounds of handlers made so far (:meth:`run`'s and :meth:`dispatch`'s): what a test
         #: counts to check that an event took the one round it should.
         self.rounds = 0
-        #: The timers of this connection's tunnels that moved bytes in the round or client
-        #: read going on, moved once it is over (:meth:`rearm_moved`).
+        #: The timers of the tunnels whose bytes the round going on moved, moved once it is
+        #: over (:meth:`rearm_moved`).
         self.moved: list[MovedTimer] = []
+        #: The clock reading of the client read going on, taken by the first tunnel that
+        #: moved bytes in it (``Relay.forward_up``); -1.0: none yet. The connection's reader
+        #: sets it back after each read.
+        self.read_time = -1.0
+        #: The timers' clock, in one call (``trio.current_time`` without timers).
+        self.now: Callable[[], float] = trio.current_time if timers is None else timers.now
 
     @staticmethod
     def available() -> bool:
@@ -183,22 +189,20 @@ class BackendPoller:
                 self.rearm_moved()
 
     def rearm_moved(self) -> None:
-        """The end of a round or a client read in which tunnels moved bytes (:attr:`moved`):
-        their deadlines move from one clock reading, taken now.
+        """The end of a round in which tunnels moved bytes (:attr:`moved`): their deadlines
+        move from one clock reading, taken now.
 
         So a round reads the clock once, not once per message, and after its output went
         (``run``): nothing between a wake-up and its send waits on it. The reading comes
-        after every byte of the round moved, so no deadline is set early; it is late by at
-        most the round's (the read's) processing, and the timers' task cannot run before
-        it (the round never yields). Whoever lists a timer in :attr:`moved` calls this
-        before its next ``await``."""
+        after every byte of the round was read, so no deadline is set early; it is late by
+        at most the round's processing, and the timers' task cannot run before it (the
+        round never yields). Whoever lists a timer in :attr:`moved` calls this before its
+        next ``await``."""
         moved = self.moved
-        timers = self.timers
-        if timers is not None:
-            now = timers.now()
-            for timer in moved:
-                if now >= timer.rearm_from:
-                    timer.rearm(now)
+        now = self.now()
+        for timer in moved:
+            if now >= timer.rearm_from:
+                timer.rearm(now)
         moved.clear()
 
     async def run(self) -> None:
