@@ -71,9 +71,8 @@ class ClientWriter:
         #: Bytes the writer took from the session and is sending now (the reader reads it).
         self.in_flight = 0
         self._outbound_ready = Wakeup()  # only the writer waits on it
-        #: Inside an output batch (see ``begin_batch``), and whether it made output.
+        #: Inside an output batch (see ``begin_batch``).
         self._batching = False
-        self._output_in_batch = False
         self._drained = trio.Event()
         #: A task waits on ``_drained`` (see ``_signal_drained``).
         self._drain_waited = False
@@ -152,9 +151,7 @@ class ClientWriter:
 
     def wake(self) -> None:
         """The session queued output (its ``on_output`` callback outside batches)."""
-        if self._batching:
-            self._output_in_batch = True  # sent at the batch's end (see end_batch)
-        else:
+        if not self._batching:  # (in a batch, its end sends what is queued: see end_batch)
             self._outbound_ready.set()
 
     def finish(self) -> None:
@@ -192,10 +189,9 @@ class ClientWriter:
         self._batching = False
         session = self._session
         session.on_output = self._wake
-        if session.outbound or self._output_in_batch:
+        if session.outbound:
             # Output queued in the batch (or before it, which the writer has not taken yet:
             # the same bytes go now rather than at its turn).
-            self._output_in_batch = False
             if not self._send_inline():
                 self._outbound_ready.set()
 
