@@ -189,11 +189,10 @@ class ClientWriter:
         self._batching = False
         session = self._session
         session.on_output = self._wake
-        if session.outbound:
-            # Output queued in the batch (or before it, which the writer has not taken yet:
-            # the same bytes go now rather than at its turn).
-            if not self._send_inline():
-                self._outbound_ready.set()
+        # Output queued in the batch (or before it, which the writer has not taken yet: the
+        # same bytes go now rather than at its turn).
+        if session.outbound and not self._send_inline():
+            self._outbound_ready.set()
 
     def _send_inline(self) -> bool:
         """Send queued output now, without waiting; True if nothing is left for the writer."""
