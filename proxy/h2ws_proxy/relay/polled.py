@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 
@@ -33,6 +34,12 @@ from h2ws_proxy.transport.wakeup import Wakeup
 _RESUMED_NAME = "h2ws_proxy.relay.tunnel_polled.resumed"
 
 
+class Backlog(Protocol):
+    """Whether the client's connection has more output queued than producers may add to."""
+
+    def backlogged(self) -> bool: ...
+
+
 class PolledDownward:
     """Backend → client for one tunnel, run by the connection's :class:`BackendPoller`.
 
@@ -47,6 +54,7 @@ class PolledDownward:
     __slots__ = (
         "_awaiting_drain",
         "_backend",
+        "_backlog",
         "_client",
         "_fd",
         "_paused",
@@ -68,12 +76,16 @@ class PolledDownward:
         poller: BackendPoller,
         leftover: bytes,
         tunnels: OpenTunnels | None = None,
+        backlog: Backlog | None = None,
     ) -> None:
         """``tunnels``: where the tunnel is listed from :meth:`begin` to
-        :meth:`close_tunnel`, for the drain's Close."""
+        :meth:`close_tunnel`, for the drain's Close. ``backlog``: what ``client.backlogged()``
+        asks, asked directly (an HTTP/2 stream's connection: a call fewer per message);
+        None: the client itself."""
         self._relay = relay
         self._tunnels = tunnels
         self._client = client
+        self._backlog: Backlog = client if backlog is None else backlog
         self._backend = backend
         self._poller = poller
         self._fd = backend.fileno()
@@ -196,7 +208,7 @@ class PolledDownward:
         if sent < len(data):
             self._pending = memoryview(data)[sent:]  # ``_resume`` comes with the credit
             self._pause()
-        elif client.backlogged():
+        elif self._backlog.backlogged():
             self._flush()  # (nothing pending: it asks to be called when drained)
             self._pause()
         elif closed is None and down.close_code is not None:
