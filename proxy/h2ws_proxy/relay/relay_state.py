@@ -3,7 +3,9 @@
 Rules:
 
 * The timers (idle, half-closed, the drain's end) move lazily, never early and at most
-  ``TIMER_SLACK_S`` late (see :class:`Relay`). They are kept either on the connection's
+  ``TIMER_SLACK_S`` late, plus, on a polled tunnel, the processing of the client read or
+  poller round whose one clock reading its messages share (see :class:`Relay`). They are
+  kept either on the connection's
   :class:`~h2ws_proxy.transport.timers.ConnectionTimers` (a polled tunnel: no cancel scope
   while it idles) or as the deadline of the tunnel's cancel scope (the pumps' nursery).
 * :meth:`Relay.cancel` ends the tunnel, whoever calls it (a timer, a failed side, the
@@ -68,7 +70,11 @@ class Relay:
     :class:`~h2ws_proxy.transport.timers.Timer`); a queue's deadline is set from the
     current time only (its order), so a timer set from an older time (the idle one when
     the half-closed one starts) stays where it is when it comes first anyway. Without,
-    it is ``scope``'s deadline.
+    it is ``scope``'s deadline. There a message reads no clock of its own: a client
+    read's messages share one reading, taken after the read's first send
+    (:meth:`forward_up`), and a poller round's one taken once its output went
+    (``BackendPoller.moved``, :meth:`rearm`); both come after the bytes they count, so
+    never early, and the deadline is late by at most that read's or round's processing.
     """
 
     client: trio.abc.HalfCloseableStream

@@ -21,6 +21,10 @@ Rules:
 * A handler must not raise. An unexpected exception is logged, the descriptor dropped and
   its ``on_error`` called (the tunnel fails), so one bug cannot stop the others; so is a
   descriptor the kernel refuses to watch again (``resume``: out of memory or watches).
+* A handler whose tunnel moved bytes lists its lazily moved deadline in :attr:`moved`
+  rather than reading the clock itself: once the round's output went (``on_round_end``),
+  one reading taken then moves them all (:meth:`rearm_moved`). The client's reader does
+  the same with one reading per client read (:attr:`read_time`).
 * Linux only (``select.epoll``); :func:`BackendPoller.available` says whether it works
   here, and callers fall back to the task-based pump otherwise.
 """
