@@ -17,14 +17,13 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import trio
 
 from h2ws_proxy.relay.going_away import OpenTunnels
 from h2ws_proxy.relay.outcome import Side
 from h2ws_proxy.relay.relay_state import READ_SIZE, Relay
-from h2ws_proxy.relay.tunnel_ports import PushableClient
+from h2ws_proxy.relay.tunnel_ports import Backlog, PushableClient
 from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
@@ -32,12 +31,6 @@ from h2ws_proxy.transport.wakeup import Wakeup
 
 #: The task that goes on with a tunnel's run after it idled without one.
 _RESUMED_NAME = "h2ws_proxy.relay.tunnel_polled.resumed"
-
-
-class Backlog(Protocol):
-    """Whether the client's connection has more output queued than producers may add to."""
-
-    def backlogged(self) -> bool: ...
 
 
 class PolledDownward:
@@ -76,16 +69,14 @@ class PolledDownward:
         poller: BackendPoller,
         leftover: bytes,
         tunnels: OpenTunnels | None = None,
-        backlog: Backlog | None = None,
     ) -> None:
         """``tunnels``: where the tunnel is listed from :meth:`begin` to
-        :meth:`close_tunnel`, for the drain's Close. ``backlog``: what ``client.backlogged()``
-        asks, asked directly (an HTTP/2 stream's connection: a call fewer per message);
-        None: the client itself."""
+        :meth:`close_tunnel`, for the drain's Close."""
         self._relay = relay
         self._tunnels = tunnels
         self._client = client
-        self._backlog: Backlog = client if backlog is None else backlog
+        #: What ``client.backlogged()`` asks, asked directly: a call fewer per chunk.
+        self._backlog: Backlog = client.connection
         self._backend = backend
         self._poller = poller
         self._fd = backend.fileno()

@@ -142,14 +142,7 @@ def run_tunnel(
         assert backend_socket is not None
         assert pushable is not None
         downward = PolledDownward(
-            relay,
-            pushable,
-            backend_socket,
-            poller,
-            backend_leftover,
-            open_tunnels,
-            # An HTTP/2 stream's ``backlogged`` asks its connection: asked directly.
-            getattr(pushable, "connection", None),
+            relay, pushable, backend_socket, poller, backend_leftover, open_tunnels
         )
         if begin_now:
             assert not client_leftover  # (see the docstring)
