@@ -28,6 +28,7 @@ Rules (RFC 9113), beyond the per-type frame checks of :mod:`.frames`:
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 from h2ws_proxy.h2session import frames as f
@@ -64,6 +65,9 @@ from h2ws_proxy.h2session.streams import ClosedBy
 
 # Module globals for the receive loop (a global is cheaper than a module attribute).
 _HEADER = f.FRAME_HEADER
+#: A frame header as (length << 8 | type, flags, stream id): one test finds a DATA frame.
+_UNPACK_LENGTH_KIND_FLAGS_ID = struct.Struct(">LBL").unpack_from
+assert f.DATA == 0
 _FRAME_HEADER_BYTES = f.FRAME_HEADER_BYTES
 _STREAM_ID_MASK = f.STREAM_ID_MASK
 _DATA, _PADDED, _END_STREAM = f.DATA, f.PADDED, f.END_STREAM
@@ -142,37 +146,44 @@ class Receiver(HeaderBlocks):
         ):
             return 0
         pos, end = 0, len(data)
-        streams, max_frame = self._streams, self._max_frame_in  # (``feed`` changes neither)
+        # Read once: ``feed`` changes none of them, and the connection's window is kept in a
+        # local until the loop ends, however it ends (``feed`` only holds credit here).
+        streams, max_frame, window = self._streams, self._max_frame_in, self._recv_window
         self._holding_credit = True  # (so the windows below move only by what is read)
-        while end - pos > _FRAME_HEADER_BYTES:
-            high, low, kind, flags, stream_id = _HEADER.unpack_from(data, pos)
-            length = high << 8 | low
-            start = pos + _FRAME_HEADER_BYTES
-            frame_end = start + length
-            if (
-                kind != _DATA
-                or flags & _PADDED_OR_END
-                or not length
-                or frame_end > end
-                or length > max_frame
-                or length > self._recv_window
-            ):
-                break
-            stream = streams.get(stream_id & _STREAM_ID_MASK)
-            if (
-                stream is None
-                or not stream.receiving
-                or not stream.final_head_received
-                or length > stream.recv_window
-            ):
-                break
-            self._recv_window -= length
-            stream.recv_window -= length
-            if not feed(stream.stream_id, data[start:frame_end]):
-                self._recv_window += length
-                stream.recv_window += length
-                break
-            pos = frame_end
+        try:
+            while end - pos > _FRAME_HEADER_BYTES:
+                # The 24-bit length and the type in one 32-bit number: DATA is type 0.
+                length_kind, flags, stream_id = _UNPACK_LENGTH_KIND_FLAGS_ID(data, pos)
+                length = length_kind >> 8
+                start = pos + _FRAME_HEADER_BYTES
+                frame_end = start + length
+                if (
+                    length_kind & 0xFF  # not DATA
+                    or flags & _PADDED_OR_END
+                    or not length
+                    or frame_end > end
+                    or length > max_frame
+                    or length > window
+                ):
+                    break
+                stream_id &= _STREAM_ID_MASK
+                stream = streams.get(stream_id)
+                if (
+                    stream is None
+                    or not stream.receiving
+                    or not stream.final_head_received
+                    or length > stream.recv_window
+                ):
+                    break
+                window -= length
+                stream.recv_window -= length
+                if not feed(stream_id, data[start:frame_end]):
+                    window += length
+                    stream.recv_window += length
+                    break
+                pos = frame_end
+        finally:
+            self._recv_window = window
         if pos == end:  # the whole read: its credit now (else ``receive_data``'s, see above)
             if self._held_credit:
                 self._release_held_credit()

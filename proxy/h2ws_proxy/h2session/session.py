@@ -30,6 +30,8 @@ Rules of the send half (RFC 9113):
 
 from __future__ import annotations
 
+import struct
+
 from h2ws_proxy.h2session import frames as f
 from h2ws_proxy.h2session.core import Role
 from h2ws_proxy.h2session.errors import (
@@ -55,6 +57,11 @@ _ONE_FRAME = MIN_MAX_FRAME_SIZE
 _HEADER, _DATA, _END = f.FRAME_HEADER, f.DATA, f.END_STREAM
 _HEADERS, _END_HEADERS = f.HEADERS, f.END_HEADERS
 _BY_END_STREAM = ClosedBy.END_STREAM
+#: A DATA frame's header in one pack: (length << 8 | type, flags, stream id), with the
+#: type DATA (0) and END_STREAM (flag 1) as the bool ``end_stream`` itself.
+_DATA_HEAD = struct.Struct(">LBL")
+assert f.DATA == 0
+assert f.END_STREAM == 1
 
 
 class H2Session(Receiver):
@@ -151,7 +158,7 @@ class H2Session(Receiver):
         if 0 < size <= _ONE_FRAME and size <= self._send_window and size <= stream.send_window:
             # The common case (a relayed message): all of it, in one frame.
             out = self.outbound
-            out += _HEADER.pack(size >> 8, size & 0xFF, _DATA, _END if end_stream else 0, stream_id)
+            out += _DATA_HEAD.pack(size << 8, end_stream, stream_id)  # (type 0, flag 1)
             out += data
             self._send_window -= size
             stream.send_window -= size

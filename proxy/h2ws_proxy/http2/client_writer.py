@@ -24,7 +24,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import trio
 
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 #: Small enough that a slow but live reader makes progress per slice; one TLS record.
 SEND_SLICE = 16384
+#: The session's ``on_output`` inside an output batch: a builtin that takes no argument and
+#: does nothing that matters (``bool()`` is False), so no Python frame per call.
+_NO_WAKE_IN_BATCH = cast(Callable[[], None], bool)
 PRODUCER_HIGH_WATER = 256 * 1024
 READER_HIGH_WATER = 1024 * 1024
 
@@ -57,7 +60,9 @@ class ClientWriter:
     ) -> None:
         self._client = client
         self._session = session
-        session.on_output = self.wake
+        #: ``wake`` as the session's ``on_output`` outside batches (made once).
+        self._wake: Callable[[], None] = self.wake
+        session.on_output = self._wake
         self._send_timeout_s = send_timeout_s
         self._on_client_gone = on_client_gone
         #: Counts a kind of client misbehaviour (``h2ws_abuse_total{kind}``).
@@ -66,9 +71,8 @@ class ClientWriter:
         #: Bytes the writer took from the session and is sending now (the reader reads it).
         self.in_flight = 0
         self._outbound_ready = Wakeup()  # only the writer waits on it
-        #: Inside an output batch (see ``begin_batch``), and whether it made output.
+        #: Inside an output batch (see ``begin_batch``).
         self._batching = False
-        self._output_in_batch = False
         self._drained = trio.Event()
         #: A task waits on ``_drained`` (see ``_signal_drained``).
         self._drain_waited = False
@@ -146,10 +150,8 @@ class ClientWriter:
     # ---- output batches (R1) ----
 
     def wake(self) -> None:
-        """The session queued output (its ``on_output`` callback)."""
-        if self._batching:
-            self._output_in_batch = True  # sent at the batch's end (see end_batch)
-        else:
+        """The session queued output (its ``on_output`` callback outside batches)."""
+        if not self._batching:  # (in a batch, its end sends what is queued: see end_batch)
             self._outbound_ready.set()
 
     def finish(self) -> None:
@@ -166,8 +168,13 @@ class ClientWriter:
         through trio's scheduler per message saved): over plain TCP as far as the kernel
         takes it; over TLS only whole and only up to one of the writer's slices. The rest
         is the writer's.
+
+        Inside a batch the session's ``on_output`` is a C callable that does nothing: the
+        batch's end looks at the session's output itself, so a message costs no Python
+        call to say it queued some.
         """
         self._batching = True
+        self._session.on_output = _NO_WAKE_IN_BATCH
 
     def begin_own_batch(self) -> bool:
         """:meth:`begin_batch` unless a batch is open; True if this one is the caller's to
@@ -175,14 +182,17 @@ class ClientWriter:
         if self._batching:
             return False
         self._batching = True
+        self._session.on_output = _NO_WAKE_IN_BATCH
         return True
 
     def end_batch(self) -> None:
         self._batching = False
-        if self._output_in_batch:
-            self._output_in_batch = False
-            if not self._send_inline():
-                self._outbound_ready.set()
+        session = self._session
+        session.on_output = self._wake
+        # Output queued in the batch (or before it, which the writer has not taken yet: the
+        # same bytes go now rather than at its turn).
+        if session.outbound and not self._send_inline():
+            self._outbound_ready.set()
 
     def _send_inline(self) -> bool:
         """Send queued output now, without waiting; True if nothing is left for the writer."""

@@ -239,6 +239,9 @@ class H2Frontend:
                         return
                 finally:
                     writer.end_batch()
+                    poller = self._poller
+                    if poller is not None:
+                        poller.read_time = -1.0  # the next read's tunnels read the clock anew
             # ``outbound_bytes`` inline (no call per read), and no coroutine unless it waits.
             if len(session.outbound) + writer.in_flight > READER_HIGH_WATER:
                 await writer.wait_outbound_below(READER_HIGH_WATER)

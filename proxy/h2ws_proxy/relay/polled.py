@@ -22,8 +22,8 @@ import trio
 
 from h2ws_proxy.relay.going_away import OpenTunnels
 from h2ws_proxy.relay.outcome import Side
-from h2ws_proxy.relay.relay_state import READ_SIZE, TIMER_SLACK_S, Relay
-from h2ws_proxy.relay.tunnel_ports import PushableClient
+from h2ws_proxy.relay.relay_state import READ_SIZE, Relay
+from h2ws_proxy.relay.tunnel_ports import Backlog, PushableClient
 from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
@@ -47,6 +47,7 @@ class PolledDownward:
     __slots__ = (
         "_awaiting_drain",
         "_backend",
+        "_backlog",
         "_client",
         "_fd",
         "_paused",
@@ -74,6 +75,8 @@ class PolledDownward:
         self._relay = relay
         self._tunnels = tunnels
         self._client = client
+        #: What ``client.backlogged()`` asks, asked directly: a call fewer per chunk.
+        self._backlog: Backlog = client.connection
         self._backend = backend
         self._poller = poller
         self._fd = backend.fileno()
@@ -168,11 +171,10 @@ class PolledDownward:
         if not data:
             self._backend_ended()
             return
-        timers = relay.timers
-        if timers is not None:  # ``Relay.activity`` inline: once per message
-            now = relay.stats.last_activity = timers.now()
-            if now - relay.armed_at >= TIMER_SLACK_S:
-                relay.arm_fresh(now)
+        if relay.timers is not None:
+            # The deadline moves once the round is over and its output went
+            # (``BackendPoller.moved``): no clock reading per message, none before the send.
+            self._poller.moved.append(relay)
         else:
             relay.activity()
         down = relay.down
@@ -197,7 +199,7 @@ class PolledDownward:
         if sent < len(data):
             self._pending = memoryview(data)[sent:]  # ``_resume`` comes with the credit
             self._pause()
-        elif client.backlogged():
+        elif self._backlog.backlogged():
             self._flush()  # (nothing pending: it asks to be called when drained)
             self._pause()
         elif closed is None and down.close_code is not None:

@@ -3,7 +3,9 @@
 Rules:
 
 * The timers (idle, half-closed, the drain's end) move lazily, never early and at most
-  ``TIMER_SLACK_S`` late (see :class:`Relay`). They are kept either on the connection's
+  ``TIMER_SLACK_S`` late, plus, on a polled tunnel, the processing of the client read or
+  poller round whose one clock reading its messages share (see :class:`Relay`). They are
+  kept either on the connection's
   :class:`~h2ws_proxy.transport.timers.ConnectionTimers` (a polled tunnel: no cancel scope
   while it idles) or as the deadline of the tunnel's cancel scope (the pumps' nursery).
 * :meth:`Relay.cancel` ends the tunnel, whoever calls it (a timer, a failed side, the
@@ -31,6 +33,7 @@ from h2ws_proxy.relay.tunnel_ports import ClosingDownward, TunnelEnd
 from h2ws_proxy.relay.tunnel_ports import PushableClient as PushableClient  # front_side.py
 from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
+from h2ws_proxy.transport.poller import BackendPoller
 from h2ws_proxy.transport.timers import ConnectionTimers
 
 #: Largest read from either side. 64 KiB matches the common socket buffer and h2's window.
@@ -67,7 +70,11 @@ class Relay:
     :class:`~h2ws_proxy.transport.timers.Timer`); a queue's deadline is set from the
     current time only (its order), so a timer set from an older time (the idle one when
     the half-closed one starts) stays where it is when it comes first anyway. Without,
-    it is ``scope``'s deadline.
+    it is ``scope``'s deadline. There a message reads no clock of its own: a client
+    read's messages share one reading, taken after the read's first send
+    (:meth:`forward_up`), and a poller round's one taken once its output went
+    (``BackendPoller.moved``, :meth:`rearm`); both come after the bytes they count, so
+    never early, and the deadline is late by at most that read's or round's processing.
     """
 
     client: trio.abc.HalfCloseableStream
@@ -88,8 +95,9 @@ class Relay:
     half_closed_since: float | None = None
     #: How the tunnel ends if the scope's deadline is what stops it.
     timer_end: RelayEnd = RelayEnd.IDLE_TIMEOUT
-    #: ``stats.last_activity`` when the deadline was last set.
-    armed_at: float = -math.inf
+    #: From this clock reading on, activity moves the deadline again: its last move (a
+    #: reading of ``stats.last_activity``'s clock) plus ``TIMER_SLACK_S``.
+    rearm_from: float = -math.inf
     #: Client → backend and backend → client, as WebSocket frames.
     up: Leg = field(default_factory=lambda: Leg(upward=True))
     down: Leg = field(default_factory=lambda: Leg(upward=False))
@@ -123,6 +131,10 @@ class Relay:
     #: (``resume``; a module's function, not a closure), and the front end's end.
     resumer: Callable[[Relay], None] | None = None
     on_end: TunnelEnd | None = None
+    #: With ``timers``: the connection's backend poller, whose ``read_time`` is the clock
+    #: reading of the client read going on, shared by the messages of the read (see
+    #: :meth:`forward_up`); None: ``activity`` reads the clock per message.
+    poller: BackendPoller | None = None
 
     # ---- the upward forwarder (``tunnel._offer_forwarder``), on the reader's task ----
 
@@ -139,11 +151,18 @@ class Relay:
             return 0  # the pump meets the error on its own next send
         if sent:
             up.feed(data if sent == len(data) else data[:sent])
-            stats, timers = self.stats, self.timers
-            stats.bytes_up += sent
-            if timers is not None:  # ``activity`` inline: once per message
-                now = stats.last_activity = timers.now()
-                if now - self.armed_at >= TIMER_SLACK_S:
+            self.stats.bytes_up += sent
+            poller = self.poller
+            if poller is not None:
+                # ``activity`` with one clock reading per client read, taken after its first
+                # send: every byte of the read came before it, so a deadline set from it is
+                # never early, and late by at most the read's processing (the timers' rule
+                # for arms that share a reading; a lean request's clock is its read's too).
+                now = poller.read_time
+                if now < 0.0:
+                    now = poller.read_time = poller.now()
+                if now >= self.rearm_from:
+                    self.stats.last_activity = now
                     self.arm_fresh(now)
             else:
                 self.activity()
@@ -190,12 +209,21 @@ class Relay:
         timers = self.timers
         if timers is not None:
             now = self.stats.last_activity = timers.now()  # trio.current_time(), in one call
-            if now - self.armed_at >= TIMER_SLACK_S:
+            if now >= self.rearm_from:
                 self.arm_fresh(now)
         else:
             now = self.stats.last_activity = trio.current_time()
-            if now - self.armed_at >= TIMER_SLACK_S:
+            if now >= self.rearm_from:
                 self._arm()
+
+    def rearm(self, now: float) -> None:
+        """Activity seen before ``now`` (a clock reading taken after it: a poller round's,
+        ``BackendPoller.moved``), where ``now`` reached ``rearm_from``: the deadline moves
+        as :meth:`activity` moves it. Nothing once the polled tunnel was closed (its timer
+        is disarmed for good)."""
+        if self.downward is not None:
+            self.stats.last_activity = now
+            self.arm_fresh(now)
 
     def half_closed(self) -> None:
         """One direction ended cleanly: from now on the other one is on a timer."""
@@ -211,7 +239,7 @@ class Relay:
     def arm_fresh(self, now: float) -> None:
         """On the connection's timers, from ``now``: the earlier of the idle and the
         half-closed timeout (both start over at activity), or the drain's end before them."""
-        self.armed_at = now
+        self.rearm_from = now + TIMER_SLACK_S
         length, end = math.inf, RelayEnd.IDLE_TIMEOUT
         if self.idle_timeout_s > 0:
             length = self.idle_timeout_s + TIMER_SLACK_S
@@ -264,7 +292,7 @@ class Relay:
         self.cancel()
 
     def _arm(self) -> None:
-        self.armed_at = self.stats.last_activity
+        self.rearm_from = self.stats.last_activity + TIMER_SLACK_S
         deadline, end = math.inf, RelayEnd.IDLE_TIMEOUT
         if self.idle_timeout_s > 0:
             deadline = self.stats.last_activity + self.idle_timeout_s

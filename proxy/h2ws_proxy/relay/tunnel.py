@@ -133,6 +133,7 @@ def run_tunnel(
         down=Leg(False, untracked_reporter),
         on_close_handshake=on_close_handshake,
         timers=timers if polled else None,
+        poller=poller if polled else None,
     )
     if pushable is not None:
         pushable.adopt_scope(relay)

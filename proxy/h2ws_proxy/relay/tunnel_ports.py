@@ -30,8 +30,19 @@ class UpwardForwarder(Protocol):
     def resume(self) -> None: ...
 
 
+class Backlog(Protocol):
+    """Whether a client connection has more output queued than producers may add to."""
+
+    def backlogged(self) -> bool: ...
+
+
 class PushableClient(Protocol):
     """A client stream that takes bytes synchronously (see ``H2Stream.send_now``)."""
+
+    @property
+    def connection(self) -> Backlog:
+        """What :meth:`backlogged` asks (a polled tunnel asks it directly, per chunk)."""
+        ...
 
     def send_now(self, data: bytes | memoryview) -> int: ...
     def receive_nowait(self, max_bytes: int | None) -> bytes | None: ...

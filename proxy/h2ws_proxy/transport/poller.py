@@ -21,6 +21,10 @@ Rules:
 * A handler must not raise. An unexpected exception is logged, the descriptor dropped and
   its ``on_error`` called (the tunnel fails), so one bug cannot stop the others; so is a
   descriptor the kernel refuses to watch again (``resume``: out of memory or watches).
+* A handler whose tunnel moved bytes lists its lazily moved deadline in :attr:`moved`
+  rather than reading the clock itself: once the round's output went (``on_round_end``),
+  one reading taken then moves them all (:meth:`rearm_moved`). The client's reader does
+  the same with one reading per client read (:attr:`read_time`).
 * Linux only (``select.epoll``); :func:`BackendPoller.available` says whether it works
   here, and callers fall back to the task-based pump otherwise.
 """
@@ -67,6 +71,18 @@ class Watcher(Protocol):
         ...
 
 
+class MovedTimer(Protocol):
+    """A deadline that activity moves lazily (a tunnel's: ``relay_state.Relay``), listed in
+    :attr:`BackendPoller.moved` when its owner moved bytes."""
+
+    #: From this clock reading on, activity moves the deadline.
+    rearm_from: float
+
+    def rearm(self, now: float) -> None:
+        """Activity came before ``now``, which reached ``rearm_from``: move the deadline."""
+        ...
+
+
 class BackendPoller:
     """The backend sockets of one client connection, watched together."""
 
@@ -100,6 +116,15 @@ class BackendPoller:
         #: Rounds of handlers made so far (:meth:`run`'s and :meth:`dispatch`'s): what a test
         #: counts to check that an event took the one round it should.
         self.rounds = 0
+        #: The timers of the tunnels whose bytes the round going on moved, moved once it is
+        #: over (:meth:`rearm_moved`).
+        self.moved: list[MovedTimer] = []
+        #: The clock reading of the client read going on, taken by the first tunnel that
+        #: moved bytes in it (``Relay.forward_up``); -1.0: none yet. The connection's reader
+        #: sets it back after each read.
+        self.read_time = -1.0
+        #: The timers' clock, in one call (``trio.current_time`` without timers).
+        self.now: Callable[[], float] = trio.current_time if timers is None else timers.now
 
     @staticmethod
     def available() -> bool:
@@ -161,14 +186,35 @@ class BackendPoller:
     def dispatch(self) -> None:
         """One round of handlers (as :meth:`run` makes after each wake-up), for such an owner."""
         self.rounds += 1
-        self._run_handlers()
+        try:
+            self._run_handlers()
+        finally:
+            if self.moved:
+                self.rearm_moved()
+
+    def rearm_moved(self) -> None:
+        """The end of a round in which tunnels moved bytes (:attr:`moved`): their deadlines
+        move from one clock reading, taken now.
+
+        So a round reads the clock once, not once per message, and after its output went
+        (``run``): nothing between a wake-up and its send waits on it. The reading comes
+        after every byte of the round was read, so no deadline is set early; it is late by
+        at most the round's processing, and the timers' task cannot run before it (the
+        round never yields). Whoever lists a timer in :attr:`moved` calls this before its
+        next ``await``."""
+        moved = self.moved
+        now = self.now()
+        for timer in moved:
+            if now >= timer.rearm_from:
+                timer.rearm(now)
+        moved.clear()
 
     async def run(self) -> None:
         """Dispatch readiness until cancelled (the connection's nursery owns this task)."""
         # Read once: the descriptor and the callbacks stay the same for the poller's life.
         epoll_fd, wait_readable = self._epoll.fileno(), readable_waiter()
         round_start, round_end = self._on_round_start, self._on_round_end
-        watchers = self._watchers
+        watchers, moved = self._watchers, self.moved
         try:
             while True:
                 await wait_readable(epoll_fd)
@@ -190,7 +236,9 @@ class BackendPoller:
                         self._run_handlers()
                 finally:
                     if round_end is not None:
-                        round_end()
+                        round_end()  # (the round's output goes out here)
+                    if moved:
+                        self.rearm_moved()
         finally:
             self.close()
 

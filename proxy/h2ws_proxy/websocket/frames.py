@@ -115,8 +115,19 @@ class FrameTracker:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """The next bytes of this direction, in order; any chunking."""
-        pos = self._skip
         end = len(data)
+        if (
+            not self._skip
+            and not self._head
+            and end > 1
+            and self._sizes[data[1]] == end
+            and self._fast[data[0]]
+        ):
+            # The chunk is one whole short data frame at a boundary (a ping-pong message,
+            # each tunnel's message of a many-tunnel read): it ends at a boundary too, and
+            # no state changes (not a Close, no fragment; lost tracking has ``_skip`` set).
+            return
+        pos = self._skip
         if pos < end - 1 and not self._head:
             # A frame header starts in this chunk, with its first two bytes: the common
             # case is a whole short data frame (ping-pong messages), checked straight.
