@@ -31,14 +31,17 @@ from h2ws_proxy.h2session import frames as f
 from h2ws_proxy.h2session.core import Role, SessionCore
 from h2ws_proxy.h2session.errors import ConnectionFault, ErrorCode, StreamFault
 from h2ws_proxy.h2session.events import (
+    SET_REQUEST_FIELDS,
     Event,
     InformationalResponseReceived,
+    RequestReceived,
     ResponseReceived,
     TrailersReceived,
-    request_received,
 )
 from h2ws_proxy.h2session.settings import LocalSettings
 from h2ws_proxy.h2session.streams import ClosedBy, Stream
+
+_new_event = object.__new__
 
 #: HEADERS flags whose fragment is the whole block as it is: END_HEADERS, no padding, no
 #: priority fields.
@@ -128,7 +131,16 @@ class HeaderBlocks(SessionCore):
         stream.final_head_received = True
         if ended:
             stream.receiving = False  # (``_remote_ended``: we have sent nothing yet)
-        events.append(request_received(stream_id, headers, ended, size, size > self._max_list_in))
+        # ``request_received(stream_id, headers, ended, size, oversized)`` in place: one per
+        # new stream.
+        event = _new_event(RequestReceived)
+        set_id, set_headers, set_end, set_size, set_oversized = SET_REQUEST_FIELDS
+        set_id(event, stream_id)
+        set_headers(event, headers)
+        set_end(event, ended)
+        set_size(event, size)
+        set_oversized(event, size > self._max_list_in)
+        events.append(event)
 
     def _headers_on_unknown_stream(self, stream_id: int) -> None:
         """HEADERS for a stream not in the table that does not open one."""

@@ -24,7 +24,7 @@ import trio
 from h2ws_proxy.h2session import ErrorCode, StreamUnusable
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.stream_inbound import BODY_READ_SIZE as BODY_READ_SIZE
-from h2ws_proxy.http2.stream_inbound import StreamInbound
+from h2ws_proxy.http2.stream_inbound import ENDED_READABLE, StreamInbound
 from h2ws_proxy.http2.stream_ports import Cancellable, Forwarder, TunnelEnd, WritableWatcher
 from h2ws_proxy.http2.stream_ports import StreamPhase as StreamPhase  # (its old home)
 from h2ws_proxy.transport.wakeup import Wakeup
@@ -88,8 +88,9 @@ class H2Stream(StreamInbound):
         self.reset_by_peer = False
         self.phase = StreamPhase.OPENING
         #: Bytes, the end or a break arrived (for ``receive_some``); the window may have
-        #: grown or the stream broke (for ``send_all``).
-        self._readable = Wakeup()
+        #: grown or the stream broke (for ``send_all``). A stream whose client side ended
+        #: with its HEADERS never waits to read: it shares ``ENDED_READABLE``.
+        self._readable = ENDED_READABLE if ended else Wakeup()
         self._writable: Wakeup | None = None  # made by a first wait for credit (none if polled)
         #: Set by a tunnel while it copies this stream upward (see ``set_forwarder``).
         self._forwarder: Forwarder | None = None

@@ -30,6 +30,13 @@ from h2ws_proxy.transport.wakeup import Wakeup
 #: Largest request-body chunk handed to the exchange at once.
 BODY_READ_SIZE = 65536
 
+#: The ``_readable`` of every stream whose client side ended with its HEADERS (most
+#: requests): nothing can arrive on such a stream any more (DATA after END_STREAM is the
+#: session's stream error), so :meth:`StreamInbound.receive_nowait` always has an answer
+#: (b"", or the break) and nobody ever waits here; what would wake a reader (a break) only
+#: notes a set. One object for all of them, not one per request.
+ENDED_READABLE = Wakeup()
+
 
 class StreamInbound(trio.abc.HalfCloseableStream):
     """The receiving half of :class:`~h2ws_proxy.http2.stream.H2Stream` (whose
