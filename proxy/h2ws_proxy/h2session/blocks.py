@@ -41,7 +41,7 @@ from h2ws_proxy.h2session.events import (
 from h2ws_proxy.h2session.settings import LocalSettings
 from h2ws_proxy.h2session.streams import ClosedBy, Stream
 
-_new_event = object.__new__
+_new_event = _new_stream = object.__new__
 
 #: HEADERS flags whose fragment is the whole block as it is: END_HEADERS, no padding, no
 #: priority fields.
@@ -125,12 +125,15 @@ class HeaderBlocks(SessionCore):
             # Opened and at once reset by us: late frames on it are ignored (§5.1).
             self._closed_streams.add(stream_id, ClosedBy.LOCAL_RESET)
             raise self._block_error or StreamFault(stream_id, ErrorCode.REFUSED_STREAM)
-        stream = streams[stream_id] = Stream(
-            stream_id, False, self.peer_settings.initial_window_size, self._stream_recv_initial
-        )  # (local=False, send_window, recv_window: positional, see Stream)
-        stream.final_head_received = True
-        if ended:
-            stream.receiving = False  # (``_remote_ended``: we have sent nothing yet)
+        # ``Stream(stream_id, False, send_window, recv_window)`` without its call through the
+        # type (one per new stream; a test holds the two equal), its head received, and its
+        # remote side ended with it (``_remote_ended``: we have sent nothing yet).
+        stream = streams[stream_id] = _new_stream(Stream)
+        stream.stream_id, stream.local, stream.unacked = stream_id, False, 0
+        stream.receiving, stream.sending = not ended, True
+        stream.send_window = self.peer_settings.initial_window_size
+        stream.recv_window = self._stream_recv_initial
+        stream.final_head_received, stream.final_head_sent = True, False
         # ``request_received(stream_id, headers, ended, size, oversized)`` in place: one per
         # new stream.
         event = _new_event(RequestReceived)

@@ -23,11 +23,15 @@ import trio
 
 from h2ws_proxy.h2session import ErrorCode, StreamUnusable
 from h2ws_proxy.http2.proxy_session import ProxySession
+from h2ws_proxy.http2.request_scope import CancelNoted
 from h2ws_proxy.http2.stream_inbound import BODY_READ_SIZE as BODY_READ_SIZE
 from h2ws_proxy.http2.stream_inbound import ENDED_READABLE, StreamInbound
 from h2ws_proxy.http2.stream_ports import Cancellable, Forwarder, TunnelEnd, WritableWatcher
 from h2ws_proxy.http2.stream_ports import StreamPhase as StreamPhase  # (its old home)
 from h2ws_proxy.transport.wakeup import Wakeup
+
+_new_stream = _new_noted = object.__new__
+_OPEN = StreamPhase.OPEN  # (a module global: an enum member read from its class costs more)
 
 
 class ConnectionPort(Protocol):
@@ -106,6 +110,35 @@ class H2Stream(StreamInbound):
         self.declared_length: int | None = None
         self.received_length = 0
         self.trailers: list[tuple[bytes, bytes]] | None = None  # no list per tunnel
+
+    @classmethod
+    def for_request(
+        cls,
+        session: ProxySession,
+        connection: ConnectionPort,
+        stream_id: int,
+        ended: bool,
+        declared_length: int | None,
+    ) -> H2Stream:
+        """The stream of an ordinary request (``exchange``, its phase OPEN: its DATA is the
+        body, up to ``declared_length``), its work cancelled by a :class:`CancelNoted`
+        until a task adopts a scope: ``__init__``'s stream with those set, made without its
+        call through the type (once per request; a test holds the two equal)."""
+        stream = _new_stream(cls)
+        stream.session, stream.connection, stream.stream_id = session, connection, stream_id
+        scope = stream.scope = _new_noted(CancelNoted)
+        scope.cancel_called = False  # (``CancelNoted()``, without its call either)
+        stream._inbound = []
+        stream._inbound_bytes = stream._consumed_unacknowledged = stream.received_length = 0
+        stream._remote_ended, stream._local_ended = ended, False
+        stream.broken_reason = stream._writable = stream._forwarder = None
+        stream.on_writable = stream.tunnel_end = stream.trailers = None
+        stream.reset_by_peer = stream._receiving = stream._detached = False
+        stream.phase = _OPEN
+        stream._readable = ENDED_READABLE if ended else Wakeup()
+        stream.exchange = True
+        stream.declared_length = declared_length
+        return stream
 
     def break_stream(self, reason: str, *, by_peer: bool) -> None:
         """The stream is unusable (peer reset, connection lost): wake every waiter."""
