@@ -20,6 +20,7 @@ from h2ws_proxy.backend.h1_wire import (
     Need,
     ResponseHead,
 )
+from h2ws_proxy.backend.h1_wire_head import whole_answer
 from h2ws_proxy.http.message import BackendRequest
 from tests.unit.test_h1_backend import (
     ANSWERS,
@@ -46,14 +47,25 @@ MORE_ANSWERS = [
 ]
 
 
-def _drive_lean(wire: H1BackendWire, chunks: list[bytes]) -> tuple[list[object], bool, int]:
+def _drive_lean(
+    wire: H1BackendWire, chunks: list[bytes], *, unwired: bool = False
+) -> tuple[list[object], bool, int]:
     """Feed ``chunks`` then EOF as the lean path does: the events (or where it stopped),
     whether the connection is kept (only after an answer's end), and how many answers were
-    taken whole (0 or 1)."""
+    taken whole (0 or 1). ``unwired``: ``wire`` is new and the first read goes as
+    ``PolledRequest.on_readable`` takes an answer's first bytes, by ``whole_answer``
+    without a wire (one made then, for the rest of a whole answer, reads the same bytes
+    alike); not whole, the wire takes them with ``receive_data``."""
     seen: list[object] = []
-    for data in [*chunks, b""]:
+    for index, data in enumerate([*chunks, b""]):
         whole: tuple[ResponseHead, bytes, bool] | None = None
-        if data:
+        if data and unwired and index == 0:
+            whole = whole_answer(data, is_head=wire._is_head)
+            if whole is None:
+                wire.receive_data(data)
+            else:
+                assert wire.receive_whole(data) == whole  # (``_wire_after_whole``)
+        elif data:
             whole = wire.receive_whole(data)
         elif wire.awaiting_head:
             seen.append("closed without answering")
@@ -87,11 +99,12 @@ def _drive_lean(wire: H1BackendWire, chunks: list[bytes]) -> tuple[list[object],
 
 
 def _assert_read_as_h11_reads(request_: BackendRequest, chunks: list[bytes]) -> None:
-    wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
-    seen, keep, _taken = _drive_lean(wire, chunks)
     expected, expected_keep = _reference(request_, chunks)
     expected_keep = expected_keep if isinstance(expected[-1], AnswerEnd) else False
-    assert (_coalesced(seen), keep) == (_coalesced(expected), expected_keep)
+    for unwired in (False, True):
+        wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
+        seen, keep, _taken = _drive_lean(wire, chunks, unwired=unwired)
+        assert (_coalesced(seen), keep) == (_coalesced(expected), expected_keep), unwired
 
 
 @pytest.mark.parametrize("request_", [GET, HEAD], ids=["GET", "HEAD"])
@@ -229,3 +242,22 @@ def test_a_head_request_does_not_take_a_get_answers_head() -> None:
     _prime(HEAD, head)
     wire = H1BackendWire(GET, max_head_bytes=MAX_HEAD)
     assert wire.receive_whole(head) is None  # the body is still to come
+
+
+@pytest.mark.parametrize("request_", [GET, HEAD], ids=["GET", "HEAD"])
+@pytest.mark.parametrize("answer", ANSWERS + MORE_ANSWERS)
+def test_a_first_read_is_taken_whole_as_a_new_wire_takes_it(
+    request_: BackendRequest, answer: bytes
+) -> None:
+    """``whole_answer`` (the lean path's first read, no wire made) gives what a new wire's
+    ``receive_whole`` gives for every first read of every answer: the same head object,
+    body and reuse, or None."""
+    for end in range(1, len(answer) + 1):
+        first = answer[:end]
+        wire = H1BackendWire(request_, max_head_bytes=MAX_HEAD)
+        by_wire = wire.receive_whole(first)
+        unwired = whole_answer(first, is_head=request_.method == b"HEAD")
+        assert unwired == by_wire, first
+        if unwired is not None and by_wire is not None:
+            assert unwired[0] is by_wire[0]  # the remembered head object (answer_heads.py)
+    assert whole_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", is_head=False)

@@ -23,9 +23,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from h2ws_proxy.http.grammar import LINE_FORBIDDEN_BYTES, TOKEN
+from h2ws_proxy.http.grammar import HEAD_END, LINE_FORBIDDEN_BYTES, TOKEN
 
-__all__ = ["CHUNKED", "LAST_PLAIN_HEADS", "ResponseHead", "parse_plain_head"]
+__all__ = ["CHUNKED", "LAST_PLAIN_HEADS", "ResponseHead", "parse_plain_head", "whole_answer"]
 
 Header = tuple[bytes, bytes]
 
@@ -162,3 +162,31 @@ def _seed(is_head: bool) -> tuple[bytes, tuple[ResponseHead, int, bool]]:
 #: a backend repeats its heads, and the lean path reads one per request. Seeded with a head
 #: that parses, so an entry always holds a result; bounded as ``_PARSED``.
 LAST_PLAIN_HEADS: list[tuple[bytes, tuple[ResponseHead, int, bool]]] = [_seed(False), _seed(True)]
+
+
+def whole_answer(data: bytes, *, is_head: bool) -> tuple[ResponseHead, bytes, bool] | None:
+    """What a new wire's ``H1BackendWire.receive_whole(data)`` returns for an answer's first
+    bytes ``data``, without a wire: the plain final head and its whole ``content-length``
+    body, with whether the connection is reusable after them; None: not whole (then the
+    caller makes the wire and reads ``data`` with it). The lean HTTP/2 path makes a wire
+    only for an answer that did not come whole (``http2/polled_request.py``); a test holds
+    the two equal."""
+    head, parsed = LAST_PLAIN_HEADS[is_head]
+    if data.startswith(head):  # the last head again (see ``LAST_PLAIN_HEADS``)
+        head_end = len(head)
+    else:
+        end = HEAD_END.search(data)
+        if end is None:
+            return None
+        head_end = end.end()
+        found = parse_plain_head(data, 0, head_end, is_head=is_head)
+        if found is None:
+            return None
+        parsed = found
+    event, length, keep_alive = parsed
+    body_end = head_end + length
+    if length == CHUNKED or body_end > len(data):
+        return None
+    if body_end == len(data):
+        return event, data[head_end:], keep_alive
+    return event, data[head_end:body_end], False  # a byte beyond the answer: never kept

@@ -31,14 +31,17 @@ from h2ws_proxy.h2session import frames as f
 from h2ws_proxy.h2session.core import Role, SessionCore
 from h2ws_proxy.h2session.errors import ConnectionFault, ErrorCode, StreamFault
 from h2ws_proxy.h2session.events import (
+    SET_REQUEST_FIELDS,
     Event,
     InformationalResponseReceived,
+    RequestReceived,
     ResponseReceived,
     TrailersReceived,
-    request_received,
 )
 from h2ws_proxy.h2session.settings import LocalSettings
 from h2ws_proxy.h2session.streams import ClosedBy, Stream
+
+_new_event = _new_stream = object.__new__
 
 #: HEADERS flags whose fragment is the whole block as it is: END_HEADERS, no padding, no
 #: priority fields.
@@ -122,13 +125,25 @@ class HeaderBlocks(SessionCore):
             # Opened and at once reset by us: late frames on it are ignored (§5.1).
             self._closed_streams.add(stream_id, ClosedBy.LOCAL_RESET)
             raise self._block_error or StreamFault(stream_id, ErrorCode.REFUSED_STREAM)
-        stream = streams[stream_id] = Stream(
-            stream_id, False, self.peer_settings.initial_window_size, self._stream_recv_initial
-        )  # (local=False, send_window, recv_window: positional, see Stream)
-        stream.final_head_received = True
-        if ended:
-            stream.receiving = False  # (``_remote_ended``: we have sent nothing yet)
-        events.append(request_received(stream_id, headers, ended, size, size > self._max_list_in))
+        # ``Stream(stream_id, False, send_window, recv_window)`` without its call through the
+        # type (one per new stream; a test holds the two equal), its head received, and its
+        # remote side ended with it (``_remote_ended``: we have sent nothing yet).
+        stream = streams[stream_id] = _new_stream(Stream)
+        stream.stream_id, stream.local, stream.unacked = stream_id, False, 0
+        stream.receiving, stream.sending = not ended, True
+        stream.send_window = self.peer_settings.initial_window_size
+        stream.recv_window = self._stream_recv_initial
+        stream.final_head_received, stream.final_head_sent = True, False
+        # ``request_received(stream_id, headers, ended, size, oversized)`` in place: one per
+        # new stream.
+        event = _new_event(RequestReceived)
+        set_id, set_headers, set_end, set_size, set_oversized = SET_REQUEST_FIELDS
+        set_id(event, stream_id)
+        set_headers(event, headers)
+        set_end(event, ended)
+        set_size(event, size)
+        set_oversized(event, size > self._max_list_in)
+        events.append(event)
 
     def _headers_on_unknown_stream(self, stream_id: int) -> None:
         """HEADERS for a stream not in the table that does not open one."""

@@ -46,7 +46,9 @@ class RequestReceived(Event):
     oversized: bool = False
 
 
-_SET_REQUEST_FIELDS = tuple(
+#: The slots' setters of :class:`RequestReceived`, in its fields' order (a frozen dataclass:
+#: its instances are made by setting them, as :func:`request_received` does).
+SET_REQUEST_FIELDS = tuple(
     RequestReceived.__dict__[name].__set__
     for name in ("stream_id", "headers", "end_stream", "header_list_size", "oversized")
 )
@@ -58,7 +60,7 @@ def request_received(
     """``RequestReceived(stream_id, headers, end_stream, size, oversized)``, the same object,
     made as :func:`data_received` makes its event: one per new stream."""
     event = _new(RequestReceived)
-    set_id, set_headers, set_end, set_size, set_oversized = _SET_REQUEST_FIELDS
+    set_id, set_headers, set_end, set_size, set_oversized = SET_REQUEST_FIELDS
     set_id(event, stream_id)
     set_headers(event, headers)
     set_end(event, end_stream)

@@ -48,7 +48,7 @@ from h2ws_proxy.h2session.settings import (
     SettingCode,
     encode_settings,
 )
-from h2ws_proxy.h2session.streams import ClosedBy, Stream, StreamState
+from h2ws_proxy.h2session.streams import CLOSED_MEMORY, ClosedBy, Stream, StreamState
 
 Header = tuple[bytes, bytes]
 _PING_BYTES = 8  # RFC 9113 §6.7
@@ -233,7 +233,11 @@ class H2Session(Receiver):
         stream.sending = False  # (``_local_ended``, in place)
         if not stream.receiving:  # the usual request: the client's side ended with it
             del self._streams[stream_id]  # (``_close``, in place)
-            self._closed_streams.add(stream_id, _BY_END_STREAM)
+            # ``ClosedStreams.add`` in place: an id in the table is in no closed memory.
+            closed = self._closed_streams.closed
+            closed[stream_id] = _BY_END_STREAM
+            if len(closed) > CLOSED_MEMORY:
+                closed.popitem(last=False)
         return size
 
     def end_stream(self, stream_id: int) -> None:

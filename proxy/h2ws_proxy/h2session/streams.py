@@ -95,15 +95,16 @@ class Stream:
 class ClosedStreams:
     """How the most recently closed streams closed (bounded, see the module rules)."""
 
-    __slots__ = ("_closed",)
+    __slots__ = ("closed",)
 
     def __init__(self) -> None:
         # An OrderedDict, not a dict: a dict used as a FIFO finds its oldest entry past
         # every deleted one still in its table (up to CLOSED_MEMORY of them per stream).
-        self._closed: OrderedDict[int, ClosedBy] = OrderedDict()
+        #: By id, the oldest closed first (``H2Session.send_answer`` adds to it in place).
+        self.closed: OrderedDict[int, ClosedBy] = OrderedDict()
 
     def add(self, stream_id: int, how: ClosedBy) -> None:
-        closed = self._closed
+        closed = self.closed
         closed.pop(stream_id, None)
         closed[stream_id] = how
         if len(closed) > CLOSED_MEMORY:
@@ -111,4 +112,4 @@ class ClosedStreams:
 
     def how(self, stream_id: int) -> ClosedBy | None:
         """How ``stream_id`` closed, or None if it is not remembered."""
-        return self._closed.get(stream_id)
+        return self.closed.get(stream_id)

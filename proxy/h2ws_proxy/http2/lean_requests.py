@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from h2ws_proxy.backend.h1_wire import H1BackendWire
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import ProxyError
 from h2ws_proxy.http.message import BodyFraming, HttpRequest
@@ -151,9 +150,9 @@ class LeanRequests:
         if start is None:
             return False
         limits = generation.config.limits
-        wire = H1BackendWire(start[4], max_head_bytes=limits.max_header_list_bytes)
         facts = self._last.facts
-        if facts is None or not facts.made_for(request, route):
+        # (``facts.made_for(request, route)``, in place: once per request.)
+        if facts is None or facts.request is not request or facts.route_config is not route:
             facts = RequestFacts("h2", info.connection_id, info.peer, request, route)
             self._last.facts = facts
         record = RelayRecord.of_facts(facts, stream.stream_id, start[1].label, now)
@@ -163,7 +162,7 @@ class LeanRequests:
             request,
             route,
             start,
-            wire,
+            limits.max_header_list_bytes,
             record,
             timers,
             limits.http_idle_timeout_s,

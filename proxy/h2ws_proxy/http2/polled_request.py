@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 
 from h2ws_proxy.backend.h1_wire import H1BackendWire, ResponseHead
+from h2ws_proxy.backend.h1_wire_head import whole_answer
 from h2ws_proxy.backend.upgrade import READ_SIZE
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import BackendProtocolError, BackendTimeout, BackendUnavailable, ProxyError
@@ -59,7 +60,9 @@ _CLEAN = RelayEnd.CLEAN  # (a module global: an enum member read from its class 
 class PolledRequest(PolledRelay):
     """One lean request, from its backend write to its end (see the module rules)."""
 
-    __slots__ = ()
+    #: What the wire is made of, when it is (``_wire`` is set only then: see
+    #: :meth:`_make_wire`): the request as sent, and the bound on the answer's head.
+    __slots__ = ("_max_head_bytes", "_sent")
 
     def __init__(
         self,
@@ -68,7 +71,7 @@ class PolledRequest(PolledRelay):
         request: HttpRequest,
         route: RouteConfig,
         start: KeptStart,
-        wire: H1BackendWire,
+        max_head_bytes: int,
         record: RelayRecord,
         timers: ConnectionTimers,
         timeout: float,
@@ -78,10 +81,13 @@ class PolledRequest(PolledRelay):
         self._stream = stream
         self._request = request
         self._route = route
-        self._balancer, self._server, self._connection, socket, _, poller = start
+        self._balancer, self._server, self._connection, socket, self._sent, poller = start
         self._socket = socket
         self._fd = fd = socket.fileno()
-        self._wire = wire
+        # No wire yet: an answer that comes whole in its first read needs none
+        # (``whole_answer``); the first read that is not one makes it (``_make_wire``), and
+        # nothing reads ``_wire`` before the answer's first byte (``_answer_started``).
+        self._max_head_bytes = max_head_bytes
         self._record = record
         #: The answer's head went to the client (its status is the record's).
         self._head_sent = False
@@ -116,20 +122,32 @@ class PolledRequest(PolledRelay):
             if data is not None:
                 self._backend_closed()
             return
-        self._answer_started = True
-        if (whole := self._wire.receive_whole(data)) is not None:
-            self._relay_whole(whole)
+        if not self._answer_started:  # the answer's first bytes: whole, or a wire made
+            self._answer_started = True
+            if (whole := whole_answer(data, is_head=self._sent.method == b"HEAD")) is not None:
+                self._relay_whole(whole, data)
+            else:
+                self._make_wire().receive_data(data)
+                self._relay()
+        elif (whole := self._wire.receive_whole(data)) is not None:
+            self._relay_whole(whole, None)
         else:
             self._relay()
         if not self._done:
             self._progress()  # a byte moved (a read that ended the answer needs no timer)
 
+    def _make_wire(self) -> H1BackendWire:
+        """The answer's wire, made on its first bytes that were not a whole answer (or for
+        the rest of one that was); new, as a wire made at the request's start would be."""
+        wire = self._wire = H1BackendWire(self._sent, max_head_bytes=self._max_head_bytes)
+        return wire
+
     def _backend_closed(self) -> None:
         """The backend's EOF: before the answer's head, a failure; else the wire says."""
-        wire = self._wire
-        if wire.awaiting_head:
+        if not self._answer_started or self._wire.awaiting_head:  # (no byte: no wire yet)
             self._backend_failed("backend closed the connection without answering")
             return
+        wire = self._wire
         wire.receive_data(b"")
         self._relay()
         if not self._done:
@@ -155,10 +173,11 @@ class PolledRequest(PolledRelay):
             target = self._connection.address
             self._refuse(BackendTimeout(f"backend {target} did not answer: {reason}"))
 
-    def _relay_whole(self, whole: tuple[ResponseHead, bytes, bool]) -> None:
+    def _relay_whole(self, whole: tuple[ResponseHead, bytes, bool], unwired: bytes | None) -> None:
         """The answer came whole (the common case; a final head): ``_relay``'s steps in one
         pass, the head with all of its body and END_STREAM in one session call. ``whole``:
-        ``receive_whole``'s (head, body, the connection reusable after it)."""
+        ``receive_whole``'s (head, body, the connection reusable after it); ``unwired``: the
+        read it came in when no wire read it (``whole_answer``'s), else None."""
         head, body, reusable = whole
         stream = self._stream
         try:
@@ -175,9 +194,11 @@ class PolledRequest(PolledRelay):
             if sent < len(body):
                 # The stream asked to be woken by new credit (``client_writable``).
                 self._pending = memoryview(body)[sent:]
+                self._wire_after_whole(unwired)
                 self._pause()
                 return
             if stream.connection.backlogged():
+                self._wire_after_whole(unwired)
                 self._pause()  # the end waits for the drain, as in ``_relay``
                 stream.call_when_drained(self._on_drained)
                 return
@@ -198,6 +219,13 @@ class PolledRequest(PolledRelay):
             self._socket.close_now()
         server.stats.requests -= 1
         lean.finish_answered(stream, record)
+
+    def _wire_after_whole(self, unwired: bytes | None) -> None:
+        """A whole answer that waits for the client: the rest is ``_relay``'s, with a wire
+        where ``receive_whole`` leaves it: made now and given ``unwired`` if there was none
+        (it reads the same answer from it: ``whole_answer``'s rule)."""
+        if unwired is not None:
+            self._make_wire().receive_whole(unwired)
 
     # ---- endings ----
 

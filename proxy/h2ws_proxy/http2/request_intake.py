@@ -37,15 +37,12 @@ from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.lean_requests import LeanRequests
 from h2ws_proxy.http2.lifetime import ConnectionLifetime
 from h2ws_proxy.http2.proxy_session import ProxySession
-from h2ws_proxy.http2.request_scope import CancelNoted
 from h2ws_proxy.http2.stream import H2Stream
-from h2ws_proxy.http2.stream_ports import StreamPhase
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.relay.routing import Router
 
 _NO_BODY = BodyFraming.NONE
 _LENGTH = BodyFraming.LENGTH
-_OPEN = StreamPhase.OPEN  # (a module global: an enum member read from its class costs more)
 
 #: The last accepted request: a copy of its fields, the router, whether HEADERS ended the
 #: stream, and what they made.
@@ -144,14 +141,14 @@ class RequestIntake:
             request, route = judged
         # An accepted ordinary request: its stream, registered, then its run (inline: a
         # repeated request comes here with no other call).
-        stream = H2Stream(session, self._writer, stream_id, CancelNoted(), ended)
-        stream.exchange = True
-        stream.phase = _OPEN  # its DATA is the request body
         framing = request.framing
-        if framing is _NO_BODY:
-            stream.declared_length = 0
-        elif framing is _LENGTH:
-            stream.declared_length = request.content_length
+        stream = H2Stream.for_request(
+            session,
+            self._writer,
+            stream_id,
+            ended,
+            0 if framing is _NO_BODY else request.content_length if framing is _LENGTH else None,
+        )
         self._streams[stream_id] = stream
         life.stream_opened()
         if not (ended and self._lean.try_start(stream, request, route, generation)):

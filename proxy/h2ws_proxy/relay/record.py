@@ -31,6 +31,7 @@ start to this request's (the requests before it in the same read).
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections.abc import Iterable
 
 import trio
@@ -39,7 +40,8 @@ from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.errors import OriginRefused, ProxyError
-from h2ws_proxy.log import log_event
+from h2ws_proxy.log import access_sink, log_event
+from h2ws_proxy.log_texts import duration_text
 from h2ws_proxy.relay.outcome import RelayEnd, RelayStats, Side
 from h2ws_proxy.relay.record_line import (
     LINES,
@@ -210,12 +212,49 @@ class RelayRecord:
         if facts is not None:  # a repeated request's (the lean path's): the usual case
             duration_s = facts.now() - self.started
             status = self.status  # counted by the key the facts keep for its status
-            if status == facts.count_status:
-                counters.count_request(facts.count_key, duration_s)
-            else:
-                counters.count_request(facts.requests_key(status), duration_s)
+            key = facts.count_key if status == facts.count_status else facts.requests_key(status)
+            # ``counters.count_request(key, duration_s)`` in place (once per request).
+            requests = counters.requests
+            requests[key] = requests.get(key, 0) + 1
+            histogram = counters.request_seconds
+            bounds = histogram.bounds
+            # Most requests end within the first bucket: one comparison, not bisect's call.
+            histogram.counts[0 if duration_s <= bounds[0] else bisect_left(bounds, duration_s)] += 1
+            histogram.sum += duration_s
             if logger.isEnabledFor(_INFO):
-                write_facts_line(self, facts, duration_s)
+                # ``write_facts_line``'s usual case in place (a line like the facts' kept
+                # one: the same backend, status and clean end, no error, no close code),
+                # else that function.
+                stats = self.stats
+                sink = access_sink(logger)
+                if (
+                    sink is not None
+                    and facts.kept_from is sink.kept_access_templates
+                    and self.backend is facts.kept_backend
+                    and status == facts.kept_status
+                    and stats.end is facts.kept_end
+                    and self.opened
+                    and self.error is None
+                    and stats.broke is None
+                    and stats.client_close is None
+                    and stats.backend_close is None
+                ):
+                    stream = self.stream_id
+                    if 0.0001 <= duration_s < 1e9:  # ``duration_text``'s usual case in place
+                        duration = f"{duration_s:.6f}".rstrip("0")
+                        if duration[-1] == ".":
+                            duration += "0"
+                    else:
+                        duration = duration_text(duration_s)
+                    sink.kept_access_line(
+                        facts.kept_pieces,
+                        stream if stream is not None else sink.dash,
+                        stats.bytes_up,
+                        stats.bytes_down,
+                        duration,
+                    )
+                else:
+                    write_facts_line(self, facts, duration_s)
             return
         duration_s = trio.current_time() - self.started
         if self.kind == "request":  # the usual case first, in as few calls as it takes

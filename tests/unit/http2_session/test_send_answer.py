@@ -12,6 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from h2ws_proxy.h2session import H2Session, SessionUsageError
+from h2ws_proxy.h2session.errors import ErrorCode
+from h2ws_proxy.h2session.events import ConnectionFailed
+from h2ws_proxy.h2session.streams import CLOSED_MEMORY, ClosedBy
 from tests.unit.http2_session import wire as w
 
 Header = tuple[bytes, bytes]
@@ -211,3 +214,27 @@ def test_a_stream_that_cannot_send_writes_nothing(closed: bool) -> None:
     with pytest.raises(SessionUsageError):
         session.send_answer(1, [(b":status", b"200")], b"x")
     assert not session.take_outbound()
+
+
+# ---- the closed streams' memory, added to in place ----
+
+
+def test_answered_streams_are_remembered_as_ended_within_the_bound() -> None:
+    """``send_answer`` adds a stream it closes to the closed memory itself: as closed by
+    END_STREAM (a late DATA on it is then a connection STREAM_CLOSED, as after ``_close``),
+    the oldest forgotten first past CLOSED_MEMORY, exactly as ``ClosedStreams.add``."""
+    client = hpack.Encoder()
+    session = w.server(max_concurrent_streams=CLOSED_MEMORY + 100)
+    session.receive_data(w.settings())
+    ids = list(range(1, 2 * (CLOSED_MEMORY + 10), 2))
+    for stream_id in ids:
+        session.receive_data(w.headers(stream_id, w.block(w.REQUEST, client), end_stream=True))
+        assert session.send_answer(stream_id, [(b":status", b"200")], b"ok") == 2
+    closed = session._closed_streams
+    assert len(closed.closed) == CLOSED_MEMORY
+    assert list(closed.closed) == ids[-CLOSED_MEMORY:]  # the oldest went first
+    assert closed.how(ids[-1]) is ClosedBy.END_STREAM
+    assert closed.how(ids[0]) is None
+    events = session.receive_data(w.data(ids[-1], b"late"))
+    assert [type(event) for event in events] == [ConnectionFailed]
+    assert events[0].error_code == ErrorCode.STREAM_CLOSED
