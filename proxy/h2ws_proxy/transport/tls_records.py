@@ -18,46 +18,38 @@ HEADER_SIZE = 5
 class RecordBounds:
     """Follows the record boundaries of a byte stream fed in pieces of any size."""
 
-    __slots__ = ("_body_left", "_head", "fed", "whole_end")
+    __slots__ = ("_head", "_next", "fed", "whole_end")
 
     def __init__(self) -> None:
         #: Bytes fed so far.
         self.fed = 0
         #: Where the last whole record fed ends (an offset in the bytes fed).
         self.whole_end = 0
-        #: Body bytes of the current record still to come (0: the next byte is a header's).
-        self._body_left = 0
-        #: A header's first bytes, when a piece ended inside one.
+        #: Where the next record begins (its header), at or past the bytes fed so far.
+        self._next = 0
+        #: That record's header's first bytes, when a piece ended inside it.
         self._head = b""
 
     def feed(self, data: bytes) -> None:
-        start, size, at = self.fed, len(data), 0
-        body_left, head = self._body_left, self._head
-        while at < size:
-            if body_left:
-                taken = min(body_left, size - at)
-                at += taken
-                body_left -= taken
-                if not body_left:
-                    self.whole_end = start + at
-                continue
-            if head or size - at < HEADER_SIZE:
-                missing = HEADER_SIZE - len(head)
-                head += data[at : at + missing]
-                at = min(at + missing, size)
-                if len(head) < HEADER_SIZE:
-                    break
-                body_left = (head[3] << 8) | head[4]
-                head = b""
-            else:
-                body_left = (data[at + 3] << 8) | data[at + 4]
-                at += HEADER_SIZE
-            if not body_left:  # an empty record is whole with its header
-                self.whole_end = start + at
-        self.fed = start + size
-        self._body_left, self._head = body_left, head
-
-    def whole_record_left(self, unread: int) -> bool:
-        """True if a whole record is among the last ``unread`` bytes fed (the bytes the
-        BIO still holds)."""
-        return self.fed - unread < self.whole_end
+        start = self.fed
+        end = start + len(data)
+        self.fed = end
+        head = self._head
+        if head:  # a header split between pieces: its record ends after its body
+            missing = HEADER_SIZE - len(head)
+            head += data[:missing]
+            if len(head) < HEADER_SIZE:
+                self._head = head
+                return
+            self._head = b""
+            self._next = start + missing + ((head[3] << 8) | head[4])
+        following = self._next
+        while following + HEADER_SIZE <= end:  # a whole header here: skip its record
+            self.whole_end = following  # (the record before it ended there)
+            at = following - start
+            following += HEADER_SIZE + ((data[at + 3] << 8) | data[at + 4])
+        if following <= end:
+            self.whole_end = following
+            if following < end:  # a header's first bytes
+                self._head = data[following - start :]
+        self._next = following

@@ -1,42 +1,33 @@
 """A client's TLS connection as a trio stream: OpenSSL over memory BIOs, one ``recv`` per
-read and one ``send`` per write, without trio's ``SSLStream`` machinery.
+read and one ``send`` per write, without trio's ``SSLStream`` machinery (its retries,
+buffers and checkpoints doubled the CPU per message: bench/README.md).
 
-OpenSSL on the socket itself (``tls_socket_stream.py``, which backends still use) reads
-one record per ``SSL_read`` and only the bytes that record needs, as two ``read``s (its
-header, its body), and then needs a ``poll`` to know whether more is there: three system
-calls per client read. Here the stream reads the socket itself, up to 64 KiB at once,
-into OpenSSL's incoming BIO, and takes plaintext out while whole records are there
-(``tls_records.py`` counts them from their headers, so no want-read is paid to find
-there are none). ``trio.SSLStream`` works over memory BIOs too, but through its retry
-machinery, two buffers and a ``trio.SocketStream``, each a checkpoint: that doubled the
-CPU per message against plain TCP (bench/README.md).
+OpenSSL on the socket (``tls_socket_stream.py``, still the backends') reads a record's
+header and its body with two ``read``s, and a ``poll`` must then tell whether more is
+there. Here one ``recv`` of up to 64 KiB feeds the incoming BIO, and plaintext is taken
+while whole records are there (``tls_records.py`` counts them from their headers: no
+want-read is paid to find there are none).
 
 Rules:
 
-* One reader and one writer may use it at once (the frontends' reader and writer tasks).
-  Every ciphertext OpenSSL makes goes through the outgoing BIO and ``_unsent`` to the
-  socket in the order made, whoever sends it: the handshake, a write, or a read that made
-  a reply (a TLS 1.3 key update's, an alert).
-* ``receive_some`` is always a checkpoint: it waited, or it yields once when the BIO had
-  whole records or OpenSSL plaintext. After a ``recv`` that did not fill its buffer the
-  socket was empty: once the records fed are read, the next receive waits for the socket
-  before it reads (a ``recv`` that finds nothing is an exception too). Records that
-  produce no plaintext (a key update, a warning alert) are read like the others; if only
-  such records were whole, OpenSSL's want-read says so and the receive reads the socket.
-* Writes keep ``whole_writes``' contract (capabilities.ClientStream), as OpenSSL on the
-  socket has it: ``send_nowait`` takes all of its bytes or returns 0, and after a 0 the
-  next write begins with the same bytes and is no shorter (a shorter one is refused as
-  OpenSSL refuses it). The BIO takes every write whole; what the socket does not take is
-  kept in ``_unsent`` (at most one write's records, as later writes flush it first) and
-  the write returns 0: the plaintext was encrypted already, so its repetition skips that
-  many bytes. ``send_all`` encrypts at most ``_WRITE_CHUNK`` bytes ahead of the socket.
-* https-compatible: a peer that closes without close_notify ends the stream (``b""``),
-  as browsers do (RFC 9112 §9.8); a close_notify ends it too. Other TLS or socket errors
-  are ``trio.BrokenResourceError`` with the original as ``__cause__``. An end met after
-  some plaintext in one receive is told by the next one.
-* Not half-closeable (TLS has no half-close): ``end_now`` sends close_notify and a FIN,
-  and reads from then on drain the raw socket (lingering). ``aclose`` sends our
-  close_notify if the socket takes it at once, and closes; it never waits for the peer's.
+* One reader and one writer may use it at once (the frontends' tasks). Every ciphertext
+  OpenSSL makes goes through the outgoing BIO and ``_unsent`` to the socket in the order
+  made, whoever sends it (the handshake, a write, a read that made a reply or an alert).
+* ``receive_some`` is always a checkpoint: it waited, or it yields once. After a ``recv``
+  that did not fill its buffer, once the records fed are read, the next receive waits
+  for the socket first. Records without plaintext (a key update, a post-handshake
+  message) are read like the others; if only such were whole, OpenSSL's want-read says so.
+* Writes keep ``whole_writes``' contract (capabilities.ClientStream) as OpenSSL on the
+  socket has it: ``send_nowait`` takes all or returns 0, and after a 0 the next write
+  begins with the same bytes and is no shorter (else refused). The BIO takes every write
+  whole; what the socket does not take is kept in ``_unsent`` (one write's records at
+  most: later writes flush it first), the write returns 0, and its repetition skips the
+  bytes encrypted already. ``send_all`` encrypts ``_WRITE_CHUNK`` at a time.
+* https-compatible: a close without close_notify (RFC 9112 §9.8), or with it, ends the
+  stream (``b""``); other TLS or socket errors are ``trio.BrokenResourceError`` with the
+  original as ``__cause__``. An end met after some plaintext is told by the next receive.
+* Not half-closeable: ``end_now`` sends close_notify and a FIN, and reads then drain the
+  raw socket (lingering). ``aclose`` sends close_notify if the socket takes it at once.
 """
 
 from __future__ import annotations
@@ -48,6 +39,7 @@ import ssl
 import trio
 
 from h2ws_proxy.transport.tls_records import RecordBounds
+from h2ws_proxy.transport.trio_waits import ReadableWait, readable_waiter
 
 DEFAULT_RECEIVE_SIZE = 65536
 #: ``send_all`` encrypts this much plaintext at a time, flushing each to the socket before
@@ -68,6 +60,10 @@ class LeanTLSStream(trio.abc.Stream):
     def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
         sock.setblocking(False)
         self._sock = sock
+        self._fd = sock.fileno()
+        #: The running loop's wait for readability (trio_waits.py), taken at the first
+        #: wait: a stream lives in one loop.
+        self._wait: ReadableWait | None = None
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
@@ -111,18 +107,14 @@ class LeanTLSStream(trio.abc.Stream):
                 await self._flush()  # our flight, before waiting for the peer's
                 if self._eof:
                     raise self._broken(ssl.SSLEOFError("EOF in the TLS handshake")) from None
-                await self._feed()
+                while not self._recv_into_bio():  # the peer's next flight
+                    await self._wait_readable()
             except OSError as error:  # ssl.SSLError is one
                 self._flush_nowait()  # the alert saying why
                 self._discard_unread()
                 raise self._broken(error) from error
         await self._flush()  # the last flight (TLS 1.2's Finished; TLS 1.3's tickets)
         await trio.lowlevel.checkpoint()
-
-    async def _feed(self) -> None:
-        """The handshake's read: wait for the socket, feed what it has to OpenSSL."""
-        while not self._recv_into_bio():
-            await self._wait_readable()
 
     def _discard_unread(self) -> None:
         """Drop what the client sent that OpenSSL did not read (bounded, no waiting).
@@ -185,7 +177,7 @@ class LeanTLSStream(trio.abc.Stream):
         chunks: list[bytes] = []
         total = 0
         while total < size:
-            if not (self._held or records.whole_record_left(incoming.pending)):
+            if not (self._held or records.fed - incoming.pending < records.whole_end):
                 # Nothing whole left: read on only if the last recv filled its buffer.
                 if self._drained or self._eof:
                     break
@@ -290,9 +282,12 @@ class LeanTLSStream(trio.abc.Stream):
         if self._unsent and not self._push():
             return 0
         size = len(data)
-        start = self._repeated(size)
+        start = self._repeated(size) if self._repeat else 0
         if start < size:
-            self._encrypt(data[start:] if start else data)
+            try:
+                self._tls.write(data[start:] if start else data)
+            except OSError as error:  # ssl.SSLError: after a fatal alert, say
+                raise self._broken(error) from error
         encrypted = self._outgoing.read()
         try:
             sent = self._sock.send(encrypted)
@@ -383,7 +378,10 @@ class LeanTLSStream(trio.abc.Stream):
         return not unsent
 
     async def _wait_readable(self) -> None:
-        await trio.lowlevel.wait_readable(self._sock)
+        wait = self._wait
+        if wait is None:
+            wait = self._wait = readable_waiter()
+        await wait(self._fd)
         self._check_open()
 
     async def _wait_writable(self) -> None:
