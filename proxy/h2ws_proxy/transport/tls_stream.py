@@ -50,11 +50,9 @@ _DISCARD_READS = 4
 
 
 class LeanTLSStream(trio.abc.Stream):
-    """The server's side of a TLS connection over a connected TCP socket (handshake not
-    done yet)."""
+    """The server's side of TLS over a connected TCP socket (handshake not done yet)."""
 
-    #: A write is taken whole or not at all, and one that returned 0 is repeated with the
-    #: same bytes (capabilities.ClientStream; see the module's rules).
+    #: Writes all or nothing; a 0 is repeated with the same bytes (the module's rules).
     whole_writes = True
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
@@ -117,12 +115,9 @@ class LeanTLSStream(trio.abc.Stream):
         await trio.lowlevel.checkpoint()
 
     def _discard_unread(self) -> None:
-        """Drop what the client sent that OpenSSL did not read (bounded, no waiting).
-
-        A failed handshake leaves the rest of the client's bytes (say a plaintext HTTP
-        request sent to the TLS port) unread; closing then makes the kernel send a reset,
-        which can destroy OpenSSL's alert before the client reads it.
-        """
+        """Drop what the client sent that OpenSSL did not read (bounded, no waiting): with
+        unread input (a plaintext request to the TLS port, say) closing makes the kernel
+        send a reset, which can destroy OpenSSL's alert before the client reads it."""
         for _ in range(_DISCARD_READS):
             try:
                 if not self._sock.recv(65536, socket.MSG_DONTWAIT):
@@ -152,7 +147,15 @@ class LeanTLSStream(trio.abc.Stream):
             if self._raw:
                 return await self._receive_raw(size)
             waited = False
-            data = self._read_records(size)
+            records = self._records
+            if (
+                self._drained  # the usual case after a message: straight to the wait
+                and not (self._held or self._eof or self._ended or self._end_met)
+                and records.fed - self._incoming.pending >= records.whole_end
+            ):
+                data = None
+            else:
+                data = self._read_records(size)
             while data is None:  # nothing whole fed, and the socket had nothing more
                 await self._wait_readable()
                 waited = True
@@ -165,9 +168,8 @@ class LeanTLSStream(trio.abc.Stream):
             self._receiving = False
 
     def _read_records(self, size: int) -> bytes | None:
-        """Plaintext from the records fed, up to ``size``, reading the socket on while its
-        last ``recv`` filled the buffer; b"" at the end; None if nothing is there yet (the
-        socket had nothing more when last asked: ``_drained``)."""
+        """Plaintext of the records fed, up to ``size`` (reading on while a ``recv`` fills
+        its buffer); b"" at the end; None if none is whole and the socket was empty."""
         if self._ended:
             return b""
         if self._end_met is not None:
@@ -355,8 +357,8 @@ class LeanTLSStream(trio.abc.Stream):
             await self._wait_writable()
 
     def _flush_nowait(self) -> None:
-        """:meth:`_push` where nothing can be done about a broken socket (an alert, a
-        close_notify, a reply made by a read): the next read or write meets it."""
+        """:meth:`_push` where a broken socket is for the next read or write to meet (an
+        alert, a close_notify, a reply a read made)."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             self._push()
 
