@@ -4,9 +4,9 @@ buffers and checkpoints doubled the CPU per message: bench/README.md).
 
 OpenSSL on the socket (``tls_socket_stream.py``, still the backends') reads a record's
 header and its body with two ``read``s, and a ``poll`` must then tell whether more is
-there. Here one ``recv`` of up to 64 KiB feeds the incoming BIO, and plaintext is taken
-while whole records are there (``tls_records.py`` counts them from their headers: no
-want-read is paid to find there are none).
+there. Here one ``recv`` of up to 64 KiB feeds the incoming BIO (``tls_wire.py``: the
+socket's side), and plaintext is taken while whole records are there (``tls_records.py``
+counts them from their headers: no want-read is paid to find there are none).
 
 Rules:
 
@@ -38,52 +38,33 @@ import ssl
 
 import trio
 
-from h2ws_proxy.transport.tls_records import RecordBounds
-from h2ws_proxy.transport.trio_waits import ReadableWait, readable_waiter
+from h2ws_proxy.transport.tls_wire import DEFAULT_RECEIVE_SIZE, TLSWire
 
-DEFAULT_RECEIVE_SIZE = 65536
 #: ``send_all`` encrypts this much plaintext at a time, flushing each to the socket before
 #: the next (the bound on what a write keeps in ``_unsent``).
 _WRITE_CHUNK = 65536
-#: After a failed handshake, at most this many 64 KiB reads are dropped before closing.
-_DISCARD_READS = 4
 
 
-class LeanTLSStream(trio.abc.Stream):
+class LeanTLSStream(TLSWire, trio.abc.Stream):
     """The server's side of TLS over a connected TCP socket (handshake not done yet)."""
 
     #: Writes all or nothing; a 0 is repeated with the same bytes (the module's rules).
     whole_writes = True
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
-        sock.setblocking(False)
-        self._sock = sock
-        self._fd = sock.fileno()
-        #: The running loop's wait for readability (trio_waits.py), taken at the first
-        #: wait: a stream lives in one loop.
-        self._wait: ReadableWait | None = None
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
-        self._records = RecordBounds()
-        #: Ciphertext made but not taken by the socket yet, sent before anything newer.
-        self._unsent = bytearray()
+        super().__init__(sock, context)
         #: Plaintext bytes of the write that returned 0 that are encrypted already: its
         #: repetition's first bytes, not encrypted again.
         self._repeat = 0
         #: The last read filled its request: OpenSSL may hold the rest of a record.
         self._held = False
-        #: The last ``recv`` did not fill its buffer: the next one waits for the socket.
-        self._drained = False
-        #: The socket gave EOF (fed to the BIO as its end).
-        self._eof = False
         #: The stream ended (close_notify, or EOF with no whole record left): b"" from now.
         self._ended = False
         #: How the stream ended, met after some plaintext: told by the next receive.
         self._end_met: OSError | None = None
         #: After ``end_now``: reads drain the raw socket.
         self._raw = False
-        self._closed = self._sending = self._receiving = False
+        self._sending = self._receiving = False
 
     @classmethod
     def from_socket_stream(
@@ -114,17 +95,6 @@ class LeanTLSStream(trio.abc.Stream):
         await self._flush()  # the last flight (TLS 1.2's Finished; TLS 1.3's tickets)
         await trio.lowlevel.checkpoint()
 
-    def _discard_unread(self) -> None:
-        """Drop what the client sent that OpenSSL did not read (bounded, no waiting): with
-        unread input (a plaintext request to the TLS port, say) closing makes the kernel
-        send a reset, which can destroy OpenSSL's alert before the client reads it."""
-        for _ in range(_DISCARD_READS):
-            try:
-                if not self._sock.recv(65536, socket.MSG_DONTWAIT):
-                    return
-            except OSError:
-                return
-
     def selected_alpn_protocol(self) -> str | None:
         return self._tls.selected_alpn_protocol()
 
@@ -141,7 +111,8 @@ class LeanTLSStream(trio.abc.Stream):
         size = DEFAULT_RECEIVE_SIZE if max_bytes is None else max_bytes
         if size < 1:
             raise ValueError("max_bytes must be >= 1")
-        self._check_open()
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
         self._receiving = True
         try:
             if self._raw:
@@ -176,9 +147,10 @@ class LeanTLSStream(trio.abc.Stream):
             end, self._end_met = self._end_met, None
             return self._ended_by(end)
         tls, records, incoming = self._tls, self._records, self._incoming
-        chunks: list[bytes] = []
-        total = 0
-        while total < size:
+        first: bytes | None = None  # (one record is the usual read: no list, no join)
+        chunks: list[bytes] | None = None
+        wanted = size
+        while wanted:
             if not (self._held or records.fed - incoming.pending < records.whole_end):
                 # Nothing whole left: read on only if the last recv filled its buffer.
                 if self._drained or self._eof:
@@ -188,24 +160,30 @@ class LeanTLSStream(trio.abc.Stream):
                     break
                 continue
             try:
-                more = tls.read(size - total)
+                more = tls.read(wanted)
             except ssl.SSLWantReadError:  # only records without plaintext were whole
                 self._held = False
                 continue
             except OSError as error:  # ssl.SSLZeroReturnError (close_notify) is one
                 self._held = False
                 self._flush_nowait()  # the alert, if OpenSSL made one
-                if chunks:
+                if first is not None:
                     self._end_met = error
                     break
                 return self._ended_by(error)
-            self._held = len(more) == size - total
-            chunks.append(more)
-            total += len(more)
+            got = len(more)
+            self._held = got == wanted
+            wanted -= got
+            if first is None:
+                first = more
+            elif chunks is None:
+                chunks = [first, more]
+            else:
+                chunks.append(more)
         if self._outgoing.pending:  # a reply OpenSSL made (a key update's)
             self._flush_nowait()
-        if chunks:
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if first is not None:
+            return first if chunks is None else b"".join(chunks)
         if self._eof:  # the peer closed, no whole record left (close_notify or not)
             self._ended = True
             return b""
@@ -217,25 +195,6 @@ class LeanTLSStream(trio.abc.Stream):
             self._ended = True
             return b""
         raise self._broken(error) from error
-
-    def _recv_into_bio(self) -> bool:
-        """One non-blocking ``recv`` into the incoming BIO; False if nothing was there."""
-        try:
-            data = self._sock.recv(DEFAULT_RECEIVE_SIZE)
-        except BlockingIOError:
-            return False
-        except ConnectionResetError:  # a peer that closed with our bytes unread (tickets)
-            data = b""  # ends the stream as a bare close does (as OpenSSL on the socket)
-        except OSError as error:
-            raise self._broken(error) from error
-        if not data:
-            self._eof = True
-            self._incoming.write_eof()
-            return True
-        self._incoming.write(data)
-        self._records.feed(data)
-        self._drained = len(data) < DEFAULT_RECEIVE_SIZE
-        return True
 
     async def _receive_raw(self, size: int) -> bytes:
         """After ``end_now``: the socket's bytes as they are (lingering drops them)."""
@@ -280,7 +239,8 @@ class LeanTLSStream(trio.abc.Stream):
         """
         if self._sending:
             return 0
-        self._check_open()
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
         if self._unsent and not self._push():
             return 0
         size = len(data)
@@ -348,53 +308,3 @@ class LeanTLSStream(trio.abc.Stream):
         with contextlib.suppress(OSError, ValueError):
             self._tls.unwrap()
         self._flush_nowait()
-
-    # ---- the socket ----
-
-    async def _flush(self) -> None:
-        """Send every record made so far, waiting for the socket as needed."""
-        while not self._push():
-            await self._wait_writable()
-
-    def _flush_nowait(self) -> None:
-        """:meth:`_push` where a broken socket is for the next read or write to meet (an
-        alert, a close_notify, a reply a read made)."""
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            self._push()
-
-    def _push(self) -> bool:
-        """Send the records made so far as far as the socket takes them at once; True if
-        none is left."""
-        unsent = self._unsent
-        if self._outgoing.pending:
-            unsent += self._outgoing.read()
-        if not unsent:
-            return True
-        try:
-            sent = self._sock.send(unsent)
-        except BlockingIOError:
-            return False
-        except OSError as error:
-            raise self._broken(error) from error
-        del unsent[:sent]
-        return not unsent
-
-    async def _wait_readable(self) -> None:
-        wait = self._wait
-        if wait is None:
-            wait = self._wait = readable_waiter()
-        await wait(self._fd)
-        self._check_open()
-
-    async def _wait_writable(self) -> None:
-        await trio.lowlevel.wait_writable(self._sock)
-        self._check_open()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the stream was closed")
-
-    def _broken(self, error: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
-        if self._closed:
-            return trio.ClosedResourceError("the stream was closed")
-        return trio.BrokenResourceError(f"TLS connection error: {error}")
