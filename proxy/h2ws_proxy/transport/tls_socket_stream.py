@@ -47,6 +47,7 @@ import ssl
 import trio
 
 from h2ws_proxy.transport.socket_stream import socket_is_quiet
+from h2ws_proxy.transport.trio_waits import ReadableWait, readable_waiter
 
 DEFAULT_RECEIVE_SIZE = 65536
 #: The most plaintext one TLS record carries (RFC 8446 §5.1). OpenSSL hands over one record
@@ -79,6 +80,10 @@ class SocketTLSStream(trio.abc.Stream):
             do_handshake_on_connect=False,
             suppress_ragged_eofs=True,
         )
+        self._fd = self._tls.fileno()
+        #: The running loop's wait for readability (trio_waits.py), taken at the first
+        #: wait: a stream lives in one loop.
+        self._wait: ReadableWait | None = None
         self._closed = False
         self._sending = False
         self._receiving = False
@@ -289,7 +294,10 @@ class SocketTLSStream(trio.abc.Stream):
             if writable:
                 await trio.lowlevel.wait_writable(self._tls)
             else:
-                await trio.lowlevel.wait_readable(self._tls)
+                wait = self._wait
+                if wait is None:
+                    wait = self._wait = readable_waiter()
+                await wait(self._fd)
         except trio.BusyResourceError:
             await trio.sleep(_CROSSED_WAIT_POLL_S)
         self._check_open()
