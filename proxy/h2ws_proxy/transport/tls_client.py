@@ -1,4 +1,4 @@
-"""A TLS connection to a backend: :class:`SocketTLSStream` in client mode, half-closeable.
+"""A TLS connection to a backend: :class:`LeanTLSStream` in client mode, half-closeable.
 
 Rules:
 
@@ -18,7 +18,7 @@ Rules:
   the tunnel keeps reading until it does, bounded by ``half_closed_timeout_s``, and then
   closes. Sends after ``send_eof`` raise ``trio.ClosedResourceError``, as on a socket.
 * ``aclose`` sends close_notify if the socket takes it at once and never waits for the
-  peer's (:class:`SocketTLSStream`): closing a pooled connection does not block.
+  peer's (:class:`LeanTLSStream`): closing a pooled connection does not block.
 * Errors are ``trio.BrokenResourceError`` whose message is a short reason
   (:func:`tls_failure_reason`: expired, hostname mismatch, unknown CA...), the ssl error
   as ``__cause__``.
@@ -32,7 +32,7 @@ import ssl
 import trio
 
 from h2ws_proxy.transport.socket_stream import LeanSocketStream, socket_is_quiet
-from h2ws_proxy.transport.tls_socket_stream import SocketTLSStream
+from h2ws_proxy.transport.tls_stream import LeanTLSStream
 
 #: OpenSSL's X509_V_ERR_* codes a certificate verification fails with, as short reasons.
 _VERIFY_REASONS = {
@@ -93,7 +93,7 @@ def tls_failure_reason(error: BaseException | None) -> str:
     return str(error)
 
 
-class LeanTLSClientStream(SocketTLSStream, trio.abc.HalfCloseableStream):
+class LeanTLSClientStream(LeanTLSStream, trio.abc.HalfCloseableStream):
     """A TLS client connection over a connected TCP socket (handshake not done yet)."""
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:

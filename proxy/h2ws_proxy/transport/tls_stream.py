@@ -1,33 +1,40 @@
-"""A client's TLS connection as a trio stream: OpenSSL over memory BIOs, one ``recv`` per
-read and one ``send`` per write, without trio's ``SSLStream`` machinery (its retries,
-buffers and checkpoints doubled the CPU per message: bench/README.md).
+"""A TLS connection as a trio stream, with OpenSSL working on the socket itself.
 
-OpenSSL on the socket (``tls_socket_stream.py``, still the backends') reads a record's
-header and its body with two ``read``s, and a ``poll`` must then tell whether more is
-there. Here one ``recv`` of up to 64 KiB feeds the incoming BIO (``tls_wire.py``: the
-socket's side), and plaintext is taken while whole records are there (``tls_records.py``
-counts them from their headers: no want-read is paid to find there are none).
+Client connections are served with it; backend connections use it in client mode
+(``tls_client.py`` adds what a backend needs: half-close, an idle check).
 
-Rules:
+``trio.SSLStream`` runs OpenSSL over memory BIOs: every read and write goes through its
+retry machinery, two buffers and a plain ``trio.SocketStream`` underneath, each a full
+checkpoint. Per WebSocket message that doubled the proxy's CPU against plain TCP in the
+ping-pong and bulk benchmarks. Here the stdlib ``ssl.SSLSocket`` drives the non-blocking
+socket directly (as nginx and HAProxy drive OpenSSL), and the stream only waits when
+OpenSSL says it must:
 
-* One reader and one writer may use it at once (the frontends' tasks). Every ciphertext
-  OpenSSL makes goes through the outgoing BIO and ``_unsent`` to the socket in the order
-  made, whoever sends it (the handshake, a write, a read that made a reply or an alert).
-* ``receive_some`` is always a checkpoint: it waited, or it yields once. After a ``recv``
-  that did not fill its buffer, once the records fed are read, the next receive waits
-  for the socket first. Records without plaintext (a key update, a post-handshake
-  message) are read like the others; if only such were whole, OpenSSL's want-read says so.
-* Writes keep ``whole_writes``' contract (capabilities.ClientStream) as OpenSSL on the
-  socket has it: ``send_nowait`` takes all or returns 0, and after a 0 the next write
-  begins with the same bytes and is no shorter (else refused). The BIO takes every write
-  whole; what the socket does not take is kept in ``_unsent`` (one write's records at
-  most: later writes flush it first), the write returns 0, and its repetition skips the
-  bytes encrypted already. ``send_all`` encrypts ``_WRITE_CHUNK`` at a time.
-* https-compatible: a close without close_notify (RFC 9112 §9.8), or with it, ends the
-  stream (``b""``); other TLS or socket errors are ``trio.BrokenResourceError`` with the
-  original as ``__cause__``. An end met after some plaintext is told by the next receive.
-* Not half-closeable: ``end_now`` sends close_notify and a FIN, and reads then drain the
-  raw socket (lingering). ``aclose`` sends close_notify if the socket takes it at once.
+* ``SSLWantReadError`` → wait until the socket is readable (through ``trio_waits``'
+  waiter, as ``LeanSocketStream``); ``SSLWantWriteError`` → writable (either can come
+  from either direction: TLS 1.3 key updates, or a write that needs the peer's records
+  first). Then the same call is repeated with the same arguments,
+  as OpenSSL requires of a write.
+* ``receive_some`` is always a checkpoint, as with :class:`~h2ws_proxy.transport.socket_stream
+  .LeanSocketStream`: it waited, or it yields once when OpenSSL already had bytes.
+  ``send_all`` yields only when it has to wait (every caller receives between sends).
+* A receive takes every record that is there already, not one: OpenSSL hands over one
+  record per read and reads the socket only for the record it needs (no read-ahead), so
+  after a record that did not fill the read, plaintext OpenSSL still holds
+  (``pending()``) or bytes on the socket (a ``poll`` that does not wait) mean read on;
+  neither means the peer has nothing more for now, and the next receive waits for the
+  socket before it reads. A read that finds nothing is a want-read, raised and caught,
+  several times the cost of the poll (bench/README.md), and it was the usual answer to
+  every receive after a message.
+* https-compatible: a peer that closes without close_notify ends the stream (``b""``),
+  as browsers do (RFC 9112 §9.8); a close_notify ends it too. Other TLS or socket errors
+  are ``trio.BrokenResourceError`` with the original as ``__cause__``.
+* Like ``trio.SSLStream`` this is not half-closeable: TLS has no half-close.
+* ``aclose`` sends our close_notify if the socket takes it at once, and closes; it never
+  waits for the peer's.
+
+One reader and one writer may use it at once (the frontends' reader and writer tasks):
+OpenSSL allows a read between a write that must be repeated and its repetition.
 """
 
 from __future__ import annotations
@@ -38,33 +45,54 @@ import ssl
 
 import trio
 
-from h2ws_proxy.transport.tls_wire import DEFAULT_RECEIVE_SIZE, TLSWire
+from h2ws_proxy.transport.socket_stream import socket_is_quiet
+from h2ws_proxy.transport.trio_waits import ReadableWait, readable_waiter
 
-#: ``send_all`` encrypts this much plaintext at a time, flushing each to the socket before
-#: the next (the bound on what a write keeps in ``_unsent``).
-_WRITE_CHUNK = 65536
+DEFAULT_RECEIVE_SIZE = 65536
+#: The most plaintext one TLS record carries (RFC 8446 §5.1). OpenSSL hands over one record
+#: per read; a full one suggests more behind it, read on at once (see ``_read_on``).
+_RECORD_PLAINTEXT_MAX = 16384
+#: How often a task asked to wait for the other task's direction retries (see _wait_for).
+_CROSSED_WAIT_POLL_S = 0.001
+#: After a failed handshake, at most this many 64 KiB reads are dropped before closing.
+_DISCARD_READS = 4
 
 
-class LeanTLSStream(TLSWire, trio.abc.Stream):
-    """The server's side of TLS over a connected TCP socket (handshake not done yet)."""
+class LeanTLSStream(trio.abc.Stream):
+    """A TLS connection over a connected TCP socket (handshake not done yet): the server's
+    side, or with ``server_hostname`` the client's (the name sent as SNI, unless it is an
+    IP address, and verified as the context says)."""
 
-    #: Writes all or nothing; a 0 is repeated with the same bytes (the module's rules).
+    #: A record is written whole or not at all, and one that had to wait is repeated with
+    #: the same bytes (capabilities.ClientStream).
     whole_writes = True
 
-    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
-        super().__init__(sock, context)
-        #: Plaintext bytes of the write that returned 0 that are encrypted already: its
-        #: repetition's first bytes, not encrypted again.
-        self._repeat = 0
-        #: The last read filled its request: OpenSSL may hold the rest of a record.
-        self._held = False
-        #: The stream ended (close_notify, or EOF with no whole record left): b"" from now.
-        self._ended = False
-        #: How the stream ended, met after some plaintext: told by the next receive.
+    def __init__(
+        self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str | None = None
+    ) -> None:
+        sock.setblocking(False)
+        # wrap_socket takes over the descriptor (``sock`` is detached): wait on ``_tls``.
+        self._tls = context.wrap_socket(
+            sock,
+            server_side=server_hostname is None,
+            server_hostname=server_hostname,
+            do_handshake_on_connect=False,
+            suppress_ragged_eofs=True,
+        )
+        self._fd = self._tls.fileno()
+        #: The running loop's wait for readability (trio_waits.py: one coroutine frame and
+        #: kept records, where trio's public wait makes five frames and two records), taken
+        #: at the first wait: a stream lives in one loop.
+        self._wait: ReadableWait | None = None
+        self._closed = False
+        self._sending = False
+        self._receiving = False
+        #: How the stream ended, met while reading on past a full record (``_read_on``):
+        #: told by the next ``receive_some``, after the bytes read before it.
         self._end_met: OSError | None = None
-        #: After ``end_now``: reads drain the raw socket.
-        self._raw = False
-        self._sending = self._receiving = False
+        #: The last receive found nothing more to read (see the module docstring): the next
+        #: one waits for the socket before it reads.
+        self._drained = False
 
     @classmethod
     def from_socket_stream(
@@ -82,18 +110,27 @@ class LeanTLSStream(TLSWire, trio.abc.Stream):
             try:
                 self._tls.do_handshake()
                 break
-            except ssl.SSLWantReadError:
-                await self._flush()  # our flight, before waiting for the peer's
-                if self._eof:
-                    raise self._broken(ssl.SSLEOFError("EOF in the TLS handshake")) from None
-                while not self._recv_into_bio():  # the peer's next flight
-                    await self._wait_readable()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as want:
+                await self._wait_for(writable=isinstance(want, ssl.SSLWantWriteError))
             except OSError as error:  # ssl.SSLError is one
-                self._flush_nowait()  # the alert saying why
                 self._discard_unread()
                 raise self._broken(error) from error
-        await self._flush()  # the last flight (TLS 1.2's Finished; TLS 1.3's tickets)
         await trio.lowlevel.checkpoint()
+
+    def _discard_unread(self) -> None:
+        """Drop what the client sent that OpenSSL did not read (bounded, no waiting).
+
+        A failed handshake leaves the rest of the client's bytes (say a plaintext HTTP
+        request sent to the TLS port) unread; closing then makes the kernel send a reset,
+        which can destroy OpenSSL's alert before the client reads it.
+        """
+        for _ in range(_DISCARD_READS):
+            try:
+                # The plain socket's recv on the same descriptor, below OpenSSL.
+                if not socket.socket.recv(self._tls, 65536, socket.MSG_DONTWAIT):
+                    return
+            except OSError:
+                return
 
     def selected_alpn_protocol(self) -> str | None:
         return self._tls.selected_alpn_protocol()
@@ -103,7 +140,7 @@ class LeanTLSStream(TLSWire, trio.abc.Stream):
         callback switched to (the certificate the client was served)."""
         return self._tls.context
 
-    # ---- trio.abc.Stream: reads ----
+    # ---- trio.abc.Stream ----
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._receiving:
@@ -111,105 +148,70 @@ class LeanTLSStream(TLSWire, trio.abc.Stream):
         size = DEFAULT_RECEIVE_SIZE if max_bytes is None else max_bytes
         if size < 1:
             raise ValueError("max_bytes must be >= 1")
-        if self._closed:
-            raise trio.ClosedResourceError("the stream was closed")
+        self._check_open()
         self._receiving = True
         try:
-            if self._raw:
-                return await self._receive_raw(size)
-            waited = False
-            records = self._records
-            if (
-                self._drained  # the usual case after a message: straight to the wait
-                and not (self._held or self._eof or self._ended or self._end_met)
-                and records.fed - self._incoming.pending >= records.whole_end
-            ):
-                data = None
-            else:
-                data = self._read_records(size)
-            while data is None:  # nothing whole fed, and the socket had nothing more
-                await self._wait_readable()
-                waited = True
-                if self._recv_into_bio():
-                    data = self._read_records(size)
+            waited = self._drained
+            if waited:
+                self._drained = False
+                await self._wait_for(writable=False)
+            while True:
+                try:
+                    self._raise_end_met()
+                    data = self._tls.recv(size)
+                    break
+                except ssl.SSLZeroReturnError:  # close_notify
+                    data = b""
+                    break
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as want:
+                    await self._wait_for(writable=isinstance(want, ssl.SSLWantWriteError))
+                    waited = True
+                except OSError as error:
+                    raise self._broken(error) from error
+            if data and size > len(data):
+                data = self._read_on(data, size)
             if not waited:
                 await trio.lowlevel.checkpoint()
             return data
         finally:
             self._receiving = False
 
-    def _read_records(self, size: int) -> bytes | None:
-        """Plaintext of the records fed, up to ``size`` (reading on while a ``recv`` fills
-        its buffer); b"" at the end; None if none is whole and the socket was empty."""
-        if self._ended:
-            return b""
-        if self._end_met is not None:
-            end, self._end_met = self._end_met, None
-            return self._ended_by(end)
-        tls, records, incoming = self._tls, self._records, self._incoming
-        first: bytes | None = None  # (one record is the usual read: no list, no join)
-        chunks: list[bytes] | None = None
-        wanted = size
-        while wanted:
-            if not (self._held or records.fed - incoming.pending < records.whole_end):
-                # Nothing whole left: read on only if the last recv filled its buffer.
-                if self._drained or self._eof:
-                    break
-                if not self._recv_into_bio():
-                    self._drained = True
-                    break
-                continue
-            try:
-                more = tls.read(wanted)
-            except ssl.SSLWantReadError:  # only records without plaintext were whole
-                self._held = False
-                continue
-            except OSError as error:  # ssl.SSLZeroReturnError (close_notify) is one
-                self._held = False
-                self._flush_nowait()  # the alert, if OpenSSL made one
-                if first is not None:
-                    self._end_met = error
-                    break
-                return self._ended_by(error)
-            got = len(more)
-            self._held = got == wanted
-            wanted -= got
-            if first is None:
-                first = more
-            elif chunks is None:
-                chunks = [first, more]
-            else:
-                chunks.append(more)
-        if self._outgoing.pending:  # a reply OpenSSL made (a key update's)
-            self._flush_nowait()
-        if first is not None:
-            return first if chunks is None else b"".join(chunks)
-        if self._eof:  # the peer closed, no whole record left (close_notify or not)
-            self._ended = True
-            return b""
-        return None
+    def _raise_end_met(self) -> None:
+        """Raise the end ``_read_on`` met, if it met one (once)."""
+        end, self._end_met = self._end_met, None
+        if end is not None:
+            raise end
 
-    def _ended_by(self, error: OSError) -> bytes:
-        """b"" for close_notify or an EOF (RFC 9112 §9.8's incomplete close); else raise."""
-        if isinstance(error, ssl.SSLZeroReturnError | ssl.SSLEOFError):
-            self._ended = True
-            return b""
-        raise self._broken(error) from error
+    def _read_on(self, first: bytes, size: int) -> bytes:
+        """``first`` and the records that can be read now, up to ``size``; sets
+        ``_drained`` when nothing more is there (see the module docstring).
 
-    async def _receive_raw(self, size: int) -> bytes:
-        """After ``end_now``: the socket's bytes as they are (lingering drops them)."""
-        while True:
-            try:
-                data = self._sock.recv(size)
+        OpenSSL hands over one record per read, so a 64 KiB read of a bulk sender took four
+        trips through the reader (and four writes on), and two messages sent together two.
+        After a full record it reads on at once (more usually follows); after a short one
+        only if OpenSSL holds plaintext or the socket has bytes. An end met on the way
+        (close_notify, an error) is kept for the next call, as it would have come there.
+        """
+        chunks = [first]
+        total, last = len(first), len(first)
+        tls = self._tls
+        while total < size:
+            if last < _RECORD_PLAINTEXT_MAX and not tls.pending() and socket_is_quiet(tls):
+                self._drained = True
                 break
-            except BlockingIOError:
-                await self._wait_readable()
-            except OSError as error:
-                raise self._broken(error) from error
-        await trio.lowlevel.checkpoint()
-        return data
-
-    # ---- trio.abc.Stream: writes ----
+            try:
+                more = tls.recv(size - total)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            except OSError as error:  # ssl.SSLZeroReturnError (close_notify) is one
+                self._end_met = error
+                break
+            if not more:  # the peer closed without close_notify: b"" again next time
+                break
+            chunks.append(more)
+            last = len(more)
+            total += last
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._sending:
@@ -219,92 +221,92 @@ class LeanTLSStream(TLSWire, trio.abc.Stream):
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             with memoryview(data) as view:
-                start = self._repeated(len(view))
-                while True:
-                    await self._flush()
-                    if start >= len(view):
-                        break
-                    chunk = view[start : start + _WRITE_CHUNK]
-                    self._encrypt(chunk)
-                    start += len(chunk)
+                sent = 0
+                while sent < len(view):
+                    try:
+                        # After a want-read/write this repeats the very same write, as
+                        # OpenSSL requires.
+                        sent += self._tls.send(view[sent:])
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as want:
+                        await self._wait_for(writable=isinstance(want, ssl.SSLWantWriteError))
+                    except OSError as error:
+                        raise self._broken(error) from error
         finally:
             self._sending = False
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
-        """All of ``data`` if the socket takes its records at once; else 0, and the next
-        write must begin with the same bytes and be no shorter (the module's rules).
+        """Send ``data`` now if OpenSSL and the socket take all of it at once; else 0.
 
-        For the frontend's inline send (writes between the writer task's sends). 0 too
-        while ``send_all`` is in progress, or while earlier records wait for the socket.
+        For the frontend's inline send (writes between the writer task's sends). OpenSSL
+        writes all or nothing here (no partial writes), and after a write that had to wait
+        (0 returned) the next write must begin with the same bytes and be no shorter: the
+        caller keeps them at the head of its output and the writer task's next ``send_all``
+        (or another call here) repeats them. 0 too while ``send_all`` is in progress: its
+        own write may be the one that must be repeated.
         """
         if self._sending:
             return 0
-        if self._closed:
-            raise trio.ClosedResourceError("the stream was closed")
-        if self._unsent and not self._push():
+        self._check_open()
+        try:
+            return int(self._tls.send(data))
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return 0
-        size = len(data)
-        start = self._repeated(size) if self._repeat else 0
-        if start < size:
-            try:
-                self._tls.write(data[start:] if start else data)
-            except OSError as error:  # ssl.SSLError: after a fatal alert, say
-                raise self._broken(error) from error
-        encrypted = self._outgoing.read()
-        try:
-            sent = self._sock.send(encrypted)
-        except BlockingIOError:
-            sent = 0
         except OSError as error:
-            raise self._broken(error) from error
-        if sent == len(encrypted):
-            return size
-        self._unsent += memoryview(encrypted)[sent:]
-        self._repeat = size
-        return 0
-
-    def _repeated(self, size: int) -> int:
-        """How many of a write's first bytes were encrypted by the write it repeats."""
-        repeat = self._repeat
-        if repeat:
-            if size < repeat:
-                raise self._broken(ssl.SSLError("a repeated write was shorter (bad write retry)"))
-            self._repeat = 0
-        return repeat
-
-    def _encrypt(self, data: bytes | bytearray | memoryview) -> None:
-        try:
-            self._tls.write(data)
-        except OSError as error:  # ssl.SSLError: after a fatal alert, say
             raise self._broken(error) from error
 
     async def wait_send_all_might_not_block(self) -> None:
         self._check_open()
-        await self._wait_writable()
-
-    # ---- the end ----
+        await trio.lowlevel.wait_writable(self._tls)
 
     def end_now(self) -> None:
         """Our side is done: close_notify if the socket takes it at once, then a FIN. What
         the peer still sends can only be drained after it (read as raw bytes, as lingering
         does); nothing more can be sent."""
-        self._check_open()
-        self._send_close_notify()
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        with contextlib.suppress(OSError, ValueError):
+            self._tls.unwrap()
         with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_WR)
-        self._raw = True
+            self._tls.shutdown(socket.SHUT_WR)  # and reads from here on are the raw socket's
 
     async def aclose(self) -> None:
         if not self._closed:
-            if not self._raw:
-                self._send_close_notify()  # if the socket takes it now; no wait for the peer's
             self._closed = True
-            trio.lowlevel.notify_closing(self._sock)
-            self._sock.close()
+            # Our close_notify, if the socket takes it now; the peer's is not awaited.
+            with contextlib.suppress(OSError, ValueError):
+                self._tls.unwrap()
+            trio.lowlevel.notify_closing(self._tls)
+            self._tls.close()
         await trio.lowlevel.checkpoint()
 
-    def _send_close_notify(self) -> None:
-        # SSL_shutdown writes our close_notify, then asks for the peer's: a want-read here.
-        with contextlib.suppress(OSError, ValueError):
-            self._tls.unwrap()
-        self._flush_nowait()
+    # ---- internals ----
+
+    async def _wait_for(self, *, writable: bool) -> None:
+        """Wait until the socket is writable or readable, as OpenSSL asked (waiting is a
+        checkpoint).
+
+        The reader waits for readability and the writer for writability; should OpenSSL
+        ever ask one of them for the other's direction (renegotiation is off, TLS 1.3
+        key updates do not), trio refuses a second waiter on it: then this polls briefly
+        instead, and the call is repeated as usual.
+        """
+        try:
+            if writable:
+                await trio.lowlevel.wait_writable(self._tls)
+            else:
+                wait = self._wait
+                if wait is None:
+                    wait = self._wait = readable_waiter()
+                await wait(self._fd)
+        except trio.BusyResourceError:
+            await trio.sleep(_CROSSED_WAIT_POLL_S)
+        self._check_open()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+
+    def _broken(self, error: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+        if self._closed:
+            return trio.ClosedResourceError("the stream was closed")
+        return trio.BrokenResourceError(f"TLS connection error: {error}")
