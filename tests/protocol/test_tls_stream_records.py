@@ -123,7 +123,7 @@ async def test_several_records_in_one_read_are_one_receive(ca: trustme.CA) -> No
     await trio.testing.wait_all_tasks_blocked()
     with trio.testing.assert_checkpoints():
         assert await server.receive_some(65536) == b"onetwo" + b"three" * 1000 + b"four"
-    # More than one recv's worth (64 KiB of ciphertext) is read on at once, up to the size.
+    # More than 64 KiB of ciphertext is read on at once (full records), up to the size.
     big = bytes(range(256)) * 320  # 80 KiB: 5 full records (the socket buffers hold them)
     await client.sock.send_all(
         client.records(*(big[at : at + 16384] for at in range(0, len(big), 16384)))
