@@ -10,9 +10,10 @@ ping-pong and bulk benchmarks. Here the stdlib ``ssl.SSLSocket`` drives the non-
 socket directly (as nginx and HAProxy drive OpenSSL), and the stream only waits when
 OpenSSL says it must:
 
-* ``SSLWantReadError`` → wait until the socket is readable; ``SSLWantWriteError`` →
-  writable (either can come from either direction: TLS 1.3 key updates, or a write that
-  needs the peer's records first). Then the same call is repeated with the same arguments,
+* ``SSLWantReadError`` → wait until the socket is readable (through ``trio_waits``'
+  waiter, as ``LeanSocketStream``); ``SSLWantWriteError`` → writable (either can come
+  from either direction: TLS 1.3 key updates, or a write that needs the peer's records
+  first). Then the same call is repeated with the same arguments,
   as OpenSSL requires of a write.
 * ``receive_some`` is always a checkpoint, as with :class:`~h2ws_proxy.transport.socket_stream
   .LeanSocketStream`: it waited, or it yields once when OpenSSL already had bytes.
@@ -45,6 +46,7 @@ import ssl
 import trio
 
 from h2ws_proxy.transport.socket_stream import socket_is_quiet
+from h2ws_proxy.transport.trio_waits import ReadableWait, readable_waiter
 
 DEFAULT_RECEIVE_SIZE = 65536
 #: The most plaintext one TLS record carries (RFC 8446 §5.1). OpenSSL hands over one record
@@ -77,6 +79,11 @@ class LeanTLSStream(trio.abc.Stream):
             do_handshake_on_connect=False,
             suppress_ragged_eofs=True,
         )
+        self._fd = self._tls.fileno()
+        #: The running loop's wait for readability (trio_waits.py: one coroutine frame and
+        #: kept records, where trio's public wait makes five frames and two records), taken
+        #: at the first wait: a stream lives in one loop.
+        self._wait: ReadableWait | None = None
         self._closed = False
         self._sending = False
         self._receiving = False
@@ -287,7 +294,10 @@ class LeanTLSStream(trio.abc.Stream):
             if writable:
                 await trio.lowlevel.wait_writable(self._tls)
             else:
-                await trio.lowlevel.wait_readable(self._tls)
+                wait = self._wait
+                if wait is None:
+                    wait = self._wait = readable_waiter()
+                await wait(self._fd)
         except trio.BusyResourceError:
             await trio.sleep(_CROSSED_WAIT_POLL_S)
         self._check_open()
