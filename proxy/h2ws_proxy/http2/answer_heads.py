@@ -15,7 +15,6 @@ from __future__ import annotations
 import trio
 
 from h2ws_proxy.backend.h1_wire import ResponseHead
-from h2ws_proxy.h2session import SessionUsageError, StreamUnusable
 from h2ws_proxy.http.message import HttpRequest, answer_has_body, response_fields
 from h2ws_proxy.http2.proxy_session import prepared_response_head
 from h2ws_proxy.http2.stream import H2Stream
@@ -83,15 +82,9 @@ def send_whole_answer(
         stream.session.send_prepared_head(stream.stream_id, head, end_stream=True)
         stream.mark_ended_locally()
         return 0
-    # ``ProxySession.send_prepared_answer`` in place (once per lean request). Then
-    # ``send_now(body, end=True)``'s rules after the head: less than all of it, the caller
-    # waits for new credit; all of it, our side is ended.
-    session = stream.session
-    try:
-        sent = session.send_answer(stream.stream_id, head, body)
-    except SessionUsageError as error:  # (the head's: after it, DATA cannot fail)
-        raise StreamUnusable(str(error)) from error
-    session.on_output()
+    # Then ``send_now(body, end=True)``'s rules after the head: less than all of it, the
+    # caller waits for new credit; all of it, our side is ended.
+    sent = stream.session.send_prepared_answer(stream.stream_id, head, body)
     if sent < len(body):
         stream.connection.wait_for_window(stream)
     else:
