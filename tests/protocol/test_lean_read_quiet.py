@@ -16,6 +16,7 @@ import trio
 import trio.testing
 
 from h2ws_proxy.backend.pool import BackendConnection
+from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.http2.lean_requests import LeanRequests
 from h2ws_proxy.http2.request_scope import CancelNoted
 from h2ws_proxy.http2.stream import H2Stream
@@ -208,14 +209,12 @@ async def test_a_records_start_is_its_reads_reading_and_its_duration_never_short
         assert [record.started for record in records] == [read_began, read_began]
         autojump_clock.jump(0.5)  # the answers' end
         counted: list[float] = []
-
-        class Counters:
-            def count_request(self, _key: object, seconds: float) -> None:
-                counted.append(seconds)
-
+        counters = ProxyCounters()
         for record in records:
             record.status = 200
-            record.log(Counters())  # type: ignore[arg-type]
+            before = counters.request_seconds.sum
+            record.log(counters)
+            counted.append(counters.request_seconds.sum - before)  # its duration, as counted
         assert counted == [0.75, 0.75]
         assert counted[1] >= trio.current_time() - second_started
         assert counted[1] - (trio.current_time() - second_started) <= 0.25
