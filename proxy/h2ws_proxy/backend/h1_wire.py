@@ -33,9 +33,9 @@ import h11
 
 from h2ws_proxy.backend.h1_wire_head import (
     CHUNKED,
-    LAST_PLAIN_HEADS,
     ResponseHead,
     parse_plain_head,
+    whole_bounds,
 )
 from h2ws_proxy.http.grammar import CHUNK_HEADER, HEAD_END
 from h2ws_proxy.http.message import BackendRequest, BodyFraming
@@ -189,27 +189,14 @@ class H1BackendWire:
         if self._pos != len(self._data):
             data = self._data[self._pos :] + data  # (as ``receive_data``)
         self._data, self._pos = data, 0
-        is_head = self._is_head
-        head, parsed = LAST_PLAIN_HEADS[is_head]
-        if data.startswith(head):  # the last head again (see ``LAST_PLAIN_HEADS``)
-            head_end = len(head)
-        else:
-            end = HEAD_END.search(data)
-            if end is None:
-                return None
-            head_end = end.end()
-            found = parse_plain_head(data, 0, head_end, is_head=is_head)
-            if found is None:
-                return None
-            parsed = found
-        event, length, keep_alive = parsed
-        body_end = head_end + length
-        if length == CHUNKED or body_end > len(data):
+        found = whole_bounds(data, is_head=self._is_head)
+        if found is None:
             return None
+        event, head_end, body_end, keep_alive = found
         self._keep_alive = keep_alive
         self._stage = _BODY
         self._remaining = 0
-        self._received = length
+        self._received = body_end - head_end
         self._pos = body_end
         if body_end == len(data):  # (no body: ``b""`` either way); reusable as ``reusable``
             return event, data[head_end:], keep_alive and not self._eof

@@ -158,19 +158,17 @@ def _seed(is_head: bool) -> tuple[bytes, tuple[ResponseHead, int, bool]]:
 #: head's bytes have that head, with that result (a plain head holds one blank line, its
 #: last, and no bare LF, so its end is the first place ``HEAD_END`` matches; what follows
 #: it is not part of it). So a reader that sees the answer's first bytes equal the last head
-#: skips finding the head's end and the look-up by its bytes (``H1BackendWire.receive_whole``):
+#: skips finding the head's end and the look-up by its bytes (:func:`whole_bounds`):
 #: a backend repeats its heads, and the lean path reads one per request. Seeded with a head
 #: that parses, so an entry always holds a result; bounded as ``_PARSED``.
 LAST_PLAIN_HEADS: list[tuple[bytes, tuple[ResponseHead, int, bool]]] = [_seed(False), _seed(True)]
 
 
-def whole_answer(data: bytes, *, is_head: bool) -> tuple[ResponseHead, bytes, bool] | None:
-    """What a new wire's ``H1BackendWire.receive_whole(data)`` returns for an answer's first
-    bytes ``data``, without a wire: the plain final head and its whole ``content-length``
-    body, with whether the connection is reusable after them; None: not whole (then the
-    caller makes the wire and reads ``data`` with it). The lean HTTP/2 path makes a wire
-    only for an answer that did not come whole (``http2/polled_request.py``); a test holds
-    the two equal."""
+def whole_bounds(data: bytes, *, is_head: bool) -> tuple[ResponseHead, int, int, bool] | None:
+    """Where a whole plain answer lies at the start of ``data``: its final head, the head's
+    end, the ``content-length`` body's end and whether the head keeps the connection alive;
+    None: the head is not whole, not plain, or the body not all there (chunked included).
+    The last head is recognised by its bytes (``LAST_PLAIN_HEADS``)."""
     head, parsed = LAST_PLAIN_HEADS[is_head]
     if data.startswith(head):  # the last head again (see ``LAST_PLAIN_HEADS``)
         head_end = len(head)
@@ -187,6 +185,20 @@ def whole_answer(data: bytes, *, is_head: bool) -> tuple[ResponseHead, bytes, bo
     body_end = head_end + length
     if length == CHUNKED or body_end > len(data):
         return None
+    return event, head_end, body_end, keep_alive
+
+
+def whole_answer(data: bytes, *, is_head: bool) -> tuple[ResponseHead, bytes, bool] | None:
+    """What a new wire's ``H1BackendWire.receive_whole(data)`` returns for an answer's first
+    bytes ``data``, without a wire: the plain final head and its whole ``content-length``
+    body, with whether the connection is reusable after them; None: not whole (then the
+    caller makes the wire and reads ``data`` with it). The lean HTTP/2 path makes a wire
+    only for an answer that did not come whole (``http2/polled_request.py``); a test holds
+    the two equal."""
+    found = whole_bounds(data, is_head=is_head)
+    if found is None:
+        return None
+    event, head_end, body_end, keep_alive = found
     if body_end == len(data):
         return event, data[head_end:], keep_alive
     return event, data[head_end:body_end], False  # a byte beyond the answer: never kept
