@@ -17,6 +17,8 @@ from h2ws_proxy.transport.tls_stream import LeanTLSStream
 
 
 class Client:
+    """A TLS client over memory BIOs: its records are made here and sent when the test says."""
+
     def __init__(self, sock: trio.socket.SocketType, context: ssl.SSLContext) -> None:
         self.raw = sock
         self.sock = trio.SocketStream(sock)
@@ -34,16 +36,19 @@ class Client:
         await self.sock.send_all(self.outgoing.read())
 
     def records(self, *messages: bytes) -> bytes:
+        """One record per message, not sent: the bytes to send."""
         for message in messages:
             self.tls.write(message)
         return self.outgoing.read()
 
     def close_notify(self) -> bytes:
+        """Our close_notify, not sent: the bytes to send."""
         with contextlib.suppress(ssl.SSLWantReadError):
             self.tls.unwrap()
         return self.outgoing.read()
 
     async def receive(self, size: int) -> bytes:
+        """``size`` bytes of plaintext, reading the socket as needed."""
         received = b""
         while len(received) < size:
             try:

@@ -4,7 +4,6 @@ without plaintext between two with, and writes the socket takes in part."""
 
 from __future__ import annotations
 
-import socket
 import ssl
 
 import pytest
@@ -13,80 +12,25 @@ import trio.testing
 import trustme
 
 from h2ws_proxy.transport.tls_stream import LeanTLSStream
+from tests.helpers.tls_peer import Client, connected, contexts
 
 pytestmark = pytest.mark.socket
 
 
-class _Client:
-    """A TLS client over memory BIOs: its records are made here and sent when the test says."""
-
-    def __init__(self, sock: trio.socket.SocketType, context: ssl.SSLContext) -> None:
-        self.sock = trio.SocketStream(sock)
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="proxy.test")
-
-    async def handshake(self) -> None:
-        while True:
-            try:
-                self.tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                await self.sock.send_all(self.outgoing.read())
-                self.incoming.write(await self.sock.receive_some(65536))
-        await self.sock.send_all(self.outgoing.read())
-
-    def records(self, *messages: bytes) -> bytes:
-        """One record per message, not sent: the bytes to send."""
-        for message in messages:
-            self.tls.write(message)
-        return self.outgoing.read()
-
-    async def receive(self, size: int) -> bytes:
-        """``size`` bytes of plaintext, reading the socket as needed."""
-        received = b""
-        while len(received) < size:
-            try:
-                received += self.tls.read(size - len(received))
-            except ssl.SSLWantReadError:
-                data = await self.sock.receive_some(65536)
-                assert data, "the server closed"
-                self.incoming.write(data)
-        return received
-
-
-def _contexts(ca: trustme.CA) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("proxy.test").configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
-
-
 async def _connected(
     ca: trustme.CA, *, small_buffers: bool = False, client_auth_later: bool = False
-) -> tuple[LeanTLSStream, _Client]:
-    server_context, client_context = _contexts(ca)
+) -> tuple[LeanTLSStream, Client]:
+    server_context, client_context = contexts(ca)
     if client_auth_later:  # TLS 1.3 post-handshake authentication, asked for by the test
         server_context.verify_mode = ssl.CERT_OPTIONAL
         server_context.post_handshake_auth = True
         client_context.post_handshake_auth = True
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    dialled = trio.socket.socket()
-    if small_buffers:
-        dialled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    with listener:
-        await dialled.connect(listener.getsockname())
-        accepted, _ = listener.accept()
-    if small_buffers:
-        accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    server = LeanTLSStream(accepted, server_context)
-    client = _Client(dialled, client_context)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.do_handshake)
-        nursery.start_soon(client.handshake)
-    return server, client
+    return await connected(
+        ca,
+        small_buffers=small_buffers,
+        server_context=server_context,
+        client_context=client_context,
+    )
 
 
 async def test_records_split_across_reads_at_every_byte(ca: trustme.CA) -> None:
