@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
 
 import hpack
-import pytest
 import trio
 import trio.testing
 
@@ -30,20 +28,10 @@ from tests.protocol.test_tunnel_deadline_per_round import (
     HEADERS,
     IDLE_S,
     ProxyFrames,
+    pollers,
 )
 
-
-@pytest.fixture
-def pollers(monkeypatch: pytest.MonkeyPatch) -> list[BackendPoller]:
-    made: list[BackendPoller] = []
-    init = BackendPoller.__init__
-
-    def kept(poller: BackendPoller, **options: Any) -> None:
-        init(poller, **options)
-        made.append(poller)
-
-    monkeypatch.setattr(BackendPoller, "__init__", kept)
-    return made
+__all__ = ["pollers"]  # the fixture, shared with the per-tunnel tests
 
 
 async def test_three_backends_in_one_round_one_ends(
