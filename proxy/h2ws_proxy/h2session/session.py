@@ -31,6 +31,7 @@ Rules of the send half (RFC 9113):
 from __future__ import annotations
 
 import struct
+from collections.abc import Sized
 
 from h2ws_proxy.h2session import frames as f
 from h2ws_proxy.h2session.core import Role
@@ -324,6 +325,12 @@ class H2Session(Receiver):
     def open_stream_count(self) -> int:
         """Streams open or half-closed (what MAX_CONCURRENT_STREAMS counts, §5.1.2)."""
         return len(self._streams)
+
+    @property
+    def open_streams(self) -> Sized:
+        """The streams :attr:`open_stream_count` counts, the same object for the session's
+        life: for a reader per new stream, one ``len`` and no property call."""
+        return self._streams
 
     @property
     def highest_peer_stream_id(self) -> int:

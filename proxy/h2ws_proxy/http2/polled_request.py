@@ -81,9 +81,10 @@ class PolledRequest(PolledRelay):
         self._stream = stream
         self._request = request
         self._route = route
-        self._balancer, self._server, self._connection, socket, self._sent, poller = start
+        self._balancer, self._server, connection, socket, self._sent, poller = start
+        self._connection = connection
         self._socket = socket
-        self._fd = fd = socket.fileno()
+        self._fd = fd = connection.fd  # (``socket``'s, read once when the connection was made)
         # No wire yet: an answer that comes whole in its first read needs none
         # (``whole_answer``); the first read that is not one makes it (``_make_wire``), and
         # nothing reads ``_wire`` before the answer's first byte (``_answer_started``).

@@ -55,10 +55,12 @@ class RequestIntake:
     __slots__ = (
         "_accepted",
         "_count_reset",
+        "_generation",
         "_info",
         "_lean",
         "_life",
         "_max_streams",
+        "_open_streams",
         "_refuse",
         "_refuse_tunnel",
         "_run_on_task",
@@ -95,6 +97,11 @@ class RequestIntake:
         self._streams = streams
         self._lean = lean
         self._max_streams = server.config.limits.max_concurrent_streams
+        #: The session's streams (``open_stream_count``'s) and the server's generation cell
+        #: (``current``'s), each the same object for the connection's life: read per
+        #: request without a property call.
+        self._open_streams = session.open_streams
+        self._generation = server.current_cell
         #: Spends the connection's budget of refused and reset streams.
         self._count_reset = count_reset
         #: Answers a proxy error on a stream (the registry's ``refuse``).
@@ -115,7 +122,7 @@ class RequestIntake:
             self._seen = True
             life.request_received.set()
         session = self._session
-        if life.closing or session.open_stream_count > self._max_streams:
+        if life.closing or len(self._open_streams) > self._max_streams:
             # RFC 9113 §5.1.2: over the limit (or draining) the stream is refused, not the
             # connection; the client may retry it (§8.7).
             session.reset(stream_id, ErrorCode.REFUSED_STREAM)
@@ -123,7 +130,7 @@ class RequestIntake:
                 self._count_reset()
             return
         ended = event.end_stream
-        generation = self._server.current  # (one read for the router and the lean start)
+        generation = self._generation.generation  # (one read: the router, the lean start)
         router = generation.router
         accepted = self._accepted
         if (

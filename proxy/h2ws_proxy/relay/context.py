@@ -151,12 +151,18 @@ class ServerContext:
         self.tunnels = OpenTunnels()
         #: Connections and tunnels per client address.
         self.clients = ClientTable(config.limits)
-        self._current = _Current(Generation(config, router, Balancers(_groups(config))))
+        self._current = CurrentGeneration(Generation(config, router, Balancers(_groups(config))))
         self.stats.backend_servers = self._current.generation.balancers.describe
 
     @property
     def current(self) -> Generation:
         return self._current.generation
+
+    @property
+    def current_cell(self) -> CurrentGeneration:
+        """The cell whose ``generation`` is :attr:`current`, the same for the server's life
+        (a reload assigns into it): for a reader per request, one attribute read."""
+        return self._current
 
     @property
     def config(self) -> ProxyConfig:
@@ -203,7 +209,7 @@ class ServerContext:
         return view
 
 
-class _Current:
+class CurrentGeneration:
     """The one mutable cell every view of a server shares."""
 
     __slots__ = ("generation",)
