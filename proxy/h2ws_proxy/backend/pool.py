@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 import select
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -90,11 +91,15 @@ class BackendConnection:
     #: A ``poll`` set holding ``socket`` alone, made at its first take and kept while the
     #: connection lives: a take's quiet check is then one ``poll(0)`` (``take_idle_now``).
     quiet_poll: select.poll | None = field(init=False, default=None)
+    #: ``socket``'s own ``send`` (``PollableSocket.raw_send``), read once: a lean start
+    #: writes its request head with it (``relay/kept_start.py``), one C call.
+    send_head: Callable[[bytes], int] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.socket = socket = as_pollable(self.stream)
         if socket is not None:
             self.fd = socket.fileno()
+            self.send_head = socket.raw_send()
 
     # ---- the poller's callbacks while parked (a Watcher) ----
 

@@ -23,7 +23,6 @@ from h2ws_proxy.http.message import BackendRequest, HttpRequest, build_backend_r
 from h2ws_proxy.relay.context import ServerContext
 from h2ws_proxy.relay.request_facts import RequestFacts
 from h2ws_proxy.transport.capabilities import PollableSocket
-from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
 
 #: A request whose head went to a kept connection: what its run goes on with, in this order:
@@ -145,9 +144,13 @@ def start_on_kept_connection(
     socket = connection.socket
     assert socket is not None  # take_idle_now gives only such connections
     head = last.head
+    send_head = connection.send_head
+    assert send_head is not None  # (set with ``socket``)
     try:
-        sent = socket.send_nowait(head)
-    except STREAM_GONE:
+        # The socket's own send: a taken connection is open and not ended (only such are
+        # kept), and any OSError, ``BlockingIOError`` too, is "not sent whole" here.
+        sent = send_head(head)
+    except OSError:
         sent = -1
     if sent != len(head):
         # Broken, or the kernel did not take it whole: this connection is done with, and

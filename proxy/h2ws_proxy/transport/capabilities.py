@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -59,6 +60,11 @@ class PollableSocket(Protocol):
         ...
 
     def send_nowait(self, data: Bytes) -> int: ...
+
+    def raw_send(self) -> Callable[[Bytes], int]:
+        """The socket's own ``send``, for a caller that writes to a stream it knows open
+        and takes any ``OSError`` (``BlockingIOError`` too) as "nothing sent"."""
+        ...
 
     def end_now(self) -> None:
         """Half-close (FIN) without waiting."""

@@ -245,6 +245,11 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         self._closed = True
         return self._sock
 
+    def raw_send(self) -> Callable[[bytes | bytearray | memoryview], int]:
+        """The socket's own ``send`` (see ``PollableSocket.raw_send``): no checks of this
+        stream's state; a closed or ended socket raises its ``OSError``."""
+        return self._sock.send
+
     def fileno(self) -> int:
         """The socket's descriptor (for a non-consuming peek, as the backend pool does)."""
         return self._sock.fileno()
