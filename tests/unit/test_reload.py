@@ -132,6 +132,19 @@ async def test_the_routes_a_new_request_sees_are_the_current_ones() -> None:
     assert server.current.number == 2
 
 
+async def test_the_generation_cell_a_connection_keeps_follows_reloads() -> None:
+    """``current_cell`` (read once per connection by the HTTP/2 intake) is the same cell
+    for the server and its listeners' views, so a reload reaches a connection opened before
+    it."""
+    old = config(("/old", named(A)))
+    server = ServerContext(old, Router(old.routes), trio.Event())
+    cell = server.with_shutdown(trio.Event()).current_cell
+    assert cell is server.current_cell
+    server.switch(server.next_generation(config(("/new", named(A)))))
+    assert cell.generation is server.current
+    assert cell.generation.number == 2
+
+
 def test_changes_that_need_a_restart() -> None:
     running = config(("/", named(A)), admin=AdminConfig(SocketAddress("127.0.0.1", 9901)))
     assert restart_needed(running, dataclasses.replace(running, routes=())) is None
