@@ -90,24 +90,22 @@ class PolledRequest(PolledRelay):
         # nothing reads ``_wire`` before the answer's first byte (``_answer_started``).
         self._max_head_bytes = max_head_bytes
         self._record = record
-        #: The answer's head went to the client (its status is the record's).
-        self._head_sent = False
-        self._answer_started = False
-        self._done = False
-        #: The backend's watch is paused: the client cannot take more now.
-        self._paused = False
+        # ``_head_sent``: the answer's head went to the client (its status is the record's);
+        # ``_paused``: the backend's watch is paused, the client cannot take more now.
+        self._head_sent = self._answer_started = self._done = self._paused = False
         #: Body bytes the client's window did not take yet.
         self._pending: memoryview | None = None
         self._poller = poller
         self._timers = timers
         self._timeout = timeout
-        self.deadline = math.inf
-        self.watched = False
         lean.server.stats.requests += 1
         stream.on_writable = self  # new credit, and the stream's break
         if timeout > 0:
-            timers.arm(self, timeout, now)  # (the read's reading: lean_requests.py)
-        poller.register(fd, self)
+            # (It sets ``deadline``; ``now`` is the read's reading: lean_requests.py.)
+            timers.arm(self, timeout, now)
+        else:
+            self.deadline = math.inf
+        poller.register(fd, self)  # sets ``watched``
 
     # ---- the backend (the poller's callbacks) ----
 
