@@ -5,6 +5,7 @@ poller."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -88,6 +89,26 @@ async def test_a_send_error_leaves_the_request_to_the_task_path(poller: BackendP
             raise ConnectionResetError("reset by peer")
 
         connection.send_head = broken
+        request, route = kept.request(0)
+        start = start_on_kept_connection(
+            kept.server, route, request, None, lambda: poller, LastRequest()
+        )
+        assert start is None
+        assert_given_up(kept, connection, poller)
+    finally:
+        kept.close()
+
+
+async def test_the_sockets_own_send_error_leaves_the_request_to_the_task_path(
+    poller: BackendPoller,
+) -> None:
+    """A real ``OSError`` from the socket's own send (EPIPE: its write side was shut down
+    behind the stream's back, so the pool's quiet check still passes), not a stand-in: the
+    request goes to the task path, nothing sent, nothing kept."""
+    kept = KeptServers("http://127.0.0.1:9")
+    try:
+        connection = parked_connection(kept, poller)
+        connection.stream._sock.shutdown(socket.SHUT_WR)  # type: ignore[attr-defined]
         request, route = kept.request(0)
         start = start_on_kept_connection(
             kept.server, route, request, None, lambda: poller, LastRequest()
