@@ -156,7 +156,7 @@ def start_on_kept_connection(
         # Broken, or the kernel did not take it whole: this connection is done with, and
         # the task path (with its waits and retries) takes the request.
         balancer.give_back(chosen)
-        poller.unregister(socket.fileno())
+        poller.unregister(connection.fd)  # (kept since its making: fileno() is -1 once closed)
         socket.close_now()
         return None
     backend_request = last.backend_request
