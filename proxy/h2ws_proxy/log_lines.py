@@ -47,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from json.encoder import encode_basestring_ascii
+from math import floor
 from typing import TextIO
 
 import trio
@@ -182,7 +183,7 @@ class LineSink:
             second = self._stamp_second
             if not second <= created < self._stamp_next:
                 second = self._new_stamp_second(created)
-            millisecond = MILLISECONDS[int((created - second) * 1000)]
+            millisecond = MILLISECONDS[floor((created - second) * 1000)]  # (>= 0: int's)
             text = self._stamp + millisecond + template % values
         self.write(text, line.level >= logging.WARNING)
 
@@ -292,7 +293,7 @@ class LineSink:
             second_of = self._stamp_second
             if not second_of <= created < self._stamp_next:
                 second_of = self._new_stamp_second(created)
-            millisecond = MILLISECONDS[int((created - second_of) * 1000)]
+            millisecond = MILLISECONDS[floor((created - second_of) * 1000)]  # (>= 0: int's)
             text = (
                 f"{self._stamp}{millisecond}{head}{first}{after_first}{second}"
                 f"{after_second}{third}{after_third}{fourth}{tail}"

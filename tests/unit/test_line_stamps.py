@@ -40,7 +40,9 @@ def _kept_sink(stream: io.StringIO) -> tuple[LineSink, tuple[str, ...]]:
 
 
 @given(times=st.lists(TIMES, min_size=1, max_size=12), kept=st.lists(st.booleans(), min_size=12))
-@example(times=[BASES[1] + 0.5, BASES[1] + 0.9995, BASES[2] + 0.0, BASES[1] + 0.25], kept=[True] * 12)
+@example(
+    times=[BASES[1] + 0.5, BASES[1] + 0.9995, BASES[2] + 0.0, BASES[1] + 0.25], kept=[True] * 12
+)
 @example(times=[BASES[2] + 0.1, BASES[1] + 0.1, BASES[1] + 0.1], kept=[False, True, False] * 4)
 def test_every_line_is_stamped_with_its_own_second(times: list[float], kept: list[bool]) -> None:
     stream = io.StringIO()
