@@ -312,8 +312,8 @@ class LineSink:
         second (``stamp``'s text without its milliseconds); its start, as a float (exact:
         ``created - second`` is then what ``stamp`` computes the milliseconds from)."""
         second = float(int(created))
-        self._stamp_second, self._stamp_next = second, second + 1.0
-        self._stamp = stamp(created)[:-5]
+        text = stamp(created)[:-5]  # (made first: the three change together)
+        self._stamp, self._stamp_second, self._stamp_next = text, second, second + 1.0
         return second
 
     def write(self, line: str, urgent: bool = False) -> None:

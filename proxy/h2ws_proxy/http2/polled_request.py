@@ -287,7 +287,10 @@ class PolledRequest(PolledRelay):
         self._stream.on_writable = None
         self._balancer.give_back(self._server)
         if keep:  # parked in the poller: no epoll_ctl for the next request
-            self._lean.server.pool.release_now(self._connection, poller, self._socket, self._fd)
+            # The round's reading if one was taken (-1.0 else: the release reads the clock):
+            # one round's releases share one reading, so the idle order stays oldest-first.
+            pool = self._lean.server.pool
+            pool.release_now(self._connection, poller, self._socket, self._fd, poller.round_time)
             return
         poller.unregister(self._fd)
         self._socket.close_now()

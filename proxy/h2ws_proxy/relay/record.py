@@ -23,9 +23,10 @@ Such a record's duration (``duration_s``) starts at the clock's reading of the c
 that brought the request (taken by that read's first lean start and shared by its others for
 their idle timers: ``http2/lean_requests.py``), not at the record's making; the request's
 bytes were there by then. So it is still the request's time through the proxy, never
-negative (the end is read later, on the same clock) and never shorter than a reading at the
-record's making would give; longer by at most that read's processing from its first lean
-start to this request's (the requests before it in the same read).
+negative (the end is read later, on the same clock) and, as far as its start goes, never
+shorter than a reading at the record's making would give: longer by at most that read's
+processing from its first lean start to this request's (the requests before it in the same
+read). Its end may be read early, as the next paragraph says.
 
 Its end, for a request answered whole at once in a backend poller's round of handlers, is
 that round's one reading (``BackendPoller.round_time``, taken at the first answer's end that
