@@ -47,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from json.encoder import encode_basestring_ascii
+from math import floor
 from typing import TextIO
 
 import trio
@@ -118,8 +119,10 @@ class LineSink:
         #: What an access line's values are rendered with (:meth:`access_line`).
         self.texts = JSON_VALUES if self.json else TEXT_VALUES
         self.dash = json_value("-") if self.json else "-"
-        #: The second of the last access line, and its stamp (``2026-11-27T15:51:31``).
-        self._stamp_second, self._stamp = -1, ""
+        #: The second of the last access line (its start and the next second's, as floats:
+        #: a line of the same second tells by two comparisons, with no ``int`` call), and its
+        #: stamp (``2026-11-27T15:51:31``).
+        self._stamp_second, self._stamp_next, self._stamp = -1.0, -1.0, ""
         #: Access line formats (and the values' order, when not theirs): a few in all.
         self._access_formats: dict[AccessLine, _AccessFormat] = {}
         #: Access lines with most of their values written in, by what those were rendered
@@ -177,10 +180,10 @@ class LineSink:
         if self.json:
             text = '{"ts": ' + float.__repr__(created) + template % values
         else:  # _stamp's text, without its call
-            second = int(created)
-            if second != self._stamp_second:
-                self._stamp_second, self._stamp = second, stamp(created)[:-5]
-            millisecond = MILLISECONDS[int((created - second) * 1000)]
+            second = self._stamp_second
+            if not second <= created < self._stamp_next:
+                second = self._new_stamp_second(created)
+            millisecond = MILLISECONDS[floor((created - second) * 1000)]  # (>= 0: int's)
             text = self._stamp + millisecond + template % values
         self.write(text, line.level >= logging.WARNING)
 
@@ -287,10 +290,10 @@ class LineSink:
                 f"{after_second}{third}{after_third}{fourth}{tail}"
             )
         else:
-            second_of = int(created)
-            if second_of != self._stamp_second:
-                self._stamp_second, self._stamp = second_of, stamp(created)[:-5]
-            millisecond = MILLISECONDS[int((created - second_of) * 1000)]
+            second_of = self._stamp_second
+            if not second_of <= created < self._stamp_next:
+                second_of = self._new_stamp_second(created)
+            millisecond = MILLISECONDS[floor((created - second_of) * 1000)]  # (>= 0: int's)
             text = (
                 f"{self._stamp}{millisecond}{head}{first}{after_first}{second}"
                 f"{after_second}{third}{after_third}{fourth}{tail}"
@@ -303,6 +306,15 @@ class LineSink:
         elif self._wake is not None:
             self._wake.set()
             self._wake = None
+
+    def _new_stamp_second(self, created: float) -> float:
+        """A line's time ``created`` is in another second than the last one's: stamp that
+        second (``stamp``'s text without its milliseconds); its start, as a float (exact:
+        ``created - second`` is then what ``stamp`` computes the milliseconds from)."""
+        second = float(int(created))
+        text = stamp(created)[:-5]  # (made first: the three change together)
+        self._stamp, self._stamp_second, self._stamp_next = text, second, second + 1.0
+        return second
 
     def write(self, line: str, urgent: bool = False) -> None:
         """Queue ``line`` (no newline); written at once when ``urgent``, when the buffer is

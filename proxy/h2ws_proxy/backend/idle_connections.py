@@ -1,7 +1,10 @@
 """The backend pool's idle connections, kept two ways.
 
 * Per backend address, in the order they went idle: the oldest expires first (the reaper
-  looks at the front only) and the newest is the least likely to be stale.
+  looks at the front only) and the newest is the least likely to be stale. A connection
+  given back with a reading older than the newest's (a poller round's shared reading, after
+  a release that read the clock itself) takes the newest's: later by at most that round,
+  which only keeps it a little longer and sends its next take to its own quiet check.
 * Per poller, the ones *parked* there (still in its epoll set: ``backend/pool.py``): a
   request of that poller's client connection takes one of these first, with no
   ``epoll_ctl``.
@@ -93,6 +96,8 @@ class IdleConnections(Generic[BackendConnection]):
             self._last_address, self._last_group = address, group
         elif len(group) >= most:
             return False
+        elif group and (newest := next(reversed(group)).idle_since) > now:
+            now = newest  # an older reading given (one round's, shared): the order holds
         connection.idle_since = now
         group[connection] = None
         if parked_in is not None:  # (``mark_parked``, in place: a lean request's end runs this)

@@ -289,19 +289,24 @@ class BackendPool:
         poller: BackendPoller,
         socket: PollableSocket | None = None,
         fd: int = -1,
+        now: float = -1.0,
     ) -> None:
         """:meth:`release` without a yield, for a connection :meth:`take_idle_now` gave:
         kept, it stays parked in ``poller`` (whose epoll set may hold its socket already);
         with no room for it, its socket leaves the set and closes at once. ``socket`` and
         ``fd``: the connection's, when the caller holds them already. Its ``idle_since`` is
-        a reading taken here, never an older one shared: the quiet check takes a connection
-        with ``idle_since`` below a read's reading as parked before that read began."""
+        ``now``, a reading of the poller's clock taken in the poller's round going on
+        (``BackendPoller.round_time``), or, when not given (-1.0), a reading taken here;
+        never an older one shared: the quiet check takes a connection with ``idle_since``
+        below a read's reading as parked before that read began, and no client read begins
+        within a round of handlers (it runs without a yield)."""
         if socket is None:
             socket = connection.socket
             assert socket is not None, "only take_idle_now's connections come back here"
             fd = socket.fileno()
-        timers = poller.timers  # the clock the timers read: one call, not trio's three layers
-        now = timers.now() if timers is not None else trio.current_time()
+        if now < 0.0:
+            timers = poller.timers  # the clock the timers read: one call, not trio's layers
+            now = timers.now() if timers is not None else trio.current_time()
         if poller.closed:
             poller.unregister(fd)
             if not self._keep(connection, now):

@@ -56,7 +56,7 @@ class LeanRequests:
         poller: Callable[[], BackendPoller | None],
         refuse: Callable[[int, ProxyError], None],
         finish: Callable[[H2Stream, RelayRecord, ExchangeResult], None],
-        finish_answered: Callable[[H2Stream, RelayRecord], None],
+        finish_answered: Callable[[H2Stream, RelayRecord, float], None],
         run_on_task: Callable[[H2Stream, HttpRequest, RouteConfig, bool], None],
     ) -> None:
         self.session = session

@@ -202,7 +202,9 @@ class PolledRequest(PolledRelay):
                 stream.call_when_drained(self._on_drained)
                 return
         # All of it went at once: the clean end, ``_stop``'s steps in place (the end of most
-        # requests), then ``finish_answered``'s short way.
+        # requests), then ``finish_answered``'s short way. One clock reading per round of
+        # the poller's handlers (its first answer's end takes it) serves every answer's
+        # release and record in the round: see ``BackendPoller.round_time``.
         stats.end = _CLEAN
         record.opened = True
         self._done = True
@@ -211,13 +213,17 @@ class PolledRequest(PolledRelay):
         self._balancer.give_back(self._server)
         lean = self._lean
         server = lean.server
+        poller = self._poller
+        now = poller.round_time
+        if now < 0.0:
+            now = poller.round_time = poller.now()
         if reusable:  # parked in the poller: no epoll_ctl for the next request
-            server.pool.release_now(self._connection, self._poller, self._socket, self._fd)
+            server.pool.release_now(self._connection, poller, self._socket, self._fd, now)
         else:
-            self._poller.unregister(self._fd)
+            poller.unregister(self._fd)
             self._socket.close_now()
         server.stats.requests -= 1
-        lean.finish_answered(stream, record)
+        lean.finish_answered(stream, record, now)
 
     def _wire_after_whole(self, unwired: bytes | None) -> None:
         """A whole answer that waits for the client: the rest is ``_relay``'s, with a wire
@@ -280,7 +286,10 @@ class PolledRequest(PolledRelay):
         self._stream.on_writable = None
         self._balancer.give_back(self._server)
         if keep:  # parked in the poller: no epoll_ctl for the next request
-            self._lean.server.pool.release_now(self._connection, poller, self._socket, self._fd)
+            # The round's reading if one was taken (-1.0 else: the release reads the clock):
+            # one round's releases share one reading, so the idle order stays oldest-first.
+            pool = self._lean.server.pool
+            pool.release_now(self._connection, poller, self._socket, self._fd, poller.round_time)
             return
         poller.unregister(self._fd)
         self._socket.close_now()

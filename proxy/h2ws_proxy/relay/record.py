@@ -23,9 +23,16 @@ Such a record's duration (``duration_s``) starts at the clock's reading of the c
 that brought the request (taken by that read's first lean start and shared by its others for
 their idle timers: ``http2/lean_requests.py``), not at the record's making; the request's
 bytes were there by then. So it is still the request's time through the proxy, never
-negative (the end is read later, on the same clock) and never shorter than a reading at the
-record's making would give; longer by at most that read's processing from its first lean
-start to this request's (the requests before it in the same read).
+negative (the end is read later, on the same clock) and, as far as its start goes, never
+shorter than a reading at the record's making would give: longer by at most that read's
+processing from its first lean start to this request's (the requests before it in the same
+read). Its end may be read early, as the next paragraph says.
+
+Its end, for a request answered whole at once in a backend poller's round of handlers, is
+that round's one reading (``BackendPoller.round_time``, taken at the first answer's end that
+needed it and shared by the pool's release): so shorter than a reading of its own by at
+most the processing of the answers before it in that round, and still never negative (the
+round comes after the read that brought the request).
 """
 
 from __future__ import annotations
@@ -201,8 +208,10 @@ class RelayRecord:
         """The tunnel holds ``server`` until the record ends (:meth:`log`)."""
         self._held_by, self._held = balancer, server
 
-    def log(self, counters: ProxyCounters) -> None:
-        """The end of the tunnel or request: give back its server, count it, log its line."""
+    def log(self, counters: ProxyCounters, now: float = -1.0) -> None:
+        """The end of the tunnel or request: give back its server, count it, log its line.
+        ``now``: the clock's reading at its end, if the caller has one (see the module for
+        what the duration then measures); -1.0: read here."""
         balancer = self._held_by
         if balancer is not None:
             server, self._held_by, self._held = self._held, None, None
@@ -210,7 +219,7 @@ class RelayRecord:
                 balancer.give_back(server)
         facts = self.facts
         if facts is not None:  # a repeated request's (the lean path's): the usual case
-            duration_s = facts.now() - self.started
+            duration_s = (facts.now() if now < 0.0 else now) - self.started
             status = self.status  # counted by the key the facts keep for its status
             key = facts.count_key if status == facts.count_status else facts.requests_key(status)
             # ``counters.count_request(key, duration_s)`` in place (once per request).
@@ -256,7 +265,7 @@ class RelayRecord:
                 else:
                     write_facts_line(self, facts, duration_s)
             return
-        duration_s = trio.current_time() - self.started
+        duration_s = (trio.current_time() if now < 0.0 else now) - self.started
         if self.kind == "request":  # the usual case first, in as few calls as it takes
             counters.request_ended(self.route, self.front, self.status, duration_s)
             if logger.isEnabledFor(_INFO):  # else build none of the line's fields

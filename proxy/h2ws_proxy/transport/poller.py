@@ -123,6 +123,11 @@ class BackendPoller:
         #: moved bytes in it (``Relay.forward_up``); -1.0: none yet. The connection's reader
         #: sets it back after each read.
         self.read_time = -1.0
+        #: The clock reading of the round of handlers going on, taken by the first handler
+        #: that needs one (a lean request's end: the pool's release and the record's end);
+        #: -1.0: none yet. Set back at each round's start and end, so a reading is never
+        #: used outside the round it was taken in (the pool's quiet check relies on that).
+        self.round_time = -1.0
         #: The timers' clock, in one call (``trio.current_time`` without timers).
         self.now: Callable[[], float] = trio.current_time if timers is None else timers.now
 
@@ -186,9 +191,11 @@ class BackendPoller:
     def dispatch(self) -> None:
         """One round of handlers (as :meth:`run` makes after each wake-up), for such an owner."""
         self.rounds += 1
+        self.round_time = -1.0
         try:
             self._run_handlers()
         finally:
+            self.round_time = -1.0
             if self.moved:
                 self.rearm_moved()
 
@@ -219,6 +226,7 @@ class BackendPoller:
             while True:
                 await wait_readable(epoll_fd)
                 self.rounds += 1
+                self.round_time = -1.0
                 if round_start is not None:
                     round_start()
                 try:
@@ -235,6 +243,7 @@ class BackendPoller:
                     else:
                         self._run_handlers()
                 finally:
+                    self.round_time = -1.0
                     if round_end is not None:
                         round_end()  # (the round's output goes out here)
                     if moved:
