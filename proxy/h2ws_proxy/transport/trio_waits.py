@@ -238,6 +238,9 @@ def _plain_record(cls: type) -> bool:
 
 def _internal_waiter() -> Callable[[], ReadableWait]:
     """:func:`readable_waiter` where the internals are there."""
+    # ``Value``: what the run loop sends a task back when its wait ended well (trio's
+    # public outcome type, from trio's own dependency).
+    from outcome import Value
     from trio._core._io_epoll import EpollIOManager, EpollWaiters
     from trio._core._run import GLOBAL_RUN_CONTEXT
     from trio._core._traps import WaitTaskRescheduled
@@ -300,9 +303,13 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
                 raise trio.BusyResourceError("another task is already reading / writing this fd")
             waiters.read_task = GLOBAL_RUN_CONTEXT.task
             update(fd)
-            # What the run loop sends back is the wait's outcome: None, or the exception
-            # that ended it (a cancel, the descriptor closed), raised here.
-            (await _suspend(message)).unwrap()
+            # What the run loop sends back is the wait's outcome: ``Value(None)``, or the
+            # exception that ended it (a cancel, the descriptor closed), raised here. A
+            # ``Value`` holds nothing this wait returns, so it is not unwrapped: two Python
+            # calls (``unwrap``, ``_set_unwrapped``) per wait, and nothing else sees it.
+            result = await _suspend(message)
+            if type(result) is not Value:
+                result.unwrap()
 
         # A KeyboardInterrupt is deferred in it as in trio's public wait: one in the middle
         # of the registration would leave the descriptor's record set, and the next wait on
