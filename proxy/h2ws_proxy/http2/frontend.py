@@ -226,19 +226,25 @@ class H2Frontend:
         feed = self._registry.fed_to_open_tunnel
         while True:
             if data:
-                writer.begin_batch()
                 try:
                     if not self._calmed:
                         # The DATA frames that open the read (usually all of it) straight
-                        # to their open tunnels: no events, no dispatch. The rest takes the
-                        # events.
+                        # to their open tunnels: no events, no dispatch, and no output
+                        # batch around them: they queue no output but the read's credit,
+                        # held to its end and sent below (their bytes go to backends).
                         taken = session.receive_data_frames(data, feed)
                         if taken:
                             data = data[taken:]
-                    if data and not self._receive_events(data):
-                        return
+                    if data:  # the rest takes the events, in one output batch
+                        writer.begin_batch()
+                        try:
+                            if not self._receive_events(data):
+                                return
+                        finally:
+                            writer.end_batch()
+                    elif session.outbound:
+                        writer.send_queued()
                 finally:
-                    writer.end_batch()
                     poller = self._poller
                     if poller is not None:
                         poller.read_time = -1.0  # the next read's tunnels read the clock anew
