@@ -194,13 +194,6 @@ class ClientWriter:
         if session.outbound and not self._send_inline():
             self._outbound_ready.set()
 
-    def send_queued(self) -> None:
-        """Output the session queued without calling ``on_output`` (a read's credit, which
-        ``receive_data_frames`` holds to the read's end), sent as a batch's end sends it:
-        inline if the writer is idle, else by the writer."""
-        if self._session.outbound and not self._send_inline():
-            self._outbound_ready.set()
-
     def _send_inline(self) -> bool:
         """Send queued output now, without waiting; True if nothing is left for the writer."""
         client, outbound = self._client, self._session.outbound

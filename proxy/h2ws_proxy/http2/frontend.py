@@ -230,8 +230,9 @@ class H2Frontend:
                     if not self._calmed:
                         # The DATA frames that open the read (usually all of it) straight
                         # to their open tunnels: no events, no dispatch, and no output
-                        # batch around them: they queue no output but the read's credit,
-                        # held to its end and sent below (their bytes go to backends).
+                        # batch around them: their bytes go to backends, and the only
+                        # output they queue is the read's credit (now and then), which
+                        # wakes the writer (``ProxySession._release_held_credit``).
                         taken = session.receive_data_frames(data, feed)
                         if taken:
                             data = data[taken:]
@@ -242,8 +243,6 @@ class H2Frontend:
                                 return
                         finally:
                             writer.end_batch()
-                    elif session.outbound:
-                        writer.send_queued()
                 finally:
                     poller = self._poller
                     if poller is not None:
