@@ -238,9 +238,7 @@ def _plain_record(cls: type) -> bool:
 
 def _internal_waiter() -> Callable[[], ReadableWait]:
     """:func:`readable_waiter` where the internals are there."""
-    # ``Value``: what the run loop sends a task back when its wait ended well (trio's
-    # public outcome type, from trio's own dependency).
-    from outcome import Value
+    from outcome import Value  # (trio's dependency, public: a wait that ended well)
     from trio._core._io_epoll import EpollIOManager, EpollWaiters
     from trio._core._run import GLOBAL_RUN_CONTEXT
     from trio._core._traps import WaitTaskRescheduled
@@ -303,10 +301,9 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
                 raise trio.BusyResourceError("another task is already reading / writing this fd")
             waiters.read_task = GLOBAL_RUN_CONTEXT.task
             update(fd)
-            # What the run loop sends back is the wait's outcome: ``Value(None)``, or the
-            # exception that ended it (a cancel, the descriptor closed), raised here. A
-            # ``Value`` holds nothing this wait returns, so it is not unwrapped: two Python
-            # calls (``unwrap``, ``_set_unwrapped``) per wait, and nothing else sees it.
+            # What the run loop sends back is the wait's outcome: ``Value(None)``, not
+            # unwrapped (it holds nothing this wait returns, and nothing else sees it), or
+            # the exception that ended it (a cancel, the descriptor closed), raised here.
             result = await _suspend(message)
             if type(result) is not Value:
                 result.unwrap()
