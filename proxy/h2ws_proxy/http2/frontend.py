@@ -226,19 +226,24 @@ class H2Frontend:
         feed = self._registry.fed_to_open_tunnel
         while True:
             if data:
-                writer.begin_batch()
                 try:
                     if not self._calmed:
                         # The DATA frames that open the read (usually all of it) straight
-                        # to their open tunnels: no events, no dispatch. The rest takes the
-                        # events.
+                        # to their open tunnels: no events, no dispatch, and no output
+                        # batch around them: their bytes go to backends, and the only
+                        # output they queue is the read's credit (now and then), which
+                        # wakes the writer (``ProxySession._release_held_credit``).
                         taken = session.receive_data_frames(data, feed)
                         if taken:
                             data = data[taken:]
-                    if data and not self._receive_events(data):
-                        return
+                    if data:  # the rest takes the events, in one output batch
+                        writer.begin_batch()
+                        try:
+                            if not self._receive_events(data):
+                                return
+                        finally:
+                            writer.end_batch()
                 finally:
-                    writer.end_batch()
                     poller = self._poller
                     if poller is not None:
                         poller.read_time = -1.0  # the next read's tunnels read the clock anew

@@ -123,7 +123,8 @@ class ProxySession(H2Session):
     def send_data(
         self, stream_id: int, data: bytes | bytearray | memoryview, end_stream: bool = False
     ) -> int:
-        """As much of ``data`` as the peer's windows allow; how much went."""
+        """As much of ``data`` as the peer's windows allow; how much went. (``H2Stream.send_now``
+        takes these two steps itself: a relayed chunk's send, without this frame.)"""
         sent = H2Session.send_data(self, stream_id, data, end_stream)  # (no super object)
         if sent or end_stream:
             self.on_output()

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import trio
 
-from h2ws_proxy.h2session import ErrorCode, StreamUnusable
+from h2ws_proxy.h2session import ErrorCode, H2Session, StreamUnusable
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.request_scope import CancelNoted
 from h2ws_proxy.http2.stream_inbound import BODY_READ_SIZE as BODY_READ_SIZE
@@ -29,6 +29,10 @@ from h2ws_proxy.http2.stream_inbound import ENDED_READABLE, StreamInbound
 from h2ws_proxy.http2.stream_ports import Cancellable, Forwarder, TunnelEnd, WritableWatcher
 from h2ws_proxy.http2.stream_ports import StreamPhase as StreamPhase  # (its old home)
 from h2ws_proxy.transport.wakeup import Wakeup
+
+#: The session's DATA frames for a send (``ProxySession.send_data`` is this and its
+#: ``on_output``, which :meth:`H2Stream.send_now` calls itself).
+_queue_data = H2Session.send_data
 
 _new_stream = _new_noted = object.__new__
 _OPEN = StreamPhase.OPEN  # (a module global: an enum member read from its class costs more)
@@ -199,10 +203,15 @@ class H2Stream(StreamInbound):
             raise trio.BrokenResourceError(self.broken_reason)
         if self._local_ended:
             raise trio.ClosedResourceError("the stream was ended")
+        session = self.session
         try:
-            sent = self.session.send_data(self.stream_id, data, end)
+            # ``ProxySession.send_data`` without its frame (a relayed chunk's every send
+            # comes here): the session's frames, then the writer told if any were queued.
+            sent = _queue_data(session, self.stream_id, data, end)
         except StreamUnusable as error:
             raise trio.BrokenResourceError(str(error)) from error
+        if sent or end:
+            session.on_output()
         if sent < len(data):
             self.connection.wait_for_window(self)
         elif end:

@@ -238,6 +238,7 @@ def _plain_record(cls: type) -> bool:
 
 def _internal_waiter() -> Callable[[], ReadableWait]:
     """:func:`readable_waiter` where the internals are there."""
+    from outcome import Value  # (trio's dependency, public: a wait that ended well)
     from trio._core._io_epoll import EpollIOManager, EpollWaiters
     from trio._core._run import GLOBAL_RUN_CONTEXT
     from trio._core._traps import WaitTaskRescheduled
@@ -300,9 +301,12 @@ def _internal_waiter() -> Callable[[], ReadableWait]:
                 raise trio.BusyResourceError("another task is already reading / writing this fd")
             waiters.read_task = GLOBAL_RUN_CONTEXT.task
             update(fd)
-            # What the run loop sends back is the wait's outcome: None, or the exception
-            # that ended it (a cancel, the descriptor closed), raised here.
-            (await _suspend(message)).unwrap()
+            # What the run loop sends back is the wait's outcome: ``Value(None)``, not
+            # unwrapped (it holds nothing this wait returns, and nothing else sees it), or
+            # the exception that ended it (a cancel, the descriptor closed), raised here.
+            result = await _suspend(message)
+            if type(result) is not Value:
+                result.unwrap()
 
         # A KeyboardInterrupt is deferred in it as in trio's public wait: one in the middle
         # of the registration would leave the descriptor's record set, and the next wait on
