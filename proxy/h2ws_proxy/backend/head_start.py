@@ -32,10 +32,13 @@ from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.counters import Histogram
 from h2ws_proxy.http.upgrade_wire import UpgradeRequest
 from h2ws_proxy.transport.socket_stream import (
+    CONNECT_IN_PROGRESS,
+    SEND_TELLS_CONNECT,
     LeanSocketStream,
     begin_tcp_to_ip,
     connected_stream,
     is_ip_literal,
+    send_first,
 )
 
 #: ``is_ip_literal`` remembered per host: the configuration names a few backend hosts, and
@@ -86,9 +89,15 @@ def start_dial(
     address = server.address
     head = HeadStart(server, key, upgrade, trio.current_time(), limits, unsent=upgrade.data)
     try:
-        sock, code = begin_tcp_to_ip(address.host, address.port)
+        sock, code = begin_tcp_to_ip(
+            address.host, address.port, ask_connected=not SEND_TELLS_CONNECT
+        )
     except OSError:
         return head  # the task dials afresh, and meets the error itself
+    sent = -1  # (not sent yet)
+    if code in CONNECT_IN_PROGRESS and SEND_TELLS_CONNECT:
+        # The upgrade itself asks whether the connect completed (a near backend's has).
+        code, sent = send_first(sock, upgrade.data)
     if code:
         head.begun = (sock, code)
         return head
@@ -96,10 +105,11 @@ def start_dial(
     head.connected = connected = trio.current_time()
     if connect_times is not None:
         connect_times.observe(connected - head.started)
-    try:
-        sent = stream.send_nowait(upgrade.data)
-    except trio.BrokenResourceError as error:
-        head.error = error
-        return head
+    if sent < 0:
+        try:
+            sent = stream.send_nowait(upgrade.data)
+        except trio.BrokenResourceError as error:
+            head.error = error
+            return head
     head.unsent = upgrade.data[sent:]
     return head
