@@ -112,3 +112,34 @@ async def test_a_connect_still_in_progress_sends_nothing_and_the_task_completes_
     stream.close_now()
     for sock in accepted:
         sock.close()
+
+
+async def test_an_upgrade_the_first_send_takes_in_part_is_sent_whole_once_in_order(
+    listener: socket.socket,
+) -> None:
+    """(Review.) A first send that completes the connect but takes only part of a large
+    upgrade: the rest is ``unsent``, and the task's send of it gives the backend every
+    byte once, in order."""
+    big = UpgradeRequest(target=b"/", headers=(), data=bytes(range(256)) * 4096)  # 1 MiB
+    head = head_start.start_dial(
+        _server(listener.getsockname()[1]), b"k", big, Limits(), None
+    )
+    assert head.stream is not None
+    assert head.begun is None and head.error is None
+    assert 0 < len(head.unsent) < len(big.data)  # taken in part
+    assert big.data.endswith(head.unsent)
+    accepted, _ = listener.accept()
+    received = bytearray()
+    with accepted, trio.fail_after(10):
+        accepted.setblocking(False)
+
+        async def read_all() -> None:
+            while len(received) < len(big.data):
+                await trio.lowlevel.wait_readable(accepted)
+                received.extend(accepted.recv(1 << 16))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            await head.stream.send_all(head.unsent)
+    assert bytes(received) == big.data
+    head.stream.close_now()
