@@ -43,9 +43,7 @@ async def test_a_reset_with_the_connect_to_a_refusing_backend_ends_cancelled(
     stats = ServerStats()
     with closed:
         async with trio.open_nursery() as proxy:
-            bound: BoundAddresses = await proxy.start(
-                functools.partial(serve, config, stats=stats)
-            )
+            bound: BoundAddresses = await proxy.start(functools.partial(serve, config, stats=stats))
             address = bound.listeners[0]
             stream = await trio.open_tcp_stream(address.host, address.port)
             async with open_h2_client(stream) as client:

@@ -121,11 +121,10 @@ async def test_an_upgrade_the_first_send_takes_in_part_is_sent_whole_once_in_ord
     upgrade: the rest is ``unsent``, and the task's send of it gives the backend every
     byte once, in order."""
     big = UpgradeRequest(target=b"/", headers=(), data=bytes(range(256)) * 4096)  # 1 MiB
-    head = head_start.start_dial(
-        _server(listener.getsockname()[1]), b"k", big, Limits(), None
-    )
+    head = head_start.start_dial(_server(listener.getsockname()[1]), b"k", big, Limits(), None)
     assert head.stream is not None
-    assert head.begun is None and head.error is None
+    assert head.begun is None
+    assert head.error is None
     assert 0 < len(head.unsent) < len(big.data)  # taken in part
     assert big.data.endswith(head.unsent)
     accepted, _ = listener.accept()
