@@ -14,9 +14,10 @@ Rules:
 * Only a plain TCP dial to an IP address literal (:func:`may_start_dial`): TLS, unix
   sockets, names to resolve and HTTP/2 backends are dialled in a task as before.
 * Nothing here raises for the backend's behaviour: a connect still in progress or failed
-  is handed on (``begun``), and so is an OS error of the first send (``error``, raised
-  where the task would have met it); an OS error before the connect leaves the dial to
-  the task (nothing was sent).
+  is handed on (``begun``: on Linux the upgrade's first send is what tells, and its error
+  is the connect's), and so is an OS error of a send on a connected socket (``error``,
+  raised where the task would have met it); an OS error before the connect leaves the
+  dial to the task (nothing was sent).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class HeadStart:
     #: The limits it began under: its timeouts stay these through a reload, whoever
     #: waits for the answer (as a task's opening reads them once, at its start).
     limits: Limits
-    #: A connect begun that did not complete at once (``begin_tcp_to_ip``'s result).
+    #: A connect begun that did not complete at once, or whose first send failed with the
+    #: connect's error (the socket and the error number: ``begin_tcp_to_ip``'s result, or
+    #: ``send_first``'s code).
     begun: tuple[socket.socket, int] | None = None
     #: The connected backend; None while not connected.
     stream: LeanSocketStream | None = None

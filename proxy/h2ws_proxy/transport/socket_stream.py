@@ -62,14 +62,14 @@ CONNECT_IN_PROGRESS = frozenset(
     {errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EALREADY, errno.EINTR}
 )
 
-#: For :meth:`LeanSocketStream.is_quiet`: one poll set, holding one descriptor only while a
-#: check runs (a check never yields, and each process runs one trio loop).
 #: Linux's TCP: a send on a socket whose connect is still in progress fails with EAGAIN and
 #: queues nothing, and one on a socket whose connect failed fails with the connect's error.
 #: So there a first send says itself whether the connect completed (:func:`send_first`),
 #: and no ``getpeername`` need ask before it.
 SEND_TELLS_CONNECT = sys.platform.startswith("linux")
 
+#: For :meth:`LeanSocketStream.is_quiet`: one poll set, holding one descriptor only while a
+#: check runs (a check never yields, and each process runs one trio loop).
 _QUIET_POLL = select.poll() if hasattr(select, "poll") else None
 _POLLIN = getattr(select, "POLLIN", 1)
 
@@ -324,8 +324,10 @@ async def open_tcp_to_ip(
                 before_wait()
             await trio.lowlevel.wait_writable(sock)
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if not code:
-            await trio.lowlevel.checkpoint_if_cancelled()
+        # A cancel wins over the connect's outcome, failed or not, whether or not it was
+        # waited for: a dial whose error was known before the wait (``begun``'s first send)
+        # ends cancelled, as one that waited would.
+        await trio.lowlevel.checkpoint_if_cancelled()
     except BaseException:
         sock.close()
         raise
