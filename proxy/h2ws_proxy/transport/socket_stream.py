@@ -324,10 +324,7 @@ async def open_tcp_to_ip(
                 before_wait()
             await trio.lowlevel.wait_writable(sock)
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        # A cancel wins over the connect's outcome, failed or not, whether or not it was
-        # waited for: a dial whose error was known before the wait (``begun``'s first send)
-        # ends cancelled, as one that waited would.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await trio.lowlevel.checkpoint_if_cancelled()  # (a failed dial too: it may not have waited)
     except BaseException:
         sock.close()
         raise
@@ -369,12 +366,10 @@ def begin_tcp_to_ip(
 
 
 def send_first(sock: socket.socket, data: bytes) -> tuple[int, int]:
-    """Where :data:`SEND_TELLS_CONNECT`: ``data`` sent at once on a socket whose connect
-    :func:`begin_tcp_to_ip` left in progress, if the connection is up by now: ``(0, sent)``
-    then (what the kernel took); else ``(code, 0)``, nothing sent, with ``code`` what the
-    connect says: still in progress (``EINPROGRESS``: wait for writability, then read
-    ``SO_ERROR``, which still holds a later failure) or failed (its error, which this send
-    took from the socket: ``SO_ERROR`` would read 0 now)."""
+    """Where :data:`SEND_TELLS_CONNECT`, on a socket whose connect is in progress: ``(0,
+    sent)`` if the connection is up by now; else ``(code, 0)``, nothing sent: in progress
+    (``EINPROGRESS``: wait for writability, then read ``SO_ERROR``) or failed (its error,
+    which this send took from the socket: ``SO_ERROR`` would read 0 now)."""
     try:
         return 0, sock.send(data)
     except BlockingIOError:
