@@ -14,11 +14,13 @@ from __future__ import annotations
 import functools
 import gc
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
 
-from h2ws_proxy.http2 import stream_tasks, tunnel_opening
+from h2ws_proxy.http2 import frontend, stream_tasks, tunnel_opening
+from h2ws_proxy.http2.request_scope import CancelNoted
 from h2ws_proxy.http2.stream import H2Stream
 from h2ws_proxy.relay.context import ServerStats
 from h2ws_proxy.relay.relay_state import Relay
@@ -363,3 +365,39 @@ async def test_an_ended_tunnel_leaves_no_garbage_cycle(
         assert alive == []
 
     await run_case(nursery, monkeypatch, polled, echo, test)
+
+
+@PATHS
+async def test_a_tunnel_stream_notes_a_cancel_until_its_opening_adopts_a_scope(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, polled: bool
+) -> None:
+    """No trio scope is made at the intake: the polled opening adopts itself, the task's
+    dial a trio scope of its own, made as it starts (a reset noted before carries over)."""
+    at_intake: list[type] = []
+    start_tunnel = frontend.start_tunnel
+
+    def noted(*args: Any) -> None:
+        at_intake.append(type(args[2].scope))
+        start_tunnel(*args)
+
+    monkeypatch.setattr(frontend, "start_tunnel", noted)
+    in_task: list[type] = []
+    served = stream_tasks.StreamTasks.serve_tunnel
+
+    async def scoped(self: stream_tasks.StreamTasks, stream: H2Stream, *args: Any) -> None:
+        in_task.append(type(stream.scope))
+        await served(self, stream, *args)
+
+    monkeypatch.setattr(stream_tasks.StreamTasks, "serve_tunnel", scoped)
+
+    async def echo(connection: BackendConnection) -> None:
+        await connection.accept(await connection.read_upgrade())
+        await connection.echo_until_eof()
+
+    async def test(case: Case) -> None:
+        await echo_through(case.client, b"second")
+
+    await run_case(nursery, monkeypatch, polled, echo, test)
+    assert at_intake == [CancelNoted, CancelNoted]
+    # The first tunnel (the one that teaches the 101) is the task's on both paths.
+    assert in_task == ([trio.CancelScope] if polled else [trio.CancelScope] * 2)

@@ -14,9 +14,10 @@ Rules:
 * Only a plain TCP dial to an IP address literal (:func:`may_start_dial`): TLS, unix
   sockets, names to resolve and HTTP/2 backends are dialled in a task as before.
 * Nothing here raises for the backend's behaviour: a connect still in progress or failed
-  is handed on (``begun``), and so is an OS error of the first send (``error``, raised
-  where the task would have met it); an OS error before the connect leaves the dial to
-  the task (nothing was sent).
+  is handed on (``begun``: on Linux the upgrade's first send is what tells, and its error
+  is the connect's), and so is an OS error of a send on a connected socket (``error``,
+  raised where the task would have met it); an OS error before the connect leaves the
+  dial to the task (nothing was sent).
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.counters import Histogram
 from h2ws_proxy.http.upgrade_wire import UpgradeRequest
 from h2ws_proxy.transport.socket_stream import (
+    CONNECT_IN_PROGRESS,
+    SEND_TELLS_CONNECT,
     LeanSocketStream,
     begin_tcp_to_ip,
     connected_stream,
     is_ip_literal,
+    send_first,
 )
 
 #: ``is_ip_literal`` remembered per host: the configuration names a few backend hosts, and
@@ -56,7 +60,9 @@ class HeadStart:
     #: The limits it began under: its timeouts stay these through a reload, whoever
     #: waits for the answer (as a task's opening reads them once, at its start).
     limits: Limits
-    #: A connect begun that did not complete at once (``begin_tcp_to_ip``'s result).
+    #: A connect begun that did not complete at once, or whose first send failed with the
+    #: connect's error (the socket and the error number: ``begin_tcp_to_ip``'s result, or
+    #: ``send_first``'s code).
     begun: tuple[socket.socket, int] | None = None
     #: The connected backend; None while not connected.
     stream: LeanSocketStream | None = None
@@ -86,9 +92,15 @@ def start_dial(
     address = server.address
     head = HeadStart(server, key, upgrade, trio.current_time(), limits, unsent=upgrade.data)
     try:
-        sock, code = begin_tcp_to_ip(address.host, address.port)
+        sock, code = begin_tcp_to_ip(
+            address.host, address.port, ask_connected=not SEND_TELLS_CONNECT
+        )
     except OSError:
         return head  # the task dials afresh, and meets the error itself
+    sent = -1  # (not sent yet)
+    if code in CONNECT_IN_PROGRESS and SEND_TELLS_CONNECT:
+        # The upgrade itself asks whether the connect completed (a near backend's has).
+        code, sent = send_first(sock, upgrade.data)
     if code:
         head.begun = (sock, code)
         return head
@@ -96,10 +108,11 @@ def start_dial(
     head.connected = connected = trio.current_time()
     if connect_times is not None:
         connect_times.observe(connected - head.started)
-    try:
-        sent = stream.send_nowait(upgrade.data)
-    except trio.BrokenResourceError as error:
-        head.error = error
-        return head
+    if sent < 0:
+        try:
+            sent = stream.send_nowait(upgrade.data)
+        except trio.BrokenResourceError as error:
+            head.error = error
+            return head
     head.unsent = upgrade.data[sent:]
     return head

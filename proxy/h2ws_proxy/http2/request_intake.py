@@ -37,6 +37,7 @@ from h2ws_proxy.http2.client_writer import ClientWriter
 from h2ws_proxy.http2.lean_requests import LeanRequests
 from h2ws_proxy.http2.lifetime import ConnectionLifetime
 from h2ws_proxy.http2.proxy_session import ProxySession
+from h2ws_proxy.http2.request_scope import CancelNoted
 from h2ws_proxy.http2.stream import H2Stream
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
 from h2ws_proxy.relay.routing import Router
@@ -189,7 +190,8 @@ class RequestIntake:
             else:
                 self._refuse(stream_id, error)
             return None
-        stream = H2Stream(self._session, self._writer, stream_id)
+        # A cancel is noted until the opening adopts what cancels it (``tunnel_opening``).
+        stream = H2Stream(self._session, self._writer, stream_id, CancelNoted())
         if ended:
             stream.feed_eof()
         self._streams[stream_id] = stream

@@ -1,7 +1,8 @@
 """What cancels an ordinary request's work before its exchange has a scope of its own.
 
-A tunnel's stream runs its opening inside the stream's scope, so that needs a trio cancel
-scope from the start. An ordinary request's never enters it: the exchange on a task makes
+A tunnel's stream adopts what cancels its opening when the opening starts (a trio scope
+for a task's dial, the polled opening itself: ``http2/tunnel_opening.py``). An ordinary
+request's never enters it: the exchange on a task makes
 its own scope and adopts it (``H2Stream.adopt_scope``), and a request run without a task
 (``http2/polled_request.py``) hears of the stream's break through the stream itself. Until
 then a cancel (the client's reset, the connection's end) only has to be noted, to carry

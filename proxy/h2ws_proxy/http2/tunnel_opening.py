@@ -20,6 +20,8 @@ Rules:
   backend's end or error, the answer's deadline (the task meets it at once, as its
   scope's deadline passed), a cancel (a client reset, the connection's end: the task
   starts in a cancelled scope). So every ending of an opening is the task's, as it was.
+* Until then the stream's scope only notes a cancel (``CancelNoted``, from the intake):
+  the task's path adopts a trio scope for its dial, the polled opening adopts itself.
 * While it waits, the opening is the stream's scope (``H2Stream.adopt_scope``), the
   poller's watcher of the backend socket and a timer on the connection's timers; the
   hand-off drops all three first, so only one of them acts. An opened tunnel takes the
@@ -65,6 +67,7 @@ def start_tunnel(
     """Open and run ``stream``'s tunnel: from the caller's turn where it can be (see the
     module), else in a task of ``nursery`` (the connection's)."""
     if not _open_polled(tasks, stream, request, route):
+        stream.adopt_scope(trio.CancelScope())  # (the task's dial runs in it)
         nursery.start_soon(tasks.serve_tunnel, stream, request, route, name=_TUNNEL_TASK_NAME)
 
 
@@ -77,7 +80,9 @@ def _continue_in_task(
     record: RelayRecord,
     head: HeadStart,
 ) -> None:
-    """The task goes on with the opening from where ``head`` got."""
+    """The task goes on with the opening from where ``head`` got, in a trio scope of its
+    own that the stream adopts (a cancel noted or made before carries over)."""
+    stream.adopt_scope(trio.CancelScope())
     serve = tasks.serve_tunnel
     nursery.start_soon(serve, stream, request, route, record, head, name=_TUNNEL_TASK_NAME)
 
@@ -231,7 +236,6 @@ class _Opening:
         if self.over:
             return
         self._stop()
-        self._stream.adopt_scope(trio.CancelScope())  # (a cancel carries over)
         nursery = self._poller.nursery
         assert nursery is not None
         _continue_in_task(

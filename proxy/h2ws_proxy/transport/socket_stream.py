@@ -39,6 +39,7 @@ import ipaddress
 import os
 import select
 import socket
+import sys
 from collections.abc import Callable
 
 import trio
@@ -57,9 +58,15 @@ _TCP_NOTSENT_LOWAT: int = getattr(socket, "TCP_NOTSENT_LOWAT", 0)
 
 #: What a non-blocking ``connect`` answers while the handshake goes on (``BlockingIOError``'s
 #: numbers, and EINTR: the connection goes on after an interrupted call).
-_CONNECT_IN_PROGRESS = frozenset(
+CONNECT_IN_PROGRESS = frozenset(
     {errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EALREADY, errno.EINTR}
 )
+
+#: Linux's TCP: a send on a socket whose connect is still in progress fails with EAGAIN and
+#: queues nothing, and one on a socket whose connect failed fails with the connect's error.
+#: So there a first send says itself whether the connect completed (:func:`send_first`),
+#: and no ``getpeername`` need ask before it.
+SEND_TELLS_CONNECT = sys.platform.startswith("linux")
 
 #: For :meth:`LeanSocketStream.is_quiet`: one poll set, holding one descriptor only while a
 #: check runs (a check never yields, and each process runs one trio loop).
@@ -317,13 +324,12 @@ async def open_tcp_to_ip(
     """
     sock, code = begun if begun is not None else begin_tcp_to_ip(host, port)
     try:
-        if code in _CONNECT_IN_PROGRESS:
+        if code in CONNECT_IN_PROGRESS:
             if before_wait is not None:
                 before_wait()
             await trio.lowlevel.wait_writable(sock)
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if not code:
-            await trio.lowlevel.checkpoint_if_cancelled()
+        await trio.lowlevel.checkpoint_if_cancelled()  # (a failed dial too: it may not have waited)
     except BaseException:
         sock.close()
         raise
@@ -333,10 +339,15 @@ async def open_tcp_to_ip(
     return connected_stream(sock)
 
 
-def begin_tcp_to_ip(host: str, port: int) -> tuple[socket.socket, int]:
+def begin_tcp_to_ip(
+    host: str, port: int, *, ask_connected: bool = True
+) -> tuple[socket.socket, int]:
     """:func:`open_tcp_to_ip`'s part that never waits: the socket, its options, the connect
     begun; with 0 if the connection completed at once, else ``connect``'s error number (in
-    progress, or failed). OS errors before the connect propagate (nothing was sent)."""
+    progress, or failed). OS errors before the connect propagate (nothing was sent).
+
+    ``ask_connected=False``: "in progress" is not checked (no ``getpeername``), for a
+    caller whose first send asks instead (:func:`send_first`)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM | _SOCK_NONBLOCK)
     try:
@@ -351,12 +362,25 @@ def begin_tcp_to_ip(host: str, port: int) -> tuple[socket.socket, int]:
         # ``connect_ex``: "in progress", the usual answer, as a number rather than an
         # exception raised and caught.
         code = sock.connect_ex((host, port))
-        if code in _CONNECT_IN_PROGRESS and _connected(sock):
+        if ask_connected and code in CONNECT_IN_PROGRESS and _connected(sock):
             code = 0
     except BaseException:
         sock.close()
         raise
     return sock, code
+
+
+def send_first(sock: socket.socket, data: bytes) -> tuple[int, int]:
+    """Where :data:`SEND_TELLS_CONNECT`, on a socket whose connect is in progress: ``(0,
+    sent)`` if the connection is up by now; else ``(code, 0)``, nothing sent: in progress
+    (``EINPROGRESS``: wait for writability, then read ``SO_ERROR``) or failed (its error,
+    which this send took from the socket: ``SO_ERROR`` would read 0 now)."""
+    try:
+        return 0, sock.send(data)
+    except BlockingIOError:
+        return errno.EINPROGRESS, 0
+    except OSError as error:
+        return error.errno or errno.ECONNABORTED, 0
 
 
 def connected_stream(sock: socket.socket) -> LeanSocketStream:
