@@ -16,18 +16,9 @@ from h2ws_proxy.server.serve import BoundAddresses, serve
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.records import ProxyRecords
 from tests.helpers.setup import backend_url, make_config
+from tests.integration.test_tunnel_opening import CANCEL, CONNECT
 
 pytestmark = pytest.mark.socket
-
-CANCEL = 0x8
-CONNECT = [
-    (b":method", b"CONNECT"),
-    (b":protocol", b"websocket"),
-    (b":scheme", b"http"),
-    (b":path", b"/"),
-    (b":authority", b"proxy.test"),
-    (b"sec-websocket-version", b"13"),
-]
 
 
 @pytest.mark.parametrize("polled", [True, False], ids=["polled_opening", "task_path_control"])
