@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from h2ws_proxy.backend.pool import BackendConnection
-from h2ws_proxy.relay.kept_start import LastRequest, start_on_kept_connection
+from h2ws_proxy.relay.kept_start import KeptStart, LastRequest, start_on_kept_connection
 from h2ws_proxy.transport.poller import BackendPoller
 from tests.protocol.test_repeated_request_intake import KeptServers
 
@@ -37,6 +37,14 @@ def fill_send_buffer(connection: BackendConnection) -> None:
         pass
 
 
+def start_first_request(kept: KeptServers, poller: BackendPoller) -> KeptStart | None:
+    """The lean start of the first route's request on the connection parked in ``poller``."""
+    request, route = kept.request(0)
+    return start_on_kept_connection(
+        kept.server, route, request, None, lambda: poller, LastRequest()
+    )
+
+
 def assert_given_up(
     kept: KeptServers, connection: BackendConnection, poller: BackendPoller
 ) -> None:
@@ -51,10 +59,7 @@ async def test_the_head_goes_whole_with_the_sockets_own_send(poller: BackendPoll
     kept = KeptServers("http://127.0.0.1:9")
     try:
         backend = kept.park(0, poller)
-        request, route = kept.request(0)
-        start = start_on_kept_connection(
-            kept.server, route, request, None, lambda: poller, LastRequest()
-        )
+        start = start_first_request(kept, poller)
         assert start is not None
         connection = start[2]
         assert connection.send_head is not None
@@ -70,10 +75,7 @@ async def test_a_head_the_kernel_does_not_take_leaves_the_request_to_the_task_pa
     try:
         connection = parked_connection(kept, poller)
         fill_send_buffer(connection)
-        request, route = kept.request(0)
-        start = start_on_kept_connection(
-            kept.server, route, request, None, lambda: poller, LastRequest()
-        )
+        start = start_first_request(kept, poller)
         assert start is None
         assert_given_up(kept, connection, poller)
     finally:
@@ -89,10 +91,7 @@ async def test_a_send_error_leaves_the_request_to_the_task_path(poller: BackendP
             raise ConnectionResetError("reset by peer")
 
         connection.send_head = broken
-        request, route = kept.request(0)
-        start = start_on_kept_connection(
-            kept.server, route, request, None, lambda: poller, LastRequest()
-        )
+        start = start_first_request(kept, poller)
         assert start is None
         assert_given_up(kept, connection, poller)
     finally:
@@ -109,10 +108,7 @@ async def test_the_sockets_own_send_error_leaves_the_request_to_the_task_path(
     try:
         connection = parked_connection(kept, poller)
         connection.stream._sock.shutdown(socket.SHUT_WR)  # type: ignore[attr-defined]
-        request, route = kept.request(0)
-        start = start_on_kept_connection(
-            kept.server, route, request, None, lambda: poller, LastRequest()
-        )
+        start = start_first_request(kept, poller)
         assert start is None
         assert_given_up(kept, connection, poller)
     finally:

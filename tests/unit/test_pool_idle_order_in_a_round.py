@@ -17,16 +17,10 @@ import trio
 import trio.testing
 
 from h2ws_proxy.backend.pool import BackendConnection, BackendPool
-from h2ws_proxy.config import BackendAddress, Limits
+from h2ws_proxy.config import Limits
 from h2ws_proxy.transport.poller import BackendPoller
 from h2ws_proxy.transport.socket_stream import LeanSocketStream
-
-ADDRESS = BackendAddress(scheme="http", host="127.0.0.1", port=1)
-KEEPALIVE_S = 4.0
-
-
-async def no_dial(address: BackendAddress) -> trio.abc.HalfCloseableStream:
-    raise AssertionError("the test never dials")
+from tests.unit.test_backend_pool import ADDRESS, KEEPALIVE_S, no_dial
 
 
 async def test_connections_given_back_in_one_round_expire_each_at_its_own_keepalive(
