@@ -15,14 +15,13 @@ import functools
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 import trio
 from wsproto.frame_protocol import CloseReason, FrameProtocol
 
 from h2ws_proxy.server.serve import BoundAddresses, serve
-from h2ws_proxy.transport.poller import BackendPoller
+from h2ws_proxy.relay.polled import PolledDownward
 from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import H2TestClient, StreamState, open_h2_client
 from tests.helpers.records import ProxyRecords
@@ -48,22 +47,25 @@ def close_and_end_at_once(connection: BackendConnection) -> None:
 
 
 class Rounds:
-    """Counts the poller's rounds of handlers (``BackendPoller.rounds``, of every poller made
-    while the test runs)."""
+    """Counts the poller rounds that read a tunnel's backend: the rounds
+    (``BackendPoller.rounds``) in which ``PolledDownward.on_readable`` ran. Not every round:
+    on the data plane the connection's client reads are rounds of the same poller too
+    (``http2/polled_reads.py``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self._pollers: list[BackendPoller] = []
-        init = BackendPoller.__init__
+        self._seen: set[tuple[int, int]] = set()
+        on_readable = PolledDownward.on_readable
 
-        def kept(poller: BackendPoller, **options: Any) -> None:
-            init(poller, **options)
-            self._pollers.append(poller)
+        def counted(watcher: PolledDownward) -> None:
+            poller = watcher._poller
+            self._seen.add((id(poller), poller.rounds))
+            on_readable(watcher)
 
-        monkeypatch.setattr(BackendPoller, "__init__", kept)
+        monkeypatch.setattr(PolledDownward, "on_readable", counted)
 
     @property
     def count(self) -> int:
-        return sum(poller.rounds for poller in self._pollers)
+        return len(self._seen)
 
 
 async def run_proxy(

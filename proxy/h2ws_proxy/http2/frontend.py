@@ -56,8 +56,10 @@ from h2ws_proxy.http.handshake import WebSocketRequest
 from h2ws_proxy.http.message import HttpRequest
 from h2ws_proxy.http2.budget import SlidingWindowBudget
 from h2ws_proxy.http2.client_writer import READER_HIGH_WATER, ClientWriter
+from h2ws_proxy.http2.connection_readiness import ConnectionReadiness
 from h2ws_proxy.http2.lean_requests import LeanRequests
 from h2ws_proxy.http2.lifetime import ConnectionLifetime
+from h2ws_proxy.http2.polled_reads import PolledClientReads
 from h2ws_proxy.http2.proxy_session import ProxySession
 from h2ws_proxy.http2.request_intake import RequestIntake
 from h2ws_proxy.http2.stream import H2Stream
@@ -66,19 +68,17 @@ from h2ws_proxy.http2.stream_tasks import StreamTasks
 from h2ws_proxy.http2.tunnel_opening import start_tunnel
 from h2ws_proxy.log import log_event
 from h2ws_proxy.relay.context import ClientInfo, ServerContext
-from h2ws_proxy.transport.capabilities import as_client_stream
+from h2ws_proxy.transport.capabilities import as_client_stream, as_pollable
+from h2ws_proxy.transport.data_plane import current_data_plane
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.lingering import linger_before_close
 from h2ws_proxy.transport.poller import BackendPoller
-from h2ws_proxy.transport.timers import ConnectionTimers
 
 logger = logging.getLogger(__name__)
 
 _READ_SIZE = 65536
 #: How long the writer may take to flush a final GOAWAY to a client that stopped reading.
 _FINAL_FLUSH_S = 5.0
-_POLLER_NAME = "h2ws_proxy.http2.frontend.backend_poller"
-_TIMERS_NAME = "h2ws_proxy.http2.frontend.timers"
 #: A constant task name: trio would otherwise format one from the bound method per stream.
 _EXCHANGE_TASK_NAME = "h2ws_proxy.http2.frontend.exchange"
 
@@ -112,6 +112,8 @@ class H2Frontend:
             log=self._log,
         )
         self._streams: dict[int, H2Stream] = {}
+        #: The poller and timers, started on first use (connection_readiness.py).
+        self._ready = ConnectionReadiness(self._writer, self._log)
         self._life = ConnectionLifetime(
             self.session,
             self._limits,
@@ -136,14 +138,14 @@ class H2Frontend:
             server,
             info,
             refuse=self._registry.refuse,
-            backend_poller=self._backend_poller,
+            backend_poller=self._ready.backend_poller,
             on_done=self._registry.forget,
         )
         self._lean = LeanRequests(
             self.session,
             server,
             info,
-            poller=self._backend_poller,
+            poller=self._ready.backend_poller,
             refuse=self._registry.refuse,
             finish=self._tasks.finish_exchange,
             finish_answered=self._tasks.finish_answered,
@@ -164,8 +166,6 @@ class H2Frontend:
             run_on_task=self._exchange_on_task,
         )
         self._nursery: trio.Nursery | None = None
-        self._poller: BackendPoller | None = None
-        self._timers: ConnectionTimers | None = None
         limits = self._limits
         self._resets = SlidingWindowBudget(limits.max_stream_resets, limits.stream_reset_window_s)
         self._empty_frames = SlidingWindowBudget(
@@ -179,74 +179,76 @@ class H2Frontend:
     async def run(self) -> None:
         """Serve until the connection ends; then every tunnel of this connection ends."""
         self.session.start()
+        ready = self._ready
+        if BackendPoller.available() and as_pollable(self._client) is not None:  # type: ignore[arg-type]
+            ready.plane = current_data_plane()
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            life = self._life
-            nursery.start_soon(self._writer.run)
-            if self._server.shutdown.is_set():
-                # Accepted while draining (limits.drain_accept_s): our SETTINGS, then
-                # GOAWAY(NO_ERROR) naming stream 0, before any request is read.
-                life.go_away("")
-            else:
-                nursery.start_soon(life.drain_on_shutdown, self._server.shutdown)
-            nursery.start_soon(life.require_settings_then_request)
-            if self._limits.idle_connection_timeout_s > 0:
-                nursery.start_soon(life.close_when_idle)
-            from_outside = True  # unless the read ends here: then the client or we ended it
+            self._nursery = ready.nursery = nursery
             try:
-                with self._read_scope:
-                    await self._read_loop(self._initial_data)
-                from_outside = False
-            finally:  # also when cancelled from outside: a request without a task ends here
-                self._writer.reader_done = True
-                for stream in list(self._streams.values()):
-                    if from_outside:
-                        stream.scope.cancel()  # first: its work ends as cancelled, not broken
-                    ours = (stream.local_ended and stream.remote_ended) or from_outside  # no abort
-                    stream.break_stream("client connection closed", by_peer=not ours)
-                    stream.scope.cancel()
-            writer = self._writer
-            # Let the writer flush what is queued (a GOAWAY), then end: bounded, since a
-            # client that stopped reading may never take it.
-            writer.wake()
-            with trio.move_on_after(_FINAL_FLUSH_S):
-                await writer.done.wait()
-                if not writer.client_gone:
-                    # Don't let a reset eat our GOAWAY (see lingering.py).
-                    # Our side ends first (FIN), so a client that is told to go (a GOAWAY
-                    # for a connection error, RFC 9113 §5.4.1) sees the close at once.
-                    await linger_before_close(self._client, half_close=True)
-            nursery.cancel_scope.cancel()
+                await self._serve(nursery)
+            finally:
+                ready.leave()
+        if ready.round_error is not None:
+            raise ready.round_error
+
+    async def _serve(self, nursery: trio.Nursery) -> None:
+        life = self._life
+        nursery.start_soon(self._writer.run)
+        if self._server.shutdown.is_set():
+            # Accepted while draining (limits.drain_accept_s): our SETTINGS, then
+            # GOAWAY(NO_ERROR) naming stream 0, before any request is read.
+            life.go_away("")
+        else:
+            nursery.start_soon(life.drain_on_shutdown, self._server.shutdown)
+        nursery.start_soon(life.require_settings_then_request)
+        if self._limits.idle_connection_timeout_s > 0:
+            nursery.start_soon(life.close_when_idle)
+        from_outside = True  # unless the read ends here: then the client or we ended it
+        try:
+            with self._read_scope:
+                await self._read_loop(self._initial_data)
+            from_outside = False
+        finally:  # also when cancelled from outside: a request without a task ends here
+            self._writer.reader_done = True
+            for stream in list(self._streams.values()):
+                if from_outside:
+                    stream.scope.cancel()  # first: its work ends as cancelled, not broken
+                ours = (stream.local_ended and stream.remote_ended) or from_outside  # no abort
+                stream.break_stream("client connection closed", by_peer=not ours)
+                stream.scope.cancel()
+        writer = self._writer
+        # Let the writer flush what is queued (a GOAWAY), then end: bounded, since a
+        # client that stopped reading may never take it.
+        writer.wake()
+        with trio.move_on_after(_FINAL_FLUSH_S):
+            await writer.done.wait()
+            if not writer.client_gone:
+                # Don't let a reset eat our GOAWAY (see lingering.py).
+                # Our side ends first (FIN), so a client that is told to go (a GOAWAY
+                # for a connection error, RFC 9113 §5.4.1) sees the close at once.
+                await linger_before_close(self._client, half_close=True)
+        nursery.cancel_scope.cancel()
 
     async def _read_loop(self, data: bytes) -> None:
         """Read and act on the client's bytes until the connection is over; ``data``: what
         was read before (the sniffed preface), first. One call per read, the rest inline:
         a tunnel's every message is a read (bench/README.md, "A tunnel's round trip")."""
-        writer, session, client = self._writer, self.session, self._client
-        feed = self._registry.fed_to_open_tunnel
+        writer, client = self._writer, self._client
+        if data and not self._act(data):
+            return
+        poller = self._ready.backend_poller() if self._ready.plane is not None else None
+        if poller is not None and self._nursery is not None:
+            # Served by the poller's rounds, on the data plane (polled_reads.py).
+            pollable = as_pollable(client)  # type: ignore[arg-type]
+            assert pollable is not None
+            scope, nursery = self._read_scope, self._nursery
+            reads = PolledClientReads(
+                pollable, self._act, poller=poller, writer=writer, scope=scope, nursery=nursery
+            )
+            await reads.run()
+            return
+        session = self.session
         while True:
-            if data:
-                try:
-                    if not self._calmed:
-                        # The DATA frames that open the read (usually all of it) straight
-                        # to their open tunnels: no events, no dispatch, and no output
-                        # batch around them: their bytes go to backends, and the only
-                        # output they queue is the read's credit (now and then), which
-                        # wakes the writer (``ProxySession._release_held_credit``).
-                        taken = session.receive_data_frames(data, feed)
-                        if taken:
-                            data = data[taken:]
-                    if data:  # the rest takes the events, in one output batch
-                        writer.begin_batch()
-                        try:
-                            if not self._receive_events(data):
-                                return
-                        finally:
-                            writer.end_batch()
-                finally:
-                    poller = self._poller
-                    if poller is not None:
-                        poller.read_time = -1.0  # the next read's tunnels read the clock anew
             # ``outbound_bytes`` inline (no call per read), and no coroutine unless it waits.
             if len(session.outbound) + writer.in_flight > READER_HIGH_WATER:
                 await writer.wait_outbound_below(READER_HIGH_WATER)
@@ -254,9 +256,35 @@ class H2Frontend:
                 read = await client.receive_some(_READ_SIZE)
             except STREAM_GONE:
                 return
-            if not read:
+            if not read or not self._act(read if type(read) is bytes else bytes(read)):
                 return
-            data = read if type(read) is bytes else bytes(read)
+
+    def _act(self, data: bytes) -> bool:
+        """One read's bytes acted on; False once the connection is over."""
+        writer, session = self._writer, self.session
+        try:
+            if not self._calmed:
+                # The DATA frames that open the read (usually all of it) straight to their
+                # open tunnels: no events, no dispatch, and no output batch of their own
+                # around them: their bytes go to backends, and the only output they queue
+                # is the read's credit (now and then), which wakes the writer
+                # (``ProxySession._release_held_credit``) unless a poller's round is on.
+                taken = session.receive_data_frames(data, self._registry.fed_to_open_tunnel)
+                if taken:
+                    data = data[taken:]
+            if data:  # the rest takes the events, in one output batch
+                own = writer.begin_own_batch()
+                try:
+                    if not self._receive_events(data):
+                        return False
+                finally:
+                    if own:
+                        writer.end_batch()
+        finally:
+            poller = self._ready.poller
+            if poller is not None:
+                poller.read_time = -1.0  # the next read's tunnels read the clock anew
+        return True
 
     def _receive_events(self, data: bytes) -> bool:
         """Client bytes to the session, its events acted on (inside the read's output
@@ -297,35 +325,6 @@ class H2Frontend:
         self._server.stats.counters.count_abuse(event.removeprefix("h2."))
         self.session.close_connection(ErrorCode.ENHANCE_YOUR_CALM)
         self._read_scope.cancel()
-
-    # ---- backend readiness, for the tunnels ----
-
-    def _backend_poller(self) -> BackendPoller | None:
-        """The connection's watcher of its tunnels' backend sockets, started on first use."""
-        if self._poller is None and BackendPoller.available() and self._nursery is not None:
-            try:
-                poller = BackendPoller(
-                    on_round_start=self._writer.begin_batch,
-                    on_round_end=self._writer.end_batch,
-                    timers=self._connection_timers(),
-                    nursery=self._nursery,
-                )
-            except OSError as error:
-                # Out of descriptors or memory: this tunnel runs on pump tasks instead,
-                # and the next one tries again.
-                self._log("h2.backend_poller_unavailable", error=str(error))
-                return None
-            self._poller = poller
-            self._nursery.start_soon(poller.run, name=_POLLER_NAME)
-        return self._poller
-
-    def _connection_timers(self) -> ConnectionTimers:
-        """The connection's timers, started on first use."""
-        if self._timers is None:
-            assert self._nursery is not None
-            self._timers = ConnectionTimers()
-            self._nursery.start_soon(self._timers.run, name=_TIMERS_NAME)
-        return self._timers
 
     def _exchange_on_task(
         self, stream: H2Stream, request: HttpRequest, route: RouteConfig, fresh: bool = False

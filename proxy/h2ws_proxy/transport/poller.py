@@ -218,38 +218,43 @@ class BackendPoller:
 
     async def run(self) -> None:
         """Dispatch readiness until cancelled (the connection's nursery owns this task)."""
-        # Read once: the descriptor and the callbacks stay the same for the poller's life.
-        epoll_fd, wait_readable = self._epoll.fileno(), readable_waiter()
-        round_start, round_end = self._on_round_start, self._on_round_end
-        watchers, moved = self._watchers, self.moved
+        epoll_fd, wait_readable, one_round = self._epoll.fileno(), readable_waiter(), self.round
         try:
             while True:
                 await wait_readable(epoll_fd)
-                self.rounds += 1
-                self.round_time = -1.0
-                if round_start is not None:
-                    round_start()
-                try:
-                    # ``_run_handlers``' one-watcher round inline (see there): a one-tunnel
-                    # ping-pong's every backend message takes it.
-                    if self._watched == 1 and len(watchers) == 1:
-                        ((fd, watcher),) = watchers.items()
-                        try:
-                            watcher.on_readable()
-                        except Exception as error:
-                            self._handler_failed(fd, error)
-                        # Not held while the loop waits: an ended tunnel's objects go now.
-                        del watcher
-                    else:
-                        self._run_handlers()
-                finally:
-                    self.round_time = -1.0
-                    if round_end is not None:
-                        round_end()  # (the round's output goes out here)
-                    if moved:
-                        self.rearm_moved()
+                one_round()
         finally:
             self.close()
+
+    def round(self) -> None:
+        """One round of handlers, after the epoll descriptor was seen readable (by
+        :meth:`run`'s wait, or the data plane's: ``data_plane.py``)."""
+        self.rounds += 1
+        self.round_time = -1.0
+        round_start = self._on_round_start
+        if round_start is not None:
+            round_start()
+        try:
+            watchers = self._watchers
+            # ``_run_handlers``' one-watcher round inline (see there): a one-tunnel
+            # ping-pong's every backend message takes it.
+            if self._watched == 1 and len(watchers) == 1:
+                ((fd, watcher),) = watchers.items()
+                try:
+                    watcher.on_readable()
+                except Exception as error:
+                    self._handler_failed(fd, error)
+                # Not held while the loop waits: an ended tunnel's objects go now.
+                del watcher
+            else:
+                self._run_handlers()
+        finally:
+            self.round_time = -1.0
+            round_end = self._on_round_end
+            if round_end is not None:
+                round_end()  # (the round's output goes out here)
+            if self.moved:
+                self.rearm_moved()
 
     def _run_handlers(self) -> None:
         watchers = self._watchers

@@ -1,0 +1,159 @@
+"""When trio's run loop would sleep, and on what: a fenced module.
+
+The data plane (``data_plane.py``) sleeps in its own ``epoll`` in the run loop's stead while
+the loop has nothing to do, so that a ready client or backend socket is served without a
+trip through the loop (its ``epoll_wait``, a task's reschedule and step, and the re-arming
+``epoll_ctl`` of the task's next wait: bench/README.md, "The data plane"). To do that
+safely it must know what the loop itself would do at that moment:
+
+* whether any task can run (the run queue), a KeyboardInterrupt is pending, or another task
+  waits for the loop to go idle (``wait_all_tasks_blocked``: the loop wakes those only when
+  it would sleep, so it must be the one to sleep then);
+* how long the loop would sleep: until its next deadline, by its clock (``SystemClock``
+  only: a test's ``MockClock`` jumps when the loop is idle, and only the loop can do that);
+* the loop's own ``epoll`` descriptor: readable whenever a descriptor the loop watches is
+  ready (a task's socket, the wake-up socket of ``run_sync_soon``, signals, threads), so
+  the data plane, watching it too, hands back to the loop at once when the loop has work.
+
+These are trio's private internals (``GLOBAL_RUN_CONTEXT.runner``'s ``runq``,
+``deadlines``, ``clock``, ``waiting_for_idle``, ``ki_pending``, ``is_guest`` and its I/O
+manager's ``_epoll``), so they are fenced (STYLE): :func:`problems` checks that they exist
+and that the sources of the steps this relies on (the run loop that computes its sleep from
+these, the deadlines' ``next_deadline``, the clock's ``deadline_to_sleep_time``,
+``wait_all_tasks_blocked``, the I/O manager's ``get_events``) have the fingerprints of a
+trio tested (:data:`TESTED`). Wherever anything differs, :func:`loop_idle` is None and the
+data plane waits in the loop like any task: only the speed differs.
+
+To test another trio: install it, print :func:`fingerprints`, read the diff of each changed
+source against the tested one (how the loop computes its timeout and wakes idle waiters is
+what matters), run tests/unit/test_data_plane*.py with it, and add its entry to
+:data:`TESTED`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+import trio.testing
+
+from h2ws_proxy.transport.trio_waits import fingerprint_of
+
+#: The loop's own longest sleep (trio's ``_MAX_TIMEOUT``): a deadline further away waits
+#: this long at most, and the next sleep is computed afresh.
+_LONGEST_SLEEP_S = 24 * 60 * 60
+
+#: (the trio versions, their sources' fingerprints by name): read and tested.
+TESTED: tuple[tuple[str, dict[str, str]], ...] = (
+    (
+        "0.35.0",
+        {
+            "unrolled_run": "9226ba6956c1ca77c9a82b37847f1aa5",
+            "Deadlines.next_deadline": "03f7988ec29896138a65b2e1c5ed4dd9",
+            "SystemClock.deadline_to_sleep_time": "68f44f603ba7822b14b5c314fe94b96b",
+            "Runner.wait_all_tasks_blocked": "e8a5c0b39a5dc078b53ea09d236f619b",
+            "EpollIOManager.get_events": "b15c4ffbdf99c8b971cebdd759288a6f",
+        },
+    ),
+)
+
+_Source = Callable[..., object]
+
+
+def _sources() -> dict[str, _Source]:
+    from trio._core import _io_epoll, _run
+
+    return {
+        "unrolled_run": _run.unrolled_run,
+        "Deadlines.next_deadline": _run.Deadlines.next_deadline,
+        "SystemClock.deadline_to_sleep_time": _run.SystemClock.deadline_to_sleep_time,
+        "Runner.wait_all_tasks_blocked": _run.Runner.wait_all_tasks_blocked,
+        "EpollIOManager.get_events": _io_epoll.EpollIOManager.get_events,
+    }
+
+
+def fingerprints() -> dict[str, str | None]:
+    """The installed trio's fingerprints of the sources this module relies on."""
+    return {name: fingerprint_of(source) for name, source in _sources().items()}
+
+
+def problems() -> list[str]:
+    """What is missing or changed of the trio internals this uses (empty: none)."""
+    try:
+        from trio._core._io_epoll import EpollIOManager
+        from trio._core._run import GLOBAL_RUN_CONTEXT, Runner  # noqa: F401 (checked)
+    except ImportError as error:  # another trio, or no epoll here
+        return [f"trio._core internals: {error}"]
+    fields = {field.name for field in getattr(Runner, "__attrs_attrs__", ())}
+    wanted = {"runq", "deadlines", "clock", "io_manager", "waiting_for_idle", "is_guest"}
+    wanted |= {"ki_pending"}
+    if not wanted <= fields:
+        return ["Runner's " + ", ".join(sorted(wanted - fields))]
+    manager_fields = [field.name for field in getattr(EpollIOManager, "__attrs_attrs__", ())]
+    if "_epoll" not in manager_fields:
+        return ["EpollIOManager._epoll"]
+    found = fingerprints()
+    for _versions, tested in TESTED:
+        if all(tested.get(name) == digest for name, digest in found.items()):
+            return []
+    return ["trio's run loop and idle waits: not as in a trio tested"]
+
+
+#: Checked once, at import (the sources do not change while the process runs).
+PROBLEMS = problems()
+
+
+class LoopIdle:
+    """The running loop's facts, read per question (each is an attribute or two)."""
+
+    __slots__ = ("_clock", "_deadlines", "_runner", "_runq", "_waiting_for_idle", "loop_fd")
+
+    def __init__(self, runner: Any) -> None:
+        self._runner = runner
+        self._runq = runner.runq
+        self._deadlines = runner.deadlines
+        self._clock = runner.clock
+        self._waiting_for_idle = runner.waiting_for_idle
+        #: The loop's own epoll: readable while a descriptor the loop watches is ready.
+        self.loop_fd: int = runner.io_manager._epoll.fileno()
+
+    def tasks_can_run(self) -> bool:
+        """A task is scheduled (or a KeyboardInterrupt waits to be delivered to one)."""
+        return bool(self._runq) or self._runner.ki_pending
+
+    def longest_idle_wait(self) -> float | None:
+        """The longest ``cushion`` another task waits for the loop to stay idle; None: no
+        task waits so."""
+        waiting = self._waiting_for_idle
+        if not waiting:
+            return None
+        return float(max(cushion for cushion, _task in waiting))
+
+    def sleep_time(self) -> float:
+        """How long the loop would sleep now, in seconds; 0: it would not sleep (a task can
+        run, a deadline is due, or another task waits for the loop to go idle)."""
+        if self._runq or self._waiting_for_idle or self._runner.ki_pending:
+            return 0.0
+        timeout = self._clock.deadline_to_sleep_time(self._deadlines.next_deadline())
+        if timeout <= 0:
+            return 0.0
+        return timeout if timeout < _LONGEST_SLEEP_S else _LONGEST_SLEEP_S
+
+
+def loop_idle() -> LoopIdle | None:
+    """The running loop's :class:`LoopIdle`; None where the fence does not hold, the loop
+    runs as a guest or on another clock than trio's own."""
+    if PROBLEMS:
+        return None
+    from trio._core._run import GLOBAL_RUN_CONTEXT, SystemClock
+
+    runner = GLOBAL_RUN_CONTEXT.runner
+    if runner.is_guest or type(runner.clock) is not SystemClock:
+        return None
+    return LoopIdle(runner)
+
+
+#: Public, for the data plane's wait: returns when no other task can run and nothing the
+#: loop watches is ready (the loop would sleep).
+wait_loop_idle = trio.testing.wait_all_tasks_blocked
