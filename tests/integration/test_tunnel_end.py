@@ -20,8 +20,8 @@ import pytest
 import trio
 from wsproto.frame_protocol import CloseReason, FrameProtocol
 
-from h2ws_proxy.server.serve import BoundAddresses, serve
 from h2ws_proxy.relay.polled import PolledDownward
+from h2ws_proxy.server.serve import BoundAddresses, serve
 from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import H2TestClient, StreamState, open_h2_client
 from tests.helpers.records import ProxyRecords
