@@ -156,9 +156,11 @@ class DataPlane:
             if not events:
                 return  # the loop's next deadline: its timers' turn
             if self._serve(events):
-                # The loop's epoll is readable while one of the pollers is (it watches
-                # the plane's epoll for ``serve_ready``), so ask again now that they
-                # were served: still readable with no poller ready, the loop has work.
+                # The loop's epoll is readable while one of the pollers is (it watches the
+                # plane's epoll for ``serve_ready``), so ask again now that they were
+                # served: still readable with no poller ready, the loop has work. With
+                # pollers ready again too, it is not known: a few such rounds, then the
+                # loop's turn.
                 again = sleeper.poll(0, _MAX_EVENTS)
                 if any(fd == loop_fd for fd, _events in again):
                     unsure += 1
