@@ -9,8 +9,10 @@ to the session and to the writer, never to the frontend.
 
 Concurrency rules (STYLE §2.4):
 
-* R1. Only the reader task feeds the session (``H2Session.receive``). Only the writer
-  writes to the client socket (see client_writer.py for its one synchronous exception).
+* R1. Only the reader feeds the session (``H2Session.receive``): the read loop, or over
+  plain TCP on the run loop's data plane the poller's rounds that read the client
+  (polled_reads.py). Only the writer writes to the client socket (see client_writer.py for
+  its one synchronous exception: a batch's end).
 * R2. Every mutation of the session is synchronous and flushes into the outbound buffer
   (which wakes the writer) before the next ``await``: each is atomic on trio's one thread.
 * R3. The reader never awaits a stream's consumer: it appends to per-stream buffers and

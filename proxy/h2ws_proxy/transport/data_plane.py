@@ -11,15 +11,17 @@ ping-pong pays that twice per message (bench/README.md, "The data plane").
 
 Rules:
 
-* Sleeping: only when the loop would sleep itself (``trio_idle.py``: no task can run, no
-  deadline is due, no other task waits for the loop to go idle), and never past the loop's
-  next deadline. The data plane's epoll holds the loop's own epoll descriptor, so it wakes
-  when anything the loop watches is ready (a task's socket, ``run_sync_soon``, a signal)
-  and hands back to the loop at once. After a round it hands back too if the round made a
-  task runnable (a writer woken, a task started): the loop runs it, and the data plane
-  sleeps again only once the loop is idle again (``wait_all_tasks_blocked``).
-* Otherwise it waits in the loop like any task, for its descriptor to be readable: a busy
-  loop still serves the pollers in turn with its other tasks.
+* Sleeping (``sleep_when_idle``): only when the loop would sleep itself (``trio_idle.py``:
+  no task can run, no deadline is due, no other task waits for the loop to go idle:
+  ``wait_all_tasks_blocked`` says when), and never past the loop's next deadline. The epoll
+  it sleeps in holds the loop's own epoll descriptor beside the pollers', so it wakes when
+  anything the loop watches is ready (a task's socket, ``run_sync_soon``, a signal) and
+  hands back to the loop at once. After a round it hands back too if the round made a task
+  runnable (a writer woken, a task started): the loop runs it, and the plane sleeps again
+  once the loop is idle again.
+* While the loop is busy (``serve_ready``), a task waits in the loop for the pollers' own
+  epoll to be readable, like any task: a busy loop still serves the pollers in turn with
+  its other tasks, never only once it goes idle.
 * A round must not raise (handlers' errors are the poller's: it drops the descriptor and
   tells its owner); should a round itself fail, its owner is told (``on_failed``) and the
   poller leaves the plane: one connection fails, not the others.
