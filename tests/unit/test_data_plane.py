@@ -1,13 +1,16 @@
 """The data plane (transport/data_plane.py): pollers served from one epoll that sleeps in the
 run loop's stead while the loop is idle, and hands back whenever the loop has work.
 
-Real sockets (socketpairs) and a real peer: a plain thread that echoes with blocking calls,
-outside trio, so that while the test task waits the loop is truly idle and the plane sleeps.
+Real sockets (socketpairs) and real peers outside trio, so that while the test task waits
+the loop is truly idle and the plane sleeps: an echo in another process (as the proxy's
+clients and backends are), and plain threads where a write needs no GIL-free timing.
 """
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -23,21 +26,24 @@ from h2ws_proxy.transport.poller import BackendPoller
 MESSAGE = b"x" * 64
 
 
-class EchoThread:
-    """Echoes every read on its end of a socketpair until EOF, with blocking calls."""
+#: An echo of every read on the descriptor given until EOF (a process of its own: no GIL
+#: shared with the loop).
+ECHO = """
+import socket, sys
+sock = socket.socket(fileno=int(sys.argv[1]))
+while data := sock.recv(65536):
+    sock.sendall(data)
+"""
 
+
+class EchoProcess:
     def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        with self._sock:
-            while data := self._sock.recv(65536):
-                self._sock.sendall(data)
+        fd = sock.fileno()
+        self._process = subprocess.Popen([sys.executable, "-c", ECHO, str(fd)], pass_fds=[fd])
+        sock.close()
 
     def join(self) -> None:
-        self._thread.join(5)
+        self._process.wait(5)
 
 
 class PingPong:
@@ -98,7 +104,7 @@ async def test_a_ping_pong_is_served_while_the_plane_sleeps(
     watcher = PingPong(ours, 200)
     poller.register(ours.fileno(), watcher)
     plane.add(poller.fileno(), poller.round, never_fails)
-    echo = EchoThread(theirs)
+    echo = EchoProcess(theirs)
     try:
         asleep_before = plane.rounds_asleep
         ours.send(MESSAGE)

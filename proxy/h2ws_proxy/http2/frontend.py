@@ -96,6 +96,8 @@ class H2Frontend:
         initial_data: bytes = b"",
     ) -> None:
         self._client = as_client_stream(client)
+        #: A plain TCP connection's socket, which the run loop's data plane can watch.
+        self._pollable = as_pollable(client)
         self._server = server
         self._info = info
         self._limits = server.config.limits
@@ -182,7 +184,7 @@ class H2Frontend:
         """Serve until the connection ends; then every tunnel of this connection ends."""
         self.session.start()
         ready = self._ready
-        if BackendPoller.available() and as_pollable(self._client) is not None:  # type: ignore[arg-type]
+        if BackendPoller.available() and self._pollable is not None:
             ready.plane = current_data_plane()
         async with trio.open_nursery() as nursery:
             self._nursery = ready.nursery = nursery
@@ -239,10 +241,9 @@ class H2Frontend:
         if data and not self._act(data):
             return
         poller = self._ready.backend_poller() if self._ready.plane is not None else None
-        if poller is not None and self._nursery is not None:
+        pollable = self._pollable
+        if poller is not None and pollable is not None and self._nursery is not None:
             # Served by the poller's rounds, on the data plane (polled_reads.py).
-            pollable = as_pollable(client)  # type: ignore[arg-type]
-            assert pollable is not None
             scope, nursery = self._read_scope, self._nursery
             reads = PolledClientReads(
                 pollable, self._act, poller=poller, writer=writer, scope=scope, nursery=nursery

@@ -54,10 +54,6 @@ _SLEEPER_NAME = "h2ws_proxy.transport.data_plane.sleep_when_idle"
 #: How long after another task's idle wait the sleeper looks again.
 _AFTER_IDLE_WAIT_S = 0.001
 
-#: Rounds served while asleep with the loop's epoll readable and pollers ready again each
-#: time (so which of the two made it readable is not known), before the loop gets its turn.
-_UNSURE_ROUNDS = 8
-
 
 class _Member:
     """A poller in the plane: its round, and whom to tell if the round fails."""
@@ -147,9 +143,19 @@ class DataPlane:
 
     def _sleep(self) -> None:
         """Sleep and serve in the loop's stead until the loop has work."""
-        sleeper, idle, loop_fd = self._sleeper, self._idle, self._loop_fd
+        idle, plane_fd = self._idle, self._epoll.fileno()
+        # The loop must not see the pollers ready through ``serve_ready``'s wait while the
+        # plane sleeps (its epoll would be readable then, for nothing the loop must do).
+        disarmed = idle.disarm(plane_fd)
+        try:
+            self._sleep_disarmed()
+        finally:
+            if disarmed:
+                idle.rearm(plane_fd)
+
+    def _sleep_disarmed(self) -> None:
+        sleeper, idle = self._sleeper, self._idle
         self.sleeps += 1
-        unsure = 0
         while self._members:
             timeout = idle.sleep_time()
             if timeout <= 0.0:
@@ -158,18 +164,7 @@ class DataPlane:
             if not events:
                 return  # the loop's next deadline: its timers' turn
             if self._serve(events):
-                # The loop's epoll is readable while one of the pollers is (it watches the
-                # plane's epoll for ``serve_ready``), so ask again now that they were
-                # served: still readable with no poller ready, the loop has work. With
-                # pollers ready again too, it is not known: a few such rounds, then the
-                # loop's turn.
-                again = sleeper.poll(0, _MAX_EVENTS)
-                if any(fd == loop_fd for fd, _events in again):
-                    unsure += 1
-                    if len(again) == 1 or unsure > _UNSURE_ROUNDS:
-                        return
-                else:
-                    unsure = 0
+                return  # the loop has work
             self.rounds_asleep += 1
             if idle.tasks_can_run():
                 return

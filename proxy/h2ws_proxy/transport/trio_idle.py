@@ -13,7 +13,12 @@ safely it must know what the loop itself would do at that moment:
   only: a test's ``MockClock`` jumps when the loop is idle, and only the loop can do that);
 * the loop's own ``epoll`` descriptor: readable whenever a descriptor the loop watches is
   ready (a task's socket, the wake-up socket of ``run_sync_soon``, signals, threads), so
-  the data plane, watching it too, hands back to the loop at once when the loop has work.
+  the data plane, watching it too, hands back to the loop at once when the loop has work;
+* how to keep one descriptor a task waits on (the data plane's own epoll, for its task that
+  serves it while the loop is busy) from making the loop's epoll readable while the plane
+  sleeps: the loop arms a wait for one event (``EPOLLIN | EPOLLONESHOT``, its
+  ``_update_registrations``), so the plane disarms it before sleeping and arms it again,
+  as it was, before any task runs.
 
 These are trio's private internals (``GLOBAL_RUN_CONTEXT.runner``'s ``runq``,
 ``deadlines``, ``clock``, ``waiting_for_idle``, ``ki_pending``, ``is_guest`` and its I/O
@@ -32,13 +37,14 @@ what matters), run tests/unit/test_data_plane*.py with it, and add its entry to
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable
 from typing import Any
 
 import trio
 import trio.testing
 
-from h2ws_proxy.transport.trio_waits import fingerprint_of
+from h2ws_proxy.transport.trio_waits import fingerprint
 
 #: The loop's own longest sleep (trio's ``_MAX_TIMEOUT``): a deadline further away waits
 #: this long at most, and the next sleep is computed afresh.
@@ -54,6 +60,7 @@ TESTED: tuple[tuple[str, dict[str, str]], ...] = (
             "SystemClock.deadline_to_sleep_time": "68f44f603ba7822b14b5c314fe94b96b",
             "Runner.wait_all_tasks_blocked": "e8a5c0b39a5dc078b53ea09d236f619b",
             "EpollIOManager.get_events": "b15c4ffbdf99c8b971cebdd759288a6f",
+            "EpollIOManager._update_registrations": "b927f98bc53dae5971c6c56cf141ddec",
         },
     ),
 )
@@ -70,12 +77,13 @@ def _sources() -> dict[str, _Source]:
         "SystemClock.deadline_to_sleep_time": _run.SystemClock.deadline_to_sleep_time,
         "Runner.wait_all_tasks_blocked": _run.Runner.wait_all_tasks_blocked,
         "EpollIOManager.get_events": _io_epoll.EpollIOManager.get_events,
+        "EpollIOManager._update_registrations": _io_epoll.EpollIOManager._update_registrations,
     }
 
 
 def fingerprints() -> dict[str, str | None]:
     """The installed trio's fingerprints of the sources this module relies on."""
-    return {name: fingerprint_of(source) for name, source in _sources().items()}
+    return {name: fingerprint(source) for name, source in _sources().items()}
 
 
 def problems() -> list[str]:
@@ -107,7 +115,15 @@ PROBLEMS = problems()
 class LoopIdle:
     """The running loop's facts, read per question (each is an attribute or two)."""
 
-    __slots__ = ("_clock", "_deadlines", "_runner", "_runq", "_waiting_for_idle", "loop_fd")
+    __slots__ = (
+        "_clock",
+        "_deadlines",
+        "_loop_epoll",
+        "_runner",
+        "_runq",
+        "_waiting_for_idle",
+        "loop_fd",
+    )
 
     def __init__(self, runner: Any) -> None:
         self._runner = runner
@@ -115,8 +131,9 @@ class LoopIdle:
         self._deadlines = runner.deadlines
         self._clock = runner.clock
         self._waiting_for_idle = runner.waiting_for_idle
+        self._loop_epoll: select.epoll = runner.io_manager._epoll
         #: The loop's own epoll: readable while a descriptor the loop watches is ready.
-        self.loop_fd: int = runner.io_manager._epoll.fileno()
+        self.loop_fd: int = self._loop_epoll.fileno()
 
     def tasks_can_run(self) -> bool:
         """A task is scheduled (or a KeyboardInterrupt waits to be delivered to one)."""
@@ -139,6 +156,19 @@ class LoopIdle:
         if timeout <= 0:
             return 0.0
         return timeout if timeout < _LONGEST_SLEEP_S else _LONGEST_SLEEP_S
+
+    def disarm(self, fd: int) -> bool:
+        """Stop the loop's epoll reporting ``fd``, which a task waits on (the loop armed it
+        for one event, ``EPOLLONESHOT``); False if the loop does not watch it now."""
+        try:
+            self._loop_epoll.modify(fd, select.EPOLLONESHOT)
+        except OSError:
+            return False
+        return True
+
+    def rearm(self, fd: int) -> None:
+        """Undo :meth:`disarm`, before any task runs: as the waiting task's registration was."""
+        self._loop_epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
 
 
 def loop_idle() -> LoopIdle | None:

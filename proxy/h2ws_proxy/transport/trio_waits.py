@@ -152,7 +152,7 @@ def fingerprints() -> dict[str, str | None]:
     from trio._core._instrumentation import Instruments
 
     sources = _wait_sources() | {"Instruments": Instruments}
-    return {name: _fingerprint(source) for name, source in sources.items()}
+    return {name: fingerprint(source) for name, source in sources.items()}
 
 
 def _wait_sources() -> dict[str, _Source]:
@@ -183,7 +183,7 @@ def _wait_sources() -> dict[str, _Source]:
 def _untested_sources(sources: dict[str, _Source]) -> list[str]:
     """Empty when one tested trio had all of ``sources`` as they are (a part is taken whole
     from one version, not mixed); else the names that differ from the nearest tested."""
-    found = {name: _fingerprint(source) for name, source in sources.items()}
+    found = {name: fingerprint(source) for name, source in sources.items()}
     differences = [
         [name for name, digest in found.items() if digest is None or tested.get(name) != digest]
         for _versions, tested in TESTED_TRIO_SOURCES
@@ -199,7 +199,7 @@ def _untested_sources(sources: dict[str, _Source]) -> list[str]:
 _FINGERPRINTS: dict[int, tuple[_Source, str | None]] = {}
 
 
-def _fingerprint(source: _Source) -> str | None:
+def fingerprint(source: _Source) -> str | None:
     """The first 32 hex digits of the sha256 of ``source``'s text, its leading indentation
     removed (None: no text to read, as in an install without sources). A function's text is
     its own code's: ``inspect.getsource`` would follow a wrapper's ``__wrapped__`` to the
@@ -215,10 +215,6 @@ def _fingerprint(source: _Source) -> str | None:
         digest = hashlib.sha256(text.encode()).hexdigest()[:32]
     _FINGERPRINTS[id(source)] = (source, digest)
     return digest
-
-
-#: For another fenced module's fingerprints (``trio_idle.py``): the same rule.
-fingerprint_of = _fingerprint
 
 
 def _field_names(cls: type) -> list[str]:
