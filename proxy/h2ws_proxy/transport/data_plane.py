@@ -51,9 +51,6 @@ _MAX_EVENTS = 256
 _SERVER_NAME = "h2ws_proxy.transport.data_plane.serve_ready"
 _SLEEPER_NAME = "h2ws_proxy.transport.data_plane.sleep_when_idle"
 
-#: How long after another task's idle wait the sleeper looks again.
-_AFTER_IDLE_WAIT_S = 0.001
-
 
 class _Member:
     """A poller in the plane: its round, and whom to tell if the round fails."""
@@ -130,11 +127,9 @@ class DataPlane:
                 if not self._members:
                     await self._joined.wait()
                     continue
-                cushion = idle.longest_idle_wait()
-                if cushion is not None:
-                    # Another task waits for the loop to stay idle that long (a test's
-                    # ``wait_all_tasks_blocked``): the loop must sleep it, not this.
-                    await trio.sleep(cushion + _AFTER_IDLE_WAIT_S)
+                later = idle.not_now()
+                if later is not None:
+                    await trio.sleep(later)
                     continue
                 await wait_loop_idle()
                 self._sleep()

@@ -10,7 +10,8 @@ safely it must know what the loop itself would do at that moment:
   waits for the loop to go idle (``wait_all_tasks_blocked``: the loop wakes those only when
   it would sleep, so it must be the one to sleep then);
 * how long the loop would sleep: until its next deadline, by its clock (``SystemClock``
-  only: a test's ``MockClock`` jumps when the loop is idle, and only the loop can do that);
+  only: a test's ``MockClock`` jumps when the loop is idle, and only the loop can do that),
+  and not at all while an instrument wants to hear of the loop's sleeps;
 * the loop's own ``epoll`` descriptor: readable whenever a descriptor the loop watches is
   ready (a task's socket, the wake-up socket of ``run_sync_soon``, signals, threads), so
   the data plane, watching it too, hands back to the loop at once when the loop has work;
@@ -49,6 +50,14 @@ from h2ws_proxy.transport.trio_waits import fingerprint
 #: The loop's own longest sleep (trio's ``_MAX_TIMEOUT``): a deadline further away waits
 #: this long at most, and the next sleep is computed afresh.
 _LONGEST_SLEEP_S = 24 * 60 * 60
+
+#: An instrument with this hook is told of the loop's every sleep: the plane leaves the
+#: sleeping to the loop while one is installed, and asks again this often.
+_IO_WAIT_HOOK = "before_io_wait"
+_INSTRUMENTED_RECHECK_S = 0.1
+
+#: How long after another task's wait for the loop to stay idle the plane asks again.
+_AFTER_IDLE_WAIT_S = 0.001
 
 #: (the trio versions, their sources' fingerprints by name): read and tested.
 TESTED: tuple[tuple[str, dict[str, str]], ...] = (
@@ -95,7 +104,7 @@ def problems() -> list[str]:
         return [f"trio._core internals: {error}"]
     fields = {field.name for field in getattr(Runner, "__attrs_attrs__", ())}
     wanted = {"runq", "deadlines", "clock", "io_manager", "waiting_for_idle", "is_guest"}
-    wanted |= {"ki_pending"}
+    wanted |= {"ki_pending", "instruments"}
     if not wanted <= fields:
         return ["Runner's " + ", ".join(sorted(wanted - fields))]
     manager_fields = [field.name for field in getattr(EpollIOManager, "__attrs_attrs__", ())]
@@ -118,6 +127,7 @@ class LoopIdle:
     __slots__ = (
         "_clock",
         "_deadlines",
+        "_instruments",
         "_loop_epoll",
         "_runner",
         "_runq",
@@ -130,6 +140,7 @@ class LoopIdle:
         self._runq = runner.runq
         self._deadlines = runner.deadlines
         self._clock = runner.clock
+        self._instruments = runner.instruments
         self._waiting_for_idle = runner.waiting_for_idle
         self._loop_epoll: select.epoll = runner.io_manager._epoll
         #: The loop's own epoll: readable while a descriptor the loop watches is ready.
@@ -139,19 +150,26 @@ class LoopIdle:
         """A task is scheduled (or a KeyboardInterrupt waits to be delivered to one)."""
         return bool(self._runq) or self._runner.ki_pending
 
-    def longest_idle_wait(self) -> float | None:
-        """The longest ``cushion`` another task waits for the loop to stay idle; None: no
-        task waits so."""
+    def not_now(self) -> float | None:
+        """How long to leave the sleeping to the loop before asking again, or None: the
+        plane may wait for the loop to go idle and sleep in its stead. Not while another
+        task waits for the loop to stay idle a while (a test's ``wait_all_tasks_blocked``:
+        the loop must sleep that, and it wakes the shortest wait first), nor while an
+        instrument wants to hear of the loop's every sleep."""
         waiting = self._waiting_for_idle
-        if not waiting:
-            return None
-        return float(max(cushion for cushion, _task in waiting))
+        if waiting:
+            return float(max(cushion for cushion, _task in waiting)) + _AFTER_IDLE_WAIT_S
+        if _IO_WAIT_HOOK in self._instruments:
+            return _INSTRUMENTED_RECHECK_S
+        return None
 
     def sleep_time(self) -> float:
         """How long the loop would sleep now, in seconds; 0: it would not sleep (a task can
         run, a deadline is due, or another task waits for the loop to go idle)."""
         if self._runq or self._waiting_for_idle or self._runner.ki_pending:
             return 0.0
+        if _IO_WAIT_HOOK in self._instruments:
+            return 0.0  # an instrument is told of each of the loop's own sleeps
         timeout = self._clock.deadline_to_sleep_time(self._deadlines.next_deadline())
         if timeout <= 0:
             return 0.0
