@@ -298,3 +298,27 @@ async def test_an_instrument_of_the_loops_sleeps_keeps_the_sleeping_to_the_loop(
         plane.remove(poller.fileno())
         poller.close()
         theirs.close()
+
+
+async def test_a_task_woken_with_the_plane_from_an_idle_wait_runs_at_once(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """``wait_all_tasks_blocked()`` (no cushion) called while the plane's own idle wait is
+    on: the loop wakes both in one batch; whichever runs first, the other must run next,
+    not after the plane slept to the loop's next deadline (review of branch D)."""
+    ours, _theirs = pair
+    plane = plane_of_this_loop()
+    poller = BackendPoller()
+    poller.register(ours.fileno(), WakeOnRead(ours, trio.Event()))
+    plane.add(poller.fileno(), poller.round, never_fails)
+    try:
+        for _ in range(20):
+            # The plane sleeps to this deadline, then waits for the loop to go idle again.
+            await trio.sleep(0.001)
+            start = trio.current_time()
+            with trio.move_on_after(1):  # the loop's next deadline
+                await trio.testing.wait_all_tasks_blocked()
+            assert trio.current_time() - start < 0.5
+    finally:
+        plane.remove(poller.fileno())
+        poller.close()

@@ -131,8 +131,10 @@ class DataPlane:
                 if later is not None:
                     await trio.sleep(later)
                     continue
+                begun = idle.idle_waits_begun()
                 await wait_loop_idle()
-                self._sleep()
+                if idle.idle_waits_begun() == begun + 1:  # no other wait woken with it
+                    self._sleep()
         finally:
             self._close()
 

@@ -15,6 +15,10 @@ safely it must know what the loop itself would do at that moment:
 * the loop's own ``epoll`` descriptor: readable whenever a descriptor the loop watches is
   ready (a task's socket, the wake-up socket of ``run_sync_soon``, signals, threads), so
   the data plane, watching it too, hands back to the loop at once when the loop has work;
+* whether another task's wait for the loop to go idle began while the plane's own was on
+  (the loop's table of such waits, a ``SortedDict``, is wrapped in one that counts
+  them): the loop wakes all the shortest such waits in one batch, so that task may be
+  waiting in the batch to run, and the plane must not sleep before it has;
 * how to keep one descriptor a task waits on (the data plane's own epoll, for its task that
   serves it while the loop is busy) from making the loop's epoll readable while the plane
   sleeps: the loop arms a wait for one event (``EPOLLIN | EPOLLONESHOT``, its
@@ -39,7 +43,7 @@ what matters), run tests/unit/test_data_plane*.py with it, and add its entry to
 from __future__ import annotations
 
 import select
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import trio
@@ -150,6 +154,11 @@ class LoopIdle:
         """A task is scheduled (or a KeyboardInterrupt waits to be delivered to one)."""
         return bool(self._runq) or self._runner.ki_pending
 
+    def idle_waits_begun(self) -> int:
+        """How many waits for the loop to go idle began so far (the plane's own included)."""
+        waits: _CountedIdleWaits = self._waiting_for_idle
+        return waits.begun
+
     def not_now(self) -> float | None:
         """How long to leave the sleeping to the loop before asking again, or None: the
         plane may wait for the loop to go idle and sleep in its stead. Not while another
@@ -189,6 +198,40 @@ class LoopIdle:
         self._loop_epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
 
 
+class _CountedIdleWaits:
+    """The loop's table of tasks waiting for it to go idle (trio's ``SortedDict``, kept),
+    counting the waits begun: the loop wakes every wait with the shortest cushion together,
+    in one batch, so a wait that began while the plane's own was on may have been woken
+    with it, and may not have run yet when the plane looks (it is in the batch, not in the
+    run queue). Only what the loop and ``wait_all_tasks_blocked`` do with the table (their
+    sources are fingerprinted): set, delete, truth, the first key, the first item."""
+
+    __slots__ = ("_table", "begun")
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self.begun = 0
+
+    def __setitem__(self, key: tuple[float, int], task: object) -> None:
+        self.begun += 1
+        self._table[key] = task
+
+    def __delitem__(self, key: tuple[float, int]) -> None:
+        del self._table[key]
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __iter__(self) -> Iterator[tuple[float, int]]:
+        return iter(self._table)
+
+    def keys(self) -> Any:
+        return self._table.keys()
+
+    def peekitem(self, index: int = -1) -> Any:
+        return self._table.peekitem(index)
+
+
 def loop_idle() -> LoopIdle | None:
     """The running loop's :class:`LoopIdle`; None where the fence does not hold, the loop
     runs as a guest or on another clock than trio's own."""
@@ -198,6 +241,11 @@ def loop_idle() -> LoopIdle | None:
 
     runner = GLOBAL_RUN_CONTEXT.runner
     if runner.is_guest or type(runner.clock) is not SystemClock:
+        return None
+    waits = runner.waiting_for_idle
+    if type(waits).__name__ == "SortedDict":
+        runner.waiting_for_idle = _CountedIdleWaits(waits)
+    elif type(waits) is not _CountedIdleWaits:
         return None
     return LoopIdle(runner)
 
