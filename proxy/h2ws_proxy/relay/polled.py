@@ -53,6 +53,7 @@ class PolledDownward:
         "_paused",
         "_pending",
         "_poller",
+        "_raw",
         "_relay",
         "_tunnels",
         "done",
@@ -78,6 +79,9 @@ class PolledDownward:
         #: What ``client.backlogged()`` asks, asked directly: a call fewer per chunk.
         self._backlog: Backlog = client.connection
         self._backend = backend
+        #: Its socket, whose own ``recv`` each message takes (``PollableSocket.raw_socket``):
+        #: no stream's call around it. Watched only while the stream is open.
+        self._raw = backend.raw_socket()
         self._poller = poller
         self._fd = backend.fileno()
         if leftover:
@@ -162,12 +166,12 @@ class PolledDownward:
             self._pause()
             return
         try:
-            data = self._backend.receive_nowait(READ_SIZE)
-        except STREAM_GONE:
+            data = self._raw.recv(READ_SIZE)
+        except BlockingIOError:
+            return  # woken for nothing (another reader took it, or a spurious event)
+        except OSError:
             self._fail(Side.BACKEND)
             return
-        if data is None:
-            return  # woken for nothing (another reader took it, or a spurious event)
         if not data:
             self._backend_ended()
             return

@@ -22,6 +22,7 @@ Rules:
 from __future__ import annotations
 
 import math
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -135,6 +136,9 @@ class Relay:
     #: reading of the client read going on, shared by the messages of the read (see
     #: :meth:`forward_up`); None: ``activity`` reads the clock per message.
     poller: BackendPoller | None = None
+    #: ``backend_socket``'s socket (``PollableSocket.raw_socket``), whose own ``send`` and
+    #: ``recv`` the polled directions call once per message: no stream's call around them.
+    backend_raw: socket.socket | None = None
 
     # ---- the upward forwarder (``tunnel._offer_forwarder``), on the reader's task ----
 
@@ -142,13 +146,15 @@ class Relay:
         """The client's ``data``, sent to the backend as far as it takes it without
         waiting: how much went. Only while a pump waits with nothing held (see
         ``H2Stream.set_forwarder``), never once the scope is cancelled."""
-        backend, up = self.backend_socket, self.up
+        backend, up = self.backend_raw, self.up
         if backend is None or up.draining:
             return 0  # the pump passes the rest of the frame, then our Close
         try:
-            sent = backend.send_nowait(data)
-        except STREAM_GONE:
-            return 0  # the pump meets the error on its own next send
+            sent = backend.send(data)
+        except OSError:
+            # Full (``BlockingIOError``), or ended, closed or broken: nothing went, and the
+            # pump meets the stream's state on its own next send.
+            return 0
         if sent:
             up.feed(data if sent == len(data) else data[:sent])
             self.stats.bytes_up += sent

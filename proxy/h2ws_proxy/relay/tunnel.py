@@ -134,6 +134,7 @@ def run_tunnel(
         on_close_handshake=on_close_handshake,
         timers=timers if polled else None,
         poller=poller if polled else None,
+        backend_raw=backend_socket.raw_socket() if backend_socket is not None else None,
     )
     if pushable is not None:
         pushable.adopt_scope(relay)

@@ -66,6 +66,13 @@ class PollableSocket(Protocol):
         and takes any ``OSError`` (``BlockingIOError`` too) as "nothing sent"."""
         ...
 
+    def raw_socket(self) -> socket.socket:
+        """The socket itself, for a tunnel that reads and writes it once per message: its
+        own ``recv`` and ``send``, with no checks of this stream's state. A closed stream's
+        socket is closed too (its calls raise ``OSError``, EBADF); ``BlockingIOError`` is
+        "nothing there" or "nothing sent", any other ``OSError`` the stream broken."""
+        ...
+
     def end_now(self) -> None:
         """Half-close (FIN) without waiting."""
         ...

@@ -1,12 +1,9 @@
 """A plain socket as a trio stream that costs fewer scheduler trips per message.
 
 ``trio.SocketStream`` makes every ``send_all`` and ``receive_some`` a full checkpoint: a
-successful send still yields to the scheduler, and every receive first tries ``recv``
-(usually ``EAGAIN`` in ping-pong traffic) before it waits. A tunnel forwards each
-WebSocket message with one send and one receive per direction, so those trips and
-syscalls are a large share of the proxy's CPU per message (bench/cpu_per_message.py).
-Used for backend connections of WebSocket upgrades and for plain-TCP client connections
-(TLS keeps trio's SSLStream over trio's SocketStream).
+successful send still yields, and every receive first tries ``recv`` (usually ``EAGAIN``
+in ping-pong traffic) before it waits: a tunnel's message pays for both. Used for backend
+connections of WebSocket upgrades and plain-TCP clients (TLS has its own lean streams).
 
 Rules this stream keeps instead:
 
@@ -27,9 +24,8 @@ Rules this stream keeps instead:
 * OS errors become ``trio.BrokenResourceError`` and use after ``aclose`` becomes
   ``trio.ClosedResourceError``, as with ``trio.SocketStream``.
 * Closing calls ``trio.lowlevel.notify_closing`` only while a task may be waiting on the
-  socket. Its job is to wake such a task and drop trio's record of the wait; with no wait
-  in progress trio holds no record (it drops it when a wait ends), and its
-  ``EPOLL_CTL_DEL`` finds nothing the close would not remove anyway.
+  socket, to wake it and drop trio's record of the wait; with no wait in progress trio
+  holds no record, and its ``EPOLL_CTL_DEL`` finds nothing the close would not remove.
 """
 
 from __future__ import annotations
@@ -253,9 +249,12 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         return self._sock
 
     def raw_send(self) -> Callable[[bytes | bytearray | memoryview], int]:
-        """The socket's own ``send`` (see ``PollableSocket.raw_send``): no checks of this
-        stream's state; a closed or ended socket raises its ``OSError``."""
+        """The socket's own ``send`` (``PollableSocket.raw_send``): no checks of our state."""
         return self._sock.send
+
+    def raw_socket(self) -> socket.socket:
+        """The socket (see ``PollableSocket.raw_socket``): closed when this stream is."""
+        return self._sock
 
     def fileno(self) -> int:
         """The socket's descriptor (for a non-consuming peek, as the backend pool does)."""
