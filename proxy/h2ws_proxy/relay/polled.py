@@ -134,8 +134,10 @@ class PolledDownward:
             self._resume()  # the backend's leftover first, then its socket
 
     def stop(self) -> None:
+        """Before the backend socket is closed (``close_tunnel``), in the same turn."""
         self._client.set_on_writable(None)
-        self._poller.unregister(self._fd)
+        self._poller.forget_closing(self._fd)  # (the close takes it out of the epoll set)
+        self._paused = True
         self._pending = None
         self.done = True
 
@@ -265,7 +267,6 @@ class PolledDownward:
 
     def _backend_ended(self) -> None:
         """The backend's EOF: END_STREAM to the client (``_end_down``)."""
-        self._pause()
         relay = self._relay
         relay.backend_ended()
         try:
@@ -276,6 +277,10 @@ class PolledDownward:
         if relay.half_closed_since is None:  # (``half_closed``'s own test, without its call)
             relay.half_closed()
         self._finish()
+        # The EOF stays readable: the socket is watched no more, unless ``_finish`` ended
+        # the tunnel and closed it already (the client's end came first: the usual end),
+        # which took it out of the epoll set with no ``epoll_ctl`` (``stop``).
+        self._pause()
 
     def _fail(self, side: Side) -> None:
         # The failure first: a tunnel without a task may end as this wakes it.
