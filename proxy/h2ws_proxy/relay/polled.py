@@ -206,10 +206,18 @@ class PolledDownward:
             self._pause()
         elif closed is None and down.close_code is not None:
             # This chunk brought the backend's Close: nothing comes after it but the
-            # backend's end (RFC 6455 §5.5.1), usually there already. One more read now
-            # ends the tunnel in this round, not the poller's next; once per tunnel, so
-            # data still takes turns, one chunk per round.
-            self.on_readable()
+            # backend's end (RFC 6455 §5.5.1), usually there already.
+            if self.wake_client_receiver and down.at_boundary:
+                # The client's end went to the backend already (its FIN), and the Close
+                # was whole: both sides are over, so the tunnel ends without reading for
+                # the EOF (the client's endpoint may close once it has sent and received a
+                # Close, §7.1.1; a FIN still to come meets a socket closed without unread
+                # bytes, so no reset).
+                self._backend_ended()
+            else:
+                # One more read now ends the tunnel in this round, not the poller's next;
+                # once per tunnel, so data still takes turns, one chunk per round.
+                self.on_readable()
 
     def inject(self) -> None:
         """The drain's Close toward the client, if the bytes handed on so far (and those
