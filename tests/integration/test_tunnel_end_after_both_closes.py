@@ -1,12 +1,13 @@
 """A tunnel whose two Close frames and the client's end have all passed ends at the backend's
-Close, without waiting for the backend's FIN.
+Close, without waiting for the backend's FIN, and its END_STREAM goes on the Close's frame.
 
 The client's Close with END_STREAM goes to the backend as the Close and a FIN; the backend's
 Close that answers it is the last thing the backend may send (RFC 6455 §5.5.1), and the
 proxy, the backend's client, may close once it has sent and received a Close (§7.1.1). So
 the polled downward direction (``relay/polled.py``) ends the tunnel at that Close rather
-than reading once more for the EOF: a read per tunnel fewer, and a backend that answers
-the Close but never ends its side no longer holds the tunnel to the half-closed timeout.
+than reading once more for the EOF: a read per tunnel fewer, one DATA frame (the Close,
+with END_STREAM) where there were two, and a backend that answers the Close but never ends
+its side no longer holds the tunnel to the half-closed timeout.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 
+import h2.events
 import pytest
 import trio
 
@@ -42,12 +44,24 @@ async def test_the_backends_close_after_the_clients_end_ends_the_tunnel(
         await client_finished.wait()
 
     async def test(client: H2TestClient) -> None:
+        frames: list[h2.events.DataReceived] = []
+        on_event = client._on_event
+
+        def seen(event: h2.events.Event) -> None:
+            if isinstance(event, h2.events.DataReceived):
+                frames.append(event)
+            on_event(event)
+
+        client._on_event = seen  # type: ignore[method-assign]
         state = await opened(client)
         await client.send_data(state, client_close(), end_stream=True)
         with trio.fail_after(5):  # well within the half-closed timeout (10 s)
             await client.finished(state)
         client_finished.set()
         assert (bytes(state.data), state.reset_code) == (BACKEND_CLOSE, None)
+        (close_frame,) = frames  # the Close, with END_STREAM: no empty DATA frame after it
+        assert close_frame.data == BACKEND_CLOSE
+        assert close_frame.stream_ended is not None
 
     await run_proxy(nursery, ScriptedBackend(close_without_fin), test)
     line = (await proxy_records.wait_for(lambda r: r.event == "tunnel.closed", 10, "line")).fields

@@ -188,12 +188,24 @@ class PolledDownward:
                 return  # dropped: our Close went already
         else:
             down.feed(data)
+        # The chunk that brings the backend's Close, whole, once the client's end went to
+        # the backend (its FIN): both sides are over, as nothing comes after a Close but
+        # the backend's end (RFC 6455 §5.5.1). It goes with END_STREAM (one frame), and
+        # the tunnel ends without a read for that EOF: the client's endpoint may close once
+        # it has sent and received a Close (§7.1.1), and a FIN still to come meets a
+        # socket closed with no unread bytes, so no reset.
+        last = (
+            closed is None
+            and self.wake_client_receiver
+            and down.close_code is not None
+            and down.at_boundary
+        )
         # ``_flush`` inline (nothing is pending here: a chunk left pending pauses the
         # reads until it went), for the message that goes whole to a client that can take
         # more: a backend message's every chunk takes it.
         client = self._client
         try:
-            sent = client.send_now(data)
+            sent = client.send_now(data, last)
         except STREAM_GONE:
             self._fail(Side.CLIENT)
             return
@@ -201,23 +213,16 @@ class PolledDownward:
         if sent < len(data):
             self._pending = memoryview(data)[sent:]  # ``_resume`` comes with the credit
             self._pause()
+        elif last:
+            self._backend_ended()  # (its END_STREAM went with the chunk)
         elif self._backlog.backlogged():
             self._flush()  # (nothing pending: it asks to be called when drained)
             self._pause()
         elif closed is None and down.close_code is not None:
-            # This chunk brought the backend's Close: nothing comes after it but the
-            # backend's end (RFC 6455 §5.5.1), usually there already.
-            if self.wake_client_receiver and down.at_boundary:
-                # The client's end went to the backend already (its FIN), and the Close
-                # was whole: both sides are over, so the tunnel ends without reading for
-                # the EOF (the client's endpoint may close once it has sent and received a
-                # Close, §7.1.1; a FIN still to come meets a socket closed without unread
-                # bytes, so no reset).
-                self._backend_ended()
-            else:
-                # One more read now ends the tunnel in this round, not the poller's next;
-                # once per tunnel, so data still takes turns, one chunk per round.
-                self.on_readable()
+            # This chunk brought the backend's Close: its end comes next, usually there
+            # already. One more read now ends the tunnel in this round, not the poller's
+            # next; once per tunnel, so data still takes turns, one chunk per round.
+            self.on_readable()
 
     def inject(self) -> None:
         """The drain's Close toward the client, if the bytes handed on so far (and those
