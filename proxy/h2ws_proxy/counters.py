@@ -151,12 +151,17 @@ class ProxyCounters:
         histogram = self.tunnel_seconds  # Histogram.observe, without its call
         histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
         histogram.sum += seconds
-        if client_close is not None or backend_close is not None:
+        # Each side's code, written out: no pairs built and looped over per tunnel.
+        if client_close is not None:
             closes = self.websocket_closes
-            for side, code in (("client", client_close), ("backend", backend_close)):
-                if code is not None:
-                    close = (route, side, _CLOSE_LABELS.get(code) or close_code_label(code))
-                    closes[close] = closes.get(close, 0) + 1
+            label = _CLOSE_LABELS.get(client_close) or close_code_label(client_close)
+            close = (route, "client", label)
+            closes[close] = closes.get(close, 0) + 1
+        if backend_close is not None:
+            closes = self.websocket_closes
+            label = _CLOSE_LABELS.get(backend_close) or close_code_label(backend_close)
+            close = (route, "backend", label)
+            closes[close] = closes.get(close, 0) + 1
 
     def tunnel_refused(self, route: str, front: str, end: str, outcome: str) -> None:
         """A WebSocket handshake ended ``end`` without a tunnel, for ``outcome``."""

@@ -138,8 +138,10 @@ class PolledDownward:
             self._resume()  # the backend's leftover first, then its socket
 
     def stop(self) -> None:
+        """Before the backend socket is closed (``close_tunnel``), in the same turn."""
         self._client.set_on_writable(None)
-        self._poller.unregister(self._fd)
+        self._poller.forget_closing(self._fd)  # (the close takes it out of the epoll set)
+        self._paused = True
         self._pending = None
         self.done = True
 
@@ -190,12 +192,24 @@ class PolledDownward:
                 return  # dropped: our Close went already
         else:
             down.feed(data)
+        # The chunk that brings the backend's Close, whole, once the client's end went to
+        # the backend (its FIN): both sides are over, as nothing comes after a Close but
+        # the backend's end (RFC 6455 §5.5.1). It goes with END_STREAM (one frame), and
+        # the tunnel ends without a read for that EOF: the client's endpoint may close once
+        # it has sent and received a Close (§7.1.1), and a FIN still to come meets a
+        # socket closed with no unread bytes, so no reset.
+        last = (
+            closed is None
+            and self.wake_client_receiver
+            and down.close_code is not None
+            and down.at_boundary
+        )
         # ``_flush`` inline (nothing is pending here: a chunk left pending pauses the
         # reads until it went), for the message that goes whole to a client that can take
         # more: a backend message's every chunk takes it.
         client = self._client
         try:
-            sent = client.send_now(data)
+            sent = client.send_now(data, last)
         except STREAM_GONE:
             self._fail(Side.CLIENT)
             return
@@ -203,14 +217,15 @@ class PolledDownward:
         if sent < len(data):
             self._pending = memoryview(data)[sent:]  # ``_resume`` comes with the credit
             self._pause()
+        elif last:
+            self._backend_ended()  # (its END_STREAM went with the chunk)
         elif self._backlog.backlogged():
             self._flush()  # (nothing pending: it asks to be called when drained)
             self._pause()
         elif closed is None and down.close_code is not None:
-            # This chunk brought the backend's Close: nothing comes after it but the
-            # backend's end (RFC 6455 §5.5.1), usually there already. One more read now
-            # ends the tunnel in this round, not the poller's next; once per tunnel, so
-            # data still takes turns, one chunk per round.
+            # This chunk brought the backend's Close: its end comes next, usually there
+            # already. One more read now ends the tunnel in this round, not the poller's
+            # next; once per tunnel, so data still takes turns, one chunk per round.
             self.on_readable()
 
     def inject(self) -> None:
@@ -269,7 +284,6 @@ class PolledDownward:
 
     def _backend_ended(self) -> None:
         """The backend's EOF: END_STREAM to the client (``_end_down``)."""
-        self._pause()
         relay = self._relay
         relay.backend_ended()
         try:
@@ -280,6 +294,10 @@ class PolledDownward:
         if relay.half_closed_since is None:  # (``half_closed``'s own test, without its call)
             relay.half_closed()
         self._finish()
+        # The EOF stays readable: the socket is watched no more, unless ``_finish`` ended
+        # the tunnel and closed it already (the client's end came first: the usual end),
+        # which took it out of the epoll set with no ``epoll_ctl`` (``stop``).
+        self._pause()
 
     def _fail(self, side: Side) -> None:
         # The failure first: a tunnel without a task may end as this wakes it.

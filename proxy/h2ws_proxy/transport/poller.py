@@ -183,6 +183,17 @@ class BackendPoller:
         self.pause(fd)
         self._watchers.pop(fd, None)
 
+    def forget_closing(self, fd: int) -> None:
+        """:meth:`unregister` for a descriptor its owner closes next, before any ``await``:
+        no ``epoll_ctl``, as closing a socket's only descriptor drops it from every epoll
+        set. Only for such a socket: one that was never dup'd nor inherited by a process
+        that still holds it (the proxy does neither: sockets are made ``SOCK_CLOEXEC`` and
+        workers are exec'd), or its stale entry would go on reporting to this set."""
+        watcher = self._watchers.pop(fd, None)
+        if watcher is not None and watcher.watched:
+            watcher.watched = False
+            self._watched -= 1
+
     def fileno(self) -> int:
         """The epoll descriptor, readable while a watched socket is: for an owner that
         waits in its own task instead of :meth:`run` (an HTTP/1.1 connection's)."""
