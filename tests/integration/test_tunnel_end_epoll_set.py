@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 import trio
 
+from h2ws_proxy.http2.polled_reads import PolledClientReads
 from h2ws_proxy.transport.poller import BackendPoller
 from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import H2TestClient
 from tests.helpers.records import ProxyRecords
 from tests.integration.test_tunnel_end import (
     BACKEND_CLOSE,
+    Rounds,
     client_close,
     close_and_end_at_once,
     opened,
@@ -82,6 +84,13 @@ def in_the_set(epoll: RecordingEpoll) -> list[int]:
     return [int(line.split()[1]) for line in info.splitlines() if line.startswith("tfd:")]
 
 
+def backends_in_the_set(poller: BackendPoller, epoll: RecordingEpoll) -> list[int]:
+    """As :func:`in_the_set`, less the client's own socket, which the poller watches too on
+    the run loop's data plane (``http2/polled_reads.py``)."""
+    watchers = poller._watchers
+    return [fd for fd in in_the_set(epoll) if not isinstance(watchers.get(fd), PolledClientReads)]
+
+
 async def both_lines_clean(proxy_records: ProxyRecords) -> None:
     await proxy_records.wait_for(
         lambda r: len(proxy_records.named("tunnel.closed")) == 2, 10, "second tunnel.closed"
@@ -117,13 +126,14 @@ async def test_a_tunnel_closed_in_its_ends_turn_leaves_the_set_without_a_del(
     """The usual end (``compare.py``'s ``open``): the client's Close with END_STREAM, then
     the backend's Close and FIN, and the tunnel closed in that poller round."""
     pollers = Pollers(monkeypatch)
+    backend_rounds = Rounds(monkeypatch)
     watched: list[list[int]] = []
 
     async def answer_at_eof_seen(connection: BackendConnection) -> None:
         await connection.accept(await connection.read_upgrade())
         while await connection.receive():
             pass
-        watched.append(in_the_set(pollers.the_one()[1]))
+        watched.append(backends_in_the_set(*pollers.the_one()))
         close_and_end_at_once(connection)
 
     backend = ScriptedBackend(answer_at_eof)
@@ -138,10 +148,10 @@ async def test_a_tunnel_closed_in_its_ends_turn_leaves_the_set_without_a_del(
         with trio.fail_after(10):
             await client.finished(state)
         assert (bytes(state.data), state.reset_code) == (BACKEND_CLOSE, None)
-        rounds = poller.rounds
+        rounds = backend_rounds.count
         await trio.sleep(0.2)
-        assert poller.rounds == rounds  # not woken again by the closed socket
-        assert in_the_set(epoll) == []
+        assert backend_rounds.count == rounds  # not woken again by the closed socket
+        assert backends_in_the_set(poller, epoll) == []
         assert epoll.unregistered == []  # the close took it out
 
     await run_proxy(nursery, backend, test)
@@ -156,15 +166,16 @@ async def test_a_backend_that_ends_first_leaves_the_set_at_once(
     """The backend's Close and FIN while the client's side is open: its socket stays open
     but out of the set (``EPOLL_CTL_DEL``), and the poller is not woken by its EOF again."""
     pollers = Pollers(monkeypatch)
+    backend_rounds = Rounds(monkeypatch)
     asked = trio.Event()
     backend_fd: list[int] = []
     rounds_before: list[int] = []
 
     async def close_first(connection: BackendConnection) -> None:
         await connection.accept(await connection.read_upgrade())
-        backend_fd.extend(in_the_set(pollers.the_one()[1]))
+        backend_fd.extend(backends_in_the_set(*pollers.the_one()))
         await asked.wait()
-        rounds_before.append(pollers.the_one()[0].rounds)
+        rounds_before.append(backend_rounds.count)
         close_and_end_at_once(connection)
         while await connection.receive():  # the client's Close, then the proxy's FIN
             pass
@@ -181,8 +192,9 @@ async def test_a_backend_that_ends_first_leaves_the_set_at_once(
         with trio.fail_after(10):
             await client.wait_for(lambda: state.ended)
         await trio.sleep(0.2)
-        assert poller.rounds - rounds_before[0] == 1  # its end's, and none for the EOF after
-        assert in_the_set(epoll) == []
+        # Its end's round, and none for the EOF after.
+        assert backend_rounds.count - rounds_before[0] == 1
+        assert backends_in_the_set(poller, epoll) == []
         assert epoll.unregistered == backend_fd  # taken out as its end came
         await client.send_data(state, client_close(), end_stream=True)
         with trio.fail_after(10):
