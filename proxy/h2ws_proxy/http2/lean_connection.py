@@ -28,9 +28,9 @@ class LeanConnection(Protocol):
     def finish(self, stream: H2Stream, record: RelayRecord, result: ExchangeResult) -> None:
         """End a stream's exchange as a task's end would (``StreamTasks.finish_exchange``)."""
 
-    def finish_answered(self, stream: H2Stream, record: RelayRecord, now: float) -> None:
-        """The same for a request answered whole at once (``StreamTasks.finish_answered``);
-        ``now``: the clock's reading at its end (the poller round's)."""
+    def finish_answered(self, stream: H2Stream) -> None:
+        """The same for a request answered whole at once, counted and logged by the caller
+        (``StreamTasks.finish_answered``)."""
 
     def run_on_task(
         self, stream: H2Stream, request: HttpRequest, route: RouteConfig, fresh: bool

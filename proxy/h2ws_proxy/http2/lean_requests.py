@@ -56,7 +56,7 @@ class LeanRequests:
         poller: Callable[[], BackendPoller | None],
         refuse: Callable[[int, ProxyError], None],
         finish: Callable[[H2Stream, RelayRecord, ExchangeResult], None],
-        finish_answered: Callable[[H2Stream, RelayRecord, float], None],
+        finish_answered: Callable[[H2Stream], None],
         run_on_task: Callable[[H2Stream, HttpRequest, RouteConfig, bool], None],
     ) -> None:
         self.session = session
@@ -155,7 +155,6 @@ class LeanRequests:
         if facts is None or facts.request is not request or facts.route_config is not route:
             facts = RequestFacts("h2", info.connection_id, info.peer, request, route)
             self._last.facts = facts
-        record = RelayRecord.of_facts(facts, stream.stream_id, start[1].label, now)
         PolledRequest(
             self,
             stream,
@@ -163,7 +162,7 @@ class LeanRequests:
             route,
             start,
             limits.max_header_list_bytes,
-            record,
+            facts,
             timers,
             limits.http_idle_timeout_s,
             now,

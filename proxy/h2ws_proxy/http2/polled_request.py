@@ -46,7 +46,8 @@ from h2ws_proxy.http2.stream import H2Stream
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
 from h2ws_proxy.relay.kept_start import KeptStart
 from h2ws_proxy.relay.outcome import RelayEnd
-from h2ws_proxy.relay.record import RelayRecord
+from h2ws_proxy.relay.record import log_answered
+from h2ws_proxy.relay.request_facts import RequestFacts
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.timers import ConnectionTimers
 
@@ -54,7 +55,6 @@ from h2ws_proxy.transport.timers import ConnectionTimers
 #: every lean request (``finish_exchange`` only reads it; the status is the record's).
 _ANSWERED = ExchangeResult(head_sent=True, request_complete=True)
 _UNANSWERED = ExchangeResult(request_complete=True)
-_CLEAN = RelayEnd.CLEAN  # (a module global: an enum member read from its class costs more)
 
 
 class PolledRequest(PolledRelay):
@@ -72,7 +72,7 @@ class PolledRequest(PolledRelay):
         route: RouteConfig,
         start: KeptStart,
         max_head_bytes: int,
-        record: RelayRecord,
+        facts: RequestFacts,
         timers: ConnectionTimers,
         timeout: float,
         now: float,
@@ -89,7 +89,8 @@ class PolledRequest(PolledRelay):
         # (``whole_answer``); the first read that is not one makes it (``_make_wire``), and
         # nothing reads ``_wire`` before the answer's first byte (``_answer_started``).
         self._max_head_bytes = max_head_bytes
-        self._record = record
+        # No record yet (``_the_record``): the usual answer needs none. Its start is ``now``.
+        self._facts, self._started, self._record = facts, now, None
         # ``_head_sent``: the answer's head went to the client (its status is the record's);
         # ``_paused``: the backend's watch is paused, the client cannot take more now.
         self._head_sent = self._answer_started = self._done = self._paused = False
@@ -184,29 +185,27 @@ class PolledRequest(PolledRelay):
         except CLIENT_GONE as error:
             self._abort(RelayEnd.CLIENT_ABORTED, f"client went away: {error}")
             return
-        record = self._record
-        record.status = head.status
         self._head_sent = True
-        stats = record.stats
-        if body:
-            stats.bytes_down += len(body)
-            if sent < len(body):
+        size = len(body)
+        if size and (sent < size or stream.connection.backlogged()):
+            record = self._the_record()  # (the first need of one: nothing came before the head)
+            record.status = head.status
+            record.stats.bytes_down += size
+            if sent < size:
                 # The stream asked to be woken by new credit (``client_writable``).
                 self._pending = memoryview(body)[sent:]
                 self._wire_after_whole(unwired)
                 self._pause()
                 return
-            if stream.connection.backlogged():
-                self._wire_after_whole(unwired)
-                self._pause()  # the end waits for the drain, as in ``_relay``
-                stream.call_when_drained(self._on_drained)
-                return
+            self._wire_after_whole(unwired)
+            self._pause()  # the end waits for the drain, as in ``_relay``
+            stream.call_when_drained(self._on_drained)
+            return
         # All of it went at once: the clean end, ``_stop``'s steps in place (the end of most
-        # requests), then ``finish_answered``'s short way. One clock reading per round of
-        # the poller's handlers (its first answer's end takes it) serves every answer's
-        # release and record in the round: see ``BackendPoller.round_time``.
-        stats.end = _CLEAN
-        record.opened = True
+        # requests), counted and logged without a record (``log_answered``), then
+        # ``finish_answered``'s short way. One clock reading per round of the poller's
+        # handlers (its first answer's end takes it) serves every answer's release and line
+        # in the round: see ``BackendPoller.round_time``.
         self._done = True
         self._timers.disarm(self, self._timeout)
         stream.on_writable = None
@@ -222,8 +221,19 @@ class PolledRequest(PolledRelay):
         else:
             poller.unregister(self._fd)
             self._socket.close_now()
-        server.stats.requests -= 1
-        lean.finish_answered(stream, record, now)
+        stats = server.stats
+        stats.requests -= 1
+        log_answered(
+            stats.counters,
+            self._facts,
+            stream.stream_id,
+            self._server.label,
+            head.status,
+            size,
+            self._started,
+            now,
+        )
+        lean.finish_answered(stream)
 
     def _wire_after_whole(self, unwired: bytes | None) -> None:
         """A whole answer that waits for the client: the rest is ``_relay``'s, with a wire
@@ -250,7 +260,7 @@ class PolledRequest(PolledRelay):
 
     def _refuse(self, error: ProxyError) -> None:
         """Nothing of the answer went out: answer ``error`` ourselves."""
-        self._record.refused(error)
+        self._the_record().refused(error)
         stream = self._stream
         if stream.broken_reason is None:
             self._lean.refuse(stream.stream_id, error)
@@ -258,7 +268,7 @@ class PolledRequest(PolledRelay):
         self._complete(keep=False)
 
     def _abort(self, end: RelayEnd, reason: str) -> None:
-        record = self._record
+        record = self._the_record()
         record.error = reason
         record.stats.end = end
         self._complete(keep=False)
@@ -272,7 +282,7 @@ class PolledRequest(PolledRelay):
 
     def _complete(self, *, keep: bool) -> None:
         self._stop(keep=keep)
-        lean, record = self._lean, self._record
+        lean, record = self._lean, self._the_record()
         lean.server.stats.requests -= 1
         record.opened = head_sent = self._head_sent
         lean.finish(self._stream, record, _ANSWERED if head_sent else _UNANSWERED)
