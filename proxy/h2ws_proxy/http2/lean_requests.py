@@ -56,7 +56,7 @@ class LeanRequests:
         poller: Callable[[], BackendPoller | None],
         refuse: Callable[[int, ProxyError], None],
         finish: Callable[[H2Stream, RelayRecord, ExchangeResult], None],
-        finish_answered: Callable[[H2Stream], None],
+        forget: Callable[[H2Stream], None],
         run_on_task: Callable[[H2Stream, HttpRequest, RouteConfig, bool], None],
     ) -> None:
         self.session = session
@@ -67,8 +67,9 @@ class LeanRequests:
         self.refuse = refuse
         #: Ends a stream's exchange as a task's end would (``StreamTasks.finish_exchange``).
         self.finish = finish
-        #: Its end for a request answered whole at once (``StreamTasks.finish_answered``).
-        self.finish_answered = finish_answered
+        #: Drops a stream whose work is over (the registry's ``forget``): the end of a
+        #: request answered whole at once, beyond what ``PolledRequest`` does itself.
+        self.forget = forget
         #: Starts the task path for a request (``StreamTasks.serve_exchange`` in a task).
         self.run_on_task = run_on_task
         #: The last request written and what went to the backend for it.

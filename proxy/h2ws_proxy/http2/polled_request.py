@@ -26,7 +26,11 @@ Rules:
   before it is closed, or goes back to the pool parked in it (after a clean cycle), the
   timer is disarmed, the server given back, and the stream finished as a task's would be
   (``StreamTasks.finish_exchange``: reset codes, credit, the access line), or, for an
-  answer all of which went in one call, by its short way (``finish_answered``).
+  answer all of which went in one call, by its short way (:meth:`_relay_whole`).
+* A record (``relay/record.py``) is begun at the request's first need of one (a head or
+  body relayed in parts, a failure, any end but that short way: ``_the_record``); the short
+  way needs none: ``log_answered`` counts the request and writes its line from its facts,
+  the same as the record would.
 """
 
 from __future__ import annotations
@@ -202,10 +206,10 @@ class PolledRequest(PolledRelay):
             stream.call_when_drained(self._on_drained)
             return
         # All of it went at once: the clean end, ``_stop``'s steps in place (the end of most
-        # requests), counted and logged without a record (``log_answered``), then
-        # ``finish_answered``'s short way. One clock reading per round of the poller's
-        # handlers (its first answer's end takes it) serves every answer's release and line
-        # in the round: see ``BackendPoller.round_time``.
+        # requests), counted and logged without a record (``log_answered``), then the
+        # stream's end. One clock reading per round of the poller's handlers (its first
+        # answer's end takes it) serves every answer's release and line in the round: see
+        # ``BackendPoller.round_time``.
         self._done = True
         self._timers.disarm(self, self._timeout)
         stream.on_writable = None
@@ -233,7 +237,13 @@ class PolledRequest(PolledRelay):
             self._started,
             now,
         )
-        lean.finish_answered(stream)
+        # ``StreamTasks.finish_exchange``'s end, in its short way for this case: the
+        # request's HEADERS ended the client's side (nothing to consume or credit), the
+        # answer's END_STREAM went with all of its body (no window waited for), and nobody
+        # waits on the stream: nothing to reset, return or wake. It is marked over
+        # (``break_stream``'s, with no waiter) and forgotten.
+        stream.broken_reason = "the exchange ended"
+        lean.forget(stream)
 
     def _wire_after_whole(self, unwired: bytes | None) -> None:
         """A whole answer that waits for the client: the rest is ``_relay``'s, with a wire
