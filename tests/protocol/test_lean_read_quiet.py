@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.backend.pool import BackendConnection
+from h2ws_proxy.backend.kept_connection import BackendConnection
 from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.http2.lean_requests import LeanRequests
 from h2ws_proxy.http2.request_scope import CancelNoted

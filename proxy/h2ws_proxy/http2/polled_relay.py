@@ -16,7 +16,7 @@ import trio
 
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.backend.h1_wire import AnswerEnd, BodyData, H1BackendWire, Need, ResponseHead
-from h2ws_proxy.backend.pool import BackendConnection
+from h2ws_proxy.backend.kept_connection import BackendConnection
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.h2session import StreamUnusable
 from h2ws_proxy.http.message import HttpRequest, trailer_fields
@@ -61,7 +61,6 @@ class PolledRelay:
         "_timers",
         "_wire",
         "deadline",
-        "watched",
     )
 
     _answer_started: bool
@@ -93,7 +92,6 @@ class PolledRelay:
     _wire: H1BackendWire
     #: The idle timer's (``ConnectionTimers``): when it fires, and whether it is armed.
     deadline: float
-    watched: bool
 
     def _the_record(self) -> RelayRecord:
         """The request's record, begun from its facts at its first need (a head relayed in

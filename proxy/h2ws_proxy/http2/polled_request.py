@@ -88,7 +88,7 @@ class PolledRequest(PolledRelay):
         self._balancer, self._server, connection, socket, self._sent, poller = start
         self._connection = connection
         self._socket = socket
-        self._fd = fd = connection.fd  # (``socket``'s, read once when the connection was made)
+        self._fd = connection.fd  # (``socket``'s, read once when the connection was made)
         # No wire yet: an answer that comes whole in its first read needs none
         # (``whole_answer``); the first read that is not one makes it (``_make_wire``), and
         # nothing reads ``_wire`` before the answer's first byte (``_answer_started``).
@@ -110,9 +110,11 @@ class PolledRequest(PolledRelay):
             timers.arm(self, timeout, now)
         else:
             self.deadline = math.inf
-        poller.register(fd, self)  # sets ``watched``
+        # The poller's callbacks for the socket come through the connection, its watcher
+        # there (``take_idle_now`` left it so): no ``register`` per request.
+        connection.user = self
 
-    # ---- the backend (the poller's callbacks) ----
+    # ---- the backend (the poller's callbacks, through the connection) ----
 
     def on_readable(self) -> None:
         if self._done:
@@ -213,6 +215,8 @@ class PolledRequest(PolledRelay):
         self._done = True
         self._timers.disarm(self, self._timeout)
         stream.on_writable = None
+        connection = self._connection
+        connection.user = None
         self._balancer.give_back(self._server)
         lean = self._lean
         server = lean.server
@@ -221,7 +225,7 @@ class PolledRequest(PolledRelay):
         if now < 0.0:
             now = poller.round_time = poller.now()
         if reusable:  # parked in the poller: no epoll_ctl for the next request
-            server.pool.release_now(self._connection, poller, self._socket, self._fd, now)
+            server.pool.release_now(connection, poller, self._socket, self._fd, now)
         else:
             poller.unregister(self._fd)
             self._socket.close_now()
@@ -304,6 +308,7 @@ class PolledRequest(PolledRelay):
         poller = self._poller
         self._timers.disarm(self, self._timeout)
         self._stream.on_writable = None
+        self._connection.user = None
         self._balancer.give_back(self._server)
         if keep:  # parked in the poller: no epoll_ctl for the next request
             # The round's reading if one was taken (-1.0 else: the release reads the clock):
