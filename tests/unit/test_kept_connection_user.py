@@ -148,4 +148,3 @@ async def test_a_connection_the_kernel_refuses_to_watch_is_not_handed_out(
     finally:
         poller._epoll = real
         elsewhere.close()
-
