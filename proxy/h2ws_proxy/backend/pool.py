@@ -16,7 +16,8 @@ A connection a request without a task gave back (:meth:`BackendPool.release_now`
 client connection's poller) stays *parked* in that poller's epoll set while idle: the next
 request of the same client connection takes it with no ``epoll_ctl`` pair (each client
 connection prefers the ones it parked), and bytes or an EOF that arrive while it is idle
-wake the poller, which drops it at once (:meth:`BackendConnection.on_readable`). A take
+wake the poller, which drops it at once (:meth:`BackendConnection.on_readable`); it stays
+the socket's watcher while a request uses it (``backend/kept_connection.py``). A take
 still checks: the poller may not have run since they came (trio may run its round after the
 taker's in the same batch).
 
@@ -237,9 +238,10 @@ class BackendPool:
         fd: int = -1,
         now: float = -1.0,
     ) -> None:
-        """:meth:`release` without a yield, for a connection :meth:`take_idle_now` gave:
-        kept, it stays parked in ``poller`` (whose epoll set may hold its socket already);
-        with no room for it, its socket leaves the set and closes at once. ``socket`` and
+        """:meth:`release` without a yield, for a connection :meth:`take_idle_now` gave
+        (its user cleared): kept, it stays parked in ``poller``, its socket's watcher there
+        (put back in the set if its user paused it, registered if it never was); with no
+        room for it, its socket leaves the set and closes at once. ``socket`` and
         ``fd``: the connection's, when the caller holds them already. Its ``idle_since`` is
         ``now``, a reading of the poller's clock taken in the poller's round going on
         (``BackendPoller.round_time``), or, when not given (-1.0), a reading taken here;

@@ -17,7 +17,9 @@ one way turned out not to be WebSocket frames says so once (``tunnel.untracked``
 every tunnel and request passes exactly once, so the metrics cost one update per tunnel or
 request and nothing per message. The line itself is rendered by ``relay/record_line.py``.
 A repeated request on the lean HTTP/2 path is begun from the connection's
-``relay/request_facts.py`` (:meth:`RelayRecord.of_facts`), and counted and written from them.
+``relay/request_facts.py`` (:meth:`RelayRecord.of_facts`), and counted and written from them;
+one answered whole at once needs no record at all: :func:`log_answered` counts it and writes
+the same line from its facts.
 
 Such a record's duration (``duration_s``) starts at the clock's reading of the client read
 that brought the request (taken by that read's first lean start and shared by its others for
