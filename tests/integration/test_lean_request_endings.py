@@ -258,9 +258,10 @@ async def test_whole_answers_sent_at_once_end_cleanly_are_logged_and_forgotten(
     nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords, lean: bool
 ) -> None:
     """An answer that came whole and that the client's windows take at once ends in the same
-    call (``finish_answered``): with a body, with an empty one, without one (a 204, a HEAD),
-    each as on the task path (the answer, its line, the connection kept) and each stream
-    forgotten: the connection goes idle and, after its idle timeout, away."""
+    call (``PolledRequest._relay_whole``'s short way): with a body, with an empty one,
+    without one (a 204, a HEAD), each as on the task path (the answer, its line, the
+    connection kept) and each stream forgotten: the connection goes idle and, after its
+    idle timeout, away."""
     answers = {
         b"/body": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
         b"/empty": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from h2ws_proxy.backend.pool import BackendConnection
+from h2ws_proxy.backend.kept_connection import BackendConnection
 from h2ws_proxy.relay.kept_start import KeptStart, LastRequest, start_on_kept_connection
 from h2ws_proxy.transport.poller import BackendPoller
 from tests.protocol.test_repeated_request_intake import KeptServers

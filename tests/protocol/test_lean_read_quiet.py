@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.backend.pool import BackendConnection
+from h2ws_proxy.backend.kept_connection import BackendConnection
 from h2ws_proxy.counters import ProxyCounters
 from h2ws_proxy.http2.lean_requests import LeanRequests
 from h2ws_proxy.http2.request_scope import CancelNoted
@@ -202,8 +202,8 @@ async def test_a_records_start_is_its_reads_reading_and_its_duration_never_short
         second_started = trio.current_time()
         starts.append(read.start())
         assert starts == [True, True]
-        records = [
-            stream.on_writable._record  # type: ignore[union-attr]
+        records = [  # (begun at their first need: here)
+            stream.on_writable._the_record()  # type: ignore[union-attr]
             for stream in read.streams[-2:]
         ]
         assert [record.started for record in records] == [read_began, read_began]

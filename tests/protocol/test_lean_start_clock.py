@@ -51,7 +51,7 @@ def lean_requests(kept: KeptServers, poller: BackendPoller) -> LeanRequests:
         poller=lambda: poller,
         refuse=lambda _stream_id, error: None,
         finish=lambda _stream, _record, _result: None,
-        finish_answered=lambda _stream, _record, _now: None,
+        forget=lambda _stream: None,
         run_on_task=lambda *_args: pytest.fail("no request here runs on a task"),
     )
 

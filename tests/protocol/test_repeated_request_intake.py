@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from h2ws_proxy.backend.pool import BackendConnection
+from h2ws_proxy.backend.kept_connection import BackendConnection
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.h2session.errors import ErrorCode
 from h2ws_proxy.http.message import HttpRequest

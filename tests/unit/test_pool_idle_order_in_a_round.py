@@ -16,7 +16,8 @@ import socket
 import trio
 import trio.testing
 
-from h2ws_proxy.backend.pool import BackendConnection, BackendPool
+from h2ws_proxy.backend.kept_connection import BackendConnection
+from h2ws_proxy.backend.pool import BackendPool
 from h2ws_proxy.config import Limits
 from h2ws_proxy.transport.poller import BackendPoller
 from h2ws_proxy.transport.socket_stream import LeanSocketStream

@@ -39,7 +39,7 @@ _UNPARKED_LOOKBACK = 16
 
 
 class Idle(Protocol):
-    """What is kept of an idle connection here (``pool.BackendConnection``)."""
+    """What is kept of an idle connection here (``kept_connection.BackendConnection``)."""
 
     address: BackendAddress
     idle_since: float

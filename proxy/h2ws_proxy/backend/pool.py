@@ -16,7 +16,8 @@ A connection a request without a task gave back (:meth:`BackendPool.release_now`
 client connection's poller) stays *parked* in that poller's epoll set while idle: the next
 request of the same client connection takes it with no ``epoll_ctl`` pair (each client
 connection prefers the ones it parked), and bytes or an EOF that arrive while it is idle
-wake the poller, which drops it at once (:meth:`BackendConnection.on_readable`). A take
+wake the poller, which drops it at once (:meth:`BackendConnection.on_readable`); it stays
+the socket's watcher while a request uses it (``backend/kept_connection.py``). A take
 still checks: the poller may not have run since they came (trio may run its round after the
 taker's in the same batch).
 
@@ -53,77 +54,17 @@ from __future__ import annotations
 
 import math
 import select
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import trio
 
 from h2ws_proxy.backend.idle_connections import IdleConnections
+from h2ws_proxy.backend.kept_connection import BackendConnection
 from h2ws_proxy.backend.upgrade import ConnectBackend
 from h2ws_proxy.config import BackendAddress, Limits
 from h2ws_proxy.counters import Histogram
 from h2ws_proxy.errors import BackendConnectTimeout
-from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable, idle_is_quiet
+from h2ws_proxy.transport.capabilities import PollableSocket, idle_is_quiet
 from h2ws_proxy.transport.poller import BackendPoller
-
-
-@dataclass(slots=True, eq=False)
-class BackendConnection:
-    """One HTTP/1.1 connection to a backend, between requests (we are the client)."""
-
-    address: BackendAddress
-    stream: trio.abc.HalfCloseableStream
-    #: True for a connection that already served a request (a stale one may be retried).
-    reused: bool = False
-    idle_since: float = field(default=0.0)
-    #: While idle: the poller whose epoll set holds the socket (see the module docstring).
-    parked_in: BackendPoller | None = None
-    #: The socket is in ``parked_in``'s epoll set now (the poller's :class:`Watcher` flag).
-    watched: bool = False
-    #: The pool it came from (told when the connection fails while parked).
-    pool: BackendPool | None = None
-    #: ``stream`` as a socket a poller can drive, or None (``as_pollable``, asked once: a
-    #: lean request's take and write need it).
-    socket: PollableSocket | None = field(init=False, default=None)
-    #: ``socket``'s descriptor (-1: none), read once: a take looks it up in its client
-    #: read's ready descriptors (``take_idle_now``).
-    fd: int = field(init=False, default=-1)
-    #: A ``poll`` set holding ``socket`` alone, made at its first take and kept while the
-    #: connection lives: a take's quiet check is then one ``poll(0)`` (``take_idle_now``).
-    quiet_poll: select.poll | None = field(init=False, default=None)
-    #: ``socket``'s own ``send`` (``PollableSocket.raw_send``), read once: a lean start
-    #: writes its request head with it (``relay/kept_start.py``), one C call.
-    send_head: Callable[[bytes], int] | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        self.socket = socket = as_pollable(self.stream)
-        if socket is not None:
-            self.fd = socket.fileno()
-            self.send_head = socket.raw_send()
-
-    # ---- the poller's callbacks while parked (a Watcher) ----
-
-    def on_readable(self) -> None:
-        """Bytes, an EOF or an error while idle: the connection cannot serve a request.
-        A spurious event (a round the poller runs without asking epoll which descriptor is
-        ready: ``_run_handlers``) finds it quiet and leaves it be."""
-        if self.pool is not None and not idle_is_quiet(self.stream):
-            self.pool.discard_parked(self)
-
-    def on_error(self) -> None:
-        self.on_readable()
-
-    def on_closed(self) -> None:
-        """The poller ended (its client connection did): the socket stays idle, unwatched
-        (the kernel took it out of the set with the poller's epoll)."""
-        self.watched = False
-        if self.pool is not None:
-            self.pool.poller_gone(self)
-
-    def fileno(self) -> int:
-        pollable = self.socket
-        assert pollable is not None, "only sockets a poller can drive are parked"
-        return pollable.fileno()
 
 
 class BackendPool:
@@ -183,9 +124,10 @@ class BackendPool:
         on the way are closed at once; a connection that is not such a socket stays for
         :meth:`take_idle`.
 
-        One parked in ``poller`` is preferred and comes still in its epoll set: the caller
-        registers itself for the descriptor (which keeps its place in the set), or gives the
-        connection back with :meth:`release_now` and the same poller, or unregisters the
+        One parked in ``poller`` is preferred. The connection comes in ``poller``'s epoll
+        set, its own watcher there (one parked in it stays so; another is registered): the
+        caller makes itself the connection's :attr:`~BackendConnection.user`, and then gives
+        the connection back with :meth:`release_now` and the same poller, or unregisters the
         descriptor before closing it.
 
         ``now``: the caller's reading of the clock, taken at most one client read's
@@ -240,6 +182,11 @@ class BackendPool:
             if parked_in is not None and (parked_in is not poller or not good):
                 parked_in.unregister(pollable.fileno())
             if good:
+                if not connection.watched:  # parked elsewhere, nowhere, or out of the set
+                    poller.register(connection.fd, connection)
+                    if not connection.watched:  # the kernel refused it (the poller dropped it)
+                        pollable.close_now()
+                        continue
                 connection.reused = True
                 return connection
             pollable.close_now()
@@ -291,9 +238,10 @@ class BackendPool:
         fd: int = -1,
         now: float = -1.0,
     ) -> None:
-        """:meth:`release` without a yield, for a connection :meth:`take_idle_now` gave:
-        kept, it stays parked in ``poller`` (whose epoll set may hold its socket already);
-        with no room for it, its socket leaves the set and closes at once. ``socket`` and
+        """:meth:`release` without a yield, for a connection :meth:`take_idle_now` gave
+        (its user cleared): kept, it stays parked in ``poller``, its socket's watcher there
+        (put back in the set if its user paused it, registered if it never was); with no
+        room for it, its socket leaves the set and closes at once. ``socket`` and
         ``fd``: the connection's, when the caller holds them already. Its ``idle_since`` is
         ``now``, a reading of the poller's clock taken in the poller's round going on
         (``BackendPoller.round_time``), or, when not given (-1.0), a reading taken here;
@@ -318,7 +266,8 @@ class BackendPool:
         ):
             if self._next_reap == math.inf:
                 self._changed.set()
-            poller.register(fd, connection)  # keeps the descriptor's place in the set
+            if not connection.watched:  # (paused by its user, or not in the set yet)
+                poller.register(fd, connection)
             return
         poller.unregister(fd)
         socket.close_now()

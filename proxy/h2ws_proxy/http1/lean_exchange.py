@@ -38,7 +38,8 @@ import h11
 
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.backend.h1_wire import AnswerEnd, BodyData, H1BackendWire, Need, ResponseHead
-from h2ws_proxy.backend.pool import BackendConnection, BackendPool
+from h2ws_proxy.backend.kept_connection import BackendConnection
+from h2ws_proxy.backend.pool import BackendPool
 from h2ws_proxy.backend.upgrade import READ_SIZE
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import BackendProtocolError, BackendUnavailable, ProxyError
@@ -108,7 +109,6 @@ class LeanExchange:
         "out",
         "result",
         "retry",
-        "watched",
     )
 
     def __init__(
@@ -141,7 +141,6 @@ class LeanExchange:
         self._budget = budget
         self.result = ExchangeResult(request_complete=True)
         self.answer_started = False
-        self.watched = False
         #: Bytes for the client, written by the connection's task after each round.
         self.out = bytearray()
         #: The answer's end was queued (clean once :attr:`out` is written).
@@ -278,6 +277,7 @@ class LeanExchange:
 
     def stop(self, pool: BackendPool, *, keep: bool) -> None:
         """Leave the poller; the connection back to the pool (parked here) or closed."""
+        self.connection.user = None
         self._balancer.give_back(self._server)
         poller = self._poller
         if keep:
@@ -299,10 +299,11 @@ def start_lean(
     last: LastRequest,
 ) -> LeanExchange | None:
     """Send ``request`` (routed, bodiless) to a kept connection if nothing would wait, and
-    return its exchange, registered in the connection's poller (made by the first call of
-    ``poller_of_connection``, only once a kept connection is there to take); None: the
-    caller runs the task path. ``last``: the client connection's memory of its last lean
-    request (a repeated request, the same object, skips its translation)."""
+    return its exchange, the connection's user (``BackendConnection.user``) in the client
+    connection's poller (made by the first call of ``poller_of_connection``, only once a
+    kept connection is there to take); None: the caller runs the task path. ``last``: the
+    client connection's memory of its last lean request (a repeated request, the same
+    object, skips its translation)."""
     if request.framing is not BodyFraming.NONE:
         return None
     start = start_on_kept_connection(
@@ -327,5 +328,5 @@ def start_lean(
         front.pipelined_room(),
     )
     record.backend = chosen.label
-    poller.register(socket.fileno(), exchange)
+    connection.user = exchange  # its socket's callbacks, through its watcher (the connection)
     return exchange

@@ -152,7 +152,7 @@ class H2Frontend:
             poller=self._ready.backend_poller,
             refuse=self._registry.refuse,
             finish=self._tasks.finish_exchange,
-            finish_answered=self._tasks.finish_answered,
+            forget=self._registry.forget,
             run_on_task=self._exchange_on_task,
         )
         self._intake = RequestIntake(

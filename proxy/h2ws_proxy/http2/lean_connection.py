@@ -28,9 +28,9 @@ class LeanConnection(Protocol):
     def finish(self, stream: H2Stream, record: RelayRecord, result: ExchangeResult) -> None:
         """End a stream's exchange as a task's end would (``StreamTasks.finish_exchange``)."""
 
-    def finish_answered(self, stream: H2Stream, record: RelayRecord, now: float) -> None:
-        """The same for a request answered whole at once (``StreamTasks.finish_answered``);
-        ``now``: the clock's reading at its end (the poller round's)."""
+    def forget(self, stream: H2Stream) -> None:
+        """Drop a stream whose work is over and logged (the registry's ``forget``): what
+        is left of the end of a request answered whole at once (``PolledRequest``)."""
 
     def run_on_task(
         self, stream: H2Stream, request: HttpRequest, route: RouteConfig, fresh: bool

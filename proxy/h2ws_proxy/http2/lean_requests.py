@@ -56,7 +56,7 @@ class LeanRequests:
         poller: Callable[[], BackendPoller | None],
         refuse: Callable[[int, ProxyError], None],
         finish: Callable[[H2Stream, RelayRecord, ExchangeResult], None],
-        finish_answered: Callable[[H2Stream, RelayRecord, float], None],
+        forget: Callable[[H2Stream], None],
         run_on_task: Callable[[H2Stream, HttpRequest, RouteConfig, bool], None],
     ) -> None:
         self.session = session
@@ -67,8 +67,9 @@ class LeanRequests:
         self.refuse = refuse
         #: Ends a stream's exchange as a task's end would (``StreamTasks.finish_exchange``).
         self.finish = finish
-        #: Its end for a request answered whole at once (``StreamTasks.finish_answered``).
-        self.finish_answered = finish_answered
+        #: Drops a stream whose work is over (the registry's ``forget``): the end of a
+        #: request answered whole at once, beyond what ``PolledRequest`` does itself.
+        self.forget = forget
         #: Starts the task path for a request (``StreamTasks.serve_exchange`` in a task).
         self.run_on_task = run_on_task
         #: The last request written and what went to the backend for it.
@@ -155,7 +156,6 @@ class LeanRequests:
         if facts is None or facts.request is not request or facts.route_config is not route:
             facts = RequestFacts("h2", info.connection_id, info.peer, request, route)
             self._last.facts = facts
-        record = RelayRecord.of_facts(facts, stream.stream_id, start[1].label, now)
         PolledRequest(
             self,
             stream,
@@ -163,7 +163,7 @@ class LeanRequests:
             route,
             start,
             limits.max_header_list_bytes,
-            record,
+            facts,
             timers,
             limits.http_idle_timeout_s,
             now,

@@ -16,7 +16,7 @@ import trio
 
 from h2ws_proxy.backend.balancer import GroupBalancer, ServerState
 from h2ws_proxy.backend.h1_wire import AnswerEnd, BodyData, H1BackendWire, Need, ResponseHead
-from h2ws_proxy.backend.pool import BackendConnection
+from h2ws_proxy.backend.kept_connection import BackendConnection
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.h2session import StreamUnusable
 from h2ws_proxy.http.message import HttpRequest, trailer_fields
@@ -25,6 +25,7 @@ from h2ws_proxy.http2.lean_connection import LeanConnection
 from h2ws_proxy.http2.stream import H2Stream
 from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import RelayRecord
+from h2ws_proxy.relay.request_facts import RequestFacts
 from h2ws_proxy.transport.capabilities import PollableSocket
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.poller import BackendPoller
@@ -42,6 +43,7 @@ class PolledRelay:
         "_balancer",
         "_connection",
         "_done",
+        "_facts",
         "_fd",
         "_head_sent",
         "_lean",
@@ -53,18 +55,22 @@ class PolledRelay:
         "_route",
         "_server",
         "_socket",
+        "_started",
         "_stream",
         "_timeout",
         "_timers",
         "_wire",
         "deadline",
-        "watched",
     )
 
     _answer_started: bool
     _balancer: GroupBalancer
     _connection: BackendConnection
     _done: bool
+    #: What the record is begun from when first needed (:meth:`_the_record`): the request's
+    #: facts, and its start (the clock's reading of the client read that brought it).
+    _facts: RequestFacts
+    _started: float
     _fd: int
     #: The answer's head went to the client (its status is the record's).
     _head_sent: bool
@@ -74,7 +80,8 @@ class PolledRelay:
     #: Body bytes the client's window did not take yet.
     _pending: memoryview | None
     _poller: BackendPoller
-    _record: RelayRecord
+    #: None until something needs it (:meth:`_the_record`).
+    _record: RelayRecord | None
     _request: HttpRequest
     _route: RouteConfig
     _server: ServerState
@@ -85,7 +92,17 @@ class PolledRelay:
     _wire: H1BackendWire
     #: The idle timer's (``ConnectionTimers``): when it fires, and whether it is armed.
     deadline: float
-    watched: bool
+
+    def _the_record(self) -> RelayRecord:
+        """The request's record, begun from its facts at its first need (a head relayed in
+        parts, a body that waits, a failure): an answer that goes whole at once with its end
+        is counted and logged without one (``relay/record.py``'s ``log_answered``)."""
+        record = self._record
+        if record is None:
+            record = self._record = RelayRecord.of_facts(
+                self._facts, self._stream.stream_id, self._server.label, self._started
+            )
+        return record
 
     # ---- the client (the stream's callbacks) ----
 
@@ -126,7 +143,7 @@ class PolledRelay:
             try:
                 if kind is BodyData:
                     assert isinstance(event, BodyData)
-                    self._record.stats.bytes_down += len(event.data)
+                    self._the_record().stats.bytes_down += len(event.data)
                     self._send_body(event.data, wire.body_ends_here())
                 elif event is Need.DATA:
                     return
@@ -157,7 +174,7 @@ class PolledRelay:
             return False
         send_answer_head(self._stream, self._request, response)
         if response.status >= 200:
-            self._record.status = response.status
+            self._the_record().status = response.status
             self._head_sent = True
         return True
 
@@ -208,7 +225,7 @@ class PolledRelay:
         """The answer is over (its trailers, if any, sent): the stream's end, the clean end."""
         if not self._stream.local_ended:
             self._stream.end_now()  # no trailers, or none fit to relay
-        self._record.stats.end = RelayEnd.CLEAN
+        self._the_record().stats.end = RelayEnd.CLEAN
         self._complete(keep=self._wire.reusable())
 
     def _pause(self) -> None:

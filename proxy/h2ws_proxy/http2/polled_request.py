@@ -26,7 +26,11 @@ Rules:
   before it is closed, or goes back to the pool parked in it (after a clean cycle), the
   timer is disarmed, the server given back, and the stream finished as a task's would be
   (``StreamTasks.finish_exchange``: reset codes, credit, the access line), or, for an
-  answer all of which went in one call, by its short way (``finish_answered``).
+  answer all of which went in one call, by its short way (:meth:`_relay_whole`).
+* A record (``relay/record.py``) is begun at the request's first need of one (a head or
+  body relayed in parts, a failure, any end but that short way: ``_the_record``); the short
+  way needs none: ``log_answered`` counts the request and writes its line from its facts,
+  the same as the record would.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from h2ws_proxy.http2.stream import H2Stream
 from h2ws_proxy.relay.exchange_contract import ExchangeResult
 from h2ws_proxy.relay.kept_start import KeptStart
 from h2ws_proxy.relay.outcome import RelayEnd
-from h2ws_proxy.relay.record import RelayRecord
+from h2ws_proxy.relay.record import log_answered
+from h2ws_proxy.relay.request_facts import RequestFacts
 from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.timers import ConnectionTimers
 
@@ -54,7 +59,6 @@ from h2ws_proxy.transport.timers import ConnectionTimers
 #: every lean request (``finish_exchange`` only reads it; the status is the record's).
 _ANSWERED = ExchangeResult(head_sent=True, request_complete=True)
 _UNANSWERED = ExchangeResult(request_complete=True)
-_CLEAN = RelayEnd.CLEAN  # (a module global: an enum member read from its class costs more)
 
 
 class PolledRequest(PolledRelay):
@@ -72,7 +76,7 @@ class PolledRequest(PolledRelay):
         route: RouteConfig,
         start: KeptStart,
         max_head_bytes: int,
-        record: RelayRecord,
+        facts: RequestFacts,
         timers: ConnectionTimers,
         timeout: float,
         now: float,
@@ -84,12 +88,13 @@ class PolledRequest(PolledRelay):
         self._balancer, self._server, connection, socket, self._sent, poller = start
         self._connection = connection
         self._socket = socket
-        self._fd = fd = connection.fd  # (``socket``'s, read once when the connection was made)
+        self._fd = connection.fd  # (``socket``'s, read once when the connection was made)
         # No wire yet: an answer that comes whole in its first read needs none
         # (``whole_answer``); the first read that is not one makes it (``_make_wire``), and
         # nothing reads ``_wire`` before the answer's first byte (``_answer_started``).
         self._max_head_bytes = max_head_bytes
-        self._record = record
+        # No record yet (``_the_record``): the usual answer needs none. Its start is ``now``.
+        self._facts, self._started, self._record = facts, now, None
         # ``_head_sent``: the answer's head went to the client (its status is the record's);
         # ``_paused``: the backend's watch is paused, the client cannot take more now.
         self._head_sent = self._answer_started = self._done = self._paused = False
@@ -105,9 +110,11 @@ class PolledRequest(PolledRelay):
             timers.arm(self, timeout, now)
         else:
             self.deadline = math.inf
-        poller.register(fd, self)  # sets ``watched``
+        # The poller's callbacks for the socket come through the connection, its watcher
+        # there (``take_idle_now`` left it so): no ``register`` per request.
+        connection.user = self
 
-    # ---- the backend (the poller's callbacks) ----
+    # ---- the backend (the poller's callbacks, through the connection) ----
 
     def on_readable(self) -> None:
         if self._done:
@@ -184,32 +191,32 @@ class PolledRequest(PolledRelay):
         except CLIENT_GONE as error:
             self._abort(RelayEnd.CLIENT_ABORTED, f"client went away: {error}")
             return
-        record = self._record
-        record.status = head.status
         self._head_sent = True
-        stats = record.stats
-        if body:
-            stats.bytes_down += len(body)
-            if sent < len(body):
+        size = len(body)
+        if size and (sent < size or stream.connection.backlogged()):
+            record = self._the_record()  # (the first need of one: nothing came before the head)
+            record.status = head.status
+            record.stats.bytes_down += size
+            if sent < size:
                 # The stream asked to be woken by new credit (``client_writable``).
                 self._pending = memoryview(body)[sent:]
                 self._wire_after_whole(unwired)
                 self._pause()
                 return
-            if stream.connection.backlogged():
-                self._wire_after_whole(unwired)
-                self._pause()  # the end waits for the drain, as in ``_relay``
-                stream.call_when_drained(self._on_drained)
-                return
+            self._wire_after_whole(unwired)
+            self._pause()  # the end waits for the drain, as in ``_relay``
+            stream.call_when_drained(self._on_drained)
+            return
         # All of it went at once: the clean end, ``_stop``'s steps in place (the end of most
-        # requests), then ``finish_answered``'s short way. One clock reading per round of
-        # the poller's handlers (its first answer's end takes it) serves every answer's
-        # release and record in the round: see ``BackendPoller.round_time``.
-        stats.end = _CLEAN
-        record.opened = True
+        # requests), counted and logged without a record (``log_answered``), then the
+        # stream's end. One clock reading per round of the poller's handlers (its first
+        # answer's end takes it) serves every answer's release and line in the round: see
+        # ``BackendPoller.round_time``.
         self._done = True
         self._timers.disarm(self, self._timeout)
         stream.on_writable = None
+        connection = self._connection
+        connection.user = None
         self._balancer.give_back(self._server)
         lean = self._lean
         server = lean.server
@@ -218,12 +225,29 @@ class PolledRequest(PolledRelay):
         if now < 0.0:
             now = poller.round_time = poller.now()
         if reusable:  # parked in the poller: no epoll_ctl for the next request
-            server.pool.release_now(self._connection, poller, self._socket, self._fd, now)
+            server.pool.release_now(connection, poller, self._socket, self._fd, now)
         else:
             poller.unregister(self._fd)
             self._socket.close_now()
-        server.stats.requests -= 1
-        lean.finish_answered(stream, record, now)
+        stats = server.stats
+        stats.requests -= 1
+        log_answered(
+            stats.counters,
+            self._facts,
+            stream.stream_id,
+            self._server.label,
+            head.status,
+            size,
+            self._started,
+            now,
+        )
+        # ``StreamTasks.finish_exchange``'s end, in its short way for this case: the
+        # request's HEADERS ended the client's side (nothing to consume or credit), the
+        # answer's END_STREAM went with all of its body (no window waited for), and nobody
+        # waits on the stream: nothing to reset, return or wake. It is marked over
+        # (``break_stream``'s, with no waiter) and forgotten.
+        stream.broken_reason = "the exchange ended"
+        lean.forget(stream)
 
     def _wire_after_whole(self, unwired: bytes | None) -> None:
         """A whole answer that waits for the client: the rest is ``_relay``'s, with a wire
@@ -250,7 +274,7 @@ class PolledRequest(PolledRelay):
 
     def _refuse(self, error: ProxyError) -> None:
         """Nothing of the answer went out: answer ``error`` ourselves."""
-        self._record.refused(error)
+        self._the_record().refused(error)
         stream = self._stream
         if stream.broken_reason is None:
             self._lean.refuse(stream.stream_id, error)
@@ -258,7 +282,7 @@ class PolledRequest(PolledRelay):
         self._complete(keep=False)
 
     def _abort(self, end: RelayEnd, reason: str) -> None:
-        record = self._record
+        record = self._the_record()
         record.error = reason
         record.stats.end = end
         self._complete(keep=False)
@@ -272,7 +296,7 @@ class PolledRequest(PolledRelay):
 
     def _complete(self, *, keep: bool) -> None:
         self._stop(keep=keep)
-        lean, record = self._lean, self._record
+        lean, record = self._lean, self._the_record()
         lean.server.stats.requests -= 1
         record.opened = head_sent = self._head_sent
         lean.finish(self._stream, record, _ANSWERED if head_sent else _UNANSWERED)
@@ -284,6 +308,7 @@ class PolledRequest(PolledRelay):
         poller = self._poller
         self._timers.disarm(self, self._timeout)
         self._stream.on_writable = None
+        self._connection.user = None
         self._balancer.give_back(self._server)
         if keep:  # parked in the poller: no epoll_ctl for the next request
             # The round's reading if one was taken (-1.0 else: the release reads the clock):

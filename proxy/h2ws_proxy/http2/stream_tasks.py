@@ -317,17 +317,6 @@ class StreamTasks:
             stream.break_stream("the exchange ended", by_peer=False)
         self._forget(stream, record)
 
-    def finish_answered(self, stream: H2Stream, record: RelayRecord, now: float) -> None:
-        """:meth:`finish_exchange` for a request answered whole without a task
-        (``PolledRequest``): its HEADERS ended the client's side (nothing to consume or
-        credit), the answer's END_STREAM went in the same call as all of its body (never
-        waiting for a window), and nobody waits on the stream. So there is nothing to reset,
-        return or wake: the stream is only marked over, logged (its end: ``now``, the
-        caller's clock reading) and forgotten."""
-        stream.broken_reason = "the exchange ended"  # (``break_stream``'s, with no waiter)
-        record.log(self._server.stats.counters, now)
-        self._on_done(stream)
-
     def _forget(self, stream: H2Stream, record: RelayRecord) -> None:
         """The stream's work is over: return its credit, drop every reference, log it."""
         # Bytes nobody consumed still hold connection window: give it back.

@@ -34,7 +34,8 @@ import h11
 import trio
 
 from h2ws_proxy.backend.h1_wire import AnswerEnd, BodyData, Event, H1BackendWire, Need, ResponseHead
-from h2ws_proxy.backend.pool import BackendConnection, BackendPool
+from h2ws_proxy.backend.kept_connection import BackendConnection
+from h2ws_proxy.backend.pool import BackendPool
 from h2ws_proxy.backend.upgrade import READ_SIZE
 from h2ws_proxy.config import BackendAddress, Limits, RouteConfig
 from h2ws_proxy.errors import (

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from h2ws_proxy.backend.balancer import Balancers, GroupBalancer, ServerState
-from h2ws_proxy.backend.pool import BackendConnection
+from h2ws_proxy.backend.kept_connection import BackendConnection
 from h2ws_proxy.config import RouteConfig
 from h2ws_proxy.errors import ProxyError
 from h2ws_proxy.http.message import BackendRequest, HttpRequest, build_backend_request

@@ -17,7 +17,9 @@ one way turned out not to be WebSocket frames says so once (``tunnel.untracked``
 every tunnel and request passes exactly once, so the metrics cost one update per tunnel or
 request and nothing per message. The line itself is rendered by ``relay/record_line.py``.
 A repeated request on the lean HTTP/2 path is begun from the connection's
-``relay/request_facts.py`` (:meth:`RelayRecord.of_facts`), and counted and written from them.
+``relay/request_facts.py`` (:meth:`RelayRecord.of_facts`), and counted and written from them;
+one answered whole at once needs no record at all: :func:`log_answered` counts it and writes
+the same line from its facts.
 
 Such a record's duration (``duration_s``) starts at the clock's reading of the client read
 that brought the request (taken by that read's first lean start and shared by its others for
@@ -58,7 +60,7 @@ from h2ws_proxy.relay.record_line import (
 )
 from h2ws_proxy.relay.request_facts import RequestFacts, first_user_agent
 
-__all__ = ["USER_AGENT_MAX_BYTES", "RelayRecord", "tunnel_opened"]
+__all__ = ["USER_AGENT_MAX_BYTES", "RelayRecord", "log_answered", "tunnel_opened"]
 
 logger = logging.getLogger("h2ws_proxy.tunnel")
 _INFO = logging.INFO
@@ -67,6 +69,7 @@ _REQUEST_LINES = tuple(by_codes[False] for by_codes in LINES["request.closed"])
 #: A record without ``__init__``: ``begin`` sets every slot (and its stats' fields).
 _new_record = _new_stats = object.__new__
 _CANCELLED = RelayEnd.CANCELLED
+_CLEAN = RelayEnd.CLEAN
 
 
 class RelayRecord:
@@ -218,52 +221,13 @@ class RelayRecord:
             if server is not None:
                 balancer.give_back(server)
         facts = self.facts
-        if facts is not None:  # a repeated request's (the lean path's): the usual case
+        if facts is not None:  # a repeated request's (the lean path's, but for its usual end)
             duration_s = (facts.now() if now < 0.0 else now) - self.started
             status = self.status  # counted by the key the facts keep for its status
             key = facts.count_key if status == facts.count_status else facts.requests_key(status)
-            # ``counters.count_request(key, duration_s)`` in place (once per request).
-            requests = counters.requests
-            requests[key] = requests.get(key, 0) + 1
-            histogram = counters.request_seconds
-            bounds = histogram.bounds
-            # Most requests end within the first bucket: one comparison, not bisect's call.
-            histogram.counts[0 if duration_s <= bounds[0] else bisect_left(bounds, duration_s)] += 1
-            histogram.sum += duration_s
+            counters.count_request(key, duration_s)
             if logger.isEnabledFor(_INFO):
-                # ``write_facts_line``'s usual case in place (a line like the facts' kept
-                # one: the same backend, status and clean end, no error, no close code),
-                # else that function.
-                stats = self.stats
-                sink = access_sink(logger)
-                if (
-                    sink is not None
-                    and facts.kept_from is sink.kept_access_templates
-                    and self.backend is facts.kept_backend
-                    and status == facts.kept_status
-                    and stats.end is facts.kept_end
-                    and self.opened
-                    and self.error is None
-                    and stats.broke is None
-                    and stats.client_close is None
-                    and stats.backend_close is None
-                ):
-                    stream = self.stream_id
-                    if 0.0001 <= duration_s < 1e9:  # ``duration_text``'s usual case in place
-                        duration = f"{duration_s:.6f}".rstrip("0")
-                        if duration[-1] == ".":
-                            duration += "0"
-                    else:
-                        duration = duration_text(duration_s)
-                    sink.kept_access_line(
-                        facts.kept_pieces,
-                        stream if stream is not None else sink.dash,
-                        stats.bytes_up,
-                        stats.bytes_down,
-                        duration,
-                    )
-                else:
-                    write_facts_line(self, facts, duration_s)
+                write_facts_line(self, facts, duration_s)
             return
         duration_s = (trio.current_time() if now < 0.0 else now) - self.started
         if self.kind == "request":  # the usual case first, in as few calls as it takes
@@ -318,3 +282,54 @@ def tunnel_opened(record: RelayRecord, counters: ProxyCounters) -> None:
     """``record``'s tunnel is open: one more in ``h2ws_tunnels_active`` until it is logged."""
     active, key = counters.tunnels_active, (record.route, record.front)
     active[key] = active.get(key, 0) + 1
+
+
+def log_answered(
+    counters: ProxyCounters,
+    facts: RequestFacts,
+    stream_id: int,
+    backend: str,
+    status: int,
+    bytes_down: int,
+    started: float,
+    now: float,
+) -> None:
+    """:meth:`RelayRecord.log` of the record ``RelayRecord.of_facts(facts, stream_id,
+    backend, started)`` would begin, for a request answered ``status`` with ``bytes_down``
+    body bytes, all of which went with its end at once: opened, ended cleanly at ``now``, no
+    byte up, no error, no close code. The same counts and the same line, without the record
+    where the line is one the facts keep (the usual lean GET: ``http2/polled_request.py``
+    begins no record for it); any other line is written from that record, made here."""
+    duration_s = now - started
+    key = facts.count_key if status == facts.count_status else facts.requests_key(status)
+    # ``counters.count_request(key, duration_s)`` in place (once per request).
+    requests = counters.requests
+    requests[key] = requests.get(key, 0) + 1
+    histogram = counters.request_seconds
+    bounds = histogram.bounds
+    # Most requests end within the first bucket: one comparison, not bisect's call.
+    histogram.counts[0 if duration_s <= bounds[0] else bisect_left(bounds, duration_s)] += 1
+    histogram.sum += duration_s
+    if not logger.isEnabledFor(_INFO):
+        return
+    sink = access_sink(logger)
+    if (  # ``write_facts_line``'s kept case (the rest of its test holds by this call's terms)
+        sink is not None
+        and facts.kept_from is sink.kept_access_templates
+        and backend is facts.kept_backend
+        and status == facts.kept_status
+        and facts.kept_end is _CLEAN
+    ):
+        if 0.0001 <= duration_s < 1e9:  # ``duration_text``'s usual case in place
+            duration = f"{duration_s:.6f}".rstrip("0")
+            if duration[-1] == ".":
+                duration += "0"
+        else:
+            duration = duration_text(duration_s)
+        sink.kept_access_line(facts.kept_pieces, stream_id, 0, bytes_down, duration)
+        return
+    record = RelayRecord.of_facts(facts, stream_id, backend, started)
+    record.status, record.opened = status, True
+    stats = record.stats
+    stats.bytes_down, stats.end = bytes_down, _CLEAN
+    write_facts_line(record, facts, duration_s)
