@@ -42,10 +42,12 @@ class ConnectionReadiness:
         self._timers: ConnectionTimers | None = None
         #: What a round on the plane raised (the connection ends with it).
         self.round_error: BaseException | None = None
+        #: The connection ended (:meth:`leave`): no poller is made any more.
+        self._left = False
 
     def backend_poller(self) -> BackendPoller | None:
         """The connection's poller, started on first use."""
-        if self.poller is None and BackendPoller.available() and self.nursery is not None:
+        if self.poller is None and not self._left and BackendPoller.available() and self.nursery:
             try:
                 poller = BackendPoller(
                     on_round_start=self._writer.begin_batch,
@@ -79,6 +81,7 @@ class ConnectionReadiness:
 
     def leave(self) -> None:
         """The connection's end: a poller on the plane leaves it and closes."""
+        self._left = True
         poller, plane = self.poller, self.plane
         if poller is not None and plane is not None:
             plane.remove(poller.fileno())

@@ -15,7 +15,8 @@ Rules (the task's read loop's, frontend.py, kept):
   that sends PINGs and never reads their ACKs): the socket leaves the poller's set, and a
   task waits for the output to drain before it comes back.
 * No read once the reading was told to end (its scope cancelled: a connection error, a
-  calmed client, the lifetime's end, a client gone): what comes after that is not acted on.
+  calmed client, the lifetime's end, a client gone; or the connection's nursery
+  cancelled): what comes after that is not acted on.
 * An EOF or a broken socket ends the reading; an error acting on a read ends it too, and
   the connection's task raises that error, as the task's read loop would have.
 """
@@ -92,7 +93,11 @@ class PolledClientReads:
     # ---- the poller's Watcher ----
 
     def on_readable(self) -> None:
-        if self.ended.is_set() or self._scope.cancel_called:
+        if (
+            self.ended.is_set()
+            or self._scope.cancel_called
+            or self._nursery.cancel_scope.cancel_called
+        ):
             self._poller.pause(self._fd)
             return
         writer = self._writer
@@ -128,11 +133,14 @@ class PolledClientReads:
 
     # ----
 
+    def _told_to_end(self) -> bool:
+        return self._scope.cancel_called or self._nursery.cancel_scope.cancel_called
+
     def _end(self) -> None:
         self._poller.pause(self._fd)
         self.ended.set()
 
     async def _resume_when_drained(self) -> None:
         await self._writer.wait_outbound_below(READER_HIGH_WATER)
-        if not (self.ended.is_set() or self._scope.cancel_called):
+        if not (self.ended.is_set() or self._told_to_end()):
             self._poller.resume(self._fd)

@@ -147,8 +147,10 @@ class DataPlane:
         try:
             self._sleep_disarmed()
         finally:
-            if disarmed:
-                idle.rearm(plane_fd)
+            if disarmed and not idle.rearm(plane_fd):
+                # The loop would never wake ``serve_ready`` again: the pollers are served
+                # only while the plane sleeps from now on (the loop idles often enough).
+                log_event(logger, logging.ERROR, "data_plane.rearm_failed", fd=plane_fd)
 
     def _sleep_disarmed(self) -> None:
         sleeper, idle = self._sleeper, self._idle

@@ -26,12 +26,13 @@ safely it must know what the loop itself would do at that moment:
   as it was, before any task runs.
 
 These are trio's private internals (``GLOBAL_RUN_CONTEXT.runner``'s ``runq``,
-``deadlines``, ``clock``, ``waiting_for_idle``, ``ki_pending``, ``is_guest`` and its I/O
-manager's ``_epoll``), so they are fenced (STYLE): :func:`problems` checks that they exist
-and that the sources of the steps this relies on (the run loop that computes its sleep from
-these, the deadlines' ``next_deadline``, the clock's ``deadline_to_sleep_time``,
-``wait_all_tasks_blocked``, the I/O manager's ``get_events``) have the fingerprints of a
-trio tested (:data:`TESTED`). Wherever anything differs, :func:`loop_idle` is None and the
+``deadlines``, ``clock``, ``waiting_for_idle``, ``ki_pending``, ``instruments``,
+``is_guest`` and its I/O manager's ``_epoll``), so they are fenced (STYLE): :func:`problems`
+checks that they exist and that the sources of the steps this relies on (the run loop that
+computes its sleep from these, the deadlines' ``next_deadline``, the clock's
+``deadline_to_sleep_time``, ``wait_all_tasks_blocked``, the I/O manager's ``get_events``,
+``process_events`` and ``_update_registrations``) have the fingerprints of a trio tested
+(:data:`TESTED`). Wherever anything differs, :func:`loop_idle` is None and the
 data plane waits in the loop like any task: only the speed differs.
 
 To test another trio: install it, print :func:`fingerprints`, read the diff of each changed
@@ -74,6 +75,7 @@ TESTED: tuple[tuple[str, dict[str, str]], ...] = (
             "Runner.wait_all_tasks_blocked": "e8a5c0b39a5dc078b53ea09d236f619b",
             "EpollIOManager.get_events": "b15c4ffbdf99c8b971cebdd759288a6f",
             "EpollIOManager._update_registrations": "b927f98bc53dae5971c6c56cf141ddec",
+            "EpollIOManager.process_events": "739e0d690946fd8d0ea8336bb304847d",
         },
     ),
 )
@@ -91,6 +93,7 @@ def _sources() -> dict[str, _Source]:
         "Runner.wait_all_tasks_blocked": _run.Runner.wait_all_tasks_blocked,
         "EpollIOManager.get_events": _io_epoll.EpollIOManager.get_events,
         "EpollIOManager._update_registrations": _io_epoll.EpollIOManager._update_registrations,
+        "EpollIOManager.process_events": _io_epoll.EpollIOManager.process_events,
     }
 
 
@@ -193,9 +196,14 @@ class LoopIdle:
             return False
         return True
 
-    def rearm(self, fd: int) -> None:
-        """Undo :meth:`disarm`, before any task runs: as the waiting task's registration was."""
-        self._loop_epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+    def rearm(self, fd: int) -> bool:
+        """Undo :meth:`disarm`, before any task runs: as the waiting task's registration was;
+        False if the kernel refused (out of memory)."""
+        try:
+            self._loop_epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+        except OSError:
+            return False
+        return True
 
 
 class _CountedIdleWaits:
