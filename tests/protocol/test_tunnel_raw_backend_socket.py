@@ -7,9 +7,11 @@ pump, and the connection's other tunnels must not notice. Socketpair backends, r
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import hpack
+import pytest
 import trio
 import trio.testing
 
@@ -18,7 +20,7 @@ from tests.helpers.frames import frame
 from tests.helpers.memory import MemoryNet
 from tests.helpers.raw_h2 import GOOD, raw_client, read_frames_until
 
-DATA, HEADERS, PING = 0x0, 0x1, 0x6
+DATA, HEADERS, RST_STREAM, PING = 0x0, 0x1, 0x3, 0x6
 END_HEADERS = 0x4
 #: Far past what a socketpair's buffers hold, well within the windows below.
 TOTAL = 64 * 16000
@@ -114,3 +116,32 @@ async def test_a_backend_that_stopped_taking_bytes_leaves_the_connection_serving
             echoed += b"".join(p for k, _, sid, p in frames if k == DATA and sid == 3)
             await trio.testing.wait_all_tasks_blocked()
     assert echoed == message * 5
+
+
+async def test_a_backend_reset_fails_its_tunnel_without_a_handler_error(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backend that closes with the client's bytes unread: the proxy's next ``recv`` on
+    it fails (ECONNRESET). That is the tunnel's backend failure (``on_readable``'s own
+    ``except OSError``), not a bug the poller logs as ``poller.handler_failed``."""
+    caplog.set_level(logging.DEBUG)
+    closed = trio.Event()
+
+    async def backend(stream: trio.abc.HalfCloseableStream) -> None:
+        conn = BackendConnection(stream)
+        await conn.accept(await conn.read_upgrade())
+        assert isinstance(stream, trio.SocketStream)
+        await trio.sleep(0.2)  # the client's message is queued here, unread
+        stream.socket.close()
+        closed.set()
+        await trio.sleep_forever()
+
+    net = MemoryNet(nursery, backend, backend_sockets=True)
+    client = await raw_client(nursery, net, stream_window_bytes=WINDOW)
+    await open_tunnel(client, 1, hpack.Encoder())
+    await client.send_all(frame(DATA, 0, 1, b"\x82\x82\x00\x00\x00\x00hi"))
+    with trio.fail_after(10):
+        await closed.wait()
+        frames = await read_frames_until(client, {RST_STREAM})
+    assert frames[-1][2] == 1
+    assert "poller.handler_failed" not in caplog.text
