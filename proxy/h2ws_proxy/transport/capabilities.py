@@ -68,8 +68,9 @@ class PollableSocket(Protocol):
 
     def raw_socket(self) -> socket.socket:
         """The socket itself, for a tunnel that reads and writes it once per message: its
-        own ``recv`` and ``send``, with no checks of this stream's state. A closed stream's
-        socket is closed too (its calls raise ``OSError``, EBADF); ``BlockingIOError`` is
+        own ``recv`` and ``send``, with no checks of this stream's state. A stream closed by
+        ``close_now``/``aclose`` closes it (its calls raise ``OSError``, EBADF; ``detach``
+        leaves it open for the TLS layer, whose tunnels never take it); ``BlockingIOError`` is
         "nothing there" or "nothing sent", any other ``OSError`` the stream broken."""
         ...
 
