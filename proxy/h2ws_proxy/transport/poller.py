@@ -246,19 +246,7 @@ class BackendPoller:
         if round_start is not None:
             round_start()
         try:
-            watchers = self._watchers
-            # ``_run_handlers``' one-watcher round inline (see there): a one-tunnel
-            # ping-pong's every backend message takes it.
-            if self._watched == 1 and len(watchers) == 1:
-                ((fd, watcher),) = watchers.items()
-                try:
-                    watcher.on_readable()
-                except Exception as error:
-                    self._handler_failed(fd, error)
-                # Not held while the loop waits: an ended tunnel's objects go now.
-                del watcher
-            else:
-                self._run_handlers()
+            self._run_handlers()
         finally:
             self.round_time = -1.0
             round_end = self._on_round_end
@@ -276,7 +264,6 @@ class BackendPoller:
             # (one-tunnel ping-pong, bench/cpu_per_message.py). Should its bytes be gone
             # by now, its handler reads nothing and returns, as for a spurious event.
             # (One watched among several registered asks epoll: which one is not kept.)
-            # ``run`` makes this same round inline.
             ((fd, watcher),) = watchers.items()
             try:
                 watcher.on_readable()
