@@ -8,6 +8,7 @@ clients and backends are), and plain threads where a write needs no GIL-free tim
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -87,6 +88,21 @@ def plane_of_this_loop() -> DataPlane:
 
 def never_fails(error: BaseException) -> None:
     raise AssertionError(f"a round failed: {error!r}")
+
+
+@contextlib.contextmanager
+def a_member(plane: DataPlane, sock: socket.socket | None = None) -> Iterator[BackendPoller]:
+    """A poller on the plane (watching ``sock``, woken by a read, if given), taken off and
+    closed at the end."""
+    poller = BackendPoller()
+    if sock is not None:
+        poller.register(sock.fileno(), WakeOnRead(sock, trio.Event()))
+    plane.add(poller.fileno(), poller.round, never_fails)
+    try:
+        yield poller
+    finally:
+        plane.remove(poller.fileno())
+        poller.close()
 
 
 def test_the_fence_holds_for_the_installed_trio() -> None:
@@ -231,17 +247,9 @@ async def test_another_task_waiting_for_the_loop_to_idle_is_woken(
 ) -> None:
     """``wait_all_tasks_blocked`` with a cushion: the loop, not the plane, sleeps it."""
     ours, _theirs = pair
-    plane = plane_of_this_loop()
-    poller = BackendPoller()
-    poller.register(ours.fileno(), WakeOnRead(ours, trio.Event()))
-    plane.add(poller.fileno(), poller.round, never_fails)
-    try:
-        with trio.fail_after(10):
-            await trio.testing.wait_all_tasks_blocked(0.01)
-            await trio.testing.wait_all_tasks_blocked()
-    finally:
-        plane.remove(poller.fileno())
-        poller.close()
+    with a_member(plane_of_this_loop(), ours), trio.fail_after(10):
+        await trio.testing.wait_all_tasks_blocked(0.01)
+        await trio.testing.wait_all_tasks_blocked()
 
 
 async def test_no_plane_on_a_mock_clock(autojump_clock: trio.testing.MockClock) -> None:
@@ -307,11 +315,7 @@ async def test_a_task_woken_with_the_plane_from_an_idle_wait_runs_at_once(
     on: the loop wakes both in one batch; whichever runs first, the other must run next,
     not after the plane slept to the loop's next deadline (review of branch D)."""
     ours, _theirs = pair
-    plane = plane_of_this_loop()
-    poller = BackendPoller()
-    poller.register(ours.fileno(), WakeOnRead(ours, trio.Event()))
-    plane.add(poller.fileno(), poller.round, never_fails)
-    try:
+    with a_member(plane_of_this_loop(), ours):
         for _ in range(20):
             # The plane sleeps to this deadline, then waits for the loop to go idle again.
             await trio.sleep(0.001)
@@ -319,6 +323,3 @@ async def test_a_task_woken_with_the_plane_from_an_idle_wait_runs_at_once(
             with trio.move_on_after(1):  # the loop's next deadline
                 await trio.testing.wait_all_tasks_blocked()
             assert trio.current_time() - start < 0.5
-    finally:
-        plane.remove(poller.fileno())
-        poller.close()
