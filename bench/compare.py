@@ -30,6 +30,13 @@ instead of waiting out the client's timeout in every round.
     .venv/bin/python bench/compare.py --smoke            # a few seconds (CI)
     .venv/bin/python bench/compare.py --only echo256,bulk --proxies h2ws,haproxy,apache --rounds 5
     .venv/bin/python bench/compare.py --only echo256 --proxies h2ws --py-spy /tmp/prof.txt
+    .venv/bin/python bench/compare.py --only get --h2ws-python /usr/bin/python3.11   # see below
+
+The interpreter's build counts: h2ws-proxy runs on ``sys.executable`` unless ``--h2ws-python``
+names another (a venv's ``bin/python`` or an interpreter whose site-packages hold the
+dependencies). A source build without PGO and LTO (pyenv's default) runs the proxy's Python
+slower than a distribution's or the official container image's optimized build
+(bench/README.md, "The interpreter's build"); the header names the one used.
 """
 
 from __future__ import annotations
@@ -495,7 +502,13 @@ def apache_user() -> str:
 
 @contextmanager
 def start_target(
-    name: str, backend: Backend, certs: Certs, work: Path, log_level: str, workers: int = 1
+    name: str,
+    backend: Backend,
+    certs: Certs,
+    work: Path,
+    log_level: str,
+    workers: int = 1,
+    python: str = sys.executable,
 ) -> Iterator[Target]:
     if name == "direct":
         yield Target(
@@ -518,7 +531,7 @@ def start_target(
         config = work / "h2ws.toml"
         config.write_text(H2WS_CONFIG.format(**places, workers=workers))
         command = [
-            sys.executable,
+            python,
             "-m",
             "h2ws_proxy",
             "--config",
@@ -863,6 +876,28 @@ def check_tools(proxies: list[str], scenarios: list[Scenario]) -> list[str]:
     return proxies
 
 
+def print_interpreter(python: str) -> None:
+    """The header's line on the interpreter h2ws-proxy runs on: its version, its path, and
+    whether it loads ``libpython`` as a shared library (pyenv's default build does; Debian's
+    ``python3`` is linked statically and built with PGO and LTO)."""
+    probe = subprocess.run(
+        [python, "-c", "import platform, sys; print(platform.python_version(), sys.executable)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        raise SystemExit(f"--h2ws-python {python} does not run: {probe.stderr.strip()}")
+    version, executable = probe.stdout.split(maxsplit=1)
+    real = os.path.realpath(executable.strip())
+    linked = subprocess.run(["ldd", real], capture_output=True, text=True, check=False).stdout
+    shared = "libpython" in linked
+    print(
+        f"# h2ws-proxy on Python {version} ({executable.strip()} -> {real}; "
+        f"libpython {'shared' if shared else 'linked in'})"
+    )
+
+
 def raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -894,6 +929,12 @@ def parse_args() -> argparse.Namespace:
         "HAProxy 1T one thread; nghttpx one worker)",
     )
     parser.add_argument(
+        "--h2ws-python",
+        metavar="PATH",
+        default=sys.executable,
+        help="the interpreter h2ws-proxy runs on (default: this one; see the module docstring)",
+    )
+    parser.add_argument(
         "--py-spy", metavar="FILE", help="record a py-spy profile (raw folded stacks) of h2ws-proxy"
     )
     return parser.parse_args()
@@ -912,6 +953,8 @@ def main() -> None:
         raise SystemExit(f"--proxies takes {','.join(PROXIES)}")
     raise_nofile()
     proxies = check_tools(proxies, scenarios)
+    if "h2ws" in proxies:
+        print_interpreter(options.h2ws_python)
     rounds = 1 if options.smoke else options.rounds
     failures = 0
     results: dict[str, dict[str, list[Measure]]] = {
@@ -924,7 +967,15 @@ def main() -> None:
         run = Run(backend, certs, settle_s=0.05 if options.smoke else 0.5)
         targets = {
             p: stack.enter_context(
-                start_target(p, backend, certs, work, options.proxy_log_level, options.h2ws_workers)
+                start_target(
+                    p,
+                    backend,
+                    certs,
+                    work,
+                    options.proxy_log_level,
+                    options.h2ws_workers,
+                    options.h2ws_python,
+                )
             )
             for p in proxies
         }
