@@ -125,8 +125,10 @@ class GroupBalancer:
         self._by_sticky = {server.sticky: server for server in self.servers}
         self._next = 0
         self._passive = group.max_fails > 0 and len(self.servers) > 1
-        #: The one server of a group of one without a cap: no choice to make.
-        self._single = (
+        #: The one server of a group of one without a cap: no choice to make. Read by a
+        #: caller that takes it in place of :meth:`take_at_once` (``relay/kept_start.py``);
+        #: set only here.
+        self.single = (
             self.servers[0] if len(self.servers) == 1 and not group.max_connections else None
         )
         self._released = trio.Event()
@@ -148,9 +150,10 @@ class GroupBalancer:
     def take_at_once(self) -> ServerState | None:
         """The usual route of one server, no cap, up: taken without a coroutine (it runs
         per request). None: use :meth:`take`."""
-        if self._single is not None and self._single.checked_up:
-            self._single.active += 1
-            return self._single
+        single = self.single
+        if single is not None and single.checked_up:
+            single.active += 1
+            return single
         return None
 
     async def take(

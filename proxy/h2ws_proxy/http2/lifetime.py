@@ -49,8 +49,10 @@ class ConnectionLifetime:
         self._log = log
         #: No new streams: a GOAWAY was sent or received.
         self.closing = False
-        #: Since when the connection has had no stream (None while it has some).
-        self._idle_since: float | None = trio.current_time()
+        #: Since when the connection has had no stream (None while it has some). Read by the
+        #: intake, which calls :meth:`stream_opened` only while it is set (one call per
+        #: request saved); set only here.
+        self.idle_since: float | None = trio.current_time()
         self._became_idle = trio.Event()
         self.settings_received = trio.Event()
         self.request_received = trio.Event()
@@ -58,8 +60,8 @@ class ConnectionLifetime:
 
     def stream_opened(self) -> None:
         """A stream was accepted: the connection is busy."""
-        if self._idle_since is not None:
-            self._idle_since = None
+        if self.idle_since is not None:
+            self.idle_since = None
             self._slot.busy()
 
     def end_if_idle(self) -> None:
@@ -67,8 +69,8 @@ class ConnectionLifetime:
         idle, and after a GOAWAY it ends."""
         if len(self._streams):
             return
-        if self._idle_since is None:
-            self._idle_since = trio.current_time()
+        if self.idle_since is None:
+            self.idle_since = trio.current_time()
             # Set, not renewed: ``close_when_idle`` makes a fresh one before it waits, and a
             # client that sends one request at a time makes this turn per request.
             self._became_idle.set()
@@ -117,14 +119,14 @@ class ConnectionLifetime:
         """A connection with no stream for ``idle_connection_timeout_s`` gets GOAWAY."""
         timeout_s = self._limits.idle_connection_timeout_s
         while True:
-            idle_since = self._idle_since
+            idle_since = self.idle_since
             if idle_since is None:
-                # (No checkpoint since ``_idle_since`` was read: the set cannot be missed.)
+                # (No checkpoint since ``idle_since`` was read: the set cannot be missed.)
                 self._became_idle = trio.Event()
                 await self._became_idle.wait()
                 continue
             await trio.sleep_until(idle_since + timeout_s)
-            if self._idle_since == idle_since:
+            if self.idle_since == idle_since:
                 if not self.closing:
                     self.go_away("h2.idle_connection_closed", idle_connection_timeout_s=timeout_s)
                 return

@@ -106,8 +106,15 @@ class PolledRequest(PolledRelay):
         lean.server.stats.requests += 1
         stream.on_writable = self  # new credit, and the stream's break
         if timeout > 0:
-            # (It sets ``deadline``; ``now`` is the read's reading: lean_requests.py.)
-            timers.arm(self, timeout, now)
+            # ``timers.arm(self, timeout, now)`` (``now``: the read's reading, lean_requests.py)
+            # in place behind the length's other timers: a new timer, a queue not empty, so
+            # no wake-up (timers.py's rules); an empty or new queue takes ``arm`` itself.
+            queue = timers.queues.get(timeout)
+            if queue:
+                self.deadline = now + timeout
+                queue[self] = timeout
+            else:
+                timers.arm(self, timeout, now)
         else:
             self.deadline = math.inf
         # The poller's callbacks for the socket come through the connection, its watcher

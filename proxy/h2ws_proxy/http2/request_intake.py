@@ -158,7 +158,8 @@ class RequestIntake:
             0 if framing is _NO_BODY else request.content_length if framing is _LENGTH else None,
         )
         self._streams[stream_id] = stream
-        life.stream_opened()
+        if life.idle_since is not None:  # (``stream_opened`` has nothing to do otherwise)
+            life.stream_opened()
         if not (ended and self._lean.try_start(stream, request, route, generation)):
             self._run_on_task(stream, request, route, False)
 

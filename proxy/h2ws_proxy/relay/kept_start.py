@@ -44,7 +44,7 @@ class LastRequest:
     which it holds, so they cannot be reused while it is kept; one entry: bounded."""
 
     __slots__ = (
-        "backend_request", "balancer", "balancers", "facts", "head", "plain", "request", "route",
+        "backend_request", "balancer", "balancers", "facts", "head", "request", "route", "single",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -55,8 +55,10 @@ class LastRequest:
         self.balancer: GroupBalancer | None = None
         self.backend_request: BackendRequest | None = None
         self.head = b""
-        #: A server of ``balancer`` whose address was found plain HTTP/1.1 in cleartext.
-        self.plain: ServerState | None = None
+        #: ``balancer``'s one server (:attr:`GroupBalancer.single`) if its address is plain
+        #: HTTP/1.1 in cleartext; None: no lean start (several servers, a cap, a sticky
+        #: group, TLS or HTTP/2: ``take_at_once`` would give none, or the task path must).
+        self.single: ServerState | None = None
         #: The last request's record facts (``relay/request_facts.py``: they check their own).
         self.facts: RequestFacts | None = None
 
@@ -79,7 +81,11 @@ class LastRequest:
                 return False
             self.head = self.backend_request.head_bytes()
         self.request, self.route, self.balancers = request, route, balancers
-        self.balancer, self.plain = None if sticky else balancer, None
+        self.balancer = None if sticky else balancer
+        single = None if sticky else balancer.single
+        if single is not None and (single.address.speaks_h2 or single.address.scheme == "https"):
+            single = None
+        self.single = single
         return True
 
 
@@ -112,19 +118,15 @@ def start_on_kept_connection(
         last.request is not request or last.route is not route or last.balancers is not balancers
     ) and not last.prepare(balancers, request, route, client_address):
         return None
+    # ``balancer.take_at_once()`` in place, for a plain server (``prepare`` found it so).
+    chosen = last.single
+    if chosen is None or not chosen.checked_up:
+        return None
+    chosen.active += 1
     balancer = last.balancer
-    if balancer is None:
-        return None
-    chosen = balancer.take_at_once()
-    if chosen is None:
-        return None
+    assert balancer is not None  # (``single`` is one of its servers)
     pool = server.pool
     address = chosen.address
-    if chosen is not last.plain:
-        if address.speaks_h2 or address.scheme == "https":
-            balancer.give_back(chosen)
-            return None
-        last.plain = chosen
     if poller is None:
         # The poller is made only once an idle connection is there to take.
         if not pool.has_idle(address):

@@ -69,7 +69,9 @@ class Timer(Protocol):
 class ConnectionTimers:
     """The armed timers of one connection, and the task that fires them."""
 
-    __slots__ = ("_at", "_at_live", "_queues", "_sequence", "_sleeping_until", "_task", "now")
+    __slots__ = (
+        "_at", "_at_live", "_queues", "_sequence", "_sleeping_until", "_task", "now", "queues",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         #: ``trio.current_time()`` in one call rather than three: the run's clock's own
@@ -77,6 +79,10 @@ class ConnectionTimers:
         self.now: Callable[[], float] = _clock_reader()
         #: One queue per timeout length, in deadline order.
         self._queues: dict[float, OrderedDict[Timer, float]] = {}
+        #: The same dict, for an owner that arms a new timer in place (:meth:`arm`'s rule
+        #: for a queue that is not empty: a timer in no queue put at its end, its
+        #: ``deadline`` set, no wake-up); read only.
+        self.queues = self._queues
         #: Deadlines armed with :meth:`arm_at`: (deadline, sequence, timer), a heap; an entry
         #: is live while ``_at_live`` maps its timer to its sequence.
         self._at: list[tuple[float, int, Timer]] = []
