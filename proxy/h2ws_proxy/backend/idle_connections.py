@@ -44,6 +44,11 @@ class Idle(Protocol):
     address: BackendAddress
     idle_since: float
     parked_in: BackendPoller | None
+    #: Its descriptor, whether it is in its poller's epoll set, and whether it was taken
+    #: again after an idle spell (:meth:`IdleConnections.take_parked_quiet` reads and sets).
+    fd: int
+    watched: bool
+    reused: bool
 
 
 BackendConnection = TypeVar("BackendConnection", bound=Idle)
@@ -58,6 +63,9 @@ class IdleConnections(Generic[BackendConnection]):
         #: The address looked up last and its group (see the module docstring).
         self._last_address: BackendAddress | None = None
         self._last_group: dict[BackendConnection, None] = {}
+        #: The pool's ``backend_keepalive_s`` (the pool keeps it current), for
+        #: :meth:`take_parked_quiet`.
+        self.keepalive = 0.0
 
     def __len__(self) -> int:
         return sum(len(group) for group in self._by_address.values())
@@ -187,6 +195,41 @@ class IdleConnections(Generic[BackendConnection]):
                     group = self._last_group if own is self._last_address else self._group(own)
                     assert group is not None  # (an idle connection is in its address's group)
                     del group[connection]
+                    return connection
+        return None
+
+    def take_parked_quiet(
+        self, address: BackendAddress, poller: BackendPoller, now: float, ready: set[int]
+    ) -> BackendConnection | None:
+        """:meth:`take_parked`'s connection, taken and marked reused, when it is good with
+        no check of its own: younger than :attr:`keepalive` at ``now``, and quiet by the
+        pool's rule for a client read's ready set (``backend/pool.py``): parked in ``poller``
+        since before ``now``, in its epoll set, its descriptor not in ``ready`` (the set's
+        ready descriptors, asked after ``now`` was read). None: nothing taken (none parked
+        there, or it needs the pool's own take: ``BackendPool.take_idle_now``). One call per
+        take of the common connection, where the pool's take and :meth:`take_parked` make
+        two."""
+        parked = self._by_poller.get(poller)
+        if parked:
+            for connection in reversed(parked):
+                own = connection.address
+                if own is address or own == address:
+                    idle_since = connection.idle_since
+                    if (
+                        now - idle_since >= self.keepalive
+                        or idle_since >= now
+                        or not connection.watched
+                        or connection.fd in ready
+                    ):
+                        return None
+                    del parked[connection]
+                    if not parked:
+                        del self._by_poller[poller]
+                    connection.parked_in = None
+                    group = self._last_group if own is self._last_address else self._group(own)
+                    assert group is not None  # (an idle connection is in its address's group)
+                    del group[connection]
+                    connection.reused = True
                     return connection
         return None
 

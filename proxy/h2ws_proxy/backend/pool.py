@@ -78,6 +78,12 @@ class BackendPool:
         #: Observes how long each new connection took to connect.
         self._connect_times = connect_times
         self._idle: IdleConnections[BackendConnection] = IdleConnections()
+        self._idle.keepalive = limits.backend_keepalive_s
+        #: ``take_idle_now``'s usual take in one call, when the caller's client read asked
+        #: its poller's ready set (``ready``): the newest connection parked in the caller's
+        #: poller, taken when it needs no check of its own, else None and nothing taken:
+        #: then :meth:`take_idle_now` (:meth:`IdleConnections.take_parked_quiet`).
+        self.take_parked_quiet = self._idle.take_parked_quiet
         self._changed = trio.Event()
         #: When :meth:`reap` wakes next (``inf``: nothing idle, it waits for ``_changed``).
         self._next_reap = math.inf
@@ -85,6 +91,7 @@ class BackendPool:
     def apply_limits(self, limits: Limits) -> None:
         """Keep-alive limits from now on (a reload); the idle connections stay."""
         self._limits = limits
+        self._idle.keepalive = limits.backend_keepalive_s
 
     @property
     def idle_count(self) -> int:

@@ -151,9 +151,10 @@ class LeanRequests:
         if start is None:
             return False
         limits = generation.config.limits
+        # The facts kept for the last request are this one's: a start comes back only for
+        # the request and route ``self._last`` holds, and a new one there dropped them.
         facts = self._last.facts
-        # (``facts.made_for(request, route)``, in place: once per request.)
-        if facts is None or facts.request is not request or facts.route_config is not route:
+        if facts is None:
             facts = RequestFacts("h2", info.connection_id, info.peer, request, route)
             self._last.facts = facts
         PolledRequest(

@@ -59,7 +59,8 @@ class LastRequest:
         #: HTTP/1.1 in cleartext; None: no lean start (several servers, a cap, a sticky
         #: group, TLS or HTTP/2: ``take_at_once`` would give none, or the task path must).
         self.single: ServerState | None = None
-        #: The last request's record facts (``relay/request_facts.py``: they check their own).
+        #: The last request's record facts (``relay/request_facts.py``), made by a caller
+        #: that keeps them here for ``request`` and ``route``: :meth:`prepare` drops them.
         self.facts: RequestFacts | None = None
 
     def prepare(
@@ -71,7 +72,7 @@ class LastRequest:
     ) -> bool:
         """Make what is kept for ``request``; False: nothing kept (``build_backend_request``
         raised its ProxyError, which the task path meets and answers itself)."""
-        self.request = None
+        self.request = self.facts = None
         balancer = balancers.of(route.backend)
         sticky = bool(balancer.group.sticky_cookie)
         if not sticky:
@@ -139,7 +140,12 @@ def start_on_kept_connection(
         if poller is None:
             balancer.give_back(chosen)
             return None
-    connection = pool.take_idle_now(address, poller, now, ready)
+    connection = None
+    if ready is not None:  # (then ``now`` is the reading it was asked after)
+        assert now is not None
+        connection = pool.take_parked_quiet(address, poller, now, ready)
+    if connection is None:
+        connection = pool.take_idle_now(address, poller, now, ready)
     if connection is None:
         balancer.give_back(chosen)
         return None
