@@ -15,7 +15,7 @@ import trio
 
 from tests.conftest import StartProxy
 from tests.helpers.backends import BackendConnection, ScriptedBackend
-from tests.helpers.h2_client import open_h2_client
+from tests.helpers.h2_client import H2TestClient, open_h2_client
 from tests.helpers.records import ProxyRecords
 from tests.helpers.scripted_http import OK, Answer, fetch, get, scripted, until_closed
 from tests.helpers.setup import backend_url, make_config
@@ -79,6 +79,39 @@ async def test_a_silent_backend_gets_504_after_the_idle_timeout(
     assert after.status == 200
     line = proxy_records.named("request.closed")[1]
     assert (line["path"], line["status"], line["end"]) == ("/silent", 504, "refused")
+
+
+async def test_silent_backends_of_requests_in_flight_together_each_get_504(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
+) -> None:
+    """Two requests in flight at once on the two kept connections, neither answered: the
+    second's idle timer is armed behind the first's (a queue already holding one: armed in
+    place, http2/polled_request.py), and fires as well."""
+
+    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
+        if b" /silent" in head:
+            await trio.sleep_forever()
+        await trio.sleep(0.05)  # the first two in flight together: two connections kept
+        await connection.stream.send_all(OK)
+        return True
+
+    async def fetch_into(client: H2TestClient, path: bytes, into: dict[bytes, int]) -> None:
+        into[path] = (await fetch(client, path)).status
+
+    backend, stream = await proxy_for(nursery, start_proxy, answer, http_idle_timeout_s=0.5)
+    statuses: dict[bytes, int] = {}
+    async with open_h2_client(stream) as client:
+        for paths in ((b"/one", b"/two"), (b"/silent/1", b"/silent/2")):
+            async with trio.open_nursery() as both:
+                for path in paths:
+                    both.start_soon(fetch_into, client, path, statuses)
+    assert statuses == {b"/one": 200, b"/two": 200, b"/silent/1": 504, b"/silent/2": 504}
+    assert len(backend.connections) == 2  # the silent ones went to the kept connections
+    lines = proxy_records.named("request.closed")
+    assert sorted((line["path"], line["status"], line["end"]) for line in lines[2:]) == [
+        ("/silent/1", 504, "refused"),
+        ("/silent/2", 504, "refused"),
+    ]
 
 
 async def test_a_stall_mid_body_resets_the_stream_after_the_idle_timeout(

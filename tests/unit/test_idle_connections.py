@@ -17,6 +17,9 @@ class Idle:
     address: BackendAddress
     idle_since: float = 0.0
     parked_in: BackendPoller | None = None
+    fd: int = -1
+    watched: bool = False
+    reused: bool = False
 
 
 def kept(idle: IdleConnections[Idle], *connections: Idle, at: float = 0.0) -> None:
@@ -156,3 +159,32 @@ def test_asking_about_an_address_with_no_idle_connection_makes_no_group() -> Non
     assert idle.has(OTHER)
     assert idle.newest(OTHER) is stranger
     assert sorted(a.port for a in idle._by_address) == [1, 2]
+
+
+def test_take_parked_quiet_takes_take_parkeds_connection_only_when_it_needs_no_check() -> None:
+    """The newest connection parked in the caller's poller is taken (and marked reused) only
+    when it is young, parked before the read's reading, watched, and not ready; otherwise
+    nothing is taken, not even an older one: the pool's own take judges it."""
+    mine = BackendPoller()
+    idle: IdleConnections[Idle] = IdleConnections()
+    idle.keepalive = 10.0
+    old, new = Idle(ADDRESS, fd=7, watched=True), Idle(ADDRESS, fd=8, watched=True)
+    kept(idle, old, new, at=100.0)
+    idle.mark_parked(old, mine)
+    idle.mark_parked(new, mine)
+
+    assert idle.take_parked_quiet(OTHER, mine, 105.0, set()) is None  # none to that address
+    assert idle.take_parked_quiet(ADDRESS, BackendPoller(), 105.0, set()) is None  # elsewhere
+    assert idle.take_parked_quiet(ADDRESS, mine, 105.0, {8}) is None  # ready: checked alone
+    assert idle.take_parked_quiet(ADDRESS, mine, 100.0, set()) is None  # parked at the reading
+    assert idle.take_parked_quiet(ADDRESS, mine, 110.0, set()) is None  # too old
+    new.watched = False
+    assert idle.take_parked_quiet(ADDRESS, mine, 105.0, set()) is None  # out of the set
+    assert [new.parked_in, old.parked_in, new.reused, len(idle)] == [mine, mine, False, 2]
+    new.watched = True
+
+    assert idle.take_parked_quiet(ADDRESS, mine, 105.0, {7}) is new
+    assert [new.parked_in, new.reused, idle.remove(new)] == [None, True, False]
+    equal = BackendAddress(scheme="http", host="127.0.0.1", port=1)  # equal, not the same
+    assert idle.take_parked_quiet(equal, mine, 105.0, set()) is old
+    assert [old.reused, len(idle), idle.take_parked(ADDRESS, mine)] == [True, 0, None]

@@ -14,6 +14,7 @@ import socket
 
 import trio
 
+from h2ws_proxy.config import Limits
 from h2ws_proxy.transport.poller import BackendPoller
 from tests.unit.test_pool_quiet_takes import ADDRESS, STRAY, Parked, closed, parked, poller
 
@@ -154,3 +155,30 @@ async def test_asking_which_are_ready_leaves_them_ready_for_the_pollers_round(
 async def test_a_closed_poller_answers_nothing(poller: BackendPoller) -> None:
     poller.close()
     assert poller.ready_descriptors() is None
+
+
+async def test_the_pools_one_call_take_is_take_idle_nows_for_a_quiet_parked_connection(
+    parked: Parked, poller: BackendPoller
+) -> None:
+    """``take_parked_quiet`` takes what ``take_idle_now`` would take without a check of its
+    own, and leaves a ready connection for ``take_idle_now``, which checks it and drops it;
+    it follows the keep-alive limit of a reload."""
+    first, spoken = parked.park(poller), parked.park(poller)
+    age(first, spoken)
+    parked.backend_side[spoken].send(STRAY)
+    pool = parked.pool
+    ready = poller.ready_descriptors()
+    assert ready == {spoken.fd}
+    assert pool.take_parked_quiet(ADDRESS, poller, READ_AT, ready) is None
+    assert [spoken.parked_in, closed(spoken)] == [poller, False]
+    assert pool.take_idle_now(ADDRESS, poller, READ_AT, ready) is first
+    assert closed(spoken)
+    again = parked.park(poller)
+    age(again)
+    pool.apply_limits(Limits(backend_keepalive_s=0.5))
+    assert pool.take_parked_quiet(ADDRESS, poller, READ_AT, set()) is None  # too old now
+    pool.apply_limits(Limits(backend_keepalive_s=60.0))
+    assert pool.take_parked_quiet(ADDRESS, poller, READ_AT, set()) is again
+    assert [again.reused, again.quiet_poll, again.parked_in, closed(again)] == [
+        True, None, None, False,
+    ]  # fmt: skip
