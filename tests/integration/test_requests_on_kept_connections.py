@@ -114,6 +114,28 @@ async def test_silent_backends_of_requests_in_flight_together_each_get_504(
     ]
 
 
+async def test_a_connection_with_a_request_in_flight_is_not_closed_as_idle(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
+) -> None:
+    """A request without a task opens a stream like any other: while it waits for its
+    answer, longer than ``idle_connection_timeout_s``, the connection is busy, not idle."""
+
+    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
+        if b" /slow" in head:
+            await trio.sleep(0.8)
+        await connection.stream.send_all(OK)
+        return True
+
+    _, stream = await proxy_for(
+        nursery, start_proxy, answer, idle_connection_timeout_s=0.3, http_idle_timeout_s=5
+    )
+    async with open_h2_client(stream) as client:
+        await fetch(client, b"/one")
+        slow = await fetch(client, b"/slow")
+        assert slow.status == 200
+        assert proxy_records.named("h2.idle_connection_closed") == []
+
+
 async def test_a_stall_mid_body_resets_the_stream_after_the_idle_timeout(
     nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
 ) -> None:
