@@ -96,7 +96,11 @@ class HeaderBlocks(SessionCore):
 
     def _end_block(self, stream_id: int, flags: int, block: bytes, events: list[Event]) -> None:
         """A whole header block for ``stream_id``: decode it, then judge the stream."""
-        headers, size = self._codec.decode(block)
+        codec = self._codec
+        if block == codec.kept_block and block:  # ``codec.decode(block)``'s first step
+            headers, size = list(codec.kept_headers), codec.kept_size
+        else:
+            headers, size = codec.decode(block)
         ended = flags & f.END_STREAM != 0
         streams = self._streams
         # A client's odd id above every id it used is idle: this HEADERS opens it (§5.1.1).

@@ -56,10 +56,13 @@ class HeaderCodec:
         )
         self._decoder.max_allowed_table_size = decoder_table_limit
         self._encoder = RepeatedBlockEncoder()
-        #: The last block decoded to a result that still holds, with that result.
-        self._kept_block = b""
-        self._kept_headers: tuple[Header, ...] = ()
-        self._kept_size = 0
+        #: The last block decoded to a result that still holds, with that result. Read by
+        #: the session's block end, which takes a repeated block's result in place (the
+        #: first step of :meth:`decode`: a copy of ``kept_headers``, ``kept_size``); set
+        #: only here.
+        self.kept_block = b""
+        self.kept_headers: tuple[Header, ...] = ()
+        self.kept_size = 0
         # Peer table size changes not yet applied: (smallest since last block, latest).
         self._pending_sizes: tuple[int, int] | None = None
 
@@ -71,7 +74,7 @@ class HeaderCodec:
             # The kept block skipped hpack's table size check under the old limit: the next
             # block is judged under the new one by hpack (RFC 7541 §4.2). An unchanged limit
             # leaves that check's outcome as it was, so the block stays kept.
-            self._kept_block = b""
+            self.kept_block = b""
 
     def decode(self, block: bytes) -> tuple[list[Header], int]:
         """The header list of a complete block, and its size as SETTINGS_MAX_HEADER_LIST_SIZE
@@ -79,14 +82,14 @@ class HeaderCodec:
         for a bad block."""
         decoder = self._decoder
         try:
-            if block == self._kept_block and block:  # (empty when nothing is kept)
+            if block == self.kept_block and block:  # (empty when nothing is kept)
                 # Kept only while the decoder keeps it (below) and the table's size limit
                 # stays (``set_decoder_table_limit`` drops it when the limit changes): any
                 # other block goes through hpack, which then judges afresh what is kept and
                 # checks the table's size, and nothing else changes the table or its limit in
                 # between.
-                return list(self._kept_headers), self._kept_size
-            self._kept_block = b""  # (also when this block fails)
+                return list(self.kept_headers), self.kept_size
+            self.kept_block = b""  # (also when this block fails)
             decoded = decoder.decode(block, raw=True)
         except hpack.OversizedHeaderListError as error:
             raise ConnectionFault(ErrorCode.ENHANCE_YOUR_CALM, str(error)) from error
@@ -106,7 +109,7 @@ class HeaderCodec:
         if cookies:
             headers.append((b"cookie", b"; ".join(cookies)))
         if decoder.keeps(block):
-            self._kept_block, self._kept_headers, self._kept_size = block, tuple(headers), size
+            self.kept_block, self.kept_headers, self.kept_size = block, tuple(headers), size
         return headers, size
 
     def peer_table_size(self, size: int) -> None:

@@ -46,8 +46,9 @@ _NO_BODY = BodyFraming.NONE
 _LENGTH = BodyFraming.LENGTH
 
 #: The last accepted request: a copy of its fields, the router, whether HEADERS ended the
-#: stream, and what they made.
-_Accepted = tuple[list[tuple[bytes, bytes]], Router, bool, HttpRequest, RouteConfig]
+#: stream, and what they made: the request, its route, and the body length its stream
+#: declares (``H2Stream.declared_length``).
+_Accepted = tuple[list[tuple[bytes, bytes]], Router, bool, HttpRequest, RouteConfig, int | None]
 
 
 class RequestIntake:
@@ -141,22 +142,15 @@ class RequestIntake:
             and not event.oversized
             and accepted[0] == event.headers
         ):
-            request, route = accepted[3], accepted[4]
+            request, route, declared = accepted[3], accepted[4], accepted[5]
         else:
             judged = self._judge(event, router)
             if judged is None:
                 return  # refused, or a tunnel started
-            request, route = judged
+            request, route, declared = judged
         # An accepted ordinary request: its stream, registered, then its run (inline: a
         # repeated request comes here with no other call).
-        framing = request.framing
-        stream = H2Stream.for_request(
-            session,
-            self._writer,
-            stream_id,
-            ended,
-            0 if framing is _NO_BODY else request.content_length if framing is _LENGTH else None,
-        )
+        stream = H2Stream.for_request(session, self._writer, stream_id, ended, declared)
         self._streams[stream_id] = stream
         if life.idle_since is not None:  # (``stream_opened`` has nothing to do otherwise)
             life.stream_opened()
@@ -165,9 +159,10 @@ class RequestIntake:
 
     def _judge(
         self, event: RequestReceived, router: Router
-    ) -> tuple[HttpRequest, RouteConfig] | None:
-        """A request head not taken as the last one: its ordinary request and route
-        (remembered), or None: answered with its error, or a tunnel started."""
+    ) -> tuple[HttpRequest, RouteConfig, int | None] | None:
+        """A request head not taken as the last one: its ordinary request, route and
+        declared body length (remembered), or None: answered with its error, or a tunnel
+        started."""
         stream_id, ended, headers = event.stream_id, event.end_stream, event.headers
         head: H2RequestHead | None = None
         tunnel: tuple[WebSocketRequest, RouteConfig] | None = None
@@ -183,8 +178,16 @@ class RequestIntake:
                 tunnel = self._accept_tunnel(head, router)
             else:
                 request, route = accept_http(head, router, tls=self._info.tls, ended=ended)
-                self._accepted = (list(headers), router, ended, request, route)
-                return request, route
+                framing = request.framing
+                declared = (
+                    0
+                    if framing is _NO_BODY
+                    else request.content_length
+                    if framing is _LENGTH
+                    else None
+                )
+                self._accepted = (list(headers), router, ended, request, route, declared)
+                return request, route, declared
         except ProxyError as error:
             if head is not None and head.protocol is not None:
                 self._refuse_tunnel(stream_id, head, error)  # and its tunnel.refused line
