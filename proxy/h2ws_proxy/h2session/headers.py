@@ -62,6 +62,10 @@ class HeaderCodec:
         self._kept_size = 0
         # Peer table size changes not yet applied: (smallest since last block, latest).
         self._pending_sizes: tuple[int, int] | None = None
+        #: The last block encoded, while sending it again is right (only indexed fields:
+        #: it left the table alone; no size change applied since), with a copy of its list.
+        self._sent_block = b""
+        self._sent_fields: list[Header] = []
 
     def set_decoder_table_limit(self, size: int) -> None:
         """The largest dynamic table the peer's encoder may use (our HEADER_TABLE_SIZE);
@@ -118,8 +122,17 @@ class HeaderCodec:
             self._pending_sizes = (min(self._pending_sizes[0], size), size)
 
     def encode(self, headers: list[Header]) -> bytes:
-        """The block for ``headers``, opening with any table size updates owed."""
-        if self._pending_sizes is not None:
+        """The block for ``headers``, opening with any table size updates owed.
+
+        The last block again for the same list, while it holds: one of only indexed fields
+        changed nothing in the table, and the table changes only here (a block, or a size
+        owed, which goes first and makes a new block). The encoder keeps such a block too
+        (``RepeatedBlockEncoder``); testing it here first saves a call per answer, most of
+        whose heads repeat the last one's."""
+        if self._pending_sizes is None:
+            if headers == self._sent_fields and self._sent_block:
+                return self._sent_block
+        else:
             smallest, final = self._pending_sizes
             self._pending_sizes = None
             encoder = self._encoder
@@ -127,4 +140,10 @@ class HeaderCodec:
                 encoder.header_table_size = smallest
             if final != encoder.header_table_size:
                 encoder.header_table_size = final
-        return self._encoder.encode(headers, huffman=True)
+        block = self._encoder.encode(headers, huffman=True)
+        if block and min(block) >= 0x80:  # indexed fields only (1xxxxxxx each)
+            self._sent_fields = list(headers)  # (the caller may change its own list later)
+            self._sent_block = block
+        else:
+            self._sent_block = b""
+        return block
