@@ -247,7 +247,8 @@ async def test_a_kept_connection_reset_before_the_answer_is_retried_on_a_new_one
     assert c.status == 200
     assert len(backend.connections) == 2
     lines = [line for line in proxy_records.named("request.closed") if line["path"] == "/c"]
-    assert len(lines) == 1 and lines[0]["status"] == 200
+    assert len(lines) == 1
+    assert lines[0]["status"] == 200
     assert not proxy_records.named("poller.handler_failed")  # the read's error, handled
 
 
