@@ -140,10 +140,10 @@ class HeaderCodec:
                 encoder.header_table_size = smallest
             if final != encoder.header_table_size:
                 encoder.header_table_size = final
+        # Dropped first: an encode that raises may have changed the table on its way.
+        self._sent_block = b""
         block = self._encoder.encode(headers, huffman=True)
         if block and min(block) >= 0x80:  # indexed fields only (1xxxxxxx each)
             self._sent_fields = list(headers)  # (the caller may change its own list later)
             self._sent_block = block
-        else:
-            self._sent_block = b""
         return block
