@@ -62,10 +62,13 @@ class HeaderCodec:
         self._kept_size = 0
         # Peer table size changes not yet applied: (smallest since last block, latest).
         self._pending_sizes: tuple[int, int] | None = None
-        #: The last block encoded, while sending it again is right (only indexed fields:
-        #: it left the table alone; no size change applied since), with a copy of its list.
-        self._sent_block = b""
-        self._sent_fields: list[Header] = []
+        #: The block for ``repeat_fields`` (a copy of the list it was made for) while
+        #: sending it again is right, else b"": the last block encoded, if it holds only
+        #: indexed fields (it left the table alone, which changes only by a block or a
+        #: size owed) and no table size is owed since. Read-only outside this class:
+        #: ``H2Session.send_answer`` takes it without a call (most answers repeat a head).
+        self.repeat_block = b""
+        self.repeat_fields: list[Header] = []
 
     def set_decoder_table_limit(self, size: int) -> None:
         """The largest dynamic table the peer's encoder may use (our HEADER_TABLE_SIZE);
@@ -116,23 +119,19 @@ class HeaderCodec:
     def peer_table_size(self, size: int) -> None:
         """The peer's new SETTINGS_HEADER_TABLE_SIZE (RFC 7541 §4.2), for the next block."""
         size = min(size, MAX_ENCODER_TABLE)
+        self.repeat_block = b""  # the next block opens with the size update
         if self._pending_sizes is None:
             self._pending_sizes = (size, size)
         else:
             self._pending_sizes = (min(self._pending_sizes[0], size), size)
 
     def encode(self, headers: list[Header]) -> bytes:
-        """The block for ``headers``, opening with any table size updates owed.
-
-        The last block again for the same list, while it holds: one of only indexed fields
-        changed nothing in the table, and the table changes only here (a block, or a size
-        owed, which goes first and makes a new block). The encoder keeps such a block too
-        (``RepeatedBlockEncoder``); testing it here first saves a call per answer, most of
-        whose heads repeat the last one's."""
-        if self._pending_sizes is None:
-            if headers == self._sent_fields and self._sent_block:
-                return self._sent_block
-        else:
+        """The block for ``headers``, opening with any table size updates owed; the last
+        block again for the same list while it holds (``repeat_block``). The encoder keeps
+        such a block too (``RepeatedBlockEncoder``): testing it here first saves a call."""
+        if self.repeat_block and headers == self.repeat_fields:
+            return self.repeat_block
+        if self._pending_sizes is not None:
             smallest, final = self._pending_sizes
             self._pending_sizes = None
             encoder = self._encoder
@@ -141,9 +140,9 @@ class HeaderCodec:
             if final != encoder.header_table_size:
                 encoder.header_table_size = final
         # Dropped first: an encode that raises may have changed the table on its way.
-        self._sent_block = b""
+        self.repeat_block = b""
         block = self._encoder.encode(headers, huffman=True)
         if block and min(block) >= 0x80:  # indexed fields only (1xxxxxxx each)
-            self._sent_fields = list(headers)  # (the caller may change its own list later)
-            self._sent_block = block
+            self.repeat_fields = list(headers)  # (the caller may change its own list later)
+            self.repeat_block = block
         return block

@@ -215,7 +215,10 @@ class H2Session(Receiver):
         # Encoded once, and this block is the one sent: encoding changes the HPACK
         # encoder's dynamic table (and takes a pending table size update), so a second
         # encode would send a block naming entries of one the peer never got.
-        block = self._codec.encode(headers)
+        codec = self._codec  # (``HeaderCodec.encode``'s repeated block without its call)
+        block = codec.repeat_block
+        if not block or headers != codec.repeat_fields:
+            block = codec.encode(headers)
         length = len(block)
         stream.final_head_sent = True
         # (A block of one frame at the smallest MAX_FRAME_SIZE fits any peer's.)

@@ -10,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from h2ws_proxy.h2session.headers import HeaderCodec
+from tests.unit.http2_session import wire as w
 
 Header = tuple[bytes, bytes]
+HEADER_TABLE_SIZE = 0x1
 
 POOL: list[Header] = [
     (b":status", b"200"),
@@ -95,3 +97,27 @@ def test_every_block_decodes_to_its_list(steps: list[list[int] | int]) -> None:
             continue
         fields = [POOL[i] for i in step]
         assert decoder.decode(codec.encode(fields), raw=True) == fields
+
+
+def test_send_answer_takes_a_repeated_head_without_the_codecs_call() -> None:
+    """``H2Session.send_answer`` reads ``repeat_block`` itself; the client decodes every
+    answer's head as sent, also after its table size changed between two answers."""
+    client, decoder = hpack.Encoder(), hpack.Decoder()
+    session = w.server()
+    codec = session._codec
+    calls = []
+    encode = codec.encode
+
+    def counted(headers: list[Header]) -> bytes:
+        calls.append(len(headers))
+        return encode(headers)
+
+    codec.encode = counted  # type: ignore[method-assign]
+    for stream_id in (1, 3, 5, 7):
+        if stream_id == 7:
+            session.receive_data(w.settings((HEADER_TABLE_SIZE, 256)))
+        session.receive_data(w.headers(stream_id, w.block(w.REQUEST, client), end_stream=True))
+        assert session.send_answer(stream_id, head(), b"hello world!") == 12
+        blocks = [sent for sent in w.parse(session.take_outbound()) if sent.kind == w.HEADERS]
+        assert decoder.decode(blocks[-1].payload, raw=True) == head()
+    assert len(calls) == 3  # stream 1 (literals), 3 (indexed: kept), 7 (a size owed)
