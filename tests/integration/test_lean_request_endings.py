@@ -11,7 +11,10 @@ trailers that are all dropped, and the one retry a kept connection's failure all
 from __future__ import annotations
 
 import functools
+import socket
+import struct
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import pytest
 import trio
@@ -217,6 +220,36 @@ async def test_a_request_the_backend_drops_on_kept_connections_is_sent_at_most_t
     lines = [line for line in proxy_records.named("request.closed") if line["path"] == "/c"]
     assert len(lines) == 1  # one line whatever the attempts
     assert heads.count(b"GET /c HTTP/1.1") == 2  # a kept connection, then a new one
+
+
+async def test_a_kept_connection_reset_before_the_answer_is_retried_on_a_new_one(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
+) -> None:
+    """A kept connection the backend resets (RST: the lean read's error, not an EOF) as it
+    takes the request: the one retry, on a new connection, answers it; one line, and the
+    poller's handler did not fail."""
+
+    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
+        if head.startswith(b"GET /c ") and not connection.received.startswith(b"GET /c "):
+            raw = cast(trio.SocketStream, connection.stream).socket
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False  # closed with a reset, as it took /c
+        await connection.stream.send_all(OK)
+        return True
+
+    backend = ScriptedBackend(scripted(answer))
+    port = await nursery.start(backend.run)
+    address = await start_proxy(make_config(("/", backend_url(port))))
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    async with open_h2_client(stream) as client:
+        assert (await fetch(client, b"/a")).status == 200  # leaves its connection idle
+        c = await fetch(client, b"/c")
+    assert c.status == 200
+    assert len(backend.connections) == 2
+    lines = [line for line in proxy_records.named("request.closed") if line["path"] == "/c"]
+    assert len(lines) == 1
+    assert lines[0]["status"] == 200
+    assert not proxy_records.named("poller.handler_failed")  # the read's error, handled
 
 
 # ---- 5. an answer that came whole, held back by the client's window ----

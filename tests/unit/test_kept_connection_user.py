@@ -10,6 +10,7 @@ Real socketpairs and a poller that is not run: the tests call its rounds (``disp
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -148,3 +149,18 @@ async def test_a_connection_the_kernel_refuses_to_watch_is_not_handed_out(
     finally:
         poller._epoll = real
         elsewhere.close()
+
+
+async def test_a_connections_receive_now_is_its_sockets_own_recv(
+    parked: Parked, poller: BackendPoller
+) -> None:
+    """A lean request reads its answer with ``receive_now``: the socket's bytes, nothing
+    there as ``BlockingIOError`` (a wake-up for nothing), the backend's EOF as ``b""``."""
+    connection = parked.park(poller)
+    backend = parked.backend_side[connection]
+    with pytest.raises(BlockingIOError):
+        connection.receive_now(100)
+    backend.send(b"HTTP/1.1 200 OK\r\n")
+    assert connection.receive_now(100) == b"HTTP/1.1 200 OK\r\n"
+    backend.shutdown(socket.SHUT_WR)
+    assert connection.receive_now(100) == b""

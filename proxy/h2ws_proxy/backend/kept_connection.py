@@ -30,6 +30,12 @@ from h2ws_proxy.transport.capabilities import PollableSocket, as_pollable, idle_
 from h2ws_proxy.transport.poller import BackendPoller
 
 
+def _unpollable(max_bytes: int) -> bytes:
+    """``receive_now`` of a connection whose stream is no pollable socket (no lean request
+    takes one: ``take_idle_now`` wants its ``socket``)."""
+    raise OSError("not a pollable socket")
+
+
 class Parking(Protocol):
     """What a parked connection tells its pool (``BackendPool``)."""
 
@@ -78,6 +84,9 @@ class BackendConnection:
     #: ``socket``'s own ``send`` (``PollableSocket.raw_send``), read once: a lean start
     #: writes its request head with it (``relay/kept_start.py``), one C call.
     send_head: Callable[[bytes], int] | None = field(init=False, default=None)
+    #: ``socket``'s own ``recv`` (``PollableSocket.raw_socket``'s), read once: a lean
+    #: request reads its answer with it (``http2/polled_request.py``), one C call.
+    receive_now: Callable[[int], bytes] = field(init=False, default=_unpollable)
     #: The request it serves, taken by :meth:`BackendPool.take_idle_now` (None while idle):
     #: the socket's watcher in the poller stays this connection, which passes the poller's
     #: callbacks on to it, so a take and a release need no ``register`` of their own. Its
@@ -90,6 +99,7 @@ class BackendConnection:
         if socket is not None:
             self.fd = socket.fileno()
             self.send_head = socket.raw_send()
+            self.receive_now = socket.raw_socket().recv
 
     # ---- the poller's callbacks (a Watcher): its user's while it has one ----
 

@@ -65,6 +65,13 @@ class HeaderCodec:
         self.kept_size = 0
         # Peer table size changes not yet applied: (smallest since last block, latest).
         self._pending_sizes: tuple[int, int] | None = None
+        #: The block for ``repeat_fields`` (a copy of the list it was made for) while
+        #: sending it again is right, else b"": the last block encoded, if it holds only
+        #: indexed fields (it left the table alone, which changes only by a block or a
+        #: size owed) and no table size is owed since. Read-only outside this class:
+        #: ``H2Session.send_answer`` takes it without a call (most answers repeat a head).
+        self.repeat_block = b""
+        self.repeat_fields: list[Header] = []
 
     def set_decoder_table_limit(self, size: int) -> None:
         """The largest dynamic table the peer's encoder may use (our HEADER_TABLE_SIZE);
@@ -115,13 +122,18 @@ class HeaderCodec:
     def peer_table_size(self, size: int) -> None:
         """The peer's new SETTINGS_HEADER_TABLE_SIZE (RFC 7541 §4.2), for the next block."""
         size = min(size, MAX_ENCODER_TABLE)
+        self.repeat_block = b""  # the next block opens with the size update
         if self._pending_sizes is None:
             self._pending_sizes = (size, size)
         else:
             self._pending_sizes = (min(self._pending_sizes[0], size), size)
 
     def encode(self, headers: list[Header]) -> bytes:
-        """The block for ``headers``, opening with any table size updates owed."""
+        """The block for ``headers``, opening with any table size updates owed; the last
+        block again for the same list while it holds (``repeat_block``). The encoder keeps
+        such a block too (``RepeatedBlockEncoder``): testing it here first saves a call."""
+        if self.repeat_block and headers == self.repeat_fields:
+            return self.repeat_block
         if self._pending_sizes is not None:
             smallest, final = self._pending_sizes
             self._pending_sizes = None
@@ -130,4 +142,10 @@ class HeaderCodec:
                 encoder.header_table_size = smallest
             if final != encoder.header_table_size:
                 encoder.header_table_size = final
-        return self._encoder.encode(headers, huffman=True)
+        # Dropped first: an encode that raises may have changed the table on its way.
+        self.repeat_block = b""
+        block = self._encoder.encode(headers, huffman=True)
+        if block and min(block) >= 0x80:  # indexed fields only (1xxxxxxx each)
+            self.repeat_fields = list(headers)  # (the caller may change its own list later)
+            self.repeat_block = block
+        return block

@@ -55,14 +55,15 @@ Header = tuple[bytes, bytes]
 _PING_BYTES = 8  # RFC 9113 §6.7
 #: DATA of up to this size always fits one frame: no peer's MAX_FRAME_SIZE is below it (§6.5.2).
 _ONE_FRAME = MIN_MAX_FRAME_SIZE
-_HEADER, _DATA, _END = f.FRAME_HEADER, f.DATA, f.END_STREAM
-_HEADERS, _END_HEADERS = f.HEADERS, f.END_HEADERS
 _BY_END_STREAM = ClosedBy.END_STREAM
-#: A DATA frame's header in one pack: (length << 8 | type, flags, stream id), with the
-#: type DATA (0) and END_STREAM (flag 1) as the bool ``end_stream`` itself.
-_DATA_HEAD = struct.Struct(">LBL")
+#: A frame's header in one pack: (length << 8 | type, flags, stream id); for DATA (type 0),
+#: END_STREAM (flag 1) is the bool ``end_stream`` itself; HEADERS is type 1, END_HEADERS
+#: flag 4 (written as literals where this packs them).
+_FRAME_HEAD = struct.Struct(">LBL")
 assert f.DATA == 0
 assert f.END_STREAM == 1
+assert f.HEADERS == 1
+assert f.END_HEADERS == 4
 
 
 class H2Session(Receiver):
@@ -159,7 +160,7 @@ class H2Session(Receiver):
         if 0 < size <= _ONE_FRAME and size <= self._send_window and size <= stream.send_window:
             # The common case (a relayed message): all of it, in one frame.
             out = self.outbound
-            out += _DATA_HEAD.pack(size << 8, end_stream, stream_id)  # (type 0, flag 1)
+            out += _FRAME_HEAD.pack(size << 8, end_stream, stream_id)  # (type 0, flag 1)
             out += data
             self._send_window -= size
             stream.send_window -= size
@@ -203,8 +204,8 @@ class H2Session(Receiver):
             or not stream.sending
             or stream.final_head_sent
             or not headers
-            or headers[0][0] != b":status"
-            or headers[0][1][:1] == b"1"
+            or (first := headers[0])[0] != b":status"
+            or first[1][:1] == b"1"
             or size > _ONE_FRAME
             or size > self._send_window
             or size > stream.send_window
@@ -214,7 +215,10 @@ class H2Session(Receiver):
         # Encoded once, and this block is the one sent: encoding changes the HPACK
         # encoder's dynamic table (and takes a pending table size update), so a second
         # encode would send a block naming entries of one the peer never got.
-        block = self._codec.encode(headers)
+        codec = self._codec  # (``HeaderCodec.encode``'s repeated block without its call)
+        block = codec.repeat_block
+        if not block or headers != codec.repeat_fields:
+            block = codec.encode(headers)
         length = len(block)
         stream.final_head_sent = True
         # (A block of one frame at the smallest MAX_FRAME_SIZE fits any peer's.)
@@ -225,9 +229,9 @@ class H2Session(Receiver):
             )
             return H2Session.send_data(self, stream_id, body, True)
         out = self.outbound
-        out += _HEADER.pack(length >> 8, length & 0xFF, _HEADERS, _END_HEADERS, stream_id)
+        out += _FRAME_HEAD.pack(length << 8 | 1, 4, stream_id)  # HEADERS, END_HEADERS
         out += block
-        out += _HEADER.pack(size >> 8, size & 0xFF, _DATA, _END, stream_id)
+        out += _FRAME_HEAD.pack(size << 8, 1, stream_id)  # DATA, END_STREAM
         out += body
         self._send_window -= size
         stream.send_window -= size

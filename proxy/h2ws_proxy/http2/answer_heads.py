@@ -15,6 +15,7 @@ from __future__ import annotations
 import trio
 
 from h2ws_proxy.backend.h1_wire import ResponseHead
+from h2ws_proxy.h2session import SessionUsageError, StreamUnusable
 from h2ws_proxy.http.message import HttpRequest, answer_has_body, response_fields
 from h2ws_proxy.http2.proxy_session import prepared_response_head
 from h2ws_proxy.http2.stream import H2Stream
@@ -68,8 +69,9 @@ def send_whole_answer(
     stream: H2Stream, request: HttpRequest, response: ResponseHead, body: bytes
 ) -> int:
     """Send final head ``response`` and all of its ``body`` (what came with it) with
-    END_STREAM, in one session call (``ProxySession.send_prepared_answer``'s); how much of
-    ``body`` went (less than all: the end waits for the rest, as for ``H2Stream.send_now``).
+    END_STREAM, in one session call (``ProxySession.send_prepared_answer``'s, in place);
+    how much of ``body`` went (less than all: the end waits for the rest, as for
+    ``H2Stream.send_now``).
     Raises as :func:`send_answer_head`."""
     if stream.broken_reason is not None:
         raise trio.BrokenResourceError(stream.broken_reason)
@@ -82,9 +84,16 @@ def send_whole_answer(
         stream.session.send_prepared_head(stream.stream_id, head, end_stream=True)
         stream.mark_ended_locally()
         return 0
+    # ``ProxySession.send_prepared_answer``'s steps in place (once per answer): the
+    # session's call, its misuse as ``StreamUnusable``, the wake-up.
+    session = stream.session
+    try:
+        sent = session.send_answer(stream.stream_id, head, body)
+    except SessionUsageError as error:  # (the head's: after it, DATA cannot fail)
+        raise StreamUnusable(str(error)) from error
+    session.on_output()
     # Then ``send_now(body, end=True)``'s rules after the head: less than all of it, the
     # caller waits for new credit; all of it, our side is ended.
-    sent = stream.session.send_prepared_answer(stream.stream_id, head, body)
     if sent < len(body):
         stream.connection.wait_for_window(stream)
     else:

@@ -52,7 +52,6 @@ from h2ws_proxy.relay.kept_start import KeptStart
 from h2ws_proxy.relay.outcome import RelayEnd
 from h2ws_proxy.relay.record import log_answered
 from h2ws_proxy.relay.request_facts import RequestFacts
-from h2ws_proxy.transport.errors import STREAM_GONE
 from h2ws_proxy.transport.timers import ConnectionTimers
 
 #: What ``finish`` is told of an exchange, with or without the answer's head sent: shared by
@@ -126,14 +125,18 @@ class PolledRequest(PolledRelay):
     def on_readable(self) -> None:
         if self._done:
             return
+        # ``PollableSocket.receive_nowait``'s steps in place (once per answer), on the
+        # socket's own ``recv``: nothing there yet, a wake-up for nothing; any other error,
+        # the same failure and text. (The socket closes only at this request's end.)
         try:
-            data = self._socket.receive_nowait(READ_SIZE)
-        except STREAM_GONE as error:
-            self._backend_failed(f"backend connection broke: {error}")
+            data = self._connection.receive_now(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self._backend_failed(f"backend connection broke: socket error: {error}")
             return
         if not data:
-            if data is not None:
-                self._backend_closed()
+            self._backend_closed()
             return
         if not self._answer_started:  # the answer's first bytes: whole, or a wire made
             self._answer_started = True

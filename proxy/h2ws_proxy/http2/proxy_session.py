@@ -156,7 +156,9 @@ class ProxySession(H2Session):
     def send_prepared_answer(self, stream_id: int, head: list[Header], body: bytes) -> int:
         """:meth:`send_prepared_head` and then :meth:`send_data` of ``body`` with END_STREAM,
         in one call and one wake-up (an answer that came whole); how much of ``body`` went.
-        Less than all of it: END_STREAM goes with the rest, as for :meth:`send_data`."""
+        Less than all of it: END_STREAM goes with the rest, as for :meth:`send_data`.
+        (``answer_heads.send_whole_answer``, once per lean GET, takes these steps in place:
+        keep the two alike.)"""
         try:
             sent = self.send_answer(stream_id, head, body)
         except SessionUsageError as error:  # (the head's: after it, DATA cannot fail)
