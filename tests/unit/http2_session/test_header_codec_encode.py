@@ -121,3 +121,16 @@ def test_send_answer_takes_a_repeated_head_without_the_codecs_call() -> None:
         blocks = [sent for sent in w.parse(session.take_outbound()) if sent.kind == w.HEADERS]
         assert decoder.decode(blocks[-1].payload, raw=True) == head()
     assert len(calls) == 3  # stream 1 (literals), 3 (indexed: kept), 7 (a size owed)
+
+
+def test_send_answer_sends_a_new_head_after_a_repeated_one() -> None:
+    """A head other than the repeated one is encoded for itself: ``send_answer`` compares
+    the list with ``repeat_fields`` before it takes ``repeat_block``."""
+    client, decoder = hpack.Encoder(), hpack.Decoder()
+    session = w.server()
+    other = [POOL[1], POOL[2], POOL[6]]
+    for stream_id, fields in ((1, head()), (3, head()), (5, other), (7, head())):
+        session.receive_data(w.headers(stream_id, w.block(w.REQUEST, client), end_stream=True))
+        assert session.send_answer(stream_id, fields, b"hello world!") == 12
+        blocks = [sent for sent in w.parse(session.take_outbound()) if sent.kind == w.HEADERS]
+        assert decoder.decode(blocks[-1].payload, raw=True) == fields
