@@ -11,6 +11,7 @@ trailers that are all dropped, and the one retry a kept connection's failure all
 from __future__ import annotations
 
 import functools
+import gc
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from typing import cast
 import pytest
 import trio
 
+from h2ws_proxy.http2.polled_request import PolledRequest
 from h2ws_proxy.relay.context import ServerStats
 from h2ws_proxy.server.serve import BoundAddresses, serve
 from tests.conftest import StartProxy
@@ -250,6 +252,48 @@ async def test_a_kept_connection_reset_before_the_answer_is_retried_on_a_new_one
     assert len(lines) == 1
     assert lines[0]["status"] == 200
     assert not proxy_records.named("poller.handler_failed")  # the read's error, handled
+
+
+async def test_a_wake_up_with_nothing_to_read_leaves_the_lean_request_waiting(
+    nursery: trio.Nursery, start_proxy: StartProxy, proxy_records: ProxyRecords
+) -> None:
+    """The poller may call a lean request's ``on_readable`` with nothing to read (a round
+    that does not ask epoll: ``BackendPoller._run_handlers``): the read finds nothing and
+    the request waits on, on its kept connection; no failure, no retry."""
+    asked, release = trio.Event(), trio.Event()
+
+    async def answer(connection: BackendConnection, head: bytes, _number: int) -> bool:
+        if head.startswith(b"GET /wait "):
+            asked.set()
+            await release.wait()
+        await connection.stream.send_all(OK)
+        return True
+
+    backend = ScriptedBackend(scripted(answer))
+    port = await nursery.start(backend.run)
+    address = await start_proxy(make_config(("/", backend_url(port))))
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    statuses: list[int] = []
+    async with open_h2_client(stream) as client:
+        assert (await fetch(client, b"/a")).status == 200  # leaves its connection idle
+
+        async def waiting() -> None:
+            statuses.append((await fetch(client, b"/wait")).status)
+
+        async with trio.open_nursery() as both:
+            both.start_soon(waiting)
+            await asked.wait()
+            (request,) = [
+                found
+                for found in gc.get_objects()
+                if type(found) is PolledRequest and not found._done
+            ]
+            request.on_readable()  # nothing there yet
+            release.set()
+    assert statuses == [200]
+    assert len(backend.connections) == 1
+    lines = [line for line in proxy_records.named("request.closed") if line["path"] == "/wait"]
+    assert [(line["status"], line["end"]) for line in lines] == [(200, "clean")]
 
 
 # ---- 5. an answer that came whole, held back by the client's window ----
