@@ -81,7 +81,7 @@ class ConnectionTimers:
         self._queues: dict[float, OrderedDict[Timer, float]] = {}
         #: The same dict, for an owner that arms a new timer in place (:meth:`arm`'s rule
         #: for a queue that is not empty: a timer in no queue put at its end, its
-        #: ``deadline`` set, no wake-up); read only.
+        #: ``deadline`` set, no wake-up); never rebound, so the two stay one dict.
         self.queues = self._queues
         #: Deadlines armed with :meth:`arm_at`: (deadline, sequence, timer), a heap; an entry
         #: is live while ``_at_live`` maps its timer to its sequence.
