@@ -177,17 +177,39 @@ class IdleConnections(Generic[BackendConnection]):
         return next(reversed(group))
 
     def take_parked(
-        self, address: BackendAddress, poller: BackendPoller
+        self,
+        address: BackendAddress,
+        poller: BackendPoller,
+        now: float = -1.0,
+        ready: set[int] | None = None,
     ) -> BackendConnection | None:
         """The connection :meth:`best_for` gives first, the newest to ``address`` parked in
         ``poller``, removed as by :meth:`remove`; None: none is parked there (then ask
         :meth:`best_for`). One call and one look-up of ``poller``'s group per take of the
-        common connection, where :meth:`best_for` then :meth:`remove` make two of each."""
+        common connection, where :meth:`best_for` then :meth:`remove` make two of each.
+
+        With ``ready`` (as :meth:`take_parked_quiet`): taken, and marked reused, only when
+        it is good with no check of its own: younger than :attr:`keepalive` at ``now``, and
+        quiet by the pool's rule for a client read's ready set (``backend/pool.py``): parked
+        since before ``now``, in its epoll set, its descriptor not in ``ready`` (the set's
+        ready descriptors, asked after ``now`` was read). Else None and nothing taken: the
+        pool's own take (``BackendPool.take_idle_now``) checks it. One call per take of the
+        common connection, where the pool's take and this one make two."""
         parked = self._by_poller.get(poller)
         if parked:
             for connection in reversed(parked):
                 own = connection.address
                 if own is address or own == address:
+                    if ready is not None:
+                        idle_since = connection.idle_since
+                        if (
+                            now - idle_since >= self.keepalive
+                            or idle_since >= now
+                            or not connection.watched
+                            or connection.fd in ready
+                        ):
+                            return None
+                        connection.reused = True
                     del parked[connection]
                     if not parked:
                         del self._by_poller[poller]
@@ -198,40 +220,9 @@ class IdleConnections(Generic[BackendConnection]):
                     return connection
         return None
 
-    def take_parked_quiet(
-        self, address: BackendAddress, poller: BackendPoller, now: float, ready: set[int]
-    ) -> BackendConnection | None:
-        """:meth:`take_parked`'s connection, taken and marked reused, when it is good with
-        no check of its own: younger than :attr:`keepalive` at ``now``, and quiet by the
-        pool's rule for a client read's ready set (``backend/pool.py``): parked in ``poller``
-        since before ``now``, in its epoll set, its descriptor not in ``ready`` (the set's
-        ready descriptors, asked after ``now`` was read). None: nothing taken (none parked
-        there, or it needs the pool's own take: ``BackendPool.take_idle_now``). One call per
-        take of the common connection, where the pool's take and :meth:`take_parked` make
-        two."""
-        parked = self._by_poller.get(poller)
-        if parked:
-            for connection in reversed(parked):
-                own = connection.address
-                if own is address or own == address:
-                    idle_since = connection.idle_since
-                    if (
-                        now - idle_since >= self.keepalive
-                        or idle_since >= now
-                        or not connection.watched
-                        or connection.fd in ready
-                    ):
-                        return None
-                    del parked[connection]
-                    if not parked:
-                        del self._by_poller[poller]
-                    connection.parked_in = None
-                    group = self._last_group if own is self._last_address else self._group(own)
-                    assert group is not None  # (an idle connection is in its address's group)
-                    del group[connection]
-                    connection.reused = True
-                    return connection
-        return None
+    #: :meth:`take_parked` given a client read's clock reading and ready set: the lean
+    #: start's usual take (``relay/kept_start.py``, through ``BackendPool``).
+    take_parked_quiet = take_parked
 
     def expired(self, now: float, keepalive: float) -> tuple[list[BackendConnection], float]:
         """The connections idle for ``keepalive`` seconds or more (left in place), and when
