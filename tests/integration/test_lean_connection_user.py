@@ -16,10 +16,10 @@ import trio
 from h2ws_proxy.backend.kept_connection import BackendConnection as KeptConnection
 from h2ws_proxy.http2.polled_request import PolledRequest
 from tests.conftest import StartProxy
-from tests.helpers.backends import BackendConnection, ScriptedBackend
+from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import open_h2_client
-from tests.helpers.scripted_http import OK, fetch, scripted
-from tests.helpers.setup import backend_url, make_config
+from tests.helpers.scripted_http import OK, fetch
+from tests.helpers.scripted_proxy import proxy_for
 
 pytestmark = pytest.mark.socket
 
@@ -59,10 +59,7 @@ async def test_a_lean_requests_connection_forgets_it_at_its_end(
         await connection.stream.send_all(OK)
         return True
 
-    backend = ScriptedBackend(scripted(answer))
-    port = await nursery.start(backend.run)
-    address = await start_proxy(make_config(("/", backend_url(port))))
-    stream = await trio.open_tcp_stream(address.host, address.port)
+    _, stream = await proxy_for(nursery, start_proxy, answer)
     async with open_h2_client(stream) as client:
         assert (await fetch(client, b"/one")).status == 200  # leaves a kept connection
         await fetch(client, b"/case")  # runs without a task

@@ -28,6 +28,7 @@ from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.records import ProxyRecords
 from tests.helpers.scripted_http import OK, fetch, get, scripted, until_closed
+from tests.helpers.scripted_proxy import proxy_for
 from tests.helpers.setup import backend_url, make_config
 
 pytestmark = pytest.mark.socket
@@ -124,10 +125,7 @@ async def test_a_shut_window_times_out_even_if_the_client_sends_connection_updat
         await connection.stream.send_all(OK)
         return True
 
-    backend = ScriptedBackend(scripted(answer))
-    port = await nursery.start(backend.run)
-    address = await start_proxy(make_config(("/", backend_url(port)), http_idle_timeout_s=0.5))
-    stream = await trio.open_tcp_stream(address.host, address.port)
+    _, stream = await proxy_for(nursery, start_proxy, answer, http_idle_timeout_s=0.5)
     async with open_h2_client(stream) as client:
         if lean:
             assert (await fetch(client, b"/one")).status == 200  # a kept connection
@@ -161,10 +159,7 @@ async def test_trailers_that_are_all_dropped_end_the_stream_as_on_the_task_path(
             b"5\r\nhello\r\n0\r\nX-Forwarded-For: 192.0.2.1\r\n\r\n"
         }
     )
-    backend = ScriptedBackend(scripted(answer))
-    port = await nursery.start(backend.run)
-    address = await start_proxy(make_config(("/", backend_url(port))))
-    stream = await trio.open_tcp_stream(address.host, address.port)
+    _, stream = await proxy_for(nursery, start_proxy, answer)
     async with open_h2_client(stream) as client:
         if lean:
             assert (await fetch(client, b"/one")).status == 200  # a kept connection
@@ -199,10 +194,7 @@ async def test_a_request_the_backend_drops_on_kept_connections_is_sent_at_most_t
         await connection.stream.send_all(OK)
         return True
 
-    backend = ScriptedBackend(scripted(answer))
-    port = await nursery.start(backend.run)
-    address = await start_proxy(make_config(("/", backend_url(port))))
-    stream = await trio.open_tcp_stream(address.host, address.port)
+    backend, stream = await proxy_for(nursery, start_proxy, answer)
     async with open_h2_client(stream) as client:
         a = await client.request(get(b"/a"), end_stream=True)
         b = await client.request(get(b"/b"), end_stream=True)
@@ -239,10 +231,7 @@ async def test_a_kept_connection_reset_before_the_answer_is_retried_on_a_new_one
         await connection.stream.send_all(OK)
         return True
 
-    backend = ScriptedBackend(scripted(answer))
-    port = await nursery.start(backend.run)
-    address = await start_proxy(make_config(("/", backend_url(port))))
-    stream = await trio.open_tcp_stream(address.host, address.port)
+    backend, stream = await proxy_for(nursery, start_proxy, answer)
     async with open_h2_client(stream) as client:
         assert (await fetch(client, b"/a")).status == 200  # leaves its connection idle
         c = await fetch(client, b"/c")
@@ -269,10 +258,7 @@ async def test_a_wake_up_with_nothing_to_read_leaves_the_lean_request_waiting(
         await connection.stream.send_all(OK)
         return True
 
-    backend = ScriptedBackend(scripted(answer))
-    port = await nursery.start(backend.run)
-    address = await start_proxy(make_config(("/", backend_url(port))))
-    stream = await trio.open_tcp_stream(address.host, address.port)
+    backend, stream = await proxy_for(nursery, start_proxy, answer)
     statuses: list[int] = []
     async with open_h2_client(stream) as client:
         assert (await fetch(client, b"/a")).status == 200  # leaves its connection idle
@@ -312,10 +298,7 @@ async def test_a_whole_answer_the_window_takes_in_pieces_ends_cleanly_and_is_kep
         {b"/whole": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body}
     )
 
-    backend = ScriptedBackend(scripted(answer))
-    port = await nursery.start(backend.run)
-    address = await start_proxy(make_config(("/", backend_url(port))))
-    stream = await trio.open_tcp_stream(address.host, address.port)
+    backend, stream = await proxy_for(nursery, start_proxy, answer)
     async with open_h2_client(stream, settings={INITIAL_WINDOW_SIZE: 100}) as client:
         if lean:
             assert (await fetch(client, b"/one")).status == 200  # a kept connection
@@ -347,10 +330,7 @@ async def test_whole_answers_sent_at_once_end_cleanly_are_logged_and_forgotten(
     }
 
     answer = answers_by_path(answers)
-    backend = ScriptedBackend(scripted(answer))
-    port = await nursery.start(backend.run)
-    address = await start_proxy(make_config(("/", backend_url(port)), idle_connection_timeout_s=1))
-    stream = await trio.open_tcp_stream(address.host, address.port)
+    backend, stream = await proxy_for(nursery, start_proxy, answer, idle_connection_timeout_s=1)
     got = {}
     async with open_h2_client(stream) as client:
         if lean:

@@ -14,11 +14,11 @@ import pytest
 import trio
 
 from tests.conftest import StartProxy
-from tests.helpers.backends import BackendConnection, ScriptedBackend
+from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.records import ProxyRecords
-from tests.helpers.scripted_http import OK, fetch, scripted
-from tests.helpers.setup import backend_url, make_config
+from tests.helpers.scripted_http import OK, fetch
+from tests.helpers.scripted_proxy import proxy_for
 
 pytestmark = pytest.mark.socket
 
@@ -76,10 +76,7 @@ async def test_a_lean_answer_then_the_next_request(
         await connection.stream.send_all(OK)
         return True
 
-    backend = ScriptedBackend(scripted(answer))
-    port = await nursery.start(backend.run)
-    address = await start_proxy(make_config(("/", backend_url(port))))
-    stream = await trio.open_tcp_stream(address.host, address.port)
+    backend, stream = await proxy_for(nursery, start_proxy, answer)
     async with open_h2_client(stream) as client:
         assert (await fetch(client, b"/one")).status == 200  # leaves a kept connection
         state = await fetch(client, b"/case")  # so this one runs without a task

@@ -15,6 +15,7 @@ from tests.helpers.backends import BackendConnection, ScriptedBackend
 from tests.helpers.h2_client import open_h2_client
 from tests.helpers.records import ProxyRecords
 from tests.helpers.scripted_http import OK, fetch, get, scripted
+from tests.helpers.scripted_proxy import proxy_for
 from tests.helpers.setup import backend_url, make_config
 
 pytestmark = pytest.mark.socket
@@ -45,10 +46,7 @@ async def _run(
             await connection.stream.send_all(OK)
         return True
 
-    backend = ScriptedBackend(scripted(answer))
-    port = await nursery.start(backend.run)
-    address = await start_proxy(make_config(("/", backend_url(port))))
-    stream = await trio.open_tcp_stream(address.host, address.port)
+    backend, stream = await proxy_for(nursery, start_proxy, answer)
     async with open_h2_client(stream) as client:
         first = await fetch(client, b"/one")  # a kept connection; its head is the last
         prime_head = [(b":method", b"HEAD"), *get(b"/prime")[1:]]

@@ -14,25 +14,16 @@ import pytest
 import trio
 
 from tests.conftest import StartProxy
-from tests.helpers.backends import BackendConnection, ScriptedBackend
+from tests.helpers.backends import BackendConnection
 from tests.helpers.h2_client import H2TestClient, open_h2_client
 from tests.helpers.records import ProxyRecords
-from tests.helpers.scripted_http import OK, Answer, fetch, get, scripted, until_closed
-from tests.helpers.setup import backend_url, make_config
+from tests.helpers.scripted_http import OK, fetch, get, until_closed
+from tests.helpers.scripted_proxy import proxy_for
 
 pytestmark = pytest.mark.socket
 
 CANCEL, INTERNAL_ERROR = 0x8, 0x2
 Header = tuple[bytes, bytes]
-
-
-async def proxy_for(
-    nursery: trio.Nursery, start_proxy: StartProxy, answer: Answer, **limits: float
-) -> tuple[ScriptedBackend, trio.SocketStream]:
-    backend = ScriptedBackend(scripted(answer))
-    port = await nursery.start(backend.run)
-    address = await start_proxy(make_config(("/", backend_url(port)), **limits))
-    return backend, await trio.open_tcp_stream(address.host, address.port)
 
 
 async def test_a_kept_connection_the_backend_closes_is_retried_on_a_new_one(
